@@ -1,0 +1,57 @@
+"""The development channel: appends each message to a JSON Lines file instead of calling a provider.
+
+It honours idempotency keys like a real provider would: a key it has written before is reported
+as a duplicate and not written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from activities.channels import OutgoingMessage
+from activities.notifications import SendResult
+
+
+class OutboxChannel:
+    """Writes messages to ``path``; one instance serves every channel name it is registered for."""
+
+    name = "outbox"
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = asyncio.Lock()
+        self._written: set[str] | None = None
+
+    def _load_keys(self) -> set[str]:
+        keys: set[str] = set()
+        if self._path.exists():
+            for line in self._path.read_text().splitlines():
+                try:
+                    keys.add(json.loads(line)["idempotency_key"])
+                except (ValueError, KeyError):
+                    continue
+        return keys
+
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        async with self._lock:
+            if self._written is None:
+                self._written = self._load_keys()
+            if message.idempotency_key in self._written:
+                return SendResult(status="duplicate", provider=self.name, provider_message_id=message.idempotency_key)
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            record = {**asdict(message), "sent_at": time.time()}
+            with self._path.open("a") as out:
+                out.write(json.dumps(record) + "\n")
+            self._written.add(message.idempotency_key)
+        return SendResult(status="sent", provider=self.name, provider_message_id=message.idempotency_key)
+
+
+def read_outbox(path: Path) -> list[dict[str, object]]:
+    """Every message in an outbox file, oldest first."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,112 @@
+"""Applies routed actions to Temporal: start a journey, or signal a running one.
+
+"Already started" is success (counted as a dedupe) and a signal to a journey that does not run
+is success too (nobody was waiting). Transient server errors are raised as `TransientTemporalError`
+for the caller's retry loop; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from events.model import CustomerEvent
+from eventflow.errors import EventflowError
+from journeys.routing import Action, SignalJourney, StartJourney
+from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
+
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")
+JOURNEY_VERSION = SearchAttributeKey.for_int("JourneyVersion")
+
+_TRANSIENT = frozenset({
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.ABORTED,
+    RPCStatusCode.INTERNAL,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.CANCELLED,
+})
+
+
+class TransientTemporalError(EventflowError):
+    """Temporal could not be reached or was overloaded; retry, never dead-letter."""
+
+    def __init__(self, operation: str, workflow_id: str, cause: RPCError) -> None:
+        super().__init__(f"{operation} {workflow_id}: {cause.status.name} {cause.message}")
+        self.operation = operation
+        self.workflow_id = workflow_id
+        self.status = cause.status
+
+
+class Outcome(StrEnum):
+    STARTED = "started"
+    DEDUPED = "deduped"
+    SIGNALLED = "signalled"
+    NO_INSTANCE = "no_instance"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    outcome: Outcome
+
+
+class Dispatcher:
+    """Turns `Action`s into Temporal calls on one client."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def apply(self, event: CustomerEvent, action: Action) -> ActionResult:
+        if isinstance(action, StartJourney):
+            return ActionResult(action, await self._start(event, action))
+        return ActionResult(action, await self._signal(event, action))
+
+    async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:
+        try:
+            await self._client.start_workflow(
+                JOURNEY_WORKFLOW,
+                JourneyInput(journey=action.snapshot, event=event),
+                id=action.workflow_id,
+                task_queue=self._task_queue,
+                id_reuse_policy=(WorkflowIDReusePolicy.REJECT_DUPLICATE if action.reject_reuse
+                                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes([
+                    SearchAttributePair(CUSTOMER_ID, event.customer.id),
+                    SearchAttributePair(JOURNEY_ID, action.journey_id),
+                    SearchAttributePair(JOURNEY_VERSION, int(action.snapshot["version"])),
+                ]),
+            )
+        except WorkflowAlreadyStartedError:
+            return Outcome.DEDUPED
+        except RPCError as exc:
+            if exc.status in _TRANSIENT:
+                raise TransientTemporalError("start", action.workflow_id, exc) from exc
+            raise
+        return Outcome.STARTED
+
+    async def _signal(self, event: CustomerEvent, action: SignalJourney) -> Outcome:
+        try:
+            await self._client.get_workflow_handle(action.workflow_id).signal(EVENT_SIGNAL, event)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return Outcome.NO_INSTANCE
+            if exc.status in _TRANSIENT:
+                raise TransientTemporalError("signal", action.workflow_id, exc) from exc
+            raise
+        return Outcome.SIGNALLED

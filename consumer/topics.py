@@ -1,0 +1,25 @@
+"""Creating the topics Eventflow reads and writes, where the cluster lets clients do so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def ensure_topics(client_config: Mapping[str, str], topics: Iterable[str], *, partitions: int = 3,
+                  replication_factor: int = 1, timeout_seconds: float = 30.0) -> None:
+    """Creates missing topics; existing ones are left as they are."""
+    admin = AdminClient(dict(client_config))
+    existing = admin.list_topics(timeout=timeout_seconds).topics
+    wanted = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+              for t in topics if t not in existing]
+    if not wanted:
+        return
+    for topic, future in admin.create_topics(wanted, operation_timeout=timeout_seconds).items():
+        try:
+            future.result(timeout=timeout_seconds)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

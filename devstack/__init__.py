@@ -1,0 +1,19 @@
+"""Local, Docker-free Kafka and Temporal servers for development, the demo and the tests.
+
+Kafka runs from Maven Central jars (KRaft, one combined broker+controller node); Temporal runs as
+the CLI dev server built from the Go module proxy. Everything is cached outside the working tree.
+"""
+
+from devstack.cache import cache_dir
+from devstack.errors import DevstackError, MissingToolError, ServerStartError
+from devstack.stack import Endpoints, Stack, StackStatus
+
+__all__ = [
+    "DevstackError",
+    "Endpoints",
+    "MissingToolError",
+    "ServerStartError",
+    "Stack",
+    "StackStatus",
+    "cache_dir",
+]

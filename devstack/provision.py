@@ -1,0 +1,126 @@
+"""Idempotent provisioning of the Kafka jars, the Temporal CLI and Temporal's Java test server.
+
+Each artifact is fetched once into the cache and marked complete with a stamp file, so a second
+run (or a fresh clone sharing the cache) only checks the stamps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.cache import cache_dir
+from devstack.errors import MissingToolError, ProvisionError
+
+KAFKA_VERSION = "4.1.1"
+TEMPORAL_CLI_VERSION = "v1.5.1"
+TEMPORAL_TEST_SERVER_VERSION = "1.31.0"
+
+_MAVEN_DIR = Path(__file__).parent / "maven"
+
+_INSTALL_HINTS = {
+    "java": "install a JDK 17+ (Debian: apt-get install -y openjdk-17-jdk-headless)",
+    "mvn": "install Maven (Debian: apt-get install -y maven)",
+    "go": "install Go 1.23+ from your distribution or go.dev",
+}
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Paths of the provisioned servers."""
+
+    kafka_libs: Path
+    temporal_cli: Path
+    test_server: Path
+
+
+def require_tool(tool: str, purpose: str) -> str:
+    """Returns the tool's path or raises `MissingToolError` with one line saying how to install it."""
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingToolError(tool, purpose, _INSTALL_HINTS.get(tool, "install it"))
+    return path
+
+
+def _run_logged(argv: list[str], log_path: Path, what: str, env: dict[str, str] | None = None) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    if result.returncode != 0:
+        raise ProvisionError(what, str(log_path))
+
+
+def _maven_copy(pom: Path, dest: Path, what: str) -> Path:
+    stamp = dest / ".complete"
+    if stamp.exists():
+        return dest
+    mvn = require_tool("mvn", f"fetch {what} from Maven Central")
+    require_tool("java", f"run {what}")
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    _run_logged(
+        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+        cache_dir() / "logs" / f"provision-{dest.name}.log",
+        what,
+    )
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    stamp.touch()
+    return dest
+
+
+def kafka_libs() -> Path:
+    """Fetches the broker's runtime classpath (Kafka plus the log4j2 SLF4J binding)."""
+    return _maven_copy(_MAVEN_DIR / "kafka-pom.xml", cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs", "Apache Kafka")
+
+
+def temporal_cli() -> Path:
+    """Builds the Temporal CLI (which embeds the dev server) from the Go module proxy."""
+    bin_dir = cache_dir() / "bin"
+    binary = bin_dir / f"temporal-{TEMPORAL_CLI_VERSION}"
+    if binary.exists():
+        return binary
+    go = require_tool("go", "build the Temporal CLI dev server")
+    build_dir = cache_dir() / "build" / "temporal"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(build_dir), "CGO_ENABLED": "0"}
+    _run_logged(
+        [go, "install", f"github.com/temporalio/cli/cmd/temporal@{TEMPORAL_CLI_VERSION}"],
+        cache_dir() / "logs" / "provision-temporal-cli.log",
+        "the Temporal CLI",
+        env=env,
+    )
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(build_dir / "temporal"), binary)
+    return binary
+
+
+def test_server() -> Path:
+    """Fetches Temporal's Java time-skipping test server and writes an exec wrapper for the SDK.
+
+    The Python SDK starts ``<path> <port>``; the wrapper turns that into a java command line.
+    """
+    libs = _maven_copy(
+        _MAVEN_DIR / "temporal-test-server-pom.xml",
+        cache_dir() / f"temporal-test-server-{TEMPORAL_TEST_SERVER_VERSION}" / "libs",
+        "Temporal's test server",
+    )
+    wrapper = libs.parent / "temporal-test-server"
+    script = (
+        "#!/bin/sh\n"
+        f'exec java -Xmx256m -cp "{libs}/*" io.temporal.testserver.TestServer "$@"\n'
+    )
+    if not wrapper.exists() or wrapper.read_text() != script:
+        wrapper.write_text(script)
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return wrapper
+
+
+def provision_all() -> Artifacts:
+    """Provisions every artifact; idempotent."""
+    return Artifacts(kafka_libs=kafka_libs(), temporal_cli=temporal_cli(), test_server=test_server())

@@ -1,0 +1,77 @@
+"""The local stack: one Kafka broker and one Temporal dev server, started and stopped together."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.cache import cache_dir
+from devstack.kafka import KafkaServer
+from devstack.temporal import TemporalDevServer
+
+#: Custom search attributes the journey workflows upsert; the dev server registers them at start.
+SEARCH_ATTRIBUTES = {"CustomerId": "Keyword", "JourneyId": "Keyword", "JourneyVersion": "Int"}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where clients reach the servers."""
+
+    kafka_bootstrap_servers: str
+    temporal_address: str
+    temporal_ui_url: str | None = None
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    kafka_running: bool
+    temporal_running: bool
+    endpoints: Endpoints
+    logs: tuple[Path, ...]
+
+
+def _port(env: str, default: int) -> int:
+    raw = os.environ.get(env)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{env} must be a port number, got {raw!r}") from exc
+
+
+class Stack:
+    """Kafka plus Temporal under ``<cache>/<name>``; ports come from ``EVENTFLOW_DEV_*_PORT``."""
+
+    def __init__(self, name: str = "dev", *, ui: bool = True) -> None:
+        home = cache_dir() / name
+        self.kafka = KafkaServer(home / "kafka", port=_port("EVENTFLOW_DEV_KAFKA_PORT", 19092))
+        self.temporal = TemporalDevServer(
+            home / "temporal",
+            port=_port("EVENTFLOW_DEV_TEMPORAL_PORT", 7233),
+            ui_port=_port("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233) if ui else None,
+            search_attributes=SEARCH_ATTRIBUTES,
+        )
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(self.kafka.bootstrap_servers, self.temporal.address, self.temporal.ui_url)
+
+    def up(self) -> Endpoints:
+        """Starts whichever server is not running and waits until both serve."""
+        self.temporal.start()
+        self.kafka.start()
+        return self.endpoints
+
+    def down(self) -> None:
+        self.kafka.stop()
+        self.temporal.stop()
+
+    def status(self) -> StackStatus:
+        return StackStatus(
+            kafka_running=self.kafka.is_running(),
+            temporal_running=self.temporal.is_running(),
+            endpoints=self.endpoints,
+            logs=(self.kafka.log_path, self.temporal.log_path),
+        )

@@ -1,0 +1,119 @@
+"""The ``eventflow`` command: worker, consume, produce, dev, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from devstack import DevstackError, Stack
+from eventflow import logs
+from eventflow.errors import EventflowError
+from eventflow.settings import load_settings, markdown_table
+
+
+def _worker(_: argparse.Namespace) -> int:
+    from eventflow.worker_app import run_worker
+
+    settings = load_settings()
+    logs.configure(settings.log_format)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _consume(_: argparse.Namespace) -> int:
+    from consumer.app import run_consumer
+
+    settings = load_settings()
+    logs.configure(settings.log_format)
+    asyncio.run(run_consumer(settings))
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from events.producer import EventProducer
+    from events.samples import demo_events
+    from events.schemas import load as load_schemas
+
+    settings = load_settings()
+    topic = args.topic or settings.kafka.topics[0]
+    producer = EventProducer(settings.kafka.client_config(), topic, load_schemas())
+    if args.file:
+        lines = Path(args.file).read_text().splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+    else:
+        events = demo_events()
+    for event in events:
+        producer.send(event)
+    producer.flush()
+    print(f"published {len(events)} events to {topic}")
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    stack = Stack()
+    if args.action == "provision":
+        from devstack.provision import provision_all
+
+        artifacts = provision_all()
+        print(f"kafka: {artifacts.kafka_libs}\ntemporal: {artifacts.temporal_cli}\ntest server: {artifacts.test_server}")
+    elif args.action == "up":
+        endpoints = stack.up()
+        print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
+        print(f"TEMPORAL_ADDRESS={endpoints.temporal_address}")
+        if endpoints.temporal_ui_url:
+            print(f"Temporal UI: {endpoints.temporal_ui_url}")
+    elif args.action == "down":
+        stack.down()
+        print("stopped")
+    elif args.action == "status":
+        status = stack.status()
+        print(f"kafka: {'running' if status.kafka_running else 'stopped'} at {status.endpoints.kafka_bootstrap_servers}")
+        print(f"temporal: {'running' if status.temporal_running else 'stopped'} at {status.endpoints.temporal_address}")
+        for log_path in status.logs:
+            print(f"log: {log_path}")
+        return 0 if status.kafka_running and status.temporal_running else 3
+    elif args.action == "run":
+        from eventflow.demo import run_demo
+
+        logs.configure("console", level=30)
+        return run_demo()
+    return 0
+
+
+def _config(_: argparse.Namespace) -> int:
+    print(markdown_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("worker", help="run a journey worker").set_defaults(handler=_worker)
+    commands.add_parser("consume", help="run a consumer-group member").set_defaults(handler=_consume)
+    produce = commands.add_parser("produce", help="publish events (a JSON Lines file, or the samples)")
+    produce.add_argument("--file", help="JSON Lines file of events; default: the built-in samples")
+    produce.add_argument("--topic", help="topic; default: the first of EVENTFLOW_TOPICS")
+    produce.set_defaults(handler=_produce)
+    dev = commands.add_parser("dev", help="local Kafka and Temporal: provision, up, down, status, run (the demo)")
+    dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])
+    dev.set_defaults(handler=_dev)
+    config = commands.add_parser("config", help="print the configuration table (Markdown)")
+    config.set_defaults(handler=_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (EventflowError, DevstackError) as exc:
+        print(f"eventflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

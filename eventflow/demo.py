@@ -1,0 +1,85 @@
+"""``eventflow dev run``: the embedded default end to end, for a newcomer's first five minutes.
+
+Starts the local stack, runs a worker and a consumer in this process, publishes the sample
+events and prints the notifications the journeys sent. Kafka and Temporal keep running afterwards
+so the Temporal UI can be explored; ``eventflow dev down`` stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from activities.config import outbox_path
+from activities.outbox import read_outbox
+from consumer.app import run_consumer
+from consumer.topics import ensure_topics
+from devstack import Stack
+from eventflow.logs import mask_contact_details
+from eventflow.settings import load_settings
+from eventflow.worker_app import run_worker
+from events.producer import EventProducer
+from events.samples import demo_events
+from events.schemas import load as load_schemas
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _show(message: dict[str, object]) -> None:
+    to = mask_contact_details(str(message["to"]))
+    _say(f"  [{message['channel']}] to {to}  ({message['template_id']}, {message['locale']})")
+    if message.get("subject"):
+        _say(f"    subject: {message['subject']}")
+    for line in str(message["body"]).splitlines():
+        _say(f"    | {line}")
+
+
+async def _wait_for_sends(outbox: Path, marks: set[str], expected: int, timeout_seconds: float) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        sent = [m for m in read_outbox(outbox) if any(mark in str(m["workflow_id"]) for mark in marks)]
+        if len(sent) >= expected or time.monotonic() > deadline:
+            return sent
+        await asyncio.sleep(0.3)
+
+
+async def _run(stack: Stack) -> int:
+    os.environ.setdefault("EVENTFLOW_METRICS_PORT", "0")
+    settings = load_settings()
+    ensure_topics(settings.kafka.client_config(), [*settings.kafka.topics, settings.kafka.dlq_topic])
+    stop = asyncio.Event()
+    services = [asyncio.create_task(run_worker(settings, stop), name="worker"),
+                asyncio.create_task(run_consumer(settings, stop), name="consumer")]
+    events = demo_events()
+    producer = EventProducer(settings.kafka.client_config(), settings.kafka.topics[0], load_schemas())
+    for event in events:
+        producer.send(event)
+    await producer.flush_async()
+    _say(f"-> published {len(events)} sample events to '{settings.kafka.topics[0]}' "
+         f"({', '.join(e['event_type'] for e in events)})")
+    orders = {str(e["payload"]["order_id"]) for e in events if e["event_type"] == "PurchaseCompleted"}
+    sent = await _wait_for_sends(outbox_path(), orders, expected=len(orders), timeout_seconds=90)
+    stop.set()
+    await asyncio.gather(*services, return_exceptions=True)
+    _say(f"-> {len(sent)} notifications sent (outbox: {outbox_path()}):")
+    for message in sent:
+        _show(message)
+    if stack.temporal.ui_url:
+        _say(f"-> Temporal UI: {stack.temporal.ui_url}  (the journeys wait there for their next step)")
+    _say("-> Kafka and Temporal keep running; stop them with: .venv/bin/eventflow dev down")
+    return 0 if len(sent) >= len(orders) else 1
+
+
+def run_demo() -> int:
+    """Entry point of ``eventflow dev run``; returns the process exit code."""
+    stack = Stack()
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TEMPORAL_ADDRESS")
+    if not external:
+        _say("-> provisioning and starting Kafka and Temporal (first run downloads and builds; later runs take seconds)")
+        endpoints = stack.up()
+        _say(f"-> Kafka at {endpoints.kafka_bootstrap_servers}, Temporal at {endpoints.temporal_address}")
+    return asyncio.run(_run(stack))

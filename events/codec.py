@@ -1,0 +1,190 @@
+"""Avro encoding and decoding of customer events.
+
+Two framings are read, told apart by their first bytes:
+
+* Confluent wire format: ``0x00``, 4-byte big-endian schema id, Avro body (writer schema from a registry);
+* Avro single-object encoding: ``0xC3 0x01``, 8-byte CRC-64-AVRO fingerprint, Avro body (writer
+  schema from ``avro/``); this is what the embedded default writes, so it needs no registry server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro._read_common import SchemaResolutionError as FastavroResolutionError
+
+from events.errors import (
+    DecodeError,
+    InvalidEventError,
+    MissingFieldError,
+    SchemaResolutionError,
+    TruncatedMessageError,
+    UnknownEventTypeError,
+    UnknownMagicByteError,
+    UnknownSchemaError,
+)
+from events.model import Customer, CustomerEvent, JsonValue
+from events.schemas import NAMESPACE, ParsedSchema, SchemaSet
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+
+
+class WriterSchemaLookup(Protocol):
+    """Finds the writer schema for a Confluent schema id (a registry client, cached)."""
+
+    def __call__(self, schema_id: int, raw: bytes) -> ParsedSchema: ...
+
+
+def encode_single_object(record: Mapping[str, Any], schemas: SchemaSet) -> bytes:
+    """Encodes a record (as from `record_from_json`) with Avro single-object framing."""
+    body = io.BytesIO()
+    body.write(SINGLE_OBJECT_MAGIC)
+    body.write(schemas.fingerprint)
+    schemaless_writer(body, schemas.envelope, dict(record))
+    return body.getvalue()
+
+
+def record_from_json(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Turns a JSON event (strings for decimals, ISO timestamps) into fastavro's write form.
+
+    The payload becomes a ``(record name, body)`` tuple so fastavro writes the union branch that
+    ``event_type`` names; a record fastavro cannot write raises ``ValueError`` at encode time.
+    """
+    record = dict(event)
+    record["occurred_at"] = _parse_timestamp(record["occurred_at"])
+    payload = record.get("payload") or {}
+    record["payload"] = (f"{NAMESPACE}.{record['event_type']}", _coerce_json(payload))
+    return record
+
+
+def _parse_timestamp(value: Any) -> Any:
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+_AMOUNT_KEYS = frozenset({"amount", "unit_price", "total", "cart_total"})
+
+
+def _coerce_json(value: Any, key: str | None = None) -> Any:
+    """Money amounts from JSON strings or numbers to Decimal, ISO ``*_at`` strings to datetimes."""
+    if isinstance(value, Mapping):
+        return {k: _coerce_json(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_coerce_json(v, key) for v in value]
+    if key == "amount" and isinstance(value, (str, int, float)):
+        return Decimal(str(value))
+    if key is not None and key.endswith("_at") and isinstance(value, str):
+        return _parse_timestamp(value)
+    return value
+
+
+class EventDecoder:
+    """Decodes record values into `CustomerEvent`s; a callable ``(bytes) -> CustomerEvent``.
+
+    Every failure raises a subclass of `DecodeError` carrying the raw bytes.
+    """
+
+    def __init__(self, schemas: SchemaSet, registry_lookup: WriterSchemaLookup | None = None) -> None:
+        self._schemas = schemas
+        self._registry_lookup = registry_lookup
+        self._by_fingerprint: dict[bytes, ParsedSchema] = {schemas.fingerprint: schemas.envelope}
+
+    def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:
+        """Makes an older or newer writer schema known by its single-object fingerprint."""
+        self._by_fingerprint[fingerprint] = schema
+
+    def __call__(self, raw: bytes) -> CustomerEvent:
+        if not raw:
+            raise TruncatedMessageError("empty value", raw)
+        if raw[:2] == SINGLE_OBJECT_MAGIC:
+            if len(raw) < 10:
+                raise TruncatedMessageError("single-object header shorter than 10 bytes", raw)
+            writer = self._by_fingerprint.get(raw[2:10])
+            if writer is None:
+                raise UnknownSchemaError(f"unknown schema fingerprint {raw[2:10].hex()}", raw)
+            body_start = 10
+        elif raw[0] == CONFLUENT_MAGIC:
+            if len(raw) < 5:
+                raise TruncatedMessageError("Confluent header shorter than 5 bytes", raw)
+            schema_id = int.from_bytes(raw[1:5], "big")
+            if self._registry_lookup is None:
+                raise UnknownSchemaError(f"schema id {schema_id} but no schema registry is configured", raw)
+            writer = self._registry_lookup(schema_id, raw)
+            body_start = 5
+        else:
+            raise UnknownMagicByteError(f"unknown magic byte 0x{raw[0]:02x}", raw)
+        return self._decode_body(raw, body_start, writer)
+
+    def _decode_body(self, raw: bytes, start: int, writer: ParsedSchema) -> CustomerEvent:
+        body = io.BytesIO(raw)
+        body.seek(start)
+        try:
+            record = schemaless_reader(body, writer, self._schemas.envelope, return_record_name=True)
+        except FastavroResolutionError as exc:
+            message = str(exc)
+            if "union" in message.lower() or "payload" in message.lower():
+                raise UnknownEventTypeError(f"payload type not in the reader schema: {message}", raw) from exc
+            if "default" in message.lower() or "missing" in message.lower():
+                raise MissingFieldError(message, raw) from exc
+            raise SchemaResolutionError(message, raw) from exc
+        except (EOFError, StopIteration, IndexError) as exc:
+            raise TruncatedMessageError(f"Avro body ends early at byte {body.tell()}", raw) from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidEventError(f"string field is not UTF-8: {exc.reason}", raw) from exc
+        except (ValueError, TypeError, KeyError, OverflowError, MemoryError) as exc:
+            raise InvalidEventError(f"Avro body is malformed: {exc!r}", raw) from exc
+        if body.tell() != len(raw):
+            raise InvalidEventError(f"{len(raw) - body.tell()} trailing bytes after the Avro body", raw)
+        return _to_event(record, raw)
+
+
+def _to_event(record: dict[str, Any], raw: bytes) -> CustomerEvent:
+    payload_name, payload = record["payload"]
+    payload_type = payload_name.rsplit(".", 1)[-1]
+    if record["event_type"] != payload_type:
+        raise InvalidEventError(
+            f"event_type {record['event_type']!r} does not match payload record {payload_type!r}", raw
+        )
+    customer = record["customer"]
+    if not customer["id"]:
+        raise InvalidEventError("customer.id is empty", raw)
+    occurred_at = record["occurred_at"]
+    return CustomerEvent(
+        event_id=str(record["event_id"]),
+        event_type=payload_type,
+        occurred_at=occurred_at.isoformat() if isinstance(occurred_at, dt.datetime) else str(occurred_at),
+        customer=Customer(**{k: customer.get(k) for k in ("id", "email", "phone", "first_name")},
+                          timezone=customer.get("timezone") or "UTC", locale=customer.get("locale") or "en"),
+        payload={k: _json_safe(v) for k, v in payload.items()},
+    )
+
+
+_JSON_SAFE: dict[type, Callable[[Any], JsonValue]] = {
+    Decimal: str,
+    dt.datetime: lambda v: v.isoformat(),
+    dt.date: lambda v: v.isoformat(),
+    uuid.UUID: str,
+    bytes: lambda v: v.hex(),
+}
+
+
+def _json_safe(value: Any) -> JsonValue:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    convert = _JSON_SAFE.get(type(value))
+    return convert(value) if convert else value
+
+
+def decode_error_type(error: DecodeError) -> str:
+    """The stable, bounded-cardinality name of a decode error, for metrics and DLQ headers."""
+    return type(error).__name__
