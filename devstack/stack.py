@@ -44,19 +44,28 @@ def _port(env: str, default: int) -> int:
 class Stack:
     """Kafka plus Temporal under ``<cache>/<name>``; ports come from ``EVENTFLOW_DEV_*_PORT``."""
 
-    def __init__(self, name: str = "dev", *, ui: bool = True) -> None:
+    def __init__(self, name: str = "dev", *, kafka_port: int | None = None, temporal_port: int | None = None,
+                 ui_port: int | None = None, ui: bool = True) -> None:
         home = cache_dir() / name
-        self.kafka = KafkaServer(home / "kafka", port=_port("EVENTFLOW_DEV_KAFKA_PORT", 19092))
+        self.kafka = KafkaServer(home / "kafka", port=kafka_port or _port("EVENTFLOW_DEV_KAFKA_PORT", 19092))
         self.temporal = TemporalDevServer(
             home / "temporal",
-            port=_port("EVENTFLOW_DEV_TEMPORAL_PORT", 7233),
-            ui_port=_port("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233) if ui else None,
+            port=temporal_port or _port("EVENTFLOW_DEV_TEMPORAL_PORT", 7233),
+            ui_port=(ui_port or _port("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233)) if ui else None,
             search_attributes=SEARCH_ATTRIBUTES,
         )
+
+    @classmethod
+    def for_tests(cls) -> Stack:
+        """The test suite's own stack: other ports and data than `eventflow dev`, no UI."""
+        return cls("test", kafka_port=29092, temporal_port=17233, ui=False)
 
     @property
     def endpoints(self) -> Endpoints:
         return Endpoints(self.kafka.bootstrap_servers, self.temporal.address, self.temporal.ui_url)
+
+    def is_running(self) -> bool:
+        return self.kafka.is_running() and self.temporal.is_running()
 
     def up(self) -> Endpoints:
         """Starts whichever server is not running and waits until both serve."""

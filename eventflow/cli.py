@@ -9,10 +9,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
 from eventflow import logs
 from eventflow.errors import EventflowError
 from eventflow.settings import load_settings, markdown_table
+from events import cli as events_cli
+from journeys import cli as journeys_cli
 
 
 def _worker(_: argparse.Namespace) -> int:
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(handler=_dev)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.set_defaults(handler=_config)
+    for register in (events_cli.register, journeys_cli.register, consumer_cli.register):
+        register(commands)
     return parser
 
 

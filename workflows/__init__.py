@@ -7,8 +7,8 @@ from workflows.journey import (
     JourneyInput,
     JourneyStatus,
     JourneyWorkflow,
-    SendRecord,
 )
+from workflows.sending import SendRecord
 
 __all__ = [
     "EVENT_SIGNAL",

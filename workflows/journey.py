@@ -12,12 +12,11 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from workflows.sending import SendRecord, send_step
+
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import SendNotificationInput, SendResult
-    from activities.send import SEND_NOTIFICATION
     from events.model import CustomerEvent
     from journeys.durations import parse_duration
 
@@ -25,31 +24,12 @@ JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"
 STATUS_QUERY = "status"
 
-SEND_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=5),
-    maximum_attempts=20,
-    non_retryable_error_types=["ChannelNotConfigured", "MissingAddress", "TemplateRenderError"],
-)
-
-
 @dataclass(frozen=True)
 class JourneyInput:
     """Start input: the definition snapshot and the triggering event."""
 
     journey: dict[str, Any]
     event: CustomerEvent
-
-
-@dataclass(frozen=True)
-class SendRecord:
-    """One send the journey made, as the status query reports it."""
-
-    step_id: str
-    channel: str
-    template_id: str
-    status: str
 
 
 @dataclass
@@ -124,28 +104,4 @@ class JourneyWorkflow:
             pass
 
     async def _send(self, step: dict[str, Any], event: CustomerEvent, context: dict[str, Any]) -> None:
-        spec = step["send"]
-        template = self._journey["templates"][spec["template"]]
-        variants = template["variants"][spec["channel"]]
-        locale = event.customer.locale if event.customer.locale in variants else template["default_locale"]
-        variant = variants[locale]
-        result: SendResult = await workflow.execute_activity(
-            SEND_NOTIFICATION,
-            SendNotificationInput(
-                idempotency_key=f"{workflow.info().workflow_id}/{step['id']}",
-                channel=spec["channel"],
-                customer=event.customer,
-                template_id=template["id"],
-                locale=locale,
-                body_template=variant["body"],
-                subject_template=variant.get("subject"),
-                context=context,
-                workflow_id=workflow.info().workflow_id,
-                journey_id=self._journey["id"],
-                step_id=step["id"],
-            ),
-            result_type=SendResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=SEND_RETRY_POLICY,
-        )
-        self._sends.append(SendRecord(step["id"], spec["channel"], template["id"], result.status))
+        self._sends.append(await send_step(step, self._journey, event, context))

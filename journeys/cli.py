@@ -1,0 +1,9 @@
+"""``eventflow`` subcommands of the journeys package."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds this package's subcommands to the ``eventflow`` parser."""

@@ -1,0 +1,96 @@
+"""Session-wide real servers and the per-test pieces built on them.
+
+Kafka and Temporal are real: the servers named by ``KAFKA_BOOTSTRAP_SERVERS`` and
+``TEMPORAL_ADDRESS`` when both are set, otherwise the test stack (``devstack.Stack.for_tests``),
+started once per session and stopped at the end if this session started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from devstack import Endpoints, Stack
+from devstack.provision import test_server
+from tests.harness import Bridge, start_bridge
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> Iterator[Endpoints]:
+    kafka, temporal = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEMPORAL_ADDRESS")
+    if kafka and temporal:
+        yield Endpoints(kafka, temporal)
+        return
+    stack = Stack.for_tests()
+    already_running = stack.is_running()
+    yield stack.up()
+    if not already_running:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_config(endpoints: Endpoints) -> dict[str, str]:
+    return {"bootstrap.servers": endpoints.kafka_bootstrap_servers}
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(endpoints: Endpoints) -> Client:
+    return await Client.connect(endpoints.temporal_address)
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's Java test server with time-skipping, shared by every test that needs it."""
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()))
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topic names, groups, task queues and ids."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic(kafka_config: dict[str, str], unique: str) -> str:
+    """A fresh three-partition topic (with its dead-letter topic) for one test."""
+    from consumer.topics import ensure_topics
+
+    name = f"test-events-{unique}"
+    ensure_topics(kafka_config, [name, f"{name}.dlq"], partitions=3)
+    return name
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.jsonl"
+
+
+@pytest.fixture
+async def bridge(kafka_config: dict[str, str], temporal_client: Client, topic: str, outbox: Path,
+                 unique: str) -> AsyncIterator[Bridge]:
+    """A worker and a consumer on this test's topic, task queue and outbox, running in this loop."""
+    running = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic,
+                                 outbox=outbox, suffix=unique)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def admin(kafka_config: dict[str, str]) -> AdminClient:
+    return AdminClient(dict(kafka_config))
+
+
+__all__ = ["asyncio", "admin"]

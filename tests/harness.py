@@ -1,0 +1,129 @@
+"""Building blocks shared by integration tests: an in-process worker + consumer, and Kafka readers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+from prometheus_client import CollectorRegistry
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.outbox import OutboxChannel, read_outbox
+from consumer.dead_letter import DeadLetterPublisher
+from consumer.dispatch import Dispatcher
+from consumer.metrics import ConsumerMetrics
+from consumer.service import ConsumerService, RetryPolicy
+from eventflow.settings import ConsumerSettings, KafkaSettings
+from events.codec import EventDecoder
+from events.producer import EventProducer
+from events.schemas import load as load_schemas
+from journeys.loader import load_all
+from journeys.model import JourneyDefinition
+from journeys.routing import Router
+from workflows.worker import build_worker
+
+
+@dataclass
+class Bridge:
+    """A running worker and consumer for one test."""
+
+    topic: str
+    task_queue: str
+    outbox: Path
+    producer: EventProducer
+    metrics: ConsumerMetrics
+    service: ConsumerService
+    worker: Worker
+    _stop: asyncio.Event
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def sent(self) -> list[dict[str, Any]]:
+        return read_outbox(self.outbox)
+
+    async def publish(self, *events: dict[str, Any]) -> None:
+        for event in events:
+            self.producer.send(event)
+        await self.producer.flush_async()
+
+    async def publish_raw(self, value: bytes, key: bytes | None = None) -> None:
+        self.producer.send_raw(value, key)
+        await self.producer.flush_async()
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        return self.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
+                       definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
+                       with_worker: bool = True) -> Bridge:
+    task_queue = f"test-journeys-{suffix}"
+    kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic,),
+                          consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
+    metrics = ConsumerMetrics(CollectorRegistry())
+    service = ConsumerService(
+        kafka=kafka,
+        settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
+        decoder=EventDecoder(load_schemas()),
+        router=Router(definitions if definitions is not None else load_all()),
+        dispatcher=Dispatcher(client, task_queue),
+        dead_letters=DeadLetterPublisher(kafka.client_config(), kafka.dlq_topic),
+        metrics=metrics,
+        retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),
+        commit_interval_seconds=0.2,
+    )
+    channel = OutboxChannel(outbox)
+    worker = build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel})
+    stop = asyncio.Event()
+    bridge = Bridge(topic, task_queue, outbox, EventProducer(kafka_config, topic, load_schemas()), metrics,
+                    service, worker, stop)
+    if with_worker:
+        bridge._tasks.append(asyncio.create_task(_run_worker(worker, stop)))
+    bridge._tasks.append(asyncio.create_task(service.run(stop)))
+    return bridge
+
+
+async def _run_worker(worker: Worker, stop: asyncio.Event) -> None:
+    async with worker:
+        await stop.wait()
+
+
+async def eventually(check: Callable[[], Any], *, timeout_seconds: float = 30.0, interval_seconds: float = 0.2,
+                     message: str = "condition") -> Any:
+    """Polls ``check`` until it returns a truthy value; fails the test after the timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_seconds}s waiting for {message}")
+        await asyncio.sleep(interval_seconds)
+
+
+def read_topic(kafka_config: dict[str, str], topic: str, *, expected: int, timeout_seconds: float = 20.0) -> list[Message]:
+    """Reads ``expected`` records from the start of ``topic`` (a throwaway group)."""
+    consumer = Consumer({**kafka_config, "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    records: list[Message] = []
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(expected - len(records), 0.5):
+                if message.error() is None:
+                    records.append(message)
+    finally:
+        consumer.close()
+    return records
