@@ -12,7 +12,7 @@ from consumer.dead_letter import DeadLetterPublisher
 from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
 from consumer.service import ConsumerService
-from eventflow.http import OpsServer
+from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
 from eventflow.temporal_client import connect
 from events.codec import EventDecoder
@@ -48,8 +48,16 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
     registry = CollectorRegistry()
     service = await build_consumer(settings, registry)
 
-    async def readiness() -> tuple[bool, str]:
-        return (True, "consuming") if service.ready else (False, "not yet polling")
+    async def polling() -> tuple[bool, str]:
+        return (True, "polling") if service.ready else (False, "not yet polling")
+
+    # Kafka and Temporal are probed on connections of their own (same settings), so readiness
+    # reflects both dependencies without reaching into the service's clients.
+    readiness = all_of({
+        "consumer": polling,
+        "kafka": kafka_check(settings.kafka.client_config()),
+        "temporal": temporal_check(lambda: connect(settings.temporal)),
+    })
 
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
     if ops is not None:
