@@ -39,8 +39,9 @@ class Bridge:
     producer: EventProducer
     metrics: ConsumerMetrics
     service: ConsumerService
-    worker: Worker
+    worker: Worker | None
     _stop: asyncio.Event
+    _service_stop: asyncio.Event
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def sent(self) -> list[dict[str, Any]]:
@@ -62,6 +63,11 @@ class Bridge:
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def service_stop(self) -> None:
+        """Stops only the consumer (graceful: drains, commits, leaves the group); the worker keeps running."""
+        self._service_stop.set()
+        await asyncio.gather(self._tasks[-1], return_exceptions=True)
+
 
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
@@ -82,14 +88,30 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         commit_interval_seconds=0.2,
     )
     channel = OutboxChannel(outbox)
-    worker = build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel})
-    stop = asyncio.Event()
+    worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel})
+              if with_worker else None)
+    stop, service_stop = asyncio.Event(), asyncio.Event()
     bridge = Bridge(topic, task_queue, outbox, EventProducer(kafka_config, topic, load_schemas()), metrics,
-                    service, worker, stop)
-    if with_worker:
+                    service, worker, stop, service_stop)
+    if worker is not None:
         bridge._tasks.append(asyncio.create_task(_run_worker(worker, stop)))
-    bridge._tasks.append(asyncio.create_task(service.run(stop)))
+    bridge._tasks.append(asyncio.create_task(_until_either(service, stop, service_stop)))
     return bridge
+
+
+async def _until_either(service: ConsumerService, stop: asyncio.Event, service_stop: asyncio.Event) -> None:
+    either = asyncio.Event()
+
+    async def relay(event: asyncio.Event) -> None:
+        await event.wait()
+        either.set()
+
+    relays = [asyncio.create_task(relay(stop)), asyncio.create_task(relay(service_stop))]
+    try:
+        await service.run(either)
+    finally:
+        for task in relays:
+            task.cancel()
 
 
 async def _run_worker(worker: Worker, stop: asyncio.Event) -> None:
@@ -127,3 +149,39 @@ def read_topic(kafka_config: dict[str, str], topic: str, *, expected: int, timeo
     finally:
         consumer.close()
     return records
+
+
+def consumer_env(kafka_config: dict[str, str], temporal_address: str, topic: str, suffix: str) -> dict[str, str]:
+    """Environment for an ``eventflow consume`` subprocess on this test's topic, group and task queue."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
+        "TEMPORAL_ADDRESS": temporal_address,
+        "EVENTFLOW_TOPICS": topic,
+        "EVENTFLOW_CONSUMER_GROUP": f"test-group-{suffix}",
+        "EVENTFLOW_DLQ_TOPIC": f"{topic}.dlq",
+        "EVENTFLOW_TASK_QUEUE": f"test-journeys-{suffix}",
+        "EVENTFLOW_METRICS_PORT": "0",
+        "EVENTFLOW_LOG_FORMAT": "json",
+    })
+    return env
+
+
+def spawn_consumer(env: dict[str, str], log_path: Path) -> Any:
+    """Starts ``eventflow consume`` as a separate process, output to ``log_path``."""
+    import subprocess
+    import sys
+
+    log = log_path.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "eventflow.cli", "consume"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
+
+
+async def workflow_runs(client: Client, task_queue: str) -> dict[str, int]:
+    """Number of runs per workflow ID on ``task_queue`` (from Temporal's visibility store)."""
+    runs: dict[str, int] = {}
+    async for execution in client.list_workflows(f"TaskQueue = '{task_queue}'"):
+        runs[execution.id] = runs.get(execution.id, 0) + 1
+    return runs
