@@ -1,0 +1,178 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes allows. */}}
+{{- define "eventflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release plus chart name unless the release already contains it. */}}
+{{- define "eventflow.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "eventflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "eventflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "eventflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "consumer"). */}}
+{{- define "eventflow.componentSelectorLabels" -}}
+{{ include "eventflow.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "eventflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "eventflow.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/* True when the chart itself ships the journeys ConfigMaps. */}}
+{{- define "eventflow.journeysFromValues" -}}
+{{- if or .Values.journeys.definitions .Values.journeys.templates }}true{{ end }}
+{{- end }}
+
+{{/* True when any journeys ConfigMap (chart-made or external) is mounted. */}}
+{{- define "eventflow.journeysMounted" -}}
+{{- if or (include "eventflow.journeysFromValues" .) .Values.journeys.existingDefinitionsConfigMap .Values.journeys.existingTemplatesConfigMap }}true{{ end }}
+{{- end }}
+
+{{- define "eventflow.definitionsConfigMap" -}}
+{{- default (printf "%s-journey-definitions" (include "eventflow.fullname" .)) .Values.journeys.existingDefinitionsConfigMap }}
+{{- end }}
+
+{{- define "eventflow.templatesConfigMap" -}}
+{{- default (printf "%s-journey-templates" (include "eventflow.fullname" .)) .Values.journeys.existingTemplatesConfigMap }}
+{{- end }}
+
+{{/*
+Checksum of the journeys a pod mounts, so changing them rolls the pods. Chart-made ConfigMaps are
+hashed from the rendered template; external ones are looked up in the cluster at install/upgrade
+time (`helm template` cannot see the cluster, so there it hashes the names only).
+*/}}
+{{- define "eventflow.journeysChecksum" -}}
+{{- if include "eventflow.journeysFromValues" . }}
+{{- include (print .Template.BasePath "/journeys-configmaps.yaml") . | sha256sum }}
+{{- else }}
+{{- $defs := lookup "v1" "ConfigMap" .Release.Namespace (include "eventflow.definitionsConfigMap" .) }}
+{{- $tmpls := lookup "v1" "ConfigMap" .Release.Namespace (include "eventflow.templatesConfigMap" .) }}
+{{- list (include "eventflow.definitionsConfigMap" .) (include "eventflow.templatesConfigMap" .) ($defs.data | default dict) ($tmpls.data | default dict) | toJson | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/* Refuses configurations that would put a secret in plain text or cannot work. */}}
+{{- define "eventflow.validate" -}}
+{{- range $key, $_ := .Values.kafka.config }}
+{{- if regexMatch "(password|secret|\\.pem$)" $key }}
+{{- fail (printf "kafka.config.%s looks like a secret: reference a Secret under kafka.secretConfig instead" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key, $_ := merge (deepCopy .Values.kafka.config) .Values.kafka.secretConfig }}
+{{- if contains "_" $key }}
+{{- fail (printf "librdkafka key %q contains '_': Eventflow maps EVENTFLOW_LIBRDKAFKA_A_B to a.b, so it cannot be passed" $key) }}
+{{- end }}
+{{- end }}
+{{- if and (include "eventflow.journeysMounted" .) (not (and (or .Values.journeys.definitions .Values.journeys.existingDefinitionsConfigMap) (or .Values.journeys.templates .Values.journeys.existingTemplatesConfigMap))) }}
+{{- fail "journeys: give both definitions and templates (values or existing ConfigMaps); the loader reads definitions/ and templates/ from one folder" }}
+{{- end }}
+{{- if and (include "eventflow.journeysFromValues" .) (or .Values.journeys.existingDefinitionsConfigMap .Values.journeys.existingTemplatesConfigMap) }}
+{{- fail "journeys: use either inline definitions/templates or existing ConfigMaps, not both" }}
+{{- end }}
+{{- if le (int .Values.consumer.terminationGracePeriodSeconds) (int .Values.consumer.shutdownGraceSeconds) }}
+{{- fail "consumer.terminationGracePeriodSeconds must exceed consumer.shutdownGraceSeconds, or pods are killed mid-drain" }}
+{{- end }}
+{{- end }}
+
+{{/* Environment shared by the consumer and the worker. */}}
+{{- define "eventflow.env" -}}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+- name: EVENTFLOW_TOPICS
+  value: {{ join "," .Values.kafka.topics | quote }}
+- name: EVENTFLOW_CONSUMER_GROUP
+  value: {{ .Values.kafka.consumerGroup | quote }}
+- name: EVENTFLOW_DLQ_TOPIC
+  value: {{ .Values.kafka.dlqTopic | quote }}
+{{- range $key, $value := .Values.kafka.config }}
+- name: EVENTFLOW_LIBRDKAFKA_{{ $key | upper | replace "." "_" }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- range $key, $ref := .Values.kafka.secretConfig }}
+- name: EVENTFLOW_LIBRDKAFKA_{{ $key | upper | replace "." "_" }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "kafka.secretConfig.%s.secretName is required" $key) $ref.secretName | quote }}
+      key: {{ required (printf "kafka.secretConfig.%s.key is required" $key) $ref.key | quote }}
+{{- end }}
+- name: TEMPORAL_ADDRESS
+  value: {{ .Values.temporal.address | quote }}
+- name: TEMPORAL_NAMESPACE
+  value: {{ .Values.temporal.namespace | quote }}
+- name: EVENTFLOW_TASK_QUEUE
+  value: {{ .Values.temporal.taskQueue | quote }}
+{{- with .Values.temporal.apiKey.secretName }}
+- name: TEMPORAL_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.temporal.apiKey.key | quote }}
+{{- end }}
+{{- with .Values.temporal.tls }}
+{{- if .secretName }}
+{{- if .caFile }}
+- name: TEMPORAL_TLS_CA
+  value: /etc/eventflow/temporal-tls/{{ .caFile }}
+{{- end }}
+{{- if .certFile }}
+- name: TEMPORAL_TLS_CERT
+  value: /etc/eventflow/temporal-tls/{{ .certFile }}
+- name: TEMPORAL_TLS_KEY
+  value: /etc/eventflow/temporal-tls/{{ required "temporal.tls.keyFile is required with certFile" .keyFile }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := .Values.providers.env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- range .Values.providers.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+- name: EVENTFLOW_METRICS_PORT
+  value: {{ .Values.metricsPort | quote }}
+- name: EVENTFLOW_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: EVENTFLOW_CACHE_DIR
+  value: /tmp/eventflow
+{{- if include "eventflow.journeysMounted" . }}
+- name: EVENTFLOW_JOURNEYS_DIR
+  value: /etc/eventflow/journeys
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
