@@ -1,24 +1,30 @@
 """Avro encoding and decoding of customer events.
 
-Two framings are read, told apart by their first bytes:
+Two Avro framings are read (per topic, one or both; see `EventDecoder`):
 
 * Confluent wire format: ``0x00``, 4-byte big-endian schema id, Avro body (writer schema from a registry);
 * Avro single-object encoding: ``0xC3 0x01``, 8-byte CRC-64-AVRO fingerprint, Avro body (writer
   schema from ``avro/``); this is what the embedded default writes, so it needs no registry server.
+
+The writer schema is resolved against Eventflow's reader schema (``avro/``) by fastavro, so
+fields added with defaults, removed fields and promoted types decode.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro._read_common import SchemaResolutionError as FastavroResolutionError
+from fastavro.validation import ValidationError, validate
 
+from events.compat import Incompatibility, check
 from events.errors import (
     DecodeError,
     InvalidEventError,
@@ -86,32 +92,61 @@ def _coerce_json(value: Any, key: str | None = None) -> Any:
     return value
 
 
-class EventDecoder:
-    """Decodes record values into `CustomerEvent`s; a callable ``(bytes) -> CustomerEvent``.
+Encoding = Literal["auto", "registry", "embedded", "json"]
+ENCODINGS: tuple[Encoding, ...] = ("auto", "registry", "embedded", "json")
 
-    Every failure raises a subclass of `DecodeError` carrying the raw bytes.
+#: The framings each encoding accepts; ``auto`` tells the two Avro framings apart by their first bytes.
+_ACCEPTS: Mapping[str, frozenset[str]] = {
+    "auto": frozenset({"registry", "embedded"}),
+    "registry": frozenset({"registry"}),
+    "embedded": frozenset({"embedded"}),
+    "json": frozenset({"json"}),
+}
+
+
+class EventDecoder:
+    """Decodes record values into `CustomerEvent`s; a callable ``(bytes, topic=None) -> CustomerEvent``.
+
+    Each topic has an encoding (``encodings``, else ``default_encoding``): ``registry`` reads the
+    Confluent wire format with the writer schema from the registry, ``embedded`` reads Avro
+    single-object encoding with writer schemas from ``avro/``, ``auto`` reads either, ``json``
+    reads the JSON form ``eventflow produce --file`` takes. Every failure raises a subclass of
+    `DecodeError` carrying the raw bytes, except an unreachable registry, which raises the
+    transient `RegistryUnavailableError`.
     """
 
-    def __init__(self, schemas: SchemaSet, registry_lookup: WriterSchemaLookup | None = None) -> None:
+    def __init__(self, schemas: SchemaSet, registry_lookup: WriterSchemaLookup | None = None, *,
+                 encodings: Mapping[str, Encoding] | None = None, default_encoding: Encoding = "auto") -> None:
         self._schemas = schemas
         self._registry_lookup = registry_lookup
+        self._encodings = dict(encodings or {})
+        self._default_encoding = default_encoding
         self._by_fingerprint: dict[bytes, ParsedSchema] = {schemas.fingerprint: schemas.envelope}
+        self._problems: dict[int, list[Incompatibility]] = {}
 
     def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:
         """Makes an older or newer writer schema known by its single-object fingerprint."""
         self._by_fingerprint[fingerprint] = schema
 
-    def __call__(self, raw: bytes) -> CustomerEvent:
+    def encoding(self, topic: str | None) -> Encoding:
+        """The encoding records of ``topic`` are read with."""
+        return self._encodings.get(topic, self._default_encoding) if topic is not None else self._default_encoding
+
+    def __call__(self, raw: bytes, topic: str | None = None) -> CustomerEvent:
+        encoding = self.encoding(topic)
         if not raw:
             raise TruncatedMessageError("empty value", raw)
-        if raw[:2] == SINGLE_OBJECT_MAGIC:
+        if encoding == "json":
+            return self._decode_json(raw)
+        accepts = _ACCEPTS[encoding]
+        if raw[:2] == SINGLE_OBJECT_MAGIC and "embedded" in accepts:
             if len(raw) < 10:
                 raise TruncatedMessageError("single-object header shorter than 10 bytes", raw)
             writer = self._by_fingerprint.get(raw[2:10])
             if writer is None:
                 raise UnknownSchemaError(f"unknown schema fingerprint {raw[2:10].hex()}", raw)
             body_start = 10
-        elif raw[0] == CONFLUENT_MAGIC:
+        elif raw[0] == CONFLUENT_MAGIC and "registry" in accepts:
             if len(raw) < 5:
                 raise TruncatedMessageError("Confluent header shorter than 5 bytes", raw)
             schema_id = int.from_bytes(raw[1:5], "big")
@@ -120,7 +155,8 @@ class EventDecoder:
             writer = self._registry_lookup(schema_id, raw)
             body_start = 5
         else:
-            raise UnknownMagicByteError(f"unknown magic byte 0x{raw[0]:02x}", raw)
+            expected = " or ".join(sorted(_FRAMING_NAMES[a] for a in accepts))
+            raise UnknownMagicByteError(f"unknown magic byte 0x{raw[0]:02x} (topic expects {expected})", raw)
         return self._decode_body(raw, body_start, writer)
 
     def _decode_body(self, raw: bytes, start: int, writer: ParsedSchema) -> CustomerEvent:
@@ -129,21 +165,77 @@ class EventDecoder:
         try:
             record = schemaless_reader(body, writer, self._schemas.envelope, return_record_name=True)
         except FastavroResolutionError as exc:
-            message = str(exc)
-            if "union" in message.lower() or "payload" in message.lower():
-                raise UnknownEventTypeError(f"payload type not in the reader schema: {message}", raw) from exc
-            if "default" in message.lower() or "missing" in message.lower():
-                raise MissingFieldError(message, raw) from exc
-            raise SchemaResolutionError(message, raw) from exc
-        except (EOFError, StopIteration, IndexError) as exc:
+            raise self._resolution_error(raw, start, writer) from exc
+        except EOFError as exc:
             raise TruncatedMessageError(f"Avro body ends early at byte {body.tell()}", raw) from exc
         except UnicodeDecodeError as exc:
             raise InvalidEventError(f"string field is not UTF-8: {exc.reason}", raw) from exc
-        except (ValueError, TypeError, KeyError, OverflowError, MemoryError) as exc:
-            raise InvalidEventError(f"Avro body is malformed: {exc!r}", raw) from exc
+        except IndexError as exc:
+            raise InvalidEventError("union branch or enum symbol index out of range", raw) from exc
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, MemoryError, ArithmeticError,
+                StopIteration) as exc:
+            raise InvalidEventError(f"Avro body is malformed: {type(exc).__name__}: {str(exc)[:200]}", raw) from exc
         if body.tell() != len(raw):
             raise InvalidEventError(f"{len(raw) - body.tell()} trailing bytes after the Avro body", raw)
         return _to_event(record, raw)
+
+    def _resolution_error(self, raw: bytes, start: int, writer: ParsedSchema) -> DecodeError:
+        """Says precisely why this record's writer schema does not resolve against the reader schema."""
+        branch = _written_branch(raw, start, writer)
+        if branch is not None and branch not in self._schemas.event_types:
+            return UnknownEventTypeError(f"event type {branch} is not defined in Eventflow's schemas", raw)
+        key = id(writer)
+        problems = self._problems.get(key)
+        if problems is None:
+            problems = self._problems[key] = check(self._schemas.envelope, writer)
+        relevant = [p for p in problems if ".payload[" not in p.path or (branch and f".payload[{branch}]" in p.path)]
+        missing = [p for p in relevant if p.kind == "missing_field"]
+        if missing:
+            return MissingFieldError("; ".join(str(p) for p in missing), raw)
+        if relevant:
+            return SchemaResolutionError("; ".join(str(p) for p in relevant), raw)
+        return SchemaResolutionError("writer schema does not resolve against the reader schema", raw)
+
+    def _decode_json(self, raw: bytes) -> CustomerEvent:
+        try:
+            event = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidEventError(f"value is not JSON: {exc}", raw) from exc
+        if not isinstance(event, dict):
+            raise InvalidEventError("JSON value is not an object", raw)
+        for name in ("event_id", "event_type", "occurred_at", "customer"):
+            if name not in event:
+                raise MissingFieldError(f"CustomerEvent.{name} is missing", raw)
+        if event["event_type"] not in self._schemas.event_types:
+            raise UnknownEventTypeError(f"event type {event['event_type']!r} is not defined in Eventflow's schemas",
+                                        raw)
+        try:
+            record = record_from_json(event)
+            validate(record, self._schemas.envelope, raise_errors=True)
+            encoded = encode_single_object(record, self._schemas)
+        except ValidationError as exc:
+            raise InvalidEventError(f"JSON event does not match the schema: {exc}", raw) from exc
+        except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError) as exc:
+            raise InvalidEventError(f"JSON event does not match the schema: {exc!r}", raw) from exc
+        # Round-tripping through Avro gives JSON events exactly the normalisation Avro events get.
+        return self._decode_body(encoded, len(SINGLE_OBJECT_MAGIC) + len(self._schemas.fingerprint),
+                                 self._schemas.envelope)
+
+
+_FRAMING_NAMES = {"registry": "Confluent wire format (0x00)", "embedded": "Avro single-object (0xc3 0x01)",
+                  "json": "JSON"}
+
+
+def _written_branch(raw: bytes, start: int, writer: ParsedSchema) -> str | None:
+    """The payload record the writer wrote, read with the writer schema alone; None if unreadable."""
+    try:
+        record = schemaless_reader(io.BytesIO(raw[start:]), writer, None, return_record_name=True)
+        payload = record.get("payload") if isinstance(record, dict) else None
+        if isinstance(payload, tuple) and isinstance(payload[0], str):
+            return payload[0].rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001 - only a hint for the error message; the caller raises the typed error
+        return None
+    return None
 
 
 def _to_event(record: dict[str, Any], raw: bytes) -> CustomerEvent:

@@ -1,21 +1,29 @@
 """Publishing customer events: validated against the schema, keyed by customer id, idempotent.
 
-Upstream services can import `EventProducer`; ``eventflow produce`` is the same code on the
-command line.
+Upstream services can import `EventProducer` (or build one from the environment with
+`events.config.build_producer`); ``eventflow produce`` is the same code on the command line.
+Values are Avro single-object encoded by default, or framed in the Confluent wire format with the
+envelope's registry schema id when a registry client is given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.schema_registry import RegisteredSchema, SchemaRegistryClient, SchemaRegistryError
+from fastavro import schemaless_writer
 from fastavro.validation import ValidationError, validate
 
 from eventflow.errors import EventflowError
-from events.codec import encode_single_object, record_from_json
-from events.schemas import SchemaSet
+from events.codec import CONFLUENT_MAGIC, encode_single_object, record_from_json
+from events.registry import SubjectStrategy, call_registry, envelope_schema, subject_name
+from events.schemas import ENVELOPE, SchemaSet
 
 
 class InvalidRecordError(EventflowError):
@@ -33,39 +41,121 @@ class DeliveryError(EventflowError):
         super().__init__(f"event {event_id} was not delivered: {reason}")
         self.event_id = event_id
         self.reason = reason
+        self.failures: list[DeliveryError] = []
 
 
-def encode_event(event: Mapping[str, Any], schemas: SchemaSet) -> bytes:
-    """Validates a JSON-form event and returns its single-object Avro encoding."""
+class SchemaNotRegisteredError(EventflowError):
+    """The envelope schema is not registered under the producer's subject and auto-register is off."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"the CustomerEvent schema is not registered under subject {subject}; "
+                         "run `eventflow schemas register` or set EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER=true")
+        self.subject = subject
+
+
+def _validated(event: Mapping[str, Any], schemas: SchemaSet) -> dict[str, Any]:
     try:
         record = record_from_json(event)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
         raise InvalidRecordError(repr(exc)) from exc
     try:
         validate(record, schemas.envelope, raise_errors=True)
     except ValidationError as exc:
         raise InvalidRecordError(str(exc)) from exc
-    return encode_single_object(record, schemas)
+    return record
+
+
+def encode_event(event: Mapping[str, Any], schemas: SchemaSet) -> bytes:
+    """Validates a JSON-form event and returns its single-object Avro encoding."""
+    return encode_single_object(_validated(event, schemas), schemas)
+
+
+def encode_confluent(event: Mapping[str, Any], schemas: SchemaSet, schema_id: int) -> bytes:
+    """Validates a JSON-form event and returns it in the Confluent wire format with ``schema_id``."""
+    record = _validated(event, schemas)
+    body = io.BytesIO()
+    body.write(bytes([CONFLUENT_MAGIC]))
+    body.write(schema_id.to_bytes(4, "big"))
+    schemaless_writer(body, schemas.envelope, record)
+    return body.getvalue()
 
 
 class EventProducer:
-    """Sends customer events to one topic with ``enable.idempotence`` and ``acks=all``."""
+    """Sends customer events to one topic with ``enable.idempotence`` and ``acks=all``.
 
-    def __init__(self, client_config: Mapping[str, str], topic: str, schemas: SchemaSet) -> None:
+    Every event is validated against the envelope schema before it is queued (`InvalidRecordError`,
+    nothing sent). Delivery failures are collected in ``failures`` and raised by `flush`.
+
+    Args:
+        client_config: librdkafka settings (at least ``bootstrap.servers``).
+        topic: where events go; the key is the customer id, so one customer's events stay in order.
+        schemas: the envelope schema.
+        registry: when given, values use the Confluent wire format with the envelope's schema id
+            under ``subject_strategy``'s subject.
+        auto_register: register the envelope when the subject lacks it (else `SchemaNotRegisteredError`).
+        json_values: send the JSON form instead of Avro (for ``json`` topics).
+    """
+
+    def __init__(self, client_config: Mapping[str, str], topic: str, schemas: SchemaSet, *,
+                 registry: SchemaRegistryClient | None = None, subject_strategy: SubjectStrategy = "topic",
+                 auto_register: bool = False, json_values: bool = False) -> None:
         self.topic = topic
         self._schemas = schemas
+        self._registry = registry
+        self._subject = subject_name(subject_strategy, topic, ENVELOPE)
+        self._auto_register = auto_register
+        self._json_values = json_values
+        self._schema_id: int | None = None
         self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all",
                                    "linger.ms": 5, "compression.type": "lz4"})
+        self._failures_lock = threading.Lock()
         self.failures: list[DeliveryError] = []
+        self.delivered = 0
+
+    @property
+    def schema_id(self) -> int | None:
+        """The registry id values are framed with (registry mode, after the first send)."""
+        return self._schema_id
+
+    def _registered_id(self) -> int:
+        if self._schema_id is None:
+            assert self._registry is not None
+            registry, schema = self._registry, envelope_schema(self._schemas.expanded_json())
+            if self._auto_register:
+                found = call_registry(f"register under {self._subject}",
+                                      lambda: registry.register_schema(self._subject, schema))
+                assert isinstance(found, int)
+                self._schema_id = found
+            else:
+                try:
+                    registered = call_registry(f"look up under {self._subject}",
+                                               lambda: registry.lookup_schema(self._subject, schema))
+                except SchemaRegistryError as exc:
+                    raise SchemaNotRegisteredError(self._subject) from exc
+                assert isinstance(registered, RegisteredSchema) and registered.schema_id is not None
+                self._schema_id = registered.schema_id
+        return self._schema_id
+
+    def encode(self, event: Mapping[str, Any]) -> bytes:
+        """The value bytes `send` would publish for ``event`` (validated)."""
+        if self._json_values:
+            _validated(event, self._schemas)
+            return json.dumps(dict(event), separators=(",", ":")).encode()
+        if self._registry is not None:
+            return encode_confluent(event, self._schemas, self._registered_id())
+        return encode_event(event, self._schemas)
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Queues one event; delivery failures are collected in ``failures`` (see `flush`)."""
-        value = encode_event(event, self._schemas)
+        value = self.encode(event)
         event_id = str(event["event_id"])
 
         def on_delivery(err: KafkaError | None, _: Message) -> None:
-            if err is not None:
-                self.failures.append(DeliveryError(event_id, err.str()))
+            with self._failures_lock:
+                if err is not None:
+                    self.failures.append(DeliveryError(event_id, err.str()))
+                else:
+                    self.delivered += 1
 
         while True:
             try:
@@ -81,12 +171,23 @@ class EventProducer:
         self._producer.produce(self.topic, value=value, key=key)
 
     def flush(self, timeout_seconds: float = 30.0) -> None:
-        """Waits for every queued event; raises the first `DeliveryError` if any failed."""
+        """Waits for every queued event; raises `DeliveryError` if any failed (then forgets them).
+
+        The error names the first failed event and says how many others failed; every failure
+        stays available in the error's ``failures``.
+        """
         remaining = self._producer.flush(timeout_seconds)
         if remaining:
             raise DeliveryError("*", f"{remaining} events still queued after {timeout_seconds}s")
-        if self.failures:
-            raise self.failures[0]
+        with self._failures_lock:
+            failures, self.failures = self.failures, []
+        if failures:
+            first = failures[0]
+            more = f" (and {len(failures) - 1} more failed)" if len(failures) > 1 else ""
+            error = DeliveryError(first.event_id, first.reason + more)
+            error.failures = failures
+            raise error
 
     async def flush_async(self, timeout_seconds: float = 30.0) -> None:
+        """`flush` without blocking the event loop."""
         await asyncio.to_thread(self.flush, timeout_seconds)

@@ -1,0 +1,185 @@
+"""Schema Registry access: client settings, subject naming, and the cached writer-schema lookup.
+
+Any Confluent-compatible registry works (Confluent, Apicurio's ``/apis/ccompat/v7``, Karapace):
+only the subset of its REST API that ``confluent_kafka.schema_registry`` uses is needed. Failures
+are split the way the consumer needs them: an id the registry does not know is the record's fault
+(`UnknownSchemaError`, dead-lettered); a registry that cannot answer is not
+(`RegistryUnavailableError`, retried).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient, SchemaRegistryError
+from fastavro import parse_schema
+from fastavro.schema import SchemaParseException
+
+from eventflow.settings import Setting, register
+from events.errors import RegistryUnavailableError, SchemaResolutionError, UnknownSchemaError
+from events.schemas import ENVELOPE, ParsedSchema
+
+SubjectStrategy = Literal["topic", "record", "topic_record"]
+SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = ("topic", "record", "topic_record")
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _strategy(raw: str) -> str:
+    if raw not in SUBJECT_STRATEGIES:
+        raise ValueError(f"must be one of {', '.join(SUBJECT_STRATEGIES)}")
+    return raw
+
+
+URL = Setting("EVENTFLOW_SCHEMA_REGISTRY_URL", str, None,
+              "Confluent-compatible Schema Registry URL (Apicurio: `.../apis/ccompat/v7`); unset: no registry.")
+USERNAME = Setting("EVENTFLOW_SCHEMA_REGISTRY_USERNAME", str, None, "Schema Registry basic-auth user (or API key).")
+PASSWORD = Setting("EVENTFLOW_SCHEMA_REGISTRY_PASSWORD", str, None, "Schema Registry basic-auth password (or API secret).")
+TIMEOUT = Setting("EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS", _positive_float, 10.0,
+                  "Timeout of one Schema Registry request.", "float")
+STRATEGY = Setting("EVENTFLOW_SUBJECT_NAME_STRATEGY", _strategy, "topic",
+                   "Registry subject naming: topic (`<topic>-value`), record (`<record>`), "
+                   "topic_record (`<topic>-<record>`).", "choice")
+for _setting in (URL, USERNAME, PASSWORD, TIMEOUT, STRATEGY):
+    register(_setting)  # type: ignore[arg-type]  # Setting is invariant in T; the registry holds mixed types
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """How to reach the Schema Registry.
+
+    Attributes:
+        url: base URL of a Confluent-compatible API.
+        username, password: HTTP basic auth, both or neither.
+        timeout_seconds: per request.
+        subject_strategy: how subjects are named when registering and looking up.
+    """
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = 10.0
+    subject_strategy: SubjectStrategy = "topic"
+
+    def client_config(self) -> dict[str, object]:
+        """The `SchemaRegistryClient` configuration."""
+        config: dict[str, object] = {"url": self.url, "timeout": self.timeout_seconds}
+        if self.username is not None:
+            config["basic.auth.user.info"] = f"{self.username}:{self.password or ''}"
+        return config
+
+
+def registry_settings(environ: Mapping[str, str]) -> RegistrySettings | None:
+    """The registry settings from the environment, or None when no URL is configured."""
+    url = URL.read(environ)
+    if url is None:
+        return None
+    username, password = USERNAME.read(environ), PASSWORD.read(environ)
+    if (username is None) != (password is None):
+        from eventflow.errors import ConfigError
+
+        missing = USERNAME.env if username is None else PASSWORD.env
+        raise ConfigError(missing, "basic auth needs both the username and the password")
+    return RegistrySettings(url=url.rstrip("/"), username=username, password=password,
+                            timeout_seconds=float(TIMEOUT.read(environ) or 10.0),
+                            subject_strategy=STRATEGY.read(environ) or "topic")  # type: ignore[arg-type]
+
+
+def subject_name(strategy: SubjectStrategy, topic: str, record_name: str = ENVELOPE) -> str:
+    """The subject a topic's value schema lives under, as Confluent's serializers name it."""
+    if strategy == "topic":
+        return f"{topic}-value"
+    if strategy == "record":
+        return record_name
+    return f"{topic}-{record_name}"
+
+
+def connect(settings: RegistrySettings) -> SchemaRegistryClient:
+    """A registry client for ``settings``."""
+    return SchemaRegistryClient(settings.client_config())
+
+
+def call_registry(action: str, call: Callable[[], object]) -> object:
+    """Runs one registry request, turning transport failures into `RegistryUnavailableError`.
+
+    A 404 (`SchemaRegistryError`) is passed on: whether that is the record's fault depends on the call.
+    """
+    try:
+        return call()
+    except SchemaRegistryError as exc:
+        if exc.http_status_code in (404, 409, 422):
+            raise
+        raise RegistryUnavailableError(f"schema registry failed to {action}: HTTP {exc.http_status_code} "
+                                       f"{exc.error_message}") from exc
+    except (httpx.HTTPError, OSError) as exc:
+        raise RegistryUnavailableError(f"schema registry unreachable while trying to {action}: {exc!r}") from exc
+    except json.JSONDecodeError as exc:
+        raise RegistryUnavailableError(f"schema registry sent a non-JSON answer to {action}") from exc
+
+
+class RegistryWriterLookup:
+    """Finds a Confluent schema id's writer schema, parsed for fastavro; asks once per id.
+
+    Use as `EventDecoder`'s ``registry_lookup``. Thread-safe; only successful answers are cached,
+    so an id that is unknown now is asked again later (ids are immutable once they exist).
+    """
+
+    def __init__(self, client: SchemaRegistryClient) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._cache: dict[int, ParsedSchema] = {}
+        self.requests = 0
+
+    def __call__(self, schema_id: int, raw: bytes) -> ParsedSchema:
+        cached = self._cache.get(schema_id)
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._cache.get(schema_id)
+            if cached is None:
+                cached = self._cache[schema_id] = self._fetch(schema_id, raw)
+        return cached
+
+    def _fetch(self, schema_id: int, raw: bytes) -> ParsedSchema:
+        self.requests += 1
+        try:
+            schema = call_registry(f"get schema id {schema_id}", lambda: self._client.get_schema(schema_id))
+        except SchemaRegistryError as exc:
+            raise UnknownSchemaError(f"schema id {schema_id} is unknown to the registry ({exc.error_message})",
+                                     raw) from exc
+        assert isinstance(schema, Schema)
+        if (schema.schema_type or "AVRO") != "AVRO":
+            raise SchemaResolutionError(f"schema id {schema_id} is {schema.schema_type}, not AVRO", raw)
+        named: dict[str, ParsedSchema] = {}
+        for reference in schema.references or []:
+            referenced = call_registry(
+                f"get reference {reference.subject} v{reference.version}",
+                lambda ref=reference: self._client.get_version(ref.subject, ref.version))
+            assert isinstance(referenced, RegisteredSchema)
+            self._parse(referenced.schema.schema_str or "", named, schema_id, raw)
+        return self._parse(schema.schema_str or "", named, schema_id, raw)
+
+    @staticmethod
+    def _parse(text: str, named: dict[str, ParsedSchema], schema_id: int, raw: bytes) -> ParsedSchema:
+        try:
+            parsed = parse_schema(json.loads(text), named_schemas=named)
+        except (ValueError, SchemaParseException, KeyError, TypeError) as exc:
+            raise SchemaResolutionError(f"schema id {schema_id} is not a valid Avro schema: {exc}", raw) from exc
+        if not isinstance(parsed, dict):
+            raise SchemaResolutionError(f"schema id {schema_id} is not an Avro record schema", raw)
+        return parsed
+
+
+def envelope_schema(expanded_json: str) -> Schema:
+    """The envelope as a registry `Schema` (every named type inlined, no references)."""
+    return Schema(expanded_json, "AVRO")
