@@ -1,18 +1,37 @@
-"""Loads journey definitions and their templates from a folder of YAML files."""
+"""Loads and checks journey definitions and their templates from a folder of YAML files.
+
+Every problem is reported as a `Problem` naming the file and the line (YAML is parsed with a
+loader that keeps line numbers). `load_all` raises on the first problem; ``eventflow journeys
+validate`` uses `validate_folder`, which collects all of them and also test-renders every
+template with sample data built from the Avro schemas.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+import jsonschema
+from jinja2 import TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
 
 from eventflow.errors import EventflowError
+from journeys import expressions
+from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
+from journeys.samples import sample_event_context
+from journeys.steps import Step, kind_of, walk
 
 JOURNEYS_DIR_ENV = "EVENTFLOW_JOURNEYS_DIR"
+SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
+CHANNELS = ("email", "sms", "whatsapp")
+#: Top-level names a template or an expression over the journey's own event can use.
+CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey"})
 
 
 class JourneyDefinitionError(EventflowError):
@@ -26,72 +45,423 @@ class JourneyDefinitionError(EventflowError):
         self.problem = problem
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a journey or template file."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+    def error(self) -> JourneyDefinitionError:
+        return JourneyDefinitionError(self.file, self.message, self.line)
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """A loaded template and where each of its variants is, for error messages."""
+
+    template: Template
+    file: str
+    document: LocatedDocument
+
+
+@dataclass
+class _Report:
+    file: str
+    document: LocatedDocument
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: DocPath, message: str) -> None:
+        self.problems.append(Problem(self.file, self.document.line_of(path), message))
+
+
 def default_journeys_dir() -> Path:
     """``$EVENTFLOW_JOURNEYS_DIR`` or the ``journeys/`` folder beside the packages."""
     explicit = os.environ.get(JOURNEYS_DIR_ENV)
     return Path(explicit) if explicit else Path(__file__).resolve().parent
 
 
-def _load_templates(folder: Path) -> dict[str, Template]:
-    templates: dict[str, Template] = {}
+@cache
+def journey_schema() -> dict[str, Any]:
+    """The published JSON Schema of a definition file (``journeys/journey.schema.json``)."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
+
+
+@cache
+def _jinja() -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=False)
+
+
+def _event_types() -> frozenset[str]:
+    from events.schemas import load as load_schemas
+
+    return load_schemas().event_types
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+def _check_template(path: Path, document: LocatedDocument, problems: list[Problem]) -> Template | None:
+    report = _Report(str(path), document)
+    raw = document.data
+    if not isinstance(raw, Mapping):
+        report.add((), "a template file must be a mapping with id, default_locale and channels")
+        problems.extend(report.problems)
+        return None
+    template_id = str(raw.get("id", path.stem))
+    default_locale = raw.get("default_locale", "en")
+    channels = raw.get("channels")
+    if not isinstance(channels, Mapping) or not channels:
+        report.add(("channels",), "channels must map a channel (email, sms, whatsapp) to its locales")
+        problems.extend(report.problems)
+        return None
+    for channel, locales in channels.items():
+        if channel not in CHANNELS:
+            report.add(("channels", channel), f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+            continue
+        if not isinstance(locales, Mapping) or default_locale not in locales:
+            report.add(("channels", channel), f"channel {channel} has no variant for the default locale "
+                                              f"{default_locale!r}")
+            continue
+        for locale, variant in locales.items():
+            where = ("channels", channel, locale)
+            if not isinstance(variant, Mapping) or not isinstance(variant.get("body"), str):
+                report.add(where, f"{channel}/{locale} needs a body")
+                continue
+            if channel == "email" and not isinstance(variant.get("subject"), str):
+                report.add(where, f"email/{locale} needs a subject")
+            for part in ("subject", "body"):
+                source = variant.get(part)
+                if not isinstance(source, str):
+                    continue
+                try:
+                    _jinja().parse(source)
+                except TemplateSyntaxError as exc:
+                    line = document.line_of((*where, part))
+                    offset = (exc.lineno or 1) if source.count("\n") else 0
+                    problems.append(Problem(str(path), (line or 0) + offset or None,
+                                            f"template {template_id} {channel}/{locale} {part} does not "
+                                            f"compile: {exc.message}"))
+    problems.extend(report.problems)
+    if report.problems:
+        return None
+    return Template(id=template_id, default_locale=str(default_locale),
+                    variants={c: {loc: dict(v) for loc, v in ls.items()} for c, ls in channels.items()})
+
+
+def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Problem]]:
+    """Every ``*.yaml`` template under ``folder`` that is well-formed, and the problems of the others."""
+    sources: dict[str, TemplateSource] = {}
+    problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
-        template_id = raw.get("id", path.stem)
-        templates[template_id] = Template(
-            id=template_id,
-            default_locale=raw.get("default_locale", "en"),
-            variants=raw.get("channels", {}),
-        )
-    return templates
+        try:
+            document = load_located(path.read_text())
+        except YamlSyntaxError as exc:
+            problems.append(Problem(str(path), exc.line, exc.problem))
+            continue
+        template = _check_template(path, document, problems)
+        if template is None:
+            continue
+        if template.id in sources:
+            problems.append(Problem(str(path), document.line_of(("id",)),
+                                    f"template id {template.id!r} is also used by {sources[template.id].file}"))
+            continue
+        sources[template.id] = TemplateSource(template, str(path), document)
+    return sources, problems
 
 
-def _listeners(raw: list[Mapping[str, Any]] | None, default_key: str | None) -> tuple[Listener, ...]:
-    return tuple(Listener(item["event"], item.get("key", default_key)) for item in raw or ())
+# --- definitions -----------------------------------------------------------------------------
 
 
-def _template_ids(steps: list[Mapping[str, Any]]) -> set[str]:
-    found: set[str] = set()
-    for step in steps:
-        if "send" in step:
-            found.add(step["send"]["template"])
+def _path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collection[str]) -> str | None:
+    """Why ``parts`` does not exist in ``sample`` (None when it does, or cannot be checked further)."""
+    if not parts or parts[0] not in roots:
+        return f"unknown name {parts[0] if parts else ''!r}; paths start with one of {', '.join(sorted(roots))}"
+    if parts[0] == "journey":
+        if len(parts) >= 2 and parts[1] not in ("id", "version", "content_hash", "variants"):
+            return f"journey has no field {parts[1]!r} (id, version, content_hash, variants)"
+        return None
+    value: Any = sample
+    for index, part in enumerate(parts):
+        if isinstance(value, list):
+            return None
+        if not isinstance(value, Mapping):
+            return f"{'.'.join(parts[:index])} has no fields, so {'.'.join(parts)} is always null"
+        if part not in value:
+            return f"{'.'.join(parts[:index]) or 'the event'} has no field {part!r}"
+        value = value[part]
+    return None
+
+
+def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapping[str, Any],
+                      roots: Collection[str]) -> None:
+    try:
+        node = expressions.parse(source)
+    except expressions.ExpressionError as exc:
+        report.add(where, str(exc))
+        return
+    for parts in expressions.paths(node):
+        problem = _path_problem(sample, parts, roots)
+        if problem:
+            report.add(where, f"expression {source!r}: {problem}")
+
+
+def _check_key(report: _Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:
+    problem = _path_problem(sample, key.split("."), CONTEXT_ROOTS - {"journey"})
+    if problem:
+        report.add(where, f"key {key!r} in {event_type}: {problem}")
+
+
+def _schema_problems(report: _Report) -> None:
+    validator = jsonschema.Draft202012Validator(journey_schema())
+    for error in sorted(validator.iter_errors(report.document.data), key=lambda e: list(map(str, e.absolute_path))):
+        path = tuple(error.absolute_path)
+        message = error.message
+        if error.validator == "oneOf" and isinstance(error.instance, Mapping):
+            options = [next(iter(s.get("required", ["?"]))) for s in error.validator_value]
+            present = [o for o in options if o in error.instance]
+            message = (f"needs exactly one of {', '.join(options)}" if not present
+                       else f"has more than one of {', '.join(present)}")
+        where = ".".join(str(p) for p in path) or "top level"
+        report.add(path, f"{where}: {message}")
+
+
+def _listener_key(explicit: str | None, entry_key: str | None, sample: Mapping[str, Any]) -> str | None:
+    if explicit:
+        return explicit
+    if entry_key and _path_problem(sample, entry_key.split("."), CONTEXT_ROOTS) is None:
+        return entry_key
+    return None
+
+
+def _referenced_templates(steps: Sequence[Step]) -> list[tuple[Step, DocPath, Mapping[str, Any]]]:
+    found = []
+    for step, path in walk(steps):
+        kind = kind_of(step)
+        if kind == "send":
+            found.append((step, (*path, "send"), step["send"]))
+        elif kind == "digest":
+            found.append((step, (*path, "digest", "send"), step["digest"]["send"]))
     return found
 
 
-def load_definition(path: Path, templates: Mapping[str, Template]) -> JourneyDefinition:
-    """Parses and checks one journey file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
-        raise JourneyDefinitionError(str(path), f"not valid YAML: {exc}", line) from exc
-    if not isinstance(raw, Mapping):
-        raise JourneyDefinitionError(str(path), "top level must be a mapping")
-    try:
-        entry = raw.get("entry", {})
-        rule = EntryRule(entry.get("rule", EntryRule.ONCE_PER_KEY.value))
-        key_path = entry.get("key")
-        steps = list(raw["steps"])
-        missing = _template_ids(steps) - templates.keys()
+def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    return sample_event_context(event_type) if event_type in known else {}
+
+
+def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str, Any],
+                      digest_event: str | None, known: Collection[str]) -> dict[str, Any]:
+    variants = {str(step["id"]): str(step["split"]["variants"][0]["name"])
+                for step, _ in walk(definition["steps"]) if kind_of(step) == "split"}
+    context: dict[str, Any] = {**trigger_sample, "journey": {
+        "id": definition["id"], "version": definition["version"], "content_hash": "0" * 16, "variants": variants}}
+    if digest_event is not None:
+        event = _sample_for(digest_event, known)
+        context["digest"] = {"events": [event, event], "count": 2}
+    return context
+
+
+def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSource, channels: Sequence[str],
+                 context: Mapping[str, Any]) -> None:
+    from activities.rendering import TemplateRenderError, render
+
+    template = source.template
+    for channel in channels:
+        for locale, variant in template.variants.get(channel, {}).items():
+            for part in ("subject", "body"):
+                text = variant.get(part)
+                if not isinstance(text, str):
+                    continue
+                line = source.document.line_of(("channels", channel, locale, part))
+                label = f"template {template.id} {channel}/{locale} {part} (step {step['id']})"
+                undeclared = meta.find_undeclared_variables(_jinja().parse(text)) - set(context)
+                if undeclared:
+                    report.problems.append(Problem(source.file, line, f"{label} uses unknown variables "
+                                                                       f"{sorted(undeclared)}"))
+                    continue
+                try:
+                    render(template.id, text, context)
+                except TemplateRenderError as exc:
+                    report.problems.append(Problem(source.file, line, f"{label} does not render with sample "
+                                                                       f"data: {exc.problem}"))
+
+
+def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
+                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool) -> None:
+    seen: dict[str, DocPath] = {}
+    for step, path in walk(raw["steps"]):
+        step_id = str(step["id"])
+        if step_id in seen:
+            report.add((*path, "id"), f"step id {step_id!r} is used twice (ids name sends and positions)")
+        seen[step_id] = path
+        kind = kind_of(step)
+        body = step[kind] or {}
+        if kind in ("wait_for", "digest"):
+            event_type = body["event"]
+            if event_type not in known_events:
+                report.add((*path, kind, "event"), f"unknown event type {event_type!r}")
+            sample = _sample_for(event_type, known_events)
+            if body.get("when") and sample:
+                _check_expression(report, (*path, kind, "when"), body["when"], sample, CONTEXT_ROOTS - {"journey"})
+            if body.get("key") and sample:
+                _check_key(report, (*path, kind, "key"), body["key"], sample, event_type)
+        if kind == "branch":
+            for index, case in enumerate(body["cases"]):
+                _check_expression(report, (*path, "branch", "cases", index, "when"), case["when"],
+                                  trigger_sample, CONTEXT_ROOTS)
+        if kind == "split":
+            names = [v["name"] for v in body["variants"]]
+            if sum(v["percent"] for v in body["variants"]) != 100:
+                report.add((*path, "split", "variants"), "split percentages must add up to 100")
+            if len(set(names)) != len(names):
+                report.add((*path, "split", "variants"), "split variant names must be unique")
+        if kind == "delay":
+            if "after" in body and "until_local_time" not in body:
+                report.add((*path, "delay", "after"), "after only goes with until_local_time")
+            if "offset" in body and "until" not in body:
+                report.add((*path, "delay", "offset"), "offset only goes with until")
+            if "until" in body:
+                problem = _path_problem(trigger_sample, body["until"].split("."), CONTEXT_ROOTS - {"journey"})
+                if problem:
+                    report.add((*path, "delay", "until"), f"until {body['until']!r}: {problem}")
+    for step, where, send in _referenced_templates(raw["steps"]):
+        source = templates.get(send["template"])
+        if source is None:
+            report.add((*where, "template"), f"unknown template {send['template']!r}")
+            continue
+        channels = [send["channel"]] + ([send["fallback"]] if send.get("fallback") else [])
+        missing = [c for c in channels if c not in source.template.variants]
         if missing:
-            raise JourneyDefinitionError(str(path), f"unknown templates: {sorted(missing)}")
-        return JourneyDefinition(
-            id=str(raw["id"]),
-            version=int(raw["version"]),
-            trigger_event=str(raw["trigger"]["event"]),
-            trigger_filter=raw["trigger"].get("filter"),
-            entry_rule=rule,
-            key_path=key_path,
-            exit_events=_listeners(raw.get("exit"), key_path),
-            steps=tuple(steps),
-            templates={t: templates[t] for t in _template_ids(steps)},
-            source_file=str(path),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise JourneyDefinitionError(str(path), f"invalid definition: {exc!r}") from exc
+            report.add((*where, "channel"), f"template {source.template.id!r} has no {', '.join(missing)} variant")
+            continue
+        if render_templates:
+            digest_event = step["digest"]["event"] if kind_of(step) == "digest" else None
+            context = _template_context(raw, trigger_sample, digest_event, known_events)
+            _test_render(report, where, step, source, channels, context)
+
+
+def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
+                     event_types: Collection[str] | None = None,
+                     render_templates: bool = False) -> tuple[JourneyDefinition | None, list[Problem]]:
+    """Checks one definition file; returns the definition (None if it has problems) and the problems."""
+    try:
+        document = load_located(path.read_text())
+    except YamlSyntaxError as exc:
+        return None, [Problem(str(path), exc.line, exc.problem)]
+    report = _Report(str(path), document)
+    _schema_problems(report)
+    if report.problems:
+        return None, report.problems
+    raw: dict[str, Any] = document.data
+    known = _event_types() if event_types is None else event_types
+    trigger = raw["trigger"]["event"]
+    if trigger not in known:
+        report.add(("trigger", "event"), f"unknown event type {trigger!r}; known: {', '.join(sorted(known))}")
+    trigger_sample = _sample_for(trigger, known)
+    if raw["trigger"].get("filter") and trigger_sample:
+        _check_expression(report, ("trigger", "filter"), raw["trigger"]["filter"], trigger_sample,
+                          CONTEXT_ROOTS - {"journey"})
+    entry = raw.get("entry") or {}
+    rule = EntryRule(entry.get("rule", EntryRule.ONCE_PER_KEY.value))
+    key_path = entry.get("key")
+    if rule is EntryRule.ONCE_PER_KEY and not key_path:
+        report.add(("entry",), "entry rule once_per_key needs a key (e.g. payload.order_id)")
+    if key_path and trigger_sample:
+        _check_key(report, ("entry", "key"), key_path, trigger_sample, trigger)
+    exits: list[Listener] = []
+    for index, item in enumerate(raw.get("exit") or ()):
+        event_type = item["event"]
+        if event_type not in known:
+            report.add(("exit", index, "event"), f"unknown event type {event_type!r}")
+            continue
+        sample = _sample_for(event_type, known)
+        if item.get("when"):
+            _check_expression(report, ("exit", index, "when"), item["when"], sample, CONTEXT_ROOTS - {"journey"})
+        if item.get("key"):
+            _check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
+        exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
+    _check_steps(report, raw, templates, known, trigger_sample, render_templates)
+    listeners: list[Listener] = []
+    for step, where in walk(raw["steps"]):
+        kind = kind_of(step)
+        if kind in ("wait_for", "digest"):
+            body = step[kind]
+            listener = Listener(body["event"], _listener_key(body.get("key"), key_path,
+                                                             _sample_for(body["event"], known)), body.get("when"))
+            if listener not in listeners:
+                listeners.append(listener)
+    for listener in (*exits, *listeners):
+        if rule is EntryRule.EVERY_TIME:
+            report.add(("entry", "rule"), f"every_time journeys cannot react to {listener.event_type}: their "
+                                          "instances are addressed by event id (use one_active or once_per_key)")
+            break
+        if rule is EntryRule.ONCE_PER_KEY and listener.key_path is None:
+            report.add(("entry", "key"), f"{listener.event_type} has no field {key_path!r}: give its listener "
+                                         "a key so the event can find the instance")
+    if report.problems:
+        return None, report.problems
+    used = {send["template"] for _, _, send in _referenced_templates(raw["steps"])}
+    definition = JourneyDefinition(
+        id=str(raw["id"]),
+        version=int(raw["version"]),
+        trigger_event=trigger,
+        trigger_filter=raw["trigger"].get("filter"),
+        entry_rule=rule,
+        key_path=key_path,
+        listeners=tuple(listeners),
+        exit_events=tuple(exits),
+        steps=tuple(raw["steps"]),
+        templates={t: templates[t].template for t in sorted(used)},
+        source_file=str(path),
+    )
+    return definition, []
+
+
+def load_definition(path: Path, templates: Mapping[str, TemplateSource | Template]) -> JourneyDefinition:
+    """Parses and checks one journey file; raises `JourneyDefinitionError` naming the first problem's line."""
+    sources = {k: v if isinstance(v, TemplateSource) else TemplateSource(v, "", LocatedDocument(None))
+               for k, v in templates.items()}
+    definition, problems = check_definition(path, sources)
+    if definition is None:
+        raise problems[0].error()
+    return definition
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What ``eventflow journeys validate`` found: the good definitions and every problem."""
+
+    definitions: tuple[JourneyDefinition, ...]
+    problems: tuple[Problem, ...]
+
+
+def validate_folder(folder: Path | None = None, *, render_templates: bool = True) -> ValidationReport:
+    """Checks every template and definition under ``folder``, collecting all problems."""
+    root = folder or default_journeys_dir()
+    templates, problems = load_templates(root / "templates")
+    definitions: list[JourneyDefinition] = []
+    seen: dict[str, str] = {}
+    for path in sorted((root / "definitions").glob("*.yaml")):
+        definition, found = check_definition(path, templates, render_templates=render_templates)
+        problems.extend(found)
+        if definition is None:
+            continue
+        if definition.id in seen:
+            problems.append(Problem(str(path), None, f"journey id {definition.id!r} is also used by {seen[definition.id]}"))
+            continue
+        seen[definition.id] = str(path)
+        definitions.append(definition)
+    return ValidationReport(tuple(definitions), tuple(problems))
 
 
 def load_all(folder: Path | None = None) -> tuple[JourneyDefinition, ...]:
-    """Loads every ``definitions/*.yaml`` under ``folder``, with templates from ``templates/``."""
-    root = folder or default_journeys_dir()
-    templates = _load_templates(root / "templates")
-    return tuple(load_definition(p, templates) for p in sorted((root / "definitions").glob("*.yaml")))
+    """Loads every ``definitions/*.yaml`` under ``folder``; raises on the first problem found."""
+    report = validate_folder(folder, render_templates=False)
+    if report.problems:
+        raise report.problems[0].error()
+    return report.definitions

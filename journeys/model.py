@@ -21,10 +21,19 @@ class EntryRule(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Listener:
-    """An event type a running journey reacts to, and where its instance key is in that event."""
+    """An event type a running journey reacts to, where its instance key is in that event, and a condition.
+
+    ``key_path`` is read from the incoming event and compared with the instance key (the trigger
+    event's value at the journey's entry key); ``when`` is an expression over the incoming event.
+    """
 
     event_type: str
     key_path: str | None = None
+    when: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        """The listener as it appears in a snapshot."""
+        return {"event_type": self.event_type, "key_path": self.key_path, "when": self.when}
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,10 @@ class JourneyDefinition:
             "version": self.version,
             "trigger_event": self.trigger_event,
             "entry_rule": self.entry_rule.value,
+            "trigger_filter": self.trigger_filter,
             "key_path": self.key_path,
-            "exit_events": [{"event_type": e.event_type, "key_path": e.key_path} for e in self.exit_events],
+            "exit_events": [e.as_json() for e in self.exit_events],
+            "listeners": [e.as_json() for e in self.listeners],
             "steps": [dict(s) for s in self.steps],
             "templates": {
                 t.id: {"id": t.id, "default_locale": t.default_locale, "variants": t.variants}

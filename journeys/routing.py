@@ -7,11 +7,12 @@ the second start. See docs/architecture.md, "Workflow ID scheme".
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from events.model import CustomerEvent
+from journeys import expressions
 from journeys.model import EntryRule, JourneyDefinition
 from journeys.paths import lookup
 
@@ -53,11 +54,16 @@ class Router:
     def __init__(self, definitions: Iterable[JourneyDefinition]) -> None:
         self._starts: dict[str, list[tuple[JourneyDefinition, dict[str, Any]]]] = {}
         self._signals: dict[str, list[tuple[JourneyDefinition, str | None]]] = {}
+        self._filters: dict[str, expressions.Node] = {}
         for definition in definitions:
             snapshot = definition.snapshot()
             self._starts.setdefault(definition.trigger_event, []).append((definition, snapshot))
+            if definition.trigger_filter:
+                self._filters[definition.id] = expressions.parse(definition.trigger_filter)
             for listener in definition.exit_events + definition.listeners:
-                self._signals.setdefault(listener.event_type, []).append((definition, listener.key_path))
+                route = (definition, listener.key_path)
+                if route not in self._signals.setdefault(listener.event_type, []):
+                    self._signals[listener.event_type].append(route)
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -77,7 +83,8 @@ class Router:
             if definition.entry_rule is EntryRule.ONCE_PER_KEY and key is None:
                 continue
             target = instance_id(definition.id, event.customer.id, definition.entry_rule, _str(key), event.event_id)
-            actions.append(SignalJourney(target, definition.id))
+            if all(not (isinstance(a, SignalJourney) and a.workflow_id == target) for a in actions):
+                actions.append(SignalJourney(target, definition.id))
         for definition, snapshot in self._starts.get(event.event_type, ()):
             if not self._matches(definition, context):
                 continue
@@ -89,9 +96,9 @@ class Router:
                                         reject_reuse=definition.entry_rule is not EntryRule.ONE_ACTIVE))
         return actions
 
-    @staticmethod
-    def _matches(definition: JourneyDefinition, context: dict[str, Any] | Any) -> bool:
-        return definition.trigger_filter is None
+    def _matches(self, definition: JourneyDefinition, context: Mapping[str, Any]) -> bool:
+        condition = self._filters.get(definition.id)
+        return condition is None or expressions.evaluate(condition, context)
 
 
 def _str(value: object) -> str | None:
