@@ -1,6 +1,7 @@
 {{/*
 One Deployment; call with (dict "root" $ "component" "consumer" "cfg" .Values.consumer
-"args" (list "consume") "autoscaled" true). The consumer and the worker differ only in
+"args" (list "consume") "autoscaled" true
+"envTemplate" "eventflow.consumerEnv"). The consumer and the worker differ only in
 these inputs, so probes, security and volumes cannot drift between them.
 */}}
 {{- define "eventflow.deployment" -}}
@@ -60,10 +61,8 @@ spec:
           args:
             {{- toYaml .args | nindent 12 }}
           env:
-            {{- include "eventflow.env" $root | nindent 12 }}
-            {{- with .extraEnv }}
-            {{- toYaml . | nindent 12 }}
-            {{- end }}
+            {{- include "eventflow.env" $root | trim | nindent 12 }}
+            {{- include .envTemplate $root | trim | nindent 12 }}
           ports:
             - name: metrics
               containerPort: {{ $root.Values.metricsPort }}

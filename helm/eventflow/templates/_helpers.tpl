@@ -151,17 +151,6 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $name, $value := .Values.providers.env }}
-- name: {{ $name }}
-  value: {{ $value | toString | quote }}
-{{- end }}
-{{- range .Values.providers.secretEnv }}
-- name: {{ .name }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ .secretName | quote }}
-      key: {{ .key | quote }}
-{{- end }}
 - name: EVENTFLOW_METRICS_PORT
   value: {{ .Values.metricsPort | quote }}
 - name: EVENTFLOW_LOG_FORMAT
@@ -174,5 +163,58 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Consumer-only environment. */}}
+{{- define "eventflow.consumerEnv" -}}
+- name: EVENTFLOW_MAX_IN_FLIGHT
+  value: {{ .Values.consumer.maxInFlight | quote }}
+- name: EVENTFLOW_SHUTDOWN_GRACE_SECONDS
+  value: {{ .Values.consumer.shutdownGraceSeconds | quote }}
+{{- end }}
+
+{{/*
+Worker-only environment: the provider settings are declared by the worker's channel code, and
+the consumer refuses EVENTFLOW_* variables it does not know, so they must not reach it.
+*/}}
+{{- define "eventflow.workerEnv" -}}
+{{- $p := .Values.providers }}
+- name: EVENTFLOW_EMAIL_PROVIDER
+  value: {{ $p.email.provider | quote }}
+- name: EVENTFLOW_SMS_PROVIDER
+  value: {{ $p.sms.provider | quote }}
+- name: EVENTFLOW_WHATSAPP_PROVIDER
+  value: {{ $p.whatsapp.provider | quote }}
+{{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
+{{- if $value }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $p.email.provider "sendgrid" }}
+- name: SENDGRID_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "providers.sendgrid.apiKey.secretName is required when providers.email.provider is sendgrid" $p.sendgrid.apiKey.secretName | quote }}
+      key: {{ $p.sendgrid.apiKey.key | quote }}
+{{- end }}
+{{- if or (eq $p.sms.provider "twilio") (eq $p.whatsapp.provider "twilio") }}
+- name: TWILIO_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "providers.twilio.authToken.secretName is required when a channel uses twilio" $p.twilio.authToken.secretName | quote }}
+      key: {{ $p.twilio.authToken.key | quote }}
+{{- end }}
+{{- range $name, $value := $p.env }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- range $p.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName | quote }}
+      key: {{ .key | quote }}
 {{- end }}
 {{- end }}
