@@ -1,9 +1,111 @@
-"""``eventflow`` subcommands of the journeys package."""
+"""``eventflow journeys`` subcommands: validate, simulate, status."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+
+def _folder(args: argparse.Namespace) -> Path | None:
+    return Path(args.dir) if args.dir else None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from journeys.loader import validate_folder
+
+    report = validate_folder(_folder(args))
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    for definition in report.definitions:
+        print(f"ok {definition.id} v{definition.version} ({definition.source_file}) "
+              f"hash {definition.snapshot()['content_hash']}")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from journeys.loader import validate_folder
+    from journeys.simulate import SimulationError, format_offset, read_events, simulate
+
+    report = validate_folder(_folder(args))
+    chosen = [d for d in report.definitions if d.id == args.journey]
+    if not chosen:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        known = ", ".join(sorted(d.id for d in report.definitions))
+        raise SimulationError(f"no valid journey {args.journey!r} (valid journeys: {known or 'none'})")
+    events = read_events(Path(args.events))
+    timeline = asyncio.run(simulate(chosen[0], events))
+    print(f"{'offset':<14} {'step':<24} what")
+    for entry in timeline:
+        print(f"{format_offset(entry.offset):<14} {entry.step:<24} {entry.what}")
+    return 0
+
+
+async def _status_lines(customer_id: str) -> list[str]:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from eventflow.settings import load_settings
+    from eventflow.temporal_client import connect
+    from workflows.journey import STATUS_QUERY, JourneyStatus
+
+    settings = load_settings(dev_defaults=True)
+    client = await connect(settings.temporal)
+    escaped = customer_id.replace("\\", "\\\\").replace("'", "\\'")
+    lines: list[str] = []
+    async for execution in client.list_workflows(f"CustomerId = '{escaped}'"):
+        if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            continue
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        state = execution.status.name.lower() if execution.status else "unknown"
+        status: JourneyStatus | None = None
+        try:
+            if execution.status == WorkflowExecutionStatus.COMPLETED:
+                status = await handle.result(result_type=JourneyStatus)
+            else:
+                status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
+        except Exception as exc:  # noqa: BLE001 - one unreadable instance must not hide the others
+            lines.append(f"{execution.id}  {state}  (status unavailable: {type(exc).__name__})")
+            continue
+        where = (f"at {status.current_step} ({status.current_step_kind}"
+                 + (f" until {status.waiting_until}" if status.waiting_until else "") + ")"
+                 if status.current_step else (f"exited: {status.exit_reason}" if status.exit_reason else "done"))
+        lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
+        for send in status.sends:
+            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.status}")
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    lines = asyncio.run(_status_lines(args.customer))
+    if not lines:
+        print(f"no journeys for customer {args.customer}")
+        return 0
+    print("\n".join(lines))
+    return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
+    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, status")
+    actions = journeys.add_subparsers(dest="journeys_command", required=True)
+
+    validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
+    validate.add_argument("--dir", help="folder with definitions/ and templates/ (default: $EVENTFLOW_JOURNEYS_DIR)")
+    validate.set_defaults(handler=_validate)
+
+    simulate = actions.add_parser("simulate", help="run a journey on the time-skipping test server")
+    simulate.add_argument("journey", help="journey id")
+    simulate.add_argument("--events", required=True, help="JSON Lines file of events, delivered at their "
+                                                          "occurred_at offsets from the first starting event")
+    simulate.add_argument("--dir", help="folder with definitions/ and templates/")
+    simulate.set_defaults(handler=_simulate)
+
+    status = actions.add_parser("status", help="a customer's journeys, current steps and sends")
+    status.add_argument("--customer", required=True, help="customer id")
+    status.set_defaults(handler=_status)
+

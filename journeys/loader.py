@@ -106,6 +106,21 @@ def _event_types() -> frozenset[str]:
 # --- templates -------------------------------------------------------------------------------
 
 
+def _parts(variant: Mapping[str, Any]) -> list[str]:
+    """The Jinja2 sources of a variant: subject, body and each provider template variable."""
+    names = [p for p in ("subject", "body") if p in variant]
+    variables = variant.get("content_variables")
+    if isinstance(variables, Mapping):
+        names += [f"content_variables/{name}" for name in variables]
+    return names
+
+
+def _part(variant: Mapping[str, Any], part: str) -> Any:
+    if part.startswith("content_variables/"):
+        return variant["content_variables"][part.split("/", 1)[1]]
+    return variant.get(part)
+
+
 def _check_template(path: Path, document: LocatedDocument, problems: list[Problem]) -> Template | None:
     report = _Report(str(path), document)
     raw = document.data
@@ -130,19 +145,23 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
             continue
         for locale, variant in locales.items():
             where = ("channels", channel, locale)
-            if not isinstance(variant, Mapping) or not isinstance(variant.get("body"), str):
-                report.add(where, f"{channel}/{locale} needs a body")
+            if not isinstance(variant, Mapping):
+                report.add(where, f"{channel}/{locale} must be a mapping with a body")
                 continue
-            if channel == "email" and not isinstance(variant.get("subject"), str):
+            provider_template = variant.get("content_sid") or variant.get("sendgrid_template_id")
+            if not provider_template and not isinstance(variant.get("body"), str):
+                report.add(where, f"{channel}/{locale} needs a body (or a provider template id)")
+                continue
+            if channel == "email" and not provider_template and not isinstance(variant.get("subject"), str):
                 report.add(where, f"email/{locale} needs a subject")
-            for part in ("subject", "body"):
+            for part in _parts(variant):
                 source = variant.get(part)
                 if not isinstance(source, str):
                     continue
                 try:
                     _jinja().parse(source)
                 except TemplateSyntaxError as exc:
-                    line = document.line_of((*where, part))
+                    line = document.line_of((*where, *part.split("/")))
                     offset = (exc.lineno or 1) if source.count("\n") else 0
                     problems.append(Problem(str(path), (line or 0) + offset or None,
                                             f"template {template_id} {channel}/{locale} {part} does not "
@@ -273,11 +292,11 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
     template = source.template
     for channel in channels:
         for locale, variant in template.variants.get(channel, {}).items():
-            for part in ("subject", "body"):
-                text = variant.get(part)
+            for part in _parts(variant):
+                text = _part(variant, part)
                 if not isinstance(text, str):
                     continue
-                line = source.document.line_of(("channels", channel, locale, part))
+                line = source.document.line_of(("channels", channel, locale, *part.split("/")))
                 label = f"template {template.id} {channel}/{locale} {part} (step {step['id']})"
                 undeclared = meta.find_undeclared_variables(_jinja().parse(text)) - set(context)
                 if undeclared:
@@ -289,6 +308,11 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
                 except TemplateRenderError as exc:
                     report.problems.append(Problem(source.file, line, f"{label} does not render with sample "
                                                                        f"data: {exc.problem}"))
+                except Exception as exc:  # noqa: BLE001 - any crash while rendering is a finding, not a bug here
+                    report.problems.append(Problem(source.file, line, f"{label} fails with sample data: "
+                                                                       f"{type(exc).__name__}: {exc} (a dict "
+                                                                       "key like items/keys/values needs "
+                                                                       "x[\"items\"] syntax)"))
 
 
 def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
