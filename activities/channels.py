@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from activities.notifications import SendResult
@@ -10,7 +11,14 @@ from activities.notifications import SendResult
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A rendered message ready for a provider."""
+    """A rendered message ready for a provider.
+
+    Attributes:
+        provider_template_id: a template approved at the provider (Twilio Content API ``content_sid``
+            for WhatsApp, a SendGrid dynamic template id); when set, ``template_variables`` fill it.
+        template_variables: rendered variables for the provider template.
+        sender: overrides the configured from address/number, when the template says so.
+    """
 
     idempotency_key: str
     channel: str
@@ -20,11 +28,24 @@ class OutgoingMessage:
     template_id: str = ""
     locale: str = ""
     workflow_id: str = ""
+    provider_template_id: str = ""
+    template_variables: Mapping[str, str] = field(default_factory=dict)
+    sender: str = ""
 
 
 class Channel(Protocol):
-    """Delivers one message; raises retryable or permanent errors (see activities.errors)."""
+    """Delivers one message; raises `activities.errors.RetryableSendError` or `PermanentSendError`."""
 
     name: str
 
-    async def deliver(self, message: OutgoingMessage) -> SendResult: ...
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        """Hands the message to the provider once."""
+        ...
+
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
+        """Asks the provider whether an earlier, interrupted attempt delivered ``message``.
+
+        Returns the earlier result when the provider knows it, ``None`` when it did not arrive or
+        the provider offers no way to tell (the caller then sends again).
+        """
+        ...

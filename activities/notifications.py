@@ -20,6 +20,11 @@ class SendNotificationInput:
         subject_template, body_template: Jinja2 sources from the journey's snapshot.
         context: variables for rendering (customer, event, payload, journey).
         workflow_id, journey_id, step_id: where the send comes from, for logs and the ledger.
+        provider_template_id: an approved provider template (Twilio ``content_sid``, SendGrid ``d-...``).
+        template_variable_templates: Jinja2 sources of that template's variables, by variable name.
+        quiet_hours: ``"HH:MM-HH:MM"`` overriding the worker default, ``""`` for none, None for the default.
+        daily_cap: per-channel daily cap overriding the worker default (0: no cap), None for the default.
+        on_cap: ``skip`` or ``defer`` when the cap is reached.
     """
 
     idempotency_key: str
@@ -33,6 +38,11 @@ class SendNotificationInput:
     workflow_id: str = ""
     journey_id: str = ""
     step_id: str = ""
+    provider_template_id: str = ""
+    template_variable_templates: dict[str, str] = field(default_factory=dict)
+    quiet_hours: str | None = None
+    daily_cap: int | None = None
+    on_cap: str = "skip"
 
 
 @dataclass(frozen=True)
@@ -40,11 +50,15 @@ class SendResult:
     """What happened to a notification.
 
     Attributes:
-        status: ``sent``, or ``duplicate`` when an earlier attempt had already delivered it.
+        status: ``sent``; ``duplicate`` when an earlier attempt had already delivered it; ``opted_out``;
+            ``capped`` (skipped by the frequency cap); ``deferred`` (quiet hours or cap: try again at
+            ``not_before``).
         provider: the channel implementation that delivered it (``outbox``, ``sendgrid``, ``twilio``).
         provider_message_id: the provider's id for the message, when it gives one.
+        not_before: for ``deferred``, the ISO 8601 UTC instant to try again.
     """
 
     status: str
     provider: str
     provider_message_id: str | None = None
+    not_before: str | None = None

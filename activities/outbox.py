@@ -49,6 +49,15 @@ class OutboxChannel:
             self._written.add(message.idempotency_key)
         return SendResult(status="sent", provider=self.name, provider_message_id=message.idempotency_key)
 
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
+        async with self._lock:
+            if self._written is None:
+                self._written = self._load_keys()
+            if message.idempotency_key in self._written:
+                return SendResult(status="duplicate", provider=self.name,
+                                  provider_message_id=message.idempotency_key)
+        return None
+
 
 def read_outbox(path: Path) -> list[dict[str, object]]:
     """Every message in an outbox file, oldest first."""

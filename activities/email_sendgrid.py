@@ -1,0 +1,152 @@
+"""Email through SendGrid's v3 Mail Send API with the official ``sendgrid`` SDK.
+
+The SDK is synchronous (urllib), so each call runs in a worker thread. The idempotency key
+travels as ``custom_args`` (echoed in SendGrid's event webhook) and as a message header, so a
+message can be traced to its journey step; SendGrid itself does not deduplicate on it, which is
+why the ledger exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.error
+from dataclasses import dataclass
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from activities.channels import OutgoingMessage
+from activities.errors import (
+    InvalidAddressError,
+    PermanentSendError,
+    ProviderAuthError,
+    RateLimitedError,
+    RetryableSendError,
+    parse_retry_after,
+)
+from activities.notifications import SendResult
+from activities.ratelimit import TokenBucket
+
+PROVIDER = "sendgrid"
+IDEMPOTENCY_HEADER = "X-Eventflow-Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class SendGridConfig:
+    """SendGrid account settings.
+
+    Attributes:
+        api_key: the API key (from ``SENDGRID_API_KEY`` or the file ``SENDGRID_API_KEY_FILE``).
+        from_email, from_name: the verified sender.
+        base_url: API host; ``https://api.eu.sendgrid.com`` for EU regional subusers, a local server in tests.
+        timeout_seconds: per-request timeout.
+    """
+
+    api_key: str
+    from_email: str
+    from_name: str = ""
+    base_url: str = "https://api.sendgrid.com"
+    timeout_seconds: float = 10.0
+
+
+class SendGridChannel:
+    """The ``email`` channel backed by SendGrid."""
+
+    name = PROVIDER
+
+    def __init__(self, config: SendGridConfig, limiter: TokenBucket | None = None) -> None:
+        self._config = config
+        self._limiter = limiter
+        self._client = SendGridAPIClient(api_key=config.api_key, host=config.base_url.rstrip("/"))
+        # The SDK has no timeout argument; its python_http_client passes this to urlopen.
+        self._client.client.timeout = config.timeout_seconds
+
+    @property
+    def limiter(self) -> TokenBucket | None:
+        return self._limiter
+
+    def _request_body(self, message: OutgoingMessage) -> dict[str, Any]:
+        sender: dict[str, str] = {"email": message.sender or self._config.from_email}
+        if self._config.from_name:
+            sender["name"] = self._config.from_name
+        personalization: dict[str, Any] = {"to": [{"email": message.to}]}
+        body: dict[str, Any] = {
+            "personalizations": [personalization],
+            "from": sender,
+            "custom_args": {"idempotency_key": message.idempotency_key},
+            "headers": {IDEMPOTENCY_HEADER: message.idempotency_key},
+        }
+        if message.provider_template_id:
+            body["template_id"] = message.provider_template_id
+            personalization["dynamic_template_data"] = dict(message.template_variables)
+        else:
+            body["subject"] = message.subject or ""
+            body["content"] = [{"type": "text/plain", "value": message.body}]
+        return body
+
+    def _send_blocking(self, body: dict[str, Any]) -> SendResult:
+        try:
+            response = self._client.send(body)
+        except HTTPError as exc:
+            raise _classify(exc) from exc
+        except (TimeoutError, socket.timeout) as exc:
+            raise RetryableSendError("sendgrid timed out", provider=PROVIDER, delivery_uncertain=True) from exc
+        except urllib.error.URLError as exc:
+            uncertain = isinstance(exc.reason, (TimeoutError, socket.timeout))
+            raise RetryableSendError(f"sendgrid unreachable: {exc.reason}", provider=PROVIDER,
+                                     delivery_uncertain=uncertain) from exc
+        except (ConnectionError, OSError) as exc:
+            raise RetryableSendError(f"sendgrid connection failed: {type(exc).__name__}", provider=PROVIDER,
+                                     delivery_uncertain=True) from exc
+        message_id = _header(response.headers, "X-Message-Id")
+        return SendResult(status="sent", provider=PROVIDER, provider_message_id=message_id)
+
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        return await asyncio.to_thread(self._send_blocking, self._request_body(message))
+
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
+        # Mail Send has no lookup by our key (the Email Activity API is a paid add-on and lags by
+        # minutes), so an interrupted attempt is sent again: see docs/adr/channels.md.
+        return None
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return str(value) if value else None
+
+
+def _error_fields(body: bytes | str | None) -> list[str]:
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return []
+    errors = parsed.get("errors", []) if isinstance(parsed, dict) else []
+    return [str(e.get("field") or "") + " " + str(e.get("message") or "") for e in errors if isinstance(e, dict)]
+
+
+def _classify(exc: HTTPError) -> Exception:
+    status = int(exc.status_code)
+    details = "; ".join(_error_fields(exc.body)) or str(exc.reason)
+    if status == 429:
+        retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
+        reset = _header(exc.headers, "X-RateLimit-Reset")
+        if retry_after is None and reset and reset.isdigit():
+            retry_after = max(0.0, int(reset) - time.time())
+        return RateLimitedError("sendgrid rate limit", provider=PROVIDER, status=status,
+                                retry_after_seconds=retry_after)
+    if status >= 500 or status == 408:
+        return RetryableSendError(f"sendgrid {status}", provider=PROVIDER, status=status,
+                                  retry_after_seconds=parse_retry_after(_header(exc.headers, "Retry-After")))
+    if status in (401, 403):
+        return ProviderAuthError(f"sendgrid refused the credentials ({status})", provider=PROVIDER, status=status)
+    lowered = details.lower()
+    if "personalizations" in lowered and ("to" in lowered or "email" in lowered) or "does not contain a valid address" in lowered:
+        return InvalidAddressError(f"sendgrid rejected the recipient: {details}", provider=PROVIDER, status=status)
+    return PermanentSendError(f"sendgrid rejected the message ({status}): {details}", provider=PROVIDER,
+                              status=status)

@@ -1,0 +1,25 @@
+"""The worker's notification metrics, built once from an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class SendMetrics:
+    """Sends by channel, provider and outcome, and provider-call latency; labels are bounded."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.sent = Counter(
+            "eventflow_notifications_sent_total",
+            "Send attempts by channel, provider and outcome (sent, duplicate, opted_out, capped, deferred, "
+            "retryable error type, failed:<type>).",
+            ["channel", "provider", "outcome"], registry=registry)
+        self.send_seconds = Histogram(
+            "eventflow_notification_send_seconds", "Time of one provider call, rate-limit wait excluded.",
+            ["channel", "provider"], buckets=_SEND_BUCKETS, registry=registry)
+        self.rate_limit_wait_seconds = Counter(
+            "eventflow_rate_limit_wait_seconds_total", "Time sends waited for the provider's token bucket.",
+            ["provider"], registry=registry)
