@@ -165,6 +165,8 @@ def consumer_env(kafka_config: dict[str, str], temporal_address: str, topic: str
         "EVENTFLOW_TASK_QUEUE": f"test-journeys-{suffix}",
         "EVENTFLOW_METRICS_PORT": "0",
         "EVENTFLOW_LOG_FORMAT": "json",
+        # A killed member's partitions move after the session timeout; keep it short in tests.
+        "EVENTFLOW_LIBRDKAFKA_SESSION_TIMEOUT_MS": "6000",
     })
     return env
 
