@@ -182,8 +182,8 @@ def spawn_consumer(env: dict[str, str], log_path: Path) -> Any:
 
 
 async def workflow_runs(client: Client, task_queue: str) -> dict[str, int]:
-    """Number of runs per workflow ID on ``task_queue`` (from Temporal's visibility store)."""
+    """Number of runs per journey workflow ID on ``task_queue`` (from Temporal's visibility store)."""
     runs: dict[str, int] = {}
-    async for execution in client.list_workflows(f"TaskQueue = '{task_queue}'"):
+    async for execution in client.list_workflows(f"TaskQueue = '{task_queue}' AND WorkflowType = 'Journey'"):
         runs[execution.id] = runs.get(execution.id, 0) + 1
     return runs
