@@ -1,0 +1,186 @@
+"""A local HTTP server that speaks the parts of SendGrid's and Twilio's REST APIs the channels use.
+
+Replies are scripted per test (status, JSON body, headers); unscripted requests succeed the way the
+real provider answers. Every request is recorded with its headers and parsed body, so tests assert
+what arrived. ``hold()`` makes the next sends wait (after the message is accepted) until released,
+to kill a worker mid-send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted response."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Recorded:
+    """One request as it arrived."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    query: dict[str, str]
+    at: float
+
+
+class ProviderStub:
+    """SendGrid ``POST /v3/mail/send`` and Twilio ``/2010-04-01/Accounts/{sid}/Messages.json`` (POST, GET)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.script: deque[Reply] = deque()
+        self.messages: list[dict[str, Any]] = []
+        self._hold: asyncio.Event | None = None
+        self.held = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def reply(self, *replies: Reply) -> None:
+        """Queues replies for the next send requests, in order."""
+        self.script.extend(replies)
+
+    def hold(self) -> None:
+        """Makes sends wait, after being accepted, until `release`."""
+        self._hold = asyncio.Event()
+        self.held.clear()
+
+    def release(self) -> None:
+        if self._hold is not None:
+            self._hold.set()
+            self._hold = None
+
+    def sends(self) -> list[Recorded]:
+        """The send requests (POSTs), oldest first."""
+        return [r for r in self.requests if r.method == "POST"]
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v3/mail/send", self._sendgrid)
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio_create)
+        app.router.add_get("/2010-04-01/Accounts/{sid}/Messages.json", self._twilio_list)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        self.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _record(self, request: web.Request) -> Recorded:
+        raw = await request.read()
+        if request.content_type == "application/json":
+            body = json.loads(raw or b"{}")
+        else:
+            body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        recorded = Recorded(request.method, request.path, dict(request.headers), body,
+                            {k: v for k, v in request.query.items()}, time.monotonic())
+        self.requests.append(recorded)
+        return recorded
+
+    async def _scripted(self) -> web.Response | None:
+        if not self.script:
+            return None
+        reply = self.script.popleft()
+        if reply.status < 300:
+            return None
+        return web.json_response(reply.body or {}, status=reply.status, headers=reply.headers)
+
+    async def _wait_if_held(self) -> None:
+        hold = self._hold
+        if hold is not None:
+            self.held.set()
+            await hold.wait()
+
+    async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        failure = await self._scripted()
+        if failure is not None:
+            return failure
+        await self._wait_if_held()
+        return web.Response(status=202, headers={"X-Message-Id": f"sg-{uuid.uuid4().hex[:12]}"})
+
+    async def _twilio_create(self, request: web.Request) -> web.StreamResponse:
+        recorded = await self._record(request)
+        failure = await self._scripted()
+        if failure is not None:
+            return failure
+        message = {
+            "sid": f"SM{uuid.uuid4().hex}",
+            "account_sid": request.match_info["sid"],
+            "to": recorded.body.get("To"),
+            "from": recorded.body.get("From"),
+            "body": recorded.body.get("Body", ""),
+            "status": "queued",
+            "date_created": format_datetime(datetime.now(UTC)),
+            "date_sent": None,
+        }
+        self.messages.append(message)
+        await self._wait_if_held()
+        return web.json_response(message, status=201)
+
+    async def _twilio_list(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        to = request.query.get("To")
+        found = [m for m in self.messages if to is None or m["to"] == to]
+        return web.json_response({"messages": found, "uri": request.path, "page": 0, "page_size": 50,
+                                  "first_page_uri": request.path, "next_page_uri": None,
+                                  "previous_page_uri": None, "start": 0, "end": len(found)})
+
+
+def invalid_number(code: int = 21211) -> Reply:
+    """Twilio's answer to a bad ``To``."""
+    return Reply(400, {"code": code, "message": "The 'To' number is not a valid phone number.",
+                       "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": 400})
+
+
+def unsubscribed() -> Reply:
+    """Twilio's answer when the recipient replied STOP."""
+    return Reply(400, {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                       "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400})
+
+
+def server_error() -> Reply:
+    return Reply(500, {"code": 20500, "message": "Internal Server Error", "status": 500})
+
+
+def rate_limited(retry_after_seconds: int) -> Reply:
+    return Reply(429, {"code": 20429, "message": "Too Many Requests", "status": 429},
+                 {"Retry-After": str(retry_after_seconds)})
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[ProviderStub]:
+    """A provider stub on a random local port, for one test."""
+    stub = ProviderStub()
+    await stub.start()
+    try:
+        yield stub
+    finally:
+        await stub.stop()
