@@ -1,0 +1,114 @@
+"""Rendering the chart with the real helm binary, and reading what the manifests reference."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "eventflow"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+NAMESPACE = "eventflow"
+
+Manifest = dict[str, Any]
+
+
+class RenderError(Exception):
+    """helm exited non-zero; ``stderr`` holds its message."""
+
+    def __init__(self, stderr: str) -> None:
+        super().__init__(stderr)
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The manifests of one ``helm template`` run."""
+
+    manifests: tuple[Manifest, ...]
+
+    def of_kind(self, kind: str) -> list[Manifest]:
+        return [m for m in self.manifests if m["kind"] == kind]
+
+    def one(self, kind: str, name_suffix: str = "") -> Manifest:
+        found = [m for m in self.of_kind(kind) if m["metadata"]["name"].endswith(name_suffix)]
+        assert len(found) == 1, f"expected one {kind} named *{name_suffix}, found {[m['metadata']['name'] for m in found]}"
+        return found[0]
+
+    def deployment(self, component: str) -> Manifest:
+        return self.one("Deployment", f"-{component}")
+
+    def container(self, component: str) -> Manifest:
+        containers = self.deployment(component)["spec"]["template"]["spec"]["containers"]
+        assert len(containers) == 1
+        return containers[0]
+
+    def env(self, component: str) -> dict[str, Manifest]:
+        return {item["name"]: item for item in self.container(component)["env"]}
+
+
+def helm_template(helm: Path, *, values_files: Sequence[Path] = (), set_values: Mapping[str, str] | None = None,
+                  set_files: Mapping[str, Path] | None = None, release: str = "ef") -> Rendered:
+    """Runs ``helm template`` and parses every document."""
+    argv = [str(helm), "template", release, str(CHART), "--namespace", NAMESPACE]
+    for path in values_files:
+        argv += ["-f", str(path)]
+    for key, value in (set_values or {}).items():
+        argv += ["--set", f"{key}={value}"]
+    for key, path in (set_files or {}).items():
+        argv += ["--set-file", f"{key}={path}"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RenderError(result.stderr)
+    return Rendered(tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc))
+
+
+def journeys_set_files(folder: Path = REPO / "journeys") -> dict[str, Path]:
+    """``--set-file`` arguments shipping a journeys folder, as docs/deploy.md tells SREs to."""
+    files: dict[str, Path] = {}
+    for kind in ("definitions", "templates"):
+        for path in sorted((folder / kind).glob("*.yaml")):
+            files[f"journeys.{kind}.{path.stem}"] = path
+    return files
+
+
+def prometheus_rules(rendered: Rendered) -> Manifest:
+    """The rule groups of the PrometheusRule, as a plain Prometheus rules file."""
+    return {"groups": rendered.one("PrometheusRule")["spec"]["groups"]}
+
+
+def dashboard(rendered: Rendered) -> Manifest:
+    config_map = rendered.one("ConfigMap", "-dashboard")
+    parsed: Manifest = json.loads(config_map["data"]["eventflow.json"])
+    return parsed
+
+
+def dashboard_exprs(board: Manifest) -> Iterator[str]:
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            yield target["expr"]
+    for variable in board["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, dict):
+            yield query["query"]
+
+
+def rule_exprs(rules: Manifest) -> Iterator[str]:
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            yield rule["expr"]
+
+
+_METRIC = re.compile(r"\b((?:eventflow|temporal)_[a-z0-9_]+)")
+
+
+def metric_names(exprs: Iterator[str]) -> set[str]:
+    """Every Eventflow or Temporal series name a set of PromQL expressions reads."""
+    return {name for expr in exprs for name in _METRIC.findall(expr)}

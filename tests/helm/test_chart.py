@@ -1,0 +1,250 @@
+"""The chart as code: lint, render, and check what the rendered manifests promise."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helm import values_table
+from journeys.loader import load_all
+from tests.helm.chart import ALL_ON, CHART, REPO, RenderError, Rendered, helm_template, journeys_set_files
+
+COMPONENTS = ("consumer", "worker")
+_SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|SASL_USERNAME)")
+
+
+@pytest.fixture(scope="module")
+def default(helm: Path) -> Rendered:
+    return helm_template(helm)
+
+
+@pytest.fixture(scope="module")
+def all_on(helm: Path) -> Rendered:
+    return helm_template(helm, values_files=[ALL_ON])
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all-on"])
+def test_lint_strict_passes(helm: Path, values: Path | None) -> None:
+    argv = [str(helm), "lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("which", ["default", "all_on"])
+def test_both_deployments_run_their_command_with_probes_and_a_locked_down_security_context(
+        which: str, request: pytest.FixtureRequest) -> None:
+    rendered: Rendered = request.getfixturevalue(which)
+    for component, command in zip(COMPONENTS, ("consume", "worker"), strict=True):
+        pod = rendered.deployment(component)["spec"]["template"]["spec"]
+        container = rendered.container(component)
+        assert container["command"] == ["eventflow"] and container["args"] == [command]
+
+        port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
+        assert rendered.env(component)["EVENTFLOW_METRICS_PORT"]["value"] == str(port)
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        # A read-only root needs a writable /tmp for the cache dir.
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert rendered.env(component)["EVENTFLOW_CACHE_DIR"]["value"].startswith("/tmp/")
+
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+        assert pod["topologySpreadConstraints"], f"{component} pods are not spread"
+        assert pod["terminationGracePeriodSeconds"] > 0
+
+
+def test_default_spread_selects_the_components_own_pods(default: Rendered) -> None:
+    for component in COMPONENTS:
+        pod_labels = default.deployment(component)["spec"]["template"]["metadata"]["labels"]
+        constraints = default.deployment(component)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+        for constraint in constraints:
+            assert constraint["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == component
+
+
+def test_every_secret_is_a_reference_to_an_existing_secret(all_on: Rendered) -> None:
+    secret_vars = 0
+    for component in COMPONENTS:
+        for name, item in all_on.env(component).items():
+            if _SECRET_NAME.search(name):
+                secret_vars += 1
+                assert "value" not in item, f"{component}: {name} is plain text"
+                assert item["valueFrom"]["secretKeyRef"]["name"]
+        volumes = {v["name"]: v for v in all_on.deployment(component)["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["temporal-tls"]["secret"]["secretName"] == "temporal-mtls"
+        env = all_on.env(component)
+        assert env["TEMPORAL_TLS_CERT"]["value"].startswith("/etc/eventflow/temporal-tls/")
+    # Kafka SASL user and password on both, Temporal API key on both, SendGrid and Twilio on the worker.
+    assert secret_vars == 2 * 3 + 2
+    assert all_on.of_kind("Secret") == [], "the chart must not create Secrets"
+
+
+def test_a_password_in_plain_kafka_config_is_refused(helm: Path) -> None:
+    with pytest.raises(RenderError, match="looks like a secret"):
+        helm_template(helm, set_values={"kafka.config.sasl\\.password": "hunter2"})
+
+
+def test_provider_settings_reach_the_worker_only(all_on: Rendered) -> None:
+    # The consumer refuses EVENTFLOW_* variables it does not declare, and it never imports the
+    # channel code that declares the provider settings.
+    assert all_on.env("worker")["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
+    assert not any("PROVIDER" in name or "SENDGRID" in name or "TWILIO" in name for name in all_on.env("consumer"))
+
+
+@pytest.mark.parametrize("component,imports", [("consumer", "consumer.app"),
+                                               ("worker", "eventflow.worker_app, activities.config")])
+def test_every_rendered_variable_is_a_setting_the_process_declares(
+        all_on: Rendered, component: str, imports: str) -> None:
+    # Ask a fresh interpreter which settings the process declares after importing what it imports.
+    script = f"import {imports}; from eventflow import settings; print('\\n'.join(settings.SETTINGS))"
+    declared = set(subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                                  check=True).stdout.split())
+    chart_only = {"TZ"}  # from extraEnv in the all-on values: not an Eventflow setting
+    for name in all_on.env(component):
+        if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name in chart_only:
+            continue
+        assert name in declared, f"{component} gets {name}, which it does not declare"
+
+
+def test_journeys_ship_as_config_maps_the_loader_accepts(helm: Path, tmp_path: Path) -> None:
+    rendered = helm_template(helm, set_files=journeys_set_files())
+    folders = {"definitions": tmp_path / "definitions", "templates": tmp_path / "templates"}
+    for kind, folder in folders.items():
+        folder.mkdir()
+        for name, text in rendered.one("ConfigMap", f"-journey-{kind}")["data"].items():
+            (folder / name).write_text(text)
+    assert sorted(p.name for p in folders["definitions"].iterdir()) == sorted(
+        p.name for p in (REPO / "journeys" / "definitions").glob("*.yaml"))
+    loaded = load_all(tmp_path)
+    assert {d.id for d in loaded} == {d.id for d in load_all(REPO / "journeys")}
+
+    for component in COMPONENTS:
+        pod = rendered.deployment(component)["spec"]["template"]["spec"]
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["journey-definitions"] == "/etc/eventflow/journeys/definitions"
+        assert mounts["journey-templates"] == "/etc/eventflow/journeys/templates"
+        assert rendered.env(component)["EVENTFLOW_JOURNEYS_DIR"]["value"] == "/etc/eventflow/journeys"
+
+
+def test_changing_a_template_changes_the_checksum_that_rolls_the_pods(helm: Path, tmp_path: Path) -> None:
+    files = journeys_set_files()
+    before = helm_template(helm, set_files=files)
+    edited = tmp_path / "purchase_thank_you.yaml"
+    edited.write_text(files["journeys.templates.purchase_thank_you"].read_text().replace("Thank", "Many thanks"))
+    after = helm_template(helm, set_files={**files, "journeys.templates.purchase_thank_you": edited})
+    again = helm_template(helm, set_files=files)
+
+    for component in COMPONENTS:
+        def checksum(rendered: Rendered) -> str:
+            annotations = rendered.deployment(component)["spec"]["template"]["metadata"]["annotations"]
+            return str(annotations["checksum/journeys"])
+
+        assert re.fullmatch(r"[0-9a-f]{64}", checksum(before))
+        assert checksum(after) != checksum(before)
+        assert checksum(again) == checksum(before)
+
+
+def test_external_journey_config_maps_are_mounted_by_name(helm: Path) -> None:
+    rendered = helm_template(helm, set_values={"journeys.existingDefinitionsConfigMap": "my-defs",
+                                               "journeys.existingTemplatesConfigMap": "my-templates"})
+    assert not [m for m in rendered.of_kind("ConfigMap") if "journey" in m["metadata"]["name"]]
+    volumes = {v["name"]: v for v in rendered.deployment("worker")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["journey-definitions"]["configMap"]["name"] == "my-defs"
+    assert volumes["journey-templates"]["configMap"]["name"] == "my-templates"
+    with pytest.raises(RenderError, match="both definitions and templates"):
+        helm_template(helm, set_values={"journeys.existingDefinitionsConfigMap": "my-defs"})
+
+
+def test_default_scaling_hpa_for_workers_fixed_consumers_and_pdbs(default: Rendered) -> None:
+    hpa = default.one("HorizontalPodAutoscaler", "-worker")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == default.deployment("worker")["metadata"]["name"]
+    assert "replicas" not in default.deployment("worker")["spec"], "the HPA owns the worker's replica count"
+    assert default.deployment("consumer")["spec"]["replicas"] == 2
+    assert default.of_kind("ScaledObject") == []
+    for component in COMPONENTS:
+        pdb = default.one("PodDisruptionBudget", f"-{component}")
+        pod_labels = default.deployment(component)["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_keda_scales_consumers_on_lag_capped_at_the_partition_count(all_on: Rendered) -> None:
+    values = yaml.safe_load(ALL_ON.read_text())
+    scaled = all_on.one("ScaledObject", "-consumer")
+    assert values["consumer"]["keda"]["maxReplicaCount"] > values["kafka"]["partitions"]
+    assert scaled["spec"]["maxReplicaCount"] == values["kafka"]["partitions"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == all_on.deployment("consumer")["metadata"]["name"]
+    assert "replicas" not in all_on.deployment("consumer")["spec"], "KEDA owns the consumer's replica count"
+    triggers = scaled["spec"]["triggers"]
+    assert [t["metadata"]["topic"] for t in triggers] == values["kafka"]["topics"]
+    for trigger in triggers:
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == values["kafka"]["consumerGroup"]
+        assert trigger["metadata"]["allowIdleConsumers"] == "false"
+        assert trigger["authenticationRef"]["name"] == "eventflow-kafka"
+
+
+def test_keda_without_a_max_uses_the_partition_count(helm: Path) -> None:
+    rendered = helm_template(helm, set_values={"consumer.keda.enabled": "true", "kafka.partitions": "6"})
+    assert rendered.one("ScaledObject")["spec"]["maxReplicaCount"] == 6
+
+
+def test_pod_monitor_scrapes_the_metrics_port_of_both_components(all_on: Rendered) -> None:
+    monitor = all_on.one("PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    for component in COMPONENTS:
+        pod_labels = all_on.deployment(component)["spec"]["template"]["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on: Rendered) -> None:
+    config_map = all_on.one("ConfigMap", "-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(config_map["data"]["eventflow.json"])
+    assert board["uid"] == "eventflow-overview"
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    for needle in ("eventflow_events_consumed_total", "by (event_type, outcome)", "eventflow_consumer_lag_messages",
+                   "eventflow_workflow_starts_total", "eventflow_workflow_signals_total",
+                   "eventflow_workflow_dedupes_total", "eventflow_dead_letters_total",
+                   "eventflow_notifications_sent_total", "by (channel, outcome)",
+                   "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket"):
+        assert needle in exprs, f"the dashboard has no panel reading {needle}"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_rules_cover_the_five_alerts(all_on: Rendered) -> None:
+    rules = all_on.one("PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} == {
+        "EventflowConsumerLagGrowing", "EventflowDeadLettersArriving", "EventflowSendFailureRatioHigh",
+        "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed"}
+    for rule in rules:
+        assert rule["labels"]["team"] == "growth"
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"]
+
+
+def test_readme_lists_every_value_with_its_default() -> None:
+    assert values_table.readme_table() == values_table.table(), (
+        "helm/eventflow/README.md is stale: run `python helm/values_table.py`")
+    rows = values_table.table().splitlines()[2:]
+    assert any(row.startswith("| `kafka.partitions` | `12` |") for row in rows)
+    assert len(rows) > 80
