@@ -218,8 +218,11 @@ class EventDecoder:
         except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError) as exc:
             raise InvalidEventError(f"JSON event does not match the schema: {exc!r}", raw) from exc
         # Round-tripping through Avro gives JSON events exactly the normalisation Avro events get.
-        return self._decode_body(encoded, len(SINGLE_OBJECT_MAGIC) + len(self._schemas.fingerprint),
-                                 self._schemas.envelope)
+        try:
+            return self._decode_body(encoded, len(SINGLE_OBJECT_MAGIC) + len(self._schemas.fingerprint),
+                                     self._schemas.envelope)
+        except DecodeError as exc:
+            raise type(exc)(exc.reason, raw) from exc
 
 
 _FRAMING_NAMES = {"registry": "Confluent wire format (0x00)", "embedded": "Avro single-object (0xc3 0x01)",

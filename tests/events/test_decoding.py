@@ -1,0 +1,239 @@
+"""Every kind of bad input lands as its typed error; evolved schemas decode (registry over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from eventflow.errors import ConfigError
+from events import build_decoder
+from events.codec import EventDecoder, encode_single_object, record_from_json
+from events.errors import (
+    DecodeError,
+    InvalidEventError,
+    MissingFieldError,
+    RegistryUnavailableError,
+    SchemaResolutionError,
+    TruncatedMessageError,
+    UnknownEventTypeError,
+    UnknownMagicByteError,
+    UnknownSchemaError,
+)
+from events.registry import RegistryWriterLookup
+from events.samples import customer, event, purchase
+from events.schemas import load
+from tests.events import variants
+from tests.events.helpers import confluent_frame, register, single_object_frame
+from tests.events.registry_server import LocalRegistry
+
+
+@pytest.fixture
+def client(registry: LocalRegistry) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": registry.url})
+
+
+@pytest.fixture
+def subject() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}-value"
+
+
+def decoder_for(registry: LocalRegistry, **encodings: str) -> EventDecoder:
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url,
+               "EVENTFLOW_TOPIC_ENCODINGS": ",".join(f"{t}={e}" for t, e in encodings.items())}
+    return build_decoder(environ)
+
+
+def test_registry_framed_events_decode_and_the_registry_is_asked_once_per_id(
+        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+    schema_id = register(client, subject, variants.current())
+    decoder = decoder_for(registry, orders="registry")
+    events = [purchase(customer(), amount=f"{n}.50") for n in range(1, 4)]
+    decoded = [decoder(confluent_frame(variants.current(), schema_id, e), topic="orders") for e in events]
+    assert [d.payload["total"] for d in decoded] == [{"amount": f"{n}.50", "currency": "EUR"} for n in range(1, 4)]
+    assert [d.event_id for d in decoded] == [e["event_id"] for e in events]
+    assert registry.schema_fetches(schema_id) == 1
+
+
+def test_older_and_newer_writers_resolve_against_the_reader(
+        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+    registry.state.compatibility[subject] = "NONE"
+    old_id = register(client, subject, variants.older())
+    new_id = register(client, subject, variants.newer())
+    decoder = decoder_for(registry)
+    refund = event("OrderRefunded", customer(first_name="Ana"), {"order_id": "o-1", "reason": "damaged",
+                                                                  "amount": {"amount": "5.00", "currency": "EUR"}})
+    old = decoder(confluent_frame(variants.older(), old_id, refund))
+    assert old.customer.first_name is None and old.customer.locale == "en"  # reader defaults
+    assert old.payload["reason"] is None
+    shipped = event("OrderShipped", customer(loyalty_tier="gold"), {"order_id": "o-2", "carrier": "DHL",
+                                                                     "tracking_number": "T1"})
+    new = decoder(confluent_frame(variants.newer(), new_id, shipped))
+    assert new.payload == {"order_id": "o-2", "carrier": "DHL", "tracking_number": "T1", "estimated_delivery_at": None}
+    bought = purchase(customer())
+    bought["payload"]["gift"] = True
+    assert decoder(confluent_frame(variants.newer(), new_id, bought)).payload["order_id"] == bought["payload"]["order_id"]
+    loyalty = event("LoyaltyPointsEarned", customer(), {"points": 10})
+    with pytest.raises(UnknownEventTypeError, match="LoyaltyPointsEarned"):
+        decoder(confluent_frame(variants.newer(), new_id, loyalty))
+
+
+def test_promoted_types_decode(tmp_path: Path) -> None:
+    reader_dir = tmp_path / "avro"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "avro", reader_dir)
+    line_item = reader_dir / "com.eventflow.events.LineItem.avsc"
+    text = json.loads(line_item.read_text())
+    next(f for f in text["fields"] if f["name"] == "quantity")["type"] = "double"
+    line_item.write_text(json.dumps(text))
+    reader = load(reader_dir)
+    raw, print_, writer = single_object_frame(variants.current(), purchase(customer()))
+    decoder = EventDecoder(reader)
+    decoder.add_writer(print_, writer)
+    decoded = decoder(raw)
+    assert decoded.payload["items"][0]["quantity"] == 1.0 and isinstance(decoded.payload["items"][0]["quantity"], float)
+
+
+@pytest.mark.parametrize("raw, error", [
+    (b"", TruncatedMessageError),
+    (b"\x00\x00\x01", TruncatedMessageError),
+    (b"\xc3\x01\x00\x01", TruncatedMessageError),
+    (b"\x07garbage", UnknownMagicByteError),
+    (b"{\"event_id\": 1}", UnknownMagicByteError),
+    (b"\xc3\x01" + b"\xff" * 8 + b"body", UnknownSchemaError),
+])
+def test_framing_errors(raw: bytes, error: type[DecodeError]) -> None:
+    with pytest.raises(error) as caught:
+        EventDecoder(load())(raw)
+    assert caught.value.raw == raw
+
+
+def test_truncated_and_trailing_bodies() -> None:
+    schemas = load()
+    raw = encode_single_object(record_from_json(purchase(customer())), schemas)
+    with pytest.raises(TruncatedMessageError):
+        EventDecoder(schemas)(raw[:-7])
+    with pytest.raises(InvalidEventError, match="trailing"):
+        EventDecoder(schemas)(raw + b"\x00")
+
+
+def test_event_type_must_match_the_payload() -> None:
+    schemas = load()
+    record = record_from_json(purchase(customer()))
+    record["event_type"] = "CartUpdated"
+    with pytest.raises(InvalidEventError, match="does not match"):
+        EventDecoder(schemas)(encode_single_object(record, schemas))
+
+
+def test_unknown_schema_ids(registry: LocalRegistry) -> None:
+    raw = b"\x00" + (999_999).to_bytes(4, "big") + b"\x02"
+    with pytest.raises(UnknownSchemaError, match="999999"):
+        decoder_for(registry)(raw)
+    with pytest.raises(UnknownSchemaError, match="no schema registry"):
+        EventDecoder(load())(raw)
+
+
+def test_unresolvable_and_missing_fields(registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+    registry.state.compatibility[subject] = "NONE"
+    retyped = variants.current()
+    next(f for f in retyped["fields"] if f["name"] == "event_type")["type"] = "int"
+    retyped_id = register(client, subject, retyped)
+    without_customer_id = variants.current()
+    cust = next(f for f in without_customer_id["fields"] if f["name"] == "customer")["type"]
+    cust["fields"] = [f for f in cust["fields"] if f["name"] != "id"]
+    missing_id = register(client, subject, without_customer_id)
+    decoder = decoder_for(registry)
+    sample = purchase(customer())
+    typed = dict(sample, event_type=7)
+    with pytest.raises(SchemaResolutionError, match=r"CustomerEvent\.event_type: writer type int"):
+        decoder(_frame_raw(retyped, retyped_id, typed))
+    with pytest.raises(MissingFieldError, match=r"CustomerEvent\.customer\.id"):
+        decoder(confluent_frame(without_customer_id, missing_id, sample))
+
+
+def _frame_raw(schema: dict[str, object], schema_id: int, event_: dict[str, object]) -> bytes:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    record = record_from_json({**event_, "event_type": "PurchaseCompleted"})
+    record["event_type"] = event_["event_type"]
+    body = io.BytesIO(b"\x00" + schema_id.to_bytes(4, "big"))
+    body.seek(5)
+    schemaless_writer(body, parse_schema(schema, named_schemas={}), record)
+    return body.getvalue()
+
+
+def test_an_unreachable_or_failing_registry_is_transient_not_a_decode_error(
+        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+    schema_id = register(client, subject, variants.current())
+    raw = confluent_frame(variants.current(), schema_id, purchase(customer()))
+    registry.fail_with(503)
+    no_retries = SchemaRegistryClient({"url": registry.url, "max.retries": 0})
+    with pytest.raises(RegistryUnavailableError, match="503"):
+        EventDecoder(load(), RegistryWriterLookup(no_retries))(raw)
+    registry.fail_with(None)
+    stopped = LocalRegistry().start()
+    stopped.stop()
+    decoder = EventDecoder(load(), RegistryWriterLookup(SchemaRegistryClient({"url": stopped.url, "max.retries": 0})))
+    with pytest.raises(RegistryUnavailableError, match="unreachable") as caught:
+        decoder(raw)
+    assert not isinstance(caught.value, DecodeError)
+
+
+def test_basic_auth_is_sent() -> None:
+    guarded = LocalRegistry(username="svc", password="s3cret").start()
+    try:
+        client = SchemaRegistryClient({"url": guarded.url, "basic.auth.user.info": "svc:s3cret"})
+        schema_id = register(client, "auth-value", variants.current())
+        raw = confluent_frame(variants.current(), schema_id, purchase(customer()))
+        environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": guarded.url, "EVENTFLOW_SCHEMA_REGISTRY_USERNAME": "svc",
+                   "EVENTFLOW_SCHEMA_REGISTRY_PASSWORD": "s3cret"}
+        assert build_decoder(environ)(raw).event_type == "PurchaseCompleted"
+        with pytest.raises(RegistryUnavailableError, match="401"):
+            build_decoder({**environ, "EVENTFLOW_SCHEMA_REGISTRY_PASSWORD": "wrong"})(raw)
+    finally:
+        guarded.stop()
+
+
+def test_topics_accept_only_their_encoding(registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+    schema_id = register(client, subject, variants.current())
+    sample = purchase(customer())
+    confluent = confluent_frame(variants.current(), schema_id, sample)
+    single = encode_single_object(record_from_json(sample), load())
+    decoder = decoder_for(registry, reg="registry", emb="embedded", js="json")
+    assert decoder(confluent, topic="reg").event_id == sample["event_id"]
+    assert decoder(single, topic="emb").event_id == sample["event_id"]
+    assert decoder(single, topic="other").event_id == decoder(confluent, topic="other").event_id  # auto
+    with pytest.raises(UnknownMagicByteError, match="Confluent"):
+        decoder(single, topic="reg")
+    with pytest.raises(UnknownMagicByteError, match="single-object"):
+        decoder(confluent, topic="emb")
+
+
+def test_json_events() -> None:
+    decoder = EventDecoder(load(), default_encoding="json")
+    sample = purchase(customer())
+    decoded = decoder(json.dumps(sample).encode())
+    assert decoded.payload["total"] == {"amount": "49.90", "currency": "EUR"}
+    assert decoded == EventDecoder(load())(encode_single_object(record_from_json(sample), load()))
+    with pytest.raises(InvalidEventError, match="not JSON"):
+        decoder(b"\xc3\x01not json")
+    with pytest.raises(UnknownEventTypeError):
+        decoder(json.dumps(dict(sample, event_type="Nope")).encode())
+    with pytest.raises(MissingFieldError, match="customer"):
+        decoder(json.dumps({k: v for k, v in sample.items() if k != "customer"}).encode())
+    with pytest.raises(InvalidEventError, match="does not match the schema"):
+        decoder(json.dumps(dict(sample, payload={"order_id": 5})).encode())
+
+
+def test_configuration_errors_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="EVENTFLOW_SCHEMA_REGISTRY_URL"):
+        build_decoder({"EVENTFLOW_TOPIC_ENCODINGS": "orders=registry"})
+    with pytest.raises(ConfigError, match="EVENTFLOW_TOPIC_ENCODINGS"):
+        build_decoder({"EVENTFLOW_TOPIC_ENCODINGS": "orders=protobuf"})
+    with pytest.raises(ConfigError, match="EVENTFLOW_SCHEMA_REGISTRY_PASSWORD"):
+        build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": "http://x", "EVENTFLOW_SCHEMA_REGISTRY_USERNAME": "u"})
