@@ -1,0 +1,145 @@
+"""On the real broker: what upstream producers write is what the consumer's decoder reads.
+
+Records are written by confluent-kafka's own ``AvroSerializer`` against the registry (with the
+current, an older and a newer schema version), by `EventProducer` in registry and embedded modes,
+then read back from a real topic and decoded with `events.build_decoder`, as the consumer does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from eventflow.cli import main
+from events import build_decoder, build_producer
+from events.codec import record_from_json
+from events.producer import DeliveryError, EventProducer, SchemaNotRegisteredError
+from events.registry import connect, registry_settings
+from events.samples import customer, event, purchase
+from events.schemas import load
+from tests.events import variants
+from tests.events.registry_server import LocalRegistry
+
+
+def read_back(kafka_config: dict[str, str], topic: str, count: int, timeout_seconds: float = 30.0) -> list[Message]:
+    consumer = Consumer({**kafka_config, "group.id": f"test-read-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while len(messages) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            messages.append(message)
+    finally:
+        consumer.close()
+    assert len(messages) == count, f"read {len(messages)} of {count} records from {topic}"
+    return messages
+
+
+def avro_serializer(client: SchemaRegistryClient, schema: dict[str, Any]) -> AvroSerializer:
+    return AvroSerializer(client, json.dumps(schema), lambda event, _: record_from_json(event))
+
+
+def test_records_from_confluents_serializer_and_evolved_schemas_decode(
+        kafka_config: dict[str, str], topic: str, registry: LocalRegistry) -> None:
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
+    client = SchemaRegistryClient({"url": registry.url})
+    producer = Producer(kafka_config)
+    context = SerializationContext(topic, MessageField.VALUE)
+    who = customer(first_name="Ana")
+    loyal = dict(customer(), loyalty_tier="gold")
+    written = [
+        ("current", purchase(who)),
+        ("older", event("OrderRefunded", who, {"order_id": "o-1", "reason": "late",
+                                               "amount": {"amount": "5.00", "currency": "EUR"}})),
+        ("newer", event("OrderShipped", loyal, {"order_id": "o-2", "carrier": "DHL", "tracking_number": "T"})),
+        ("newer", dict(purchase(loyal), payload={**purchase(loyal)["payload"], "gift": True})),
+    ]
+    serializers = {name: avro_serializer(client, schema) for name, schema in
+                   [("current", variants.current()), ("older", variants.older()), ("newer", variants.newer())]}
+    for version, sample in written:
+        producer.produce(topic, key=sample["customer"]["id"], value=serializers[version](sample, context))
+    assert producer.flush(30) == 0
+    assert len(registry.state.subjects[f"{topic}-value"]) == 3  # three versions under the topic's subject
+
+    decoder = build_decoder(environ)
+    decoded = {d.event_id: d for d in (decoder(m.value(), topic=m.topic()) for m in read_back(kafka_config, topic, 4))}
+
+    purchase_event = decoded[written[0][1]["event_id"]]
+    assert purchase_event.payload["total"] == {"amount": "49.90", "currency": "EUR"}
+    assert purchase_event.customer.first_name == "Ana"
+    refund = decoded[written[1][1]["event_id"]]
+    assert (refund.customer.first_name, refund.customer.locale, refund.payload["reason"]) == (None, "en", None)
+    shipped = decoded[written[2][1]["event_id"]]
+    assert shipped.payload["estimated_delivery_at"] is None and shipped.customer.id == loyal["id"]
+    assert decoded[written[3][1]["event_id"]].event_type == "PurchaseCompleted"
+    for schema_id in registry.state.subjects[f"{topic}-value"]:
+        assert registry.schema_fetches(schema_id) <= 1
+
+
+def test_event_producer_registry_and_embedded_modes(kafka_config: dict[str, str], topic: str,
+                                                    registry: LocalRegistry, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
+    with pytest.raises(SchemaNotRegisteredError, match=f"{topic}-value"):
+        build_producer(kafka_config, topic, environ).send(purchase(customer()))
+
+    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", registry.url)
+    monkeypatch.setenv("EVENTFLOW_TOPICS", topic)
+    assert main(["schemas", "register"]) == 0
+    assert f"✓ {topic}-value: schema id" in capsys.readouterr().out
+
+    registered = build_producer(kafka_config, topic, environ)
+    embedded = EventProducer(kafka_config, topic, load())
+    first, second = purchase(customer()), purchase(customer())
+    registered.send(first)
+    embedded.send(second)
+    registered.flush()
+    embedded.flush()
+    assert registered.schema_id == registry.state.subjects[f"{topic}-value"][0]
+    assert registered.delivered == 1
+
+    messages = read_back(kafka_config, topic, 2)
+    by_id = {m.value()[0]: m for m in messages}
+    assert set(by_id) == {0x00, 0xC3}  # Confluent wire format and single-object encoding
+    auto = build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url})
+    assert {auto(m.value(), topic=m.topic()).event_id for m in messages} == {first["event_id"], second["event_id"]}
+    assert all(m.key() == e["customer"]["id"].encode() for m, e in zip(
+        sorted(messages, key=lambda m: m.value()[0]), [first, second], strict=True))
+
+
+def test_delivery_failures_are_reported(kafka_config: dict[str, str], unique: str) -> None:
+    topic = f"test-small-{unique}"
+    admin = AdminClient(kafka_config)
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "1024"})])[topic].result(30)
+    producer = EventProducer(kafka_config, topic, load())
+    small = event("ProfileUpdated", customer(), {"changed_fields": ["locale"]})
+    big = event("ProfileUpdated", customer(), {"changed_fields": [f"field-{n:04d}" for n in range(400)]})
+    producer.send(small)
+    producer.flush()
+    producer.send(big)
+    with pytest.raises(DeliveryError) as caught:
+        producer.flush()
+    assert caught.value.event_id == big["event_id"]
+    assert "too large" in caught.value.reason.lower()
+    assert producer.delivered == 1
+    assert producer.failures == []  # reported once
+
+
+def test_registry_settings_reach_the_client(registry: LocalRegistry) -> None:
+    settings = registry_settings({"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url + "/",
+                                  "EVENTFLOW_SUBJECT_NAME_STRATEGY": "topic_record"})
+    assert settings is not None and settings.url == registry.url and settings.subject_strategy == "topic_record"
+    assert connect(settings).get_subjects() == sorted(registry.state.subjects)
