@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter
 from temporalio.service import RPCError
 
 from consumer.dead_letter import DeadLetterPublishError, DeadLetterPublisher
@@ -27,7 +28,7 @@ from events.codec import EventDecoder
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
 from eventflow.settings import ConsumerSettings, KafkaSettings
-from journeys.routing import Router
+from journeys.routing import Action, Router
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,7 @@ class ConsumerService:
         self._committed: dict[TopicPartitionKey, int] = {}
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
         self._key_tails: dict[bytes, asyncio.Task[None]] = {}
+        self._unrouted_counters: dict[tuple[str, str], Counter] = {}
         self._in_flight = 0
         self._retrying = 0
         self._paused = False
@@ -249,20 +251,33 @@ class ConsumerService:
     # -- per-record processing --------------------------------------------------------------------
 
     def _accept(self, message: Message) -> None:
+        """Takes one polled record: events nobody listens to are done at once, the rest become tasks."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume_error", error=error.str())
             return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        key = (str(topic), int(partition or 0))
-        watermark = self._watermarks.setdefault(key, PartitionWatermark())
-        watermark.add(int(offset or 0))
+        topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
+        key = (topic, partition)
+        watermark = self._watermarks.get(key)
+        if watermark is None:
+            watermark = self._watermarks[key] = PartitionWatermark()
+        watermark.add(offset)
+        decoded = self._try_decode(message.value() or b"")
+        actions: list[Action] = []
+        if isinstance(decoded, CustomerEvent):
+            actions = self._router.route(decoded)
+            if not actions:
+                # No side effects, so no ordering to keep: done without a task or a Temporal call.
+                watermark.done(offset)
+                self._count_unrouted(topic, decoded.event_type)
+                return
         self._in_flight += 1
         self._metrics.in_flight.set(self._in_flight)
         ordering_key = message.key() or b""
         previous = self._key_tails.get(ordering_key)
-        task = asyncio.get_running_loop().create_task(self._process(message, previous, time.monotonic()))
+        task = asyncio.get_running_loop().create_task(
+            self._process(message, decoded, actions, previous, time.monotonic()))
         self._key_tails[ordering_key] = task
         self._tasks.setdefault(key, set()).add(task)
 
@@ -275,12 +290,26 @@ class ConsumerService:
 
         task.add_done_callback(finished)
 
-    async def _process(self, message: Message, previous: asyncio.Task[None] | None, polled_at: float) -> None:
+    def _try_decode(self, raw: bytes) -> CustomerEvent | DecodeError | RegistryUnavailableError:
+        try:
+            return self._decoder(raw)
+        except (DecodeError, RegistryUnavailableError) as exc:
+            return exc
+
+    def _count_unrouted(self, topic: str, event_type: str) -> None:
+        counter = self._unrouted_counters.get((topic, event_type))
+        if counter is None:
+            counter = self._metrics.events_consumed.labels(topic, event_type, "unrouted")
+            self._unrouted_counters[(topic, event_type)] = counter
+        counter.inc()
+
+    async def _process(self, message: Message, decoded: CustomerEvent | DecodeError | RegistryUnavailableError,
+                       actions: list[Action], previous: asyncio.Task[None] | None, polled_at: float) -> None:
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            await self._handle(message, topic, partition, offset)
+            await self._handle(message, topic, decoded, actions)
         except asyncio.CancelledError:
             self._release()
             raise
@@ -294,16 +323,22 @@ class ConsumerService:
         self._in_flight -= 1
         self._metrics.in_flight.set(self._in_flight)
 
-    async def _handle(self, message: Message, topic: str, partition: int, offset: int) -> None:
-        raw = message.value() or b""
-        try:
-            event = await self._retrying_call("decode", lambda: self._decode(raw))
-        except DecodeError as exc:
-            await self._dead_letter(message, type(exc).__name__, exc.reason, topic, "unknown")
+    async def _handle(self, message: Message, topic: str,
+                      decoded: CustomerEvent | DecodeError | RegistryUnavailableError, actions: list[Action]) -> None:
+        if isinstance(decoded, RegistryUnavailableError):
+            raw = message.value() or b""
+            try:
+                decoded = await self._retrying_call("decode", lambda: self._decode(raw))
+            except DecodeError as exc:
+                decoded = exc
+            if isinstance(decoded, CustomerEvent):
+                actions = self._router.route(decoded)
+        if isinstance(decoded, DecodeError):
+            await self._dead_letter(message, type(decoded).__name__, decoded.reason, topic, "unknown")
             return
-        actions = self._router.route(event)
+        event = decoded
         if not actions:
-            self._metrics.events_consumed.labels(topic, event.event_type, "unrouted").inc()
+            self._count_unrouted(topic, event.event_type)
             return
         bound = log.bind(event_id=event.event_id, event_type=event.event_type)
         outcomes: list[Outcome] = []
