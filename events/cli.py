@@ -36,7 +36,8 @@ from events.registry import (
     registry_settings,
     subject_name,
 )
-from events.schemas import ENVELOPE, default_avro_dir, load
+from events.schemas import ENVELOPE, default_avro_dir
+from events.schemas import read as load
 
 LEVELS: tuple[Level, ...] = ("backward", "forward", "full")
 

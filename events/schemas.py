@@ -58,6 +58,11 @@ def _strip_fastavro_keys(value: Any) -> Any:
 @cache
 def load(avro_dir: Path | None = None) -> SchemaSet:
     """Loads and checks the envelope schema from ``avro_dir``; cached per folder."""
+    return read(avro_dir)
+
+
+def read(avro_dir: Path | None = None) -> SchemaSet:
+    """Loads and checks the envelope schema from ``avro_dir`` as the files are now (no cache)."""
     folder = avro_dir or default_avro_dir()
     path = folder / f"{ENVELOPE}.avsc"
     if not path.exists():
