@@ -17,10 +17,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO, cast
 
-from confluent_kafka.schema_registry import RegisteredSchema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 from fastavro import parse_schema
 from fastavro.schema import load_schema
 
@@ -108,7 +109,7 @@ def _register(args: argparse.Namespace, out: TextIO | None = None) -> int:
     failed = 0
     for subject in subjects:
         try:
-            schema_id = call_registry(f"register under {subject}", lambda s=subject: client.register_schema(s, schema))
+            schema_id = call_registry(f"register under {subject}", partial(client.register_schema, subject, schema))
         except SchemaRegistryError as exc:
             print(f"✗ {subject}: HTTP {exc.http_status_code}: {exc.error_message}", file=out)
             failed += 1
@@ -189,18 +190,17 @@ def check_against_registry(avro_dir: Path, topics: Sequence[str], level: Level) 
     results: list[FileResult] = []
     for subject in dict.fromkeys(subject_name(strategy, t, ENVELOPE) for t in topics):
         try:
-            latest = call_registry(f"get the latest version of {subject}", lambda s=subject: client.get_latest_version(s))
+            latest = call_registry(f"get the latest version of {subject}", partial(client.get_latest_version, subject))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 results.append(FileResult(subject, "new"))
                 continue
             raise
-        assert isinstance(latest, RegisteredSchema)
         old_text = json.dumps(json.loads(latest.schema.schema_str or "{}"), indent=2)
         old = parse_schema(json.loads(old_text), named_schemas={})
         problems = list(check_level(schemas.envelope, old, level))
-        server_says = call_registry(f"test compatibility under {subject}",
-                                    lambda s=subject: client.test_compatibility(s, envelope_schema(schemas.expanded_json())))
+        server_says = call_registry(f"test compatibility under {subject}", partial(
+            client.test_compatibility, subject, envelope_schema(schemas.expanded_json())))
         if not server_says and not problems:
             problems.append(Incompatibility(subject, "type_mismatch",
                                             "the registry reports the schema incompatible under its own level"))

@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro._read_common import SchemaResolutionError as FastavroResolutionError
@@ -177,7 +177,7 @@ class EventDecoder:
             raise InvalidEventError(f"Avro body is malformed: {type(exc).__name__}: {str(exc)[:200]}", raw) from exc
         if body.tell() != len(raw):
             raise InvalidEventError(f"{len(raw) - body.tell()} trailing bytes after the Avro body", raw)
-        return _to_event(record, raw)
+        return _to_event(cast(dict[str, Any], record), raw)
 
     def _resolution_error(self, raw: bytes, start: int, writer: ParsedSchema) -> DecodeError:
         """Says precisely why this record's writer schema does not resolve against the reader schema."""

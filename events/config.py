@@ -36,7 +36,8 @@ def _topic_encodings(raw: str) -> dict[str, str]:
     return pairs
 
 
-TOPIC_ENCODINGS = Setting("EVENTFLOW_TOPIC_ENCODINGS", _topic_encodings, {},
+_NO_ENCODINGS: dict[str, str] = {}
+TOPIC_ENCODINGS: Setting[dict[str, str]] = Setting("EVENTFLOW_TOPIC_ENCODINGS", _topic_encodings, _NO_ENCODINGS,
                           "Per-topic value encoding, `topic=registry,other=embedded`; encodings: "
                           "auto, registry, embedded, json.", "mapping")
 DEFAULT_ENCODING = Setting("EVENTFLOW_DEFAULT_ENCODING", _encoding, "auto",

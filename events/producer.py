@@ -13,10 +13,11 @@ import io
 import json
 import threading
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.schema_registry import RegisteredSchema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 from fastavro import schemaless_writer
 from fastavro.validation import ValidationError, validate
 
@@ -122,17 +123,16 @@ class EventProducer:
             assert self._registry is not None
             registry, schema = self._registry, envelope_schema(self._schemas.expanded_json())
             if self._auto_register:
-                found = call_registry(f"register under {self._subject}",
-                                      lambda: registry.register_schema(self._subject, schema))
-                assert isinstance(found, int)
-                self._schema_id = found
+                self._schema_id = call_registry(f"register under {self._subject}",
+                                                partial(registry.register_schema, self._subject, schema))
             else:
                 try:
                     registered = call_registry(f"look up under {self._subject}",
-                                               lambda: registry.lookup_schema(self._subject, schema))
+                                               partial(registry.lookup_schema, self._subject, schema))
                 except SchemaRegistryError as exc:
                     raise SchemaNotRegisteredError(self._subject) from exc
-                assert isinstance(registered, RegisteredSchema) and registered.schema_id is not None
+                if registered.schema_id is None:
+                    raise SchemaNotRegisteredError(self._subject)
                 self._schema_id = registered.schema_id
         return self._schema_id
 

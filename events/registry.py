@@ -13,10 +13,11 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Literal, TypeVar
 
 import httpx
-from confluent_kafka.schema_registry import RegisteredSchema, Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
@@ -24,6 +25,7 @@ from eventflow.settings import Setting, register
 from events.errors import RegistryUnavailableError, SchemaResolutionError, UnknownSchemaError
 from events.schemas import ENVELOPE, ParsedSchema
 
+T = TypeVar("T")
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = ("topic", "record", "topic_record")
 
@@ -109,7 +111,7 @@ def connect(settings: RegistrySettings) -> SchemaRegistryClient:
     return SchemaRegistryClient(settings.client_config())
 
 
-def call_registry(action: str, call: Callable[[], object]) -> object:
+def call_registry(action: str, call: Callable[[], T]) -> T:
     """Runs one registry request, turning transport failures into `RegistryUnavailableError`.
 
     A 404 (`SchemaRegistryError`) is passed on: whether that is the record's fault depends on the call.
@@ -153,19 +155,18 @@ class RegistryWriterLookup:
     def _fetch(self, schema_id: int, raw: bytes) -> ParsedSchema:
         self.requests += 1
         try:
-            schema = call_registry(f"get schema id {schema_id}", lambda: self._client.get_schema(schema_id))
+            schema = call_registry(f"get schema id {schema_id}", partial(self._client.get_schema, schema_id))
         except SchemaRegistryError as exc:
             raise UnknownSchemaError(f"schema id {schema_id} is unknown to the registry ({exc.error_message})",
                                      raw) from exc
-        assert isinstance(schema, Schema)
         if (schema.schema_type or "AVRO") != "AVRO":
             raise SchemaResolutionError(f"schema id {schema_id} is {schema.schema_type}, not AVRO", raw)
         named: dict[str, ParsedSchema] = {}
         for reference in schema.references or []:
-            referenced = call_registry(
-                f"get reference {reference.subject} v{reference.version}",
-                lambda ref=reference: self._client.get_version(ref.subject, ref.version))
-            assert isinstance(referenced, RegisteredSchema)
+            if reference.subject is None or reference.version is None:
+                raise SchemaResolutionError(f"schema id {schema_id} has a reference without subject or version", raw)
+            referenced = call_registry(f"get reference {reference.subject} v{reference.version}",
+                                       partial(self._client.get_version, reference.subject, reference.version))
             self._parse(referenced.schema.schema_str or "", named, schema_id, raw)
         return self._parse(schema.schema_str or "", named, schema_id, raw)
 

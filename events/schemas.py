@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
@@ -67,7 +67,7 @@ def read(avro_dir: Path | None = None) -> SchemaSet:
     path = folder / f"{ENVELOPE}.avsc"
     if not path.exists():
         raise ConfigError(AVRO_DIR_ENV, f"no {path.name} in {folder}")
-    envelope = load_schema(str(path))
+    envelope = cast(ParsedSchema, load_schema(str(path)))
     canonical = to_parsing_canonical_form(envelope)
     payload_field = next(f for f in envelope["fields"] if f["name"] == "payload")
     event_types = frozenset(branch["name"].rsplit(".", 1)[-1] for branch in payload_field["type"])

@@ -29,6 +29,7 @@ def confluent_frame(schema: dict[str, Any], schema_id: int, event: dict[str, Any
 def single_object_frame(schema: dict[str, Any], event: dict[str, Any]) -> tuple[bytes, bytes, dict[str, Any]]:
     """``event`` written with ``schema`` in single-object encoding; returns (bytes, fingerprint, parsed)."""
     parsed = parse_schema(schema, named_schemas={})
+    assert isinstance(parsed, dict)
     print_ = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
     body = io.BytesIO()
     body.write(SINGLE_OBJECT_MAGIC + print_)

@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -203,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
         return [str(p) for p in check_level(new, old, level)]  # type: ignore[arg-type]  # level checked above
 
 
-_ROUTES = [
+_ROUTES: list[tuple[str, str, Callable[..., None]]] = [
     (r"/schemas/ids/(\d+)", "GET", _Handler.get_schema),
     (r"/subjects/([^/]+)/versions", "POST", _Handler.register),
     (r"/subjects/([^/]+)", "POST", _Handler.lookup),

@@ -12,7 +12,9 @@ from tests.events import variants
 
 
 def parsed(schema: dict[str, Any]) -> dict[str, Any]:
-    return parse_schema(copy.deepcopy(schema), named_schemas={})
+    result = parse_schema(copy.deepcopy(schema), named_schemas={})
+    assert isinstance(result, dict)
+    return result
 
 
 def record(*fields: dict[str, Any], name: str = "R") -> dict[str, Any]:

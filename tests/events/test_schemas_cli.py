@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path / "avro"
 
 
-def add_customer_field(avro_dir: Path, field: dict[str, object]) -> None:
+def add_customer_field(avro_dir: Path, field: Mapping[str, object]) -> None:
     path = avro_dir / CUSTOMER
     schema = json.loads(path.read_text())
     schema["fields"].append(field)
