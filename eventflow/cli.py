@@ -37,13 +37,12 @@ def _consume(_: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from events.producer import EventProducer
+    from events.config import build_producer
     from events.samples import demo_events
-    from events.schemas import load as load_schemas
 
     settings = load_settings()
     topic = args.topic or settings.kafka.topics[0]
-    producer = EventProducer(settings.kafka.client_config(), topic, load_schemas())
+    producer = build_producer(settings.kafka.client_config(), topic)
     if args.file:
         lines = Path(args.file).read_text().splitlines()
         events = [json.loads(line) for line in lines if line.strip()]
