@@ -23,12 +23,14 @@ class TemporalDevServer:
         port: frontend gRPC port.
         ui_port: Web UI port; ``None`` runs headless.
         search_attributes: custom search attributes to register, name to type (``Keyword``, ``Int``...).
+        persistent: keep state in a SQLite file under ``home`` (else in memory, gone on stop).
     """
 
     home: Path
     port: int = 7233
     ui_port: int | None = 8233
     search_attributes: Mapping[str, str] = field(default_factory=dict)
+    persistent: bool = True
 
     @property
     def address(self) -> str:
@@ -56,11 +58,12 @@ class TemporalDevServer:
             argv = [
                 str(provision.temporal_cli()), "server", "start-dev",
                 "--ip", "127.0.0.1", "--port", str(self.port),
-                "--db-filename", str(self.home / "temporal.db"),
                 "--log-level", "warn",
                 "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
             ]
             argv += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+            if self.persistent:
+                argv += ["--db-filename", str(self.home / "temporal.db")]
             for name, kind in self.search_attributes.items():
                 argv += ["--search-attribute", f"{name}={kind}"]
             _process.start_detached(argv, self.log_path, self._pid_path)
