@@ -13,7 +13,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from temporalio.client import Client
@@ -175,7 +175,8 @@ def kafka_check(client_config: Mapping[str, str], topic: str | None = None) -> R
             found = admins[0].list_topics(timeout=DEFAULT_CHECK_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            return False, f"unreachable ({error.name() if hasattr(error, 'name') else 'KafkaException'})"
+            name = error.name() if isinstance(error, KafkaError) else type(exc).__name__
+            return False, f"unreachable ({name})"
         if topic is not None:
             meta = found.topics.get(topic)
             if meta is None or meta.error is not None:

@@ -99,7 +99,8 @@ def _process_env(rendered: Rendered, component: str, tmp_path: Path, port: int) 
            if not key.startswith(("EVENTFLOW_", "KAFKA_", "TEMPORAL_"))}
     for name, item in rendered.env(component).items():
         assert "value" in item, f"{name} needs a Secret, which this test does not create"
-        env[name] = remap.get(item["value"], item["value"])
+        value = str(item["value"])
+        env[name] = remap.get(value, value)
     env["EVENTFLOW_METRICS_PORT"] = str(port)
     env["PYTHONPATH"] = str(REPO)
     return env

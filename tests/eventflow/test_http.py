@@ -1,0 +1,141 @@
+"""The ops endpoints over real HTTP, and readiness checks against the real Kafka and Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+from temporalio.client import Client
+
+from devstack import Endpoints
+from eventflow.http import OpsServer, ReadinessCheck, TemporalSdkMetrics, all_of, kafka_check, temporal_check
+
+
+async def _request(port: int, method: str, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _fixed(ready: bool, detail: str) -> ReadinessCheck:
+    async def check() -> tuple[bool, str]:
+        return ready, detail
+
+    return check
+
+
+Serve = Callable[..., Awaitable[OpsServer]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    started: list[OpsServer] = []
+
+    async def start(readiness: ReadinessCheck, **options: object) -> OpsServer:
+        registry = CollectorRegistry()
+        Counter("eventflow_test_things_total", "Things.", registry=registry).inc(3)
+        server = OpsServer(registry, readiness, host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+async def test_metrics_health_and_unknown_paths(serve: Serve) -> None:
+    async def extra() -> bytes:
+        return b"# TYPE temporal_thing_total counter\ntemporal_thing_total 1.0\n"
+
+    server = await serve(_fixed(True, "ok"), extra_metrics=extra)
+    assert server.port != 0
+    status, body = await _request(server.port, "GET", "/metrics")
+    assert status == 200
+    assert "eventflow_test_things_total 3.0" in body and "temporal_thing_total 1.0" in body
+    assert await _request(server.port, "GET", "/healthz") == (200, "ok\n")
+    assert (await _request(server.port, "GET", "/nope"))[0] == 404
+    assert (await _request(server.port, "POST", "/readyz"))[0] == 405
+    assert await _request(server.port, "HEAD", "/healthz") == (200, "")
+
+
+async def test_readyz_answers_503_with_the_reason(serve: Serve) -> None:
+    ready = await serve(_fixed(True, "ready: all good"))
+    assert await _request(ready.port, "GET", "/readyz") == (200, "ready: all good\n")
+    not_ready = await serve(_fixed(False, "not ready: kafka=unreachable"))
+    assert await _request(not_ready.port, "GET", "/readyz") == (503, "not ready: kafka=unreachable\n")
+
+
+async def test_a_raising_or_hanging_check_is_not_ready_and_the_server_keeps_serving(serve: Serve) -> None:
+    async def raises() -> tuple[bool, str]:
+        raise RuntimeError("bug in a check")
+
+    async def hangs() -> tuple[bool, str]:
+        await asyncio.sleep(60)
+        return True, "never"
+
+    broken = await serve(raises)
+    assert await _request(broken.port, "GET", "/readyz") == (503, "not ready: readiness check raised RuntimeError\n")
+    slow = await serve(hangs, readiness_timeout_seconds=0.2)
+    status, body = await _request(slow.port, "GET", "/readyz")
+    assert status == 503 and "took longer than 0.2s" in body
+    assert await _request(slow.port, "GET", "/healthz") == (200, "ok\n")
+
+
+async def test_all_of_needs_every_check_and_names_each() -> None:
+    async def hangs() -> tuple[bool, str]:
+        await asyncio.sleep(60)
+        return True, "never"
+
+    assert await all_of({"a": _fixed(True, "ok"), "b": _fixed(True, "ok")})() == (True, "ready: a=ok b=ok")
+    ready, detail = await all_of({"a": _fixed(True, "ok"), "b": hangs}, timeout_seconds=0.1)()
+    assert not ready and detail == "not ready: a=ok b=timed out after 0.1s"
+
+
+async def test_kafka_check_against_the_real_broker(kafka_config: dict[str, str], topic: str) -> None:
+    assert await kafka_check(kafka_config)() == (True, "ok")
+    assert await kafka_check(kafka_config, topic)() == (True, "ok")
+    assert await kafka_check(kafka_config, f"{topic}-absent")() == (False, f"topic {topic}-absent missing")
+
+
+async def test_kafka_check_when_no_broker_listens() -> None:
+    ready, detail = await kafka_check({"bootstrap.servers": "127.0.0.1:1"})()
+    assert not ready and detail.startswith("unreachable")
+
+
+async def test_temporal_check_against_the_real_server_and_a_dead_address(
+        temporal_client: Client, endpoints: Endpoints) -> None:
+    assert await temporal_check(temporal_client)() == (True, "ok")
+    factory_calls = 0
+
+    async def connect() -> Client:
+        nonlocal factory_calls
+        factory_calls += 1
+        return await Client.connect(endpoints.temporal_address)
+
+    lazy = temporal_check(connect)
+    assert await lazy() == (True, "ok") and await lazy() == (True, "ok")
+    assert factory_calls == 1, "the factory's client is reused between probes"
+
+    async def dead() -> Client:
+        return await Client.connect("127.0.0.1:1")
+
+    ready, detail = await temporal_check(dead)()
+    assert not ready and detail.startswith("unreachable")
+
+
+async def test_temporal_sdk_metrics_are_served_with_our_naming(endpoints: Endpoints) -> None:
+    sdk = TemporalSdkMetrics()
+    client = await Client.connect(endpoints.temporal_address, runtime=sdk.runtime)
+    await client.service_client.check_health()
+    await client.count_workflows()
+
+    text = (await sdk.scrape()).decode()
+    assert "# TYPE temporal_request_total counter" in text
+    assert "temporal_request_latency_seconds_bucket" in text
