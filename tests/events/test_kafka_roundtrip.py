@@ -151,3 +151,37 @@ def test_registry_settings_reach_the_client(registry: LocalRegistry) -> None:
                                   "EVENTFLOW_SUBJECT_NAME_STRATEGY": "topic_record"})
     assert settings is not None and settings.url == registry.url and settings.subject_strategy == "topic_record"
     assert connect(settings).get_subjects() == sorted(registry.state.subjects)
+
+
+def test_eventflow_produce_in_registry_mode(kafka_config: dict[str, str], topic: str, registry: LocalRegistry,
+                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, setting in {"KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
+                          "EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url,
+                          "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry",
+                          "EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER": "true"}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["produce", "--topic", topic]) == 0
+    assert f"published 4 events to {topic}" in capsys.readouterr().out
+    decoder = build_decoder()
+    messages = read_back(kafka_config, topic, 4)
+    assert {value(m)[:5] for m in messages} == {b"\x00" + registry.state.subjects[f"{topic}-value"][0].to_bytes(4, "big")}
+    assert sorted(decoder(value(m), topic=topic).event_type for m in messages) == [
+        "ProfileUpdated", "PurchaseCompleted", "PurchaseCompleted", "PurchaseCompleted"]
+
+
+def test_the_documented_upstream_example_publishes_a_decodable_event(kafka_config: dict[str, str], topic: str) -> None:
+    import re
+    from pathlib import Path
+
+    import structlog
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "publishing-events.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert code is not None
+    source = code.group(1).replace("kafka:9092", kafka_config["bootstrap.servers"]).replace("customer-events", topic)
+    exec(compile(source, "publishing-events.md", "exec"), {"log": structlog.get_logger()})  # noqa: S102 - our own doc
+    (message,) = read_back(kafka_config, topic, 1)
+    decoded = build_decoder({})(value(message), topic=topic)
+    assert (decoded.event_id, decoded.customer.id, decoded.payload["total"]) == (
+        "0b0f5a6e-6b1d-4d8e-9b8a-1f2d3c4b5a69", "cust-42", {"amount": "49.90", "currency": "EUR"})
+    assert message.key() == b"cust-42"
