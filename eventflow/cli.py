@@ -86,8 +86,29 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(_: argparse.Namespace) -> int:
-    print(markdown_table())
+README_TABLE_START = "<!-- settings-table:start -->"
+README_TABLE_END = "<!-- settings-table:end -->"
+
+
+def settings_table() -> str:
+    """The configuration table of every process, after importing every module that declares settings."""
+    import consumer.app  # noqa: F401  # declares the consumer's settings
+    import eventflow.worker_app  # noqa: F401  # declares the worker's and the channels' settings
+
+    return markdown_table()
+
+
+def _config(args: argparse.Namespace) -> int:
+    table = settings_table()
+    if not args.update_readme:
+        print(table)
+        return 0
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(README_TABLE_START)
+    _, _, tail = rest.partition(README_TABLE_END)
+    readme.write_text(f"{head}{README_TABLE_START}\n{table}\n{README_TABLE_END}{tail}")
+    print(f"updated {readme}")
     return 0
 
 
@@ -104,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])
     dev.set_defaults(handler=_dev)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
+    config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
     for register in (events_cli.register, journeys_cli.register, consumer_cli.register):
         register(commands)
