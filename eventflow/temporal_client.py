@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from eventflow.settings import TemporalSettings
@@ -18,11 +19,16 @@ def _tls(settings: TemporalSettings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: TemporalSettings) -> Client:
-    """Returns a client for the configured Temporal frontend."""
+async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None) -> Client:
+    """Returns a client for the configured Temporal frontend.
+
+    Args:
+        runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); the default one if None.
+    """
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
         tls=_tls(settings),
         api_key=settings.api_key,
+        runtime=runtime,
     )
