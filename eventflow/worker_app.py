@@ -1,31 +1,125 @@
-"""Wires the worker process together from validated settings."""
+"""Wires the worker process together from validated settings.
+
+Replicas scale horizontally: every replica polls the same task queue (``EVENTFLOW_TASK_QUEUE``)
+and takes on at most the configured concurrent activities and workflow tasks. ``/metrics`` serves
+the send metrics and, merged in, the Temporal SDK's own metrics (exported by the SDK's Prometheus
+endpoint on a loopback port).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from activities.config import build_channels
+from activities.config import build_channels, send_policy
+from activities.metrics import SendMetrics
+from eventflow import settings as config
 from eventflow.http import OpsServer
-from eventflow.settings import Settings
+from eventflow.settings import Setting, Settings
 from eventflow.temporal_client import connect
-from workflows.worker import build_worker
+from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number (0 disables)")
+    return value
+
+
+for _setting in (
+    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", _positive_int, 100,
+            "Send activities one worker replica runs at once.", "int"),
+    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", _positive_int, 100,
+            "Workflow tasks one worker replica runs at once.", "int"),
+    Setting("EVENTFLOW_TEMPORAL_METRICS_PORT", _port, 9465,
+            "Loopback port of the Temporal SDK's Prometheus exporter, merged into /metrics (0 disables).", "int"),
+):
+    config.register(_setting)  # type: ignore[arg-type]  # Setting[int] is a Setting[object] here
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The worker's own settings, on top of the process `Settings`."""
+
+    limits: WorkerLimits
+    temporal_metrics_port: int
+
+
+def load_worker_settings(settings: Settings) -> WorkerSettings:
+    """Reads the worker-only settings (already validated by `load_settings`'s unknown-variable check)."""
+    return WorkerSettings(
+        limits=WorkerLimits(
+            max_concurrent_activities=int(config.read("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES")),  # type: ignore[call-overload]
+            max_concurrent_workflow_tasks=int(config.read("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS")),  # type: ignore[call-overload]
+            graceful_shutdown_seconds=settings.consumer.shutdown_grace_seconds,
+        ),
+        temporal_metrics_port=int(config.read("EVENTFLOW_TEMPORAL_METRICS_PORT")),  # type: ignore[call-overload]
+    )
+
+
+class SdkMetricsCollector(Collector):
+    """Re-exports the Temporal SDK's Prometheus endpoint (loopback) through the worker's registry.
+
+    The SDK's metrics live in its Rust core; reading its exporter on each scrape keeps one
+    ``/metrics`` per pod. A failed read yields nothing rather than failing the scrape.
+    """
+
+    def __init__(self, url: str, timeout_seconds: float = 1.0) -> None:
+        self._url = url
+        self._timeout_seconds = timeout_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            with urllib.request.urlopen(self._url, timeout=self._timeout_seconds) as response:
+                text = response.read().decode()
+        except OSError:
+            return
+        yield from text_string_to_metric_families(text)
+
+
+def sdk_runtime(port: int) -> Runtime | None:
+    """A Temporal runtime exporting SDK metrics on ``127.0.0.1:port`` (None when disabled)."""
+    if port == 0:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
+                     registry: CollectorRegistry | None = None) -> None:
     """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    client = await connect(settings.temporal)
-    worker = build_worker(client, settings.temporal.task_queue, build_channels())
-    registry = CollectorRegistry()
+    worker_settings = load_worker_settings(settings)
+    registry = registry or CollectorRegistry()
+    runtime = sdk_runtime(worker_settings.temporal_metrics_port)
+    if runtime is not None:
+        registry.register(SdkMetricsCollector(f"http://127.0.0.1:{worker_settings.temporal_metrics_port}/metrics"))
+    client = await connect(settings.temporal, runtime=runtime)
+    worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
+                          metrics=SendMetrics(registry), policy=send_policy())
 
     async def readiness() -> tuple[bool, str]:
         try:
@@ -39,10 +133,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         await ops.start()
     try:
         async with worker:
-            log.info("worker_started", task_queue=settings.temporal.task_queue)
+            log.info("worker_started", task_queue=settings.temporal.task_queue,
+                     max_concurrent_activities=worker_settings.limits.max_concurrent_activities)
             await stop.wait()
             log.info("worker_draining")
     finally:
         if ops is not None:
             await ops.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     log.info("worker_stopped")
