@@ -60,12 +60,12 @@ async def _status_lines(customer_id: str) -> list[str]:
     async for execution in client.list_workflows(f"CustomerId = '{escaped}'"):
         if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
             continue
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status.name.lower() if execution.status else "unknown"
         status: JourneyStatus | None = None
         try:
             if execution.status == WorkflowExecutionStatus.COMPLETED:
-                status = await handle.result(result_type=JourneyStatus)
+                status = await handle.result()
             else:
                 status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
         except Exception as exc:  # noqa: BLE001 - one unreadable instance must not hide the others

@@ -5,8 +5,11 @@ from workflows.journey import (
     JOURNEY_WORKFLOW,
     STATUS_QUERY,
     JourneyInput,
+    JourneyState,
     JourneyStatus,
     JourneyWorkflow,
+    StepVisit,
+    split_bucket,
 )
 from workflows.sending import SendRecord
 
@@ -15,7 +18,10 @@ __all__ = [
     "JOURNEY_WORKFLOW",
     "STATUS_QUERY",
     "JourneyInput",
+    "JourneyState",
     "JourneyStatus",
     "JourneyWorkflow",
     "SendRecord",
+    "StepVisit",
+    "split_bucket",
 ]

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -28,13 +28,12 @@ from temporalio import workflow
 from workflows.sending import SendRecord, send_step
 
 with workflow.unsafe.imports_passed_through():
-    import zoneinfo
-
     from events.model import CustomerEvent
     from journeys import expressions
     from journeys.durations import parse_duration
     from journeys.paths import lookup
     from journeys.steps import Flow, flow, kind_of
+    from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
 JOURNEY_WORKFLOW = "Journey"
 EVENT_SIGNAL = "event"
@@ -124,43 +123,6 @@ def split_bucket(journey_id: str, customer_id: str) -> int:
     """The customer's bucket 0..99 for every split of a journey: stable across versions and runs."""
     digest = hashlib.sha256(f"{journey_id}:{customer_id}".encode()).hexdigest()
     return int(digest[:8], 16) % 100
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return None
-
-
-def _signed_duration(text: str) -> timedelta:
-    stripped = text.strip()
-    if stripped.startswith("-"):
-        return -parse_duration(stripped[1:])
-    return parse_duration(stripped.lstrip("+"))
-
-
-def next_local_time(after: datetime, hhmm: str, zone_name: str) -> datetime:
-    """The first moment strictly after ``after`` when the clock in ``zone_name`` shows ``hhmm``."""
-    try:
-        zone: Any = zoneinfo.ZoneInfo(zone_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        zone = timezone.utc
-    hour, minute = (int(part) for part in hhmm.split(":"))
-    local = after.astimezone(zone)
-    for days in range(0, 3):
-        day = local.date() + timedelta(days=days)
-        candidate = datetime.combine(day, time(hour, minute), tzinfo=zone)
-        if candidate > local:
-            return candidate.astimezone(timezone.utc)
-    return (local + timedelta(days=1)).astimezone(timezone.utc)
 
 
 @workflow.defn(name=JOURNEY_WORKFLOW)
@@ -324,11 +286,11 @@ class JourneyWorkflow:
             base = now + (parse_duration(spec["after"]) if spec.get("after") else timedelta())
             zone = str(lookup(self._context, "customer.timezone") or "UTC")
             return next_local_time(base, str(spec["until_local_time"]), zone)
-        moment = _parse_time(lookup(self._context, str(spec["until"])))
+        moment = parse_timestamp(lookup(self._context, str(spec["until"])))
         if moment is None:
             workflow.logger.warning("delay until %s: no timestamp in the event, not waiting", spec["until"])
             return now
-        return moment + (_signed_duration(spec["offset"]) if spec.get("offset") else timedelta())
+        return moment + (signed_duration(spec["offset"]) if spec.get("offset") else timedelta())
 
     def _choose_variant(self, step_id: str, variants: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         bucket = split_bucket(str(self._journey["id"]), self._trigger.customer.id)
@@ -394,7 +356,7 @@ class JourneyWorkflow:
             self._remember(event_id)
         self._sends = list(state.sends)
         self._trail = list(state.trail)
-        self._deadline = _parse_time(state.deadline) if state.deadline else None
+        self._deadline = parse_timestamp(state.deadline) if state.deadline else None
         self._collected = list(state.collected)
         self._runs = state.runs + 1
 
