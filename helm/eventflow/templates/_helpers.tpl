@@ -206,11 +206,11 @@ the consumer refuses EVENTFLOW_* variables it does not know, so they must not re
       name: {{ required "providers.twilio.authToken.secretName is required when a channel uses twilio" $p.twilio.authToken.secretName | quote }}
       key: {{ $p.twilio.authToken.key | quote }}
 {{- end }}
-{{- range $name, $value := $p.env }}
+{{- range $name, $value := .Values.worker.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
-{{- range $p.secretEnv }}
+{{- range .Values.worker.secretEnv }}
 - name: {{ .name }}
   valueFrom:
     secretKeyRef:
