@@ -35,7 +35,7 @@ from events.codec import EventDecoder
 from events.producer import EventProducer, encode_event
 from events.schemas import load as load_schemas
 from journeys.loader import load_all
-from journeys.routing import Router, StartJourney
+from consumer.routes import EventRoutes
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput
 from workflows.worker import build_worker
 
@@ -102,7 +102,7 @@ def _service(servers: Servers, topic: str, task_queue: str, concurrency: int,
     metrics = ConsumerMetrics(registry)
     service = ConsumerService(
         kafka=kafka, settings=ConsumerSettings(max_in_flight=concurrency, shutdown_grace_seconds=10),
-        decoder=EventDecoder(load_schemas()), router=Router(load_all()),
+        decoder=EventDecoder(load_schemas()), router=EventRoutes(load_all()),
         dispatcher=Dispatcher(servers.client, task_queue),
         dead_letters=DeadLetterPublisher(kafka.client_config(), kafka.dlq_topic), metrics=metrics,
     )
@@ -209,7 +209,7 @@ async def measure_naive(servers: Servers, config: BenchConfig) -> float:
     consumer = Consumer({**servers.kafka, "group.id": f"bench-naive-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
-    decoder, router = EventDecoder(load_schemas()), Router(load_all())
+    decoder, router = EventDecoder(load_schemas()), EventRoutes(load_all())
     dispatcher = Dispatcher(servers.client, f"bench-naive-{uuid.uuid4().hex[:8]}")
     progress = Progress("naive", config.naive_events)
     handled, started_at = 0, 0.0

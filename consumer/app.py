@@ -18,7 +18,7 @@ from eventflow.temporal_client import connect
 from events.codec import EventDecoder
 from events.schemas import load as load_schemas
 from journeys.loader import load_all
-from journeys.routing import Router
+from consumer.routes import EventRoutes
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry) -> Con
         kafka=settings.kafka,
         settings=settings.consumer,
         decoder=EventDecoder(load_schemas()),
-        router=Router(definitions),
+        router=EventRoutes(definitions),
         dispatcher=Dispatcher(client, settings.temporal.task_queue),
         dead_letters=DeadLetterPublisher(settings.kafka.client_config(), settings.kafka.dlq_topic),
         metrics=ConsumerMetrics(registry),

@@ -23,8 +23,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from events.model import CustomerEvent
 from eventflow.errors import EventflowError
-from journeys.routing import Action, SignalJourney, StartJourney
+from consumer.routes import Route, UpdatePreferences
+from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
+from workflows.preferences import record_subscription_change
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")
@@ -56,11 +58,12 @@ class Outcome(StrEnum):
     DEDUPED = "deduped"
     SIGNALLED = "signalled"
     NO_INSTANCE = "no_instance"
+    PREFERENCES_UPDATED = "preferences_updated"
 
 
 @dataclass(frozen=True)
 class ActionResult:
-    action: Action
+    action: Route
     outcome: Outcome
 
 
@@ -71,10 +74,21 @@ class Dispatcher:
         self._client = client
         self._task_queue = task_queue
 
-    async def apply(self, event: CustomerEvent, action: Action) -> ActionResult:
+    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
         if isinstance(action, StartJourney):
             return ActionResult(action, await self._start(event, action))
+        if isinstance(action, UpdatePreferences):
+            return ActionResult(action, await self._update_preferences(event, action))
         return ActionResult(action, await self._signal(event, action))
+
+    async def _update_preferences(self, event: CustomerEvent, action: UpdatePreferences) -> Outcome:
+        try:
+            await record_subscription_change(self._client, event, self._task_queue)
+        except RPCError as exc:
+            if exc.status in _TRANSIENT:
+                raise TransientTemporalError("update_preferences", action.workflow_id, exc) from exc
+            raise
+        return Outcome.PREFERENCES_UPDATED
 
     async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:
         try:

@@ -28,7 +28,7 @@ from events.codec import EventDecoder
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
 from eventflow.settings import ConsumerSettings, KafkaSettings
-from journeys.routing import Action, Router
+from consumer.routes import EventRoutes, Route
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ class ConsumerService:
         kafka: KafkaSettings,
         settings: ConsumerSettings,
         decoder: EventDecoder,
-        router: Router,
+        router: EventRoutes,
         dispatcher: Dispatcher,
         dead_letters: DeadLetterPublisher,
         metrics: ConsumerMetrics,
@@ -264,7 +264,7 @@ class ConsumerService:
             watermark = self._watermarks[key] = PartitionWatermark()
         watermark.add(offset)
         decoded = self._try_decode(message.value() or b"")
-        actions: list[Action] = []
+        actions: list[Route] = []
         if isinstance(decoded, CustomerEvent):
             actions = self._router.route(decoded)
             if not actions:
@@ -304,7 +304,7 @@ class ConsumerService:
         counter.inc()
 
     async def _process(self, message: Message, decoded: CustomerEvent | DecodeError | RegistryUnavailableError,
-                       actions: list[Action], previous: asyncio.Task[None] | None, polled_at: float) -> None:
+                       actions: list[Route], previous: asyncio.Task[None] | None, polled_at: float) -> None:
         topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
         try:
             if previous is not None and not previous.done():
@@ -324,7 +324,7 @@ class ConsumerService:
         self._metrics.in_flight.set(self._in_flight)
 
     async def _handle(self, message: Message, topic: str,
-                      decoded: CustomerEvent | DecodeError | RegistryUnavailableError, actions: list[Action]) -> None:
+                      decoded: CustomerEvent | DecodeError | RegistryUnavailableError, actions: list[Route]) -> None:
         if isinstance(decoded, RegistryUnavailableError):
             raw = message.value() or b""
             try:
@@ -352,9 +352,7 @@ class ConsumerService:
             outcomes.append(result.outcome)
             self._count(result.outcome, action.journey_id)
             bound.info(f"journey_{result.outcome.value}", workflow_id=action.workflow_id)
-        summary = "started" if Outcome.STARTED in outcomes else (
-            "deduped" if Outcome.DEDUPED in outcomes else "signalled")
-        self._metrics.events_consumed.labels(topic, event.event_type, summary).inc()
+        self._metrics.events_consumed.labels(topic, event.event_type, _summary(outcomes)).inc()
 
     async def _decode(self, raw: bytes) -> CustomerEvent:
         return self._decoder(raw)
@@ -364,6 +362,8 @@ class ConsumerService:
             self._metrics.workflow_starts.labels(journey_id).inc()
         elif outcome is Outcome.DEDUPED:
             self._metrics.workflow_dedupes.labels(journey_id).inc()
+        elif outcome is Outcome.PREFERENCES_UPDATED:
+            self._metrics.workflow_signals.labels(journey_id, "delivered").inc()
         else:
             self._metrics.workflow_signals.labels(journey_id, "delivered" if outcome is Outcome.SIGNALLED
                                                   else "no_instance").inc()
@@ -393,3 +393,12 @@ class ConsumerService:
                     await asyncio.sleep(delay)
                 finally:
                     self._retrying -= 1
+
+
+def _summary(outcomes: list[Outcome]) -> str:
+    """One bounded outcome label per event, the most consequential of its actions."""
+    for outcome, label in ((Outcome.STARTED, "started"), (Outcome.DEDUPED, "deduped"),
+                           (Outcome.SIGNALLED, "signalled"), (Outcome.PREFERENCES_UPDATED, "signalled")):
+        if outcome in outcomes:
+            return label
+    return "no_instance"

@@ -25,7 +25,7 @@ from events.producer import EventProducer
 from events.schemas import load as load_schemas
 from journeys.loader import load_all
 from journeys.model import JourneyDefinition
-from journeys.routing import Router
+from consumer.routes import EventRoutes
 from workflows.worker import build_worker
 
 
@@ -80,7 +80,7 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         kafka=kafka,
         settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
         decoder=EventDecoder(load_schemas()),
-        router=Router(definitions if definitions is not None else load_all()),
+        router=EventRoutes(definitions if definitions is not None else load_all()),
         dispatcher=Dispatcher(client, task_queue),
         dead_letters=DeadLetterPublisher(kafka.client_config(), kafka.dlq_topic),
         metrics=metrics,
