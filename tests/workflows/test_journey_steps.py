@@ -31,7 +31,7 @@ async def queue(time_skipping_env: WorkflowEnvironment, capture: Capture, unique
         yield task_queue
 
 
-async def _started_at(handle: object) -> datetime:
+async def _started_at(handle: WorkflowHandle[Any, Any]) -> datetime:
     description = await handle.describe()
     started: datetime = description.start_time
     return started

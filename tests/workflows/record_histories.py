@@ -1,0 +1,159 @@
+"""Records interpreter histories for the replay test: ``python -m tests.workflows.record_histories``.
+
+Runs the shipped sample journeys and the step-type scenarios on the time-skipping test server
+and writes each run's history to ``tests/workflows/histories/<scenario>.json``. Re-record only
+when an interpreter change is *meant* to be incompatible (and running journeys are handled,
+e.g. with ``workflow.patched``); otherwise the replay test is what tells you a change breaks
+journeys that are already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.provision import test_server
+from journeys.loader import load_all
+from tests.workflows import test_journey_steps as scenarios
+from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, start, worker
+from workflows.journey import EVENT_SIGNAL
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+Scenario = Callable[[WorkflowEnvironment, str], Awaitable[list[WorkflowHandle[Any, Any]]]]
+
+
+def _sample(journey_id: str) -> dict[str, Any]:
+    (definition,) = [d for d in load_all() if d.id == journey_id]
+    return definition.snapshot()
+
+
+def _compiled(text: str) -> dict[str, Any]:
+    return compile_journey(Path(tempfile.mkdtemp()), text)
+
+
+async def post_purchase(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    return [await start(env.client, queue, _sample("post_purchase"), purchase(locale="de"))]
+
+
+async def post_purchase_refunded(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    trigger = purchase(order_id="ord-r")
+    handle = await start(env.client, queue, _sample("post_purchase"), trigger)
+    await env.sleep(timedelta(days=1))
+    await handle.signal(EVENT_SIGNAL, event("OrderRefunded", {"order_id": "ord-r", "reason": None,
+                                                              "amount": {"amount": "49.90", "currency": "EUR"}},
+                                            customer_id=trigger.customer.id))
+    return [handle]
+
+
+async def abandoned_cart(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    cart = event("CartUpdated", {"cart_id": "cart-1", "items": [],
+                                 "cart_total": {"amount": "20.00", "currency": "EUR"}})
+    return [await start(env.client, queue, _sample("abandoned_cart"), cart)]
+
+
+async def abandoned_cart_bought(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    cart = event("CartUpdated", {"cart_id": "cart-1", "items": [],
+                                 "cart_total": {"amount": "20.00", "currency": "EUR"}})
+    handle = await start(env.client, queue, _sample("abandoned_cart"), cart)
+    await env.sleep(timedelta(hours=3))
+    await handle.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id))
+    return [handle]
+
+
+async def welcome_series(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    signup = event("UserSignedUp", {"signup_source": "web", "marketing_opt_in": True}, timezone="Asia/Tokyo")
+    return [await start(env.client, queue, _sample("welcome_series"), signup)]
+
+
+async def branch_and_wait_for(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    handles = [await start(env.client, queue, _compiled(scenarios.BRANCH), purchase(amount=amount))
+               for amount in ("150.00", "5.00")]
+    timed_out = await start(env.client, queue, _compiled(scenarios.WAIT_FOR), scenarios._cart())
+    cart = scenarios._cart()
+    received = await start(env.client, queue, _compiled(scenarios.WAIT_FOR), cart)
+    await env.sleep(timedelta(hours=1))
+    await received.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id))
+    return [*handles, timed_out, received]
+
+
+async def split_and_digest(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    signup = event("UserSignedUp", {"signup_source": "web", "marketing_opt_in": False})
+    split = await start(env.client, queue, _compiled(scenarios.SPLIT), signup)
+    trigger = purchase()
+    digest = await start(env.client, queue, _compiled(scenarios.DIGEST), trigger)
+    await env.sleep(timedelta(hours=2))
+    await digest.signal(EVENT_SIGNAL, scenarios._shipped(trigger.customer.id, "o-1"))
+    await digest.signal(EVENT_SIGNAL, scenarios._shipped(trigger.customer.id, "o-2"))
+    timed = await start(env.client, queue, _compiled(scenarios.TIMED), event(
+        "OrderShipped", {"order_id": "o-3", "carrier": "UPS", "tracking_number": "1Z",
+                         "estimated_delivery_at": None}, timezone="Europe/Berlin"))
+    return [split, digest, timed]
+
+
+async def continue_as_new(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    trigger = purchase()
+    handle = await start(env.client, queue, _compiled(scenarios.LONG), trigger, continue_as_new_after=2)
+    await env.sleep(timedelta(days=1, hours=6))
+    await handle.signal(EVENT_SIGNAL, scenarios._shipped(trigger.customer.id, "o-1"))
+    return [handle]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "post_purchase": post_purchase,
+    "post_purchase_refunded": post_purchase_refunded,
+    "abandoned_cart": abandoned_cart,
+    "abandoned_cart_bought": abandoned_cart_bought,
+    "welcome_series": welcome_series,
+    "branch_and_wait_for": branch_and_wait_for,
+    "split_and_digest": split_and_digest,
+    "continue_as_new": continue_as_new,
+}
+
+
+async def _all_runs(client: Client, handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """Every run of the workflow, oldest first, as (run id, history JSON): follows continue-as-new."""
+    found: list[tuple[str, str]] = []
+    run_id: str | None = handle.first_execution_run_id or handle.result_run_id
+    while run_id:
+        history = await client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        found.append((history.run_id, history.to_json()))
+        last = history.events[-1]
+        run_id = (last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                  if last.HasField("workflow_execution_continued_as_new_event_attributes") else None)
+    return found
+
+
+async def record(folder: Path = HISTORIES) -> list[Path]:
+    """Runs every scenario and writes the histories; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()))
+    try:
+        capture = Capture()
+        queue = f"record-{uuid.uuid4().hex[:8]}"
+        async with worker(env.client, queue, capture):
+            for name, scenario in SCENARIOS.items():
+                handles = await scenario(env, queue)
+                for index, handle in enumerate(handles):
+                    await handle.result()
+                    for run_index, (_, text) in enumerate(await _all_runs(env.client, handle)):
+                        path = folder / f"{name}-{index}-run{run_index}.json"
+                        path.write_text(text)
+                        written.append(path)
+    finally:
+        await env.shutdown()
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in asyncio.run(record()):
+        print(written_path)

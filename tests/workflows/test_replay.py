@@ -1,0 +1,71 @@
+"""Recorded interpreter histories replay without non-determinism errors.
+
+The histories in ``histories/`` come from real runs (``python -m tests.workflows.record_histories``)
+of the sample journeys and of every step type, including continue-as-new runs. An interpreter
+change that would break journeys already running fails here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+from journeys.steps import STEP_KINDS, kind_of, walk
+
+from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyWorkflow
+
+HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+
+
+def _start_input(path: Path) -> dict[str, Any]:
+    first = json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
+    decoded: dict[str, Any] = json.loads(base64.b64decode(first["input"]["payloads"][0]["data"]))
+    return decoded
+
+
+def _history(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def test_histories_cover_the_samples_and_every_step_type() -> None:
+    names = {p.stem for p in HISTORIES}
+    assert {"post_purchase-0-run0", "abandoned_cart-0-run0", "welcome_series-0-run0",
+            "continue_as_new-0-run1"} <= names
+    kinds = {kind_of(step) for path in HISTORIES for step, _ in walk(_start_input(path)["journey"]["steps"])}
+    assert kinds == set(STEP_KINDS)
+    continued = [_start_input(p) for p in HISTORIES if p.stem == "continue_as_new-0-run1"]
+    assert continued[0]["state"]["cursor"], "the second run resumes at a carried position"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays(path: Path) -> None:
+    result = await Replayer(workflows=[JourneyWorkflow]).replay_workflow(_history(path))
+
+    assert result.replay_failure is None
+
+
+@workflow.defn(name=JOURNEY_WORKFLOW)
+class _IncompatibleJourney:
+    """An interpreter that waits before it sends: what a careless change to the run loop looks like."""
+
+    @workflow.run
+    async def run(self, start: JourneyInput) -> None:
+        await workflow.sleep(timedelta(seconds=1))
+
+
+async def test_an_incompatible_interpreter_fails_replay() -> None:
+    (path,) = [p for p in HISTORIES if p.stem == "post_purchase-0-run0"]
+
+    # Unsandboxed: the sandbox would re-import this test module, which reads files at import time.
+    result = await Replayer(workflows=[_IncompatibleJourney], workflow_runner=UnsandboxedWorkflowRunner()).replay_workflow(
+        _history(path), raise_on_replay_failure=False)
+
+    assert result.replay_failure is not None
