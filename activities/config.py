@@ -63,7 +63,7 @@ def _positive_int(raw: str) -> int:
 
 
 def _str(env: str, default: str | None, doc: str) -> Setting[object]:
-    return Setting(env, str, default, doc)  # type: ignore[return-value]  # Setting[str] is a Setting[object]
+    return Setting(env, str, default, doc)
 
 
 _DECLARED: list[Setting[object]] = [
@@ -88,19 +88,19 @@ _DECLARED: list[Setting[object]] = [
     _str("EVENTFLOW_SMS_FROM", "", "Sender number for SMS."),
     _str("EVENTFLOW_WHATSAPP_FROM", "", "Sender number for WhatsApp (whatsapp: prefix optional)."),
     _str("EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID", "", "Send through this Messaging Service instead of a number."),
-    Setting("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", _positive_float, 10.0,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", _positive_float, 10.0,
             "Per-request timeout of provider calls.", "float"),
-    Setting("EVENTFLOW_SENDGRID_RATE_PER_SECOND", _positive_float, 100.0,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_SENDGRID_RATE_PER_SECOND", _positive_float, 100.0,
             "SendGrid calls per second per worker (token bucket).", "float"),
-    Setting("EVENTFLOW_SENDGRID_BURST", _positive_int, 100,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_SENDGRID_BURST", _positive_int, 100,
             "SendGrid token bucket size.", "int"),
-    Setting("EVENTFLOW_TWILIO_RATE_PER_SECOND", _positive_float, 10.0,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_TWILIO_RATE_PER_SECOND", _positive_float, 10.0,
             "Twilio calls per second per worker (token bucket).", "float"),
-    Setting("EVENTFLOW_TWILIO_BURST", _positive_int, 10,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_TWILIO_BURST", _positive_int, 10,
             "Twilio token bucket size.", "int"),
-    Setting("EVENTFLOW_QUIET_HOURS", _quiet_hours, "",  # type: ignore[arg-type]
+    Setting("EVENTFLOW_QUIET_HOURS", _quiet_hours, "",
             "Default quiet hours in the customer's timezone, e.g. 21:00-08:00; empty for none.", "str"),
-    Setting("EVENTFLOW_DAILY_CAP", _non_negative_int, 0,  # type: ignore[arg-type]
+    Setting("EVENTFLOW_DAILY_CAP", _non_negative_int, 0,
             "Default sends per channel per customer per local day; 0 for no cap.", "int"),
 ]
 for _setting in _DECLARED:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from temporalio import activity
@@ -46,11 +46,6 @@ class SendPolicy:
     quiet_hours: str = ""
     daily_cap: int = 0
     heartbeat_interval_seconds: float = 2.0
-
-
-class _Limited(Protocol):
-    @property
-    def limiter(self) -> TokenBucket | None: ...
 
 
 class NotificationActivities:
@@ -111,14 +106,15 @@ class NotificationActivities:
                 self._count(notification, channel.name, "deferred")
                 return SendResult("deferred", channel.name, not_before=reservation.not_before)
             if reservation.previous_attempt_uncertain:
-                earlier = await channel.reconcile(message, reservation.previous_started_epoch_seconds)
+                earlier = await _heartbeating(channel.reconcile(message, reservation.previous_started_epoch_seconds),
+                                              self._policy.heartbeat_interval_seconds)
                 if earlier is not None:
                     await self._complete(notification, "delivered", earlier)
                     self._count(notification, earlier.provider, "duplicate")
                     return SendResult("duplicate", earlier.provider, earlier.provider_message_id)
         limiter = getattr(channel, "limiter", None)
         if isinstance(limiter, TokenBucket):
-            waited = await limiter.acquire()
+            waited = await _heartbeating(limiter.acquire(), self._policy.heartbeat_interval_seconds)
             self._metrics.rate_limit_wait_seconds.labels(channel.name).inc(waited)
         call_started = time.monotonic()
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -199,8 +198,3 @@ def _classify(exc: TwilioRestException, headers: Mapping[str, str]) -> Exception
         return ProviderAuthError(f"{text}: credentials refused", provider=PROVIDER, status=status,
                                  provider_code=code)
     return PermanentSendError(f"{text}: rejected", provider=PROVIDER, status=status, provider_code=code)
-
-
-def epoch_now() -> float:
-    """Wall-clock seconds, for ledger timestamps that reconcile against the provider's clock."""
-    return time.time()

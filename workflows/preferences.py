@@ -17,17 +17,22 @@ activity through the client. The history stays bounded: the workflow continues a
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import Completion, Reservation, ReserveRequest
     from events.model import CustomerEvent
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
+
+T = TypeVar("T")
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
 SUBSCRIPTION_CHANGED_SIGNAL = "subscription_changed"
@@ -206,27 +211,44 @@ def _instant(text: str) -> datetime:
 class PreferencesStore:
     """The `activities.ledger.DeliveryLedger` backed by ``CustomerPreferences`` workflows.
 
-    Each call starts the customer's workflow if it is not running (``USE_EXISTING``), then sends
-    the Update; both are idempotent, so the activity may retry them freely.
+    The first call for a customer starts their workflow if it is not running (``USE_EXISTING``);
+    later calls go straight to the Update, starting the workflow again only if the server says
+    it is gone. Both steps are idempotent, so the activity may retry them freely.
     """
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(self, client: Client, task_queue: str, *, remembered_customers: int = 10_000) -> None:
         self._client = client
         self._task_queue = task_queue
+        self._started: OrderedDict[str, None] = OrderedDict()
+        self._remembered_customers = remembered_customers
+
+    async def _start(self, customer_id: str) -> None:
+        await self._client.start_workflow(
+            CustomerPreferences.run, PreferencesInput(customer_id), id=preferences_workflow_id(customer_id),
+            task_queue=self._task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        self._started[customer_id] = None
+        self._started.move_to_end(customer_id)
+        while len(self._started) > self._remembered_customers:
+            self._started.popitem(last=False)
+
+    async def _update(self, customer_id: str, name: str, arg: object, result_type: type[T]) -> T:
+        if customer_id not in self._started:
+            await self._start(customer_id)
+        handle = self._client.get_workflow_handle(preferences_workflow_id(customer_id))
+        try:
+            return await handle.execute_update(name, arg, result_type=result_type)
+        except RPCError as err:
+            self._started.pop(customer_id, None)
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await self._start(customer_id)
+        return await handle.execute_update(name, arg, result_type=result_type)
 
     async def reserve(self, request: ReserveRequest) -> Reservation:
-        handle = await self._client.start_workflow(
-            CustomerPreferences.run, PreferencesInput(request.customer_id),
-            id=preferences_workflow_id(request.customer_id), task_queue=self._task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-        return await handle.execute_update(CustomerPreferences.reserve_send, request)
+        return await self._update(request.customer_id, RESERVE_SEND_UPDATE, request, Reservation)
 
     async def complete(self, completion: Completion) -> None:
-        handle = await self._client.start_workflow(
-            CustomerPreferences.run, PreferencesInput(completion.customer_id),
-            id=preferences_workflow_id(completion.customer_id), task_queue=self._task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-        await handle.execute_update(CustomerPreferences.complete_send, completion)
+        await self._update(completion.customer_id, COMPLETE_SEND_UPDATE, completion, type(None))
 
 
 async def record_subscription_change(client: Client, event: CustomerEvent, task_queue: str) -> None:
@@ -239,5 +261,4 @@ async def record_subscription_change(client: Client, event: CustomerEvent, task_
 
 async def preferences_state(client: Client, customer_id: str) -> PreferencesInput:
     """The customer's current preferences and ledger (the ``state`` query)."""
-    return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(
-        CustomerPreferences.state, result_type=PreferencesInput)
+    return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(CustomerPreferences.state)

@@ -211,3 +211,21 @@ async def test_burst_is_spread_by_the_token_bucket(temporal_client: Client, prov
     assert len(times) == 6
     # Two go at once, the other four at 5 per second: the burst takes at least ~0.8 s.
     assert times[-1] - times[0] >= 0.7
+
+
+async def test_sends_recover_when_the_preferences_workflow_was_terminated(
+        temporal_client: Client, provider: ProviderStub, unique: str) -> None:
+    from workflows.preferences import preferences_workflow_id
+
+    queue, customer = f"q-{unique}", f"c-{unique}"
+    async with worker(temporal_client, queue, channels_for(provider.base_url)):
+        await run_journey(temporal_client, queue, journey([send("a", "sms")], "one"), event(customer),
+                          f"journey:one:{unique}")
+        await temporal_client.get_workflow_handle(preferences_workflow_id(customer)).terminate("operator reset")
+        again = await run_journey(temporal_client, queue, journey([send("a", "sms")], "two"), event(customer),
+                                  f"journey:two:{unique}")
+        description = await temporal_client.get_workflow_handle(preferences_workflow_id(customer)).describe()
+
+    assert again.sends[0].status == "sent"
+    assert description.status == WorkflowExecutionStatus.RUNNING
+    assert len(provider.sends()) == 2
