@@ -8,8 +8,11 @@ make rebuilds after a cache wipe much faster.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +35,31 @@ class Tools:
     promtool: Path
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Serialises builds of one tool across processes (parallel test sessions share the cache)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _go_install(package: str, version: str, name: str, what: str) -> Path:
     binary = cache_dir() / "bin" / f"{name}-{version}"
     if binary.exists():
         return binary
     go = require_tool("go", f"build {what} from the Go module proxy")
+    with _exclusive(cache_dir() / "build" / f"{name}.lock"):
+        if binary.exists():  # another process built it while this one waited
+            return binary
+        _build(go, package, version, name, what, binary)
+    return binary
+
+
+def _build(go: str, package: str, version: str, name: str, what: str, binary: Path) -> None:
     build_dir = cache_dir() / "build" / name
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -48,11 +71,10 @@ def _go_install(package: str, version: str, name: str, what: str) -> Path:
         env=env,
     )
     binary.parent.mkdir(parents=True, exist_ok=True)
-    # Move through a temporary name so a concurrent caller never sees a half-copied binary.
+    # Move through a temporary name so a caller checking `exists()` never sees a half-copied binary.
     partial = binary.with_name(binary.name + ".partial")
     shutil.move(str(build_dir / name), partial)
     partial.replace(binary)
-    return binary
 
 
 def helm() -> Path:
