@@ -62,6 +62,8 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: DocPath, lines: d
             key = loader.construct_object(key_node, deep=True)
             key = key if isinstance(key, str) else str(key)
             result[key] = _construct(loader, value_node, (*path, key), lines)
+            # A value is reported at its key's line: that is where a block mapping or list starts.
+            lines[(*path, key)] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(loader, item, (*path, index), lines) for index, item in enumerate(node.value)]

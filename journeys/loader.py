@@ -135,6 +135,7 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
         report.add(("channels",), "channels must map a channel (email, sms, whatsapp) to its locales")
         problems.extend(report.problems)
         return None
+    broken = False
     for channel, locales in channels.items():
         if channel not in CHANNELS:
             report.add(("channels", channel), f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
@@ -161,13 +162,14 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
                 try:
                     _jinja().parse(source)
                 except TemplateSyntaxError as exc:
+                    broken = True
                     line = document.line_of((*where, *part.split("/")))
                     offset = (exc.lineno or 1) if source.count("\n") else 0
                     problems.append(Problem(str(path), (line or 0) + offset or None,
                                             f"template {template_id} {channel}/{locale} {part} does not "
                                             f"compile: {exc.message}"))
     problems.extend(report.problems)
-    if report.problems:
+    if report.problems or broken:
         return None
     return Template(id=template_id, default_locale=str(default_locale),
                     variants={c: {loc: dict(v) for loc, v in ls.items()} for c, ls in channels.items()})
@@ -239,14 +241,21 @@ def _check_key(report: _Report, where: DocPath, key: str, sample: Mapping[str, A
 def _schema_problems(report: _Report) -> None:
     validator = jsonschema.Draft202012Validator(journey_schema())
     for error in sorted(validator.iter_errors(report.document.data), key=lambda e: list(map(str, e.absolute_path))):
-        path = tuple(error.absolute_path)
+        path: DocPath = tuple(error.absolute_path)
+        where = ".".join(str(p) for p in path) or "top level"
         message = error.message
         if error.validator == "oneOf" and isinstance(error.instance, Mapping):
             options = [next(iter(s.get("required", ["?"]))) for s in error.validator_value]
             present = [o for o in options if o in error.instance]
             message = (f"needs exactly one of {', '.join(options)}" if not present
                        else f"has more than one of {', '.join(present)}")
-        where = ".".join(str(p) for p in path) or "top level"
+        elif error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+            allowed = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+            extras = [str(key) for key in error.instance if key not in allowed]
+            if extras:
+                # Point at the unexpected key itself, the likeliest typo.
+                message = f"unknown key {extras[0]!r}; allowed: {', '.join(allowed)}"
+                path = (*path, extras[0])
         report.add(path, f"{where}: {message}")
 
 

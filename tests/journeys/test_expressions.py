@@ -1,0 +1,108 @@
+"""The journey expression language: what it evaluates, and what it refuses to parse."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from journeys.expressions import MAX_DEPTH, MAX_LENGTH, ExpressionError, matches, parse, paths
+
+CONTEXT: dict[str, Any] = {
+    "event_type": "PurchaseCompleted",
+    "customer": {"id": "c-1", "locale": "de", "first_name": None, "timezone": "Europe/Berlin"},
+    "payload": {"order_id": "ord-7", "total": {"amount": "49.90", "currency": "EUR"}, "items": [{"sku": "A"}],
+                "marketing_opt_in": True, "quantity": 3, "code": "007"},
+    "journey": {"id": "post_purchase", "version": 2},
+}
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("payload.total.amount > 10", True),
+    ("payload.total.amount > 100", False),
+    ("payload.total.amount >= 49.9", True),          # decimal string vs number: numeric
+    ("payload.total.amount == 49.90", True),
+    ("payload.total.amount == '49.9'", False),       # string vs string: exact
+    ("payload.total.amount < '100.00'", True),       # both decimal strings: numeric, not "4" < "1"
+    ("payload.quantity != 3", False),
+    ("payload.code == 7", True),                     # a number literal compares numerically
+    ("payload.code == '7'", False),
+    ("customer.locale == 'de' and payload.total.currency == \"EUR\"", True),
+    ("customer.locale == 'en' or journey.version >= 2", True),
+    ("not customer.locale == 'en'", True),
+    ("not (customer.locale == 'de' or false)", False),
+    ("customer.locale in ['de', 'at', 'ch']", True),
+    ("customer.locale not in ['de']", False),
+    ("'rd-' in payload.order_id", True),             # substring
+    ("payload.marketing_opt_in", True),
+    ("payload.marketing_opt_in == true", True),
+    ("customer.first_name == null", True),
+    ("customer.first_name", False),
+    ("payload.missing.deeper == null", True),        # missing paths are null, never an error
+    ("payload.missing > 3", False),                  # ordering with null is false
+    ("customer.locale > 3", False),                  # mismatched types do not order
+    ("payload.items", True),
+    ("customer.locale < 'en'", True),                # strings order as strings
+    ("true and false or true", True),                # and binds tighter than or
+    ("-1 < 0", True),
+    ("payload.note == 'it\\'s'", False),
+])
+def test_evaluates(source: str, expected: bool) -> None:
+    assert matches(source, CONTEXT) is expected
+
+
+@pytest.mark.parametrize("source", [
+    "__import__('os').system('id')",
+    "payload.__class__",
+    "payload._private == 1",
+    "len(payload.items) > 1",
+    "payload.total.amount + 1 > 2",
+    "lambda: 1",
+    "customer.locale == 'de'; import os",
+    "open('/etc/passwd')",
+    "payload.items[0]",
+    "[x for x in payload.items]",
+    "customer.locale == ",
+    "(customer.locale == 'de'",
+    "'unterminated",
+    "customer.locale = 'de'",
+    "",
+    "   ",
+    "a and",
+    "[payload.order_id]",                 # list items are literals only
+    "1 2",
+    "customer.locale == 'de' `rm -rf`",
+    "{'a': 1}",
+])
+def test_rejects_unsafe_or_malformed_input(source: str) -> None:
+    with pytest.raises(ExpressionError):
+        parse(source)
+
+
+def test_errors_name_the_position() -> None:
+    with pytest.raises(ExpressionError) as caught:
+        parse("customer.locale == 'de' and len(x)")
+    assert caught.value.position == 31
+    assert "position 31" in str(caught.value)
+
+
+def test_length_and_depth_are_bounded() -> None:
+    with pytest.raises(ExpressionError, match="longer than"):
+        parse("true or " * (MAX_LENGTH // 8 + 1) + "true")
+    with pytest.raises(ExpressionError, match="nested deeper"):
+        parse("(" * (MAX_DEPTH + 1) + "true" + ")" * (MAX_DEPTH + 1))
+    with pytest.raises(ExpressionError, match="nested deeper"):
+        parse("not " * (MAX_DEPTH + 1) + "true")
+    assert matches("(" * 5 + "true" + ")" * 5, {})
+
+
+def test_paths_lists_every_path_read() -> None:
+    node = parse("payload.total.amount > 1 and not customer.locale in ['de'] or journey.id == 'x'")
+    assert paths(node) == [("payload", "total", "amount"), ("customer", "locale"), ("journey", "id")]
+
+
+def test_paths_never_reach_attributes_of_objects() -> None:
+    class Secret:
+        token = "s3cret"
+
+    assert matches("payload.obj.token == null", {"payload": {"obj": Secret()}})

@@ -1,0 +1,214 @@
+"""Definition and template validation: every error names the file and the line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from journeys.loader import SCHEMA_PATH, JourneyDefinitionError, Problem, load_all, validate_folder
+from tests.workflows.journey_harness import DEFAULT_TEMPLATES
+
+GOOD = """\
+id: demo
+version: 1
+trigger:
+  event: PurchaseCompleted
+  filter: "payload.total.amount > 0"
+entry:
+  rule: once_per_key
+  key: payload.order_id
+exit:
+  - event: OrderRefunded
+steps:
+  - id: hello
+    send:
+      channel: email
+      template: note
+  - id: pause
+    delay:
+      duration: 1d
+  - id: choose
+    branch:
+      cases:
+        - when: "customer.locale == 'de'"
+          steps:
+            - id: german
+              send: {channel: sms, template: note}
+      else:
+        - id: other
+          send: {channel: email, template: note}
+"""
+
+
+def _folder(tmp_path: Path, definition: str, templates: dict[str, object] | None = None,
+            raw_templates: dict[str, str] | None = None) -> Path:
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "definitions" / "demo.yaml").write_text(definition)
+    for template_id, body in (templates if templates is not None else DEFAULT_TEMPLATES).items():
+        (tmp_path / "templates" / f"{template_id}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    for name, text in (raw_templates or {}).items():
+        (tmp_path / "templates" / f"{name}.yaml").write_text(text)
+    return tmp_path
+
+
+def _line(text: str, needle: str, occurrence: int = 1) -> int:
+    hits = [n for n, line in enumerate(text.splitlines(), start=1) if needle in line]
+    return hits[occurrence - 1]
+
+
+def _problems(tmp_path: Path, definition: str, **kwargs: object) -> list[Problem]:
+    return list(validate_folder(_folder(tmp_path, definition, **kwargs)).problems)  # type: ignore[arg-type]
+
+
+def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
+    report = validate_folder(_folder(tmp_path, GOOD))
+    assert report.problems == ()
+    (definition,) = report.definitions
+    assert definition.trigger_filter == "payload.total.amount > 0"
+    assert definition.exit_events[0].key_path == "payload.order_id"  # defaults to the entry key
+    assert set(definition.templates) == {"note"}
+
+
+@pytest.mark.parametrize(("broken", "needle", "message"), [
+    (GOOD.replace("    send:\n      channel: email\n      template: note\n  - id: pause",
+                  "    sned:\n      channel: email\n      template: note\n  - id: pause"),
+     "sned:", "unknown key 'sned'"),
+    (GOOD.replace("template: note\n  - id: pause", "template: nope\n  - id: pause"),
+     "template: nope", "unknown template 'nope'"),
+    (GOOD.replace("when: \"customer.locale == 'de'\"", "when: \"customer.locale = 'de'\""),
+     "when: \"customer.locale = 'de'\"", "unexpected"),
+    (GOOD.replace("when: \"customer.locale == 'de'\"", "when: \"payload.totl.amount > 3\""),
+     "when: \"payload.totl", "has no field 'totl'"),
+    (GOOD.replace("event: PurchaseCompleted", "event: PurchaseComplete"),
+     "event: PurchaseComplete", "unknown event type 'PurchaseComplete'"),
+    (GOOD.replace("filter: \"payload.total.amount > 0\"", "filter: \"__import__('os')\""),
+     "filter:", "names may not start with '_'"),
+    (GOOD.replace("            - id: german", "            - id: hello"), "            - id: hello",
+     "step id 'hello' is used twice"),
+    (GOOD.replace("duration: 1d", "duration: 1 day"), "duration: 1 day", "does not match"),
+    (GOOD.replace("duration: 1d", "until_local_time: 10:00"), "until_local_time", "is not of type 'string'"),
+    (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    when: \"payload.amount.amount >>\""),
+     "when: \"payload.amount", "expression"),
+    (GOOD.replace("send: {channel: sms, template: note}", "send: {channel: fax, template: note}"),
+     "channel: fax", "'fax' is not one of"),
+    (GOOD.replace("key: payload.order_id", "key: payload.order"), "key: payload.order", "has no field 'order'"),
+    (GOOD + "  - id: ab\n    split:\n      variants:\n        - {name: A, percent: 60, steps: []}\n"
+            "        - {name: B, percent: 60, steps: []}\n", "variants:", "must add up to 100"),
+    (GOOD.replace("rule: once_per_key", "rule: every_time"), "rule: every_time", "every_time journeys cannot react"),
+    (GOOD.replace("    delay:\n      duration: 1d", "    delay:\n      duration: 1d\n      offset: -1d"),
+     "offset: -1d", "offset only goes with until"),
+])
+def test_problems_name_the_file_and_line(tmp_path: Path, broken: str, needle: str, message: str) -> None:
+    assert broken != GOOD
+    problems = _problems(tmp_path, broken)
+
+    assert problems, "expected a problem"
+    first = problems[0]
+    assert first.file.endswith("definitions/demo.yaml")
+    assert message in first.message, first
+    assert first.line == _line(broken, needle), (str(first), needle)
+    assert str(first).startswith(f"{first.file}:{first.line}: ")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    broken = GOOD.replace("      duration: 1d", "      duration: [1d")
+    (problem,) = _problems(tmp_path, broken)
+    assert "not valid YAML" in problem.message
+    assert problem.line is not None and _line(broken, "[1d") <= problem.line <= _line(broken, "[1d") + 2
+
+
+TEMPLATE_WITH_MISSING_VARIABLE = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: "Hi {{ customer.first_name }}"
+    de:
+      subject: "Hallo {{ payload.nope }}"
+      body: "Hallo"
+  sms:
+    en:
+      body: "sms"
+"""
+
+TEMPLATE_NOT_COMPILING = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: |
+        Hi {{ customer.first_name }},
+        {% for x in payload.total %}
+        no end
+  sms:
+    en:
+      body: "sms"
+"""
+
+TEMPLATE_UNKNOWN_ROOT = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello {{ order.id }}"
+      body: "Hi"
+  sms:
+    en:
+      body: "sms"
+"""
+
+
+@pytest.mark.parametrize(("template", "needle", "message"), [
+    (TEMPLATE_WITH_MISSING_VARIABLE, "payload.nope", "does not render with sample data"),
+    (TEMPLATE_NOT_COMPILING, "{% for x in payload.total %}", "does not compile"),
+    (TEMPLATE_UNKNOWN_ROOT, "order.id", "unknown variables ['order']"),
+])
+def test_template_problems_name_the_template_file_and_line(tmp_path: Path, template: str, needle: str,
+                                                          message: str) -> None:
+    problems = _problems(tmp_path, GOOD, templates={}, raw_templates={"note": template})
+
+    assert problems
+    first = problems[0]
+    assert first.file.endswith("templates/note.yaml"), str(first)
+    assert message in first.message, str(first)
+    # Compile errors point into a block scalar; the line is within the template's body.
+    assert abs((first.line or 0) - _line(template, needle)) <= 1, (str(first), needle)
+
+
+def test_template_without_the_sent_channel_is_reported_at_the_send(tmp_path: Path) -> None:
+    templates = {"note": {"id": "note", "default_locale": "en",
+                          "channels": {"email": {"en": {"subject": "s", "body": "b"}}}}}
+    problems = _problems(tmp_path, GOOD, templates=templates)
+    assert any("has no sms variant" in p.message and p.line == _line(GOOD, "send: {channel: sms") for p in problems)
+
+
+def test_load_all_raises_naming_file_and_line(tmp_path: Path) -> None:
+    broken = GOOD.replace("template: note\n  - id: pause", "template: nope\n  - id: pause")
+    with pytest.raises(JourneyDefinitionError) as caught:
+        load_all(_folder(tmp_path, broken))
+    assert caught.value.line == _line(broken, "template: nope")
+    assert f"demo.yaml:{caught.value.line}:" in str(caught.value)
+
+
+def test_shipped_journeys_validate_and_match_the_published_schema() -> None:
+    report = validate_folder()
+    assert report.problems == ()
+    assert {d.id for d in report.definitions} >= {"post_purchase", "abandoned_cart", "welcome_series"}
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for path in sorted((SCHEMA_PATH.parent / "definitions").glob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    for definition in report.definitions:
+        for template in definition.templates.values():
+            for channel, locales in template.variants.items():
+                assert {"en", "de"} <= set(locales), (template.id, channel)
