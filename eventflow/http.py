@@ -159,11 +159,13 @@ def temporal_check(client: ClientSource) -> ReadinessCheck:
     return check
 
 
-def kafka_check(client_config: Mapping[str, str], topic: str | None = None) -> ReadinessCheck:
+def kafka_check(client_config: Mapping[str, str], topic: str | None = None, *,
+                timeout_seconds: float = 1.5) -> ReadinessCheck:
     """Ready when a Kafka broker answers a metadata request and ``topic`` (if given) exists.
 
     One admin client is created on first use and reused, with the same librdkafka settings (SASL,
-    SSL) as the process's consumer, so the probe takes the same network and auth path.
+    SSL) as the process's consumer, so the probe takes the same network and auth path. The
+    metadata timeout stays below `all_of`'s deadline so the verdict says "unreachable".
     """
     admins: list[AdminClient] = []
 
@@ -172,7 +174,7 @@ def kafka_check(client_config: Mapping[str, str], topic: str | None = None) -> R
             admins.append(AdminClient(dict(client_config)))
         try:
             # All topics, not ``topic=``: a request naming one topic can auto-create it on some brokers.
-            found = admins[0].list_topics(timeout=DEFAULT_CHECK_TIMEOUT_SECONDS)
+            found = admins[0].list_topics(timeout=timeout_seconds)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             name = error.name() if isinstance(error, KafkaError) else type(exc).__name__

@@ -263,3 +263,37 @@ async def test_running_processes_expose_every_metric_the_dashboard_and_alerts_re
     assert not missing, f"referenced but not exposed by a running consumer or worker: {missing}"
     arrived = sorted(PENDING & exposed)
     assert not arrived, f"the worker now exposes {arrived}: remove them from PENDING so they are checked"
+
+
+async def test_consumer_is_live_but_not_ready_while_kafka_is_unreachable(
+        helm: Path, endpoints: Endpoints, unique: str, tmp_path: Path) -> None:
+    rendered = helm_template(helm, set_values={
+        "kafka.bootstrapServers": "127.0.0.1:1",
+        "kafka.consumerGroup": f"helm-dead-{unique}",
+        "temporal.address": endpoints.temporal_address,
+        "logFormat": "console",
+    })
+    port = _free_port()
+    log = tmp_path / "consumer.log"
+    env = _process_env(rendered, "consumer", tmp_path, port)
+    with log.open("wb") as out:
+        popen = subprocess.Popen([sys.executable, "-m", "eventflow.cli", "consume"], cwd=tmp_path, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT)
+    consumer = Process("consumer", popen, port, log, env)
+    try:
+        async def answered() -> tuple[int, str] | None:
+            assert popen.poll() is None, consumer.describe()
+            status, body = await consumer.aget("/readyz")
+            return (status, body) if "kafka=" in body else None
+
+        status, body = await eventually(answered, timeout_seconds=60, message="a readiness verdict")
+        assert status == 503, body
+        assert "kafka=unreachable" in body and "temporal=ok" in body, body
+        assert await consumer.aget("/healthz") == (200, "ok\n"), "liveness must not depend on Kafka"
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(popen.wait, 60)
+        finally:
+            if popen.poll() is None:
+                popen.kill()
