@@ -1,0 +1,54 @@
+"""Channel selection and provider settings from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from activities.config import build_channels, send_policy
+from activities.email_sendgrid import SendGridChannel
+from activities.outbox import OutboxChannel
+from activities.sms_twilio import TwilioChannel
+from eventflow.errors import ConfigError
+from eventflow.settings import check_unknown
+
+
+def test_outbox_is_the_default_for_every_channel(tmp_path: Path) -> None:
+    channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl")})
+    assert {name: type(c) for name, c in channels.items()} == {
+        "email": OutboxChannel, "sms": OutboxChannel, "whatsapp": OutboxChannel}
+
+
+def test_providers_are_chosen_per_channel_with_secrets_from_files(tmp_path: Path) -> None:
+    key_file = tmp_path / "sendgrid-key"
+    key_file.write_text("SG.from-file\n")
+    environ = {
+        "EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl"),
+        "EVENTFLOW_EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY_FILE": str(key_file),
+        "EVENTFLOW_EMAIL_FROM": "shop@example.com",
+        "EVENTFLOW_WHATSAPP_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t",
+    }
+    check_unknown(environ)  # every variable used here is declared
+    channels = build_channels(environ)
+    assert isinstance(channels["email"], SendGridChannel)
+    assert isinstance(channels["whatsapp"], TwilioChannel)
+    assert isinstance(channels["sms"], OutboxChannel)
+    assert channels["email"]._config.api_key == "SG.from-file"
+
+
+def test_missing_provider_settings_fail_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        build_channels({"EVENTFLOW_SMS_PROVIDER": "twilio", "TWILIO_ACCOUNT_SID": "AC1",
+                        "EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl")})
+    assert missing.value.variable == "TWILIO_AUTH_TOKEN"
+    with pytest.raises(ConfigError) as invalid:
+        build_channels({"EVENTFLOW_EMAIL_PROVIDER": "mailchimp"})
+    assert invalid.value.variable == "EVENTFLOW_EMAIL_PROVIDER"
+
+
+def test_send_policy_reads_quiet_hours_and_cap() -> None:
+    policy = send_policy({"EVENTFLOW_QUIET_HOURS": "21:00-08:00", "EVENTFLOW_DAILY_CAP": "3"})
+    assert (policy.quiet_hours, policy.daily_cap) == ("21:00-08:00", 3)
+    with pytest.raises(ConfigError):
+        send_policy({"EVENTFLOW_QUIET_HOURS": "9pm-8am"})
