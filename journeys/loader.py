@@ -426,6 +426,9 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
             body = step[kind]
             listener = Listener(body["event"], _listener_key(body.get("key"), key_path,
                                                              _sample_for(body["event"], known)), body.get("when"))
+            if listener.key_path:
+                # The snapshot carries the resolved key, so the interpreter matches on what the router used.
+                body["key"] = listener.key_path
             if listener not in listeners:
                 listeners.append(listener)
     for listener in (*exits, *listeners):

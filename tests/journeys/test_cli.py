@@ -1,0 +1,124 @@
+"""``eventflow journeys validate | simulate | status`` end to end."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from consumer.dispatch import Dispatcher
+from eventflow.cli import main
+from events import samples
+from events.model import Customer, CustomerEvent
+from journeys import Router, StartJourney, load_all
+from journeys.cli import _status_lines
+from tests.harness import eventually
+from tests.workflows.journey_harness import Capture, worker
+
+
+def _write_events(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def _at(event: dict[str, Any], when: datetime) -> dict[str, Any]:
+    return {**event, "occurred_at": when.isoformat().replace("+00:00", "Z")}
+
+
+def test_validate_passes_on_the_shipped_journeys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journeys", "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "ok post_purchase v1" in out and "ok abandoned_cart v1" in out and "ok welcome_series v1" in out
+
+
+def test_validate_fails_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "definitions" / "bad.yaml").write_text(
+        "id: bad\nversion: 1\ntrigger:\n  event: PurchaseCompleted\nentry: {rule: once}\nsteps:\n"
+        "  - id: s\n    send: {channel: email, template: missing}\n")
+
+    assert main(["journeys", "validate", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'definitions' / 'bad.yaml'}:8: " in err and "unknown template 'missing'" in err
+
+
+def test_simulate_two_weeks_in_seconds_with_masked_addresses(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    customer = samples.customer(email="dana@example.com", locale="de", first_name="Dana")
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    purchase = _at(samples.purchase(customer, order_id="ord-sim"), start)
+    unrelated = _at(samples.event("ProfileUpdated", customer, {"changed_fields": ["locale"]}),
+                    start + timedelta(days=1))
+    events = _write_events(tmp_path / "events.jsonl", [purchase, unrelated])
+
+    assert main(["journeys", "simulate", "post_purchase", "--events", str(events)]) == 0
+
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("+0d 00:00:00") and "thank_you" in line and "d***@example.com" in line
+               and "Danke" in line for line in lines), out
+    assert any(line.startswith("+3d 00:00:00") and "review_request" in line for line in lines), out
+    assert "dana@example.com" not in out
+    assert "finished; 2 send(s)" in out
+
+
+def test_simulate_exit_event_stops_the_journey(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    customer = samples.customer()
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    purchase = _at(samples.purchase(customer, order_id="ord-r"), start)
+    refund = _at(samples.event("OrderRefunded", customer, {"order_id": "ord-r", "reason": "late",
+                                                           "amount": {"amount": "49.90", "currency": "EUR"}}),
+                 start + timedelta(days=1))
+    events = _write_events(tmp_path / "events.jsonl", [purchase, refund])
+
+    assert main(["journeys", "simulate", "post_purchase", "--events", str(events)]) == 0
+
+    out = capsys.readouterr().out
+    assert "+1d 00:00:00" in out and "exit: exit event OrderRefunded; 1 send(s)" in out
+    assert "review_request" not in out.split("wait_for_delivery")[-1]
+
+
+def test_simulate_rejects_an_invalid_events_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"event_type": "PurchaseCompleted"}\n')
+
+    assert main(["journeys", "simulate", "post_purchase", "--events", str(events)]) == 2
+    assert f"{events}:1: not a valid event" in capsys.readouterr().err
+
+
+async def test_status_lists_a_customers_journeys_through_search_attributes(
+        temporal_client: Client, unique: str, monkeypatch: pytest.MonkeyPatch, endpoints: Any) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    customer_id = f"cust-status-{unique}"
+    event = CustomerEvent(event_id=str(uuid.uuid4()), event_type="PurchaseCompleted",
+                          occurred_at="2026-05-04T08:00:00+00:00",
+                          customer=Customer(id=customer_id, email="eve@example.com", locale="en"),
+                          payload={"order_id": f"ord-{unique}", "cart_id": None, "items": [],
+                                   "total": {"amount": "10.00", "currency": "EUR"}})
+    (action,) = [a for a in Router(load_all()).route(event) if isinstance(a, StartJourney)]
+    task_queue = f"test-status-{unique}"
+    capture = Capture()
+    async with worker(temporal_client, task_queue, capture):
+        await Dispatcher(temporal_client, task_queue).apply(event, action)
+        try:
+            await eventually(lambda: capture.sent, message="the thank-you send")
+
+            async def listed() -> list[str]:
+                lines = await _status_lines(customer_id)
+                return lines if any("wait_for_delivery" in line for line in lines) else []
+
+            lines = await eventually(listed, timeout_seconds=30, message="the journey in visibility")
+        finally:
+            await temporal_client.get_workflow_handle(action.workflow_id).terminate("test done")
+
+    assert lines[0].startswith(f"{action.workflow_id}  post_purchase v1  running  at wait_for_delivery (delay until ")
+    assert lines[1].strip() == "sent thank_you: email purchase_thank_you -> sent"
+    description = await temporal_client.get_workflow_handle(action.workflow_id).describe()
+    assert description.status == WorkflowExecutionStatus.TERMINATED
+    assert await _status_lines(f"cust-nobody-{unique}") == []
