@@ -12,14 +12,17 @@ from eventflow.errors import EventflowError
 
 HEADER_PREFIX = "eventflow.dlq."
 
+#: Kafka record headers as confluent-kafka hands them out and accepts them.
+Headers = list[tuple[str, str | bytes | None]]
+
 
 class DeadLetterPublishError(EventflowError):
     """The dead-letter topic did not accept a record; transient, the source offset stays uncommitted."""
 
 
-def dead_letter_headers(message: Message, error_type: str, reason: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(message: Message, error_type: str, reason: str) -> Headers:
     """Headers naming where the record came from and why it was dead-lettered."""
-    original = [(k, v if isinstance(v, bytes) else b"") for k, v in (message.headers() or [])]
+    original = list(header_list(message.headers()))
     return original + [
         (f"{HEADER_PREFIX}source_topic", str(message.topic()).encode()),
         (f"{HEADER_PREFIX}source_partition", str(message.partition()).encode()),
@@ -30,11 +33,18 @@ def dead_letter_headers(message: Message, error_type: str, reason: str) -> list[
     ]
 
 
-def parse_dead_letter_headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+def header_list(headers: Headers | dict[str, str | bytes | None] | None) -> Headers:
+    """Headers as a list of pairs, whichever form confluent-kafka gave them in."""
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else headers
+
+
+def parse_dead_letter_headers(headers: Headers | dict[str, str | bytes | None] | None) -> dict[str, str]:
     """The ``eventflow.dlq.*`` headers of a dead-letter record, without their prefix."""
     return {
-        key[len(HEADER_PREFIX):]: value.decode("utf-8", "replace")
-        for key, value in headers or []
+        key[len(HEADER_PREFIX):]: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        for key, value in header_list(headers)
         if key.startswith(HEADER_PREFIX) and value is not None
     }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumer.dead_letter import HEADER_PREFIX, parse_dead_letter_headers
+from consumer.dead_letter import HEADER_PREFIX, Headers, header_list, parse_dead_letter_headers
 from eventflow.logs import mask_contact_details
 
 REPLAYED_HEADER = "eventflow.replayed_from"
@@ -27,7 +27,7 @@ class DeadLetter:
     source_offset: int
     error_type: str
     error_message: str
-    original_headers: tuple[tuple[str, bytes], ...]
+    original_headers: tuple[tuple[str, str | bytes | None], ...]
 
     @property
     def position(self) -> str:
@@ -68,7 +68,7 @@ def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_time
                 partition, offset = int(message.partition() or 0), int(message.offset() or 0)
                 if offset + 1 >= ends[partition]:
                     remaining.discard(partition)
-                headers = message.headers() or []
+                headers = header_list(message.headers())
                 meta = parse_dead_letter_headers(headers)
                 yield DeadLetter(
                     partition=partition, offset=offset, key=message.key(), value=message.value() or b"",
@@ -93,7 +93,7 @@ def replay(client_config: Mapping[str, str], dead_letters: list[DeadLetter], *,
         if not record.source_topic:
             failures.append(f"{record.position}: no source topic header")
             continue
-        headers = [*record.original_headers, (REPLAYED_HEADER, record.position.encode())]
+        headers: Headers = [*record.original_headers, (REPLAYED_HEADER, record.position.encode())]
 
         def delivered(err: object, _: object, record: DeadLetter = record) -> None:
             if err is not None:

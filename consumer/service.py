@@ -9,6 +9,7 @@ in flight, or a Temporal call is being retried, every assigned partition is paus
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -344,7 +345,7 @@ class ConsumerService:
         outcomes: list[Outcome] = []
         for action in actions:
             try:
-                result = await self._retrying_call("temporal", lambda a=action: self._dispatcher.apply(event, a))
+                result = await self._retrying_call("temporal", functools.partial(self._dispatcher.apply, event, action))
             except RPCError as exc:
                 await self._dead_letter(message, "TemporalRejectedError", f"{exc.status.name}: {exc.message}",
                                         topic, event.event_type)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from eventflow.errors import ConfigError
 
@@ -83,7 +83,7 @@ def _s(env: str, default: str | None, doc: str) -> Setting[str]:
     return Setting(env, str, default, doc)
 
 
-_SETTINGS: list[Setting[object]] = [
+_SETTINGS: list[Setting[Any]] = [
     _s("KAFKA_BOOTSTRAP_SERVERS", None, "Kafka bootstrap servers; unset means the local dev stack (`eventflow dev`)."),
     Setting("EVENTFLOW_TOPICS", _csv, ("customer-events",), "Comma-separated topics the consumer reads.", "csv"),
     _s("EVENTFLOW_CONSUMER_GROUP", "eventflow", "Kafka consumer group id."),
@@ -108,15 +108,15 @@ _SETTINGS: list[Setting[object]] = [
     Setting("EVENTFLOW_DEV_TEMPORAL_UI_PORT", _port, 8233, "Dev stack Temporal Web UI port.", "int"),
 ]
 
-SETTINGS: Mapping[str, Setting[object]] = {s.env: s for s in _SETTINGS}
+SETTINGS: dict[str, Setting[Any]] = {s.env: s for s in _SETTINGS}
 
 
-def register(setting: Setting[object]) -> None:
+def register(setting: Setting[Any]) -> None:
     """Declares a setting from another module (channels, registry); must happen at import time."""
     if setting.env in SETTINGS and SETTINGS[setting.env] is not setting:
         raise ValueError(f"setting {setting.env} declared twice")
     _SETTINGS.append(setting)
-    SETTINGS[setting.env] = setting  # type: ignore[index]  # the public view is read-only by intent
+    SETTINGS[setting.env] = setting
 
 
 def read(env: str, environ: Mapping[str, str] | None = None) -> object:
@@ -202,7 +202,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     env = os.environ if environ is None else environ
     check_unknown(env)
 
-    def get(name: str) -> object:
+    def get(name: str) -> Any:
         return SETTINGS[name].read(env)
 
     bootstrap = get("KAFKA_BOOTSTRAP_SERVERS") or (
@@ -220,7 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     return Settings(
         kafka=KafkaSettings(
             bootstrap_servers=str(bootstrap),
-            topics=get("EVENTFLOW_TOPICS"),  # type: ignore[arg-type]  # parsed by _csv
+            topics=get("EVENTFLOW_TOPICS"),
             consumer_group=str(get("EVENTFLOW_CONSUMER_GROUP")),
             dlq_topic=str(get("EVENTFLOW_DLQ_TOPIC")),
             librdkafka=librdkafka_overrides(env),
@@ -229,16 +229,16 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
             address=str(address),
             namespace=str(get("TEMPORAL_NAMESPACE")),
             task_queue=str(get("EVENTFLOW_TASK_QUEUE")),
-            api_key=get("TEMPORAL_API_KEY"),  # type: ignore[arg-type]  # str | None by declaration
+            api_key=get("TEMPORAL_API_KEY"),
             tls_ca_path=_path(env, "TEMPORAL_TLS_CA"),
             tls_cert_path=cert,
             tls_key_path=key,
         ),
         consumer=ConsumerSettings(
-            max_in_flight=get("EVENTFLOW_MAX_IN_FLIGHT"),  # type: ignore[arg-type]  # parsed int
-            shutdown_grace_seconds=get("EVENTFLOW_SHUTDOWN_GRACE_SECONDS"),  # type: ignore[arg-type]
+            max_in_flight=get("EVENTFLOW_MAX_IN_FLIGHT"),
+            shutdown_grace_seconds=get("EVENTFLOW_SHUTDOWN_GRACE_SECONDS"),
         ),
-        metrics_port=get("EVENTFLOW_METRICS_PORT"),  # type: ignore[arg-type]  # parsed int
+        metrics_port=get("EVENTFLOW_METRICS_PORT"),
         log_format=str(get("EVENTFLOW_LOG_FORMAT")),
     )
 
