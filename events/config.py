@@ -36,8 +36,7 @@ def _topic_encodings(raw: str) -> dict[str, str]:
     return pairs
 
 
-_NO_ENCODINGS: dict[str, str] = {}
-TOPIC_ENCODINGS: Setting[dict[str, str]] = Setting("EVENTFLOW_TOPIC_ENCODINGS", _topic_encodings, _NO_ENCODINGS,
+TOPIC_ENCODINGS: Setting[dict[str, str]] = Setting("EVENTFLOW_TOPIC_ENCODINGS", _topic_encodings, None,
                           "Per-topic value encoding, `topic=registry,other=embedded`; encodings: "
                           "auto, registry, embedded, json.", "mapping")
 DEFAULT_ENCODING = Setting("EVENTFLOW_DEFAULT_ENCODING", _encoding, "auto",
@@ -47,7 +46,7 @@ AUTO_REGISTER = Setting("EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER", lambda raw: r
                         False, "Producer registers the envelope schema if the subject lacks it "
                         "(off: run `eventflow schemas register` first).", "bool")
 for _setting in (TOPIC_ENCODINGS, DEFAULT_ENCODING, AUTO_REGISTER):
-    register(_setting)  # type: ignore[arg-type]  # Setting is invariant in T; the registry holds mixed types
+    register(_setting)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from functools import partial
 from typing import Literal, TypeVar
 
 import httpx
+import structlog
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
@@ -26,6 +27,7 @@ from events.errors import RegistryUnavailableError, SchemaResolutionError, Unkno
 from events.schemas import ENVELOPE, ParsedSchema
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = ("topic", "record", "topic_record")
 
@@ -53,7 +55,7 @@ STRATEGY = Setting("EVENTFLOW_SUBJECT_NAME_STRATEGY", _strategy, "topic",
                    "Registry subject naming: topic (`<topic>-value`), record (`<record>`), "
                    "topic_record (`<topic>-<record>`).", "choice")
 for _setting in (URL, USERNAME, PASSWORD, TIMEOUT, STRATEGY):
-    register(_setting)  # type: ignore[arg-type]  # Setting is invariant in T; the registry holds mixed types
+    register(_setting)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ class RegistryWriterLookup:
             referenced = call_registry(f"get reference {reference.subject} v{reference.version}",
                                        partial(self._client.get_version, reference.subject, reference.version))
             self._parse(referenced.schema.schema_str or "", named, schema_id, raw)
-        return self._parse(schema.schema_str or "", named, schema_id, raw)
+        parsed = self._parse(schema.schema_str or "", named, schema_id, raw)
+        log.info("writer_schema_fetched", schema_id=schema_id, schema_name=parsed.get("name"),
+                 references=len(schema.references or []))
+        return parsed
 
     @staticmethod
     def _parse(text: str, named: dict[str, ParsedSchema], schema_id: int, raw: bytes) -> ParsedSchema:

@@ -1,4 +1,4 @@
-"""Every kind of bad input lands as its typed error; evolved schemas decode (registry over real HTTP)."""
+"""Every kind of bad input lands as its typed error; evolved schemas decode (real Apicurio registry)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ from tests.events.registry_server import LocalRegistry
 
 
 @pytest.fixture
-def client(registry: LocalRegistry) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": registry.url})
+def client(apicurio: str) -> SchemaRegistryClient:
+    """A client of the real registry."""
+    return SchemaRegistryClient({"url": apicurio})
 
 
 @pytest.fixture
@@ -42,16 +43,17 @@ def subject() -> str:
     return f"test-{uuid.uuid4().hex[:8]}-value"
 
 
-def decoder_for(registry: LocalRegistry, **encodings: str) -> EventDecoder:
-    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url,
+def decoder_for(url: str, **encodings: str) -> EventDecoder:
+    """The consumer's decoder for a registry at ``url``."""
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": url,
                "EVENTFLOW_TOPIC_ENCODINGS": ",".join(f"{t}={e}" for t, e in encodings.items())}
     return build_decoder(environ)
 
 
 def test_registry_framed_events_decode_and_the_registry_is_asked_once_per_id(
-        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
-    schema_id = register(client, subject, variants.current())
-    decoder = decoder_for(registry, orders="registry")
+        registry: LocalRegistry, subject: str) -> None:
+    schema_id = register(SchemaRegistryClient({"url": registry.url}), subject, variants.current())
+    decoder = decoder_for(registry.url, orders="registry")
     events = [purchase(customer(), amount=f"{n}.50") for n in range(1, 4)]
     decoded = [decoder(confluent_frame(variants.current(), schema_id, e), topic="orders") for e in events]
     assert [d.payload["total"] for d in decoded] == [{"amount": f"{n}.50", "currency": "EUR"} for n in range(1, 4)]
@@ -60,11 +62,10 @@ def test_registry_framed_events_decode_and_the_registry_is_asked_once_per_id(
 
 
 def test_older_and_newer_writers_resolve_against_the_reader(
-        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
-    registry.state.compatibility[subject] = "NONE"
+        apicurio: str, client: SchemaRegistryClient, subject: str) -> None:
     old_id = register(client, subject, variants.older())
     new_id = register(client, subject, variants.newer())
-    decoder = decoder_for(registry)
+    decoder = decoder_for(apicurio)
     refund = event("OrderRefunded", customer(first_name="Ana"), {"order_id": "o-1", "reason": "damaged",
                                                                   "amount": {"amount": "5.00", "currency": "EUR"}})
     old = decoder(confluent_frame(variants.older(), old_id, refund))
@@ -128,16 +129,15 @@ def test_event_type_must_match_the_payload() -> None:
         EventDecoder(schemas)(encode_single_object(record, schemas))
 
 
-def test_unknown_schema_ids(registry: LocalRegistry) -> None:
+def test_unknown_schema_ids(apicurio: str) -> None:
     raw = b"\x00" + (999_999).to_bytes(4, "big") + b"\x02"
     with pytest.raises(UnknownSchemaError, match="999999"):
-        decoder_for(registry)(raw)
+        decoder_for(apicurio)(raw)
     with pytest.raises(UnknownSchemaError, match="no schema registry"):
         EventDecoder(load())(raw)
 
 
-def test_unresolvable_and_missing_fields(registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
-    registry.state.compatibility[subject] = "NONE"
+def test_unresolvable_and_missing_fields(apicurio: str, client: SchemaRegistryClient, subject: str) -> None:
     retyped = variants.current()
     next(f for f in retyped["fields"] if f["name"] == "event_type")["type"] = "int"
     retyped_id = register(client, subject, retyped)
@@ -145,7 +145,7 @@ def test_unresolvable_and_missing_fields(registry: LocalRegistry, client: Schema
     cust = next(f for f in without_customer_id["fields"] if f["name"] == "customer")["type"]
     cust["fields"] = [f for f in cust["fields"] if f["name"] != "id"]
     missing_id = register(client, subject, without_customer_id)
-    decoder = decoder_for(registry)
+    decoder = decoder_for(apicurio)
     sample = purchase(customer())
     typed = dict(sample, event_type=7)
     with pytest.raises(SchemaResolutionError, match=r"CustomerEvent\.event_type: writer type int"):
@@ -168,8 +168,8 @@ def _frame_raw(schema: dict[str, object], schema_id: int, event_: dict[str, obje
 
 
 def test_an_unreachable_or_failing_registry_is_transient_not_a_decode_error(
-        registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
-    schema_id = register(client, subject, variants.current())
+        registry: LocalRegistry, subject: str) -> None:
+    schema_id = register(SchemaRegistryClient({"url": registry.url}), subject, variants.current())
     raw = confluent_frame(variants.current(), schema_id, purchase(customer()))
     registry.fail_with(503)
     no_retries = SchemaRegistryClient({"url": registry.url, "max.retries": 0})
@@ -199,12 +199,12 @@ def test_basic_auth_is_sent() -> None:
         guarded.stop()
 
 
-def test_topics_accept_only_their_encoding(registry: LocalRegistry, client: SchemaRegistryClient, subject: str) -> None:
+def test_topics_accept_only_their_encoding(apicurio: str, client: SchemaRegistryClient, subject: str) -> None:
     schema_id = register(client, subject, variants.current())
     sample = purchase(customer())
     confluent = confluent_frame(variants.current(), schema_id, sample)
     single = encode_single_object(record_from_json(sample), load())
-    decoder = decoder_for(registry, reg="registry", emb="embedded", js="json")
+    decoder = decoder_for(apicurio, reg="registry", emb="embedded", js="json")
     assert decoder(confluent, topic="reg").event_id == sample["event_id"]
     assert decoder(single, topic="emb").event_id == sample["event_id"]
     assert decoder(single, topic="other").event_id == decoder(confluent, topic="other").event_id  # auto

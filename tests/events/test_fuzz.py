@@ -21,7 +21,6 @@ from events.samples import customer, event, purchase
 from events.schemas import load
 from tests.events import variants
 from tests.events.helpers import confluent_frame, register
-from tests.events.registry_server import LocalRegistry
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "250")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -38,8 +37,8 @@ def _samples() -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(local_registry: LocalRegistry) -> tuple[EventDecoder, list[bytes]]:
-    client = SchemaRegistryClient({"url": local_registry.url})
+def fuzz_target(apicurio: str) -> tuple[EventDecoder, list[bytes]]:
+    client = SchemaRegistryClient({"url": apicurio})
     schema_id = register(client, f"fuzz-{uuid.uuid4().hex[:8]}-value", variants.current())
     schemas = load()
     decoder = EventDecoder(schemas, RegistryWriterLookup(client),

@@ -1,6 +1,6 @@
 """On the real broker: what upstream producers write is what the consumer's decoder reads.
 
-Records are written by confluent-kafka's own ``AvroSerializer`` against the registry (with the
+Records are written by confluent-kafka's own ``AvroSerializer`` against a real Apicurio Registry (with the
 current, an older and a newer schema version), by `EventProducer` in registry and embedded modes,
 then read back from a real topic and decoded with `events.build_decoder`, as the consumer does.
 """
@@ -27,7 +27,6 @@ from events.registry import connect, registry_settings
 from events.samples import customer, event, purchase
 from events.schemas import load
 from tests.events import variants
-from tests.events.registry_server import LocalRegistry
 
 
 def read_back(kafka_config: dict[str, str], topic: str, count: int, timeout_seconds: float = 30.0) -> list[Message]:
@@ -59,9 +58,9 @@ def avro_serializer(client: SchemaRegistryClient, schema: dict[str, Any]) -> Avr
 
 
 def test_records_from_confluents_serializer_and_evolved_schemas_decode(
-        kafka_config: dict[str, str], topic: str, registry: LocalRegistry) -> None:
-    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
-    client = SchemaRegistryClient({"url": registry.url})
+        kafka_config: dict[str, str], topic: str, apicurio: str) -> None:
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
+    client = SchemaRegistryClient({"url": apicurio})
     producer = Producer(kafka_config)
     context = SerializationContext(topic, MessageField.VALUE)
     who = customer(first_name="Ana")
@@ -78,10 +77,8 @@ def test_records_from_confluents_serializer_and_evolved_schemas_decode(
     for version, sample in written:
         producer.produce(topic, key=sample["customer"]["id"], value=serializers[version](sample, context))
     assert producer.flush(30) == 0
-    assert len(registry.state.subjects[f"{topic}-value"]) == 3  # three versions under the topic's subject
+    assert client.get_versions(f"{topic}-value") == [1, 2, 3]  # three versions under the topic's subject
 
-    ids = registry.state.subjects[f"{topic}-value"]
-    fetches_before = [registry.schema_fetches(i) for i in ids]
     decoder = build_decoder(environ)
     decoded = {d.event_id: d for d in (decoder(value(m), topic=m.topic()) for m in read_back(kafka_config, topic, 4))}
 
@@ -93,18 +90,18 @@ def test_records_from_confluents_serializer_and_evolved_schemas_decode(
     shipped = decoded[written[2][1]["event_id"]]
     assert shipped.payload["estimated_delivery_at"] is None and shipped.customer.id == loyal["id"]
     assert decoded[written[3][1]["event_id"]].event_type == "PurchaseCompleted"
-    # one fetch per writer schema id, though two records share the newer one
-    assert [registry.schema_fetches(i) - before for i, before in zip(ids, fetches_before, strict=True)] == [1, 1, 1]
+    assert {value(m)[1:5] for m in read_back(kafka_config, topic, 4)} == {
+        client.get_version(f"{topic}-value", v).schema_id.to_bytes(4, "big") for v in (1, 2, 3)}  # type: ignore[union-attr]
 
 
 def test_event_producer_registry_and_embedded_modes(kafka_config: dict[str, str], topic: str,
-                                                    registry: LocalRegistry, capsys: pytest.CaptureFixture[str],
+                                                    apicurio: str, capsys: pytest.CaptureFixture[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
+    environ = {"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio, "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry"}
     with pytest.raises(SchemaNotRegisteredError, match=f"{topic}-value"):
         build_producer(kafka_config, topic, environ).send(purchase(customer()))
 
-    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", registry.url)
+    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", apicurio)
     monkeypatch.setenv("EVENTFLOW_TOPICS", topic)
     assert main(["schemas", "register"]) == 0
     assert f"✓ {topic}-value: schema id" in capsys.readouterr().out
@@ -116,13 +113,13 @@ def test_event_producer_registry_and_embedded_modes(kafka_config: dict[str, str]
     embedded.send(second)
     registered.flush()
     embedded.flush()
-    assert registered.schema_id == registry.state.subjects[f"{topic}-value"][0]
+    assert registered.schema_id == SchemaRegistryClient({"url": apicurio}).get_latest_version(f"{topic}-value").schema_id
     assert registered.delivered == 1
 
     messages = read_back(kafka_config, topic, 2)
     by_id = {value(m)[0]: m for m in messages}
     assert set(by_id) == {0x00, 0xC3}  # Confluent wire format and single-object encoding
-    auto = build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url})
+    auto = build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio})
     assert {auto(value(m), topic=m.topic()).event_id for m in messages} == {first["event_id"], second["event_id"]}
     assert all(m.key() == e["customer"]["id"].encode() for m, e in zip(
         sorted(messages, key=lambda m: value(m)[0]), [first, second], strict=True))
@@ -146,17 +143,17 @@ def test_delivery_failures_are_reported(kafka_config: dict[str, str], unique: st
     assert producer.failures == []  # reported once
 
 
-def test_registry_settings_reach_the_client(registry: LocalRegistry) -> None:
-    settings = registry_settings({"EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url + "/",
+def test_registry_settings_reach_the_client(apicurio: str) -> None:
+    settings = registry_settings({"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio + "/",
                                   "EVENTFLOW_SUBJECT_NAME_STRATEGY": "topic_record"})
-    assert settings is not None and settings.url == registry.url and settings.subject_strategy == "topic_record"
-    assert connect(settings).get_subjects() == sorted(registry.state.subjects)
+    assert settings is not None and settings.url == apicurio and settings.subject_strategy == "topic_record"
+    assert sorted(connect(settings).get_subjects()) == sorted(SchemaRegistryClient({"url": apicurio}).get_subjects())
 
 
-def test_eventflow_produce_in_registry_mode(kafka_config: dict[str, str], topic: str, registry: LocalRegistry,
+def test_eventflow_produce_in_registry_mode(kafka_config: dict[str, str], topic: str, apicurio: str,
                                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for name, setting in {"KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
-                          "EVENTFLOW_SCHEMA_REGISTRY_URL": registry.url,
+                          "EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio,
                           "EVENTFLOW_TOPIC_ENCODINGS": f"{topic}=registry",
                           "EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER": "true"}.items():
         monkeypatch.setenv(name, setting)
@@ -164,7 +161,9 @@ def test_eventflow_produce_in_registry_mode(kafka_config: dict[str, str], topic:
     assert f"published 4 events to {topic}" in capsys.readouterr().out
     decoder = build_decoder()
     messages = read_back(kafka_config, topic, 4)
-    assert {value(m)[:5] for m in messages} == {b"\x00" + registry.state.subjects[f"{topic}-value"][0].to_bytes(4, "big")}
+    schema_id = SchemaRegistryClient({"url": apicurio}).get_latest_version(f"{topic}-value").schema_id
+    assert schema_id is not None
+    assert {value(m)[:5] for m in messages} == {b"\x00" + schema_id.to_bytes(4, "big")}
     assert sorted(decoder(value(m), topic=topic).event_type for m in messages) == [
         "ProfileUpdated", "PurchaseCompleted", "PurchaseCompleted", "PurchaseCompleted"]
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from eventflow.cli import main
 from events.schemas import ENVELOPE
-from tests.events.registry_server import LocalRegistry
 
 AVRO = Path(__file__).resolve().parents[2] / "avro"
 CUSTOMER = "com.eventflow.events.Customer.avsc"
@@ -74,15 +74,17 @@ def test_git_check_against_an_older_revision(repo: Path, capsys: pytest.CaptureF
     capsys.readouterr()
 
 
-def test_registry_register_and_check(repo: Path, registry: LocalRegistry, capsys: pytest.CaptureFixture[str],
+def test_registry_register_and_check(repo: Path, apicurio: str, capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     topic = f"orders-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", registry.url)
+    client = SchemaRegistryClient({"url": apicurio})
+    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", apicurio)
     monkeypatch.setenv("EVENTFLOW_TOPICS", topic)
     assert main(["schemas", "check", "--avro-dir", str(repo)]) == 0  # nothing registered yet
     assert f"✓ {topic}-value: new" in capsys.readouterr().out
     assert main(["schemas", "register", "--avro-dir", str(repo)]) == 0
-    assert registry.state.subjects[f"{topic}-value"]
+    assert client.get_versions(f"{topic}-value") == [1]
+    client.set_compatibility(f"{topic}-value", "BACKWARD")
 
     add_customer_field(repo, OPTIONAL)
     assert main(["schemas", "check", "--avro-dir", str(repo)]) == 0
@@ -95,17 +97,20 @@ def test_registry_register_and_check(repo: Path, registry: LocalRegistry, capsys
     assert f"--- {topic}-value v1" in out and '+          "name": "segment",' in out
     assert main(["schemas", "register", "--avro-dir", str(repo)]) == 1  # the registry refuses it too
     assert "HTTP 409" in capsys.readouterr().out
+    assert client.get_versions(f"{topic}-value") == [1]
 
 
 @pytest.mark.parametrize("strategy, expected", [
     ("topic", "{topic}-value"), ("record", ENVELOPE), ("topic_record", f"{{topic}}-{ENVELOPE}")])
-def test_subject_naming_strategies(strategy: str, expected: str, registry: LocalRegistry,
+def test_subject_naming_strategies(strategy: str, expected: str, apicurio: str,
                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", registry.url)
+    monkeypatch.setenv("EVENTFLOW_SCHEMA_REGISTRY_URL", apicurio)
     monkeypatch.setenv("EVENTFLOW_SUBJECT_NAME_STRATEGY", strategy)
     assert main(["schemas", "register", "--topic", topic]) == 0
-    assert expected.format(topic=topic) in registry.state.subjects
+    subject = expected.format(topic=topic)
+    assert f"✓ {subject}: schema id" in capsys.readouterr().out
+    assert SchemaRegistryClient({"url": apicurio}).get_versions(subject) == [1]
     capsys.readouterr()
 
 
