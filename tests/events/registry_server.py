@@ -1,8 +1,8 @@
-"""A local Confluent-compatible Schema Registry speaking the REST subset the Python client uses.
+"""A scriptable Confluent-compatible Schema Registry speaking the REST subset the Python client uses.
 
-No runnable registry could be installed from the package registries these machines reach (see
-docs/adr/event-contracts.md), so the registry path is tested against this server over real HTTP.
-It keeps schemas in memory, gives ids globally (the same schema text gets the same id in every
+The registry paths are tested against a real Apicurio Registry (the ``apicurio`` fixture); this
+server is for what a real one cannot be made to do on demand: fail with a given status, demand
+basic auth, and count the requests it gets (the decoder must ask once per schema id). It keeps schemas in memory, gives ids globally (the same schema text gets the same id in every
 subject), enforces the subject's compatibility level on registration (default BACKWARD, as
 Confluent does) with `events.compat`, and can be told to fail (``fail_with``) or require basic auth.
 """
