@@ -16,7 +16,7 @@ from journeys.loader import load_all
 from tests.helm.chart import ALL_ON, CHART, REPO, RenderError, Rendered, helm_template, journeys_set_files
 
 COMPONENTS = ("consumer", "worker")
-_SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|SASL_USERNAME)")
+_SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|USERNAME)")
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +90,26 @@ def test_every_secret_is_a_reference_to_an_existing_secret(all_on: Rendered) -> 
         assert volumes["temporal-tls"]["secret"]["secretName"] == "temporal-mtls"
         env = all_on.env(component)
         assert env["TEMPORAL_TLS_CERT"]["value"].startswith("/etc/eventflow/temporal-tls/")
-    # Kafka SASL user and password on both, Temporal API key on both, SendGrid and Twilio on the worker.
-    assert secret_vars == 2 * 3 + 2
+    # On both: Kafka SASL user and password, the Temporal API key, the registry user and password;
+    # on the worker: SendGrid and Twilio.
+    assert secret_vars == 2 * 5 + 2
     assert all_on.of_kind("Secret") == [], "the chart must not create Secrets"
 
 
 def test_a_password_in_plain_kafka_config_is_refused(helm: Path) -> None:
     with pytest.raises(RenderError, match="looks like a secret"):
         helm_template(helm, set_values={"kafka.config.sasl\\.password": "hunter2"})
+
+
+def test_values_reach_the_settings_they_document(all_on: Rendered) -> None:
+    consumer, worker = all_on.env("consumer"), all_on.env("worker")
+    assert consumer["EVENTFLOW_TOPICS"]["value"] == "customer-events,partner-events"
+    assert consumer["EVENTFLOW_TOPIC_ENCODINGS"]["value"] == "customer-events=registry,partner-events=embedded"
+    assert consumer["EVENTFLOW_SCHEMA_REGISTRY_URL"]["value"] == "https://registry.example.com"
+    assert consumer["EVENTFLOW_LIBRDKAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert consumer["EVENTFLOW_MAX_IN_FLIGHT"]["value"] == "512"
+    assert worker["EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES"]["value"] == "200"
+    assert worker["TEMPORAL_NAMESPACE"]["value"] == "eventflow.a1b2c"
 
 
 def test_provider_settings_reach_the_worker_only(all_on: Rendered) -> None:
@@ -107,19 +119,35 @@ def test_provider_settings_reach_the_worker_only(all_on: Rendered) -> None:
     assert not any("PROVIDER" in name or "SENDGRID" in name or "TWILIO" in name for name in all_on.env("consumer"))
 
 
-@pytest.mark.parametrize("component,imports", [("consumer", "consumer.app"),
-                                               ("worker", "eventflow.worker_app, activities.config")])
-def test_every_rendered_variable_is_a_setting_the_process_declares(
+# What `python -m eventflow.cli consume|worker` has imported when it reads its settings.
+@pytest.mark.parametrize("component,imports", [("consumer", "eventflow.cli, consumer.app"),
+                                               ("worker", "eventflow.cli, eventflow.worker_app")])
+def test_every_rendered_variable_is_a_setting_the_process_declares_with_a_valid_value(
         all_on: Rendered, component: str, imports: str) -> None:
-    # Ask a fresh interpreter which settings the process declares after importing what it imports.
-    script = f"import {imports}; from eventflow import settings; print('\\n'.join(settings.SETTINGS))"
-    declared = set(subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout.split())
-    chart_only = {"TZ"}  # from extraEnv in the all-on values: not an Eventflow setting
-    for name in all_on.env(component):
-        if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name in chart_only:
-            continue
-        assert name in declared, f"{component} gets {name}, which it does not declare"
+    # A fresh interpreter imports what the process imports, then checks each plain value with the
+    # setting's own parser; it prints one problem per line.
+    plain = {name: str(item["value"]) for name, item in all_on.env(component).items() if "value" in item}
+    secret = [name for name, item in all_on.env(component).items() if "value" not in item]
+    script = f"""
+import json, sys
+import {imports}
+from eventflow import settings
+from eventflow.errors import ConfigError
+plain, secret = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for name in [*plain, *secret]:
+    if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name == "TZ":  # pass-through; TZ from extraEnv
+        continue
+    if name not in settings.SETTINGS:
+        print(f"{{name}}: not declared")
+    elif name in plain:
+        try:
+            settings.SETTINGS[name].read({{name: plain[name]}})
+        except ConfigError as exc:
+            print(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(plain), json.dumps(secret)], cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout == "", f"{component}:\n{result.stdout}"
 
 
 def test_journeys_ship_as_config_maps_the_loader_accepts(helm: Path, tmp_path: Path) -> None:

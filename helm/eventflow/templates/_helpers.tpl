@@ -124,6 +124,31 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
       name: {{ required (printf "kafka.secretConfig.%s.secretName is required" $key) $ref.secretName | quote }}
       key: {{ required (printf "kafka.secretConfig.%s.key is required" $key) $ref.key | quote }}
 {{- end }}
+{{- with .Values.kafka.topicEncodings }}
+- name: EVENTFLOW_TOPIC_ENCODINGS
+  value: {{ include "eventflow.pairs" . | quote }}
+{{- end }}
+- name: EVENTFLOW_DEFAULT_ENCODING
+  value: {{ .Values.kafka.defaultEncoding | quote }}
+{{- with .Values.schemaRegistry }}
+{{- if .url }}
+- name: EVENTFLOW_SCHEMA_REGISTRY_URL
+  value: {{ .url | quote }}
+- name: EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS
+  value: {{ .timeoutSeconds | quote }}
+- name: EVENTFLOW_SUBJECT_NAME_STRATEGY
+  value: {{ .subjectNameStrategy | quote }}
+{{- range $name, $ref := dict "EVENTFLOW_SCHEMA_REGISTRY_USERNAME" .username "EVENTFLOW_SCHEMA_REGISTRY_PASSWORD" .password }}
+{{- if $ref.secretName }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 - name: TEMPORAL_ADDRESS
   value: {{ .Values.temporal.address | quote }}
 - name: TEMPORAL_NAMESPACE
@@ -180,6 +205,10 @@ the consumer refuses EVENTFLOW_* variables it does not know, so they must not re
 */}}
 {{- define "eventflow.workerEnv" -}}
 {{- $p := .Values.providers }}
+- name: EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES
+  value: {{ .Values.worker.maxConcurrentActivities | quote }}
+- name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
+  value: {{ .Values.worker.maxConcurrentWorkflowTasks | quote }}
 - name: EVENTFLOW_EMAIL_PROVIDER
   value: {{ $p.email.provider | quote }}
 - name: EVENTFLOW_SMS_PROVIDER
@@ -217,4 +246,11 @@ the consumer refuses EVENTFLOW_* variables it does not know, so they must not re
       name: {{ .secretName | quote }}
       key: {{ .key | quote }}
 {{- end }}
+{{- end }}
+
+{{/* A map as `key=value,key=value` (sorted), the form EVENTFLOW_TOPIC_ENCODINGS takes. */}}
+{{- define "eventflow.pairs" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}{{ $pairs = append $pairs (printf "%s=%s" $key $value) }}{{ end }}
+{{- join "," $pairs }}
 {{- end }}
