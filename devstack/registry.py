@@ -11,6 +11,7 @@ disables changing Apicurio's settings at run time. Storage is in memory (H2).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -127,11 +128,25 @@ def _run(argv: list[str], log_path: Path, what: str) -> None:
 
 
 def apicurio_registry() -> Path:
-    """Builds Apicurio Registry once into the cache; returns its runner jar. Idempotent."""
+    """Builds Apicurio Registry once into the cache; returns its runner jar. Idempotent.
+
+    Concurrent callers (parallel test sessions) wait on a lock file; one of them builds.
+    """
     home = cache_dir() / f"apicurio-registry-{APICURIO_VERSION}"
     runner = home / "apicurio-registry-runner.jar"
     if (home / ".complete").exists():
         return runner
+    lock_path = cache_dir() / "build" / "apicurio-registry.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (home / ".complete").exists():
+            return runner
+        _build(home, runner)
+    return runner
+
+
+def _build(home: Path, runner: Path) -> None:
     mvn = require_tool("mvn", "fetch Apicurio Registry from Maven Central")
     require_tool("java", "run Apicurio Registry")
     build = cache_dir() / "build" / "apicurio-registry"
@@ -159,7 +174,6 @@ def apicurio_registry() -> Path:
     staging.rename(home)
     (home / ".complete").touch()
     shutil.rmtree(build, ignore_errors=True)
-    return runner
 
 
 def _free_port() -> int:

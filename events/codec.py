@@ -122,7 +122,7 @@ class EventDecoder:
         self._encodings = dict(encodings or {})
         self._default_encoding = default_encoding
         self._by_fingerprint: dict[bytes, ParsedSchema] = {schemas.fingerprint: schemas.envelope}
-        self._problems: dict[int, list[Incompatibility]] = {}
+        self._problems: dict[int, tuple[ParsedSchema, list[Incompatibility]]] = {}
 
     def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:
         """Makes an older or newer writer schema known by its single-object fingerprint."""
@@ -184,10 +184,10 @@ class EventDecoder:
         branch = _written_branch(raw, start, writer)
         if branch is not None and branch not in self._schemas.event_types:
             return UnknownEventTypeError(f"event type {branch} is not defined in Eventflow's schemas", raw)
-        key = id(writer)
-        problems = self._problems.get(key)
-        if problems is None:
-            problems = self._problems[key] = check(self._schemas.envelope, writer)
+        known = self._problems.get(id(writer))
+        if known is None or known[0] is not writer:  # holding the writer keeps its id from being reused
+            known = self._problems[id(writer)] = (writer, check(self._schemas.envelope, writer))
+        problems = known[1]
         relevant = [p for p in problems if ".payload[" not in p.path or (branch and f".payload[{branch}]" in p.path)]
         missing = [p for p in relevant if p.kind == "missing_field"]
         if missing:
