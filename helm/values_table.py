@@ -1,9 +1,10 @@
-"""Generates the chart README's table of values from ``values.yaml`` and its ``# --`` comments.
+"""Generates the chart README's table of values and ``values.schema.json`` from ``values.yaml``.
 
 ``python helm/values_table.py`` rewrites the table between the markers in
-``helm/eventflow/README.md``; ``tests/helm`` fails when the README is out of date, so every value
-keeps its documented default. A key with a ``# --`` comment is one row (its default may be a map);
-a key without one is a section whose children are listed.
+``helm/eventflow/README.md`` and the JSON schema helm validates values against (so a typo such as
+``consumer.keda.enable`` fails ``helm install`` and ``helm lint``). ``tests/helm`` fails when
+either is out of date. A key with a ``# --`` comment is one documented value (its default may be
+a map); a key without one is a section whose children are listed, and which accepts no other keys.
 """
 
 from __future__ import annotations
@@ -70,6 +71,61 @@ def table(chart: Path = CHART) -> str:
     return "\n".join(["| Key | Default | Description |", "| --- | --- | --- |", *rows])
 
 
+# Choices the processes accept; the schema turns them into enums.
+_ENUMS: dict[str, list[str]] = {
+    "logFormat": ["json", "console"],
+    "providers.email.provider": ["outbox", "sendgrid"],
+    "providers.sms.provider": ["outbox", "twilio"],
+    "providers.whatsapp.provider": ["outbox", "twilio"],
+    "kafka.defaultEncoding": ["auto", "registry", "embedded", "json"],
+    "schemaRegistry.subjectNameStrategy": ["topic", "record", "topic_record"],
+    "topologySpread.whenUnsatisfiable": ["ScheduleAnyway", "DoNotSchedule"],
+    "image.pullPolicy": ["Always", "IfNotPresent", "Never"],
+}
+# Values that take an integer or a string (a percentage, or a number KEDA wants quoted).
+_INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "consumer.keda.lagThreshold"}
+
+
+def _leaf_schema(path: str, default: object) -> dict[str, object]:
+    if path in _ENUMS:
+        return {"type": "string", "enum": _ENUMS[path]}
+    if path in _INT_OR_STRING:
+        return {"type": ["integer", "string"]}
+    if isinstance(default, bool):
+        return {"type": "boolean"}
+    if isinstance(default, int):
+        return {"type": "integer", "minimum": 0}
+    if isinstance(default, float):
+        return {"type": "number", "minimum": 0}
+    if isinstance(default, str):
+        return {"type": "string"}
+    if isinstance(default, list):
+        return {"type": "array"}
+    return {"type": "object"}
+
+
+def _schema(values: object, docs: dict[tuple[str, ...], str], path: tuple[str, ...] = ()) -> dict[str, object]:
+    if path in docs:
+        return {**_leaf_schema(".".join(path), values), "description": docs[path]}
+    assert isinstance(values, dict)
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {str(key): _schema(child, docs, (*path, str(key))) for key, child in values.items()},
+    }
+
+
+def schema(chart: Path = CHART) -> str:
+    """The JSON schema of values.yaml, as written to ``values.schema.json``."""
+    text = (chart / "values.yaml").read_text()
+    root = _schema(yaml.safe_load(text), _documented_paths(text.splitlines()))
+    # Helm's conventional key for values shared with subcharts; harmless here, so allowed.
+    properties = root["properties"]
+    assert isinstance(properties, dict)
+    properties["global"] = {"type": "object"}
+    return json.dumps({"$schema": "https://json-schema.org/draft-07/schema#", **root}, indent=2) + "\n"
+
+
 def readme_table(chart: Path = CHART) -> str:
     """The table currently in the README, between the markers."""
     readme = (chart / "README.md").read_text()
@@ -77,12 +133,13 @@ def readme_table(chart: Path = CHART) -> str:
 
 
 def write(chart: Path = CHART) -> None:
-    """Rewrites the README's table from values.yaml."""
+    """Rewrites the README's table and the values schema from values.yaml."""
     path = chart / "README.md"
     readme = path.read_text()
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     path.write_text(f"{head}{BEGIN}\n{table(chart)}\n{END}{tail}")
+    (chart / "values.schema.json").write_text(schema(chart))
 
 
 if __name__ == "__main__":

@@ -270,6 +270,17 @@ def test_rules_cover_the_five_alerts(all_on: Rendered) -> None:
         assert rule["annotations"]["summary"]
 
 
+def test_values_schema_is_current_and_refuses_typos_and_bad_choices(helm: Path) -> None:
+    assert (CHART / "values.schema.json").read_text() == values_table.schema(), (
+        "helm/eventflow/values.schema.json is stale: run `python helm/values_table.py`")
+    with pytest.raises(RenderError, match="additional properties 'enable' not allowed"):
+        helm_template(helm, set_values={"consumer.keda.enable": "true"})
+    with pytest.raises(RenderError, match="logFormat"):
+        helm_template(helm, set_values={"logFormat": "xml"})
+    with pytest.raises(RenderError, match="provider"):
+        helm_template(helm, set_values={"providers.email.provider": "mailgun"})
+
+
 def test_readme_lists_every_value_with_its_default() -> None:
     assert values_table.readme_table() == values_table.table(), (
         "helm/eventflow/README.md is stale: run `python helm/values_table.py`")
