@@ -91,8 +91,8 @@ def event(event_type: str, payload: dict[str, Any], *, customer_id: str | None =
 
 
 def purchase(customer_id: str | None = None, order_id: str = "ord-1", amount: str = "49.90",
-             **kwargs: Any) -> CustomerEvent:
-    return event("PurchaseCompleted", {"order_id": order_id, "cart_id": "cart-1", "items": [],
+             cart_id: str | None = "cart-1", **kwargs: Any) -> CustomerEvent:
+    return event("PurchaseCompleted", {"order_id": order_id, "cart_id": cart_id, "items": [],
                                        "total": {"amount": amount, "currency": "EUR"}},
                  customer_id=customer_id, **kwargs)
 

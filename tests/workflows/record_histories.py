@@ -65,7 +65,7 @@ async def abandoned_cart_bought(env: WorkflowEnvironment, queue: str) -> list[Wo
                                  "cart_total": {"amount": "20.00", "currency": "EUR"}})
     handle = await start(env.client, queue, _sample("abandoned_cart"), cart)
     await env.sleep(timedelta(hours=3))
-    await handle.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id))
+    await handle.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id, cart_id="cart-1"))
     return [handle]
 
 
@@ -81,7 +81,7 @@ async def branch_and_wait_for(env: WorkflowEnvironment, queue: str) -> list[Work
     cart = scenarios._cart()
     received = await start(env.client, queue, _compiled(scenarios.WAIT_FOR), cart)
     await env.sleep(timedelta(hours=1))
-    await received.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id))
+    await received.signal(EVENT_SIGNAL, purchase(customer_id=cart.customer.id, cart_id="cart-5"))
     return [*handles, timed_out, received]
 
 

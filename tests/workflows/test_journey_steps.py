@@ -164,10 +164,11 @@ async def test_wait_for_received_takes_the_received_arm(
     await time_skipping_env.sleep(timedelta(hours=2))
     customer_id = cart.customer.id
     # A purchase of another cart does not match the instance key; the one for cart-5 does.
-    other = purchase(customer_id=customer_id, order_id="o-1")
-    other.payload["cart_id"] = "cart-other"
-    await handle.signal(EVENT_SIGNAL, other)
-    await handle.signal(EVENT_SIGNAL, purchase(customer_id=customer_id, order_id="o-2"))
+    await handle.signal(EVENT_SIGNAL, purchase(customer_id=customer_id, order_id="o-1", cart_id="cart-other"))
+    await time_skipping_env.sleep(timedelta(hours=1))
+    mid = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
+    assert mid.current_step == "wait_purchase" and mid.current_step_kind == "wait_for"
+    await handle.signal(EVENT_SIGNAL, purchase(customer_id=customer_id, order_id="o-2", cart_id="cart-5"))
 
     status = await result(handle)
 
@@ -441,7 +442,7 @@ async def test_redelivered_signal_is_ignored_and_exit_step_stops(
     snapshot = compile_journey(tmp_path, WAIT_FOR)
     cart = _cart()
     handle = await start(time_skipping_env.client, queue, snapshot, cart)
-    bought = purchase(customer_id=cart.customer.id)
+    bought = purchase(customer_id=cart.customer.id, cart_id="cart-5")
     await handle.signal(EVENT_SIGNAL, bought)
     await handle.signal(EVENT_SIGNAL, bought)
 
