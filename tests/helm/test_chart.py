@@ -195,6 +195,9 @@ def test_external_journey_config_maps_are_mounted_by_name(helm: Path) -> None:
     volumes = {v["name"]: v for v in rendered.deployment("worker")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["journey-definitions"]["configMap"]["name"] == "my-defs"
     assert volumes["journey-templates"]["configMap"]["name"] == "my-templates"
+    # helm template cannot see the cluster: the checksum covers the names; `helm upgrade` the content.
+    annotations = rendered.deployment("worker")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/journeys"])
     with pytest.raises(RenderError, match="both definitions and templates"):
         helm_template(helm, set_values={"journeys.existingDefinitionsConfigMap": "my-defs"})
 

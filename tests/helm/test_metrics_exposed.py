@@ -241,7 +241,9 @@ async def test_running_processes_expose_every_metric_the_dashboard_and_alerts_re
 
     async def scraped_worker() -> str | None:
         status, text = await worker.aget("/metrics")
-        return text if status == 200 and "temporal_workflow_task_execution_failed" in text else None
+        sent = sample_value(text, "eventflow_notifications_sent_total", channel="email", outcome="sent")
+        failed_task = "temporal_workflow_task_execution_failed" in text
+        return text if status == 200 and sent >= 1 and failed_task else None
 
     try:
         worker_text = str(await eventually(scraped_worker, timeout_seconds=30, message="worker metrics"))
