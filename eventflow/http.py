@@ -9,7 +9,6 @@ answers 503 naming what failed, e.g. ``not ready: kafka=ok temporal=unreachable 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
@@ -17,7 +16,6 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 log = structlog.get_logger(__name__)
 
@@ -35,18 +33,15 @@ class OpsServer:
         readiness: the readiness check; an exception or a timeout counts as not ready.
         host: bind address; 0.0.0.0 so the kubelet and Prometheus reach it inside a pod.
         port: port; 0 picks a free one (tests read `port` after `start`).
-        extra_metrics: returns more exposition text for ``/metrics`` (e.g. `TemporalSdkMetrics.scrape`).
         readiness_timeout_seconds: deadline of one readiness evaluation.
     """
 
     def __init__(self, registry: CollectorRegistry, readiness: ReadinessCheck, *, host: str = "0.0.0.0",
-                 port: int = 9464, extra_metrics: Callable[[], Awaitable[bytes]] | None = None,
-                 readiness_timeout_seconds: float = 5.0) -> None:
+                 port: int = 9464, readiness_timeout_seconds: float = 5.0) -> None:
         self._registry = registry
         self._readiness = readiness
         self._host = host
         self._port = port
-        self._extra_metrics = extra_metrics
         self._readiness_timeout = readiness_timeout_seconds
         self._server: asyncio.Server | None = None
 
@@ -91,9 +86,9 @@ class OpsServer:
 
     async def _route(self, path: str) -> tuple[str, str, bytes]:
         if path == "/metrics":
-            body = generate_latest(self._registry)
-            if self._extra_metrics is not None:
-                body += await self._extra_metrics()
+            # In a thread: collectors may do I/O (the worker's re-exports the Temporal SDK's
+            # exporter over loopback) and must not stall the event loop the process runs on.
+            body = await asyncio.to_thread(generate_latest, self._registry)
             return "200 OK", CONTENT_TYPE_LATEST, body
         if path in ("/healthz", "/livez"):
             return "200 OK", "text/plain", b"ok\n"
@@ -190,47 +185,3 @@ def kafka_check(client_config: Mapping[str, str], topic: str | None = None, *,
 
     return check
 
-
-class TemporalSdkMetrics:
-    """The Temporal SDK's own metrics (workflow task failures, latencies), served on our ``/metrics``.
-
-    The SDK's Prometheus exporter listens on a loopback port of its own; `scrape` reads it so one
-    endpoint (one port in the pod spec, one PodMonitor) carries both. Names follow our conventions:
-    counters end in ``_total`` and durations are ``_seconds``, e.g.
-    ``temporal_workflow_task_execution_failed_total`` and ``temporal_activity_execution_latency_seconds``.
-
-    Use: ``sdk = TemporalSdkMetrics()``, connect the client with ``runtime=sdk.runtime``, and pass
-    ``extra_metrics=sdk.scrape`` to `OpsServer`.
-    """
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_loopback_port()
-        self.runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
-            bind_address=f"127.0.0.1:{self.port}",
-            counters_total_suffix=True,
-            unit_suffix=True,
-            durations_as_seconds=True,
-        )))
-
-    async def scrape(self) -> bytes:
-        """The exporter's current exposition text; empty if it does not answer within a second."""
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), timeout=1)
-        except (OSError, TimeoutError):
-            return b""
-        try:
-            writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            await writer.drain()
-            response = await asyncio.wait_for(reader.read(), timeout=1)
-        except (OSError, TimeoutError):
-            return b""
-        finally:
-            writer.close()
-        head, _, body = response.partition(b"\r\n\r\n")
-        return body if head.split(b" ", 2)[1:2] == [b"200"] else b""
-
-
-def _free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
