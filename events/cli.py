@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO, cast
 
-from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 from fastavro import parse_schema
 from fastavro.schema import load_schema
 
@@ -30,6 +29,8 @@ from eventflow.settings import read as read_setting
 from events.compat import Incompatibility, Level, check_level
 from events.registry import (
     SUBJECT_STRATEGIES,
+    SchemaRegistryClient,
+    SchemaRegistryError,
     SubjectStrategy,
     call_registry,
     connect,

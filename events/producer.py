@@ -17,13 +17,19 @@ from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
 from fastavro import schemaless_writer
 from fastavro.validation import ValidationError, validate
 
 from eventflow.errors import EventflowError
 from events.codec import CONFLUENT_MAGIC, encode_single_object, record_from_json
-from events.registry import SubjectStrategy, call_registry, envelope_schema, subject_name
+from events.registry import (
+    SchemaRegistryClient,
+    SchemaRegistryError,
+    SubjectStrategy,
+    call_registry,
+    envelope_schema,
+    subject_name,
+)
 from events.schemas import ENVELOPE, SchemaSet
 
 

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypeVar
 
+import warnings
+
 import httpx
 import structlog
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+
+with warnings.catch_warnings(record=True) as _import_warnings:
+    # authlib (a dependency of the registry client) warns about its own httpx integration on import,
+    # with an "always" filter of its own; the events package imports the client here first, so
+    # every command would print it. Other warnings are passed on.
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+for _warning in _import_warnings:
+    if "httpx module is deprecated" not in str(_warning.message):
+        warnings.warn_explicit(_warning.message, _warning.category, _warning.filename, _warning.lineno)
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
