@@ -40,9 +40,9 @@ def _simulate(args: argparse.Namespace) -> int:
         raise SimulationError(f"no valid journey {args.journey!r} (valid journeys: {known or 'none'})")
     events = read_events(Path(args.events))
     timeline = asyncio.run(simulate(chosen[0], events))
-    print(f"{'offset':<14} {'step':<24} what")
+    print(f"{'offset':<14} {'local time':<10} {'step':<24} what")
     for entry in timeline:
-        print(f"{format_offset(entry.offset):<14} {entry.step:<24} {entry.what}")
+        print(f"{format_offset(entry.offset):<14} {entry.local:<10} {entry.step:<24} {entry.what}")
     return 0
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import uuid
+import zoneinfo
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 from temporalio import activity
@@ -35,11 +36,12 @@ class SimulationError(EventflowError):
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One line of the timeline."""
+    """One line of the timeline; ``local`` is the simulated wall clock in the customer's time zone."""
 
     offset: timedelta
     step: str
     what: str
+    local: str = ""
 
 
 class _Recorder:
@@ -165,4 +167,13 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
     end = max((e.offset for e in entries), default=timedelta())
     ending = f"exit: {status.exit_reason}" if status.exit_reason else "finished"
     entries.append(TimelineEntry(end, "-", f"{ending}; {len(status.sends)} send(s)"))
-    return sorted(entries, key=lambda e: e.offset)
+    zone = _zone(trigger.customer.timezone)
+    return [replace(e, local=(origin + e.offset).astimezone(zone).strftime("%a %H:%M"))
+            for e in sorted(entries, key=lambda e: e.offset)]
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return timezone.utc

@@ -243,9 +243,11 @@ class JourneyWorkflow:
                 self._deadline = self._delay_deadline(step["delay"])
             await self._wait(lambda: False)
         elif kind == "branch":
-            for case in step["branch"]["cases"]:
+            for number, case in enumerate(step["branch"]["cases"], start=1):
                 if expressions.matches(case["when"], self._context):
+                    self._note(step_id, f"case {number}: {case['when']}")
                     return steps.arm_start(step_id, case["steps"])
+            self._note(step_id, "else")
             return steps.arm_start(step_id, step["branch"].get("else") or [])
         elif kind == "wait_for":
             spec = step["wait_for"]
