@@ -54,7 +54,7 @@ def preferences_workflow_id(customer_id: str) -> str:
     return f"preferences:{customer_id}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChannelPreference:
     """The latest subscription state of one channel."""
 
@@ -63,7 +63,7 @@ class ChannelPreference:
     source: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LedgerEntry:
     """One notification's delivery state.
 
