@@ -3,8 +3,10 @@
 ``check`` compares every schema in ``avro/`` with its previous version — the one committed at a
 git revision (default ``HEAD``), or the latest one in the Schema Registry when a registry is
 configured — under a compatibility level (default backward: the new schema reads old data), and
-prints each broken rule plus a diff when they are not compatible. ``register`` registers the
-envelope under the configured subject naming strategy.
+prints each broken rule plus a diff when they are not compatible; it also checks that the
+envelope still reads every earlier version kept in ``avro/history/``. ``freeze`` keeps the
+current envelope there. ``register`` registers the envelope under the configured subject naming
+strategy.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fastavro.schema import load_schema
 
 from eventflow.errors import ConfigError, EventflowError
 from eventflow.settings import read as read_setting
-from events.compat import Incompatibility, Level, check_level
+from events.compat import Incompatibility, Level, check, check_level
 from events.registry import (
     SUBJECT_STRATEGIES,
     SchemaRegistryClient,
@@ -38,7 +40,7 @@ from events.registry import (
     registry_settings,
     subject_name,
 )
-from events.schemas import ENVELOPE, default_avro_dir
+from events.schemas import ENVELOPE, HISTORY_DIR, default_avro_dir, history_name, read_history
 from events.schemas import read as load
 
 LEVELS: tuple[Level, ...] = ("backward", "forward", "full")
@@ -79,6 +81,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--avro-dir", type=Path, help="schema folder (default EVENTFLOW_AVRO_DIR or avro/)")
     check.add_argument("--topic", action="append", help="topic whose subject to check (registry; default EVENTFLOW_TOPICS)")
     check.set_defaults(handler=_check)
+
+    freeze = actions.add_parser("freeze", help="keep the current envelope in avro/history/ so producers on it "
+                                "keep decoding after it changes (embedded mode)")
+    freeze.add_argument("--avro-dir", type=Path, help="schema folder (default EVENTFLOW_AVRO_DIR or avro/)")
+    freeze.set_defaults(handler=_freeze)
 
     reg = actions.add_parser("register", help="register the envelope schema in the Schema Registry")
     reg.add_argument("--topic", action="append", help="topic to register for (default EVENTFLOW_TOPICS)")
@@ -133,7 +140,37 @@ def _check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     else:
         results = check_against_git(avro_dir, args.against, args.level)
         against = args.against
+    results += check_history(avro_dir)
     return report(results, against, args.level, out)
+
+
+def _freeze(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    avro_dir = (args.avro_dir or default_avro_dir()).resolve()
+    schemas = load(avro_dir)
+    path = avro_dir / HISTORY_DIR / history_name(schemas.fingerprint)
+    if path.exists():
+        print(f"{path.relative_to(avro_dir)} already kept", file=out)
+        return 0
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(json.loads(schemas.expanded_json()), indent=2) + "\n")
+    print(f"kept {path.relative_to(avro_dir)}; commit it with the schema change", file=out)
+    return 0
+
+
+def check_history(avro_dir: Path) -> list[FileResult]:
+    """Can the current envelope read every earlier version kept in ``avro/history/``?
+
+    Embedded-mode producers may still write those versions; the decoder resolves them against the
+    current envelope, so they must stay backward compatible whatever level is checked.
+    """
+    current = load(avro_dir).envelope
+    results = []
+    for path, writer in read_history(avro_dir).values():
+        problems = tuple(check(current, writer))
+        results.append(FileResult(f"{HISTORY_DIR}/{path.name}", "incompatible" if problems else "compatible",
+                                  problems))
+    return results
 
 
 def report(results: Sequence[FileResult], against: str, level: str, out: TextIO) -> int:

@@ -121,7 +121,7 @@ class EventDecoder:
         self._registry_lookup = registry_lookup
         self._encodings = dict(encodings or {})
         self._default_encoding = default_encoding
-        self._by_fingerprint: dict[bytes, ParsedSchema] = {schemas.fingerprint: schemas.envelope}
+        self._by_fingerprint: dict[bytes, ParsedSchema] = {**schemas.writers, schemas.fingerprint: schemas.envelope}
         self._problems: dict[int, tuple[ParsedSchema, list[Incompatibility]]] = {}
 
     def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -16,7 +17,7 @@ from eventflow.settings import Setting, register
 from events.codec import ENCODINGS, Encoding, EventDecoder
 from events.producer import EventProducer
 from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_settings
-from events.schemas import SchemaSet
+from events.schemas import AVRO_DIR_ENV, SchemaSet
 from events.schemas import load as load_schemas
 
 
@@ -88,6 +89,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> EventsConfig:
                         auto_register=bool(AUTO_REGISTER.read(env)))
 
 
+def _schemas(environ: Mapping[str, str] | None) -> SchemaSet:
+    folder = (os.environ if environ is None else environ).get(AVRO_DIR_ENV)
+    return load_schemas(Path(folder) if folder else None)
+
+
 def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None) -> EventDecoder:
     """The consumer's decoder: call it as ``decoder(value, topic=message.topic())``.
 
@@ -95,7 +101,7 @@ def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSe
     """
     config = load_config(environ)
     lookup = RegistryWriterLookup(connect(config.registry)) if config.registry is not None else None
-    return EventDecoder(schemas or load_schemas(), lookup, encodings=config.topic_encodings,
+    return EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
                         default_encoding=config.default_encoding)
 
 
@@ -108,6 +114,6 @@ def build_producer(client_config: Mapping[str, str], topic: str, environ: Mappin
     registry = None
     if encoding == "registry" and config.registry is not None:
         registry = connect(config.registry)
-    return EventProducer(client_config, topic, schemas or load_schemas(), registry=registry,
+    return EventProducer(client_config, topic, schemas or _schemas(environ), registry=registry,
                          subject_strategy=config.registry.subject_strategy if config.registry else "topic",
                          auto_register=config.auto_register, json_values=encoding == "json")

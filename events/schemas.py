@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
-from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+from fastavro import parse_schema
+from fastavro.schema import SchemaParseException, fingerprint, load_schema, to_parsing_canonical_form
 
 from eventflow.errors import ConfigError
 
 NAMESPACE = "com.eventflow.events"
 ENVELOPE = f"{NAMESPACE}.CustomerEvent"
 AVRO_DIR_ENV = "EVENTFLOW_AVRO_DIR"
+HISTORY_DIR = "history"
 
 ParsedSchema = dict[str, Any]
 
@@ -35,12 +38,15 @@ class SchemaSet:
         canonical: its Parsing Canonical Form.
         fingerprint: its 8-byte CRC-64-AVRO fingerprint (little-endian, as single-object encoding writes it).
         event_types: short names of the payload records (the union's branches).
+        writers: earlier envelope versions (``avro/history/``) by fingerprint, so single-object
+            records from producers still on them decode (embedded mode needs no registry).
     """
 
     envelope: ParsedSchema
     canonical: str
     fingerprint: bytes
     event_types: frozenset[str]
+    writers: Mapping[bytes, ParsedSchema] = field(default_factory=dict)
 
     def expanded_json(self) -> str:
         """The envelope with every named type inlined, as a registry expects it."""
@@ -74,6 +80,31 @@ def read(avro_dir: Path | None = None) -> SchemaSet:
     return SchemaSet(
         envelope=envelope,
         canonical=canonical,
-        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+        fingerprint=fingerprint_of(envelope),
         event_types=event_types,
+        writers={print_: writer for print_, (_, writer) in read_history(folder).items()},
     )
+
+
+def fingerprint_of(schema: ParsedSchema) -> bytes:
+    """The 8-byte CRC-64-AVRO fingerprint of a parsed schema, as single-object encoding writes it."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+def history_name(print_: bytes) -> str:
+    """The file name an envelope version with this fingerprint is kept under in ``avro/history/``."""
+    return f"CustomerEvent-{print_.hex()}.avsc"
+
+
+def read_history(avro_dir: Path) -> dict[bytes, tuple[Path, ParsedSchema]]:
+    """The earlier envelope versions kept in ``avro_dir/history/`` (expanded JSON), by fingerprint."""
+    found: dict[bytes, tuple[Path, ParsedSchema]] = {}
+    for path in sorted((avro_dir / HISTORY_DIR).glob("*.avsc")):
+        try:
+            parsed = parse_schema(json.loads(path.read_text()), named_schemas={})
+        except (ValueError, SchemaParseException) as exc:
+            raise ConfigError(AVRO_DIR_ENV, f"{path} is not a valid Avro schema: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError(AVRO_DIR_ENV, f"{path} is not an Avro record schema")
+        found[fingerprint_of(parsed)] = (path, parsed)
+    return found

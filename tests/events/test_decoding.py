@@ -237,3 +237,16 @@ def test_configuration_errors_name_the_variable() -> None:
         build_decoder({"EVENTFLOW_TOPIC_ENCODINGS": "orders=protobuf"})
     with pytest.raises(ConfigError, match="EVENTFLOW_SCHEMA_REGISTRY_PASSWORD"):
         build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": "http://x", "EVENTFLOW_SCHEMA_REGISTRY_USERNAME": "u"})
+
+
+def test_embedded_mode_reads_every_envelope_version_kept_in_history(tmp_path: Path) -> None:
+    avro_dir = tmp_path / "avro"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "avro", avro_dir)
+    refund = event("OrderRefunded", customer(first_name="Ana"), {"order_id": "o-1", "reason": "late",
+                                                                  "amount": {"amount": "5.00", "currency": "EUR"}})
+    raw, print_, _ = single_object_frame(variants.older(), refund)
+    with pytest.raises(UnknownSchemaError, match=print_.hex()):
+        build_decoder({})(raw)  # the repository's avro/ does not keep that version
+    (avro_dir / "history" / f"CustomerEvent-{print_.hex()}.avsc").write_text(json.dumps(variants.older()))
+    decoded = build_decoder({"EVENTFLOW_AVRO_DIR": str(avro_dir)})(raw)
+    assert (decoded.customer.first_name, decoded.payload["reason"]) == (None, None)

@@ -49,7 +49,7 @@ def test_git_check_passes_a_compatible_change(repo: Path, capsys: pytest.Capture
     add_customer_field(repo, OPTIONAL)
     assert main(["schemas", "check", "--source", "git", "--avro-dir", str(repo)]) == 0
     out = capsys.readouterr().out
-    assert f"✓ {CUSTOMER}: compatible" in out and "12 of 12 schemas backward compatible with HEAD" in out
+    assert f"✓ {CUSTOMER}: compatible" in out and "13 of 13 schemas backward compatible with HEAD" in out
 
 
 def test_git_check_fails_an_incompatible_change_with_a_diff(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,6 +66,7 @@ def test_git_check_fails_an_incompatible_change_with_a_diff(repo: Path, capsys: 
 
 def test_git_check_against_an_older_revision(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     add_customer_field(repo, REQUIRED)
+    git(repo.parent, "rm", "-q", "-r", "avro/history")  # no kept versions: only git history counts here
     git(repo.parent, "commit", "-q", "-am", "schemas v2")
     assert main(["schemas", "check", "--source", "git", "--avro-dir", str(repo)]) == 0  # HEAD == working tree
     assert main(["schemas", "check", "--source", "git", "--avro-dir", str(repo), "--against", "HEAD~1"]) == 1
@@ -119,3 +120,27 @@ def test_register_without_a_registry_names_the_variable(capsys: pytest.CaptureFi
     monkeypatch.delenv("EVENTFLOW_SCHEMA_REGISTRY_URL", raising=False)
     assert main(["schemas", "register"]) == 2
     assert "EVENTFLOW_SCHEMA_REGISTRY_URL" in capsys.readouterr().err
+
+
+def test_freeze_keeps_the_envelope_and_check_guards_every_kept_version(repo: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    kept_before = sorted(p.name for p in (repo / "history").glob("*.avsc"))
+    add_customer_field(repo, OPTIONAL)
+    assert main(["schemas", "freeze", "--avro-dir", str(repo)]) == 0
+    assert "kept history/CustomerEvent-" in capsys.readouterr().out
+    kept = sorted(p.name for p in (repo / "history").glob("*.avsc"))
+    assert len(kept) == len(kept_before) + 1
+    assert main(["schemas", "freeze", "--avro-dir", str(repo)]) == 0
+    assert "already kept" in capsys.readouterr().out
+
+    # retyping the new field is fine for HEAD (which lacks it) but breaks the version just kept
+    path = repo / CUSTOMER
+    schema = json.loads(path.read_text())
+    next(f for f in schema["fields"] if f["name"] == "loyalty_tier")["type"] = ["null", "int"]
+    path.write_text(json.dumps(schema))
+    assert main(["schemas", "check", "--source", "git", "--avro-dir", str(repo)]) == 1
+    out = capsys.readouterr().out
+    new_file = next(n for n in kept if n not in kept_before)
+    assert f"✓ {CUSTOMER}: compatible" in out
+    assert f"✗ history/{new_file}: incompatible" in out
+    assert "customer.loyalty_tier[string]: writer union branch string has no matching branch" in out
