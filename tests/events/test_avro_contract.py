@@ -38,3 +38,14 @@ def test_the_envelope_carries_every_event_type_and_its_logical_types() -> None:
     assert money["currency"] == "string"
     channel = _files()[f"{NAMESPACE}.SubscriptionChanged.avsc"]["fields"][0]["type"]
     assert set(channel["symbols"]) >= {"EMAIL", "SMS"}
+
+
+def test_the_current_envelope_is_kept_in_history_and_reads_every_kept_version() -> None:
+    from events.compat import check
+    from events.schemas import history_name, read_history
+
+    schemas = load()
+    kept = read_history(AVRO)
+    assert schemas.fingerprint in kept, f"run `eventflow schemas freeze` and commit avro/history/{history_name(schemas.fingerprint)}"
+    for path, writer in kept.values():
+        assert check(schemas.envelope, writer) == [], path.name
