@@ -59,9 +59,11 @@ def _dev(args: argparse.Namespace) -> int:
     stack = Stack()
     if args.action == "provision":
         from devstack.provision import provision_all
+        from devstack.registry import apicurio_registry
 
         artifacts = provision_all()
         print(f"kafka: {artifacts.kafka_libs}\ntemporal: {artifacts.temporal_cli}\ntest server: {artifacts.test_server}")
+        print(f"schema registry: {apicurio_registry()}")
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
