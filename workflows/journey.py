@@ -129,7 +129,13 @@ def split_bucket(journey_id: str, customer_id: str) -> int:
 class JourneyWorkflow:
     """Walks a definition's step tree for one customer."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, start: JourneyInput) -> None:
+        """Restores the snapshot and carried state before any handler runs.
+
+        Signals delivered in the same task as the start (an exit right after the trigger) are
+        handled before ``run`` begins, so they must already see the journey's exit rules.
+        """
         self._journey: dict[str, Any] = {}
         self._event: CustomerEvent | None = None
         self._context: dict[str, Any] = {}
@@ -148,6 +154,7 @@ class JourneyWorkflow:
         self._work_this_run = 0
         self._runs = 1
         self._limit = 500
+        self._restore(start)
 
     # --- signals and queries --------------------------------------------------------------
 
@@ -202,7 +209,6 @@ class JourneyWorkflow:
     @workflow.run
     async def run(self, start: JourneyInput) -> JourneyStatus:
         """Runs (or, after continue-as-new, resumes) the journey until it ends or exits."""
-        self._restore(start)
         steps = flow(self._journey["steps"])
         if start.state is None:
             self._cursor = steps.first

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from events.model import CustomerEvent
 
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
-from workflows.journey import EVENT_SIGNAL, STATUS_QUERY, JourneyStatus, split_bucket
+from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, STATUS_QUERY, JourneyInput, JourneyStatus, split_bucket
 
 
 @pytest.fixture
@@ -460,3 +460,19 @@ def test_utc_helpers_are_timezone_aware() -> None:
     landed = next_local_time(after, "10:00", "Europe/Berlin")
     assert landed == datetime(2026, 3, 29, 8, 0, tzinfo=timezone.utc)
     assert next_local_time(after, "10:00", "Not/AZone") == datetime(2026, 3, 29, 10, 0, tzinfo=timezone.utc)
+
+
+async def test_exit_event_delivered_with_the_start_is_not_lost(
+        time_skipping_env: WorkflowEnvironment, queue: str, capture: Capture, tmp_path: Path) -> None:
+    snapshot = compile_journey(tmp_path, POST_PURCHASE)
+    trigger = purchase(order_id="ord-fast")
+    refund = event("OrderRefunded", {"order_id": "ord-fast", "amount": {"amount": "49.90", "currency": "EUR"},
+                                     "reason": None}, customer_id=trigger.customer.id)
+
+    handle = await time_skipping_env.client.start_workflow(
+        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=trigger), id=f"test-journey-{uuid.uuid4().hex[:10]}",
+        task_queue=queue, start_signal=EVENT_SIGNAL, start_signal_args=[refund], result_type=JourneyStatus)
+    status = await handle.result()
+
+    assert status.exit_reason == "exit event OrderRefunded"
+    assert capture.steps(handle.id) == [] and status.sends == []
