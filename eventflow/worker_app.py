@@ -54,7 +54,7 @@ for _setting in (
     Setting("EVENTFLOW_TEMPORAL_METRICS_PORT", _port, 9465,
             "Loopback port of the Temporal SDK's Prometheus exporter, merged into /metrics (0 disables).", "int"),
 ):
-    config.register(_setting)  # type: ignore[arg-type]  # Setting[int] is a Setting[object] here
+    config.register(_setting)
 
 
 @dataclass(frozen=True)
