@@ -15,8 +15,7 @@ from consumer.service import ConsumerService
 from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
 from eventflow.temporal_client import connect
-from events.codec import EventDecoder
-from events.schemas import load as load_schemas
+from events.config import build_decoder
 from journeys.loader import load_all
 from consumer.routes import EventRoutes
 
@@ -31,7 +30,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry) -> Con
     return ConsumerService(
         kafka=settings.kafka,
         settings=settings.consumer,
-        decoder=EventDecoder(load_schemas()),
+        decoder=build_decoder(),
         router=EventRoutes(definitions),
         dispatcher=Dispatcher(client, settings.temporal.task_queue),
         dead_letters=DeadLetterPublisher(settings.kafka.client_config(), settings.kafka.dlq_topic),

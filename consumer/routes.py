@@ -33,6 +33,12 @@ class EventRoutes:
 
     def __init__(self, definitions: Iterable[JourneyDefinition]) -> None:
         self._journeys = Router(definitions)
+        self._event_types = self._journeys.event_types | {SUBSCRIPTION_CHANGED}
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type that can cause an action; decoding other types stops at validation."""
+        return self._event_types
 
     def route(self, event: CustomerEvent) -> list[Route]:
         routes: list[Route] = list(self._journeys.route(event))

@@ -264,12 +264,16 @@ class ConsumerService:
         if watermark is None:
             watermark = self._watermarks[key] = PartitionWatermark()
         watermark.add(offset)
-        decoded = self._try_decode(message.value() or b"")
+        decoded = self._try_decode(message.value() or b"", topic)
+        if isinstance(decoded, str):
+            # Nobody listens to this type: no side effects, so no order to keep and no Temporal call.
+            watermark.done(offset)
+            self._count_unrouted(topic, decoded)
+            return
         actions: list[Route] = []
         if isinstance(decoded, CustomerEvent):
             actions = self._router.route(decoded)
             if not actions:
-                # No side effects, so no ordering to keep: done without a task or a Temporal call.
                 watermark.done(offset)
                 self._count_unrouted(topic, decoded.event_type)
                 return
@@ -291,9 +295,9 @@ class ConsumerService:
 
         task.add_done_callback(finished)
 
-    def _try_decode(self, raw: bytes) -> CustomerEvent | DecodeError | RegistryUnavailableError:
+    def _try_decode(self, raw: bytes, topic: str) -> CustomerEvent | str | DecodeError | RegistryUnavailableError:
         try:
-            return self._decoder(raw)
+            return self._decoder.decode_wanted(raw, topic, self._router.event_types)
         except (DecodeError, RegistryUnavailableError) as exc:
             return exc
 
@@ -329,7 +333,7 @@ class ConsumerService:
         if isinstance(decoded, RegistryUnavailableError):
             raw = message.value() or b""
             try:
-                decoded = await self._retrying_call("decode", lambda: self._decode(raw))
+                decoded = await self._retrying_call("decode", functools.partial(self._decode, raw, topic))
             except DecodeError as exc:
                 decoded = exc
             if isinstance(decoded, CustomerEvent):
@@ -355,8 +359,8 @@ class ConsumerService:
             bound.info(f"journey_{result.outcome.value}", workflow_id=action.workflow_id)
         self._metrics.events_consumed.labels(topic, event.event_type, _summary(outcomes)).inc()
 
-    async def _decode(self, raw: bytes) -> CustomerEvent:
-        return self._decoder(raw)
+    async def _decode(self, raw: bytes, topic: str) -> CustomerEvent:
+        return self._decoder(raw, topic)
 
     def _count(self, outcome: Outcome, journey_id: str) -> None:
         if outcome is Outcome.STARTED:

@@ -16,7 +16,7 @@ import datetime as dt
 import io
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from decimal import Decimal
 from typing import Any, Literal, Protocol, cast
 
@@ -133,11 +133,22 @@ class EventDecoder:
         return self._encodings.get(topic, self._default_encoding) if topic is not None else self._default_encoding
 
     def __call__(self, raw: bytes, topic: str | None = None) -> CustomerEvent:
+        decoded = self.decode_wanted(raw, topic, wanted=None)
+        assert isinstance(decoded, CustomerEvent)
+        return decoded
+
+    def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
+        """Decodes and checks the record, but builds the `CustomerEvent` only for ``wanted`` event types.
+
+        For any other type it returns just the type name: the record was fully read and validated, so
+        poison is still found, but nobody pays for converting an event nobody listens to.
+        """
         encoding = self.encoding(topic)
         if not raw:
             raise TruncatedMessageError("empty value", raw)
         if encoding == "json":
-            return self._decode_json(raw)
+            event = self._decode_json(raw)
+            return event if wanted is None or event.event_type in wanted else event.event_type
         accepts = _ACCEPTS[encoding]
         if raw[:2] == SINGLE_OBJECT_MAGIC and "embedded" in accepts:
             if len(raw) < 10:
@@ -157,9 +168,17 @@ class EventDecoder:
         else:
             expected = " or ".join(sorted(_FRAMING_NAMES[a] for a in accepts))
             raise UnknownMagicByteError(f"unknown magic byte 0x{raw[0]:02x} (topic expects {expected})", raw)
-        return self._decode_body(raw, body_start, writer)
+        record = self._read_body(raw, body_start, writer)
+        event_type = _checked_event_type(record, raw)
+        if wanted is not None and event_type not in wanted:
+            return event_type
+        return _to_event(record, event_type)
 
     def _decode_body(self, raw: bytes, start: int, writer: ParsedSchema) -> CustomerEvent:
+        record = self._read_body(raw, start, writer)
+        return _to_event(record, _checked_event_type(record, raw))
+
+    def _read_body(self, raw: bytes, start: int, writer: ParsedSchema) -> dict[str, Any]:
         body = io.BytesIO(raw)
         body.seek(start)
         try:
@@ -177,7 +196,7 @@ class EventDecoder:
             raise InvalidEventError(f"Avro body is malformed: {type(exc).__name__}: {str(exc)[:200]}", raw) from exc
         if body.tell() != len(raw):
             raise InvalidEventError(f"{len(raw) - body.tell()} trailing bytes after the Avro body", raw)
-        return _to_event(cast(dict[str, Any], record), raw)
+        return cast(dict[str, Any], record)
 
     def _resolution_error(self, raw: bytes, start: int, writer: ParsedSchema) -> DecodeError:
         """Says precisely why this record's writer schema does not resolve against the reader schema."""
@@ -241,16 +260,21 @@ def _written_branch(raw: bytes, start: int, writer: ParsedSchema) -> str | None:
     return None
 
 
-def _to_event(record: dict[str, Any], raw: bytes) -> CustomerEvent:
-    payload_name, payload = record["payload"]
-    payload_type = payload_name.rsplit(".", 1)[-1]
+def _checked_event_type(record: dict[str, Any], raw: bytes) -> str:
+    """Applies the envelope rules Avro cannot express; returns the event type."""
+    payload_type = record["payload"][0].rsplit(".", 1)[-1]
     if record["event_type"] != payload_type:
         raise InvalidEventError(
             f"event_type {record['event_type']!r} does not match payload record {payload_type!r}", raw
         )
-    customer = record["customer"]
-    if not customer["id"]:
+    if not record["customer"]["id"]:
         raise InvalidEventError("customer.id is empty", raw)
+    return str(payload_type)
+
+
+def _to_event(record: dict[str, Any], payload_type: str) -> CustomerEvent:
+    payload = record["payload"][1]
+    customer = record["customer"]
     occurred_at = record["occurred_at"]
     return CustomerEvent(
         event_id=str(record["event_id"]),
