@@ -16,7 +16,6 @@ from temporalio.client import Client
 
 from bench.bridge import SMOKE, BenchConfig, Servers, run
 from bench.progress import phase
-from devstack.cache import cache_dir
 from devstack.kafka import KafkaServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
@@ -61,7 +60,7 @@ def main() -> int:
     logs.configure("json", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as scratch:
         workdir = Path(scratch)
-        kafka = KafkaServer(cache_dir() / "bench" / "kafka", port=_free_port())
+        kafka = KafkaServer(workdir / "kafka", port=_free_port())
         temporal = TemporalDevServer(workdir / "temporal", port=_free_port(), ui_port=None,
                                      search_attributes=SEARCH_ATTRIBUTES, persistent=False)
         phase("starting a dedicated Kafka broker and Temporal dev server")
