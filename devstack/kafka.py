@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
 import time
 import uuid
@@ -106,6 +107,10 @@ class KafkaServer:
             return
         libs = provision.kafka_libs()
         config = self._write_config()
+        port_stamp = self.home / "formatted-for-port"
+        if port_stamp.exists() and port_stamp.read_text() != str(self.port):
+            # A KRaft voter is recorded with its controller endpoint at format time; local data is disposable.
+            shutil.rmtree(self.home / "data", ignore_errors=True)
         if not (self.home / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             with self.log_path.open("ab") as log:
@@ -116,6 +121,7 @@ class KafkaServer:
                 )
             if formatted.returncode != 0:
                 raise ServerStartError("Kafka", str(self.log_path), "storage format failed")
+            port_stamp.write_text(str(self.port))
         _process.start_detached(self._java(libs, "kafka.Kafka", str(config)), self.log_path, self._pid_path)
         self.wait_ready(timeout_seconds)
 
