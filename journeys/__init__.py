@@ -1,6 +1,13 @@
 """Journeys as data: definitions in ``definitions/``, templates in ``templates/``, and their model."""
 
-from journeys.loader import JourneyDefinitionError, default_journeys_dir, load_all
+from journeys.loader import (
+    JourneyDefinitionError,
+    Problem,
+    ValidationReport,
+    default_journeys_dir,
+    load_all,
+    validate_folder,
+)
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.routing import Action, Router, SignalJourney, StartJourney, instance_id
 
@@ -10,11 +17,14 @@ __all__ = [
     "JourneyDefinition",
     "JourneyDefinitionError",
     "Listener",
+    "Problem",
     "Router",
     "SignalJourney",
     "StartJourney",
     "Template",
+    "ValidationReport",
     "default_journeys_dir",
     "instance_id",
     "load_all",
+    "validate_folder",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -117,6 +117,3 @@ async def result(handle: WorkflowHandle[Any, Any]) -> JourneyStatus:
 
 def offsets(capture: Capture, origin: datetime) -> list[tuple[str, timedelta]]:
     return [(s.step_id, s.at - origin) for s in capture.sent]
-
-
-__all__ = ["Capture", "Sequence", "compile_journey", "event", "offsets", "purchase", "result", "start", "worker"]
