@@ -183,6 +183,10 @@ class ConsumerService:
         log.warning("partitions_lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _forget(self, key: TopicPartitionKey) -> None:
+        try:
+            self._metrics.lag.remove(key[0], str(key[1]))
+        except KeyError:
+            pass
         self._watermarks.pop(key, None)
         self._committed.pop(key, None)
         self._tasks.pop(key, None)

@@ -60,10 +60,13 @@ def _dev(args: argparse.Namespace) -> int:
     if args.action == "provision":
         from devstack.provision import provision_all
         from devstack.registry import apicurio_registry
+        from devstack.tools import provision_tools
 
         artifacts = provision_all()
         print(f"kafka: {artifacts.kafka_libs}\ntemporal: {artifacts.temporal_cli}\ntest server: {artifacts.test_server}")
         print(f"schema registry: {apicurio_registry()}")
+        tools = provision_tools()
+        print(f"helm: {tools.helm}\npromtool: {tools.promtool}")
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
