@@ -24,8 +24,10 @@ from eventflow.errors import EventflowError
 from journeys import expressions
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
+from journeys.paths import lookup
 from journeys.samples import sample_event_context
 from journeys.steps import Step, kind_of, walk
+from journeys.timing import parse_timestamp
 
 JOURNEYS_DIR_ENV = "EVENTFLOW_JOURNEYS_DIR"
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
@@ -358,8 +360,10 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
                 report.add((*path, "delay", "after"), "after only goes with until_local_time")
             if "offset" in body and "until" not in body:
                 report.add((*path, "delay", "offset"), "offset only goes with until")
-            if "until" in body:
+            if "until" in body and trigger_sample:
                 problem = _path_problem(trigger_sample, body["until"].split("."), CONTEXT_ROOTS - {"journey"})
+                if problem is None and parse_timestamp(lookup(trigger_sample, body["until"])) is None:
+                    problem = "is not a timestamp in the event"
                 if problem:
                     report.add((*path, "delay", "until"), f"until {body['until']!r}: {problem}")
     for step, where, send in _referenced_templates(raw["steps"]):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -272,7 +272,7 @@ class JourneyWorkflow:
 
     # --- step helpers ---------------------------------------------------------------------
 
-    async def _wait(self, satisfied: Any) -> bool:
+    async def _wait(self, satisfied: Callable[[], bool]) -> bool:
         """Waits until ``satisfied()``, an exit, or the deadline; True when ``satisfied()`` held."""
         assert self._deadline is not None
         remaining = (self._deadline - workflow.now()).total_seconds()

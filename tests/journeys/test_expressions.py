@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journeys.expressions import MAX_DEPTH, MAX_LENGTH, ExpressionError, matches, parse, paths
 
@@ -106,3 +108,29 @@ def test_paths_never_reach_attributes_of_objects() -> None:
         token = "s3cret"
 
     assert matches("payload.obj.token == null", {"payload": {"obj": Secret()}})
+
+
+_ALPHABET = "abcxyz_.'\"()[],=!<>-0123456789 andortinul"
+
+
+@given(st.text(alphabet=_ALPHABET, max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_any_text_parses_or_raises_expression_error(source: str) -> None:
+    try:
+        node = parse(source)
+    except ExpressionError:
+        return
+    assert matches(source, CONTEXT) in (True, False)
+    assert isinstance(paths(node), list)
+
+
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.decimals(allow_nan=False),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                       max_leaves=10)
+
+
+@given(st.dictionaries(st.sampled_from(["payload", "customer", "x"]), _VALUES, max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_evaluation_never_raises_on_odd_data(context: dict[str, Any]) -> None:
+    for source in ("payload.a.b > 3", "customer.locale in ['de']", "x == 1 or not x", "'a' in payload", "x < 'b'"):
+        assert matches(source, context) in (True, False)

@@ -100,6 +100,8 @@ def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
     (GOOD + "  - id: ab\n    split:\n      variants:\n        - {name: A, percent: 60, steps: []}\n"
             "        - {name: B, percent: 60, steps: []}\n", "variants:", "must add up to 100"),
     (GOOD.replace("rule: once_per_key", "rule: every_time"), "rule: every_time", "every_time journeys cannot react"),
+    (GOOD.replace("duration: 1d", "until: payload.order_id"), "until: payload.order_id",
+     "is not a timestamp in the event"),
     (GOOD.replace("    delay:\n      duration: 1d", "    delay:\n      duration: 1d\n      offset: -1d"),
      "offset: -1d", "offset only goes with until"),
 ])
