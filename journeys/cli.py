@@ -81,7 +81,11 @@ async def _status_lines(customer_id: str) -> list[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    lines = asyncio.run(_status_lines(args.customer))
+    try:
+        lines = asyncio.run(_status_lines(args.customer))
+    except RuntimeError as exc:  # the SDK's "Failed client connect": say so without a traceback
+        print(f"eventflow: cannot reach Temporal: {exc}", file=sys.stderr)
+        return 2
     if not lines:
         print(f"no journeys for customer {args.customer}")
         return 0
