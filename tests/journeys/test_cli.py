@@ -18,7 +18,8 @@ from events.model import Customer, CustomerEvent
 from journeys import Router, StartJourney, load_all
 from journeys.cli import _status_lines
 from tests.harness import eventually
-from tests.workflows.journey_harness import Capture, worker
+from journeys.loader import validate_folder
+from tests.workflows.journey_harness import Capture, compile_journey, worker
 
 
 def _write_events(path: Path, events: list[dict[str, Any]]) -> Path:
@@ -119,6 +120,35 @@ async def test_status_lists_a_customers_journeys_through_search_attributes(
 
     assert lines[0].startswith(f"{action.workflow_id}  post_purchase v1  running  at wait_for_delivery (delay until ")
     assert lines[1].strip() == "sent thank_you: email purchase_thank_you -> sent"
+    assert len(lines) == 2
     description = await temporal_client.get_workflow_handle(action.workflow_id).describe()
     assert description.status == WorkflowExecutionStatus.TERMINATED
     assert await _status_lines(f"cust-nobody-{unique}") == []
+
+
+async def test_status_shows_finished_journeys_from_their_result(
+        temporal_client: Client, unique: str, monkeypatch: pytest.MonkeyPatch, endpoints: Any,
+        tmp_path: Path) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    compile_journey(tmp_path, "id: quick\nversion: 4\ntrigger: {event: UserSignedUp}\nentry: {rule: once}\n"
+                              "steps:\n  - {id: hi, send: {channel: sms, template: note}}\n"
+                              "  - {id: stop, exit: {reason: all done}}\n")
+    (definition,) = validate_folder(tmp_path).definitions
+    customer_id = f"cust-done-{unique}"
+    event = CustomerEvent(event_id=str(uuid.uuid4()), event_type="UserSignedUp", occurred_at="2026-05-04T08:00:00+00:00",
+                          customer=Customer(id=customer_id, phone="+15555550100"),
+                          payload={"signup_source": "web", "marketing_opt_in": False})
+    (action,) = Router([definition]).route(event)
+    assert isinstance(action, StartJourney)
+    task_queue = f"test-status-{unique}"
+    async with worker(temporal_client, task_queue, Capture()):
+        await Dispatcher(temporal_client, task_queue).apply(event, action)
+        await temporal_client.get_workflow_handle(action.workflow_id).result()
+
+    async def listed() -> list[str]:
+        lines = await _status_lines(customer_id)
+        return lines if any("completed" in line for line in lines) else []
+
+    lines = await eventually(listed, timeout_seconds=30, message="the finished journey in visibility")
+    assert lines == [f"{action.workflow_id}  quick v4  completed  exited: all done",
+                     "    sent hi: sms note -> sent"]
