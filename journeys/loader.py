@@ -258,6 +258,8 @@ def _schema_problems(report: _Report) -> None:
                 # Point at the unexpected key itself, the likeliest typo.
                 message = f"unknown key {extras[0]!r}; allowed: {', '.join(allowed)}"
                 path = (*path, extras[0])
+        if error.validator == "type" and path and path[-1] == "until_local_time":
+            message += ' (quote the time: until_local_time: "10:00"; YAML reads 10:00 as a number)'
         report.add(path, f"{where}: {message}")
 
 

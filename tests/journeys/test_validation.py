@@ -91,7 +91,7 @@ def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
     (GOOD.replace("            - id: german", "            - id: hello"), "            - id: hello",
      "step id 'hello' is used twice"),
     (GOOD.replace("duration: 1d", "duration: 1 day"), "duration: 1 day", "does not match"),
-    (GOOD.replace("duration: 1d", "until_local_time: 10:00"), "until_local_time", "is not of type 'string'"),
+    (GOOD.replace("duration: 1d", "until_local_time: 10:00"), "until_local_time", "quote the time"),
     (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    when: \"payload.amount.amount >>\""),
      "when: \"payload.amount", "expression"),
     (GOOD.replace("send: {channel: sms, template: note}", "send: {channel: fax, template: note}"),
