@@ -243,7 +243,8 @@ class JourneyWorkflow:
         kind = kind_of(step)
         after = steps.following[step_id]
         if kind == "send":
-            self._sends.append(await send_step(dict(step), self._journey, self._trigger, self._context))
+            self._sends.append(await send_step(dict(step), self._journey, self._trigger, self._context,
+                                               stop_waiting=self._has_exited))
         elif kind == "delay":
             if self._deadline is None:
                 self._deadline = self._delay_deadline(step["delay"])
@@ -327,7 +328,10 @@ class JourneyWorkflow:
         context = {**self._context, "digest": {"events": [dict(e.as_context()) for e in self._collected],
                                                "count": len(self._collected)}}
         self._sends.append(await send_step({"id": step["id"], "send": spec["send"]}, self._journey,
-                                           self._trigger, context))
+                                           self._trigger, context, stop_waiting=self._has_exited))
+
+    def _has_exited(self) -> bool:
+        return self._exit_reason is not None
 
     def _matches(self, event: CustomerEvent, event_type: str, key_path: str | None, when: str | None) -> bool:
         if event.event_type != event_type:

@@ -16,6 +16,8 @@ for transactional messages that ignore the worker default), ``daily_cap`` (int) 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,20 +65,31 @@ class SendRecord:
     fallback_from: str | None = None
 
 
+def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:
+    """The variant for ``wanted`` (``de-DE``), else its language (``de``), else the template default."""
+    if wanted in available:
+        return wanted
+    language = wanted.replace("_", "-").split("-", 1)[0]
+    return language if language in available else default
+
+
 async def send_step(step: dict[str, Any], journey: dict[str, Any], event: CustomerEvent,
                     context: dict[str, Any], *, retry_policy: RetryPolicy = SEND_RETRY_POLICY,
-                    heartbeat_timeout: timedelta = SEND_HEARTBEAT_TIMEOUT) -> SendRecord:
+                    heartbeat_timeout: timedelta = SEND_HEARTBEAT_TIMEOUT,
+                    stop_waiting: Callable[[], bool] | None = None) -> SendRecord:
     """Runs one ``send`` step: variant by locale (falling back to the default), then the activity.
+
+    ``stop_waiting`` (the journey has exited) ends a quiet-hours deferral without sending.
 
     Never raises for a failed send: the outcome is in the returned record's ``status``.
     """
     spec = step["send"]
     first = await _send_on(spec["channel"], step, journey, event, context, retry_policy, heartbeat_timeout,
-                           key_suffix="")
+                           key_suffix="", stop_waiting=stop_waiting)
     fallback = spec.get("fallback")
     if fallback and fallback != spec["channel"] and first.status.startswith(_FALLBACK_ON):
         second = await _send_on(fallback, step, journey, event, context, retry_policy, heartbeat_timeout,
-                                key_suffix=f"#{fallback}")
+                                key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
         return SendRecord(second.step_id, second.channel, second.template_id, second.status, second.provider,
                           second.provider_message_id, fallback_from=f"{first.channel}:{first.status}")
     return first
@@ -84,13 +97,13 @@ async def send_step(step: dict[str, Any], journey: dict[str, Any], event: Custom
 
 async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], event: CustomerEvent,
                    context: dict[str, Any], retry_policy: RetryPolicy, heartbeat_timeout: timedelta,
-                   *, key_suffix: str) -> SendRecord:
+                   *, key_suffix: str, stop_waiting: Callable[[], bool] | None = None) -> SendRecord:
     spec = step["send"]
     template = journey["templates"][spec["template"]]
     variants = template["variants"].get(channel)
     if not variants:
         return SendRecord(step["id"], channel, template["id"], "failed:NoTemplateVariant")
-    locale = event.customer.locale if event.customer.locale in variants else template["default_locale"]
+    locale = pick_locale(event.customer.locale, variants, template["default_locale"])
     variant = variants.get(locale) or next(iter(variants.values()))
     workflow_id = workflow.info().workflow_id
     quiet_hours = spec.get("quiet_hours")
@@ -130,7 +143,15 @@ async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], 
             wait = datetime.fromisoformat(result.not_before) - workflow.now()
             workflow.logger.info("send deferred step=%s channel=%s until=%s", step["id"], channel, result.not_before)
             if wait > timedelta(0):
-                await workflow.sleep(wait)
+                if stop_waiting is None:
+                    await workflow.sleep(wait)
+                else:
+                    try:
+                        await workflow.wait_condition(stop_waiting, timeout=wait)
+                    except asyncio.TimeoutError:
+                        pass
+                    else:
+                        return SendRecord(step["id"], channel, template["id"], "skipped:journey_exited")
             continue
         return SendRecord(step["id"], channel, template["id"], result.status, result.provider,
                           result.provider_message_id)

@@ -11,14 +11,18 @@ import asyncio
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from temporalio.client import Client
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.send import SendPolicy
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub, provider
 from tests.harness import eventually
-from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
+from events.model import CustomerEvent
+from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows._calendar import next_local_midnight, quiet_window_end
 from workflows.preferences import preferences_state
 
@@ -100,3 +104,31 @@ async def test_daily_cap_defers_to_the_next_local_day_when_the_step_says_so(
     deferred = state.ledger[f"journey:two:{unique}/a"]
     assert deferred.local_day > first_day
     assert datetime.fromisoformat(deferred.reserved_at) >= next_local_midnight(started, TOKYO)
+
+
+async def test_an_exit_during_a_quiet_hours_deferral_cancels_the_send(time_skipping_env: WorkflowEnvironment,
+                                                                      provider: ProviderStub, unique: str) -> None:
+    client, queue, customer = time_skipping_env.client, f"q-{unique}", f"c-{unique}"
+    window, _ = _window_around(await time_skipping_env.get_current_time(), TOKYO)
+    snapshot = {**journey([send("promo", "sms")]),
+                "exit_events": [{"event_type": "OrderRefunded", "key_path": None, "when": None}]}
+    trigger = event(customer, timezone=TOKYO)
+    refund = CustomerEvent(event_id=f"refund-{unique}", event_type="OrderRefunded",
+                           occurred_at=trigger.occurred_at, customer=trigger.customer, payload={"order_id": "ord-42"})
+    async with worker(client, queue, channels_for(provider.base_url), policy=SendPolicy(quiet_hours=window)):
+        with time_skipping_env.auto_time_skipping_disabled():
+            handle = await client.start_workflow(
+                JOURNEY_WORKFLOW, JourneyInput(snapshot, trigger), id=f"journey:test:{unique}", task_queue=queue,
+                result_type=JourneyStatus)
+            await eventually(lambda: _timer_started(handle), message="the promotion to be held back")
+            await handle.signal(EVENT_SIGNAL, refund)
+            await time_skipping_env.sleep(timedelta(hours=3))
+            status = await handle.result()
+
+    assert [s.status for s in status.sends] == ["skipped:journey_exited"]
+    assert provider.sends() == []
+
+
+async def _timer_started(handle: WorkflowHandle[Any, JourneyStatus]) -> bool:
+    history = await handle.fetch_history()
+    return any(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in history.events)
