@@ -110,7 +110,7 @@ class SendGridChannel:
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         # Mail Send has no lookup by our key (the Email Activity API is a paid add-on and lags by
-        # minutes), so an interrupted attempt is sent again: see docs/adr/channels.md.
+        # minutes), so an interrupted attempt is sent again: see docs/architecture.md, ADR-7.
         return None
 
 
