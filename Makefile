@@ -2,14 +2,14 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+PACKAGES := eventflow devstack events journeys consumer workflows activities bench tests
 
-.PHONY: run test bench lint typecheck down
+.PHONY: run test bench typecheck down
 
 $(BIN)/eventflow: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "eventflow: $(PYTHON) (3.11+) is required; install Python 3.11 or newer"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "eventflow: Python 3.11+ is required, $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
@@ -18,10 +18,12 @@ run: $(BIN)/eventflow
 
 test: $(BIN)/eventflow
 	$(BIN)/eventflow dev provision
+	$(BIN)/python -m mypy $(PACKAGES)
+	$(BIN)/eventflow journeys validate
 	$(BIN)/python -m pytest
 
 typecheck: $(BIN)/eventflow
-	$(BIN)/python -m mypy eventflow devstack events journeys consumer workflows activities
+	$(BIN)/python -m mypy $(PACKAGES)
 
 bench: $(BIN)/eventflow
 	$(BIN)/python -m bench

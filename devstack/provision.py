@@ -6,6 +6,7 @@ run (or a fresh clone sharing the cache) only checks the stamps.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -55,8 +56,10 @@ def _run_logged(argv: list[str], log_path: Path, what: str, env: dict[str, str] 
 
 
 def _maven_copy(pom: Path, dest: Path, what: str) -> Path:
+    """Copies the pom's runtime classpath into ``dest`` once per pom content (the stamp holds its hash)."""
     stamp = dest / ".complete"
-    if stamp.exists():
+    pom_hash = hashlib.sha256(pom.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == pom_hash:
         return dest
     mvn = require_tool("mvn", f"fetch {what} from Maven Central")
     require_tool("java", f"run {what}")
@@ -70,7 +73,7 @@ def _maven_copy(pom: Path, dest: Path, what: str) -> Path:
     )
     shutil.rmtree(dest, ignore_errors=True)
     staging.rename(dest)
-    stamp.touch()
+    stamp.write_text(pom_hash)
     return dest
 
 

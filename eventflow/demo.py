@@ -61,17 +61,20 @@ async def _run(stack: Stack) -> int:
     await producer.flush_async()
     _say(f"-> published {len(events)} sample events to '{settings.kafka.topics[0]}' "
          f"({', '.join(e['event_type'] for e in events)})")
-    orders = {str(e["payload"]["order_id"]) for e in events if e["event_type"] == "PurchaseCompleted"}
-    sent = await _wait_for_sends(outbox_path(), orders, expected=len(orders), timeout_seconds=90)
+    # Sends happen now for purchases (thank-you) and sign-ups (welcome); the cart reminder waits an hour.
+    marks = {str(e["payload"]["order_id"]) for e in events if e["event_type"] == "PurchaseCompleted"}
+    marks |= {f"welcome_series:{e['customer']['id']}" for e in events if e["event_type"] == "UserSignedUp"}
+    sent = await _wait_for_sends(outbox_path(), marks, expected=len(marks), timeout_seconds=90)
     stop.set()
     await asyncio.gather(*services, return_exceptions=True)
     _say(f"-> {len(sent)} notifications sent (outbox: {outbox_path()}):")
     for message in sent:
         _show(message)
     if stack.temporal.ui_url:
-        _say(f"-> Temporal UI: {stack.temporal.ui_url}  (the journeys wait there for their next step)")
+        _say(f"-> Temporal UI: {stack.temporal.ui_url}  (the journeys wait there for their next steps: review "
+             "requests in 3 days, the cart reminder in 1 hour, welcome tips on day 2)")
     _say("-> Kafka and Temporal keep running; stop them with: .venv/bin/eventflow dev down")
-    return 0 if len(sent) >= len(orders) else 1
+    return 0 if len(sent) >= len(marks) else 1
 
 
 def run_demo() -> int:

@@ -44,8 +44,25 @@ def customer(customer_id: str | None = None, **overrides: Any) -> dict[str, Any]
     return base
 
 
+def signup(customer: dict[str, Any], *, marketing_opt_in: bool = True) -> dict[str, Any]:
+    return event("UserSignedUp", customer, {"signup_source": "web", "marketing_opt_in": marketing_opt_in})
+
+
+def cart_update(customer: dict[str, Any], cart_id: str | None = None, amount: str = "89.00") -> dict[str, Any]:
+    return event("CartUpdated", customer, {
+        "cart_id": cart_id or f"cart-{uuid.uuid4().hex[:8]}",
+        "items": [{"sku": "SKU-2", "name": "Rain jacket", "quantity": 1,
+                   "unit_price": {"amount": amount, "currency": "EUR"}}],
+        "cart_total": {"amount": amount, "currency": "EUR"},
+    })
+
+
 def demo_events() -> list[dict[str, Any]]:
-    """The demo's events: a purchase per sample customer and one profile update nobody listens to."""
+    """The demo's events: a purchase per sample customer, a sign-up of a new customer, an abandoned
+    cart (its reminder waits an hour) and a profile update nobody listens to."""
     events = [purchase(c) for c in _CUSTOMERS]
+    newcomer = customer(first_name="Dora", email="dora@example.com", locale="en", timezone="Europe/Lisbon")
+    events.append(signup(newcomer))
+    events.append(cart_update(_CUSTOMERS[1]))
     events.append(event("ProfileUpdated", _CUSTOMERS[0], {"changed_fields": ["locale"]}))
     return events

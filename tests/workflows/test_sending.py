@@ -234,7 +234,7 @@ async def test_sends_recover_when_the_preferences_workflow_was_terminated(
 def test_locale_falls_back_from_region_to_language_to_the_default() -> None:
     from workflows.sending import pick_locale
 
-    variants = {"en": {}, "de": {}}
+    variants: dict[str, object] = {"en": {}, "de": {}}
     assert pick_locale("de", variants, "en") == "de"
     assert pick_locale("de-DE", variants, "en") == "de"
     assert pick_locale("de_AT", variants, "en") == "de"
