@@ -70,7 +70,9 @@ def main() -> int:
             try:
                 async def go() -> dict[str, Any]:
                     client = await Client.connect(temporal.address)
-                    servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address)
+                    pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid}
+                    servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address,
+                                      {name: pid for name, pid in pids.items() if pid is not None})
                     return await run(servers, config, workdir)
 
                 results = asyncio.run(go())

@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,30 @@ class Servers:
     kafka: dict[str, str]
     client: Client
     temporal_address: str
+    pids: dict[str, int] = field(default_factory=dict)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each process (Temporal, Kafka, this one) spent during a phase: what bounds it."""
+
+    def __init__(self, servers: Servers) -> None:
+        self._pids = {**servers.pids, "eventflow (this process)": os.getpid()}
+        self._start = {name: _cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._started_at = time.monotonic()
+
+    def shares(self) -> dict[str, float]:
+        """Each process's CPU use as a fraction of one core over the phase."""
+        elapsed = time.monotonic() - self._started_at
+        return {name: round((_cpu_seconds(pid) - self._start[name]) / elapsed, 2) for name, pid in self._pids.items()}
+
+
+#: Per phase, each process's CPU use in cores (filled as phases run; reported with the results).
+CPU_SHARES: dict[str, dict[str, float]] = {}
 
 
 class Rate:
@@ -181,9 +205,11 @@ async def measure_ceiling(servers: Servers, config: BenchConfig) -> float:
             done += 1
 
     rate = Rate(lambda: float(done), len(decoded), Progress("ceiling", len(decoded)))
+    meter = CpuMeter(servers)
     starts = asyncio.gather(*(start(e) for e in decoded))
     measured = await rate.measure(300)
     await starts
+    CPU_SHARES["ceiling"] = meter.shares()
     return measured
 
 
@@ -197,7 +223,10 @@ async def measure_bridge(servers: Servers, config: BenchConfig) -> float:
     service, _ = _service(servers, topic, f"bench-bridge-{uuid.uuid4().hex[:8]}", config.concurrency, registry)
     rate = Rate(lambda: _counter_sum(registry, "eventflow_workflow_starts_total"), config.routed_events,
                 Progress("bridge", config.routed_events))
-    return await _run_service_until(service, rate, 600)
+    meter = CpuMeter(servers)
+    measured = await _run_service_until(service, rate, 600)
+    CPU_SHARES["bridge"] = meter.shares()
+    return measured
 
 
 async def measure_naive(servers: Servers, config: BenchConfig) -> float:
@@ -243,7 +272,10 @@ async def measure_unrouted(servers: Servers, config: BenchConfig) -> float:
     service, _ = _service(servers, topic, "bench-unused", config.concurrency, registry)
     rate = Rate(lambda: _counter_sum(registry, "eventflow_events_consumed_total", outcome="unrouted"),
                 config.unrouted_events, Progress("unrouted", config.unrouted_events))
-    return await _run_service_until(service, rate, 600)
+    meter = CpuMeter(servers)
+    measured = await _run_service_until(service, rate, 600)
+    CPU_SHARES["unrouted"] = meter.shares()
+    return measured
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -380,5 +412,6 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "ratios": ratios,
         "latency": latency,
         "soak": soak,
+        "cpu_cores_used_per_phase": CPU_SHARES,
         "targets_met": targets,
     }

@@ -97,6 +97,11 @@ class KafkaServer:
             "-cp", f"{libs}/*", main, *args,
         ]
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return _process.read_pid(self._pid_path)
+
     def is_running(self) -> bool:
         return _process.read_pid(self._pid_path) is not None
 

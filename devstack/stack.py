@@ -45,7 +45,7 @@ class Stack:
     """Kafka plus Temporal under ``<cache>/<name>``; ports come from ``EVENTFLOW_DEV_*_PORT``."""
 
     def __init__(self, name: str = "dev", *, kafka_port: int | None = None, temporal_port: int | None = None,
-                 ui_port: int | None = None, ui: bool = True) -> None:
+                 ui_port: int | None = None, ui: bool = True, persistent: bool = True) -> None:
         home = cache_dir() / name
         self.kafka = KafkaServer(home / "kafka", port=kafka_port or _port("EVENTFLOW_DEV_KAFKA_PORT", 19092))
         self.temporal = TemporalDevServer(
@@ -53,12 +53,13 @@ class Stack:
             port=temporal_port or _port("EVENTFLOW_DEV_TEMPORAL_PORT", 7233),
             ui_port=(ui_port or _port("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233)) if ui else None,
             search_attributes=SEARCH_ATTRIBUTES,
+            persistent=persistent,
         )
 
     @classmethod
     def for_tests(cls) -> Stack:
-        """The test suite's own stack: other ports and data than `eventflow dev`, no UI."""
-        return cls("test", kafka_port=29092, temporal_port=17233, ui=False)
+        """The test suite's own stack: other ports than `eventflow dev`, no UI, Temporal state in memory."""
+        return cls("test", kafka_port=29092, temporal_port=17233, ui=False, persistent=False)
 
     @property
     def endpoints(self) -> Endpoints:

@@ -48,6 +48,11 @@ class TemporalDevServer:
     def _pid_path(self) -> Path:
         return self.home / "temporal.pid"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return _process.read_pid(self._pid_path)
+
     def is_running(self) -> bool:
         return _process.read_pid(self._pid_path) is not None
 
