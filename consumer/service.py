@@ -81,6 +81,8 @@ class ConsumerService:
         self._in_flight = 0
         self._retrying = 0
         self._paused = False
+        self._resume_at = max(1, settings.max_in_flight * 3 // 4)
+        self._capacity = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self.ready = False
@@ -112,9 +114,14 @@ class ConsumerService:
         last_lag = 0.0
         try:
             while not stop.is_set():
-                await self._apply_backpressure()
-                capacity = max(1, self._settings.max_in_flight - self._in_flight)
-                messages = await asyncio.to_thread(self._consumer.consume, min(capacity, 1000), 0.1)
+                self._apply_backpressure()
+                if self._paused:
+                    await self._wait_for_capacity(0.2)
+                    # Still poll (non-blocking) while paused: rebalance callbacks and liveness need it.
+                    messages = await asyncio.to_thread(self._fetch, 1, 0.0)
+                else:
+                    capacity = max(1, self._settings.max_in_flight - self._in_flight)
+                    messages = await asyncio.to_thread(self._fetch, min(capacity, 1000), 0.1)
                 self.ready = True
                 for message in messages:
                     self._accept(message)
@@ -204,9 +211,36 @@ class ConsumerService:
 
     # -- back-pressure and commits ----------------------------------------------------------------
 
-    async def _apply_backpressure(self) -> None:
+    def _fetch(self, max_messages: int, timeout_seconds: float) -> list[Message]:
+        """Whatever is buffered now, else waits for the first record; never waits to fill a batch."""
         assert self._consumer is not None
-        should_pause = self._in_flight >= self._settings.max_in_flight or self._retrying > 0
+        batch = self._consumer.consume(max_messages, 0)
+        if batch or timeout_seconds <= 0:
+            return batch
+        first = self._consumer.poll(timeout_seconds)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+
+    async def _wait_for_capacity(self, timeout_seconds: float) -> None:
+        self._capacity.clear()
+        if self._has_capacity():
+            return
+        try:
+            await asyncio.wait_for(self._capacity.wait(), timeout_seconds)
+        except TimeoutError:
+            pass
+
+    def _has_capacity(self) -> bool:
+        return self._retrying == 0 and self._in_flight <= self._resume_at
+
+    def _apply_backpressure(self) -> None:
+        """Pauses every assigned partition at the in-flight bound or while retrying; resumes at 3/4 of it."""
+        assert self._consumer is not None
+        if self._paused:
+            should_pause = not self._has_capacity()
+        else:
+            should_pause = self._in_flight >= self._settings.max_in_flight or self._retrying > 0
         if should_pause == self._paused:
             return
         assignment = self._consumer.assignment()
@@ -216,8 +250,6 @@ class ConsumerService:
             self._consumer.resume(assignment)
         self._paused = should_pause
         self._metrics.paused_partitions.set(len(assignment) if should_pause else 0)
-        if should_pause:
-            await asyncio.sleep(0.01)
 
     def _commit_offsets(self, keys: list[TopicPartitionKey] | None = None) -> list[TopicPartition]:
         offsets: list[TopicPartition] = []
@@ -267,20 +299,20 @@ class ConsumerService:
         watermark = self._watermarks.get(key)
         if watermark is None:
             watermark = self._watermarks[key] = PartitionWatermark()
-        watermark.add(offset)
         decoded = self._try_decode(message.value() or b"", topic)
         if isinstance(decoded, str):
             # Nobody listens to this type: no side effects, so no order to keep and no Temporal call.
-            watermark.done(offset)
+            watermark.skip(offset)
             self._count_unrouted(topic, decoded)
             return
         actions: list[Route] = []
         if isinstance(decoded, CustomerEvent):
             actions = self._router.route(decoded)
             if not actions:
-                watermark.done(offset)
+                watermark.skip(offset)
                 self._count_unrouted(topic, decoded.event_type)
                 return
+        watermark.add(offset)
         self._in_flight += 1
         self._metrics.in_flight.set(self._in_flight)
         ordering_key = message.key() or b""
@@ -331,6 +363,8 @@ class ConsumerService:
     def _release(self) -> None:
         self._in_flight -= 1
         self._metrics.in_flight.set(self._in_flight)
+        if self._paused and self._has_capacity():
+            self._capacity.set()
 
     async def _handle(self, message: Message, topic: str,
                       decoded: CustomerEvent | DecodeError | RegistryUnavailableError, actions: list[Route]) -> None:
@@ -402,6 +436,8 @@ class ConsumerService:
                     await asyncio.sleep(delay)
                 finally:
                     self._retrying -= 1
+                    if self._paused and self._has_capacity():
+                        self._capacity.set()
 
 
 def _summary(outcomes: list[Outcome]) -> str:

@@ -22,6 +22,14 @@ class PartitionWatermark:
         if self._position is None:
             self._position = offset
 
+    def skip(self, offset: int) -> None:
+        """Records an offset that is done as soon as it is polled (nothing to do for it)."""
+        if self._pending:
+            self.add(offset)
+            self.done(offset)
+        else:
+            self._position = offset + 1
+
     def done(self, offset: int) -> None:
         self._done.add(offset)
         while self._pending and self._pending[0] in self._done:
