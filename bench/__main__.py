@@ -42,10 +42,16 @@ def _table(results: dict[str, Any]) -> str:
         ("bridge / naive", f"{ratios['bridge_vs_naive']:.1f}"),
         ("end-to-end p50 / p95 / p99", f"{latency['p50_seconds'] * 1000:.0f} / {latency['p95_seconds'] * 1000:.0f} / "
                                        f"{latency['p99_seconds'] * 1000:.0f} ms"),
+        ("end-to-end at light load", f"{results['latency_light_load']['rate_per_second']:.0f}/s: "
+                                     f"p50 {results['latency_light_load']['p50_seconds'] * 1000:.0f} / "
+                                     f"p99 {results['latency_light_load']['p99_seconds'] * 1000:.0f} ms"),
         ("consumer RSS over soak", f"{soak['rss_start_mib']:.0f} -> {soak['rss_end_mib']:.0f} MiB "
                                    f"({soak['growth_ratio'] * 100:+.1f} %, {soak['seconds']:.0f} s)"),
     ]
-    return "\n".join(f"{name:<30} {value}" for name, value in rows)
+    lines = [f"{name:<30} {value}" for name, value in rows]
+    for phase_name, shares in results["cpu_cores_used_per_phase"].items():
+        lines.append(f"cpu cores used, {phase_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
+    return "\n".join(lines)
 
 
 def main() -> int:

@@ -50,11 +50,12 @@ class BenchConfig:
     naive_events: int = 200
     unrouted_events: int = 300_000
     latency_seconds: float = 30.0
+    light_rate_per_second: float = 10.0
     soak_seconds: float = 600.0
 
 
 SMOKE = BenchConfig(partitions=3, concurrency=64, routed_events=300, naive_events=30, unrouted_events=20_000,
-                    latency_seconds=5.0, soak_seconds=15.0)
+                    latency_seconds=5.0, light_rate_per_second=5.0, soak_seconds=15.0)
 
 
 @dataclass
@@ -279,6 +280,8 @@ async def measure_unrouted(servers: Servers, config: BenchConfig) -> float:
 
 
 def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
@@ -300,6 +303,7 @@ async def measure_latency(servers: Servers, config: BenchConfig, rate_per_second
     produced_at: dict[str, float] = {}
     producer = EventProducer(servers.kafka, topic, load_schemas())
     total = int(rate_per_second * config.latency_seconds)
+    meter = CpuMeter(servers)
     async with worker:
         consumer_task = asyncio.create_task(service.run(stop))
         await asyncio.sleep(3)
@@ -327,13 +331,14 @@ async def measure_latency(servers: Servers, config: BenchConfig, rate_per_second
         order_id = str(message["workflow_id"]).rsplit(":", 1)[-1]
         if order_id in produced_at:
             latencies.append(float(message["sent_at"]) - produced_at[order_id])  # type: ignore[arg-type]  # JSON number
+    CPU_SHARES[f"latency at {rate_per_second:.0f}/s"] = meter.shares()
     return {
         "events": float(total),
         "delivered": float(len(latencies)),
         "p50_seconds": _percentile(latencies, 0.50),
         "p95_seconds": _percentile(latencies, 0.95),
         "p99_seconds": _percentile(latencies, 0.99),
-        "mean_seconds": statistics.fmean(latencies),
+        "mean_seconds": statistics.fmean(latencies) if latencies else float("nan"),
     }
 
 
@@ -395,6 +400,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
     naive = await measure_naive(servers, config)
     unrouted = await measure_unrouted(servers, config)
     latency = await measure_latency(servers, config, bridge / 2, workdir)
+    light = await measure_latency(servers, config, config.light_rate_per_second, workdir)
     soak = await measure_soak(servers, config, workdir)
     ratios = {"bridge_vs_ceiling": bridge / ceiling, "bridge_vs_naive": bridge / naive}
     targets = {
@@ -411,6 +417,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
                                          "unrouted": unrouted},
         "ratios": ratios,
         "latency": latency,
+        "latency_light_load": {**light, "rate_per_second": config.light_rate_per_second},
         "soak": soak,
         "cpu_cores_used_per_phase": CPU_SHARES,
         "targets_met": targets,
