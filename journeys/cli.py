@@ -69,7 +69,8 @@ async def _status_lines(customer_id: str) -> list[str]:
             else:
                 status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
         except Exception as exc:  # noqa: BLE001 - one unreadable instance must not hide the others
-            lines.append(f"{execution.id}  {state}  (status unavailable: {type(exc).__name__})")
+            hint = " — is an `eventflow worker` running? queries need one" if state == "running" else ""
+            lines.append(f"{execution.id}  {state}  (status unavailable: {type(exc).__name__}: {exc}{hint})")
             continue
         where = (f"at {status.current_step} ({status.current_step_kind}"
                  + (f" until {status.waiting_until}" if status.waiting_until else "") + ")"
