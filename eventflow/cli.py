@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
@@ -146,5 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """Console-script entry point: `main`, then exit without interpreter teardown.
+
+    The Temporal SDK's Rust runtime threads can still call into Python while CPython finalizes,
+    which intermittently aborts the process *after* the command succeeded (temporalio/sdk-python
+    issue 300). Nothing is left to clean up once `main` returned, so output is flushed and the
+    process exits with the command's own code.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
