@@ -123,6 +123,19 @@ def connect(settings: RegistrySettings) -> SchemaRegistryClient:
     return SchemaRegistryClient(settings.client_config())
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Transport errors of whichever HTTP stack the registry client uses (httpx, or httpx2 where installed)."""
+    errors: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
+    try:
+        import httpx2  # type: ignore[import-not-found, unused-ignore]  # optional; newer client stacks use it
+    except ImportError:
+        return errors
+    return (*errors, httpx2.HTTPError)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
 def call_registry(action: str, call: Callable[[], T]) -> T:
     """Runs one registry request, turning transport failures into `RegistryUnavailableError`.
 
@@ -135,7 +148,7 @@ def call_registry(action: str, call: Callable[[], T]) -> T:
             raise
         raise RegistryUnavailableError(f"schema registry failed to {action}: HTTP {exc.http_status_code} "
                                        f"{exc.error_message}") from exc
-    except (httpx.HTTPError, OSError) as exc:
+    except _TRANSPORT_ERRORS as exc:
         raise RegistryUnavailableError(f"schema registry unreachable while trying to {action}: {exc!r}") from exc
     except json.JSONDecodeError as exc:
         raise RegistryUnavailableError(f"schema registry sent a non-JSON answer to {action}") from exc
