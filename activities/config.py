@@ -20,7 +20,7 @@ from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
 from devstack.cache import cache_dir
 from eventflow import settings as config
 from eventflow.errors import ConfigError
-from eventflow.settings import Setting
+from eventflow.settings import Setting, non_negative_int, positive_float, positive_int
 
 CHANNELS = ("email", "sms", "whatsapp")
 _QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
@@ -39,27 +39,6 @@ def _quiet_hours(raw: str) -> str:
     if not _QUIET_HOURS.match(raw):
         raise ValueError("must look like 21:00-08:00")
     return raw
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
 
 
 def _str(env: str, default: str | None, doc: str) -> Setting[object]:
@@ -88,19 +67,19 @@ _DECLARED: list[Setting[object]] = [
     _str("EVENTFLOW_SMS_FROM", "", "Sender number for SMS."),
     _str("EVENTFLOW_WHATSAPP_FROM", "", "Sender number for WhatsApp (whatsapp: prefix optional)."),
     _str("EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID", "", "Send through this Messaging Service instead of a number."),
-    Setting("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", _positive_float, 10.0,
+    Setting("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", positive_float, 10.0,
             "Per-request timeout of provider calls.", "float"),
-    Setting("EVENTFLOW_SENDGRID_RATE_PER_SECOND", _positive_float, 100.0,
+    Setting("EVENTFLOW_SENDGRID_RATE_PER_SECOND", positive_float, 100.0,
             "SendGrid calls per second per worker (token bucket).", "float"),
-    Setting("EVENTFLOW_SENDGRID_BURST", _positive_int, 100,
+    Setting("EVENTFLOW_SENDGRID_BURST", positive_int, 100,
             "SendGrid token bucket size.", "int"),
-    Setting("EVENTFLOW_TWILIO_RATE_PER_SECOND", _positive_float, 10.0,
+    Setting("EVENTFLOW_TWILIO_RATE_PER_SECOND", positive_float, 10.0,
             "Twilio calls per second per worker (token bucket).", "float"),
-    Setting("EVENTFLOW_TWILIO_BURST", _positive_int, 10,
+    Setting("EVENTFLOW_TWILIO_BURST", positive_int, 10,
             "Twilio token bucket size.", "int"),
     Setting("EVENTFLOW_QUIET_HOURS", _quiet_hours, "",
             "Default quiet hours in the customer's timezone, e.g. 21:00-08:00; empty for none.", "str"),
-    Setting("EVENTFLOW_DAILY_CAP", _non_negative_int, 0,
+    Setting("EVENTFLOW_DAILY_CAP", non_negative_int, 0,
             "Default sends per channel per customer per local day; 0 for no cap.", "int"),
 ]
 for _setting in _DECLARED:

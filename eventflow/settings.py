@@ -42,21 +42,32 @@ class Setting(Generic[T]):
             raise ConfigError(self.env, f"invalid value {raw!r}: {exc}") from exc
 
 
-def _positive_int(raw: str) -> int:
+def positive_int(raw: str) -> int:
+    """Parser for a whole number > 0."""
     value = int(raw)
     if value <= 0:
         raise ValueError("must be > 0")
     return value
 
 
-def _port(raw: str) -> int:
+def non_negative_int(raw: str) -> int:
+    """Parser for a whole number >= 0."""
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def port_number(raw: str) -> int:
+    """Parser for a TCP port; 0 means disabled."""
     value = int(raw)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number (0 disables)")
     return value
 
 
-def _positive_float(raw: str) -> float:
+def positive_float(raw: str) -> float:
+    """Parser for a number > 0."""
     value = float(raw)
     if value <= 0:
         raise ValueError("must be > 0")
@@ -88,8 +99,8 @@ _SETTINGS: list[Setting[Any]] = [
     Setting("EVENTFLOW_TOPICS", _csv, ("customer-events",), "Comma-separated topics the consumer reads.", "csv"),
     _s("EVENTFLOW_CONSUMER_GROUP", "eventflow", "Kafka consumer group id."),
     _s("EVENTFLOW_DLQ_TOPIC", "customer-events.dlq", "Dead-letter topic for records that cannot be decoded."),
-    Setting("EVENTFLOW_MAX_IN_FLIGHT", _positive_int, 512, "Events in flight per consumer before partitions pause.", "int"),
-    Setting("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", _positive_float, 30.0, "Drain deadline on SIGTERM.", "float"),
+    Setting("EVENTFLOW_MAX_IN_FLIGHT", positive_int, 512, "Events in flight per consumer before partitions pause.", "int"),
+    Setting("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", positive_float, 30.0, "Drain deadline on SIGTERM.", "float"),
     _s("TEMPORAL_ADDRESS", None, "Temporal frontend host:port; unset means the local dev stack."),
     _s("TEMPORAL_NAMESPACE", "default", "Temporal namespace."),
     _s("TEMPORAL_API_KEY", None, "Temporal Cloud API key (implies TLS)."),
@@ -97,15 +108,15 @@ _SETTINGS: list[Setting[Any]] = [
     _s("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS."),
     _s("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS."),
     _s("EVENTFLOW_TASK_QUEUE", "eventflow-journeys", "Temporal task queue of the journey workers."),
-    Setting("EVENTFLOW_METRICS_PORT", _port, 9464, "Port of /metrics, /healthz and /readyz (0 disables).", "int"),
+    Setting("EVENTFLOW_METRICS_PORT", port_number, 9464, "Port of /metrics, /healthz and /readyz (0 disables).", "int"),
     Setting("EVENTFLOW_LOG_FORMAT", _choice("json", "console"), "json", "Log rendering: json or console.", "choice"),
     _s("EVENTFLOW_AVRO_DIR", None, "Folder of Avro schemas; default the repository's avro/."),
     _s("EVENTFLOW_JOURNEYS_DIR", None, "Folder with definitions/ and templates/; default the repository's journeys/."),
     _s("EVENTFLOW_OUTBOX_PATH", None, "JSON Lines file the outbox channel writes; default <cache>/outbox.jsonl."),
     _s("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and logs; default $XDG_CACHE_HOME/eventflow."),
-    Setting("EVENTFLOW_DEV_KAFKA_PORT", _port, 19092, "Dev stack Kafka port (controller uses port+1).", "int"),
-    Setting("EVENTFLOW_DEV_TEMPORAL_PORT", _port, 7233, "Dev stack Temporal frontend port.", "int"),
-    Setting("EVENTFLOW_DEV_TEMPORAL_UI_PORT", _port, 8233, "Dev stack Temporal Web UI port.", "int"),
+    Setting("EVENTFLOW_DEV_KAFKA_PORT", port_number, 19092, "Dev stack Kafka port (controller uses port+1).", "int"),
+    Setting("EVENTFLOW_DEV_TEMPORAL_PORT", port_number, 7233, "Dev stack Temporal frontend port.", "int"),
+    Setting("EVENTFLOW_DEV_TEMPORAL_UI_PORT", port_number, 8233, "Dev stack Temporal Web UI port.", "int"),
 ]
 
 SETTINGS: dict[str, Setting[Any]] = {s.env: s for s in _SETTINGS}

@@ -25,33 +25,19 @@ from activities.config import build_channels, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
 from eventflow.http import OpsServer
-from eventflow.settings import Setting, Settings
+from eventflow.settings import Setting, Settings, port_number, positive_int
 from eventflow.temporal_client import connect
 from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number (0 disables)")
-    return value
-
-
 for _setting in (
-    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", _positive_int, 100,
+    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", positive_int, 100,
             "Send activities one worker replica runs at once.", "int"),
-    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", _positive_int, 100,
+    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", positive_int, 100,
             "Workflow tasks one worker replica runs at once.", "int"),
-    Setting("EVENTFLOW_TEMPORAL_METRICS_PORT", _port, 9465,
+    Setting("EVENTFLOW_TEMPORAL_METRICS_PORT", port_number, 9465,
             "Loopback port of the Temporal SDK's Prometheus exporter, merged into /metrics (0 disables).", "int"),
 ):
     config.register(_setting)
