@@ -32,7 +32,7 @@ for _warning in _import_warnings:
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
-from eventflow.settings import Setting, register
+from eventflow.settings import Setting, positive_float, register
 from events.errors import RegistryUnavailableError, SchemaResolutionError, UnknownSchemaError
 from events.schemas import ENVELOPE, ParsedSchema
 
@@ -40,13 +40,6 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = ("topic", "record", "topic_record")
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
 
 
 def _strategy(raw: str) -> str:
@@ -59,7 +52,7 @@ URL = Setting("EVENTFLOW_SCHEMA_REGISTRY_URL", str, None,
               "Confluent-compatible Schema Registry URL (Apicurio: `.../apis/ccompat/v7`); unset: no registry.")
 USERNAME = Setting("EVENTFLOW_SCHEMA_REGISTRY_USERNAME", str, None, "Schema Registry basic-auth user (or API key).")
 PASSWORD = Setting("EVENTFLOW_SCHEMA_REGISTRY_PASSWORD", str, None, "Schema Registry basic-auth password (or API secret).")
-TIMEOUT = Setting("EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS", _positive_float, 10.0,
+TIMEOUT = Setting("EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS", positive_float, 10.0,
                   "Timeout of one Schema Registry request.", "float")
 STRATEGY = Setting("EVENTFLOW_SUBJECT_NAME_STRATEGY", _strategy, "topic",
                    "Registry subject naming: topic (`<topic>-value`), record (`<record>`), "
