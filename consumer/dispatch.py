@@ -75,20 +75,18 @@ class Dispatcher:
         self._task_queue = task_queue
 
     async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
-        if isinstance(action, StartJourney):
-            return ActionResult(action, await self._start(event, action))
-        if isinstance(action, UpdatePreferences):
-            return ActionResult(action, await self._update_preferences(event, action))
-        return ActionResult(action, await self._signal(event, action))
-
-    async def _update_preferences(self, event: CustomerEvent, action: UpdatePreferences) -> Outcome:
+        """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
         try:
-            await record_subscription_change(self._client, event, self._task_queue)
+            if isinstance(action, StartJourney):
+                return ActionResult(action, await self._start(event, action))
+            if isinstance(action, UpdatePreferences):
+                await record_subscription_change(self._client, event, self._task_queue)
+                return ActionResult(action, Outcome.PREFERENCES_UPDATED)
+            return ActionResult(action, await self._signal(event, action))
         except RPCError as exc:
             if exc.status in _TRANSIENT:
-                raise TransientTemporalError("update_preferences", action.workflow_id, exc) from exc
+                raise TransientTemporalError(type(action).__name__, action.workflow_id, exc) from exc
             raise
-        return Outcome.PREFERENCES_UPDATED
 
     async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:
         try:
@@ -108,10 +106,6 @@ class Dispatcher:
             )
         except WorkflowAlreadyStartedError:
             return Outcome.DEDUPED
-        except RPCError as exc:
-            if exc.status in _TRANSIENT:
-                raise TransientTemporalError("start", action.workflow_id, exc) from exc
-            raise
         return Outcome.STARTED
 
     async def _signal(self, event: CustomerEvent, action: SignalJourney) -> Outcome:
@@ -120,7 +114,5 @@ class Dispatcher:
         except RPCError as exc:
             if exc.status is RPCStatusCode.NOT_FOUND:
                 return Outcome.NO_INSTANCE
-            if exc.status in _TRANSIENT:
-                raise TransientTemporalError("signal", action.workflow_id, exc) from exc
             raise
         return Outcome.SIGNALLED
