@@ -60,6 +60,7 @@ class SendPolicy:
             sends while it runs. Must exceed the channels' call timeouts.
         lease_margin_seconds: slack kept between the end of a provider call and the lease's end
             (scheduling delay, clock rate).
+        lease_poll_seconds: how often an attempt waiting on another's lease asks again.
         uncertain_delivery: the policy for channels that cannot reconcile.
     """
 
@@ -68,6 +69,7 @@ class SendPolicy:
     heartbeat_interval_seconds: float = 2.0
     lease_seconds: float = 30.0
     lease_margin_seconds: float = 2.0
+    lease_poll_seconds: float = 5.0
     uncertain_delivery: UncertainDelivery = UncertainDelivery.AT_MOST_ONCE
 
 
@@ -167,7 +169,8 @@ class NotificationActivities:
                 # Counted from before the request left, so this attempt's view of the lease ends first.
                 return reservation, asked_at + self._policy.lease_seconds - self._policy.lease_margin_seconds
             self._metrics.lease_waits.labels(notification.channel).inc()
-            await self._beat(asyncio.sleep(_seconds_until(reservation.not_before, self._policy.lease_seconds)))
+            # Ask again well before the lease ends: the holder usually reports long before then.
+            await self._beat(asyncio.sleep(_seconds_until(reservation.not_before, self._policy.lease_poll_seconds)))
 
     async def _resolve_uncertain(self, notification: SendNotificationInput, channel: Channel,
                                  message: OutgoingMessage, reservation: Reservation,

@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from devstack.cache import cache_dir
@@ -101,6 +102,11 @@ def temporal_cli() -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     shutil.move(str(build_dir / "temporal"), binary)
     return binary
+
+
+#: How long the SDK may wait for the test server to listen: a JVM starting on a busy 2-core machine
+#: needs more than the SDK's default of 5 s.
+TEST_SERVER_STARTUP = timedelta(seconds=60)
 
 
 def test_server() -> Path:

@@ -111,8 +111,9 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
     """Runs ``definition`` on the time-skipping server, delivering ``events``; returns the timeline."""
     from temporalio.testing import WorkflowEnvironment
 
-    from devstack.provision import test_server
+    from devstack.provision import TEST_SERVER_STARTUP, test_server
     from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
+    from workflows.worker import with_send_queues
 
     router = Router([definition])
     start: tuple[CustomerEvent, StartJourney] | None = None
@@ -127,11 +128,14 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
                               f"(trigger {definition.trigger_event}, filter {definition.trigger_filter!r})")
     trigger, action = start
     recorder = _Recorder()
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
     try:
         task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
-        async with Worker(env.client, task_queue=task_queue, workflows=[JourneyWorkflow],
-                          activities=[recorder.send_notification]):
+        async with with_send_queues(env.client, task_queue,
+                                    Worker(env.client, task_queue=task_queue, workflows=[JourneyWorkflow],
+                                           activities=[recorder.send_notification]),
+                                    [recorder.send_notification]):
             handle = await env.client.start_workflow(
                 JOURNEY_WORKFLOW, JourneyInput(journey=action.snapshot, event=trigger), id=action.workflow_id,
                 task_queue=task_queue, result_type=JourneyStatus)

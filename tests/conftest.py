@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from devstack import Endpoints, Stack
-from devstack.provision import test_server
+from devstack.provision import TEST_SERVER_STARTUP, test_server
 from tests.harness import Bridge, start_bridge
 
 
@@ -49,7 +49,8 @@ async def temporal_client(endpoints: Endpoints) -> Client:
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's Java test server with time-skipping, shared by every test that needs it."""
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
     try:
         yield env
     finally:

@@ -26,7 +26,7 @@ from events.schemas import load as load_schemas
 from journeys.loader import load_all
 from journeys.model import JourneyDefinition
 from consumer.routes import EventRoutes
-from workflows.worker import build_worker
+from workflows.worker import JourneyWorkers, build_worker
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Bridge:
     producer: EventProducer
     metrics: ConsumerMetrics
     service: ConsumerService
-    worker: Worker | None
+    worker: JourneyWorkers | None
     _stop: asyncio.Event
     _service_stop: asyncio.Event
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -114,7 +114,7 @@ async def _until_either(service: ConsumerService, stop: asyncio.Event, service_s
             task.cancel()
 
 
-async def _run_worker(worker: Worker, stop: asyncio.Event) -> None:
+async def _run_worker(worker: JourneyWorkers, stop: asyncio.Event) -> None:
     async with worker:
         await stop.wait()
 

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notifications import SendNotificationInput, SendResult
     from activities.send import SEND_NOTIFICATION
     from events.model import CustomerEvent
+    from workflows.queues import SEND_QUEUE_PER_CHANNEL_PATCH, send_task_queue
 
 SEND_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -130,6 +131,7 @@ async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], 
             result: SendResult = await workflow.execute_activity(
                 SEND_NOTIFICATION,
                 notification,
+                task_queue=_send_queue(channel),
                 result_type=SendResult,
                 start_to_close_timeout=SEND_START_TO_CLOSE,
                 heartbeat_timeout=heartbeat_timeout,
@@ -155,6 +157,14 @@ async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], 
             continue
         return SendRecord(step["id"], channel, template["id"], result.status, result.provider,
                           result.provider_message_id)
+
+
+def _send_queue(channel: str) -> str | None:
+    """The channel's own send queue (rate-limited across replicas by Temporal); journeys recorded
+    before it existed keep sending on their own queue."""
+    if workflow.patched(SEND_QUEUE_PER_CHANNEL_PATCH):
+        return send_task_queue(workflow.info().task_queue, channel)
+    return None
 
 
 def _error_type(err: ActivityError) -> str:

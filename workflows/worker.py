@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -16,6 +18,7 @@ from activities.send import NotificationActivities, SendPolicy
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore
+from workflows.queues import CHANNELS, send_task_queue
 
 WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences)
 
@@ -29,28 +32,75 @@ class WorkerLimits:
     graceful_shutdown_seconds: float = 20.0
 
 
+class JourneyWorkers:
+    """The journey worker and one send worker per channel, run and drained together.
+
+    Use as ``async with build_worker(...):``; sends of journeys started before the per-channel
+    queues existed still arrive on the journeys' own queue, which the journey worker also serves.
+    """
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = tuple(workers)
+
+    async def __aenter__(self) -> JourneyWorkers:
+        entered: list[Worker] = []
+        try:
+            for worker in self.workers:
+                await worker.__aenter__()
+                entered.append(worker)
+        except BaseException:
+            await asyncio.gather(*(w.__aexit__(None, None, None) for w in entered))
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.gather(*(w.__aexit__(None, None, None) for w in self.workers))
+
+
+def with_send_queues(client: Client, task_queue: str, journey_worker: Worker,
+                     activities: Sequence[Callable[..., Any]]) -> JourneyWorkers:
+    """``journey_worker`` plus workers running ``activities`` on every channel's send queue (simulations, tests)."""
+    return JourneyWorkers([journey_worker, *(
+        Worker(client, task_queue=send_task_queue(task_queue, channel), activities=list(activities))
+        for channel in CHANNELS)])
+
+
 def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel],
                  *, max_concurrent_activities: int = 100, limits: WorkerLimits | None = None,
                  ledger: DeliveryLedger | None = None, metrics: SendMetrics | None = None,
-                 policy: SendPolicy | None = None) -> Worker:
-    """A worker for every Eventflow workflow and activity.
+                 policy: SendPolicy | None = None,
+                 channel_rates_per_second: Mapping[str, float] | None = None) -> JourneyWorkers:
+    """Workers for every Eventflow workflow and activity.
 
     Args:
         ledger: the delivery ledger and preference gate; by default the ``CustomerPreferences``
             workflows on this task queue.
         metrics: where send metrics go (a fresh registry when omitted).
         policy: default quiet hours and daily cap.
+        channel_rates_per_second: per channel, the provider's rate limit, enforced by Temporal
+            across all replicas on the channel's send queue (absent: no server-side limit).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy)
-    return Worker(
+    rates = channel_rates_per_second or {}
+    shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
+    journeys = Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=[notifications.send_notification],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
-        graceful_shutdown_timeout=timedelta(seconds=limits.graceful_shutdown_seconds),
+        graceful_shutdown_timeout=shutdown,
     )
+    sends = [Worker(
+        client,
+        task_queue=send_task_queue(task_queue, channel),
+        activities=[notifications.send_notification],
+        max_concurrent_activities=limits.max_concurrent_activities,
+        max_task_queue_activities_per_second=rates.get(channel),
+        graceful_shutdown_timeout=shutdown,
+    ) for channel in sorted(channels)]
+    return JourneyWorkers([journeys, *sends])

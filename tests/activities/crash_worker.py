@@ -2,7 +2,7 @@
 
 Usage: ``python -m tests.activities.crash_worker <temporal address> <task queue> <provider base url> [lease s]``.
 
-With a lease it runs only the send activity, with one activity poller: a frozen process then
+With a lease it runs only the send activity for email, with one activity poller: a frozen process then
 holds at most one poll open (a poll the server answers while the process is frozen swallows that
 activity task until its heartbeat timeout), and the test runs the workflows itself.
 """
@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from activities.send import NotificationActivities, SendPolicy
 from tests.activities.journey_support import channels_for, worker
 from workflows.preferences_client import PreferencesStore
+from workflows.queues import send_task_queue
 
 
 async def main(address: str, task_queue: str, base_url: str, lease_seconds: str = "") -> None:
@@ -29,7 +30,7 @@ async def main(address: str, task_queue: str, base_url: str, lease_seconds: str 
         return
     sends = NotificationActivities(channels_for(base_url), ledger=PreferencesStore(client, task_queue),
                                    policy=SendPolicy(lease_seconds=float(lease_seconds)))
-    async with Worker(client, task_queue=task_queue, activities=[sends.send_notification],
+    async with Worker(client, task_queue=send_task_queue(task_queue, "email"), activities=[sends.send_notification],
                       max_concurrent_activity_task_polls=1):
         print("worker-ready", flush=True)
         await asyncio.Event().wait()

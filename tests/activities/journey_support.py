@@ -17,7 +17,7 @@ from activities.send import SendPolicy
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
 from events.model import Customer, CustomerEvent
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
-from workflows.worker import build_worker
+from workflows.worker import JourneyWorkers, build_worker
 
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
 
@@ -67,7 +67,7 @@ def event(customer_id: str, *, timezone: str = "UTC", phone: str | None = "+1555
 
 
 def worker(client: Client, task_queue: str, channels: Mapping[str, Channel], *,
-           registry: CollectorRegistry | None = None, policy: SendPolicy | None = None) -> Worker:
+           registry: CollectorRegistry | None = None, policy: SendPolicy | None = None) -> JourneyWorkers:
     return build_worker(client, task_queue, channels, metrics=SendMetrics(registry or CollectorRegistry()),
                         policy=policy)
 

@@ -28,12 +28,15 @@ from tests.activities.provider_stub import ProviderStub, provider
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore, preferences_state
+from workflows.queues import send_task_queue
 from workflows.worker import WORKFLOWS, build_worker
 
 __all__ = ["provider"]
 
 REPO = Path(__file__).resolve().parents[2]
-LEASE_SECONDS = 15.0
+#: Longer than the send's heartbeat timeout (10 s) plus one activity task swallowed by the frozen
+#: worker's open poll, so the second attempt always meets the first one's lease.
+LEASE_SECONDS = 40.0
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -92,7 +95,8 @@ async def test_an_attempt_stalled_past_its_heartbeat_timeout_is_fenced_out(
         handle = await _start(temporal_client, queue, customer, workflow_id, {})
         await asyncio.wait_for(provider.held.wait(), 30)  # SendGrid has the request; its reply is held
         first.send_signal(signal.SIGSTOP)
-        async with Worker(temporal_client, task_queue=queue, activities=[sends.send_notification]):
+        async with Worker(temporal_client, task_queue=send_task_queue(queue, "email"),
+                          activities=[sends.send_notification]):
             # Past the heartbeat timeout Temporal gives the send to this worker, which finds the lease held.
             await _until(lambda: _sample(registry, "eventflow_send_lease_waits_total", channel="email") >= 1, 120)
             # The reply goes out first and waits in the frozen process's socket, so on waking its
@@ -124,8 +128,8 @@ async def test_a_worker_killed_mid_send_is_not_sent_again_where_the_provider_can
             first.kill()
             await first.wait()
         provider.release()
-        async with Worker(temporal_client, task_queue=queue, activities=[_sends(temporal_client, queue, provider,
-                                                                                registry).send_notification]):
+        async with Worker(temporal_client, task_queue=send_task_queue(queue, "email"),
+                          activities=[_sends(temporal_client, queue, provider, registry).send_notification]):
             status = await asyncio.wait_for(handle.result(), 90)
 
     assert provider.sends_by_key() == {f"{workflow_id}/note": 1}

@@ -21,6 +21,7 @@ from activities.send import SEND_NOTIFICATION
 from events.model import Customer, CustomerEvent
 from journeys.loader import validate_folder
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
+from workflows.worker import JourneyWorkers, with_send_queues
 
 DEFAULT_TEMPLATES = {
     "note": {"id": "note", "default_locale": "en", "channels": {
@@ -98,9 +99,10 @@ def purchase(customer_id: str | None = None, order_id: str = "ord-1", amount: st
                  customer_id=customer_id, **kwargs)
 
 
-def worker(client: Client, task_queue: str, capture: Capture) -> Worker:
-    return Worker(client, task_queue=task_queue, workflows=[JourneyWorkflow],
-                  activities=[capture.send_notification])
+def worker(client: Client, task_queue: str, capture: Capture) -> JourneyWorkers:
+    return with_send_queues(client, task_queue, Worker(client, task_queue=task_queue, workflows=[JourneyWorkflow],
+                                                       activities=[capture.send_notification]),
+                            [capture.send_notification])
 
 
 async def start(client: Client, task_queue: str, snapshot: dict[str, Any], trigger: CustomerEvent, *,

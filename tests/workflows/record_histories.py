@@ -20,7 +20,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.provision import test_server
+from devstack.provision import TEST_SERVER_STARTUP, test_server
 from journeys.loader import load_all
 from tests.workflows import test_journey_steps as scenarios
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, start, worker
@@ -136,7 +136,8 @@ async def record(folder: Path = HISTORIES) -> list[Path]:
     """Runs every scenario and writes the histories; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
     try:
         capture = Capture()
         queue = f"record-{uuid.uuid4().hex[:8]}"
