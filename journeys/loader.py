@@ -228,10 +228,22 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
     except expressions.ExpressionError as exc:
         report.add(where, str(exc))
         return
+    broken = False
     for parts in expressions.paths(node):
         problem = _path_problem(sample, parts, roots)
         if problem:
+            broken = True
             report.add(where, f"expression {source!r}: {problem}")
+    if broken:
+        return
+
+    def kind_of(parts: tuple[str, ...]) -> expressions.ValueKind | None:
+        if parts[0] == "journey" or parts[0] not in sample:
+            return None
+        return expressions.kind_of_value(lookup(sample, ".".join(parts)))
+
+    for problem in expressions.type_problems(node, kind_of):
+        report.add(where, f"expression {source!r}: {problem}")
 
 
 def _check_key(report: _Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:

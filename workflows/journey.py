@@ -115,6 +115,15 @@ class JourneyStatus:
     runs: int = 1
 
 
+def _count_expression_error(journey: str, step: str, error: Exception) -> None:
+    """Counts a condition that failed on its data through the SDK meter, which skips replays."""
+    workflow.metric_meter().create_counter(
+        "eventflow_expression_errors", "Journey expressions that could not be evaluated and were false.",
+    ).add(1, {"journey": journey, "step": step})
+    workflow.logger.warning("expression error journey=%s step=%s error_type=%s", journey, step,
+                            type(error).__name__)
+
+
 class _ContinueAsNew(Exception):
     """Raised inside a wait when this run's history is long enough; the run loop continues as new."""
 
@@ -168,7 +177,8 @@ class JourneyWorkflow:
         if self._finished or self._exit_reason is not None:
             return
         for listener in self._journey.get("exit_events", ()):
-            if self._matches(event, listener["event_type"], listener.get("key_path"), listener.get("when")):
+            if self._matches(event, listener["event_type"], listener.get("key_path"), listener.get("when"),
+                             step="exit"):
                 self._exit_reason = f"exit event {event.event_type}"
                 return
         step = self._active
@@ -178,7 +188,7 @@ class JourneyWorkflow:
         if kind not in ("wait_for", "digest"):
             return
         spec = step[kind]
-        if not self._matches(event, spec["event"], spec.get("key"), spec.get("when")):
+        if not self._matches(event, spec["event"], spec.get("key"), spec.get("when"), step=str(step["id"])):
             return
         if kind == "wait_for" and self._received is None:
             self._received = event
@@ -251,7 +261,8 @@ class JourneyWorkflow:
             await self._wait(lambda: False)
         elif kind == "branch":
             for number, case in enumerate(step["branch"]["cases"], start=1):
-                if expressions.matches(case["when"], self._context):
+                if expressions.matches(case["when"], self._context, journey=self._journey_id, step=step_id,
+                                       on_error=_count_expression_error):
                     self._note(step_id, f"case {number}: {case['when']}")
                     return steps.arm_start(step_id, case["steps"])
             self._note(step_id, "else")
@@ -333,13 +344,19 @@ class JourneyWorkflow:
     def _has_exited(self) -> bool:
         return self._exit_reason is not None
 
-    def _matches(self, event: CustomerEvent, event_type: str, key_path: str | None, when: str | None) -> bool:
+    def _matches(self, event: CustomerEvent, event_type: str, key_path: str | None, when: str | None, *,
+                 step: str) -> bool:
         if event.event_type != event_type:
             return False
         context = event.as_context()
         if key_path and self._instance_key is not None and str(lookup(context, key_path)) != self._instance_key:
             return False
-        return when is None or expressions.matches(when, context)
+        return when is None or expressions.matches(when, context, journey=self._journey_id, step=step,
+                                                   on_error=_count_expression_error)
+
+    @property
+    def _journey_id(self) -> str:
+        return str(self._journey.get("id", ""))
 
     # --- bookkeeping ----------------------------------------------------------------------
 

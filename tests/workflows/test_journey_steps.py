@@ -128,6 +128,19 @@ async def test_branch_takes_the_matching_arm_then_continues(
     assert [s.channel for s in capture.sent] == (["email", "whatsapp"] if expected[0] == "vip" else ["sms", "whatsapp"])
 
 
+async def test_a_branch_condition_that_fails_on_the_data_is_false_and_the_journey_goes_on(
+        time_skipping_env: WorkflowEnvironment, queue: str, capture: Capture, tmp_path: Path) -> None:
+    snapshot = compile_journey(tmp_path, BRANCH)
+    # The validator rejects this condition; a snapshot with it (or an event unlike its schema) used
+    # to fail the workflow task forever on TypeError: unhashable type: 'dict'.
+    snapshot["steps"][0]["branch"]["cases"][0]["when"] = "payload.total in customer"
+    handle = await start(time_skipping_env.client, queue, snapshot, purchase(amount="100.00"))
+
+    status = await result(handle)
+
+    assert status.finished and capture.steps(handle.id) == ["regular", "after_branch"]
+
+
 WAIT_FOR = """
 id: wf
 version: 1
