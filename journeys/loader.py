@@ -27,6 +27,7 @@ from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
 from journeys.samples import sample_event_context
 from journeys.steps import Step, kind_of, walk
+from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 
 JOURNEYS_DIR_ENV = "EVENTFLOW_JOURNEYS_DIR"
@@ -34,6 +35,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
 CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey"})
+#: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
+_DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
 
 
 class JourneyDefinitionError(EventflowError):
@@ -49,14 +52,14 @@ class JourneyDefinitionError(EventflowError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a journey or template file."""
+    """One thing wrong with a journey or template file, at a 1-based line (1 when nothing narrower is known)."""
 
     file: str
-    line: int | None
+    line: int
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}"
 
     def error(self) -> JourneyDefinitionError:
         return JourneyDefinitionError(self.file, self.message, self.line)
@@ -78,13 +81,33 @@ class _Report:
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: DocPath, message: str) -> None:
-        self.problems.append(Problem(self.file, self.document.line_of(path), message))
+        self.problems.append(Problem(self.file, self.document.line_of(path) or 1, message))
 
 
 def default_journeys_dir() -> Path:
     """``$EVENTFLOW_JOURNEYS_DIR`` or the ``journeys/`` folder beside the packages."""
     explicit = os.environ.get(JOURNEYS_DIR_ENV)
     return Path(explicit) if explicit else Path(__file__).resolve().parent
+
+
+def _read(path: Path) -> LocatedDocument:
+    """Reads and parses one YAML file; every failure is a `YamlSyntaxError` with a line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlSyntaxError(f"cannot be read: {exc.strerror or exc}", 1) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlSyntaxError("is not UTF-8 text", raw[:exc.start].count(b"\n") + 1) from exc
+    return load_located(text)
+
+
+def _line_of_id(path: Path) -> int:
+    try:
+        return _read(path).line_of(("id",)) or 1
+    except YamlSyntaxError:
+        return 1
 
 
 @cache
@@ -167,7 +190,7 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
                     broken = True
                     line = document.line_of((*where, *part.split("/")))
                     offset = (exc.lineno or 1) if source.count("\n") else 0
-                    problems.append(Problem(str(path), (line or 0) + offset or None,
+                    problems.append(Problem(str(path), max(1, (line or 0) + offset),
                                             f"template {template_id} {channel}/{locale} {part} does not "
                                             f"compile: {exc.message}"))
     problems.extend(report.problems)
@@ -183,15 +206,15 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            document = load_located(path.read_text())
+            document = _read(path)
         except YamlSyntaxError as exc:
-            problems.append(Problem(str(path), exc.line, exc.problem))
+            problems.append(Problem(str(path), exc.line or 1, exc.problem))
             continue
         template = _check_template(path, document, problems)
         if template is None:
             continue
         if template.id in sources:
-            problems.append(Problem(str(path), document.line_of(("id",)),
+            problems.append(Problem(str(path), document.line_of(("id",)) or 1,
                                     f"template id {template.id!r} is also used by {sources[template.id].file}"))
             continue
         sources[template.id] = TemplateSource(template, str(path), document)
@@ -321,7 +344,7 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
                 text = _part(variant, part)
                 if not isinstance(text, str):
                     continue
-                line = source.document.line_of(("channels", channel, locale, *part.split("/")))
+                line = source.document.line_of(("channels", channel, locale, *part.split("/"))) or 1
                 label = f"template {template.id} {channel}/{locale} {part} (step {step['id']})"
                 undeclared = meta.find_undeclared_variables(_jinja().parse(text)) - set(context)
                 if undeclared:
@@ -350,6 +373,12 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
         seen[step_id] = path
         kind = kind_of(step)
         body = step[kind] or {}
+        for option in _DURATION_OPTIONS.get(kind, ()):
+            if isinstance(body.get(option), str):
+                try:
+                    check_duration(body[option])
+                except ValueError as exc:
+                    report.add((*path, kind, option), f"{kind}.{option}: {exc}")
         if kind in ("wait_for", "digest"):
             event_type = body["event"]
             if event_type not in known_events:
@@ -401,9 +430,9 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      render_templates: bool = False) -> tuple[JourneyDefinition | None, list[Problem]]:
     """Checks one definition file; returns the definition (None if it has problems) and the problems."""
     try:
-        document = load_located(path.read_text())
+        document = _read(path)
     except YamlSyntaxError as exc:
-        return None, [Problem(str(path), exc.line, exc.problem)]
+        return None, [Problem(str(path), exc.line or 1, exc.problem)]
     report = _Report(str(path), document)
     _schema_problems(report)
     if report.problems:
@@ -506,7 +535,8 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
         if definition is None:
             continue
         if definition.id in seen:
-            problems.append(Problem(str(path), None, f"journey id {definition.id!r} is also used by {seen[definition.id]}"))
+            problems.append(Problem(str(path), _line_of_id(path),
+                                    f"journey id {definition.id!r} is also used by {seen[definition.id]}"))
             continue
         seen[definition.id] = str(path)
         definitions.append(definition)

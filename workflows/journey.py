@@ -310,7 +310,12 @@ class JourneyWorkflow:
         if moment is None:
             workflow.logger.warning("delay until %s: no timestamp in the event, not waiting", spec["until"])
             return now
-        return moment + (signed_duration(spec["offset"]) if spec.get("offset") else timedelta())
+        try:
+            return moment + (signed_duration(spec["offset"]) if spec.get("offset") else timedelta())
+        except OverflowError:
+            # An event timestamp near year 9999 plus the offset leaves the calendar: a typo upstream.
+            workflow.logger.warning("delay until %s: timestamp plus offset out of range, not waiting", spec["until"])
+            return now
 
     def _choose_variant(self, step_id: str, variants: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         bucket = split_bucket(str(self._journey["id"]), self._trigger.customer.id)

@@ -49,6 +49,18 @@ def test_validate_fails_naming_file_and_line(tmp_path: Path, capsys: pytest.Capt
     assert f"{tmp_path / 'definitions' / 'bad.yaml'}:8: " in err and "unknown template 'missing'" in err
 
 
+def test_validate_reports_a_recursive_alias_without_a_traceback(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "definitions" / "loop.yaml").write_text("id: loop\nversion: 1\nsteps: &s\n  - *s\n")
+
+    assert main(["journeys", "validate", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'definitions' / 'loop.yaml'}:4: YAML aliases (*s) are not supported" in err
+    assert "Traceback" not in err
+
+
 def test_simulate_two_weeks_in_seconds_with_masked_addresses(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     customer = samples.customer(email="dana@example.com", locale="de", first_name="Dana")
