@@ -335,7 +335,7 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
 
 def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSource, channels: Sequence[str],
                  context: Mapping[str, Any]) -> None:
-    from activities.rendering import TemplateRenderError, render
+    from activities.rendering import TemplateRenderError, is_html_part, render
 
     template = source.template
     for channel in channels:
@@ -352,15 +352,12 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
                                                                        f"{sorted(undeclared)}"))
                     continue
                 try:
-                    render(template.id, text, context)
+                    render(template.id, text, context, html=is_html_part(part))
                 except TemplateRenderError as exc:
+                    hint = (" (a dict key like items/keys/values needs x[\"items\"] syntax)"
+                            if isinstance(exc.__cause__, TypeError) else "")
                     report.problems.append(Problem(source.file, line, f"{label} does not render with sample "
-                                                                       f"data: {exc.problem}"))
-                except Exception as exc:  # noqa: BLE001 - any crash while rendering is a finding, not a bug here
-                    report.problems.append(Problem(source.file, line, f"{label} fails with sample data: "
-                                                                       f"{type(exc).__name__}: {exc} (a dict "
-                                                                       "key like items/keys/values needs "
-                                                                       "x[\"items\"] syntax)"))
+                                                                       f"data: {exc.problem}{hint}"))
 
 
 def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],

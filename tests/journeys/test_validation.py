@@ -223,7 +223,22 @@ channels:
 """
 
 
+TEMPLATE_BOMB = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: "{{ 'a' * 10**8 }}"
+  sms:
+    en:
+      body: "sms"
+"""
+
+
 @pytest.mark.parametrize(("template", "needle", "message"), [
+    (TEMPLATE_BOMB, "10**8", "does not render with sample data: repetition to 100000000 items"),
     (TEMPLATE_WITH_MISSING_VARIABLE, "payload.nope", "does not render with sample data"),
     (TEMPLATE_NOT_COMPILING, "{% for x in payload.total %}", "does not compile"),
     (TEMPLATE_UNKNOWN_ROOT, "order.id", "unknown variables ['order']"),
