@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,8 @@ from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_locat
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
 from journeys.samples import sample_event_context
-from journeys.steps import Step, kind_of, walk
+from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
+from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 
@@ -306,7 +307,11 @@ def _listener_key(explicit: str | None, entry_key: str | None, sample: Mapping[s
     return None
 
 
-def _referenced_templates(steps: Sequence[Step]) -> list[tuple[Step, DocPath, Mapping[str, Any]]]:
+#: A step as the document has it, before it is typed.
+_RawStep = Mapping[str, Any]
+
+
+def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, DocPath, Mapping[str, Any]]]:
     found = []
     for step, path in walk(steps):
         kind = kind_of(step)
@@ -333,7 +338,7 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
     return context
 
 
-def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSource, channels: Sequence[str],
+def _test_render(report: _Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
                  context: Mapping[str, Any]) -> None:
     from activities.rendering import TemplateRenderError, is_html_part, render
 
@@ -464,6 +469,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
     _check_steps(report, raw, templates, known, trigger_sample, render_templates)
     listeners: list[Listener] = []
+    resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
         kind = kind_of(step)
         if kind in ("wait_for", "digest"):
@@ -472,7 +478,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                                                              _sample_for(body["event"], known)), body.get("when"))
             if listener.key_path:
                 # The snapshot carries the resolved key, so the interpreter matches on what the router used.
-                body["key"] = listener.key_path
+                resolved_keys[str(step["id"])] = listener.key_path
             if listener not in listeners:
                 listeners.append(listener)
     for listener in (*exits, *listeners):
@@ -495,11 +501,21 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         key_path=key_path,
         listeners=tuple(listeners),
         exit_events=tuple(exits),
-        steps=tuple(raw["steps"]),
+        steps=_typed_steps(raw["steps"], resolved_keys),
         templates={t: templates[t].template for t in sorted(used)},
         source_file=str(path),
     )
     return definition, []
+
+
+def _typed_steps(raw: Sequence[_RawStep], keys: Mapping[str, str]) -> tuple[Step, ...]:
+    """The document's steps as typed data, each listening step with its resolved instance key."""
+    def resolve(step: Step) -> Step:
+        if isinstance(step, (WaitForStep, DigestStep)) and step.id in keys:
+            return replace(step, key=keys[step.id])
+        return step
+
+    return map_steps(decode_steps(raw), resolve)
 
 
 def load_definition(path: Path, templates: Mapping[str, TemplateSource | Template]) -> JourneyDefinition:

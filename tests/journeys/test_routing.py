@@ -11,6 +11,7 @@ from journeys import Router, SignalJourney, StartJourney, load_all
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import validate_folder
 from journeys.model import EntryRule, JourneyDefinition
+from journeys.steps import ExitStep
 from tests.workflows.journey_harness import compile_journey, event, purchase
 
 LISTENING = """
@@ -93,7 +94,7 @@ def test_a_trigger_filter_that_fails_on_the_data_starts_nothing_and_is_counted()
     # The validator rejects this filter for PurchaseCompleted; a definition built without it (or an
     # event that does not look like its schema) must still never make routing raise.
     definition = JourneyDefinition(id="mistyped", version=1, trigger_event="PurchaseCompleted",
-                                   steps=({"id": "only", "exit": {}},), trigger_filter="payload.total in customer",
+                                   steps=(ExitStep("only"),), trigger_filter="payload.total in customer",
                                    entry_rule=EntryRule.ONE_ACTIVE)
     registry = CollectorRegistry()
     router = Router([definition], on_error=ExpressionMetrics(registry))
