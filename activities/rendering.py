@@ -5,8 +5,9 @@ A template is author input, so rendering must not be able to exhaust a worker. T
 - **operations**: ``**``, ``*`` and ``%`` are intercepted (no constant folding at compile time,
   where ``{{ 9**(9**9) }}`` used to hang), and refused when their result would be huge (a power
   or product beyond `RenderLimits.max_int_bits`, a repeated or formatted string beyond the output
-  limit); ``range`` yields at most `RenderLimits.max_range` items; calls and width-taking filters
-  (``center``, ``indent``, ``format``, ...) refuse numbers beyond the output limit;
+  limit); ``range`` yields at most `RenderLimits.max_range` items; widths (``center(N)``,
+  ``ljust``, ``indent``, ``%Nd``, ``{:>N}``) may not pass the output limit, nor come from
+  arguments (``%*d``, ``{:{}}``);
 - **time**: template code checks a deadline on every line it runs (a trace function installed
   for the rendering thread only), so loops end at `RenderLimits.time_limit_seconds`;
 - **output**: the rendered text may be at most `RenderLimits.max_output_chars` characters.
@@ -35,6 +36,7 @@ from types import FrameType
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
@@ -98,6 +100,11 @@ class _LimitExceeded(Exception):
 
 _FORMAT_WIDTH = re.compile(r"%[-+ #0]*(\d+|\*)?(?:\.(\d+|\*))?")
 _BRACE_WIDTH = re.compile(r"\{[^{}]*?:[^{}]*?(\d+)[^{}]*\}")
+_NESTED_FIELD = re.compile(r"\{[^{}]*:[^{}]*\{")
+#: String methods and filters whose number arguments are widths (of the result they build).
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+_WIDTH_FILTERS = ("center", "indent", "format")
+_FORMAT_FILTER = DEFAULT_FILTERS["format"]
 
 
 class _BoundedEnvironment(SandboxedEnvironment):
@@ -109,7 +116,7 @@ class _BoundedEnvironment(SandboxedEnvironment):
         super().__init__(undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
         self.limits = limits
         self.globals["range"] = self._range
-        for name in ("center", "indent", "format"):
+        for name in _WIDTH_FILTERS:
             self.filters[name] = self._bounded_filter(self.filters[name])
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
@@ -124,7 +131,8 @@ class _BoundedEnvironment(SandboxedEnvironment):
         return left % right
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's signature
-        __self._check_arguments(args, kwargs)
+        if isinstance(getattr(__obj, "__self__", None), str) and getattr(__obj, "__name__", "") in _WIDTH_METHODS:
+            __self._check_widths(args, kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
@@ -175,23 +183,27 @@ class _BoundedEnvironment(SandboxedEnvironment):
                 raise _LimitExceeded("format widths taken from arguments (*) are not allowed")
 
     def _check_format_spec(self, text: str) -> None:
+        if _NESTED_FIELD.search(text):
+            raise _LimitExceeded("format widths taken from arguments ({:{}}) are not allowed")
         for width in _BRACE_WIDTH.findall(text):
             if int(width) > self.limits.max_output_chars:
                 raise _LimitExceeded(f"format width {width} is more than {self.limits.max_output_chars}")
 
-    def _check_arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    def _check_widths(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Numbers given to a width-taking method or filter (``center(80)``) stay below the output limit."""
         for value in (*args, *kwargs.values()):
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > self.limits.max_output_chars:
-                raise _LimitExceeded(f"argument {value} is larger than {self.limits.max_output_chars}")
-            if isinstance(value, str):
-                self._check_format(value, ())
+                raise _LimitExceeded(f"width {value} is larger than {self.limits.max_output_chars}")
 
     def _bounded_filter(self, function: Callable[..., Any]) -> Callable[..., Any]:
         def bounded(*args: Any, **kwargs: Any) -> Any:
-            # The first argument is the value filtered: for ``format`` the format string itself.
-            if args and isinstance(args[0], str):
-                self._check_format(args[0], ())
-            self._check_arguments(args[1:], kwargs)
+            # The first argument is the value filtered; for ``format`` it is the format string, and
+            # the other arguments are the values formatted, which may be any size.
+            if function is _FORMAT_FILTER:
+                if args and isinstance(args[0], str):
+                    self._check_format(args[0], ())
+            else:
+                self._check_widths(args[1:], kwargs)
             return function(*args, **kwargs)
 
         for attribute in ("jinja_pass_arg",):  # keeps @pass_context / @pass_environment working

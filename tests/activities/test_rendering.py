@@ -27,6 +27,8 @@ CONTEXT: dict[str, Any] = {"customer": {"first_name": "Kim"}, "payload": {"order
     ("{{ '{:>999999999}'.format(1) }}", RenderFailure.LIMIT),
     ("{{ '{:>{}}'.format(1, 999999999) }}", RenderFailure.LIMIT),
     ("{{ 'x'.center(999999999) }}", RenderFailure.LIMIT),
+    ("{{ 'x'.ljust(10**9) }}", RenderFailure.LIMIT),
+    ("{{ 'x'|indent(10**9, true) }}", RenderFailure.LIMIT),
     ("{{ 'x'|center(999999999) }}", RenderFailure.LIMIT),
     ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}", RenderFailure.LIMIT),   # RecursionError
     ("{{ 2.0 ** 100000 }}", RenderFailure.ERROR),                   # OverflowError
@@ -49,6 +51,13 @@ def test_ordinary_arithmetic_and_formatting_still_render() -> None:
               "{{ '{:>4}'.format(7) }} {{ 'ab'|center(6) }}|{% for i in range(3) %}{{ i }}{% endfor %}")
 
     assert render("ok", source, CONTEXT) == "Kim: 12 1024 003.1 ---    7   ab  |012"
+
+
+def test_large_values_are_not_mistaken_for_large_widths() -> None:
+    source = ("{{ '%d'|format(1700000000000) }} {{ '{:,}'.format(1500000) }} {{ 1700000000000 }} "
+              "{{ '%s-%s' % (1700000000000, 'x') }} {{ 'x'.replace('x', 'y', 1000000) }}")
+
+    assert render("ok", source, {}) == "1700000000000 1,500,000 1700000000000 1700000000000-x y"
 
 
 def test_output_is_limited_in_size() -> None:
