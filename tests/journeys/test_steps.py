@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from journeys import loader
+from journeys._yaml import load_located
 from journeys.model import SNAPSHOT_FORMAT, SnapshotFormatError, decode_snapshot
 from journeys.steps import (STEP_CLASSES, BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnCap, QuietHours,
                             SendOptions, SendStep, SplitStep, SplitVariant, StepKind, WaitForStep, decode_step,
@@ -118,3 +119,33 @@ def test_a_new_option_needs_one_typed_field_and_one_schema_entry(tmp_path: Path,
     pause = decode_snapshot(snapshot).steps[0]
     assert isinstance(pause, DelayStep) and getattr(pause, "jitter") == "5m"
     assert _document_keys(jittered) == _schema_options(StepKind.DELAY)
+
+
+LISTENING = """
+id: listening
+version: 1
+trigger: {event: PurchaseCompleted}
+entry: {rule: once_per_key, key: payload.order_id}
+steps:
+  - id: wait_ship
+    wait_for: {event: OrderShipped, timeout: 2d}
+"""
+
+
+def test_the_loader_resolves_listener_keys_into_typed_steps_without_touching_the_document(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[Any] = []
+
+    def keeping(text: str) -> Any:
+        document = load_located(text)
+        read.append(document)
+        return document
+
+    monkeypatch.setattr(loader, "load_located", keeping)
+    snapshot = compile_journey(tmp_path, LISTENING)
+
+    (wait,) = decode_snapshot(snapshot).steps
+    assert isinstance(wait, WaitForStep) and wait.key == "payload.order_id"
+    definition_documents = [d for d in read if isinstance(d.data, dict) and d.data.get("id") == "listening"]
+    assert definition_documents and all(d.data == load_located(LISTENING).data for d in definition_documents)
+    assert "key" not in definition_documents[0].data["steps"][0]["wait_for"]
