@@ -38,6 +38,17 @@ class Channel(Protocol):
 
     name: str
 
+    @property
+    def reconciles(self) -> bool:
+        """Whether `reconcile` can tell that an earlier attempt's message arrived (Twilio's message
+        list can; SendGrid's Mail Send cannot)."""
+        ...
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        """The longest one `deliver` call may take before the provider client gives up."""
+        ...
+
     async def deliver(self, message: OutgoingMessage) -> SendResult:
         """Hands the message to the provider once."""
         ...
@@ -46,6 +57,6 @@ class Channel(Protocol):
         """Asks the provider whether an earlier, interrupted attempt delivered ``message``.
 
         Returns the earlier result when the provider knows it, ``None`` when it did not arrive or
-        the provider offers no way to tell (the caller then sends again).
+        the provider offers no way to tell (``reconciles`` is false).
         """
         ...

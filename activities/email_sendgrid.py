@@ -29,6 +29,7 @@ from activities.errors import (
     parse_retry_after,
 )
 from activities.notifications import SendResult
+from activities.outcomes import SendStatus
 from activities.ratelimit import TokenBucket
 
 PROVIDER = "sendgrid"
@@ -57,6 +58,7 @@ class SendGridChannel:
     """The ``email`` channel backed by SendGrid."""
 
     name = PROVIDER
+    reconciles = False
 
     def __init__(self, config: SendGridConfig, limiter: TokenBucket | None = None) -> None:
         self._config = config
@@ -68,6 +70,10 @@ class SendGridChannel:
     @property
     def limiter(self) -> TokenBucket | None:
         return self._limiter
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        return self._config.timeout_seconds
 
     def _request_body(self, message: OutgoingMessage) -> dict[str, Any]:
         sender: dict[str, str] = {"email": message.sender or self._config.from_email}
@@ -103,7 +109,7 @@ class SendGridChannel:
             raise RetryableSendError(f"sendgrid connection failed: {type(exc).__name__}", provider=PROVIDER,
                                      delivery_uncertain=True) from exc
         message_id = _header(response.headers, "X-Message-Id")
-        return SendResult(status="sent", provider=PROVIDER, provider_message_id=message_id)
+        return SendResult(status=SendStatus.SENT, provider=PROVIDER, provider_message_id=message_id)
 
     async def deliver(self, message: OutgoingMessage) -> SendResult:
         return await asyncio.to_thread(self._send_blocking, self._request_body(message))

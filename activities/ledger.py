@@ -1,16 +1,19 @@
 """The delivery ledger and preference gate the send activity consults around every provider call.
 
 The activity asks `DeliveryLedger.reserve` before the provider call (opt-out, quiet hours,
-frequency cap, and whether this idempotency key was already delivered or is in flight) and
-`DeliveryLedger.complete` after it. The production implementation keeps both in the customer's
-``CustomerPreferences`` workflow (workflows/preferences.py), updated with Temporal Updates, so the
-state is durable and shared by every worker replica without another server.
+frequency cap, already delivered?, and whether another attempt holds the send's lease) and tells
+`DeliveryLedger.complete` what came of it. The production implementation keeps both in the
+customer's ``CustomerPreferences`` workflow (workflows/preferences.py), so the state is durable and
+shared by every worker replica without another server. docs/architecture.md (ADR-9) gives the
+exactly-once argument built on the lease.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from activities.outcomes import LedgerState, ReserveDecision
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class ReserveRequest:
         on_cap: ``skip`` or ``defer`` (to the next local day) when the cap is reached.
         now_epoch_seconds: the attempt's wall-clock start, kept so a later attempt can ask the
             provider what arrived since (provider clocks are wall clocks, not workflow time).
+        attempt: the activity attempt asking; the lease is granted to it and fences out the others.
+        lease_seconds: how long the granted attempt may take to call the provider; 0 grants no
+            lease (requests recorded before leases existed).
     """
 
     idempotency_key: str
@@ -36,6 +42,8 @@ class ReserveRequest:
     daily_cap: int = 0
     on_cap: str = "skip"
     now_epoch_seconds: float = 0.0
+    attempt: int = 0
+    lease_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -43,16 +51,16 @@ class Reservation:
     """The answer to a `ReserveRequest`.
 
     Attributes:
-        decision: ``send`` (go ahead; the send is counted), ``delivered`` (an earlier attempt delivered
-            it: do not send), ``opted_out``, ``capped`` (skip), or ``defer`` (ask again at ``not_before``).
-        not_before: ISO 8601 UTC instant a deferred send may be retried.
-        previous_attempt_uncertain: an earlier attempt started and never reported back (a crash), so
-            the provider may already have the message: reconcile before sending.
+        decision: see `ReserveDecision`; ``send`` grants the lease to the asking attempt.
+        not_before: ISO 8601 UTC instant after which to ask again (``defer``, ``busy``).
+        previous_attempt_uncertain: an earlier attempt held the lease and never reported back (a
+            crash), so the provider may already have the message: reconcile, or apply the
+            channel's policy for uncertain deliveries.
         previous_started_epoch_seconds: when that earlier attempt started.
         provider, provider_message_id: for ``delivered``, what the earlier attempt recorded.
     """
 
-    decision: str
+    decision: ReserveDecision
     not_before: str | None = None
     previous_attempt_uncertain: bool = False
     previous_started_epoch_seconds: float = 0.0
@@ -65,25 +73,30 @@ class Completion:
     """What came of a reserved send.
 
     Attributes:
-        outcome: ``delivered``; ``retrying`` (the provider answered with a retryable error: nothing
-            was delivered); ``uncertain`` (timeout: it may have been); or ``failed:<ErrorType>``
-            (permanent; releases the cap slot). ``failed:RecipientUnsubscribed`` also records an
+        outcome: ``delivered``; ``retrying`` (the provider answered with a retryable error, or the
+            attempt gave its lease back before calling: nothing was delivered); ``uncertain`` (it
+            may have been); or ``failed`` (permanent; releases the cap slot).
+        error_type: for ``failed``, the error type; ``RecipientUnsubscribed`` also records an
             opt-out for the channel.
+        attempt: the attempt reporting; a report from an attempt that no longer holds the lease
+            is ignored unless it says ``delivered``.
     """
 
     idempotency_key: str
     customer_id: str
     channel: str
-    outcome: str
+    outcome: LedgerState
     provider: str = ""
     provider_message_id: str | None = None
+    error_type: str = ""
+    attempt: int = 0
 
 
 class DeliveryLedger(Protocol):
     """Durable, shared state consulted before and written after every provider call."""
 
     async def reserve(self, request: ReserveRequest) -> Reservation:
-        """Atomically checks preferences and the ledger, and records the attempt when it may go ahead."""
+        """Atomically checks preferences and the ledger, and grants the attempt a lease when it may go ahead."""
         ...
 
     async def complete(self, completion: Completion) -> None:

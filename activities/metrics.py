@@ -23,3 +23,12 @@ class SendMetrics:
         self.rate_limit_wait_seconds = Counter(
             "eventflow_rate_limit_wait_seconds_total", "Time sends waited for the provider's token bucket.",
             ["provider"], registry=registry)
+        self.uncertain = Counter(
+            "eventflow_send_uncertain_total",
+            "Sends whose earlier attempt was interrupted in the crash window, by how it was resolved "
+            "(reconciled_delivered, reconciled_missing, sent_again, not_sent_again).",
+            ["channel", "provider", "resolution"], registry=registry)
+        self.lease_waits = Counter(
+            "eventflow_send_lease_waits_total",
+            "Times an attempt waited because an earlier attempt still held the send's lease.",
+            ["channel"], registry=registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.outcomes import SendStatus
 from events.model import Customer
 
 
@@ -52,13 +53,14 @@ class SendResult:
     Attributes:
         status: ``sent``; ``duplicate`` when an earlier attempt had already delivered it; ``opted_out``;
             ``capped`` (skipped by the frequency cap); ``deferred`` (quiet hours or cap: try again at
-            ``not_before``).
+            ``not_before``); ``uncertain`` (an interrupted attempt may have delivered it and the
+            channel's policy is not to risk a second copy).
         provider: the channel implementation that delivered it (``outbox``, ``sendgrid``, ``twilio``).
         provider_message_id: the provider's id for the message, when it gives one.
         not_before: for ``deferred``, the ISO 8601 UTC instant to try again.
     """
 
-    status: str
+    status: SendStatus
     provider: str
     provider_message_id: str | None = None
     not_before: str | None = None

@@ -14,12 +14,15 @@ from pathlib import Path
 
 from activities.channels import OutgoingMessage
 from activities.notifications import SendResult
+from activities.outcomes import SendStatus
 
 
 class OutboxChannel:
     """Writes messages to ``path``; one instance serves every channel name it is registered for."""
 
     name = "outbox"
+    reconciles = True
+    call_timeout_seconds = 1.0
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -41,20 +44,20 @@ class OutboxChannel:
             if self._written is None:
                 self._written = self._load_keys()
             if message.idempotency_key in self._written:
-                return SendResult(status="duplicate", provider=self.name, provider_message_id=message.idempotency_key)
+                return SendResult(status=SendStatus.DUPLICATE, provider=self.name, provider_message_id=message.idempotency_key)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             record = {**asdict(message), "sent_at": time.time()}
             with self._path.open("a") as out:
                 out.write(json.dumps(record) + "\n")
             self._written.add(message.idempotency_key)
-        return SendResult(status="sent", provider=self.name, provider_message_id=message.idempotency_key)
+        return SendResult(status=SendStatus.SENT, provider=self.name, provider_message_id=message.idempotency_key)
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         async with self._lock:
             if self._written is None:
                 self._written = self._load_keys()
             if message.idempotency_key in self._written:
-                return SendResult(status="duplicate", provider=self.name,
+                return SendResult(status=SendStatus.DUPLICATE, provider=self.name,
                                   provider_message_id=message.idempotency_key)
         return None
 

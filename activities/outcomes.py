@@ -9,6 +9,9 @@ histories and ledger entries still carry.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class ReserveDecision(StrEnum):
@@ -37,6 +40,11 @@ class SendStatus(StrEnum):
     #: at-most-once: it is not sent again.
     UNCERTAIN = "uncertain"
 
+    @classmethod
+    def _missing_(cls, value: object) -> SendStatus | None:
+        # Records written before this type carried the error as a suffix: "failed:InvalidAddress".
+        return _legacy_member(cls, value)
+
     @property
     def reached_customer(self) -> bool:
         return self in (SendStatus.SENT, SendStatus.DUPLICATE)
@@ -51,6 +59,10 @@ class LedgerState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
 
+    @classmethod
+    def _missing_(cls, value: object) -> LedgerState | None:
+        return _legacy_member(cls, value)
+
     @property
     def holds_cap_slot(self) -> bool:
         """A permanent failure frees its frequency-cap slot; every other state keeps it."""
@@ -61,3 +73,13 @@ def split_legacy_status(text: str) -> tuple[str, str]:
     """``"failed:InvalidAddress"`` -> ``("failed", "InvalidAddress")``; ``"sent"`` -> ``("sent", "")``."""
     head, _, tail = text.partition(":")
     return head, tail
+
+
+def _legacy_member(cls: type[E], value: object) -> E | None:
+    if isinstance(value, str) and ":" in value:
+        head, _ = split_legacy_status(value)
+        try:
+            return cls(head)
+        except ValueError:
+            return None
+    return None

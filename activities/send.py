@@ -1,9 +1,11 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
-Order of one attempt: render (a broken template is permanent and reserves nothing), reserve in the
-delivery ledger (opt-out, quiet hours, frequency cap, already delivered?), reconcile with the
-provider if an earlier attempt was interrupted, wait for the provider's token bucket, call the
-provider while heartbeating, record the outcome in the ledger.
+Order of one attempt: render (a broken template is permanent and reserves nothing), wait for the
+provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
+already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
+interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
+the provider only if the call ends before the lease does, and report the outcome. Every wait
+heartbeats. docs/architecture.md (ADR-9) gives the exactly-once argument.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -21,31 +24,51 @@ from temporalio.exceptions import ApplicationError
 
 from activities.channels import Channel, OutgoingMessage
 from activities.errors import PermanentSendError, RetryableSendError
-from activities.ledger import Completion, DeliveryLedger, ReserveRequest
+from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
+from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render
 from eventflow.logs import mask_contact_details
 
 SEND_NOTIFICATION = "send_notification"
+#: The error type of an attempt that gave its lease back without calling the provider (retryable).
+LEASE_TOO_SHORT = "SendLeaseTooShort"
 
 T = TypeVar("T")
 
 
+class UncertainDelivery(StrEnum):
+    """What to do when an interrupted attempt may have delivered and the provider cannot say."""
+
+    #: Never risk a second copy: the send is recorded as ``uncertain`` and not repeated.
+    AT_MOST_ONCE = "at_most_once"
+    #: Never risk a missing message: the send is repeated.
+    AT_LEAST_ONCE = "at_least_once"
+
+
 @dataclass(frozen=True)
 class SendPolicy:
-    """Worker-wide defaults a journey step may override.
+    """Worker-wide defaults a journey step may override, and the lease that fences attempts.
 
     Attributes:
         quiet_hours: ``"HH:MM-HH:MM"`` in the customer's timezone, ``""`` for none.
         daily_cap: sends per channel per local calendar day, 0 for no cap.
-        heartbeat_interval_seconds: how often a long provider call heartbeats.
+        heartbeat_interval_seconds: how often every wait heartbeats.
+        lease_seconds: how long a reservation lets one attempt call the provider; no other attempt
+            sends while it runs. Must exceed the channels' call timeouts.
+        lease_margin_seconds: slack kept between the end of a provider call and the lease's end
+            (scheduling delay, clock rate).
+        uncertain_delivery: the policy for channels that cannot reconcile.
     """
 
     quiet_hours: str = ""
     daily_cap: int = 0
     heartbeat_interval_seconds: float = 2.0
+    lease_seconds: float = 30.0
+    lease_margin_seconds: float = 2.0
+    uncertain_delivery: UncertainDelivery = UncertainDelivery.AT_MOST_ONCE
 
 
 class NotificationActivities:
@@ -81,11 +104,54 @@ class NotificationActivities:
                              notification.channel, result.provider, notification.template_id)
         return result
 
+    def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
+        return _heartbeating(call, self._policy.heartbeat_interval_seconds)
+
     async def _send(self, notification: SendNotificationInput, channel: Channel,
                     message: OutgoingMessage) -> SendResult:
-        started = time.time()
+        limiter = getattr(channel, "limiter", None)
+        if isinstance(limiter, TokenBucket):
+            waited = await self._beat(limiter.acquire())
+            self._metrics.rate_limit_wait_seconds.labels(channel.name).inc(waited)
+        attempt = activity.info().attempt if activity.in_activity() else 1
+        lease_deadline = float("inf")
         if self._ledger is not None:
-            reservation = await self._ledger.reserve(ReserveRequest(
+            reservation, lease_deadline = await self._reserve(notification, attempt)
+            match reservation.decision:
+                case ReserveDecision.DELIVERED:
+                    provider = reservation.provider or channel.name
+                    self._count(notification, provider, SendStatus.DUPLICATE)
+                    return SendResult(SendStatus.DUPLICATE, provider, reservation.provider_message_id)
+                case ReserveDecision.OPTED_OUT:
+                    self._count(notification, channel.name, SendStatus.OPTED_OUT)
+                    return SendResult(SendStatus.OPTED_OUT, channel.name)
+                case ReserveDecision.CAPPED:
+                    self._count(notification, channel.name, SendStatus.CAPPED)
+                    return SendResult(SendStatus.CAPPED, channel.name)
+                case ReserveDecision.DEFER:
+                    self._count(notification, channel.name, SendStatus.DEFERRED)
+                    return SendResult(SendStatus.DEFERRED, channel.name, not_before=reservation.not_before)
+                case ReserveDecision.SEND:
+                    pass
+                case other:
+                    raise AssertionError(f"unexpected reservation {other!r}")
+            if reservation.previous_attempt_uncertain:
+                resolved = await self._resolve_uncertain(notification, channel, message, reservation, attempt)
+                if resolved is not None:
+                    return resolved
+            if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
+                # The call could outlive the lease, and then another attempt could send too.
+                await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, channel.name),
+                                     attempt)
+                raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+        return await self._deliver(notification, channel, message, attempt)
+
+    async def _reserve(self, notification: SendNotificationInput, attempt: int) -> tuple[Reservation, float]:
+        """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
+        assert self._ledger is not None
+        while True:
+            asked_at = time.monotonic()
+            reservation = await self._beat(self._ledger.reserve(ReserveRequest(
                 idempotency_key=notification.idempotency_key,
                 customer_id=notification.customer.id,
                 channel=notification.channel,
@@ -93,62 +159,95 @@ class NotificationActivities:
                 quiet_hours=self._policy.quiet_hours if notification.quiet_hours is None else notification.quiet_hours,
                 daily_cap=self._policy.daily_cap if notification.daily_cap is None else notification.daily_cap,
                 on_cap=notification.on_cap,
-                now_epoch_seconds=started,
-            ))
-            if reservation.decision == "delivered":
-                self._count(notification, reservation.provider or channel.name, "duplicate")
-                return SendResult("duplicate", reservation.provider or channel.name,
-                                  reservation.provider_message_id)
-            if reservation.decision in ("opted_out", "capped"):
-                self._count(notification, channel.name, reservation.decision)
-                return SendResult(reservation.decision, channel.name)
-            if reservation.decision == "defer":
-                self._count(notification, channel.name, "deferred")
-                return SendResult("deferred", channel.name, not_before=reservation.not_before)
-            if reservation.previous_attempt_uncertain:
-                earlier = await _heartbeating(channel.reconcile(message, reservation.previous_started_epoch_seconds),
-                                              self._policy.heartbeat_interval_seconds)
-                if earlier is not None:
-                    await self._complete(notification, "delivered", earlier)
-                    self._count(notification, earlier.provider, "duplicate")
-                    return SendResult("duplicate", earlier.provider, earlier.provider_message_id)
-        limiter = getattr(channel, "limiter", None)
-        if isinstance(limiter, TokenBucket):
-            waited = await _heartbeating(limiter.acquire(), self._policy.heartbeat_interval_seconds)
-            self._metrics.rate_limit_wait_seconds.labels(channel.name).inc(waited)
+                now_epoch_seconds=time.time(),
+                attempt=attempt,
+                lease_seconds=self._policy.lease_seconds,
+            )))
+            if reservation.decision is not ReserveDecision.BUSY:
+                # Counted from before the request left, so this attempt's view of the lease ends first.
+                return reservation, asked_at + self._policy.lease_seconds - self._policy.lease_margin_seconds
+            self._metrics.lease_waits.labels(notification.channel).inc()
+            await self._beat(asyncio.sleep(_seconds_until(reservation.not_before, self._policy.lease_seconds)))
+
+    async def _resolve_uncertain(self, notification: SendNotificationInput, channel: Channel,
+                                 message: OutgoingMessage, reservation: Reservation,
+                                 attempt: int) -> SendResult | None:
+        """An earlier attempt held the lease and never reported: did its message arrive?"""
+        if channel.reconciles:
+            earlier = await self._beat(channel.reconcile(message, reservation.previous_started_epoch_seconds))
+            if earlier is not None:
+                await self._complete(notification, LedgerState.DELIVERED, earlier, attempt)
+                self._metrics.uncertain.labels(notification.channel, channel.name, "reconciled_delivered").inc()
+                self._count(notification, earlier.provider, SendStatus.DUPLICATE)
+                return SendResult(SendStatus.DUPLICATE, earlier.provider, earlier.provider_message_id)
+            self._metrics.uncertain.labels(notification.channel, channel.name, "reconciled_missing").inc()
+            return None
+        if self._policy.uncertain_delivery is UncertainDelivery.AT_LEAST_ONCE:
+            self._metrics.uncertain.labels(notification.channel, channel.name, "sent_again").inc()
+            return None
+        await self._complete(notification, LedgerState.UNCERTAIN, SendResult(SendStatus.UNCERTAIN, channel.name),
+                             attempt)
+        self._metrics.uncertain.labels(notification.channel, channel.name, "not_sent_again").inc()
+        self._count(notification, channel.name, SendStatus.UNCERTAIN)
+        return SendResult(SendStatus.UNCERTAIN, channel.name)
+
+    async def _deliver(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
+                       attempt: int) -> SendResult:
         call_started = time.monotonic()
+        call = asyncio.ensure_future(channel.deliver(message))
         try:
-            result = await _heartbeating(channel.deliver(message), self._policy.heartbeat_interval_seconds)
+            result = await self._beat(asyncio.shield(call))
+        except asyncio.CancelledError:
+            # Temporal cancelled this attempt (it timed out, or the worker is stopping) while the
+            # provider call runs on: wait for the call and record what it did, so the next attempt
+            # does not have to guess.
+            try:
+                result = await call
+            except (RetryableSendError, PermanentSendError):
+                raise asyncio.CancelledError from None
+            await self._complete(notification, LedgerState.DELIVERED, result, attempt)
+            raise
         except RetryableSendError as exc:
-            await self._complete(notification, "uncertain" if exc.delivery_uncertain else "retrying",
-                                 SendResult("", exc.provider))
+            state = LedgerState.UNCERTAIN if exc.delivery_uncertain else LedgerState.RETRYING
+            await self._complete(notification, state, SendResult(SendStatus.FAILED, exc.provider), attempt)
             self._count(notification, exc.provider, exc.error_type)
             delay = timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds is not None else None
             raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type,
                                    next_retry_delay=delay) from exc
         except PermanentSendError as exc:
-            await self._complete(notification, f"failed:{exc.error_type}", SendResult("", exc.provider))
+            await self._complete(notification, LedgerState.FAILED, SendResult(SendStatus.FAILED, exc.provider),
+                                 attempt, error_type=exc.error_type)
             self._count(notification, exc.provider, f"failed:{exc.error_type}")
             raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type, non_retryable=True) from exc
         finally:
             self._metrics.send_seconds.labels(notification.channel, channel.name).observe(
                 time.monotonic() - call_started)
-        await self._complete(notification, "delivered" if result.status in ("sent", "duplicate") else result.status,
-                             result)
+        await self._complete(notification, LedgerState.DELIVERED, result, attempt)
         self._count(notification, result.provider, result.status)
         return result
 
-    async def _complete(self, notification: SendNotificationInput, outcome: str, result: SendResult) -> None:
+    async def _complete(self, notification: SendNotificationInput, outcome: LedgerState, result: SendResult,
+                        attempt: int, *, error_type: str = "") -> None:
         if self._ledger is None:
             return
-        await self._ledger.complete(Completion(
+        await self._beat(self._ledger.complete(Completion(
             idempotency_key=notification.idempotency_key,
             customer_id=notification.customer.id,
             channel=notification.channel,
             outcome=outcome,
             provider=result.provider,
             provider_message_id=result.provider_message_id,
-        ))
+            error_type=error_type,
+            attempt=attempt,
+        )))
+
+
+def _seconds_until(instant: str | None, ceiling: float) -> float:
+    """How long until ``instant`` (ISO 8601) by this host's clock, within ``[0.05, ceiling]``."""
+    if not instant:
+        return ceiling
+    remaining = datetime.fromisoformat(instant).timestamp() - time.time()
+    return min(max(remaining + 0.05, 0.05), ceiling)
 
 
 def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
@@ -177,9 +276,12 @@ def _render(notification: SendNotificationInput, address: str) -> OutgoingMessag
 async def _heartbeating(call: Awaitable[T], interval_seconds: float) -> T:
     """Awaits ``call``, heartbeating meanwhile so a crashed worker is noticed within the heartbeat timeout."""
     task = asyncio.ensure_future(call)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=interval_seconds)
-        if done:
-            return task.result()
-        if activity.in_activity():
-            activity.heartbeat()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval_seconds)
+            if done:
+                return task.result()
+            if activity.in_activity():
+                activity.heartbeat()
+    finally:
+        task.cancel()

@@ -33,6 +33,7 @@ from activities.errors import (
     parse_retry_after,
 )
 from activities.notifications import SendResult
+from activities.outcomes import SendStatus
 from activities.ratelimit import TokenBucket
 
 PROVIDER = "twilio"
@@ -107,6 +108,7 @@ class TwilioChannel:
     """The ``sms`` or ``whatsapp`` channel backed by Twilio Programmable Messaging."""
 
     name = PROVIDER
+    reconciles = True
 
     def __init__(self, client: TwilioClient, kind: str, limiter: TokenBucket | None = None) -> None:
         if kind not in ("sms", "whatsapp"):
@@ -118,6 +120,10 @@ class TwilioChannel:
     @property
     def limiter(self) -> TokenBucket | None:
         return self._limiter
+
+    @property
+    def call_timeout_seconds(self) -> float:
+        return self._client.config.timeout_seconds
 
     def _address(self, raw: str) -> str:
         if self._kind == "whatsapp" and not raw.startswith("whatsapp:"):
@@ -150,7 +156,7 @@ class TwilioChannel:
                                      delivery_uncertain=not isinstance(exc, requests.ConnectTimeout)) from exc
         except requests.ConnectionError as exc:
             raise RetryableSendError("twilio unreachable", provider=PROVIDER, delivery_uncertain=True) from exc
-        return SendResult(status="sent", provider=PROVIDER, provider_message_id=created.sid)
+        return SendResult(status=SendStatus.SENT, provider=PROVIDER, provider_message_id=created.sid)
 
     async def deliver(self, message: OutgoingMessage) -> SendResult:
         return await asyncio.to_thread(self._send_blocking, self._params(message))
@@ -171,7 +177,7 @@ class TwilioChannel:
                 continue
             if "from_" in params and found.from_ and found.from_ != params["from_"]:
                 continue
-            return SendResult(status="duplicate", provider=PROVIDER, provider_message_id=found.sid)
+            return SendResult(status=SendStatus.DUPLICATE, provider=PROVIDER, provider_message_id=found.sid)
         return None
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:

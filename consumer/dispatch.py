@@ -26,7 +26,7 @@ from eventflow.errors import EventflowError
 from consumer.routes import Route, UpdatePreferences
 from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
-from workflows.preferences import record_subscription_change
+from workflows.preferences_client import record_subscription_change
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")

@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 from activities.notifications import SendNotificationInput, SendResult
+from activities.outcomes import SendStatus
 from activities.rendering import TemplateRenderError, render_async
 from activities.send import SEND_NOTIFICATION
 from eventflow.errors import EventflowError
@@ -69,7 +70,7 @@ class _Recorder:
             what=(f"send {notification.channel} {notification.template_id}/{notification.locale} to "
                   f"{mask_contact_details(address or '<no address>')}: {first_line!r}"),
         ))
-        return SendResult(status="sent", provider="simulation")
+        return SendResult(status=SendStatus.SENT, provider="simulation")
 
 
 def read_events(path: Path) -> list[CustomerEvent]:

@@ -4,40 +4,35 @@
 opt-outs and a ledger of recent sends keyed by idempotency key. Every worker replica reaches it
 through the same Temporal server, so the state is durable and shared without another store:
 
-* the consumer routes ``SubscriptionChanged`` events to it with signal-with-start
-  (`record_subscription_change`);
+* the consumer routes ``SubscriptionChanged`` events to it with signal-with-start;
 * the send activity calls the ``reserve_send`` Update before a provider call (opt-out, quiet
-  hours, frequency cap and "already delivered?" in one atomic step, since one workflow handles
-  one update at a time) and the ``complete_send`` Update after it (`PreferencesStore`).
+  hours, frequency cap, "already delivered?" and the attempt's lease in one atomic step, since
+  one workflow handles one update at a time) and reports the outcome with the ``send_completed``
+  signal (``complete_send``, the blocking Update it replaced, is still accepted).
 
-Workflows cannot send Updates to other workflows, so the Update calls are made by the send
-activity through the client. The history stays bounded: the workflow continues as new after
+Workflows cannot send Updates to other workflows, so these calls are made by the send activity
+through the client in `workflows.preferences_client`. The history stays bounded: the workflow continues as new after
 `MAX_CHANGES_PER_RUN` changes (or when Temporal suggests it), carrying only recent ledger entries.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import Completion, Reservation, ReserveRequest
+    from activities.outcomes import LedgerState, ReserveDecision
     from events.model import CustomerEvent
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
-
-T = TypeVar("T")
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
 SUBSCRIPTION_CHANGED_SIGNAL = "subscription_changed"
 RESERVE_SEND_UPDATE = "reserve_send"
 COMPLETE_SEND_UPDATE = "complete_send"
+SEND_COMPLETED_SIGNAL = "send_completed"
 STATE_QUERY = "state"
 
 #: Changes (signals and updates) per run before continuing as new.
@@ -45,8 +40,6 @@ MAX_CHANGES_PER_RUN = 500
 #: Ledger entries older than this are dropped at continue-as-new (journey retries end long before).
 LEDGER_RETENTION = timedelta(days=35)
 _SEEN_EVENT_IDS_KEPT = 200
-#: Ledger states that occupy a frequency-cap slot (a permanent failure frees it).
-_COUNTED_STATES = frozenset({"in_flight", "retrying", "uncertain", "delivered"})
 
 
 def preferences_workflow_id(customer_id: str) -> str:
@@ -68,21 +61,25 @@ class LedgerEntry:
     """One notification's delivery state.
 
     Attributes:
-        state: ``in_flight`` (an attempt started), ``retrying`` (the provider refused, retryable),
-            ``uncertain`` (timed out), ``delivered``, or ``failed:<ErrorType>``.
+        state: see `LedgerState`; ``failed`` carries its ``error_type``.
         local_day: the customer's calendar day (their timezone) when the send was reserved.
         reserved_at: workflow time of the reservation (ISO 8601 UTC).
         started_epoch_seconds: wall-clock start of the latest attempt.
+        lease_attempt, lease_until: the activity attempt that may call the provider, and until when
+            (ISO 8601 UTC, workflow time); ``""`` when no lease was granted.
     """
 
     channel: str
-    state: str
+    state: LedgerState
     local_day: str
     reserved_at: str
     attempts: int = 1
     started_epoch_seconds: float = 0.0
     provider: str = ""
     provider_message_id: str | None = None
+    error_type: str = ""
+    lease_attempt: int = 0
+    lease_until: str = ""
 
 
 @dataclass(frozen=True)
@@ -154,50 +151,92 @@ class CustomerPreferences:
 
     @workflow.update(name=RESERVE_SEND_UPDATE)
     def reserve_send(self, request: ReserveRequest) -> Reservation:
-        """Decides whether one notification may go to the provider now, and records the attempt if so."""
+        """Decides whether one notification may go to the provider now; if so, leases it to the asking attempt.
+
+        One workflow applies one update at a time, so the decision and the lease are atomic across
+        every worker replica.
+        """
         self._changes += 1
         now = workflow.now()
         entry = self._ledger.get(request.idempotency_key)
-        if entry is not None and entry.state == "delivered":
-            return Reservation("delivered", provider=entry.provider, provider_message_id=entry.provider_message_id)
+        if entry is not None and entry.state is LedgerState.DELIVERED:
+            return Reservation(ReserveDecision.DELIVERED, provider=entry.provider,
+                               provider_message_id=entry.provider_message_id)
         preference = self._channels.get(request.channel)
         if preference is not None and not preference.subscribed:
-            return Reservation("opted_out")
-        if entry is not None and not entry.state.startswith("failed:"):
-            # A retry of a reserved send: quiet hours and the cap were checked when it was reserved.
-            uncertain = entry.state in ("in_flight", "uncertain")
-            previous = entry.started_epoch_seconds
-            self._ledger[request.idempotency_key] = replace(
-                entry, state="in_flight", attempts=entry.attempts + 1, started_epoch_seconds=request.now_epoch_seconds)
-            return Reservation("send", previous_attempt_uncertain=uncertain, previous_started_epoch_seconds=previous)
+            return Reservation(ReserveDecision.OPTED_OUT)
+        if entry is not None and entry.state is not LedgerState.FAILED:
+            return self._renew(request, entry, now)
         quiet_end = quiet_window_end(now, request.timezone, request.quiet_hours)
         if quiet_end is not None:
-            return Reservation("defer", not_before=_iso(quiet_end))
+            return Reservation(ReserveDecision.DEFER, not_before=_iso(quiet_end))
         today = local_day(now, request.timezone)
         if request.daily_cap > 0:
             used = sum(1 for e in self._ledger.values()
-                       if e.channel == request.channel and e.local_day == today and e.state in _COUNTED_STATES)
+                       if e.channel == request.channel and e.local_day == today and e.state.holds_cap_slot)
             if used >= request.daily_cap:
                 if request.on_cap == "defer":
-                    return Reservation("defer", not_before=_iso(next_local_midnight(now, request.timezone)))
-                return Reservation("capped")
+                    return Reservation(ReserveDecision.DEFER, not_before=_iso(next_local_midnight(now, request.timezone)))
+                return Reservation(ReserveDecision.CAPPED)
         self._ledger[request.idempotency_key] = LedgerEntry(
-            channel=request.channel, state="in_flight", local_day=today, reserved_at=_iso(now),
-            started_epoch_seconds=request.now_epoch_seconds)
-        return Reservation("send")
+            channel=request.channel, state=LedgerState.IN_FLIGHT, local_day=today, reserved_at=_iso(now),
+            started_epoch_seconds=request.now_epoch_seconds, lease_attempt=request.attempt,
+            lease_until=_lease_until(request, now))
+        return Reservation(ReserveDecision.SEND)
+
+    def _renew(self, request: ReserveRequest, entry: LedgerEntry, now: datetime) -> Reservation:
+        """A later attempt (or the same one asking again) for a send reserved before.
+
+        Quiet hours and the cap were checked when it was first reserved. While another attempt's
+        lease runs, the answer is ``busy``: that attempt may be calling the provider right now.
+        """
+        same_attempt = request.attempt > 0 and entry.lease_attempt == request.attempt
+        if entry.state is LedgerState.IN_FLIGHT and not same_attempt and entry.lease_until \
+                and now < datetime.fromisoformat(entry.lease_until):
+            return Reservation(ReserveDecision.BUSY, not_before=entry.lease_until)
+        uncertain = entry.state in (LedgerState.IN_FLIGHT, LedgerState.UNCERTAIN) and not same_attempt
+        previous = entry.started_epoch_seconds
+        self._ledger[request.idempotency_key] = replace(
+            entry, state=LedgerState.IN_FLIGHT, attempts=entry.attempts + (0 if same_attempt else 1),
+            started_epoch_seconds=request.now_epoch_seconds, lease_attempt=request.attempt,
+            lease_until=_lease_until(request, now))
+        return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
+                           previous_started_epoch_seconds=previous)
 
     @workflow.update(name=COMPLETE_SEND_UPDATE)
     def complete_send(self, completion: Completion) -> None:
-        """Records what came of a reserved send; a provider-reported unsubscribe becomes an opt-out."""
+        """Records what came of a reserved send (the blocking form, kept for callers from before the signal)."""
+        self._record_completion(completion)
+
+    @workflow.signal(name=SEND_COMPLETED_SIGNAL)
+    def send_completed(self, completion: Completion) -> None:
+        """Records what came of a reserved send; the sender does not wait for this workflow to run."""
+        self._record_completion(completion)
+
+    def _record_completion(self, completion: Completion) -> None:
         self._changes += 1
         now = workflow.now()
-        entry = self._ledger.get(completion.idempotency_key) or LedgerEntry(
-            channel=completion.channel, state="in_flight", local_day=now.date().isoformat(), reserved_at=_iso(now))
+        entry = self._ledger.get(completion.idempotency_key)
+        if entry is None:
+            entry = LedgerEntry(channel=completion.channel, state=LedgerState.IN_FLIGHT,
+                                local_day=now.date().isoformat(), reserved_at=_iso(now))
+        elif entry.state is LedgerState.DELIVERED:
+            return
+        elif (completion.outcome is not LedgerState.DELIVERED and completion.attempt > 0
+              and entry.lease_attempt > 0 and completion.attempt != entry.lease_attempt):
+            # A fenced-out attempt reporting late must not release the lease a newer attempt holds.
+            return
         self._ledger[completion.idempotency_key] = replace(
-            entry, state=completion.outcome, provider=completion.provider or entry.provider,
-            provider_message_id=completion.provider_message_id or entry.provider_message_id)
-        if completion.outcome == "failed:RecipientUnsubscribed":
+            entry, state=completion.outcome, error_type=completion.error_type,
+            provider=completion.provider or entry.provider,
+            provider_message_id=completion.provider_message_id or entry.provider_message_id,
+            lease_until="" if completion.outcome is not LedgerState.IN_FLIGHT else entry.lease_until)
+        if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
             self._channels[completion.channel] = ChannelPreference(False, _iso(now), "provider")
+
+
+def _lease_until(request: ReserveRequest, now: datetime) -> str:
+    return _iso(now + timedelta(seconds=request.lease_seconds)) if request.lease_seconds > 0 else ""
 
 
 def _instant(text: str) -> datetime:
@@ -206,59 +245,3 @@ def _instant(text: str) -> datetime:
     except ValueError:
         return datetime.min.replace(tzinfo=timezone.utc)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-class PreferencesStore:
-    """The `activities.ledger.DeliveryLedger` backed by ``CustomerPreferences`` workflows.
-
-    The first call for a customer starts their workflow if it is not running (``USE_EXISTING``);
-    later calls go straight to the Update, starting the workflow again only if the server says
-    it is gone. Both steps are idempotent, so the activity may retry them freely.
-    """
-
-    def __init__(self, client: Client, task_queue: str, *, remembered_customers: int = 10_000) -> None:
-        self._client = client
-        self._task_queue = task_queue
-        self._started: OrderedDict[str, None] = OrderedDict()
-        self._remembered_customers = remembered_customers
-
-    async def _start(self, customer_id: str) -> None:
-        await self._client.start_workflow(
-            CustomerPreferences.run, PreferencesInput(customer_id), id=preferences_workflow_id(customer_id),
-            task_queue=self._task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-        self._started[customer_id] = None
-        self._started.move_to_end(customer_id)
-        while len(self._started) > self._remembered_customers:
-            self._started.popitem(last=False)
-
-    async def _update(self, customer_id: str, name: str, arg: object, result_type: type[T]) -> T:
-        if customer_id not in self._started:
-            await self._start(customer_id)
-        handle = self._client.get_workflow_handle(preferences_workflow_id(customer_id))
-        try:
-            return await handle.execute_update(name, arg, result_type=result_type)
-        except RPCError as err:
-            self._started.pop(customer_id, None)
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-        await self._start(customer_id)
-        return await handle.execute_update(name, arg, result_type=result_type)
-
-    async def reserve(self, request: ReserveRequest) -> Reservation:
-        return await self._update(request.customer_id, RESERVE_SEND_UPDATE, request, Reservation)
-
-    async def complete(self, completion: Completion) -> None:
-        await self._update(completion.customer_id, COMPLETE_SEND_UPDATE, completion, type(None))
-
-
-async def record_subscription_change(client: Client, event: CustomerEvent, task_queue: str) -> None:
-    """Routes a ``SubscriptionChanged`` event to the customer's preferences (signal-with-start; idempotent)."""
-    await client.start_workflow(
-        CustomerPreferences.run, PreferencesInput(event.customer.id),
-        id=preferences_workflow_id(event.customer.id), task_queue=task_queue,
-        start_signal=SUBSCRIPTION_CHANGED_SIGNAL, start_signal_args=[event])
-
-
-async def preferences_state(client: Client, customer_id: str) -> PreferencesInput:
-    """The customer's current preferences and ledger (the ``state`` query)."""
-    return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(CustomerPreferences.state)

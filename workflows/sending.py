@@ -54,9 +54,11 @@ class SendRecord:
     """One send the journey made, as the status query reports it.
 
     Attributes:
-        status: what became of it (a `SendStatus`). Typed ``SendStatus | str`` only so that records
-            carried by older histories, where a failure read ``"failed:<ErrorType>"``, still decode:
-            construction always leaves a `SendStatus` here, with the type moved to ``error_type``.
+        status: what became of it (a `SendStatus`). Typed ``str | SendStatus``, ``str`` first, only
+            so that records carried by older histories, where a failure read ``"failed:<ErrorType>"``,
+            reach ``__post_init__`` whole (the converter tries the union in order, and `SendStatus`
+            alone would drop the error type): construction always leaves a `SendStatus` here, with
+            the type moved to ``error_type``.
         error_type: for ``failed``, the error type (``InvalidAddress``); for ``skipped``, why.
         provider, provider_message_id: who delivered it, when it was delivered.
         fallback_from: when the fallback channel was used, ``"<channel>:<outcome>"`` of the first try.
@@ -65,7 +67,7 @@ class SendRecord:
     step_id: str
     channel: str
     template_id: str
-    status: SendStatus | str
+    status: str | SendStatus
     provider: str = ""
     provider_message_id: str | None = None
     fallback_from: str | None = None

@@ -14,7 +14,8 @@ from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from workflows.journey import JourneyWorkflow
-from workflows.preferences import CustomerPreferences, PreferencesStore
+from workflows.preferences import CustomerPreferences
+from workflows.preferences_client import PreferencesStore
 
 WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences)
 

@@ -75,6 +75,14 @@ class ProviderStub:
         """The send requests (POSTs), oldest first."""
         return [r for r in self.requests if r.method == "POST"]
 
+    def sends_by_key(self) -> dict[str, int]:
+        """SendGrid send requests per idempotency key (its ``custom_args``)."""
+        counts: dict[str, int] = {}
+        for sent in self.sends():
+            key = str((sent.body.get("custom_args") or {}).get("idempotency_key", ""))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/v3/mail/send", self._sendgrid)

@@ -7,7 +7,7 @@ from temporalio.client import Client
 from events import samples
 from tests.harness import Bridge, eventually
 from workflows.journey import STATUS_QUERY, JourneyStatus
-from workflows.preferences import preferences_state
+from workflows.preferences_client import preferences_state
 
 
 async def test_an_email_opt_out_on_kafka_stops_the_next_journey_email(bridge: Bridge, temporal_client: Client) -> None:

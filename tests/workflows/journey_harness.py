@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.notifications import SendNotificationInput, SendResult
+from activities.outcomes import SendStatus
 from activities.rendering import render
 from activities.send import SEND_NOTIFICATION
 from events.model import Customer, CustomerEvent
@@ -62,7 +63,7 @@ class Capture:
             if notification.subject_template else None,
             body=render(notification.template_id, notification.body_template, notification.context),
             at=activity.info().current_attempt_scheduled_time, workflow_id=notification.workflow_id))
-        return SendResult(status="sent", provider="capture")
+        return SendResult(status=SendStatus.SENT, provider="capture")
 
     def steps(self, workflow_id: str | None = None) -> list[str]:
         return [s.step_id for s in self.sent if workflow_id is None or s.workflow_id == workflow_id]

@@ -24,7 +24,7 @@ from tests.harness import eventually
 from events.model import CustomerEvent
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows._calendar import next_local_midnight, quiet_window_end
-from workflows.preferences import preferences_state
+from workflows.preferences_client import preferences_state
 
 __all__ = ["provider"]
 

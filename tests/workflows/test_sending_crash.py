@@ -14,7 +14,7 @@ from devstack import Endpoints
 from tests.activities.journey_support import channels_for, event, journey, send, worker
 from tests.activities.provider_stub import ProviderStub, provider
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
-from workflows.preferences import preferences_state
+from workflows.preferences_client import preferences_state
 
 __all__ = ["provider"]
 
