@@ -163,7 +163,8 @@ async def test_a_failing_condition_is_counted_by_journey_and_step_in_the_sdk_met
         await env.shutdown()
 
     (sample,) = [line for line in text.splitlines() if line.startswith("eventflow_expression_errors_total{")]
-    assert 'journey="br"' in sample and 'step="choose"' in sample and sample.endswith(" 1")
+    # At least once: a workflow task retried after a timeout on a loaded machine runs (and counts) again.
+    assert 'journey="br"' in sample and 'step="choose"' in sample and float(sample.rsplit(" ", 1)[1]) >= 1
 
 
 WAIT_FOR = """
