@@ -261,9 +261,10 @@ def render(template_id: str, source: str, context: Mapping[str, Any], *, html: b
         raise TemplateRenderError(template_id, f"source is longer than {limits.max_source_chars} characters",
                                   RenderFailure.LIMIT)
     previous = sys.gettrace()
-    sys.settrace(_Deadline(limits.time_limit_seconds))
     try:
         template = _compile(limits, html, source)
+        # The deadline starts after compiling (bounded by the source size) and covers template code.
+        sys.settrace(_Deadline(limits.time_limit_seconds))
         pieces: list[str] = []
         size = 0
         for piece in template.generate(**context):
