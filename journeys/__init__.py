@@ -8,14 +8,17 @@ from journeys.loader import (
     load_all,
     validate_folder,
 )
-from journeys.model import EntryRule, JourneyDefinition, Listener, Template
+from journeys.expressions import ExpressionMetrics
+from journeys.model import EntryRule, JourneyDefinition, JourneySnapshot, Listener, Template, decode_snapshot
 from journeys.routing import Action, Router, SignalJourney, StartJourney, instance_id
 
 __all__ = [
     "Action",
     "EntryRule",
+    "ExpressionMetrics",
     "JourneyDefinition",
     "JourneyDefinitionError",
+    "JourneySnapshot",
     "Listener",
     "Problem",
     "Router",
@@ -23,6 +26,7 @@ __all__ = [
     "StartJourney",
     "Template",
     "ValidationReport",
+    "decode_snapshot",
     "default_journeys_dir",
     "instance_id",
     "load_all",

@@ -1,4 +1,9 @@
-"""Safe YAML loading that remembers where each value came from, so errors can name a line."""
+"""Safe YAML loading that remembers where each value came from, so errors can name a line.
+
+Anchors and aliases (``&base`` / ``*base`` / ``<<: *base``) are refused: a journey file is small
+enough to write out, and an alias can point at its own ancestor (a recursive document) or expand
+exponentially ("billion laughs"). Nesting is bounded too, so no document can exhaust the stack.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import yaml
 
 #: Position of a value in the document: mapping keys and list indexes from the root.
 DocPath = tuple[str | int, ...]
+#: How deeply mappings and lists may nest in one document.
+MAX_NESTING = 64
 
 
 class YamlSyntaxError(ValueError):
@@ -37,9 +44,21 @@ class LocatedDocument:
         return self.lines.get((), None)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader, refusing an alias where it appears (before it can build a cycle)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YamlSyntaxError(f"YAML aliases (*{event.anchor}) are not supported in journey files: write "
+                                  "the value out (an alias can also make a document refer to itself)",
+                                  event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
 def load_located(text: str) -> LocatedDocument:
     """Parses ``text`` with the safe loader; raises `YamlSyntaxError` with the line on bad YAML."""
-    loader = yaml.SafeLoader(text)
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         lines: dict[DocPath, int] = {}
@@ -47,19 +66,30 @@ def load_located(text: str) -> LocatedDocument:
         return LocatedDocument(data, lines)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise YamlSyntaxError(f"not valid YAML: {exc.problem or exc}", mark.line + 1 if mark else None) from exc
+        raise YamlSyntaxError(f"not valid YAML: {exc.problem or exc}", mark.line + 1 if mark else 1) from exc
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"not valid YAML: {exc}", None) from exc
+        raise YamlSyntaxError(f"not valid YAML: {exc}", 1) from exc
+    except RecursionError as exc:
+        raise YamlSyntaxError(f"not valid YAML: nested deeper than {MAX_NESTING} levels", 1) from exc
     finally:
         loader.dispose()
 
 
 def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: DocPath, lines: dict[DocPath, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
+    line = node.start_mark.line + 1
+    if len(path) > MAX_NESTING:
+        raise YamlSyntaxError(f"nested deeper than {MAX_NESTING} levels", line)
+    lines[path] = line
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise YamlSyntaxError("mapping keys must be plain values, not lists or mappings",
+                                      key_node.start_mark.line + 1)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise YamlSyntaxError("merge keys (<<) are not supported in journey files: write the keys out",
+                                      key_node.start_mark.line + 1)
+            key = _scalar(loader, key_node)
             key = key if isinstance(key, str) else str(key)
             result[key] = _construct(loader, value_node, (*path, key), lines)
             # A value is reported at its key's line: that is where a block mapping or list starts.
@@ -67,4 +97,15 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: DocPath, lines: d
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(loader, item, (*path, index), lines) for index, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node)
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        # The safe loader's constructors raise plain errors, e.g. for a date like 2026-13-45.
+        raise YamlSyntaxError(f"not valid YAML: {node.value!r} cannot be read ({exc})",
+                              node.start_mark.line + 1) from exc

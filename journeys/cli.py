@@ -77,7 +77,7 @@ async def _status_lines(customer_id: str) -> list[str]:
                  if status.current_step else (f"exited: {status.exit_reason}" if status.exit_reason else "done"))
         lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
         for send in status.sends:
-            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.status}")
+            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}")
     return lines
 
 

@@ -14,6 +14,12 @@ Nothing is ever handed to Python's ``eval``: the text is tokenised and parsed in
 that `evaluate` walks. Paths only read keys of plain mappings (never attributes), names starting
 with ``_`` are rejected, and the length and nesting depth of an expression are bounded.
 
+Evaluation is total: it never raises. Whatever the data (a mapping where a string was expected,
+an unhashable value on the left of ``in``, a NaN, a number too large for a decimal), the whole
+expression is false and the failure is counted (``eventflow_expression_errors_total`` by journey
+and step) through an `ErrorHook`. The validator rejects what the event schemas already show to be
+mistyped (`type_problems`), so a counted error means the data did not look like its schema.
+
 Semantics: a path that does not exist is ``null``. Ordering comparisons (``<`` etc.) compare
 numerically when both sides are numbers or decimal strings (money amounts arrive as ``"49.90"``),
 otherwise as strings when both are strings, otherwise they are false. ``==`` compares numerically
@@ -23,16 +29,23 @@ must be equal as they are.
 
 from __future__ import annotations
 
+import enum
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeAlias
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from eventflow.errors import EventflowError
 
 MAX_LENGTH = 1000
 MAX_DEPTH = 32
+#: Items in one list literal, and how deeply list literals may nest.
+MAX_LIST_ITEMS = 100
+MAX_LIST_DEPTH = 2
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -125,6 +138,7 @@ class _Parser:
         self._tokens = _tokenize(source)
         self._index = 0
         self._depth = 0
+        self._list_depth = 0
 
     def parse(self) -> Node:
         if not self._tokens:
@@ -152,10 +166,11 @@ class _Parser:
             raise ExpressionError(self._source, f"expected {text!r} but found {found}",
                                   token.position if token else len(self._source))
 
-    def _nested(self) -> None:
+    def _nested(self, position: int) -> None:
+        """Enters one level of nesting; the caller leaves it with ``self._depth -= 1``."""
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise ExpressionError(self._source, f"nested deeper than {MAX_DEPTH}")
+            raise ExpressionError(self._source, f"nested deeper than {MAX_DEPTH}", position)
 
     def _or(self) -> Node:
         operands = [self._and()]
@@ -170,9 +185,12 @@ class _Parser:
         return operands[0] if len(operands) == 1 else BoolOp("and", tuple(operands))
 
     def _not(self) -> Node:
-        if self._accept("not"):
-            self._nested()
-            return Not(self._not())
+        token = self._peek()
+        if token is not None and self._accept("not"):
+            self._nested(token.position)
+            node = Not(self._not())
+            self._depth -= 1
+            return node
         return self._comparison()
 
     def _comparison(self) -> Node:
@@ -207,24 +225,37 @@ class _Parser:
         if token.kind == "keyword" and token.text in ("true", "false", "null"):
             return Literal({"true": True, "false": False, "null": None}[token.text])
         if token.text == "(":
-            self._nested()
+            self._nested(token.position)
             node = self._or()
             self._expect(")")
             self._depth -= 1
             return node
         if token.text == "[":
-            items: list[Any] = []
-            if not self._accept("]"):
-                while True:
-                    item = self._operand()
-                    if not isinstance(item, Literal):
-                        raise ExpressionError(self._source, "list items must be literals", token.position)
-                    items.append(item.value)
-                    if self._accept("]"):
-                        break
-                    self._expect(",")
-            return Literal(tuple(items))
+            return self._list(token)
         raise ExpressionError(self._source, f"unexpected {token.text!r}", token.position)
+
+
+    def _list(self, opening: _Token) -> Literal:
+        self._list_depth += 1
+        if self._list_depth > MAX_LIST_DEPTH:
+            raise ExpressionError(self._source, f"lists nested deeper than {MAX_LIST_DEPTH}", opening.position)
+        self._nested(opening.position)
+        items: list[Any] = []
+        if not self._accept("]"):
+            while True:
+                item = self._operand()
+                if not isinstance(item, Literal):
+                    raise ExpressionError(self._source, "list items must be literals", opening.position)
+                items.append(item.value)
+                if len(items) > MAX_LIST_ITEMS:
+                    raise ExpressionError(self._source, f"a list has more than {MAX_LIST_ITEMS} items",
+                                          opening.position)
+                if self._accept("]"):
+                    break
+                self._expect(",")
+        self._depth -= 1
+        self._list_depth -= 1
+        return Literal(tuple(items))
 
 
 def _unquote(text: str) -> str:
@@ -313,6 +344,7 @@ def _contains(container: Any, item: Any) -> bool:
     if isinstance(container, (list, tuple)):
         return any(_equal(item, candidate) for candidate in container)
     if isinstance(container, Mapping):
+        # An unhashable item raises TypeError here; `evaluate` turns that into false and counts it.
         return item in container
     return False
 
@@ -322,17 +354,16 @@ def _value(node: Node, context: Mapping[str, Any]) -> Any:
         return node.value
     if isinstance(node, Path):
         return _lookup(context, node.parts)
-    return evaluate(node, context)
+    return _evaluate(node, context)
 
 
-def evaluate(node: Node, context: Mapping[str, Any]) -> bool:
-    """Evaluates a parsed expression to a boolean; never raises for missing or mistyped data."""
+def _evaluate(node: Node, context: Mapping[str, Any]) -> bool:
     if isinstance(node, BoolOp):
         if node.op == "and":
-            return all(evaluate(operand, context) for operand in node.operands)
-        return any(evaluate(operand, context) for operand in node.operands)
+            return all(_evaluate(operand, context) for operand in node.operands)
+        return any(_evaluate(operand, context) for operand in node.operands)
     if isinstance(node, Not):
-        return not evaluate(node.operand, context)
+        return not _evaluate(node.operand, context)
     if isinstance(node, Compare):
         left, right = _value(node.left, context), _value(node.right, context)
         if node.op == "==":
@@ -344,8 +375,56 @@ def evaluate(node: Node, context: Mapping[str, Any]) -> bool:
         if node.op == "not in":
             return not _contains(right, left)
         return _order(node.op, left, right)
-    value = _value(node, context)
-    return _truthy(value)
+    return _truthy(_value(node, context))
+
+
+#: Called with the journey id, the step id (``trigger`` for a journey's filter) and the error when
+#: an expression could not be evaluated over the data it was given.
+ErrorHook: TypeAlias = Callable[[str, str, Exception], None]
+
+
+class ExpressionMetrics:
+    """Counts evaluations that failed on their data and so were false; an `ErrorHook`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.errors = Counter("eventflow_expression_errors_total",
+                              "Journey expressions that could not be evaluated over an event and were false.",
+                              ["journey", "step"], registry=registry)
+
+    def __call__(self, journey: str, step: str, error: Exception) -> None:
+        self.errors.labels(journey=journey, step=step).inc()
+        # The error names types only, never the values it failed on (they may be contact data).
+        _log.warning("expression_error journey=%s step=%s error_type=%s", journey, step, type(error).__name__)
+
+
+_log = logging.getLogger(__name__)
+_default_metrics: ExpressionMetrics | None = None
+
+
+def default_metrics() -> ExpressionMetrics:
+    """The hook used when none is given: counts in the process-wide default registry (built on first use)."""
+    global _default_metrics
+    if _default_metrics is None:
+        _default_metrics = ExpressionMetrics(REGISTRY)
+    return _default_metrics
+
+
+def evaluate(node: Node, context: Mapping[str, Any], *, journey: str = "", step: str = "",
+             on_error: ErrorHook | None = None) -> bool:
+    """Evaluates a parsed expression to a boolean; never raises.
+
+    When the data makes evaluation fail (an unhashable value in ``in``, a NaN in an ordering, ...)
+    the whole expression is false -- not just the failing comparison, so ``not`` cannot turn a
+    failure into a match -- and ``on_error`` (default: `default_metrics`) is told.
+    """
+    try:
+        return _evaluate(node, context)
+    except Exception as error:  # noqa: BLE001 - totality is the contract: any failure is false, and counted
+        try:
+            (on_error or default_metrics())(journey, step, error)
+        except Exception:  # noqa: BLE001 - a failing hook must not make evaluation raise either
+            _log.exception("expression_error_hook_failed journey=%s step=%s", journey, step)
+        return False
 
 
 def _truthy(value: Any) -> bool:
@@ -358,6 +437,93 @@ def _truthy(value: Any) -> bool:
     return bool(value is True)
 
 
-def matches(source: str, context: Mapping[str, Any]) -> bool:
-    """Parses and evaluates ``source`` against ``context`` in one call."""
-    return evaluate(parse(source), context)
+def matches(source: str, context: Mapping[str, Any], *, journey: str = "", step: str = "",
+            on_error: ErrorHook | None = None) -> bool:
+    """Parses and evaluates ``source`` against ``context`` in one call; raises only if it does not parse."""
+    return evaluate(parse(source), context, journey=journey, step=step, on_error=on_error)
+
+
+# --- static type checks ----------------------------------------------------------------------
+
+
+class ValueKind(enum.StrEnum):
+    """What the event schema says a value is, as far as an expression can tell."""
+
+    STRING = "string"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    NULL = "null"
+    LIST = "list"
+    MAPPING = "record"
+
+
+def kind_of_value(value: Any) -> ValueKind | None:
+    """The kind of a (sample) value; None when it cannot be told."""
+    if value is None:
+        return ValueKind.NULL
+    if isinstance(value, bool):
+        return ValueKind.BOOLEAN
+    if _is_number(value):
+        return ValueKind.NUMBER
+    if isinstance(value, str):
+        return ValueKind.STRING
+    if isinstance(value, (list, tuple)):
+        return ValueKind.LIST
+    if isinstance(value, Mapping):
+        return ValueKind.MAPPING
+    return None
+
+
+#: The kind of the value at a path, or None when the schema does not say (unknown or nullable).
+KindOf: TypeAlias = Callable[[tuple[str, ...]], "ValueKind | None"]
+_UNORDERED = frozenset({ValueKind.LIST, ValueKind.MAPPING, ValueKind.BOOLEAN, ValueKind.NULL})
+_COLLECTIONS = frozenset({ValueKind.LIST, ValueKind.MAPPING})
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, Path):
+        return ".".join(node.parts)
+    if isinstance(node, Literal):
+        return "null" if node.value is None else repr(node.value) if not isinstance(node.value, Decimal) \
+            else str(node.value)
+    return "a condition"
+
+
+def type_problems(node: Node, kind_of: KindOf) -> list[str]:
+    """Comparisons the schema shows can never work (and would only ever be false at run time).
+
+    ``kind_of`` gives the kind of a path's value from the event schema; a comparison is checked
+    only where both sides' kinds are known.
+    """
+    def kind(operand: Node) -> ValueKind | None:
+        if isinstance(operand, Literal):
+            return kind_of_value(operand.value)
+        if isinstance(operand, Path):
+            return kind_of(operand.parts)
+        return ValueKind.BOOLEAN
+
+    if isinstance(node, (Not,)):
+        return type_problems(node.operand, kind_of)
+    if isinstance(node, BoolOp):
+        return [p for operand in node.operands for p in type_problems(operand, kind_of)]
+    if not isinstance(node, Compare):
+        return []
+    found = type_problems(node.left, kind_of) + type_problems(node.right, kind_of)
+    left, right = kind(node.left), kind(node.right)
+    lname, rname = _describe(node.left), _describe(node.right)
+    if node.op in ("in", "not in"):
+        if right in (ValueKind.NUMBER, ValueKind.BOOLEAN, ValueKind.NULL):
+            found.append(f"{node.op!r} needs a list, a string or a record on its right, but {rname} is "
+                         f"{'null' if right is ValueKind.NULL else 'a ' + right}")
+        elif right in (ValueKind.MAPPING, ValueKind.STRING) and left is not None and left is not ValueKind.STRING:
+            what = "its field names" if right is ValueKind.MAPPING else "substrings"
+            found.append(f"{node.op!r} over {rname} (a {right}) looks for {what}, which are strings, "
+                         f"but {lname} is a {left}")
+    elif node.op in ("<", "<=", ">", ">="):
+        for name, side in ((lname, left), (rname, right)):
+            if side in _UNORDERED:
+                found.append(f"{node.op!r} compares numbers or strings, but {name} is a {side}")
+    elif left is not None and right is not None and left != right and (left in _COLLECTIONS or right in _COLLECTIONS) \
+            and ValueKind.NULL not in (left, right):
+        found.append(f"{lname} (a {left}) and {rname} (a {right}) are never equal")
+    return found

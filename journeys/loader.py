@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_locat
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
 from journeys.samples import sample_event_context
-from journeys.steps import Step, kind_of, walk
+from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
+from journeys.steps import walk_document as walk
+from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 
 JOURNEYS_DIR_ENV = "EVENTFLOW_JOURNEYS_DIR"
@@ -34,6 +36,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
 CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey"})
+#: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
+_DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
 
 
 class JourneyDefinitionError(EventflowError):
@@ -49,14 +53,14 @@ class JourneyDefinitionError(EventflowError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a journey or template file."""
+    """One thing wrong with a journey or template file, at a 1-based line (1 when nothing narrower is known)."""
 
     file: str
-    line: int | None
+    line: int
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}"
 
     def error(self) -> JourneyDefinitionError:
         return JourneyDefinitionError(self.file, self.message, self.line)
@@ -78,13 +82,33 @@ class _Report:
     problems: list[Problem] = field(default_factory=list)
 
     def add(self, path: DocPath, message: str) -> None:
-        self.problems.append(Problem(self.file, self.document.line_of(path), message))
+        self.problems.append(Problem(self.file, self.document.line_of(path) or 1, message))
 
 
 def default_journeys_dir() -> Path:
     """``$EVENTFLOW_JOURNEYS_DIR`` or the ``journeys/`` folder beside the packages."""
     explicit = os.environ.get(JOURNEYS_DIR_ENV)
     return Path(explicit) if explicit else Path(__file__).resolve().parent
+
+
+def _read(path: Path) -> LocatedDocument:
+    """Reads and parses one YAML file; every failure is a `YamlSyntaxError` with a line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlSyntaxError(f"cannot be read: {exc.strerror or exc}", 1) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlSyntaxError("is not UTF-8 text", raw[:exc.start].count(b"\n") + 1) from exc
+    return load_located(text)
+
+
+def _line_of_id(path: Path) -> int:
+    try:
+        return _read(path).line_of(("id",)) or 1
+    except YamlSyntaxError:
+        return 1
 
 
 @cache
@@ -167,7 +191,7 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
                     broken = True
                     line = document.line_of((*where, *part.split("/")))
                     offset = (exc.lineno or 1) if source.count("\n") else 0
-                    problems.append(Problem(str(path), (line or 0) + offset or None,
+                    problems.append(Problem(str(path), max(1, (line or 0) + offset),
                                             f"template {template_id} {channel}/{locale} {part} does not "
                                             f"compile: {exc.message}"))
     problems.extend(report.problems)
@@ -183,15 +207,15 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            document = load_located(path.read_text())
+            document = _read(path)
         except YamlSyntaxError as exc:
-            problems.append(Problem(str(path), exc.line, exc.problem))
+            problems.append(Problem(str(path), exc.line or 1, exc.problem))
             continue
         template = _check_template(path, document, problems)
         if template is None:
             continue
         if template.id in sources:
-            problems.append(Problem(str(path), document.line_of(("id",)),
+            problems.append(Problem(str(path), document.line_of(("id",)) or 1,
                                     f"template id {template.id!r} is also used by {sources[template.id].file}"))
             continue
         sources[template.id] = TemplateSource(template, str(path), document)
@@ -228,10 +252,22 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
     except expressions.ExpressionError as exc:
         report.add(where, str(exc))
         return
+    broken = False
     for parts in expressions.paths(node):
         problem = _path_problem(sample, parts, roots)
         if problem:
+            broken = True
             report.add(where, f"expression {source!r}: {problem}")
+    if broken:
+        return
+
+    def kind_of(parts: tuple[str, ...]) -> expressions.ValueKind | None:
+        if parts[0] == "journey" or parts[0] not in sample:
+            return None
+        return expressions.kind_of_value(lookup(sample, ".".join(parts)))
+
+    for problem in expressions.type_problems(node, kind_of):
+        report.add(where, f"expression {source!r}: {problem}")
 
 
 def _check_key(report: _Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:
@@ -271,7 +307,11 @@ def _listener_key(explicit: str | None, entry_key: str | None, sample: Mapping[s
     return None
 
 
-def _referenced_templates(steps: Sequence[Step]) -> list[tuple[Step, DocPath, Mapping[str, Any]]]:
+#: A step as the document has it, before it is typed.
+_RawStep = Mapping[str, Any]
+
+
+def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, DocPath, Mapping[str, Any]]]:
     found = []
     for step, path in walk(steps):
         kind = kind_of(step)
@@ -298,9 +338,9 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
     return context
 
 
-def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSource, channels: Sequence[str],
+def _test_render(report: _Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
                  context: Mapping[str, Any]) -> None:
-    from activities.rendering import TemplateRenderError, render
+    from activities.rendering import TemplateRenderError, is_html_part, render
 
     template = source.template
     for channel in channels:
@@ -309,7 +349,7 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
                 text = _part(variant, part)
                 if not isinstance(text, str):
                     continue
-                line = source.document.line_of(("channels", channel, locale, *part.split("/")))
+                line = source.document.line_of(("channels", channel, locale, *part.split("/"))) or 1
                 label = f"template {template.id} {channel}/{locale} {part} (step {step['id']})"
                 undeclared = meta.find_undeclared_variables(_jinja().parse(text)) - set(context)
                 if undeclared:
@@ -317,15 +357,12 @@ def _test_render(report: _Report, where: DocPath, step: Step, source: TemplateSo
                                                                        f"{sorted(undeclared)}"))
                     continue
                 try:
-                    render(template.id, text, context)
+                    render(template.id, text, context, html=is_html_part(part))
                 except TemplateRenderError as exc:
+                    hint = (" (a dict key like items/keys/values needs x[\"items\"] syntax)"
+                            if isinstance(exc.__cause__, TypeError) else "")
                     report.problems.append(Problem(source.file, line, f"{label} does not render with sample "
-                                                                       f"data: {exc.problem}"))
-                except Exception as exc:  # noqa: BLE001 - any crash while rendering is a finding, not a bug here
-                    report.problems.append(Problem(source.file, line, f"{label} fails with sample data: "
-                                                                       f"{type(exc).__name__}: {exc} (a dict "
-                                                                       "key like items/keys/values needs "
-                                                                       "x[\"items\"] syntax)"))
+                                                                       f"data: {exc.problem}{hint}"))
 
 
 def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
@@ -338,6 +375,12 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
         seen[step_id] = path
         kind = kind_of(step)
         body = step[kind] or {}
+        for option in _DURATION_OPTIONS.get(kind, ()):
+            if isinstance(body.get(option), str):
+                try:
+                    check_duration(body[option])
+                except ValueError as exc:
+                    report.add((*path, kind, option), f"{kind}.{option}: {exc}")
         if kind in ("wait_for", "digest"):
             event_type = body["event"]
             if event_type not in known_events:
@@ -389,9 +432,9 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      render_templates: bool = False) -> tuple[JourneyDefinition | None, list[Problem]]:
     """Checks one definition file; returns the definition (None if it has problems) and the problems."""
     try:
-        document = load_located(path.read_text())
+        document = _read(path)
     except YamlSyntaxError as exc:
-        return None, [Problem(str(path), exc.line, exc.problem)]
+        return None, [Problem(str(path), exc.line or 1, exc.problem)]
     report = _Report(str(path), document)
     _schema_problems(report)
     if report.problems:
@@ -426,6 +469,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
     _check_steps(report, raw, templates, known, trigger_sample, render_templates)
     listeners: list[Listener] = []
+    resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
         kind = kind_of(step)
         if kind in ("wait_for", "digest"):
@@ -434,7 +478,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                                                              _sample_for(body["event"], known)), body.get("when"))
             if listener.key_path:
                 # The snapshot carries the resolved key, so the interpreter matches on what the router used.
-                body["key"] = listener.key_path
+                resolved_keys[str(step["id"])] = listener.key_path
             if listener not in listeners:
                 listeners.append(listener)
     for listener in (*exits, *listeners):
@@ -457,11 +501,21 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         key_path=key_path,
         listeners=tuple(listeners),
         exit_events=tuple(exits),
-        steps=tuple(raw["steps"]),
+        steps=_typed_steps(raw["steps"], resolved_keys),
         templates={t: templates[t].template for t in sorted(used)},
         source_file=str(path),
     )
     return definition, []
+
+
+def _typed_steps(raw: Sequence[_RawStep], keys: Mapping[str, str]) -> tuple[Step, ...]:
+    """The document's steps as typed data, each listening step with its resolved instance key."""
+    def resolve(step: Step) -> Step:
+        if isinstance(step, (WaitForStep, DigestStep)) and step.id in keys:
+            return replace(step, key=keys[step.id])
+        return step
+
+    return map_steps(decode_steps(raw), resolve)
 
 
 def load_definition(path: Path, templates: Mapping[str, TemplateSource | Template]) -> JourneyDefinition:
@@ -494,7 +548,8 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
         if definition is None:
             continue
         if definition.id in seen:
-            problems.append(Problem(str(path), None, f"journey id {definition.id!r} is also used by {seen[definition.id]}"))
+            problems.append(Problem(str(path), _line_of_id(path),
+                                    f"journey id {definition.id!r} is also used by {seen[definition.id]}"))
             continue
         seen[definition.id] = str(path)
         definitions.append(definition)

@@ -1,4 +1,15 @@
-"""The journey definition model: what a YAML file in ``journeys/definitions`` says, validated."""
+"""The journey definition model: what a YAML file in ``journeys/definitions`` says, validated.
+
+A definition travels to its workflow instances as a *snapshot* (`JourneyDefinition.snapshot`),
+JSON in the workflow input, fixed for the instance's life. Snapshots carry a ``format``:
+
+- format 1 (no ``format`` key; every history recorded before the typed model): ``steps`` is the
+  YAML document as the loader read it, with each wait_for/digest ``key`` resolved in place;
+- format 2: ``steps`` is the typed steps' document form (`journeys.steps.encode_step`: defaults
+  left out, keys resolved).
+
+`decode_snapshot` reads both into a `JourneySnapshot`; an unknown format is an error, never a guess.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +19,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from journeys.steps import Step, decode_steps, encode_step
+
+#: The snapshot format `JourneyDefinition.snapshot` writes.
+SNAPSHOT_FORMAT = 2
+#: Every format `decode_snapshot` reads (recorded histories and running journeys hold format 1).
+SNAPSHOT_FORMATS = (1, 2)
 
 
 class EntryRule(enum.StrEnum):
@@ -55,7 +73,7 @@ class JourneyDefinition:
         trigger_filter: an expression over the event that must hold for a start, or None.
         entry_rule, key_path: re-entry rule and, for ``once_per_key``, where the instance key is.
         listeners: events a running instance receives as signals (waits, exits, digests).
-        steps: the step list, as plain data the interpreter walks.
+        steps: the typed step tree.
         templates: every template the steps reference, so an instance's snapshot is self-contained.
         source_file: where the definition came from, for error messages.
     """
@@ -63,7 +81,7 @@ class JourneyDefinition:
     id: str
     version: int
     trigger_event: str
-    steps: tuple[Mapping[str, Any], ...]
+    steps: tuple[Step, ...]
     trigger_filter: str | None = None
     entry_rule: EntryRule = EntryRule.ONCE_PER_KEY
     key_path: str | None = None
@@ -75,6 +93,7 @@ class JourneyDefinition:
     def snapshot(self) -> dict[str, Any]:
         """The JSON form a workflow instance is started with: immutable for that instance's life."""
         body = {
+            "format": SNAPSHOT_FORMAT,
             "id": self.id,
             "version": self.version,
             "trigger_event": self.trigger_event,
@@ -83,7 +102,7 @@ class JourneyDefinition:
             "key_path": self.key_path,
             "exit_events": [e.as_json() for e in self.exit_events],
             "listeners": [e.as_json() for e in self.listeners],
-            "steps": [dict(s) for s in self.steps],
+            "steps": [encode_step(s) for s in self.steps],
             "templates": {
                 t.id: {"id": t.id, "default_locale": t.default_locale, "variants": t.variants}
                 for t in self.templates.values()
@@ -91,3 +110,46 @@ class JourneyDefinition:
         }
         body["content_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return body
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot in a format this code does not read (written by a newer release)."""
+
+
+@dataclass(frozen=True)
+class JourneySnapshot:
+    """A snapshot decoded: what one workflow instance runs."""
+
+    id: str
+    version: int
+    steps: tuple[Step, ...]
+    key_path: str | None = None
+    exit_events: tuple[Listener, ...] = ()
+    listeners: tuple[Listener, ...] = ()
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    content_hash: str = ""
+    format: int = SNAPSHOT_FORMAT
+
+
+def _listeners(items: Any) -> tuple[Listener, ...]:
+    return tuple(Listener(str(item["event_type"]), item.get("key_path"), item.get("when")) for item in items or ())
+
+
+def decode_snapshot(data: Mapping[str, Any]) -> JourneySnapshot:
+    """Reads a snapshot of any format in `SNAPSHOT_FORMATS`; raises `SnapshotFormatError` for others."""
+    version = data.get("format", 1)
+    if version not in SNAPSHOT_FORMATS:
+        raise SnapshotFormatError(f"journey snapshot format {version!r} is not one of {SNAPSHOT_FORMATS}")
+    # Formats 1 and 2 differ only in what the step documents leave out, which decode_steps defaults.
+    return JourneySnapshot(
+        id=str(data["id"]),
+        version=int(data["version"]),
+        steps=decode_steps(data.get("steps") or ()),
+        key_path=data.get("key_path"),
+        exit_events=_listeners(data.get("exit_events")),
+        listeners=_listeners(data.get("listeners")),
+        templates={str(k): Template(id=str(t["id"]), default_locale=str(t["default_locale"]), variants=t["variants"])
+                   for k, t in (data.get("templates") or {}).items()},
+        content_hash=str(data.get("content_hash", "")),
+        format=int(version),
+    )

@@ -51,7 +51,11 @@ def instance_id(journey_id: str, customer_id: str, rule: EntryRule, key: str | N
 class Router:
     """Maps a decoded event to the journey actions it causes; compiled once from the definitions."""
 
-    def __init__(self, definitions: Iterable[JourneyDefinition]) -> None:
+    def __init__(self, definitions: Iterable[JourneyDefinition], *,
+                 on_error: expressions.ErrorHook | None = None) -> None:
+        """Compiles ``definitions``; ``on_error`` counts trigger filters that fail on an event's data
+        (default: `expressions.default_metrics`, in the process-wide registry)."""
+        self._on_error = on_error
         self._starts: dict[str, list[tuple[JourneyDefinition, dict[str, Any]]]] = {}
         self._signals: dict[str, list[tuple[JourneyDefinition, str | None]]] = {}
         self._filters: dict[str, expressions.Node] = {}
@@ -98,7 +102,8 @@ class Router:
 
     def _matches(self, definition: JourneyDefinition, context: Mapping[str, Any]) -> bool:
         condition = self._filters.get(definition.id)
-        return condition is None or expressions.evaluate(condition, context)
+        return condition is None or expressions.evaluate(condition, context, journey=definition.id, step="trigger",
+                                                         on_error=self._on_error)
 
 
 def _str(value: object) -> str | None:

@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
-from activities.rendering import TemplateRenderError, render
+from activities.rendering import TemplateRenderError, render_async
 from activities.send import SEND_NOTIFICATION
 from eventflow.errors import EventflowError
 from eventflow.logs import mask_contact_details
@@ -57,9 +57,9 @@ class _Recorder:
         customer = notification.customer
         address = customer.email if notification.channel == "email" else customer.phone
         try:
-            text = (render(notification.template_id, notification.subject_template, notification.context)
-                    if notification.subject_template
-                    else render(notification.template_id, notification.body_template, notification.context))
+            text = await render_async(notification.template_id,
+                                      notification.subject_template or notification.body_template,
+                                      notification.context)
         except TemplateRenderError as exc:
             text = f"<render error: {exc.problem}>"
         first_line = text.splitlines()[0] if text else ""

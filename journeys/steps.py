@@ -1,58 +1,361 @@
-"""The step tree of a journey: walking it, and the control flow the interpreter follows.
+"""The step tree of a journey as typed data: one frozen class per step kind, and its control flow.
 
-Steps nest: ``branch`` cases, ``wait_for`` outcomes and ``split`` variants each hold a list of
+Steps nest: ``branch`` cases, ``wait_for`` outcomes and ``split`` variants each hold a tuple of
 steps (an *arm*). When an arm ends, the journey continues with the step after the one that owns
 the arm. There are no loops or gotos, so every step runs at most once per instance and its id
 names its send (idempotency key) and its position (for continue-as-new and the status query).
+
+The document form (YAML, and a snapshot's ``steps``) maps one-to-one onto these classes: a step
+is ``{"id": ..., <kind>: {<option>: ...}}`` and each option is a field of the kind's class under
+the same name (``else`` is `BranchStep.otherwise`). `decode_step` and `encode_step` are generic
+over the fields, so a new option is one field with a default here plus its entry in
+``journey.schema.json``; tests/journeys/test_steps.py checks that the two agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias
 
-STEP_KINDS = ("send", "delay", "branch", "wait_for", "split", "digest", "exit")
 
-Step = Mapping[str, Any]
+class StepKind(enum.StrEnum):
+    """The kinds of step, as their key in the document."""
+
+    SEND = "send"
+    DELAY = "delay"
+    BRANCH = "branch"
+    WAIT_FOR = "wait_for"
+    SPLIT = "split"
+    DIGEST = "digest"
+    EXIT = "exit"
+
+
+STEP_KINDS = tuple(kind.value for kind in StepKind)
+
+
+class OnCap(enum.StrEnum):
+    """What a send does when the customer's daily cap for the channel is reached."""
+
+    SKIP = "skip"
+    DEFER = "defer"
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A send's own quiet hours: ``window`` is ``HH:MM-HH:MM`` in the customer's zone, or empty for none.
+
+    A send without a `QuietHours` follows the worker's default; ``QuietHours("")`` (``false`` in
+    the document) is a transactional send that ignores quiet hours altogether.
+    """
+
+    window: str
+
+    @property
+    def ignored(self) -> bool:
+        return not self.window
+
+    @classmethod
+    def from_document(cls, value: object) -> QuietHours:
+        return cls("" if value is False else str(value))
+
+    def to_document(self) -> str | bool:
+        return self.window or False
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How to send: channel, template, the fallback channel and the delivery policy options."""
+
+    channel: str
+    template: str
+    fallback: str | None = None
+    quiet_hours: QuietHours | None = None
+    daily_cap: int | None = None
+    on_cap: OnCap = OnCap.SKIP
+
+
+@dataclass(frozen=True)
+class SendStep:
+    """Send one notification."""
+
+    KIND: ClassVar[StepKind] = StepKind.SEND
+    id: str
+    send: SendOptions
+
+
+@dataclass(frozen=True)
+class DelayStep:
+    """Wait a ``duration``; or until a local time of day (``after`` a minimum); or until a timestamp ± ``offset``."""
+
+    KIND: ClassVar[StepKind] = StepKind.DELAY
+    id: str
+    duration: str | None = None
+    until_local_time: str | None = None
+    after: str | None = None
+    until: str | None = None
+    offset: str | None = None
+
+
+@dataclass(frozen=True)
+class BranchCase:
+    """One ``branch`` case: the steps to run when ``when`` holds over the journey's context."""
+
+    when: str
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class BranchStep:
+    """Run the first case whose condition holds, else the ``else`` arm."""
+
+    KIND: ClassVar[StepKind] = StepKind.BRANCH
+    id: str
+    cases: tuple[BranchCase, ...] = ()
+    otherwise: tuple[Step, ...] = field(default=(), metadata={"key": "else"})
+
+
+@dataclass(frozen=True)
+class WaitForStep:
+    """Wait for a matching event (``key`` resolved by the loader) up to ``timeout``; then one of two arms."""
+
+    KIND: ClassVar[StepKind] = StepKind.WAIT_FOR
+    id: str
+    event: str
+    timeout: str
+    key: str | None = None
+    when: str | None = None
+    received: tuple[Step, ...] = ()
+    timed_out: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitVariant:
+    """One arm of a ``split``: the share of customers (``percent``) that take it."""
+
+    name: str
+    percent: int
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitStep:
+    """Split customers between variants by a stable hash."""
+
+    KIND: ClassVar[StepKind] = StepKind.SPLIT
+    id: str
+    variants: tuple[SplitVariant, ...] = ()
+
+
+@dataclass(frozen=True)
+class DigestStep:
+    """Collect matching events over ``window``, then send one notification about them."""
+
+    KIND: ClassVar[StepKind] = StepKind.DIGEST
+    id: str
+    event: str
+    window: str
+    send: SendOptions
+    key: str | None = None
+    when: str | None = None
+    min_events: int = 1
+
+
+@dataclass(frozen=True)
+class ExitStep:
+    """End the journey here."""
+
+    KIND: ClassVar[StepKind] = StepKind.EXIT
+    id: str
+    reason: str | None = None
+
+
+Step: TypeAlias = SendStep | DelayStep | BranchStep | WaitForStep | SplitStep | DigestStep | ExitStep
+STEP_CLASSES: dict[StepKind, type[Any]] = {cls.KIND: cls for cls in (
+    SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep)}
 #: Mapping keys and list indexes from a definition's root to a value.
 StepPath = tuple[str | int, ...]
 
 
-def kind_of(step: Step) -> str:
-    """The step's type: the one key of `STEP_KINDS` it carries."""
+# --- document form -----------------------------------------------------------------------------
+
+
+def document_key(item: dataclasses.Field[Any]) -> str:
+    """The option's key in the document (the field name unless renamed, like ``else``)."""
+    return str(item.metadata.get("key", item.name))
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _decode(hint: Any, raw: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is QuietHours:
+        return QuietHours.from_document(raw)
+    if hint == Step:
+        return decode_step(raw)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode(inner, raw)
+    if origin is tuple:
+        return tuple(_decode(args[0], value) for value in raw or ())
+    if dataclasses.is_dataclass(hint):
+        return _record(typing.cast(type[Any], hint), raw)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(raw)
+    if hint is int:
+        return int(raw)
+    if hint is str:
+        return str(raw)
+    return raw
+
+
+def _record(cls: type[Any], body: Mapping[str, Any]) -> Any:
+    hints = _hints(cls)
+    values = {f.name: _decode(hints[f.name], body[document_key(f)])
+              for f in dataclasses.fields(cls) if document_key(f) in body}
+    return cls(**values)
+
+
+def decode_step(raw: Mapping[str, Any]) -> Step:
+    """The typed step of one document step (``{"id": ..., <kind>: {...}}``); ValueError if it has no kind."""
+    kind = StepKind(kind_of(raw))
+    cls = STEP_CLASSES[kind]
+    body = raw.get(kind.value) or {}
+    if kind is StepKind.SEND:
+        step: Step = SendStep(id=str(raw["id"]), send=_record(SendOptions, body))
+        return step
+    decoded: Step = _record(cls, {**body, "id": raw["id"]})
+    return decoded
+
+
+def decode_steps(raw: Sequence[Mapping[str, Any]]) -> tuple[Step, ...]:
+    """Every step of a document's step list, typed."""
+    return tuple(decode_step(step) for step in raw)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, QuietHours):
+        return value.to_document()
+    if isinstance(value, tuple):
+        return [_encode(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep)):
+        return encode_step(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _encode_record(value)
+    return value
+
+
+def _encode_record(value: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for item in dataclasses.fields(value):
+        current = getattr(value, item.name)
+        if item.default is not dataclasses.MISSING and current == item.default:
+            continue
+        body[document_key(item)] = _encode(current)
+    return body
+
+
+def encode_step(step: Step) -> dict[str, Any]:
+    """The document form of ``step``: options at their defaults are left out."""
+    if isinstance(step, SendStep):
+        return {"id": step.id, "send": _encode_record(step.send)}
+    body = _encode_record(step)
+    body.pop("id")
+    return {"id": step.id, step.KIND.value: body}
+
+
+# --- walking the tree ------------------------------------------------------------------------
+
+
+def kind_of(step: Mapping[str, Any]) -> str:
+    """The kind of a document step: the one key of `STEP_KINDS` it carries."""
     for kind in STEP_KINDS:
         if kind in step:
             return kind
     raise ValueError(f"step {step.get('id')!r} has none of {', '.join(STEP_KINDS)}")
 
 
-def arms(step: Step) -> list[tuple[str, Sequence[Step], StepPath]]:
-    """The nested step lists of ``step``: (arm name, steps, path relative to the step)."""
-    kind = kind_of(step)
-    body = step.get(kind) or {}
-    found: list[tuple[str, Sequence[Step], StepPath]] = []
-    if kind == "branch":
-        for index, case in enumerate(body.get("cases", ())):
-            found.append((f"case {index + 1}", case.get("steps") or (), ("branch", "cases", index, "steps")))
-        found.append(("else", body.get("else") or (), ("branch", "else")))
-    elif kind == "wait_for":
-        found.append(("received", body.get("received") or (), ("wait_for", "received")))
-        found.append(("timed_out", body.get("timed_out") or (), ("wait_for", "timed_out")))
-    elif kind == "split":
-        for index, variant in enumerate(body.get("variants", ())):
-            found.append((str(variant.get("name")), variant.get("steps") or (), ("split", "variants", index, "steps")))
-    return found
+def arms(step: Step) -> list[tuple[str, tuple[Step, ...], StepPath]]:
+    """The nested step lists of ``step``: (arm name, steps, document path relative to the step)."""
+    match step:
+        case BranchStep(cases=cases, otherwise=otherwise):
+            found = [(f"case {index + 1}", case.steps, ("branch", "cases", index, "steps"))
+                     for index, case in enumerate(cases)]
+            return [*found, ("else", otherwise, ("branch", "else"))]
+        case WaitForStep(received=received, timed_out=timed_out):
+            return [("received", received, ("wait_for", "received")),
+                    ("timed_out", timed_out, ("wait_for", "timed_out"))]
+        case SplitStep(variants=variants):
+            return [(variant.name, variant.steps, ("split", "variants", index, "steps"))
+                    for index, variant in enumerate(variants)]
+        case _:
+            return []
 
 
 def walk(steps: Sequence[Step], path: StepPath = ("steps",)) -> Iterator[tuple[Step, StepPath]]:
-    """Every step of the tree, depth first in document order, with its path from the root."""
+    """Every step of the tree, depth first in document order, with its document path from the root."""
     for index, step in enumerate(steps):
         here = (*path, index)
         yield step, here
-        if isinstance(step, Mapping) and any(kind in step for kind in STEP_KINDS):
-            for _, nested, relative in arms(step):
-                yield from walk(nested, (*here, *relative))
+        for _, nested, relative in arms(step):
+            yield from walk(nested, (*here, *relative))
+
+
+def walk_document(steps: Sequence[Any], path: StepPath = ("steps",)) -> Iterator[tuple[Mapping[str, Any], StepPath]]:
+    """`walk` over a document's raw step list, before it is typed (for validation with line numbers)."""
+    for index, step in enumerate(steps):
+        here = (*path, index)
+        if not isinstance(step, Mapping):
+            continue
+        yield step, here
+        kind = next((k for k in STEP_KINDS if k in step), None)
+        body = step.get(kind) if kind else None
+        if not isinstance(body, Mapping):
+            continue
+        if kind == "branch":
+            for number, case in enumerate(body.get("cases") or ()):
+                yield from walk_document(case.get("steps") or (), (*here, "branch", "cases", number, "steps"))
+            yield from walk_document(body.get("else") or (), (*here, "branch", "else"))
+        elif kind == "wait_for":
+            yield from walk_document(body.get("received") or (), (*here, "wait_for", "received"))
+            yield from walk_document(body.get("timed_out") or (), (*here, "wait_for", "timed_out"))
+        elif kind == "split":
+            for number, variant in enumerate(body.get("variants") or ()):
+                yield from walk_document(variant.get("steps") or (), (*here, "split", "variants", number, "steps"))
+
+
+def map_steps(steps: Sequence[Step], change: Callable[[Step], Step]) -> tuple[Step, ...]:
+    """A copy of the tree with ``change`` applied to every step (arms first, then the step itself)."""
+    def rebuild(step: Step) -> Step:
+        match step:
+            case BranchStep(cases=cases, otherwise=otherwise):
+                step = dataclasses.replace(step, cases=tuple(dataclasses.replace(c, steps=map_steps(c.steps, change))
+                                                             for c in cases),
+                                           otherwise=map_steps(otherwise, change))
+            case WaitForStep(received=received, timed_out=timed_out):
+                step = dataclasses.replace(step, received=map_steps(received, change),
+                                           timed_out=map_steps(timed_out, change))
+            case SplitStep(variants=variants):
+                step = dataclasses.replace(step, variants=tuple(
+                    dataclasses.replace(v, steps=map_steps(v.steps, change)) for v in variants))
+        return change(step)
+
+    return tuple(rebuild(step) for step in steps)
 
 
 @dataclass(frozen=True)
@@ -72,7 +375,7 @@ class Flow:
 
     def arm_start(self, step_id: str, arm: Sequence[Step]) -> str | None:
         """Where to go when ``step_id`` enters ``arm``: its first step, or on after an empty arm."""
-        return str(arm[0]["id"]) if arm else self.following[step_id]
+        return arm[0].id if arm else self.following[step_id]
 
 
 def flow(steps: Sequence[Step]) -> Flow:
@@ -82,11 +385,10 @@ def flow(steps: Sequence[Step]) -> Flow:
 
     def visit(items: Sequence[Step], after: str | None) -> None:
         for index, step in enumerate(items):
-            step_id = str(step["id"])
-            by_id[step_id] = step
-            following[step_id] = str(items[index + 1]["id"]) if index + 1 < len(items) else after
+            by_id[step.id] = step
+            following[step.id] = items[index + 1].id if index + 1 < len(items) else after
             for _, nested, _ in arms(step):
-                visit(nested, following[step_id])
+                visit(nested, following[step.id])
 
     visit(steps, None)
-    return Flow(first=str(steps[0]["id"]) if steps else None, steps=by_id, following=following)
+    return Flow(first=steps[0].id if steps else None, steps=by_id, following=following)

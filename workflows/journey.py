@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,8 +31,10 @@ with workflow.unsafe.imports_passed_through():
     from events.model import CustomerEvent
     from journeys import expressions
     from journeys.durations import parse_duration
+    from journeys.model import JourneySnapshot, decode_snapshot
     from journeys.paths import lookup
-    from journeys.steps import Flow, flow, kind_of
+    from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
+                                Step, WaitForStep, flow)
     from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
 JOURNEY_WORKFLOW = "Journey"
@@ -55,9 +57,13 @@ class StepVisit:
     note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass
 class JourneyState:
-    """What an instance carries into its next run when it continues as new.
+    """Everything an instance carries from one run into the next: the workflow's one state object.
+
+    The workflow reads and updates this object in place and hands it whole to continue-as-new, so
+    no field can be forgotten on the way. Its JSON is what it was when the workflow copied its
+    attributes into a frozen `JourneyState`, so the state in recorded continue-as-new inputs decodes.
 
     Attributes:
         cursor: id of the step to run (or resume) next; None when the journey is done.
@@ -85,7 +91,8 @@ class JourneyInput:
     """Start input: the definition snapshot and the triggering event.
 
     Attributes:
-        journey: the definition snapshot (``JourneyDefinition.snapshot()``), fixed for the instance.
+        journey: the definition snapshot (``JourneyDefinition.snapshot()``, in any format
+            `journeys.model.decode_snapshot` reads), fixed for the instance.
         event: the event that started the instance; sends address its customer.
         state: set when continuing as new; None on the first run.
         continue_as_new_after: steps plus received events after which a run continues as new.
@@ -115,6 +122,15 @@ class JourneyStatus:
     runs: int = 1
 
 
+def _count_expression_error(journey: str, step: str, error: Exception) -> None:
+    """Counts a condition that failed on its data through the SDK meter, which skips replays."""
+    workflow.metric_meter().create_counter(
+        "eventflow_expression_errors", "Journey expressions that could not be evaluated and were false.",
+    ).add(1, {"journey": journey, "step": step})
+    workflow.logger.warning("expression error journey=%s step=%s error_type=%s", journey, step,
+                            type(error).__name__)
+
+
 class _ContinueAsNew(Exception):
     """Raised inside a wait when this run's history is long enough; the run loop continues as new."""
 
@@ -131,30 +147,31 @@ class JourneyWorkflow:
 
     @workflow.init
     def __init__(self, start: JourneyInput) -> None:
-        """Restores the snapshot and carried state before any handler runs.
+        """Decodes the snapshot and takes up the carried state before any handler runs.
 
         Signals delivered in the same task as the start (an exit right after the trigger) are
         handled before ``run`` begins, so they must already see the journey's exit rules.
         """
-        self._journey: dict[str, Any] = {}
-        self._event: CustomerEvent | None = None
-        self._context: dict[str, Any] = {}
-        self._instance_key: str | None = None
-        self._cursor: str | None = None
-        self._active: Mapping[str, Any] | None = None
+        self._journey: JourneySnapshot = decode_snapshot(start.journey)
+        self._event: CustomerEvent = start.event
+        self._limit = start.continue_as_new_after
+        key = lookup(start.event.as_context(), self._journey.key_path) if self._journey.key_path else None
+        self._instance_key: str | None = None if key is None else str(key)
+        if start.state is None:
+            self._state = JourneyState(cursor=None, context={**start.event.as_context(), "journey": {
+                "id": self._journey.id, "version": self._journey.version,
+                "content_hash": self._journey.content_hash, "variants": {}}})
+            self._seen_set: set[str] = set()
+            self._remember(start.event.event_id)
+        else:
+            self._state = replace(start.state, runs=start.state.runs + 1)
+            self._seen_set = set(self._state.seen_event_ids)
+        # What belongs to this run only; nothing here needs to survive continue-as-new.
+        self._active: Step | None = None
         self._exit_reason: str | None = None
         self._finished = False
-        self._seen: list[str] = []
-        self._seen_set: set[str] = set()
-        self._sends: list[SendRecord] = []
-        self._trail: list[StepVisit] = []
-        self._deadline: datetime | None = None
-        self._collected: list[CustomerEvent] = []
         self._received: CustomerEvent | None = None
         self._work_this_run = 0
-        self._runs = 1
-        self._limit = 500
-        self._restore(start)
 
     # --- signals and queries --------------------------------------------------------------
 
@@ -167,41 +184,35 @@ class JourneyWorkflow:
         self._work_this_run += 1
         if self._finished or self._exit_reason is not None:
             return
-        for listener in self._journey.get("exit_events", ()):
-            if self._matches(event, listener["event_type"], listener.get("key_path"), listener.get("when")):
+        for listener in self._journey.exit_events:
+            if self._matches(event, listener.event_type, listener.key_path, listener.when, step="exit"):
                 self._exit_reason = f"exit event {event.event_type}"
                 return
-        step = self._active
-        if step is None:
-            return
-        kind = kind_of(step)
-        if kind not in ("wait_for", "digest"):
-            return
-        spec = step[kind]
-        if not self._matches(event, spec["event"], spec.get("key"), spec.get("when")):
-            return
-        if kind == "wait_for" and self._received is None:
-            self._received = event
-        elif kind == "digest":
-            self._collected.append(event)
+        match self._active:
+            case WaitForStep() as waiting if self._received is None:
+                if self._matches(event, waiting.event, waiting.key, waiting.when, step=waiting.id):
+                    self._received = event
+            case DigestStep() as digest:
+                if self._matches(event, digest.event, digest.key, digest.when, step=digest.id):
+                    self._state.collected.append(event)
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> JourneyStatus:
         """The current step, sends so far and how the journey ended, if it has."""
-        current = None if self._finished else self._cursor
+        deadline = self._deadline
         return JourneyStatus(
-            journey_id=self._journey.get("id", ""),
-            journey_version=int(self._journey.get("version", 0)),
-            current_step=current,
+            journey_id=self._journey.id,
+            journey_version=self._journey.version,
+            current_step=None if self._finished else self._state.cursor,
             finished=self._finished,
             exit_reason=self._exit_reason,
-            sends=list(self._sends),
-            current_step_kind=kind_of(self._active) if self._active is not None and not self._finished else None,
-            waiting_until=self._deadline.isoformat() if self._deadline and not self._finished else None,
-            content_hash=str(self._journey.get("content_hash", "")),
+            sends=list(self._state.sends),
+            current_step_kind=self._active.KIND.value if self._active is not None and not self._finished else None,
+            waiting_until=deadline.isoformat() if deadline and not self._finished else None,
+            content_hash=self._journey.content_hash,
             variants=dict(self._context.get("journey", {}).get("variants", {})),
-            trail=list(self._trail),
-            runs=self._runs,
+            trail=list(self._state.trail),
+            runs=self._state.runs,
         )
 
     # --- the run loop ---------------------------------------------------------------------
@@ -209,197 +220,176 @@ class JourneyWorkflow:
     @workflow.run
     async def run(self, start: JourneyInput) -> JourneyStatus:
         """Runs (or, after continue-as-new, resumes) the journey until it ends or exits."""
-        steps = flow(self._journey["steps"])
+        steps = flow(self._journey.steps)
+        state = self._state
         if start.state is None:
-            self._cursor = steps.first
+            state.cursor = steps.first
         try:
-            while self._cursor is not None and self._exit_reason is None:
+            while state.cursor is not None and self._exit_reason is None:
                 if self._continue_as_new_due():
                     raise _ContinueAsNew()
-                step = steps.steps[self._cursor]
+                step = steps.steps[state.cursor]
                 self._active = step
-                if self._deadline is None:
+                if state.deadline is None:
                     self._visit(step)
                 next_id = await self._run_step(step, steps)
                 if self._exit_reason is not None:
                     break
-                self._cursor = next_id
+                state.cursor = next_id
                 self._active = None
-                self._deadline = None
-                self._collected = []
+                state.deadline = None
+                state.collected = []
                 self._received = None
         except _ContinueAsNew:
             workflow.logger.info("journey continuing as new after %d steps and events", self._work_this_run)
-            workflow.continue_as_new(replace(start, state=self._state()))
+            workflow.continue_as_new(replace(start, state=state))
         self._finished = True
         self._active = None
-        self._deadline = None
-        workflow.logger.info("journey finished exit_reason=%s sends=%d", self._exit_reason, len(self._sends))
+        state.deadline = None
+        workflow.logger.info("journey finished exit_reason=%s sends=%d", self._exit_reason, len(state.sends))
         return self.status()
 
-    async def _run_step(self, step: Mapping[str, Any], steps: Flow) -> str | None:
+    async def _run_step(self, step: Step, steps: Flow) -> str | None:
         """Runs one step; returns the id of the step to run next."""
-        step_id = str(step["id"])
-        kind = kind_of(step)
-        after = steps.following[step_id]
-        if kind == "send":
-            self._sends.append(await send_step(dict(step), self._journey, self._trigger, self._context,
-                                               stop_waiting=self._has_exited))
-        elif kind == "delay":
-            if self._deadline is None:
-                self._deadline = self._delay_deadline(step["delay"])
-            await self._wait(lambda: False)
-        elif kind == "branch":
-            for number, case in enumerate(step["branch"]["cases"], start=1):
-                if expressions.matches(case["when"], self._context):
-                    self._note(step_id, f"case {number}: {case['when']}")
-                    return steps.arm_start(step_id, case["steps"])
-            self._note(step_id, "else")
-            return steps.arm_start(step_id, step["branch"].get("else") or [])
-        elif kind == "wait_for":
-            spec = step["wait_for"]
-            if self._deadline is None:
-                self._deadline = workflow.now() + parse_duration(spec["timeout"])
-            received = await self._wait(lambda: self._received is not None)
-            self._note(step_id, "received" if received else "timed_out")
-            return steps.arm_start(step_id, spec.get("received" if received else "timed_out") or [])
-        elif kind == "split":
-            return steps.arm_start(step_id, self._choose_variant(step_id, step["split"]["variants"]))
-        elif kind == "digest":
-            await self._digest(step)
-        elif kind == "exit":
-            self._exit_reason = str((step.get("exit") or {}).get("reason") or f"exit step {step_id}")
-        return after
+        match step:
+            case SendStep(send=options):
+                self._state.sends.append(await send_step(step.id, options, self._journey, self._event, self._context,
+                                                         stop_waiting=self._has_exited))
+            case DelayStep():
+                if self._state.deadline is None:
+                    self._set_deadline(self._delay_deadline(step))
+                await self._wait(lambda: False)
+            case BranchStep(cases=cases, otherwise=otherwise):
+                for number, case in enumerate(cases, start=1):
+                    if expressions.matches(case.when, self._context, journey=self._journey.id, step=step.id,
+                                           on_error=_count_expression_error):
+                        self._note(step.id, f"case {number}: {case.when}")
+                        return steps.arm_start(step.id, case.steps)
+                self._note(step.id, "else")
+                return steps.arm_start(step.id, otherwise)
+            case WaitForStep():
+                if self._state.deadline is None:
+                    self._set_deadline(workflow.now() + parse_duration(step.timeout))
+                received = await self._wait(lambda: self._received is not None)
+                self._note(step.id, "received" if received else "timed_out")
+                return steps.arm_start(step.id, step.received if received else step.timed_out)
+            case SplitStep(variants=variants):
+                return steps.arm_start(step.id, self._choose_variant(step.id, variants))
+            case DigestStep():
+                await self._digest(step)
+            case ExitStep(reason=reason):
+                self._exit_reason = reason or f"exit step {step.id}"
+        return steps.following[step.id]
 
     # --- step helpers ---------------------------------------------------------------------
 
     async def _wait(self, satisfied: Callable[[], bool]) -> bool:
         """Waits until ``satisfied()``, an exit, or the deadline; True when ``satisfied()`` held."""
-        assert self._deadline is not None
-        remaining = (self._deadline - workflow.now()).total_seconds()
+        deadline = self._deadline
+        assert deadline is not None
+        remaining = (deadline - workflow.now()).total_seconds()
         done = lambda: bool(satisfied()) or self._exit_reason is not None  # noqa: E731
         if remaining > 0 and not done():
             try:
                 await workflow.wait_condition(lambda: done() or self._continue_as_new_due(), timeout=remaining)
             except asyncio.TimeoutError:
                 pass
-        if not done() and self._deadline > workflow.now() and self._continue_as_new_due():
+        if not done() and deadline > workflow.now() and self._continue_as_new_due():
             raise _ContinueAsNew()
         return bool(satisfied())
 
-    def _delay_deadline(self, spec: Mapping[str, Any]) -> datetime:
+    def _delay_deadline(self, step: DelayStep) -> datetime:
         now = workflow.now()
-        if "duration" in spec:
-            return now + parse_duration(spec["duration"])
-        if "until_local_time" in spec:
-            base = now + (parse_duration(spec["after"]) if spec.get("after") else timedelta())
+        if step.duration is not None:
+            return now + parse_duration(step.duration)
+        if step.until_local_time is not None:
+            base = now + (parse_duration(step.after) if step.after else timedelta())
             zone = str(lookup(self._context, "customer.timezone") or "UTC")
-            return next_local_time(base, str(spec["until_local_time"]), zone)
-        moment = parse_timestamp(lookup(self._context, str(spec["until"])))
+            return next_local_time(base, step.until_local_time, zone)
+        moment = parse_timestamp(lookup(self._context, str(step.until)))
         if moment is None:
-            workflow.logger.warning("delay until %s: no timestamp in the event, not waiting", spec["until"])
+            workflow.logger.warning("delay until %s: no timestamp in the event, not waiting", step.until)
             return now
-        return moment + (signed_duration(spec["offset"]) if spec.get("offset") else timedelta())
+        try:
+            return moment + (signed_duration(step.offset) if step.offset else timedelta())
+        except OverflowError:
+            # An event timestamp near year 9999 plus the offset leaves the calendar: a typo upstream.
+            workflow.logger.warning("delay until %s: timestamp plus offset out of range, not waiting", step.until)
+            return now
 
-    def _choose_variant(self, step_id: str, variants: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        bucket = split_bucket(str(self._journey["id"]), self._trigger.customer.id)
+    def _choose_variant(self, step_id: str, variants: tuple[SplitVariant, ...]) -> tuple[Step, ...]:
+        bucket = split_bucket(self._journey.id, self._event.customer.id)
         chosen = variants[-1]
         floor = 0
         for variant in variants:
-            floor += int(variant["percent"])
+            floor += variant.percent
             if bucket < floor:
                 chosen = variant
                 break
-        self._context["journey"].setdefault("variants", {})[step_id] = str(chosen["name"])
-        self._note(step_id, f"variant {chosen['name']} (bucket {bucket})")
-        return list(chosen.get("steps") or [])
+        self._context["journey"].setdefault("variants", {})[step_id] = chosen.name
+        self._note(step_id, f"variant {chosen.name} (bucket {bucket})")
+        return chosen.steps
 
-    async def _digest(self, step: Mapping[str, Any]) -> None:
-        spec = step["digest"]
-        if self._deadline is None:
-            self._deadline = workflow.now() + parse_duration(spec["window"])
+    async def _digest(self, step: DigestStep) -> None:
+        if self._state.deadline is None:
+            self._set_deadline(workflow.now() + parse_duration(step.window))
         await self._wait(lambda: False)
         if self._exit_reason is not None:
             return
-        minimum = int(spec.get("min_events", 1))
-        self._note(str(step["id"]), f"{len(self._collected)} events collected")
-        if len(self._collected) < minimum:
+        collected = self._state.collected
+        self._note(step.id, f"{len(collected)} events collected")
+        if len(collected) < step.min_events:
             return
-        context = {**self._context, "digest": {"events": [dict(e.as_context()) for e in self._collected],
-                                               "count": len(self._collected)}}
-        self._sends.append(await send_step({"id": step["id"], "send": spec["send"]}, self._journey,
-                                           self._trigger, context, stop_waiting=self._has_exited))
+        context = {**self._context, "digest": {"events": [dict(e.as_context()) for e in collected],
+                                               "count": len(collected)}}
+        self._state.sends.append(await send_step(step.id, step.send, self._journey, self._event, context,
+                                                 stop_waiting=self._has_exited))
 
     def _has_exited(self) -> bool:
         return self._exit_reason is not None
 
-    def _matches(self, event: CustomerEvent, event_type: str, key_path: str | None, when: str | None) -> bool:
+    def _matches(self, event: CustomerEvent, event_type: str, key_path: str | None, when: str | None, *,
+                 step: str) -> bool:
         if event.event_type != event_type:
             return False
         context = event.as_context()
         if key_path and self._instance_key is not None and str(lookup(context, key_path)) != self._instance_key:
             return False
-        return when is None or expressions.matches(when, context)
+        return when is None or expressions.matches(when, context, journey=self._journey.id, step=step,
+                                                   on_error=_count_expression_error)
 
     # --- bookkeeping ----------------------------------------------------------------------
 
     @property
-    def _trigger(self) -> CustomerEvent:
-        assert self._event is not None
-        return self._event
+    def _context(self) -> dict[str, Any]:
+        return self._state.context
 
-    def _restore(self, start: JourneyInput) -> None:
-        self._journey = start.journey
-        self._event = start.event
-        self._limit = start.continue_as_new_after
-        key_path = start.journey.get("key_path")
-        key = lookup(start.event.as_context(), key_path) if key_path else None
-        self._instance_key = None if key is None else str(key)
-        state = start.state
-        if state is None:
-            self._remember(start.event.event_id)
-            self._context = {**start.event.as_context(), "journey": {
-                "id": start.journey["id"], "version": start.journey["version"],
-                "content_hash": start.journey.get("content_hash", ""), "variants": {}}}
-            return
-        self._cursor = state.cursor
-        self._context = dict(state.context)
-        for event_id in state.seen_event_ids:
-            self._remember(event_id)
-        self._sends = list(state.sends)
-        self._trail = list(state.trail)
-        self._deadline = parse_timestamp(state.deadline) if state.deadline else None
-        self._collected = list(state.collected)
-        self._runs = state.runs + 1
+    @property
+    def _deadline(self) -> datetime | None:
+        return parse_timestamp(self._state.deadline) if self._state.deadline else None
 
-    def _state(self) -> JourneyState:
-        return JourneyState(
-            cursor=self._cursor,
-            context=self._context,
-            seen_event_ids=list(self._seen),
-            sends=list(self._sends),
-            trail=list(self._trail),
-            deadline=self._deadline.isoformat() if self._deadline else None,
-            collected=list(self._collected),
-            runs=self._runs,
-        )
+    def _set_deadline(self, moment: datetime) -> None:
+        self._state.deadline = moment.isoformat()
 
     def _remember(self, event_id: str) -> None:
-        self._seen.append(event_id)
+        seen = self._state.seen_event_ids
+        seen.append(event_id)
         self._seen_set.add(event_id)
-        while len(self._seen) > SEEN_EVENT_IDS_KEPT:
-            self._seen_set.discard(self._seen.pop(0))
+        while len(seen) > SEEN_EVENT_IDS_KEPT:
+            self._seen_set.discard(seen.pop(0))
 
     def _continue_as_new_due(self) -> bool:
         return self._work_this_run >= self._limit or workflow.info().is_continue_as_new_suggested()
 
-    def _visit(self, step: Mapping[str, Any]) -> None:
+    def _visit(self, step: Step) -> None:
         self._work_this_run += 1
-        self._trail.append(StepVisit(str(step["id"]), kind_of(step), workflow.now().isoformat()))
-        del self._trail[:-TRAIL_KEPT]
+        trail = self._state.trail
+        trail.append(StepVisit(step.id, step.KIND.value, workflow.now().isoformat()))
+        del trail[:-TRAIL_KEPT]
 
     def _note(self, step_id: str, note: str) -> None:
-        for index in range(len(self._trail) - 1, -1, -1):
-            if self._trail[index].step_id == step_id:
-                self._trail[index] = replace(self._trail[index], note=note)
+        trail = self._state.trail
+        for index in range(len(trail) - 1, -1, -1):
+            if trail[index].step_id == step_id:
+                trail[index] = replace(trail[index], note=note)
                 return

@@ -6,11 +6,11 @@ customer's ``CustomerPreferences`` workflow; this module sleeps when a send is d
 failures into records (a failed send never fails the journey) and falls back to another channel
 when the step says so.
 
-Step options (``step["send"]``): ``channel``, ``template``, optional ``fallback`` (a channel used
-when the first is opted out or fails permanently), ``quiet_hours`` (``"HH:MM-HH:MM"``, or false
-for transactional messages that ignore the worker default), ``daily_cap`` (int) and ``on_cap``
-(``skip`` or ``defer``). A template variant may name an approved provider template with
-``content_sid`` (Twilio Content API) or ``sendgrid_template_id``, plus ``content_variables``
+Step options are `journeys.steps.SendOptions`: ``channel``, ``template``, optional ``fallback`` (a
+channel used when the first is opted out or fails permanently), ``quiet_hours`` (the step's own
+window, `QuietHours("")` for transactional messages that ignore the worker default, None for the
+default), ``daily_cap`` and ``on_cap``. A template variant may name an approved provider template
+with ``content_sid`` (Twilio Content API) or ``sendgrid_template_id``, plus ``content_variables``
 (variable name to Jinja2 source).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,8 +29,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.errors import PERMANENT_ERROR_TYPES
     from activities.notifications import SendNotificationInput, SendResult
+    from activities.outcomes import SendStatus, split_legacy_status
     from activities.send import SEND_NOTIFICATION
     from events.model import CustomerEvent
+    from journeys.model import JourneySnapshot
+    from journeys.steps import SendOptions
     from workflows.queues import SEND_QUEUE_PER_CHANNEL_PATCH, send_task_queue
 
 SEND_RETRY_POLICY = RetryPolicy(
@@ -44,7 +47,7 @@ SEND_START_TO_CLOSE = timedelta(seconds=60)
 #: A worker that dies mid-send is noticed after this long, and another worker retries.
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 #: Outcomes after which a step's ``fallback`` channel is tried.
-_FALLBACK_ON = ("opted_out", "failed:")
+_FALLBACK_ON = frozenset({SendStatus.OPTED_OUT, SendStatus.FAILED})
 
 
 @dataclass(frozen=True)
@@ -52,18 +55,36 @@ class SendRecord:
     """One send the journey made, as the status query reports it.
 
     Attributes:
-        status: ``sent``, ``duplicate``, ``opted_out``, ``capped`` or ``failed:<ErrorType>``.
+        status: what became of it (a `SendStatus`). Typed ``str | SendStatus``, ``str`` first, only
+            so that records carried by older histories, where a failure read ``"failed:<ErrorType>"``,
+            reach ``__post_init__`` whole (the converter tries the union in order, and `SendStatus`
+            alone would drop the error type): construction always leaves a `SendStatus` here, with
+            the type moved to ``error_type``.
+        error_type: for ``failed``, the error type (``InvalidAddress``); for ``skipped``, why.
         provider, provider_message_id: who delivered it, when it was delivered.
-        fallback_from: when the fallback channel was used, ``"<channel>:<status>"`` of the first try.
+        fallback_from: when the fallback channel was used, ``"<channel>:<outcome>"`` of the first try.
     """
 
     step_id: str
     channel: str
     template_id: str
-    status: str
+    status: str | SendStatus
     provider: str = ""
     provider_message_id: str | None = None
     fallback_from: str | None = None
+    error_type: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, SendStatus):
+            head, tail = split_legacy_status(str(self.status))
+            object.__setattr__(self, "status", SendStatus(head))
+            if tail and not self.error_type:
+                object.__setattr__(self, "error_type", tail)
+
+    @property
+    def outcome(self) -> str:
+        """Status and error type in one word for people: ``sent``, ``failed:InvalidAddress``."""
+        return f"{self.status}:{self.error_type}" if self.error_type else str(self.status)
 
 
 def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:
@@ -74,57 +95,53 @@ def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:
     return language if language in available else default
 
 
-async def send_step(step: dict[str, Any], journey: dict[str, Any], event: CustomerEvent,
+async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
                     context: dict[str, Any], *, retry_policy: RetryPolicy = SEND_RETRY_POLICY,
                     heartbeat_timeout: timedelta = SEND_HEARTBEAT_TIMEOUT,
                     stop_waiting: Callable[[], bool] | None = None) -> SendRecord:
-    """Runs one ``send`` step: variant by locale (falling back to the default), then the activity.
+    """Runs one send (a ``send`` step, or a ``digest``'s): variant by locale, then the activity.
 
     ``stop_waiting`` (the journey has exited) ends a quiet-hours deferral without sending.
 
     Never raises for a failed send: the outcome is in the returned record's ``status``.
     """
-    spec = step["send"]
-    first = await _send_on(spec["channel"], step, journey, event, context, retry_policy, heartbeat_timeout,
-                           key_suffix="", stop_waiting=stop_waiting)
-    fallback = spec.get("fallback")
-    if fallback and fallback != spec["channel"] and first.status.startswith(_FALLBACK_ON):
-        second = await _send_on(fallback, step, journey, event, context, retry_policy, heartbeat_timeout,
+    first = await _send_on(options.channel, step_id, options, journey, event, context, retry_policy,
+                           heartbeat_timeout, key_suffix="", stop_waiting=stop_waiting)
+    fallback = options.fallback
+    if fallback and fallback != options.channel and first.status in _FALLBACK_ON:
+        second = await _send_on(fallback, step_id, options, journey, event, context, retry_policy, heartbeat_timeout,
                                 key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
-        return SendRecord(second.step_id, second.channel, second.template_id, second.status, second.provider,
-                          second.provider_message_id, fallback_from=f"{first.channel}:{first.status}")
+        return replace(second, fallback_from=f"{first.channel}:{first.outcome}")
     return first
 
 
-async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], event: CustomerEvent,
+async def _send_on(channel: str, step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
                    context: dict[str, Any], retry_policy: RetryPolicy, heartbeat_timeout: timedelta,
                    *, key_suffix: str, stop_waiting: Callable[[], bool] | None = None) -> SendRecord:
-    spec = step["send"]
-    template = journey["templates"][spec["template"]]
-    variants = template["variants"].get(channel)
+    template = journey.templates[options.template]
+    variants: Mapping[str, Any] = template.variants.get(channel) or {}
     if not variants:
-        return SendRecord(step["id"], channel, template["id"], "failed:NoTemplateVariant")
-    locale = pick_locale(event.customer.locale, variants, template["default_locale"])
+        return SendRecord(step_id, channel, template.id, SendStatus.FAILED, error_type="NoTemplateVariant")
+    locale = pick_locale(event.customer.locale, variants, template.default_locale)
     variant = variants.get(locale) or next(iter(variants.values()))
     workflow_id = workflow.info().workflow_id
-    quiet_hours = spec.get("quiet_hours")
     notification = SendNotificationInput(
-        idempotency_key=f"{workflow_id}/{step['id']}{key_suffix}",
+        idempotency_key=f"{workflow_id}/{step_id}{key_suffix}",
         channel=channel,
         customer=event.customer,
-        template_id=template["id"],
+        template_id=template.id,
         locale=locale,
         body_template=variant.get("body", ""),
         subject_template=variant.get("subject"),
         context=context,
         workflow_id=workflow_id,
-        journey_id=journey["id"],
-        step_id=step["id"],
+        journey_id=journey.id,
+        step_id=step_id,
         provider_template_id=str(variant.get("content_sid") or variant.get("sendgrid_template_id") or ""),
         template_variable_templates={str(k): str(v) for k, v in (variant.get("content_variables") or {}).items()},
-        quiet_hours="" if quiet_hours is False else (str(quiet_hours) if quiet_hours else None),
-        daily_cap=int(spec["daily_cap"]) if spec.get("daily_cap") is not None else None,
-        on_cap=str(spec.get("on_cap", "skip")),
+        quiet_hours=None if options.quiet_hours is None else options.quiet_hours.window,
+        daily_cap=options.daily_cap,
+        on_cap=options.on_cap.value,
     )
     while True:
         try:
@@ -139,11 +156,12 @@ async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], 
             )
         except ActivityError as err:
             error_type = _error_type(err)
-            workflow.logger.warning("send failed step=%s channel=%s error_type=%s", step["id"], channel, error_type)
-            return SendRecord(step["id"], channel, template["id"], f"failed:{error_type}")
-        if result.status == "deferred" and result.not_before:
+            workflow.logger.warning("send failed step=%s channel=%s error_type=%s", step_id, channel, error_type)
+            return SendRecord(step_id, channel, template.id, SendStatus.FAILED, error_type=error_type)
+        status, detail = split_legacy_status(str(result.status))
+        if status == SendStatus.DEFERRED and result.not_before:
             wait = datetime.fromisoformat(result.not_before) - workflow.now()
-            workflow.logger.info("send deferred step=%s channel=%s until=%s", step["id"], channel, result.not_before)
+            workflow.logger.info("send deferred step=%s channel=%s until=%s", step_id, channel, result.not_before)
             if wait > timedelta(0):
                 if stop_waiting is None:
                     await workflow.sleep(wait)
@@ -153,10 +171,11 @@ async def _send_on(channel: str, step: dict[str, Any], journey: dict[str, Any], 
                     except asyncio.TimeoutError:
                         pass
                     else:
-                        return SendRecord(step["id"], channel, template["id"], "skipped:journey_exited")
+                        return SendRecord(step_id, channel, template.id, SendStatus.SKIPPED,
+                                          error_type="journey_exited")
             continue
-        return SendRecord(step["id"], channel, template["id"], result.status, result.provider,
-                          result.provider_message_id)
+        return SendRecord(step_id, channel, template.id, SendStatus(status), result.provider,
+                          result.provider_message_id, error_type=str(getattr(result, "error_type", "") or detail))
 
 
 def _send_queue(channel: str) -> str | None:

@@ -14,6 +14,7 @@ from events import samples
 from events.producer import encode_event
 from events.schemas import load as load_schemas
 from journeys.model import EntryRule, JourneyDefinition, Listener
+from journeys.steps import DelayStep
 from tests.harness import Bridge, eventually, read_topic, start_bridge, workflow_runs
 
 
@@ -98,7 +99,7 @@ def _listening_journey(journey_id: str) -> JourneyDefinition:
     return JourneyDefinition(
         id=journey_id, version=1, trigger_event="UserSignedUp", entry_rule=EntryRule.ONCE,
         listeners=(Listener("CartUpdated"),),
-        steps=({"id": "wait", "delay": {"duration": "1d"}},),
+        steps=(DelayStep("wait", duration="1d"),),
     )
 
 

@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from journeys.expressions import MAX_DEPTH, MAX_LENGTH, ExpressionError, matches, parse, paths
+from prometheus_client import CollectorRegistry
+
+from journeys.expressions import (MAX_DEPTH, MAX_LENGTH, MAX_LIST_DEPTH, MAX_LIST_ITEMS, ExpressionError,
+                                  ExpressionMetrics, evaluate, matches, parse, paths)
 
 CONTEXT: dict[str, Any] = {
     "event_type": "PurchaseCompleted",
@@ -98,6 +101,56 @@ def test_length_and_depth_are_bounded() -> None:
     assert matches("(" * 5 + "true" + ")" * 5, {})
 
 
+def test_depth_counts_nesting_not_how_often_not_appears() -> None:
+    flat = " and ".join(["not payload.flag"] * (MAX_DEPTH + 1))
+    assert matches(flat, {"payload": {"flag": False}})
+    assert matches(" or ".join(["(" * 4 + "true" + ")" * 4] * 20), {})
+    parse("not " * MAX_DEPTH + "true")
+    with pytest.raises(ExpressionError, match="nested deeper"):
+        parse("not (" * (MAX_DEPTH // 2 + 1) + "true" + ")" * (MAX_DEPTH // 2 + 1))
+
+
+def test_list_literals_are_bounded_in_size_and_depth() -> None:
+    assert matches("1 in [" + ", ".join(["1"] * MAX_LIST_ITEMS) + "]", {})
+    with pytest.raises(ExpressionError, match=f"more than {MAX_LIST_ITEMS} items"):
+        parse("1 in [" + ", ".join(["1"] * (MAX_LIST_ITEMS + 1)) + "]")
+    assert matches("[1] in " + "[" * MAX_LIST_DEPTH + "1" + "]" * MAX_LIST_DEPTH, {})
+    with pytest.raises(ExpressionError, match="lists nested deeper"):
+        parse("1 in " + "[" * (MAX_LIST_DEPTH + 1) + "1" + "]" * (MAX_LIST_DEPTH + 1))
+
+
+@pytest.mark.parametrize(("source", "context"), [
+    ("payload.total in customer", CONTEXT),                                     # unhashable dict as a key
+    ("not (payload.total in customer)", CONTEXT),                               # a failure is never negated
+    ("payload.items in payload.total", CONTEXT),                                # unhashable list as a key
+    ("payload.x < 3", {"payload": {"x": float("nan")}}),                        # decimal.InvalidOperation
+    ("payload.x >= payload.y", {"payload": {"x": float("nan"), "y": float("nan")}}),
+    ("not payload.x > 1 or not payload.x > 1", {"payload": {"x": float("nan")}}),
+])
+def test_evaluation_failures_are_false_and_counted_by_journey_and_step(source: str, context: dict[str, Any]) -> None:
+    registry = CollectorRegistry()
+    metrics = ExpressionMetrics(registry)
+
+    assert evaluate(parse(source), context, journey="post_purchase", step="choose", on_error=metrics) is False
+    assert registry.get_sample_value("eventflow_expression_errors_total",
+                                     {"journey": "post_purchase", "step": "choose"}) == 1
+
+
+def test_a_well_typed_expression_counts_nothing() -> None:
+    registry = CollectorRegistry()
+    metrics = ExpressionMetrics(registry)
+
+    assert evaluate(parse("'currency' in payload.total"), CONTEXT, journey="j", step="s", on_error=metrics)
+    assert registry.get_sample_value("eventflow_expression_errors_total", {"journey": "j", "step": "s"}) is None
+
+
+def test_a_failing_error_hook_does_not_make_evaluation_raise() -> None:
+    def broken(journey: str, step: str, error: Exception) -> None:
+        raise RuntimeError("hook down")
+
+    assert evaluate(parse("payload.total in customer"), CONTEXT, on_error=broken) is False
+
+
 def test_paths_lists_every_path_read() -> None:
     node = parse("payload.total.amount > 1 and not customer.locale in ['de'] or journey.id == 'x'")
     assert paths(node) == [("payload", "total", "amount"), ("customer", "locale"), ("journey", "id")]
@@ -124,7 +177,8 @@ def test_any_text_parses_or_raises_expression_error(source: str) -> None:
     assert isinstance(paths(node), list)
 
 
-_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.decimals(allow_nan=False),
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.decimals()
+                       | st.floats(),
                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
                        max_leaves=10)
 
@@ -132,5 +186,6 @@ _VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
 @given(st.dictionaries(st.sampled_from(["payload", "customer", "x"]), _VALUES, max_size=3))
 @settings(max_examples=200, deadline=None)
 def test_evaluation_never_raises_on_odd_data(context: dict[str, Any]) -> None:
-    for source in ("payload.a.b > 3", "customer.locale in ['de']", "x == 1 or not x", "'a' in payload", "x < 'b'"):
-        assert matches(source, context) in (True, False)
+    for source in ("payload.a.b > 3", "customer.locale in ['de']", "x == 1 or not x", "'a' in payload", "x < 'b'",
+                   "payload in customer", "x in payload", "x not in customer", "payload.a >= x", "x != payload"):
+        assert matches(source, context, on_error=lambda *_: None) in (True, False)

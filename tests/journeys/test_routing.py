@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from events.model import CustomerEvent
 from journeys import Router, SignalJourney, StartJourney, load_all
+from journeys.expressions import ExpressionMetrics
 from journeys.loader import validate_folder
+from journeys.model import EntryRule, JourneyDefinition
+from journeys.steps import ExitStep
 from tests.workflows.journey_harness import compile_journey, event, purchase
 
 LISTENING = """
@@ -83,3 +88,18 @@ def test_snapshot_hash_changes_with_a_template_edit(tmp_path: Path) -> None:
     second = compile_journey(tmp_path / "b", LISTENING, edited)
     assert first["version"] == second["version"] and first["content_hash"] != second["content_hash"]
     assert second["templates"]["digest"]["variants"]["email"]["en"]["subject"].startswith("Edited")
+
+
+def test_a_trigger_filter_that_fails_on_the_data_starts_nothing_and_is_counted() -> None:
+    # The validator rejects this filter for PurchaseCompleted; a definition built without it (or an
+    # event that does not look like its schema) must still never make routing raise.
+    definition = JourneyDefinition(id="mistyped", version=1, trigger_event="PurchaseCompleted",
+                                   steps=(ExitStep("only"),), trigger_filter="payload.total in customer",
+                                   entry_rule=EntryRule.ONE_ACTIVE)
+    registry = CollectorRegistry()
+    router = Router([definition], on_error=ExpressionMetrics(registry))
+
+    assert router.route(purchase(customer_id="cust-9")) == []
+    assert router.route(purchase(customer_id="cust-9")) == []
+    assert registry.get_sample_value("eventflow_expression_errors_total",
+                                     {"journey": "mistyped", "step": "trigger"}) == 2

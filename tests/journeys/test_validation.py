@@ -94,6 +94,25 @@ def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
     (GOOD.replace("duration: 1d", "until_local_time: 10:00"), "until_local_time", "quote the time"),
     (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    when: \"payload.amount.amount >>\""),
      "when: \"payload.amount", "expression"),
+    (GOOD.replace("when: \"customer.locale == 'de'\"", "when: \"payload.total in customer\""),
+     "when: \"payload.total in customer\"", "but payload.total is a record"),
+    (GOOD.replace("filter: \"payload.total.amount > 0\"", "filter: \"payload.items > 0\""),
+     "filter:", "but payload.items is a list"),
+    (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    when: \"payload.order_id in 3\""),
+     "when: \"payload.order_id in 3\"", "needs a list, a string or a record on its right"),
+    (GOOD.replace("duration: 1d", "duration: 99999999999w"), "duration: 99999999999w", "longer than the maximum"),
+    (GOOD.replace("duration: 1d", "duration: 3654d"), "duration: 3654d", "longer than the maximum"),
+    (GOOD.replace("    delay:\n      duration: 1d", "    delay:\n      until: occurred_at\n      offset: -99999999999d"),
+     "offset: -99999999999d", "delay.offset: duration '99999999999d' is longer than the maximum"),
+    (GOOD + "  - id: w\n    wait_for: {event: OrderShipped, timeout: 99999999999h}\n", "timeout: 99999999999h",
+     "wait_for.timeout"),
+    (GOOD + "  - id: d\n    digest:\n      event: OrderShipped\n      window: 9999999999999999999999s\n"
+            "      send: {channel: email, template: digest}\n", "window:", "digest.window"),
+    (GOOD.replace("version: 1", "version: &v 1").replace("      duration: 1d", "      duration: *v"), "duration: *v",
+     "YAML aliases (*v) are not supported"),
+    (GOOD.replace("exit:\n  - event: OrderRefunded", "exit: &loop\n  - *loop"), "- *loop", "YAML aliases"),
+    (GOOD.replace("entry:\n", "defaults: &d {rule: once_per_key}\nentry:\n  <<: *d\n"), "<<: *d", "YAML aliases"),
+    (GOOD.replace("version: 1", "version: 1\nsince: 2026-13-45"), "since: 2026-13-45", "cannot be read"),
     (GOOD.replace("send: {channel: sms, template: note}", "send: {channel: fax, template: note}"),
      "channel: fax", "'fax' is not one of"),
     (GOOD.replace("key: payload.order_id", "key: payload.order"), "key: payload.order", "has no field 'order'"),
@@ -122,6 +141,40 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     (problem,) = _problems(tmp_path, broken)
     assert "not valid YAML" in problem.message
     assert problem.line is not None and _line(broken, "[1d") <= problem.line <= _line(broken, "[1d") + 2
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x [1, *x]\n",                       # an alias inside its own anchor: a recursive document
+    "[" * 100_000,                            # deeper than any stack
+    "{a: " * 50_000,
+    "id: x\nversion: 1\n  trigger: 2\n",
+    "",
+    "- just\n- a list\n",
+    "id: \"unterminated\n",
+])
+def test_hostile_yaml_is_a_problem_with_a_line_never_a_traceback(tmp_path: Path, text: str) -> None:
+    problems = _problems(tmp_path, text)
+
+    assert problems
+    assert all(p.file.endswith("demo.yaml") and p.line >= 1 for p in problems), [str(p) for p in problems]
+    with pytest.raises(JourneyDefinitionError, match=r"demo\.yaml:\d+: "):
+        load_all(tmp_path)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, GOOD)
+    (folder / "definitions" / "demo.yaml").write_bytes(GOOD.encode() + b"# caf\xe9\n")
+
+    (problem,) = validate_folder(folder).problems
+    assert problem.line == len(GOOD.splitlines()) + 1 and "not UTF-8" in problem.message
+
+
+def test_a_recursive_alias_in_a_template_file_names_its_line(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, GOOD, templates={},
+                         raw_templates={"note": "id: note\ndefault_locale: en\nchannels: &c\n  email: *c\n"})
+
+    assert any(p.file.endswith("templates/note.yaml") and p.line == 4 and "YAML aliases (*c)" in p.message
+               for p in problems), [str(p) for p in problems]
 
 
 TEMPLATE_WITH_MISSING_VARIABLE = """\
@@ -170,7 +223,22 @@ channels:
 """
 
 
+TEMPLATE_BOMB = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: "{{ 'a' * 10**8 }}"
+  sms:
+    en:
+      body: "sms"
+"""
+
+
 @pytest.mark.parametrize(("template", "needle", "message"), [
+    (TEMPLATE_BOMB, "10**8", "does not render with sample data: repetition to 100000000 items"),
     (TEMPLATE_WITH_MISSING_VARIABLE, "payload.nope", "does not render with sample data"),
     (TEMPLATE_NOT_COMPILING, "{% for x in payload.total %}", "does not compile"),
     (TEMPLATE_UNKNOWN_ROOT, "order.id", "unknown variables ['order']"),

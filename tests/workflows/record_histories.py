@@ -1,7 +1,9 @@
-"""Records interpreter histories for the replay test: ``python -m tests.workflows.record_histories``.
+"""Records interpreter histories for the replay test: ``python -m tests.workflows.record_histories [PREFIX]``.
 
 Runs the shipped sample journeys and the step-type scenarios on the time-skipping test server
-and writes each run's history to ``tests/workflows/histories/<scenario>.json``. Re-record only
+and writes each run's history to ``tests/workflows/histories/<PREFIX><scenario>.json``. Keep the
+histories of earlier releases (record new ones under a new prefix, e.g. ``snapshot2-``): they are
+what proves that journeys started by those releases, with their snapshot formats, still replay. Re-record only
 when an interpreter change is *meant* to be incompatible (and running journeys are handled,
 e.g. with ``workflow.patched``); otherwise the replay test is what tells you a change breaks
 journeys that are already running.
@@ -10,6 +12,7 @@ journeys that are already running.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -132,8 +135,8 @@ async def _all_runs(client: Client, handle: WorkflowHandle[Any, Any]) -> list[tu
     return found
 
 
-async def record(folder: Path = HISTORIES) -> list[Path]:
-    """Runs every scenario and writes the histories; returns the files written."""
+async def record(folder: Path = HISTORIES, prefix: str = "") -> list[Path]:
+    """Runs every scenario and writes the histories (file names start with ``prefix``); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     env = await WorkflowEnvironment.start_time_skipping(
@@ -147,7 +150,7 @@ async def record(folder: Path = HISTORIES) -> list[Path]:
                 for index, handle in enumerate(handles):
                     await handle.result()
                     for run_index, (_, text) in enumerate(await _all_runs(env.client, handle)):
-                        path = folder / f"{name}-{index}-run{run_index}.json"
+                        path = folder / f"{prefix}{name}-{index}-run{run_index}.json"
                         path.write_text(text)
                         written.append(path)
     finally:
@@ -156,5 +159,5 @@ async def record(folder: Path = HISTORIES) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written_path in asyncio.run(record()):
+    for written_path in asyncio.run(record(prefix=sys.argv[1] if len(sys.argv) > 1 else "")):
         print(written_path)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -11,8 +14,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.client import WorkflowHandle
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.provision import test_server
 from events.model import CustomerEvent
 
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
@@ -126,6 +131,40 @@ async def test_branch_takes_the_matching_arm_then_continues(
 
     assert capture.steps(handle.id) == expected
     assert [s.channel for s in capture.sent] == (["email", "whatsapp"] if expected[0] == "vip" else ["sms", "whatsapp"])
+
+
+async def test_a_branch_condition_that_fails_on_the_data_is_false_and_the_journey_goes_on(
+        time_skipping_env: WorkflowEnvironment, queue: str, capture: Capture, tmp_path: Path) -> None:
+    snapshot = compile_journey(tmp_path, BRANCH)
+    # The validator rejects this condition; a snapshot with it (or an event unlike its schema) used
+    # to fail the workflow task forever on TypeError: unhashable type: 'dict'.
+    snapshot["steps"][0]["branch"]["cases"][0]["when"] = "payload.total in customer"
+    handle = await start(time_skipping_env.client, queue, snapshot, purchase(amount="100.00"))
+
+    status = await result(handle)
+
+    assert status.finished and capture.steps(handle.id) == ["regular", "after_branch"]
+
+
+async def test_a_failing_condition_is_counted_by_journey_and_step_in_the_sdk_metrics(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
+    snapshot = compile_journey(tmp_path, BRANCH)
+    snapshot["steps"][0]["branch"]["cases"][0]["when"] = "payload.total in customer"
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()), runtime=runtime)
+    try:
+        async with worker(env.client, "metrics", Capture()):
+            await result(await start(env.client, "metrics", snapshot, purchase(amount="100.00")))
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode())
+    finally:
+        await env.shutdown()
+
+    (sample,) = [line for line in text.splitlines() if line.startswith("eventflow_expression_errors_total{")]
+    # At least once: a workflow task retried after a timeout on a loaded machine runs (and counts) again.
+    assert 'journey="br"' in sample and 'step="choose"' in sample and float(sample.rsplit(" ", 1)[1]) >= 1
 
 
 WAIT_FOR = """

@@ -125,7 +125,7 @@ async def test_an_exit_during_a_quiet_hours_deferral_cancels_the_send(time_skipp
             await time_skipping_env.sleep(timedelta(hours=3))
             status = await handle.result()
 
-    assert [s.status for s in status.sends] == ["skipped:journey_exited"]
+    assert [s.outcome for s in status.sends] == ["skipped:journey_exited"]
     assert provider.sends() == []
 
 

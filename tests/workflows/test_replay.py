@@ -18,9 +18,14 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from journeys.steps import STEP_KINDS, kind_of, walk
+from temporalio.converter import DataConverter
+
+from activities.outcomes import SendStatus
+from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
+from journeys.steps import STEP_KINDS, encode_step, kind_of, walk_document
 
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyWorkflow
+from workflows.sending import SendRecord
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -39,10 +44,34 @@ def test_histories_cover_the_samples_and_every_step_type() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"post_purchase-0-run0", "abandoned_cart-0-run0", "welcome_series-0-run0",
             "continue_as_new-0-run1"} <= names
-    kinds = {kind_of(step) for path in HISTORIES for step, _ in walk(_start_input(path)["journey"]["steps"])}
+    kinds = {kind_of(step) for path in HISTORIES for step, _ in walk_document(_start_input(path)["journey"]["steps"])}
     assert kinds == set(STEP_KINDS)
     continued = [_start_input(p) for p in HISTORIES if p.stem == "continue_as_new-0-run1"]
     assert continued[0]["state"]["cursor"], "the second run resumes at a carried position"
+
+
+def test_histories_hold_every_snapshot_format_and_each_decodes() -> None:
+    snapshots = [_start_input(path)["journey"] for path in HISTORIES]
+
+    assert {s.get("format", 1) for s in snapshots} == set(SNAPSHOT_FORMATS)
+    for snapshot in snapshots:
+        decoded = decode_snapshot(snapshot)
+        assert decoded.id == snapshot["id"] and decoded.steps
+        if snapshot.get("format", 1) >= 2:
+            assert [encode_step(step) for step in decoded.steps] == snapshot["steps"]
+
+
+def test_carried_send_records_of_older_runs_decode_into_status_and_error_type() -> None:
+    converter = DataConverter.default.payload_converter
+    old = {"step_id": "s", "channel": "sms", "template_id": "t", "status": "failed:InvalidAddress",
+           "provider": "", "provider_message_id": None, "fallback_from": None}
+    (payload,) = converter.to_payloads([[old, {**old, "status": "skipped:journey_exited"}, {**old, "status": "sent"}]])
+    failed, skipped, sent = converter.from_payloads([payload], [list[SendRecord]])[0]
+
+    assert (failed.status, failed.error_type, failed.outcome) == (SendStatus.FAILED, "InvalidAddress",
+                                                                  "failed:InvalidAddress")
+    assert (skipped.status, skipped.error_type) == (SendStatus.SKIPPED, "journey_exited")
+    assert (sent.status, sent.error_type) == (SendStatus.SENT, "")
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

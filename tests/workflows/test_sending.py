@@ -88,8 +88,8 @@ async def test_invalid_number_is_not_retried_and_falls_back_to_email(temporal_cl
                                    f"journey:test:{unique}")
 
     first, second, third = status.sends
-    assert first.status == "failed:InvalidAddress"
-    assert second.status == "failed:InvalidAddress"
+    assert first.outcome == "failed:InvalidAddress"
+    assert second.outcome == "failed:InvalidAddress"
     assert (third.channel, third.status, third.fallback_from) == ("email", "sent", "sms:failed:InvalidAddress")
     assert [r.path.startswith("/2010") for r in provider.sends()] == [True, True, True, False]
     assert registry.get_sample_value("eventflow_notifications_sent_total",
@@ -138,7 +138,7 @@ async def test_stop_reply_at_provider_opts_the_customer_out_of_the_channel(
                                    f"journey:test:{unique}")
         state = await preferences_state(temporal_client, f"c-{unique}")
 
-    assert [s.status for s in status.sends] == ["failed:RecipientUnsubscribed", "opted_out", "sent"]
+    assert [s.outcome for s in status.sends] == ["failed:RecipientUnsubscribed", "opted_out", "sent"]
     assert len(provider.sends()) == 2
     assert state.channels["sms"].subscribed is False and state.channels["sms"].source == "provider"
 

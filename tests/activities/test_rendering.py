@@ -1,0 +1,132 @@
+"""Template rendering is bounded: hostile templates fail fast with a `TemplateRenderError`, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from activities.rendering import (DEFAULT_LIMITS, RenderFailure, RenderLimits, TemplateRenderError, is_html_part,
+                                  render, render_async)
+
+CONTEXT: dict[str, Any] = {"customer": {"first_name": "Kim"}, "payload": {"order_id": "ord-1", "items": [1, 2]}}
+
+
+@pytest.mark.parametrize(("source", "reason"), [
+    ("{{ 9**(9**9) }}", RenderFailure.LIMIT),                      # used to hang compilation (constant folding)
+    ("{{ 'a'*10**8 }}", RenderFailure.LIMIT),                      # used to render 100 MB
+    ("{{ 10**8 * 'a' }}", RenderFailure.LIMIT),
+    ("{{ [0] * 10**7 }}", RenderFailure.LIMIT),
+    ("{{ (2**4000) * (2**4000) }}", RenderFailure.LIMIT),
+    ("{% for i in range(100000) %}{% endfor %}", RenderFailure.LIMIT),
+    ("{{ '%999999999d' % 1 }}", RenderFailure.LIMIT),
+    ("{{ '%*d' % (999999999, 1) }}", RenderFailure.LIMIT),
+    ("{{ '%999999999d'|format(1) }}", RenderFailure.LIMIT),
+    ("{{ '{:>999999999}'.format(1) }}", RenderFailure.LIMIT),
+    ("{{ '{:>{}}'.format(1, 999999999) }}", RenderFailure.LIMIT),
+    ("{{ 'x'.center(999999999) }}", RenderFailure.LIMIT),
+    ("{{ 'x'.ljust(10**9) }}", RenderFailure.LIMIT),
+    ("{{ 'x'|indent(10**9, true) }}", RenderFailure.LIMIT),
+    ("{{ 'x'|center(999999999) }}", RenderFailure.LIMIT),
+    ("{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}", RenderFailure.LIMIT),   # RecursionError
+    ("{{ 2.0 ** 100000 }}", RenderFailure.ERROR),                   # OverflowError
+    ("{{ payload['items'][5] }}", RenderFailure.UNDEFINED),          # IndexError territory
+    ("{{ 1 / 0 }}", RenderFailure.ERROR),
+    ("{{ payload.nope }}", RenderFailure.UNDEFINED),
+    ("{% for %}", RenderFailure.SYNTAX),
+    ("{{ ''.__class__.__mro__ }}", RenderFailure.UNSAFE),
+])
+def test_hostile_templates_fail_with_a_template_render_error(source: str, reason: RenderFailure) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render("hostile", source, CONTEXT)
+
+    assert caught.value.reason is reason, caught.value
+    assert caught.value.template_id == "hostile"
+
+
+def test_ordinary_arithmetic_and_formatting_still_render() -> None:
+    source = ("{{ customer.first_name }}: {{ 3 * 4 }} {{ 2 ** 10 }} {{ '%05.1f' % 3.14159 }} {{ '-' * 3 }} "
+              "{{ '{:>4}'.format(7) }} {{ 'ab'|center(6) }}|{% for i in range(3) %}{{ i }}{% endfor %}")
+
+    assert render("ok", source, CONTEXT) == "Kim: 12 1024 003.1 ---    7   ab  |012"
+
+
+def test_large_values_are_not_mistaken_for_large_widths() -> None:
+    source = ("{{ '%d'|format(1700000000000) }} {{ '{:,}'.format(1500000) }} {{ 1700000000000 }} "
+              "{{ '%s-%s' % (1700000000000, 'x') }} {{ 'x'.replace('x', 'y', 1000000) }}")
+
+    assert render("ok", source, {}) == "1700000000000 1,500,000 1700000000000 1700000000000-x y"
+
+
+def test_output_is_limited_in_size() -> None:
+    limits = RenderLimits(max_output_chars=1000)
+    assert len(render("ok", "{% for i in range(100) %}0123456789{% endfor %}", {}, limits=limits)) == 1000
+
+    with pytest.raises(TemplateRenderError) as caught:
+        render("big", "{% for i in range(101) %}0123456789{% endfor %}", {}, limits=limits)
+    assert caught.value.reason is RenderFailure.OUTPUT_SIZE
+
+
+def test_loops_stop_at_the_time_limit() -> None:
+    # 10^12 iterations of an empty body: only the deadline can end this.
+    source = "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}" \
+             "{% endfor %}{% endfor %}{% endfor %}"
+
+    with pytest.raises(TemplateRenderError) as caught:
+        render("slow", source, {}, limits=RenderLimits(time_limit_seconds=0.2))
+    assert caught.value.reason is RenderFailure.TIMEOUT
+
+
+def test_html_parts_are_autoescaped_and_text_parts_are_not() -> None:
+    context = {"customer": {"first_name": "<script>alert(1)</script>"}}
+
+    assert render("t", "<p>{{ customer.first_name }}</p>", context, html=True) == \
+        "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+    assert render("t", "{{ customer.first_name }}", context) == "<script>alert(1)</script>"
+    assert is_html_part("html") and is_html_part("body.html") and is_html_part("html_body")
+    assert not is_html_part("body") and not is_html_part("subject")
+
+
+async def test_render_async_runs_off_the_event_loop_thread() -> None:
+    seen: list[int] = []
+
+    def where() -> str:
+        seen.append(threading.get_ident())
+        return "here"
+
+    assert await render_async("t", "{{ where() }} {{ customer.first_name }}", {**CONTEXT, "where": where}) == "here Kim"
+    assert seen and seen[0] != threading.get_ident()
+
+
+async def test_render_async_gives_up_on_a_stuck_render_and_the_loop_stays_free() -> None:
+    release = threading.Event()
+
+    def stuck() -> str:
+        # Outside template code, so the line deadline cannot see it: only the caller's timeout can.
+        release.wait(timeout=30)
+        return "late"
+
+    limits = RenderLimits(time_limit_seconds=0.1, grace_seconds=0.1)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        with pytest.raises(TemplateRenderError) as caught:
+            await render_async("stuck", "{{ stuck() }}", {"stuck": stuck}, limits=limits)
+    finally:
+        release.set()
+        task.cancel()
+    assert caught.value.reason is RenderFailure.TIMEOUT
+    assert ticks > 0
+
+
+def test_default_limits_are_what_the_send_activity_gets() -> None:
+    assert DEFAULT_LIMITS.max_output_chars >= 10_000 and DEFAULT_LIMITS.time_limit_seconds > 0
