@@ -86,8 +86,10 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"log: {log_path}")
         return 0 if status.kafka_running and status.temporal_running else 3
     elif args.action == "run":
+        from activities.config import DEV_MODE
         from eventflow.demo import run_demo
 
+        os.environ[DEV_MODE] = "true"  # the demo sends into the outbox by design
         logs.configure("console", level=30)
         return run_demo()
     return 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -21,12 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from activities.config import build_channels, send_policy
+from activities.config import build_channels, check_providers, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
 from eventflow.http import OpsServer
 from eventflow.settings import Setting, Settings, port_number, positive_int
 from eventflow.temporal_client import connect
+from journeys import JourneyDefinition, load_all
 from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
@@ -91,9 +93,45 @@ def sdk_runtime(port: int) -> Runtime | None:
         bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
 
 
+def _send_channels(node: Any) -> Iterator[str]:
+    match node:
+        case {"send": {"channel": str(channel), **send}}:
+            yield channel
+            fallback = send.get("fallback")
+            if isinstance(fallback, str):
+                yield fallback
+            yield from (c for value in node.values() for c in _send_channels(value))
+        case dict():
+            yield from (c for value in node.values() for c in _send_channels(value))
+        case list():
+            yield from (c for item in node for c in _send_channels(item))
+
+
+def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]:
+    """Every channel the journeys can send on: send steps' channels and fallbacks, and their templates'.
+
+    Read from each definition's snapshot (the JSON a journey instance starts with), so nested steps
+    (branches, splits, digests) are covered whatever their shape; a template's channels are counted
+    too, which errs towards "used" when failing closed.
+    """
+    used: set[str] = set()
+    for definition in definitions:
+        snapshot = definition.snapshot()
+        used.update(_send_channels(snapshot["steps"]))
+        for template in snapshot["templates"].values():
+            used.update(template["variants"])
+    return frozenset(used)
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
                      registry: CollectorRegistry | None = None) -> None:
-    """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities."""
+    """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities.
+
+    Raises:
+        ConfigError: before connecting, when a channel the journeys use is served by the outbox
+            outside development mode (see `activities.config.check_providers`).
+    """
+    check_providers(journey_channels(load_all()))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

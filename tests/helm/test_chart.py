@@ -13,7 +13,7 @@ import yaml
 
 from helm import values_table
 from journeys.loader import load_all
-from tests.helm.chart import ALL_ON, CHART, REPO, RenderError, Rendered, helm_template, journeys_set_files
+from tests.helm.chart import ALL_ON, CHART, REPO, TRIAL, RenderError, Rendered, helm_template, journeys_set_files
 
 COMPONENTS = ("consumer", "worker")
 _SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|USERNAME)")
@@ -29,9 +29,9 @@ def all_on(helm: Path) -> Rendered:
     return helm_template(helm, values_files=[ALL_ON])
 
 
-@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all-on"])
-def test_lint_strict_passes(helm: Path, values: Path | None) -> None:
-    argv = [str(helm), "lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+@pytest.mark.parametrize("values", [TRIAL, ALL_ON], ids=["trial", "all-on"])
+def test_lint_strict_passes(helm: Path, values: Path) -> None:
+    argv = [str(helm), "lint", "--strict", str(CHART), "-f", str(values)]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -290,3 +290,17 @@ def test_readme_lists_every_value_with_its_default() -> None:
     rows = values_table.table().splitlines()[2:]
     assert any(row.startswith("| `kafka.partitions` | `12` |") for row in rows)
     assert len(rows) > 80
+
+
+def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
+    with pytest.raises(RenderError, match="providers.email.provider is required"):
+        helm_template(helm, values_files=())
+    with pytest.raises(RenderError, match="providers.sms.provider is required"):
+        helm_template(helm, values_files=(), set_values={"providers.email.provider": "outbox"})
+    production = helm_template(helm, values_files=[ALL_ON]).env("worker")
+    assert production["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
+    assert "EVENTFLOW_DEV_MODE" not in production
+    trial = helm_template(helm).env("worker")
+    assert trial["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "outbox"
+    assert trial["EVENTFLOW_DEV_MODE"]["value"] == "true"
+    assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "the consumer refuses worker settings"
