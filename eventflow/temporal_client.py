@@ -6,7 +6,41 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from eventflow.errors import EventflowError
 from eventflow.settings import TemporalSettings
+
+# Phrases in the SDK core's connection errors, and how an operator would say them.
+_REASONS = (
+    ("Connection refused", "connection refused"),
+    ("dns error", "the host name does not resolve"),
+    ("failed to lookup address", "the host name does not resolve"),
+    ("timed out", "timed out"),
+    ("certificate", "TLS certificate rejected"),
+    ("tls", "TLS handshake failed"),
+    ("Unauthenticated", "authentication rejected"),
+)
+
+
+class TemporalUnreachableError(EventflowError):
+    """The Temporal frontend could not be reached at start-up; one line naming the setting.
+
+    Attributes:
+        address: the ``TEMPORAL_ADDRESS`` used.
+        reason: a short reason (``connection refused``) or the SDK's message.
+    """
+
+    def __init__(self, address: str, namespace: str, reason: str) -> None:
+        super().__init__(f"TEMPORAL_ADDRESS={address}: cannot connect to Temporal (namespace {namespace}): {reason}")
+        self.address = address
+        self.reason = reason
+
+
+def _reason(message: str) -> str:
+    for phrase, reason in _REASONS:
+        if phrase.lower() in message.lower():
+            return reason
+    short = message.removeprefix("Failed client connect: ").splitlines()[0] if message else "unknown error"
+    return short[:200]
 
 
 def _tls(settings: TemporalSettings) -> TLSConfig | bool:
@@ -24,11 +58,17 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
 
     Args:
         runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); the default one if None.
+
+    Raises:
+        TemporalUnreachableError: when the frontend cannot be reached (one line, no traceback).
     """
-    return await Client.connect(
-        settings.address,
-        namespace=settings.namespace,
-        tls=_tls(settings),
-        api_key=settings.api_key,
-        runtime=runtime,
-    )
+    try:
+        return await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            tls=_tls(settings),
+            api_key=settings.api_key,
+            runtime=runtime,
+        )
+    except RuntimeError as exc:  # the SDK core reports every connection failure as RuntimeError
+        raise TemporalUnreachableError(settings.address, settings.namespace, _reason(str(exc))) from exc

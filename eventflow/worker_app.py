@@ -25,9 +25,10 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from activities.config import build_channels, check_providers, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
-from eventflow.http import OpsServer
+from eventflow.http import OpsServer, all_of, temporal_check
 from eventflow.settings import Setting, Settings, port_number, positive_int
 from eventflow.temporal_client import connect
+from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
 from workflows.worker import WorkerLimits, build_worker
 
@@ -145,13 +146,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
                           metrics=SendMetrics(registry), policy=send_policy())
 
-    async def readiness() -> tuple[bool, str]:
-        try:
-            healthy = await asyncio.wait_for(client.service_client.check_health(), timeout=2)
-        except Exception as exc:  # any failure means not ready; the probe only needs the verdict
-            return False, f"temporal unreachable: {type(exc).__name__}"
-        return (True, "polling") if healthy else (False, "temporal unhealthy")
-
+    # Not ready while a journey's search attributes are missing: the consumer's starts would be
+    # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
+    readiness = all_of({"temporal": temporal_check(client),
+                        "search_attributes": search_attributes_check(client, settings.temporal.namespace)})
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
     if ops is not None:
         await ops.start()

@@ -304,3 +304,22 @@ def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
     assert trial["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "outbox"
     assert trial["EVENTFLOW_DEV_MODE"]["value"] == "true"
     assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "the consumer refuses worker settings"
+
+
+def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(helm: Path) -> None:
+    rendered = helm_template(helm, values_files=[ALL_ON])
+    [job] = [m for m in rendered.of_kind("Job") if m["metadata"]["name"].endswith("temporal-setup")]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["eventflow"] and container["args"] == ["temporal", "setup"]
+    env = {item["name"]: item for item in container["env"]}
+    worker_env = rendered.env("worker")
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CA", "TEMPORAL_TLS_CERT"):
+        assert env[name] == worker_env[name], f"the Job reaches Temporal as the worker does ({name})"
+    assert not [name for name in env if name.startswith("EVENTFLOW_") and name != "EVENTFLOW_LOG_FORMAT"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    off = helm_template(helm, set_values={"temporal.setupJob.enabled": "false"})
+    assert not off.of_kind("Job")
