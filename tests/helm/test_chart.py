@@ -323,3 +323,13 @@ def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(h
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     off = helm_template(helm, set_values={"temporal.setupJob.enabled": "false"})
     assert not off.of_kind("Job")
+
+
+def test_an_image_digest_pins_every_pod_to_that_image(helm: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    rendered = helm_template(helm, set_values={"image.digest": digest, "image.tag": "0.1.0"})
+    for component in COMPONENTS:
+        assert rendered.container(component)["image"] == f"ghcr.io/eventflow/eventflow@{digest}"
+    [job] = rendered.of_kind("Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/eventflow/eventflow@{digest}"
+    assert helm_template(helm).container("worker")["image"].startswith("ghcr.io/eventflow/eventflow:")

@@ -44,7 +44,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "eventflow.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
 {{- end }}
 
 {{/* True when the chart itself ships the journeys ConfigMaps. */}}
