@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
+from temporalio import workflow
 
 MAX_FIELD_CHARS = 4096
 """A logged string longer than this is cut (with a note of how much was cut) after masking."""
@@ -128,6 +130,57 @@ def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
 QUIETED_LOGGERS = ("twilio.http_client",)
 
 
+# Extras that carry no information for a reader: Temporal's core log entry object (its message and
+# fields are already in the message) and the SDK's internal marker.
+_DROPPED_EXTRAS = ("temporal_log", "__temporal_error_identifier")
+
+
+def _drop_internal_extras(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in _DROPPED_EXTRAS:
+        event_dict.pop(key, None)
+    return event_dict
+
+
+def _json_default(value: object) -> str:
+    # Replaces structlog's fallback, which imports a module lazily: inside Temporal's workflow
+    # sandbox that import re-runs the module under the sandbox's restrictions and fails.
+    return repr(value)
+
+
+@contextmanager
+def _outside_the_sandbox() -> Iterator[None]:
+    """Runs logging code as if outside Temporal's workflow sandbox (a no-op outside it).
+
+    A log call from workflow code runs the handlers and processors on the sandboxed thread, where a
+    lazy import would load a fresh copy of the module under the sandbox's restrictions
+    (``RestrictedWorkflowAccessError: Cannot access os.environ.get``) and the record would be lost
+    in a ``--- Logging error ---`` block. Writing a log line has no effect on the workflow's
+    decisions, so lifting the restrictions and passing imports through here is safe.
+    """
+    if not workflow.unsafe.in_sandbox():
+        yield
+        return
+    with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
+        yield
+
+
+class SandboxSafeHandler(logging.StreamHandler):
+    """The stdlib handler Eventflow installs: formats and writes outside the workflow sandbox."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with _outside_the_sandbox():
+            super().emit(record)
+
+
+def _sandbox_safe(wrapper: type[Any]) -> type[Any]:
+    class SandboxSafeBoundLogger(wrapper):
+        def _proxy_to_logger(self, method_name: str, event: str | None = None, **event_kw: Any) -> Any:
+            with _outside_the_sandbox():
+                return super()._proxy_to_logger(method_name, event, **event_kw)
+
+    return SandboxSafeBoundLogger
+
+
 def configure(log_format: str = "json", level: int = logging.INFO, *, stream: TextIO | None = None) -> None:
     """Configures structlog and routes stdlib logging (the Temporal SDK's, librdkafka's) through it.
 
@@ -143,18 +196,20 @@ def configure(log_format: str = "json", level: int = logging.INFO, *, stream: Te
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
+        _drop_internal_extras,
         redact_processor,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer(default=_json_default) if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        wrapper_class=_sandbox_safe(structlog.make_filtering_bound_logger(level)),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(out)
+    handler = SandboxSafeHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

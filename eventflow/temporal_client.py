@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from functools import cache
+
 from temporalio.client import Client
-from temporalio.runtime import Runtime
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    MetricBuffer,
+    OpenTelemetryConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import TLSConfig
 
 from eventflow.errors import EventflowError
@@ -19,6 +31,27 @@ _REASONS = (
     ("tls", "TLS handshake failed"),
     ("Unauthenticated", "authentication rejected"),
 )
+
+
+CORE_LOGGER = "temporalio.core"
+"""The stdlib logger the SDK core's own log lines are forwarded to (then rendered like every other line)."""
+
+
+def core_logging() -> LoggingConfig:
+    """Forwards the SDK core's warnings and errors to `CORE_LOGGER` instead of its own coloured text."""
+    return LoggingConfig(filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                         forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER)))
+
+
+def build_runtime(metrics: OpenTelemetryConfig | PrometheusConfig | MetricBuffer | None = None) -> Runtime:
+    """An SDK runtime whose core logs go through the process's logging (and ``metrics``, if given)."""
+    return Runtime(telemetry=TelemetryConfig(logging=core_logging(), metrics=metrics))
+
+
+@cache
+def _shared_runtime() -> Runtime:
+    # One per process: a runtime owns a thread pool, and every client may share it.
+    return build_runtime()
 
 
 class TemporalUnreachableError(EventflowError):
@@ -57,7 +90,8 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
     """Returns a client for the configured Temporal frontend.
 
     Args:
-        runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); the default one if None.
+        runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); if None, one
+            shared runtime that forwards the core's logs to `CORE_LOGGER`.
 
     Raises:
         TemporalUnreachableError: when the frontend cannot be reached (one line, no traceback).
@@ -68,7 +102,7 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
             namespace=settings.namespace,
             tls=_tls(settings),
             api_key=settings.api_key,
-            runtime=runtime,
+            runtime=runtime if runtime is not None else _shared_runtime(),
         )
     except RuntimeError as exc:  # the SDK core reports every connection failure as RuntimeError
         raise TemporalUnreachableError(settings.address, settings.namespace, _reason(str(exc))) from exc

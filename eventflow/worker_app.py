@@ -20,14 +20,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import PrometheusConfig, Runtime
 
 from activities.config import build_channels, check_providers, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
 from eventflow.http import OpsServer, all_of, temporal_check
 from eventflow.settings import Setting, Settings, port_number, positive_int
-from eventflow.temporal_client import connect
+from eventflow.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
 from workflows.worker import WorkerLimits, build_worker
@@ -86,12 +86,12 @@ class SdkMetricsCollector(Collector):
         yield from text_string_to_metric_families(text)
 
 
-def sdk_runtime(port: int) -> Runtime | None:
-    """A Temporal runtime exporting SDK metrics on ``127.0.0.1:port`` (None when disabled)."""
+def sdk_runtime(port: int) -> Runtime:
+    """The worker's Temporal runtime: core logs forwarded, SDK metrics on ``127.0.0.1:port`` (0: none)."""
     if port == 0:
-        return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
-        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
+        return build_runtime()
+    return build_runtime(PrometheusConfig(
+        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
 
 
 def _send_channels(node: Any) -> Iterator[str]:
@@ -140,7 +140,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     worker_settings = load_worker_settings(settings)
     registry = registry or CollectorRegistry()
     runtime = sdk_runtime(worker_settings.temporal_metrics_port)
-    if runtime is not None:
+    if worker_settings.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{worker_settings.temporal_metrics_port}/metrics"))
     client = await connect(settings.temporal, runtime=runtime)
     worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
