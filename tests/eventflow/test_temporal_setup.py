@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
@@ -22,6 +24,8 @@ from devstack import Endpoints
 from devstack.stack import SEARCH_ATTRIBUTES as DEV_SERVER_ATTRIBUTES
 from eventflow.temporal_setup import (
     SEARCH_ATTRIBUTES,
+    SearchAttributeSetupError,
+    cloud_instructions,
     missing_search_attributes,
     register_search_attributes,
     search_attributes_check,
@@ -100,3 +104,29 @@ async def test_setup_is_idempotent_when_called_concurrently(temporal_client: Cli
     results = await asyncio.gather(*(register_search_attributes(temporal_client, namespace) for _ in range(3)))
     assert {name for result in results for name in result.added} == set(SEARCH_ATTRIBUTES)
     assert not await missing_search_attributes(temporal_client, namespace)
+
+
+async def test_an_attribute_of_another_type_is_an_error_naming_it(temporal_client: Client, fresh_namespace: str) -> None:
+    await temporal_client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=fresh_namespace, search_attributes={"JourneyVersion": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}))
+
+    async def clash_visible() -> bool:
+        try:
+            await missing_search_attributes(temporal_client, fresh_namespace)
+        except SearchAttributeSetupError:
+            return True
+        return False
+
+    await eventually(clash_visible, message="the Keyword JourneyVersion listed")
+    with pytest.raises(SearchAttributeSetupError) as clash:
+        await register_search_attributes(temporal_client, fresh_namespace)
+    assert "JourneyVersion must be Int" in str(clash.value) and clash.value.namespace == fresh_namespace
+    ready, detail = await search_attributes_check(temporal_client, fresh_namespace)()
+    assert not ready and "JourneyVersion must be Int" in detail
+
+
+def test_cloud_instructions_name_every_attribute_and_the_namespace() -> None:
+    text = cloud_instructions("shop.a1b2c")
+    assert "--namespace shop.a1b2c" in text
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert f"--search-attribute '{name}={kind}'" in text
