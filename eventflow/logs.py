@@ -111,6 +111,9 @@ def _redact_named(key: str, value: Any, depth: int) -> Any:
     return _redact(value, depth)
 
 
+_BOOKKEEPING = frozenset({"_record", "_from_structlog"})  # structlog's stdlib bridge; removed before rendering
+
+
 def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: no email address or phone number leaves the process in clear.
 
@@ -118,7 +121,7 @@ def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     is masked like any other field.
     """
     for key, value in list(event_dict.items()):
-        if key.startswith("_"):  # structlog's own bookkeeping (``_record``), not rendered
+        if key in _BOOKKEEPING:
             continue
         event_dict[key] = _redact_named(key, value, 0)
     return event_dict
