@@ -5,17 +5,19 @@
 # Note: this image is built in CI or on a workstation; the project's development machines have no
 # Docker engine, so it is not built by the test suite (the Helm chart is tested with `helm template`).
 
+# Pin by digest where you build (`docker buildx imagetools inspect python:3.11-slim-bookworm`), e.g.
+# --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>; see docs/architecture.md.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/eventflow
 WORKDIR /src
-# Dependencies first so code changes do not invalidate this layer.
+# Dependencies first so code changes do not invalidate this layer: exactly the locked versions,
+# each checked against its hash (the build backend is in the lock too, hence no build isolation).
+COPY requirements.lock ./
+RUN /opt/eventflow/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p eventflow && touch eventflow/__init__.py \
-    && /opt/eventflow/bin/pip install . \
-    && /opt/eventflow/bin/pip uninstall -y eventflow
 COPY eventflow ./eventflow
 COPY devstack ./devstack
 COPY events ./events
@@ -23,7 +25,7 @@ COPY journeys ./journeys
 COPY consumer ./consumer
 COPY workflows ./workflows
 COPY activities ./activities
-RUN /opt/eventflow/bin/pip install --no-deps . \
+RUN /opt/eventflow/bin/pip install --no-deps --no-build-isolation . \
     && /opt/eventflow/bin/python -m compileall -q /opt/eventflow
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -2,13 +2,18 @@
 
 Provider secrets come from the variable or from a mounted file named by ``<VARIABLE>_FILE``
 (Kubernetes secrets), the file winning when both are set.
+
+The outbox channel (a local JSON Lines file) is the default so a checkout runs without accounts,
+but it fails closed: outside development mode (``EVENTFLOW_DEV_MODE``) a worker whose journeys use
+a channel served by the outbox refuses to start (`check_providers`), so a production install that
+forgot its provider values cannot "send" into a file and count the messages as sent.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from activities.channels import Channel
@@ -41,11 +46,27 @@ def _quiet_hours(raw: str) -> str:
     return raw
 
 
+def flag(raw: str) -> bool:
+    """Parser for a yes/no setting: true/false, yes/no, on/off or 1/0."""
+    match raw.strip().lower():
+        case "true" | "yes" | "on" | "1":
+            return True
+        case "false" | "no" | "off" | "0":
+            return False
+        case _:
+            raise ValueError("must be true or false")
+
+
 def _str(env: str, default: str | None, doc: str) -> Setting[object]:
     return Setting(env, str, default, doc)
 
 
+DEV_MODE = "EVENTFLOW_DEV_MODE"
+
 _DECLARED: list[Setting[object]] = [
+    Setting(DEV_MODE, flag, False,
+            "Development mode: lets the outbox channel (a local file) serve channels that journeys use. "
+            "Set by `eventflow dev run` and the tests; never in production.", "bool"),
     Setting("EVENTFLOW_EMAIL_PROVIDER", _provider("outbox", "sendgrid"), "outbox",  # type: ignore[arg-type]
             "Email channel implementation: outbox or sendgrid.", "choice"),
     Setting("EVENTFLOW_SMS_PROVIDER", _provider("outbox", "twilio"), "outbox",  # type: ignore[arg-type]
@@ -169,3 +190,29 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channe
     for kind in ("sms", "whatsapp"):
         channels.setdefault(kind, outbox)
     return channels
+
+
+def dev_mode(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``EVENTFLOW_DEV_MODE`` is on."""
+    return bool(config.read(DEV_MODE, os.environ if environ is None else environ))
+
+
+def check_providers(channels_used: Collection[str], environ: Mapping[str, str] | None = None) -> None:
+    """Fails closed: outside development mode, no channel that journeys use may be the outbox.
+
+    Args:
+        channels_used: the channels the loaded journeys send on (including fallbacks).
+        environ: the environment; ``os.environ`` by default.
+
+    Raises:
+        ConfigError: naming the provider variable of the first such channel.
+    """
+    env = os.environ if environ is None else environ
+    if dev_mode(env):
+        return
+    for channel in sorted(set(channels_used) & set(CHANNELS)):
+        variable = f"EVENTFLOW_{channel.upper()}_PROVIDER"
+        if config.read(variable, env) == "outbox":
+            shown = "is outbox" if env.get(variable) else "is unset (outbox)"
+            raise ConfigError(variable, f"{shown}, which only writes messages to a local file, and journeys send "
+                                        f"{channel}: choose a provider, or set {DEV_MODE}=true for local development")

@@ -67,7 +67,8 @@ def _maven_copy(pom: Path, dest: Path, what: str) -> Path:
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     _run_logged(
-        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        # -C (--strict-checksums): a checksum mismatch from the repository fails the build instead of a warning.
+        [mvn, "-q", "-B", "-C", "-f", str(pom), "dependency:copy-dependencies",
          f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
         cache_dir() / "logs" / f"provision-{dest.name}.log",
         what,

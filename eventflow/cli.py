@@ -38,6 +38,23 @@ def _consume(_: argparse.Namespace) -> int:
     return 0
 
 
+def _temporal(args: argparse.Namespace) -> int:
+    from eventflow.temporal_client import connect
+    from eventflow.temporal_setup import register_search_attributes
+
+    settings = load_settings()
+
+    async def setup() -> str:
+        client = await connect(settings.temporal)
+        result = await register_search_attributes(client, settings.temporal.namespace)
+        added = f"added {', '.join(result.added)}" if result.added else "nothing to add"
+        present = f"; already registered: {', '.join(result.already_present)}" if result.already_present else ""
+        return f"namespace {result.namespace}: search attributes {added}{present}"
+
+    print(asyncio.run(setup()))
+    return 0
+
+
 def _produce(args: argparse.Namespace) -> int:
     from events.config import build_producer
     from events.samples import demo_events
@@ -86,8 +103,10 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"log: {log_path}")
         return 0 if status.kafka_running and status.temporal_running else 3
     elif args.action == "run":
+        from activities.config import DEV_MODE
         from eventflow.demo import run_demo
 
+        os.environ[DEV_MODE] = "true"  # the demo sends into the outbox by design
         logs.configure("console", level=30)
         return run_demo()
     return 0
@@ -131,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="local Kafka and Temporal: provision, up, down, status, run (the demo)")
     dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])
     dev.set_defaults(handler=_dev)
+    temporal = commands.add_parser("temporal", help="Temporal namespace set-up: setup (search attributes)")
+    temporal.add_argument("action", choices=["setup"],
+                          help="setup: register the search attributes journeys are started with (idempotent)")
+    temporal.set_defaults(handler=_temporal)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)

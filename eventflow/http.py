@@ -1,9 +1,14 @@
-"""A small asyncio HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``; binds 0.0.0.0 for pods.
+"""The ops HTTP server (``/metrics``, ``/healthz``, ``/readyz``) on aiohttp; binds 0.0.0.0 for pods.
 
 Liveness (``/healthz``) only says the event loop answers: it never looks at Kafka or Temporal, so
 an outage of either does not make Kubernetes restart every pod at once. Readiness (``/readyz``)
 runs the process's checks (see `all_of`, `kafka_check`, `temporal_check`) with a deadline and
 answers 503 naming what failed, e.g. ``not ready: kafka=ok temporal=unreachable (RPCError)``.
+
+aiohttp parses HTTP (an oversized request line or header is answered 400); on top of it every
+request has a whole-request deadline (a client that trickles its headers is disconnected when it
+expires) and the server holds at most ``max_connections`` connections, answering 503 to the next
+one at once, so neither a slow client nor a flood can hold the probe port.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
+from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -24,6 +30,18 @@ ClientSource = Client | Callable[[], Awaitable[Client]]
 
 DEFAULT_CHECK_TIMEOUT_SECONDS = 2.0
 
+_OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+                  b"Connection: close\r\n\r\ntoo many connections\n")
+
+
+class _OverCapacity(asyncio.Protocol):
+    """Answers a connection beyond the cap with 503 and closes it, without reading the request."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # TCP: always a read/write transport
+        transport.write(_OVER_CAPACITY)
+        transport.close()
+
 
 class OpsServer:
     """Serves the registry's metrics, liveness, and readiness from ``readiness``.
@@ -34,15 +52,24 @@ class OpsServer:
         host: bind address; 0.0.0.0 so the kubelet and Prometheus reach it inside a pod.
         port: port; 0 picks a free one (tests read `port` after `start`).
         readiness_timeout_seconds: deadline of one readiness evaluation.
+        request_deadline_seconds: deadline of a whole request, from connecting to the response
+            (reading the request line and headers, and handling it).
+        max_connections: open connections at most; the next one is answered 503 and closed.
+        max_request_line_bytes: longer request lines and header lines are answered 400.
     """
 
     def __init__(self, registry: CollectorRegistry, readiness: ReadinessCheck, *, host: str = "0.0.0.0",
-                 port: int = 9464, readiness_timeout_seconds: float = 5.0) -> None:
+                 port: int = 9464, readiness_timeout_seconds: float = 5.0, request_deadline_seconds: float = 10.0,
+                 max_connections: int = 64, max_request_line_bytes: int = 8190) -> None:
         self._registry = registry
         self._readiness = readiness
         self._host = host
         self._port = port
         self._readiness_timeout = readiness_timeout_seconds
+        self._request_deadline = request_deadline_seconds
+        self._max_connections = max_connections
+        self._max_line = max_request_line_bytes
+        self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -52,50 +79,64 @@ class OpsServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (not counting those answered 503 over the cap)."""
+        return 0 if self._web is None else len(self._web.connections)
+
     async def start(self) -> None:
         """Starts listening."""
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        # aiohttp arms its keep-alive timer when a connection opens and closes the connection if
+        # no complete request arrived by then: that timer is the header-reading deadline.
+        web_server = web.Server(self._handle, access_log=None, keepalive_timeout=self._request_deadline,
+                                max_line_size=self._max_line, max_field_size=self._max_line)
+        self._web = web_server
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(web_server.connections) >= self._max_connections:
+                return _OverCapacity()
+            return web_server()
+
+        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
         log.info("ops_server_started", port=self.port)
 
     async def stop(self) -> None:
         """Stops listening and closes open connections."""
         if self._server is not None:
             self._server.close()
+        if self._web is not None:
+            await self._web.shutdown(timeout=1.0)
+        if self._server is not None:
             await self._server.wait_closed()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
-            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.decode("latin-1").split()
-            method = parts[0] if parts else "GET"
-            path = parts[1].split("?", 1)[0] if len(parts) > 1 else "/"
-            if method not in ("GET", "HEAD"):
-                status, content_type, body = "405 Method Not Allowed", "text/plain", b"method not allowed\n"
-            else:
-                status, content_type, body = await self._route(path)
-            head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n").encode()
-            writer.write(head if method == "HEAD" else head + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = web.Response(status=405, text="method not allowed\n")
+        else:
+            try:
+                async with asyncio.timeout(self._request_deadline):
+                    response = await self._route(request.path)
+            except TimeoutError:
+                response = web.Response(status=503, text="request deadline exceeded\n")
+        # One request per connection: probes and scrapers reconnect anyway, and no idle
+        # keep-alive connection holds one of the capped slots.
+        response.force_close()
+        return response
 
-    async def _route(self, path: str) -> tuple[str, str, bytes]:
+    async def _route(self, path: str) -> web.Response:
         if path == "/metrics":
             # In a thread: collectors may do I/O (the worker's re-exports the Temporal SDK's
             # exporter over loopback) and must not stall the event loop the process runs on.
             body = await asyncio.to_thread(generate_latest, self._registry)
-            return "200 OK", CONTENT_TYPE_LATEST, body
+            response = web.Response(body=body)
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
         if path in ("/healthz", "/livez"):
-            return "200 OK", "text/plain", b"ok\n"
+            return web.Response(text="ok\n")
         if path == "/readyz":
             ready, detail = await self._evaluate_readiness()
-            return ("200 OK" if ready else "503 Service Unavailable"), "text/plain", f"{detail}\n".encode()
-        return "404 Not Found", "text/plain", b"not found\n"
+            return web.Response(status=200 if ready else 503, text=f"{detail}\n")
+        return web.Response(status=404, text="not found\n")
 
     async def _evaluate_readiness(self) -> tuple[bool, str]:
         try:

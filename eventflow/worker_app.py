@@ -11,22 +11,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import build_channels, send_policy
+from activities.config import build_channels, check_providers, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
-from eventflow.http import OpsServer
+from eventflow.http import OpsServer, all_of, temporal_check
 from eventflow.settings import Setting, Settings, port_number, positive_int
-from eventflow.temporal_client import connect
+from eventflow.temporal_client import build_runtime, connect
+from eventflow.temporal_setup import search_attributes_check
+from journeys import JourneyDefinition, load_all
 from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
@@ -83,17 +86,53 @@ class SdkMetricsCollector(Collector):
         yield from text_string_to_metric_families(text)
 
 
-def sdk_runtime(port: int) -> Runtime | None:
-    """A Temporal runtime exporting SDK metrics on ``127.0.0.1:port`` (None when disabled)."""
+def sdk_runtime(port: int) -> Runtime:
+    """The worker's Temporal runtime: core logs forwarded, SDK metrics on ``127.0.0.1:port`` (0: none)."""
     if port == 0:
-        return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
-        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
+        return build_runtime()
+    return build_runtime(PrometheusConfig(
+        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
+
+
+def _send_channels(node: Any) -> Iterator[str]:
+    match node:
+        case {"send": {"channel": str(channel), **send}}:
+            yield channel
+            fallback = send.get("fallback")
+            if isinstance(fallback, str):
+                yield fallback
+            yield from (c for value in node.values() for c in _send_channels(value))
+        case dict():
+            yield from (c for value in node.values() for c in _send_channels(value))
+        case list():
+            yield from (c for item in node for c in _send_channels(item))
+
+
+def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]:
+    """Every channel the journeys can send on: send steps' channels and fallbacks, and their templates'.
+
+    Read from each definition's snapshot (the JSON a journey instance starts with), so nested steps
+    (branches, splits, digests) are covered whatever their shape; a template's channels are counted
+    too, which errs towards "used" when failing closed.
+    """
+    used: set[str] = set()
+    for definition in definitions:
+        snapshot = definition.snapshot()
+        used.update(_send_channels(snapshot["steps"]))
+        for template in snapshot["templates"].values():
+            used.update(template["variants"])
+    return frozenset(used)
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
                      registry: CollectorRegistry | None = None) -> None:
-    """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities."""
+    """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities.
+
+    Raises:
+        ConfigError: before connecting, when a channel the journeys use is served by the outbox
+            outside development mode (see `activities.config.check_providers`).
+    """
+    check_providers(journey_channels(load_all()))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -101,19 +140,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     worker_settings = load_worker_settings(settings)
     registry = registry or CollectorRegistry()
     runtime = sdk_runtime(worker_settings.temporal_metrics_port)
-    if runtime is not None:
+    if worker_settings.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{worker_settings.temporal_metrics_port}/metrics"))
     client = await connect(settings.temporal, runtime=runtime)
     worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
                           metrics=SendMetrics(registry), policy=send_policy())
 
-    async def readiness() -> tuple[bool, str]:
-        try:
-            healthy = await asyncio.wait_for(client.service_client.check_health(), timeout=2)
-        except Exception as exc:  # any failure means not ready; the probe only needs the verdict
-            return False, f"temporal unreachable: {type(exc).__name__}"
-        return (True, "polling") if healthy else (False, "temporal unhealthy")
-
+    # Not ready while a journey's search attributes are missing: the consumer's starts would be
+    # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
+    readiness = all_of({"temporal": temporal_check(client),
+                        "search_attributes": search_attributes_check(client, settings.temporal.namespace)})
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
     if ops is not None:
         await ops.start()

@@ -71,12 +71,13 @@ def table(chart: Path = CHART) -> str:
     return "\n".join(["| Key | Default | Description |", "| --- | --- | --- |", *rows])
 
 
-# Choices the processes accept; the schema turns them into enums.
+# Choices the processes accept; the schema turns them into enums. A provider's "" is the unset
+# default, which the templates refuse with a message saying what to choose.
 _ENUMS: dict[str, list[str]] = {
     "logFormat": ["json", "console"],
-    "providers.email.provider": ["outbox", "sendgrid"],
-    "providers.sms.provider": ["outbox", "twilio"],
-    "providers.whatsapp.provider": ["outbox", "twilio"],
+    "providers.email.provider": ["", "outbox", "sendgrid"],
+    "providers.sms.provider": ["", "outbox", "twilio"],
+    "providers.whatsapp.provider": ["", "outbox", "twilio"],
     "kafka.defaultEncoding": ["auto", "registry", "embedded", "json"],
     "schemaRegistry.subjectNameStrategy": ["topic", "record", "topic_record"],
     "topologySpread.whenUnsatisfiable": ["ScheduleAnyway", "DoNotSchedule"],

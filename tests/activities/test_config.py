@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.config import build_channels, send_policy
+from activities.config import build_channels, check_providers, send_policy
 from activities.email_sendgrid import SendGridChannel
 from activities.outbox import OutboxChannel
 from activities.sms_twilio import TwilioChannel
@@ -52,3 +52,22 @@ def test_send_policy_reads_quiet_hours_and_cap() -> None:
     assert (policy.quiet_hours, policy.daily_cap) == ("21:00-08:00", 3)
     with pytest.raises(ConfigError):
         send_policy({"EVENTFLOW_QUIET_HOURS": "9pm-8am"})
+
+
+def test_outbox_for_a_used_channel_fails_closed_outside_dev_mode() -> None:
+    with pytest.raises(ConfigError) as unset:
+        check_providers({"email", "sms"}, {"EVENTFLOW_EMAIL_PROVIDER": "sendgrid"})
+    assert unset.value.variable == "EVENTFLOW_SMS_PROVIDER"
+    assert "is unset (outbox)" in str(unset.value) and "EVENTFLOW_DEV_MODE=true" in str(unset.value)
+    with pytest.raises(ConfigError) as explicit:
+        check_providers({"email"}, {"EVENTFLOW_EMAIL_PROVIDER": "outbox", "EVENTFLOW_DEV_MODE": "false"})
+    assert explicit.value.variable == "EVENTFLOW_EMAIL_PROVIDER" and "is outbox" in str(explicit.value)
+
+
+def test_outbox_is_allowed_in_dev_mode_or_for_unused_channels() -> None:
+    check_providers({"email", "sms", "whatsapp"}, {"EVENTFLOW_DEV_MODE": "true"})
+    check_providers({"email"}, {"EVENTFLOW_EMAIL_PROVIDER": "sendgrid"})  # sms/whatsapp unused: outbox is fine
+    check_providers(set(), {})
+    with pytest.raises(ConfigError) as invalid:
+        check_providers({"email"}, {"EVENTFLOW_DEV_MODE": "maybe"})
+    assert invalid.value.variable == "EVENTFLOW_DEV_MODE"

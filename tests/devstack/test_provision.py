@@ -54,3 +54,24 @@ def test_cache_dir_honours_the_override_and_xdg(monkeypatch: pytest.MonkeyPatch,
     assert cache_dir() == tmp_path / "xdg" / "eventflow"
     monkeypatch.setenv("EVENTFLOW_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_dir() == tmp_path / "mine"
+
+
+def test_maven_fails_on_checksum_mismatches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``mvn -C``: a corrupted or tampered artifact stops provisioning instead of printing a warning."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    argv_file = tmp_path / "mvn-argv"
+    (tools / "mvn").write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" > "{argv_file}"\n'
+        'for arg in "$@"; do case "$arg" in -DoutputDirectory=*) mkdir -p "${arg#-DoutputDirectory=}";; esac; done\n')
+    (tools / "java").write_text("#!/bin/sh\n")
+    for tool in ("mvn", "java"):
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("EVENTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+
+    provision.kafka_libs()
+
+    argv = argv_file.read_text().splitlines()
+    assert "-C" in argv or "--strict-checksums" in argv

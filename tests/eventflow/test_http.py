@@ -153,3 +153,58 @@ async def test_a_slow_collector_does_not_stall_liveness() -> None:
         assert "eventflow_test_slow 1.0" in (await scrape)[1]
     finally:
         await server.stop()
+
+
+async def test_a_70_kb_request_line_is_answered_400_and_the_server_keeps_serving(serve: Serve) -> None:
+    server = await serve(_fixed(True, "ok"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /{'a' * 70_000} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    assert await _request(server.port, "GET", "/healthz") == (200, "ok\n")
+
+
+async def test_a_slow_client_is_disconnected_at_the_deadline_and_never_blocks_liveness(serve: Serve) -> None:
+    """Slowloris: headers trickle in one byte at a time and never end."""
+    server = await serve(_fixed(True, "ok"), request_deadline_seconds=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+    closed_by_server = False
+    for _ in range(600):  # at most 60 s of trickling: far beyond the deadline
+        assert await _request(server.port, "GET", "/healthz") == (200, "ok\n")
+        try:
+            writer.write(b"X")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1024), timeout=0.1)
+        except TimeoutError:
+            continue
+        except ConnectionError:
+            closed_by_server = True
+            break
+        assert data == b"", "the server answered a request whose headers never ended"
+        closed_by_server = True
+        break
+    writer.close()
+    assert closed_by_server, "a client that never finishes its headers keeps its connection"
+
+
+async def test_connections_beyond_the_cap_are_answered_503_at_once(serve: Serve) -> None:
+    server = await serve(_fixed(True, "ok"), max_connections=3, request_deadline_seconds=60)
+    idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+    for _ in range(200):  # accepting is asynchronous: wait until the server holds all three
+        if server.open_connections == 3:
+            break
+        await asyncio.sleep(0.01)
+    status, body = await _request(server.port, "GET", "/healthz")
+    assert (status, body) == (503, "too many connections\n")
+    for _, writer in idle:
+        writer.close()
+        await writer.wait_closed()
+    for _ in range(100):  # the server notices the closes on its next loop iterations
+        status, body = await _request(server.port, "GET", "/healthz")
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert (status, body) == (200, "ok\n")

@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "eventflow"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
+TRIAL = CHART / "ci" / "trial-values.yaml"
 NAMESPACE = "eventflow"
 
 Manifest = dict[str, Any]
@@ -54,9 +55,13 @@ class Rendered:
         return {item["name"]: item for item in self.container(component)["env"]}
 
 
-def helm_template(helm: Path, *, values_files: Sequence[Path] = (), set_values: Mapping[str, str] | None = None,
+def helm_template(helm: Path, *, values_files: Sequence[Path] = (TRIAL,), set_values: Mapping[str, str] | None = None,
                   set_files: Mapping[str, Path] | None = None, release: str = "ef") -> Rendered:
-    """Runs ``helm template`` and parses every document."""
+    """Runs ``helm template`` and parses every document.
+
+    The default values file is the trial one (outbox providers, development mode): the chart has
+    no default providers, so a render without any values file fails.
+    """
     argv = [str(helm), "template", release, str(CHART), "--namespace", NAMESPACE]
     for path in values_files:
         argv += ["-f", str(path)]

@@ -13,7 +13,7 @@ import yaml
 
 from helm import values_table
 from journeys.loader import load_all
-from tests.helm.chart import ALL_ON, CHART, REPO, RenderError, Rendered, helm_template, journeys_set_files
+from tests.helm.chart import ALL_ON, CHART, REPO, TRIAL, RenderError, Rendered, helm_template, journeys_set_files
 
 COMPONENTS = ("consumer", "worker")
 _SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|USERNAME)")
@@ -29,9 +29,9 @@ def all_on(helm: Path) -> Rendered:
     return helm_template(helm, values_files=[ALL_ON])
 
 
-@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all-on"])
-def test_lint_strict_passes(helm: Path, values: Path | None) -> None:
-    argv = [str(helm), "lint", "--strict", str(CHART)] + (["-f", str(values)] if values else [])
+@pytest.mark.parametrize("values", [TRIAL, ALL_ON], ids=["trial", "all-on"])
+def test_lint_strict_passes(helm: Path, values: Path) -> None:
+    argv = [str(helm), "lint", "--strict", str(CHART), "-f", str(values)]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -290,3 +290,46 @@ def test_readme_lists_every_value_with_its_default() -> None:
     rows = values_table.table().splitlines()[2:]
     assert any(row.startswith("| `kafka.partitions` | `12` |") for row in rows)
     assert len(rows) > 80
+
+
+def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
+    with pytest.raises(RenderError, match="providers.email.provider is required"):
+        helm_template(helm, values_files=())
+    with pytest.raises(RenderError, match="providers.sms.provider is required"):
+        helm_template(helm, values_files=(), set_values={"providers.email.provider": "outbox"})
+    production = helm_template(helm, values_files=[ALL_ON]).env("worker")
+    assert production["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
+    assert "EVENTFLOW_DEV_MODE" not in production
+    trial = helm_template(helm).env("worker")
+    assert trial["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "outbox"
+    assert trial["EVENTFLOW_DEV_MODE"]["value"] == "true"
+    assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "the consumer refuses worker settings"
+
+
+def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(helm: Path) -> None:
+    rendered = helm_template(helm, values_files=[ALL_ON])
+    [job] = [m for m in rendered.of_kind("Job") if m["metadata"]["name"].endswith("temporal-setup")]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["eventflow"] and container["args"] == ["temporal", "setup"]
+    env = {item["name"]: item for item in container["env"]}
+    worker_env = rendered.env("worker")
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CA", "TEMPORAL_TLS_CERT"):
+        assert env[name] == worker_env[name], f"the Job reaches Temporal as the worker does ({name})"
+    assert not [name for name in env if name.startswith("EVENTFLOW_") and name != "EVENTFLOW_LOG_FORMAT"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    off = helm_template(helm, set_values={"temporal.setupJob.enabled": "false"})
+    assert not off.of_kind("Job")
+
+
+def test_an_image_digest_pins_every_pod_to_that_image(helm: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    rendered = helm_template(helm, set_values={"image.digest": digest, "image.tag": "0.1.0"})
+    for component in COMPONENTS:
+        assert rendered.container(component)["image"] == f"ghcr.io/eventflow/eventflow@{digest}"
+    [job] = rendered.of_kind("Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/eventflow/eventflow@{digest}"
+    assert helm_template(helm).container("worker")["image"].startswith("ghcr.io/eventflow/eventflow:")

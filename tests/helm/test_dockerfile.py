@@ -11,6 +11,9 @@ import re
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from eventflow import settings
 from tests.helm.chart import CHART, REPO
@@ -74,3 +77,47 @@ def test_runs_as_the_non_root_user_and_port_the_chart_expects() -> None:
     assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", _stages()["runtime"], flags=re.M)
     assert f"EXPOSE {values['metricsPort']}" in DOCKERFILE
     assert 'ENTRYPOINT ["eventflow"]' in DOCKERFILE
+
+
+def _locked(path: str) -> dict[str, tuple[str, int]]:
+    """``name -> (version, hash count)`` of a lock file written by ``make lock``."""
+    text = (REPO / path).read_text()
+    found: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        head = block.split("\n", 1)[0]
+        if head.startswith("#") or not head.strip():
+            continue
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", head)
+        assert match, f"{path}: {head!r} is not pinned with =="
+        found[canonicalize_name(match.group(1))] = (match.group(2), block.count("--hash=sha256:"))
+    return found
+
+
+def test_the_locks_pin_every_dependency_with_hashes_and_agree() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime, dev = _locked("requirements.lock"), _locked("requirements-dev.lock")
+    for lock, requirements in ((runtime, project["dependencies"]),
+                               (dev, project["dependencies"] + project["optional-dependencies"]["test"])):
+        for line in requirements:
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{name} is not locked: run `make lock`"
+            assert lock[name][0] in requirement.specifier, f"locked {name}=={lock[name][0]} violates {requirement}"
+        assert all(hashes > 0 for _, hashes in lock.values())
+    assert {name: version for name, (version, _) in runtime.items()} == {
+        name: dev[name][0] for name in runtime}, "the image and the venv run the same versions"
+    assert Version(runtime["jinja2"][0]) >= Version("3.1.6"), "older Jinja2 releases have sandbox escapes"
+    assert "setuptools" in runtime, "the build backend is locked (installs use --no-build-isolation)"
+
+
+def test_the_image_and_the_venv_install_only_from_the_locks() -> None:
+    build = _stages()["build"].replace("\\\n", " ")
+    lock_install = build.index("pip install --require-hashes -r requirements.lock")
+    project_install = build.index("pip install --no-deps --no-build-isolation .")
+    assert lock_install < project_install and build.count("pip install") == 2
+    assert _sent_to_build("requirements.lock")
+    makefile = (REPO / "Makefile").read_text()
+    venv_recipe = makefile.split("$(BIN)/eventflow: pyproject.toml $(DEV_LOCK)\n", 1)[1].split("\n\n", 1)[0]
+    installs = [line.strip() for line in venv_recipe.splitlines() if "pip install" in line]
+    assert installs == ["$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)",
+                        "$(BIN)/pip install --quiet --no-deps --no-build-isolation -e ."]

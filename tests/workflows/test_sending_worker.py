@@ -47,6 +47,7 @@ async def test_worker_serves_send_and_sdk_metrics_and_stops_on_sigterm(
         "EVENTFLOW_TEMPORAL_METRICS_PORT": str(sdk_port),
         "EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES": "7",
         "EVENTFLOW_OUTBOX_PATH": str(tmp_path / "outbox.jsonl"),
+        "EVENTFLOW_DEV_MODE": "true",  # the outbox serves the journeys' channels
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

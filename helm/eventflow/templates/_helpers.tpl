@@ -44,7 +44,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "eventflow.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
 {{- end }}
 
 {{/* True when the chart itself ships the journeys ConfigMaps. */}}
@@ -210,11 +214,15 @@ the consumer refuses EVENTFLOW_* variables it does not know, so they must not re
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
   value: {{ .Values.worker.maxConcurrentWorkflowTasks | quote }}
 - name: EVENTFLOW_EMAIL_PROVIDER
-  value: {{ $p.email.provider | quote }}
+  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
 - name: EVENTFLOW_SMS_PROVIDER
-  value: {{ $p.sms.provider | quote }}
+  value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
 - name: EVENTFLOW_WHATSAPP_PROVIDER
-  value: {{ $p.whatsapp.provider | quote }}
+  value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
+{{- if .Values.devMode }}
+- name: EVENTFLOW_DEV_MODE
+  value: "true"
+{{- end }}
 {{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
 {{- if $value }}
 - name: {{ $name }}
