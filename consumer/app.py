@@ -8,32 +8,35 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
-from consumer.dead_letter import DeadLetterPublisher
 from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
+from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
+from consumer.startup import check_dependencies, connect_temporal
+from consumer.wiring import build_consumer_service
 from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
 from eventflow.temporal_client import connect
-from events.config import build_decoder
+from events.config import build_decoder, load_config
 from journeys.loader import load_all
-from consumer.routes import EventRoutes
 
 log = structlog.get_logger(__name__)
 
 
 async def build_consumer(settings: Settings, registry: CollectorRegistry) -> ConsumerService:
-    """A consumer service with its Temporal client, decoder, router and dead-letter producer."""
-    client = await connect(settings.temporal)
+    """A consumer service with its Temporal client, decoder, router and dead-letter producer.
+
+    Raises:
+        DependencyUnavailableError: Kafka, the registry or Temporal cannot be reached (one line).
+    """
+    events = load_config()
+    await check_dependencies(settings.kafka.client_config(), events.registry)
+    client = await connect_temporal(settings.temporal.address, lambda: connect(settings.temporal))
     definitions = load_all()
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
-    return ConsumerService(
-        kafka=settings.kafka,
-        settings=settings.consumer,
-        decoder=build_decoder(),
-        router=EventRoutes(definitions),
-        dispatcher=Dispatcher(client, settings.temporal.task_queue),
-        dead_letters=DeadLetterPublisher(settings.kafka.client_config(), settings.kafka.dlq_topic),
+    return build_consumer_service(
+        kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(),
+        router=EventRoutes(definitions), dispatcher=Dispatcher(client, settings.temporal.task_queue),
         metrics=ConsumerMetrics(registry),
     )
 
@@ -47,13 +50,13 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
     registry = CollectorRegistry()
     service = await build_consumer(settings, registry)
 
-    async def polling() -> tuple[bool, str]:
-        return (True, "polling") if service.ready else (False, "not yet polling")
+    async def consuming() -> tuple[bool, str]:
+        return service.readiness()
 
     # Kafka and Temporal are probed on connections of their own (same settings), so readiness
     # reflects both dependencies without reaching into the service's clients.
     readiness = all_of({
-        "consumer": polling,
+        "consumer": consuming,
         "kafka": kafka_check(settings.kafka.client_config()),
         "temporal": temporal_check(lambda: connect(settings.temporal)),
     })

@@ -15,10 +15,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.outbox import OutboxChannel, read_outbox
-from consumer.dead_letter import DeadLetterPublisher
 from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
-from consumer.service import ConsumerService, RetryPolicy
+from consumer.retry import RetryPolicy
+from consumer.service import ConsumerService
+from consumer.wiring import build_consumer_service
 from eventflow.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
@@ -71,18 +72,17 @@ class Bridge:
 
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
-                       with_worker: bool = True) -> Bridge:
+                       with_worker: bool = True, decoder: EventDecoder | None = None) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic,),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
     metrics = ConsumerMetrics(CollectorRegistry())
-    service = ConsumerService(
+    service = build_consumer_service(
         kafka=kafka,
         settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
-        decoder=EventDecoder(load_schemas()),
+        decoder=decoder or EventDecoder(load_schemas()),
         router=EventRoutes(definitions if definitions is not None else load_all()),
         dispatcher=Dispatcher(client, task_queue),
-        dead_letters=DeadLetterPublisher(kafka.client_config(), kafka.dlq_topic),
         metrics=metrics,
         retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),
         commit_interval_seconds=0.2,
