@@ -73,7 +73,6 @@ class ConsumerService:
         self._stall_after = stall_after_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
-        self._stalled: list[str] = []
         self.ready = False
 
     @property
@@ -136,8 +135,10 @@ class ConsumerService:
         if states:
             return False, states[0].describe(time.monotonic()) + (
                 f" (+{len(states) - 1} more)" if len(states) > 1 else "")
-        if self._stalled:
-            return False, "stalled: " + "; ".join(self._stalled)
+        stalled = self._offsets.stalled(time.monotonic(), self._stall_after)
+        if stalled:
+            return False, "stalled: " + "; ".join(
+                f"{s.topic}[{s.partition}]@{s.position} for {s.seconds:.0f}s" for s in stalled)
         return True, "polling"
 
     async def _shutdown(self, consumer: Consumer) -> None:
@@ -252,11 +253,9 @@ class ConsumerService:
     def _check_stalls(self, now: float) -> None:
         stalled = self._offsets.stalled(now, self._stall_after)
         self._metrics.stalled_partitions.set(len(stalled))
-        self._stalled = []
         for entry in stalled:
             reason = self._retrier.reason_for(entry.topic, entry.partition) or (
                 f"the record at offset {entry.position} has not finished")
-            self._stalled.append(f"{entry.topic}[{entry.partition}]@{entry.position}: {reason}")
             log.warning("partition_stalled", topic=entry.topic, partition=entry.partition, position=entry.position,
                         in_flight=entry.in_flight, stalled_seconds=round(entry.seconds), reason=reason)
 

@@ -72,7 +72,8 @@ class Bridge:
 
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
-                       with_worker: bool = True, decoder: EventDecoder | None = None) -> Bridge:
+                       with_worker: bool = True, decoder: EventDecoder | None = None,
+                       router: EventRoutes | None = None, stall_after_seconds: float = 60.0) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic,),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
@@ -81,9 +82,10 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         kafka=kafka,
         settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
         decoder=decoder or EventDecoder(load_schemas()),
-        router=EventRoutes(definitions if definitions is not None else load_all()),
+        router=router or EventRoutes(definitions if definitions is not None else load_all()),
         dispatcher=Dispatcher(client, task_queue),
         metrics=metrics,
+        stall_after_seconds=stall_after_seconds,
         retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),
         commit_interval_seconds=0.2,
     )
@@ -149,6 +151,24 @@ def read_topic(kafka_config: dict[str, str], topic: str, *, expected: int, timeo
     finally:
         consumer.close()
     return records
+
+
+def committed_behind(kafka_config: dict[str, str], group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, how far ``group``'s committed offset is behind the end (empty: caught up)."""
+    from confluent_kafka import TopicPartition
+
+    reader = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        behind = {}
+        for tp in committed:
+            _, high = reader.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if high > max(tp.offset, 0):
+                behind[tp.partition] = high - max(tp.offset, 0)
+        return behind
+    finally:
+        reader.close()
 
 
 def consumer_env(kafka_config: dict[str, str], temporal_address: str, topic: str, suffix: str) -> dict[str, str]:
