@@ -73,9 +73,10 @@ class Bridge:
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
                        with_worker: bool = True, decoder: EventDecoder | None = None,
-                       router: EventRoutes | None = None, stall_after_seconds: float = 60.0) -> Bridge:
+                       router: EventRoutes | None = None, stall_after_seconds: float = 60.0,
+                       extra_topics: tuple[str, ...] = ()) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
-    kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic,),
+    kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
     metrics = ConsumerMetrics(CollectorRegistry())
     service = build_consumer_service(
