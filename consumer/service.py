@@ -114,6 +114,7 @@ class ConsumerService:
                 self.ready = True
                 for message in messages:
                     self._accept(message)
+                self._metrics.in_flight.set(self._scheduler.in_flight)
                 now = time.monotonic()
                 if now - last_commit >= self._commit_interval:
                     await self._commit(consumer)
@@ -283,7 +284,6 @@ class ConsumerService:
         self._offsets.add(partition, record.offset)
         self._scheduler.submit(record.key or b"", partition, functools.partial(self._finish, prepared,
                                                                                 time.monotonic()))
-        self._metrics.in_flight.set(self._scheduler.in_flight)
 
     async def _finish(self, job: Job, polled_at: float) -> None:
         record = job.record
@@ -301,6 +301,5 @@ class ConsumerService:
                 return
         self._offsets.done((record.topic, record.partition), record.offset)
         self._handler.count(record.topic, result)
-        self._metrics.in_flight.set(self._scheduler.in_flight - 1)
         self._metrics.processing_seconds.observe(time.monotonic() - polled_at)
 
