@@ -74,7 +74,7 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
                        with_worker: bool = True, decoder: EventDecoder | None = None,
                        router: EventRoutes | None = None, stall_after_seconds: float = 60.0,
-                       extra_topics: tuple[str, ...] = ()) -> Bridge:
+                       extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
@@ -84,7 +84,7 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
         decoder=decoder or EventDecoder(load_schemas()),
         router=router or EventRoutes(definitions if definitions is not None else load_all()),
-        dispatcher=Dispatcher(client, task_queue),
+        dispatcher=dispatcher or Dispatcher(client, task_queue),
         metrics=metrics,
         stall_after_seconds=stall_after_seconds,
         retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio.client import Client
 
 from consumer.dead_letter import parse_dead_letter_headers
+from consumer.dispatch import ActionResult, Dispatcher
 from consumer.routes import EventRoutes, Route
 from events import samples
 from events.codec import EventDecoder
@@ -135,5 +136,49 @@ async def test_a_failing_dead_letter_topic_is_retried_visibly_and_the_record_wri
         assert [m.value() for m in dead] == [poison]
         assert bridge.service.readiness() == (True, "polling")
         assert bridge.metric("eventflow_records_retrying", {"operation": "dead_letter"}) == 0
+    finally:
+        await bridge.stop()
+
+
+class _SurprisingDispatcher(Dispatcher):
+    """Temporal calls that fail in ways nobody planned for: a bug for some events, a full buffer for others."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        super().__init__(client, task_queue)
+        self.buffer_errors = 3
+
+    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
+        order_id = str(event.payload.get("order_id", ""))
+        if order_id.startswith("bug"):
+            raise ValueError(f"no version in snapshot for {order_id}")
+        if order_id.startswith("busy") and self.buffer_errors > 0:
+            self.buffer_errors -= 1
+            raise BufferError("Local: Queue full")
+        return await super().apply(event, action)
+
+
+async def test_unexpected_dispatch_exceptions_never_freeze_a_partition(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str) -> None:
+    bridge = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic,
+                                outbox=tmp_path / "outbox.jsonl", suffix=unique,
+                                dispatcher=_SurprisingDispatcher(temporal_client, f"test-journeys-{unique}"))
+    try:
+        who = samples.customer()
+        bugs = [samples.purchase(who, order_id=f"bug-{i}") for i in range(2)]
+        busy = samples.purchase(who, order_id="busy-1")
+        goods = [samples.purchase(who) for _ in range(2)]
+        await bridge.publish(bugs[0], goods[0], busy, bugs[1], goods[1])
+
+        expected = {g["payload"]["order_id"] for g in goods} | {"busy-1"}
+        await eventually(lambda: expected <= _emailed(bridge.sent()), message="the good and the retried events")
+        await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", topic),
+                         message="commits past every record")
+        dead = read_topic(kafka_config, f"{topic}.dlq", expected=len(bugs) + 1, timeout_seconds=5)
+        headers = [parse_dead_letter_headers(m.headers()) for m in dead]
+        assert sorted(h["error_type"] for h in headers) == ["ValueError", "ValueError"]
+        assert all("dispatch raised ValueError: no version in snapshot for bug-" in h["error_message"]
+                   for h in headers)
+        assert bridge.metric("eventflow_retries_total", {"operation": "temporal"}) == 3
+        await eventually(lambda: bridge.metric("eventflow_events_in_flight") == 0, message="every slot released")
     finally:
         await bridge.stop()
