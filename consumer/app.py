@@ -12,7 +12,7 @@ from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
 from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
-from consumer.startup import check_dependencies, connect_temporal
+from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
 from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
@@ -23,15 +23,21 @@ from journeys.loader import load_all
 log = structlog.get_logger(__name__)
 
 
-async def build_consumer(settings: Settings, registry: CollectorRegistry) -> ConsumerService:
+async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
+                         stop: asyncio.Event | None = None) -> ConsumerService:
     """A consumer service with its Temporal client, decoder, router and dead-letter producer.
 
+    Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
+
     Raises:
-        DependencyUnavailableError: Kafka, the registry or Temporal cannot be reached (one line).
+        DependencyUnavailableError: one of them stayed unreachable (its message is one line).
+        StartupStopped: ``stop`` was set while waiting.
     """
     events = load_config()
-    await check_dependencies(settings.kafka.client_config(), events.registry)
-    client = await connect_temporal(settings.temporal.address, lambda: connect(settings.temporal))
+    await wait_for_dependency(lambda: check_dependencies(settings.kafka.client_config(), events.registry),
+                              stop=stop)
+    client = await wait_for_dependency(
+        lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
     definitions = load_all()
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
     return build_consumer_service(
@@ -48,10 +54,10 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
-    service = await build_consumer(settings, registry)
+    started: list[ConsumerService] = []
 
     async def consuming() -> tuple[bool, str]:
-        return service.readiness()
+        return started[0].readiness() if started else (False, "starting: waiting for dependencies")
 
     # Kafka and Temporal are probed on connections of their own (same settings), so readiness
     # reflects both dependencies without reaching into the service's clients.
@@ -61,11 +67,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
         "temporal": temporal_check(lambda: connect(settings.temporal)),
     })
 
+    # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
     if ops is not None:
         await ops.start()
     try:
-        await service.run(stop)
+        try:
+            started.append(await build_consumer(settings, registry, stop=stop))
+        except StartupStopped:
+            log.info("consumer_stopped_while_starting")
+            return
+        await started[0].run(stop)
     finally:
         if ops is not None:
             await ops.stop()

@@ -71,7 +71,8 @@ class DeadLetterPublisher:
     async def partitions(self) -> int:
         """How many partitions the dead-letter topic has (asked once)."""
         if self._partitions is None:
-            metadata = await asyncio.to_thread(self._producer.list_topics, self.topic, 10)
+            # All topics, not ``topic=``: naming one can auto-create it with the broker's defaults.
+            metadata = await asyncio.to_thread(self._producer.list_topics, None, 10)
             topic = metadata.topics.get(self.topic)
             if topic is None or topic.error is not None or not topic.partitions:
                 raise DeadLetterPublishError(f"dead-letter topic {self.topic} is not available: "

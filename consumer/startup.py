@@ -1,15 +1,21 @@
 """Start-up checks of the consumer's dependencies, each failing with one line that says what and where.
 
 Without them an unreachable Temporal ended the process with a raw ``RuntimeError`` traceback, and
-an unreachable Kafka or registry only showed later, as retries. Each check raises
-`DependencyUnavailableError`, which the command line prints as ``eventflow: ...`` (exit code 2).
+an unreachable Kafka or registry only showed later, as retries. A dependency that is down at start
+is waited for up to `STARTUP_DEADLINE_SECONDS` (logging each attempt; the ops server already
+answers liveness and, not ready, readiness), so a rolling restart during a short broker blip does
+not crash-loop; after that `DependencyUnavailableError` ends the process, which the command line
+prints as one ``eventflow: ...`` line (exit code 2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
+
+import structlog
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -20,6 +26,10 @@ from events.errors import RegistryUnavailableError
 from events.registry import RegistrySettings, call_registry, connect as connect_registry
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+#: How long start-up waits for an unreachable dependency before giving up with one line.
+STARTUP_DEADLINE_SECONDS = 30.0
 
 
 class DependencyUnavailableError(EventflowError):
@@ -81,5 +91,37 @@ async def check_dependencies(client_config: Mapping[str, str], registry: Registr
         await asyncio.to_thread(check_registry, registry)
 
 
-__all__ = ["DependencyUnavailableError", "check_dependencies", "check_kafka", "check_registry",
+class StartupStopped(Exception):
+    """The process was asked to stop while it was still waiting for a dependency."""
+
+
+async def wait_for_dependency(attempt: Callable[[], Awaitable[T]], *, stop: asyncio.Event | None = None,
+                              deadline_seconds: float = STARTUP_DEADLINE_SECONDS,
+                              interval_seconds: float = 2.0) -> T:
+    """``await attempt()`` until it does not raise `DependencyUnavailableError` or the deadline passes.
+
+    Raises:
+        DependencyUnavailableError: the last failure, once the deadline has passed.
+        StartupStopped: ``stop`` was set while waiting.
+    """
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return await attempt()
+        except DependencyUnavailableError as exc:
+            if time.monotonic() + interval_seconds >= deadline:
+                raise
+            log.warning("dependency_unavailable_waiting", dependency=exc.dependency, address=exc.address,
+                        error=exc.cause, gives_up_in_seconds=round(deadline - time.monotonic()))
+        if stop is None:
+            await asyncio.sleep(interval_seconds)
+            continue
+        try:
+            await asyncio.wait_for(stop.wait(), interval_seconds)
+        except TimeoutError:
+            continue
+        raise StartupStopped()
+
+
+__all__ = ["STARTUP_DEADLINE_SECONDS", "StartupStopped", "wait_for_dependency", "DependencyUnavailableError", "check_dependencies", "check_kafka", "check_registry",
            "connect_temporal"]
