@@ -68,17 +68,28 @@ class DeadLetterPublisher:
         self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
         self._partitions: int | None = None
 
-    async def partitions(self) -> int:
-        """How many partitions the dead-letter topic has (asked once)."""
+    async def existing_partitions(self) -> int | None:
+        """How many partitions the dead-letter topic has; None while it does not exist (asked until it does)."""
         if self._partitions is None:
             # All topics, not ``topic=``: naming one can auto-create it with the broker's defaults.
             metadata = await asyncio.to_thread(self._producer.list_topics, None, 10)
             topic = metadata.topics.get(self.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                self._partitions = len(topic.partitions)
+        return self._partitions
+
+    async def partitions(self) -> int:
+        """How many partitions the dead-letter topic has; about to write, so it may auto-create it."""
+        existing = await self.existing_partitions()
+        if existing is None:
+            # Naming the topic lets a broker that allows it create the topic, as a produce would.
+            metadata = await asyncio.to_thread(self._producer.list_topics, self.topic, 10)
+            topic = metadata.topics.get(self.topic)
             if topic is None or topic.error is not None or not topic.partitions:
                 raise DeadLetterPublishError(f"dead-letter topic {self.topic} is not available: "
                                              f"{topic.error if topic is not None else 'no metadata'}")
-            self._partitions = len(topic.partitions)
-        return self._partitions
+            existing = self._partitions = len(topic.partitions)
+        return existing
 
     async def partition_for(self, source_topic: str, source_partition: int) -> int:
         """The dead-letter partition of a source partition."""

@@ -37,6 +37,9 @@ log = structlog.get_logger(__name__)
 
 TopicPartitionKey = tuple[str, int]
 METADATA_PREFIX = "eventflow.dlq/v1:"
+#: The dead-letter partition of a ledger loaded before the dead-letter topic existed. Committed
+#: as such, it makes the next owner read the (then new) dead-letter partition from its beginning.
+UNKNOWN_PARTITION = -1
 
 
 def format_metadata(dlq_partition: int, dlq_offset: int) -> str:
@@ -128,6 +131,8 @@ class DeadLetterLedger:
         if existing is not None:
             log.info("dead_letter_deduplicated", record=record.position, dead_letter=f"{ledger.dlq_partition}:{existing}")
             return DeadLetterReceipt(ledger.dlq_partition, existing, deduplicated=True)
+        if ledger.dlq_partition == UNKNOWN_PARTITION:
+            ledger.dlq_partition = await self._publisher.partition_for(record.topic, record.partition)
         offset = await self._publisher.publish(record, error_type, reason)
         ledger.written[record.offset] = offset
         ledger.floor = max(ledger.floor, offset + 1)
@@ -151,7 +156,7 @@ class DeadLetterLedger:
             if not wanted:
                 return
             try:
-                partitions = await self._publisher.partitions()
+                partitions = await self._publisher.existing_partitions()
                 loaded = await asyncio.to_thread(self._scan, wanted, partitions)
                 break
             except Exception as exc:  # the broker is unreachable: the partitions wait, visibly
@@ -169,8 +174,13 @@ class DeadLetterLedger:
             future.set_result(ledger)
         log.info("dead_letter_ledger_loaded", partitions={f"{t}[{p}]": len(l.written) for (t, p), l in loaded.items()})
 
-    def _scan(self, keys: list[TopicPartitionKey], dlq_partitions: int) -> dict[TopicPartitionKey, PartitionLedger]:
-        """Blocking: reads committed positions and the dead-letter tail of ``keys``."""
+    def _scan(self, keys: list[TopicPartitionKey],
+              dlq_partitions: int | None) -> dict[TopicPartitionKey, PartitionLedger]:
+        """Blocking: reads committed positions and the dead-letter tail of ``keys``.
+
+        With no dead-letter topic yet (``dlq_partitions`` None) nothing was dead-lettered: the
+        ledgers are empty, with an unknown dead-letter partition until the first write.
+        """
         dlq = self._publisher.topic
         reader = Consumer({**self._publisher.client_config, "group.id": self._group_id,
                            "enable.auto.commit": False, "enable.auto.offset.store": False,
@@ -183,6 +193,9 @@ class DeadLetterLedger:
             for tp in committed:
                 key = (tp.topic, tp.partition)
                 positions[key] = max(tp.offset, 0)
+                if dlq_partitions is None:
+                    ledgers[key] = PartitionLedger(UNKNOWN_PARTITION)
+                    continue
                 ledger = ledgers[key] = PartitionLedger(dead_letter_partition(tp.topic, tp.partition, dlq_partitions))
                 stored = parse_metadata(tp.metadata)
                 # No metadata of ours (never committed, or by an older version): read the whole partition.

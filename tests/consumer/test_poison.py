@@ -182,3 +182,27 @@ async def test_unexpected_dispatch_exceptions_never_freeze_a_partition(
         await eventually(lambda: bridge.metric("eventflow_events_in_flight") == 0, message="every slot released")
     finally:
         await bridge.stop()
+
+
+async def test_without_a_dead_letter_topic_offsets_commit_and_the_first_poison_creates_it(
+        kafka_config: dict[str, str], temporal_client: Client, tmp_path: Path, unique: str) -> None:
+    from consumer.topics import ensure_topics
+
+    topic = f"test-events-nodlq-{unique}"
+    ensure_topics(kafka_config, [topic], partitions=3)
+    bridge = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic,
+                                outbox=tmp_path / "outbox.jsonl", suffix=unique)
+    try:
+        good = samples.purchase(samples.customer())
+        await bridge.publish(good)
+        await eventually(lambda: good["payload"]["order_id"] in _emailed(bridge.sent()), message="the email")
+        await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", topic),
+                         message="commits although no dead-letter topic exists")
+
+        await bridge.publish_raw(b"\x7bpoison", b"k")
+        await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", topic),
+                         message="commits past the poison")
+        dead = read_topic(kafka_config, f"{topic}.dlq", expected=2, timeout_seconds=5)
+        assert [m.value() for m in dead] == [b"\x7bpoison"]
+    finally:
+        await bridge.stop()
