@@ -92,6 +92,11 @@ class DeadLetterLedger:
         self._idle_timeout = scan_idle_timeout_seconds
         self._ledgers: dict[TopicPartitionKey, PartitionLedger] = {}
         self._loading: dict[TopicPartitionKey, asyncio.Future[PartitionLedger]] = {}
+        self._problem: str | None = None
+
+    def problem(self) -> str | None:
+        """Why some partitions' ledgers cannot be loaded right now (their commits and dead letters wait)."""
+        return self._problem
 
     def close(self) -> None:
         """Flushes the dead-letter producer."""
@@ -158,11 +163,14 @@ class DeadLetterLedger:
             try:
                 partitions = await self._publisher.existing_partitions()
                 loaded = await asyncio.to_thread(self._scan, wanted, partitions)
+                self._problem = None
                 break
             except Exception as exc:  # the broker is unreachable: the partitions wait, visibly
                 attempt += 1
                 self._metrics.retries.labels("dead_letter_scan").inc()
                 delay = self._retry.delay(attempt)
+                self._problem = (f"cannot read the dead-letter tail of {len(wanted)} partitions "
+                                 f"({attempt} attempts): {type(exc).__name__}: {str(exc)[:200]}")
                 log.warning("dead_letter_scan_retrying", partitions=[f"{t}[{p}]" for t, p in wanted],
                             attempt=attempt, delay_seconds=round(delay, 3), error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(delay)

@@ -41,6 +41,12 @@ class PartitionListener(Protocol):
     def revoked(self, partitions: Sequence[TopicPartitionKey]) -> None: ...
 
 
+class HealthSource(Protocol):
+    """A part that can say why it cannot work right now (shown by readiness)."""
+
+    def problem(self) -> str | None: ...
+
+
 class Closeable(Protocol):
     """Something the service closes when it stops (the dead-letter producer)."""
 
@@ -57,7 +63,8 @@ class ConsumerService:
     def __init__(self, *, kafka: KafkaSettings, settings: ConsumerSettings, handler: RecordHandler,
                  scheduler: KeyScheduler, offsets: OffsetTracker, retrier: Retrier, metrics: ConsumerMetrics,
                  consumer_factory: ConsumerFactory = Consumer, listeners: Sequence[PartitionListener] = (),
-                 resources: Sequence[Closeable] = (), commit_interval_seconds: float = 1.0,
+                 resources: Sequence[Closeable] = (), health: Sequence[HealthSource] = (),
+                 commit_interval_seconds: float = 1.0,
                  stall_after_seconds: float = 60.0) -> None:
         self._kafka = kafka
         self._settings = settings
@@ -69,6 +76,7 @@ class ConsumerService:
         self._factory = consumer_factory
         self._listeners = tuple(listeners)
         self._resources = tuple(resources)
+        self._health = tuple(health)
         self._commit_interval = commit_interval_seconds
         self._stall_after = stall_after_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,13 +137,20 @@ class ConsumerService:
             await self._shutdown(consumer)
 
     def readiness(self) -> tuple[bool, str]:
-        """Not ready before the first poll, while a transient failure is retried, or with a stalled partition."""
+        """Whether the consumer works, and if not why.
+
+        Not ready before the first poll, while a transient failure is retried, while a part reports a
+        problem (the dead-letter ledger cannot load), or with a stalled partition.
+        """
         if not self.ready:
             return False, "not yet polling"
         states = self._retrier.states()
         if states:
             return False, states[0].describe(time.monotonic()) + (
                 f" (+{len(states) - 1} more)" if len(states) > 1 else "")
+        problems = [p for p in (source.problem() for source in self._health) if p]
+        if problems:
+            return False, "; ".join(problems)
         stalled = self._offsets.stalled(time.monotonic(), self._stall_after)
         if stalled:
             return False, "stalled: " + "; ".join(

@@ -44,4 +44,4 @@ def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, 
     return ConsumerService(kafka=kafka, settings=settings, handler=handler, scheduler=scheduler,
                            offsets=OffsetTracker(ledger), retrier=retrier, metrics=metrics, listeners=[ledger],
                            commit_interval_seconds=commit_interval_seconds, stall_after_seconds=stall_after_seconds,
-                           consumer_factory=consumer_factory, resources=[ledger])
+                           consumer_factory=consumer_factory, resources=[ledger], health=[ledger])
