@@ -1,22 +1,41 @@
-"""The Kafka-to-Temporal bridge: consumer loop, dispatch to Temporal, dead letters and metrics."""
+"""The Kafka-to-Temporal bridge: poll loop, record handler, per-key scheduler, offsets, dead letters, metrics."""
 
 from consumer.app import build_consumer, run_consumer
 from consumer.dead_letter import DeadLetterPublisher, parse_dead_letter_headers
 from consumer.dispatch import Dispatcher, Outcome, TransientTemporalError
+from consumer.handler import Job, RecordHandler
+from consumer.ledger import DeadLetterLedger
 from consumer.metrics import ConsumerMetrics
-from consumer.service import ConsumerService, RetryPolicy
+from consumer.offsets import OffsetTracker
+from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, Unrouted
+from consumer.retry import Retrier, RetryPolicy
+from consumer.scheduler import KeyScheduler
+from consumer.service import ConsumerService
 from consumer.watermark import PartitionWatermark
+from consumer.wiring import build_consumer_service
 
 __all__ = [
     "ConsumerMetrics",
     "ConsumerService",
+    "DeadLetterLedger",
     "DeadLetterPublisher",
+    "DeadLettered",
     "Dispatcher",
+    "Handled",
+    "HandlerResult",
+    "Job",
+    "KeyScheduler",
+    "OffsetTracker",
     "Outcome",
     "PartitionWatermark",
+    "RecordHandler",
+    "Retrier",
     "RetryPolicy",
+    "SourceRecord",
     "TransientTemporalError",
+    "Unrouted",
     "build_consumer",
+    "build_consumer_service",
     "parse_dead_letter_headers",
     "run_consumer",
 ]

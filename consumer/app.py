@@ -8,32 +8,41 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
-from consumer.dead_letter import DeadLetterPublisher
 from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
+from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
+from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
+from consumer.wiring import build_consumer_service
 from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
 from eventflow.temporal_client import connect
-from events.config import build_decoder
+from events.config import build_decoder, load_config
 from journeys.loader import load_all
-from consumer.routes import EventRoutes
 
 log = structlog.get_logger(__name__)
 
 
-async def build_consumer(settings: Settings, registry: CollectorRegistry) -> ConsumerService:
-    """A consumer service with its Temporal client, decoder, router and dead-letter producer."""
-    client = await connect(settings.temporal)
+async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
+                         stop: asyncio.Event | None = None) -> ConsumerService:
+    """A consumer service with its Temporal client, decoder, router and dead-letter producer.
+
+    Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
+
+    Raises:
+        DependencyUnavailableError: one of them stayed unreachable (its message is one line).
+        StartupStopped: ``stop`` was set while waiting.
+    """
+    events = load_config()
+    await wait_for_dependency(lambda: check_dependencies(settings.kafka.client_config(), events.registry),
+                              stop=stop)
+    client = await wait_for_dependency(
+        lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
     definitions = load_all()
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
-    return ConsumerService(
-        kafka=settings.kafka,
-        settings=settings.consumer,
-        decoder=build_decoder(),
-        router=EventRoutes(definitions),
-        dispatcher=Dispatcher(client, settings.temporal.task_queue),
-        dead_letters=DeadLetterPublisher(settings.kafka.client_config(), settings.kafka.dlq_topic),
+    return build_consumer_service(
+        kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(),
+        router=EventRoutes(definitions), dispatcher=Dispatcher(client, settings.temporal.task_queue),
         metrics=ConsumerMetrics(registry),
     )
 
@@ -45,24 +54,30 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
-    service = await build_consumer(settings, registry)
+    started: list[ConsumerService] = []
 
-    async def polling() -> tuple[bool, str]:
-        return (True, "polling") if service.ready else (False, "not yet polling")
+    async def consuming() -> tuple[bool, str]:
+        return started[0].readiness() if started else (False, "starting: waiting for dependencies")
 
     # Kafka and Temporal are probed on connections of their own (same settings), so readiness
     # reflects both dependencies without reaching into the service's clients.
     readiness = all_of({
-        "consumer": polling,
+        "consumer": consuming,
         "kafka": kafka_check(settings.kafka.client_config()),
         "temporal": temporal_check(lambda: connect(settings.temporal)),
     })
 
+    # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
     if ops is not None:
         await ops.start()
     try:
-        await service.run(stop)
+        try:
+            started.append(await build_consumer(settings, registry, stop=stop))
+        except StartupStopped:
+            log.info("consumer_stopped_while_starting")
+            return
+        await started[0].run(stop)
     finally:
         if ops is not None:
             await ops.stop()

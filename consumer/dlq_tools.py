@@ -46,8 +46,14 @@ class DeadLetter:
         )
 
 
-def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_timeout_seconds: float = 3.0) -> Iterator[DeadLetter]:
-    """Every record of the dead-letter topic from the beginning; reads with no group commits."""
+def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_timeout_seconds: float = 3.0,
+                      unique_sources: bool = True) -> Iterator[DeadLetter]:
+    """Every record of the dead-letter topic from the beginning; reads with no group commits.
+
+    With ``unique_sources`` (the default) each source record is yielded once, the first time it
+    was dead-lettered: topics written before dead letters were deduplicated on provenance can
+    hold a record twice, and it must be shown and replayed once.
+    """
     consumer = Consumer({**client_config, "group.id": f"eventflow-dlq-reader-{time.time_ns()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -58,6 +64,7 @@ def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_time
     ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
     consumer.assign(partitions)
     remaining = {p for p, end in ends.items() if end > 0}
+    seen: set[tuple[str, int, int]] = set()
     deadline = time.monotonic() + idle_timeout_seconds
     try:
         while remaining and time.monotonic() < deadline:
@@ -70,6 +77,12 @@ def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_time
                     remaining.discard(partition)
                 headers = header_list(message.headers())
                 meta = parse_dead_letter_headers(headers)
+                source = (meta.get("source_topic", ""), int(meta.get("source_partition", -1)),
+                          int(meta.get("source_offset", -1)))
+                if unique_sources and source[0] and source[2] >= 0:
+                    if source in seen:
+                        continue
+                    seen.add(source)
                 yield DeadLetter(
                     partition=partition, offset=offset, key=message.key(), value=message.value() or b"",
                     source_topic=meta.get("source_topic", ""), source_partition=int(meta.get("source_partition", -1)),

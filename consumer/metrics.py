@@ -29,8 +29,24 @@ class ConsumerMetrics:
             ["topic", "error_type"], registry=registry)
         self.retries = Counter(
             "eventflow_retries_total",
-            "Retries after transient failures, by operation (temporal, decode, dead_letter).",
+            "Retries after transient failures, by operation (temporal, decode, dead_letter, dead_letter_scan).",
             ["operation"], registry=registry)
+        self.retrying = Gauge(
+            "eventflow_records_retrying", "Records waiting out a transient failure now, by operation.",
+            ["operation"], registry=registry)
+        self.stalled_partitions = Gauge(
+            "eventflow_stalled_partitions",
+            "Assigned partitions whose commit position has not moved for the stall threshold while records "
+            "are in flight (the log says which and why).", registry=registry)
+        self.dead_letters_deduplicated = Counter(
+            "eventflow_dead_letters_deduplicated_total",
+            "Records not dead-lettered again because an earlier (killed) consumer already had.",
+            ["topic"], registry=registry)
+        self.unexpected_failures = Counter(
+            "eventflow_unexpected_failures_total",
+            "Exceptions the handler did not expect, by stage (route, dispatch, handler); the record is "
+            "dead-lettered, except at stage handler, where its partition stalls and says so.",
+            ["stage"], registry=registry)
         self.processing_seconds = Histogram(
             "eventflow_event_processing_seconds", "Time from poll to done for one event.",
             buckets=_LATENCY_BUCKETS, registry=registry)

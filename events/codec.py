@@ -29,6 +29,7 @@ from events.errors import (
     DecodeError,
     InvalidEventError,
     MissingFieldError,
+    RegistryUnavailableError,
     SchemaResolutionError,
     TruncatedMessageError,
     UnknownEventTypeError,
@@ -46,6 +47,20 @@ class WriterSchemaLookup(Protocol):
     """Finds the writer schema for a Confluent schema id (a registry client, cached)."""
 
     def __call__(self, schema_id: int, raw: bytes) -> ParsedSchema: ...
+
+
+class CachingWriterSchemaLookup(WriterSchemaLookup, Protocol):
+    """A lookup that can say whether an id is answered without a remote call."""
+
+    def is_cached(self, schema_id: int) -> bool: ...
+
+
+#: Deepest JSON nesting an event can have; the schemas need 6 levels, so deeper input is poison.
+MAX_JSON_DEPTH = 32
+#: Decimal digits and exponent a money amount may have before it is rejected unchecked: far beyond
+#: the schemas' ``decimal(12, 2)``, yet small enough that validating it costs microseconds
+#: (``1e999999999`` made fastavro's validation run for minutes).
+MAX_DECIMAL_DIGITS = 40
 
 
 def encode_single_object(record: Mapping[str, Any], schemas: SchemaSet) -> bytes:
@@ -76,9 +91,6 @@ def _parse_timestamp(value: Any) -> Any:
     return value
 
 
-_AMOUNT_KEYS = frozenset({"amount", "unit_price", "total", "cart_total"})
-
-
 def _coerce_json(value: Any, key: str | None = None) -> Any:
     """Money amounts from JSON strings or numbers to Decimal, ISO ``*_at`` strings to datetimes."""
     if isinstance(value, Mapping):
@@ -86,10 +98,42 @@ def _coerce_json(value: Any, key: str | None = None) -> Any:
     if isinstance(value, list):
         return [_coerce_json(v, key) for v in value]
     if key == "amount" and isinstance(value, (str, int, float)):
-        return Decimal(str(value))
+        return _bounded_decimal(str(value))
     if key is not None and key.endswith("_at") and isinstance(value, str):
         return _parse_timestamp(value)
     return value
+
+
+def _bounded_decimal(text: str) -> Decimal:
+    """``text`` as a finite Decimal of bounded size; ``ValueError`` otherwise."""
+    if len(text) > 2 * MAX_DECIMAL_DIGITS:
+        raise ValueError(f"amount has {len(text)} characters, more than {2 * MAX_DECIMAL_DIGITS}")
+    try:
+        amount = Decimal(text)
+    except ArithmeticError as exc:
+        raise ValueError(f"amount {text!r} is not a number") from exc
+    if not amount.is_finite():
+        raise ValueError(f"amount {text!r} is not finite")
+    if abs(amount.adjusted()) > MAX_DECIMAL_DIGITS or len(amount.as_tuple().digits) > MAX_DECIMAL_DIGITS:
+        raise ValueError(f"amount {text!r} has more than {MAX_DECIMAL_DIGITS} digits or a larger exponent")
+    return amount
+
+
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) nests containers deeper than ``limit``; iterative, so never recursion."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 Encoding = Literal["auto", "registry", "embedded", "json"]
@@ -137,12 +181,40 @@ class EventDecoder:
         assert isinstance(decoded, CustomerEvent)
         return decoded
 
+    def needs_registry(self, raw: bytes, topic: str | None) -> bool:
+        """Whether decoding ``raw`` would ask the registry over the network (an id not yet cached).
+
+        Such a decode blocks for up to the registry timeout, so async callers run it in a thread.
+        """
+        if (self._registry_lookup is None or len(raw) < 5 or raw[0] != CONFLUENT_MAGIC
+                or "registry" not in _ACCEPTS[self.encoding(topic)]):
+            return False
+        if self.encoding(topic) == "auto" and raw[:2] == SINGLE_OBJECT_MAGIC:
+            return False
+        is_cached = getattr(self._registry_lookup, "is_cached", None)
+        return not (callable(is_cached) and is_cached(int.from_bytes(raw[1:5], "big")))
+
     def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
         """Decodes and checks the record, but builds the `CustomerEvent` only for ``wanted`` event types.
 
         For any other type it returns just the type name: the record was fully read and validated, so
         poison is still found, but nobody pays for converting an event nobody listens to.
+
+        Raises:
+            DecodeError: for every fault of the record, whatever failed inside the decoder (an
+                unanticipated exception becomes an `InvalidEventError` naming its type).
+            RegistryUnavailableError: the registry could not answer; transient.
         """
+        try:
+            return self._decode_wanted(raw, topic, wanted)
+        except (DecodeError, RegistryUnavailableError):
+            raise
+        except RecursionError as exc:
+            raise InvalidEventError("value is nested too deeply to decode", raw) from exc
+        except Exception as exc:  # the decoder's contract is a typed error for any input, never a crash
+            raise InvalidEventError(f"undecodable value: {type(exc).__name__}: {str(exc)[:200]}", raw) from exc
+
+    def _decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
         encoding = self.encoding(topic)
         if not raw:
             raise TruncatedMessageError("empty value", raw)
@@ -220,11 +292,18 @@ class EventDecoder:
             event = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidEventError(f"value is not JSON: {exc}", raw) from exc
+        except RecursionError as exc:
+            raise InvalidEventError(f"JSON value is nested deeper than {MAX_JSON_DEPTH} levels", raw) from exc
         if not isinstance(event, dict):
             raise InvalidEventError("JSON value is not an object", raw)
+        if _depth_exceeds(event, MAX_JSON_DEPTH):
+            raise InvalidEventError(f"JSON value is nested deeper than {MAX_JSON_DEPTH} levels", raw)
         for name in ("event_id", "event_type", "occurred_at", "customer"):
             if name not in event:
                 raise MissingFieldError(f"CustomerEvent.{name} is missing", raw)
+        if not isinstance(event["event_type"], str):
+            raise InvalidEventError(f"CustomerEvent.event_type is a {type(event['event_type']).__name__}, "
+                                    "not a string", raw)
         if event["event_type"] not in self._schemas.event_types:
             raise UnknownEventTypeError(f"event type {event['event_type']!r} is not defined in Eventflow's schemas",
                                         raw)

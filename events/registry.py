@@ -160,6 +160,10 @@ class RegistryWriterLookup:
         self._cache: dict[int, ParsedSchema] = {}
         self.requests = 0
 
+    def is_cached(self, schema_id: int) -> bool:
+        """Whether ``schema_id`` is answered without asking the registry."""
+        return schema_id in self._cache
+
     def __call__(self, schema_id: int, raw: bytes) -> ParsedSchema:
         cached = self._cache.get(schema_id)
         if cached is not None:

@@ -15,10 +15,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.outbox import OutboxChannel, read_outbox
-from consumer.dead_letter import DeadLetterPublisher
 from consumer.dispatch import Dispatcher
 from consumer.metrics import ConsumerMetrics
-from consumer.service import ConsumerService, RetryPolicy
+from consumer.retry import RetryPolicy
+from consumer.service import ConsumerService
+from consumer.wiring import build_consumer_service
 from eventflow.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
@@ -71,19 +72,21 @@ class Bridge:
 
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
-                       with_worker: bool = True) -> Bridge:
+                       with_worker: bool = True, decoder: EventDecoder | None = None,
+                       router: EventRoutes | None = None, stall_after_seconds: float = 60.0,
+                       extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
-    kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic,),
+    kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
     metrics = ConsumerMetrics(CollectorRegistry())
-    service = ConsumerService(
+    service = build_consumer_service(
         kafka=kafka,
         settings=ConsumerSettings(max_in_flight=max_in_flight, shutdown_grace_seconds=10),
-        decoder=EventDecoder(load_schemas()),
-        router=EventRoutes(definitions if definitions is not None else load_all()),
-        dispatcher=Dispatcher(client, task_queue),
-        dead_letters=DeadLetterPublisher(kafka.client_config(), kafka.dlq_topic),
+        decoder=decoder or EventDecoder(load_schemas()),
+        router=router or EventRoutes(definitions if definitions is not None else load_all()),
+        dispatcher=dispatcher or Dispatcher(client, task_queue),
         metrics=metrics,
+        stall_after_seconds=stall_after_seconds,
         retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),
         commit_interval_seconds=0.2,
     )
@@ -149,6 +152,24 @@ def read_topic(kafka_config: dict[str, str], topic: str, *, expected: int, timeo
     finally:
         consumer.close()
     return records
+
+
+def committed_behind(kafka_config: dict[str, str], group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic``, how far ``group``'s committed offset is behind the end (empty: caught up)."""
+    from confluent_kafka import TopicPartition
+
+    reader = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        behind = {}
+        for tp in committed:
+            _, high = reader.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if high > max(tp.offset, 0):
+                behind[tp.partition] = high - max(tp.offset, 0)
+        return behind
+    finally:
+        reader.close()
 
 
 def consumer_env(kafka_config: dict[str, str], temporal_address: str, topic: str, suffix: str) -> dict[str, str]:

@@ -121,3 +121,52 @@ async def test_temporal_down_for_20_seconds_loses_nothing_and_dead_letters_nothi
         if bridge is not None:
             await bridge.stop()
         await asyncio.to_thread(server.stop)
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_stream_dead_letters_each_poison_record_exactly_once(
+        kafka_config: dict[str, str], temporal_client: Client, endpoints: object, topic: str, tmp_path: Path,
+        unique: str) -> None:
+    import subprocess
+    import sys
+
+    from consumer.dead_letter import parse_dead_letter_headers
+    from tests.harness import committed_behind
+
+    env = consumer_env(kafka_config, temporal_client.service_client.config.target_host, topic, unique)
+    poison = [b"\x7bpoison " + str(i).encode() for i in range(100)]
+    first_log, second_log = tmp_path / "consumer-1.log", tmp_path / "consumer-2.log"
+    first = spawn_consumer(env, first_log)
+    try:
+        producer = EventProducer(kafka_config, topic, load_schemas())
+        for index, value in enumerate(poison):
+            producer.send_raw(value, key=str(index % 7).encode())
+        await producer.flush_async()
+        await eventually(lambda: _count_in(first_log, "event_dead_lettered") >= 30, timeout_seconds=60,
+                         message="the first consumer to be dead-lettering")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        assert _count_in(first_log, "event_dead_lettered") < len(poison), "the kill must land mid-stream"
+
+        second = spawn_consumer(env, second_log)
+        try:
+            await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", topic),
+                             timeout_seconds=120, message="the second consumer to commit past every record")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+        dead = read_topic(kafka_config, f"{topic}.dlq", expected=len(poison) + 1, timeout_seconds=5)
+        sources = [parse_dead_letter_headers(m.headers())["source_offset"] + ":" +
+                   parse_dead_letter_headers(m.headers())["source_partition"] for m in dead]
+        assert len(dead) == len(poison), f"{len(dead) - len(set(sources))} written twice"
+        assert len(set(sources)) == len(poison)
+        assert sorted(m.value() or b"" for m in dead) == sorted(poison)
+        # The records the killed consumer dead-lettered but never committed were found, not rewritten.
+        assert _count_in(second_log, "dead_letter_deduplicated") > 0
+
+        inspect = subprocess.run([sys.executable, "-m", "eventflow.cli", "dlq", "inspect", "--limit", "1"], env=env,
+                                 capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+        assert f"{len(poison)} dead letters in {topic}.dlq" in inspect.stdout, inspect.stdout + inspect.stderr
+    finally:
+        if first.poll() is None:
+            first.kill()

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from consumer.dead_letter import dead_letter_headers, parse_dead_letter_headers
 from consumer.dlq_tools import read_dead_letters, replay
+from consumer.record import SourceRecord
 from events import samples
 from events.producer import encode_event
 from events.schemas import load as load_schemas
@@ -151,24 +152,10 @@ async def test_replaying_a_dead_letter_starts_its_journey_once(
     dlq_topic = f"{bridge.topic}.dlq"
     from confluent_kafka import Producer
 
-    class _Original:
-        """The fields of a source record that dead_letter_headers reads."""
-
-        def topic(self) -> str:
-            return bridge.topic
-
-        def partition(self) -> int:
-            return 0
-
-        def offset(self) -> int:
-            return 7
-
-        def headers(self) -> list[tuple[str, bytes]]:
-            return []
-
     producer = Producer(kafka_config)
     producer.produce(dlq_topic, value=value, key=b"k",
-                     headers=dead_letter_headers(_Original(), "TemporalRejectedError", "was down"))  # type: ignore[arg-type]  # duck-typed source record
+                     headers=dead_letter_headers(SourceRecord(bridge.topic, 0, 7, b"k", value),
+                                                 "TemporalRejectedError", "was down"))
     producer.flush(10)
 
     dead = list(read_dead_letters(kafka_config, dlq_topic))

@@ -230,6 +230,48 @@ def test_json_events() -> None:
         decoder(json.dumps(dict(sample, payload={"order_id": 5})).encode())
 
 
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"[" * 100_000, "nested deeper than 32"),
+    (b'{"a":' * 50_000, "nested deeper than 32"),
+    (json.dumps(dict(purchase(customer()), event_type=["PurchaseCompleted"])).encode(), "event_type is a list"),
+    (json.dumps(dict(purchase(customer()), payload={"order_id": "o", "cart_id": None, "items": [],
+                                                      "total": {"amount": "1e999999999", "currency": "EUR"}})
+                ).encode(), "more than 40 digits"),
+    (json.dumps(dict(purchase(customer()), payload={"order_id": "o", "cart_id": None, "items": [],
+                                                      "total": {"amount": "NaN", "currency": "EUR"}})
+                ).encode(), "not finite"),
+    (json.dumps(dict(purchase(customer()), customer=[1])).encode(), "does not match the schema"),
+])
+def test_json_that_crashed_or_hung_the_consumer_is_a_typed_error(value: bytes, reason: str) -> None:
+    decoder = EventDecoder(load(), default_encoding="json")
+    with pytest.raises(InvalidEventError, match=reason) as caught:
+        decoder(value)
+    assert caught.value.raw == value
+
+
+def test_unexpected_failures_inside_the_decoder_become_typed_errors() -> None:
+    def broken_lookup(schema_id: int, raw: bytes) -> dict[str, object]:
+        raise ZeroDivisionError("a bug in a lookup")
+
+    decoder = EventDecoder(load(), broken_lookup, default_encoding="registry")
+    raw = b"\x00\x00\x00\x00\x07rest"
+    with pytest.raises(InvalidEventError, match="ZeroDivisionError: a bug in a lookup"):
+        decoder(raw)
+    assert decoder.needs_registry(raw, None), "a lookup that cannot say it has cached ids is always asked"
+
+
+def test_needs_registry_only_for_ids_not_yet_cached(registry: LocalRegistry) -> None:
+    client = SchemaRegistryClient({"url": registry.url})
+    schema_id = register(client, f"needs-{uuid.uuid4().hex[:8]}-value", variants.current())
+    lookup = RegistryWriterLookup(client)
+    decoder = EventDecoder(load(), lookup)
+    raw = confluent_frame(variants.current(), schema_id, purchase(customer()))
+    assert decoder.needs_registry(raw, "t")
+    decoder(raw, "t")
+    assert not decoder.needs_registry(raw, "t")
+    assert not decoder.needs_registry(encode_single_object(record_from_json(purchase(customer())), load()), "t")
+
+
 def test_configuration_errors_name_the_variable() -> None:
     with pytest.raises(ConfigError, match="EVENTFLOW_SCHEMA_REGISTRY_URL"):
         build_decoder({"EVENTFLOW_TOPIC_ENCODINGS": "orders=registry"})

@@ -109,3 +109,38 @@ def test_mutated_valid_records(fuzz_target: tuple[EventDecoder, list[bytes]], da
 }))
 def test_json_events(fuzz_target: tuple[EventDecoder, list[bytes]], event_: dict[str, object]) -> None:
     _decode_or_typed_error(fuzz_target[0], json.dumps(event_).encode(), "json")
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=6),
+              st.sampled_from(["1e999999999", "NaN", "-Infinity", "1e39"])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=12)
+
+
+def _nested(value: object, depth: int, as_object: bool) -> object:
+    for _ in range(depth):
+        value = {"a": value} if as_object else [value]
+    return value
+
+
+@FUZZ
+@given(data=st.data())
+def test_json_events_with_hostile_values(fuzz_target: tuple[EventDecoder, list[bytes]], data: st.DataObject) -> None:
+    """Wrong types anywhere, absurd amounts and deep nesting: always a typed error, never a crash or hang."""
+    event_ = purchase(customer())
+    where = data.draw(st.sampled_from(["event_type", "event_id", "customer", "payload", "amount", "nested",
+                                       "raw_depth"]))
+    if where == "amount":
+        event_["payload"]["total"] = {"amount": data.draw(JSON_VALUES), "currency": "EUR"}
+    elif where == "nested":
+        event_["payload"]["total"] = _nested(event_["payload"]["total"], data.draw(st.integers(1, 500)),
+                                             data.draw(st.booleans()))
+    elif where == "raw_depth":
+        depth = data.draw(st.integers(1, 100_000))
+        _decode_or_typed_error(fuzz_target[0], data.draw(st.sampled_from([b"[" * depth, b'{"a":' * depth])),
+                               "json")
+        return
+    else:
+        event_[where] = data.draw(JSON_VALUES)
+    _decode_or_typed_error(fuzz_target[0], json.dumps(event_).encode(), "json")

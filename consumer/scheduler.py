@@ -1,0 +1,113 @@
+"""Per-key ordering with a bound on work in flight.
+
+Records with the same key run one after another, in submission (offset) order; different keys
+run concurrently. At most ``max_in_flight`` records are in flight: the poll loop asks
+`KeyScheduler.should_pause` and pauses its partitions at the bound (or while a transient failure
+is being retried), resuming at three quarters of it. The in-flight slot of a record is released
+whatever its work does, so a failure can never shrink the capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+
+class KeyScheduler:
+    """Runs one coroutine per record, ordered per key, bounded in total."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        self.max_in_flight = max_in_flight
+        self._resume_at = max(1, max_in_flight * 3 // 4)
+        self._in_flight = 0
+        self._tails: dict[bytes, asyncio.Task[None]] = {}
+        self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
+        self._capacity = asyncio.Event()
+        self.paused = False
+
+    @property
+    def in_flight(self) -> int:
+        """Records submitted and not yet finished."""
+        return self._in_flight
+
+    @property
+    def free(self) -> int:
+        """How many more records may be submitted before the bound."""
+        return max(0, self.max_in_flight - self._in_flight)
+
+    def should_pause(self, retrying: int) -> bool:
+        """Whether partitions should be paused now; remembers the answer (hysteresis)."""
+        if self.paused:
+            self.paused = retrying > 0 or self._in_flight > self._resume_at
+        else:
+            self.paused = retrying > 0 or self._in_flight >= self.max_in_flight
+        return self.paused
+
+    def submit(self, key: bytes, partition: TopicPartitionKey, work: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
+        """Schedules ``work`` after every earlier record of ``key``."""
+        previous = self._tails.get(key)
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._run(previous, work))
+        self._tails[key] = task
+        self._tasks.setdefault(partition, set()).add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            if self._tails.get(key) is done:
+                del self._tails[key]
+            tasks = self._tasks.get(partition)
+            if tasks is not None:
+                tasks.discard(done)
+                if not tasks:
+                    del self._tasks[partition]
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _run(self, previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[object]]) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await work()
+        finally:
+            self._in_flight -= 1
+            self.wake()
+
+    def wake(self) -> None:
+        """Lets a loop waiting in `wait_for_capacity` re-check (capacity freed, a retry settled)."""
+        self._capacity.set()
+
+    async def wait_for_capacity(self, timeout_seconds: float) -> None:
+        """Returns when work finished or a retry settled, or after the timeout."""
+        self._capacity.clear()
+        try:
+            await asyncio.wait_for(self._capacity.wait(), timeout_seconds)
+        except TimeoutError:
+            pass
+
+    def tasks(self, partitions: Iterable[TopicPartitionKey] | None = None) -> list[asyncio.Task[None]]:
+        """The unfinished tasks of ``partitions`` (all partitions by default)."""
+        keys = list(self._tasks) if partitions is None else partitions
+        return [t for k in keys for t in self._tasks.get(k, ())]
+
+    async def drain(self, partitions: Iterable[TopicPartitionKey] | None, grace_seconds: float) -> int:
+        """Waits up to ``grace_seconds`` for the partitions' work, then cancels the rest; returns how many."""
+        tasks = self.tasks(partitions)
+        if not tasks:
+            return 0
+        _, late = await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+        return len(late)
+
+    def cancel(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Cancels the partitions' work at once (partitions lost to another member)."""
+        for task in self.tasks(partitions):
+            task.cancel()
