@@ -188,22 +188,30 @@ def _preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], t
 
 async def _rate_of(read: Callable[[], Awaitable[float]], target: int, label: str, timeout_seconds: float,
                    alive: Callable[[], bool] = lambda: True) -> float:
-    """Rate of a counter from its first increment until it reaches ``target``."""
+    """Rate of a counter from its first increment until it reaches ``target``.
+
+    The first increment happened between the last read of 0 and the first read above it: the
+    midpoint opens the window, so a small phase that completes between two reads still has a rate.
+    """
     progress = Progress(label, target)
     started_at: float | None = None
-    first = 0.0
-    deadline = time.monotonic() + timeout_seconds
+    last_zero = time.monotonic()
+    deadline = last_zero + timeout_seconds
     try:
         while True:
             value = await read()
             now = time.monotonic()
-            if started_at is None and value >= 1:
-                started_at, first = now, value
+            if value < 1:
+                last_zero = now
+            elif started_at is None:
+                started_at = (last_zero + now) / 2
             progress.update(int(value))
             if value >= target:
                 assert started_at is not None
-                return (value - first) / max(now - started_at, 1e-6)
-            if now > deadline or not alive():
+                return value / max(now - started_at, 1e-6)
+            if not alive():
+                raise RuntimeError(f"{label}: the process exited at {value:.0f}/{target}")
+            if now > deadline:
                 raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
             await asyncio.sleep(0.05)
     finally:
@@ -254,9 +262,12 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
     config = run.config
     phase(f"raw notification ceiling: {config.raw_workflows} workflows running one no-op activity")
     task_queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    record = run.workdir / f"{task_queue}.times"
+    record.touch()
     log = (run.workdir / "raw-worker.log").open("ab")
     worker = subprocess.Popen([sys.executable, "-m", "bench.raw", "--address", run.servers.temporal_address,
-                               "--task-queue", task_queue], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                               "--task-queue", task_queue, "--record", str(record)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     client = run.servers.client
     try:
@@ -273,29 +284,31 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
                 raise RuntimeError(f"raw worker (exit code {worker.poll()}) ran nothing:\n{log_text}") from None
             if index > 0:  # the first one also waits for the worker to finish starting
                 floor.append(ran_at - started)
+        # Then the ceiling: every workflow started at once; the worker records when each activity ran.
         semaphore = asyncio.Semaphore(config.concurrency)
-        ran: list[float] = []
 
-        async def one(index: int) -> None:
+        async def start(index: int) -> None:
             async with semaphore:
-                handle = await client.start_workflow(RAW_WORKFLOW, RawInput(f"ceiling-{index}"),
-                                                     id=f"bench-raw-{uuid.uuid4().hex}", task_queue=task_queue)
-            ran.append(float(await handle.result()))
+                await client.start_workflow(RAW_WORKFLOW, RawInput(f"ceiling-{index}"),
+                                            id=f"bench-raw-{uuid.uuid4().hex}", task_queue=task_queue)
+
+        def ran() -> list[float]:
+            return [float(line.split()[1]) for line in record.read_text().splitlines() if line.startswith("ceiling-")]
 
         meter = run.meter(**{"raw worker": worker.pid})
+        starts = asyncio.gather(*(start(i) for i in range(config.raw_workflows)))
         progress = Progress("raw notifications", config.raw_workflows)
-        tasks = [asyncio.create_task(one(i)) for i in range(config.raw_workflows)]
         deadline = time.monotonic() + config.phase_timeout_seconds
-        while not all(t.done() for t in tasks):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"raw notifications: {len(ran)}/{config.raw_workflows} done")
-            progress.update(len(ran))
-            await asyncio.sleep(0.1)
+        while (done := len(ran())) < config.raw_workflows:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise TimeoutError(f"raw notifications: {done}/{config.raw_workflows} ran")
+            progress.update(done)
+            await asyncio.sleep(0.2)
+        progress.update(done)
         progress.close()
-        for task in tasks:
-            task.result()
+        await starts
         run.cpu["raw notification ceiling"] = meter.cores()
-        return rate_per_second(ran), floor
+        return rate_per_second(ran()), floor
     finally:
         worker.terminate()
         await asyncio.to_thread(worker.wait, 30)
@@ -335,8 +348,11 @@ async def measure_bridge(run: Run) -> float:
     consumer.start()
     try:
         meter = run.meter(consumer)
-        measured = await _rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"), config.routed_events,
-                                  "bridge", config.phase_timeout_seconds, consumer.alive)
+        try:
+            measured = await _rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"),
+                                      config.routed_events, "bridge", config.phase_timeout_seconds, consumer.alive)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
         run.cpu["bridge"] = meter.cores()
         return measured
     finally:
@@ -357,8 +373,12 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
     consumer.start()
     try:
         meter = run.meter(consumer)
-        measured = await _rate_of(lambda: consumer.counter("eventflow_events_consumed_total", outcome="unrouted"),
-                                  config.unrouted_events, "unrouted", config.phase_timeout_seconds, consumer.alive)
+        try:
+            measured = await _rate_of(
+                lambda: consumer.counter("eventflow_events_consumed_total", outcome="unrouted"),
+                config.unrouted_events, "unrouted", config.phase_timeout_seconds, consumer.alive)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
         run.cpu["unrouted: eventflow consume"] = meter.cores()
         return raw, measured
     finally:

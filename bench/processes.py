@@ -8,6 +8,7 @@ it. Counters come from each process's ``/metrics``; CPU time and RSS from ``/pro
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import socket
@@ -34,13 +35,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def declared_settings() -> frozenset[str]:
-    """Every environment variable the consumer and worker processes accept."""
-    import consumer.app  # noqa: F401  # declares the consumer's settings
-    import eventflow.worker_app  # noqa: F401  # declares the worker's and the channels' settings
-    from eventflow.settings import SETTINGS
+#: What each command imports before reading its settings (eventflow/cli.py), which declares them.
+_COMMAND_MODULES = {"consume": "consumer.app", "worker": "eventflow.worker_app"}
 
-    return frozenset(SETTINGS)
+
+@functools.cache
+def declared_settings(command: str) -> frozenset[str]:
+    """Every environment variable ``eventflow <command>`` accepts (anything else it refuses to start with).
+
+    Settings are declared at import time by the modules a command loads, so this asks a fresh
+    interpreter that loads what the command loads.
+    """
+    script = (f"import eventflow.cli, {_COMMAND_MODULES[command]}\n"
+              "from eventflow.settings import SETTINGS\nprint('\\n'.join(SETTINGS))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return frozenset(result.stdout.split())
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,8 @@ class EventflowEnv:
     max_in_flight: int = 512
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def environ(self, metrics_port: int) -> tuple[dict[str, str], list[str]]:
-        """The process environment, and the wanted settings this tree does not declare (dropped)."""
+    def environ(self, command: str, metrics_port: int) -> tuple[dict[str, str], list[str]]:
+        """The environment of ``eventflow <command>``, and the wanted settings it does not declare (dropped)."""
         wanted = {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "TEMPORAL_ADDRESS": self.temporal_address,
@@ -96,10 +105,19 @@ class EventflowEnv:
                 "EVENTFLOW_SENDGRID_BURST": "100000",
             })
         wanted.update(self.extra)
-        declared = declared_settings()
+        declared = declared_settings(command)
         env = {k: v for k, v in os.environ.items() if k not in declared and not k.startswith("EVENTFLOW_")}
         env.update({k: v for k, v in wanted.items() if k in declared})
-        return env, sorted(k for k in wanted if k not in declared)
+        return env, sorted(k for k in wanted if k not in declared and k not in _NOT_FOR[command])
+
+
+#: Settings the benchmark sets for both commands that only one of them reads (not worth a warning).
+_NOT_FOR = {
+    "consume": frozenset({"EVENTFLOW_TEMPORAL_METRICS_PORT", "EVENTFLOW_OUTBOX_PATH", "EVENTFLOW_EMAIL_PROVIDER",
+                          "SENDGRID_API_KEY", "EVENTFLOW_EMAIL_FROM", "EVENTFLOW_SENDGRID_BASE_URL",
+                          "EVENTFLOW_SENDGRID_RATE_PER_SECOND", "EVENTFLOW_SENDGRID_BURST"}),
+    "worker": frozenset(),
+}
 
 
 class EventflowProcess:
@@ -109,7 +127,7 @@ class EventflowProcess:
         self.command = command
         self.name = name
         self.metrics_port = free_port()
-        self._env, self.dropped_settings = env.environ(self.metrics_port)
+        self._env, self.dropped_settings = env.environ(command, self.metrics_port)
         self._log_path = env.workdir / f"{name}-{env.group}.log"
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -40,7 +40,7 @@ def _check_latency(figures: dict[str, Any]) -> None:
         assert (figures[f"p{fraction}_seconds"] is None) == (rank > figures["delivered"])
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(90)
 async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, kafka_config: dict[str, str],
                                                         temporal_client: Client, tmp_path: Path) -> None:
     servers = Servers(dict(kafka_config), temporal_client, endpoints.temporal_address)
