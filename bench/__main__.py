@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--soak-seconds N] [--output FILE] [--no-docs]``.
+"""``python -m bench [--quick] [--soak-seconds N] [--output FILE] [--no-docs] [--logs DIR]``.
 
 Starts its own Kafka broker and Temporal dev server, runs every phase on them (bench/phases.py),
 writes the raw figures as JSON, prints the table and each target as met or missed. A full run also
@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +38,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/latest.json, "
                                                     "bench/results/quick.json with --quick)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--logs", type=Path, help="keep the Eventflow processes' logs in this folder")
     return parser.parse_args()
 
 
@@ -71,6 +73,10 @@ def main() -> int:
                 kafka.stop()
         finally:
             temporal.stop()
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in workdir.glob("*.log"):
+                    shutil.copy(log, args.logs / log.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
     print(figures_table(results))

@@ -398,6 +398,31 @@ class FullPath:
     def alive(self) -> bool:
         return self.consumer.alive() and self.worker.alive()
 
+    async def send_attempts(self) -> Counter[str]:
+        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
+        attempts: Counter[str] = Counter()
+        if self.worker.alive():
+            for name, labels, value in await self.worker.metrics():
+                if name == "eventflow_notifications_sent_total":
+                    attempts[labels.get("outcome", "")] += int(value)
+        return attempts
+
+    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
+        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
+        deadline = time.monotonic() + timeout_seconds
+        previous = await self.send_attempts()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            current = await self.send_attempts()
+            if current == previous:
+                break
+            previous = current
+        return previous
+
+
+def _attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    return {outcome: n for outcome, n in sorted((after - before).items()) if n}
+
 
 async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     """Preloaded events through the deployed processes until every notification reached the stub."""
@@ -405,8 +430,8 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     phase(f"full path capacity: {config.capacity_events} preloaded events, eventflow consume + eventflow worker")
     total = config.capacity_events
     full.worker.start()
-    await full.worker.wait_ready()
     full.consumer.start()
+    await full.worker.wait_ready()
     meter = run.meter(full.consumer, full.worker)
     progress = Progress("full path", total)
     deadline = time.monotonic() + config.phase_timeout_seconds
@@ -420,7 +445,8 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     run.cpu["full path capacity"] = meter.cores()
     first = run.stub.first_sends("cap-")
     return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
-            "notifications_per_second": rate_per_second([r.at_epoch_seconds for r in first.values()])}
+            "notifications_per_second": rate_per_second([r.at_epoch_seconds for r in first.values()]),
+            "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
@@ -432,6 +458,7 @@ async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, la
     producer = _producer(run.servers.kafka, batch=False)
     produced_at: dict[str, float] = {}
     meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
     progress = Progress(f"latency {label}", total)
     started = time.monotonic()
     for index in range(total):
@@ -452,7 +479,8 @@ async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, la
     latencies = [first[order].at_epoch_seconds - at for order, at in produced_at.items() if order in first]
     summary = summarize_latency(latencies, total)
     return {"rate_per_second": round(rate, 3), "seconds": config.latency_seconds, **summary.as_json(),
-            "duplicates": run.stub.duplicates(prefix)}
+            "duplicates": run.stub.duplicates(prefix),
+            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
 
 
 def _workflow_id(routes: EventRoutes, event: dict[str, Any]) -> str:
@@ -479,6 +507,7 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
     workflow_ids = [_workflow_id(routes, event) for event in events]
     producer = _producer(run.servers.kafka, batch=True)
     meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
     for key, value in _encoded(events):
         _produce(producer, full.topics["hot-"], key, value)
     await asyncio.to_thread(producer.flush, 30)
@@ -506,7 +535,8 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
     capped = statuses.get("capped", 0)
     return {"journeys": config.hot_journeys, "daily_cap": HOT_DAILY_CAP, "sent": sent_at_stub, "capped": capped,
             "errors": sum(n for status, n in statuses.items() if status not in ("sent", "capped")),
-            "duplicates": run.stub.duplicates("hot-"), "journey_send_statuses": dict(statuses)}
+            "duplicates": run.stub.duplicates("hot-"), "journey_send_statuses": dict(statuses),
+            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
 
 
 async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
@@ -521,6 +551,7 @@ async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
     produced = 0
     routed_credit = 0.0
     meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
     progress = Progress("soak", int(config.soak_seconds))
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < config.soak_seconds and full.alive():
@@ -544,7 +575,8 @@ async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
     run.cpu["soak"] = meter.cores()
     figures: dict[str, Any] = {"seconds": config.soak_seconds, "notifications_produced": produced,
                                "notifications_sent": len(run.stub.first_sends("soak-")),
-                               "duplicates": run.stub.duplicates("soak-")}
+                               "duplicates": run.stub.duplicates("soak-"),
+                               "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
     for name, values in rss.items():
         start, end, growth = growth_ratio(values)
         figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),

@@ -35,21 +35,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: What each command imports before reading its settings (eventflow/cli.py), which declares them.
-_COMMAND_MODULES = {"consume": "consumer.app", "worker": "eventflow.worker_app"}
-
-
 @functools.cache
-def declared_settings(command: str) -> frozenset[str]:
-    """Every environment variable ``eventflow <command>`` accepts (anything else it refuses to start with).
+def declared_settings() -> frozenset[str]:
+    """Every environment variable the consumer or the worker declares in this tree."""
+    import consumer.app  # noqa: F401  # declares the consumer's settings
+    import eventflow.worker_app  # noqa: F401  # declares the worker's and the channels' settings
+    from eventflow.settings import SETTINGS
 
-    Settings are declared at import time by the modules a command loads, so this asks a fresh
-    interpreter that loads what the command loads.
-    """
-    script = (f"import eventflow.cli, {_COMMAND_MODULES[command]}\n"
-              "from eventflow.settings import SETTINGS\nprint('\\n'.join(SETTINGS))")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    return frozenset(result.stdout.split())
+    return frozenset(SETTINGS)
+
+
+#: Settings only ``eventflow worker`` reads (its channels and SDK metrics): ``eventflow consume``
+#: does not declare them and refuses to start with an undeclared ``EVENTFLOW_*`` variable.
+WORKER_ONLY = frozenset({
+    "EVENTFLOW_TEMPORAL_METRICS_PORT", "EVENTFLOW_OUTBOX_PATH", "EVENTFLOW_EMAIL_PROVIDER", "SENDGRID_API_KEY",
+    "EVENTFLOW_EMAIL_FROM", "EVENTFLOW_SENDGRID_BASE_URL", "EVENTFLOW_SENDGRID_RATE_PER_SECOND",
+    "EVENTFLOW_SENDGRID_BURST"})
 
 
 @dataclass(frozen=True)
@@ -105,19 +106,12 @@ class EventflowEnv:
                 "EVENTFLOW_SENDGRID_BURST": "100000",
             })
         wanted.update(self.extra)
-        declared = declared_settings(command)
+        if command != "worker":
+            wanted = {k: v for k, v in wanted.items() if k not in WORKER_ONLY}
+        declared = declared_settings()
         env = {k: v for k, v in os.environ.items() if k not in declared and not k.startswith("EVENTFLOW_")}
         env.update({k: v for k, v in wanted.items() if k in declared})
-        return env, sorted(k for k in wanted if k not in declared and k not in _NOT_FOR[command])
-
-
-#: Settings the benchmark sets for both commands that only one of them reads (not worth a warning).
-_NOT_FOR = {
-    "consume": frozenset({"EVENTFLOW_TEMPORAL_METRICS_PORT", "EVENTFLOW_OUTBOX_PATH", "EVENTFLOW_EMAIL_PROVIDER",
-                          "SENDGRID_API_KEY", "EVENTFLOW_EMAIL_FROM", "EVENTFLOW_SENDGRID_BASE_URL",
-                          "EVENTFLOW_SENDGRID_RATE_PER_SECOND", "EVENTFLOW_SENDGRID_BURST"}),
-    "worker": frozenset(),
-}
+        return env, sorted(k for k in wanted if k not in declared)
 
 
 class EventflowProcess:

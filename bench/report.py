@@ -62,6 +62,10 @@ def figures_table(results: Mapping[str, Any]) -> str:
                  ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak"))),
          "0", verdict("no duplicate")),
     ]
+    for key, label in (("capacity", "capacity phase"), ("hot_customer", "hot-customer phase")):
+        attempts = results[key].get("worker_send_attempts") or {}
+        rows.append((f"worker send attempts by outcome, {label}",
+                     ", ".join(f"{outcome} {n}" for outcome, n in attempts.items()) or "—", "", ""))
     for name in ("consumer", "worker"):
         process = soak[name]
         rows.append((f"**{name} RSS over a {soak['seconds']:.0f} s soak**",

@@ -63,6 +63,10 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert {"journeys", "daily_cap", "sent", "capped", "errors", "duplicates"} <= set(hot)
     assert hot["journeys"] == TINY.hot_journeys
     assert hot["sent"] + hot["capped"] + hot["errors"] == TINY.hot_journeys
+    for phase in ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak"):
+        assert results[phase]["duplicates"] >= 0
+        assert "worker_send_attempts" in results[phase]
+    assert sum(capacity["worker_send_attempts"].values()) >= TINY.capacity_events  # read from the worker
     soak = results["soak"]
     for process in ("consumer", "worker"):
         assert soak[process]["rss_start_mib"] > 0
