@@ -157,7 +157,9 @@ def _unrouted() -> dict[str, Any]:
 def _producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:
     tuning = ({"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
                "queue.buffering.max.messages": 1_000_000} if batch else {"linger.ms": 1})
-    return Producer({**kafka, **tuning})
+    # log_level 4: librdkafka's informational lines (a purged background queue at close) would
+    # interleave with the progress output.
+    return Producer({**kafka, **tuning, "log_level": 4})
 
 
 def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
@@ -316,7 +318,8 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
 
 def _raw_consume(kafka: Mapping[str, str], topic: str, total: int) -> float:
     """A bare confluent-kafka loop: consume batches and count them, nothing else."""
-    consumer = Consumer({**kafka, "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"})
+    consumer = Consumer({**kafka, "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+                         "log_level": 4})
     consumer.subscribe([topic])
     count, started_at = 0, 0.0
     deadline = time.monotonic() + 600
