@@ -88,7 +88,8 @@ def main() -> int:
     if results["settings_not_in_this_tree"]:
         print(f"note: settings this tree does not declare (not set): {', '.join(results['settings_not_in_this_tree'])}")
     if not args.quick and not args.no_docs:
-        update_docs(results, "python -m bench" + (f" --soak-seconds {args.soak_seconds:g}" if args.soak_seconds else ""))
+        soak = f" --soak-seconds {args.soak_seconds:g}" if args.soak_seconds else ""
+        update_docs(results, f"python -m bench{soak}")
         print("updated docs/benchmarks.md")
     print(f"raw figures: {output}")
     return 0

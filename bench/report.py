@@ -57,10 +57,8 @@ def figures_table(results: Mapping[str, Any]) -> str:
         (f"**hot customer**: {hot['journeys']} journeys at once, cap {hot['daily_cap']}",
          f"{hot['sent']} sent, {hot['capped']} capped, {hot['errors']} errors, {hot['duplicates']} duplicates",
          f"{hot['daily_cap']} / {hot['journeys'] - hot['daily_cap']} / 0 / 0", verdict("hot customer")),
-        ("duplicate sends, all phases (at the stub)",
-         str(sum(results[p]["duplicates"] for p in
-                 ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak"))),
-         "0", verdict("no duplicate")),
+        ("duplicate sends, all phases (at the stub, end of run)",
+         str(sum(results["duplicates_by_phase_at_end"].values())), "0", verdict("no duplicate")),
     ]
     for key, label in (("capacity", "capacity phase"), ("hot_customer", "hot-customer phase")):
         attempts = results[key].get("worker_send_attempts") or {}
