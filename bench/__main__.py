@@ -21,7 +21,7 @@ from typing import Any
 from temporalio.client import Client
 
 from bench.phases import QUICK, BenchConfig, Servers, run
-from bench.processes import free_port
+from bench.processes import free_port, free_port_pair
 from bench.progress import phase
 from bench.report import cpu_table, figures_table, update_docs
 from devstack.kafka import KafkaServer
@@ -60,7 +60,7 @@ def main() -> int:
     logs.configure("json", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as scratch:
         workdir = Path(scratch)
-        kafka = KafkaServer(workdir / "kafka", port=free_port())
+        kafka = KafkaServer(workdir / "kafka", port=free_port_pair())
         temporal = TemporalDevServer(workdir / "temporal", port=free_port(), ui_port=None,
                                      search_attributes=SEARCH_ATTRIBUTES, persistent=False)
         phase("starting a dedicated Kafka broker and Temporal dev server")
@@ -75,7 +75,7 @@ def main() -> int:
             temporal.stop()
             if args.logs:
                 args.logs.mkdir(parents=True, exist_ok=True)
-                for log in workdir.glob("*.log"):
+                for log in [*workdir.glob("*.log"), *workdir.glob("*/*.log")]:
                     shutil.copy(log, args.logs / log.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
