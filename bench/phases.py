@@ -61,7 +61,8 @@ class BenchConfig:
         drain_seconds: after producing, how long a phase waits for the last sends.
         hot_journeys: journeys of one customer sending at the same moment (cap 3 a day).
         soak_seconds: steady load while consumer and worker RSS are sampled.
-        soak_routed_per_second, soak_unrouted_per_second: the soak's load.
+        soak_routed_per_second, soak_unrouted_per_second: the soak's load (notifications capped at a
+            quarter of the measured capacity, so the soak is steady rather than a growing backlog).
         phase_timeout_seconds: a throughput phase that takes longer fails the run.
     """
 
@@ -546,10 +547,11 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
             "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
 
 
-async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
+async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
     """Steady load for ``soak_seconds`` while consumer and worker RSS are sampled every second."""
     config = run.config
-    phase(f"soak: {config.soak_seconds:.0f}s at {config.soak_routed_per_second:g} notifications/s "
+    routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
+    phase(f"soak: {config.soak_seconds:.0f}s at {routed_rate:.2f} notifications/s "
           f"+ {config.soak_unrouted_per_second:g} unrouted events/s")
     schemas = load_schemas()
     producer = _producer(run.servers.kafka, batch=False)
@@ -562,7 +564,7 @@ async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
     progress = Progress("soak", int(config.soak_seconds))
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < config.soak_seconds and full.alive():
-        routed_credit += config.soak_routed_per_second
+        routed_credit += routed_rate
         while routed_credit >= 1:
             event = _purchase("soak-")
             key = str(event["customer"]["id"]).encode()
@@ -581,7 +583,8 @@ async def measure_soak(run: Run, full: FullPath) -> dict[str, Any]:
     await asyncio.to_thread(producer.flush, 30)
     await _until(lambda: len(run.stub.first_sends("soak-")) >= produced, time.monotonic() + config.drain_seconds)
     run.cpu["soak"] = meter.cores()
-    figures: dict[str, Any] = {"seconds": config.soak_seconds, "notifications_produced": produced,
+    figures: dict[str, Any] = {"seconds": config.soak_seconds, "notifications_per_second": round(routed_rate, 3),
+                               "notifications_produced": produced,
                                "notifications_sent": len(run.stub.first_sends("soak-")),
                                "duplicates": run.stub.duplicates("soak-"),
                                "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
@@ -607,7 +610,7 @@ async def run_full_path(run: Run) -> dict[str, Any]:
         light = await measure_latency(run, full, light_rate, "lat-light-", "light load")
         half = await measure_latency(run, full, max(rate / 2, 0.2), "lat-half-", "50 % of capacity")
         hot = await measure_hot_customer(run, full)
-        soak = await measure_soak(run, full)
+        soak = await measure_soak(run, full, rate)
         if not full.alive():
             raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
         return {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
