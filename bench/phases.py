@@ -452,7 +452,7 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     run.cpu["full path capacity"] = meter.cores()
     first = run.stub.first_sends("cap-")
     return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
-            "notifications_per_second": rate_per_second([r.at_epoch_seconds for r in first.values()]),
+            "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
             "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
 
 
