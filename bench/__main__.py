@@ -1,12 +1,18 @@
-"""``python -m bench [--smoke] [--output FILE]``: runs the bridge benchmark on its own local servers."""
+"""``python -m bench [--quick] [--soak-seconds N] [--output FILE] [--no-docs] [--logs DIR]``.
+
+Starts its own Kafka broker and Temporal dev server, runs every phase on them (bench/phases.py),
+writes the raw figures as JSON, prints the table and each target as met or missed. A full run also
+rewrites the results section of docs/benchmarks.md; ``--quick`` (small sizes, short soak) never does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
-import socket
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,84 +20,78 @@ from typing import Any
 
 from temporalio.client import Client
 
-from bench.bridge import SMOKE, BenchConfig, Servers, run
+from bench.phases import QUICK, BenchConfig, Servers, run
+from bench.processes import free_port, free_port_pair
 from bench.progress import phase
+from bench.report import cpu_table, figures_table, update_docs
 from devstack.kafka import KafkaServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
 from eventflow import logs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and a short soak (< 3 minutes)")
+    parser.add_argument("--soak-seconds", type=float, help="soak duration (default 600, 20 with --quick)")
+    parser.add_argument("--output", type=Path, help="JSON file (default bench/results/latest.json, "
+                                                    "bench/results/quick.json with --quick)")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--logs", type=Path, help="keep the Eventflow processes' logs in this folder")
+    return parser.parse_args()
 
 
-def _table(results: dict[str, Any]) -> str:
-    throughput = results["throughput_events_per_second"]
-    ratios = results["ratios"]
-    latency = results["latency"]
-    soak = results["soak"]
-    rows = [
-        ("ceiling: raw start_workflow", f"{throughput['ceiling_start_workflow']:.0f} starts/s"),
-        ("bridge", f"{throughput['bridge']:.0f} events/s (= starts/s)"),
-        ("naive loop", f"{throughput['naive']:.1f} events/s"),
-        ("unrouted", f"{throughput['unrouted']:.0f} events/s"),
-        ("bridge / ceiling", f"{ratios['bridge_vs_ceiling']:.2f}"),
-        ("bridge / naive", f"{ratios['bridge_vs_naive']:.1f}"),
-        ("end-to-end p50 / p95 / p99", f"{latency['p50_seconds'] * 1000:.0f} / {latency['p95_seconds'] * 1000:.0f} / "
-                                       f"{latency['p99_seconds'] * 1000:.0f} ms"),
-        ("end-to-end at light load", f"{results['latency_light_load']['rate_per_second']:.0f}/s: "
-                                     f"p50 {results['latency_light_load']['p50_seconds'] * 1000:.0f} / "
-                                     f"p99 {results['latency_light_load']['p99_seconds'] * 1000:.0f} ms"),
-        ("consumer RSS over soak", f"{soak['rss_start_mib']:.0f} -> {soak['rss_end_mib']:.0f} MiB "
-                                   f"({soak['growth_ratio'] * 100:+.1f} %, {soak['seconds']:.0f} s)"),
-    ]
-    lines = [f"{name:<30} {value}" for name, value in rows]
-    for phase_name, shares in results["cpu_cores_used_per_phase"].items():
-        lines.append(f"cpu cores used, {phase_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
-    return "\n".join(lines)
+async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, config: BenchConfig,
+                  workdir: Path) -> dict[str, Any]:
+    client = await Client.connect(temporal.address)
+    pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid}
+    servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address,
+                      {name: pid for name, pid in pids.items() if pid is not None})
+    return await run(servers, config, workdir)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs (CI)")
-    parser.add_argument("--soak-seconds", type=float, help="override the soak duration")
-    parser.add_argument("--output", type=Path, default=Path("bench/results/latest.json"))
-    args = parser.parse_args()
-    config = SMOKE if args.smoke else BenchConfig()
+    args = _arguments()
+    config = QUICK if args.quick else BenchConfig()
     if args.soak_seconds:
-        config = BenchConfig(**{**config.__dict__, "soak_seconds": args.soak_seconds})
+        config = dataclasses.replace(config, soak_seconds=args.soak_seconds)
+    output = args.output or Path("bench/results/quick.json" if args.quick else "bench/results/latest.json")
     logs.configure("json", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as scratch:
         workdir = Path(scratch)
-        kafka = KafkaServer(workdir / "kafka", port=_free_port())
-        temporal = TemporalDevServer(workdir / "temporal", port=_free_port(), ui_port=None,
+        kafka = KafkaServer(workdir / "kafka", port=free_port_pair())
+        temporal = TemporalDevServer(workdir / "temporal", port=free_port(), ui_port=None,
                                      search_attributes=SEARCH_ATTRIBUTES, persistent=False)
         phase("starting a dedicated Kafka broker and Temporal dev server")
         temporal.start()
         try:
             kafka.start()
             try:
-                async def go() -> dict[str, Any]:
-                    client = await Client.connect(temporal.address)
-                    pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid}
-                    servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address,
-                                      {name: pid for name, pid in pids.items() if pid is not None})
-                    return await run(servers, config, workdir)
-
-                results = asyncio.run(go())
+                results = asyncio.run(_run_on(kafka, temporal, config, workdir))
             finally:
                 kafka.stop()
         finally:
             temporal.stop()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(_table(results))
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in [*workdir.glob("*.log"), *workdir.glob("*/*.log")]:
+                    shutil.copy(log, args.logs / log.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(figures_table(results))
+    print()
+    print(cpu_table(results))
+    print()
     for target, met in results["targets_met"].items():
         print(f"{'met   ' if met else 'MISSED'} {target}")
-    print(f"raw figures: {args.output}")
+    if results["settings_not_in_this_tree"]:
+        print(f"note: settings this tree does not declare (not set): {', '.join(results['settings_not_in_this_tree'])}")
+    if not args.quick and not args.no_docs:
+        soak = f" --soak-seconds {args.soak_seconds:g}" if args.soak_seconds else ""
+        update_docs(results, f"python -m bench{soak}")
+        print("updated docs/benchmarks.md")
+    print(f"raw figures: {output}")
     return 0
 
 

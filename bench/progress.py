@@ -29,7 +29,10 @@ class Progress:
             sys.stderr.write("\n")
 
 
+_STARTED = time.monotonic()
+
+
 def phase(text: str) -> None:
-    """Announces a phase on stderr (always, so CI logs show where time went)."""
-    sys.stderr.write(f"bench: {text}\n")
+    """Announces a phase on stderr with the seconds since start (always, so CI logs show where time went)."""
+    sys.stderr.write(f"bench [{time.monotonic() - _STARTED:6.1f}s]: {text}\n")
     sys.stderr.flush()

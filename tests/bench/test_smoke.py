@@ -1,30 +1,90 @@
-"""The benchmark runs end to end at smoke size and writes its JSON (figures are not judged here)."""
+"""The benchmark's machinery end to end at tiny sizes on the shared test servers (figures not judged).
+
+Runs every phase of ``python -m bench`` in this process (the Eventflow consumer and worker still
+run as their own ``eventflow`` OS processes), then checks the JSON has every figure, percentiles
+are taken over every produced event, and the report renders.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import math
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.client import Client
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench.phases import BenchConfig, Servers, run
+from bench.report import END, START, cpu_table, figures_table, update_docs
+from devstack import Endpoints
+
+TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples=3, routed_events=20,
+                   unrouted_events=2000, capacity_events=10, latency_seconds=2.0, light_rate_per_second=2.0,
+                   drain_seconds=15.0, hot_journeys=6, soak_seconds=3.0, soak_routed_per_second=1.0,
+                   soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0)
+
+LATENCY_FIGURES = {"rate_per_second", "produced", "delivered", "delivered_fraction", "p50_seconds", "p95_seconds",
+                   "p99_seconds", "duplicates"}
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_bench_smoke_run_writes_every_figure(tmp_path: Path) -> None:
-    output = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--output", str(output)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=570, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(output.read_text())
-    throughput = figures["throughput_events_per_second"]
-    assert all(throughput[k] > 0 for k in ("ceiling_start_workflow", "bridge", "naive", "unrouted"))
-    assert figures["latency"]["delivered"] == figures["latency"]["events"]
-    assert figures["soak"]["rss_start_mib"] > 0
-    assert set(figures["targets_met"]) == {
-        "bridge >= 0.9 x ceiling", "bridge >= 20 x naive", "unrouted >= 50000 events/s",
-        "p99 end-to-end < 1 s at half load", "RSS flat within 10 % over the soak"}
-    assert "bridge / ceiling" in result.stdout
+def _check_latency(figures: dict[str, Any]) -> None:
+    assert LATENCY_FIGURES <= set(figures)
+    assert figures["produced"] >= 1
+    assert 0 <= figures["delivered"] <= figures["produced"]
+    assert figures["delivered_fraction"] == pytest.approx(figures["delivered"] / figures["produced"], abs=1e-4)
+    for fraction in (50, 95, 99):
+        # null exactly when that rank falls on an undelivered event
+        rank = max(1, math.ceil(fraction / 100 * figures["produced"]))
+        assert (figures[f"p{fraction}_seconds"] is None) == (rank > figures["delivered"])
+
+
+@pytest.mark.timeout(90)
+async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, kafka_config: dict[str, str],
+                                                        temporal_client: Client, tmp_path: Path) -> None:
+    servers = Servers(dict(kafka_config), temporal_client, endpoints.temporal_address)
+    results = await run(servers, TINY, tmp_path)
+    json.dumps(results, allow_nan=False)  # valid JSON: an infinite percentile is null, not Infinity
+
+    raw = results["raw"]
+    for figure in ("start_workflow_per_second", "notifications_per_second", "consume_loop_events_per_second",
+                   "start_to_activity_floor_p50_seconds", "start_to_activity_floor_p99_seconds"):
+        assert raw[figure] > 0, figure
+    assert results["bridge"]["starts_per_second"] > 0
+    assert results["unrouted"]["events_per_second"] > 0
+    capacity = results["capacity"]
+    assert capacity["events"] == TINY.capacity_events
+    assert capacity["sent"] == TINY.capacity_events
+    assert capacity["notifications_per_second"] > 0
+    _check_latency(results["latency_light_load"])
+    _check_latency(results["latency_half_capacity"])
+    hot = results["hot_customer"]
+    assert {"journeys", "daily_cap", "sent", "capped", "errors", "duplicates"} <= set(hot)
+    assert hot["journeys"] == TINY.hot_journeys
+    assert hot["sent"] + hot["capped"] + hot["errors"] == TINY.hot_journeys
+    for phase in ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak"):
+        assert results["duplicates_by_phase_at_end"][phase] >= results[phase]["duplicates"] >= 0
+        assert "worker_send_attempts" in results[phase]
+    assert sum(capacity["worker_send_attempts"].values()) >= TINY.capacity_events  # read from the worker
+    soak = results["soak"]
+    for process in ("consumer", "worker"):
+        assert soak[process]["rss_start_mib"] > 0
+        assert "growth_ratio" in soak[process]
+    assert set(results["ratios"]) == {"full_path_vs_raw_ceiling", "bridge_vs_raw_start_ceiling",
+                                      "unrouted_vs_raw_consume", "light_p50_vs_raw_floor"}
+    assert results["ratios"]["full_path_vs_raw_ceiling"] > 0
+    assert {"raw notification ceiling", "bridge", "full path capacity", "hot customer",
+            "soak"} <= set(results["cpu_cores_used_per_phase"])
+    assert {"consumer", "worker"} <= set(results["cpu_cores_used_per_phase"]["full path capacity"])
+    assert len(results["targets_met"]) == 9
+    assert not any("naive" in target for target in results["targets_met"])
+
+    table = figures_table(results)
+    assert "full path / raw ceiling" in table and "hot customer" in table
+    assert "| phase |" in cpu_table(results)
+    docs = tmp_path / "benchmarks.md"
+    shutil.copy(Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md", docs)
+    update_docs(results, "smoke", docs)
+    written = docs.read_text()
+    assert START in written and "| **unrouted / raw consume** |" in written and END in written

@@ -1,0 +1,713 @@
+"""The benchmark's phases, all on the same Kafka broker and Temporal server in one run.
+
+Raw ceilings first (what the servers allow with nothing of Eventflow in the way), then the same
+work through Eventflow's own processes (``eventflow consume`` and ``eventflow worker``, with the
+SendGrid channel pointed at a local stub that counts and timestamps every send). Every target is a
+ratio between the two, or an exact count at the stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from bench.processes import BENCH_JOURNEYS, ROOT, CpuMeter, EventflowEnv, EventflowProcess, rss_mib
+from bench.progress import Progress, phase
+from bench.raw import RAW_WORKFLOW, RawInput
+from bench.stats import growth_ratio, rate_per_second, summarize_latency
+from bench.stub import SendGridStub
+from consumer.routes import EventRoutes
+from consumer.topics import ensure_topics
+from events import samples
+from events.codec import EventDecoder
+from events.producer import encode_event
+from events.schemas import load as load_schemas
+from journeys.loader import load_all
+from journeys.routing import Action
+from workflows.journey import JOURNEY_WORKFLOW, JourneyInput
+
+EncodedEvent = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of one benchmark run.
+
+    Attributes:
+        partitions: partitions of every topic.
+        concurrency: the consumer's in-flight bound, and the raw starters' concurrency.
+        raw_workflows: raw-ceiling workflows (start plus one no-op activity).
+        floor_samples: sequential raw workflows timed start -> activity at no load.
+        routed_events: bridge phase: events the consumer turns into workflow starts.
+        unrouted_events: events no journey listens to, read by a raw loop and by the consumer.
+        capacity_events: preloaded events the full path sends one notification each for.
+        latency_seconds: how long each latency phase produces.
+        light_rate_per_second: light load, capped at a tenth of the measured capacity.
+        drain_seconds: after producing, how long a phase waits for the last sends.
+        hot_journeys: journeys of one customer sending at the same moment (cap 3 a day).
+        soak_seconds: steady load while consumer and worker RSS are sampled.
+        soak_routed_per_second, soak_unrouted_per_second: the soak's load (notifications capped at a
+            quarter of the measured capacity, so the soak is steady rather than a growing backlog).
+        phase_timeout_seconds: a throughput phase that takes longer fails the run.
+    """
+
+    partitions: int = 6
+    concurrency: int = 256
+    raw_workflows: int = 2000
+    floor_samples: int = 50
+    routed_events: int = 4000
+    unrouted_events: int = 300_000
+    capacity_events: int = 1000
+    latency_seconds: float = 30.0
+    light_rate_per_second: float = 5.0
+    drain_seconds: float = 60.0
+    hot_journeys: int = 50
+    soak_seconds: float = 600.0
+    soak_routed_per_second: float = 5.0
+    soak_unrouted_per_second: float = 200.0
+    phase_timeout_seconds: float = 900.0
+
+
+#: ``--quick``: every phase at small sizes (well under three minutes on the 2-core machine).
+QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300,
+                    unrouted_events=20_000, capacity_events=100, latency_seconds=6.0, light_rate_per_second=2.0,
+                    drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
+                    soak_unrouted_per_second=100.0, phase_timeout_seconds=180.0)
+
+HOT_DAILY_CAP = 3  # bench/journeys/definitions/bench_hot_customer.yaml
+#: Full-path phases (their JSON key) and the order-id prefix of their events, by which the stub tells them apart.
+FULL_PATH_PHASES = {"capacity": "cap-", "latency_light_load": "lat-light-", "latency_half_capacity": "lat-half-",
+                    "hot_customer": "hot-", "soak": "soak-"}
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The servers of the run, and the processes whose CPU is reported (name -> pid)."""
+
+    kafka: dict[str, str]
+    client: Client
+    temporal_address: str
+    pids: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """State shared by the phases of one run."""
+
+    servers: Servers
+    config: BenchConfig
+    workdir: Path
+    stub: SendGridStub
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    dropped_settings: set[str] = field(default_factory=set)
+
+    def meter(self, *extra: EventflowProcess, **pids: int) -> CpuMeter:
+        named = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}
+        named.update({process.name: process.pid for process in extra})
+        return CpuMeter(named)
+
+    def topic(self, name: str) -> str:
+        topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+        ensure_topics(self.servers.kafka, [topic, f"{topic}.dlq"], partitions=self.config.partitions)
+        return topic
+
+    def env(self, topics: tuple[str, ...], task_queue: str, *, sendgrid: bool) -> EventflowEnv:
+        return EventflowEnv(self.servers.kafka["bootstrap.servers"], self.servers.temporal_address, topics,
+                            f"bench-{uuid.uuid4().hex[:8]}", task_queue, self.workdir,
+                            self.stub.base_url if sendgrid else None, self.config.concurrency)
+
+    def process(self, command: str, env: EventflowEnv, name: str) -> EventflowProcess:
+        process = EventflowProcess(command, env, name)
+        self.dropped_settings.update(process.dropped_settings)
+        return process
+
+
+# --- events -------------------------------------------------------------------------------------
+
+def _encoded(events: list[dict[str, Any]]) -> list[EncodedEvent]:
+    schemas = load_schemas()
+    return [(str(e["customer"]["id"]).encode(), encode_event(e, schemas)) for e in events]
+
+
+def _purchase(prefix: str) -> dict[str, Any]:
+    return samples.purchase(samples.customer(), order_id=f"{prefix}{uuid.uuid4().hex[:12]}")
+
+
+def _shipped(customer: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return samples.event("OrderShipped", customer, {
+        "order_id": f"{prefix}{uuid.uuid4().hex[:12]}", "carrier": "DHL",
+        "tracking_number": uuid.uuid4().hex[:10], "estimated_delivery_at": None})
+
+
+def _unrouted() -> dict[str, Any]:
+    return samples.event("ProfileUpdated", samples.customer(), {"changed_fields": ["locale"]})
+
+
+def _producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:
+    tuning = ({"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+               "queue.buffering.max.messages": 1_000_000} if batch else {"linger.ms": 1})
+    # log_level 4: librdkafka's informational lines (a purged background queue at close) would
+    # interleave with the progress output.
+    return Producer({**kafka, **tuning, "log_level": 4})
+
+
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def _preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], total: int, label: str) -> None:
+    """Writes ``total`` records to ``topic``, cycling through ``values``."""
+    producer = _producer(kafka, batch=True)
+    progress = Progress(f"preload {label}", total)
+    for index in range(total):
+        key, value = values[index % len(values)]
+        _produce(producer, topic, key, value)
+        if index % 5000 == 0:
+            producer.poll(0)
+            progress.update(index)
+    producer.flush(120)
+    progress.update(total)
+    progress.close()
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+async def _rate_of(read: Callable[[], Awaitable[float]], target: int, label: str, timeout_seconds: float,
+                   alive: Callable[[], bool] = lambda: True) -> float:
+    """Rate of a counter from its first increment until it reaches ``target``.
+
+    The first increment happened between the last read of 0 and the first read above it: the
+    midpoint opens the window, so a small phase that completes between two reads still has a rate.
+    """
+    progress = Progress(label, target)
+    started_at: float | None = None
+    last_zero = time.monotonic()
+    deadline = last_zero + timeout_seconds
+    try:
+        while True:
+            value = await read()
+            now = time.monotonic()
+            if value < 1:
+                last_zero = now
+            elif started_at is None:
+                started_at = (last_zero + now) / 2
+            progress.update(int(value))
+            if value >= target:
+                assert started_at is not None
+                return value / max(now - started_at, 1e-6)
+            if not alive():
+                raise RuntimeError(f"{label}: the process exited at {value:.0f}/{target}")
+            if now > deadline:
+                raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
+            await asyncio.sleep(0.05)
+    finally:
+        progress.close()
+
+
+async def _until(done: Callable[[], bool], deadline: float, interval: float = 0.2) -> None:
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+
+
+# --- raw ceilings -------------------------------------------------------------------------------
+
+async def measure_start_ceiling(run: Run) -> float:
+    """Raw ``start_workflow`` throughput (journey workflows, no worker) at the consumer's concurrency."""
+    config = run.config
+    phase(f"raw start ceiling: {config.routed_events} start_workflow calls, {config.concurrency} concurrent")
+    snapshot = next(d for d in load_all(BENCH_JOURNEYS) if d.id == "bench_thank_you").snapshot()
+    decoder = EventDecoder(load_schemas())
+    decoded = [decoder(value) for _, value in _encoded([_purchase("ceil-") for _ in range(config.routed_events)])]
+    task_queue = f"bench-no-worker-{uuid.uuid4().hex[:8]}"
+    semaphore = asyncio.Semaphore(config.concurrency)
+    done = 0
+
+    async def start(event: Any) -> None:
+        nonlocal done
+        async with semaphore:
+            await run.servers.client.start_workflow(
+                JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=event), id=f"bench:{event.event_id}",
+                task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+            done += 1
+
+    async def read() -> float:
+        return float(done)
+
+    meter = run.meter()
+    starts = asyncio.gather(*(start(e) for e in decoded))
+    try:
+        measured = await _rate_of(read, len(decoded), "raw starts", config.phase_timeout_seconds)
+    finally:
+        await starts
+    run.cpu["raw start ceiling"] = meter.cores()
+    return measured
+
+
+async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
+    """The raw ceiling (start + one no-op activity, concurrent) and the start -> activity floor (sequential)."""
+    config = run.config
+    phase(f"raw notification ceiling: {config.raw_workflows} workflows running one no-op activity")
+    task_queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    record = run.workdir / f"{task_queue}.times"
+    record.touch()
+    log = (run.workdir / "raw-worker.log").open("ab")
+    worker = subprocess.Popen([sys.executable, "-m", "bench.raw", "--address", run.servers.temporal_address,
+                               "--task-queue", task_queue, "--record", str(record)],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    client = run.servers.client
+    try:
+        # The floor first, at no load: one workflow at a time, start -> activity.
+        floor: list[float] = []
+        for index in range(config.floor_samples):
+            started = time.time()
+            handle = await client.start_workflow(RAW_WORKFLOW, RawInput(f"floor-{index}"),
+                                                 id=f"bench-raw-floor-{uuid.uuid4().hex}", task_queue=task_queue)
+            try:
+                ran_at = float(await asyncio.wait_for(handle.result(), timeout=90))
+            except TimeoutError:
+                log_text = (run.workdir / "raw-worker.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"raw worker (exit code {worker.poll()}) ran nothing:\n{log_text}") from None
+            if index > 0:  # the first one also waits for the worker to finish starting
+                floor.append(ran_at - started)
+        # Then the ceiling: every workflow started at once; the worker records when each activity ran.
+        semaphore = asyncio.Semaphore(config.concurrency)
+
+        async def start(index: int) -> None:
+            async with semaphore:
+                await client.start_workflow(RAW_WORKFLOW, RawInput(f"ceiling-{index}"),
+                                            id=f"bench-raw-{uuid.uuid4().hex}", task_queue=task_queue)
+
+        def ran() -> list[float]:
+            return [float(line.split()[1]) for line in record.read_text().splitlines() if line.startswith("ceiling-")]
+
+        meter = run.meter(**{"raw worker": worker.pid})
+        starts = asyncio.gather(*(start(i) for i in range(config.raw_workflows)))
+        progress = Progress("raw notifications", config.raw_workflows)
+        deadline = time.monotonic() + config.phase_timeout_seconds
+        while (done := len(ran())) < config.raw_workflows:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise TimeoutError(f"raw notifications: {done}/{config.raw_workflows} ran")
+            progress.update(done)
+            await asyncio.sleep(0.2)
+        progress.update(done)
+        progress.close()
+        await starts
+        run.cpu["raw notification ceiling"] = meter.cores()
+        return rate_per_second(ran()), floor
+    finally:
+        worker.terminate()
+        await asyncio.to_thread(worker.wait, 30)
+
+
+def _raw_consume(kafka: Mapping[str, str], topic: str, total: int) -> float:
+    """A bare confluent-kafka loop: consume batches and count them, nothing else."""
+    consumer = Consumer({**kafka, "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+                         "log_level": 4})
+    consumer.subscribe([topic])
+    count, started_at = 0, 0.0
+    deadline = time.monotonic() + 600
+    try:
+        while count < total and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    if count == 0:
+                        started_at = time.monotonic()
+                    count += 1
+        if count < total:
+            raise TimeoutError(f"raw consume: only {count}/{total}")
+        return (count - 1) / max(time.monotonic() - started_at, 1e-6)
+    finally:
+        consumer.close()
+
+
+# --- Eventflow processes alone -------------------------------------------------------------------
+
+async def measure_bridge(run: Run) -> float:
+    """``eventflow consume`` turning preloaded events into workflow starts (no worker)."""
+    config = run.config
+    phase(f"bridge: eventflow consume, {config.routed_events} routed events, in-flight {config.concurrency}")
+    topic = run.topic("routed")
+    _preload(run.servers.kafka, topic, _encoded([_purchase("bridge-") for _ in range(config.routed_events)]),
+             config.routed_events, "routed")
+    consumer = run.process("consume", run.env((topic,), f"bench-no-worker-{uuid.uuid4().hex[:8]}", sendgrid=False),
+                           "consumer")
+    consumer.start()
+    try:
+        meter = run.meter(consumer)
+        try:
+            measured = await _rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"),
+                                      config.routed_events, "bridge", config.phase_timeout_seconds, consumer.alive)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
+        run.cpu["bridge"] = meter.cores()
+        return measured
+    finally:
+        await consumer.stop()
+
+
+async def measure_unrouted(run: Run) -> tuple[float, float]:
+    """Events no journey listens to: a raw confluent-kafka loop, then ``eventflow consume``, same topic."""
+    config = run.config
+    phase(f"unrouted: {config.unrouted_events} events, raw confluent-kafka loop then eventflow consume")
+    topic = run.topic("unrouted")
+    _preload(run.servers.kafka, topic, _encoded([_unrouted() for _ in range(1000)]), config.unrouted_events,
+             "unrouted")
+    meter = run.meter()
+    raw = await asyncio.to_thread(_raw_consume, run.servers.kafka, topic, config.unrouted_events)
+    run.cpu["unrouted: raw consume loop"] = meter.cores()
+    consumer = run.process("consume", run.env((topic,), "bench-unused", sendgrid=False), "consumer")
+    consumer.start()
+    try:
+        meter = run.meter(consumer)
+        try:
+            measured = await _rate_of(
+                lambda: consumer.counter("eventflow_events_consumed_total", outcome="unrouted"),
+                config.unrouted_events, "unrouted", config.phase_timeout_seconds, consumer.alive)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
+        run.cpu["unrouted: eventflow consume"] = meter.cores()
+        return raw, measured
+    finally:
+        await consumer.stop()
+
+
+# --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
+
+@dataclass
+class FullPath:
+    """The consumer and worker processes of the full-path phases, and their topics."""
+
+    consumer: EventflowProcess
+    worker: EventflowProcess
+    topics: dict[str, str]
+
+    def alive(self) -> bool:
+        return self.consumer.alive() and self.worker.alive()
+
+    async def send_attempts(self) -> Counter[str]:
+        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
+        attempts: Counter[str] = Counter()
+        if self.worker.alive():
+            for name, labels, value in await self.worker.metrics():
+                if name == "eventflow_notifications_sent_total":
+                    attempts[labels.get("outcome", "")] += int(value)
+        return attempts
+
+    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
+        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
+        deadline = time.monotonic() + timeout_seconds
+        previous = await self.send_attempts()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            current = await self.send_attempts()
+            if current == previous:
+                break
+            previous = current
+        return previous
+
+
+def _attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    return {outcome: n for outcome, n in sorted((after - before).items()) if n}
+
+
+async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
+    """Preloaded events through the deployed processes until every notification reached the stub."""
+    config = run.config
+    phase(f"full path capacity: {config.capacity_events} preloaded events, eventflow consume + eventflow worker")
+    total = config.capacity_events
+    full.worker.start()
+    full.consumer.start()
+    await full.worker.wait_ready()
+    meter = run.meter(full.consumer, full.worker)
+    progress = Progress("full path", total)
+    deadline = time.monotonic() + config.phase_timeout_seconds
+    while (sent := len(run.stub.first_sends("cap-"))) < total and time.monotonic() < deadline and full.alive():
+        progress.update(sent)
+        await asyncio.sleep(0.2)
+    progress.update(sent)
+    progress.close()
+    if not full.alive():
+        raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
+    run.cpu["full path capacity"] = meter.cores()
+    first = run.stub.first_sends("cap-")
+    return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
+            "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
+            "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
+
+
+async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
+    """Produce at ``rate`` for the phase's seconds; produce -> provider call over every produced event."""
+    config = run.config
+    total = max(1, round(rate * config.latency_seconds))
+    phase(f"latency {label}: {rate:.2f} events/s for {config.latency_seconds:.0f}s ({total} events)")
+    schemas = load_schemas()
+    producer = _producer(run.servers.kafka, batch=False)
+    produced_at: dict[str, float] = {}
+    meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
+    progress = Progress(f"latency {label}", total)
+    started = time.monotonic()
+    for index in range(total):
+        event = _purchase(prefix)
+        value = encode_event(event, schemas)
+        produced_at[str(event["payload"]["order_id"])] = time.time()
+        _produce(producer, full.topics[prefix], str(event["customer"]["id"]).encode(), value)
+        producer.poll(0)
+        progress.update(index + 1)
+        delay = started + (index + 1) / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    progress.close()
+    await asyncio.to_thread(producer.flush, 30)
+    await _until(lambda: len(run.stub.first_sends(prefix)) >= total, time.monotonic() + config.drain_seconds)
+    run.cpu[f"latency {label}"] = meter.cores()
+    first = run.stub.first_sends(prefix)
+    latencies = [first[order].at_epoch_seconds - at for order, at in produced_at.items() if order in first]
+    summary = summarize_latency(latencies, total)
+    return {"rate_per_second": round(rate, 3), "seconds": config.latency_seconds, **summary.as_json(),
+            "duplicates": run.stub.duplicates(prefix),
+            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+
+
+def _workflow_id(routes: EventRoutes, event: dict[str, Any]) -> str:
+    decoded = EventDecoder(load_schemas())(encode_event(event, load_schemas()))
+    starts = [r for r in routes.route(decoded) if isinstance(r, Action)]
+    return starts[0].workflow_id
+
+
+def _send_status(result: Any) -> str:
+    sends = result.get("sends") if isinstance(result, dict) else getattr(result, "sends", None)
+    if not sends:
+        return "no send"
+    send = sends[0]
+    return str(send.get("status") if isinstance(send, dict) else getattr(send, "status", "unknown"))
+
+
+async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
+    """``hot_journeys`` journeys of one customer sending at once with a daily cap of 3 on email."""
+    config = run.config
+    phase(f"hot customer: {config.hot_journeys} journeys of one customer at once, daily cap {HOT_DAILY_CAP}")
+    customer = samples.customer()
+    events = [_shipped(customer, "hot-") for _ in range(config.hot_journeys)]
+    routes = EventRoutes(load_all(BENCH_JOURNEYS))
+    workflow_ids = [_workflow_id(routes, event) for event in events]
+    producer = _producer(run.servers.kafka, batch=True)
+    meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
+    for key, value in _encoded(events):
+        _produce(producer, full.topics["hot-"], key, value)
+    await asyncio.to_thread(producer.flush, 30)
+
+    async def outcome(workflow_id: str) -> str:
+        handle = run.servers.client.get_workflow_handle(workflow_id)
+        deadline = time.monotonic() + config.drain_seconds + 60
+        while True:
+            try:
+                remaining = max(1.0, deadline - time.monotonic())
+                return _send_status(await asyncio.wait_for(handle.result(), timeout=remaining))
+            except WorkflowFailureError as exc:
+                return f"workflow failed: {type(exc.cause).__name__}"
+            except TimeoutError:
+                return "not finished"
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                if time.monotonic() > deadline:
+                    return "never started"
+                await asyncio.sleep(0.5)  # the consumer has not started it yet
+
+    statuses = Counter(await asyncio.gather(*(outcome(w) for w in workflow_ids)))
+    run.cpu["hot customer"] = meter.cores()
+    sent_at_stub = len(run.stub.first_sends("hot-"))
+    capped = statuses.get("capped", 0)
+    return {"journeys": config.hot_journeys, "daily_cap": HOT_DAILY_CAP, "sent": sent_at_stub, "capped": capped,
+            "errors": sum(n for status, n in statuses.items() if status not in ("sent", "capped")),
+            "duplicates": run.stub.duplicates("hot-"), "journey_send_statuses": dict(statuses),
+            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+
+
+async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
+    """Steady load for ``soak_seconds`` while consumer and worker RSS are sampled every second."""
+    config = run.config
+    routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
+    phase(f"soak: {config.soak_seconds:.0f}s at {routed_rate:.2f} notifications/s "
+          f"+ {config.soak_unrouted_per_second:g} unrouted events/s")
+    schemas = load_schemas()
+    producer = _producer(run.servers.kafka, batch=False)
+    unrouted = _encoded([_unrouted() for _ in range(100)])
+    rss: dict[str, list[float]] = {"consumer": [], "worker": []}
+    produced = 0
+    routed_credit = 0.0
+    meter = run.meter(full.consumer, full.worker)
+    attempts = await full.send_attempts()
+    progress = Progress("soak", int(config.soak_seconds))
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < config.soak_seconds and full.alive():
+        routed_credit += routed_rate
+        while routed_credit >= 1:
+            event = _purchase("soak-")
+            key = str(event["customer"]["id"]).encode()
+            _produce(producer, full.topics["soak-"], key, encode_event(event, schemas))
+            produced += 1
+            routed_credit -= 1
+        for index in range(int(config.soak_unrouted_per_second)):
+            key, value = unrouted[index % len(unrouted)]
+            _produce(producer, full.topics["soak-"], key, value)
+        producer.poll(0)
+        rss["consumer"].append(rss_mib(full.consumer.pid))
+        rss["worker"].append(rss_mib(full.worker.pid))
+        progress.update(int(elapsed))
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
+    progress.close()
+    await asyncio.to_thread(producer.flush, 30)
+    await _until(lambda: len(run.stub.first_sends("soak-")) >= produced, time.monotonic() + config.drain_seconds)
+    run.cpu["soak"] = meter.cores()
+    figures: dict[str, Any] = {"seconds": config.soak_seconds, "notifications_per_second": round(routed_rate, 3),
+                               "notifications_produced": produced,
+                               "notifications_sent": len(run.stub.first_sends("soak-")),
+                               "duplicates": run.stub.duplicates("soak-"),
+                               "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+    for name, values in rss.items():
+        start, end, growth = growth_ratio(values)
+        figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),
+                         "rss_max_mib": round(max(values, default=0.0), 1), "growth_ratio": round(growth, 4)}
+    return figures
+
+
+async def run_full_path(run: Run) -> dict[str, Any]:
+    """Capacity, latency at light load and at half capacity, hot customer and soak, one process pair."""
+    config = run.config
+    topics = {prefix: run.topic(prefix.rstrip("-")) for prefix in FULL_PATH_PHASES.values()}
+    _preload(run.servers.kafka, topics["cap-"], _encoded([_purchase("cap-") for _ in range(config.capacity_events)]),
+             config.capacity_events, "capacity")
+    env = run.env(tuple(topics.values()), f"bench-journeys-{uuid.uuid4().hex[:8]}", sendgrid=True)
+    full = FullPath(run.process("consume", env, "consumer"), run.process("worker", env, "worker"), topics)
+    try:
+        capacity = await measure_capacity(run, full)
+        rate = capacity["notifications_per_second"]
+        light_rate = min(config.light_rate_per_second, max(rate / 10, 0.2))
+        light = await measure_latency(run, full, light_rate, "lat-light-", "light load")
+        half = await measure_latency(run, full, max(rate / 2, 0.2), "lat-half-", "50 % of capacity")
+        hot = await measure_hot_customer(run, full)
+        soak = await measure_soak(run, full, rate)
+        if not full.alive():
+            raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
+        return {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
+                "hot_customer": hot, "soak": soak}
+    finally:
+        await full.consumer.stop()
+        await full.worker.stop()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
+    return {"cores": os.cpu_count(), "memory_gib": round(int(meminfo[1]) / 1024 / 1024, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _ratio(numerator: float | None, denominator: float) -> float | None:
+    """``numerator / denominator``; None when either is unknown (an infinite percentile, a zero rate)."""
+    if numerator is None or denominator <= 0:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def _at_least(ratio: float | None, bound: float) -> bool:
+    return ratio is not None and ratio >= bound
+
+
+def targets(results: Mapping[str, Any]) -> dict[str, bool]:
+    """Every target of the benchmark, checked as a ratio or an exact count: name -> met."""
+    ratios = results["ratios"]
+    floor = results["raw"]["start_to_activity_floor_p50_seconds"]
+    light = results["latency_light_load"]
+    half = results["latency_half_capacity"]
+    hot = results["hot_customer"]
+    soak = results["soak"]
+    cap = hot["daily_cap"]
+    duplicates = sum(results["duplicates_by_phase_at_end"].values())
+    return {
+        "full path >= 0.6 x raw ceiling, every notification sent":
+            _at_least(ratios["full_path_vs_raw_ceiling"], 0.6)
+            and results["capacity"]["sent"] == results["capacity"]["events"],
+        "light-load p50 <= 3 x raw start->activity floor":
+            light["p50_seconds"] is not None and floor > 0 and light["p50_seconds"] <= 3 * floor,
+        "p99 <= 1 s at 50 % of capacity with 100 % delivered":
+            half["delivered_fraction"] >= 1.0 and half["p99_seconds"] is not None and half["p99_seconds"] <= 1.0,
+        "bridge starts >= 0.9 x raw start ceiling": _at_least(ratios["bridge_vs_raw_start_ceiling"], 0.9),
+        "unrouted >= 0.5 x raw consume loop": _at_least(ratios["unrouted_vs_raw_consume"], 0.5),
+        f"hot customer: exactly {cap} sent, {hot['journeys'] - cap} capped, 0 errors, 0 duplicates":
+            (hot["sent"], hot["capped"], hot["errors"], hot["duplicates"]) == (cap, hot["journeys"] - cap, 0, 0),
+        "no duplicate send in any phase": duplicates == 0,
+        "consumer RSS flat within 10 % over the soak": abs(soak["consumer"]["growth_ratio"]) <= 0.10,
+        "worker RSS flat within 10 % over the soak": abs(soak["worker"]["growth_ratio"]) <= 0.10,
+    }
+
+
+async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str, Any]:
+    """Runs every phase on ``servers`` and returns the figures (the JSON document)."""
+    stub = SendGridStub()
+    stub.start()
+    bench = Run(servers, config, workdir, stub)
+    try:
+        start_ceiling = await measure_start_ceiling(bench)
+        raw_rate, floor = await measure_raw_notifications(bench)
+        bridge = await measure_bridge(bench)
+        raw_consume, unrouted = await measure_unrouted(bench)
+        full = await run_full_path(bench)
+        # A late retry of an earlier phase's send can reach the stub during a later phase: count again.
+        duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()}
+    finally:
+        stub.stop()
+    floor_summary = summarize_latency(floor, len(floor), (0.5, 0.99))
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "config": asdict(config),
+        "raw": {
+            "start_workflow_per_second": round(start_ceiling, 2),
+            "notifications_per_second": round(raw_rate, 2),
+            "start_to_activity_floor_p50_seconds": round(floor_summary.percentile(0.5), 4) if floor else 0.0,
+            "start_to_activity_floor_p99_seconds": round(floor_summary.percentile(0.99), 4) if floor else 0.0,
+            "consume_loop_events_per_second": round(raw_consume, 1),
+        },
+        "bridge": {"starts_per_second": round(bridge, 2)},
+        "unrouted": {"events_per_second": round(unrouted, 1)},
+        **full,
+        "ratios": {
+            "full_path_vs_raw_ceiling": _ratio(full["capacity"]["notifications_per_second"], raw_rate),
+            "bridge_vs_raw_start_ceiling": _ratio(bridge, start_ceiling),
+            "unrouted_vs_raw_consume": _ratio(unrouted, raw_consume),
+            "light_p50_vs_raw_floor": _ratio(full["latency_light_load"]["p50_seconds"],
+                                             floor_summary.percentile(0.5) if floor else 0.0),
+        },
+        "duplicates_by_phase_at_end": duplicates_at_end,
+        "cpu_cores_used_per_phase": bench.cpu,
+        "settings_not_in_this_tree": sorted(bench.dropped_settings),
+    }
+    results["targets_met"] = targets(results)
+    return results
+
+

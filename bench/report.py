@@ -1,0 +1,114 @@
+"""The benchmark's figures as a Markdown table (printed, and written into docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+START = "<!-- bench-results:start -->"
+END = "<!-- bench-results:end -->"
+
+
+def _seconds(value: float | None) -> str:
+    return "inf" if value is None else f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _latency(figures: Mapping[str, Any]) -> str:
+    return (f"{figures['rate_per_second']:g}/s: p50 {_seconds(figures['p50_seconds'])}, "
+            f"p95 {_seconds(figures['p95_seconds'])}, p99 {_seconds(figures['p99_seconds'])}; "
+            f"{figures['delivered']}/{figures['produced']} delivered ({figures['delivered_fraction'] * 100:.1f} %)")
+
+
+def figures_table(results: Mapping[str, Any]) -> str:
+    """Measures, ratios and targets as one Markdown table."""
+    raw, ratios, met = results["raw"], results["ratios"], results["targets_met"]
+    capacity, hot, soak = results["capacity"], results["hot_customer"], results["soak"]
+
+    def verdict(prefix: str) -> str:
+        matches = [ok for name, ok in met.items() if name.startswith(prefix)]
+        return "—" if not matches else "met" if all(matches) else "**missed**"
+
+    rows = [
+        ("raw ceiling: start + one no-op activity", f"{raw['notifications_per_second']:.1f} /s", "", ""),
+        ("full path (`eventflow consume` + `eventflow worker`, SendGrid stub)",
+         f"{capacity['notifications_per_second']:.1f} notifications/s ({capacity['sent']}/{capacity['events']} sent)",
+         "", ""),
+        ("**full path / raw ceiling**", _ratio(ratios["full_path_vs_raw_ceiling"]), "≥ 0.6", verdict("full path")),
+        ("raw start -> activity floor, one at a time",
+         f"p50 {_seconds(raw['start_to_activity_floor_p50_seconds'])}, "
+         f"p99 {_seconds(raw['start_to_activity_floor_p99_seconds'])}", "", ""),
+        ("produce -> provider call, light load", _latency(results["latency_light_load"]), "", ""),
+        ("**light-load p50 / raw floor**", _ratio(ratios["light_p50_vs_raw_floor"]), "≤ 3", verdict("light-load")),
+        ("**produce -> provider call, 50 % of capacity**", _latency(results["latency_half_capacity"]),
+         "p99 ≤ 1 s, 100 % delivered", verdict("p99")),
+        ("raw `start_workflow` ceiling", f"{raw['start_workflow_per_second']:.0f} starts/s", "", ""),
+        ("bridge (`eventflow consume`, no worker)", f"{results['bridge']['starts_per_second']:.0f} starts/s", "", ""),
+        ("**bridge / raw start ceiling**", _ratio(ratios["bridge_vs_raw_start_ceiling"]), "≥ 0.9", verdict("bridge")),
+        ("raw confluent-kafka consume loop", f"{raw['consume_loop_events_per_second']:.0f} events/s", "", ""),
+        ("unrouted events (`eventflow consume`)", f"{results['unrouted']['events_per_second']:.0f} events/s", "", ""),
+        ("**unrouted / raw consume**", _ratio(ratios["unrouted_vs_raw_consume"]), "≥ 0.5", verdict("unrouted")),
+        (f"**hot customer**: {hot['journeys']} journeys at once, cap {hot['daily_cap']}",
+         f"{hot['sent']} sent, {hot['capped']} capped, {hot['errors']} errors, {hot['duplicates']} duplicates",
+         f"{hot['daily_cap']} / {hot['journeys'] - hot['daily_cap']} / 0 / 0", verdict("hot customer")),
+        ("duplicate sends, all phases (at the stub, end of run)",
+         str(sum(results["duplicates_by_phase_at_end"].values())), "0", verdict("no duplicate")),
+    ]
+    for key, label in (("capacity", "capacity phase"), ("hot_customer", "hot-customer phase")):
+        attempts = results[key].get("worker_send_attempts") or {}
+        rows.append((f"worker send attempts by outcome, {label}",
+                     ", ".join(f"{outcome} {n}" for outcome, n in attempts.items()) or "—", "", ""))
+    for name in ("consumer", "worker"):
+        process = soak[name]
+        rows.append((f"**{name} RSS over a {soak['seconds']:.0f} s soak**",
+                     f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
+                     f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict(f"{name} RSS")))
+    lines = ["| measure | figure | target | verdict |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c or '—'} | {d or '—'} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def cpu_table(results: Mapping[str, Any]) -> str:
+    """CPU cores each process used in each phase."""
+    per_phase: Mapping[str, Mapping[str, float]] = results["cpu_cores_used_per_phase"]
+    columns: list[str] = []
+    for shares in per_phase.values():
+        columns += [name for name in shares if name not in columns]
+    lines = ["| phase | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for phase_name, shares in per_phase.items():
+        cells = [f"{shares[c]:.2f}" if c in shares else "—" for c in columns]
+        lines.append(f"| {phase_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_section(results: Mapping[str, Any], source: str) -> str:
+    """The generated part of docs/benchmarks.md."""
+    machine, config = results["machine"], results["config"]
+    return "\n".join([
+        f"Run: `{source}`; {machine['cores']} cores, {machine['memory_gib']} GiB, Python {machine['python']}. "
+        f"Sizes: {config['capacity_events']} capacity events, {config['raw_workflows']} raw workflows, "
+        f"{config['routed_events']} bridge events, {config['unrouted_events']} unrouted events, "
+        f"{config['latency_seconds']:g} s per latency phase, {config['hot_journeys']} hot-customer journeys, "
+        f"{config['soak_seconds']:g} s soak.",
+        "",
+        figures_table(results),
+        "",
+        "CPU cores used per phase (from `/proc/<pid>/stat`; 1.00 = one core busy for the whole phase):",
+        "",
+        cpu_table(results),
+    ])
+
+
+def update_docs(results: Mapping[str, Any], source: str, docs: Path = DOCS) -> None:
+    """Replaces the generated section of docs/benchmarks.md (between its markers)."""
+    text = docs.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{docs} has no {START} ... {END} section")
+    docs.write_text(pattern.sub(lambda _: f"{START}\n{results_section(results, source)}\n{END}", text))

@@ -1,0 +1,89 @@
+"""Pure figures of a benchmark phase: latency percentiles over every produced event, and rates.
+
+An event that was produced but never delivered is not missing data: it is the slowest event of
+all. Percentiles are therefore taken over every produced event, with the undelivered ones ranked
+beyond every delivered latency; a percentile that falls on them is infinite (``None`` in the JSON).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: The percentiles every latency phase reports.
+PERCENTILES = (0.50, 0.95, 0.99)
+
+
+def percentile_over_all(delivered_seconds: Sequence[float], produced: int, fraction: float) -> float:
+    """The nearest-rank percentile of ``produced`` events of which only ``delivered_seconds`` arrived.
+
+    Args:
+        delivered_seconds: latency of each delivered event (any order).
+        produced: how many events were produced; at least ``len(delivered_seconds)``.
+        fraction: the percentile as a fraction, e.g. 0.99.
+
+    Returns:
+        The latency at rank ``ceil(fraction * produced)``, or ``math.inf`` when that rank falls
+        on an undelivered event (or nothing was produced).
+    """
+    if produced < len(delivered_seconds):
+        raise ValueError(f"{len(delivered_seconds)} delivered out of only {produced} produced")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} is not in (0, 1]")
+    if produced == 0:
+        return math.inf
+    rank = max(1, math.ceil(fraction * produced))
+    if rank > len(delivered_seconds):
+        return math.inf
+    return sorted(delivered_seconds)[rank - 1]
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Latency of one phase over every produced event."""
+
+    produced: int
+    delivered: int
+    percentiles_seconds: Mapping[float, float]
+
+    @property
+    def delivered_fraction(self) -> float:
+        return self.delivered / self.produced if self.produced else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        return self.percentiles_seconds[fraction]
+
+    def as_json(self) -> dict[str, float | int | None]:
+        """JSON figures; an infinite percentile is ``null``."""
+        figures: dict[str, float | int | None] = {
+            "produced": self.produced, "delivered": self.delivered,
+            "delivered_fraction": round(self.delivered_fraction, 4)}
+        for fraction, value in self.percentiles_seconds.items():
+            figures[f"p{round(fraction * 100)}_seconds"] = None if math.isinf(value) else round(value, 4)
+        return figures
+
+
+def summarize_latency(delivered_seconds: Sequence[float], produced: int,
+                      fractions: Sequence[float] = PERCENTILES) -> LatencySummary:
+    """`percentile_over_all` for each of ``fractions``."""
+    return LatencySummary(produced, len(delivered_seconds),
+                          {f: percentile_over_all(delivered_seconds, produced, f) for f in fractions})
+
+
+def rate_per_second(timestamps: Sequence[float]) -> float:
+    """Events per second from the first to the last timestamp (the first opens the window)."""
+    if len(timestamps) < 2:
+        return 0.0
+    ordered = sorted(timestamps)
+    return (len(ordered) - 1) / max(ordered[-1] - ordered[0], 1e-6)
+
+
+def growth_ratio(samples: Sequence[float], warmup_fraction: float = 0.1) -> tuple[float, float, float]:
+    """``(start, end, end / start - 1)`` of a soak's samples: means of the first and last tenth after warm-up."""
+    warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)
+    if not warm:
+        return 0.0, 0.0, 0.0
+    window = max(1, len(warm) // 10)
+    start, end = sum(warm[:window]) / window, sum(warm[-window:]) / window
+    return start, end, (end / start - 1) if start else 0.0

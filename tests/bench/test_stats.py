@@ -1,0 +1,81 @@
+"""Latency percentiles count every produced event; an undelivered one is beyond every percentile."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.stats import growth_ratio, percentile_over_all, rate_per_second, summarize_latency
+
+
+def test_all_delivered_is_the_nearest_rank_percentile() -> None:
+    latencies = [float(n) for n in range(1, 101)]  # 1 .. 100 s, shuffled order must not matter
+    latencies.reverse()
+    assert percentile_over_all(latencies, 100, 0.50) == 50.0
+    assert percentile_over_all(latencies, 100, 0.99) == 99.0
+    assert percentile_over_all(latencies, 100, 1.0) == 100.0
+
+
+def test_undelivered_events_rank_beyond_every_delivered_one() -> None:
+    # 98 of 100 delivered, all fast: p99 falls on an undelivered event, p50 does not.
+    delivered = [0.1] * 98
+    assert percentile_over_all(delivered, 100, 0.99) == math.inf
+    assert percentile_over_all(delivered, 100, 0.98) == 0.1
+    assert percentile_over_all(delivered, 100, 0.50) == 0.1
+
+
+def test_the_old_bug_percentiles_over_delivered_only_understate_the_tail() -> None:
+    """2 425 produced, 111 delivered: the old benchmark reported p99 over the 111 alone."""
+    delivered = [float(n) / 10 for n in range(1, 112)]  # 0.1 .. 11.1 s
+    over_delivered_only = percentile_over_all(delivered, len(delivered), 0.99)
+    assert over_delivered_only == pytest.approx(11.0)  # finite: what the old figure claimed
+    summary = summarize_latency(delivered, 2425)
+    assert summary.percentile(0.50) == math.inf
+    assert summary.percentile(0.99) == math.inf
+    assert summary.delivered_fraction == pytest.approx(111 / 2425)
+    assert summary.as_json()["p99_seconds"] is None
+    assert summary.as_json()["p50_seconds"] is None
+
+
+def test_half_delivered_puts_the_median_on_the_last_delivered_event() -> None:
+    assert percentile_over_all([3.0, 1.0, 2.0], 6, 0.50) == 3.0
+    assert percentile_over_all([3.0, 1.0, 2.0], 7, 0.50) == math.inf
+
+
+def test_nothing_produced_or_delivered() -> None:
+    assert percentile_over_all([], 0, 0.5) == math.inf
+    assert percentile_over_all([], 10, 0.01) == math.inf
+
+
+def test_more_delivered_than_produced_is_an_error() -> None:
+    with pytest.raises(ValueError, match="delivered"):
+        percentile_over_all([1.0, 2.0], 1, 0.5)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e4), max_size=50), st.integers(min_value=0, max_value=50),
+       st.sampled_from([0.5, 0.95, 0.99]))
+def test_a_percentile_is_finite_exactly_when_its_rank_was_delivered(delivered: list[float], undelivered: int,
+                                                                     fraction: float) -> None:
+    produced = len(delivered) + undelivered
+    value = percentile_over_all(delivered, produced, fraction)
+    rank = max(1, math.ceil(fraction * produced))
+    assert math.isinf(value) == (produced == 0 or rank > len(delivered))
+    if not math.isinf(value):
+        assert value in delivered
+        # counting the undelivered events never makes a percentile look better than over delivered only
+        assert value >= percentile_over_all(delivered, len(delivered), fraction)
+
+
+def test_rate_counts_intervals_after_the_first_event() -> None:
+    assert rate_per_second([10.0, 10.5, 11.0]) == pytest.approx(2.0)
+    assert rate_per_second([5.0]) == 0.0
+
+
+def test_growth_ratio_compares_first_and_last_tenth_after_warm_up() -> None:
+    samples = [50.0] * 10 + [100.0] * 40 + [110.0] * 50
+    start, end, growth = growth_ratio(samples)
+    assert (start, end) == (100.0, 110.0)
+    assert growth == pytest.approx(0.10)
