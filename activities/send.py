@@ -29,7 +29,7 @@ from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
-from activities.rendering import TemplateRenderError, render
+from activities.rendering import TemplateRenderError, render_async
 from eventflow.logs import mask_contact_details
 
 SEND_NOTIFICATION = "send_notification"
@@ -100,7 +100,7 @@ class NotificationActivities:
         if not address:
             raise ApplicationError(f"customer has no address for {notification.channel}",
                                    type="MissingAddress", non_retryable=True)
-        message = _render(notification, address)
+        message = await _render(notification, address)
         result = await self._send(notification, channel, message)
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
@@ -253,12 +253,14 @@ def _seconds_until(instant: str | None, ceiling: float) -> float:
     return min(max(remaining + 0.05, 0.05), ceiling)
 
 
-def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
+async def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
+    """Renders off the event loop, within the sandbox's limits; any failure is permanent."""
+    template_id, context = notification.template_id, notification.context
     try:
-        body = render(notification.template_id, notification.body_template, notification.context)
-        subject = (render(notification.template_id, notification.subject_template, notification.context)
+        body = await render_async(template_id, notification.body_template, context)
+        subject = (await render_async(template_id, notification.subject_template, context)
                    if notification.subject_template else None)
-        variables = {name: render(notification.template_id, source, notification.context)
+        variables = {name: await render_async(template_id, source, context)
                      for name, source in notification.template_variable_templates.items()}
     except TemplateRenderError as exc:
         raise ApplicationError(str(exc), type="TemplateRenderError", non_retryable=True) from exc

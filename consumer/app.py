@@ -14,10 +14,12 @@ from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
-from eventflow.http import OpsServer, all_of, kafka_check, temporal_check
+from eventflow.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 from eventflow.settings import Settings
 from eventflow.temporal_client import connect
+from eventflow.temporal_setup import search_attributes_check
 from events.config import build_decoder, load_config
+from journeys.expressions import ExpressionMetrics
 from journeys.loader import load_all
 
 log = structlog.get_logger(__name__)
@@ -42,7 +44,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(),
-        router=EventRoutes(definitions), dispatcher=Dispatcher(client, settings.temporal.task_queue),
+        router=EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry)), dispatcher=Dispatcher(client, settings.temporal.task_queue),
         metrics=ConsumerMetrics(registry),
     )
 
@@ -61,10 +63,19 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
 
     # Kafka and Temporal are probed on connections of their own (same settings), so readiness
     # reflects both dependencies without reaching into the service's clients.
+    attributes: list[ReadinessCheck] = []
+
+    async def search_attributes() -> tuple[bool, str]:
+        # Journeys are started with custom search attributes: a namespace without them rejects every start.
+        if not attributes:
+            attributes.append(search_attributes_check(await connect(settings.temporal), settings.temporal.namespace))
+        return await attributes[0]()
+
     readiness = all_of({
         "consumer": consuming,
         "kafka": kafka_check(settings.kafka.client_config()),
         "temporal": temporal_check(lambda: connect(settings.temporal)),
+        "search_attributes": search_attributes,
     })
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from events.model import CustomerEvent
+from journeys.expressions import ExpressionMetrics
 from journeys.model import JourneyDefinition
 from journeys.routing import Action, Router
 from workflows.preferences import preferences_workflow_id
@@ -31,8 +32,9 @@ Route = Action | UpdatePreferences
 class EventRoutes:
     """Compiled once from the journey definitions; `route` is called for every decoded event."""
 
-    def __init__(self, definitions: Iterable[JourneyDefinition]) -> None:
-        self._journeys = Router(definitions)
+    def __init__(self, definitions: Iterable[JourneyDefinition], *,
+                 expression_metrics: ExpressionMetrics | None = None) -> None:
+        self._journeys = Router(definitions, on_error=expression_metrics)
         self._event_types = self._journeys.event_types | {SUBSCRIPTION_CHANGED}
 
     @property
