@@ -50,10 +50,11 @@ def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @asynccontextmanager
-async def _worker_process(endpoints: Endpoints, queue: str, base_url: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _worker_process(endpoints: Endpoints, queue: str, base_url: str,
+                          lease_seconds: float = LEASE_SECONDS) -> AsyncIterator[asyncio.subprocess.Process]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.activities.crash_worker", endpoints.temporal_address, queue, base_url,
-        str(LEASE_SECONDS), cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE)
+        str(lease_seconds), cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert (await asyncio.wait_for(process.stdout.readline(), 30)).strip() == b"worker-ready"
@@ -122,7 +123,8 @@ async def test_a_worker_killed_mid_send_is_not_sent_again_where_the_provider_can
     provider.hold()
     registry = CollectorRegistry()
     async with Worker(temporal_client, task_queue=queue, workflows=list(WORKFLOWS)):
-        async with _worker_process(endpoints, queue, provider.base_url) as first:
+        # A killed process leaves no poll open, so a short lease suffices: the successor waits it out.
+        async with _worker_process(endpoints, queue, provider.base_url, lease_seconds=15) as first:
             handle = await _start(temporal_client, queue, customer, workflow_id, {})
             await asyncio.wait_for(provider.held.wait(), 30)
             first.kill()

@@ -17,6 +17,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,15 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 
 from consumer.dlq_tools import read_dead_letters
+from consumer.routes import EventRoutes, Route
 from consumer.topics import ensure_topics
 from events import samples
 from events.codec import EventDecoder, encode_single_object, record_from_json
+from events.model import CustomerEvent
 from events.registry import RegistryWriterLookup
 from events.schemas import load as load_schemas
+from journeys.expressions import ExpressionError, parse
+from journeys.loader import load_all
 from tests.events import variants
 from tests.events.helpers import register
 from tests.events.registry_server import LocalRegistry
@@ -200,3 +205,68 @@ async def test_whatever_is_published_the_consumer_lives_commits_and_ends_each_re
     dead_lettered = sum(s.value for m in bridge.metrics.registry.collect() for s in m.samples
                         if s.name == "eventflow_events_consumed_total" and s.labels["outcome"] == "dead_lettered")
     assert len(dead) == dead_lettered
+
+
+# -- generated journey expressions -------------------------------------------------------------------
+
+OPERANDS = st.one_of(
+    st.sampled_from(["payload.total", "payload.total.amount", "payload.items", "payload.order_id", "customer",
+                     "customer.id", "customer.locale", "event_type", "payload.missing.deeper", "payload"]),
+    st.integers(min_value=-10**30, max_value=10**30).map(str),
+    st.sampled_from(["'x'", "''", "null", "true", "false", "1e400", "-0.0", "[1, 'a']", "[]", "'NaN'", "0.1"]),
+)
+COMPARISONS = st.builds(lambda left, op, right: f"{left} {op} {right}", OPERANDS,
+                        st.sampled_from(["==", "!=", "<", ">", "<=", ">=", "in", "not in"]), OPERANDS)
+EXPRESSIONS = st.recursive(COMPARISONS, lambda inner: st.one_of(
+    inner.map(lambda e: f"not ({e})"),
+    st.builds(lambda a, op, b: f"({a}) {op} ({b})", inner, st.sampled_from(["and", "or"]), inner)), max_leaves=6)
+
+
+class SwappableRoutes(EventRoutes):
+    """The consumer's router, whose trigger filters the test replaces between examples."""
+
+    def __init__(self) -> None:
+        super().__init__(load_all())
+        self.current = EventRoutes(load_all())
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self.current.event_types
+
+    def route(self, event: CustomerEvent) -> list[Route]:
+        return self.current.route(event)
+
+
+@pytest.fixture
+async def filter_bridge(kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path,
+                        unique: str) -> AsyncIterator[tuple[Bridge, SwappableRoutes]]:
+    routes = SwappableRoutes()
+    bridge = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic,
+                                outbox=tmp_path / "outbox.jsonl", suffix=unique, router=routes, with_worker=False)
+    try:
+        yield bridge, routes
+    finally:
+        await bridge.stop()
+
+
+@pytest.mark.timeout(170)
+@FUZZ
+@given(expression=EXPRESSIONS)
+async def test_any_trigger_filter_a_journey_author_writes_never_stops_the_consumer(
+        filter_bridge: tuple[Bridge, SwappableRoutes], kafka_config: dict[str, str], unique: str,
+        expression: str) -> None:
+    """Generated filters over real purchases: evaluation never raises, so every event is handled and committed."""
+    bridge, routes = filter_bridge
+    try:
+        parse(expression)
+    except ExpressionError:
+        return  # the validator refuses it; nothing to route
+    routes.current = EventRoutes([replace(d, trigger_filter=expression) for d in load_all()])
+    before = _consumed(bridge)
+    await bridge.publish(*(samples.purchase(samples.customer()) for _ in range(5)))
+
+    await eventually(lambda: _consumed(bridge) - before >= 5, timeout_seconds=60, message="every event counted")
+    await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", bridge.topic),
+                     timeout_seconds=30, message="commits past every event")
+    assert not any(task.done() for task in bridge._tasks), "the consumer died"
+    assert _consumed(bridge) - before == 5
