@@ -24,7 +24,7 @@ def _worker(_: argparse.Namespace) -> int:
     from eventflow.worker_app import run_worker
 
     process = load_worker()
-    logs.configure(process.core.log_format)
+    logs.configure(process.ops.log_format)
     asyncio.run(run_worker(process))
     return 0
 

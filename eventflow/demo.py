@@ -19,7 +19,7 @@ from consumer.topics import ensure_topics
 from devstack import Stack
 from eventflow.logs import mask_contact_details
 from eventflow.errors import ConfigError
-from eventflow.settings import OpsSettings, load_settings, load_worker
+from eventflow.settings import OpsSettings, load_settings, worker_settings_from
 from eventflow.worker_app import run_worker
 from events.producer import EventProducer
 from events.samples import demo_events
@@ -54,9 +54,9 @@ async def _run(stack: Stack) -> int:
         settings = replace(settings, metrics_port=0)  # the demo serves no ops endpoints unless asked to
     ensure_topics(settings.kafka.client_config(), [*settings.kafka.topics, settings.kafka.dlq_topic])
     stop = asyncio.Event()
-    worker = load_worker()
+    worker = worker_settings_from(settings)
     # The demo sends into the outbox by design: development mode lets it serve the journeys' channels.
-    worker = replace(worker, core=settings, channels=worker.channels.model_copy(update={"dev_mode": True}))
+    worker = replace(worker, channels=worker.channels.model_copy(update={"dev_mode": True}))
     services = [asyncio.create_task(run_worker(worker, stop), name="worker"),
                 asyncio.create_task(run_consumer(settings, stop), name="consumer")]
     events = demo_events()

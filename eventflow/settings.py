@@ -22,15 +22,15 @@ import os
 import re
 import types
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
 from eventflow.errors import ConfigError
@@ -80,16 +80,9 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
-def _existing_file(path: Path | None) -> Path | None:
-    if path is not None and not path.exists():
-        raise ValueError(f"file {path} does not exist")
-    return path
-
-
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs)]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
-ExistingFile = Annotated[Path | None, AfterValidator(_existing_file)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -125,6 +118,15 @@ class SettingsGroup(BaseSettings):
 
     #: The concern, as the README groups it.
     concern: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Building a group from keywords (tests, composition) reads no environment; only `load` does."""
+        return (init_settings,)
 
     @classmethod
     def variables(cls) -> dict[str, str]:
@@ -225,13 +227,19 @@ class TemporalSettings(SettingsGroup):
     namespace: str = env("TEMPORAL_NAMESPACE", "default", "Temporal namespace.")
     task_queue: str = env("EVENTFLOW_TASK_QUEUE", "eventflow-journeys", "Temporal task queue of the journey workers.")
     api_key: SecretStr | None = env("TEMPORAL_API_KEY", None, "Temporal Cloud API key (implies TLS).")
-    tls_ca_path: ExistingFile = env("TEMPORAL_TLS_CA", None,
+    tls_ca_path: Path | None = env("TEMPORAL_TLS_CA", None,
                                     "Path to the CA certificate for the Temporal server (enables TLS).")
-    tls_cert_path: ExistingFile = env("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS.")
-    tls_key_path: ExistingFile = env("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS.")
+    tls_cert_path: Path | None = env("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS.")
+    tls_key_path: Path | None = env("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS.")
 
     @model_validator(mode="after")
-    def _mtls_needs_both(self) -> Self:
+    def _files_exist_and_mtls_needs_both(self) -> Self:
+        # Checked here rather than on the fields, so a value can be checked alone where the file
+        # is not (a rendered chart's pod paths).
+        for field in ("tls_ca_path", "tls_cert_path", "tls_key_path"):
+            path = getattr(self, field)
+            if path is not None and not path.exists():
+                raise ConfigError(self.variable(field), f"file {path} does not exist")
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ConfigError("TEMPORAL_TLS_CERT" if self.tls_cert_path is None else "TEMPORAL_TLS_KEY",
                               "mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY")
@@ -444,7 +452,7 @@ class TwilioSettings(SettingsGroup):
 
 @dataclass(frozen=True)
 class Settings:
-    """What every Eventflow process reads: Kafka, Temporal, the drain bounds, ops and logging."""
+    """Kafka, Temporal, the drain bounds, ops and logging: what the consumer and the commands share."""
 
     kafka: KafkaSettings
     temporal: TemporalSettings
@@ -465,9 +473,11 @@ class ConsumerProcessSettings:
 
 @dataclass(frozen=True)
 class WorkerProcessSettings:
-    """``eventflow worker``."""
+    """``eventflow worker``: no Kafka settings, it never talks to Kafka."""
 
-    core: Settings
+    temporal: TemporalSettings
+    consumer: ConsumerSettings
+    ops: OpsSettings
     worker: WorkerSettings
     channels: ChannelSettings
     sendgrid: SendGridSettings
@@ -485,22 +495,27 @@ class ToolSettings:
     journeys: JourneySettings
 
 
-#: The groups `Settings` composes (read by every process), then each process's own composition.
-_CORE_GROUPS: tuple[type[SettingsGroup], ...] = (KafkaSettings, TemporalSettings, ConsumerSettings, OpsSettings,
-                                                 DevStackSettings)
 PROCESSES: Mapping[Process, type] = {
     Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
-    """The settings classes ``process`` reads, read off its composition's field types."""
-    hints = get_type_hints(PROCESSES[process])
-    own = [hint for hint in hints.values() if isinstance(hint, type) and issubclass(hint, SettingsGroup)]
-    return (*_CORE_GROUPS, *own)
+    """The settings classes ``process`` reads, read off its composition's field types.
+
+    A `Settings` field stands for Kafka, Temporal, consumer and ops settings; every process reads
+    the dev stack's ports (its default addresses).
+    """
+    found: list[type[SettingsGroup]] = []
+    for hint in get_type_hints(PROCESSES[process]).values():
+        if hint is Settings:
+            found += [KafkaSettings, TemporalSettings, ConsumerSettings, OpsSettings]
+        elif isinstance(hint, type) and issubclass(hint, SettingsGroup):
+            found.append(hint)
+    return (*found, DevStackSettings)
 
 
 def all_groups() -> tuple[type[SettingsGroup], ...]:
-    """Every settings class some process reads, each once."""
+    """Every settings class some process reads, each once, in the order the compositions name them."""
     return tuple(dict.fromkeys(group for process in Process for group in groups(process)))
 
 
@@ -518,21 +533,26 @@ def check_unknown(environ: Mapping[str, str] | None = None) -> None:
             raise ConfigError(name, "unknown Eventflow setting (see the configuration table in README.md)")
 
 
+def _checked(environ: Mapping[str, str] | None, dev_defaults: bool) -> Mapping[str, str]:
+    """The environment, checked for unknown variables, with the dev stack's addresses where unset."""
+    env = os.environ if environ is None else environ
+    check_unknown(env)
+    if not dev_defaults:
+        return env
+    dev = DevStackSettings.load(env)
+    return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}", "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
+            **{name: value for name, value in env.items() if value}}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> Settings:
-    """Checks for unknown variables, then reads and validates what every process reads.
+    """Checks for unknown variables, then reads and validates the shared settings.
 
     Args:
         environ: the environment; ``os.environ`` by default.
         dev_defaults: when Kafka or Temporal addresses are unset, use the local dev stack's
             addresses instead of failing.
     """
-    env = os.environ if environ is None else environ
-    check_unknown(env)
-    if dev_defaults:
-        dev = DevStackSettings.load(env)
-        env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}",
-               "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
-               **{name: value for name, value in env.items() if value}}
+    env = _checked(environ, dev_defaults)
     kafka = KafkaSettings.load(env)
     temporal = TemporalSettings.load(env)
     ops = OpsSettings.load(env)
@@ -540,23 +560,34 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
                     metrics_port=ops.metrics_port, log_format=ops.log_format)
 
 
-def load_consumer(environ: Mapping[str, str] | None = None) -> ConsumerProcessSettings:
+def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> ConsumerProcessSettings:
     """Everything ``eventflow consume`` reads, validated at once."""
-    return ConsumerProcessSettings(core=load_settings(environ), registry=SchemaRegistrySettings.load(environ),
-                                   events=EventSettings.load(environ), journeys=JourneySettings.load(environ))
+    env = _checked(environ, dev_defaults)
+    return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
+                                   events=EventSettings.load(env), journeys=JourneySettings.load(env))
 
 
-def load_worker(environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
+def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
     """Everything ``eventflow worker`` reads, validated at once (secret files included)."""
-    return WorkerProcessSettings(core=load_settings(environ), worker=WorkerSettings.load(environ),
-                                 channels=ChannelSettings.load(environ), sendgrid=SendGridSettings.load(environ),
-                                 twilio=TwilioSettings.load(environ), journeys=JourneySettings.load(environ))
+    env = _checked(environ, dev_defaults)
+    return WorkerProcessSettings(temporal=TemporalSettings.load(env), consumer=ConsumerSettings.load(env),
+                                 ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
+                                 channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
+                                 twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env))
 
 
-def load_tools(environ: Mapping[str, str] | None = None) -> ToolSettings:
+def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
+    """The worker's settings around already loaded shared `Settings` (its own read from ``environ``)."""
+    own = load_worker(environ)
+    return replace(own, temporal=settings.temporal, consumer=settings.consumer,
+                   ops=OpsSettings(metrics_port=settings.metrics_port, log_format=cast(LogFormat, settings.log_format)))
+
+
+def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> ToolSettings:
     """What the other commands read."""
-    return ToolSettings(core=load_settings(environ), registry=SchemaRegistrySettings.load(environ),
-                        events=EventSettings.load(environ), journeys=JourneySettings.load(environ))
+    env = _checked(environ, dev_defaults)
+    return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
+                        events=EventSettings.load(env), journeys=JourneySettings.load(env))
 
 
 def check_value(variable: str, raw: str) -> None:
@@ -570,12 +601,10 @@ def check_value(variable: str, raw: str) -> None:
         if field is None:
             continue
         info = group.model_fields[field]
-        # Annotated is built at run time from the field's own parts; mypy cannot follow that.
-        annotated: Any = (Annotated.__class_getitem__((info.annotation, *info.metadata))  # type: ignore[attr-defined]
-                          if info.metadata else info.annotation)
-        adapter: TypeAdapter[object] = TypeAdapter(annotated)
+        definition: dict[str, Any] = {field: (info.annotation, info)}
+        alone = create_model(f"{group.__name__}_{field}", **definition)
         try:
-            adapter.validate_python(raw)
+            alone.model_validate({variable: raw})
         except ValidationError as exc:
             problem = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
             raise ConfigError(variable, f"invalid value {raw!r}: {problem}") from None
@@ -629,7 +658,7 @@ def markdown_table() -> str:
     rows = ["| Concern | Variable | Type | Default | Read by | Meaning |", "| --- | --- | --- | --- | --- | --- |"]
     for concern, variable, type_name, default, readers, doc in _rows():
         rows.append(f"| {concern} | `{variable}` | {type_name} | {default} | {readers} | {doc} |")
-    readers = ", ".join(p.value for p in Process if KafkaSettings in groups(p))
+    readers = ", ".join(p.value for p in Process if KafkaSettings in groups(p))  # the pass-through is Kafka's
     rows.append(f"| kafka | `{LIBRDKAFKA_PREFIX}*` | str | — | {readers} | Passed to librdkafka: "
                 f"`{LIBRDKAFKA_PREFIX}SASL_MECHANISM` sets `sasl.mechanism`. |")
     return "\n".join(rows)
@@ -641,5 +670,5 @@ __all__ = [
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
     "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
-    "load_worker", "markdown_table", "variables",
+    "load_worker", "markdown_table", "variables", "worker_settings_from",
 ]

@@ -12,7 +12,6 @@ import asyncio
 import signal
 import urllib.request
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -25,7 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime
 from activities.config import channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
 from eventflow.http import OpsServer, all_of, temporal_check
-from eventflow.settings import Settings, WorkerProcessSettings, WorkerSettings, load_worker
+from eventflow.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from eventflow.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
@@ -34,11 +33,11 @@ from workflows.worker import WorkerLimits, build_worker
 log = structlog.get_logger(__name__)
 
 
-def worker_limits(worker: WorkerSettings, settings: Settings) -> WorkerLimits:
+def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimits:
     """The worker's capacity; it drains within the same deadline as the consumer."""
     return WorkerLimits(max_concurrent_activities=worker.max_concurrent_activities,
                         max_concurrent_workflow_tasks=worker.max_concurrent_workflow_tasks,
-                        graceful_shutdown_seconds=settings.consumer.shutdown_grace_seconds)
+                        graceful_shutdown_seconds=drain.shutdown_grace_seconds)
 
 
 class SdkMetricsCollector(Collector):
@@ -111,8 +110,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         ConfigError: before connecting, when a channel the journeys use is served by the outbox
             outside development mode (see `activities.config.check_providers`).
     """
-    process = settings if isinstance(settings, WorkerProcessSettings) else replace(load_worker(), core=settings)
-    settings = process.core
+    process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
     check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path())
@@ -120,25 +118,26 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    limits = worker_limits(process.worker, settings)
+    limits = worker_limits(process.worker, process.consumer)
     registry = registry or CollectorRegistry()
     runtime = sdk_runtime(process.worker.temporal_metrics_port)
     if process.worker.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
-    client = await connect(settings.temporal, runtime=runtime)
-    worker = build_worker(client, settings.temporal.task_queue, channels, limits=limits,
+    client = await connect(process.temporal, runtime=runtime)
+    worker = build_worker(client, process.temporal.task_queue, channels, limits=limits,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker))
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
     readiness = all_of({"temporal": temporal_check(client),
-                        "search_attributes": search_attributes_check(client, settings.temporal.namespace)})
-    ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
+                        "search_attributes": search_attributes_check(client, process.temporal.namespace)})
+    port = process.ops.metrics_port
+    ops = OpsServer(registry, readiness, port=port) if port else None
     if ops is not None:
         await ops.start()
     try:
         async with worker:
-            log.info("worker_started", task_queue=settings.temporal.task_queue,
+            log.info("worker_started", task_queue=process.temporal.task_queue,
                      max_concurrent_activities=limits.max_concurrent_activities)
             await stop.wait()
             log.info("worker_draining")
