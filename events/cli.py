@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
 from fastavro import parse_schema
 from fastavro.schema import load_schema
 
 from eventflow.errors import ConfigError, EventflowError
-from eventflow.settings import KafkaSettings
+from eventflow.settings import load_settings
 from events.compat import Incompatibility, Level, check, check_level
 from events.registry import (
     SUBJECT_STRATEGIES,
@@ -96,7 +96,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _topics(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(args.topic) if args.topic else KafkaSettings.load().topics
+    return tuple(args.topic) if args.topic else load_settings().kafka.topics
 
 
 def _client() -> tuple[SchemaRegistryClient, SubjectStrategy]:
