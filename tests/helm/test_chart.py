@@ -302,7 +302,7 @@ def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
     trial = helm_template(helm).env("worker")
     assert trial["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "outbox"
     assert trial["EVENTFLOW_DEV_MODE"]["value"] == "true"
-    assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "the consumer refuses worker settings"
+    assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "only the worker reads it"
 
 
 def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(helm: Path) -> None:
