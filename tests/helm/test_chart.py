@@ -127,7 +127,7 @@ def test_every_rendered_variable_is_a_setting_with_a_valid_value(
     # rule is "some Eventflow process reads it".
     plain = {name: str(item["value"]) for name, item in all_on.env(component).items() if "value" in item}
     secret = [name for name, item in all_on.env(component).items() if "value" not in item]
-    script = f"""
+    script = """
 import json, sys
 from eventflow import settings
 from eventflow.errors import ConfigError
@@ -137,7 +137,7 @@ for name in [*plain, *secret]:
     if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name == "TZ":  # pass-through; TZ from extraEnv
         continue
     if name not in read:
-        print(f"{{name}}: not an Eventflow setting")
+        print(f"{name}: not an Eventflow setting")
     elif name in plain:
         try:
             settings.check_value(name, plain[name])
