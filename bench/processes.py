@@ -8,7 +8,6 @@ it. Counters come from each process's ``/metrics``; CPU time and RSS from ``/pro
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.progress import phase
+from eventflow import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_JOURNEYS = Path(__file__).resolve().parent / "journeys"
@@ -47,22 +47,14 @@ def free_port_pair() -> int:
         return port
 
 
-@functools.cache
 def declared_settings() -> frozenset[str]:
-    """Every environment variable the consumer or the worker declares in this tree."""
-    import consumer.app  # noqa: F401  # declares the consumer's settings
-    import eventflow.worker_app  # noqa: F401  # declares the worker's and the channels' settings
-    from eventflow.settings import SETTINGS
-
-    return frozenset(SETTINGS)
+    """Every environment variable some Eventflow process reads (any of them is accepted by all)."""
+    return settings.variables()
 
 
-#: Settings only ``eventflow worker`` reads (its channels and SDK metrics): ``eventflow consume``
-#: does not declare them and refuses to start with an undeclared ``EVENTFLOW_*`` variable.
-WORKER_ONLY = frozenset({
-    "EVENTFLOW_TEMPORAL_METRICS_PORT", "EVENTFLOW_OUTBOX_PATH", "EVENTFLOW_EMAIL_PROVIDER", "SENDGRID_API_KEY",
-    "EVENTFLOW_EMAIL_FROM", "EVENTFLOW_SENDGRID_BASE_URL", "EVENTFLOW_SENDGRID_RATE_PER_SECOND",
-    "EVENTFLOW_SENDGRID_BURST"})
+#: Settings only ``eventflow worker`` reads (its channels, SDK metrics and send defaults): kept out
+#: of ``eventflow consume``'s environment so each process gets what it reads.
+WORKER_ONLY = settings.variables(settings.Process.WORKER) - settings.variables(settings.Process.CONSUMER)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.cache import cache_dir
+from eventflow.settings import DevStackSettings
 from devstack.kafka import KafkaServer
 from devstack.temporal import TemporalDevServer
 
@@ -31,27 +31,18 @@ class StackStatus:
     logs: tuple[Path, ...]
 
 
-def _port(env: str, default: int) -> int:
-    raw = os.environ.get(env)
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{env} must be a port number, got {raw!r}") from exc
-
-
 class Stack:
     """Kafka plus Temporal under ``<cache>/<name>``; ports come from ``EVENTFLOW_DEV_*_PORT``."""
 
     def __init__(self, name: str = "dev", *, kafka_port: int | None = None, temporal_port: int | None = None,
                  ui_port: int | None = None, ui: bool = True, persistent: bool = True) -> None:
         home = cache_dir() / name
-        self.kafka = KafkaServer(home / "kafka", port=kafka_port or _port("EVENTFLOW_DEV_KAFKA_PORT", 19092))
+        ports = DevStackSettings.load()
+        self.kafka = KafkaServer(home / "kafka", port=kafka_port or ports.kafka_port)
         self.temporal = TemporalDevServer(
             home / "temporal",
-            port=temporal_port or _port("EVENTFLOW_DEV_TEMPORAL_PORT", 7233),
-            ui_port=(ui_port or _port("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233)) if ui else None,
+            port=temporal_port or ports.temporal_port,
+            ui_port=(ui_port or ports.temporal_ui_port) if ui else None,
             search_attributes=SEARCH_ATTRIBUTES,
             persistent=persistent,
         )

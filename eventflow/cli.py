@@ -15,7 +15,7 @@ from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
 from eventflow import logs
 from eventflow.errors import EventflowError
-from eventflow.settings import load_settings, markdown_table
+from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
 from events import cli as events_cli
 from journeys import cli as journeys_cli
 
@@ -23,18 +23,18 @@ from journeys import cli as journeys_cli
 def _worker(_: argparse.Namespace) -> int:
     from eventflow.worker_app import run_worker
 
-    settings = load_settings()
-    logs.configure(settings.log_format)
-    asyncio.run(run_worker(settings))
+    process = load_worker()
+    logs.configure(process.ops.log_format)
+    asyncio.run(run_worker(process))
     return 0
 
 
 def _consume(_: argparse.Namespace) -> int:
     from consumer.app import run_consumer
 
-    settings = load_settings()
-    logs.configure(settings.log_format)
-    asyncio.run(run_consumer(settings))
+    process = load_consumer()  # every consumer setting is validated before anything starts
+    logs.configure(process.core.log_format)
+    asyncio.run(run_consumer(process.core))
     return 0
 
 
@@ -103,10 +103,8 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"log: {log_path}")
         return 0 if status.kafka_running and status.temporal_running else 3
     elif args.action == "run":
-        from activities.config import DEV_MODE
         from eventflow.demo import run_demo
 
-        os.environ[DEV_MODE] = "true"  # the demo sends into the outbox by design
         logs.configure("console", level=30)
         return run_demo()
     return 0
@@ -117,10 +115,7 @@ README_TABLE_END = "<!-- settings-table:end -->"
 
 
 def settings_table() -> str:
-    """The configuration table of every process, after importing every module that declares settings."""
-    import consumer.app  # noqa: F401  # declares the consumer's settings
-    import eventflow.worker_app  # noqa: F401  # declares the worker's and the channels' settings
-
+    """The configuration table of every process, generated from the settings classes."""
     return markdown_table()
 
 

@@ -8,8 +8,8 @@ so the Temporal UI can be explored; ``eventflow dev down`` stops them.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from activities.config import outbox_path
@@ -18,7 +18,8 @@ from consumer.app import run_consumer
 from consumer.topics import ensure_topics
 from devstack import Stack
 from eventflow.logs import mask_contact_details
-from eventflow.settings import load_settings
+from eventflow.errors import ConfigError
+from eventflow.settings import OpsSettings, load_settings, worker_settings_from
 from eventflow.worker_app import run_worker
 from events.producer import EventProducer
 from events.samples import demo_events
@@ -48,11 +49,15 @@ async def _wait_for_sends(outbox: Path, marks: set[str], expected: int, timeout_
 
 
 async def _run(stack: Stack) -> int:
-    os.environ.setdefault("EVENTFLOW_METRICS_PORT", "0")
     settings = load_settings()
+    if not OpsSettings.load().model_fields_set & {"metrics_port"}:
+        settings = replace(settings, metrics_port=0)  # the demo serves no ops endpoints unless asked to
     ensure_topics(settings.kafka.client_config(), [*settings.kafka.topics, settings.kafka.dlq_topic])
     stop = asyncio.Event()
-    services = [asyncio.create_task(run_worker(settings, stop), name="worker"),
+    worker = worker_settings_from(settings)
+    # The demo sends into the outbox by design: development mode lets it serve the journeys' channels.
+    worker = replace(worker, channels=worker.channels.model_copy(update={"dev_mode": True}))
+    services = [asyncio.create_task(run_worker(worker, stop), name="worker"),
                 asyncio.create_task(run_consumer(settings, stop), name="consumer")]
     events = demo_events()
     producer = EventProducer(settings.kafka.client_config(), settings.kafka.topics[0], load_schemas())
@@ -80,7 +85,13 @@ async def _run(stack: Stack) -> int:
 def run_demo() -> int:
     """Entry point of ``eventflow dev run``; returns the process exit code."""
     stack = Stack()
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("TEMPORAL_ADDRESS")
+    try:
+        load_settings(dev_defaults=False)
+        external = True
+    except ConfigError as exc:
+        if exc.variable not in ("KAFKA_BOOTSTRAP_SERVERS", "TEMPORAL_ADDRESS"):
+            raise
+        external = False
     if not external:
         _say("-> provisioning and starting Kafka and Temporal (first run downloads and builds; later runs take seconds)")
         endpoints = stack.up()

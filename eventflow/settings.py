@@ -1,145 +1,210 @@
-"""Every Eventflow setting, declared once: environment variable, type, default and meaning.
+"""Every Eventflow setting, declared once as a typed field of a settings class, one class per concern.
 
-`load_settings` reads the environment once at start-up into nested frozen dataclasses and raises
-`ConfigError` naming the variable on the first invalid value. librdkafka settings pass through
-from ``EVENTFLOW_LIBRDKAFKA_*`` (``EVENTFLOW_LIBRDKAFKA_SASL_MECHANISM`` becomes ``sasl.mechanism``);
-any other ``EVENTFLOW_*`` variable that is not declared here is an error, so typos fail loudly.
-The README's configuration table is generated from `SETTINGS` (``eventflow config table``).
+Each class (`KafkaSettings`, `TemporalSettings`, ...) is a frozen pydantic-settings model whose
+fields name their environment variable (``validation_alias``), type, default and meaning. A class
+reads the environment only when asked (``X.load(environ)``): importing this module, or any module
+that uses it, reads and registers nothing. A process composes the classes it reads
+(`ConsumerProcessSettings`, `WorkerProcessSettings`, `ToolSettings`) and loads them once at start-up.
+
+Errors are one line, `ConfigError` naming the variable. An ``EVENTFLOW_*`` variable that no
+Eventflow process reads is an error too (`check_unknown`), judged against the union of every
+process's settings, so one shared ConfigMap may carry both the consumer's and the worker's
+settings. librdkafka settings pass through from ``EVENTFLOW_LIBRDKAFKA_*``
+(``EVENTFLOW_LIBRDKAFKA_SASL_MECHANISM`` becomes ``sasl.mechanism``).
+
+This module is the only one that reads ``os.environ``; the README's configuration table is
+generated from the classes (``eventflow config --update-readme``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import re
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from eventflow.errors import ConfigError
 
-T = TypeVar("T")
-
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 
+# Vocabularies. `events.codec.Encoding` and `events.registry.SubjectStrategy` are these (a test checks).
+Encoding = Literal["auto", "registry", "embedded", "json"]
+SubjectStrategy = Literal["topic", "record", "topic_record"]
+LogFormat = Literal["json", "console"]
+EmailProvider = Literal["outbox", "sendgrid"]
+MessagingProvider = Literal["outbox", "twilio"]
 
-@dataclass(frozen=True)
-class Setting(Generic[T]):
-    """One declared setting."""
-
-    env: str
-    parse: Callable[[str], T]
-    default: T | None
-    doc: str
-    type_name: str = "str"
-
-    def read(self, environ: Mapping[str, str]) -> T | None:
-        raw = environ.get(self.env)
-        if raw is None or raw == "":
-            return self.default
-        try:
-            return self.parse(raw)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(self.env, f"invalid value {raw!r}: {exc}") from exc
+Port = Annotated[int, Field(ge=0, le=65535)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
 
 
-def positive_int(raw: str) -> int:
-    """Parser for a whole number > 0."""
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def non_negative_int(raw: str) -> int:
-    """Parser for a whole number >= 0."""
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def port_number(raw: str) -> int:
-    """Parser for a TCP port; 0 means disabled."""
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number (0 disables)")
-    return value
-
-
-def positive_float(raw: str) -> float:
-    """Parser for a number > 0."""
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _csv(raw: str) -> tuple[str, ...]:
+def _csv(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
     items = tuple(part.strip() for part in raw.split(",") if part.strip())
     if not items:
         raise ValueError("must list at least one name")
     return items
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
+def _pairs(raw: object) -> object:
+    if not isinstance(raw, str):
         return raw
-
-    return parse
-
-
-def _s(env: str, default: str | None, doc: str) -> Setting[str]:
-    return Setting(env, str, default, doc)
-
-
-_SETTINGS: list[Setting[Any]] = [
-    _s("KAFKA_BOOTSTRAP_SERVERS", None, "Kafka bootstrap servers; unset means the local dev stack (`eventflow dev`)."),
-    Setting("EVENTFLOW_TOPICS", _csv, ("customer-events",), "Comma-separated topics the consumer reads.", "csv"),
-    _s("EVENTFLOW_CONSUMER_GROUP", "eventflow", "Kafka consumer group id."),
-    _s("EVENTFLOW_DLQ_TOPIC", "customer-events.dlq", "Dead-letter topic for records that cannot be decoded."),
-    Setting("EVENTFLOW_MAX_IN_FLIGHT", positive_int, 512, "Events in flight per consumer before partitions pause.", "int"),
-    Setting("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", positive_float, 30.0, "Drain deadline on SIGTERM.", "float"),
-    _s("TEMPORAL_ADDRESS", None, "Temporal frontend host:port; unset means the local dev stack."),
-    _s("TEMPORAL_NAMESPACE", "default", "Temporal namespace."),
-    _s("TEMPORAL_API_KEY", None, "Temporal Cloud API key (implies TLS)."),
-    _s("TEMPORAL_TLS_CA", None, "Path to the CA certificate for the Temporal server (enables TLS)."),
-    _s("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS."),
-    _s("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS."),
-    _s("EVENTFLOW_TASK_QUEUE", "eventflow-journeys", "Temporal task queue of the journey workers."),
-    Setting("EVENTFLOW_METRICS_PORT", port_number, 9464, "Port of /metrics, /healthz and /readyz (0 disables).", "int"),
-    Setting("EVENTFLOW_LOG_FORMAT", _choice("json", "console"), "json", "Log rendering: json or console.", "choice"),
-    _s("EVENTFLOW_AVRO_DIR", None, "Folder of Avro schemas; default the repository's avro/."),
-    _s("EVENTFLOW_JOURNEYS_DIR", None, "Folder with definitions/ and templates/; default the repository's journeys/."),
-    _s("EVENTFLOW_OUTBOX_PATH", None, "JSON Lines file the outbox channel writes; default <cache>/outbox.jsonl."),
-    _s("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and logs; default $XDG_CACHE_HOME/eventflow."),
-    Setting("EVENTFLOW_DEV_KAFKA_PORT", port_number, 19092, "Dev stack Kafka port (controller uses port+1).", "int"),
-    Setting("EVENTFLOW_DEV_TEMPORAL_PORT", port_number, 7233, "Dev stack Temporal frontend port.", "int"),
-    Setting("EVENTFLOW_DEV_TEMPORAL_UI_PORT", port_number, 8233, "Dev stack Temporal Web UI port.", "int"),
-]
-
-SETTINGS: dict[str, Setting[Any]] = {s.env: s for s in _SETTINGS}
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{part!r} is not topic=encoding")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
-def register(setting: Setting[Any]) -> None:
-    """Declares a setting from another module (channels, registry); must happen at import time."""
-    if setting.env in SETTINGS and SETTINGS[setting.env] is not setting:
-        raise ValueError(f"setting {setting.env} declared twice")
-    _SETTINGS.append(setting)
-    SETTINGS[setting.env] = setting
+_QUIET_HOURS = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d)?$")
 
 
-def read(env: str, environ: Mapping[str, str] | None = None) -> object:
-    """Reads one declared setting."""
-    return SETTINGS[env].read(os.environ if environ is None else environ)
+def _quiet_hours(value: str) -> str:
+    if not _QUIET_HOURS.match(value):
+        raise ValueError("must look like 21:00-08:00")
+    return value
 
 
-def check_unknown(environ: Mapping[str, str]) -> None:
-    """Fails on any ``EVENTFLOW_*`` variable that is neither declared nor a librdkafka pass-through."""
-    for name in environ:
-        if name.startswith("EVENTFLOW_") and name not in SETTINGS and not name.startswith(LIBRDKAFKA_PREFIX):
-            raise ConfigError(name, "unknown Eventflow setting (see the configuration table in README.md)")
+Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
+EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs)]
+QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
+
+
+def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
+    """A field read from ``variable``; its ``doc`` is the README's meaning column."""
+    return Field(default, validation_alias=variable, description=doc)
+
+
+class Process(StrEnum):
+    """The Eventflow processes, as the README's "read by" column names them."""
+
+    CONSUMER = "consumer"
+    WORKER = "worker"
+    CLI = "cli"
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping, limited to the class's variables."""
+
+    def __init__(self, settings_cls: type[SettingsGroup], environ: Mapping[str, str]) -> None:
+        wanted = settings_cls.variables()
+        self._environ = {name: value for name, value in environ.items() if name in wanted}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class SettingsGroup(BaseSettings):
+    """One concern's settings; ``load`` reads them from an environment and fails naming the variable."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, env_ignore_empty=True, frozen=True, extra="ignore",
+                                      validate_by_name=True, validate_by_alias=True)
+
+    #: The concern, as the README groups it.
+    concern: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Building a group from keywords (tests, composition) reads no environment; only `load` does."""
+        return (init_settings,)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Environment variable -> field name, in declaration order."""
+        return {field.validation_alias: name for name, field in cls.model_fields.items()
+                if isinstance(field.validation_alias, str)}
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field``."""
+        alias = cls.model_fields[field].validation_alias
+        assert isinstance(alias, str), f"{cls.__name__}.{field} is not read from the environment"
+        return alias
+
+    @classmethod
+    def _extra(cls, environ: Mapping[str, str]) -> dict[str, object]:
+        """Values that do not come from one variable each (overridden by `KafkaSettings`)."""
+        return {}
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Reads this class's variables from ``environ`` (``os.environ`` by default).
+
+        Raises:
+            ConfigError: naming the first variable whose value is invalid or missing.
+        """
+        environ = os.environ if environ is None else environ
+        try:
+            return cls.model_validate({**_EnvironSource(cls, environ)(), **cls._extra(environ)})
+        except ValidationError as exc:
+            raise _config_error(cls, exc, environ) from None
+
+
+def _config_error(cls: type[SettingsGroup], exc: ValidationError, environ: Mapping[str, str]) -> ConfigError:
+    error = exc.errors()[0]
+    variable = str(error["loc"][0]) if error["loc"] else cls.__name__
+    if error["type"] == "missing":
+        return ConfigError(variable, "is required")
+    problem = str(error["msg"]).removeprefix("Value error, ")
+    field = cls.variables().get(variable)
+    secret = field is not None and _is_secret(cls.model_fields[field])
+    raw = environ.get(variable)
+    return ConfigError(variable, problem if secret or raw is None else f"invalid value {raw!r}: {problem}")
+
+
+def _secret_from_file(data: object, variable: str) -> object:
+    """``<variable>_FILE`` names a mounted secret; its content wins over ``<variable>``."""
+    if not isinstance(data, dict) or not data.get(f"{variable}_FILE"):
+        return data
+    path = Path(str(data[f"{variable}_FILE"]))
+    try:
+        return {**data, variable: path.read_text().strip()}
+    except OSError as exc:
+        raise ConfigError(f"{variable}_FILE", f"cannot read {path}: {exc.strerror}") from exc
+
+
+# -- kafka ------------------------------------------------------------------------------------------
+
+class KafkaSettings(SettingsGroup):
+    """Where the events are: brokers, topics, consumer group and dead-letter topic."""
+
+    concern: ClassVar[str] = "kafka"
+
+    bootstrap_servers: str = env("KAFKA_BOOTSTRAP_SERVERS",
+                                 doc="Kafka bootstrap servers; unset means the local dev stack (`eventflow dev`).")
+    topics: Csv = env("EVENTFLOW_TOPICS", ("customer-events",), "Comma-separated topics the consumer reads.")
+    consumer_group: str = env("EVENTFLOW_CONSUMER_GROUP", "eventflow", "Kafka consumer group id.")
+    dlq_topic: str = env("EVENTFLOW_DLQ_TOPIC", "customer-events.dlq",
+                         "Dead-letter topic for records that cannot be decoded.")
+    librdkafka: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def _extra(cls, environ: Mapping[str, str]) -> dict[str, object]:
+        return {"librdkafka": librdkafka_overrides(environ)}
+
+    def client_config(self) -> dict[str, str]:
+        """Base librdkafka config shared by consumers, producers and admin clients."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka}
 
 
 def librdkafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
@@ -151,39 +216,243 @@ def librdkafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    bootstrap_servers: str
-    topics: tuple[str, ...]
-    consumer_group: str
-    dlq_topic: str
-    librdkafka: Mapping[str, str]
+# -- temporal ---------------------------------------------------------------------------------------
 
-    def client_config(self) -> dict[str, str]:
-        """Base librdkafka config shared by consumers, producers and admin clients."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka}
+class TemporalSettings(SettingsGroup):
+    """How to reach Temporal, and the journeys' task queue."""
+
+    concern: ClassVar[str] = "temporal"
+
+    address: str = env("TEMPORAL_ADDRESS", doc="Temporal frontend host:port; unset means the local dev stack.")
+    namespace: str = env("TEMPORAL_NAMESPACE", "default", "Temporal namespace.")
+    task_queue: str = env("EVENTFLOW_TASK_QUEUE", "eventflow-journeys", "Temporal task queue of the journey workers.")
+    api_key: SecretStr | None = env("TEMPORAL_API_KEY", None, "Temporal Cloud API key (implies TLS).")
+    tls_ca_path: Path | None = env("TEMPORAL_TLS_CA", None,
+                                    "Path to the CA certificate for the Temporal server (enables TLS).")
+    tls_cert_path: Path | None = env("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS.")
+    tls_key_path: Path | None = env("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS.")
+
+    @model_validator(mode="after")
+    def _files_exist_and_mtls_needs_both(self) -> Self:
+        # Checked here rather than on the fields, so a value can be checked alone where the file
+        # is not (a rendered chart's pod paths).
+        for field in ("tls_ca_path", "tls_cert_path", "tls_key_path"):
+            path = getattr(self, field)
+            if path is not None and not path.exists():
+                raise ConfigError(self.variable(field), f"file {path} does not exist")
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ConfigError("TEMPORAL_TLS_CERT" if self.tls_cert_path is None else "TEMPORAL_TLS_KEY",
+                              "mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY")
+        return self
 
 
-@dataclass(frozen=True)
-class TemporalSettings:
-    address: str
-    namespace: str
-    task_queue: str
-    api_key: str | None = None
-    tls_ca_path: Path | None = None
-    tls_cert_path: Path | None = None
-    tls_key_path: Path | None = None
+# -- consumer ---------------------------------------------------------------------------------------
+
+class ConsumerSettings(SettingsGroup):
+    """The consumer loop's bounds; the drain deadline applies to the worker too."""
+
+    concern: ClassVar[str] = "consumer"
+
+    max_in_flight: PositiveInt = env("EVENTFLOW_MAX_IN_FLIGHT", 512,
+                                     "Events in flight per consumer before partitions pause.")
+    shutdown_grace_seconds: PositiveFloat = env("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", 30.0, "Drain deadline on SIGTERM.")
 
 
-@dataclass(frozen=True)
-class ConsumerSettings:
-    max_in_flight: int
-    shutdown_grace_seconds: float
+# -- ops / logging ----------------------------------------------------------------------------------
 
+class OpsSettings(SettingsGroup):
+    """The ops HTTP server and log rendering."""
+
+    concern: ClassVar[str] = "ops"
+
+    metrics_port: Port = env("EVENTFLOW_METRICS_PORT", 9464, "Port of /metrics, /healthz and /readyz (0 disables).")
+    log_format: LogFormat = env("EVENTFLOW_LOG_FORMAT", "json", "Log rendering: json or console.")
+
+
+# -- dev stack --------------------------------------------------------------------------------------
+
+class DevStackSettings(SettingsGroup):
+    """The local stack's ports (the processes' default addresses) and the cache folder."""
+
+    concern: ClassVar[str] = "dev stack"
+
+    kafka_port: Port = env("EVENTFLOW_DEV_KAFKA_PORT", 19092, "Dev stack Kafka port (controller uses port+1).")
+    temporal_port: Port = env("EVENTFLOW_DEV_TEMPORAL_PORT", 7233, "Dev stack Temporal frontend port.")
+    temporal_ui_port: Port = env("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233, "Dev stack Temporal Web UI port.")
+    cache_dir: Path | None = env("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and "
+                                 "logs, and the default outbox; default $XDG_CACHE_HOME/eventflow.")
+    xdg_cache_home: Path | None = env("XDG_CACHE_HOME", None,
+                                      "Base of the default cache folder (XDG); default ~/.cache.")
+
+    def cache_root(self) -> Path:
+        """``$EVENTFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/eventflow``, else ``~/.cache/eventflow``."""
+        if self.cache_dir is not None:
+            return self.cache_dir.expanduser()
+        base = self.xdg_cache_home.expanduser() if self.xdg_cache_home else Path.home() / ".cache"
+        return base / "eventflow"
+
+
+# -- schema registry and event encodings ------------------------------------------------------------
+
+class SchemaRegistrySettings(SettingsGroup):
+    """How to reach a Confluent-compatible Schema Registry; no URL means none."""
+
+    concern: ClassVar[str] = "registry"
+
+    url: str | None = env("EVENTFLOW_SCHEMA_REGISTRY_URL", None, "Confluent-compatible Schema Registry URL "
+                          "(Apicurio: `.../apis/ccompat/v7`); unset: no registry.")
+    username: str | None = env("EVENTFLOW_SCHEMA_REGISTRY_USERNAME", None,
+                               "Schema Registry basic-auth user (or API key).")
+    password: SecretStr | None = env("EVENTFLOW_SCHEMA_REGISTRY_PASSWORD", None,
+                                     "Schema Registry basic-auth password (or API secret).")
+    timeout_seconds: PositiveFloat = env("EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS", 10.0,
+                                         "Timeout of one Schema Registry request.")
+    subject_strategy: SubjectStrategy = env("EVENTFLOW_SUBJECT_NAME_STRATEGY", "topic",
+                                            "Registry subject naming: topic (`<topic>-value`), record (`<record>`), "
+                                            "topic_record (`<topic>-<record>`).")
+
+    @model_validator(mode="after")
+    def _basic_auth_needs_both(self) -> Self:
+        if self.url is not None and (self.username is None) != (self.password is None):
+            missing = "username" if self.username is None else "password"
+            raise ConfigError(self.variable(missing), "basic auth needs both the username and the password")
+        return self
+
+
+class EventSettings(SettingsGroup):
+    """How each topic's events are encoded, and where the Avro schemas are."""
+
+    concern: ClassVar[str] = "events"
+
+    avro_dir: Path | None = env("EVENTFLOW_AVRO_DIR", None, "Folder of Avro schemas; default the repository's avro/.")
+    topic_encodings: EncodingMap = env("EVENTFLOW_TOPIC_ENCODINGS", {}, "Per-topic value encoding, "
+                                       "`topic=registry,other=embedded`; encodings: auto, registry, embedded, json.")
+    default_encoding: Encoding = env("EVENTFLOW_DEFAULT_ENCODING", "auto",
+                                     "Encoding of topics not in EVENTFLOW_TOPIC_ENCODINGS: auto (Confluent wire format "
+                                     "or Avro single-object, by magic byte), registry, embedded or json.")
+    auto_register: bool = env("EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER", False,
+                              "Producer registers the envelope schema if the subject lacks it "
+                              "(off: run `eventflow schemas register` first).")
+
+
+# -- journeys ---------------------------------------------------------------------------------------
+
+class JourneySettings(SettingsGroup):
+    """Where the journey definitions and templates are."""
+
+    concern: ClassVar[str] = "journeys"
+
+    journeys_dir: Path | None = env("EVENTFLOW_JOURNEYS_DIR", None,
+                                    "Folder with definitions/ and templates/; default the repository's journeys/.")
+
+
+# -- worker -----------------------------------------------------------------------------------------
+
+class WorkerSettings(SettingsGroup):
+    """One worker replica's capacity, its SDK metrics, and the send defaults."""
+
+    concern: ClassVar[str] = "worker"
+
+    max_concurrent_activities: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", 100,
+                                                 "Send activities one worker replica runs at once.")
+    max_concurrent_workflow_tasks: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100,
+                                                     "Workflow tasks one worker replica runs at once.")
+    temporal_metrics_port: Port = env("EVENTFLOW_TEMPORAL_METRICS_PORT", 9465, "Loopback port of the Temporal SDK's "
+                                      "Prometheus exporter, merged into /metrics (0 disables).")
+    quiet_hours: QuietHours = env("EVENTFLOW_QUIET_HOURS", "", "Default quiet hours in the customer's timezone, "
+                                  "e.g. 21:00-08:00; empty for none.")
+    daily_cap: NonNegativeInt = env("EVENTFLOW_DAILY_CAP", 0,
+                                    "Default sends per channel per customer per local day; 0 for no cap.")
+
+
+# -- channels and providers -------------------------------------------------------------------------
+
+class ChannelSettings(SettingsGroup):
+    """Which implementation serves each channel; the outbox and development mode."""
+
+    concern: ClassVar[str] = "channels"
+
+    dev_mode: bool = env("EVENTFLOW_DEV_MODE", False, "Development mode: lets the outbox channel (a local file) "
+                         "serve channels that journeys use. Set by `eventflow dev run` and the tests; never in "
+                         "production.")
+    email_provider: EmailProvider = env("EVENTFLOW_EMAIL_PROVIDER", "outbox",
+                                        "Email channel implementation: outbox or sendgrid.")
+    sms_provider: MessagingProvider = env("EVENTFLOW_SMS_PROVIDER", "outbox",
+                                          "SMS channel implementation: outbox or twilio.")
+    whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
+                                               "WhatsApp channel implementation: outbox or twilio.")
+    outbox_path: Path | None = env("EVENTFLOW_OUTBOX_PATH", None,
+                                   "JSON Lines file the outbox channel writes; default <cache>/outbox.jsonl.")
+    provider_timeout_seconds: PositiveFloat = env("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", 10.0,
+                                                  "Per-request timeout of provider calls.")
+
+    def provider(self, channel: str) -> str:
+        """The implementation of ``email``, ``sms`` or ``whatsapp``."""
+        match channel:
+            case "email":
+                return self.email_provider
+            case "sms":
+                return self.sms_provider
+            case "whatsapp":
+                return self.whatsapp_provider
+        raise KeyError(channel)
+
+
+class SendGridSettings(SettingsGroup):
+    """The SendGrid email provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    api_key: SecretStr | None = env("SENDGRID_API_KEY", None, "SendGrid API key (or SENDGRID_API_KEY_FILE).")
+    api_key_file: Path | None = env("SENDGRID_API_KEY_FILE", None,
+                                    "File holding the SendGrid API key (a mounted secret).")
+    base_url: str = env("EVENTFLOW_SENDGRID_BASE_URL", "https://api.sendgrid.com",
+                        "SendGrid API host (https://api.eu.sendgrid.com for EU subusers).")
+    email_from: str | None = env("EVENTFLOW_EMAIL_FROM", None,
+                                 "Verified sender address for email (required with sendgrid).")
+    email_from_name: str = env("EVENTFLOW_EMAIL_FROM_NAME", "", "Sender display name for email.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_SENDGRID_RATE_PER_SECOND", 100.0,
+                                         "SendGrid calls per second per worker (token bucket).")
+    burst: PositiveInt = env("EVENTFLOW_SENDGRID_BURST", 100, "SendGrid token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "SENDGRID_API_KEY")
+
+
+class TwilioSettings(SettingsGroup):
+    """The Twilio SMS and WhatsApp provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    account_sid: str | None = env("TWILIO_ACCOUNT_SID", None, "Twilio account SID.")
+    auth_token: SecretStr | None = env("TWILIO_AUTH_TOKEN", None, "Twilio auth token (or TWILIO_AUTH_TOKEN_FILE).")
+    auth_token_file: Path | None = env("TWILIO_AUTH_TOKEN_FILE", None,
+                                       "File holding the Twilio auth token (a mounted secret).")
+    base_url: str = env("EVENTFLOW_TWILIO_BASE_URL", "",
+                        "Twilio API base URL override (default https://api.twilio.com).")
+    region: str = env("EVENTFLOW_TWILIO_REGION", "", "Twilio region (e.g. ie1) for regional processing.")
+    edge: str = env("EVENTFLOW_TWILIO_EDGE", "", "Twilio edge location (e.g. dublin).")
+    sms_from: str = env("EVENTFLOW_SMS_FROM", "", "Sender number for SMS.")
+    whatsapp_from: str = env("EVENTFLOW_WHATSAPP_FROM", "", "Sender number for WhatsApp (whatsapp: prefix optional).")
+    messaging_service_sid: str = env("EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID", "",
+                                     "Send through this Messaging Service instead of a number.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_TWILIO_RATE_PER_SECOND", 10.0,
+                                         "Twilio calls per second per worker (token bucket).")
+    burst: PositiveInt = env("EVENTFLOW_TWILIO_BURST", 10, "Twilio token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
+
+
+# -- per-process compositions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a process needs, validated."""
+    """Kafka, Temporal, the drain bounds, ops and logging: what the consumer and the commands share."""
 
     kafka: KafkaSettings
     temporal: TemporalSettings
@@ -192,74 +461,214 @@ class Settings:
     log_format: str
 
 
-def _path(environ: Mapping[str, str], env: str) -> Path | None:
-    raw = SETTINGS[env].read(environ)
-    if raw is None:
-        return None
-    path = Path(str(raw))
-    if not path.exists():
-        raise ConfigError(env, f"file {path} does not exist")
-    return path
+@dataclass(frozen=True)
+class ConsumerProcessSettings:
+    """``eventflow consume``."""
+
+    core: Settings
+    registry: SchemaRegistrySettings
+    events: EventSettings
+    journeys: JourneySettings
+
+
+@dataclass(frozen=True)
+class WorkerProcessSettings:
+    """``eventflow worker``: no Kafka settings, it never talks to Kafka."""
+
+    temporal: TemporalSettings
+    consumer: ConsumerSettings
+    ops: OpsSettings
+    worker: WorkerSettings
+    channels: ChannelSettings
+    sendgrid: SendGridSettings
+    twilio: TwilioSettings
+    journeys: JourneySettings
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """The other ``eventflow`` commands (produce, dlq, schemas, journeys, temporal setup, dev)."""
+
+    core: Settings
+    registry: SchemaRegistrySettings
+    events: EventSettings
+    journeys: JourneySettings
+
+
+PROCESSES: Mapping[Process, type] = {
+    Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings}
+
+
+def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
+    """The settings classes ``process`` reads, read off its composition's field types.
+
+    A `Settings` field stands for Kafka, Temporal, consumer and ops settings; every process reads
+    the dev stack's ports (its default addresses).
+    """
+    found: list[type[SettingsGroup]] = []
+    for hint in get_type_hints(PROCESSES[process]).values():
+        if hint is Settings:
+            found += [KafkaSettings, TemporalSettings, ConsumerSettings, OpsSettings]
+        elif isinstance(hint, type) and issubclass(hint, SettingsGroup):
+            found.append(hint)
+    return (*found, DevStackSettings)
+
+
+def all_groups() -> tuple[type[SettingsGroup], ...]:
+    """Every settings class some process reads, each once, in the order the compositions name them."""
+    return tuple(dict.fromkeys(group for process in Process for group in groups(process)))
+
+
+def variables(process: Process | None = None) -> frozenset[str]:
+    """The variables ``process`` reads; every Eventflow process's when None."""
+    chosen = all_groups() if process is None else groups(process)
+    return frozenset(name for group in chosen for name in group.variables())
+
+
+def check_unknown(environ: Mapping[str, str] | None = None) -> None:
+    """Fails on an ``EVENTFLOW_*`` variable that no Eventflow process reads (librdkafka's pass through)."""
+    known = variables()
+    for name in os.environ if environ is None else environ:
+        if name.startswith("EVENTFLOW_") and name not in known and not name.startswith(LIBRDKAFKA_PREFIX):
+            raise ConfigError(name, "unknown Eventflow setting (see the configuration table in README.md)")
+
+
+def _checked(environ: Mapping[str, str] | None, dev_defaults: bool) -> Mapping[str, str]:
+    """The environment, checked for unknown variables, with the dev stack's addresses where unset."""
+    env = os.environ if environ is None else environ
+    check_unknown(env)
+    if not dev_defaults:
+        return env
+    dev = DevStackSettings.load(env)
+    return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}", "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
+            **{name: value for name, value in env.items() if value}}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> Settings:
-    """Reads and validates the process settings once.
+    """Checks for unknown variables, then reads and validates the shared settings.
 
     Args:
         environ: the environment; ``os.environ`` by default.
         dev_defaults: when Kafka or Temporal addresses are unset, use the local dev stack's
             addresses instead of failing.
     """
-    env = os.environ if environ is None else environ
-    check_unknown(env)
+    env = _checked(environ, dev_defaults)
+    kafka = KafkaSettings.load(env)
+    temporal = TemporalSettings.load(env)
+    ops = OpsSettings.load(env)
+    return Settings(kafka=kafka, temporal=temporal, consumer=ConsumerSettings.load(env),
+                    metrics_port=ops.metrics_port, log_format=ops.log_format)
 
-    def get(name: str) -> Any:
-        return SETTINGS[name].read(env)
 
-    bootstrap = get("KAFKA_BOOTSTRAP_SERVERS") or (
-        f"127.0.0.1:{get('EVENTFLOW_DEV_KAFKA_PORT')}" if dev_defaults else None
-    )
-    if bootstrap is None:
-        raise ConfigError("KAFKA_BOOTSTRAP_SERVERS", "is required")
-    address = get("TEMPORAL_ADDRESS") or (f"127.0.0.1:{get('EVENTFLOW_DEV_TEMPORAL_PORT')}" if dev_defaults else None)
-    if address is None:
-        raise ConfigError("TEMPORAL_ADDRESS", "is required")
-    cert, key = _path(env, "TEMPORAL_TLS_CERT"), _path(env, "TEMPORAL_TLS_KEY")
-    if (cert is None) != (key is None):
-        raise ConfigError("TEMPORAL_TLS_CERT" if cert is None else "TEMPORAL_TLS_KEY",
-                          "mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY")
-    return Settings(
-        kafka=KafkaSettings(
-            bootstrap_servers=str(bootstrap),
-            topics=get("EVENTFLOW_TOPICS"),
-            consumer_group=str(get("EVENTFLOW_CONSUMER_GROUP")),
-            dlq_topic=str(get("EVENTFLOW_DLQ_TOPIC")),
-            librdkafka=librdkafka_overrides(env),
-        ),
-        temporal=TemporalSettings(
-            address=str(address),
-            namespace=str(get("TEMPORAL_NAMESPACE")),
-            task_queue=str(get("EVENTFLOW_TASK_QUEUE")),
-            api_key=get("TEMPORAL_API_KEY"),
-            tls_ca_path=_path(env, "TEMPORAL_TLS_CA"),
-            tls_cert_path=cert,
-            tls_key_path=key,
-        ),
-        consumer=ConsumerSettings(
-            max_in_flight=get("EVENTFLOW_MAX_IN_FLIGHT"),
-            shutdown_grace_seconds=get("EVENTFLOW_SHUTDOWN_GRACE_SECONDS"),
-        ),
-        metrics_port=get("EVENTFLOW_METRICS_PORT"),
-        log_format=str(get("EVENTFLOW_LOG_FORMAT")),
-    )
+def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> ConsumerProcessSettings:
+    """Everything ``eventflow consume`` reads, validated at once."""
+    env = _checked(environ, dev_defaults)
+    return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
+                                   events=EventSettings.load(env), journeys=JourneySettings.load(env))
+
+
+def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
+    """Everything ``eventflow worker`` reads, validated at once (secret files included)."""
+    env = _checked(environ, dev_defaults)
+    return WorkerProcessSettings(temporal=TemporalSettings.load(env), consumer=ConsumerSettings.load(env),
+                                 ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
+                                 channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
+                                 twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env))
+
+
+def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
+    """The worker's settings around already loaded shared `Settings` (its own read from ``environ``)."""
+    own = load_worker(environ)
+    return replace(own, temporal=settings.temporal, consumer=settings.consumer,
+                   ops=OpsSettings(metrics_port=settings.metrics_port, log_format=cast(LogFormat, settings.log_format)))
+
+
+def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> ToolSettings:
+    """What the other commands read."""
+    env = _checked(environ, dev_defaults)
+    return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
+                        events=EventSettings.load(env), journeys=JourneySettings.load(env))
+
+
+def check_value(variable: str, raw: str) -> None:
+    """Checks one variable's value with its field's own type and validators (cross-field rules aside).
+
+    Raises:
+        ConfigError: the variable is unknown, or the value invalid.
+    """
+    for group in all_groups():
+        field = group.variables().get(variable)
+        if field is None:
+            continue
+        info = group.model_fields[field]
+        definition: dict[str, Any] = {field: (info.annotation, info)}
+        alone = create_model(f"{group.__name__}_{field}", **definition)
+        try:
+            alone.model_validate({variable: raw})
+        except ValidationError as exc:
+            problem = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise ConfigError(variable, f"invalid value {raw!r}: {problem}") from None
+        return
+    raise ConfigError(variable, "unknown Eventflow setting (see the configuration table in README.md)")
+
+
+# -- the README table -------------------------------------------------------------------------------
+
+def _is_secret(field: FieldInfo) -> bool:
+    return SecretStr in _non_none(field.annotation)
+
+
+def _non_none(annotation: object) -> tuple[object, ...]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(arg for arg in get_args(annotation) if arg is not type(None))
+    return (annotation,)
+
+
+def _type_name(field: FieldInfo) -> str:
+    (annotation, *_) = _non_none(field.annotation)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return "choice"
+    if origin is tuple:
+        return "csv"
+    if origin is dict:
+        return "mapping"
+    names = {bool: "bool", int: "int", float: "float", str: "str", Path: "path", SecretStr: "secret"}
+    return names.get(annotation, "str") if isinstance(annotation, type) else "str"
+
+
+def _default(field: FieldInfo) -> str:
+    default = field.default
+    if default is PydanticUndefined or default is None or default in ("", {}):
+        return "—"
+    shown = ",".join(default) if isinstance(default, tuple) else str(default)
+    return f"`{shown}`"
+
+
+def _rows() -> Iterator[tuple[str, str, str, str, str, str]]:
+    for group in all_groups():
+        readers = ", ".join(p.value for p in Process if group in groups(p))
+        for variable, name in group.variables().items():
+            field = group.model_fields[name]
+            yield group.concern, variable, _type_name(field), _default(field), readers, field.description or ""
 
 
 def markdown_table() -> str:
-    """The README's configuration table, generated from the declarations."""
-    rows = ["| Variable | Type | Default | Meaning |", "| --- | --- | --- | --- |"]
-    for setting in SETTINGS.values():
-        default = setting.default
-        shown = ",".join(default) if isinstance(default, tuple) else ("" if default is None else str(default))
-        rows.append(f"| `{setting.env}` | {setting.type_name} | {f'`{shown}`' if shown else '—'} | {setting.doc} |")
-    rows.append(f"| `{LIBRDKAFKA_PREFIX}*` | str | — | Passed to librdkafka: `{LIBRDKAFKA_PREFIX}SASL_MECHANISM` sets `sasl.mechanism`. |")
+    """The README's configuration table, generated from the settings classes."""
+    rows = ["| Concern | Variable | Type | Default | Read by | Meaning |", "| --- | --- | --- | --- | --- | --- |"]
+    for concern, variable, type_name, default, readers, doc in _rows():
+        rows.append(f"| {concern} | `{variable}` | {type_name} | {default} | {readers} | {doc} |")
+    readers = ", ".join(p.value for p in Process if KafkaSettings in groups(p))  # the pass-through is Kafka's
+    rows.append(f"| kafka | `{LIBRDKAFKA_PREFIX}*` | str | — | {readers} | Passed to librdkafka: "
+                f"`{LIBRDKAFKA_PREFIX}SASL_MECHANISM` sets `sasl.mechanism`. |")
     return "\n".join(rows)
+
+
+__all__ = [
+    "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
+    "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
+    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
+    "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
+    "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
+    "load_worker", "markdown_table", "variables", "worker_settings_from",
+]

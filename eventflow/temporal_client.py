@@ -101,7 +101,7 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
             settings.address,
             namespace=settings.namespace,
             tls=_tls(settings),
-            api_key=settings.api_key,
+            api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
             runtime=runtime if runtime is not None else _shared_runtime(),
         )
     except RuntimeError as exc:  # the SDK core reports every connection failure as RuntimeError

@@ -12,7 +12,6 @@ import asyncio
 import signal
 import urllib.request
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,11 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import build_channels, check_providers, send_policy
+from activities.config import channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
-from eventflow import settings as config
 from eventflow.http import OpsServer, all_of, temporal_check
-from eventflow.settings import Setting, Settings, port_number, positive_int
+from eventflow.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from eventflow.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
@@ -35,35 +33,11 @@ from workflows.worker import WorkerLimits, build_worker
 log = structlog.get_logger(__name__)
 
 
-for _setting in (
-    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", positive_int, 100,
-            "Send activities one worker replica runs at once.", "int"),
-    Setting("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", positive_int, 100,
-            "Workflow tasks one worker replica runs at once.", "int"),
-    Setting("EVENTFLOW_TEMPORAL_METRICS_PORT", port_number, 9465,
-            "Loopback port of the Temporal SDK's Prometheus exporter, merged into /metrics (0 disables).", "int"),
-):
-    config.register(_setting)
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """The worker's own settings, on top of the process `Settings`."""
-
-    limits: WorkerLimits
-    temporal_metrics_port: int
-
-
-def load_worker_settings(settings: Settings) -> WorkerSettings:
-    """Reads the worker-only settings (already validated by `load_settings`'s unknown-variable check)."""
-    return WorkerSettings(
-        limits=WorkerLimits(
-            max_concurrent_activities=int(config.read("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES")),  # type: ignore[call-overload]
-            max_concurrent_workflow_tasks=int(config.read("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS")),  # type: ignore[call-overload]
-            graceful_shutdown_seconds=settings.consumer.shutdown_grace_seconds,
-        ),
-        temporal_metrics_port=int(config.read("EVENTFLOW_TEMPORAL_METRICS_PORT")),  # type: ignore[call-overload]
-    )
+def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimits:
+    """The worker's capacity; it drains within the same deadline as the consumer."""
+    return WorkerLimits(max_concurrent_activities=worker.max_concurrent_activities,
+                        max_concurrent_workflow_tasks=worker.max_concurrent_workflow_tasks,
+                        graceful_shutdown_seconds=drain.shutdown_grace_seconds)
 
 
 class SdkMetricsCollector(Collector):
@@ -124,39 +98,47 @@ def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]
     return frozenset(used)
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
+async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.Event | None = None,
                      registry: CollectorRegistry | None = None) -> None:
     """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities.
+
+    Args:
+        settings: the worker's settings (`load_worker`); given only the shared `Settings`, the
+            worker's own are read from the process environment.
 
     Raises:
         ConfigError: before connecting, when a channel the journeys use is served by the outbox
             outside development mode (see `activities.config.check_providers`).
     """
-    check_providers(journey_channels(load_all()))
+    process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
+    check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
+    channels = channels_from(process.channels, process.sendgrid, process.twilio,
+                             outbox=process.channels.outbox_path or outbox_path())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker_settings = load_worker_settings(settings)
+    limits = worker_limits(process.worker, process.consumer)
     registry = registry or CollectorRegistry()
-    runtime = sdk_runtime(worker_settings.temporal_metrics_port)
-    if worker_settings.temporal_metrics_port:
-        registry.register(SdkMetricsCollector(f"http://127.0.0.1:{worker_settings.temporal_metrics_port}/metrics"))
-    client = await connect(settings.temporal, runtime=runtime)
-    worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
-                          metrics=SendMetrics(registry), policy=send_policy())
+    runtime = sdk_runtime(process.worker.temporal_metrics_port)
+    if process.worker.temporal_metrics_port:
+        registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
+    client = await connect(process.temporal, runtime=runtime)
+    worker = build_worker(client, process.temporal.task_queue, channels, limits=limits,
+                          metrics=SendMetrics(registry), policy=policy_from(process.worker))
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
     readiness = all_of({"temporal": temporal_check(client),
-                        "search_attributes": search_attributes_check(client, settings.temporal.namespace)})
-    ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
+                        "search_attributes": search_attributes_check(client, process.temporal.namespace)})
+    port = process.ops.metrics_port
+    ops = OpsServer(registry, readiness, port=port) if port else None
     if ops is not None:
         await ops.start()
     try:
         async with worker:
-            log.info("worker_started", task_queue=settings.temporal.task_queue,
-                     max_concurrent_activities=worker_settings.limits.max_concurrent_activities)
+            log.info("worker_started", task_queue=process.temporal.task_queue,
+                     max_concurrent_activities=limits.max_concurrent_activities)
             await stop.wait()
             log.info("worker_draining")
     finally:

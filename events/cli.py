@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
 from fastavro import parse_schema
 from fastavro.schema import load_schema
 
 from eventflow.errors import ConfigError, EventflowError
-from eventflow.settings import read as read_setting
+from eventflow.settings import load_settings
 from events.compat import Incompatibility, Level, check, check_level
 from events.registry import (
     SUBJECT_STRATEGIES,
@@ -96,13 +96,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _topics(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(args.topic) if args.topic else cast(tuple[str, ...], read_setting("EVENTFLOW_TOPICS"))
+    return tuple(args.topic) if args.topic else load_settings().kafka.topics
 
 
 def _client() -> tuple[SchemaRegistryClient, SubjectStrategy]:
-    import os
-
-    settings = registry_settings(os.environ)
+    settings = registry_settings()
     if settings is None:
         raise ConfigError("EVENTFLOW_SCHEMA_REGISTRY_URL", "is required for this command")
     return connect(settings), settings.subject_strategy
@@ -127,13 +125,11 @@ def _register(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def _check(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    import os
-
     out = out or sys.stdout
     avro_dir = (args.avro_dir or default_avro_dir()).resolve()
     source = args.source
     if source == "auto":
-        source = "registry" if registry_settings(os.environ) is not None else "git"
+        source = "registry" if registry_settings() is not None else "git"
     if source == "registry":
         results = check_against_registry(avro_dir, _topics(args), args.level)
         against = "the registry"

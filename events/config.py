@@ -1,4 +1,4 @@
-"""How each topic's events are encoded, read once from the environment, and the factories built on it.
+"""How each topic's events are encoded (from `eventflow.settings.EventSettings`), and the factories built on it.
 
 ``build_decoder(environ)`` is what the consumer calls; ``build_producer(...)`` is what
 ``eventflow produce`` and upstream services call.
@@ -6,48 +6,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import cast
 
 from eventflow.errors import ConfigError
-from eventflow.settings import Setting, register
-from events.codec import ENCODINGS, Encoding, EventDecoder
+from eventflow.settings import EventSettings, SchemaRegistrySettings
+from events.codec import Encoding, EventDecoder
 from events.producer import EventProducer
-from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_settings
-from events.schemas import AVRO_DIR_ENV, SchemaSet
+from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_from
+from events.schemas import SchemaSet
 from events.schemas import load as load_schemas
-
-
-def _encoding(raw: str) -> str:
-    if raw not in ENCODINGS:
-        raise ValueError(f"must be one of {', '.join(ENCODINGS)}")
-    return raw
-
-
-def _topic_encodings(raw: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        topic, sep, encoding = part.partition("=")
-        if not sep or not topic.strip():
-            raise ValueError(f"{part!r} is not topic=encoding")
-        pairs[topic.strip()] = _encoding(encoding.strip())
-    return pairs
-
-
-TOPIC_ENCODINGS: Setting[dict[str, str]] = Setting("EVENTFLOW_TOPIC_ENCODINGS", _topic_encodings, None,
-                          "Per-topic value encoding, `topic=registry,other=embedded`; encodings: "
-                          "auto, registry, embedded, json.", "mapping")
-DEFAULT_ENCODING = Setting("EVENTFLOW_DEFAULT_ENCODING", _encoding, "auto",
-                           "Encoding of topics not in EVENTFLOW_TOPIC_ENCODINGS: auto (Confluent wire format "
-                           "or Avro single-object, by magic byte), registry, embedded or json.", "choice")
-AUTO_REGISTER = Setting("EVENTFLOW_SCHEMA_REGISTRY_AUTO_REGISTER", lambda raw: raw.lower() in ("1", "true", "yes"),
-                        False, "Producer registers the envelope schema if the subject lacks it "
-                        "(off: run `eventflow schemas register` first).", "bool")
-for _setting in (TOPIC_ENCODINGS, DEFAULT_ENCODING, AUTO_REGISTER):
-    register(_setting)
 
 
 @dataclass(frozen=True)
@@ -72,26 +40,27 @@ class EventsConfig:
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> EventsConfig:
-    """Reads the events settings; a topic set to ``registry`` without a registry URL is an error."""
-    env = os.environ if environ is None else environ
-    encodings = cast(dict[str, Encoding], TOPIC_ENCODINGS.read(env) or {})
-    default = cast(Encoding, DEFAULT_ENCODING.read(env) or "auto")
-    registry = registry_settings(env)
+    """Reads the events settings (the process's environment by default)."""
+    return config_from(EventSettings.load(environ), SchemaRegistrySettings.load(environ))
+
+
+def config_from(events: EventSettings, registry_settings: SchemaRegistrySettings) -> EventsConfig:
+    """The events config of validated settings; a topic set to ``registry`` without a registry URL is an error."""
+    registry = registry_from(registry_settings)
+    encodings = dict(events.topic_encodings)
     if registry is None:
+        url = SchemaRegistrySettings.variable("url")
         needing = sorted(t for t, e in encodings.items() if e == "registry")
         if needing:
-            raise ConfigError("EVENTFLOW_SCHEMA_REGISTRY_URL",
-                              f"topics {', '.join(needing)} use the registry encoding but no registry is configured")
-        if default == "registry":
-            raise ConfigError("EVENTFLOW_SCHEMA_REGISTRY_URL",
-                              "EVENTFLOW_DEFAULT_ENCODING is registry but no registry is configured")
-    return EventsConfig(topic_encodings=encodings, default_encoding=default, registry=registry,
-                        auto_register=bool(AUTO_REGISTER.read(env)))
+            raise ConfigError(url, f"topics {', '.join(needing)} use the registry encoding but no registry is configured")
+        if events.default_encoding == "registry":
+            raise ConfigError(url, "EVENTFLOW_DEFAULT_ENCODING is registry but no registry is configured")
+    return EventsConfig(topic_encodings=encodings, default_encoding=events.default_encoding, registry=registry,
+                        auto_register=events.auto_register)
 
 
 def _schemas(environ: Mapping[str, str] | None) -> SchemaSet:
-    folder = (os.environ if environ is None else environ).get(AVRO_DIR_ENV)
-    return load_schemas(Path(folder) if folder else None)
+    return load_schemas(EventSettings.load(environ).avro_dir)
 
 
 def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None) -> EventDecoder:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, TypeVar
+from typing import TypeVar, get_args
 
 import warnings
 
@@ -32,33 +32,13 @@ for _warning in _import_warnings:
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
-from eventflow.settings import Setting, positive_float, register
+from eventflow.settings import SchemaRegistrySettings, SubjectStrategy
 from events.errors import RegistryUnavailableError, SchemaResolutionError, UnknownSchemaError
 from events.schemas import ENVELOPE, ParsedSchema
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-SubjectStrategy = Literal["topic", "record", "topic_record"]
-SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = ("topic", "record", "topic_record")
-
-
-def _strategy(raw: str) -> str:
-    if raw not in SUBJECT_STRATEGIES:
-        raise ValueError(f"must be one of {', '.join(SUBJECT_STRATEGIES)}")
-    return raw
-
-
-URL = Setting("EVENTFLOW_SCHEMA_REGISTRY_URL", str, None,
-              "Confluent-compatible Schema Registry URL (Apicurio: `.../apis/ccompat/v7`); unset: no registry.")
-USERNAME = Setting("EVENTFLOW_SCHEMA_REGISTRY_USERNAME", str, None, "Schema Registry basic-auth user (or API key).")
-PASSWORD = Setting("EVENTFLOW_SCHEMA_REGISTRY_PASSWORD", str, None, "Schema Registry basic-auth password (or API secret).")
-TIMEOUT = Setting("EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS", positive_float, 10.0,
-                  "Timeout of one Schema Registry request.", "float")
-STRATEGY = Setting("EVENTFLOW_SUBJECT_NAME_STRATEGY", _strategy, "topic",
-                   "Registry subject naming: topic (`<topic>-value`), record (`<record>`), "
-                   "topic_record (`<topic>-<record>`).", "choice")
-for _setting in (URL, USERNAME, PASSWORD, TIMEOUT, STRATEGY):
-    register(_setting)
+SUBJECT_STRATEGIES: tuple[SubjectStrategy, ...] = get_args(SubjectStrategy)
 
 
 @dataclass(frozen=True)
@@ -86,20 +66,18 @@ class RegistrySettings:
         return config
 
 
-def registry_settings(environ: Mapping[str, str]) -> RegistrySettings | None:
-    """The registry settings from the environment, or None when no URL is configured."""
-    url = URL.read(environ)
-    if url is None:
-        return None
-    username, password = USERNAME.read(environ), PASSWORD.read(environ)
-    if (username is None) != (password is None):
-        from eventflow.errors import ConfigError
+def registry_settings(environ: Mapping[str, str] | None = None) -> RegistrySettings | None:
+    """The registry settings from the environment (the process's by default), or None when no URL is configured."""
+    return registry_from(SchemaRegistrySettings.load(environ))
 
-        missing = USERNAME.env if username is None else PASSWORD.env
-        raise ConfigError(missing, "basic auth needs both the username and the password")
-    return RegistrySettings(url=url.rstrip("/"), username=username, password=password,
-                            timeout_seconds=float(TIMEOUT.read(environ) or 10.0),
-                            subject_strategy=STRATEGY.read(environ) or "topic")  # type: ignore[arg-type]
+
+def registry_from(settings: SchemaRegistrySettings) -> RegistrySettings | None:
+    """The client settings of validated registry settings, or None when no URL is configured."""
+    if settings.url is None:
+        return None
+    return RegistrySettings(url=settings.url.rstrip("/"), username=settings.username,
+                            password=settings.password.get_secret_value() if settings.password else None,
+                            timeout_seconds=settings.timeout_seconds, subject_strategy=settings.subject_strategy)
 
 
 def subject_name(strategy: SubjectStrategy, topic: str, record_name: str = ENVELOPE) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -14,10 +13,11 @@ from fastavro import parse_schema
 from fastavro.schema import SchemaParseException, fingerprint, load_schema, to_parsing_canonical_form
 
 from eventflow.errors import ConfigError
+from eventflow.settings import EventSettings
 
 NAMESPACE = "com.eventflow.events"
 ENVELOPE = f"{NAMESPACE}.CustomerEvent"
-AVRO_DIR_ENV = "EVENTFLOW_AVRO_DIR"
+AVRO_DIR_ENV = EventSettings.variable("avro_dir")
 HISTORY_DIR = "history"
 
 ParsedSchema = dict[str, Any]
@@ -25,8 +25,8 @@ ParsedSchema = dict[str, Any]
 
 def default_avro_dir() -> Path:
     """``$EVENTFLOW_AVRO_DIR`` or the ``avro/`` folder beside the packages."""
-    explicit = os.environ.get(AVRO_DIR_ENV)
-    return Path(explicit) if explicit else Path(__file__).resolve().parent.parent / "avro"
+    explicit = EventSettings.load().avro_dir
+    return explicit if explicit is not None else Path(__file__).resolve().parent.parent / "avro"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ template with sample data built from the Avro schemas.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -21,6 +20,7 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from eventflow.errors import EventflowError
+from eventflow.settings import JourneySettings
 from journeys import expressions
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
@@ -31,7 +31,7 @@ from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 
-JOURNEYS_DIR_ENV = "EVENTFLOW_JOURNEYS_DIR"
+JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
@@ -87,8 +87,8 @@ class _Report:
 
 def default_journeys_dir() -> Path:
     """``$EVENTFLOW_JOURNEYS_DIR`` or the ``journeys/`` folder beside the packages."""
-    explicit = os.environ.get(JOURNEYS_DIR_ENV)
-    return Path(explicit) if explicit else Path(__file__).resolve().parent
+    explicit = JourneySettings.load().journeys_dir
+    return explicit if explicit is not None else Path(__file__).resolve().parent
 
 
 def _read(path: Path) -> LocatedDocument:

@@ -47,7 +47,8 @@ async def test_a_failing_workflow_task_is_logged_as_json_with_no_logging_errors(
         stream: io.StringIO, endpoints: Endpoints, capsys: pytest.CaptureFixture[str]) -> None:
     unique = uuid.uuid4().hex[:10]
     # Through Eventflow's own connect: its runtime forwards the SDK core's log lines too.
-    client: Client = await connect(TemporalSettings(endpoints.temporal_address, "default", f"q-{unique}"))
+    client: Client = await connect(TemporalSettings(address=endpoints.temporal_address, namespace="default",
+                                                     task_queue=f"q-{unique}"))
     queue = f"sandbox-logging-{unique}"
     async with Worker(client, task_queue=queue, workflows=[LogsThenFailsItsTask]):
         handle = await client.start_workflow(LogsThenFailsItsTask.run, "jane.doe@example.com", id=f"wf-{unique}",

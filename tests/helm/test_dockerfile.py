@@ -67,7 +67,7 @@ def test_runtime_points_at_the_folders_it_copies_and_declares_its_variables() ->
     assert _sent_to_build("avro") and _sent_to_build("journeys")
     for name in env:
         if name.startswith("EVENTFLOW_"):
-            assert name in settings.SETTINGS, f"{name} is not a declared setting; the process would refuse it"
+            assert name in settings.variables(), f"{name} is not a declared setting; the process would refuse it"
 
 
 def test_runs_as_the_non_root_user_and_port_the_chart_expects() -> None:

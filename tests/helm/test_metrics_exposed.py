@@ -25,6 +25,7 @@ import pytest
 from temporalio.client import Client
 
 from devstack import Endpoints
+from eventflow import settings
 from events import samples
 from events.producer import EventProducer
 from events.schemas import load as load_schemas
@@ -92,18 +93,12 @@ def _process_env(rendered: Rendered, component: str, tmp_path: Path, port: int) 
         value = str(item["value"])
         env[name] = remap.get(value, value)
     env["EVENTFLOW_METRICS_PORT"] = str(port)
-    if component == "worker" and "EVENTFLOW_TEMPORAL_METRICS_PORT" in _declared_settings("eventflow.worker_app"):
+    if component == "worker" and "EVENTFLOW_TEMPORAL_METRICS_PORT" in settings.variables(settings.Process.WORKER):
         # The SDK exporter's loopback port: pods have their own network namespace, parallel test
         # processes on one machine do not.
         env["EVENTFLOW_TEMPORAL_METRICS_PORT"] = str(_free_port())
     env["PYTHONPATH"] = str(REPO)
     return env
-
-
-def _declared_settings(module: str) -> set[str]:
-    script = f"import {module}; from eventflow import settings; print('\\n'.join(settings.SETTINGS))"
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
-    return set(result.stdout.split())
 
 
 def _write_journeys(rendered: Rendered, folder: Path) -> None:

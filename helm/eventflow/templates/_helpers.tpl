@@ -204,8 +204,8 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 
 {{/*
-Worker-only environment: the provider settings are declared by the worker's channel code, and
-the consumer refuses EVENTFLOW_* variables it does not know, so they must not reach it.
+Worker-only environment: only the worker reads these (the README's "Read by" column), and the
+provider secrets have no business in the consumer's pods.
 */}}
 {{- define "eventflow.workerEnv" -}}
 {{- $p := .Values.providers }}
