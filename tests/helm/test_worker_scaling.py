@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,7 +31,7 @@ def all_on(helm: Path) -> Rendered:
     return helm_template(helm, values_files=[ALL_ON])
 
 
-def _temporal_triggers(rendered: Rendered) -> list[dict[str, object]]:
+def _temporal_triggers(rendered: Rendered) -> list[dict[str, Any]]:
     scaled = rendered.one("ScaledObject", "-worker")
     return [t for t in scaled["spec"]["triggers"] if t["type"] == "temporal"]
 
@@ -42,7 +43,7 @@ def test_the_worker_scaled_object_has_a_backlog_trigger_per_queue_the_worker_pol
     assert [h for h in keda_on.of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-worker")] == []
     queue = keda_on.env("worker")["EVENTFLOW_TASK_QUEUE"]["value"]
     triggers = _temporal_triggers(keda_on)
-    by_queue = {t["metadata"]["taskQueue"]: t["metadata"] for t in triggers}  # type: ignore[index]
+    by_queue = {t["metadata"]["taskQueue"]: t["metadata"] for t in triggers}
     assert set(by_queue) == {queue, *(send_task_queue(queue, channel) for channel in CHANNELS)}
     assert by_queue[queue]["queueTypes"] == "workflow,activity"
     for metadata in by_queue.values():
@@ -74,7 +75,7 @@ def test_triggers_authenticate_with_the_named_trigger_authentication(all_on: Ren
     assert scaled["spec"]["maxReplicaCount"] == values["maxReplicaCount"]
     for trigger in _temporal_triggers(all_on):
         assert trigger["authenticationRef"] == {"name": values["triggerAuthenticationName"]}
-        assert trigger["metadata"]["enableTLS"] == "true"  # type: ignore[index]
+        assert trigger["metadata"]["enableTLS"] == "true"
 
 
 def test_tracing_is_off_by_default_and_reaches_both_processes_when_set(helm: Path, all_on: Rendered) -> None:
