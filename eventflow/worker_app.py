@@ -25,11 +25,13 @@ from temporalio.runtime import PrometheusConfig, Runtime
 from activities.config import build_channels, check_providers, send_policy
 from activities.metrics import SendMetrics
 from eventflow import settings as config
+from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from eventflow.http import OpsServer, all_of, temporal_check
 from eventflow.settings import Setting, Settings, port_number, positive_int
 from eventflow.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
+from workflows.queues import send_task_queue
 from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
@@ -143,8 +145,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
     if worker_settings.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{worker_settings.temporal_metrics_port}/metrics"))
     client = await connect(settings.temporal, runtime=runtime)
-    worker = build_worker(client, settings.temporal.task_queue, build_channels(), limits=worker_settings.limits,
+    channels = build_channels()
+    worker = build_worker(client, settings.temporal.task_queue, channels, limits=worker_settings.limits,
                           metrics=SendMetrics(registry), policy=send_policy())
+    queue = settings.temporal.task_queue
+    backlog = BacklogMonitor(client, settings.temporal.namespace,
+                             worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),
+                             BacklogMetrics(registry))
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
@@ -157,8 +164,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None,
         async with worker:
             log.info("worker_started", task_queue=settings.temporal.task_queue,
                      max_concurrent_activities=worker_settings.limits.max_concurrent_activities)
+            backlog_task = asyncio.create_task(backlog.run(stop), name="task-queue-backlog")
             await stop.wait()
             log.info("worker_draining")
+            await backlog_task
     finally:
         if ops is not None:
             await ops.stop()
