@@ -7,6 +7,7 @@ from an in-memory exporter, and once through the OTLP/HTTP exporter from a recei
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -268,3 +269,25 @@ def test_tracing_off_never_imports_the_sdk() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLOW_")}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+async def test_eventflow_produce_writes_the_trace_context_of_its_exported_span(
+        receiver: OtlpReceiver, kafka_config: dict[str, str], topic: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventflow.cli import main
+    from tests.harness import read_topic
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(samples.purchase(samples.customer(email=EMAIL, phone=PHONE))) + "\n")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("EVENTFLOW_OTLP_ENDPOINT", receiver.url)
+    # main() blocks (it flushes the producer and the exporter): off the loop that serves the receiver.
+    assert await asyncio.to_thread(main, ["produce", "--file", str(events), "--topic", topic]) == 0
+
+    [record] = await asyncio.to_thread(read_topic, kafka_config, topic, expected=1)
+    headers = dict(record.headers() or [])
+    traceparent = headers["traceparent"]
+    assert isinstance(traceparent, bytes)
+    version, trace_id, _, flags = traceparent.decode().split("-")
+    assert version == "00" and int(flags, 16) & 1, "a sampled W3C trace context"
+    assert (("eventflow-produce", trace_id, f"{topic} publish")) in receiver.spans()
