@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -110,7 +111,24 @@ class RecordHandler:
     # -- on the poll loop ----------------------------------------------------------------------
 
     def prepare(self, record: SourceRecord) -> Unrouted | Job:
-        """Decodes and routes without I/O; an `Unrouted` record is done, a `Job` goes to `handle`."""
+        """Decodes and routes without I/O; an `Unrouted` record is done, a `Job` goes to `handle`.
+
+        While tracing is on, a record that ends here gets its consumer span too (`handle` makes the
+        others'), timed from the start of this call.
+        """
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._prepare(record)
+        started_ns = time.time_ns()
+        prepared = self._prepare(record)
+        if isinstance(prepared, Unrouted):
+            tracer.start_span(_span_name(record), context=tracing.extract(record.headers), kind=SpanKind.CONSUMER,
+                              attributes={**_record_attributes(record), tracing.OUTCOME: "unrouted",
+                                          tracing.EVENT_TYPE: prepared.event_type},
+                              start_time=started_ns).end()
+        return prepared
+
+    def _prepare(self, record: SourceRecord) -> Unrouted | Job:
         if self.decoder.needs_registry(record.value, record.topic):
             return Job(record)
         try:
@@ -155,11 +173,8 @@ class RecordHandler:
         ``traceparent`` header (or starts one); Temporal's interceptor carries it into the journey.
         """
         record = job.record
-        with tracing.span(f"{record.topic} process", kind=SpanKind.CONSUMER, context=tracing.extract(record.headers),
-                          attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
-                                      "messaging.destination.name": record.topic,
-                                      "messaging.destination.partition.id": str(record.partition),
-                                      "messaging.kafka.offset": record.offset}) as span:
+        with tracing.span(_span_name(record), kind=SpanKind.CONSUMER, context=tracing.extract(record.headers),
+                          attributes=_record_attributes(record)) as span:
             result = await self._handle(job)
             if span is not None:
                 span.set_attribute(tracing.OUTCOME, _outcome_name(result))
@@ -268,6 +283,17 @@ def _any_error_transient(
         except Exception as exc:
             raise _DeadLetterPathError(f"{type(exc).__name__}: {exc}") from exc
     return guarded
+
+
+def _span_name(record: SourceRecord) -> str:
+    return f"{record.topic} process"
+
+
+def _record_attributes(record: SourceRecord) -> dict[str, str | int]:
+    """OpenTelemetry's messaging attributes of a consumed Kafka record."""
+    return {"messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic, "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset}
 
 
 def _outcome_name(result: HandlerResult) -> str:
