@@ -22,7 +22,7 @@ from activities.channels import Channel
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.outbox import OutboxChannel
 from activities.ratelimit import TokenBucket
-from activities.send import SendPolicy
+from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
 from eventflow.errors import ConfigError
 from eventflow.settings import (
@@ -87,8 +87,23 @@ def send_policy(environ: Mapping[str, str] | None = None) -> SendPolicy:
 
 
 def policy_from(worker: WorkerSettings) -> SendPolicy:
-    """The send defaults of validated worker settings."""
-    return SendPolicy(quiet_hours=worker.quiet_hours, daily_cap=worker.daily_cap)
+    """The send defaults and the lease of validated worker settings."""
+    return SendPolicy(quiet_hours=worker.quiet_hours, daily_cap=worker.daily_cap,
+                      lease_seconds=worker.send_lease_seconds,
+                      uncertain_delivery=UncertainDelivery(worker.uncertain_delivery))
+
+
+def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
+                       twilio: TwilioSettings) -> dict[str, float]:
+    """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas."""
+    rates: dict[str, float] = {}
+    for channel in ("email", "sms", "whatsapp"):
+        match channels.provider(channel):
+            case "sendgrid":
+                rates[channel] = sendgrid.rate_per_second
+            case "twilio":
+                rates[channel] = twilio.rate_per_second
+    return rates
 
 
 def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channel]:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -30,6 +31,7 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async
+from eventflow import tracing
 from eventflow.logs import mask_contact_details
 
 SEND_NOTIFICATION = "send_notification"
@@ -92,6 +94,8 @@ class NotificationActivities:
 
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
+        tracing.annotate({tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
+                          tracing.CHANNEL: notification.channel, tracing.WORKFLOW_ID: notification.workflow_id})
         channel = self._channels.get(notification.channel)
         if channel is None:
             raise ApplicationError(f"no channel configured for {notification.channel!r}",
@@ -102,6 +106,7 @@ class NotificationActivities:
                                    type="MissingAddress", non_retryable=True)
         message = await _render(notification, address)
         result = await self._send(notification, channel, message)
+        tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
         return result
@@ -196,6 +201,22 @@ class NotificationActivities:
 
     async def _deliver(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
                        attempt: int) -> SendResult:
+        with tracing.span(f"{channel.name} deliver", kind=SpanKind.CLIENT, attributes={
+                tracing.PROVIDER: channel.name, tracing.CHANNEL: notification.channel,
+                tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
+                tracing.WORKFLOW_ID: notification.workflow_id, "eventflow.attempt": attempt}) as span:
+            try:
+                result = await self._call_provider(notification, channel, message, attempt)
+            except ApplicationError as exc:
+                if span is not None:
+                    span.set_attribute(tracing.OUTCOME, exc.type or "failed")
+                raise
+            if span is not None:
+                span.set_attribute(tracing.OUTCOME, result.status.value)
+            return result
+
+    async def _call_provider(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
+                             attempt: int) -> SendResult:
         call_started = time.monotonic()
         call = asyncio.ensure_future(channel.deliver(message))
         try:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 from prometheus_client import Counter
+from opentelemetry.trace import SpanKind
 from temporalio.service import RPCError
 
 from consumer.dispatch import ActionResult, Outcome
@@ -25,6 +27,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, Unrouted
 from consumer.retry import TRANSIENT_ERRORS, Retrier
 from consumer.routes import Route
+from eventflow import tracing
 from events.codec import EventDecoder, decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
@@ -108,7 +111,24 @@ class RecordHandler:
     # -- on the poll loop ----------------------------------------------------------------------
 
     def prepare(self, record: SourceRecord) -> Unrouted | Job:
-        """Decodes and routes without I/O; an `Unrouted` record is done, a `Job` goes to `handle`."""
+        """Decodes and routes without I/O; an `Unrouted` record is done, a `Job` goes to `handle`.
+
+        While tracing is on, a record that ends here gets its consumer span too (`handle` makes the
+        others'), timed from the start of this call.
+        """
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._prepare(record)
+        started_ns = time.time_ns()
+        prepared = self._prepare(record)
+        if isinstance(prepared, Unrouted):
+            tracer.start_span(_span_name(record), context=tracing.extract(record.headers), kind=SpanKind.CONSUMER,
+                              attributes={**_record_attributes(record), tracing.OUTCOME: "unrouted",
+                                          tracing.EVENT_TYPE: prepared.event_type},
+                              start_time=started_ns).end()
+        return prepared
+
+    def _prepare(self, record: SourceRecord) -> Unrouted | Job:
         if self.decoder.needs_registry(record.value, record.topic):
             return Job(record)
         try:
@@ -147,7 +167,21 @@ class RecordHandler:
     # -- in key order ----------------------------------------------------------------------------
 
     async def handle(self, job: Job) -> HandlerResult:
-        """Finishes a prepared record: handled, unrouted or dead-lettered; transient failures are retried."""
+        """Finishes a prepared record: handled, unrouted or dead-lettered; transient failures are retried.
+
+        While tracing is on, the record is handled in a consumer span that continues the trace in its
+        ``traceparent`` header (or starts one); Temporal's interceptor carries it into the journey.
+        """
+        record = job.record
+        with tracing.span(_span_name(record), kind=SpanKind.CONSUMER, context=tracing.extract(record.headers),
+                          attributes=_record_attributes(record)) as span:
+            result = await self._handle(job)
+            if span is not None:
+                span.set_attribute(tracing.OUTCOME, _outcome_name(result))
+                span.set_attribute(tracing.EVENT_TYPE, result.event_type)
+            return result
+
+    async def _handle(self, job: Job) -> HandlerResult:
         record, event, routes = job.record, job.event, job.routes
         if job.failure is not None:
             return await self._dead_letter(record, job.failure)
@@ -185,11 +219,11 @@ class RecordHandler:
 
     async def _dispatch(self, record: SourceRecord, event: CustomerEvent, routes: tuple[Route, ...]) -> HandlerResult:
         bound = log.bind(event_id=event.event_id, event_type=event.event_type)
+        tracing.annotate({tracing.EVENT_ID: event.event_id, tracing.EVENT_TYPE: event.event_type})
         outcomes: list[Outcome] = []
         for route in routes:
             try:
-                result = await self.retrier.call("temporal", record,
-                                                 functools.partial(self.dispatcher.apply, event, route))
+                result = await self._apply(record, event, route)
             except RPCError as exc:
                 return await self._dead_letter(record, Failure(
                     "TemporalRejectedError", f"{exc.status.name}: {exc.message}", event.event_type))
@@ -200,6 +234,15 @@ class RecordHandler:
             self._count_action(result.outcome, route.journey_id)
             bound.info(f"journey_{result.outcome.value}", workflow_id=route.workflow_id)
         return Handled(event.event_type, tuple(outcomes))
+
+    async def _apply(self, record: SourceRecord, event: CustomerEvent, route: Route) -> ActionResult:
+        with tracing.span(f"route {route.journey_id}", attributes={
+                tracing.EVENT_ID: event.event_id, tracing.JOURNEY: route.journey_id,
+                tracing.WORKFLOW_ID: route.workflow_id}) as span:
+            result = await self.retrier.call("temporal", record, functools.partial(self.dispatcher.apply, event, route))
+            if span is not None:
+                span.set_attribute(tracing.OUTCOME, result.outcome.value)
+            return result
 
     def _decode_failure(self, exc: DecodeError, record: SourceRecord) -> Failure:
         exc.at(record.topic, record.partition, record.offset)
@@ -240,6 +283,27 @@ def _any_error_transient(
         except Exception as exc:
             raise _DeadLetterPathError(f"{type(exc).__name__}: {exc}") from exc
     return guarded
+
+
+def _span_name(record: SourceRecord) -> str:
+    return f"{record.topic} process"
+
+
+def _record_attributes(record: SourceRecord) -> dict[str, str | int]:
+    """OpenTelemetry's messaging attributes of a consumed Kafka record."""
+    return {"messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": record.topic, "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset}
+
+
+def _outcome_name(result: HandlerResult) -> str:
+    match result:
+        case Handled(outcomes=outcomes):
+            return _summary(outcomes)
+        case Unrouted():
+            return "unrouted"
+        case DeadLettered():
+            return "dead_lettered"
 
 
 def _summary(outcomes: tuple[Outcome, ...]) -> str:

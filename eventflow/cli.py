@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from opentelemetry.trace import SpanKind
+
 from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
-from eventflow import logs
+from eventflow import logs, tracing
 from eventflow.errors import EventflowError
 from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
 from events import cli as events_cli
@@ -25,7 +27,8 @@ def _worker(_: argparse.Namespace) -> int:
 
     process = load_worker()
     logs.configure(process.ops.log_format)
-    asyncio.run(run_worker(process))
+    with tracing.started(tracing.load_tracing_settings(), "eventflow-worker"):
+        asyncio.run(run_worker(process))
     return 0
 
 
@@ -34,7 +37,8 @@ def _consume(_: argparse.Namespace) -> int:
 
     process = load_consumer()  # every consumer setting is validated before anything starts
     logs.configure(process.core.log_format)
-    asyncio.run(run_consumer(process.core))
+    with tracing.started(tracing.load_tracing_settings(), "eventflow-consumer"):
+        asyncio.run(run_consumer(process.core))
     return 0
 
 
@@ -67,9 +71,15 @@ def _produce(args: argparse.Namespace) -> int:
         events = [json.loads(line) for line in lines if line.strip()]
     else:
         events = demo_events()
-    for event in events:
-        producer.send(event)
-    producer.flush()
+    with tracing.started(tracing.load_tracing_settings(), "eventflow-produce"):
+        for event in events:
+            # While tracing is on, each event starts a trace that the consumer continues.
+            with tracing.span(f"{topic} publish", kind=SpanKind.PRODUCER, attributes={
+                    "messaging.system": "kafka", "messaging.destination.name": topic,
+                    tracing.EVENT_ID: str(event.get("event_id", "")),
+                    tracing.EVENT_TYPE: str(event.get("event_type", ""))}):
+                producer.send(event, headers=tracing.inject() or None)
+        producer.flush()
     print(f"published {len(events)} events to {topic}")
     return 0
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 from temporalio import workflow
 
 MAX_FIELD_CHARS = 4096
@@ -144,6 +145,15 @@ def _drop_internal_extras(_: Any, __: str, event_dict: MutableMapping[str, Any])
     return event_dict
 
 
+def add_trace_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Adds ``trace_id`` and ``span_id`` (hex, as trace back-ends show them) while a span is active."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
 def _json_default(value: object) -> str:
     # Replaces structlog's fallback, which imports a module lazily: inside Temporal's workflow
     # sandbox that import re-runs the module under the sandbox's restrictions and fails.
@@ -196,6 +206,7 @@ def configure(log_format: str = "json", level: int = logging.INFO, *, stream: Te
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,

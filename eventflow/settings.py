@@ -80,7 +80,22 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
+def _headers(raw: object) -> object:
+    if not isinstance(raw, str):
+        return raw
+    pairs: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("must be comma-separated name=value pairs")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
+UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
+HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_headers)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs)]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 
@@ -269,6 +284,25 @@ class OpsSettings(SettingsGroup):
     log_format: LogFormat = env("EVENTFLOW_LOG_FORMAT", "json", "Log rendering: json or console.")
 
 
+class TracingSettings(SettingsGroup):
+    """Where spans go (OTLP/HTTP); tracing is on only when an endpoint is set."""
+
+    concern: ClassVar[str] = "tracing"
+
+    otlp_endpoint: str | None = env("EVENTFLOW_OTLP_ENDPOINT", None,
+                                    "OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); unset turns "
+                                    "tracing off.")
+    otlp_headers: HeaderMap = env("EVENTFLOW_OTLP_HEADERS", {},
+                                  "Headers for the OTLP exporter as `name=value,name=value` (e.g. an API key).")
+    sample_ratio: Ratio = env("EVENTFLOW_TRACE_SAMPLE_RATIO", 1.0,
+                              "Share of new traces kept (0-1); a record's upstream sampling decision is always "
+                              "followed.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.otlp_endpoint is not None
+
+
 # -- dev stack --------------------------------------------------------------------------------------
 
 class DevStackSettings(SettingsGroup):
@@ -363,6 +397,13 @@ class WorkerSettings(SettingsGroup):
                                   "e.g. 21:00-08:00; empty for none.")
     daily_cap: NonNegativeInt = env("EVENTFLOW_DAILY_CAP", 0,
                                     "Default sends per channel per customer per local day; 0 for no cap.")
+    send_lease_seconds: PositiveFloat = env("EVENTFLOW_SEND_LEASE_SECONDS", 30.0,
+                                            "How long one send attempt may call the provider before another "
+                                            "attempt may; above the provider timeout (ADR-9).")
+    uncertain_delivery: UncertainDeliveryPolicy = env(
+        "EVENTFLOW_UNCERTAIN_DELIVERY", "at_most_once",
+        "After a crash between a provider's accept and its record, on channels that cannot be asked (SendGrid): "
+        "at_most_once (record `uncertain`, do not resend) or at_least_once (resend).")
 
 
 # -- channels and providers -------------------------------------------------------------------------
@@ -412,7 +453,8 @@ class SendGridSettings(SettingsGroup):
                                  "Verified sender address for email (required with sendgrid).")
     email_from_name: str = env("EVENTFLOW_EMAIL_FROM_NAME", "", "Sender display name for email.")
     rate_per_second: PositiveFloat = env("EVENTFLOW_SENDGRID_RATE_PER_SECOND", 100.0,
-                                         "SendGrid calls per second per worker (token bucket).")
+                                         "SendGrid calls per second across all workers (Temporal's limit on the "
+                                         "email send queue); each worker's token bucket also holds it.")
     burst: PositiveInt = env("EVENTFLOW_SENDGRID_BURST", 100, "SendGrid token bucket size.")
 
     @model_validator(mode="before")
@@ -439,7 +481,8 @@ class TwilioSettings(SettingsGroup):
     messaging_service_sid: str = env("EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID", "",
                                      "Send through this Messaging Service instead of a number.")
     rate_per_second: PositiveFloat = env("EVENTFLOW_TWILIO_RATE_PER_SECOND", 10.0,
-                                         "Twilio calls per second per worker (token bucket).")
+                                         "Twilio calls per second across all workers, per channel send queue "
+                                         "(Temporal's limit); each worker's token bucket also holds it.")
     burst: PositiveInt = env("EVENTFLOW_TWILIO_BURST", 10, "Twilio token bucket size.")
 
     @model_validator(mode="before")
@@ -469,6 +512,7 @@ class ConsumerProcessSettings:
     registry: SchemaRegistrySettings
     events: EventSettings
     journeys: JourneySettings
+    tracing: TracingSettings
 
 
 @dataclass(frozen=True)
@@ -483,6 +527,7 @@ class WorkerProcessSettings:
     sendgrid: SendGridSettings
     twilio: TwilioSettings
     journeys: JourneySettings
+    tracing: TracingSettings
 
 
 @dataclass(frozen=True)
@@ -493,6 +538,7 @@ class ToolSettings:
     registry: SchemaRegistrySettings
     events: EventSettings
     journeys: JourneySettings
+    tracing: TracingSettings
 
 
 PROCESSES: Mapping[Process, type] = {
@@ -564,7 +610,8 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     """Everything ``eventflow consume`` reads, validated at once."""
     env = _checked(environ, dev_defaults)
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
-                                   events=EventSettings.load(env), journeys=JourneySettings.load(env))
+                                   events=EventSettings.load(env), journeys=JourneySettings.load(env),
+                                   tracing=TracingSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -573,7 +620,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
     return WorkerProcessSettings(temporal=TemporalSettings.load(env), consumer=ConsumerSettings.load(env),
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
-                                 twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env))
+                                 twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
+                                 tracing=TracingSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -587,7 +635,8 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     """What the other commands read."""
     env = _checked(environ, dev_defaults)
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
-                        events=EventSettings.load(env), journeys=JourneySettings.load(env))
+                        events=EventSettings.load(env), journeys=JourneySettings.load(env),
+                        tracing=TracingSettings.load(env))
 
 
 def check_value(variable: str, raw: str) -> None:

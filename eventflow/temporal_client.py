@@ -18,6 +18,7 @@ from temporalio.runtime import (
 )
 from temporalio.service import TLSConfig
 
+from eventflow import tracing
 from eventflow.errors import EventflowError
 from eventflow.settings import TemporalSettings
 
@@ -93,6 +94,9 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
         runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); if None, one
             shared runtime that forwards the core's logs to `CORE_LOGGER`.
 
+    While tracing is on (`eventflow.tracing`), the client carries Temporal's tracing interceptor, so
+    its starts and signals, and the workflows and activities of workers built on it, are traced.
+
     Raises:
         TemporalUnreachableError: when the frontend cannot be reached (one line, no traceback).
     """
@@ -103,6 +107,7 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
             tls=_tls(settings),
             api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
             runtime=runtime if runtime is not None else _shared_runtime(),
+            interceptors=tracing.temporal_interceptors(),
         )
     except RuntimeError as exc:  # the SDK core reports every connection failure as RuntimeError
         raise TemporalUnreachableError(settings.address, settings.namespace, _reason(str(exc))) from exc

@@ -21,13 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import channels_from, check_channels, outbox_path, policy_from
+from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
+from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from eventflow.http import OpsServer, all_of, temporal_check
 from eventflow.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from eventflow.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
+from workflows.queues import send_task_queue
 from workflows.worker import WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
@@ -125,7 +127,13 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
     client = await connect(process.temporal, runtime=runtime)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits,
-                          metrics=SendMetrics(registry), policy=policy_from(process.worker))
+                          metrics=SendMetrics(registry), policy=policy_from(process.worker),
+                          channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
+                                                                      process.twilio))
+    queue = process.temporal.task_queue
+    backlog = BacklogMonitor(client, process.temporal.namespace,
+                             worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),
+                             BacklogMetrics(registry))
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
@@ -139,8 +147,10 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         async with worker:
             log.info("worker_started", task_queue=process.temporal.task_queue,
                      max_concurrent_activities=limits.max_concurrent_activities)
+            backlog_task = asyncio.create_task(backlog.run(stop), name="task-queue-backlog")
             await stop.wait()
             log.info("worker_draining")
+            await backlog_task
     finally:
         if ops is not None:
             await ops.stop()

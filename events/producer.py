@@ -151,8 +151,9 @@ class EventProducer:
             return encode_confluent(event, self._schemas, self._registered_id())
         return encode_event(event, self._schemas)
 
-    def send(self, event: Mapping[str, Any]) -> None:
-        """Queues one event; delivery failures are collected in ``failures`` (see `flush`)."""
+    def send(self, event: Mapping[str, Any], *, headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
+        """Queues one event (with record ``headers``, e.g. a ``traceparent``); delivery failures are
+        collected in ``failures`` (see `flush`)."""
         value = self.encode(event)
         event_id = str(event["event_id"])
 
@@ -166,7 +167,7 @@ class EventProducer:
         while True:
             try:
                 self._producer.produce(self.topic, value=value, key=str(event["customer"]["id"]).encode(),
-                                       on_delivery=on_delivery)
+                                       on_delivery=on_delivery, headers=headers)
                 break
             except BufferError:
                 self._producer.poll(0.1)

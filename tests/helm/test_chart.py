@@ -265,7 +265,7 @@ def test_rules_cover_the_five_alerts(all_on: Rendered) -> None:
     rules = all_on.one("PrometheusRule")["spec"]["groups"][0]["rules"]
     assert {r["alert"] for r in rules} == {
         "EventflowConsumerLagGrowing", "EventflowDeadLettersArriving", "EventflowSendFailureRatioHigh",
-        "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed"}
+        "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed", "EventflowTaskQueueBacklogOld"}
     for rule in rules:
         assert rule["labels"]["team"] == "growth"
         assert rule["labels"]["severity"] in ("warning", "critical")

@@ -186,6 +186,21 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
   value: {{ .Values.logFormat | quote }}
 - name: EVENTFLOW_CACHE_DIR
   value: /tmp/eventflow
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: EVENTFLOW_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: EVENTFLOW_TRACE_SAMPLE_RATIO
+  value: {{ .sampleRatio | toString | quote }}
+{{- if .headers.secretName }}
+- name: EVENTFLOW_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .headers.secretName | quote }}
+      key: {{ .headers.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if include "eventflow.journeysMounted" . }}
 - name: EVENTFLOW_JOURNEYS_DIR
   value: /etc/eventflow/journeys
