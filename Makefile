@@ -25,11 +25,13 @@ run: $(BIN)/eventflow
 
 test: $(BIN)/eventflow
 	$(BIN)/eventflow dev provision
+	$(BIN)/ruff check $(PACKAGES)
 	$(BIN)/python -m mypy $(PACKAGES)
 	$(BIN)/eventflow journeys validate
 	$(BIN)/python -m pytest
 
 typecheck: $(BIN)/eventflow
+	$(BIN)/ruff check $(PACKAGES)
 	$(BIN)/python -m mypy $(PACKAGES)
 
 bench: $(BIN)/eventflow

@@ -40,7 +40,7 @@ from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from eventflow.errors import EventflowError
+from eventflow.core.errors import EventflowError
 
 #: The file name Jinja2 gives code compiled from a string: the frames the deadline trace watches.
 _TEMPLATE_FILENAME = "<template>"
@@ -288,7 +288,7 @@ def render(template_id: str, source: str, context: Mapping[str, Any], *, html: b
         raise TemplateRenderError(template_id, "recursion too deep", RenderFailure.LIMIT) from exc
     except MemoryError as exc:
         raise TemplateRenderError(template_id, "out of memory", RenderFailure.LIMIT) from exc
-    except Exception as exc:  # noqa: BLE001 - whatever a template does wrong is the template's failure
+    except Exception as exc:  # whatever a template does wrong is the template's failure
         raise TemplateRenderError(template_id, f"{type(exc).__name__}: {exc}"[:500], RenderFailure.ERROR) from exc
     finally:
         sys.settrace(previous)

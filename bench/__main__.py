@@ -27,7 +27,7 @@ from bench.report import cpu_table, figures_table, update_docs
 from devstack.kafka import KafkaServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
-from eventflow import logs
+from eventflow.core import logs
 
 
 def _arguments() -> argparse.Namespace:

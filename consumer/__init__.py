@@ -1,6 +1,7 @@
-"""The Kafka-to-Temporal bridge: poll loop, record handler, per-key scheduler, offsets, dead letters, metrics."""
+"""The Kafka-to-Temporal bridge: poll loop, record handler, per-key scheduler, offsets, dead letters, metrics.
 
-from consumer.app import build_consumer, run_consumer
+The process that runs it is `consumer.app` (a tool-layer module, imported by name)."""
+
 from consumer.dead_letter import DeadLetterPublisher, parse_dead_letter_headers
 from consumer.dispatch import Dispatcher, Outcome, TransientTemporalError
 from consumer.handler import Job, RecordHandler
@@ -34,8 +35,6 @@ __all__ = [
     "SourceRecord",
     "TransientTemporalError",
     "Unrouted",
-    "build_consumer",
     "build_consumer_service",
     "parse_dead_letter_headers",
-    "run_consumer",
 ]

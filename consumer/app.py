@@ -14,9 +14,9 @@ from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
-from eventflow.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from eventflow.settings import Settings
-from eventflow.temporal_client import connect
+from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
+from eventflow.core.settings import Settings
+from eventflow.core.temporal_client import connect
 from eventflow.temporal_setup import search_attributes_check
 from events.config import build_decoder, load_config
 from journeys.expressions import ExpressionMetrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from consumer.dlq_tools import DeadLetter, read_dead_letters, replay
-from eventflow.settings import load_settings
+from eventflow.core.settings import load_settings
 
 
 def _select(records: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:

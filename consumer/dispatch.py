@@ -22,7 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from events.model import CustomerEvent
-from eventflow.errors import EventflowError
+from eventflow.core.errors import EventflowError
 from consumer.routes import Route, UpdatePreferences
 from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from consumer.dead_letter import HEADER_PREFIX, Headers, header_list, parse_dead_letter_headers
-from eventflow.logs import mask_contact_details
+from eventflow.core.logs import mask_contact_details
 
 REPLAYED_HEADER = "eventflow.replayed_from"
 

@@ -27,7 +27,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, Unrouted
 from consumer.retry import TRANSIENT_ERRORS, Retrier
 from consumer.routes import Route
-from eventflow import tracing
+from eventflow.core import tracing
 from events.codec import EventDecoder, decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
@@ -206,14 +206,14 @@ class RecordHandler:
             return await self.retrier.call("decode", record, lambda: asyncio.to_thread(decode))
         except DecodeError as exc:
             return self._decode_failure(exc, record)
-        except Exception as exc:  # decode_wanted promises DecodeError; anything else is still the record's end
+        except Exception as exc:  # noqa: BLE001 - decode_wanted promises DecodeError; anything else is still the record's end
             self.metrics.unexpected_failures.labels("decode").inc()
             return unexpected_failure("decode", exc)
 
     def _route(self, event: CustomerEvent) -> tuple[Route, ...] | Failure:
         try:
             return tuple(self.router.route(event))
-        except Exception as exc:  # a journey expression that fails on this event: dead-letter it, keep going
+        except Exception as exc:  # noqa: BLE001 - a journey expression that fails on this event: dead-letter it, keep going
             self.metrics.unexpected_failures.labels("route").inc()
             return unexpected_failure("route", exc, event.event_type)
 
@@ -227,7 +227,7 @@ class RecordHandler:
             except RPCError as exc:
                 return await self._dead_letter(record, Failure(
                     "TemporalRejectedError", f"{exc.status.name}: {exc.message}", event.event_type))
-            except Exception as exc:  # not transient (the retrier passed it on): the record's end, not the loop's
+            except Exception as exc:  # noqa: BLE001 - not transient (the retrier passed it on): the record's end, not the loop's
                 self.metrics.unexpected_failures.labels("dispatch").inc()
                 return await self._dead_letter(record, unexpected_failure("dispatch", exc, event.event_type))
             outcomes.append(result.outcome)

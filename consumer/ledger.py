@@ -165,7 +165,7 @@ class DeadLetterLedger:
                 loaded = await asyncio.to_thread(self._scan, wanted, partitions)
                 self._problem = None
                 break
-            except Exception as exc:  # the broker is unreachable: the partitions wait, visibly
+            except Exception as exc:  # noqa: BLE001 - the broker is unreachable: the partitions wait, visibly
                 attempt += 1
                 self._metrics.retries.labels("dead_letter_scan").inc()
                 delay = self._retry.delay(attempt)
@@ -180,7 +180,7 @@ class DeadLetterLedger:
                 continue  # revoked while loading
             self._ledgers[key] = ledger
             future.set_result(ledger)
-        log.info("dead_letter_ledger_loaded", partitions={f"{t}[{p}]": len(l.written) for (t, p), l in loaded.items()})
+        log.info("dead_letter_ledger_loaded", partitions={f"{t}[{p}]": len(found.written) for (t, p), found in loaded.items()})
 
     def _scan(self, keys: list[TopicPartitionKey],
               dlq_partitions: int | None) -> dict[TopicPartitionKey, PartitionLedger]:

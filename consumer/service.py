@@ -24,7 +24,7 @@ from consumer.offsets import OffsetTracker
 from consumer.record import SourceRecord, Unrouted
 from consumer.retry import Retrier
 from consumer.scheduler import KeyScheduler
-from eventflow.settings import ConsumerSettings, KafkaSettings
+from eventflow.core.settings import ConsumerSettings, KafkaSettings
 
 log = structlog.get_logger(__name__)
 
@@ -288,7 +288,7 @@ class ConsumerService:
         partition = (record.topic, record.partition)
         try:
             prepared = self._handler.prepare(record)
-        except Exception as exc:  # prepare promises not to raise; if it does, the record is still dead-lettered
+        except Exception as exc:  # noqa: BLE001 - prepare promises not to raise; if it does, the record is still dead-lettered
             self._metrics.unexpected_failures.labels("prepare").inc()
             prepared = Job(record, failure=unexpected_failure("prepare", exc))
         if isinstance(prepared, Unrouted):

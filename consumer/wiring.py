@@ -13,7 +13,7 @@ from consumer.offsets import OffsetTracker
 from consumer.retry import Retrier, RetryPolicy
 from consumer.scheduler import KeyScheduler
 from consumer.service import ConsumerFactory, ConsumerService
-from eventflow.settings import ConsumerSettings, KafkaSettings
+from eventflow.core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 
 

@@ -94,5 +94,5 @@ async def _healthy(address: str) -> bool:
     try:
         client = await asyncio.wait_for(Client.connect(address), timeout=3)
         return await asyncio.wait_for(client.service_client.check_health(), timeout=3)
-    except Exception:  # any failure to connect means "not ready yet"; the caller bounds the wait
+    except Exception:  # noqa: BLE001 - any failure to connect means "not ready yet"; the caller bounds the wait
         return False

@@ -15,9 +15,9 @@ from opentelemetry.trace import SpanKind
 
 from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
-from eventflow import logs, tracing
-from eventflow.errors import EventflowError
-from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
+from eventflow.core import logs, tracing
+from eventflow.core.errors import EventflowError
+from eventflow.core.settings import load_consumer, load_settings, load_worker, markdown_table
 from events import cli as events_cli
 from journeys import cli as journeys_cli
 
@@ -43,7 +43,7 @@ def _consume(_: argparse.Namespace) -> int:
 
 
 def _temporal(args: argparse.Namespace) -> int:
-    from eventflow.temporal_client import connect
+    from eventflow.core.temporal_client import connect
     from eventflow.temporal_setup import register_search_attributes
 
     settings = load_settings()

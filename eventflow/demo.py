@@ -17,9 +17,9 @@ from activities.outbox import read_outbox
 from consumer.app import run_consumer
 from consumer.topics import ensure_topics
 from devstack import Stack
-from eventflow.logs import mask_contact_details
-from eventflow.errors import ConfigError
-from eventflow.settings import OpsSettings, load_settings, worker_settings_from
+from eventflow.core.logs import mask_contact_details
+from eventflow.core.errors import ConfigError
+from eventflow.core.settings import OpsSettings, load_settings, worker_settings_from
 from eventflow.worker_app import run_worker
 from events.producer import EventProducer
 from events.samples import demo_events

@@ -19,8 +19,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from eventflow.errors import EventflowError
-from eventflow.http import ReadinessCheck
+from eventflow.core.errors import EventflowError
+from eventflow.core.http import ReadinessCheck
 
 
 class AttributeType(enum.StrEnum):

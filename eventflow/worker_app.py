@@ -24,9 +24,9 @@ from temporalio.runtime import PrometheusConfig, Runtime
 from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
-from eventflow.http import OpsServer, all_of, temporal_check
-from eventflow.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
-from eventflow.temporal_client import build_runtime, connect
+from eventflow.core.http import OpsServer, all_of, temporal_check
+from eventflow.core.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
+from eventflow.core.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
 from journeys import JourneyDefinition, load_all
 from workflows.queues import send_task_queue
@@ -55,7 +55,7 @@ class SdkMetricsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout_seconds) as response:
+            with urllib.request.urlopen(self._url, timeout=self._timeout_seconds) as response:  # noqa: S310 - our own loopback URL
                 text = response.read().decode()
         except OSError:
             return

@@ -26,8 +26,8 @@ from typing import TextIO
 from fastavro import parse_schema
 from fastavro.schema import load_schema
 
-from eventflow.errors import ConfigError, EventflowError
-from eventflow.settings import load_settings
+from eventflow.core.errors import ConfigError, EventflowError
+from eventflow.core.settings import load_settings
 from events.compat import Incompatibility, Level, check, check_level
 from events.registry import (
     SUBJECT_STRATEGIES,

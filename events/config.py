@@ -1,4 +1,4 @@
-"""How each topic's events are encoded (from `eventflow.settings.EventSettings`), and the factories built on it.
+"""How each topic's events are encoded (from `eventflow.core.settings.EventSettings`), and the factories built on it.
 
 ``build_decoder(environ)`` is what the consumer calls; ``build_producer(...)`` is what
 ``eventflow produce`` and upstream services call.
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from eventflow.errors import ConfigError
-from eventflow.settings import EventSettings, SchemaRegistrySettings
+from eventflow.core.errors import ConfigError
+from eventflow.core.settings import EventSettings, SchemaRegistrySettings
 from events.codec import Encoding, EventDecoder
 from events.producer import EventProducer
 from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_from

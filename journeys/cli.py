@@ -49,8 +49,8 @@ def _simulate(args: argparse.Namespace) -> int:
 async def _status_lines(customer_id: str) -> list[str]:
     from temporalio.client import WorkflowExecutionStatus
 
-    from eventflow.settings import load_settings
-    from eventflow.temporal_client import connect
+    from eventflow.core.settings import load_settings
+    from eventflow.core.temporal_client import connect
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     settings = load_settings(dev_defaults=True)

@@ -19,8 +19,8 @@ import jsonschema
 from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from eventflow.errors import EventflowError
-from eventflow.settings import JourneySettings
+from eventflow.core.errors import EventflowError
+from eventflow.core.settings import JourneySettings
 from journeys import expressions
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template

@@ -24,8 +24,8 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
 from activities.rendering import TemplateRenderError, render_async
 from activities.send import SEND_NOTIFICATION
-from eventflow.errors import EventflowError
-from eventflow.logs import mask_contact_details
+from eventflow.core.errors import EventflowError
+from eventflow.core.logs import mask_contact_details
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
 from journeys.routing import Router, SignalJourney, StartJourney

@@ -12,7 +12,6 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.outbox import OutboxChannel, read_outbox
 from consumer.dispatch import Dispatcher
@@ -20,7 +19,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.retry import RetryPolicy
 from consumer.service import ConsumerService
 from consumer.wiring import build_consumer_service
-from eventflow.settings import ConsumerSettings, KafkaSettings
+from eventflow.core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
 from events.schemas import load as load_schemas

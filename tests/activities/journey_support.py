@@ -8,7 +8,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.channels import Channel
 from activities.email_sendgrid import SendGridChannel, SendGridConfig

@@ -20,9 +20,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from devstack import Endpoints
-from eventflow import logs
-from eventflow.settings import TemporalSettings
-from eventflow.temporal_client import CORE_LOGGER, connect
+from eventflow.core import logs
+from eventflow.core.settings import TemporalSettings
+from eventflow.core.temporal_client import CORE_LOGGER, connect
 from tests.eventflow.sandbox_workflow import LogsThenFailsItsTask
 from tests.harness import eventually
 
@@ -69,7 +69,7 @@ async def test_a_failing_workflow_task_is_logged_as_json_with_no_logging_errors(
     assert "RestrictedWorkflowAccessError" not in text + captured.err
     own = next(line for line in lines if str(line["event"]).startswith("about to fail for"))
     assert str(own["event"]).startswith("about to fail for j***@example.com") and own["odd"] == "<unserialisable>"
-    assert own["temporal_workflow"]["workflow_id"] == f"wf-{unique}"  # type: ignore[index]
+    assert own["temporal_workflow"]["workflow_id"] == f"wf-{unique}"  # type: ignore[index]  # a JSON log line: nested dicts are untyped
     failed = next(line for line in lines if str(line["event"]).startswith("Failed activation"))
     assert "RuntimeError: workflow task bug while handling j***@example.com" in str(failed["exception"])
     core = [line for line in lines if "Failing workflow task" in str(line["event"])]

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from devstack import Endpoints
-from eventflow.settings import load_settings
+from eventflow.core.settings import load_settings
 from eventflow.temporal_setup import register_search_attributes
 from eventflow.worker_app import journey_channels, run_worker
 from journeys import load_all

@@ -92,7 +92,7 @@ def test_records_from_confluents_serializer_and_evolved_schemas_decode(
     assert shipped.payload["estimated_delivery_at"] is None and shipped.customer.id == loyal["id"]
     assert decoded[written[3][1]["event_id"]].event_type == "PurchaseCompleted"
     assert {value(m)[1:5] for m in read_back(kafka_config, topic, 4)} == {
-        client.get_version(f"{topic}-value", v).schema_id.to_bytes(4, "big") for v in (1, 2, 3)}  # type: ignore[union-attr]
+        client.get_version(f"{topic}-value", v).schema_id.to_bytes(4, "big") for v in (1, 2, 3)}  # type: ignore[union-attr]  # registered just above, so present
 
 
 def test_event_producer_registry_and_embedded_modes(kafka_config: dict[str, str], topic: str,

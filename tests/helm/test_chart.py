@@ -129,8 +129,8 @@ def test_every_rendered_variable_is_a_setting_with_a_valid_value(
     secret = [name for name, item in all_on.env(component).items() if "value" not in item]
     script = """
 import json, sys
-from eventflow import settings
-from eventflow.errors import ConfigError
+from eventflow.core import settings
+from eventflow.core.errors import ConfigError
 plain, secret = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 read = settings.variables()
 for name in [*plain, *secret]:

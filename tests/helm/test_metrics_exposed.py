@@ -25,7 +25,7 @@ import pytest
 from temporalio.client import Client
 
 from devstack import Endpoints
-from eventflow import settings
+from eventflow.core import settings
 from events import samples
 from events.producer import EventProducer
 from events.schemas import load as load_schemas

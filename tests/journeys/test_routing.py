@@ -73,7 +73,7 @@ def test_wait_for_and_digest_events_are_routed_to_the_instance_once(tmp_path: Pa
     # OrderRefunded is both an exit and a wait_for: one signal, not two.
     assert router.route(refunded) == [SignalJourney("journey:shipping:cust-5:ord-5", "shipping")]
     snapshot = definition.snapshot()
-    assert {(l["event_type"], l["key_path"]) for l in snapshot["listeners"]} == {
+    assert {(listener["event_type"], listener["key_path"]) for listener in snapshot["listeners"]} == {
         ("OrderShipped", "payload.order_id"), ("OrderRefunded", "payload.order_id")}
     # The interpreter matches on the same key the router addressed by.
     assert snapshot["steps"][0]["wait_for"]["key"] == "payload.order_id"

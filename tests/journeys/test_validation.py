@@ -62,7 +62,7 @@ def _line(text: str, needle: str, occurrence: int = 1) -> int:
 
 
 def _problems(tmp_path: Path, definition: str, **kwargs: object) -> list[Problem]:
-    return list(validate_folder(_folder(tmp_path, definition, **kwargs)).problems)  # type: ignore[arg-type]
+    return list(validate_folder(_folder(tmp_path, definition, **kwargs)).problems)  # type: ignore[arg-type]  # test options passed through untyped
 
 
 def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:

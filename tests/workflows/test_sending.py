@@ -14,7 +14,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import (
     ProviderStub,
-    Reply,
     invalid_number,
     provider,
     rate_limited,

@@ -33,7 +33,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from eventflow.errors import ConfigError
+from eventflow.core.errors import ConfigError
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 

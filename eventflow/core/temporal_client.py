@@ -18,9 +18,9 @@ from temporalio.runtime import (
 )
 from temporalio.service import TLSConfig
 
-from eventflow import tracing
-from eventflow.errors import EventflowError
-from eventflow.settings import TemporalSettings
+from eventflow.core import tracing
+from eventflow.core.errors import EventflowError
+from eventflow.core.settings import TemporalSettings
 
 # Phrases in the SDK core's connection errors, and how an operator would say them.
 _REASONS = (
@@ -94,7 +94,7 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
         runtime: the SDK runtime (telemetry, e.g. the worker's Prometheus exporter); if None, one
             shared runtime that forwards the core's logs to `CORE_LOGGER`.
 
-    While tracing is on (`eventflow.tracing`), the client carries Temporal's tracing interceptor, so
+    While tracing is on (`eventflow.core.tracing`), the client carries Temporal's tracing interceptor, so
     its starts and signals, and the workflows and activities of workers built on it, are traced.
 
     Raises:

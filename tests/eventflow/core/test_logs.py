@@ -12,8 +12,8 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventflow import logs
-from eventflow.logs import MAX_FIELD_CHARS, mask_contact_details
+from eventflow.core import logs
+from eventflow.core.logs import MAX_FIELD_CHARS, mask_contact_details
 
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=20).filter(
     lambda s: s[0].isalnum())

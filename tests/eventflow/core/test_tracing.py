@@ -27,10 +27,10 @@ from temporalio.client import Client
 
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from devstack import Endpoints
-from eventflow import tracing
-from eventflow.settings import TemporalSettings
-from eventflow.temporal_client import connect
-from eventflow.tracing import TracingSettings
+from eventflow.core import tracing
+from eventflow.core.settings import TemporalSettings
+from eventflow.core.temporal_client import connect
+from eventflow.core.tracing import TracingSettings
 from events import samples
 from tests.activities.provider_stub import ProviderStub, provider
 from tests.harness import eventually, start_bridge
@@ -262,7 +262,7 @@ async def test_tracing_on_carries_the_trace_in_the_workflow_start_header(
 
 def test_tracing_off_never_imports_the_sdk() -> None:
     """The consumer's and worker's code paths load only the API while tracing is off."""
-    code = ("import sys; import eventflow.cli, consumer.app, eventflow.worker_app; from eventflow import tracing\n"
+    code = ("import sys; import eventflow.cli, consumer.app, eventflow.worker_app; from eventflow.core import tracing\n"
             "with tracing.started(tracing.load_tracing_settings({}), 'x') as p: assert p is None\n"
             "assert tracing.temporal_interceptors() == []\n"
             "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')"

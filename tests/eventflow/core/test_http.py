@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from temporalio.client import Client
 
 from devstack import Endpoints
-from eventflow.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
+from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 
 
 async def _request(port: int, method: str, path: str) -> tuple[int, str]:
@@ -43,7 +43,7 @@ async def serve() -> AsyncIterator[Serve]:
     async def start(readiness: ReadinessCheck, **options: object) -> OpsServer:
         registry = CollectorRegistry()
         Counter("eventflow_test_things_total", "Things.", registry=registry).inc(3)
-        server = OpsServer(registry, readiness, host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]
+        server = OpsServer(registry, readiness, host="127.0.0.1", port=0, **options)  # type: ignore[arg-type]  # each test passes a subset of the keyword options
         await server.start()
         started.append(server)
         return server

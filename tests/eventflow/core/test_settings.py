@@ -13,8 +13,8 @@ from typing import get_args
 
 import pytest
 
-from eventflow.errors import ConfigError
-from eventflow.settings import (
+from eventflow.core.errors import ConfigError
+from eventflow.core.settings import (
     Encoding,
     Process,
     SendGridSettings,
@@ -82,7 +82,7 @@ def test_required_addresses_without_dev_defaults() -> None:
 def test_readme_configuration_table_is_the_generated_one() -> None:
     from eventflow.cli import settings_table
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     match = re.search(r"<!-- settings-table:start -->\n(.*)\n<!-- settings-table:end -->", readme, re.S)
     assert match is not None, "README.md lacks the settings-table markers"
     assert match.group(1).strip() == settings_table().strip(), "run: eventflow config --update-readme"
@@ -128,12 +128,12 @@ def test_secrets_are_secret_and_come_from_files_when_named(tmp_path: Path) -> No
 def test_settings_come_from_the_classes_not_from_what_a_process_imported() -> None:
     # A fresh interpreter that imports only the settings layer knows every setting, and importing
     # it loads none of the packages above it (no registration by import side effect).
-    script = ("import sys, json; from eventflow import settings; "
+    script = ("import sys, json; from eventflow.core import settings; "
               "print(json.dumps([sorted(settings.variables()), "
               "sorted(m for m in sys.modules if m.split('.')[0] in "
               "('activities', 'consumer', 'events', 'journeys', 'workflows', 'devstack'))]))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[2])
+                            cwd=Path(__file__).resolve().parents[3])
     fresh, imported = json.loads(result.stdout)
     assert imported == []
     import eventflow.worker_app  # noqa: F401  # formerly registered the worker's settings
@@ -160,7 +160,7 @@ def test_vocabularies_agree_with_the_packages_that_use_them() -> None:
 
 def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
     # devstack and bench (dev tooling) copy the environment into the child processes they start.
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     readers = []
     for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities"):
         for path in sorted((root / package).rglob("*.py")):

@@ -143,7 +143,7 @@ class OpsServer:
             return await asyncio.wait_for(self._readiness(), timeout=self._readiness_timeout)
         except TimeoutError:
             return False, f"not ready: readiness checks took longer than {self._readiness_timeout}s"
-        except Exception as exc:  # a broken check must answer 503, not drop the probe's connection
+        except Exception as exc:  # noqa: BLE001 - a broken check must answer 503, not drop the probe's connection
             log.warning("readiness_check_failed", error_type=type(exc).__name__)
             return False, f"not ready: readiness check raised {type(exc).__name__}"
 
@@ -160,7 +160,7 @@ def all_of(checks: Mapping[str, ReadinessCheck], *,
             return await asyncio.wait_for(check(), timeout=timeout_seconds)
         except TimeoutError:
             return False, f"timed out after {timeout_seconds}s"
-        except Exception as exc:  # reported in the probe's body; the verdict is what matters
+        except Exception as exc:  # noqa: BLE001 - reported in the probe's body; the verdict is what matters
             return False, f"error ({type(exc).__name__})"
 
     async def check() -> tuple[bool, str]:
@@ -188,7 +188,7 @@ def temporal_check(client: ClientSource) -> ReadinessCheck:
                 assert not isinstance(client, Client)  # narrowed: only factories leave the cache empty
                 cached.append(await client())
             healthy = await cached[0].service_client.check_health()
-        except Exception as exc:  # RPCError, connection refused, TLS errors: all mean "not ready"
+        except Exception as exc:  # noqa: BLE001 - RPCError, connection refused, TLS errors: all mean "not ready"
             return False, f"unreachable ({type(exc).__name__})"
         return (True, "ok") if healthy else (False, "unhealthy")
 

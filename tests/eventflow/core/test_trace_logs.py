@@ -11,7 +11,7 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from eventflow import logs
+from eventflow.core import logs
 
 
 @pytest.fixture
