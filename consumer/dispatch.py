@@ -7,7 +7,6 @@ for the caller's retry loop; anything else is a bug and propagates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from temporalio.client import Client
@@ -61,12 +60,6 @@ class Outcome(StrEnum):
     PREFERENCES_UPDATED = "preferences_updated"
 
 
-@dataclass(frozen=True)
-class ActionResult:
-    action: Route
-    outcome: Outcome
-
-
 class Dispatcher:
     """Turns `Action`s into Temporal calls on one client."""
 
@@ -74,15 +67,15 @@ class Dispatcher:
         self._client = client
         self._task_queue = task_queue
 
-    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
+    async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
         try:
             if isinstance(action, StartJourney):
-                return ActionResult(action, await self._start(event, action))
+                return await self._start(event, action)
             if isinstance(action, UpdatePreferences):
                 await record_subscription_change(self._client, event, self._task_queue)
-                return ActionResult(action, Outcome.PREFERENCES_UPDATED)
-            return ActionResult(action, await self._signal(event, action))
+                return Outcome.PREFERENCES_UPDATED
+            return await self._signal(event, action)
         except RPCError as exc:
             if exc.status in _TRANSIENT:
                 raise TransientTemporalError(type(action).__name__, action.workflow_id, exc) from exc

@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from opentelemetry.trace import SpanKind
 from temporalio.service import RPCError
 
-from consumer.dispatch import ActionResult, Outcome
+from consumer.dispatch import Outcome
 from consumer.metrics import ConsumerMetrics
 from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, Unrouted
 from consumer.retry import TRANSIENT_ERRORS, Retrier
@@ -41,7 +41,7 @@ MAX_REASON_CHARS = 1000
 class ActionDispatcher(Protocol):
     """Applies one routed action to Temporal (`consumer.dispatch.Dispatcher`)."""
 
-    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult: ...
+    async def apply(self, event: CustomerEvent, action: Route) -> Outcome: ...
 
 
 class EventRouter(Protocol):
@@ -230,18 +230,18 @@ class RecordHandler:
             except Exception as exc:  # noqa: BLE001 - not transient (the retrier passed it on): the record's end, not the loop's
                 self.metrics.unexpected_failures.labels("dispatch").inc()
                 return await self._dead_letter(record, unexpected_failure("dispatch", exc, event.event_type))
-            outcomes.append(result.outcome)
-            self._count_action(result.outcome, route.journey_id)
-            bound.info(f"journey_{result.outcome.value}", workflow_id=route.workflow_id)
+            outcomes.append(result)
+            self._count_action(result, route.journey_id)
+            bound.info(f"journey_{result.value}", workflow_id=route.workflow_id)
         return Handled(event.event_type, tuple(outcomes))
 
-    async def _apply(self, record: SourceRecord, event: CustomerEvent, route: Route) -> ActionResult:
+    async def _apply(self, record: SourceRecord, event: CustomerEvent, route: Route) -> Outcome:
         with tracing.span(f"route {route.journey_id}", attributes={
                 tracing.EVENT_ID: event.event_id, tracing.JOURNEY: route.journey_id,
                 tracing.WORKFLOW_ID: route.workflow_id}) as span:
             result = await self.retrier.call("temporal", record, functools.partial(self.dispatcher.apply, event, route))
             if span is not None:
-                span.set_attribute(tracing.OUTCOME, result.outcome.value)
+                span.set_attribute(tracing.OUTCOME, result.value)
             return result
 
     def _decode_failure(self, exc: DecodeError, record: SourceRecord) -> Failure:

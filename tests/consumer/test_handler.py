@@ -18,7 +18,7 @@ from fastavro import schemaless_writer
 from prometheus_client import CollectorRegistry
 from temporalio.service import RPCError, RPCStatusCode
 
-from consumer.dispatch import ActionResult, Outcome, TransientTemporalError
+from consumer.dispatch import Outcome, TransientTemporalError
 from consumer.handler import DeadLetterReceipt, Job, RecordHandler
 from consumer.metrics import ConsumerMetrics
 from consumer.record import DeadLettered, Handled, SourceRecord, Unrouted
@@ -41,11 +41,11 @@ class FakeDispatcher:
     failures: list[BaseException] = field(default_factory=list)
     applied: list[tuple[str, str]] = field(default_factory=list)
 
-    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
+    async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         if self.failures:
             raise self.failures.pop(0)
         self.applied.append((event.event_id, action.workflow_id))
-        return ActionResult(action, Outcome.STARTED)
+        return Outcome.STARTED
 
 
 @dataclass

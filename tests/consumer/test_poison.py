@@ -15,7 +15,7 @@ from typing import Any
 from temporalio.client import Client
 
 from consumer.dead_letter import parse_dead_letter_headers
-from consumer.dispatch import ActionResult, Dispatcher
+from consumer.dispatch import Dispatcher, Outcome
 from consumer.routes import EventRoutes, Route
 from events import samples
 from events.codec import EventDecoder
@@ -147,7 +147,7 @@ class _SurprisingDispatcher(Dispatcher):
         super().__init__(client, task_queue)
         self.buffer_errors = 3
 
-    async def apply(self, event: CustomerEvent, action: Route) -> ActionResult:
+    async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         order_id = str(event.payload.get("order_id", ""))
         if order_id.startswith("bug"):
             raise ValueError(f"no version in snapshot for {order_id}")
