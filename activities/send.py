@@ -245,7 +245,7 @@ class NotificationActivities:
             raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type, non_retryable=True) from exc
         finally:
             self._metrics.send_seconds.labels(notification.channel, channel.name).observe(
-                time.monotonic() - call_started)
+                time.monotonic() - call_started, exemplar=tracing.exemplar())
         await self._complete(notification, LedgerState.DELIVERED, result, attempt)
         self._count(notification, result.provider, result.status)
         return result

@@ -24,6 +24,7 @@ from consumer.offsets import OffsetTracker
 from consumer.record import SourceRecord, Unrouted
 from consumer.retry import Retrier
 from consumer.scheduler import KeyScheduler
+from eventflow.core import tracing
 from eventflow.core.settings import ConsumerSettings, KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -316,5 +317,6 @@ class ConsumerService:
                 return
         self._offsets.done((record.topic, record.partition), record.offset)
         self._handler.count(record.topic, result)
-        self._metrics.processing_seconds.observe(time.monotonic() - polled_at)
+        self._metrics.processing_seconds.observe(time.monotonic() - polled_at,
+                                                 exemplar=tracing.exemplar_from(record.headers))
 

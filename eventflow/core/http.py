@@ -21,6 +21,8 @@ from aiohttp import web
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from temporalio.client import Client
 
 log = structlog.get_logger(__name__)
@@ -115,7 +117,7 @@ class OpsServer:
         else:
             try:
                 async with asyncio.timeout(self._request_deadline):
-                    response = await self._route(request.path)
+                    response = await self._route(request.path, request.headers.get("Accept", ""))
             except TimeoutError:
                 response = web.Response(status=503, text="request deadline exceeded\n")
         # One request per connection: probes and scrapers reconnect anyway, and no idle
@@ -123,13 +125,17 @@ class OpsServer:
         response.force_close()
         return response
 
-    async def _route(self, path: str) -> web.Response:
+    async def _route(self, path: str, accept: str = "") -> web.Response:
         if path == "/metrics":
+            # OpenMetrics when the scraper asks for it: only that format carries exemplars (trace links).
+            openmetrics = "application/openmetrics-text" in accept
+            render, content_type = ((openmetrics_latest, OPENMETRICS_CONTENT_TYPE) if openmetrics
+                                    else (generate_latest, CONTENT_TYPE_LATEST))
             # In a thread: collectors may do I/O (the worker's re-exports the Temporal SDK's
             # exporter over loopback) and must not stall the event loop the process runs on.
-            body = await asyncio.to_thread(generate_latest, self._registry)
+            body = await asyncio.to_thread(render, self._registry)
             response = web.Response(body=body)
-            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            response.headers["Content-Type"] = content_type
             return response
         if path in ("/healthz", "/livez"):
             return web.Response(text="ok\n")

@@ -170,3 +170,18 @@ def current_ids() -> tuple[str, str] | None:
     if not context.is_valid:
         return None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def exemplar() -> dict[str, str] | None:
+    """A Prometheus exemplar linking an observation to the active trace (None when tracing is off)."""
+    ids = current_ids() if _tracer is not None else None
+    return {"trace_id": ids[0]} if ids else None
+
+
+def exemplar_from(headers: Sequence[tuple[str, str | bytes | None]]) -> dict[str, str] | None:
+    """An exemplar for the trace a record's ``traceparent`` continues (None when tracing is off or it has none)."""
+    context = extract(headers)
+    if context is None:
+        return None
+    span_context = trace.get_current_span(context).get_span_context()
+    return {"trace_id": format(span_context.trace_id, "032x")} if span_context.is_valid else None
