@@ -8,6 +8,7 @@ import asyncio
 import collections
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -45,11 +46,13 @@ class PreferencesStore:
     """
 
     def __init__(self, client: Client, task_queue: str, *, max_updates_per_customer: int = 4,
-                 update_rpc_timeout_seconds: float = 10.0) -> None:
+                 update_rpc_timeout_seconds: float = 10.0, give_up_after_seconds: float = 120.0) -> None:
         self._client = client
         self._task_queue = task_queue
         self._gates = _KeyedGates(max_updates_per_customer)
         self._rpc_timeout = timedelta(seconds=update_rpc_timeout_seconds)
+        # Past this the error goes to the activity's retry policy, so an outage is not waited out forever.
+        self._give_up_after = give_up_after_seconds
         #: Reservations asked again, by reason (``rpc_timeout``, ``server_busy``): a worker reads
         #: these into its metrics, and tests assert on them.
         self.retries: collections.Counter[str] = collections.Counter()
@@ -63,6 +66,7 @@ class PreferencesStore:
         update_id = f"reserve/{request.idempotency_key}/{request.attempt}/{request.now_epoch_seconds!r}"
         async with self._gates.hold(request.customer_id):
             backoff = _Backoff()
+            deadline = time.monotonic() + self._give_up_after
             while True:
                 try:
                     result: Reservation = await self._client.execute_update_with_start_workflow(
@@ -70,14 +74,18 @@ class PreferencesStore:
                         start_workflow_operation=self._start_operation(request.customer_id),
                         id=update_id, rpc_timeout=self._rpc_timeout)
                     return result
-                except WorkflowUpdateRPCTimeoutOrCancelledError:
+                except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+                    if isinstance(err.__cause__, asyncio.CancelledError) or _being_cancelled():
+                        # The SDK reports our own cancellation (the activity was cancelled, the
+                        # worker is stopping) with the same error as a timeout: stop, do not retry.
+                        raise asyncio.CancelledError from err
                     self.retries["rpc_timeout"] += 1  # asked again under the same id: applied once
                 except RPCError as err:
-                    if err.status not in _BACK_OFF_STATUSES:
+                    if err.status not in _BACK_OFF_STATUSES or time.monotonic() > deadline:
                         raise
                     self.retries["server_busy"] += 1
                 except WorkflowUpdateFailedError as err:
-                    if not _is_transient_update_failure(err):
+                    if not _is_transient_update_failure(err) or time.monotonic() > deadline:
                         raise
                     self.retries["server_busy"] += 1
                 await backoff.sleep()
@@ -93,6 +101,11 @@ class PreferencesStore:
 #: The server is busy or the workflow's in-flight Update limit is reached: ask again after a pause.
 _BACK_OFF_STATUSES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
                                 RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.ABORTED})
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _is_transient_update_failure(err: WorkflowUpdateFailedError) -> bool:

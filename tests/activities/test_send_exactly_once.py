@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.ledger import ReserveRequest
 from activities.metrics import SendMetrics
 from activities.outcomes import LedgerState, SendStatus
 from activities.send import NotificationActivities, SendPolicy
@@ -182,3 +183,20 @@ async def test_a_hot_customer_gets_exactly_the_cap(
     assert set(provider.sends_by_key().values()) == {1}
     if updates_per_customer <= 4:
         assert store.retries["server_busy"] == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_cancelled_reservation_stops_instead_of_asking_again(temporal_client: Client, unique: str) -> None:
+    """The SDK reports a cancelled Update with the same error as a timed-out one: cancellation must win.
+
+    Otherwise a worker stopping (or an attempt Temporal cancelled) would keep asking forever.
+    """
+    store = PreferencesStore(temporal_client, f"ledger-nobody-{unique}", update_rpc_timeout_seconds=30.0)
+    reserving = asyncio.create_task(store.reserve(ReserveRequest(
+        idempotency_key=f"journey:x:{unique}/a", customer_id=f"c-{unique}", channel="email", attempt=1,
+        lease_seconds=LEASE_SECONDS)))
+    await asyncio.sleep(1.0)  # the Update is in flight: no worker serves that ledger queue
+    reserving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(reserving, 20)
+    assert store.retries["rpc_timeout"] == 0

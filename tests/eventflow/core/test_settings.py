@@ -164,7 +164,7 @@ def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
     readers = []
     for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities"):
         for path in sorted((root / package).rglob("*.py")):
-            if path == root / "eventflow" / "settings.py":
+            if path == root / "eventflow" / "core" / "settings.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
                 if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb")
