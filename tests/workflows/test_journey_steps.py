@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.provision import test_server
+from devstack import provision
 from events.model import CustomerEvent
 
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
@@ -154,7 +154,9 @@ async def test_a_failing_condition_is_counted_by_journey_and_step_in_the_sdk_met
         bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
     snapshot = compile_journey(tmp_path, BRANCH)
     snapshot["steps"][0]["branch"]["cases"][0]["when"] = "payload.total in customer"
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server()), runtime=runtime)
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(provision.test_server()),
+                                                        runtime=runtime,
+                                                        test_server_startup_timeout=provision.TEST_SERVER_STARTUP)
     try:
         async with worker(env.client, "metrics", Capture()):
             await result(await start(env.client, "metrics", snapshot, purchase(amount="100.00")))
