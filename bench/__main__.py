@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,18 @@ async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, config: Bench
     return await run(servers, config, workdir)
 
 
+def _compile_bytecode() -> None:
+    """Compiles the project's modules, as the image does at install (Dockerfile: ``compileall``).
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (as on these machines) a dev tree has no bytecode, and
+    Temporal's sandbox, which re-imports the workflow modules for every workflow it creates, would
+    compile their source each time: a cost a deployed worker does not pay, measured as Eventflow's.
+    """
+    root = Path(__file__).resolve().parents[1]
+    packages = ["eventflow", "events", "journeys", "consumer", "workflows", "activities"]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], cwd=root, check=True)
+
+
 def main() -> int:
     args = _arguments()
     config = QUICK if args.quick else BenchConfig()
@@ -58,6 +71,7 @@ def main() -> int:
         config = dataclasses.replace(config, soak_seconds=args.soak_seconds)
     output = args.output or Path("bench/results/quick.json" if args.quick else "bench/results/latest.json")
     logs.configure("json", level=logging.WARNING)
+    _compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="eventflow-bench-") as scratch:
         workdir = Path(scratch)
         kafka = KafkaServer(workdir / "kafka", port=free_port_pair())
