@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -59,16 +59,21 @@ def _csv(raw: object) -> object:
     return items
 
 
-def _pairs(raw: object) -> object:
-    if not isinstance(raw, str):
-        return raw
-    pairs: dict[str, str] = {}
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{part!r} is not topic=encoding")
-        pairs[key.strip()] = value.strip()
-    return pairs
+def _pairs_of(shape: str) -> Callable[[object], object]:
+    """A parser of ``a=b,c=d`` into a dict; a malformed item is an error naming ``shape``."""
+
+    def parse(raw: object) -> object:
+        if not isinstance(raw, str):
+            return raw
+        pairs: dict[str, str] = {}
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{part!r} is not {shape}")
+            pairs[key.strip()] = value.strip()
+        return pairs
+
+    return parse
 
 
 _QUIET_HOURS = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d)?$")
@@ -80,23 +85,11 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
-def _headers(raw: object) -> object:
-    if not isinstance(raw, str):
-        return raw
-    pairs: dict[str, str] = {}
-    for part in (p.strip() for p in raw.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise ValueError("must be comma-separated name=value pairs")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
-HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_headers)]
+HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs)]
+EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 
 
