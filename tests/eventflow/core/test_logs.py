@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventflow.core import logs
 from eventflow.core.logs import MAX_FIELD_CHARS, mask_contact_details
 
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=20).filter(
@@ -64,22 +62,6 @@ def test_masking_is_idempotent(text: str) -> None:
 def test_masking_is_linear_on_adversarial_input(unit: str) -> None:
     text = unit * (1_000_000 // len(unit))
     assert len(mask_contact_details(text)) <= len(text)
-
-
-@pytest.fixture
-def captured() -> Iterator[Callable[[], list[dict[str, object]]]]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    logs.configure("json", stream=stream)
-
-    def read() -> list[dict[str, object]]:
-        return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-    yield read
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def test_a_100_kb_reason_is_truncated_and_masked(captured: Callable[[], list[dict[str, object]]]) -> None:

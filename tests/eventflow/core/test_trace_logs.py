@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from eventflow.core import logs
-
-
-@pytest.fixture
-def captured() -> Iterator[Callable[[], list[dict[str, object]]]]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    logs.configure("json", stream=stream)
-
-    def read() -> list[dict[str, object]]:
-        return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-    yield read
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def test_structlog_and_stdlib_lines_carry_the_active_span(captured: Callable[[], list[dict[str, object]]]) -> None:
