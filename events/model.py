@@ -24,6 +24,10 @@ class Customer:
     timezone: str = "UTC"
     locale: str = "en"
     first_name: str | None = None
+    #: WhatsApp number, when it differs from ``phone``.
+    whatsapp: str | None = None
+    #: Free profile attributes a source maps from the event (``profile.*`` in templates).
+    attributes: dict[str, JsonValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,12 @@ class CustomerEvent:
     occurred_at: str
     customer: Customer
     payload: dict[str, JsonValue] = field(default_factory=dict)
+    #: Name of the event source (`events.sources`) that read it; ``""`` for the built-in envelope.
+    source: str = ""
+    #: The source marks this event as an identify/profile event: its contact details update the profile.
+    identify: bool = False
+    #: The source lets this event's contact details override the profile's for its own journeys.
+    contact_override: bool = False
 
     def as_context(self) -> Mapping[str, JsonValue]:
         """The event as a plain mapping, for filters, expressions and templates."""
