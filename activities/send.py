@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.channels import Channel, OutgoingMessage
+from activities.contact import ContactDirectory, resolve_recipient
 from activities.errors import PermanentSendError, RetryableSendError
 from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
@@ -79,8 +80,10 @@ class NotificationActivities:
     """Activity implementations bound to the configured channels (one per channel name)."""
 
     def __init__(self, channels: Mapping[str, Channel], *, ledger: DeliveryLedger | None = None,
-                 metrics: SendMetrics | None = None, policy: SendPolicy | None = None) -> None:
+                 metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
+                 contacts: ContactDirectory | None = None) -> None:
         self._channels = dict(channels)
+        self._contacts = contacts
         self._ledger = ledger
         self._metrics = metrics or SendMetrics(CollectorRegistry())
         self._policy = policy or SendPolicy()
@@ -100,10 +103,14 @@ class NotificationActivities:
         if channel is None:
             raise ApplicationError(f"no channel configured for {notification.channel!r}",
                                    type="ChannelNotConfigured", non_retryable=True)
-        address = notification.customer.email if notification.channel == "email" else notification.customer.phone
-        if not address:
-            raise ApplicationError(f"customer has no address for {notification.channel}",
-                                   type="MissingAddress", non_retryable=True)
+        recipient = await self._beat(resolve_recipient(self._contacts, notification))
+        if recipient is None:
+            # Recorded, never retried: no attempt could find an address this one did not.
+            self._count(notification, channel.name, SendStatus.NO_CONTACT)
+            activity.logger.info("notification_no_contact channel=%s template=%s", notification.channel,
+                                 notification.template_id)
+            return SendResult(SendStatus.NO_CONTACT, channel.name)
+        notification, address = recipient.notification, recipient.address
         message = await _render(notification, address)
         result = await self._send(notification, channel, message)
         tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})

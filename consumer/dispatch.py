@@ -1,7 +1,10 @@
 """Applies routed actions to Temporal: start a journey, or signal a running one.
 
 "Already started" is success (counted as a dedupe) and a signal to a journey that does not run
-is success too (nobody was waiting). Transient server errors are raised as `TransientTemporalError`
+is success too (nobody was waiting). Journeys get the event without contact details
+(`workflows.profile.journey_event`); the profile update that carries them goes to the customer's
+preferences workflow. While a forgotten customer's tombstone runs, nothing is started or recorded
+for that customer (`Outcome.FORGOTTEN`) until an identify event ends it. Transient server errors are raised as `TransientTemporalError`
 for the caller's retry loop; anything else is a bug and propagates.
 """
 
@@ -22,10 +25,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from events.model import CustomerEvent
 from eventflow.core.errors import EventflowError
-from consumer.routes import Route, UpdatePreferences
+from consumer.routes import Route, UpdatePreferences, UpdateProfile
+from consumer.tombstones import Tombstones
 from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
-from workflows.preferences_client import record_subscription_change
+from workflows.preferences_client import record_profile_update, record_subscription_change
+from workflows.profile import journey_event, profile_update_of
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")
@@ -58,6 +63,8 @@ class Outcome(StrEnum):
     SIGNALLED = "signalled"
     NO_INSTANCE = "no_instance"
     PREFERENCES_UPDATED = "preferences_updated"
+    #: The customer was forgotten (``eventflow customers forget``): nothing started, nothing recorded.
+    FORGOTTEN = "forgotten"
 
 
 class Dispatcher:
@@ -66,20 +73,35 @@ class Dispatcher:
     def __init__(self, client: Client, task_queue: str) -> None:
         self._client = client
         self._task_queue = task_queue
+        self._tombstones = Tombstones(client)
 
     async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
         try:
             if isinstance(action, StartJourney):
-                return await self._start(event, action)
+                if await self._tombstones.forgotten(event):
+                    return Outcome.FORGOTTEN
+                return await self._start(journey_event(event), action)
+            if isinstance(action, UpdateProfile):
+                return await self._update_profile(event, action)
             if isinstance(action, UpdatePreferences):
                 await record_subscription_change(self._client, event, self._task_queue)
                 return Outcome.PREFERENCES_UPDATED
-            return await self._signal(event, action)
+            return await self._signal(journey_event(event), action)
         except RPCError as exc:
             if exc.status in _TRANSIENT:
                 raise TransientTemporalError(type(action).__name__, action.workflow_id, exc) from exc
             raise
+
+    async def _update_profile(self, event: CustomerEvent, action: UpdateProfile) -> Outcome:
+        if action.identify:
+            await self._tombstones.lift(event)
+        elif await self._tombstones.forgotten(event):
+            return Outcome.FORGOTTEN
+        update = profile_update_of(event)
+        if update is not None:
+            await record_profile_update(self._client, event.customer.id, update, self._task_queue)
+        return Outcome.PREFERENCES_UPDATED
 
     async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:
         try:

@@ -1,7 +1,9 @@
 """What the consumer does with one event: the journey router's actions plus the built-in routes.
 
 Built-in: a ``SubscriptionChanged`` event updates the customer's ``CustomerPreferences`` workflow,
-which every send consults, so an opt-out stops sends on that channel across all journeys.
+which every send consults, so an opt-out stops sends on that channel across all journeys. An
+event that identifies its customer or carries contact details updates the customer's profile
+(`UpdateProfile`, in the same workflow; workflows/profile.py), before any journey it starts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from journeys.expressions import ExpressionMetrics
 from journeys.model import JourneyDefinition
 from journeys.routing import Action, Router
 from workflows.preferences import preferences_workflow_id
+from workflows.profile import IDENTIFY_EVENT_TYPES, is_identify, profile_update_of
 
 SUBSCRIPTION_CHANGED = "SubscriptionChanged"
 
@@ -26,7 +29,19 @@ class UpdatePreferences:
     journey_id: str = "preferences"
 
 
-Route = Action | UpdatePreferences
+@dataclass(frozen=True)
+class UpdateProfile:
+    """Signal-with-start the customer's preferences workflow with the event's profile data.
+
+    ``identify``: the event is an identify event, which also ends a forgotten customer's tombstone.
+    """
+
+    workflow_id: str
+    identify: bool = False
+    journey_id: str = "profile"
+
+
+Route = Action | UpdatePreferences | UpdateProfile
 
 
 class EventRoutes:
@@ -35,7 +50,7 @@ class EventRoutes:
     def __init__(self, definitions: Iterable[JourneyDefinition], *,
                  expression_metrics: ExpressionMetrics | None = None) -> None:
         self._journeys = Router(definitions, on_error=expression_metrics)
-        self._event_types = self._journeys.event_types | {SUBSCRIPTION_CHANGED}
+        self._event_types = self._journeys.event_types | {SUBSCRIPTION_CHANGED} | IDENTIFY_EVENT_TYPES
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -46,4 +61,7 @@ class EventRoutes:
         routes: list[Route] = list(self._journeys.route(event))
         if event.event_type == SUBSCRIPTION_CHANGED:
             routes.append(UpdatePreferences(preferences_workflow_id(event.customer.id)))
+        if (routes or is_identify(event)) and profile_update_of(event) is not None:
+            # First, so a journey this event starts already sends to the address it carries.
+            routes.insert(0, UpdateProfile(preferences_workflow_id(event.customer.id), is_identify(event)))
         return routes

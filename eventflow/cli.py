@@ -17,6 +17,7 @@ from consumer import cli as consumer_cli
 from devstack import DevstackError, Stack
 from eventflow.core import logs, tracing
 from eventflow.core.errors import EventflowError
+from eventflow import customers as customers_cli
 from eventflow.core.settings import load_consumer, load_settings, load_worker, markdown_table
 from events import cli as events_cli
 from journeys import cli as journeys_cli
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
-    for register in (events_cli.register, journeys_cli.register, consumer_cli.register):
+    for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register):
         register(commands)
     return parser
 

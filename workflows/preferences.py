@@ -27,6 +27,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.outcomes import LedgerState, ReserveDecision
     from events.model import CustomerEvent
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
+    from activities.contact import ContactPoints
+    from workflows.profile import (CONTACT_POINTS_QUERY, PROFILE_UPDATED_SIGNAL, CustomerProfile, ProfileUpdate,
+                                   apply_update, merge_profiles)
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
 SUBSCRIPTION_CHANGED_SIGNAL = "subscription_changed"
@@ -90,6 +93,8 @@ class PreferencesInput:
     channels: dict[str, ChannelPreference] = field(default_factory=dict)
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)
     seen_event_ids: list[str] = field(default_factory=list)
+    #: The customer's profile (workflows/profile.py).
+    profile: CustomerProfile = field(default_factory=CustomerProfile)
 
 
 def _iso(moment: datetime) -> str:
@@ -106,6 +111,7 @@ class CustomerPreferences:
         self._ledger: dict[str, LedgerEntry] = {}
         self._seen_event_ids: list[str] = []
         self._changes = 0
+        self._profile = CustomerProfile()
 
     @workflow.run
     async def run(self, start: PreferencesInput) -> None:
@@ -114,6 +120,7 @@ class CustomerPreferences:
         self._channels = {**start.channels, **self._channels}
         self._ledger = {**start.ledger, **self._ledger}
         self._seen_event_ids = [*start.seen_event_ids, *self._seen_event_ids][-_SEEN_EVENT_IDS_KEPT:]
+        self._profile = merge_profiles(start.profile, self._profile)
         await workflow.wait_condition(
             lambda: self._changes >= MAX_CHANGES_PER_RUN or workflow.info().is_continue_as_new_suggested())
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -124,13 +131,24 @@ class CustomerPreferences:
         ledger = {key: entry for key, entry in self._ledger.items()
                   if datetime.fromisoformat(entry.reserved_at) >= cutoff}
         return PreferencesInput(self._customer_id, dict(self._channels), ledger,
-                                self._seen_event_ids[-_SEEN_EVENT_IDS_KEPT:])
+                                self._seen_event_ids[-_SEEN_EVENT_IDS_KEPT:], profile=self._profile)
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> PreferencesInput:
         """The current opt-outs and ledger."""
         return PreferencesInput(self._customer_id, dict(self._channels), dict(self._ledger),
-                                list(self._seen_event_ids))
+                                list(self._seen_event_ids), profile=self._profile)
+
+    @workflow.query(name=CONTACT_POINTS_QUERY)
+    def contact_points(self) -> ContactPoints:
+        """The profile's contact points, for the send activity (a query: nothing is written to history)."""
+        return self._profile.contact_points()
+
+    @workflow.signal(name=PROFILE_UPDATED_SIGNAL)
+    def profile_updated(self, update: ProfileUpdate) -> None:
+        """Folds an event's profile data in; later-occurring values win, redeliveries change nothing."""
+        self._changes += 1
+        self._profile = apply_update(self._profile, update)
 
     @workflow.signal(name=SUBSCRIPTION_CHANGED_SIGNAL)
     def subscription_changed(self, event: CustomerEvent) -> None:

@@ -21,6 +21,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.contact import ContactPoints
 from activities.ledger import Completion, Reservation, ReserveRequest
 from events.model import CustomerEvent
 from workflows.preferences import (
@@ -30,6 +31,7 @@ from workflows.preferences import (
     PreferencesInput,
     preferences_workflow_id,
 )
+from workflows.profile import PROFILE_UPDATED_SIGNAL, ProfileUpdate
 
 
 class PreferencesStore:
@@ -157,3 +159,30 @@ async def record_subscription_change(client: Client, event: CustomerEvent, task_
 async def preferences_state(client: Client, customer_id: str) -> PreferencesInput:
     """The customer's current preferences and ledger (the ``state`` query)."""
     return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(CustomerPreferences.state)
+
+
+async def record_profile_update(client: Client, customer_id: str, update: ProfileUpdate, task_queue: str) -> None:
+    """Routes an event's profile data to the customer's preferences workflow (signal-with-start; idempotent)."""
+    await client.start_workflow(
+        CustomerPreferences.run, PreferencesInput(customer_id),
+        id=preferences_workflow_id(customer_id), task_queue=task_queue,
+        start_signal=PROFILE_UPDATED_SIGNAL, start_signal_args=[update])
+
+
+class ProfileDirectory:
+    """The `activities.contact.ContactDirectory` backed by the ``contact_points`` query of ``CustomerPreferences``.
+
+    A query writes nothing to any history; a customer without a preferences workflow has no profile.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def contact_points(self, customer_id: str) -> ContactPoints:
+        handle = self._client.get_workflow_handle(preferences_workflow_id(customer_id))
+        try:
+            return await handle.query(CustomerPreferences.contact_points)
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return ContactPoints()
+            raise

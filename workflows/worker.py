@@ -12,15 +12,17 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.channels import Channel
+from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
-from workflows.preferences_client import PreferencesStore
+from workflows.preferences_client import PreferencesStore, ProfileDirectory
 from workflows.queues import CHANNELS, send_task_queue
+from workflows.tombstone import CustomerTombstone
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, CustomerTombstone)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  *, max_concurrent_activities: int = 100, limits: WorkerLimits | None = None,
                  ledger: DeliveryLedger | None = None, metrics: SendMetrics | None = None,
                  policy: SendPolicy | None = None,
-                 channel_rates_per_second: Mapping[str, float] | None = None) -> JourneyWorkers:
+                 channel_rates_per_second: Mapping[str, float] | None = None,
+                 contacts: ContactDirectory | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -79,11 +82,13 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         policy: default quiet hours and daily cap.
         channel_rates_per_second: per channel, the provider's rate limit, enforced by Temporal
             across all replicas on the channel's send queue (absent: no server-side limit).
+        contacts: where sends read the customer's contact points; by default the profile in the
+            ``CustomerPreferences`` workflows (activities/contact.py).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
-        metrics=metrics, policy=policy)
+        metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client))
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

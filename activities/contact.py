@@ -1,0 +1,96 @@
+"""Who a notification goes to, resolved inside the send activity from the customer's profile.
+
+Journeys carry the customer id, not the address (the consumer strips contact details from the
+events it starts and signals journeys with, see `workflows.profile.journey_event`), so nothing of
+an address enters a journey's history. At send time the activity asks a `ContactDirectory` (the
+customer's ``CustomerPreferences`` workflow, by query: no history is written) for the contact
+points, and builds the address, the timezone for quiet hours and caps, and the ``profile.*``
+template context here, in memory only. The activity's input and result hold none of it.
+
+An address the journey's event still carries wins over the profile: only events whose source sets
+``contact_override`` keep their contact details (and journeys started before this change carry
+theirs), so such a journey sends where its event said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from activities.notifications import SendNotificationInput
+from events.model import JsonValue
+
+
+@dataclass(frozen=True)
+class ContactPoints:
+    """A customer's contact points and personal settings as the profile holds them (None: unknown)."""
+
+    email: str | None = None
+    phone: str | None = None
+    whatsapp: str | None = None
+    first_name: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    attributes: dict[str, JsonValue] = field(default_factory=dict)
+
+    def address_for(self, channel: str) -> str | None:
+        """The address a channel sends to: ``email``; ``sms`` the phone; ``whatsapp`` its own number, else the phone."""
+        match channel:
+            case "email":
+                return self.email or None
+            case "whatsapp":
+                return self.whatsapp or self.phone or None
+            case _:
+                return self.phone or None
+
+    def template_view(self) -> dict[str, JsonValue]:
+        """``profile.*`` in templates: the fields by name, free attributes under ``profile.attributes``."""
+        return {"email": self.email, "phone": self.phone, "whatsapp": self.whatsapp, "first_name": self.first_name,
+                "timezone": self.timezone, "locale": self.locale, "attributes": dict(self.attributes)}
+
+
+class ContactDirectory(Protocol):
+    """Where the send activity reads a customer's contact points at send time."""
+
+    async def contact_points(self, customer_id: str) -> ContactPoints:
+        """The customer's current contact points; empty when the customer has no profile."""
+        ...
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A resolved recipient: the address, and the notification with timezone and template context filled in.
+
+    Lives in the activity's memory only; it is never returned or logged.
+    """
+
+    address: str
+    notification: SendNotificationInput
+
+
+async def resolve_recipient(directory: ContactDirectory | None,
+                            notification: SendNotificationInput) -> Recipient | None:
+    """The recipient of ``notification``, or None when the customer has no contact point for its channel."""
+    carried = ContactPoints(email=notification.customer.email, phone=notification.customer.phone,
+                            whatsapp=notification.customer.whatsapp)
+    profile = ContactPoints() if directory is None else await directory.contact_points(notification.customer.id)
+    address = carried.address_for(notification.channel) or profile.address_for(notification.channel)
+    if not address:
+        return None
+    customer = notification.customer
+    resolved = replace(customer, timezone=profile.timezone or customer.timezone,
+                       locale=profile.locale or customer.locale,
+                       first_name=customer.first_name or profile.first_name)
+    context = _with_profile(notification.context, profile)
+    return Recipient(address, replace(notification, customer=resolved, context=context))
+
+
+def _with_profile(context: Mapping[str, Any], profile: ContactPoints) -> dict[str, Any]:
+    """The render context plus ``profile``; the event's ``customer`` block gets the profile's values where it has none."""
+    view = profile.template_view()
+    customer = dict(context.get("customer") or {})
+    for name in ("email", "phone", "first_name"):
+        if customer.get(name) is None and view.get(name) is not None:
+            customer[name] = view[name]
+    return {**context, "customer": customer, "profile": view}
