@@ -50,6 +50,12 @@ class ContactPoints:
                 "timezone": self.timezone, "locale": self.locale, "attributes": dict(self.attributes)}
 
 
+def sample_template_view() -> dict[str, JsonValue]:
+    """``profile`` as journey validation test-renders templates with (example values, no attributes)."""
+    return ContactPoints(email="ada@example.com", phone="+15550100000", whatsapp=None, first_name="Ada",
+                         timezone="Europe/Berlin", locale="en").template_view()
+
+
 class ContactDirectory(Protocol):
     """Where the send activity reads a customer's contact points at send time."""
 

@@ -19,6 +19,7 @@ import jsonschema
 from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from activities.contact import sample_template_view
 from eventflow.core.errors import EventflowError
 from eventflow.core.settings import JourneySettings
 from journeys import expressions
@@ -332,6 +333,7 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
                 for step, _ in walk(definition["steps"]) if kind_of(step) == "split"}
     context: dict[str, Any] = {**trigger_sample, "journey": {
         "id": definition["id"], "version": definition["version"], "content_hash": "0" * 16, "variants": variants}}
+    context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
     if digest_event is not None:
         event = _sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}

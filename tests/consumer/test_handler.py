@@ -114,8 +114,9 @@ async def test_a_routed_event_is_handled() -> None:
 
 async def test_an_event_nobody_listens_to_ends_at_prepare() -> None:
     parts = _parts()
-    event = samples.event("ProfileUpdated", samples.customer(), {"changed_fields": ["email"]})
-    assert parts.handler.prepare(_record(_json(event))) == Unrouted("ProfileUpdated")
+    event = samples.event("OrderShipped", samples.customer(), {
+        "order_id": "ord-1", "carrier": "dhl", "tracking_number": "t-1", "estimated_delivery_at": None})
+    assert parts.handler.prepare(_record(_json(event))) == Unrouted("OrderShipped")
 
 
 def _purchase_with(**changes: Any) -> bytes:

@@ -35,7 +35,8 @@ def _traced(record: SourceRecord) -> SourceRecord:
 
 RECORDS = {
     "routed": lambda: _json(samples.purchase(samples.customer())),
-    "unrouted": lambda: _json(samples.event("ProfileUpdated", samples.customer(), {"changed_fields": ["email"]})),
+    "unrouted": lambda: _json(samples.event("OrderShipped", samples.customer(), {
+        "order_id": "ord-1", "carrier": "dhl", "tracking_number": "t-1", "estimated_delivery_at": None})),
     "dead-lettered": lambda: b"\xff\xfe",
 }
 OUTCOMES = {"routed": "started", "unrouted": "unrouted", "dead-lettered": "dead_lettered"}
