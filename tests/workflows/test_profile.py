@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,7 +90,7 @@ def test_non_identify_events_keep_the_envelope_defaults_out_of_the_profile() -> 
 
 
 def test_journeys_get_the_event_without_contact_details_unless_the_source_overrides() -> None:
-    full = dict(email="a@example.com", phone="+15550100001", whatsapp="+15550100002", first_name="Ada",
+    full: dict[str, Any] = dict(email="a@example.com", phone="+15550100001", whatsapp="+15550100002", first_name="Ada",
                 attributes={"tier": "gold"}, timezone="Europe/Berlin", locale="de")
 
     stripped = journey_event(_event(**full))
