@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from activities.notifications import SendNotificationInput
+from eventflow.core.logs import mask_contact_details
 from events.model import JsonValue
 
 
@@ -100,3 +101,16 @@ def _with_profile(context: Mapping[str, Any], profile: ContactPoints) -> dict[st
         if customer.get(name) is None and view.get(name) is not None:
             customer[name] = view[name]
     return {**context, "customer": customer, "profile": view}
+
+
+class MaskedProviderError(Exception):
+    """A provider error as a journey's history may keep it: type and masked message, and no cause chain.
+
+    Temporal records an activity failure's ``__cause__`` chain in the history, and provider
+    messages and the exceptions beneath them may repeat the recipient's address.
+    """
+
+
+def masked_cause(exc: BaseException) -> MaskedProviderError:
+    """``exc`` for ``raise ApplicationError(...) from masked_cause(exc)``."""
+    return MaskedProviderError(f"{type(exc).__name__}: {mask_contact_details(str(exc))}")

@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.channels import Channel, OutgoingMessage
-from activities.contact import ContactDirectory, resolve_recipient
+from activities.contact import ContactDirectory, masked_cause, resolve_recipient
 from activities.errors import PermanentSendError, RetryableSendError
 from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
@@ -244,12 +244,13 @@ class NotificationActivities:
             self._count(notification, exc.provider, exc.error_type)
             delay = timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds is not None else None
             raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type,
-                                   next_retry_delay=delay) from exc
+                                   next_retry_delay=delay) from masked_cause(exc)
         except PermanentSendError as exc:
             await self._complete(notification, LedgerState.FAILED, SendResult(SendStatus.FAILED, exc.provider),
                                  attempt, error_type=exc.error_type)
             self._count(notification, exc.provider, f"failed:{exc.error_type}")
-            raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type, non_retryable=True) from exc
+            raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type,
+                                   non_retryable=True) from masked_cause(exc)
         finally:
             self._metrics.send_seconds.labels(notification.channel, channel.name).observe(
                 time.monotonic() - call_started, exemplar=tracing.exemplar())
@@ -291,7 +292,9 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         variables = {name: await render_async(template_id, source, context)
                      for name, source in notification.template_variable_templates.items()}
     except TemplateRenderError as exc:
-        raise ApplicationError(str(exc), type="TemplateRenderError", non_retryable=True) from exc
+        # Templates now see the profile's address: a failure may quote it (int('ada@example.com')).
+        raise ApplicationError(mask_contact_details(str(exc)), type="TemplateRenderError",
+                               non_retryable=True) from masked_cause(exc)
     return OutgoingMessage(
         idempotency_key=notification.idempotency_key,
         channel=notification.channel,

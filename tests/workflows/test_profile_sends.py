@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 
 from activities.outcomes import SendStatus
-from tests.activities.provider_stub import ProviderStub, provider
+from tests.activities.provider_stub import ProviderStub, Reply, provider
 from tests.harness import eventually
 from tests.workflows.profile_support import (decoded_history_text, identify, note_id, recipients, running, shipped,
                                              wait_id)
@@ -111,3 +111,24 @@ async def test_a_finished_journeys_raw_history_holds_no_email_address_or_phone_n
     for secret in (email, phone, phone.lstrip("+"), "Wren"):
         assert secret not in text
     assert (profile.email, profile.phone, profile.first_name) == (email, phone, "Wren")
+
+
+async def test_a_provider_rejection_quoting_the_address_leaves_no_address_in_history(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        provider: ProviderStub) -> None:
+    customer, email = f"cust-{unique}", f"bounce-{unique}@example.com"
+    provider.reply(Reply(400, {"errors": [{"message": f"The to address {email} is not valid",
+                                           "field": "personalizations.0.to.0.email"}]}))
+    event = shipped(customer, 1)
+    async with running(kafka_config, temporal_client, topic, tmp_path, unique, provider) as run:
+        await run.bridge.publish(identify(customer, 0, email=email), event)
+        await eventually(lambda: _exists(temporal_client, note_id(customer, event)), message="the journey")
+        handle = temporal_client.get_workflow_handle(note_id(customer, event), result_type=JourneyStatus)
+        status = await handle.result()
+        history = await handle.fetch_history()
+
+    assert [(s.status, s.error_type) for s in status.sends] == [(SendStatus.FAILED, "InvalidAddress")]
+    assert len(provider.sends()) == 1
+    text = decoded_history_text(history.to_json())
+    assert "InvalidAddress" in text and "is not valid" in text, "the failure and its cause are in the history"
+    assert email not in text
