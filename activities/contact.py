@@ -4,8 +4,8 @@ Journeys carry the customer id, not the address (the consumer strips contact det
 events it starts and signals journeys with, see `workflows.profile.journey_event`), so nothing of
 an address enters a journey's history. At send time the activity asks a `ContactDirectory` (the
 customer's ``CustomerPreferences`` workflow, by query: no history is written) for the contact
-points, and builds the address, the timezone for quiet hours and caps, and the ``profile.*``
-template context here, in memory only. The activity's input and result hold none of it.
+points, and builds the address, the timezone for quiet hours and caps, the template variant for
+the profile's locale, and the ``profile.*`` template context here, in memory only. The activity's input and result hold none of it.
 
 An address the journey's event still carries wins over the profile: only events whose source sets
 ``contact_override`` keep their contact details (and journeys started before this change carry
@@ -90,7 +90,31 @@ async def resolve_recipient(directory: ContactDirectory | None,
                        locale=profile.locale or customer.locale,
                        first_name=customer.first_name or profile.first_name)
     context = _with_profile(notification.context, profile)
-    return Recipient(address, replace(notification, customer=resolved, context=context))
+    notification = replace(notification, customer=resolved, context=context)
+    if profile.locale and notification.variants:
+        notification = _in_locale(notification, profile.locale)
+    return Recipient(address, notification)
+
+
+def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:
+    """The variant for ``wanted`` (``de-DE``), else its language (``de``), else the template default."""
+    if wanted in available:
+        return wanted
+    language = wanted.replace("_", "-").split("-", 1)[0]
+    return language if language in available else default
+
+
+def _in_locale(notification: SendNotificationInput, wanted: str) -> SendNotificationInput:
+    """The notification in the variant for ``wanted``; the fields are the ones `workflows.sending` fills in."""
+    locale = pick_locale(wanted, notification.variants, notification.default_locale)
+    variant = notification.variants.get(locale)
+    if variant is None or locale == notification.locale:
+        return notification
+    return replace(
+        notification, locale=locale, body_template=str(variant.get("body", "")),
+        subject_template=variant.get("subject"),
+        provider_template_id=str(variant.get("content_sid") or variant.get("sendgrid_template_id") or ""),
+        template_variable_templates={str(k): str(v) for k, v in (variant.get("content_variables") or {}).items()})
 
 
 def _with_profile(context: Mapping[str, Any], profile: ContactPoints) -> dict[str, Any]:

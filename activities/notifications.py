@@ -44,6 +44,10 @@ class SendNotificationInput:
     quiet_hours: str | None = None
     daily_cap: int | None = None
     on_cap: str = "skip"
+    #: The channel's template variants by locale, and the template's default locale, so the
+    #: activity can pick by the locale in the customer's profile at send time (activities/contact.py).
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_locale: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.contact import pick_locale
     from activities.errors import PERMANENT_ERROR_TYPES
     from activities.notifications import SendNotificationInput, SendResult
     from activities.outcomes import SendStatus, split_legacy_status
@@ -48,6 +49,8 @@ SEND_START_TO_CLOSE = timedelta(seconds=60)
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 #: Outcomes after which a step's ``fallback`` channel is tried.
 _FALLBACK_ON = frozenset({SendStatus.OPTED_OUT, SendStatus.FAILED})
+#: ``no_contact`` (which replaced the ``failed:MissingAddress`` of sends without an address) falls back too.
+NO_CONTACT_FALLBACK_PATCH = "no-contact-falls-back"
 
 
 @dataclass(frozen=True)
@@ -87,14 +90,6 @@ class SendRecord:
         return f"{self.status}:{self.error_type}" if self.error_type else str(self.status)
 
 
-def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:
-    """The variant for ``wanted`` (``de-DE``), else its language (``de``), else the template default."""
-    if wanted in available:
-        return wanted
-    language = wanted.replace("_", "-").split("-", 1)[0]
-    return language if language in available else default
-
-
 async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
                     context: dict[str, Any], *, retry_policy: RetryPolicy = SEND_RETRY_POLICY,
                     heartbeat_timeout: timedelta = SEND_HEARTBEAT_TIMEOUT,
@@ -108,7 +103,9 @@ async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot
     first = await _send_on(options.channel, step_id, options, journey, event, context, retry_policy,
                            heartbeat_timeout, key_suffix="", stop_waiting=stop_waiting)
     fallback = options.fallback
-    if fallback and fallback != options.channel and first.status in _FALLBACK_ON:
+    if fallback and fallback != options.channel and (
+            first.status in _FALLBACK_ON
+            or first.status is SendStatus.NO_CONTACT and workflow.patched(NO_CONTACT_FALLBACK_PATCH)):
         second = await _send_on(fallback, step_id, options, journey, event, context, retry_policy, heartbeat_timeout,
                                 key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
         return replace(second, fallback_from=f"{first.channel}:{first.outcome}")
@@ -142,6 +139,9 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
         quiet_hours=None if options.quiet_hours is None else options.quiet_hours.window,
         daily_cap=options.daily_cap,
         on_cap=options.on_cap.value,
+        # The activity picks again by the locale in the customer's profile at send time.
+        variants={str(name): dict(v) for name, v in variants.items()},
+        default_locale=template.default_locale,
     )
     while True:
         try:

@@ -64,6 +64,9 @@ channels:
     en:
       subject: "Order {{ payload.order_id }} is on its way"
       body: "Hi {{ profile.first_name or 'there' }}, {{ payload.carrier }} has order {{ payload.order_id }}. Tier {{ profile.attributes.tier | default('none') }}."
+    de:
+      subject: "Bestellung {{ payload.order_id }} ist unterwegs"
+      body: "Hallo {{ profile.first_name or '' }}, {{ payload.carrier }} bringt {{ payload.order_id }}."
 """
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ from workflows.preferences_client import preferences_state
 __all__ = ["provider"]
 
 
-async def test_a_shipping_event_without_contact_details_sends_to_the_address_in_the_profile(
+async def test_a_shipping_event_without_contact_details_sends_to_the_address_and_locale_in_the_profile(
         kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
         provider: ProviderStub) -> None:
     customer = f"cust-{unique}"
@@ -31,11 +31,14 @@ async def test_a_shipping_event_without_contact_details_sends_to_the_address_in_
         await run.bridge.publish(identify(customer, 0, email="noor@example.com", first_name="Noor"),
                                  shipped(customer, 5))
         await eventually(lambda: len(provider.sends()) == 1, message="the shipping note")
+        await run.bridge.publish(identify(customer, 6, locale="de"), shipped(customer, 7))
+        await eventually(lambda: len(provider.sends()) == 2, message="the second shipping note")
 
-    assert recipients(provider) == ["noor@example.com"]
-    (sent,) = provider.sends()
-    assert "Hi Noor, dhl has order" in str(sent.body["content"]), "profile.first_name is rendered"
-    assert "Tier none" in str(sent.body["content"])
+    assert recipients(provider) == ["noor@example.com"] * 2
+    first, second = sorted(provider.sends(), key=lambda sent: sent.at)
+    assert "Hi Noor, dhl has order" in str(first.body["content"]), "profile.first_name is rendered"
+    assert "Tier none" in str(first.body["content"])
+    assert "Hallo Noor, dhl bringt" in str(second.body["content"]), "the profile's locale picks the variant"
 
 
 async def test_an_email_change_between_trigger_and_send_is_honoured(
