@@ -13,9 +13,9 @@ without another server. This module holds the profile's pure logic, which that w
   and locale only, so no address enters a journey's history (unless the source sets
   ``contact_override``).
 
-Only identify events set timezone and locale unconditionally: the built-in envelope fills both
-with defaults (``UTC``, ``en``) when the producer did not know them, so other events change them
-only when they carry something else.
+The built-in envelope fills timezone and locale with defaults (``UTC``, ``en``) when the producer
+did not know them, so those two values count as unknown and change nothing, unless a
+``ProfileUpdated`` names the field in its ``changed_fields`` (a customer who switched to English).
 """
 
 from __future__ import annotations
@@ -96,14 +96,21 @@ def is_identify(event: CustomerEvent) -> bool:
 def profile_update_of(event: CustomerEvent) -> ProfileUpdate | None:
     """The profile update ``event`` carries; None when it carries nothing for the profile."""
     customer, identify = event.customer, is_identify(event)
+    named = _changed_fields(event)
     settings = {name: value for name, value in (("timezone", customer.timezone), ("locale", customer.locale))
-                if value and (identify or value != _DEFAULTS[name])}
+                if value and (value != _DEFAULTS[name] or name in named)}
     update = ProfileUpdate(event_id=event.event_id, occurred_at=event.occurred_at, identify=identify,
                            email=customer.email or None, phone=customer.phone or None,
                            whatsapp=customer.whatsapp or None, first_name=customer.first_name or None,
                            attributes=dict(customer.attributes), **settings)
     carries = any(getattr(update, name) is not None for name in PROFILE_FIELDS) or update.attributes
     return update if identify or carries else None
+
+
+def _changed_fields(event: CustomerEvent) -> frozenset[str]:
+    """The fields a ``ProfileUpdated`` names as changed (its ``changed_fields``); empty for other events."""
+    named = event.payload.get("changed_fields") if event.event_type == "ProfileUpdated" else None
+    return frozenset(str(name) for name in named) if isinstance(named, list) else frozenset()
 
 
 def apply_update(profile: CustomerProfile, update: ProfileUpdate) -> CustomerProfile:

@@ -59,7 +59,7 @@ async def test_forget_leaves_nothing_readable_and_later_events_start_nothing_unt
         report = await forget_customer(temporal_client, customer_id=customer, task_queue=run.bridge.task_queue)
 
         assert report.journeys_ended == [wait_id(customer)]
-        assert report.profile_fields == ["email", "first_name", "locale", "timezone"]
+        assert report.profile_fields == ["email", "first_name"]
         assert report.executions_deleted >= 2 and not report.deletion_refused
         await eventually(lambda: _gone(temporal_client, wait_id(customer)), message="the journey's history deleted")
         await eventually(lambda: _gone(temporal_client, preferences_workflow_id(customer)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given, settings
@@ -79,12 +80,16 @@ def test_a_later_occurring_email_wins_over_an_earlier_one_that_arrives_last() ->
     assert profile.field_names() == ["email", "phone"]
 
 
-def test_non_identify_events_keep_the_envelope_defaults_out_of_the_profile() -> None:
+def test_the_envelope_defaults_change_nothing_unless_a_profile_update_names_the_field() -> None:
     update = profile_update_of(_event(email="a@example.com"))
     identify = profile_update_of(_event("ProfileUpdated", email="a@example.com"))
+    to_english = profile_update_of(replace(_event("ProfileUpdated"), payload={"changed_fields": ["locale"]}))
+    moved = profile_update_of(_event("UserSignedUp", timezone="Europe/Berlin"))
 
     assert update is not None and (update.timezone, update.locale, update.identify) == (None, None, False)
-    assert identify is not None and (identify.timezone, identify.locale, identify.identify) == ("UTC", "en", True)
+    assert identify is not None and (identify.timezone, identify.locale, identify.identify) == (None, None, True)
+    assert to_english is not None and (to_english.timezone, to_english.locale) == (None, "en")
+    assert moved is not None and (moved.timezone, moved.locale) == ("Europe/Berlin", None)
     assert profile_update_of(_event()) is None, "an event with no contact details updates nothing"
     assert profile_update_of(_event(identify=True)) is not None, "an identify event always reaches the profile"
 
