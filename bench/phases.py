@@ -155,7 +155,9 @@ def _shipped(customer: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _unrouted() -> dict[str, Any]:
-    return samples.event("ProfileUpdated", samples.customer(), {"changed_fields": ["locale"]})
+    # No journey listens to OrderShipped (ProfileUpdated now updates the customer's profile).
+    return samples.event("OrderShipped", samples.customer(), {
+        "order_id": "ord-bench", "carrier": "dhl", "tracking_number": "trk-bench", "estimated_delivery_at": None})
 
 
 def _producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:

@@ -59,7 +59,8 @@ def cart_update(customer: dict[str, Any], cart_id: str | None = None, amount: st
 
 def demo_events() -> list[dict[str, Any]]:
     """The demo's events: a purchase per sample customer, a sign-up of a new customer, an abandoned
-    cart (its reminder waits an hour) and a profile update nobody listens to."""
+    cart (its reminder waits an hour) and a profile update (it updates the customer's profile; no
+    journey listens to it)."""
     events = [purchase(c) for c in _CUSTOMERS]
     newcomer = customer(first_name="Dora", email="dora@example.com", locale="en", timezone="Europe/Lisbon")
     events.append(signup(newcomer))
