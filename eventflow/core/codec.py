@@ -99,8 +99,12 @@ class Keyring:
         for number, item in enumerate(_items(text), start=1):
             key_id, sep, encoded = item.partition("=")
             key_id = key_id.strip()
+            # A malformed item may be a bare key: the messages never repeat an item's text.
             if not sep or not key_id:
                 raise KeyringError(f"item {number} is not id=base64key")
+            if not _KEY_ID.match(key_id) or not encoded.strip():
+                raise KeyringError(f"item {number} is not id=base64key (an id is 1-64 letters, digits, '.', '_' "
+                                   "or '-')")
             if key_id in keys:
                 raise KeyringError(f"key id {key_id!r} appears twice")
             try:
