@@ -50,7 +50,7 @@ async def test_any_payload_round_trips_and_its_bytes_never_show(metadata: dict[s
     assert decrypted == payload
     assert encrypted.metadata["encoding"] == ENCODING and encrypted.metadata[KEY_ID_METADATA] == b"k1"
     if len(data) >= 8:
-        assert data not in encrypted.SerializeToString()
+        assert data not in encrypted.data
 
 
 async def test_rotation_old_key_still_decrypts_new_key_encrypts_and_a_retired_key_is_named() -> None:
