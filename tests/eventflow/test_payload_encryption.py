@@ -33,7 +33,8 @@ from eventflow.core.settings import TemporalSettings
 from eventflow.core.temporal_client import connect
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub, Reply, provider
-from workflows.journey import JourneyWorkflow
+from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
+from workflows.preferences import preferences_workflow_id
 
 __all__ = ["provider"]
 
@@ -116,6 +117,8 @@ async def test_history_without_the_codec_holds_no_contact_details_and_the_cli_wi
     assert "Encoded failure" in readable and "not a valid phone number" not in readable
     decrypted = await _decrypted(raw, EncryptionCodec(keyring))
     assert EMAIL in decrypted and PHONE in decrypted and "not a valid phone number" in decrypted
+    ledger = await plain_client.get_workflow_handle(preferences_workflow_id(f"c-{unique}")).fetch_history()
+    assert EMAIL not in _readable(ledger.to_json()) and PHONE not in _readable(ledger.to_json())
 
     base = ["workflow", "show", "--workflow-id", workflow_id, "--address", endpoints.temporal_address,
             "--namespace", "default", "--output", "json"]
@@ -123,6 +126,7 @@ async def test_history_without_the_codec_holds_no_contact_details_and_the_cli_wi
     code, shown = await _cli(*base, "--codec-endpoint", endpoint, "--codec-auth", f"Bearer {TOKEN}")
     assert code == 0, shown
     assert EMAIL in _readable(shown) and PHONE in _readable(shown)
+    assert "not a valid phone number" in _readable(shown), "the failure's encoded message is decoded too"
     code, refused = await _cli(*base, "--codec-endpoint", endpoint, "--codec-auth", "Bearer wrong",
                                "--command-timeout", "3s")  # the CLI retries a refusal until its deadline
     assert code != 0 and EMAIL not in refused
@@ -134,6 +138,27 @@ async def _cli(*args: str) -> tuple[int, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, (out + err).decode()
+
+
+async def test_a_journey_started_before_encryption_finishes_on_an_encrypting_worker(
+        endpoints: Endpoints, provider: ProviderStub, unique: str) -> None:
+    plain = await Client.connect(endpoints.temporal_address)
+    queue, workflow_id = f"q-{unique}", f"journey:switch:{unique}"
+    await plain.start_workflow(JOURNEY_WORKFLOW, JourneyInput(journey([send("thank_you", "email")]),
+                                                              event(f"c-{unique}")), id=workflow_id, task_queue=queue)
+    encrypting = await connect(TemporalSettings(address=endpoints.temporal_address,
+                                                payload_keys=SecretStr(f"k1={OLD_KEY}")))
+
+    async with worker(encrypting, queue, channels_for(provider.base_url)):
+        status = await encrypting.get_workflow_handle(workflow_id, result_type=JourneyStatus).result()
+
+    assert [(s.channel, s.status) for s in status.sends] == [("email", "sent")]
+    assert [r.body["personalizations"][0]["to"][0]["email"] for r in provider.sends()] == [EMAIL]
+    events = json.loads((await plain.get_workflow_handle(workflow_id).fetch_history()).to_json())["events"]
+    encodings = [base64.b64decode(p["metadata"]["encoding"]) for e in events for p in _payloads(e)
+                 if "encoding" in p["metadata"]]
+    assert encodings[0] == b"json/plain", "the start was written in clear, before the switch"
+    assert b"binary/encrypted" in encodings[1:], "what the encrypting worker wrote is encrypted"
 
 
 async def test_recorded_plain_histories_still_replay_with_encryption_on(keyring: Keyring) -> None:
