@@ -32,6 +32,10 @@ class ReserveRequest:
         attempt: the activity attempt asking; the lease is granted to it and fences out the others.
         lease_seconds: how long the granted attempt may take to call the provider; 0 grants no
             lease (requests recorded before leases existed).
+        caps: the rolling caps in effect for this send (`activities.caps.CapSet` text), worker
+            defaults already overridden by the journey's and the step's.
+        priority: the send's `activities.caps.Priority`; ``""`` is ``normal``.
+        cap_reserve: slots each priority level keeps free for the levels above it.
     """
 
     idempotency_key: str
@@ -44,6 +48,9 @@ class ReserveRequest:
     now_epoch_seconds: float = 0.0
     attempt: int = 0
     lease_seconds: float = 0.0
+    caps: str = ""
+    priority: str = ""
+    cap_reserve: int = 1
 
 
 @dataclass(frozen=True)
