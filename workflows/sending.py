@@ -142,6 +142,8 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
         quiet_hours=None if options.quiet_hours is None else options.quiet_hours.window,
         daily_cap=options.daily_cap,
         on_cap=options.on_cap.value,
+        caps=options.caps,
+        priority=options.priority.value if options.priority is not None else "",
     )
     while True:
         try:
