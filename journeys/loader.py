@@ -295,6 +295,9 @@ def _schema_problems(report: _Report) -> None:
                 # Point at the unexpected key itself, the likeliest typo.
                 message = f"unknown key {extras[0]!r}; allowed: {', '.join(allowed)}"
                 path = (*path, extras[0])
+        if error.validator == "pattern" and path and path[-1] == "caps":
+            message = (f"{error.instance!r} is not caps like email:day=2,week=5;all:month=20 "
+                       "(scopes email, sms, whatsapp, all; windows day, week, month)")
         if error.validator == "type" and path and path[-1] == "until_local_time":
             message += ' (quote the time: until_local_time: "10:00"; YAML reads 10:00 as a number)'
         report.add(path, f"{where}: {message}")
