@@ -115,7 +115,9 @@ asks = st.lists(st.builds(Ask, st.sampled_from(CHANNELS), st.sampled_from(list(P
 
 def _run(caps: CapSet, reserve: int, requests: list[Ask]) -> list[tuple[Ask, date, bool]]:
     """Feeds the requests through the single-writer decision, as the preferences workflow does."""
-    day, granted, log = TODAY, [], []
+    day = TODAY
+    granted: list[CountedSend] = []
+    log: list[tuple[Ask, date, bool]] = []
     for ask in requests:
         day += timedelta(days=ask.days_later)
         verdict = decide(caps, ask.channel, ask.priority, day, granted, reserve=reserve)
