@@ -9,9 +9,9 @@ when the step says so.
 Step options are `journeys.steps.SendOptions`: ``channel``, ``template``, optional ``fallback`` (a
 channel used when the first is opted out or fails permanently), ``quiet_hours`` (the step's own
 window, `QuietHours("")` for transactional messages that ignore the worker default, None for the
-default), ``daily_cap``, ``on_cap``, ``priority`` and ``caps`` (rolling caps, activities/caps.py).
-A template variant may name an approved provider template with ``content_sid`` (Twilio Content API)
-or ``sendgrid_template_id``, plus ``content_variables`` (variable name to Jinja2 source).
+default), ``daily_cap`` and ``on_cap``. A template variant may name an approved provider template
+with ``content_sid`` (Twilio Content API) or ``sendgrid_template_id``, plus ``content_variables``
+(variable name to Jinja2 source). ``priority`` and ``caps``: rolling caps (activities/caps.py).
 """
 
 from __future__ import annotations
