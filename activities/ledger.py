@@ -65,6 +65,8 @@ class Reservation:
             channel's policy for uncertain deliveries.
         previous_started_epoch_seconds: when that earlier attempt started.
         provider, provider_message_id: for ``delivered``, what the earlier attempt recorded.
+        capped_by: for ``capped`` or a cap's ``defer``, the cap that held the send back
+            (``scope:window``, e.g. ``all:month``).
     """
 
     decision: ReserveDecision
@@ -73,6 +75,7 @@ class Reservation:
     previous_started_epoch_seconds: float = 0.0
     provider: str = ""
     provider_message_id: str | None = None
+    capped_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError
+from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.errors import PermanentSendError, RetryableSendError
 from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
@@ -98,6 +98,11 @@ class NotificationActivities:
     def _count(self, notification: SendNotificationInput, provider: str, outcome: str) -> None:
         self._metrics.sent.labels(notification.channel, provider, outcome).inc()
 
+    def _count_capped(self, notification: SendNotificationInput, reservation: Reservation) -> None:
+        if reservation.capped_by:
+            self._metrics.capped.labels(notification.channel, reservation.capped_by,
+                                        Priority.of(notification.priority)).inc()
+
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
         tracing.annotate({tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
@@ -140,9 +145,11 @@ class NotificationActivities:
                     self._count(notification, channel.name, SendStatus.OPTED_OUT)
                     return SendResult(SendStatus.OPTED_OUT, channel.name)
                 case ReserveDecision.CAPPED:
+                    self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.CAPPED)
                     return SendResult(SendStatus.CAPPED, channel.name)
                 case ReserveDecision.DEFER:
+                    self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.DEFERRED)
                     return SendResult(SendStatus.DEFERRED, channel.name, not_before=reservation.not_before)
                 case ReserveDecision.SEND:

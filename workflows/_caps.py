@@ -50,14 +50,17 @@ def cap_gate(request: ReserveRequest, entries: Iterable[CountedEntry], now: date
         caps = CapSet.parse(request.caps)
     except CapSpecError:
         # The activity writes this text from a parsed set, so this is a foreign client: fail closed.
-        return Reservation(ReserveDecision.CAPPED)
+        return Reservation(ReserveDecision.CAPPED, capped_by="invalid")
     today = date.fromisoformat(local_day(now, request.timezone))
     verdict = decide(caps, request.channel, Priority.of(request.priority), today, counted_sends(entries),
                      reserve=request.cap_reserve,
                      first_come=legacy_daily_cap(caps, request.channel, request.daily_cap))
     if verdict.allowed:
         return None
+    # The longest blocking window names the cap (one label value per send, for the metric).
+    widest = max(verdict.blocking, key=lambda cap: cap.window.days)
+    capped_by = f"{widest.scope}:{widest.window}"
     if request.on_cap == "defer" and verdict.frees_on is not None:
-        return Reservation(ReserveDecision.DEFER,
+        return Reservation(ReserveDecision.DEFER, capped_by=capped_by,
                            not_before=start_of_local_day(verdict.frees_on, request.timezone).isoformat())
-    return Reservation(ReserveDecision.CAPPED)
+    return Reservation(ReserveDecision.CAPPED, capped_by=capped_by)

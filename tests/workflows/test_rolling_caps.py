@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prometheus_client import CollectorRegistry
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -50,7 +51,8 @@ async def test_weekly_cap_holds_across_journeys_the_higher_priority_gets_the_las
     client, queue, customer = time_skipping_env.client, f"q-{unique}", f"c-{unique}"
     zone = _zone_inside_a_day(await time_skipping_env.get_current_time())
     policy = SendPolicy(caps=CapSet.parse("sms:week=3"))  # reserve 1: normal sends see 2 slots, high sends 3
-    async with worker(client, queue, channels_for(provider.base_url), policy=policy):
+    registry = CollectorRegistry()
+    async with worker(client, queue, channels_for(provider.base_url), policy=policy, registry=registry):
         with time_skipping_env.auto_time_skipping_disabled():
             promo = await _statuses(client, queue, [send("p1", "sms"), send("p2", "sms"), send("p3", "sms"),
                                                     send("mail", "email")], "promo", customer, zone, unique)
@@ -81,6 +83,21 @@ async def test_weekly_cap_holds_across_journeys_the_higher_priority_gets_the_las
     # Deferred to the local midnight on which the first week's sends leave the 7-day window.
     assert datetime.fromisoformat(deferred.reserved_at) >= start_of_local_day(first_day + timedelta(days=7), zone)
     assert state.ledger[f"journey:receipt:{unique}/r1"].priority == "transactional"
+    capped = {priority: registry.get_sample_value("eventflow_send_capped_total",
+                                                  {"channel": "sms", "cap": "sms:week", "priority": priority})
+              for priority in ("normal", "high")}
+    assert capped == {"normal": 2.0, "high": 1.0}  # p3 skipped and n1 deferred once; a2 skipped
+
+
+async def test_caps_no_loader_checked_fail_the_send_permanently_without_a_provider_call(
+        temporal_client: Client, provider: ProviderStub, unique: str) -> None:
+    queue, customer = f"q-{unique}", f"c-{unique}"
+    async with worker(temporal_client, queue, channels_for(provider.base_url)):
+        outcomes = await _statuses(temporal_client, queue, [send("bad", "sms", caps="sms:fortnight=2"),
+                                                            send("good", "sms")], "handmade", customer, "UTC", unique)
+
+    assert outcomes == ["failed:InvalidCaps", "sent"]
+    assert len(provider.sends()) == 1
 
 
 async def test_monthly_cap_across_channels_outlasts_a_week_and_frees_after_thirty_local_days(
