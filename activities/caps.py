@@ -146,9 +146,6 @@ class CapSet:
             groups.setdefault(cap.scope, []).append(f"{cap.window}={cap.limit}")
         return ";".join(f"{scope}:{','.join(items)}" for scope, items in groups.items())
 
-    def __bool__(self) -> bool:
-        return any(cap.limit > 0 for cap in self.limits)
-
     def overridden_by(self, other: CapSet) -> CapSet:
         """These caps with ``other``'s replacing them per (scope, window); a 0 in ``other`` lifts that cap."""
         return CapSet.of((*self.limits, *other.limits))
