@@ -4,7 +4,8 @@ A journey runs on the real Temporal server through a client built by `connect` w
 its SMS fails with the number in the provider's error, then it falls back to email. Its raw history,
 read by a client without the codec, holds neither the address nor the number in any payload (each
 payload's data and metadata decoded and searched) nor in any failure text. The dev stack's Temporal
-CLI, pointed at a running codec server, shows both.
+CLI, pointed at a running codec server whose keys were rotated since (the old key only decrypts),
+shows both, and the failure's message.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def keyring() -> Keyring:
 
 
 @pytest.fixture
-async def codec_server(keyring: Keyring) -> AsyncIterator[CodecServer]:
-    server = CodecServer(EncryptionCodec(keyring), token=TOKEN, namespace="default", cors_origins=[UI_ORIGIN],
+async def codec_server() -> AsyncIterator[CodecServer]:
+    # Already rotated: the journeys' k1 only decrypts, k2 encrypts.
+    rotated = Keyring.parse(f"k1={OLD_KEY}\nk2={NEW_KEY}", "k2")
+    server = CodecServer(EncryptionCodec(rotated), token=TOKEN, namespace="default", cors_origins=[UI_ORIGIN],
                          max_body_bytes=64 * 1024, host="127.0.0.1", port=0)
     await server.start()
     try:
@@ -175,7 +178,7 @@ def _body(*payloads: Payload) -> str:
 
 
 async def test_codec_server_decodes_what_was_encoded_and_refuses_without_the_token(
-        codec_server: CodecServer, keyring: Keyring) -> None:
+        codec_server: CodecServer) -> None:
     url = f"http://127.0.0.1:{codec_server.port}"
     plain = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps({"email": EMAIL}).encode())
     auth = {"Authorization": f"Bearer {TOKEN}", "X-Namespace": "default", "Content-Type": "application/json"}
@@ -184,6 +187,7 @@ async def test_codec_server_decodes_what_was_encoded_and_refuses_without_the_tok
             assert encoded.status == 200
             sealed = json_format.ParseDict(await encoded.json(), Payloads())
         assert EMAIL.encode() not in sealed.SerializeToString()
+        assert sealed.payloads[0].metadata["encryption-key-id"] == b"k2"
         async with http.post(f"{url}/default/decode", data=json_format.MessageToJson(sealed), headers=auth) as decoded:
             assert decoded.status == 200
             assert json_format.ParseDict(await decoded.json(), Payloads()).payloads[0] == plain
