@@ -41,7 +41,15 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class KeyringError(ValueError):
-    """The configured keys are unusable; the message says why (never the key material)."""
+    """The configured keys are unusable; the message says why (never the key material).
+
+    Attributes:
+        encrypt_key_id: True when the fault is the choice of encrypting key (missing, or not a key).
+    """
+
+    def __init__(self, problem: str, *, encrypt_key_id: bool = False) -> None:
+        super().__init__(problem)
+        self.encrypt_key_id = encrypt_key_id
 
 
 class PayloadDecryptionError(EventflowError):
@@ -82,7 +90,7 @@ class Keyring:
                                    "(generate one with `openssl rand -base64 32`)")
         if self.encrypt_key_id not in self.keys:
             raise KeyringError(f"the encrypt key id {self.encrypt_key_id!r} is not among the keys "
-                               f"({', '.join(sorted(self.keys))})")
+                               f"({', '.join(sorted(self.keys))})", encrypt_key_id=True)
 
     @classmethod
     def parse(cls, text: str, encrypt_key_id: str | None = None) -> Keyring:
@@ -115,7 +123,8 @@ class Keyring:
             raise KeyringError("lists no key")
         if encrypt_key_id is None:
             if len(keys) > 1:
-                raise KeyringError(f"{len(keys)} keys but no encrypt key id: say which one encrypts")
+                raise KeyringError(f"{len(keys)} keys but no encrypt key id: say which one encrypts",
+                                   encrypt_key_id=True)
             (encrypt_key_id,) = keys
         return cls(keys, encrypt_key_id)
 

@@ -286,8 +286,7 @@ class TemporalSettings(SettingsGroup):
         try:
             self.payload_keyring()
         except KeyringError as exc:
-            key_id_problem = "encrypt key id" in str(exc) and self.payload_encrypt_key_id is not None
-            raise ConfigError(self.variable("payload_encrypt_key_id") if key_id_problem else variable,
+            raise ConfigError(self.variable("payload_encrypt_key_id") if exc.encrypt_key_id else variable,
                               str(exc)) from None
         return self
 

@@ -122,6 +122,12 @@ def test_settings_name_the_variable_and_never_show_a_key() -> None:
         TemporalSettings.load({"TEMPORAL_ADDRESS": "t:7233", "EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}",
                                "EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID": "other"})
     assert missing.value.variable == "EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID" and "not among the keys" in str(missing.value)
+    with pytest.raises(ConfigError) as unchosen:
+        TemporalSettings.load({"TEMPORAL_ADDRESS": "t:7233", "EVENTFLOW_PAYLOAD_KEYS": f"a={OLD},b={NEW}"})
+    assert unchosen.value.variable == "EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID"
+    with pytest.raises(ConfigError) as lonely:
+        TemporalSettings.load({"TEMPORAL_ADDRESS": "t:7233", "EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID": "a"})
+    assert lonely.value.variable == "EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID"
     with pytest.raises(ConfigError) as required:
         TemporalSettings.load({"TEMPORAL_ADDRESS": "t:7233", "EVENTFLOW_PAYLOAD_KEYS_REQUIRED": "true"})
     assert required.value.variable == "EVENTFLOW_PAYLOAD_KEYS"
