@@ -164,3 +164,15 @@ def test_the_codec_server_needs_keys_and_a_token() -> None:
                                 "EVENTFLOW_CODEC_SERVER_CORS_ORIGINS": "https://ui.example.com,http://localhost:8233"})
     assert loaded.server.cors_origins == ("https://ui.example.com", "http://localhost:8233")
     assert loaded.server.token == SecretStr("t") and CodecServerSettings.variable("port") == "EVENTFLOW_CODEC_SERVER_PORT"
+
+
+@pytest.mark.parametrize("command", ["worker", "consume", "codec-server", "temporal setup"])
+def test_every_process_refuses_to_start_on_a_bad_key_naming_the_variable(
+        command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from eventflow.cli import main
+
+    monkeypatch.setenv("EVENTFLOW_PAYLOAD_KEYS", f"k={base64.b64encode(os.urandom(31)).decode()}")
+    monkeypatch.setenv("EVENTFLOW_CODEC_SERVER_TOKEN", "t")
+
+    assert main(command.split()) == 2
+    assert capsys.readouterr().err.startswith("eventflow: EVENTFLOW_PAYLOAD_KEYS: key 'k' is 31 bytes")
