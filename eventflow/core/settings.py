@@ -33,6 +33,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from eventflow.core.codec import Keyring, KeyringError
 from eventflow.core.errors import ConfigError
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
@@ -85,12 +86,25 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
+_CAP_GROUP = r"\s*(email|sms|whatsapp|all)\s*:\s*(day|week|month)\s*=\s*\d+(\s*,\s*(day|week|month)\s*=\s*\d+)*\s*"
+_CAPS = re.compile(rf"^({_CAP_GROUP}(;{_CAP_GROUP})*)?;?\s*$")
+
+
+def _caps(value: str) -> str:
+    # The grammar's shape; activities.caps.CapSet reads it (and rejects a window given twice) at start-up.
+    if not _CAPS.match(value):
+        raise ValueError("must look like email:day=2,week=5;all:month=20 (scopes email, sms, whatsapp, all; "
+                         "windows day, week, month)")
+    return value
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
+CapsSpec = Annotated[str, AfterValidator(_caps)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -104,6 +118,7 @@ class Process(StrEnum):
     CONSUMER = "consumer"
     WORKER = "worker"
     CLI = "cli"
+    CODEC_SERVER = "codec-server"
 
 
 class _EnvironSource(EnvSettingsSource):
@@ -239,6 +254,51 @@ class TemporalSettings(SettingsGroup):
                                     "Path to the CA certificate for the Temporal server (enables TLS).")
     tls_cert_path: Path | None = env("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS.")
     tls_key_path: Path | None = env("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS.")
+    payload_keys: SecretStr | None = env("EVENTFLOW_PAYLOAD_KEYS", None,
+                                         "Payload encryption keys as `id=base64,id=base64` (32-byte AES-256 keys, "
+                                         "`openssl rand -base64 32`); unset: payloads are not encrypted (or "
+                                         "EVENTFLOW_PAYLOAD_KEYS_FILE).")
+    payload_keys_file: Path | None = env("EVENTFLOW_PAYLOAD_KEYS_FILE", None,
+                                         "File holding the payload keys, one `id=base64` a line (a mounted "
+                                         "Secret); wins over EVENTFLOW_PAYLOAD_KEYS.")
+    payload_encrypt_key_id: str | None = env("EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID", None,
+                                             "Id of the key that encrypts new payloads (the others only decrypt); "
+                                             "optional with one key.")
+    payload_keys_required: bool = env("EVENTFLOW_PAYLOAD_KEYS_REQUIRED", False,
+                                      "Refuse to start without payload keys (the Helm chart sets it outside "
+                                      "development mode).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _payload_keys_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_PAYLOAD_KEYS")
+
+    @model_validator(mode="after")
+    def _payload_keys_valid(self) -> Self:
+        variable = self.variable("payload_keys_file" if self.payload_keys_file else "payload_keys")
+        if self.payload_keys is None:
+            if self.payload_keys_required:
+                raise ConfigError(variable, "is required (EVENTFLOW_PAYLOAD_KEYS_REQUIRED=true: contact details "
+                                  "must not reach Temporal in clear)")
+            if self.payload_encrypt_key_id is not None:
+                raise ConfigError(self.variable("payload_encrypt_key_id"), "is set but no payload keys are")
+            return self
+        try:
+            self.payload_keyring()
+        except KeyringError as exc:
+            raise ConfigError(self.variable("payload_encrypt_key_id") if exc.encrypt_key_id else variable,
+                              str(exc)) from None
+        return self
+
+    def payload_keyring(self) -> Keyring | None:
+        """The payload keys, or None when payloads are not encrypted.
+
+        Raises:
+            KeyringError: when the keys are unusable (`load` has checked them already).
+        """
+        if self.payload_keys is None:
+            return None
+        return Keyring.parse(self.payload_keys.get_secret_value(), self.payload_encrypt_key_id)
 
     @model_validator(mode="after")
     def _files_exist_and_mtls_needs_both(self) -> Self:
@@ -397,6 +457,12 @@ class WorkerSettings(SettingsGroup):
         "EVENTFLOW_UNCERTAIN_DELIVERY", "at_most_once",
         "After a crash between a provider's accept and its record, on channels that cannot be asked (SendGrid): "
         "at_most_once (record `uncertain`, do not resend) or at_least_once (resend).")
+    caps: CapsSpec = env("EVENTFLOW_CAPS", "", "Default rolling frequency caps per customer, per channel or `all` "
+                         "channels, over the last 1 (day), 7 (week) or 30 (month) local days, e.g. "
+                         "email:day=2,week=5;all:month=20; empty for none (journeys/README.md).")
+    caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
+                                                "Slots of each rolling cap that each priority level keeps free "
+                                                "for the levels above it (high > normal > low).")
 
 
 # -- channels and providers -------------------------------------------------------------------------
@@ -484,6 +550,36 @@ class TwilioSettings(SettingsGroup):
         return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
 
 
+# -- codec server -----------------------------------------------------------------------------------
+
+class CodecServerSettings(SettingsGroup):
+    """``eventflow codec-server``: the Temporal Web UI's and CLI's codec endpoint (it decrypts payloads)."""
+
+    concern: ClassVar[str] = "codec server"
+
+    port: Port = env("EVENTFLOW_CODEC_SERVER_PORT", 8888, "Port of the codec server (/encode, /decode, /healthz).")
+    token: SecretStr | None = env("EVENTFLOW_CODEC_SERVER_TOKEN", None, "Bearer token every /encode and /decode "
+                                  "request must carry (required; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
+    token_file: Path | None = env("EVENTFLOW_CODEC_SERVER_TOKEN_FILE", None,
+                                  "File holding the codec server's bearer token (a mounted secret).")
+    cors_origins: Csv = env("EVENTFLOW_CODEC_SERVER_CORS_ORIGINS", ("http://localhost:8233",),
+                            "Comma-separated origins of the Temporal Web UI allowed to call the codec server.")
+    max_body_bytes: PositiveInt = env("EVENTFLOW_CODEC_SERVER_MAX_BODY_BYTES", 4 * 1024 * 1024,
+                                      "Largest request body accepted (413 above).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_CODEC_SERVER_TOKEN")
+
+    @model_validator(mode="after")
+    def _token_required(self) -> Self:
+        if self.token is None or not self.token.get_secret_value():
+            raise ConfigError(self.variable("token_file" if self.token_file else "token"),
+                              "is required: the codec server decrypts customer data")
+        return self
+
+
 # -- per-process compositions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -534,8 +630,18 @@ class ToolSettings:
     tracing: TracingSettings
 
 
+@dataclass(frozen=True)
+class CodecServerProcessSettings:
+    """``eventflow codec-server``: the keys (with the namespace it serves), its own HTTP settings, logging."""
+
+    temporal: TemporalSettings
+    server: CodecServerSettings
+    ops: OpsSettings
+
+
 PROCESSES: Mapping[Process, type] = {
-    Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings}
+    Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings,
+    Process.CODEC_SERVER: CodecServerProcessSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
@@ -632,6 +738,16 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
                         tracing=TracingSettings.load(env))
 
 
+def load_codec_server(environ: Mapping[str, str] | None = None, *,
+                      dev_defaults: bool = True) -> CodecServerProcessSettings:
+    """What ``eventflow codec-server`` reads; it needs payload keys and a bearer token."""
+    env = _checked(environ, dev_defaults)
+    temporal = TemporalSettings.load(env)
+    if temporal.payload_keys is None:
+        raise ConfigError(TemporalSettings.variable("payload_keys"), "is required: the codec server has no key")
+    return CodecServerProcessSettings(temporal=temporal, server=CodecServerSettings.load(env), ops=OpsSettings.load(env))
+
+
 def check_value(variable: str, raw: str) -> None:
     """Checks one variable's value with its field's own type and validators (cross-field rules aside).
 
@@ -707,10 +823,12 @@ def markdown_table() -> str:
 
 
 __all__ = [
-    "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
+    "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings", "ConsumerProcessSettings",
+    "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
-    "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
+    "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
 ]
