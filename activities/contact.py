@@ -135,6 +135,14 @@ class MaskedProviderError(Exception):
     """
 
 
-def masked_cause(exc: BaseException) -> MaskedProviderError:
-    """``exc`` for ``raise ApplicationError(...) from masked_cause(exc)``."""
-    return MaskedProviderError(f"{type(exc).__name__}: {mask_contact_details(str(exc))}")
+def masked_cause(exc: BaseException, *, depth: int = 5) -> MaskedProviderError:
+    """``exc`` and the chain beneath it as one masked message, for ``raise ApplicationError(...) from masked_cause(exc)``.
+
+    The provider's own words stay readable (``... number ***21 is not a valid phone number``).
+    """
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < depth:
+        parts.append(f"{type(current).__name__}: {mask_contact_details(str(current))}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return MaskedProviderError(" <- ".join(parts))
