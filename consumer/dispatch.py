@@ -1,11 +1,13 @@
 """Applies routed actions to Temporal: start a journey, or signal a running one.
 
 "Already started" is success (counted as a dedupe) and a signal to a journey that does not run
-is success too (nobody was waiting). Journeys get the event without contact details
-(`workflows.profile.journey_event`); the profile update that carries them goes to the customer's
-preferences workflow. While a forgotten customer's tombstone runs, nothing is started or recorded
-for that customer (`Outcome.FORGOTTEN`) until an identify event ends it. Transient server errors are raised as `TransientTemporalError`
+is success too (nobody was waiting). Transient server errors are raised as `TransientTemporalError`
 for the caller's retry loop; anything else is a bug and propagates.
+
+Journeys get the event without contact details (`workflows.profile.journey_event`); the profile
+update that carries them goes to the customer's preferences workflow. While a forgotten customer's
+tombstone runs, nothing is started or recorded for that customer (`Outcome.FORGOTTEN`) until an
+identify event ends it.
 """
 
 from __future__ import annotations
