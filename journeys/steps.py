@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
+from activities.outcomes import DeliveryOutcome
+
 
 class StepKind(enum.StrEnum):
     """The kinds of step, as their key in the document."""
@@ -77,6 +79,9 @@ class SendOptions:
     quiet_hours: QuietHours | None = None
     daily_cap: int | None = None
     on_cap: OnCap = OnCap.SKIP
+    #: How long the send waits for the provider's delivery report; a bounce or undelivered report
+    #: in that time sends the ``fallback`` channel (None: fall back on immediate failures only).
+    fallback_within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,16 +126,23 @@ class BranchStep:
 
 @dataclass(frozen=True)
 class WaitForStep:
-    """Wait for a matching event (``key`` resolved by the loader) up to ``timeout``; then one of two arms."""
+    """Wait for a matching event (``key`` resolved by the loader) up to ``timeout``; then one of two arms.
+
+    With ``send`` and ``outcome`` instead of ``event``, waits for a delivery report on that send
+    step (`journeys.goals.WAITABLE_OUTCOMES`); reports that arrived before the wait count.
+    """
 
     KIND: ClassVar[StepKind] = StepKind.WAIT_FOR
     id: str
-    event: str
-    timeout: str
+    # Defaults only so that delivery waits can leave ``event`` out; the schema requires a timeout.
+    event: str = ""
+    timeout: str = ""
     key: str | None = None
     when: str | None = None
     received: tuple[Step, ...] = ()
     timed_out: tuple[Step, ...] = ()
+    send: str | None = None
+    outcome: DeliveryOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,8 @@ class SplitVariant:
     name: str
     percent: int
     steps: tuple[Step, ...] = ()
+    #: A control arm: its customers receive nothing in this split (its steps must be empty).
+    control: bool = False
 
 
 @dataclass(frozen=True)
