@@ -108,4 +108,7 @@ def test_histories_cover_goals_holdouts_control_arms_and_delivery_waits() -> Non
     assert any("send" in (step.get("wait_for") or {}) for step in steps)
     assert any((step.get("send") or {}).get("fallback_within") for step in steps)
     assert any(v.get("control") for step in steps for v in (step.get("split") or {}).get("variants", ()))
-    assert any("journey-goals-delivery-waits" in path.read_text() for path in HISTORIES)
+    patches = {json.loads(base64.b64decode(payload["data"]))["id"] for path in HISTORIES
+               for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
+               for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
+    assert "journey-goals-delivery-waits" in patches
