@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,10 @@ from consumer.dispatch import Dispatcher
 from eventflow.cli import main
 from events.model import Customer, CustomerEvent
 from journeys.cli import _report_lines
-from journeys.goals import is_held_out
+from journeys.goals import Progress, is_held_out
 from journeys.loader import validate_folder
 from journeys.report import InstanceView, build, format_report
 from journeys.routing import Router, SignalJourney, StartJourney
-from journeys.goals import Progress
 from journeys.stats import Rate
 from tests.harness import eventually
 from tests.workflows.journey_harness import Capture, compile_journey, worker
@@ -83,12 +82,9 @@ def _plan(journey_id: str) -> list[Planned]:
     return plans
 
 
-async def _in_batches(calls: Iterable[Callable[[], Awaitable[Any]]], size: int = 50) -> list[Any]:
-    pending = list(calls)
-    results: list[Any] = []
-    for offset in range(0, len(pending), size):
-        results += await asyncio.gather(*(call() for call in pending[offset:offset + size]))
-    return results
+async def _in_batches(call: Callable[[Planned], Awaitable[None]], plans: Sequence[Planned], size: int = 50) -> None:
+    for offset in range(0, len(plans), size):
+        await asyncio.gather(*(call(plan) for plan in plans[offset:offset + size]))
 
 
 @pytest.mark.timeout(120)
@@ -143,9 +139,9 @@ async def test_report_counts_exactly_what_the_customers_did(
         await handle.result()
 
     async with worker(temporal_client, task_queue, capture):
-        await _in_batches(lambda p=p: enter(p) for p in plans)
-        await _in_batches(lambda p=p: at_goal_wait(p) for p in plans)
-        await _in_batches(lambda p=p: script(p) for p in plans)
+        await _in_batches(enter, plans)
+        await _in_batches(at_goal_wait, plans)
+        await _in_batches(script, plans)
 
     async def reported() -> list[str]:
         lines = await _report_lines(journey_id)
