@@ -286,6 +286,7 @@ class JourneyWorkflow:
             case SendStep(send=options):
                 self._state.sends.append(await send_step(step.id, options, self._journey, self._event, self._context,
                                                          stop_waiting=self._has_exited))
+                self._counted_send(step.id)
             case DelayStep():
                 if self._state.deadline is None:
                     self._set_deadline(self._delay_deadline(step))
@@ -389,6 +390,7 @@ class JourneyWorkflow:
             return
         self._state.sends.append(await send_step(step.id, step.send, self._journey, self._event, context,
                                                  stop_waiting=self._has_exited))
+        self._counted_send(step.id)
 
     async def _send(self, step_id: str, options: SendOptions, context: dict[str, Any]) -> None:
         """A measured send: nothing for holdouts; else the send, then a late fallback if one is reported."""
@@ -420,6 +422,11 @@ class JourneyWorkflow:
         second = replace(second, fallback_from=f"{record.channel}:{failed[0]}")
         self._state.sends.append(second)
         _goals.record_send(self._journey, progress, second, self._arm)
+
+    def _counted_send(self, step_id: str) -> None:
+        """Funnel bookkeeping of an unmeasured send (state and counters only: no command changes)."""
+        _goals.record_send_step(self._journey, self._progress, step_id, workflow.now())
+        _goals.record_send(self._journey, self._progress, self._state.sends[-1], self._arm)
 
     async def _wait_for_goal(self) -> None:
         """After the last step, keeps listening for the goal until it converts, exits or the window closes."""
