@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from journeys.report import InstanceView
+    from workflows.journey import JourneyStatus
 
 
 def _folder(args: argparse.Namespace) -> Path | None:
@@ -82,6 +83,20 @@ async def _status_lines(customer_id: str) -> list[str]:
         lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
         for send in status.sends:
             lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}")
+        lines += _measurement_lines(status)
+    return lines
+
+
+def _measurement_lines(status: JourneyStatus) -> list[str]:
+    """The instance's arm, conversion and delivery reports, when it has any (nothing for plain journeys)."""
+    from journeys.goals import arm_label
+
+    progress = status.progress
+    lines = [f"    delivery {fact.step_id}: {fact.channel} {fact.outcome} at {fact.at}" for fact in progress.delivery]
+    if progress.holdout or progress.converted_at or progress.goal_until:
+        arm = arm_label(progress.holdout, status.variants)
+        lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at
+                                          else f"not converted (goal window until {progress.goal_until or '-'})"))
     return lines
 
 

@@ -207,3 +207,18 @@ def test_split_arms_are_compared_with_their_control_when_there_is_one() -> None:
     lines = format_report(report)
     (row,) = [line for line in lines if line.startswith("  offer=a ")]
     assert "30.0%" in row and "offer=ctl" in row and "+10.0 pp" in row and "+50.0%" in row
+
+
+def test_status_lines_show_arm_conversion_and_delivery_reports() -> None:
+    from journeys.cli import _measurement_lines
+    from journeys.goals import DeliveryFact
+
+    progress = Progress(converted_at="2026-05-04T09:00:00+00:00", goal_until="2026-05-11T08:00:00+00:00",
+                        delivery=[DeliveryFact("hello", "email", "opened", "2026-05-04T08:30:00+00:00")])
+    status = JourneyStatus(journey_id="j", journey_version=1, current_step=None, finished=True, exit_reason=None,
+                           variants={"offer": "a"}, progress=progress)
+    plain = JourneyStatus(journey_id="j", journey_version=1, current_step=None, finished=True, exit_reason=None)
+
+    assert _measurement_lines(status) == ["    delivery hello: email opened at 2026-05-04T08:30:00+00:00",
+                                          "    arm offer=a: converted at 2026-05-04T09:00:00+00:00"]
+    assert _measurement_lines(plain) == []
