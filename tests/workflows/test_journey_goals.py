@@ -6,6 +6,9 @@ Delivery reports arrive as the webhook service sends them: a `DeliveryReport` si
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,8 +17,10 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
+from devstack import provision
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport, SendStatus
 from journeys.goals import HOLDOUT_ARM, holdout_bucket, is_held_out
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
@@ -258,3 +263,47 @@ def test_the_holdout_is_stable_and_independent_of_the_split_buckets() -> None:
     low_split = sum(1 for c in held if split_bucket("j", c) < 50) / len(held)
     assert 0.44 < low_split < 0.56
     assert HOLDOUT_ARM == "holdout"
+
+
+async def test_funnel_counters_are_labelled_by_journey_version_step_and_arm(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
+        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True)))
+    snapshot = compile_journey(tmp_path, GOAL)
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(provision.test_server()),
+                                                        runtime=runtime,
+                                                        test_server_startup_timeout=provision.TEST_SERVER_STARTUP)
+    try:
+        async with worker(env.client, "funnel", Capture()):
+            for held_out in (False, True):
+                customer = _customer(held_out)
+                handle = await start(env.client, "funnel", snapshot, signup(customer))
+                await env.sleep(timedelta(hours=2))
+                await handle.signal(DELIVERY_SIGNAL, report(handle, "welcome", DeliveryOutcome.DELIVERED))
+                await handle.signal(EVENT_SIGNAL, purchase(customer_id=customer, amount="50.00"))
+                await result(handle)
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode())
+    finally:
+        await env.shutdown()
+
+    def value(name: str, **labels: str) -> float:
+        wanted = {"journey": "goal_j", "version": "1", **labels}
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in wanted.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    # At least once: a workflow task retried after a timeout on a loaded machine counts again.
+    for arm in ("all", "holdout"):
+        assert value("eventflow_journey_entries_total", arm=arm) >= 1
+        assert value("eventflow_journey_assignments_total", arm=arm) >= 1
+        assert value("eventflow_journey_steps_total", arm=arm, step="welcome") >= 1
+        assert value("eventflow_journey_conversions_total", arm=arm) >= 1
+        assert value("eventflow_journey_exits_total", arm=arm, how="completed") >= 1
+        assert value("eventflow_journey_delivery_reports_total", arm=arm, step="welcome", outcome="delivered") >= 1
+    assert value("eventflow_journey_sends_total", arm="all", step="welcome", channel="email") >= 1
+    assert value("eventflow_journey_sends_total", arm="holdout") == 0
+    assert "cust" not in "".join(line for line in text.splitlines() if line.startswith("eventflow_journey_"))
