@@ -113,13 +113,17 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Instances the report reads at once (results and queries).
+READ_CONCURRENCY = 32
+
+
 async def report_instances(journey_id: str, version: int | None = None) -> tuple[list[InstanceView], int]:
     """Every instance of the journey as a `journeys.report.InstanceView`, and how many could not be read.
 
     Instances come from Temporal visibility (``JourneyId``, optionally ``JourneyVersion``); a
     finished one's state is its result, a running one's the status query (a worker must run).
     """
-    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
     from eventflow.core.settings import load_settings
     from eventflow.core.temporal_client import connect
@@ -129,23 +133,30 @@ async def report_instances(journey_id: str, version: int | None = None) -> tuple
     client = await connect(load_settings(dev_defaults=True).temporal)
     escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
     query = f"JourneyId = '{escaped}'" + (f" AND JourneyVersion = {int(version)}" if version is not None else "")
-    views: list[InstanceView] = []
-    unreadable = 0
-    async for execution in client.list_workflows(query):
-        if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-            continue
+    executions = [e async for e in client.list_workflows(query)
+                  if e.status != WorkflowExecutionStatus.CONTINUED_AS_NEW]
+    reads = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def read(execution: WorkflowExecution) -> InstanceView | None:
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
-        try:
-            if execution.status == WorkflowExecutionStatus.COMPLETED:
-                status: JourneyStatus = await handle.result()
-            else:
-                status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
-        except Exception:  # noqa: BLE001 - one unreadable instance is counted, not fatal to the report
-            unreadable += 1
-            continue
-        views.append(InstanceView(version=status.journey_version, progress=status.progress,
-                                  variants=dict(status.variants), exit_reason=status.exit_reason,
-                                  running=execution.status == WorkflowExecutionStatus.RUNNING))
+        state = execution.status
+        async with reads:
+            try:
+                if state != WorkflowExecutionStatus.COMPLETED:
+                    # Visibility lags: an instance listed as running may have completed since.
+                    state = (await handle.describe()).status
+                if state == WorkflowExecutionStatus.COMPLETED:
+                    status: JourneyStatus = await handle.result()
+                else:
+                    status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
+            except Exception:  # noqa: BLE001 - one unreadable instance is counted, not fatal to the report
+                return None
+        return InstanceView(version=status.journey_version, progress=status.progress, variants=dict(status.variants),
+                            exit_reason=status.exit_reason, running=state == WorkflowExecutionStatus.RUNNING)
+
+    read_all = await asyncio.gather(*(read(execution) for execution in executions))
+    views = [view for view in read_all if view is not None]
+    unreadable = len(read_all) - len(views)
     return views, unreadable
 
 

@@ -143,12 +143,17 @@ async def test_report_counts_exactly_what_the_customers_did(
         await _in_batches(at_goal_wait, plans)
         await _in_batches(script, plans)
 
+    last: list[str] = []
+
     async def reported() -> list[str]:
-        lines = await _report_lines(journey_id)
-        return lines if lines[0].startswith(f"journey {journey_id} (versions 3): {CUSTOMERS} instances, 0 running") \
+        last[:] = await _report_lines(journey_id)
+        return last if last[0].startswith(f"journey {journey_id} (versions 3): {CUSTOMERS} instances, 0 running") \
             else []
 
-    await eventually(reported, timeout_seconds=30, message="every instance in visibility")
+    try:
+        await eventually(reported, timeout_seconds=30, message="every instance in visibility")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the report said: {last[0]} ... {last[-1]}") from exc
     assert await asyncio.to_thread(main, ["journeys", "report", journey_id]) == 0
     out = capsys.readouterr().out.splitlines()
 
