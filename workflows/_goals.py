@@ -113,10 +113,17 @@ def record_delivery(journey: JourneySnapshot, progress: Progress, report: Delive
     """Takes one delivery report; False when it is a redelivery (same report id) and changed nothing."""
     if not progress.remember_report(report.report_id):
         return False
-    progress.delivery.append(DeliveryFact(report.step_id, report.channel, str(report.outcome), report.at))
+    step_id = report.step_id or step_of_key(report.idempotency_key)
+    progress.delivery.append(DeliveryFact(step_id, report.channel, str(report.outcome), report.at))
     _count("eventflow_journey_delivery_reports", "Delivery reports received by journey instances.", journey,
-           step=report.step_id or "unknown", arm=label, outcome=str(report.outcome))
+           step=step_id or "unknown", arm=label, outcome=str(report.outcome))
     return True
+
+
+def step_of_key(idempotency_key: str) -> str:
+    """The step id in a send's idempotency key (``<workflow id>/<step id>[#<fallback channel>]``)."""
+    _, _, tail = idempotency_key.rpartition("/")
+    return tail.partition("#")[0]
 
 
 def goal_open(progress: Progress, now: datetime) -> bool:

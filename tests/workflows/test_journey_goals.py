@@ -11,6 +11,7 @@ import socket
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ async def test_a_bounce_reported_later_sends_the_fallback_once(
     bounce = report(handle, "welcome", DeliveryOutcome.BOUNCED, report_id="sg-bounce-1")
     await handle.signal(DELIVERY_SIGNAL, bounce)
     await handle.signal(DELIVERY_SIGNAL, bounce)  # the provider retried its callback
+    # A report that names its send only by the idempotency key (fallback sends carry "#<channel>").
+    await handle.signal(DELIVERY_SIGNAL, replace(report(handle, "welcome", DeliveryOutcome.DELIVERED, channel="sms"),
+                                                 step_id="", idempotency_key=f"{handle.id}/welcome#sms"))
 
     status = await result(handle)
 
@@ -133,7 +137,8 @@ async def test_a_bounce_reported_later_sends_the_fallback_once(
                                                               ("after", "whatsapp")]
     fallback = status.sends[1]
     assert (fallback.channel, fallback.status, fallback.fallback_from) == ("sms", SendStatus.SENT, "email:bounced")
-    assert [f.outcome for f in status.progress.delivery] == ["bounced"]
+    assert [(f.step_id, f.channel, f.outcome) for f in status.progress.delivery] == [
+        ("welcome", "email", "bounced"), ("welcome", "sms", "delivered")]
 
 
 @pytest.mark.parametrize("outcome", [DeliveryOutcome.DELIVERED, None], ids=["delivered", "no_report"])
