@@ -12,6 +12,8 @@ channel and outcome; never a customer id.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 from temporalio import workflow
@@ -21,7 +23,7 @@ from workflows.sending import SendRecord
 with workflow.unsafe.imports_passed_through():
     from activities.outcomes import DeliveryReport, SendStatus
     from journeys.durations import parse_duration
-    from journeys.goals import DeliveryFact, Progress, arm_label, is_held_out
+    from journeys.goals import ARRIVED, LATE_FAILURES, DeliveryFact, Progress, arm_label, is_held_out
     from journeys.model import JourneySnapshot
     from journeys.steps import DigestStep, SendStep, SplitStep, WaitForStep, walk
     from journeys.timing import parse_timestamp
@@ -118,6 +120,25 @@ def record_delivery(journey: JourneySnapshot, progress: Progress, report: Delive
     _count("eventflow_journey_delivery_reports", "Delivery reports received by journey instances.", journey,
            step=step_id or "unknown", arm=label, outcome=str(report.outcome))
     return True
+
+
+async def late_failure(progress: Progress, record: SendRecord, within: str, exited: Callable[[], bool]) -> str | None:
+    """Listens up to ``within`` for a report on ``record``'s send; the failure that calls for the fallback, if any.
+
+    Never interrupted by continue-as-new: resuming would run the send step again.
+    """
+    def reported() -> set[str]:
+        return {f.outcome for f in progress.delivery if f.step_id == record.step_id and f.channel == record.channel}
+
+    try:
+        await workflow.wait_condition(lambda: bool(reported() & (LATE_FAILURES | ARRIVED)) or exited(),
+                                      timeout=parse_duration(within))
+    except asyncio.TimeoutError:
+        return None
+    failed = sorted(reported() & LATE_FAILURES)
+    if not failed or reported() & ARRIVED or exited():
+        return None
+    return failed[0]
 
 
 def step_of_key(idempotency_key: str) -> str:

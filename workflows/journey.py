@@ -31,9 +31,9 @@ from workflows.sending import SendRecord, send_fallback, send_step
 with workflow.unsafe.imports_passed_through():
     from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
     from events.model import CustomerEvent
-    from journeys.goals import ARRIVED, LATE_FAILURES, WAITABLE_OUTCOMES, Progress
     from journeys import expressions
     from journeys.durations import parse_duration
+    from journeys.goals import WAITABLE_OUTCOMES, Progress
     from journeys.model import JourneySnapshot, decode_snapshot
     from journeys.paths import lookup
     from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
@@ -405,21 +405,13 @@ class JourneyWorkflow:
         if not (options.fallback and options.fallback_within and SendStatus(record.status).reached_customer
                 and record.fallback_from is None and options.fallback != record.channel):
             return
-        # Not interrupted by continue-as-new: resuming would run this send step again.
-        def reported() -> set[str]:
-            return {f.outcome for f in progress.delivery if f.step_id == step_id and f.channel == record.channel}
-        try:
-            await workflow.wait_condition(lambda: bool(reported() & (LATE_FAILURES | ARRIVED)) or self._has_exited(),
-                                          timeout=parse_duration(options.fallback_within))
-        except asyncio.TimeoutError:
+        failed = await _goals.late_failure(progress, record, options.fallback_within, self._has_exited)
+        if failed is None:
             return
-        failed = sorted(reported() & LATE_FAILURES)
-        if not failed or reported() & ARRIVED or self._has_exited():
-            return
-        self._note(step_id, f"{record.channel} {failed[0]}: fallback {options.fallback}")
+        self._note(step_id, f"{record.channel} {failed}: fallback {options.fallback}")
         second = await send_fallback(step_id, options, self._journey, self._event, context,
                                      stop_waiting=self._has_exited)
-        second = replace(second, fallback_from=f"{record.channel}:{failed[0]}")
+        second = replace(second, fallback_from=f"{record.channel}:{failed}")
         self._state.sends.append(second)
         _goals.record_send(self._journey, progress, second, self._arm)
 
