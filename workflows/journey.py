@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from events.model import CustomerEvent
     from journeys import expressions
     from journeys.durations import parse_duration
-    from journeys.goals import WAITABLE_OUTCOMES, Progress
+    from journeys.goals import WAITABLE_OUTCOMES, Progress, arm_label
     from journeys.model import JourneySnapshot, decode_snapshot
     from journeys.paths import lookup
     from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
@@ -132,6 +132,11 @@ class JourneyStatus:
     @property
     def converted(self) -> bool:
         return self.progress.converted
+
+    @property
+    def arm(self) -> str:
+        """``holdout``, the split variants taken (``offer=a``), or ``all``."""
+        return arm_label(self.progress.holdout, self.variants)
 
 
 def _count_expression_error(journey: str, step: str, error: Exception) -> None:
