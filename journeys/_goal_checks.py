@@ -67,6 +67,13 @@ def check_goal(report: loader._Report, raw: Mapping[str, Any], known: Collection
     """The journey's goal (None without one) and the listener that routes goal events to instances."""
     body = raw.get("goal")
     if not body:
+        if raw.get("holdout_percent"):
+            report.add(("holdout_percent",), "holdout_percent without a goal: nothing would measure what the "
+                                             "held-out customers miss (declare a goal)")
+        controls = [path for step, path in walk(raw["steps"]) if kind_of(step) == "split"
+                    and any(v.get("control") for v in step["split"].get("variants") or ())]
+        for path in controls:
+            report.add((*path, "split"), "a control variant without a goal: nothing would measure it (declare a goal)")
         return None, None
     event_type = str(body["event"])
     if event_type not in known:

@@ -108,6 +108,10 @@ def test_goal_events_are_routed_to_the_instance_by_its_key(tmp_path: Path) -> No
     (MEASURED.replace("  within: 3d\n", "  within: 3 days\n"), "within: 3 days", "does not match"),
     (MEASURED.replace("holdout_percent: 10", "holdout_percent: 80"), "holdout_percent", "maximum"),
     (MEASURED.replace("rule: once_per_key", "rule: every_time"), "rule: every_time", "every_time journeys cannot"),
+    (MEASURED.replace("goal:\n  event: OrderShipped\n  filter: \"payload.carrier == 'UPS'\"\n  within: 3d\n  after: hello\n",
+                      ""), "holdout_percent", "holdout_percent without a goal"),
+    (MEASURED.replace("goal:\n  event: OrderShipped\n  filter: \"payload.carrier == 'UPS'\"\n  within: 3d\n  after: hello\n",
+                      "").replace("holdout_percent: 10\n", ""), "    split:", "a control variant without a goal"),
 ])
 def test_problems_with_the_new_options_name_the_file_and_line(tmp_path: Path, broken: str, needle: str,
                                                               message: str) -> None:
