@@ -88,11 +88,11 @@ async def _status_lines(customer_id: str) -> list[str]:
 
 
 def _measurement_lines(status: JourneyStatus) -> list[str]:
-    """The instance's arm, conversion and delivery reports, when it has any (nothing for plain journeys)."""
+    """The instance's arm and conversion, when it is measured (nothing for journeys without a goal)."""
     from journeys.goals import arm_label
 
     progress = status.progress
-    lines = [f"    delivery {fact.step_id}: {fact.channel} {fact.outcome} at {fact.at}" for fact in progress.delivery]
+    lines: list[str] = []
     if progress.holdout or progress.converted_at or progress.goal_until:
         arm = arm_label(progress.holdout, status.variants)
         lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ def test_split_arms_are_compared_with_their_control_when_there_is_one() -> None:
     assert "30.0%" in row and "offer=ctl" in row and "+10.0 pp" in row and "+50.0%" in row
 
 
-def test_status_lines_show_arm_conversion_and_delivery_reports() -> None:
+def test_status_lines_show_arm_and_conversion() -> None:
     from journeys.cli import _measurement_lines
     from journeys.goals import DeliveryFact
 
@@ -224,6 +224,7 @@ def test_status_lines_show_arm_conversion_and_delivery_reports() -> None:
                            variants={"offer": "a"}, progress=progress)
     plain = JourneyStatus(journey_id="j", journey_version=1, current_step=None, finished=True, exit_reason=None)
 
-    assert _measurement_lines(status) == ["    delivery hello: email opened at 2026-05-04T08:30:00+00:00",
-                                          "    arm offer=a: converted at 2026-05-04T09:00:00+00:00"]
+    assert _measurement_lines(status) == ["    arm offer=a: converted at 2026-05-04T09:00:00+00:00"]
+    waiting = replace(status, progress=replace(progress, converted_at=None), variants={})
+    assert _measurement_lines(waiting) == ["    arm all: not converted (goal window until 2026-05-11T08:00:00+00:00)"]
     assert _measurement_lines(plain) == []
