@@ -23,6 +23,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
@@ -43,6 +44,7 @@ SubjectStrategy = Literal["topic", "record", "topic_record"]
 LogFormat = Literal["json", "console"]
 EmailProvider = Literal["outbox", "sendgrid"]
 MessagingProvider = Literal["outbox", "twilio"]
+CatalogSource = Literal["files", "kafka"]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -373,6 +375,20 @@ class JourneySettings(SettingsGroup):
                                     "Folder with definitions/ and templates/; default the repository's journeys/.")
 
 
+class CatalogSettings(SettingsGroup):
+    """Where consumers and workers take the journeys from: files, or the live catalog topic."""
+
+    concern: ClassVar[str] = "journeys"
+
+    source: CatalogSource = env("EVENTFLOW_CATALOG_SOURCE", "files",
+                                "files: the journeys folder, read at start; kafka: the catalog topic, followed "
+                                "live (`eventflow journeys publish`); the worker then reads the Kafka settings too.")
+    topic: str = env("EVENTFLOW_CATALOG_TOPIC", "eventflow.journeys",
+                     "Compacted one-partition topic of journey catalog entries.")
+    startup_timeout_seconds: PositiveFloat = env("EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS", 20.0,
+                                                 "How long start-up may take to read the catalog topic to its end.")
+
+
 # -- worker -----------------------------------------------------------------------------------------
 
 class WorkerSettings(SettingsGroup):
@@ -506,6 +522,7 @@ class ConsumerProcessSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
 
 
 @dataclass(frozen=True)
@@ -521,6 +538,9 @@ class WorkerProcessSettings:
     twilio: TwilioSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
+    kafka: KafkaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -532,6 +552,7 @@ class ToolSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
 
 
 PROCESSES: Mapping[Process, type] = {
@@ -604,7 +625,7 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     env = _checked(environ, dev_defaults)
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                                   tracing=TracingSettings.load(env))
+                                   tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -614,7 +635,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
-                                 tracing=TracingSettings.load(env))
+                                 tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
+                                 kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None)
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -629,7 +651,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     env = _checked(environ, dev_defaults)
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                        tracing=TracingSettings.load(env))
+                        tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
 
 
 def check_value(variable: str, raw: str) -> None:
@@ -707,7 +729,7 @@ def markdown_table() -> str:
 
 
 __all__ = [
-    "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
+    "CatalogSettings", "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
