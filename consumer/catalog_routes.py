@@ -8,8 +8,12 @@ reference in one assignment on the event loop, so a record is routed wholly by o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+
+from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from consumer.routes import EventRoutes, Route
 from events.model import CustomerEvent
 from journeys.catalog import Catalog, JourneyState
@@ -60,4 +64,20 @@ class LiveRoutes:
         return routes
 
 
-__all__ = ["LiveRoutes"]
+async def follow_catalog(client_config: Mapping[str, str], topic: str, *, registry: CollectorRegistry,
+                         timeout_seconds: float = 20.0,
+                         expression_metrics: ExpressionMetrics | None = None) -> tuple[LiveRoutes, CatalogFollower]:
+    """Reads the catalog to its end and returns routes that the returned follower keeps current.
+
+    Run the follower beside the consumer (``build_consumer_service(background=[follower])``).
+
+    Raises:
+        CatalogUnavailableError: the catalog cannot be read (a one-line start-up error).
+    """
+    follower = CatalogFollower(client_config, topic, metrics=CatalogMetrics(registry))
+    routes = LiveRoutes(await follower.load(timeout_seconds), expression_metrics=expression_metrics)
+    follower.on_change = routes.update
+    return routes, follower
+
+
+__all__ = ["LiveRoutes", "follow_catalog"]

@@ -166,6 +166,11 @@ class CatalogFollower:
     def topic(self) -> str:
         return self._log.topic
 
+    @property
+    def name(self) -> str:
+        """The background task's name."""
+        return "journey-catalog"
+
     def position(self) -> dict[str, tuple[int, JourneyState]]:
         """Per journey, the version and state this process has seen."""
         return self.catalog.position()

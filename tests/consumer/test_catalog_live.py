@@ -1,0 +1,257 @@
+"""The live journey catalog on the real broker and server: publish, pause and roll back without a restart.
+
+Each test has its own catalog topic, event topic and task queue. The consumer follows the catalog
+as `consumer.app` wires it (`follow_catalog`, the follower run beside the poll loop); the worker
+sends through SendGrid's SDK to the provider stub, where sends are counted. "The consumer has seen
+version N" is read off the running consumer's routes (`LiveRoutes.position`), never waited for by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from prometheus_client import CollectorRegistry
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from consumer.catalog_admin import CatalogValidationError, change, diff, publish_path
+from consumer.catalog_routes import LiveRoutes, follow_catalog
+from consumer.catalog_topic import CatalogFollower, CatalogUnavailableError, CatalogWriter
+from events import samples
+from journeys.catalog import CatalogAction, JourneyState
+from tests.activities.journey_support import channels_for, worker
+from tests.activities.provider_stub import ProviderStub, Recorded, provider
+from tests.harness import Bridge, eventually, start_bridge
+
+__all__ = ["provider"]
+
+REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "journeys" / "templates"
+JOURNEY = "catalog_thanks"
+
+_SEND = """\
+id: catalog_thanks
+version: 1
+trigger:
+  event: PurchaseCompleted
+entry:
+  rule: once_per_key
+  key: payload.order_id
+steps:
+{wait}  - id: thanks
+    send:
+      channel: email
+      template: {template}
+"""
+_WAIT = """\
+  - id: wait_for_shipping
+    wait_for:
+      event: OrderShipped
+      timeout: 1h
+"""
+
+
+def _write(folder: Path, template: str, *, wait: bool = False, text: str | None = None) -> Path:
+    """A journeys folder (definitions/ and templates/) with the one test journey; returns its definition file."""
+    (folder / "definitions").mkdir(parents=True, exist_ok=True)
+    if not (folder / "templates").exists():
+        shutil.copytree(REPO_TEMPLATES, folder / "templates")
+    path = folder / "definitions" / f"{JOURNEY}.yaml"
+    path.write_text(text if text is not None else _SEND.format(template=template, wait=_WAIT if wait else ""))
+    return path
+
+
+def _subjects(stub: ProviderStub, order_id: str) -> list[str]:
+    sends: list[Recorded] = stub.sends()
+    return [str(s.body.get("subject")) for s in sends if order_id in str(s.body.get("subject"))]
+
+
+def _seen(routes: LiveRoutes, version: int, state: JourneyState = JourneyState.ACTIVE) -> bool:
+    return routes.position().get(JOURNEY) == (version, state)
+
+
+@pytest.fixture
+def writer(kafka_config: dict[str, str], unique: str) -> CatalogWriter:
+    writer = CatalogWriter(kafka_config, f"test-catalog-{unique}")
+    writer.ensure_topic()
+    return writer
+
+
+@asynccontextmanager
+async def _running(kafka_config: dict[str, str], client: Client, topic: str, tmp_path: Path, suffix: str,
+                   writer: CatalogWriter, stub: ProviderStub) -> AsyncIterator[tuple[Bridge, LiveRoutes,
+                                                                                   CatalogFollower]]:
+    routes, follower = await follow_catalog(kafka_config, writer.topic, registry=CollectorRegistry())
+    bridge = await start_bridge(kafka_config=kafka_config, client=client, topic=topic, outbox=tmp_path / "unused",
+                                suffix=suffix, with_worker=False, router=routes, background=[follower])
+    try:
+        async with worker(client, bridge.task_queue, channels_for(stub.base_url)):
+            yield bridge, routes, follower
+    finally:
+        await bridge.stop()
+
+
+async def _publish(writer: CatalogWriter, path: Path, summary: str) -> int:
+    [result] = await asyncio.to_thread(publish_path, writer, path, author="tester", summary=summary)
+    assert result.entry is not None
+    return result.entry.version
+
+
+async def test_publish_starts_the_next_event_without_restart_and_pause_lets_the_running_instance_finish(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        writer: CatalogWriter, provider: ProviderStub) -> None:
+    customer = samples.customer(locale="en")
+    before = samples.purchase(customer)
+    async with _running(kafka_config, temporal_client, topic, tmp_path, unique, writer, provider) as (
+            bridge, routes, _):
+        # Not in the catalog yet: the event is consumed and starts nothing.
+        await bridge.publish(before)
+        await eventually(lambda: bridge.metric("eventflow_events_consumed_total",
+                                               {"topic": topic, "event_type": "PurchaseCompleted",
+                                                "outcome": "unrouted"}) == 1, message="the unrouted event")
+
+        assert await _publish(writer, _write(tmp_path / "v1", "purchase_thank_you", wait=True), "first") == 1
+        await eventually(lambda: _seen(routes, 1), message="the consumer to see v1")
+        running = samples.purchase(customer)
+        await bridge.publish(running)
+        running_id = f"journey:{JOURNEY}:{customer['id']}:{running['payload']['order_id']}"
+        await eventually(lambda: bridge.metric("eventflow_workflow_starts_total", {"journey": JOURNEY}) == 1,
+                         message="the published journey's first instance")
+
+        await asyncio.to_thread(change, writer, JOURNEY, CatalogAction.PAUSE, author="tester")
+        await eventually(lambda: _seen(routes, 1, JourneyState.PAUSED), message="the consumer to see the pause")
+        blocked = samples.purchase(customer)
+        await bridge.publish(blocked)
+        # The running instance still gets the event it waits for, and finishes with its send.
+        await bridge.publish(samples.event("OrderShipped", customer, {
+            "order_id": running["payload"]["order_id"], "carrier": "DHL", "tracking_number": "T1",
+            "estimated_delivery_at": None}))
+        await eventually(lambda: _subjects(provider, running["payload"]["order_id"]),
+                         message="the running instance's send after the pause")
+        await asyncio.wait_for(temporal_client.get_workflow_handle(running_id).result(), 20)
+        result = await temporal_client.get_workflow_handle(running_id).describe()
+        await eventually(lambda: bridge.metric("eventflow_events_consumed_total",
+                                               {"topic": topic, "event_type": "PurchaseCompleted",
+                                                "outcome": "unrouted"}) == 2, message="the paused trigger unrouted")
+
+    assert result.status is WorkflowExecutionStatus.COMPLETED
+    assert bridge.metric("eventflow_workflow_starts_total", {"journey": JOURNEY}) == 1
+    assert _subjects(provider, running["payload"]["order_id"]) == [
+        f"Thank you for your order {running['payload']['order_id']}"]
+    assert not _subjects(provider, before["payload"]["order_id"])
+    assert not _subjects(provider, blocked["payload"]["order_id"])
+
+
+async def test_rollback_restores_the_old_behaviour_for_new_instances_only(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        writer: CatalogWriter, provider: ProviderStub) -> None:
+    customer = samples.customer(locale="en")
+    first = await _publish(writer, _write(tmp_path / "a", "purchase_thank_you"), "thank you email")
+    async with _running(kafka_config, temporal_client, topic, tmp_path, unique, writer, provider) as (
+            bridge, routes, _):
+        assert _seen(routes, first)
+        on_v1 = samples.purchase(customer)
+        await bridge.publish(on_v1)
+        await eventually(lambda: _subjects(provider, on_v1["payload"]["order_id"]), message="v1's send")
+
+        second = await _publish(writer, _write(tmp_path / "b", "review_request"), "review request instead")
+        await eventually(lambda: _seen(routes, second), message="the consumer to see v2")
+        on_v2 = samples.purchase(customer)
+        await bridge.publish(on_v2)
+        await eventually(lambda: _subjects(provider, on_v2["payload"]["order_id"]), message="v2's send")
+
+        rolled = await asyncio.to_thread(change, writer, JOURNEY, CatalogAction.ROLLBACK, author="tester",
+                                         rollback_to=first)
+        assert rolled is not None and rolled.version == 3
+        await eventually(lambda: _seen(routes, 3), message="the consumer to see the rollback")
+        on_v3 = samples.purchase(customer)
+        await bridge.publish(on_v3)
+        await eventually(lambda: _subjects(provider, on_v3["payload"]["order_id"]), message="v3's send")
+
+    assert _subjects(provider, on_v1["payload"]["order_id"]) == [f"Thank you for your order {on_v1['payload']['order_id']}"]
+    assert _subjects(provider, on_v2["payload"]["order_id"]) == [f"How was your order {on_v2['payload']['order_id']}?"]
+    assert _subjects(provider, on_v3["payload"]["order_id"]) == [f"Thank you for your order {on_v3['payload']['order_id']}"]
+    versions = {}
+    for order in (on_v1, on_v2, on_v3):
+        workflow_id = f"journey:{JOURNEY}:{customer['id']}:{order['payload']['order_id']}"
+        description = await temporal_client.get_workflow_handle(workflow_id).describe()
+        versions[order["payload"]["order_id"]] = description.typed_search_attributes
+    assert [v for v in (int(next(p.value for p in versions[o["payload"]["order_id"]]
+                                 if p.key.name == "JourneyVersion")) for o in (on_v1, on_v2, on_v3))] == [1, 2, 3]
+    catalog = await asyncio.to_thread(writer.read)
+    history = catalog.history(JOURNEY)
+    assert [(e.version, e.action, e.author) for e in history] == [
+        (1, CatalogAction.PUBLISH, "tester"), (2, CatalogAction.PUBLISH, "tester"), (3, CatalogAction.ROLLBACK, "tester")]
+    assert history[2].content_hash == history[0].content_hash != history[1].content_hash
+    assert "-      template: purchase_thank_you" in diff(catalog, JOURNEY, 1, 2)
+    assert diff(catalog, JOURNEY, 1, 3) == ""
+
+
+async def test_a_consumer_started_after_several_publishes_routes_by_the_latest(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        writer: CatalogWriter, provider: ProviderStub) -> None:
+    for index, template in enumerate(("purchase_thank_you", "review_request", "purchase_thank_you",
+                                      "review_request")):
+        await _publish(writer, _write(tmp_path / f"v{index}", template), f"publish {index}")
+    await asyncio.to_thread(change, writer, JOURNEY, CatalogAction.PAUSE, author="tester")
+    await asyncio.to_thread(change, writer, JOURNEY, CatalogAction.RESUME, author="tester")
+    customer = samples.customer(locale="en")
+    order = samples.purchase(customer)
+    async with _running(kafka_config, temporal_client, topic, tmp_path, unique, writer, provider) as (
+            bridge, routes, follower):
+        assert routes.position() == {JOURNEY: (4, JourneyState.ACTIVE)}
+        await bridge.publish(order)
+        await eventually(lambda: _subjects(provider, order["payload"]["order_id"]), message="the latest's send")
+        assert follower.metrics.registry.get_sample_value("eventflow_catalog_entries_total") == 6
+    assert _subjects(provider, order["payload"]["order_id"]) == [f"How was your order {order['payload']['order_id']}?"]
+
+
+async def test_an_invalid_publish_is_rejected_with_file_and_line_and_changes_nothing(
+        tmp_path: Path, writer: CatalogWriter) -> None:
+    await _publish(writer, _write(tmp_path / "good", "purchase_thank_you"), "good")
+    before = await asyncio.to_thread(writer.read)
+    bad = _write(tmp_path / "bad", "no_such_template")
+    with pytest.raises(CatalogValidationError) as raised:
+        await asyncio.to_thread(publish_path, writer, bad, author="tester")
+    [problem] = raised.value.problems
+    line = bad.read_text().splitlines().index("      template: no_such_template") + 1
+    assert problem.file == str(bad) and problem.line == line and "unknown template 'no_such_template'" in problem.message
+    after = await asyncio.to_thread(writer.read)
+    assert after.history(JOURNEY) == before.history(JOURNEY)
+    # Publishing unchanged content writes nothing either (a GitOps seed re-applied).
+    [unchanged] = await asyncio.to_thread(publish_path, writer, tmp_path / "good", author="tester")
+    assert unchanged.entry is None and unchanged.current_version == 1
+    assert len((await asyncio.to_thread(writer.read)).history(JOURNEY)) == 1
+
+
+async def test_a_malformed_record_is_skipped_and_counted_and_a_later_publish_still_routes(
+        kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter) -> None:
+    routes, follower = await follow_catalog(kafka_config, writer.topic, registry=CollectorRegistry())
+    stop = asyncio.Event()
+    task = asyncio.create_task(follower.run(stop))
+    try:
+        producer = Producer(dict(kafka_config))
+        producer.produce(writer.topic, key=b"catalog_thanks/00000001/x", value=b"{not json", partition=0)
+        producer.produce(writer.topic, key=b"x", value=b'{"format": 99}', partition=0)
+        producer.flush(10)
+        await eventually(lambda: follower.metrics.registry.get_sample_value(
+            "eventflow_catalog_invalid_entries_total", {"reason": "format"}) == 1, message="the bad records counted")
+        version = await _publish(writer, _write(tmp_path / "ok", "purchase_thank_you"), "after garbage")
+        await eventually(lambda: _seen(routes, version), message="the publish after the bad records")
+    finally:
+        stop.set()
+        await task
+    registry = follower.metrics.registry
+    assert registry.get_sample_value("eventflow_catalog_invalid_entries_total", {"reason": "json"}) == 1
+    assert "PurchaseCompleted" in routes.event_types
+
+
+async def test_a_missing_catalog_topic_is_a_one_line_startup_error(kafka_config: dict[str, str], unique: str) -> None:
+    with pytest.raises(CatalogUnavailableError) as raised:
+        await follow_catalog(kafka_config, f"test-catalog-missing-{unique}", registry=CollectorRegistry(),
+                             timeout_seconds=5)
+    assert "\n" not in str(raised.value) and "does not exist" in str(raised.value)
