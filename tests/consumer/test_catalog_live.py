@@ -255,3 +255,51 @@ async def test_a_missing_catalog_topic_is_a_one_line_startup_error(kafka_config:
         await follow_catalog(kafka_config, f"test-catalog-missing-{unique}", registry=CollectorRegistry(),
                              timeout_seconds=5)
     assert "\n" not in str(raised.value) and "does not exist" in str(raised.value)
+
+
+async def test_concurrent_publishes_each_get_their_own_version(tmp_path: Path, writer: CatalogWriter) -> None:
+    paths = []
+    for index in range(4):
+        text = _SEND.format(template="purchase_thank_you", wait="").replace("id: thanks", f"id: thanks_{index}")
+        paths.append(_write(tmp_path / f"w{index}", "purchase_thank_you", text=text))
+    await asyncio.gather(*(asyncio.to_thread(publish_path, writer, path, author=f"w{index}")
+                           for index, path in enumerate(paths)))
+    history = (await asyncio.to_thread(writer.read)).history(JOURNEY)
+    assert [e.version for e in history] == [1, 2, 3, 4]
+    assert sorted(e.author for e in history) == ["w0", "w1", "w2", "w3"]
+    assert len({e.content_hash for e in history}) == 4
+
+
+def test_the_commands_publish_pause_and_show_history(kafka_config: dict[str, str], tmp_path: Path,
+                                                     writer: CatalogWriter, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from eventflow.cli import main
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
+    bad = _write(tmp_path / "bad", "no_such_template")
+    assert main(["journeys", "publish", str(bad), "--author", "ana"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:12: " in err and "nothing published" in err
+    good = _write(tmp_path / "good", "purchase_thank_you")
+    assert main(["journeys", "publish", str(tmp_path / "good"), "--author", "ana", "-m", "first cut"]) == 0
+    assert capsys.readouterr().out.startswith(f"published {JOURNEY} v1 hash ")
+    assert main(["journeys", "pause", JOURNEY, "--author", "bo", "-m", "holiday freeze"]) == 0
+    capsys.readouterr()
+    assert main(["journeys", "list"]) == 0
+    [listed] = capsys.readouterr().out.splitlines()
+    assert listed.split()[:3] == [JOURNEY, "v1", "paused"]
+    assert main(["journeys", "history", JOURNEY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "ana" in lines[0] and "first cut" in lines[0]
+    assert "pause" in lines[1] and "bo" in lines[1] and "holiday freeze" in lines[1]
+    good.write_text(good.read_text().replace("purchase_thank_you", "review_request"))
+    monkeypatch.setenv("USER", "cy")
+    assert main(["journeys", "publish", str(good)]) == 0
+    assert main(["journeys", "diff", JOURNEY, "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "+      template: review_request" in out
+    assert main(["journeys", "rollback", JOURNEY, "1"]) == 0
+    assert f"{JOURNEY}: v3 active (rollback, rev 4)" in capsys.readouterr().out
+    history = writer.read().history(JOURNEY)
+    assert [e.author for e in history] == ["ana", "bo", "cy", "cy"]
