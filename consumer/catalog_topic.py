@@ -301,6 +301,13 @@ class CatalogWriter:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise CatalogWriteError(f"cannot create the catalog topic {self.topic!r}: {_first_line(exc)}") from exc
+        # Creation returns before every broker knows the topic; readers started next must find it.
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            found = admin.list_topics(self.topic, timeout=self._timeout).topics.get(self.topic)
+            if found is not None and found.error is None and found.partitions and found.partitions[0].leader >= 0:
+                break
+            time.sleep(0.1)
         log.info("catalog_topic_created", topic=self.topic, replicas=replicas)
 
     def topic_config(self) -> dict[str, str]:

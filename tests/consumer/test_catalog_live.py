@@ -303,3 +303,48 @@ def test_the_commands_publish_pause_and_show_history(kafka_config: dict[str, str
     assert f"{JOURNEY}: v3 active (rollback, rev 4)" in capsys.readouterr().out
     history = writer.read().history(JOURNEY)
     assert [e.author for e in history] == ["ana", "bo", "cy", "cy"]
+
+
+async def test_a_consumer_whose_catalog_topic_is_missing_ends_start_up_with_one_line(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, unique: str) -> None:
+    import sys
+
+    from tests.harness import consumer_env
+
+    env = consumer_env(kafka_config, temporal_client.service_client.config.target_host, topic, unique)
+    env.update({"EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": f"test-catalog-none-{unique}"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventflow.cli", "consume", env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 90)
+    lines = [line for line in stderr.decode().splitlines() if line.strip()]
+    assert process.returncode == 2, stderr.decode()
+    assert lines[-1] == (f"eventflow: cannot read the journey catalog topic 'test-catalog-none-{unique}' at "
+                         f"{kafka_config['bootstrap.servers']}: it does not exist (create it with "
+                         "`eventflow journeys publish`)"), lines
+    assert b"Traceback" not in stdout + stderr
+
+
+async def test_a_worker_on_the_catalog_checks_the_published_journeys_channels_not_the_files(
+        kafka_config: dict[str, str], temporal_client: Client, tmp_path: Path, writer: CatalogWriter,
+        unique: str) -> None:
+    from eventflow.core.errors import ConfigError
+    from eventflow.core.settings import load_worker
+    from eventflow.worker_app import run_worker
+
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
+           "TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,
+           "EVENTFLOW_TASK_QUEUE": f"test-journeys-{unique}", "EVENTFLOW_METRICS_PORT": "0",
+           "EVENTFLOW_EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY": "SG.test", "EVENTFLOW_EMAIL_FROM": "a@b.test"}
+    # From files, the sample journeys also send SMS, which this worker would serve from the outbox.
+    with pytest.raises(ConfigError) as raised:
+        await run_worker(load_worker(env, dev_defaults=False), stop=asyncio.Event(), registry=CollectorRegistry())
+    assert raised.value.variable == "EVENTFLOW_SMS_PROVIDER"
+    # From the catalog, only its one email journey counts: the worker starts (and stops, as asked).
+    await _publish(writer, _write(tmp_path / "email", "purchase_thank_you"), "email journey")
+    stop = asyncio.Event()
+    stop.set()
+    process = load_worker({**env, "EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": writer.topic},
+                          dev_defaults=False)
+    await asyncio.wait_for(run_worker(process, stop=stop, registry=(registry := CollectorRegistry())), 30)
+    assert registry.get_sample_value("eventflow_catalog_journeys", {"state": "active"}) == 1
