@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,12 +27,9 @@ def _writer() -> CatalogWriter:
 
 
 def _author(args: argparse.Namespace) -> str:
-    if args.author:
-        return str(args.author)
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except OSError:
-        return "unknown"
+    from eventflow.core.settings import CatalogSettings
+
+    return str(args.author or CatalogSettings.load().author or "unknown")
 
 
 def _describe(entry: CatalogEntry) -> str:

@@ -387,6 +387,8 @@ class CatalogSettings(SettingsGroup):
                      "Compacted one-partition topic of journey catalog entries.")
     startup_timeout_seconds: PositiveFloat = env("EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS", 20.0,
                                                  "How long start-up may take to read the catalog topic to its end.")
+    author: str | None = env("USER", None, "Default author of catalog changes (`eventflow journeys publish "
+                             "--author` overrides).")
 
 
 # -- worker -----------------------------------------------------------------------------------------
