@@ -62,6 +62,8 @@ class CatalogMetrics:
             "eventflow_catalog_invalid_entries_total",
             "Catalog records skipped: malformed (json, format, field, key, snapshot) or a lost revision race "
             "(conflict).", ["reason"], registry=registry)
+        for reason in ("json", "format", "field", "key", "snapshot", "conflict"):
+            self.invalid_entries.labels(reason)  # zero from the start, so an alert sees the first increase
         self.entries = Counter("eventflow_catalog_entries_total", "Catalog entries applied.", registry=registry)
         self.journeys = Gauge("eventflow_catalog_journeys", "Journeys in the catalog, by state.", ["state"],
                               registry=registry)
@@ -161,6 +163,7 @@ class CatalogFollower:
         self.on_change = on_change
         self._poll_seconds = poll_seconds
         self._next_offset = 0
+        self._problem: str | None = None
 
     @property
     def topic(self) -> str:
@@ -174,6 +177,10 @@ class CatalogFollower:
     def position(self) -> dict[str, tuple[int, JourneyState]]:
         """Per journey, the version and state this process has seen."""
         return self.catalog.position()
+
+    def problem(self) -> str | None:
+        """Why the catalog is not being followed right now (readiness), or None."""
+        return self._problem
 
     async def load(self, timeout_seconds: float = 20.0) -> Catalog:
         """Reads the topic to its current end.
@@ -208,9 +215,12 @@ class CatalogFollower:
                 try:
                     records, _ = await asyncio.to_thread(self._log.poll, self._poll_seconds)
                 except CatalogUnavailableError as exc:
+                    # Routing goes on with the last catalog read; readiness says it is not current.
+                    self._problem = f"journey catalog unreadable: {exc.cause}"
                     log.error("catalog_unreadable", topic=self.topic, error=exc.cause)
                     await _wait(stop, 2.0)
                     continue
+                self._problem = None
                 if self._apply(records):
                     self.metrics.observe(self.catalog)
                     log.info("catalog_changed", topic=self.topic, offset=self._next_offset,

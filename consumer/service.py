@@ -56,6 +56,8 @@ class BackgroundTask(Protocol):
 
     async def run(self, stop: asyncio.Event) -> None: ...
 
+    def problem(self) -> str | None: ...
+
 
 class Closeable(Protocol):
     """Something the service closes when it stops (the dead-letter producer)."""
@@ -100,7 +102,7 @@ class ConsumerService:
         self._factory = consumer_factory
         self._listeners = tuple(listeners)
         self._resources = tuple(resources)
-        self._health = tuple(health)
+        self._health: tuple[HealthSource, ...] = (*health, *background)
         self._commit_interval = commit_interval_seconds
         self._stall_after = stall_after_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,7 +170,8 @@ class ConsumerService:
         """Whether the consumer works, and if not why.
 
         Not ready before the first poll, while a transient failure is retried, while a part reports a
-        problem (the dead-letter ledger cannot load), or with a stalled partition.
+        problem (the dead-letter ledger cannot load, the journey catalog cannot be read), or with a stalled
+        partition.
         """
         if not self.ready:
             return False, "not yet polling"

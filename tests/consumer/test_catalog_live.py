@@ -348,3 +348,38 @@ async def test_a_worker_on_the_catalog_checks_the_published_journeys_channels_no
                           dev_defaults=False)
     await asyncio.wait_for(run_worker(process, stop=stop, registry=(registry := CollectorRegistry())), 30)
     assert registry.get_sample_value("eventflow_catalog_journeys", {"state": "active"}) == 1
+
+
+async def test_archive_with_exit_running_cancels_running_instances_and_starts_no_new_ones(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        writer: CatalogWriter, provider: ProviderStub) -> None:
+    from consumer.catalog_admin import cancel_running
+
+    customer = samples.customer(locale="en")
+    journey = f"catalog_archive_{unique}"  # cancel_running looks across the namespace: a journey of its own
+    text = _SEND.format(template="purchase_thank_you", wait=_WAIT).replace(f"id: {JOURNEY}", f"id: {journey}")
+    await _publish(writer, _write(tmp_path / "w", "", text=text), "waits for shipping")
+    async with _running(kafka_config, temporal_client, topic, tmp_path, unique, writer, provider) as (
+            bridge, routes, _):
+        running = samples.purchase(customer)
+        await bridge.publish(running)
+        await eventually(lambda: bridge.metric("eventflow_workflow_starts_total", {"journey": journey}) == 1,
+                         message="the running instance")
+        handle = temporal_client.get_workflow_handle(
+            f"journey:{journey}:{customer['id']}:{running['payload']['order_id']}")
+        await asyncio.to_thread(change, writer, journey, CatalogAction.ARCHIVE, author="tester")
+        # Visibility is eventually consistent: the instance is listed as running shortly after its start.
+        assert await eventually(lambda: cancel_running(temporal_client, journey), message="the instance cancelled") == 1
+        await eventually(lambda: routes.position().get(journey) == (1, JourneyState.ARCHIVED), message="the consumer to see the archive")
+        later = samples.purchase(customer)
+        await bridge.publish(later)
+        await eventually(lambda: bridge.metric("eventflow_events_consumed_total",
+                                               {"topic": topic, "event_type": "PurchaseCompleted",
+                                                "outcome": "unrouted"}) == 1, message="the archived trigger unrouted")
+        description = await handle.describe()
+        while description.status is WorkflowExecutionStatus.RUNNING:
+            await asyncio.sleep(0.1)
+            description = await handle.describe()
+    assert description.status is WorkflowExecutionStatus.CANCELED
+    assert bridge.metric("eventflow_workflow_starts_total", {"journey": journey}) == 1
+    assert provider.sends() == []
