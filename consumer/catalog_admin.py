@@ -73,7 +73,8 @@ def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str
     definitions = [d for d in report.definitions
                    if chosen is None or Path(d.source_file).resolve() == chosen.resolve()]
     if not definitions:
-        raise CatalogError(f"{path}: no journey definition found")
+        raise CatalogError(f"{path}: no journey definition found (a file must be in <folder>/definitions/, "
+                           "beside <folder>/templates/)")
     writer.ensure_topic()
     results = []
     for definition in definitions:

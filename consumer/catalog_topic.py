@@ -104,12 +104,18 @@ class _Log:
         except KafkaException as exc:
             consumer.close()
             raise CatalogUnavailableError(self.topic, self.address, _first_line(exc)) from exc
-        if metadata is None or metadata.error is not None or not metadata.partitions:
+        cause: str | None = None
+        if metadata is None or (metadata.error is not None
+                                and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+            cause = "it does not exist (create it with `eventflow journeys publish`)"
+        elif metadata.error is not None:
+            cause = metadata.error.str()
+        elif not metadata.partitions:
+            cause = "it has no partitions"
+        if cause is not None:
             consumer.close()
-            cause = "it does not exist (create it with `eventflow journeys publish`)" if metadata is None or \
-                metadata.error is None or metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART else \
-                metadata.error.str()
             raise CatalogUnavailableError(self.topic, self.address, cause)
+        assert metadata is not None
         if len(metadata.partitions) != 1:
             consumer.close()
             raise CatalogUnavailableError(self.topic, self.address, f"it has {len(metadata.partitions)} partitions; "

@@ -51,6 +51,10 @@ class CatalogAction(enum.StrEnum):
 CONTENT_ACTIONS = frozenset({CatalogAction.PUBLISH, CatalogAction.ROLLBACK})
 
 
+class CatalogError(EventflowError):
+    """A catalog command that cannot be carried out; the message says why."""
+
+
 class CatalogEntryError(EventflowError):
     """A catalog record that cannot be read; ``reason`` is a bounded label for the error metric."""
 
@@ -278,8 +282,8 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
     None, so re-applying a GitOps seed creates no versions.
 
     Raises:
-        CatalogError: the action does not apply (an unknown journey, an unknown version, resume of an
-            active journey, a lifecycle change on an archived one is allowed only as publish/resume).
+        CatalogError: the action does not apply (a journey not in the catalog, an unknown version, or
+            pausing an archived journey: resume or publish it first).
     """
     latest = catalog.latest(journey_id)
     revision = 1 if latest is None else latest.revision + 1
@@ -317,10 +321,6 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
             return replace(latest, revision=revision, action=action, state=state, author=author, published_at=at,
                            summary=summary, entry_id=uuid.uuid4().hex)
     raise CatalogError(f"unknown action {action!r}")
-
-
-class CatalogError(EventflowError):
-    """A catalog command that cannot be carried out; the message says why."""
 
 
 __all__ = [
