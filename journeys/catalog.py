@@ -13,6 +13,7 @@ log does, the other is ignored (and its writer retries). Nothing here does I/O.
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import json
@@ -126,28 +127,54 @@ def content_hash(snapshot: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def definition_from_snapshot(snapshot: Mapping[str, Any]) -> JourneyDefinition:
-    """The `JourneyDefinition` whose ``snapshot()`` is ``snapshot``.
+def _snapshot_hash(snapshot: Mapping[str, Any]) -> str:
+    """`JourneyDefinition.snapshot`'s own hash, recomputed over whatever fields the snapshot has."""
+    body = {k: v for k, v in snapshot.items() if k != "content_hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def with_version(snapshot: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """``snapshot`` renumbered (a rollback's new version), its hash recomputed."""
+    renumbered = {k: v for k, v in snapshot.items() if k != "content_hash"}
+    renumbered["version"] = version
+    renumbered["content_hash"] = _snapshot_hash(renumbered)
+    return renumbered
+
+
+@dataclass(frozen=True)
+class PublishedJourney(JourneyDefinition):
+    """A definition rebuilt from a catalog snapshot; instances start with that snapshot, verbatim.
+
+    The router reads the routing fields; `snapshot` returns what was published, so snapshot fields
+    this release does not model (added by a newer one) still reach the instance unchanged.
+    """
+
+    published: Mapping[str, Any] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(dict(self.published))
+
+
+def definition_from_snapshot(snapshot: Mapping[str, Any]) -> PublishedJourney:
+    """The journey a catalog snapshot describes, for routing.
 
     Raises:
-        CatalogEntryError: the snapshot does not decode, or rebuilding it gives another content hash
-            (it was altered after validation).
+        CatalogEntryError: the snapshot's hash does not match its content (altered after validation),
+            or its routing fields do not decode.
     """
+    if _snapshot_hash(snapshot) != snapshot.get("content_hash"):
+        raise CatalogEntryError("snapshot", f"the snapshot's hash {snapshot.get('content_hash')!r} does not match "
+                                            "its content")
     try:
         decoded = decode_snapshot(snapshot)
-        definition = JourneyDefinition(
+        return PublishedJourney(
             id=decoded.id, version=decoded.version, trigger_event=str(snapshot["trigger_event"]),
             steps=decoded.steps, trigger_filter=snapshot.get("trigger_filter"),
             entry_rule=EntryRule(snapshot["entry_rule"]), key_path=decoded.key_path,
             listeners=decoded.listeners, exit_events=decoded.exit_events, templates=decoded.templates,
-            source_file=f"catalog:{decoded.id}@v{decoded.version}")
+            source_file=f"catalog:{decoded.id}@v{decoded.version}", published=copy.deepcopy(dict(snapshot)))
     except (SnapshotFormatError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CatalogEntryError("snapshot", f"the snapshot does not decode: {type(exc).__name__}: {exc}") from exc
-    rebuilt = definition.snapshot()["content_hash"]
-    if rebuilt != snapshot.get("content_hash"):
-        raise CatalogEntryError("snapshot", f"the snapshot's hash {snapshot.get('content_hash')!r} does not match "
-                                            f"its content ({rebuilt})")
-    return definition
 
 
 # --- codec -------------------------------------------------------------------------------------
@@ -306,7 +333,7 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
                 raise CatalogError(f"journey {journey_id} has no version {rollback_to} "
                                    f"(versions 1 to {latest.version})")
             version = latest.version + 1
-            snapshot = replace(old.journey(), version=version).snapshot()
+            snapshot = with_version(old.snapshot, version)
             return CatalogEntry(journey_id, revision, version, action, JourneyState.ACTIVE, author, at, summary,
                                 content_hash(snapshot), snapshot, old.definition, old.templates)
         case CatalogAction.PAUSE | CatalogAction.RESUME | CatalogAction.ARCHIVE:
@@ -326,5 +353,5 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
 __all__ = [
     "CONTENT_ACTIONS", "Catalog", "CatalogAction", "CatalogConflictError", "CatalogEntry", "CatalogEntryError",
     "CatalogError", "ENTRY_FORMAT", "JourneyState", "SourceFile", "content_hash", "decode_entry",
-    "definition_from_snapshot", "encode_entry", "next_entry",
+    "PublishedJourney", "definition_from_snapshot", "encode_entry", "next_entry", "with_version",
 ]
