@@ -14,10 +14,10 @@ from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
-from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 from consumer.catalog_routes import follow_catalog
 from consumer.handler import EventRouter
 from consumer.service import BackgroundTask
+from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 from eventflow.core.settings import CatalogSettings, Settings
 from eventflow.core.temporal_client import connect
 from eventflow.temporal_setup import search_attributes_check

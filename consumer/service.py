@@ -74,9 +74,12 @@ async def _stop_background(tasks: list[asyncio.Task[None]], stop: asyncio.Event,
     for task in pending:
         log.warning("background_task_cancelled", task=task.get_name())
         task.cancel()
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    # A loop that promised not to raise did: say so at once, not only at shutdown.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
 
 
 def _names(keys: Sequence[TopicPartitionKey]) -> list[str]:
@@ -139,6 +142,8 @@ class ConsumerService:
         last_commit = last_check = time.monotonic()
         background_stop = asyncio.Event()
         background = [asyncio.create_task(task.run(background_stop), name=task.name) for task in self._background]
+        for task in background:
+            task.add_done_callback(_report_failure)
         try:
             while not stop.is_set():
                 if self._apply_backpressure(consumer):
