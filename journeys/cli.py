@@ -1,4 +1,4 @@
-"""``eventflow journeys`` subcommands: validate, simulate, status, report."""
+"""``eventflow journeys`` subcommands: validate, simulate, status, report, and the catalog's (publish, list, ...)."""
 
 from __future__ import annotations
 
@@ -204,4 +204,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     report.add_argument("journey", help="journey id")
     report.add_argument("--version", type=int, help="only this version (default: every version)")
     report.set_defaults(handler=_report)
+
+    from journeys.catalog_cli import register as register_catalog
+
+    register_catalog(actions)
 
