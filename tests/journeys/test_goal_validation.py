@@ -122,3 +122,18 @@ def test_problems_with_the_new_options_name_the_file_and_line(tmp_path: Path, br
     first = problems[0]
     assert message in first.message, first
     assert first.line == _line(broken, needle), (str(first), needle)
+
+
+def test_a_published_catalog_snapshot_keeps_its_goal_and_routes_goal_events(tmp_path: Path) -> None:
+    from journeys.catalog import definition_from_snapshot
+
+    snapshot = compile_journey(tmp_path, MEASURED)
+    published = definition_from_snapshot(snapshot)
+    trigger = purchase(customer_id="cust-9", order_id="ord-9")
+    shipped = event("OrderShipped", {"order_id": "ord-9", "carrier": "UPS", "tracking_number": "1Z",
+                                     "estimated_delivery_at": None}, customer_id="cust-9")
+    (start,) = Router([published]).route(trigger)
+
+    assert (published.goal, published.holdout_percent) == (decode_snapshot(snapshot).goal, 10)
+    assert isinstance(start, StartJourney) and start.snapshot == snapshot
+    assert Router([published]).route(shipped) == [SignalJourney(start.workflow_id, "demo")]
