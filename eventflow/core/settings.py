@@ -23,6 +23,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
@@ -44,6 +45,7 @@ SubjectStrategy = Literal["topic", "record", "topic_record"]
 LogFormat = Literal["json", "console"]
 EmailProvider = Literal["outbox", "sendgrid"]
 MessagingProvider = Literal["outbox", "twilio"]
+CatalogSource = Literal["files", "kafka"]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -433,6 +435,22 @@ class JourneySettings(SettingsGroup):
                                     "Folder with definitions/ and templates/; default the repository's journeys/.")
 
 
+class CatalogSettings(SettingsGroup):
+    """Where consumers and workers take the journeys from: files, or the live catalog topic."""
+
+    concern: ClassVar[str] = "journeys"
+
+    source: CatalogSource = env("EVENTFLOW_CATALOG_SOURCE", "files",
+                                "files: the journeys folder, read at start; kafka: the catalog topic, followed "
+                                "live (`eventflow journeys publish`); the worker then reads the Kafka settings too.")
+    topic: str = env("EVENTFLOW_CATALOG_TOPIC", "eventflow.journeys",
+                     "Compacted one-partition topic of journey catalog entries.")
+    startup_timeout_seconds: PositiveFloat = env("EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS", 20.0,
+                                                 "How long start-up may take to read the catalog topic to its end.")
+    author: str | None = env("USER", None, "Default author of catalog changes (`eventflow journeys publish "
+                             "--author` overrides).")
+
+
 # -- worker -----------------------------------------------------------------------------------------
 
 class WorkerSettings(SettingsGroup):
@@ -602,6 +620,7 @@ class ConsumerProcessSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
 
 
 @dataclass(frozen=True)
@@ -617,6 +636,9 @@ class WorkerProcessSettings:
     twilio: TwilioSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
+    kafka: KafkaSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -628,6 +650,7 @@ class ToolSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
 
 
 @dataclass(frozen=True)
@@ -710,7 +733,7 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     env = _checked(environ, dev_defaults)
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                                   tracing=TracingSettings.load(env))
+                                   tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -720,7 +743,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
-                                 tracing=TracingSettings.load(env))
+                                 tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
+                                 kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None)
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -735,7 +759,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     env = _checked(environ, dev_defaults)
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                        tracing=TracingSettings.load(env))
+                        tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,
@@ -823,8 +847,8 @@ def markdown_table() -> str:
 
 
 __all__ = [
-    "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings", "ConsumerProcessSettings",
-    "ConsumerSettings", "DevStackSettings", "Encoding",
+    "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
+    "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
