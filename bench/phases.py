@@ -155,9 +155,9 @@ def _shipped(customer: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def _unrouted() -> dict[str, Any]:
-    # No journey listens to OrderShipped (ProfileUpdated now updates the customer's profile).
-    return samples.event("OrderShipped", samples.customer(), {
-        "order_id": "ord-bench", "carrier": "dhl", "tracking_number": "trk-bench", "estimated_delivery_at": None})
+    # No journey listens to CheckoutStarted (ProfileUpdated now updates the customer's profile).
+    return samples.event("CheckoutStarted", samples.customer(), {
+        "cart_id": "cart-bench", "checkout_id": "co-bench", "cart_total": {"amount": "49.90", "currency": "EUR"}})
 
 
 def _producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:

@@ -175,13 +175,15 @@ class ProfileDirectory:
     A query writes nothing to any history; a customer without a preferences workflow has no profile.
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, rpc_timeout_seconds: float = 10.0) -> None:
         self._client = client
+        # A worker too busy to answer fails this attempt, and the send activity's retry policy asks again.
+        self._rpc_timeout = timedelta(seconds=rpc_timeout_seconds)
 
     async def contact_points(self, customer_id: str) -> ContactPoints:
         handle = self._client.get_workflow_handle(preferences_workflow_id(customer_id))
         try:
-            return await handle.query(CustomerPreferences.contact_points)
+            return await handle.query(CustomerPreferences.contact_points, rpc_timeout=self._rpc_timeout)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 return ContactPoints()
