@@ -20,6 +20,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.worker import Worker
 
+from activities.contact import ContactPoints, resolve_recipient
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
 from activities.rendering import TemplateRenderError, render_async
@@ -45,6 +46,16 @@ class TimelineEntry:
     local: str = ""
 
 
+@dataclass(frozen=True)
+class _EventProfile:
+    """The `activities.contact.ContactDirectory` of a simulation: one fixed set of contact points."""
+
+    points: ContactPoints
+
+    async def contact_points(self, customer_id: str) -> ContactPoints:
+        return self.points
+
+
 class _Recorder:
     """The ``send_notification`` activity of a simulation: renders and records, delivers nothing."""
 
@@ -55,7 +66,12 @@ class _Recorder:
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
         customer = notification.customer
-        address = customer.email if notification.channel == "email" else customer.phone
+        # A simulation has no profile store: the event's own customer block stands in for the profile.
+        recipient = await resolve_recipient(_EventProfile(ContactPoints(
+            email=customer.email, phone=customer.phone, whatsapp=customer.whatsapp, first_name=customer.first_name,
+            timezone=customer.timezone, locale=customer.locale, attributes=dict(customer.attributes))), notification)
+        address = recipient.address if recipient is not None else None
+        notification = recipient.notification if recipient is not None else notification
         try:
             text = await render_async(notification.template_id,
                                       notification.subject_template or notification.body_template,
