@@ -1,7 +1,8 @@
-"""The profile's pure logic: later-occurring values win, redeliveries change nothing, journeys get no address."""
+"""The profile: later-occurring values win, redeliveries change nothing, journeys get no address, state carries over."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from dataclasses import replace
@@ -10,8 +11,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from temporalio.client import Client
+from temporalio.worker import Worker
+
 from activities.contact import ContactPoints
 from events.model import Customer, CustomerEvent
+from tests.harness import eventually
+from workflows.preferences import MAX_CHANGES_PER_RUN, CustomerPreferences, preferences_workflow_id
+from workflows.preferences_client import ProfileDirectory, record_profile_update
 from workflows.profile import (CustomerProfile, ProfileUpdate, apply_update, journey_event, merge_profiles,
                                profile_update_of)
 
@@ -113,3 +120,29 @@ def test_channels_pick_their_contact_point() -> None:
         "a@example.com", "+15550100001", "+15550100001"]
     assert ContactPoints(whatsapp="+15550100002", phone="+1555").address_for("whatsapp") == "+15550100002"
     assert list(itertools.chain(ContactPoints().address_for(c) or "" for c in ("email", "sms"))) == ["", ""]
+
+
+async def test_the_profile_survives_continue_as_new_on_the_real_server(temporal_client: Client, unique: str) -> None:
+    queue, customer = f"q-{unique}", f"c-{unique}"
+    handle = temporal_client.get_workflow_handle(preferences_workflow_id(customer))
+    updates = [ProfileUpdate(f"p-{unique}-{index}", f"2026-11-25T10:{index // 60:02d}:{index % 60:02d}+00:00",
+                             attributes={"visits": index}) for index in range(MAX_CHANGES_PER_RUN + 5)]
+    updates[3] = replace(updates[3], email="early@example.com", first_name="Ada")
+    updates[-2] = replace(updates[-2], email="late@example.com")
+    async with Worker(temporal_client, task_queue=queue, workflows=[CustomerPreferences]):
+        # Concurrently, so they arrive in any order; redelivered ones (the first ten twice) change nothing.
+        for start in range(0, len(updates), 50):
+            await asyncio.gather(*(record_profile_update(temporal_client, customer, u, queue)
+                                   for u in updates[start:start + 50]))
+        await asyncio.gather(*(record_profile_update(temporal_client, customer, u, queue) for u in updates[:10]))
+
+        async def continued() -> bool:
+            history = [e async for e in handle.fetch_history_events()]
+            return len(history) < 100
+
+        await eventually(continued, message="a fresh run after continue-as-new")
+        points = await ProfileDirectory(temporal_client).contact_points(customer)
+        await handle.terminate()
+
+    assert (points.email, points.first_name) == ("late@example.com", "Ada")
+    assert points.attributes == {"visits": MAX_CHANGES_PER_RUN + 4}
