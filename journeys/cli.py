@@ -1,4 +1,4 @@
-"""``eventflow journeys`` subcommands: validate, simulate, status."""
+"""``eventflow journeys`` subcommands: validate, simulate, show, status."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from journeys.loader import validate_folder
-    from journeys.simulate import SimulationError, format_offset, read_events, simulate
+    from journeys.simulate import SimulationError, format_offset, read_events, simulate_run
 
     report = validate_folder(_folder(args))
     chosen = [d for d in report.definitions if d.id == args.journey]
@@ -39,10 +39,36 @@ def _simulate(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(d.id for d in report.definitions))
         raise SimulationError(f"no valid journey {args.journey!r} (valid journeys: {known or 'none'})")
     events = read_events(Path(args.events))
-    timeline = asyncio.run(simulate(chosen[0], events))
+    run = asyncio.run(simulate_run(chosen[0], events))
     print(f"{'offset':<14} {'local time':<10} {'step':<24} what")
-    for entry in timeline:
+    for entry in run.timeline:
         print(f"{format_offset(entry.offset):<14} {entry.local:<10} {entry.step:<24} {entry.what}")
+    if args.diagram:
+        from journeys.diagram import build
+        from journeys.show import DiagramFormat, draw
+
+        print()
+        print(draw(build(chosen[0]).with_path(run.path, finished=run.finished), DiagramFormat(args.diagram)), end="")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from journeys.diagram import build
+    from journeys.show import DiagramFormat, draw, find_definition, readme_with_diagrams
+
+    if args.update_readme:
+        from journeys.loader import default_journeys_dir, load_all
+
+        folder = _folder(args) or default_journeys_dir()
+        readme = folder / "README.md"
+        readme.write_text(readme_with_diagrams(readme.read_text(), load_all(folder)))
+        print(f"updated the diagrams in {readme}")
+        return 0
+    if not args.journey:
+        print("eventflow: journeys show needs a journey id (or --update-readme)", file=sys.stderr)
+        return 2
+    definition = find_definition(args.journey, args.version, _folder(args))
+    print(draw(build(definition), DiagramFormat(args.format)), end="")
     return 0
 
 
@@ -96,7 +122,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
-    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, status")
+    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, show, status")
     actions = journeys.add_subparsers(dest="journeys_command", required=True)
 
     validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
@@ -108,7 +134,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     simulate.add_argument("--events", required=True, help="JSON Lines file of events, delivered at their "
                                                           "occurred_at offsets from the first starting event")
     simulate.add_argument("--dir", help="folder with definitions/ and templates/")
+    simulate.add_argument("--diagram", choices=["text", "mermaid", "svg"],
+                          help="also print the journey's diagram with the path taken highlighted")
     simulate.set_defaults(handler=_simulate)
+
+    show = actions.add_parser("show", help="draw a journey's step graph (text, Mermaid or SVG)")
+    show.add_argument("journey", nargs="?", help="journey id")
+    show.add_argument("--version", type=int, help="the definition's version (default: the current one)")
+    show.add_argument("--format", choices=["text", "mermaid", "svg"], default="text")
+    show.add_argument("--dir", help="folder with definitions/ and templates/")
+    show.add_argument("--update-readme", action="store_true",
+                      help="regenerate the Mermaid diagrams in the journeys folder's README.md")
+    show.set_defaults(handler=_show)
 
     status = actions.add_parser("status", help="a customer's journeys, current steps and sends")
     status.add_argument("--customer", required=True, help="customer id")

@@ -24,7 +24,7 @@ SHAPES: dict[Shape, tuple[str, str]] = {
 }
 TAKEN_CLASS = "taken"
 TAKEN_STYLE = "stroke:#d9480f,stroke-width:3px"
-_ENTITIES = {'"': "#quot;", "#": "#35;", "<": "#lt;", ">": "#gt;", "&": "#amp;", "|": "#124;", "\n": " "}
+_ENTITIES = {'"': "#quot;", "#": "#35;", "<": "#lt;", ">": "#gt;", "&": "#amp;", "|": "#124;"}
 
 
 def node_id(step_id: str) -> str:
@@ -38,7 +38,8 @@ def node_id(step_id: str) -> str:
 
 def escape(text: str) -> str:
     """Label text with every character that could end or reinterpret a quoted label entity-encoded."""
-    return "".join(_ENTITIES.get(char, char) for char in text)
+    # Control characters and line separators would split the line: they become spaces.
+    return "".join(_ENTITIES.get(char, char) if char.isprintable() else " " for char in text)
 
 
 def render_mermaid(diagram: Diagram) -> str:

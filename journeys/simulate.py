@@ -107,8 +107,22 @@ def format_offset(offset: timedelta) -> str:
     return f"{sign}{days}d {hours:02d}:{minutes:02d}:{secs:02d}"
 
 
+@dataclass(frozen=True)
+class SimulationRun:
+    """A simulation's timeline, the step ids it visited in order, and whether it ran to the end."""
+
+    timeline: list[TimelineEntry]
+    path: tuple[str, ...]
+    finished: bool
+
+
 async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent]) -> list[TimelineEntry]:
     """Runs ``definition`` on the time-skipping server, delivering ``events``; returns the timeline."""
+    return (await simulate_run(definition, events)).timeline
+
+
+async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerEvent]) -> SimulationRun:
+    """`simulate`, also returning the path taken (for ``journeys simulate --diagram``)."""
     from temporalio.testing import WorkflowEnvironment
 
     from devstack.provision import TEST_SERVER_STARTUP, test_server
@@ -173,8 +187,9 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
     ending = f"exit: {status.exit_reason}" if status.exit_reason else "finished"
     entries.append(TimelineEntry(end, "-", f"{ending}; {len(status.sends)} send(s)"))
     zone = _zone(trigger.customer.timezone)
-    return [replace(e, local=(origin + e.offset).astimezone(zone).strftime("%a %H:%M"))
-            for e in sorted(entries, key=lambda e: e.offset)]
+    timeline = [replace(e, local=(origin + e.offset).astimezone(zone).strftime("%a %H:%M"))
+                for e in sorted(entries, key=lambda e: e.offset)]
+    return SimulationRun(timeline, tuple(visit.step_id for visit in status.trail), status.exit_reason is None)
 
 
 def _zone(name: str) -> tzinfo:

@@ -1,0 +1,222 @@
+"""Journey diagrams: the graph model, its text, Mermaid and SVG renderers, the README region, ``journeys show``."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventflow.cli import main
+from journeys import load_all
+from journeys.diagram import END, TRIGGER, Diagram, build
+from journeys.diagram_mermaid import escape, node_id, render_mermaid
+from journeys.diagram_svg import SVG_NAMESPACE, layers, render_svg
+from journeys.diagram_text import render_text
+from journeys.loader import default_journeys_dir
+from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
+from journeys.model import JourneyDefinition, Listener
+from journeys.show import readme_with_diagrams
+from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
+                            SendOptions, SendStep, SplitStep, SplitVariant, WaitForStep, WebhookStep, walk)
+
+SAMPLES = {d.id: d for d in load_all()}
+TRICKY = 'payload.note == "<b>&\'#1\'</b>" or payload.x in [\'a|b\', "end"]'
+
+#: Every step kind, nested, with text that must be escaped everywhere.
+EVERY_KIND = JourneyDefinition(
+    id="every_kind", version=3, trigger_event="PurchaseCompleted", trigger_filter=TRICKY,
+    exit_events=(Listener("OrderRefunded"),),
+    steps=(
+        WebhookStep("enrich", url="https://crm.example.com/customers/{{ customer.id }}", save_as="crm",
+                    headers=(SecretHeader("Authorization", "crm_token"),), on_failure=OnWebhookFailure.EXIT),
+        DelayStep("end", duration="1h"),  # a Mermaid keyword as a step id
+        BranchStep("vip", cases=(BranchCase(TRICKY, (SendStep("o_vip", SendOptions("sms", "hello")),)),),
+                   otherwise=()),
+        WaitForStep("x_shipped", event="OrderShipped", timeout="2d", when="payload.carrier == 'dhl'",
+                    received=(ExitStep("bye", reason="shipped <fast>"),), timed_out=()),
+        SplitStep("ab", variants=(SplitVariant("A", 40, (SendStep("a_send", SendOptions("email", "hello",
+                                                                                          fallback="sms")),)),
+                                  SplitVariant("B", 60))),
+        DigestStep("summary", event="OrderShipped", window="1d", send=SendOptions("email", "digest")),
+    ),
+)
+ALL = {**SAMPLES, EVERY_KIND.id: EVERY_KIND}
+
+
+def _step_ids(definition: JourneyDefinition) -> set[str]:
+    return {step.id for step, _ in walk(definition.steps)}
+
+
+@pytest.mark.parametrize("journey_id", sorted(ALL))
+def test_every_mermaid_diagram_passes_the_checker_with_a_node_per_step(journey_id: str) -> None:
+    definition = ALL[journey_id]
+    chart = check_mermaid(render_mermaid(build(definition)))
+
+    assert set(chart.nodes) == {node_id(s) for s in _step_ids(definition)} | {"j_trigger", "j_end"}
+    assert ("j_trigger", node_id(definition.steps[0].id), "") in chart.edges
+
+
+@pytest.mark.parametrize("journey_id", sorted(ALL))
+def test_every_svg_is_svg_1_1_and_names_every_step(journey_id: str) -> None:
+    definition = ALL[journey_id]
+    root = ET.fromstring(render_svg(build(definition)))
+
+    assert root.tag == f"{{{SVG_NAMESPACE}}}svg" and root.get("version") == "1.1"
+    titles = {t.text for t in root.iter(f"{{{SVG_NAMESPACE}}}title")}
+    group_ids = {g.get("id") for g in root.iter(f"{{{SVG_NAMESPACE}}}g")}
+    for step_id in _step_ids(definition):
+        assert step_id in titles and f"step-{step_id}" in group_ids
+
+
+def test_escaped_text_survives_every_format() -> None:
+    diagram = build(EVERY_KIND)
+    root = ET.fromstring(render_svg(diagram))
+    texts = [t.text or "" for t in root.iter(f"{{{SVG_NAMESPACE}}}text")]
+    chart = check_mermaid(render_mermaid(diagram))
+
+    assert any("shipped <fast>" in t for t in texts)  # XML-escaped on the way in, read back whole
+    assert '"' not in chart.nodes["j_trigger"] and "#quot;" in chart.nodes["j_trigger"]
+    assert "end" not in chart.nodes and "s_end" in chart.nodes
+    assert f"when {TRICKY}" in render_text(diagram)
+
+
+def test_the_graph_says_what_each_step_does_and_where_it_goes() -> None:
+    diagram = build(EVERY_KIND)
+    lines = {n.id: n.lines for n in diagram.nodes}
+    targets = {(e.source, e.label): e.target for e in diagram.edges}
+
+    assert lines["enrich"][1:] == ("webhook POST crm.example.com/customers/{{ customer.id }}", "save as webhooks.crm",
+                                   "on failure: exit")
+    assert lines["end"][1:] == ("delay 1h",) and lines["summary"][1:] == ("digest OrderShipped over 1d",
+                                                                          "send email · template digest")
+    assert lines["x_shipped"][1:] == ("wait for OrderShipped up to 2d", "when payload.carrier == 'dhl'")
+    assert lines["a_send"][1:] == ("send email · template hello · fallback sms",)
+    assert targets[("vip", f"when {TRICKY}")] == "o_vip" and targets[("vip", "else")] == "x_shipped"
+    assert targets[("o_vip", "")] == "x_shipped"  # an arm's end goes on after its owner
+    assert targets[("x_shipped", "received")] == "bye" and targets[("x_shipped", "timed out after 2d")] == "ab"
+    assert targets[("ab", "A 40%")] == "a_send" and targets[("ab", "B 60%")] == "summary"
+    assert targets[("summary", "")] == END and not diagram.outgoing("bye")  # an exit step ends there
+    assert lines[TRIGGER] == ("trigger PurchaseCompleted", f"filter {TRICKY}", "exits on OrderRefunded")
+
+
+def test_layers_put_every_edge_downwards() -> None:
+    for definition in ALL.values():
+        diagram = build(definition)
+        layer = layers(diagram)
+        assert all(layer[e.target] > layer[e.source] for e in diagram.edges), definition.id
+
+
+def _welcome_run() -> Diagram:
+    path = ["welcome", "until_day_two", "getting_started", "until_day_six", "offer_or_feedback", "welcome_feedback"]
+    return build(SAMPLES["welcome_series"]).with_path(path, finished=True)
+
+
+def test_a_run_is_highlighted_in_mermaid_svg_and_text() -> None:
+    diagram = _welcome_run()
+    chart = check_mermaid(render_mermaid(diagram))
+    taken = chart.classes["taken"]
+    link_style = next(line for line in render_mermaid(diagram).splitlines() if "linkStyle" in line)
+    indexes = {int(i) for i in link_style.split()[1].split(",")}
+
+    assert "s_welcome_feedback" in taken and "j_end" in taken and "s_welcome_offer" not in taken
+    assert {chart.edges[i][:2] for i in indexes} >= {("s_offer_or_feedback", "s_welcome_feedback"),
+                                                      ("s_welcome_feedback", "j_end")}
+    assert ("s_offer_or_feedback", "s_welcome_offer") not in {chart.edges[i][:2] for i in indexes}
+    root = ET.fromstring(render_svg(diagram))
+    taken_groups = {g.get("id") for g in root.iter(f"{{{SVG_NAMESPACE}}}g") if "taken" in (g.get("class") or "")}
+    assert "step-welcome_feedback" in taken_groups and "step-welcome_offer" not in taken_groups
+    text = render_text(diagram).splitlines()
+    assert any(line.startswith("* ") and "[welcome_feedback]" in line for line in text)
+    assert any(line.startswith("  ") and "[welcome_offer]" in line for line in text)
+    assert any(line.startswith("* ") and "else -> welcome_feedback" in line for line in text)
+
+
+def test_text_lists_steps_in_reading_order_indented_by_nesting() -> None:
+    lines = render_text(build(SAMPLES["welcome_series"])).splitlines()
+    order = [line.strip().split("]")[0].lstrip("[") for line in lines if line.strip().startswith("[")]
+
+    assert lines[0] == "journey welcome_series v1" and "trigger UserSignedUp" in lines[1]
+    assert order == [s.id for s, _ in walk(SAMPLES["welcome_series"].steps)]
+    offer = next(line for line in lines if "[welcome_offer]" in line)
+    top = next(line for line in lines if "[welcome]" in line)
+    assert len(offer) - len(offer.lstrip()) > len(top) - len(top.lstrip())
+
+
+@pytest.mark.parametrize("source, problem", [
+    ("", "empty"),
+    ("graph TD\n  a[\"x\"]", "expected 'flowchart"),
+    ("flowchart XY\n  a[\"x\"]", "expected 'flowchart"),
+    ("flowchart TD\n  a[\"x\"\n", "not a node"),
+    ("flowchart TD\n  a[\"x\"]\n  a[\"y\"]", "defined twice"),
+    ("flowchart TD\n  a[\"x\"]\n  a --> b", "undefined node 'b'"),
+    ("flowchart TD\n  end[\"x\"]", "keyword"),
+    ("flowchart TD\n  a[\"say \"hi\"\"]", "not a node"),
+    ("flowchart TD\n  a[\"1 # 2\"]", "raw '#'"),
+    ("flowchart TD\n  a[\"<b>x</b>\"]", "raw '<'"),
+    ("flowchart TD\n  a(\"x\"]", "not a node"),
+    ("flowchart TD\n  a[\"x\"]\n  a -->|x| a", "not a node"),
+    ("flowchart TD\n  a[\"x\"]\n  class a taken", "no classDef"),
+    ("flowchart TD\n  a[\"x\"]\n  linkStyle 0 stroke:#f00", "0 edges"),
+    ("flowchart TD\n  a[\"x\"]\n  a ==> a", "not a node"),
+])
+def test_the_checker_rejects_malformed_mermaid(source: str, problem: str) -> None:
+    with pytest.raises(MermaidSyntaxError, match=problem):
+        check_mermaid(source)
+
+
+@given(st.text(max_size=80))
+def test_any_label_text_escapes_into_a_valid_label(text: str) -> None:
+    chart = check_mermaid(f'flowchart TD\n    n["{escape(text)}"]\n    n -->|"{escape(text)}"| n\n')
+    assert set(chart.nodes) == {"n"}
+
+
+def test_the_readme_diagrams_match_the_definitions() -> None:
+    readme = default_journeys_dir() / "README.md"
+    text = readme.read_text()
+
+    assert readme_with_diagrams(text, list(SAMPLES.values())) == text, \
+        "journeys/README.md is stale: run `eventflow journeys show --update-readme`"
+    for journey_id, definition in SAMPLES.items():
+        assert render_mermaid(build(definition)) in text, journey_id
+
+
+def test_readme_without_markers_is_an_error() -> None:
+    with pytest.raises(ValueError, match="region"):
+        readme_with_diagrams("# no markers\n", list(SAMPLES.values()))
+
+
+def test_show_draws_each_format_and_checks_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journeys", "show", "abandoned_cart", "--format", "mermaid"]) == 0
+    check_mermaid(capsys.readouterr().out)
+    assert main(["journeys", "show", "abandoned_cart", "--version", "1", "--format", "svg"]) == 0
+    assert ET.fromstring(capsys.readouterr().out).tag == f"{{{SVG_NAMESPACE}}}svg"
+    assert main(["journeys", "show", "abandoned_cart"]) == 0
+    assert "[cart_reminder] send email" in capsys.readouterr().out
+
+    assert main(["journeys", "show", "abandoned_cart", "--version", "7"]) == 2
+    assert "version 7 is not available" in capsys.readouterr().err
+    assert main(["journeys", "show", "no_such_journey"]) == 2
+    assert "no valid journey 'no_such_journey'" in capsys.readouterr().err
+
+
+def test_update_readme_rewrites_only_the_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "journeys"
+    (folder / "definitions").mkdir(parents=True)
+    (folder / "templates").mkdir()
+    source = default_journeys_dir()
+    (folder / "definitions" / "post_purchase.yaml").write_text((source / "definitions" / "post_purchase.yaml")
+                                                               .read_text())
+    for name in ("purchase_thank_you", "review_request"):
+        (folder / "templates" / f"{name}.yaml").write_text((source / "templates" / f"{name}.yaml").read_text())
+    stale = ("# mine\n<!-- journey-diagrams:begin (generated by `eventflow journeys show --update-readme`) -->\n"
+             "old\n<!-- journey-diagrams:end -->\ntail\n")
+    (folder / "README.md").write_text(stale)
+
+    assert main(["journeys", "show", "--update-readme", "--dir", str(folder)]) == 0
+
+    updated = (folder / "README.md").read_text()
+    assert updated.startswith("# mine\n") and updated.endswith("tail\n") and "old" not in updated
+    assert "s_review_request" in updated and "abandoned_cart" not in updated
