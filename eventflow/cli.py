@@ -96,6 +96,12 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"schema registry: {apicurio_registry()}")
         tools = provision_tools()
         print(f"helm: {tools.helm}\npromtool: {tools.promtool}")
+        from devstack.mermaid import mermaid_cli
+
+        try:
+            print(f"mermaid cli: {mermaid_cli()}")
+        except DevstackError as exc:  # optional: the diagram tests fall back to the subset checker
+            print(f"mermaid cli: not provisioned ({exc})", file=sys.stderr)
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")

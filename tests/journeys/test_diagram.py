@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devstack.mermaid import installed_mermaid_cli
 from eventflow.cli import main
 from journeys import load_all
 from journeys.diagram import END, TRIGGER, Diagram, build
@@ -220,3 +223,24 @@ def test_update_readme_rewrites_only_the_region(tmp_path: Path, capsys: pytest.C
     updated = (folder / "README.md").read_text()
     assert updated.startswith("# mine\n") and updated.endswith("tail\n") and "old" not in updated
     assert "s_review_request" in updated and "abandoned_cart" not in updated
+
+
+def test_the_real_mermaid_cli_renders_every_sample_and_a_highlighted_run(tmp_path: Path) -> None:
+    """One ``mmdc`` run (one browser start) over a Markdown file of every diagram; skipped only off CI."""
+    mmdc = installed_mermaid_cli()
+    if mmdc is None:
+        if os.environ.get("CI"):
+            pytest.fail("the Mermaid CLI is not provisioned: `eventflow dev provision` installs it")
+        pytest.skip("the Mermaid CLI is not provisioned (eventflow dev provision); the subset checker ran")
+    diagrams = [build(d) for d in ALL.values()] + [_welcome_run()]
+    source = tmp_path / "diagrams.md"
+    source.write_text("".join(f"```mermaid\n{render_mermaid(d)}```\n\n" for d in diagrams))
+
+    result = subprocess.run([str(mmdc), "-q", "-i", str(source), "-o", str(tmp_path / "out.md")],
+                            capture_output=True, text=True, timeout=180, check=False)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    for index, diagram in enumerate(diagrams, start=1):
+        svg = (tmp_path / f"out-{index}.svg").read_text()
+        for step_id in diagram.step_ids:
+            assert step_id in svg, (diagram.journey_id, step_id)
