@@ -13,9 +13,10 @@ def _folder(args: argparse.Namespace) -> Path | None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from eventflow.core.settings import WebhookSettings
     from journeys.loader import validate_folder
 
-    report = validate_folder(_folder(args))
+    report = validate_folder(_folder(args), allowed_hosts=WebhookSettings.load().allowed_hosts)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:

@@ -66,11 +66,11 @@ def _boxes(diagram: Diagram) -> tuple[list[_Box], float, float]:
         by_layer[layer[node.id]].append(node)
     sized: dict[int, list[tuple[Node, tuple[str, ...], float, float]]] = {}
     for index, nodes in sorted(by_layer.items()):
-        row = []
+        row: list[tuple[Node, tuple[str, ...], float, float]] = []
         for node in nodes:
             lines = tuple(_clip(line) for line in node.lines)
             width = max(len(line) for line in lines) * _CHAR_WIDTH + 2 * _PADDING
-            row.append((node, lines, width, len(lines) * _LINE_HEIGHT + 2 * _PADDING))
+            row.append((node, lines, width, float(len(lines) * _LINE_HEIGHT + 2 * _PADDING)))
         sized[index] = row
     total_width = max(sum(w for _, _, w, _ in row) + _NODE_GAP * (len(row) - 1) for row in sized.values())
     boxes: list[_Box] = []

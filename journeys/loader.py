@@ -30,14 +30,16 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
+from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
-CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey"})
+CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
 #: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
 _DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
+# (webhook durations are checked by journeys.webhook_check, with the rest of the step)
 
 
 class JourneyDefinitionError(EventflowError):
@@ -229,6 +231,8 @@ def _path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collec
     """Why ``parts`` does not exist in ``sample`` (None when it does, or cannot be checked further)."""
     if not parts or parts[0] not in roots:
         return f"unknown name {parts[0] if parts else ''!r}; paths start with one of {', '.join(sorted(roots))}"
+    if parts[0] == "webhooks":
+        return None  # webhook responses have no schema to check against
     if parts[0] == "journey":
         if len(parts) >= 2 and parts[1] not in ("id", "version", "content_hash", "variants"):
             return f"journey has no field {parts[1]!r} (id, version, content_hash, variants)"
@@ -332,6 +336,8 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
                 for step, _ in walk(definition["steps"]) if kind_of(step) == "split"}
     context: dict[str, Any] = {**trigger_sample, "journey": {
         "id": definition["id"], "version": definition["version"], "content_hash": "0" * 16, "variants": variants}}
+    context["webhooks"] = {str(step["webhook"]["save_as"]): ResponseSample() for step, _ in walk(definition["steps"])
+                           if kind_of(step) == "webhook" and step["webhook"].get("save_as")}
     if digest_event is not None:
         event = _sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}
@@ -366,8 +372,10 @@ def _test_render(report: _Report, where: DocPath, step: _RawStep, source: Templa
 
 
 def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
-                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool) -> None:
+                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
+                 allowed_hosts: Collection[str] | None = None) -> None:
     seen: dict[str, DocPath] = {}
+    saved: set[str] = set()
     for step, path in walk(raw["steps"]):
         step_id = str(step["id"])
         if step_id in seen:
@@ -400,6 +408,13 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
                 report.add((*path, "split", "variants"), "split percentages must add up to 100")
             if len(set(names)) != len(names):
                 report.add((*path, "split", "variants"), "split variant names must be unique")
+        if kind == "webhook":
+            for relative, message in webhook_problems(body, allowed_hosts):
+                report.add((*path, "webhook", *relative), message)
+            if body.get("save_as") in saved:
+                report.add((*path, "webhook", "save_as"), f"save_as {body['save_as']!r} is used twice")
+            if body.get("save_as"):
+                saved.add(str(body["save_as"]))
         if kind == "delay":
             if "after" in body and "until_local_time" not in body:
                 report.add((*path, "delay", "after"), "after only goes with until_local_time")
@@ -429,8 +444,12 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
 
 def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      event_types: Collection[str] | None = None,
-                     render_templates: bool = False) -> tuple[JourneyDefinition | None, list[Problem]]:
-    """Checks one definition file; returns the definition (None if it has problems) and the problems."""
+                     render_templates: bool = False, allowed_hosts: Collection[str] | None = None,
+                     ) -> tuple[JourneyDefinition | None, list[Problem]]:
+    """Checks one definition file; returns the definition (None if it has problems) and the problems.
+
+    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads).
+    """
     try:
         document = _read(path)
     except YamlSyntaxError as exc:
@@ -467,7 +486,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         if item.get("key"):
             _check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
         exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
-    _check_steps(report, raw, templates, known, trigger_sample, render_templates)
+    _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
     listeners: list[Listener] = []
     resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
@@ -536,14 +555,19 @@ class ValidationReport:
     problems: tuple[Problem, ...]
 
 
-def validate_folder(folder: Path | None = None, *, render_templates: bool = True) -> ValidationReport:
-    """Checks every template and definition under ``folder``, collecting all problems."""
+def validate_folder(folder: Path | None = None, *, render_templates: bool = True,
+                    allowed_hosts: Collection[str] | None = None) -> ValidationReport:
+    """Checks every template and definition under ``folder``, collecting all problems.
+
+    ``allowed_hosts`` judges webhook steps' literal hosts (``journeys validate`` passes its setting).
+    """
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
-        definition, found = check_definition(path, templates, render_templates=render_templates)
+        definition, found = check_definition(path, templates, render_templates=render_templates,
+                                             allowed_hosts=allowed_hosts)
         problems.extend(found)
         if definition is None:
             continue

@@ -24,6 +24,7 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
 from activities.rendering import TemplateRenderError, render_async
 from activities.send import SEND_NOTIFICATION
+from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from eventflow.core.errors import EventflowError
 from eventflow.core.logs import mask_contact_details
 from events.model import CustomerEvent
@@ -71,6 +72,14 @@ class _Recorder:
                   f"{mask_contact_details(address or '<no address>')}: {first_line!r}"),
         ))
         return SendResult(status=SendStatus.SENT, provider="simulation")
+
+    @activity.defn(name=WEBHOOK_CALL)
+    async def call_webhook(self, call: WebhookCallInput) -> WebhookCallResult:
+        """A simulation calls no other system: the step is recorded and answers with no data."""
+        at = activity.info().current_attempt_scheduled_time
+        self.entries.append(TimelineEntry(offset=at - self.origin if self.origin else timedelta(), step=call.step_id,
+                                          what=f"webhook {call.method} {call.url_template} (not called)"))
+        return WebhookCallResult(status_code=200)
 
 
 def read_events(path: Path) -> list[CustomerEvent]:
@@ -148,7 +157,7 @@ async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerE
         task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
         async with with_send_queues(env.client, task_queue,
                                     Worker(env.client, task_queue=task_queue, workflows=[JourneyWorkflow],
-                                           activities=[recorder.send_notification]),
+                                           activities=[recorder.send_notification, recorder.call_webhook]),
                                     [recorder.send_notification]):
             handle = await env.client.start_workflow(
                 JOURNEY_WORKFLOW, JourneyInput(journey=action.snapshot, event=trigger), id=action.workflow_id,

@@ -2,8 +2,8 @@
 
 The definition snapshot arrives in the workflow input, so an instance runs the version it was
 started with no matter how the files change later. The interpreter walks the step tree (see
-`journeys.steps`): ``send``, ``delay``, ``branch``, ``wait_for``, ``split``, ``digest`` and
-``exit``. Everything it decides is a function of the snapshot, the events it received and
+`journeys.steps`): ``send``, ``delay``, ``branch``, ``wait_for``, ``split``, ``digest``,
+``exit`` and ``webhook`` (workflows/webhooks.py). Everything it decides is a function of the snapshot, the events it received and
 ``workflow.now()``: no randomness (splits hash the customer and journey ids), no wall clock.
 
 History stays bounded: after ``continue_as_new_after`` steps plus events in one run, or when
@@ -26,6 +26,7 @@ from typing import Any
 from temporalio import workflow
 
 from workflows.sending import SendRecord, send_step
+from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, webhook_step
 
 with workflow.unsafe.imports_passed_through():
     from events.model import CustomerEvent
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from journeys.paths import lookup
     from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
                                 Step, WaitForStep, flow)
+    from journeys.steps import OnWebhookFailure, WebhookStep
     from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
 JOURNEY_WORKFLOW = "Journey"
@@ -74,6 +76,7 @@ class JourneyState:
         deadline: for a ``delay``, ``wait_for`` or ``digest`` in progress, when it ends (ISO).
         collected: events a ``digest`` in progress has collected.
         runs: how many runs this instance has had (1 for the first).
+        webhooks: every webhook call so far (its saved response is in ``context["webhooks"]``).
     """
 
     cursor: str | None
@@ -84,6 +87,7 @@ class JourneyState:
     deadline: str | None = None
     collected: list[CustomerEvent] = field(default_factory=list)
     runs: int = 1
+    webhooks: list[WebhookRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class JourneyStatus:
     variants: dict[str, str] = field(default_factory=dict)
     trail: list[StepVisit] = field(default_factory=list)
     runs: int = 1
+    webhooks: list[WebhookRecord] = field(default_factory=list)
 
 
 def _count_expression_error(journey: str, step: str, error: Exception) -> None:
@@ -213,6 +218,7 @@ class JourneyWorkflow:
             variants=dict(self._context.get("journey", {}).get("variants", {})),
             trail=list(self._state.trail),
             runs=self._state.runs,
+            webhooks=list(self._state.webhooks),
         )
 
     # --- the run loop ---------------------------------------------------------------------
@@ -279,6 +285,12 @@ class JourneyWorkflow:
                 await self._digest(step)
             case ExitStep(reason=reason):
                 self._exit_reason = reason or f"exit step {step.id}"
+            case WebhookStep() if workflow.patched(WEBHOOK_STEP_PATCH):
+                record = await webhook_step(step, self._journey, self._context)
+                self._state.webhooks.append(record)
+                self._note(step.id, record.outcome)
+                if record.status == "failed" and step.on_failure is OnWebhookFailure.EXIT:
+                    self._exit_reason = f"webhook {step.id} failed: {record.error_type}"
         return steps.following[step.id]
 
     # --- step helpers ---------------------------------------------------------------------

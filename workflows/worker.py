@@ -15,6 +15,7 @@ from activities.channels import Channel
 from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
+from activities.webhook import WebhookActivities, WebhookSecrets
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore
@@ -69,7 +70,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  *, max_concurrent_activities: int = 100, limits: WorkerLimits | None = None,
                  ledger: DeliveryLedger | None = None, metrics: SendMetrics | None = None,
                  policy: SendPolicy | None = None,
-                 channel_rates_per_second: Mapping[str, float] | None = None) -> JourneyWorkers:
+                 channel_rates_per_second: Mapping[str, float] | None = None,
+                 webhooks: WebhookActivities | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -79,6 +81,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         policy: default quiet hours and daily cap.
         channel_rates_per_second: per channel, the provider's rate limit, enforced by Temporal
             across all replicas on the channel's send queue (absent: no server-side limit).
+        webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
@@ -90,7 +93,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[notifications.send_notification],
+        activities=[notifications.send_notification,
+                    (webhooks or WebhookActivities((), WebhookSecrets(None, {}))).call_webhook],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=shutdown,

@@ -484,6 +484,30 @@ class TwilioSettings(SettingsGroup):
         return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
 
 
+# -- webhooks ---------------------------------------------------------------------------------------
+
+#: Prefix of the environment variables that hold webhook Secrets (``WEBHOOK_SECRET_CRM_TOKEN`` is ``crm_token``).
+WEBHOOK_SECRET_PREFIX = "WEBHOOK_SECRET_"
+
+
+class WebhookSettings(SettingsGroup):
+    """Where ``webhook`` steps may call, and where their Secrets are."""
+
+    concern: ClassVar[str] = "webhooks"
+
+    allowed_hosts: Csv = env("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", (),
+                             "Hosts webhook steps may call (exact names, comma-separated); none when unset.")
+    secrets_dir: Path | None = env("EVENTFLOW_WEBHOOK_SECRETS_DIR", None,
+                                   "Folder of mounted webhook Secrets, one file per name; else WEBHOOK_SECRET_{NAME} variables.")
+
+
+def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """Webhook Secrets given as ``WEBHOOK_SECRET_<NAME>`` variables, by lower-case name."""
+    env = os.environ if environ is None else environ
+    return {name.removeprefix(WEBHOOK_SECRET_PREFIX).lower(): SecretStr(value)
+            for name, value in env.items() if name.startswith(WEBHOOK_SECRET_PREFIX) and value}
+
+
 # -- per-process compositions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -521,6 +545,7 @@ class WorkerProcessSettings:
     twilio: TwilioSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 @dataclass(frozen=True)
@@ -532,6 +557,7 @@ class ToolSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 PROCESSES: Mapping[Process, type] = {
@@ -614,7 +640,7 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
-                                 tracing=TracingSettings.load(env))
+                                 tracing=TracingSettings.load(env), webhooks=WebhookSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -629,7 +655,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     env = _checked(environ, dev_defaults)
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                        tracing=TracingSettings.load(env))
+                        tracing=TracingSettings.load(env), webhooks=WebhookSettings.load(env))
 
 
 def check_value(variable: str, raw: str) -> None:
@@ -681,7 +707,7 @@ def _type_name(field: FieldInfo) -> str:
 
 def _default(field: FieldInfo) -> str:
     default = field.default
-    if default is PydanticUndefined or default is None or default in ("", {}):
+    if default is PydanticUndefined or default is None or default in ("", {}, ()):
         return "—"
     shown = ",".join(default) if isinstance(default, tuple) else str(default)
     return f"`{shown}`"
@@ -710,7 +736,8 @@ __all__ = [
     "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
-    "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
+    "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookSettings", "WorkerProcessSettings",
+    "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
     "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
 ]
