@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from devstack.mermaid import installed_mermaid_cli
 from eventflow.cli import main
+from events import samples
 from journeys import load_all
 from journeys.diagram import END, TRIGGER, Diagram, build
 from journeys.diagram_mermaid import escape, node_id, render_mermaid
@@ -244,3 +247,21 @@ def test_the_real_mermaid_cli_renders_every_sample_and_a_highlighted_run(tmp_pat
         svg = (tmp_path / f"out-{index}.svg").read_text()
         for step_id in diagram.step_ids:
             assert step_id in svg, (diagram.journey_id, step_id)
+
+
+def test_simulate_prints_the_run_on_the_diagram(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    customer = samples.customer()
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    purchase = {**samples.purchase(customer, order_id="ord-d"), "occurred_at": start.isoformat()}
+    refund = {**samples.event("OrderRefunded", customer, {"order_id": "ord-d", "reason": "late",
+                                                          "amount": {"amount": "49.90", "currency": "EUR"}}),
+              "occurred_at": (start + timedelta(days=1)).isoformat()}
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in (purchase, refund)))
+
+    assert main(["journeys", "simulate", "post_purchase", "--events", str(events), "--diagram", "mermaid"]) == 0
+
+    out = capsys.readouterr().out
+    chart = check_mermaid(out[out.index("flowchart TD"):])
+    # The refund ended it during the delay: the review request and the end were not reached.
+    assert chart.classes["taken"] == {"j_trigger", "s_thank_you", "s_wait_for_delivery"}
