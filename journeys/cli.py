@@ -105,6 +105,8 @@ async def _status_lines(customer_id: str) -> list[str]:
         lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
         for send in status.sends:
             lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}")
+        for call in status.webhooks:
+            lines.append(f"    webhook {call.step_id}: {call.outcome}")
     return lines
 
 
