@@ -87,8 +87,9 @@ def _worker(client: Client, queue: str, provider: ProviderStub, tmp_path: Path) 
 def _snapshot(url: str, **options: Any) -> dict[str, Any]:
     webhook = {"method": "POST", "url": url, "headers": [{"name": "Authorization", "secret": "crm_token"}],
                "body": '{"order": "{{ payload.order_id }}"}', "save_as": "crm", "retry": FAST_RETRY, **options}
+    tell = {"id": "tell", "send": {"channel": "sms", "template": "tier"}}
     snapshot = journey([{"id": "enrich", "webhook": webhook},
-                        {"id": "tell", "send": {"channel": "sms", "template": "tier"}}])
+                        {"id": "vip", "branch": {"cases": [{"when": "webhooks.crm.tier == 'gold'", "steps": [tell]}]}}])
     return {**snapshot, "templates": {"tier": TIER_TEMPLATE}}
 
 
@@ -144,8 +145,10 @@ async def test_a_host_outside_the_allow_list_is_refused_and_recorded(
     assert [r.outcome for r in status.webhooks] == [f"failed:{WebhookErrorType.HOST_NOT_ALLOWED}"]
     note = next(v.note for v in status.trail if v.step_id == "enrich")
     assert note == f"failed:{WebhookErrorType.HOST_NOT_ALLOWED}"
-    # on_failure continue: the journey goes on; the send's template needs the response, so it fails.
-    assert [s.outcome for s in status.sends] == ["failed:TemplateRenderError"] and provider.sends() == []
+    # on_failure continue: the journey goes on without the response, so the condition on it is false.
+    assert status.exit_reason is None and status.finished
+    assert next(v.note for v in status.trail if v.step_id == "vip") == "else"
+    assert status.sends == [] and provider.sends() == []
 
 
 def _history_text(node: Any) -> str:
