@@ -180,5 +180,19 @@ def build(definition: JourneyDefinition) -> Diagram:
         nodes.append(Node(step_id, step.KIND.value, (step_id, *lines), shape, depths[step_id]))
         edges.extend(Edge(step_id, target or END, label) for target, label in _choices(step, steps))
     nodes.append(Node(END, "end", ("end",), Shape.STOP))
+    reached = _reachable(edges)
+    # A step after an exit (or after a choice whose every arm exits) never runs: say so, do not hide it.
+    nodes = [n if n.id in reached else replace(n, lines=(*n.lines, "unreachable: every way here exits first")) for n in nodes]
     # `flow` lists the steps depth first in document order, so the nodes are in reading order.
     return Diagram(definition.id, definition.version, tuple(nodes), tuple(edges))
+
+
+def _reachable(edges: Sequence[Edge]) -> set[str]:
+    reached, frontier = {TRIGGER}, [TRIGGER]
+    while frontier:
+        source = frontier.pop()
+        for edge in edges:
+            if edge.source == source and edge.target not in reached:
+                reached.add(edge.target)
+                frontier.append(edge.target)
+    return reached

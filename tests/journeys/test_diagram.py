@@ -8,6 +8,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -26,7 +27,7 @@ from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
 from journeys.model import JourneyDefinition, Listener
 from journeys.show import readme_with_diagrams
 from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
-                            SendOptions, SendStep, SplitStep, SplitVariant, WaitForStep, WebhookStep, walk)
+                            SendOptions, SendStep, SplitStep, SplitVariant, WaitForStep, WebhookStep, arms, walk)
 
 SAMPLES = {d.id: d for d in load_all()}
 TRICKY = 'payload.note == "<b>&\'#1\'</b>" or payload.x in [\'a|b\', "end"]'
@@ -265,3 +266,89 @@ def test_simulate_prints_the_run_on_the_diagram(tmp_path: Path, capsys: pytest.C
     chart = check_mermaid(out[out.index("flowchart TD"):])
     # The refund ended it during the delay: the review request and the end were not reached.
     assert chart.classes["taken"] == {"j_trigger", "s_thank_you", "s_wait_for_delivery"}
+
+
+def _trees() -> st.SearchStrategy[tuple[Any, ...]]:
+    """Random step trees (ids made unique afterwards) mixing every kind, nested up to three deep."""
+    leaf = st.sampled_from(["send", "delay", "exit", "webhook", "digest"]).map(lambda kind: (kind,))
+    return st.recursive(
+        st.lists(leaf, min_size=1, max_size=3).map(tuple),
+        lambda arms: st.lists(st.one_of(leaf, st.tuples(st.sampled_from(["branch", "wait_for", "split"]),
+                                                        arms, arms)), min_size=1, max_size=3).map(tuple),
+        max_leaves=12)
+
+
+def _build_steps(tree: tuple[Any, ...], counter: list[int]) -> tuple[Any, ...]:
+    steps = []
+    for item in tree:
+        counter[0] += 1
+        step_id = f"s{counter[0]}"
+        match item:
+            case ("send",):
+                steps.append(SendStep(step_id, SendOptions("email", "hello")))
+            case ("delay",):
+                steps.append(DelayStep(step_id, duration="1h"))
+            case ("exit",):
+                steps.append(ExitStep(step_id))
+            case ("webhook",):
+                steps.append(WebhookStep(step_id, url="https://crm.example.com/x", save_as=step_id))
+            case ("digest",):
+                steps.append(DigestStep(step_id, event="OrderShipped", window="1d", send=SendOptions("email", "d")))
+            case ("branch", first, second):
+                steps.append(BranchStep(step_id, cases=(BranchCase("payload.x == 1", _build_steps(first, counter)),),
+                                        otherwise=_build_steps(second, counter)))
+            case ("wait_for", first, second):
+                steps.append(WaitForStep(step_id, event="OrderShipped", timeout="1d",
+                                         received=_build_steps(first, counter), timed_out=_build_steps(second, counter)))
+            case ("split", first, second):
+                steps.append(SplitStep(step_id, variants=(SplitVariant("A", 50, _build_steps(first, counter)),
+                                                          SplitVariant("B", 50, _build_steps(second, counter)))))
+    return tuple(steps)
+
+
+def _live(steps: tuple[Any, ...], live: bool = True) -> tuple[set[str], bool]:
+    """The steps that can run, and whether control can fall out of the list's end.
+
+    A step runs when the list is live and no earlier step stopped it: an exit stops, a choosing
+    step stops when every one of its arms stops (an empty arm falls through).
+    """
+    found: set[str] = set()
+    for step in steps:
+        if live:
+            found.add(step.id)
+        nested = [_live(arm, live) for _, arm, _ in arms(step)]
+        for ids, _ in nested:
+            found |= ids
+        if isinstance(step, ExitStep) or (nested and not any(through for _, through in nested)):
+            live = False
+    return found, live
+
+
+def _live_ids(steps: tuple[Any, ...]) -> set[str]:
+    return _live(steps)[0]
+
+
+@given(_trees())
+def test_any_step_tree_draws_a_valid_layered_graph(tree: tuple[Any, ...]) -> None:
+    definition = JourneyDefinition(id="random", version=1, trigger_event="PurchaseCompleted",
+                                   steps=_build_steps(tree, [0]))
+    diagram = build(definition)
+    ids = _step_ids(definition)
+
+    chart = check_mermaid(render_mermaid(diagram))
+    assert set(chart.nodes) == {node_id(s) for s in ids} | {"j_trigger", "j_end"}
+    layer = layers(diagram)
+    assert all(layer[e.target] > layer[e.source] for e in diagram.edges)
+    reached, frontier = {TRIGGER}, [TRIGGER]
+    while frontier:
+        for edge in diagram.outgoing(frontier.pop()):
+            if edge.target not in reached:
+                reached.add(edge.target)
+                frontier.append(edge.target)
+    live = _live_ids(definition.steps)
+    assert reached & ids == live  # exactly the steps that can run lie on a path from the trigger
+    assert all(("unreachable: every way here exits first" in n.lines) == (n.id not in live)
+               for n in diagram.nodes if n.id in ids)
+    assert all(diagram.outgoing(n.id) for n in diagram.nodes if n.kind not in ("exit", "end"))
+    root = ET.fromstring(render_svg(diagram))
+    assert ids <= {t.text for t in root.iter(f"{{{SVG_NAMESPACE}}}title")}
