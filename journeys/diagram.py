@@ -23,6 +23,8 @@ from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, O
 #: Node ids of the two nodes that are not steps; step ids match ``^[a-z]``, so these never collide.
 TRIGGER = "@trigger"
 END = "@end"
+#: The line added to a step that no path from the trigger reaches.
+UNREACHABLE = "unreachable: every way here exits first"
 
 
 class Shape(enum.StrEnum):
@@ -182,7 +184,7 @@ def build(definition: JourneyDefinition) -> Diagram:
     nodes.append(Node(END, "end", ("end",), Shape.STOP))
     reached = _reachable(edges)
     # A step after an exit (or after a choice whose every arm exits) never runs: say so, do not hide it.
-    nodes = [n if n.id in reached else replace(n, lines=(*n.lines, "unreachable: every way here exits first")) for n in nodes]
+    nodes = [n if n.id in reached else replace(n, lines=(*n.lines, UNREACHABLE)) for n in nodes]
     # `flow` lists the steps depth first in document order, so the nodes are in reading order.
     return Diagram(definition.id, definition.version, tuple(nodes), tuple(edges))
 

@@ -27,7 +27,8 @@ from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
 from journeys.model import JourneyDefinition, Listener
 from journeys.show import readme_with_diagrams
 from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
-                            SendOptions, SendStep, SplitStep, SplitVariant, WaitForStep, WebhookStep, arms, walk)
+                            SendOptions, SendStep, SplitStep, SplitVariant, Step, WaitForStep, WebhookStep, arms,
+                            walk)
 
 SAMPLES = {d.id: d for d in load_all()}
 TRICKY = 'payload.note == "<b>&\'#1\'</b>" or payload.x in [\'a|b\', "end"]'
@@ -278,8 +279,8 @@ def _trees() -> st.SearchStrategy[tuple[Any, ...]]:
         max_leaves=12)
 
 
-def _build_steps(tree: tuple[Any, ...], counter: list[int]) -> tuple[Any, ...]:
-    steps = []
+def _build_steps(tree: tuple[Any, ...], counter: list[int]) -> tuple[Step, ...]:
+    steps: list[Step] = []
     for item in tree:
         counter[0] += 1
         step_id = f"s{counter[0]}"
