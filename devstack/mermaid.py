@@ -56,9 +56,10 @@ def _chromium() -> str:
     if apt is None or os.geteuid() != 0:
         raise MissingToolError("chromium", "render Mermaid diagrams in tests",
                                "install it (Debian: apt-get install -y chromium)")
-    log = cache_dir() / "logs" / "provision-chromium.log"
-    _run_logged([apt, "update"], log, "the apt package lists (for chromium)")
-    _run_logged([apt, "install", "-y", "--no-install-recommends", "chromium"], log, "Debian's chromium")
+    logs = cache_dir() / "logs"
+    _run_logged([apt, "update"], logs / "provision-apt-update.log", "the apt package lists (for chromium)")
+    _run_logged([apt, "install", "-y", "--no-install-recommends", "chromium"], logs / "provision-chromium.log",
+                "Debian's chromium")
     found = shutil.which("chromium")
     if found is None:
         raise MissingToolError("chromium", "render Mermaid diagrams in tests", "apt-get installed no chromium binary")
