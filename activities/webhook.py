@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -50,10 +50,11 @@ class WebhookErrorType:
     REJECTED = "WebhookRejected"
     RESPONSE_TOO_LARGE = "WebhookResponseTooLarge"
     RESPONSE_NOT_JSON = "WebhookResponseNotJson"
+    BAD_RESPONSE = "WebhookBadResponse"
     TEMPLATE = "TemplateRenderError"
     UNAVAILABLE = "WebhookUnavailable"
     PERMANENT: tuple[str, ...] = (HOST_NOT_ALLOWED, BAD_URL, SECRET_MISSING, REJECTED, RESPONSE_TOO_LARGE,
-                                  RESPONSE_NOT_JSON, TEMPLATE)
+                                  RESPONSE_NOT_JSON, BAD_RESPONSE, TEMPLATE)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,13 @@ def _read_secret(path: Path) -> str | None:
         return None
 
 
+def _port_ok(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or 0 < parts.port  # an out-of-range port raises ValueError
+    except ValueError:
+        return False
+
+
 def _final(message: str, error_type: str) -> ApplicationError:
     return ApplicationError(message, type=error_type, non_retryable=True)
 
@@ -141,7 +149,7 @@ class WebhookActivities:
         """Makes the call once; Temporal's retry policy (the step's) repeats retryable failures."""
         url, body = await self._render(call)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not parts.hostname or not _port_ok(parts):
             raise _final(f"webhook {call.step_id}: the URL is not an http(s) URL with a host", WebhookErrorType.BAD_URL)
         if not host_allowed(url, self._allowed):
             raise _final(f"webhook {call.step_id}: host {parts.hostname!r} is not in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS",
@@ -180,6 +188,12 @@ class WebhookActivities:
                     if status >= 300:
                         raise self._status_error(call, status, host, response.headers.get("Retry-After"))
                     return status, await self._read(call, response)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise _final(f"webhook {call.step_id}: the URL is not usable ({type(exc).__name__})",
+                         WebhookErrorType.BAD_URL) from None
+        except httpx.DecodingError:
+            raise _final(f"webhook {call.step_id}: {host} sent a body that cannot be decoded",
+                         WebhookErrorType.BAD_RESPONSE) from None
         except (httpx.TransportError, TimeoutError) as exc:
             raise ApplicationError(f"webhook {call.step_id}: {host} did not answer ({type(exc).__name__})",
                                    type=WebhookErrorType.UNAVAILABLE) from None

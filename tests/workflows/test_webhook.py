@@ -173,13 +173,15 @@ def _call(url: str, **options: Any) -> WebhookCallInput:
     ("/text", {"expect_json": True}, WebhookErrorType.RESPONSE_NOT_JSON),
     ("/crm/x", {"secret_headers": {"X-Key": "not_configured"}}, WebhookErrorType.SECRET_MISSING),
     ("/crm/{{ nope.x }}", {}, WebhookErrorType.TEMPLATE),
+    (":99999/x", {}, WebhookErrorType.BAD_URL),
 ])
 async def test_final_failures_of_one_attempt(crm: Crm, tmp_path: Path, path: str, options: dict[str, Any],
                                             error_type: str) -> None:
     from temporalio.exceptions import ApplicationError
 
+    base = crm.base_url.rsplit(":", 1)[0] if path.startswith(":") else crm.base_url
     with pytest.raises(ApplicationError) as raised:
-        await ActivityEnvironment().run(_activities(tmp_path).call_webhook, _call(crm.base_url + path, **options))
+        await ActivityEnvironment().run(_activities(tmp_path).call_webhook, _call(base + path, **options))
 
     assert raised.value.type == error_type and raised.value.non_retryable
     assert "gold" not in str(raised.value) and SECRET not in str(raised.value)
