@@ -117,3 +117,19 @@ def test_validate_command_reads_the_allow_list_setting(tmp_path: Path, monkeypat
 
     monkeypatch.setenv("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", "crm.example.com, other.example.com")
     assert main(["journeys", "validate", "--dir", str(folder)]) == 0
+
+
+async def test_simulation_records_a_webhook_without_calling_it(tmp_path: Path) -> None:
+    from journeys.diagram import build
+    from journeys.diagram_text import render_text
+    from journeys.simulate import simulate_run
+    from tests.workflows.journey_harness import purchase
+
+    (definition,) = validate_folder(_folder(tmp_path, _definition("https://crm.example.com/x"))).definitions
+    run = await simulate_run(definition, [purchase()])
+
+    (line,) = [e for e in run.timeline if e.step == "enrich" and "not called" in e.what]
+    assert line.what == "webhook GET https://crm.example.com/x (not called)"
+    assert run.path == ("enrich", "vip") and run.finished  # no response saved, so the branch's case is false
+    text = render_text(build(definition).with_path(run.path, finished=run.finished))
+    assert any(row.startswith("* ") and "[enrich] webhook GET crm.example.com/x" in row for row in text.splitlines())
