@@ -6,6 +6,10 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from journeys.model import JourneyDefinition
 
 
 def _folder(args: argparse.Namespace) -> Path | None:
@@ -68,9 +72,30 @@ def _show(args: argparse.Namespace) -> int:
     if not args.journey:
         print("eventflow: journeys show needs a journey id (or --update-readme)", file=sys.stderr)
         return 2
-    definition = find_definition(args.journey, args.version, _folder(args))
+    if args.catalog:
+        definition = _catalog_definition(args.journey, args.version)
+    else:
+        definition = find_definition(args.journey, args.version, _folder(args))
     print(draw(build(definition), DiagramFormat(args.format)), end="")
     return 0
+
+
+def _catalog_definition(journey_id: str, version: int | None) -> JourneyDefinition:
+    """A published version (the latest when None) from the catalog topic, as `find_definition` returns one."""
+    from consumer.catalog_topic import CatalogWriter
+    from eventflow.core.settings import load_tools
+    from journeys.catalog import definition_from_snapshot
+    from journeys.show import DefinitionNotFoundError
+
+    tools = load_tools()
+    catalog = CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic).read()
+    entry = catalog.latest(journey_id) if version is None else catalog.version(journey_id, version)
+    if entry is None:
+        published = sorted({e.version for e in catalog.history(journey_id)})
+        raise DefinitionNotFoundError(f"journey {journey_id!r} has no {'' if version is None else f'version {version} '}"
+                                      f"in the catalog {tools.catalog.topic!r} (published versions: "
+                                      f"{', '.join(map(str, published)) or 'none'})")
+    return definition_from_snapshot(entry.snapshot)
 
 
 async def _status_lines(customer_id: str) -> list[str]:
@@ -144,6 +169,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show = actions.add_parser("show", help="draw a journey's step graph (text, Mermaid or SVG)")
     show.add_argument("journey", nargs="?", help="journey id")
     show.add_argument("--version", type=int, help="the definition's version (default: the current one)")
+    show.add_argument("--catalog", action="store_true",
+                      help="read the journey from the catalog topic (any published version) instead of the folder")
     show.add_argument("--format", choices=["text", "mermaid", "svg"], default="text")
     show.add_argument("--dir", help="folder with definitions/ and templates/")
     show.add_argument("--update-readme", action="store_true",

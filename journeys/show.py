@@ -1,9 +1,9 @@
 """``eventflow journeys show``: find a definition, draw it, and keep the README's diagrams current.
 
-`find_definition` is the one place that decides where a journey's definition comes from. Today
-that is the journeys folder, whose files carry one version each, so ``--version`` is accepted only
-when it is that version; the journey catalog replaces this function with a catalog lookup
-(any published version) without touching the renderers or the command.
+`find_definition` reads a definition from the journeys folder, whose files carry one version
+each, so ``--version`` is accepted only when it is that version. ``journeys show --catalog`` reads
+any published version from the catalog topic instead (``journeys.cli._catalog_definition``: the
+catalog client is a consumer-layer module, which this journeys-layer module may not import).
 """
 
 from __future__ import annotations

@@ -353,3 +353,46 @@ def test_any_step_tree_draws_a_valid_layered_graph(tree: tuple[Any, ...]) -> Non
     assert all(diagram.outgoing(n.id) for n in diagram.nodes if n.kind not in ("exit", "end"))
     root = ET.fromstring(render_svg(diagram))
     assert ids <= {t.text for t in root.iter(f"{{{SVG_NAMESPACE}}}title")}
+
+
+_CATALOG_JOURNEY = """\
+id: drawn_from_catalog
+version: 1
+trigger: {event: PurchaseCompleted}
+entry: {rule: once_per_key, key: payload.order_id}
+steps:
+  - id: thanks
+    send: {channel: email, template: purchase_thank_you}
+"""
+
+
+def test_show_draws_any_published_version_from_the_catalog(kafka_config: dict[str, str], unique: str,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from consumer.catalog_admin import publish_path
+    from consumer.catalog_topic import CatalogWriter
+
+    writer = CatalogWriter(kafka_config, f"test-catalog-show-{unique}")
+    writer.ensure_topic()
+    (tmp_path / "definitions").mkdir()
+    shutil.copytree(default_journeys_dir() / "templates", tmp_path / "templates")
+    definition = tmp_path / "definitions" / "drawn_from_catalog.yaml"
+    definition.write_text(_CATALOG_JOURNEY)
+    publish_path(writer, definition, author="t", summary="v1")
+    definition.write_text(_CATALOG_JOURNEY + "  - id: later\n    delay: {duration: 2d}\n")
+    publish_path(writer, definition, author="t", summary="v2")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
+    capsys.readouterr()  # the publishing's log lines
+
+    assert main(["journeys", "show", "drawn_from_catalog", "--catalog", "--version", "1", "--format", "mermaid"]) == 0
+    first = check_mermaid(capsys.readouterr().out)
+    assert main(["journeys", "show", "drawn_from_catalog", "--catalog"]) == 0
+    latest = capsys.readouterr().out
+
+    assert "s_thanks" in first.nodes and "s_later" not in first.nodes
+    assert latest.startswith("journey drawn_from_catalog v2") and "[later] delay 2d" in latest
+    assert main(["journeys", "show", "drawn_from_catalog", "--catalog", "--version", "9"]) == 2
+    assert "published versions: 1, 2" in capsys.readouterr().err
