@@ -124,6 +124,8 @@ def describe(step: Step) -> tuple[tuple[str, ...], Shape]:
             return (_delay_text(step),), Shape.WAIT
         case BranchStep():
             return ("branch",), Shape.CHOICE
+        case WaitForStep(send=str() as target, outcome=outcome) if outcome is not None:
+            return (f"wait for {outcome.value} of {target} up to {step.timeout}",), Shape.WAIT
         case WaitForStep():
             lines = [f"wait for {step.event} up to {step.timeout}"]
             return (*lines, *((f"when {step.when}",) if step.when else ())), Shape.WAIT
@@ -145,6 +147,9 @@ def _choices(step: Step, steps: Flow) -> list[tuple[str | None, str]]:
         case BranchStep(cases=cases, otherwise=otherwise):
             return [*((steps.arm_start(step.id, c.steps), f"when {c.when}") for c in cases),
                     (steps.arm_start(step.id, otherwise), "else")]
+        case WaitForStep(outcome=outcome) if outcome is not None:
+            return [(steps.arm_start(step.id, step.received), outcome.value),
+                    (steps.arm_start(step.id, step.timed_out), f"not {outcome.value} after {step.timeout}")]
         case WaitForStep():
             return [(steps.arm_start(step.id, step.received), "received"),
                     (steps.arm_start(step.id, step.timed_out), f"timed out after {step.timeout}")]
@@ -175,6 +180,12 @@ def build(definition: JourneyDefinition) -> Diagram:
         trigger.append(f"filter {definition.trigger_filter}")
     for listener in definition.exit_events:
         trigger.append(f"exits on {listener.event_type}" + (f" when {listener.when}" if listener.when else ""))
+    if definition.goal is not None:
+        goal = definition.goal
+        trigger.append(f"goal {goal.event_type} within {goal.within}" + (f" after {goal.after}" if goal.after else "")
+                       + (f" when {goal.when}" if goal.when else ""))
+    if definition.holdout_percent:
+        trigger.append(f"holdout {definition.holdout_percent}%")
     nodes = [Node(TRIGGER, "trigger", tuple(trigger), Shape.START)]
     edges = [Edge(TRIGGER, steps.first or END)]
     for step_id, step in steps.steps.items():

@@ -393,7 +393,7 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
                     check_duration(body[option])
                 except ValueError as exc:
                     report.add((*path, kind, option), f"{kind}.{option}: {exc}")
-        if kind in ("wait_for", "digest"):
+        if kind in ("wait_for", "digest") and "event" in body:
             event_type = body["event"]
             if event_type not in known_events:
                 report.add((*path, kind, "event"), f"unknown event type {event_type!r}")
@@ -493,11 +493,15 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
     for where, problem in caps_problems(raw):
         report.add(where, problem)
+    from journeys import _goal_checks  # the measurement checks build on this module's helpers
+
+    _goal_checks.check_steps(report, raw)
+    goal, goal_listener = _goal_checks.check_goal(report, raw, known, key_path)
     listeners: list[Listener] = []
     resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
         kind = kind_of(step)
-        if kind in ("wait_for", "digest"):
+        if kind in ("wait_for", "digest") and "event" in step[kind]:
             body = step[kind]
             listener = Listener(body["event"], _listener_key(body.get("key"), key_path,
                                                              _sample_for(body["event"], known)), body.get("when"))
@@ -506,6 +510,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                 resolved_keys[str(step["id"])] = listener.key_path
             if listener not in listeners:
                 listeners.append(listener)
+    if goal_listener is not None and goal_listener not in listeners:
+        listeners.append(goal_listener)
     for listener in (*exits, *listeners):
         if rule is EntryRule.EVERY_TIME:
             report.add(("entry", "rule"), f"every_time journeys cannot react to {listener.event_type}: their "
@@ -529,6 +535,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         steps=with_journey_defaults(_typed_steps(raw["steps"], resolved_keys), raw.get("priority"), raw.get("caps")),
         templates={t: templates[t].template for t in sorted(used)},
         source_file=str(path),
+        goal=goal,
+        holdout_percent=int(raw.get("holdout_percent") or 0),
     )
     return definition, []
 

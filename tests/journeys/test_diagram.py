@@ -24,6 +24,8 @@ from journeys.diagram_svg import SVG_NAMESPACE, layers, render_svg
 from journeys.diagram_text import render_text
 from journeys.loader import default_journeys_dir
 from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
+from activities.outcomes import DeliveryOutcome
+from journeys.goals import Goal
 from journeys.model import JourneyDefinition, Listener
 from journeys.show import readme_with_diagrams
 from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
@@ -49,7 +51,10 @@ EVERY_KIND = JourneyDefinition(
                                                                                           fallback="sms")),)),
                                   SplitVariant("B", 60))),
         DigestStep("summary", event="OrderShipped", window="1d", send=SendOptions("email", "digest")),
+        WaitForStep("opened", send="a_send", outcome=DeliveryOutcome.OPENED, timeout="3d",
+                    timed_out=(SendStep("nudge", SendOptions("sms", "hello")),)),
     ),
+    goal=Goal("PurchaseCompleted", "7d", after="a_send"), holdout_percent=10,
 )
 ALL = {**SAMPLES, EVERY_KIND.id: EVERY_KIND}
 
@@ -106,8 +111,11 @@ def test_the_graph_says_what_each_step_does_and_where_it_goes() -> None:
     assert targets[("o_vip", "")] == "x_shipped"  # an arm's end goes on after its owner
     assert targets[("x_shipped", "received")] == "bye" and targets[("x_shipped", "timed out after 2d")] == "ab"
     assert targets[("ab", "A 40%")] == "a_send" and targets[("ab", "B 60%")] == "summary"
-    assert targets[("summary", "")] == END and not diagram.outgoing("bye")  # an exit step ends there
-    assert lines[TRIGGER] == ("trigger PurchaseCompleted", f"filter {TRICKY}", "exits on OrderRefunded")
+    assert targets[("summary", "")] == "opened" and not diagram.outgoing("bye")  # an exit step ends there
+    assert lines["opened"][1:] == ("wait for opened of a_send up to 3d",)
+    assert targets[("opened", "opened")] == END and targets[("opened", "not opened after 3d")] == "nudge"
+    assert lines[TRIGGER] == ("trigger PurchaseCompleted", f"filter {TRICKY}", "exits on OrderRefunded",
+                              "goal PurchaseCompleted within 7d after a_send", "holdout 10%")
 
 
 def test_layers_put_every_edge_downwards() -> None:
