@@ -28,9 +28,10 @@ from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, 
 from consumer.retry import TRANSIENT_ERRORS, Retrier
 from consumer.routes import Route
 from eventflow.core import tracing
-from events.codec import EventDecoder, decode_error_type
+from events.codec import decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
+from events.sources import RecordDecoder
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +101,7 @@ def unexpected_failure(stage: str, exc: BaseException, event_type: str = "unknow
 class RecordHandler:
     """Decodes, routes and dispatches one record; dead-letters what cannot be handled."""
 
-    decoder: EventDecoder
+    decoder: RecordDecoder
     router: EventRouter
     dispatcher: ActionDispatcher
     dead_letters: DeadLetterSink
@@ -129,10 +130,10 @@ class RecordHandler:
         return prepared
 
     def _prepare(self, record: SourceRecord) -> Unrouted | Job:
-        if self.decoder.needs_registry(record.value, record.topic):
+        if self.decoder.needs_registry_for(record):
             return Job(record)
         try:
-            decoded = self.decoder.decode_wanted(record.value, record.topic, self.router.event_types)
+            decoded = self.decoder.decode_record(record, self.router.event_types)
         except DecodeError as exc:
             return Job(record, failure=self._decode_failure(exc, record))
         except RegistryUnavailableError:
@@ -201,7 +202,7 @@ class RecordHandler:
         return await self._dispatch(record, event, routes)
 
     async def _decode_off_loop(self, record: SourceRecord) -> CustomerEvent | str | Failure:
-        decode = functools.partial(self.decoder.decode_wanted, record.value, record.topic, self.router.event_types)
+        decode = functools.partial(self.decoder.decode_record, record, self.router.event_types)
         try:
             return await self.retrier.call("decode", record, lambda: asyncio.to_thread(decode))
         except DecodeError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eventflow.core.errors import ConfigError
 from eventflow.core.settings import EventSettings, SchemaRegistrySettings
@@ -16,6 +17,7 @@ from events.producer import EventProducer
 from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_from
 from events.schemas import SchemaSet
 from events.schemas import load as load_schemas
+from events.sources import SourceDecoder, load_sources
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,19 @@ def _schemas(environ: Mapping[str, str] | None) -> SchemaSet:
     return load_schemas(EventSettings.load(environ).avro_dir)
 
 
-def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None) -> EventDecoder:
-    """The consumer's decoder: call it as ``decoder(value, topic=message.topic())``.
+def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None,
+                  sources_file: Path | None = None) -> EventDecoder | SourceDecoder:
+    """The consumer's decoder: the envelope decoder, behind the sources of ``sources_file`` when it exists.
 
-    Writer schemas are fetched from the registry once per schema id when one is configured.
+    Writer schemas are fetched from the registry once per schema id when one is configured (one
+    cache for the envelope and every source).
     """
     config = load_config(environ)
     lookup = RegistryWriterLookup(connect(config.registry)) if config.registry is not None else None
-    return EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
-                        default_encoding=config.default_encoding)
+    envelope = EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
+                            default_encoding=config.default_encoding)
+    sources = load_sources(sources_file) if sources_file is not None else ()
+    return SourceDecoder(sources, envelope, lookup) if sources else envelope
 
 
 def build_producer(client_config: Mapping[str, str], topic: str, environ: Mapping[str, str] | None = None, *,

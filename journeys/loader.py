@@ -30,6 +30,7 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
+from journeys.event_schemas import EventCatalogue, catalogue
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
@@ -323,6 +324,8 @@ def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, Doc
 
 
 def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    if isinstance(known, EventCatalogue):
+        return known.sample(event_type)
     return sample_event_context(event_type) if event_type in known else {}
 
 
@@ -540,10 +543,12 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     """Checks every template and definition under ``folder``, collecting all problems."""
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
+    known, source_problems = catalogue(_event_types(), root)
+    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
-        definition, found = check_definition(path, templates, render_templates=render_templates)
+        definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates)
         problems.extend(found)
         if definition is None:
             continue
