@@ -105,6 +105,12 @@ class EventSource:
     reader_schema: ParsedSchema | None = None
     #: Event type -> Avro schema file of its body, for `eventflow journeys validate`.
     schemas: Mapping[str, Path] = field(default_factory=dict)
+    #: Type as published (e.g. a CloudEvents type ``com.shop.shipping.dispatched``) -> event type journeys use.
+    event_types: Mapping[str, str] = field(default_factory=dict)
+
+    def type_of(self, published: str) -> str:
+        """The event type journeys know a published type by (itself unless ``event_types`` renames it)."""
+        return self.event_types.get(published, published)
 
     def reads_topic(self, topic: str) -> bool:
         return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.topics)
@@ -171,6 +177,7 @@ def parse_sources(data: Any, base_dir: Path, file: str = SOURCES_FILE) -> tuple[
                 contact_override=bool(entry.get("contact_override", False)),
                 reader_schema=_schema_file(base_dir / reader_path, f"{where}.reader_schema") if reader_path else None,
                 schemas={str(k): base_dir / str(v) for k, v in (entry.get("schemas") or {}).items()},
+                event_types={str(k): str(v) for k, v in (entry.get("event_types") or {}).items()},
             ))
         except (KeyError, TypeError, ValueError) as exc:
             raise SourceFileError(f"{where}: {type(exc).__name__}: {exc}") from exc
@@ -259,7 +266,8 @@ class SourceDecoder:
         if cheap is not None and wanted is not None and cheap not in wanted:
             return cheap
         body = self._body(record, source, opened)
-        event_type = cheap or _text(_value(source.event_type, record, opened, body), "type", record.value)
+        event_type = cheap or source.type_of(_text(_value(source.event_type, record, opened, body), "type",
+                                                     record.value))
         if wanted is not None and event_type not in wanted:
             return event_type
         return _event(source, record, opened, body, event_type)
@@ -312,9 +320,9 @@ def _cheap_type(source: EventSource, opened: _Read) -> str | None:
     """The event type when the record's name or CloudEvents type gives it, before the body is read."""
     match source.event_type.origin:
         case Origin.RECORD_NAME if opened.writer is not None and opened.name:
-            return opened.name.rsplit(".", 1)[-1]
+            return source.type_of(opened.name.rsplit(".", 1)[-1])
         case Origin.CE_TYPE if opened.event is not None:
-            return opened.event.type
+            return source.type_of(opened.event.type)
     return None
 
 
