@@ -18,7 +18,7 @@ from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, 
 from eventflow.core.settings import Settings
 from eventflow.core.temporal_client import connect
 from eventflow.temporal_setup import search_attributes_check
-from events.config import build_decoder, load_config
+from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
@@ -44,7 +44,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     definitions = load_all()
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
     return build_consumer_service(
-        kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
+        kafka=settings.kafka, settings=settings.consumer, decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
         router=EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry)), dispatcher=Dispatcher(client, settings.temporal.task_queue),
         metrics=ConsumerMetrics(registry),
     )

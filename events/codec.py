@@ -187,6 +187,11 @@ class EventDecoder:
         self._by_fingerprint: dict[bytes, ParsedSchema] = {**schemas.writers, schemas.fingerprint: schemas.envelope}
         self._problems: dict[int, tuple[ParsedSchema, list[Incompatibility]]] = {}
 
+    @property
+    def registry_lookup(self) -> WriterSchemaLookup | None:
+        """The registry lookup this decoder asks for Confluent schema ids, if any."""
+        return self._registry_lookup
+
     def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:
         """Makes an older or newer writer schema known by its single-object fingerprint."""
         self._by_fingerprint[fingerprint] = schema

@@ -65,19 +65,26 @@ def _schemas(environ: Mapping[str, str] | None) -> SchemaSet:
     return load_schemas(EventSettings.load(environ).avro_dir)
 
 
-def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None,
-                  sources_file: Path | None = None) -> EventDecoder | SourceDecoder:
-    """The consumer's decoder: the envelope decoder, behind the sources of ``sources_file`` when it exists.
+def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None) -> EventDecoder:
+    """The envelope decoder: call it as ``decoder(value, topic=message.topic())``.
 
-    Writer schemas are fetched from the registry once per schema id when one is configured (one
-    cache for the envelope and every source).
+    Writer schemas are fetched from the registry once per schema id when one is configured.
     """
     config = load_config(environ)
     lookup = RegistryWriterLookup(connect(config.registry)) if config.registry is not None else None
-    envelope = EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
-                            default_encoding=config.default_encoding)
-    sources = load_sources(sources_file) if sources_file is not None else ()
-    return SourceDecoder(sources, envelope, lookup) if sources else envelope
+    return EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
+                        default_encoding=config.default_encoding)
+
+
+def build_record_decoder(environ: Mapping[str, str] | None = None, *, sources_file: Path,
+                         schemas: SchemaSet | None = None) -> EventDecoder | SourceDecoder:
+    """The consumer's decoder: the sources of ``sources_file`` (when it lists any), then the envelope.
+
+    One registry cache serves the envelope and every source.
+    """
+    sources = load_sources(sources_file)
+    envelope = build_decoder(environ, schemas=schemas)
+    return SourceDecoder(sources, envelope, envelope.registry_lookup) if sources else envelope
 
 
 def build_producer(client_config: Mapping[str, str], topic: str, environ: Mapping[str, str] | None = None, *,

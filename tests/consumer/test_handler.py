@@ -106,7 +106,7 @@ async def test_a_routed_event_is_handled() -> None:
     parts = _parts()
     event = samples.purchase(samples.customer())
     result = await _run(parts, _record(_json(event)))
-    routes = EventRoutes(load_all()).route(parts.handler.decoder(_json(event)))
+    routes = EventRoutes(load_all()).route(EventDecoder(load_schemas(), default_encoding="json")(_json(event)))
     assert result == Handled("PurchaseCompleted", (Outcome.STARTED,) * len(routes))
     assert parts.dispatcher.applied == [(event["event_id"], r.workflow_id) for r in routes]
     assert parts.sink.written == []

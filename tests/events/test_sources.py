@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import uuid
 from collections import Counter
 from decimal import Decimal
@@ -29,27 +28,11 @@ from temporalio.client import Client
 
 from consumer.dispatch import Dispatcher, Outcome
 from consumer.routes import Route
-from events.config import build_decoder
+from events.config import build_record_decoder
 from events.model import CustomerEvent
 from journeys.loader import load_all
+from tests.events.shop import HERE, shop_journeys
 from tests.harness import Bridge, eventually, start_bridge
-
-HERE = Path(__file__).resolve().parent / "sources"
-
-
-def shop_journeys(root: Path, topic: str) -> Path:
-    """A journeys folder with the shop's source file, schemas, two journeys and their templates."""
-    for folder in ("definitions", "templates", "schemas"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for name in ("big_order", "shipped"):
-        shutil.copy(HERE / f"{name}.yaml", root / "definitions" / f"{name}.yaml")
-    for name in ("order_received", "shipment_on_its_way"):
-        shutil.copy(HERE / f"{name}.yaml", root / "templates" / f"{name}.yaml")
-    for schema in HERE.glob("*.avsc"):
-        shutil.copy(schema, root / "schemas" / schema.name)
-    (root / "sources.yaml").write_text((HERE / "sources.yaml").read_text().replace("TOPIC", topic))
-    return root
-
 
 class CountingDispatcher(Dispatcher):
     """The real dispatcher, counting the Temporal calls it makes per event type."""
@@ -67,7 +50,7 @@ async def shop(kafka_config: dict[str, str], temporal_client: Client, topic: str
     root = shop_journeys(tmp_path / "journeys", topic)
     dispatcher = CountingDispatcher(temporal_client, f"test-journeys-{unique}")
     dispatcher.calls = Counter()
-    decoder = build_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio}, sources_file=root / "sources.yaml")
+    decoder = build_record_decoder({"EVENTFLOW_SCHEMA_REGISTRY_URL": apicurio}, sources_file=root / "sources.yaml")
     bridge = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic, outbox=outbox,
                                 suffix=unique, definitions=load_all(root), decoder=decoder, dispatcher=dispatcher)
     try:
