@@ -87,6 +87,25 @@ class Locator:
 
 
 @dataclass(frozen=True)
+class SchemaRef:
+    """Where a source event's body schema is: a local ``.avsc`` file, or the latest version of a registry subject."""
+
+    path: Path | None = None
+    subject: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else f"registry subject {self.subject}"
+
+
+def _schema_ref(value: Any, base_dir: Path, where: str) -> SchemaRef:
+    if isinstance(value, str) and value:
+        return SchemaRef(path=base_dir / value)
+    if isinstance(value, Mapping) and set(value) == {"subject"} and isinstance(value["subject"], str):
+        return SchemaRef(subject=value["subject"])
+    raise SourceFileError(f"{where}: give an .avsc path or {{subject: name}}")
+
+
+@dataclass(frozen=True)
 class EventSource:
     """One declared source; see the module docstring."""
 
@@ -103,8 +122,8 @@ class EventSource:
     identify: bool = False
     contact_override: bool = False
     reader_schema: ParsedSchema | None = None
-    #: Event type -> Avro schema file of its body, for `eventflow journeys validate`.
-    schemas: Mapping[str, Path] = field(default_factory=dict)
+    #: Event type -> where the Avro schema of its body is, for `eventflow journeys validate`.
+    schemas: Mapping[str, SchemaRef] = field(default_factory=dict)
     #: Type as published (e.g. a CloudEvents type ``com.shop.shipping.dispatched``) -> event type journeys use.
     event_types: Mapping[str, str] = field(default_factory=dict)
 
@@ -176,7 +195,8 @@ def parse_sources(data: Any, base_dir: Path, file: str = SOURCES_FILE) -> tuple[
                 identify=bool(entry.get("identify", False)),
                 contact_override=bool(entry.get("contact_override", False)),
                 reader_schema=_schema_file(base_dir / reader_path, f"{where}.reader_schema") if reader_path else None,
-                schemas={str(k): base_dir / str(v) for k, v in (entry.get("schemas") or {}).items()},
+                schemas={str(k): _schema_ref(v, base_dir, f"{where}.schemas.{k}")
+                         for k, v in (entry.get("schemas") or {}).items()},
                 event_types={str(k): str(v) for k, v in (entry.get("event_types") or {}).items()},
             ))
         except (KeyError, TypeError, ValueError) as exc:

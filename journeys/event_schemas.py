@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jinja2 import nodes
-from jinja2.sandbox import SandboxedEnvironment
 
-from events.sources import SOURCES_FILE, SourceFileError, parse_sources
+from eventflow.core.errors import EventflowError
+from events.errors import RegistryUnavailableError
+from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources
 from journeys._yaml import DocPath, YamlSyntaxError
 from journeys.schema_types import Field, SourceSample, schema_fields
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
@@ -94,15 +94,45 @@ def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
         for event_type, schema_path in source.schemas.items():
             where = ("sources", index, "schemas", event_type)
             try:
-                schema = json.loads(schema_path.read_text())
+                schema = _schema_text(schema_path)
                 payload = sample_from_schema(schema)
                 fields[event_type] = schema_fields(schema)
+            except SchemaUnavailableError as exc:
+                problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type}: {exc}"))
+                continue
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type} ({schema_path}) is not a readable "
-                                                   f"Avro record schema: {exc}"))
+                problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type} ({schema_path}) "
+                                                                          f"is not a readable Avro record schema: {exc}"))
                 continue
             samples[event_type] = sample_source_context(event_type, payload)
     return samples, fields, problems
+
+
+class SchemaUnavailableError(EventflowError):
+    """A registry subject's schema could not be had."""
+
+
+def _schema_text(ref: SchemaRef) -> dict[str, Any]:
+    if ref.path is not None:
+        loaded: dict[str, Any] = json.loads(ref.path.read_text())
+        return loaded
+    from confluent_kafka.schema_registry import SchemaRegistryError
+
+    from events.registry import call_registry, connect, registry_settings
+
+    settings = registry_settings()
+    if settings is None:
+        raise SchemaUnavailableError(f"registry subject {ref.subject} needs EVENTFLOW_SCHEMA_REGISTRY_URL")
+    subject = str(ref.subject)
+    try:
+        latest = call_registry(f"get the latest version of {subject}",
+                               lambda: connect(settings).get_latest_version(subject))
+    except SchemaRegistryError as exc:
+        raise SchemaUnavailableError(f"registry subject {subject} is unknown ({exc.error_message})") from exc
+    except RegistryUnavailableError as exc:
+        raise SchemaUnavailableError(str(exc)) from exc
+    text: dict[str, Any] = json.loads(latest.schema.schema_str or "")
+    return text
 
 
 def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, list[tuple[str, int, str]]]:
@@ -110,54 +140,3 @@ def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, lis
     samples, fields, problems = source_samples(root)
     return EventCatalogue(builtin, samples, fields), problems
 
-
-def _chain(node: nodes.Node) -> tuple[str, ...] | None:
-    """``payload.a.b`` / ``payload["a"]`` as its parts, None for anything but a chain from a name."""
-    parts: list[str] = []
-    while True:
-        if isinstance(node, nodes.Getattr):
-            parts.append(node.attr)
-            node = node.node
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            parts.append(node.arg.value)
-            node = node.node
-        elif isinstance(node, nodes.Name):
-            parts.append(node.name)
-            return tuple(reversed(parts))
-        else:
-            return None
-
-
-def template_path_problems(text: str, context: Mapping[str, Any], roots: Collection[str] = ("payload", "customer")
-                           ) -> list[str]:
-    """Paths into the event a template reads that the sample event lacks (``payload.nope``).
-
-    Only chains from ``roots`` are checked (a loop variable or a filter's result is not the event);
-    a chain that reaches a list stops being checked, as the expressions' paths do.
-    """
-    parsed = _jinja_env().parse(text)
-    problems: list[str] = []
-    seen: set[tuple[str, ...]] = set()
-    for node in parsed.find_all((nodes.Getattr, nodes.Getitem)):
-        parts = _chain(node)
-        if parts is None or parts[0] not in roots or parts[0] not in context or parts in seen:
-            continue
-        seen.add(parts)
-        value: Any = context
-        for index, part in enumerate(parts):
-            if isinstance(value, list):
-                break
-            if not isinstance(value, Mapping):
-                problems.append(f"{'.'.join(parts[:index])} has no fields, so {'.'.join(parts)} is always empty")
-                break
-            if part not in value:
-                problems.append(f"{'.'.join(parts[:index])} has no field {part!r}")
-                break
-            value = value[part]
-    # Only the longest chain of each expression is reported (payload.a.b also visits payload.a).
-    return sorted(set(problems))
-
-
-@cache
-def _jinja_env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=False)

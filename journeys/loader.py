@@ -30,7 +30,7 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
-from journeys.event_schemas import EventCatalogue, catalogue, template_path_problems
+from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.schema_types import literal_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
@@ -359,11 +359,6 @@ def _test_render(report: _Report, where: DocPath, step: _RawStep, source: Templa
                 if undeclared:
                     report.problems.append(Problem(source.file, line, f"{label} uses unknown variables "
                                                                        f"{sorted(undeclared)}"))
-                    continue
-                missing = template_path_problems(text, context)
-                if missing:
-                    report.problems.append(Problem(source.file, line, f"{label} reads fields the event lacks: "
-                                                                       f"{'; '.join(missing)}"))
                     continue
                 try:
                     render(template.id, text, context, html=is_html_part(part))
