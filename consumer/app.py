@@ -41,7 +41,8 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
                               stop=stop)
     client = await wait_for_dependency(
         lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
-    definitions = load_all()
+    # Off the loop: validation may read a source schema from the registry.
+    definitions = await asyncio.to_thread(load_all)
     log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer, decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),

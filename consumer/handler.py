@@ -37,6 +37,10 @@ log = structlog.get_logger(__name__)
 
 #: Most characters of an exception message kept as a dead-letter reason.
 MAX_REASON_CHARS = 1000
+#: Most distinct (topic, event type) labels for unrouted events: sources name types as publishers write
+#: them, so past this bound the rest are counted as ``other``.
+MAX_UNROUTED_LABELS = 200
+OTHER_EVENT_TYPE = "other"
 
 
 class ActionDispatcher(Protocol):
@@ -152,6 +156,10 @@ class RecordHandler:
         match result:
             case Unrouted(event_type=event_type):
                 counter = self._unrouted.get((topic, event_type))
+                if counter is None:
+                    if len(self._unrouted) >= MAX_UNROUTED_LABELS:
+                        event_type = OTHER_EVENT_TYPE
+                    counter = self._unrouted.get((topic, event_type))
                 if counter is None:
                     counter = self._unrouted[(topic, event_type)] = self.metrics.events_consumed.labels(
                         topic, event_type, "unrouted")

@@ -68,7 +68,10 @@ def _produce(args: argparse.Namespace) -> int:
     if args.cloudevents:
         from events.cli import produce_cloudevents
 
-        lines = Path(args.file).read_text().splitlines() if args.file else []
+        if not args.file:
+            print("--cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)
+            return 2
+        lines = Path(args.file).read_text().splitlines()
         count = produce_cloudevents(settings.kafka.client_config(), topic, [json.loads(x) for x in lines if x.strip()],
                                     args.cloudevents, Path(args.data_schema) if args.data_schema else None)
         print(f"published {count} CloudEvents ({args.cloudevents} mode) to {topic}")

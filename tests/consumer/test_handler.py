@@ -238,3 +238,19 @@ async def test_a_registry_lookup_runs_off_the_event_loop() -> None:
     result = await handling
     assert isinstance(result, Handled)
     assert {e for e, _ in parts.dispatcher.applied} == {event["event_id"]}
+
+
+def test_unrouted_event_type_labels_are_bounded() -> None:
+    from consumer.handler import MAX_UNROUTED_LABELS, OTHER_EVENT_TYPE
+
+    parts = _parts()
+    extra = 25
+    for index in range(MAX_UNROUTED_LABELS + extra):
+        parts.handler.count("events", Unrouted(f"Type{index}"))
+    parts.handler.count("events", Unrouted("Type0"))  # a known label keeps counting under its own name
+
+    labels = {s.labels["event_type"]: s.value for m in parts.metrics.registry.collect()
+              for s in m.samples if s.name == "eventflow_events_consumed_total" and s.labels.get("outcome") == "unrouted"}
+    assert len(labels) == MAX_UNROUTED_LABELS + 1
+    assert labels[OTHER_EVENT_TYPE] == extra
+    assert labels["Type0"] == 2
