@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,8 @@ def test_a_schema_named_by_registry_subject_is_fetched_and_checked(
                                                                            "AVRO"))
     root = shop_journeys(tmp_path / "journeys", "orders")
     sources = root / "sources.yaml"
-    sources.write_text(sources.read_text().replace("{OrderPlaced: schemas/OrderPlaced.v1.avsc}",
-                                                   json.dumps({"OrderPlaced": {"subject": subject}})))
+    sources.write_text(sources.read_text().replace("{OrderPlaced: schemas/OrderPlaced.v1.avsc,",
+                                                   '{"OrderPlaced": {"subject": "%s"},' % subject))
     definition = root / "definitions" / "big_order.yaml"
     definition.write_text(definition.read_text().replace("payload.item_count >= 2", "payload.gift_wrap"))
 

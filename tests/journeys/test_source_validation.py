@@ -88,3 +88,24 @@ def test_an_unknown_event_type_names_the_source_types(shop: Path) -> None:
     # (the templates of a journey whose trigger is unknown cannot be checked, and say so too)
     assert messages[0].startswith(f"{path}:4: unknown event type 'ShipmentSent'"), messages
     assert "OrderPlaced" in messages[0] and "ShipmentDispatched" in messages[0] and "PurchaseCompleted" in messages[0]
+
+
+@pytest.mark.parametrize(("block", "line", "problem"), [
+    ('exit:\n  - event: OrderCancelled\n    when: payload.reason == "fraud"\n', 11,
+     "expression 'payload.reason == \"fraud\"': payload has no field 'reason'"),
+    ('exit:\n  - event: OrderCancelled\n    key: payload.order_ref\n', 11, "payload has no field 'order_ref'"),
+])
+def test_exit_conditions_and_keys_are_checked_against_their_source_schema(
+        shop: Path, block: str, line: int, problem: str) -> None:
+    path = shop / "definitions" / "big_order.yaml"
+    path.write_text(path.read_text().replace("steps:\n", block + "steps:\n"))
+    messages = _messages(shop)
+    assert len(messages) == 1 and messages[0].startswith(f"{path}:{line}: ") and problem in messages[0], messages
+
+
+def test_a_wait_for_condition_is_checked_against_its_source_schema(shop: Path) -> None:
+    path = shop / "definitions" / "big_order.yaml"
+    path.write_text(path.read_text() + "  - id: until_cancelled\n    wait_for:\n      event: OrderCancelled\n"
+                    "      timeout: 1d\n      when: payload.refund > 0\n")
+    messages = _messages(shop)
+    assert len(messages) == 1 and messages[0].startswith(f"{path}:18: ") and "no field 'refund'" in messages[0], messages
