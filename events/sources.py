@@ -333,7 +333,10 @@ def _fits(source: EventSource, opened: _Read) -> bool:
         case Format.AVRO:
             return opened.event is None and opened.writer is not None
         case Format.JSON:
-            return opened.event is None and opened.writer is None
+            # Only what looks like a JSON object: an envelope record sharing the topic stays the envelope's.
+            body = opened.body
+            return (opened.event is None and opened.writer is None and isinstance(body, bytes)
+                    and body.lstrip()[:1] == b"{")
 
 
 def _cheap_type(source: EventSource, opened: _Read) -> str | None:

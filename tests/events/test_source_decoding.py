@@ -69,10 +69,11 @@ def test_json_source_falls_back_to_position_key_and_record_timestamp(tmp_path: P
         decoder.decode_record(record(b'{"kind": "Ping"}', timestamp_ms=at), None)
 
 
-def test_records_no_source_claims_are_read_as_the_envelope(tmp_path: Path) -> None:
+@pytest.mark.parametrize("topic", ["other", "shop"])  # no source for the topic; a JSON source that does not fit
+def test_records_no_source_claims_are_read_as_the_envelope(tmp_path: Path, topic: str) -> None:
     decoder = decoder_for([JSON_SOURCE], tmp_path)
     sample = samples.purchase(samples.customer())
-    event = decoder.decode_record(record(encode_event(sample, SCHEMAS), topic="other"), None)
+    event = decoder.decode_record(record(encode_event(sample, SCHEMAS), topic=topic), None)
     assert not isinstance(event, str)
     assert (event.event_id, event.event_type, event.source) == (sample["event_id"], "PurchaseCompleted", "")
 
