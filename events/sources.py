@@ -247,9 +247,15 @@ class SourceDecoder:
         self.sources = tuple(sources)
         self._envelope = envelope
         self._lookup = registry_lookup
+        self._by_topic: dict[str, list[EventSource]] = {}
 
     def _candidates(self, topic: str) -> list[EventSource]:
-        return [s for s in self.sources if s.reads_topic(topic)]
+        found = self._by_topic.get(topic)
+        if found is None:
+            found = [s for s in self.sources if s.reads_topic(topic)]
+            if len(self._by_topic) < 10_000:  # topics are few; the bound only guards against a pattern-subscribed flood
+                self._by_topic[topic] = found
+        return found
 
     def needs_registry_for(self, record: KafkaRecord) -> bool:
         """Whether decoding ``record`` would ask the registry over the network (run it off the event loop)."""
