@@ -10,6 +10,10 @@ of the record's own attributes (`Origin`). The id fallback ``position`` is
 ``"<topic>/<partition>/<offset>"``: deterministic, so a redelivered record keeps its id and is
 deduplicated, while the same event published twice gets two ids.
 
+Fields a source maps to contact details (``contact``) move to `CustomerEvent.customer` and are
+removed from the payload, so the address exists once, where the privacy measures for contact
+details apply.
+
 The built-in ``CustomerEvent`` envelope is the implicit last source: a record that no source in the
 file claims is read by `events.codec.EventDecoder` exactly as before (its events keep
 ``source == ""``).
@@ -384,6 +388,20 @@ def _value(locator: Locator, record: KafkaRecord, opened: _Read, body: Mapping[s
     return None
 
 
+def without(body: Mapping[str, JsonValue], paths: Iterable[str]) -> dict[str, JsonValue]:
+    """``body`` less the fields at ``paths`` (a copy along those paths only; the rest is shared)."""
+    result = dict(body)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        if head not in result:
+            continue
+        if not rest:
+            del result[head]
+        elif isinstance(result[head], Mapping):
+            result[head] = without(result[head], [rest])
+    return result
+
+
 def _text(value: JsonValue, what: str, raw: bytes) -> str:
     if value is None or value == "":
         raise MissingFieldError(f"the event's {what} is missing", raw)
@@ -422,7 +440,7 @@ def _event(source: EventSource, record: KafkaRecord, opened: _Read, body: dict[s
         event_type=event_type,
         occurred_at=_time(locate(source.occurred_at), raw),
         customer=customer,
-        payload=body,
+        payload=without(body, source.contact.values()),
         source=source.name,
         identify=source.identify,
         contact_override=source.contact_override,

@@ -18,7 +18,7 @@ import jsonschema
 
 from eventflow.core.errors import EventflowError
 from events.errors import RegistryUnavailableError
-from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources
+from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources, without
 from journeys._yaml import DocPath, YamlSyntaxError
 from journeys.schema_types import Field, SourceSample, schema_fields
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
@@ -95,7 +95,7 @@ def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
             where = ("sources", index, "schemas", event_type)
             try:
                 schema = _schema_text(schema_path)
-                payload = sample_from_schema(schema)
+                payload = without(sample_from_schema(schema), source.contact.values())
                 fields[event_type] = schema_fields(schema)
             except SchemaUnavailableError as exc:
                 problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type}: {exc}"))

@@ -117,6 +117,7 @@ async def test_third_party_avro_schema_triggers_a_journey_whose_filter_reads_its
     assert event["payload"]["request_id"] == "7d4c9a52-6c0e-4b8e-9d38-0b4c6f1c2a11"
     assert event["payload"]["sales_channel"] == "app" and "gift_wrap" not in event["payload"]
     assert event["customer"]["attributes"] == {"tier": "gold"}
+    assert event["customer"]["email"] == f"{customer_id}@shop.example" and "email" not in event["payload"]["buyer"]
 
 
 async def test_cloudevents_in_binary_and_structured_mode_each_trigger_a_journey(

@@ -59,7 +59,7 @@ def test_comparisons_the_schema_types_cannot_satisfy_are_rejected(shop: Path, ex
 
 @pytest.mark.parametrize("expression", [
     'payload.status in ["CONFIRMED", "PENDING"]', "payload.total > 100", 'payload.item_count == "3"',
-    "payload.gift_wrap == true and payload.buyer.email != null",
+    "payload.gift_wrap == true and customer.email != null",
 ])
 def test_comparisons_that_can_match_pass(shop: Path, expression: str) -> None:
     _set_filter(shop, expression)
@@ -109,3 +109,8 @@ def test_a_wait_for_condition_is_checked_against_its_source_schema(shop: Path) -
                     "      timeout: 1d\n      when: payload.refund > 0\n")
     messages = _messages(shop)
     assert len(messages) == 1 and messages[0].startswith(f"{path}:18: ") and "no field 'refund'" in messages[0], messages
+
+
+def test_contact_fields_live_on_the_customer_not_in_the_payload(shop: Path) -> None:
+    path = _set_filter(shop, "payload.buyer.email != null")
+    assert _messages(shop) == [f"{path}:5: expression 'payload.buyer.email != null': payload.buyer has no field 'email'"]
