@@ -25,7 +25,7 @@ import datetime as dt
 import fnmatch
 import json
 from collections.abc import Container, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,6 +64,8 @@ class Format(StrEnum):
     JSON = "json"
     #: A CloudEvent, binary or structured mode; binary data is Avro (wire format) or JSON by content type.
     CLOUDEVENTS = "cloudevents"
+    #: The built-in ``CustomerEvent`` envelope (as `events.codec.EventDecoder` reads it), declared explicitly.
+    ENVELOPE = "envelope"
 
 
 class Origin(StrEnum):
@@ -123,8 +125,10 @@ class EventSource:
     records: tuple[str, ...] = ()
     contact: Mapping[str, str] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
-    identify: bool = False
-    contact_override: bool = False
+    #: Which of its event types are identify events (all when ``True``).
+    identify: bool | frozenset[str] = False
+    #: Which of its event types' contact details override the profile (all when ``True``).
+    contact_override: bool | frozenset[str] = False
     reader_schema: ParsedSchema | None = None
     #: Event type -> where the Avro schema of its body is, for `eventflow journeys validate`.
     schemas: Mapping[str, SchemaRef] = field(default_factory=dict)
@@ -134,6 +138,15 @@ class EventSource:
     def type_of(self, published: str) -> str:
         """The event type journeys know a published type by (itself unless ``event_types`` renames it)."""
         return self.event_types.get(published, published)
+
+    def is_identify(self, event_type: str) -> bool:
+        """Whether this source's ``event_type`` events are identify/profile events."""
+        return self.identify if isinstance(self.identify, bool) else event_type in self.identify
+
+    def overrides_contact(self, event_type: str) -> bool:
+        """Whether this source's ``event_type`` events' contact details override the profile."""
+        return (self.contact_override if isinstance(self.contact_override, bool)
+                else event_type in self.contact_override)
 
     def reads_topic(self, topic: str) -> bool:
         return any(fnmatch.fnmatchcase(topic, pattern) for pattern in self.topics)
@@ -158,6 +171,14 @@ def _locator(value: Any, where: str) -> Locator:
     if isinstance(value, Mapping) and set(value) == {"field"} and isinstance(value["field"], str) and value["field"]:
         return Locator(field=value["field"])
     raise SourceFileError(f"{where}: give one of {', '.join(o.value for o in Origin)} or {{field: a.b}}")
+
+
+def _flag(value: Any) -> bool | frozenset[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    raise ValueError("identify and contact_override are true, false or a list of event types")
 
 
 def _schema_file(path: Path, where: str) -> ParsedSchema:
@@ -196,8 +217,8 @@ def parse_sources(data: Any, base_dir: Path, file: str = SOURCES_FILE) -> tuple[
                 records=tuple(str(r) for r in entry.get("records") or ()),
                 contact={str(k): str(v) for k, v in (entry.get("contact") or {}).items()},
                 attributes={str(k): str(v) for k, v in (entry.get("attributes") or {}).items()},
-                identify=bool(entry.get("identify", False)),
-                contact_override=bool(entry.get("contact_override", False)),
+                identify=_flag(entry.get("identify", False)),
+                contact_override=_flag(entry.get("contact_override", False)),
                 reader_schema=_schema_file(base_dir / reader_path, f"{where}.reader_schema") if reader_path else None,
                 schemas={str(k): _schema_ref(v, base_dir, f"{where}.schemas.{k}")
                          for k, v in (entry.get("schemas") or {}).items()},
@@ -292,6 +313,12 @@ class SourceDecoder:
         source = next((s for s in candidates if _fits(s, opened) and s.reads_record(opened.name)), None)
         if source is None:
             return self._envelope.decode_record(record, wanted)
+        if source.format is Format.ENVELOPE:
+            decoded = self._envelope.decode_record(record, wanted)
+            if isinstance(decoded, str):
+                return decoded
+            return replace(decoded, source=source.name, identify=source.is_identify(decoded.event_type),
+                           contact_override=source.overrides_contact(decoded.event_type))
         cheap = _cheap_type(source, opened)
         if cheap is not None and wanted is not None and cheap not in wanted:
             return cheap
@@ -338,6 +365,8 @@ def _is_json(event: cloudevents.CloudEvent | None) -> bool:
 
 def _fits(source: EventSource, opened: _Read) -> bool:
     match source.format:
+        case Format.ENVELOPE:
+            return True
         case Format.CLOUDEVENTS:
             return opened.event is not None
         case Format.AVRO:
@@ -442,6 +471,6 @@ def _event(source: EventSource, record: KafkaRecord, opened: _Read, body: dict[s
         customer=customer,
         payload=without(body, source.contact.values()),
         source=source.name,
-        identify=source.identify,
-        contact_override=source.contact_override,
+        identify=source.is_identify(event_type),
+        contact_override=source.overrides_contact(event_type),
     )

@@ -167,3 +167,17 @@ def test_decimal_and_logical_values_become_json_safe_strings(tmp_path: Path, api
     assert event.customer.email == "c-9@shop.example" and "email" not in event.payload["buyer"]
     assert event.payload["buyer"] == {"first_name": "Ola", "tier": "gold"}
     assert event.event_id == "shop/0/4"
+
+
+def test_the_envelope_declared_as_a_source_names_its_identify_types(tmp_path: Path) -> None:
+    envelope = {"name": "eventflow", "topics": ["customer-*"], "format": "envelope",
+                "identify": ["UserSignedUp", "ProfileUpdated"], "contact_override": True}
+    decoder = decoder_for([CE_SOURCE, envelope], tmp_path)
+    who = samples.customer()
+    signup, purchase = samples.signup(who), samples.purchase(who)
+    decoded = [decoder.decode_record(record(encode_event(e, SCHEMAS), topic="customer-events"), None)
+               for e in (signup, purchase)]
+    assert [(e.event_type, e.source, e.identify, e.contact_override) for e in decoded if not isinstance(e, str)] == [
+        ("UserSignedUp", "eventflow", True, True), ("PurchaseCompleted", "eventflow", False, True)]
+    assert decoder.decode_record(record(encode_event(purchase, SCHEMAS), topic="customer-events"),
+                                 {"UserSignedUp"}) == "PurchaseCompleted"
