@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ class EventCatalogue(Collection[str]):
     """Known event types, each with a sample event context (built-in types from ``avro/``)."""
 
     def __init__(self, builtin: Collection[str], sources: Mapping[str, Mapping[str, Any]] | None = None,
-                 fields: Mapping[str, Mapping[tuple[str, ...], Field]] | None = None) -> None:
+                 fields: Mapping[str, Mapping[tuple[str, ...], Field]] | None = None,
+                 moved: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self._builtin = frozenset(builtin)
         self._sources = dict(sources or {})
         self._fields = dict(fields or {})
+        self._moved = dict(moved or {})
 
     def __contains__(self, item: object) -> bool:
         return item in self._builtin or item in self._sources
@@ -51,7 +54,8 @@ class EventCatalogue(Collection[str]):
         source = self._sources.get(event_type)
         if source is None:
             return {}
-        return SourceSample(json.loads(json.dumps(source)), self._fields.get(event_type, {}))
+        return SourceSample(json.loads(json.dumps(source)), self._fields.get(event_type, {}),
+                            self._moved.get(event_type, {}))
 
 
 @cache
@@ -61,8 +65,16 @@ def sources_schema() -> dict[str, Any]:
     return loaded
 
 
-def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[tuple[str, ...], Field]],
-                                        list[tuple[str, int, str]]]:
+@dataclass
+class SourceSchemas:
+    """Per source event type: a sample context, its schema's leaf fields, and the payload paths moved to the customer."""
+
+    samples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fields: dict[str, dict[tuple[str, ...], Field]] = field(default_factory=dict)
+    moved: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def source_samples(root: Path) -> tuple[SourceSchemas, list[tuple[str, int, str]]]:
     """Sample contexts of the event types ``root/sources.yaml`` gives schemas for, and its problems.
 
     A problem is ``(file, line, message)``; the caller turns it into a `journeys.loader.Problem`.
@@ -71,11 +83,11 @@ def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
 
     path = root / SOURCES_FILE
     if not path.exists():
-        return {}, {}, []
+        return SourceSchemas(), []
     try:
         document = _read(path)
     except YamlSyntaxError as exc:
-        return {}, {}, [(str(path), exc.line or 1, exc.problem)]
+        return SourceSchemas(), [(str(path), exc.line or 1, exc.problem)]
     validator = jsonschema.Draft202012Validator(sources_schema())
     problems: list[tuple[str, int, str]] = []
     for error in validator.iter_errors(document.data):
@@ -83,20 +95,20 @@ def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
         problems.append((str(path), document.line_of(where) or 1,
                          f"{'.'.join(map(str, where)) or 'top level'}: {error.message}"))
     if problems:
-        return {}, {}, problems
+        return SourceSchemas(), problems
     try:
         sources = parse_sources(document.data, root, str(path))
     except SourceFileError as exc:
-        return {}, {}, [(str(path), 1, str(exc))]
-    samples: dict[str, dict[str, Any]] = {}
-    fields: dict[str, dict[tuple[str, ...], Field]] = {}
+        return SourceSchemas(), [(str(path), 1, str(exc))]
+    found = SourceSchemas()
     for index, source in enumerate(sources):
         for event_type, schema_path in source.schemas.items():
             where = ("sources", index, "schemas", event_type)
             try:
                 schema = _schema_text(schema_path)
                 payload = without(sample_from_schema(schema), source.contact.values())
-                fields[event_type] = schema_fields(schema)
+                found.fields[event_type] = schema_fields(schema)
+                found.moved[event_type] = {f"payload.{path}": f"customer.{name}" for name, path in source.contact.items()}
             except SchemaUnavailableError as exc:
                 problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type}: {exc}"))
                 continue
@@ -104,8 +116,8 @@ def source_samples(root: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
                 problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type} ({schema_path}) "
                                                                           f"is not a readable Avro record schema: {exc}"))
                 continue
-            samples[event_type] = sample_source_context(event_type, payload)
-    return samples, fields, problems
+            found.samples[event_type] = sample_source_context(event_type, payload)
+    return found, problems
 
 
 class SchemaUnavailableError(EventflowError):
@@ -137,6 +149,6 @@ def _schema_text(ref: SchemaRef) -> dict[str, Any]:
 
 def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, list[tuple[str, int, str]]]:
     """The event types of the built-in envelope and of ``root``'s source file."""
-    samples, fields, problems = source_samples(root)
-    return EventCatalogue(builtin, samples, fields), problems
+    found, problems = source_samples(root)
+    return EventCatalogue(builtin, found.samples, found.fields, found.moved), problems
 

@@ -32,7 +32,7 @@ from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 from journeys.event_schemas import EventCatalogue, catalogue
-from journeys.schema_types import literal_problems
+from journeys.schema_types import literal_problems, moved_hint
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
@@ -260,7 +260,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
         problem = _path_problem(sample, parts, roots)
         if problem:
             broken = True
-            report.add(where, f"expression {source!r}: {problem}")
+            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
     if broken:
         return
 

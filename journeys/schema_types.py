@@ -43,10 +43,22 @@ class SourceSample(dict[str, Any]):
     """A sample event context that also knows its schema's leaf fields, by path."""
 
     fields: Mapping[tuple[str, ...], Field]
+    #: Payload paths the source moves to the customer (``payload.buyer.email`` -> ``customer.email``).
+    moved: Mapping[str, str]
 
-    def __init__(self, context: Mapping[str, Any], fields: Mapping[tuple[str, ...], Field]) -> None:
+    def __init__(self, context: Mapping[str, Any], fields: Mapping[tuple[str, ...], Field],
+                 moved: Mapping[str, str] | None = None) -> None:
         super().__init__(context)
         self.fields = dict(fields)
+        self.moved = dict(moved or {})
+
+
+def moved_hint(sample: Mapping[str, Any], parts: tuple[str, ...]) -> str:
+    """`` (the source moves it to customer.email)`` when ``parts`` is a contact field the source moves."""
+    if not isinstance(sample, SourceSample):
+        return ""
+    target = sample.moved.get(".".join(parts))
+    return f" (the source moves it to {target})" if target else ""
 
 
 def _leaf(schema: Any, named: dict[str, Any]) -> tuple[Field | None, Any]:

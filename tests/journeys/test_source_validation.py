@@ -113,4 +113,4 @@ def test_a_wait_for_condition_is_checked_against_its_source_schema(shop: Path) -
 
 def test_contact_fields_live_on_the_customer_not_in_the_payload(shop: Path) -> None:
     path = _set_filter(shop, "payload.buyer.email != null")
-    assert _messages(shop) == [f"{path}:5: expression 'payload.buyer.email != null': payload.buyer has no field 'email'"]
+    assert _messages(shop) == [f"{path}:5: expression 'payload.buyer.email != null': payload.buyer has no field 'email' (the source moves it to customer.email)"]
