@@ -112,6 +112,7 @@ spec:
               mountPath: /etc/eventflow/kafka-tls
               readOnly: true
             {{- end }}
+            {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -140,6 +141,7 @@ spec:
             secretName: {{ . }}
             defaultMode: 0440
         {{- end }}
+        {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
