@@ -31,6 +31,8 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
+from journeys.event_schemas import EventCatalogue, catalogue
+from journeys.schema_types import literal_problems, moved_hint
 from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
@@ -262,7 +264,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
         problem = _path_problem(sample, parts, roots)
         if problem:
             broken = True
-            report.add(where, f"expression {source!r}: {problem}")
+            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
     if broken:
         return
 
@@ -271,7 +273,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
             return None
         return expressions.kind_of_value(lookup(sample, ".".join(parts)))
 
-    for problem in expressions.type_problems(node, kind_of):
+    for problem in [*expressions.type_problems(node, kind_of), *literal_problems(node, sample)]:
         report.add(where, f"expression {source!r}: {problem}")
 
 
@@ -331,6 +333,8 @@ def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, Doc
 
 
 def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    if isinstance(known, EventCatalogue):
+        return known.sample(event_type)
     return sample_event_context(event_type) if event_type in known else {}
 
 
@@ -577,10 +581,12 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     """
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
+    known, source_problems = catalogue(_event_types(), root)
+    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
-        definition, found = check_definition(path, templates, render_templates=render_templates,
+        definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates,
                                              allowed_hosts=allowed_hosts)
         problems.extend(found)
         if definition is None:
