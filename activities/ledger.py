@@ -32,6 +32,8 @@ class ReserveRequest:
         attempt: the activity attempt asking; the lease is granted to it and fences out the others.
         lease_seconds: how long the granted attempt may take to call the provider; 0 grants no
             lease (requests recorded before leases existed).
+        address_hash: `activities.addresses.address_hash` of the address it goes to, so a
+            suppressed address is refused (``""``: unknown, from requests recorded before).
     """
 
     idempotency_key: str
@@ -44,6 +46,7 @@ class ReserveRequest:
     now_epoch_seconds: float = 0.0
     attempt: int = 0
     lease_seconds: float = 0.0
+    address_hash: str = ""
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
     check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
-                             outbox=process.channels.outbox_path or outbox_path())
+                             outbox=process.channels.outbox_path or outbox_path(),
+                             status_callback_base_url=process.webhook_url.public_url)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -104,6 +104,7 @@ class Process(StrEnum):
     CONSUMER = "consumer"
     WORKER = "worker"
     CLI = "cli"
+    WEBHOOKS = "webhooks"
 
 
 class _EnvironSource(EnvSettingsSource):
@@ -484,6 +485,57 @@ class TwilioSettings(SettingsGroup):
         return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
 
 
+# -- webhooks ---------------------------------------------------------------------------------------
+
+class WebhookUrlSettings(SettingsGroup):
+    """Where providers reach `eventflow webhooks`: the worker asks for callbacks there, the service checks."""
+
+    concern: ClassVar[str] = "webhooks"
+
+    public_url: str = env("EVENTFLOW_WEBHOOKS_PUBLIC_URL", "",
+                          "Externally visible base URL of `eventflow webhooks` (`https://hooks.example.com`): the "
+                          "worker sends Twilio status callbacks there, the service checks Twilio signatures "
+                          "against it. Empty: no status callbacks.")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> Self:
+        if self.public_url and not re.match(r"^https?://[^/]+", self.public_url):
+            raise ConfigError(self.variable("public_url"), "must be an absolute http(s) URL")
+        return self
+
+
+class WebhookSettings(SettingsGroup):
+    """The webhook service: its port, bounds, the feedback topic and the SendGrid verification key."""
+
+    concern: ClassVar[str] = "webhooks"
+
+    port: Port = env("EVENTFLOW_WEBHOOKS_PORT", 8080, "Port the provider webhooks are served on.")
+    feedback_topic: str = env("EVENTFLOW_FEEDBACK_TOPIC", "delivery-feedback",
+                              "Kafka topic the webhook service hands verified reports to.")
+    feedback_group: str = env("EVENTFLOW_FEEDBACK_CONSUMER_GROUP", "eventflow-feedback",
+                              "Consumer group that applies the feedback topic to the ledger and the journeys.")
+    sendgrid_verification_key: SecretStr | None = env(
+        "SENDGRID_WEBHOOK_VERIFICATION_KEY", None,
+        "SendGrid Event Webhook verification key (base64 public key; or SENDGRID_WEBHOOK_VERIFICATION_KEY_FILE). "
+        "Unset: SendGrid events are refused.")
+    sendgrid_verification_key_file: Path | None = env("SENDGRID_WEBHOOK_VERIFICATION_KEY_FILE", None,
+                                                      "File holding the SendGrid verification key.")
+    replay_window_seconds: PositiveFloat = env("EVENTFLOW_WEBHOOKS_REPLAY_WINDOW_SECONDS", 300.0,
+                                               "SendGrid requests whose signed timestamp is further than this "
+                                               "from now are refused (replays).")
+    max_body_bytes: PositiveInt = env("EVENTFLOW_WEBHOOKS_MAX_BODY_BYTES", 1_048_576,
+                                      "Largest webhook body accepted (413 above).")
+    request_deadline_seconds: PositiveFloat = env("EVENTFLOW_WEBHOOKS_REQUEST_DEADLINE_SECONDS", 10.0,
+                                                  "Deadline of one webhook request, hand-off included.")
+    max_connections: PositiveInt = env("EVENTFLOW_WEBHOOKS_MAX_CONNECTIONS", 256,
+                                       "Open webhook connections at most; the next one is answered 503.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "SENDGRID_WEBHOOK_VERIFICATION_KEY")
+
+
 # -- per-process compositions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -521,6 +573,21 @@ class WorkerProcessSettings:
     twilio: TwilioSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    webhook_url: WebhookUrlSettings = WebhookUrlSettings()
+
+
+@dataclass(frozen=True)
+class WebhooksProcessSettings:
+    """``eventflow webhooks``: the receiver (Kafka producer) and the feedback consumer (Kafka to Temporal)."""
+
+    kafka: KafkaSettings
+    temporal: TemporalSettings
+    consumer: ConsumerSettings
+    ops: OpsSettings
+    webhooks: WebhookSettings
+    webhook_url: WebhookUrlSettings
+    twilio: TwilioSettings
+    tracing: TracingSettings
 
 
 @dataclass(frozen=True)
@@ -535,7 +602,8 @@ class ToolSettings:
 
 
 PROCESSES: Mapping[Process, type] = {
-    Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings}
+    Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings,
+    Process.WEBHOOKS: WebhooksProcessSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
@@ -614,7 +682,16 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
-                                 tracing=TracingSettings.load(env))
+                                 tracing=TracingSettings.load(env), webhook_url=WebhookUrlSettings.load(env))
+
+
+def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
+    """Everything ``eventflow webhooks`` reads, validated at once (secret files included)."""
+    env = _checked(environ, dev_defaults)
+    return WebhooksProcessSettings(kafka=KafkaSettings.load(env), temporal=TemporalSettings.load(env),
+                                   consumer=ConsumerSettings.load(env), ops=OpsSettings.load(env),
+                                   webhooks=WebhookSettings.load(env), webhook_url=WebhookUrlSettings.load(env),
+                                   twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -710,7 +787,8 @@ __all__ = [
     "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
-    "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
+    "ToolSettings", "TwilioSettings", "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings",
+    "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
     "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
-    "load_worker", "markdown_table", "variables", "worker_settings_from",
+    "load_webhooks", "load_worker", "markdown_table", "variables", "worker_settings_from",
 ]

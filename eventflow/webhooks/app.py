@@ -1,0 +1,83 @@
+"""Wires ``eventflow webhooks`` together from validated settings: receiver, feedback consumer, ops server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
+from eventflow.core.http import OpsServer, all_of, kafka_check, temporal_check
+from eventflow.core.settings import WebhooksProcessSettings
+from eventflow.core.temporal_client import connect
+from eventflow.webhooks.handoff import KafkaHandoff
+from eventflow.webhooks.server import WebhookMetrics, WebhookServer
+from eventflow.webhooks.verify import SendGridVerifier, TwilioVerifier
+
+log = structlog.get_logger(__name__)
+
+
+def verifiers(settings: WebhooksProcessSettings) -> tuple[SendGridVerifier | None, TwilioVerifier | None]:
+    """The signature checks the settings allow; a provider without its key or token is refused (403)."""
+    hooks = settings.webhooks
+    key = hooks.sendgrid_verification_key
+    sendgrid = SendGridVerifier(key.get_secret_value(), hooks.replay_window_seconds) if key is not None else None
+    token, public_url = settings.twilio.auth_token, settings.webhook_url.public_url
+    twilio = TwilioVerifier(token.get_secret_value(), public_url) if token is not None and public_url else None
+    if twilio is None:
+        log.warning("twilio_webhooks_refused", why="TWILIO_AUTH_TOKEN or EVENTFLOW_WEBHOOKS_PUBLIC_URL unset")
+    if sendgrid is None:
+        log.warning("sendgrid_webhooks_refused", why="SENDGRID_WEBHOOK_VERIFICATION_KEY unset")
+    return sendgrid, twilio
+
+
+async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | None = None, *,
+                       registry: CollectorRegistry | None = None,
+                       before_flush: Callable[[], None] | None = None, consume: bool = True) -> None:
+    """Runs the webhook server and the feedback consumer until SIGTERM/SIGINT (or ``stop``).
+
+    Args:
+        before_flush: a test hook run after a request's records are queued, before the flush.
+        consume: also run the feedback consumer (off for a receiver-only replica).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    registry = registry or CollectorRegistry()
+    sendgrid, twilio = verifiers(settings)
+    hooks = settings.webhooks
+    client_config = settings.kafka.client_config()
+    handoff = KafkaHandoff(client_config, hooks.feedback_topic, timeout_seconds=hooks.request_deadline_seconds * 0.8,
+                           before_flush=before_flush)
+    server = WebhookServer(handoff, WebhookMetrics(registry), sendgrid=sendgrid, twilio=twilio, port=hooks.port,
+                           request_deadline_seconds=hooks.request_deadline_seconds,
+                           max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes)
+    client = await connect(settings.temporal)
+    checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "temporal": temporal_check(client)}
+    ops = OpsServer(registry, all_of(checks), port=settings.ops.metrics_port) if settings.ops.metrics_port else None
+    tasks: list[asyncio.Task[None]] = []
+    if consume:
+        metrics = FeedbackMetrics(registry)
+        feedback = FeedbackConsumer(client_config, hooks.feedback_topic, hooks.feedback_group,
+                                    FeedbackApplier(client, settings.temporal.task_queue, metrics), metrics=metrics)
+        tasks.append(asyncio.create_task(feedback.run(stop), name="feedback-consumer"))
+    if ops is not None:
+        await ops.start()
+    await server.start()
+    try:
+        await stop.wait()
+        log.info("webhooks_draining")
+    finally:
+        await server.stop()
+        await asyncio.to_thread(handoff.close)
+        if tasks:
+            await asyncio.wait(tasks, timeout=settings.consumer.shutdown_grace_seconds)
+        if ops is not None:
+            await ops.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("webhooks_stopped")
