@@ -73,6 +73,18 @@ class WebhookMetrics:
                                          registry=registry)
 
 
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body, or None once it grows past ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _OverCapacity(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)  # TCP: always a read/write transport
@@ -149,8 +161,8 @@ class WebhookServer:
         return response
 
     async def _serve(self, kind: RequestKind, request: web.BaseRequest) -> tuple[str, web.Response]:
-        body = await request.content.read(self._max_body + 1)
-        if len(body) > self._max_body:
+        body = await _read_body(request, self._max_body)
+        if body is None:
             return "too_large", web.Response(status=413, text="body too large\n")
         now = self._clock()
         if kind is RequestKind.SENDGRID_EVENTS:
@@ -162,7 +174,7 @@ class WebhookServer:
                 form = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
             except UnicodeDecodeError:
                 form = {}
-            if self._twilio is None or not self._twilio.verify(request.path_qs, form, request.headers):
+            if self._twilio is None or not self._twilio.verify(request.raw_path, form, request.headers):
                 return "forbidden", web.Response(status=403, text="bad signature\n")
         moment = datetime.fromtimestamp(now, UTC)
         try:
