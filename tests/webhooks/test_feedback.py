@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from activities.outcomes import DELIVERY_SIGNAL, SendStatus
 from events.model import Customer, CustomerEvent
@@ -25,10 +26,15 @@ from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows.preferences import LedgerEntry, PreferencesInput
 from workflows.preferences_client import preferences_state, record_subscription_change
 from activities.addresses import address_hash
+from consumer.dispatch import CUSTOMER_ID
+from devstack import Endpoints
+from journeys.cli import _status_lines
 
 pytestmark = pytest.mark.timeout(60)
 
-PHONE = "+15557654321"
+def _phone() -> str:
+    """A number of this test's own: address workflows are per number across the namespace (and its runs)."""
+    return f"+1555{uuid.uuid4().int % 10**7:07d}"
 
 
 async def _entry(stack: FeedbackStack, customer: str, key: str) -> LedgerEntry:
@@ -94,19 +100,27 @@ async def _reports_at_least(stack: FeedbackStack, customer: str, key: str, count
 
 
 async def test_a_hard_bounce_stops_a_later_journeys_email_until_the_customer_opts_in_again(
-        feedback_stack: FeedbackStack, provider: ProviderStub, unique: str) -> None:
+        feedback_stack: FeedbackStack, provider: ProviderStub, unique: str, monkeypatch: pytest.MonkeyPatch,
+        endpoints: Endpoints) -> None:
     stack, customer = feedback_stack, f"c-{unique}"
-    first = await run_journey(stack.client, stack.queue, journey([send("note", "email")]), event(customer),
-                              f"journey:a:{unique}")
+    # Started as the consumer starts journeys (with the CustomerId search attribute), so `journeys status` finds it.
+    first = await stack.client.execute_workflow(
+        JOURNEY_WORKFLOW, JourneyInput(journey([send("note", "email")]), event(customer)), id=f"journey:a:{unique}",
+        task_queue=stack.queue, result_type=JourneyStatus,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(CUSTOMER_ID, customer)]))
     assert [s.status for s in first.sends] == [SendStatus.SENT]
     args = provider.sends()[0].body["custom_args"]
-    soft = sendgrid_event("bounce", args, event_id=f"s-{unique}", type="blocked")
     hard = sendgrid_event("bounce", args, event_id=f"h-{unique}", type="bounce")
-    assert await _sendgrid(stack, [soft, hard]) == 200
+    assert await _sendgrid(stack, [hard]) == 200
     state = await eventually(lambda: _suppressed(stack, customer), message="the suppression")
     [suppression] = state.suppressions.values()
     assert (suppression.channel, suppression.reason, suppression.address_hash) == (
         "email", "hard_bounce", address_hash("email", "ada@example.com"))
+
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    lines = await eventually(lambda: _status_lines(customer), message="the journey in visibility")
+    assert any(line.strip().startswith("sent note: email hello -> sent, bounced ") and line.endswith("(bounce)")
+               for line in lines), lines
 
     second = await run_journey(stack.client, stack.queue, journey([send("note", "email"), send("text", "sms")]),
                                event(customer), f"journey:b:{unique}")
@@ -135,12 +149,13 @@ async def _not_suppressed(stack: FeedbackStack, customer: str) -> bool:
 
 async def test_stop_stops_sms_on_that_number_and_start_resumes_it(
         feedback_stack: FeedbackStack, provider: ProviderStub, unique: str) -> None:
-    stack, customer, workflow_id = feedback_stack, f"c-{unique}", f"journey:sms:{unique}"
-    await run_journey(stack.client, stack.queue, journey([send("text", "sms")]), event(customer), workflow_id)
+    stack, customer, workflow_id, phone = feedback_stack, f"c-{unique}", f"journey:sms:{unique}", _phone()
+    await run_journey(stack.client, stack.queue, journey([send("text", "sms")]), event(customer, phone=phone),
+                      workflow_id)
     callback = urlsplit(provider.sends()[0].body["StatusCallback"])
     assert callback.path == "/twilio/status"
     path = f"{callback.path}?{callback.query}"
-    params = {"MessageSid": "SM" + unique, "MessageStatus": "delivered", "To": PHONE, "From": "+15550001111",
+    params = {"MessageSid": "SM" + unique, "MessageStatus": "delivered", "To": phone, "From": "+15550001111",
               "AccountSid": "AC1"}
     # Twilio's retry of the same callback, and one with a forged signature.
     for _ in range(2):
@@ -152,11 +167,11 @@ async def test_stop_stops_sms_on_that_number_and_start_resumes_it(
     entry = await eventually(lambda: _reports_at_least(stack, customer, f"{workflow_id}/text", 1),
                              message="the delivery report")
     assert (entry.outcome, entry.reports) == ("delivered", 1)
-    owners = stack.client.get_workflow_handle(address_workflow_id("sms", address_hash("sms", PHONE)))
+    owners = stack.client.get_workflow_handle(address_workflow_id("sms", address_hash("sms", phone)))
     await eventually(lambda: _owned_by(owners, customer), message="the number known as the customer's")
 
     async def inbound(body: str) -> None:
-        message = {"From": PHONE, "To": "+15550001111", "Body": body, "MessageSid": "SM" + uuid.uuid4().hex}
+        message = {"From": phone, "To": "+15550001111", "Body": body, "MessageSid": "SM" + uuid.uuid4().hex}
         status, text = await stack.post("/twilio/inbound", form(message),
                                         twilio_headers(stack.url + "/twilio/inbound", message))
         assert (status, "<Response>" in text) == (200, True)
@@ -164,13 +179,13 @@ async def test_stop_stops_sms_on_that_number_and_start_resumes_it(
     await inbound("  Stop ")
     await eventually(lambda: _suppressed(stack, customer), message="the STOP")
     stopped = await run_journey(stack.client, stack.queue, journey([send("text", "sms"), send("note", "email")]),
-                                event(customer), f"journey:sms2:{unique}")
+                                event(customer, phone=phone), f"journey:sms2:{unique}")
     assert [s.status for s in stopped.sends] == [SendStatus.SUPPRESSED, SendStatus.SENT]
     await inbound("HELP")  # answered, changes nothing
     await inbound("start")
     await eventually(lambda: _not_suppressed(stack, customer), message="the START")
-    resumed = await run_journey(stack.client, stack.queue, journey([send("text", "sms")]), event(customer),
-                                f"journey:sms3:{unique}")
+    resumed = await run_journey(stack.client, stack.queue, journey([send("text", "sms")]),
+                                event(customer, phone=phone), f"journey:sms3:{unique}")
     assert [s.status for s in resumed.sends] == [SendStatus.SENT]
     assert [r.path.endswith("Messages.json") for r in provider.sends()] == [True, False, True]
 
