@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from activities.caps import CapSet, CapSpecError
 from activities.channels import Channel
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.outbox import OutboxChannel
@@ -90,9 +91,14 @@ def send_policy(environ: Mapping[str, str] | None = None) -> SendPolicy:
 
 def policy_from(worker: WorkerSettings) -> SendPolicy:
     """The send defaults and the lease of validated worker settings."""
+    try:
+        caps = CapSet.parse(worker.caps)
+    except CapSpecError as exc:
+        raise ConfigError(WorkerSettings.variable("caps"), str(exc)) from exc
     return SendPolicy(quiet_hours=worker.quiet_hours, daily_cap=worker.daily_cap,
                       lease_seconds=worker.send_lease_seconds,
-                      uncertain_delivery=UncertainDelivery(worker.uncertain_delivery))
+                      uncertain_delivery=UncertainDelivery(worker.uncertain_delivery),
+                      caps=caps, cap_reserve=worker.caps_priority_reserve)
 
 
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,

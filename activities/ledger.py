@@ -32,6 +32,10 @@ class ReserveRequest:
         attempt: the activity attempt asking; the lease is granted to it and fences out the others.
         lease_seconds: how long the granted attempt may take to call the provider; 0 grants no
             lease (requests recorded before leases existed).
+        caps: the rolling caps in effect for this send (`activities.caps.CapSet` text), worker
+            defaults already overridden by the journey's and the step's.
+        priority: the send's `activities.caps.Priority`; ``""`` is ``normal``.
+        cap_reserve: slots each priority level keeps free for the levels above it.
         address_hash: `activities.addresses.address_hash` of the address it goes to, so a
             suppressed address is refused (``""``: unknown, from requests recorded before).
     """
@@ -46,6 +50,9 @@ class ReserveRequest:
     now_epoch_seconds: float = 0.0
     attempt: int = 0
     lease_seconds: float = 0.0
+    caps: str = ""
+    priority: str = ""
+    cap_reserve: int = 1
     address_hash: str = ""
 
 
@@ -61,6 +68,8 @@ class Reservation:
             channel's policy for uncertain deliveries.
         previous_started_epoch_seconds: when that earlier attempt started.
         provider, provider_message_id: for ``delivered``, what the earlier attempt recorded.
+        capped_by: for ``capped`` or a cap's ``defer``, the cap that held the send back
+            (``scope:window``, e.g. ``all:month``).
     """
 
     decision: ReserveDecision
@@ -69,6 +78,7 @@ class Reservation:
     previous_started_epoch_seconds: float = 0.0
     provider: str = ""
     provider_message_id: str | None = None
+    capped_by: str = ""
 
 
 @dataclass(frozen=True)

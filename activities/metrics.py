@@ -32,3 +32,8 @@ class SendMetrics:
             "eventflow_send_lease_waits_total",
             "Times an attempt waited because an earlier attempt still held the send's lease.",
             ["channel"], registry=registry)
+        self.capped = Counter(
+            "eventflow_send_capped_total",
+            "Sends held back by a rolling frequency cap (skipped or deferred), by the cap that blocked them "
+            "(scope:window) and the send's priority.",
+            ["channel", "cap", "priority"], registry=registry)

@@ -26,6 +26,9 @@ class SendNotificationInput:
         quiet_hours: ``"HH:MM-HH:MM"`` overriding the worker default, ``""`` for none, None for the default.
         daily_cap: per-channel daily cap overriding the worker default (0: no cap), None for the default.
         on_cap: ``skip`` or ``defer`` when the cap is reached.
+        caps: rolling caps (`activities.caps.CapSet` text) overriding the worker's per (scope,
+            window), None for the worker's alone.
+        priority: the send's `activities.caps.Priority` (``transactional`` passes every cap); ``""`` is normal.
     """
 
     idempotency_key: str
@@ -44,6 +47,8 @@ class SendNotificationInput:
     quiet_hours: str | None = None
     daily_cap: int | None = None
     on_cap: str = "skip"
+    caps: str | None = None
+    priority: str = ""
 
 
 @dataclass(frozen=True)

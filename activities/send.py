@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.addresses import address_hash
+from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.errors import PermanentSendError, RetryableSendError
 from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
@@ -65,6 +66,9 @@ class SendPolicy:
             (scheduling delay, clock rate).
         lease_poll_seconds: how often an attempt waiting on another's lease asks again.
         uncertain_delivery: the policy for channels that cannot reconcile.
+        caps: rolling caps per channel and across channels (``EVENTFLOW_CAPS``); a journey or step
+            overrides them per (scope, window).
+        cap_reserve: slots each priority level keeps free for the levels above it.
     """
 
     quiet_hours: str = ""
@@ -74,6 +78,8 @@ class SendPolicy:
     lease_margin_seconds: float = 2.0
     lease_poll_seconds: float = 5.0
     uncertain_delivery: UncertainDelivery = UncertainDelivery.AT_MOST_ONCE
+    caps: CapSet = CapSet()
+    cap_reserve: int = DEFAULT_RESERVE
 
 
 class NotificationActivities:
@@ -93,6 +99,11 @@ class NotificationActivities:
     def _count(self, notification: SendNotificationInput, provider: str, outcome: str) -> None:
         self._metrics.sent.labels(notification.channel, provider, outcome).inc()
 
+    def _count_capped(self, notification: SendNotificationInput, reservation: Reservation) -> None:
+        if reservation.capped_by:
+            self._metrics.capped.labels(notification.channel, reservation.capped_by,
+                                        Priority.of(notification.priority)).inc()
+
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
         tracing.annotate({tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
@@ -106,7 +117,8 @@ class NotificationActivities:
             raise ApplicationError(f"customer has no address for {notification.channel}",
                                    type="MissingAddress", non_retryable=True)
         message = await _render(notification, address)
-        result = await self._send(notification, channel, message)
+        caps = _caps_for(notification, self._policy.caps)
+        result = await self._send(notification, channel, message, caps)
         tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
@@ -116,7 +128,7 @@ class NotificationActivities:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)
 
     async def _send(self, notification: SendNotificationInput, channel: Channel,
-                    message: OutgoingMessage) -> SendResult:
+                    message: OutgoingMessage, caps: CapSet) -> SendResult:
         limiter = getattr(channel, "limiter", None)
         if isinstance(limiter, TokenBucket):
             waited = await self._beat(limiter.acquire())
@@ -124,7 +136,7 @@ class NotificationActivities:
         attempt = activity.info().attempt if activity.in_activity() else 1
         lease_deadline = float("inf")
         if self._ledger is not None:
-            reservation, lease_deadline = await self._reserve(notification, attempt, message.to)
+            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to)
             match reservation.decision:
                 case ReserveDecision.DELIVERED:
                     provider = reservation.provider or channel.name
@@ -134,9 +146,11 @@ class NotificationActivities:
                     self._count(notification, channel.name, SendStatus.OPTED_OUT)
                     return SendResult(SendStatus.OPTED_OUT, channel.name)
                 case ReserveDecision.CAPPED:
+                    self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.CAPPED)
                     return SendResult(SendStatus.CAPPED, channel.name)
                 case ReserveDecision.DEFER:
+                    self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.DEFERRED)
                     return SendResult(SendStatus.DEFERRED, channel.name, not_before=reservation.not_before)
                 case ReserveDecision.SUPPRESSED:
@@ -158,7 +172,7 @@ class NotificationActivities:
         return await self._deliver(notification, channel, message, attempt)
 
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
-                       address: str = "") -> tuple[Reservation, float]:
+                       caps: CapSet, address: str = "") -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
         assert self._ledger is not None
         hashed = address_hash(notification.channel, address) if address else ""
@@ -175,6 +189,9 @@ class NotificationActivities:
                 now_epoch_seconds=time.time(),
                 attempt=attempt,
                 lease_seconds=self._policy.lease_seconds,
+                caps=str(caps),
+                priority=notification.priority,
+                cap_reserve=self._policy.cap_reserve,
                 address_hash=hashed,
             )))
             if reservation.decision is not ReserveDecision.BUSY:
@@ -271,6 +288,16 @@ class NotificationActivities:
             error_type=error_type,
             attempt=attempt,
         )))
+
+
+def _caps_for(notification: SendNotificationInput, defaults: CapSet) -> CapSet:
+    """The worker's caps overridden by the send's; unreadable caps (a snapshot no loader checked) are permanent."""
+    if notification.caps is None:
+        return defaults
+    try:
+        return defaults.overridden_by(CapSet.parse(notification.caps))
+    except CapSpecError as exc:
+        raise ApplicationError(f"caps {notification.caps!r}: {exc}", type="InvalidCaps", non_retryable=True) from exc
 
 
 def _seconds_until(instant: str | None, ceiling: float) -> float:

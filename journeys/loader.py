@@ -22,6 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from eventflow.core.errors import EventflowError
 from eventflow.core.settings import JourneySettings
 from journeys import expressions
+from journeys._caps import caps_problems, with_journey_defaults
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
@@ -294,6 +295,9 @@ def _schema_problems(report: _Report) -> None:
                 # Point at the unexpected key itself, the likeliest typo.
                 message = f"unknown key {extras[0]!r}; allowed: {', '.join(allowed)}"
                 path = (*path, extras[0])
+        if error.validator == "pattern" and path and path[-1] == "caps":
+            message = (f"{error.instance!r} is not caps like email:day=2,week=5;all:month=20 "
+                       "(scopes email, sms, whatsapp, all; windows day, week, month)")
         if error.validator == "type" and path and path[-1] == "until_local_time":
             message += ' (quote the time: until_local_time: "10:00"; YAML reads 10:00 as a number)'
         report.add(path, f"{where}: {message}")
@@ -468,6 +472,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
             _check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
         exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
     _check_steps(report, raw, templates, known, trigger_sample, render_templates)
+    for where, problem in caps_problems(raw):
+        report.add(where, problem)
     listeners: list[Listener] = []
     resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
@@ -501,7 +507,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         key_path=key_path,
         listeners=tuple(listeners),
         exit_events=tuple(exits),
-        steps=_typed_steps(raw["steps"], resolved_keys),
+        steps=with_journey_defaults(_typed_steps(raw["steps"], resolved_keys), raw.get("priority"), raw.get("caps")),
         templates={t: templates[t].template for t in sorted(used)},
         source_file=str(path),
     )

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
+from activities.caps import Priority
+
 
 class StepKind(enum.StrEnum):
     """The kinds of step, as their key in the document."""
@@ -69,7 +71,11 @@ class QuietHours:
 
 @dataclass(frozen=True)
 class SendOptions:
-    """How to send: channel, template, the fallback channel and the delivery policy options."""
+    """How to send: channel, template, the fallback channel and the delivery policy options.
+
+    ``priority`` and ``caps`` start as the journey's (the loader copies them into each send that
+    does not set its own; a step's caps override the journey's per scope and window).
+    """
 
     channel: str
     template: str
@@ -77,6 +83,9 @@ class SendOptions:
     quiet_hours: QuietHours | None = None
     daily_cap: int | None = None
     on_cap: OnCap = OnCap.SKIP
+    priority: Priority | None = None
+    #: Rolling caps overriding the worker's per scope and window (`activities.caps.CapSet` text).
+    caps: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ proxied ``tzinfo`` is rejected by ``datetime``.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -58,3 +58,8 @@ def next_local_midnight(now: datetime, timezone_name: str) -> datetime:
     tz = zone(timezone_name)
     tomorrow = now.astimezone(tz).date() + timedelta(days=1)
     return datetime.combine(tomorrow, time(0, 0), tzinfo=tz).astimezone(timezone.utc)
+
+
+def start_of_local_day(day: date, timezone_name: str) -> datetime:
+    """The start (UTC) of the customer's calendar day ``day``."""
+    return datetime.combine(day, time(0, 0), tzinfo=zone(timezone_name)).astimezone(timezone.utc)

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.outcomes import LedgerState, ReserveDecision
     from events.model import CustomerEvent
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
+    from workflows._caps import cap_gate
     from workflows import suppression as sup
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
@@ -41,6 +42,8 @@ MAX_CHANGES_PER_RUN = 500
 #: Ledger entries older than this are dropped at continue-as-new (journey retries end long before).
 LEDGER_RETENTION = timedelta(days=35)
 _SEEN_EVENT_IDS_KEPT = 200
+#: Rolling caps per channel and across channels, with journey priority (activities/caps.py).
+ROLLING_CAPS_PATCH = "rolling-caps"
 
 
 def preferences_workflow_id(customer_id: str) -> str:
@@ -68,6 +71,7 @@ class LedgerEntry:
         started_epoch_seconds: wall-clock start of the latest attempt.
         lease_attempt, lease_until: the activity attempt that may call the provider, and until when
             (ISO 8601 UTC, workflow time); ``""`` when no lease was granted.
+        priority: the send's priority (``transactional`` sends use no cap slot); ``""`` is normal.
         outcome, outcome_at, error_code: the latest provider report (`DeliveryOutcome`, moved
             only forward, see `workflows.suppression.advance`), when it happened, the provider's code.
         reports: provider reports applied to this send (each report id once).
@@ -84,6 +88,7 @@ class LedgerEntry:
     error_type: str = ""
     lease_attempt: int = 0
     lease_until: str = ""
+    priority: str = ""
     outcome: str = ""
     outcome_at: str = ""
     error_code: str = ""
@@ -239,7 +244,11 @@ class CustomerPreferences:
         if quiet_end is not None:
             return Reservation(ReserveDecision.DEFER, not_before=_iso(quiet_end))
         today = local_day(now, request.timezone)
-        if request.daily_cap > 0:
+        if workflow.patched(ROLLING_CAPS_PATCH):
+            capped = cap_gate(request, self._ledger.values(), now)
+            if capped is not None:
+                return capped
+        elif request.daily_cap > 0:
             used = sum(1 for e in self._ledger.values()
                        if e.channel == request.channel and e.local_day == today and e.state.holds_cap_slot)
             if used >= request.daily_cap:
@@ -249,7 +258,7 @@ class CustomerPreferences:
         self._ledger[request.idempotency_key] = LedgerEntry(
             channel=request.channel, state=LedgerState.IN_FLIGHT, local_day=today, reserved_at=_iso(now),
             started_epoch_seconds=request.now_epoch_seconds, lease_attempt=request.attempt,
-            lease_until=_lease_until(request, now))
+            lease_until=_lease_until(request, now), priority=request.priority)
         return Reservation(ReserveDecision.SEND)
 
     def _renew(self, request: ReserveRequest, entry: LedgerEntry, now: datetime) -> Reservation:

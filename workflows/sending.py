@@ -11,7 +11,7 @@ channel used when the first is opted out or fails permanently), ``quiet_hours`` 
 window, `QuietHours("")` for transactional messages that ignore the worker default, None for the
 default), ``daily_cap`` and ``on_cap``. A template variant may name an approved provider template
 with ``content_sid`` (Twilio Content API) or ``sendgrid_template_id``, plus ``content_variables``
-(variable name to Jinja2 source).
+(variable name to Jinja2 source). ``priority`` and ``caps``: rolling caps (activities/caps.py).
 """
 
 from __future__ import annotations
@@ -142,6 +142,8 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
         quiet_hours=None if options.quiet_hours is None else options.quiet_hours.window,
         daily_cap=options.daily_cap,
         on_cap=options.on_cap.value,
+        caps=options.caps,
+        priority=options.priority.value if options.priority is not None else "",
     )
     while True:
         try:

@@ -85,12 +85,25 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
+_CAP_GROUP = r"\s*(email|sms|whatsapp|all)\s*:\s*(day|week|month)\s*=\s*\d+(\s*,\s*(day|week|month)\s*=\s*\d+)*\s*"
+_CAPS = re.compile(rf"^({_CAP_GROUP}(;{_CAP_GROUP})*)?;?\s*$")
+
+
+def _caps(value: str) -> str:
+    # The grammar's shape; activities.caps.CapSet reads it (and rejects a window given twice) at start-up.
+    if not _CAPS.match(value):
+        raise ValueError("must look like email:day=2,week=5;all:month=20 (scopes email, sms, whatsapp, all; "
+                         "windows day, week, month)")
+    return value
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
+CapsSpec = Annotated[str, AfterValidator(_caps)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -398,6 +411,12 @@ class WorkerSettings(SettingsGroup):
         "EVENTFLOW_UNCERTAIN_DELIVERY", "at_most_once",
         "After a crash between a provider's accept and its record, on channels that cannot be asked (SendGrid): "
         "at_most_once (record `uncertain`, do not resend) or at_least_once (resend).")
+    caps: CapsSpec = env("EVENTFLOW_CAPS", "", "Default rolling frequency caps per customer, per channel or `all` "
+                         "channels, over the last 1 (day), 7 (week) or 30 (month) local days, e.g. "
+                         "email:day=2,week=5;all:month=20; empty for none (journeys/README.md).")
+    caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
+                                                "Slots of each rolling cap that each priority level keeps free "
+                                                "for the levels above it (high > normal > low).")
 
 
 # -- channels and providers -------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Records a ``CustomerPreferences`` history for the replay test:
 ``python -m tests.workflows.record_preference_histories TEMPORAL_ADDRESS NAME``.
 
-Run it with an older checkout on ``PYTHONPATH`` to record what that release wrote (``main-before-
-suppression`` was recorded so), and with this one to record the delivery-feedback handlers too.
+Run it with an older checkout on ``PYTHONPATH`` to record what that release wrote
+(``main-8d044fb-before-delivery-feedback`` was recorded so), and with this one to record the
+delivery-feedback handlers too (``with-delivery-feedback``).
 It reserves and completes sends, records an opt-out and an opt-in, and (where this checkout has
 them) applies delivery reports and a STOP; then terminates the workflow and writes its history.
 """
@@ -23,7 +24,7 @@ from events.model import Customer, CustomerEvent
 from workflows.preferences import CustomerPreferences, preferences_workflow_id
 from workflows.preferences_client import PreferencesStore, preferences_state, record_subscription_change
 
-FOLDER = Path(__file__).resolve().parent / "preference_histories"
+FOLDER = Path(__file__).resolve().parent / "histories" / "preferences"
 
 
 async def _feedback(client: Client, queue: str, customer: str, key: str) -> None:
