@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from prometheus_client import CollectorRegistry, Counter
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -119,7 +119,7 @@ class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.applied = Counter("eventflow_feedback_records_total",
                                "Feedback records the consumer applied, by kind (report, keyword) and result "
-                               "(applied, unmatched, undecodable).", ["kind", "result"], registry=registry)
+                               "(applied, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
 
 
 class FeedbackApplier:
@@ -206,7 +206,11 @@ class FeedbackConsumer:
                     await self._apply_until_done(message.value() or b"", stop)
                     applied = True
                 if applied and not stop.is_set():
-                    await asyncio.to_thread(consumer.commit, asynchronous=False)
+                    try:
+                        await asyncio.to_thread(consumer.commit, asynchronous=False)
+                    except KafkaException as exc:
+                        # A rebalance took the partitions: their records are applied again (idempotently).
+                        log.warning("feedback_commit_failed", error=str(exc))
         finally:
             await asyncio.to_thread(consumer.close)
 
@@ -224,6 +228,9 @@ class FeedbackConsumer:
                 return
             except RPCError as err:
                 log.warning("feedback_apply_retrying", status=str(err.status), delay_seconds=delay)
+            except Exception as exc:  # noqa: BLE001 - applying is idempotent: try again rather than lose the record
+                self._metrics.applied.labels("unknown", "retried").inc()
+                log.error("feedback_apply_failed", error_type=type(exc).__name__, delay_seconds=delay)
             if stop.is_set():
                 raise asyncio.CancelledError("stopped before the feedback record was applied")
             await asyncio.sleep(delay)

@@ -57,14 +57,20 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
                            request_deadline_seconds=hooks.request_deadline_seconds,
                            max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes)
     client = await connect(settings.temporal)
-    checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "temporal": temporal_check(client)}
-    ops = OpsServer(registry, all_of(checks), port=settings.ops.metrics_port) if settings.ops.metrics_port else None
     tasks: list[asyncio.Task[None]] = []
     if consume:
         metrics = FeedbackMetrics(registry)
         feedback = FeedbackConsumer(client_config, hooks.feedback_topic, hooks.feedback_group,
                                     FeedbackApplier(client, settings.temporal.task_queue, metrics), metrics=metrics)
         tasks.append(asyncio.create_task(feedback.run(stop), name="feedback-consumer"))
+
+    async def consuming() -> tuple[bool, str]:
+        ended = [t for t in tasks if t.done()]
+        return (False, "stopped") if ended else (True, "running" if tasks else "off")
+
+    checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "temporal": temporal_check(client),
+              "feedback": consuming}
+    ops = OpsServer(registry, all_of(checks), port=settings.ops.metrics_port) if settings.ops.metrics_port else None
     if ops is not None:
         await ops.start()
     await server.start()
