@@ -125,6 +125,11 @@ class WebhookServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (not counting those answered 503 over the cap)."""
+        return 0 if self._web is None else len(self._web.connections)
+
     async def start(self) -> None:
         web_server = web.Server(self._handle, access_log=None, keepalive_timeout=self._deadline)
         self._web = web_server

@@ -198,3 +198,51 @@ async def _owned_by(handle: object, customer: str) -> bool:
         return customer in await handle.query(AddressContacts.owners)
     except Exception:  # noqa: BLE001 - not started yet
         return False
+
+
+async def test_other_paths_methods_and_oversized_bodies_are_refused_and_a_bad_record_does_not_stall_the_topic(
+        feedback_stack: FeedbackStack, provider: ProviderStub, unique: str) -> None:
+    from confluent_kafka import Producer
+
+    stack, customer, workflow_id = feedback_stack, f"c-{unique}", f"journey:misc:{unique}"
+    assert (await stack.post("/metrics", b"", {}))[0] == 404
+    async with stack.http.get(stack.url + "/sendgrid/events") as response:
+        assert response.status == 405
+    huge = b"[" + b" " * 1_100_000 + b"]"
+    assert (await stack.post("/sendgrid/events", huge, stack.signer.headers(huge)))[0] == 413
+    assert stack.records() == 0
+
+    await run_journey(stack.client, stack.queue, journey([send("note", "email")]), event(customer), workflow_id)
+    args = provider.sends()[0].body["custom_args"]
+    producer = Producer(stack.kafka_config)
+    producer.produce(stack.topic, key=b"x", value=b"not a feedback record")
+    producer.flush(10)
+    assert await _sendgrid(stack, [sendgrid_event("delivered", args, event_id=f"d-{unique}")]) == 200
+    entry = await eventually(lambda: _reports_at_least(stack, customer, f"{workflow_id}/note", 1),
+                             message="the report after the bad record")
+    assert entry.outcome == "delivered"
+    assert stack.sample("eventflow_feedback_records_total", kind="unknown", result="undecodable") == 1
+
+
+async def test_connections_beyond_the_cap_are_answered_503_at_once(kafka_config: dict[str, str], unique: str) -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from eventflow.webhooks import KafkaHandoff, WebhookMetrics, WebhookServer
+
+    handoff = KafkaHandoff(kafka_config, f"unused-{unique}")
+    server = WebhookServer(handoff, WebhookMetrics(CollectorRegistry()), sendgrid=None, twilio=None, host="127.0.0.1",
+                           port=0, max_connections=1)
+    await server.start()
+    try:
+        _, held = await asyncio.open_connection("127.0.0.1", server.port)  # a client that sends nothing
+        await eventually(lambda: server.open_connections == 1, message="the first connection accepted")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        writer.close()
+        held.close()
+    finally:
+        await server.stop()
+        handoff.close()
