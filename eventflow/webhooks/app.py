@@ -10,7 +10,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
-from eventflow.core.http import OpsServer, all_of, kafka_check, temporal_check
+from eventflow.core.http import OpsServer, all_of, kafka_check
 from eventflow.core.settings import WebhooksProcessSettings
 from eventflow.core.temporal_client import connect
 from eventflow.webhooks.handoff import KafkaHandoff
@@ -56,20 +56,18 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
     server = WebhookServer(handoff, WebhookMetrics(registry), sendgrid=sendgrid, twilio=twilio, port=hooks.port,
                            request_deadline_seconds=hooks.request_deadline_seconds,
                            max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes)
-    client = await connect(settings.temporal)
+    state = {"feedback": "off"}
     tasks: list[asyncio.Task[None]] = []
     if consume:
-        metrics = FeedbackMetrics(registry)
-        feedback = FeedbackConsumer(client_config, hooks.feedback_topic, hooks.feedback_group,
-                                    FeedbackApplier(client, settings.temporal.task_queue, metrics), metrics=metrics)
-        tasks.append(asyncio.create_task(feedback.run(stop), name="feedback-consumer"))
+        tasks.append(asyncio.create_task(_feed(settings, registry, stop, state), name="feedback-consumer"))
+        # A consumer that died is a bug, not an outage: end the process so it is restarted.
+        tasks[0].add_done_callback(lambda _: stop.set())
 
-    async def consuming() -> tuple[bool, str]:
-        ended = [t for t in tasks if t.done()]
-        return (False, "stopped") if ended else (True, "running" if tasks else "off")
+    async def feedback_state() -> tuple[bool, str]:
+        # Reported, not required: the receiver hands reports to Kafka whether or not Temporal is up.
+        return True, state["feedback"]
 
-    checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "temporal": temporal_check(client),
-              "feedback": consuming}
+    checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "feedback": feedback_state}
     ops = OpsServer(registry, all_of(checks), port=settings.ops.metrics_port) if settings.ops.metrics_port else None
     if ops is not None:
         await ops.start()
@@ -87,3 +85,31 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("webhooks_stopped")
+    for task in tasks:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            raise error
+
+
+async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, stop: asyncio.Event,
+                state: dict[str, str]) -> None:
+    """Connects to Temporal (retrying while it is away) and applies the feedback topic until ``stop``."""
+    state["feedback"] = "connecting"
+    delay = 1.0
+    while True:
+        try:
+            client = await asyncio.wait_for(connect(settings.temporal), 20)
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is waited out; reports wait in Kafka
+            log.warning("feedback_temporal_unreachable", error_type=type(exc).__name__, delay_seconds=delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return
+        except TimeoutError:
+            delay = min(delay * 2, 30.0)
+    state["feedback"] = "running"
+    metrics = FeedbackMetrics(registry)
+    hooks = settings.webhooks
+    consumer = FeedbackConsumer(settings.kafka.client_config(), hooks.feedback_topic, hooks.feedback_group,
+                                FeedbackApplier(client, settings.temporal.task_queue, metrics), metrics=metrics)
+    await consumer.run(stop)
