@@ -14,8 +14,11 @@ from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
+from consumer.catalog_routes import follow_catalog
+from consumer.handler import EventRouter
+from consumer.service import BackgroundTask
 from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from eventflow.core.settings import Settings
+from eventflow.core.settings import CatalogSettings, Settings
 from eventflow.core.temporal_client import connect
 from eventflow.temporal_setup import search_attributes_check
 from events.config import build_decoder, load_config
@@ -26,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 
 async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
-                         stop: asyncio.Event | None = None) -> ConsumerService:
+                         stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None) -> ConsumerService:
     """A consumer service with its Temporal client, decoder, router and dead-letter producer.
 
     Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
@@ -34,22 +37,33 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     Raises:
         DependencyUnavailableError: one of them stayed unreachable (its message is one line).
         StartupStopped: ``stop`` was set while waiting.
+        CatalogUnavailableError: the catalog source is kafka and its topic cannot be read.
     """
     events = load_config()
     await wait_for_dependency(lambda: check_dependencies(settings.kafka.client_config(), events.registry),
                               stop=stop)
     client = await wait_for_dependency(
         lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
-    definitions = load_all()
-    log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
+    router: EventRouter
+    background: list[BackgroundTask] = []
+    if catalog is not None and catalog.source == "kafka":
+        router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, registry=registry,
+                                                timeout_seconds=catalog.startup_timeout_seconds,
+                                                expression_metrics=ExpressionMetrics(registry))
+        background.append(follower)
+    else:
+        definitions = load_all()
+        log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
+        router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(),
-        router=EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry)), dispatcher=Dispatcher(client, settings.temporal.task_queue),
-        metrics=ConsumerMetrics(registry),
+        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue),
+        metrics=ConsumerMetrics(registry), background=background,
     )
 
 
-async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
+                       catalog: CatalogSettings | None = None) -> None:
     """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,7 +98,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None) ->
         await ops.start()
     try:
         try:
-            started.append(await build_consumer(settings, registry, stop=stop))
+            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog))
         except StartupStopped:
             log.info("consumer_stopped_while_starting")
             return

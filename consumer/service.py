@@ -48,10 +48,38 @@ class HealthSource(Protocol):
     def problem(self) -> str | None: ...
 
 
+class BackgroundTask(Protocol):
+    """A loop the service runs beside polling (the journey catalog follower); ends when ``stop`` is set."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    def problem(self) -> str | None: ...
+
+
 class Closeable(Protocol):
     """Something the service closes when it stops (the dead-letter producer)."""
 
     def close(self) -> None: ...
+
+
+async def _stop_background(tasks: list[asyncio.Task[None]], stop: asyncio.Event, wait_seconds: float = 5.0) -> None:
+    """Stops the background loops after the drain (routing is needed until then), within a bounded wait."""
+    stop.set()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=wait_seconds)
+    for task in pending:
+        log.warning("background_task_cancelled", task=task.get_name())
+        task.cancel()
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    # A loop that promised not to raise did: say so at once, not only at shutdown.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
 
 
 def _names(keys: Sequence[TopicPartitionKey]) -> list[str]:
@@ -66,7 +94,7 @@ class ConsumerService:
                  consumer_factory: ConsumerFactory = Consumer, listeners: Sequence[PartitionListener] = (),
                  resources: Sequence[Closeable] = (), health: Sequence[HealthSource] = (),
                  commit_interval_seconds: float = 1.0,
-                 stall_after_seconds: float = 60.0) -> None:
+                 stall_after_seconds: float = 60.0, background: Sequence[BackgroundTask] = ()) -> None:
         self._kafka = kafka
         self._settings = settings
         self._handler = handler
@@ -77,12 +105,13 @@ class ConsumerService:
         self._factory = consumer_factory
         self._listeners = tuple(listeners)
         self._resources = tuple(resources)
-        self._health = tuple(health)
+        self._health: tuple[HealthSource, ...] = (*health, *background)
         self._commit_interval = commit_interval_seconds
         self._stall_after = stall_after_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self.ready = False
+        self._background = tuple(background)
 
     @property
     def metrics(self) -> ConsumerMetrics:
@@ -111,6 +140,10 @@ class ConsumerService:
                            on_lost=self._on_lost)
         log.info("consumer_started", topics=list(self._kafka.topics), group=self._kafka.consumer_group)
         last_commit = last_check = time.monotonic()
+        background_stop = asyncio.Event()
+        background = [asyncio.create_task(task.run(background_stop), name=task.name) for task in self._background]
+        for task in background:
+            task.add_done_callback(_report_failure)
         try:
             while not stop.is_set():
                 if self._apply_backpressure(consumer):
@@ -136,12 +169,14 @@ class ConsumerService:
                     await asyncio.sleep(0)
         finally:
             await self._shutdown(consumer)
+            await _stop_background(background, background_stop)
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the consumer works, and if not why.
 
         Not ready before the first poll, while a transient failure is retried, while a part reports a
-        problem (the dead-letter ledger cannot load), or with a stalled partition.
+        problem (the dead-letter ledger cannot load, the journey catalog cannot be read), or with a stalled
+        partition.
         """
         if not self.ready:
             return False, "not yet polling"

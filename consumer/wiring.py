@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry
 
@@ -12,7 +14,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.offsets import OffsetTracker
 from consumer.retry import Retrier, RetryPolicy
 from consumer.scheduler import KeyScheduler
-from consumer.service import ConsumerFactory, ConsumerService
+from consumer.service import BackgroundTask, ConsumerFactory, ConsumerService
 from eventflow.core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 
@@ -22,7 +24,8 @@ def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, 
                            metrics: ConsumerMetrics | None = None, registry: CollectorRegistry | None = None,
                            retry: RetryPolicy = RetryPolicy(), commit_interval_seconds: float = 1.0,
                            stall_after_seconds: float = 60.0,
-                           consumer_factory: ConsumerFactory = Consumer) -> ConsumerService:
+                           consumer_factory: ConsumerFactory = Consumer,
+                           background: Sequence[BackgroundTask] = ()) -> ConsumerService:
     """A consumer-group member: handler, scheduler, offset tracker and dead-letter ledger around one poll loop.
 
     Args:
@@ -33,6 +36,7 @@ def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, 
         commit_interval_seconds: how often offsets are committed.
         stall_after_seconds: how long a partition may not move with records in flight before it is reported.
         consumer_factory: builds the Kafka consumer from its configuration (``confluent_kafka.Consumer``).
+        background: loops run beside polling, such as the catalog follower behind `LiveRoutes`.
     """
     metrics = metrics or ConsumerMetrics(registry or CollectorRegistry())
     scheduler = KeyScheduler(settings.max_in_flight)
@@ -44,4 +48,5 @@ def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, 
     return ConsumerService(kafka=kafka, settings=settings, handler=handler, scheduler=scheduler,
                            offsets=OffsetTracker(ledger), retrier=retrier, metrics=metrics, listeners=[ledger],
                            commit_interval_seconds=commit_interval_seconds, stall_after_seconds=stall_after_seconds,
-                           consumer_factory=consumer_factory, resources=[ledger], health=[ledger])
+                           consumer_factory=consumer_factory, resources=[ledger], health=[ledger],
+                           background=background)

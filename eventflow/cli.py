@@ -1,4 +1,4 @@
-"""The ``eventflow`` command: worker, consume, produce, dev, config."""
+"""The ``eventflow`` command: worker, consume, produce, dev, config, codec-server."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _consume(_: argparse.Namespace) -> int:
     process = load_consumer()  # every consumer setting is validated before anything starts
     logs.configure(process.core.log_format)
     with tracing.started(tracing.load_tracing_settings(), "eventflow-consumer"):
-        asyncio.run(run_consumer(process.core))
+        asyncio.run(run_consumer(process.core, catalog=process.catalog))
     return 0
 
 
@@ -67,6 +67,16 @@ def _temporal(args: argparse.Namespace) -> int:
         return f"namespace {result.namespace}: search attributes {added}{present}"
 
     print(asyncio.run(setup()))
+    return 0
+
+
+def _codec_server(_: argparse.Namespace) -> int:
+    from eventflow.codec_server import run_codec_server
+    from eventflow.core.settings import load_codec_server
+
+    process = load_codec_server()  # keys and bearer token validated before the port opens
+    logs.configure(process.ops.log_format)
+    asyncio.run(run_codec_server(process))
     return 0
 
 
@@ -172,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.add_argument("action", choices=["setup"],
                           help="setup: register the search attributes journeys are started with (idempotent)")
     temporal.set_defaults(handler=_temporal)
+    commands.add_parser("codec-server", help="serve the Temporal Web UI's and CLI's codec endpoint "
+                        "(decrypts payloads for operators)").set_defaults(handler=_codec_server)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)

@@ -25,10 +25,13 @@ from activities.config import channel_rates_from, channels_from, check_channels,
 from activities.metrics import SendMetrics
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from eventflow.core.http import OpsServer, all_of, temporal_check
-from eventflow.core.settings import ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
+from eventflow.core.settings import CatalogSettings, ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from eventflow.core.temporal_client import build_runtime, connect
 from eventflow.temporal_setup import search_attributes_check
+from consumer.catalog_topic import CatalogFollower, CatalogMetrics
+from eventflow.core.errors import ConfigError
 from journeys import JourneyDefinition, load_all
+from journeys.catalog import Catalog, JourneyState
 from workflows.queues import send_task_queue
 from workflows.worker import WorkerLimits, build_worker
 
@@ -100,6 +103,30 @@ def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]
     return frozenset(used)
 
 
+async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorRegistry) -> CatalogFollower | None:
+    """With the catalog source kafka: the catalog read to its end, followed to re-check channels on change.
+
+    Instances run their start input's snapshot (steps and templates), so the worker needs the
+    definitions only to check, failing closed, that no journey sends on a channel it serves from the outbox.
+    """
+    if process.catalog.source != "kafka":
+        return None
+    if process.kafka is None:
+        raise ConfigError(CatalogSettings.variable("source"), "kafka needs the Kafka settings (KAFKA_BOOTSTRAP_SERVERS)")
+    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, metrics=CatalogMetrics(registry))
+    await follower.load(process.catalog.startup_timeout_seconds)
+
+    def recheck(catalog: Catalog) -> None:
+        try:
+            check_channels(journey_channels(catalog.definitions(*JourneyState)), process.channels)
+        except ConfigError as exc:
+            # A running worker cannot refuse a published journey; it says so loudly instead.
+            log.error("catalog_journey_channel_unserved", error=str(exc))
+
+    follower.on_change = recheck
+    return follower
+
+
 async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.Event | None = None,
                      registry: CollectorRegistry | None = None) -> None:
     """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities.
@@ -113,7 +140,10 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
             outside development mode (see `activities.config.check_providers`).
     """
     process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
-    check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
+    registry = registry or CollectorRegistry()
+    follower = await _catalog_follower(process, registry)
+    check_channels(journey_channels(load_all(process.journeys.journeys_dir) if follower is None
+                                    else follower.catalog.definitions(*JourneyState)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
                              status_callback_base_url=process.webhook_url.public_url)
@@ -122,7 +152,6 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     limits = worker_limits(process.worker, process.consumer)
-    registry = registry or CollectorRegistry()
     runtime = sdk_runtime(process.worker.temporal_metrics_port)
     if process.worker.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
@@ -149,9 +178,13 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
             log.info("worker_started", task_queue=process.temporal.task_queue,
                      max_concurrent_activities=limits.max_concurrent_activities)
             backlog_task = asyncio.create_task(backlog.run(stop), name="task-queue-backlog")
+            catalog_task = (asyncio.create_task(follower.run(stop), name=follower.name) if follower is not None
+                            else None)
             await stop.wait()
             log.info("worker_draining")
             await backlog_task
+            if catalog_task is not None:
+                await asyncio.wait_for(catalog_task, 5.0)
     finally:
         if ops is not None:
             await ops.stop()

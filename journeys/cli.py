@@ -1,4 +1,4 @@
-"""``eventflow journeys`` subcommands: validate, simulate, status."""
+"""``eventflow journeys`` subcommands: validate, simulate, status, and the catalog's (publish, list, ...)."""
 
 from __future__ import annotations
 
@@ -129,4 +129,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status = actions.add_parser("status", help="a customer's journeys, current steps and sends")
     status.add_argument("--customer", required=True, help="customer id")
     status.set_defaults(handler=_status)
+
+    from journeys.catalog_cli import register as register_catalog
+
+    register_catalog(actions)
 

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from devstack import Endpoints, Stack
 from devstack.provision import TEST_SERVER_STARTUP, test_server
 from tests.harness import Bridge, start_bridge
+from tests.payload_keys import session_data_converter
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +44,7 @@ def kafka_config(endpoints: Endpoints) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 async def temporal_client(endpoints: Endpoints) -> Client:
-    return await Client.connect(endpoints.temporal_address)
+    return await Client.connect(endpoints.temporal_address, data_converter=session_data_converter())
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,10 @@ from temporalio.client import Client
 
 from activities.outbox import OutboxChannel, read_outbox
 from consumer.dispatch import Dispatcher
+from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
 from consumer.retry import RetryPolicy
-from consumer.service import ConsumerService
+from consumer.service import BackgroundTask, ConsumerService
 from consumer.wiring import build_consumer_service
 from eventflow.core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
@@ -72,8 +73,9 @@ class Bridge:
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
                        with_worker: bool = True, decoder: EventDecoder | None = None,
-                       router: EventRoutes | None = None, stall_after_seconds: float = 60.0,
-                       extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None) -> Bridge:
+                       router: EventRouter | None = None, stall_after_seconds: float = 60.0,
+                       extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None,
+                       background: Sequence[BackgroundTask] = ()) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
@@ -88,6 +90,7 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         stall_after_seconds=stall_after_seconds,
         retry=RetryPolicy(initial_seconds=0.1, maximum_seconds=2.0),
         commit_interval_seconds=0.2,
+        background=background,
     )
     channel = OutboxChannel(outbox)
     worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel})

@@ -10,7 +10,7 @@ layers below it, never one above:
 5. workflows -- the interpreter, sending, preferences and its client, the worker
 6. consumer  -- the Kafka-to-Temporal bridge
 7. tools     -- processes, CLIs and authoring tools: ``eventflow`` (cli, worker, demo, temporal setup),
-   ``consumer.app``/``cli``/``dlq_tools``, ``events.cli``, ``journeys.cli``/``simulate``, ``activities.config``
+   ``consumer.app``/``cli``/``dlq_tools``, ``events.cli``, ``journeys.cli``/``catalog_cli``/``simulate``, ``activities.config``
 
 ``devstack`` (local servers for development) is imported only by the development commands
 (``eventflow.cli``, ``eventflow.demo``) and the simulator; never by what runs in production.
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("eventflow", "devstack", "events", "journeys", "consumer", "workflows", "activities")
 LAYERS = ("core", "events", "activities", "journeys", "workflows", "consumer", "tools")
-TOOLS = ("consumer.app", "consumer.cli", "consumer.dlq_tools", "events.cli", "journeys.cli", "journeys.simulate",
+TOOLS = ("consumer.app", "consumer.cli", "consumer.dlq_tools", "events.cli", "journeys.cli", "journeys.catalog_cli", "journeys.simulate",
          "activities.config")
 DEVSTACK_USERS = ("eventflow.cli", "eventflow.demo", "journeys.simulate")
 

@@ -23,6 +23,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
@@ -33,6 +34,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from eventflow.core.codec import Keyring, KeyringError
 from eventflow.core.errors import ConfigError
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
@@ -43,6 +45,7 @@ SubjectStrategy = Literal["topic", "record", "topic_record"]
 LogFormat = Literal["json", "console"]
 EmailProvider = Literal["outbox", "sendgrid"]
 MessagingProvider = Literal["outbox", "twilio"]
+CatalogSource = Literal["files", "kafka"]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -117,6 +120,7 @@ class Process(StrEnum):
     CONSUMER = "consumer"
     WORKER = "worker"
     CLI = "cli"
+    CODEC_SERVER = "codec-server"
     WEBHOOKS = "webhooks"
 
 
@@ -253,6 +257,51 @@ class TemporalSettings(SettingsGroup):
                                     "Path to the CA certificate for the Temporal server (enables TLS).")
     tls_cert_path: Path | None = env("TEMPORAL_TLS_CERT", None, "Path to the client certificate for mTLS.")
     tls_key_path: Path | None = env("TEMPORAL_TLS_KEY", None, "Path to the client private key for mTLS.")
+    payload_keys: SecretStr | None = env("EVENTFLOW_PAYLOAD_KEYS", None,
+                                         "Payload encryption keys as `id=base64,id=base64` (32-byte AES-256 keys, "
+                                         "`openssl rand -base64 32`); unset: payloads are not encrypted (or "
+                                         "EVENTFLOW_PAYLOAD_KEYS_FILE).")
+    payload_keys_file: Path | None = env("EVENTFLOW_PAYLOAD_KEYS_FILE", None,
+                                         "File holding the payload keys, one `id=base64` a line (a mounted "
+                                         "Secret); wins over EVENTFLOW_PAYLOAD_KEYS.")
+    payload_encrypt_key_id: str | None = env("EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID", None,
+                                             "Id of the key that encrypts new payloads (the others only decrypt); "
+                                             "optional with one key.")
+    payload_keys_required: bool = env("EVENTFLOW_PAYLOAD_KEYS_REQUIRED", False,
+                                      "Refuse to start without payload keys (the Helm chart sets it outside "
+                                      "development mode).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _payload_keys_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_PAYLOAD_KEYS")
+
+    @model_validator(mode="after")
+    def _payload_keys_valid(self) -> Self:
+        variable = self.variable("payload_keys_file" if self.payload_keys_file else "payload_keys")
+        if self.payload_keys is None:
+            if self.payload_keys_required:
+                raise ConfigError(variable, "is required (EVENTFLOW_PAYLOAD_KEYS_REQUIRED=true: contact details "
+                                  "must not reach Temporal in clear)")
+            if self.payload_encrypt_key_id is not None:
+                raise ConfigError(self.variable("payload_encrypt_key_id"), "is set but no payload keys are")
+            return self
+        try:
+            self.payload_keyring()
+        except KeyringError as exc:
+            raise ConfigError(self.variable("payload_encrypt_key_id") if exc.encrypt_key_id else variable,
+                              str(exc)) from None
+        return self
+
+    def payload_keyring(self) -> Keyring | None:
+        """The payload keys, or None when payloads are not encrypted.
+
+        Raises:
+            KeyringError: when the keys are unusable (`load` has checked them already).
+        """
+        if self.payload_keys is None:
+            return None
+        return Keyring.parse(self.payload_keys.get_secret_value(), self.payload_encrypt_key_id)
 
     @model_validator(mode="after")
     def _files_exist_and_mtls_needs_both(self) -> Self:
@@ -387,6 +436,22 @@ class JourneySettings(SettingsGroup):
                                     "Folder with definitions/ and templates/; default the repository's journeys/.")
 
 
+class CatalogSettings(SettingsGroup):
+    """Where consumers and workers take the journeys from: files, or the live catalog topic."""
+
+    concern: ClassVar[str] = "journeys"
+
+    source: CatalogSource = env("EVENTFLOW_CATALOG_SOURCE", "files",
+                                "files: the journeys folder, read at start; kafka: the catalog topic, followed "
+                                "live (`eventflow journeys publish`); the worker then reads the Kafka settings too.")
+    topic: str = env("EVENTFLOW_CATALOG_TOPIC", "eventflow.journeys",
+                     "Compacted one-partition topic of journey catalog entries.")
+    startup_timeout_seconds: PositiveFloat = env("EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS", 20.0,
+                                                 "How long start-up may take to read the catalog topic to its end.")
+    author: str | None = env("USER", None, "Default author of catalog changes (`eventflow journeys publish "
+                             "--author` overrides).")
+
+
 # -- worker -----------------------------------------------------------------------------------------
 
 class WorkerSettings(SettingsGroup):
@@ -504,6 +569,36 @@ class TwilioSettings(SettingsGroup):
         return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
 
 
+# -- codec server -----------------------------------------------------------------------------------
+
+class CodecServerSettings(SettingsGroup):
+    """``eventflow codec-server``: the Temporal Web UI's and CLI's codec endpoint (it decrypts payloads)."""
+
+    concern: ClassVar[str] = "codec server"
+
+    port: Port = env("EVENTFLOW_CODEC_SERVER_PORT", 8888, "Port of the codec server (/encode, /decode, /healthz).")
+    token: SecretStr | None = env("EVENTFLOW_CODEC_SERVER_TOKEN", None, "Bearer token every /encode and /decode "
+                                  "request must carry (required; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
+    token_file: Path | None = env("EVENTFLOW_CODEC_SERVER_TOKEN_FILE", None,
+                                  "File holding the codec server's bearer token (a mounted secret).")
+    cors_origins: Csv = env("EVENTFLOW_CODEC_SERVER_CORS_ORIGINS", ("http://localhost:8233",),
+                            "Comma-separated origins of the Temporal Web UI allowed to call the codec server.")
+    max_body_bytes: PositiveInt = env("EVENTFLOW_CODEC_SERVER_MAX_BODY_BYTES", 4 * 1024 * 1024,
+                                      "Largest request body accepted (413 above).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_CODEC_SERVER_TOKEN")
+
+    @model_validator(mode="after")
+    def _token_required(self) -> Self:
+        if self.token is None or not self.token.get_secret_value():
+            raise ConfigError(self.variable("token_file" if self.token_file else "token"),
+                              "is required: the codec server decrypts customer data")
+        return self
+
+
 # -- webhooks ---------------------------------------------------------------------------------------
 
 class WebhookUrlSettings(SettingsGroup):
@@ -577,6 +672,7 @@ class ConsumerProcessSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
 
 
 @dataclass(frozen=True)
@@ -592,6 +688,9 @@ class WorkerProcessSettings:
     twilio: TwilioSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
+    kafka: KafkaSettings | None = None
     webhook_url: WebhookUrlSettings = WebhookUrlSettings()
 
 
@@ -618,11 +717,21 @@ class ToolSettings:
     events: EventSettings
     journeys: JourneySettings
     tracing: TracingSettings
+    catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+
+
+@dataclass(frozen=True)
+class CodecServerProcessSettings:
+    """``eventflow codec-server``: the keys (with the namespace it serves), its own HTTP settings, logging."""
+
+    temporal: TemporalSettings
+    server: CodecServerSettings
+    ops: OpsSettings
 
 
 PROCESSES: Mapping[Process, type] = {
     Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings,
-    Process.WEBHOOKS: WebhooksProcessSettings}
+    Process.CODEC_SERVER: CodecServerProcessSettings, Process.WEBHOOKS: WebhooksProcessSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
@@ -691,7 +800,7 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     env = _checked(environ, dev_defaults)
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                                   tracing=TracingSettings.load(env))
+                                   tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -701,7 +810,9 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
-                                 tracing=TracingSettings.load(env), webhook_url=WebhookUrlSettings.load(env))
+                                 tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
+                                 kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
+                                 webhook_url=WebhookUrlSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -725,7 +836,17 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     env = _checked(environ, dev_defaults)
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                        tracing=TracingSettings.load(env))
+                        tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
+
+
+def load_codec_server(environ: Mapping[str, str] | None = None, *,
+                      dev_defaults: bool = True) -> CodecServerProcessSettings:
+    """What ``eventflow codec-server`` reads; it needs payload keys and a bearer token."""
+    env = _checked(environ, dev_defaults)
+    temporal = TemporalSettings.load(env)
+    if temporal.payload_keys is None:
+        raise ConfigError(TemporalSettings.variable("payload_keys"), "is required: the codec server has no key")
+    return CodecServerProcessSettings(temporal=temporal, server=CodecServerSettings.load(env), ops=OpsSettings.load(env))
 
 
 def check_value(variable: str, raw: str) -> None:
@@ -803,11 +924,13 @@ def markdown_table() -> str:
 
 
 __all__ = [
-    "ChannelSettings", "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
+    "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
+    "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
-    "ToolSettings", "TwilioSettings", "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings",
-    "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
-    "check_value", "groups", "librdkafka_overrides", "load_consumer", "load_settings", "load_tools",
-    "load_webhooks", "load_worker", "markdown_table", "variables", "worker_settings_from",
+    "ToolSettings", "TwilioSettings", "WorkerProcessSettings", "WorkerSettings", "all_groups", "check_unknown",
+    "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "load_tools",
+    "load_worker", "markdown_table", "variables", "worker_settings_from",
+    "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",
 ]

@@ -1,4 +1,4 @@
-"""Connecting to Temporal with the configured namespace, TLS, mTLS or API key."""
+"""Connecting to Temporal with the configured namespace, TLS, mTLS or API key, and payload encryption."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from temporalio.runtime import (
 from temporalio.service import TLSConfig
 
 from eventflow.core import tracing
+from eventflow.core.codec import data_converter
 from eventflow.core.errors import EventflowError
 from eventflow.core.settings import TemporalSettings
 
@@ -97,6 +98,9 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
     While tracing is on (`eventflow.core.tracing`), the client carries Temporal's tracing interceptor, so
     its starts and signals, and the workflows and activities of workers built on it, are traced.
 
+    With payload keys configured (``EVENTFLOW_PAYLOAD_KEYS``), every payload and failure message the
+    client, and every worker built on it, writes is encrypted (`eventflow.core.codec`).
+
     Raises:
         TemporalUnreachableError: when the frontend cannot be reached (one line, no traceback).
     """
@@ -108,6 +112,7 @@ async def connect(settings: TemporalSettings, *, runtime: Runtime | None = None)
             api_key=settings.api_key.get_secret_value() if settings.api_key is not None else None,
             runtime=runtime if runtime is not None else _shared_runtime(),
             interceptors=tracing.temporal_interceptors(),
+            data_converter=data_converter(settings.payload_keyring()),
         )
     except RuntimeError as exc:  # the SDK core reports every connection failure as RuntimeError
         raise TemporalUnreachableError(settings.address, settings.namespace, _reason(str(exc))) from exc

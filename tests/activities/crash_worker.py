@@ -17,12 +17,13 @@ from temporalio.worker import Worker
 
 from activities.send import NotificationActivities, SendPolicy
 from tests.activities.journey_support import channels_for, worker
+from tests.payload_keys import session_data_converter
 from workflows.preferences_client import PreferencesStore
 from workflows.queues import send_task_queue
 
 
 async def main(address: str, task_queue: str, base_url: str, lease_seconds: str = "") -> None:
-    client = await Client.connect(address)
+    client = await Client.connect(address, data_converter=session_data_converter())
     if not lease_seconds:
         async with worker(client, task_queue, channels_for(base_url)):
             print("worker-ready", flush=True)

@@ -1,8 +1,9 @@
 {{/*
 One Deployment; call with (dict "root" $ "component" "consumer" "cfg" .Values.consumer
 "args" (list "consume") "autoscaled" true
-"envTemplate" "eventflow.consumerEnv"), optionally "extraPorts" (list (dict "name" "http" "port" 8080)). The consumer and the worker differ only in
-these inputs, so probes, security and volumes cannot drift between them.
+"envTemplate" "eventflow.consumerEnv"), optionally "extraPorts" (list (dict "name" "http" "port" 8080)).
+The consumer and the worker differ only in these inputs, so probes, security and volumes cannot
+drift between them.
 */}}
 {{- define "eventflow.deployment" -}}
 {{- $root := .root -}}
@@ -117,6 +118,7 @@ spec:
               mountPath: /etc/eventflow/kafka-tls
               readOnly: true
             {{- end }}
+            {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -145,6 +147,7 @@ spec:
             secretName: {{ . }}
             defaultMode: 0440
         {{- end }}
+        {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -102,6 +102,12 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- if and (include "eventflow.journeysFromValues" .) (or .Values.journeys.existingDefinitionsConfigMap .Values.journeys.existingTemplatesConfigMap) }}
 {{- fail "journeys: use either inline definitions/templates or existing ConfigMaps, not both" }}
 {{- end }}
+{{- if not (or .Values.devMode .Values.payloadEncryption.secretName .Values.payloadEncryption.allowPlaintext) }}
+{{- fail "payloadEncryption.secretName is required outside devMode: without keys, contact details are stored in clear in Temporal (docs/deploy.md); set payloadEncryption.allowPlaintext=true to accept that" }}
+{{- end }}
+{{- if and .Values.codecServer.enabled (not .Values.payloadEncryption.secretName) }}
+{{- fail "codecServer.enabled needs payloadEncryption.secretName: the codec server decrypts with those keys" }}
+{{- end }}
 {{- if le (int .Values.consumer.terminationGracePeriodSeconds) (int .Values.consumer.shutdownGraceSeconds) }}
 {{- fail "consumer.terminationGracePeriodSeconds must exceed consumer.shutdownGraceSeconds, or pods are killed mid-drain" }}
 {{- end }}
@@ -180,6 +186,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 {{- end }}
+{{- include "eventflow.payloadKeysEnv" . }}
 - name: EVENTFLOW_METRICS_PORT
   value: {{ .Values.metricsPort | quote }}
 - name: EVENTFLOW_LOG_FORMAT
@@ -277,4 +284,43 @@ provider secrets have no business in the consumer's pods.
 {{- $pairs := list }}
 {{- range $key, $value := . }}{{ $pairs = append $pairs (printf "%s=%s" $key $value) }}{{ end }}
 {{- join "," $pairs }}
+{{- end }}
+
+{{/*
+Payload encryption (consumer, worker, codec server): the keys Secret as a file, the encrypting
+key's id, and, outside devMode, a process refuses to start without keys.
+*/}}
+{{- define "eventflow.payloadKeysEnv" -}}
+{{- with .Values.payloadEncryption }}
+{{- if .secretName }}
+- name: EVENTFLOW_PAYLOAD_KEYS_FILE
+  value: /etc/eventflow/payload-keys/{{ .key }}
+{{- if .encryptKeyId }}
+- name: EVENTFLOW_PAYLOAD_ENCRYPT_KEY_ID
+  value: {{ .encryptKeyId | quote }}
+{{- end }}
+{{- end }}
+{{- if not (or $.Values.devMode .allowPlaintext) }}
+- name: EVENTFLOW_PAYLOAD_KEYS_REQUIRED
+  value: "true"
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The payload keys Secret's volume and mount, named payload-keys. */}}
+{{- define "eventflow.payloadKeysMount" -}}
+{{- if .Values.payloadEncryption.secretName }}
+- name: payload-keys
+  mountPath: /etc/eventflow/payload-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.payloadKeysVolume" -}}
+{{- with .Values.payloadEncryption.secretName }}
+- name: payload-keys
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
 {{- end }}

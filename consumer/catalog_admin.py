@@ -1,0 +1,144 @@
+"""What ``eventflow journeys publish|pause|resume|archive|rollback|diff`` do, on a `CatalogWriter`.
+
+A publish validates everything first, with the same checks as ``eventflow journeys validate``
+(templates test-rendered), and writes nothing if any file has a problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from consumer.catalog_topic import CatalogWriter
+from eventflow.core.errors import EventflowError
+from journeys.catalog import Catalog, CatalogAction, CatalogEntry, CatalogError, SourceFile, next_entry
+from journeys.loader import Problem, load_templates, validate_folder
+from journeys.model import JourneyDefinition
+
+
+class CatalogValidationError(EventflowError):
+    """A publish was refused: the files have problems (each names its file and line); nothing was written."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        super().__init__(f"nothing published: {len(problems)} problem(s):\n" + "\n".join(map(str, problems)))
+        self.problems = tuple(problems)
+
+
+@dataclass(frozen=True)
+class Published:
+    """What one journey's publish did: the new entry, or None when its content was unchanged."""
+
+    journey_id: str
+    entry: CatalogEntry | None
+    current_version: int
+
+
+def _root_and_files(path: Path) -> tuple[Path, Path | None]:
+    """The journeys folder (with definitions/ and templates/) and the one file chosen, if any."""
+    if path.is_dir():
+        return (path.parent, None) if path.name == "definitions" else (path, None)
+    if not path.exists():
+        raise CatalogError(f"{path}: no such file or folder")
+    return (path.parent.parent if path.parent.name == "definitions" else path.parent), path
+
+
+def _sources(root: Path, definition: JourneyDefinition) -> tuple[SourceFile, tuple[SourceFile, ...]]:
+    def read(file: Path) -> SourceFile:
+        return SourceFile(str(file.resolve().relative_to(root.resolve())) if file.resolve().is_relative_to(
+            root.resolve()) else file.name, file.read_text(encoding="utf-8"))
+
+    templates, _ = load_templates(root / "templates")
+    used = tuple(read(Path(templates[t].file)) for t in sorted(definition.templates) if t in templates)
+    return read(Path(definition.source_file)), used
+
+
+def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str | None = None) -> list[Published]:
+    """Validates the definitions at ``path`` (a file, or a folder) and publishes each as a new version.
+
+    Raises:
+        CatalogValidationError: any problem in the folder; nothing is published.
+    """
+    root, chosen = _root_and_files(path)
+    if chosen is not None and chosen.parent.name == "definitions" and not (root / "templates").is_dir():
+        raise CatalogError(f"{chosen}: no templates/ folder beside {chosen.parent}")
+    report = validate_folder(root)
+    if report.problems:
+        raise CatalogValidationError(report.problems)
+    definitions = [d for d in report.definitions
+                   if chosen is None or Path(d.source_file).resolve() == chosen.resolve()]
+    if not definitions:
+        raise CatalogError(f"{path}: no journey definition found (a file must be in <folder>/definitions/, "
+                           "beside <folder>/templates/)")
+    writer.ensure_topic()
+    results = []
+    for definition in definitions:
+        source, templates = _sources(root, definition)
+        text = summary or f"publish {source.name}"
+        entry = writer.write(partial(_publish_entry, definition=definition, source=source, templates=templates,
+                                     author=author, summary=text))
+        current = entry.version if entry is not None else _current_version(writer.read(), definition.id)
+        results.append(Published(definition.id, entry, current))
+    return results
+
+
+def _publish_entry(catalog: Catalog, *, definition: JourneyDefinition, source: SourceFile,
+                   templates: tuple[SourceFile, ...], author: str, summary: str) -> CatalogEntry | None:
+    return next_entry(catalog, journey_id=definition.id, action=CatalogAction.PUBLISH, author=author,
+                      at=datetime.now(UTC), summary=summary, definition=definition, definition_source=source,
+                      templates=templates)
+
+
+def _current_version(catalog: Catalog, journey_id: str) -> int:
+    latest = catalog.latest(journey_id)
+    return latest.version if latest else 0
+
+
+def change(writer: CatalogWriter, journey_id: str, action: CatalogAction, *, author: str,
+           summary: str | None = None, rollback_to: int | None = None) -> CatalogEntry | None:
+    """Pause, resume, archive or roll back ``journey_id``; None when it is already so."""
+    text = summary or (f"rollback to v{rollback_to}" if action is CatalogAction.ROLLBACK else action.value)
+
+    def make(catalog: Catalog) -> CatalogEntry | None:
+        return next_entry(catalog, journey_id=journey_id, action=action, author=author, at=datetime.now(UTC),
+                          summary=text, rollback_to=rollback_to)
+
+    return writer.write(make)
+
+
+def diff(catalog: Catalog, journey_id: str, old: int, new: int) -> str:
+    """A unified diff of two versions' definition and template sources (empty when equal)."""
+    entries = []
+    for version in (old, new):
+        entry = catalog.version(journey_id, version)
+        if entry is None:
+            latest = catalog.latest(journey_id)
+            raise CatalogError(f"journey {journey_id} has no version {version}"
+                               + (f" (versions 1 to {latest.version})" if latest else " (not in the catalog)"))
+        entries.append(entry)
+    lines: list[str] = []
+    files = [{f.name: f.text for f in (e.definition, *e.templates)} for e in entries]
+    for name in sorted(set(files[0]) | set(files[1])):
+        lines += difflib.unified_diff(files[0].get(name, "").splitlines(keepends=True),
+                                      files[1].get(name, "").splitlines(keepends=True),
+                                      fromfile=f"v{old}/{name}", tofile=f"v{new}/{name}")
+    return "".join(lines)
+
+
+async def cancel_running(client: Client, journey_id: str) -> int:
+    """Requests cancellation of every running instance of ``journey_id`` (``archive --exit-running``)."""
+    escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
+    count = 0
+    async for execution in client.list_workflows(f"JourneyId = '{escaped}' AND ExecutionStatus = 'Running'"):
+        if execution.status is WorkflowExecutionStatus.RUNNING:
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).cancel()
+            count += 1
+    return count
+
+
+__all__ = ["CatalogValidationError", "Published", "cancel_running", "change", "diff", "publish_path"]

@@ -1,0 +1,83 @@
+"""The consumer's router when journeys come from the live catalog: swapped whole on every change.
+
+Active journeys route as with files (`EventRoutes`). Paused and archived journeys take no new
+entries, but their running instances continue, so the events they listen to (waits, exits,
+digests) are still signalled to them. A change builds a new pair of routers and replaces the
+reference in one assignment on the event loop, so a record is routed wholly by one catalog state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from consumer.catalog_topic import CatalogFollower, CatalogMetrics
+from consumer.routes import EventRoutes, Route
+from events.model import CustomerEvent
+from journeys.catalog import Catalog, JourneyState
+from journeys.expressions import ExpressionMetrics
+from journeys.routing import Router, SignalJourney
+
+
+@dataclass(frozen=True)
+class _Table:
+    active: EventRoutes
+    inactive: Router
+    event_types: frozenset[str]
+    position: dict[str, tuple[int, JourneyState]]
+
+
+class LiveRoutes:
+    """An `EventRouter` over the latest catalog; `update` swaps it (the follower's ``on_change``)."""
+
+    def __init__(self, catalog: Catalog, *, expression_metrics: ExpressionMetrics | None = None) -> None:
+        self._metrics = expression_metrics
+        self._table = self._build(catalog)
+
+    def _build(self, catalog: Catalog) -> _Table:
+        active = EventRoutes(catalog.definitions(JourneyState.ACTIVE), expression_metrics=self._metrics)
+        inactive_definitions = catalog.definitions(JourneyState.PAUSED, JourneyState.ARCHIVED)
+        listened = frozenset(listener.event_type for d in inactive_definitions
+                             for listener in (*d.listeners, *d.exit_events))
+        return _Table(active, Router(inactive_definitions, on_error=self._metrics), active.event_types | listened,
+                      catalog.position())
+
+    def update(self, catalog: Catalog) -> None:
+        self._table = self._build(catalog)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self._table.event_types
+
+    def position(self) -> dict[str, tuple[int, JourneyState]]:
+        """Per journey, the version and state routing follows now."""
+        return dict(self._table.position)
+
+    def route(self, event: CustomerEvent) -> list[Route]:
+        table = self._table
+        routes = table.active.route(event)
+        for action in table.inactive.route(event):
+            if isinstance(action, SignalJourney) and action not in routes:
+                routes.append(action)
+        return routes
+
+
+async def follow_catalog(client_config: Mapping[str, str], topic: str, *, registry: CollectorRegistry,
+                         timeout_seconds: float = 20.0,
+                         expression_metrics: ExpressionMetrics | None = None) -> tuple[LiveRoutes, CatalogFollower]:
+    """Reads the catalog to its end and returns routes that the returned follower keeps current.
+
+    Run the follower beside the consumer (``build_consumer_service(background=[follower])``).
+
+    Raises:
+        CatalogUnavailableError: the catalog cannot be read (a one-line start-up error).
+    """
+    follower = CatalogFollower(client_config, topic, metrics=CatalogMetrics(registry))
+    routes = LiveRoutes(await follower.load(timeout_seconds), expression_metrics=expression_metrics)
+    follower.on_change = routes.update
+    return routes, follower
+
+
+__all__ = ["LiveRoutes", "follow_catalog"]
