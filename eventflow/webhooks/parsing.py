@@ -17,6 +17,7 @@ from activities.addresses import address_hash
 from activities.outcomes import DeliveryOutcome, DeliveryReport
 from consumer.feedback import FeedbackMessage
 from eventflow.core.errors import EventflowError
+from eventflow.core.logs import mask_contact_details
 from workflows.suppression import ContactKeyword, DeliveryFeedback, KeywordAction
 
 SENDGRID = "sendgrid"
@@ -102,7 +103,8 @@ def sendgrid_events(body: bytes) -> list[FeedbackMessage]:
             at = _iso_from_epoch(event.get("timestamp"))
         except (ValueError, OverflowError, OSError) as exc:
             raise MalformedRequest(kind, f"event {index} has no valid timestamp") from exc
-        code = str(event.get("type") or event.get("reason") or "")[:_MAX_CODE] \
+        # Free text (a drop reason) may quote the address: masked before it goes anywhere.
+        code = mask_contact_details(str(event.get("type") or event.get("reason") or ""))[:_MAX_CODE] \
             if outcome in (DeliveryOutcome.BOUNCED, DeliveryOutcome.DROPPED) else ""
         message_id = str(event.get("sg_message_id") or "").partition(".")[0]
         email = event.get("email")

@@ -83,6 +83,9 @@ def test_sendgrid_events_become_reports_naming_the_send_without_the_address() ->
     assert first is not None and first.address_hash == address_hash("email", "ADA@example.com")
     assert first.report.provider_message_id == "sgmsg123"
     assert "ada@example.com" not in encode_message(sendgrid_events(body)[0]).decode()
+    dropped = sendgrid_events(sendgrid_body([sendgrid_event("dropped", ARGS, event_id="e4",
+                                                            reason="Bounced Address ada@example.com")]))
+    assert "ada@example.com" not in encode_message(dropped[0]).decode()
 
 
 @pytest.mark.parametrize("body", [b"not json", b"{}", b'[{"no": "event"}]',
