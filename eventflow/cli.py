@@ -86,6 +86,17 @@ def _produce(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     topic = args.topic or settings.kafka.topics[0]
+    if args.cloudevents:
+        from events.cli import produce_cloudevents
+
+        if not args.file:
+            print("--cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)
+            return 2
+        lines = Path(args.file).read_text().splitlines()
+        count = produce_cloudevents(settings.kafka.client_config(), topic, [json.loads(x) for x in lines if x.strip()],
+                                    args.cloudevents, Path(args.data_schema) if args.data_schema else None)
+        print(f"published {count} CloudEvents ({args.cloudevents} mode) to {topic}")
+        return 0
     producer = build_producer(settings.kafka.client_config(), topic)
     if args.file:
         lines = Path(args.file).read_text().splitlines()
@@ -174,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="publish events (a JSON Lines file, or the samples)")
     produce.add_argument("--file", help="JSON Lines file of events; default: the built-in samples")
     produce.add_argument("--topic", help="topic; default: the first of EVENTFLOW_TOPICS")
+    produce.add_argument("--cloudevents", choices=["binary", "structured"],
+                         help="the file holds CloudEvents (JSON form); write them in this content mode")
+    produce.add_argument("--data-schema", help="binary mode: Avro schema (.avsc) of the data, registered in the registry")
     produce.set_defaults(handler=_produce)
     dev = commands.add_parser("dev", help="local Kafka and Temporal: provision, up, down, status, run (the demo)")
     dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])

@@ -172,7 +172,8 @@ def definition_from_snapshot(snapshot: Mapping[str, Any]) -> PublishedJourney:
             steps=decoded.steps, trigger_filter=snapshot.get("trigger_filter"),
             entry_rule=EntryRule(snapshot["entry_rule"]), key_path=decoded.key_path,
             listeners=decoded.listeners, exit_events=decoded.exit_events, templates=decoded.templates,
-            source_file=f"catalog:{decoded.id}@v{decoded.version}", published=copy.deepcopy(dict(snapshot)))
+            source_file=f"catalog:{decoded.id}@v{decoded.version}", published=copy.deepcopy(dict(snapshot)),
+            goal=decoded.goal, holdout_percent=decoded.holdout_percent)
     except (SnapshotFormatError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CatalogEntryError("snapshot", f"the snapshot does not decode: {type(exc).__name__}: {exc}") from exc
 

@@ -1,4 +1,4 @@
-"""``eventflow journeys`` subcommands: validate, simulate, status, and the catalog's (publish, list, ...)."""
+"""``eventflow journeys`` subcommands: validate, simulate, status, report, and the catalog's (publish, list, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from journeys.report import InstanceView
+    from workflows.journey import JourneyStatus
 
 
 def _folder(args: argparse.Namespace) -> Path | None:
@@ -82,6 +86,20 @@ async def _status_lines(customer_id: str) -> list[str]:
             key = f"{execution.id}/{send.step_id}" + (f"#{send.channel}" if send.fallback_from else "")
             reported = f", {outcomes[key]}" if key in outcomes else ""
             lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}{reported}")
+        lines += _measurement_lines(status)
+    return lines
+
+
+def _measurement_lines(status: JourneyStatus) -> list[str]:
+    """The instance's arm and conversion, when it is measured (nothing for journeys without a goal)."""
+    from journeys.goals import arm_label
+
+    progress = status.progress
+    lines: list[str] = []
+    if progress.holdout or progress.converted_at or progress.goal_until:
+        arm = arm_label(progress.holdout, status.variants)
+        lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at
+                                          else f"not converted (goal window until {progress.goal_until or '-'})"))
     return lines
 
 
@@ -110,9 +128,76 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Instances the report reads at once (results and queries).
+READ_CONCURRENCY = 32
+
+
+async def report_instances(journey_id: str, version: int | None = None) -> tuple[list[InstanceView], int]:
+    """Every instance of the journey as a `journeys.report.InstanceView`, and how many could not be read.
+
+    Instances come from Temporal visibility (``JourneyId``, optionally ``JourneyVersion``); a
+    finished one's state is its result, a running one's the status query (a worker must run).
+    """
+    from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+
+    from eventflow.core.settings import load_settings
+    from eventflow.core.temporal_client import connect
+    from journeys.report import InstanceView
+    from workflows.journey import STATUS_QUERY, JourneyStatus
+
+    client = await connect(load_settings(dev_defaults=True).temporal)
+    escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
+    query = f"JourneyId = '{escaped}'" + (f" AND JourneyVersion = {int(version)}" if version is not None else "")
+    executions = [e async for e in client.list_workflows(query)
+                  if e.status != WorkflowExecutionStatus.CONTINUED_AS_NEW]
+    reads = asyncio.Semaphore(READ_CONCURRENCY)
+
+    async def read(execution: WorkflowExecution) -> InstanceView | None:
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
+        state = execution.status
+        async with reads:
+            try:
+                if state != WorkflowExecutionStatus.COMPLETED:
+                    # Visibility lags: an instance listed as running may have completed since.
+                    state = (await handle.describe()).status
+                if state == WorkflowExecutionStatus.COMPLETED:
+                    status: JourneyStatus = await handle.result()
+                else:
+                    status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
+            except Exception:  # noqa: BLE001 - one unreadable instance is counted, not fatal to the report
+                return None
+        return InstanceView(version=status.journey_version, progress=status.progress, variants=dict(status.variants),
+                            exit_reason=status.exit_reason, running=state == WorkflowExecutionStatus.RUNNING)
+
+    read_all = await asyncio.gather(*(read(execution) for execution in executions))
+    views = [view for view in read_all if view is not None]
+    unreadable = len(read_all) - len(views)
+    return views, unreadable
+
+
+async def _report_lines(journey_id: str, version: int | None = None) -> list[str]:
+    from journeys.report import build, format_report
+
+    views, unreadable = await report_instances(journey_id, version)
+    lines = format_report(build(journey_id, views))
+    if unreadable:
+        lines.append(f"{unreadable} instance(s) could not be read (is an `eventflow worker` running?)")
+    return lines
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        lines = asyncio.run(_report_lines(args.journey, args.version))
+    except RuntimeError as exc:  # the SDK's "Failed client connect": say so without a traceback
+        print(f"eventflow: cannot reach Temporal: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
-    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, status")
+    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, status, report")
     actions = journeys.add_subparsers(dest="journeys_command", required=True)
 
     validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
@@ -129,6 +214,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status = actions.add_parser("status", help="a customer's journeys, current steps and sends")
     status.add_argument("--customer", required=True, help="customer id")
     status.set_defaults(handler=_status)
+
+    report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 % intervals, lift)")
+    report.add_argument("journey", help="journey id")
+    report.add_argument("--version", type=int, help="only this version (default: every version)")
+    report.set_defaults(handler=_report)
 
     from journeys.catalog_cli import register as register_catalog
 

@@ -31,6 +31,8 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
+from journeys.event_schemas import EventCatalogue, catalogue
+from journeys.schema_types import literal_problems, moved_hint
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
@@ -258,7 +260,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
         problem = _path_problem(sample, parts, roots)
         if problem:
             broken = True
-            report.add(where, f"expression {source!r}: {problem}")
+            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
     if broken:
         return
 
@@ -267,7 +269,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
             return None
         return expressions.kind_of_value(lookup(sample, ".".join(parts)))
 
-    for problem in expressions.type_problems(node, kind_of):
+    for problem in [*expressions.type_problems(node, kind_of), *literal_problems(node, sample)]:
         report.add(where, f"expression {source!r}: {problem}")
 
 
@@ -327,6 +329,8 @@ def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, Doc
 
 
 def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    if isinstance(known, EventCatalogue):
+        return known.sample(event_type)
     return sample_event_context(event_type) if event_type in known else {}
 
 
@@ -385,7 +389,7 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
                     check_duration(body[option])
                 except ValueError as exc:
                     report.add((*path, kind, option), f"{kind}.{option}: {exc}")
-        if kind in ("wait_for", "digest"):
+        if kind in ("wait_for", "digest") and "event" in body:
             event_type = body["event"]
             if event_type not in known_events:
                 report.add((*path, kind, "event"), f"unknown event type {event_type!r}")
@@ -474,11 +478,15 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     _check_steps(report, raw, templates, known, trigger_sample, render_templates)
     for where, problem in caps_problems(raw):
         report.add(where, problem)
+    from journeys import _goal_checks  # the measurement checks build on this module's helpers
+
+    _goal_checks.check_steps(report, raw)
+    goal, goal_listener = _goal_checks.check_goal(report, raw, known, key_path)
     listeners: list[Listener] = []
     resolved_keys: dict[str, str] = {}
     for step, where in walk(raw["steps"]):
         kind = kind_of(step)
-        if kind in ("wait_for", "digest"):
+        if kind in ("wait_for", "digest") and "event" in step[kind]:
             body = step[kind]
             listener = Listener(body["event"], _listener_key(body.get("key"), key_path,
                                                              _sample_for(body["event"], known)), body.get("when"))
@@ -487,6 +495,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                 resolved_keys[str(step["id"])] = listener.key_path
             if listener not in listeners:
                 listeners.append(listener)
+    if goal_listener is not None and goal_listener not in listeners:
+        listeners.append(goal_listener)
     for listener in (*exits, *listeners):
         if rule is EntryRule.EVERY_TIME:
             report.add(("entry", "rule"), f"every_time journeys cannot react to {listener.event_type}: their "
@@ -510,6 +520,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         steps=with_journey_defaults(_typed_steps(raw["steps"], resolved_keys), raw.get("priority"), raw.get("caps")),
         templates={t: templates[t].template for t in sorted(used)},
         source_file=str(path),
+        goal=goal,
+        holdout_percent=int(raw.get("holdout_percent") or 0),
     )
     return definition, []
 
@@ -546,10 +558,12 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     """Checks every template and definition under ``folder``, collecting all problems."""
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
+    known, source_problems = catalogue(_event_types(), root)
+    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
-        definition, found = check_definition(path, templates, render_templates=render_templates)
+        definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates)
         problems.extend(found)
         if definition is None:
             continue

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from journeys.goals import Goal
 from journeys.steps import Step, decode_steps, encode_step
 
 #: The snapshot format `JourneyDefinition.snapshot` writes.
@@ -89,6 +90,8 @@ class JourneyDefinition:
     exit_events: tuple[Listener, ...] = ()
     templates: Mapping[str, Template] = field(default_factory=dict)
     source_file: str = ""
+    goal: Goal | None = None
+    holdout_percent: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON form a workflow instance is started with: immutable for that instance's life."""
@@ -108,6 +111,11 @@ class JourneyDefinition:
                 for t in self.templates.values()
             },
         }
+        # Only when set, so the snapshots (and content hashes) of journeys without them stay as they were.
+        if self.goal is not None:
+            body["goal"] = self.goal.as_json()
+        if self.holdout_percent:
+            body["holdout_percent"] = self.holdout_percent
         body["content_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return body
 
@@ -129,6 +137,8 @@ class JourneySnapshot:
     templates: Mapping[str, Template] = field(default_factory=dict)
     content_hash: str = ""
     format: int = SNAPSHOT_FORMAT
+    goal: Goal | None = None
+    holdout_percent: int = 0
 
 
 def _listeners(items: Any) -> tuple[Listener, ...]:
@@ -152,4 +162,6 @@ def decode_snapshot(data: Mapping[str, Any]) -> JourneySnapshot:
                    for k, t in (data.get("templates") or {}).items()},
         content_hash=str(data.get("content_hash", "")),
         format=int(version),
+        goal=Goal.from_json(data.get("goal")),
+        holdout_percent=int(data.get("holdout_percent") or 0),
     )

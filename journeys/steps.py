@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 from activities.caps import Priority
+from activities.outcomes import DeliveryOutcome
 
 
 class StepKind(enum.StrEnum):
@@ -86,6 +87,9 @@ class SendOptions:
     priority: Priority | None = None
     #: Rolling caps overriding the worker's per scope and window (`activities.caps.CapSet` text).
     caps: str | None = None
+    #: How long the send waits for the provider's delivery report; a bounce or undelivered report
+    #: in that time sends the ``fallback`` channel (None: fall back on immediate failures only).
+    fallback_within: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,16 +134,23 @@ class BranchStep:
 
 @dataclass(frozen=True)
 class WaitForStep:
-    """Wait for a matching event (``key`` resolved by the loader) up to ``timeout``; then one of two arms."""
+    """Wait for a matching event (``key`` resolved by the loader) up to ``timeout``; then one of two arms.
+
+    With ``send`` and ``outcome`` instead of ``event``, waits for a delivery report on that send
+    step (`journeys.goals.WAITABLE_OUTCOMES`); reports that arrived before the wait count.
+    """
 
     KIND: ClassVar[StepKind] = StepKind.WAIT_FOR
     id: str
-    event: str
-    timeout: str
+    # Defaults only so that delivery waits can leave ``event`` out; the schema requires a timeout.
+    event: str = ""
+    timeout: str = ""
     key: str | None = None
     when: str | None = None
     received: tuple[Step, ...] = ()
     timed_out: tuple[Step, ...] = ()
+    send: str | None = None
+    outcome: DeliveryOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class SplitVariant:
     name: str
     percent: int
     steps: tuple[Step, ...] = ()
+    #: A control arm: its customers receive nothing in this split (its steps must be empty).
+    control: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,20 @@ from typing import Any
 
 from temporalio import workflow
 
-from workflows.sending import SendRecord, send_step
+from workflows import _goals
+from workflows.sending import SendRecord, send_fallback, send_step
 
 with workflow.unsafe.imports_passed_through():
+    from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
     from events.model import CustomerEvent
     from journeys import expressions
     from journeys.durations import parse_duration
+    from journeys.goals import WAITABLE_OUTCOMES, Progress, arm_label
     from journeys.model import JourneySnapshot, decode_snapshot
     from journeys.paths import lookup
     from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
                                 Step, WaitForStep, flow)
+    from journeys.steps import SendOptions
     from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
 JOURNEY_WORKFLOW = "Journey"
@@ -84,6 +88,8 @@ class JourneyState:
     deadline: str | None = None
     collected: list[CustomerEvent] = field(default_factory=list)
     runs: int = 1
+    #: Funnel and goal progress (`journeys.goals.Progress`); empty in states carried by older runs.
+    progress: Progress = field(default_factory=Progress)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,17 @@ class JourneyStatus:
     variants: dict[str, str] = field(default_factory=dict)
     trail: list[StepVisit] = field(default_factory=list)
     runs: int = 1
+    #: Entry, holdout, steps reached, sends, delivery reports and conversion of the instance.
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def converted(self) -> bool:
+        return self.progress.converted
+
+    @property
+    def arm(self) -> str:
+        """``holdout``, the split variants taken (``offer=a``), or ``all``."""
+        return arm_label(self.progress.holdout, self.variants)
 
 
 def _count_expression_error(journey: str, step: str, error: Exception) -> None:
@@ -163,6 +180,7 @@ class JourneyWorkflow:
                 "content_hash": self._journey.content_hash, "variants": {}}})
             self._seen_set: set[str] = set()
             self._remember(start.event.event_id)
+            self._state.progress = _goals.start_progress(self._journey, start.event.customer.id, workflow.now())
         else:
             self._state = replace(start.state, runs=start.state.runs + 1)
             self._seen_set = set(self._state.seen_event_ids)
@@ -172,6 +190,8 @@ class JourneyWorkflow:
         self._finished = False
         self._received: CustomerEvent | None = None
         self._work_this_run = 0
+        # Set by run() from the journey's options and GOALS_PATCH; see workflows/_goals.py.
+        self._measured = False
 
     # --- signals and queries --------------------------------------------------------------
 
@@ -184,6 +204,7 @@ class JourneyWorkflow:
         self._work_this_run += 1
         if self._finished or self._exit_reason is not None:
             return
+        self._check_goal(event)
         for listener in self._journey.exit_events:
             if self._matches(event, listener.event_type, listener.key_path, listener.when, step="exit"):
                 self._exit_reason = f"exit event {event.event_type}"
@@ -195,6 +216,12 @@ class JourneyWorkflow:
             case DigestStep() as digest:
                 if self._matches(event, digest.event, digest.key, digest.when, step=digest.id):
                     self._state.collected.append(event)
+
+    @workflow.signal(name=DELIVERY_SIGNAL)
+    def on_delivery(self, report: DeliveryReport) -> None:
+        """Receives a provider's report on one of this instance's sends; a redelivered report_id is ignored."""
+        if _goals.record_delivery(self._journey, self._progress, report, self._arm):
+            self._work_this_run += 1
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> JourneyStatus:
@@ -213,6 +240,7 @@ class JourneyWorkflow:
             variants=dict(self._context.get("journey", {}).get("variants", {})),
             trail=list(self._state.trail),
             runs=self._state.runs,
+            progress=self._progress,
         )
 
     # --- the run loop ---------------------------------------------------------------------
@@ -224,6 +252,9 @@ class JourneyWorkflow:
         state = self._state
         if start.state is None:
             state.cursor = steps.first
+        self._measured = _goals.uses_measurement(self._journey) and workflow.patched(_goals.GOALS_PATCH)
+        if start.state is None:
+            _goals.count_entry(self._journey, self._progress)
         try:
             while state.cursor is not None and self._exit_reason is None:
                 if self._continue_as_new_due():
@@ -240,21 +271,27 @@ class JourneyWorkflow:
                 state.deadline = None
                 state.collected = []
                 self._received = None
+            if self._measured and self._exit_reason is None:
+                await self._wait_for_goal()
         except _ContinueAsNew:
             workflow.logger.info("journey continuing as new after %d steps and events", self._work_this_run)
             workflow.continue_as_new(replace(start, state=state))
         self._finished = True
         self._active = None
         state.deadline = None
+        _goals.record_finish(self._journey, self._progress, self._exit_reason, self._arm)
         workflow.logger.info("journey finished exit_reason=%s sends=%d", self._exit_reason, len(state.sends))
         return self.status()
 
     async def _run_step(self, step: Step, steps: Flow) -> str | None:
         """Runs one step; returns the id of the step to run next."""
         match step:
+            case SendStep(send=options) if self._measured:
+                await self._send(step.id, options, self._context)
             case SendStep(send=options):
                 self._state.sends.append(await send_step(step.id, options, self._journey, self._event, self._context,
                                                          stop_waiting=self._has_exited))
+                self._counted_send(step.id)
             case DelayStep():
                 if self._state.deadline is None:
                     self._set_deadline(self._delay_deadline(step))
@@ -267,6 +304,13 @@ class JourneyWorkflow:
                         return steps.arm_start(step.id, case.steps)
                 self._note(step.id, "else")
                 return steps.arm_start(step.id, otherwise)
+            case WaitForStep(send=str() as target, outcome=outcome) if self._measured and outcome is not None:
+                if self._state.deadline is None:
+                    self._set_deadline(workflow.now() + parse_duration(step.timeout))
+                wanted = WAITABLE_OUTCOMES[outcome]
+                received = await self._wait(lambda: bool(self._progress.outcomes_of(target) & wanted))
+                self._note(step.id, f"{outcome}" if received else f"not {outcome}")
+                return steps.arm_start(step.id, step.received if received else step.timed_out)
             case WaitForStep():
                 if self._state.deadline is None:
                     self._set_deadline(workflow.now() + parse_duration(step.timeout))
@@ -328,6 +372,10 @@ class JourneyWorkflow:
                 break
         self._context["journey"].setdefault("variants", {})[step_id] = chosen.name
         self._note(step_id, f"variant {chosen.name} (bucket {bucket})")
+        if chosen.control:
+            self._progress.control.append(step_id)
+        if not self._progress.holdout:
+            _goals.count_assignment(self._journey, self._arm)
         return chosen.steps
 
     async def _digest(self, step: DigestStep) -> None:
@@ -342,8 +390,70 @@ class JourneyWorkflow:
             return
         context = {**self._context, "digest": {"events": [dict(e.as_context()) for e in collected],
                                                "count": len(collected)}}
+        if self._measured:
+            await self._send(step.id, step.send, context)
+            return
         self._state.sends.append(await send_step(step.id, step.send, self._journey, self._event, context,
                                                  stop_waiting=self._has_exited))
+        self._counted_send(step.id)
+
+    async def _send(self, step_id: str, options: SendOptions, context: dict[str, Any]) -> None:
+        """A measured send: nothing for holdouts; else the send, then a late fallback if one is reported."""
+        progress = self._progress
+        _goals.record_send_step(self._journey, progress, step_id, workflow.now())
+        if progress.holdout:
+            self._state.sends.append(_goals.holdout_record(step_id, options.channel, options.template))
+            return
+        record = await send_step(step_id, options, self._journey, self._event, context, stop_waiting=self._has_exited)
+        self._state.sends.append(record)
+        _goals.record_send(self._journey, progress, record, self._arm)
+        if not (options.fallback and options.fallback_within and SendStatus(record.status).reached_customer
+                and record.fallback_from is None and options.fallback != record.channel):
+            return
+        failed = await _goals.late_failure(progress, record, options.fallback_within, self._has_exited)
+        if failed is None:
+            return
+        self._note(step_id, f"{record.channel} {failed}: fallback {options.fallback}")
+        second = await send_fallback(step_id, options, self._journey, self._event, context,
+                                     stop_waiting=self._has_exited)
+        second = replace(second, fallback_from=f"{record.channel}:{failed}")
+        self._state.sends.append(second)
+        _goals.record_send(self._journey, progress, second, self._arm)
+
+    def _counted_send(self, step_id: str) -> None:
+        """Funnel bookkeeping of an unmeasured send (state and counters only: no command changes)."""
+        _goals.record_send_step(self._journey, self._progress, step_id, workflow.now())
+        _goals.record_send(self._journey, self._progress, self._state.sends[-1], self._arm)
+
+    async def _wait_for_goal(self) -> None:
+        """After the last step, keeps listening for the goal until it converts, exits or the window closes."""
+        deadline = _goals.goal_deadline(self._progress)
+        if deadline is None or deadline <= workflow.now():
+            return
+        self._state.deadline = self._progress.goal_until
+        done = lambda: self._progress.converted or self._exit_reason is not None  # noqa: E731
+        try:
+            await workflow.wait_condition(lambda: done() or self._continue_as_new_due(),
+                                          timeout=(deadline - workflow.now()).total_seconds())
+        except asyncio.TimeoutError:
+            return
+        if not done() and self._continue_as_new_due():
+            raise _ContinueAsNew()
+
+    def _check_goal(self, event: CustomerEvent) -> None:
+        goal = self._journey.goal
+        if goal is None or not _goals.goal_open(self._progress, workflow.now()):
+            return
+        if self._matches(event, goal.event_type, goal.key_path, goal.when, step="goal"):
+            _goals.record_conversion(self._journey, self._progress, event.event_id, workflow.now(), self._arm)
+
+    @property
+    def _progress(self) -> Progress:
+        return self._state.progress
+
+    @property
+    def _arm(self) -> str:
+        return _goals.arm(self._progress, self._context.get("journey", {}).get("variants", {}))
 
     def _has_exited(self) -> bool:
         return self._exit_reason is not None
@@ -383,6 +493,8 @@ class JourneyWorkflow:
 
     def _visit(self, step: Step) -> None:
         self._work_this_run += 1
+        _goals.record_step(self._progress, step.id)
+        _goals.count_step(self._journey, step.id, self._arm)
         trail = self._state.trail
         trail.append(StepVisit(step.id, step.KIND.value, workflow.now().isoformat()))
         del trail[:-TRAIL_KEPT]

@@ -115,6 +115,14 @@ async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot
     return first
 
 
+async def send_fallback(step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
+                        context: dict[str, Any], *, stop_waiting: Callable[[], bool] | None = None) -> SendRecord:
+    """Sends the step's ``fallback`` channel after a late failure report (the same key as an immediate fallback)."""
+    assert options.fallback is not None
+    return await _send_on(options.fallback, step_id, options, journey, event, context, SEND_RETRY_POLICY,
+                          SEND_HEARTBEAT_TIMEOUT, key_suffix=f"#{options.fallback}", stop_waiting=stop_waiting)
+
+
 async def _send_on(channel: str, step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
                    context: dict[str, Any], retry_policy: RetryPolicy, heartbeat_timeout: timedelta,
                    *, key_suffix: str, stop_waiting: Callable[[], bool] | None = None) -> SendRecord:

@@ -1,4 +1,4 @@
-"""Records interpreter histories for the replay test: ``python -m tests.workflows.record_histories [PREFIX]``.
+"""Records interpreter histories for the replay test: ``python -m tests.workflows.record_histories [PREFIX [SCENARIO...]]``.
 
 Runs the shipped sample journeys and the step-type scenarios on the time-skipping test server
 and writes each run's history to ``tests/workflows/histories/<PREFIX><scenario>.json``. Keep the
@@ -110,6 +110,27 @@ async def continue_as_new(env: WorkflowEnvironment, queue: str) -> list[Workflow
     return [handle]
 
 
+async def goals_and_delivery(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome
+    from tests.workflows import test_journey_goals as goals
+
+    opened = await start(env.client, queue, _compiled(goals.NOT_OPENED), goals.signup())
+    await opened.signal(DELIVERY_SIGNAL, goals.report(opened, "welcome", DeliveryOutcome.OPENED))
+    not_opened = await start(env.client, queue, _compiled(goals.NOT_OPENED), goals.signup())
+    bounced = await start(env.client, queue, _compiled(goals.LATE_BOUNCE), goals.signup())
+    await env.sleep(timedelta(minutes=5))
+    await bounced.signal(DELIVERY_SIGNAL, goals.report(bounced, "welcome", DeliveryOutcome.BOUNCED))
+    handles = [opened, not_opened, bounced]
+    for held_out in (False, True):
+        customer = goals._customer(held_out)
+        handle = await start(env.client, queue, _compiled(goals.GOAL), goals.signup(customer))
+        await env.sleep(timedelta(hours=2))
+        await handle.signal(EVENT_SIGNAL, purchase(customer_id=customer, amount="50.00"))
+        handles.append(handle)
+    control = await start(env.client, queue, _compiled(goals.SPLIT_CONTROL), goals.signup())
+    return [*handles, control]
+
+
 SCENARIOS: dict[str, Scenario] = {
     "post_purchase": post_purchase,
     "post_purchase_refunded": post_purchase_refunded,
@@ -119,6 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
     "branch_and_wait_for": branch_and_wait_for,
     "split_and_digest": split_and_digest,
     "continue_as_new": continue_as_new,
+    "goals_and_delivery": goals_and_delivery,
 }
 
 
@@ -135,8 +157,9 @@ async def _all_runs(client: Client, handle: WorkflowHandle[Any, Any]) -> list[tu
     return found
 
 
-async def record(folder: Path = HISTORIES, prefix: str = "") -> list[Path]:
-    """Runs every scenario and writes the histories (file names start with ``prefix``); returns the files."""
+async def record(folder: Path = HISTORIES, prefix: str = "", only: list[str] | None = None) -> list[Path]:
+    """Runs every scenario (or those named in ``only``) and writes the histories (file names start
+    with ``prefix``); returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     env = await WorkflowEnvironment.start_time_skipping(
@@ -146,6 +169,8 @@ async def record(folder: Path = HISTORIES, prefix: str = "") -> list[Path]:
         queue = f"record-{uuid.uuid4().hex[:8]}"
         async with worker(env.client, queue, capture):
             for name, scenario in SCENARIOS.items():
+                if only and name not in only:
+                    continue
                 handles = await scenario(env, queue)
                 for index, handle in enumerate(handles):
                     await handle.result()
@@ -159,5 +184,5 @@ async def record(folder: Path = HISTORIES, prefix: str = "") -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written_path in asyncio.run(record(prefix=sys.argv[1] if len(sys.argv) > 1 else "")):
+    for written_path in asyncio.run(record(prefix=sys.argv[1] if len(sys.argv) > 1 else "", only=sys.argv[2:])):
         print(written_path)

@@ -98,3 +98,17 @@ async def test_an_incompatible_interpreter_fails_replay() -> None:
         _history(path), raise_on_replay_failure=False)
 
     assert result.replay_failure is not None
+
+
+def test_histories_cover_goals_holdouts_control_arms_and_delivery_waits() -> None:
+    snapshots = [_start_input(path)["journey"] for path in HISTORIES]
+    steps = [step for s in snapshots for step, _ in walk_document(s["steps"])]
+
+    assert any(s.get("goal") for s in snapshots) and any(s.get("holdout_percent") for s in snapshots)
+    assert any("send" in (step.get("wait_for") or {}) for step in steps)
+    assert any((step.get("send") or {}).get("fallback_within") for step in steps)
+    assert any(v.get("control") for step in steps for v in (step.get("split") or {}).get("variants", ()))
+    patches = {json.loads(base64.b64decode(payload["data"]))["id"] for path in HISTORIES
+               for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
+               for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
+    assert "journey-goals-delivery-waits" in patches
