@@ -246,3 +246,23 @@ async def test_connections_beyond_the_cap_are_answered_503_at_once(kafka_config:
     finally:
         await server.stop()
         handoff.close()
+
+
+async def test_a_bounce_posted_to_the_webhook_makes_the_journey_fall_back_to_sms(
+        feedback_stack: FeedbackStack, provider: ProviderStub, unique: str) -> None:
+    """The seam with the journey end to end: SendGrid's signed bounce reaches the sending instance
+    (``DELIVERY_SIGNAL``), whose late fallback sends the SMS, once."""
+    stack, customer, workflow_id = feedback_stack, f"c-{unique}", f"journey:late:{unique}"
+    step = {"id": "welcome", "send": {"channel": "email", "template": "hello", "fallback": "sms",
+                                      "fallback_within": "1h"}}
+    handle = await stack.client.start_workflow(JOURNEY_WORKFLOW, JourneyInput(journey([step]), event(customer)),
+                                               id=workflow_id, task_queue=stack.queue, result_type=JourneyStatus)
+    await eventually(lambda: len(provider.sends()) == 1, message="the email")
+    args = provider.sends()[0].body["custom_args"]
+    bounce = sendgrid_event("bounce", args, event_id=f"b-{unique}", type="bounce")
+    for _ in range(2):  # SendGrid's retry changes nothing
+        assert await _sendgrid(stack, [bounce]) == 200
+    status = await handle.result()
+    assert [(s.channel, s.status, s.fallback_from) for s in status.sends] == [
+        ("email", SendStatus.SENT, None), ("sms", SendStatus.SENT, "email:bounced")]
+    assert [r.path.endswith("Messages.json") for r in provider.sends()] == [False, True]
