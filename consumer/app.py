@@ -21,9 +21,10 @@ from eventflow.core.http import OpsServer, ReadinessCheck, all_of, kafka_check, 
 from eventflow.core.settings import CatalogSettings, Settings
 from eventflow.core.temporal_client import connect
 from eventflow.temporal_setup import search_attributes_check
-from events.config import build_decoder, load_config
+from events.config import build_record_decoder, load_config
+from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
-from journeys.loader import load_all
+from journeys.loader import default_journeys_dir, load_all
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +53,13 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
                                                 expression_metrics=ExpressionMetrics(registry))
         background.append(follower)
     else:
-        definitions = load_all()
+        # Off the loop: validation may read a source schema from the registry.
+        definitions = await asyncio.to_thread(load_all)
         log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
     return build_consumer_service(
-        kafka=settings.kafka, settings=settings.consumer, decoder=build_decoder(),
+        kafka=settings.kafka, settings=settings.consumer,
+        decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
         router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue),
         metrics=ConsumerMetrics(registry), background=background,
     )

@@ -28,14 +28,19 @@ from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, 
 from consumer.retry import TRANSIENT_ERRORS, Retrier
 from consumer.routes import Route
 from eventflow.core import tracing
-from events.codec import EventDecoder, decode_error_type
+from events.codec import decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
+from events.sources import RecordDecoder
 
 log = structlog.get_logger(__name__)
 
 #: Most characters of an exception message kept as a dead-letter reason.
 MAX_REASON_CHARS = 1000
+#: Most distinct (topic, event type) labels for unrouted events: sources name types as publishers write
+#: them, so past this bound the rest are counted as ``other``.
+MAX_UNROUTED_LABELS = 200
+OTHER_EVENT_TYPE = "other"
 
 
 class ActionDispatcher(Protocol):
@@ -100,7 +105,7 @@ def unexpected_failure(stage: str, exc: BaseException, event_type: str = "unknow
 class RecordHandler:
     """Decodes, routes and dispatches one record; dead-letters what cannot be handled."""
 
-    decoder: EventDecoder
+    decoder: RecordDecoder
     router: EventRouter
     dispatcher: ActionDispatcher
     dead_letters: DeadLetterSink
@@ -129,10 +134,10 @@ class RecordHandler:
         return prepared
 
     def _prepare(self, record: SourceRecord) -> Unrouted | Job:
-        if self.decoder.needs_registry(record.value, record.topic):
+        if self.decoder.needs_registry_for(record):
             return Job(record)
         try:
-            decoded = self.decoder.decode_wanted(record.value, record.topic, self.router.event_types)
+            decoded = self.decoder.decode_record(record, self.router.event_types)
         except DecodeError as exc:
             return Job(record, failure=self._decode_failure(exc, record))
         except RegistryUnavailableError:
@@ -151,6 +156,10 @@ class RecordHandler:
         match result:
             case Unrouted(event_type=event_type):
                 counter = self._unrouted.get((topic, event_type))
+                if counter is None:
+                    if len(self._unrouted) >= MAX_UNROUTED_LABELS:
+                        event_type = OTHER_EVENT_TYPE
+                    counter = self._unrouted.get((topic, event_type))
                 if counter is None:
                     counter = self._unrouted[(topic, event_type)] = self.metrics.events_consumed.labels(
                         topic, event_type, "unrouted")
@@ -201,7 +210,7 @@ class RecordHandler:
         return await self._dispatch(record, event, routes)
 
     async def _decode_off_loop(self, record: SourceRecord) -> CustomerEvent | str | Failure:
-        decode = functools.partial(self.decoder.decode_wanted, record.value, record.topic, self.router.event_types)
+        decode = functools.partial(self.decoder.decode_record, record, self.router.event_types)
         try:
             return await self.retrier.call("decode", record, lambda: asyncio.to_thread(decode))
         except DecodeError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from consumer.dispatch import Outcome
 
@@ -22,15 +22,18 @@ class SourceRecord:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, str | bytes | None], ...] = ()
+    #: The record's Kafka timestamp in epoch milliseconds; None when the broker gave none.
+    timestamp_ms: int | None = None
 
     @classmethod
     def from_message(cls, message: Message) -> SourceRecord:
         """Copies what the consumer needs out of a confluent-kafka message."""
         headers = message.headers()
         pairs = tuple(headers.items() if isinstance(headers, dict) else headers or ())
+        kind, timestamp = message.timestamp()
         return cls(topic=str(message.topic()), partition=int(message.partition() or 0),
                    offset=int(message.offset() or 0), key=message.key(), value=message.value() or b"",
-                   headers=pairs)
+                   headers=pairs, timestamp_ms=timestamp if kind != TIMESTAMP_NOT_AVAILABLE else None)
 
     @property
     def position(self) -> str:

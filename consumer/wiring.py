@@ -16,10 +16,10 @@ from consumer.retry import Retrier, RetryPolicy
 from consumer.scheduler import KeyScheduler
 from consumer.service import BackgroundTask, ConsumerFactory, ConsumerService
 from eventflow.core.settings import ConsumerSettings, KafkaSettings
-from events.codec import EventDecoder
+from events.sources import RecordDecoder
 
 
-def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, decoder: EventDecoder,
+def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, decoder: RecordDecoder,
                            router: EventRouter, dispatcher: ActionDispatcher,
                            metrics: ConsumerMetrics | None = None, registry: CollectorRegistry | None = None,
                            retry: RetryPolicy = RetryPolicy(), commit_interval_seconds: float = 1.0,

@@ -43,6 +43,17 @@ def _consume(_: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(_: argparse.Namespace) -> int:
+    from eventflow.core.settings import load_webhooks
+    from eventflow.webhooks.app import run_webhooks
+
+    process = load_webhooks()  # keys and tokens are checked before anything listens
+    logs.configure(process.ops.log_format)
+    with tracing.started(tracing.load_tracing_settings(), "eventflow-webhooks"):
+        asyncio.run(run_webhooks(process))
+    return 0
+
+
 def _temporal(args: argparse.Namespace) -> int:
     from eventflow.core.temporal_client import connect
     from eventflow.temporal_setup import register_search_attributes
@@ -76,6 +87,17 @@ def _produce(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     topic = args.topic or settings.kafka.topics[0]
+    if args.cloudevents:
+        from events.cli import produce_cloudevents
+
+        if not args.file:
+            print("--cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)
+            return 2
+        lines = Path(args.file).read_text().splitlines()
+        count = produce_cloudevents(settings.kafka.client_config(), topic, [json.loads(x) for x in lines if x.strip()],
+                                    args.cloudevents, Path(args.data_schema) if args.data_schema else None)
+        print(f"published {count} CloudEvents ({args.cloudevents} mode) to {topic}")
+        return 0
     producer = build_producer(settings.kafka.client_config(), topic)
     if args.file:
         lines = Path(args.file).read_text().splitlines()
@@ -107,6 +129,12 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"schema registry: {apicurio_registry()}")
         tools = provision_tools()
         print(f"helm: {tools.helm}\npromtool: {tools.promtool}")
+        from devstack.mermaid import mermaid_cli
+
+        try:
+            print(f"mermaid cli: {mermaid_cli()}")
+        except DevstackError as exc:  # optional: the diagram tests fall back to the subset checker
+            print(f"mermaid cli: not provisioned ({exc})", file=sys.stderr)
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
@@ -159,9 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run a journey worker").set_defaults(handler=_worker)
     commands.add_parser("consume", help="run a consumer-group member").set_defaults(handler=_consume)
+    commands.add_parser("webhooks", help="receive provider delivery reports and STOP/START (SendGrid, Twilio)"
+                        ).set_defaults(handler=_webhooks)
     produce = commands.add_parser("produce", help="publish events (a JSON Lines file, or the samples)")
     produce.add_argument("--file", help="JSON Lines file of events; default: the built-in samples")
     produce.add_argument("--topic", help="topic; default: the first of EVENTFLOW_TOPICS")
+    produce.add_argument("--cloudevents", choices=["binary", "structured"],
+                         help="the file holds CloudEvents (JSON form); write them in this content mode")
+    produce.add_argument("--data-schema", help="binary mode: Avro schema (.avsc) of the data, registered in the registry")
     produce.set_defaults(handler=_produce)
     dev = commands.add_parser("dev", help="local Kafka and Temporal: provision, up, down, status, run (the demo)")
     dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])

@@ -1,15 +1,17 @@
 """Customer event contracts: the Avro schemas in ``avro/``, their codec and the decoded model.
 
-The consumer builds its decoder with `build_decoder` (per-topic encodings, optional Schema
-Registry); upstream services publish with `EventProducer` or `build_producer`.
+The consumer builds its decoder with `build_record_decoder`: the event sources of
+``journeys/sources.yaml`` (`events.sources`), then the envelope decoder of `build_decoder` (per-topic
+encodings, optional Schema Registry); upstream services publish with `EventProducer` or `build_producer`.
 """
 
 from events.codec import EventDecoder, encode_single_object, record_from_json
-from events.config import EventsConfig, build_decoder, build_producer, load_config
+from events.config import EventsConfig, build_decoder, build_producer, build_record_decoder, load_config
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import Customer, CustomerEvent
 from events.producer import DeliveryError, EventProducer, InvalidRecordError
 from events.schemas import SchemaSet, load
+from events.sources import EventSource, RecordDecoder, SourceDecoder, load_sources
 
 __all__ = [
     "Customer",
@@ -18,14 +20,19 @@ __all__ = [
     "DeliveryError",
     "EventDecoder",
     "EventProducer",
+    "EventSource",
     "EventsConfig",
     "InvalidRecordError",
+    "RecordDecoder",
     "RegistryUnavailableError",
     "SchemaSet",
+    "SourceDecoder",
     "build_decoder",
     "build_producer",
+    "build_record_decoder",
     "encode_single_object",
     "load",
     "load_config",
+    "load_sources",
     "record_from_json",
 ]

@@ -43,6 +43,25 @@ SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
 
 
+class KafkaRecord(Protocol):
+    """What a decoder needs of a consumed record (``consumer.record.SourceRecord`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str | bytes | None], ...]: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
+
+
 class WriterSchemaLookup(Protocol):
     """Finds the writer schema for a Confluent schema id (a registry client, cached)."""
 
@@ -168,6 +187,11 @@ class EventDecoder:
         self._by_fingerprint: dict[bytes, ParsedSchema] = {**schemas.writers, schemas.fingerprint: schemas.envelope}
         self._problems: dict[int, tuple[ParsedSchema, list[Incompatibility]]] = {}
 
+    @property
+    def registry_lookup(self) -> WriterSchemaLookup | None:
+        """The registry lookup this decoder asks for Confluent schema ids, if any."""
+        return self._registry_lookup
+
     def add_writer(self, fingerprint: bytes, schema: ParsedSchema) -> None:
         """Makes an older or newer writer schema known by its single-object fingerprint."""
         self._by_fingerprint[fingerprint] = schema
@@ -193,6 +217,14 @@ class EventDecoder:
             return False
         is_cached = getattr(self._registry_lookup, "is_cached", None)
         return not (callable(is_cached) and is_cached(int.from_bytes(raw[1:5], "big")))
+
+    def needs_registry_for(self, record: KafkaRecord) -> bool:
+        """`needs_registry` for a consumed record (the `events.sources.RecordDecoder` protocol)."""
+        return self.needs_registry(record.value, record.topic)
+
+    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> CustomerEvent | str:
+        """`decode_wanted` for a consumed record (the `events.sources.RecordDecoder` protocol)."""
+        return self.decode_wanted(record.value, record.topic, wanted)
 
     def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
         """Decodes and checks the record, but builds the `CustomerEvent` only for ``wanted`` event types.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eventflow.core.errors import ConfigError
 from eventflow.core.settings import EventSettings, SchemaRegistrySettings
@@ -16,6 +17,7 @@ from events.producer import EventProducer
 from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_from
 from events.schemas import SchemaSet
 from events.schemas import load as load_schemas
+from events.sources import SourceDecoder, load_sources
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _schemas(environ: Mapping[str, str] | None) -> SchemaSet:
 
 
 def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSet | None = None) -> EventDecoder:
-    """The consumer's decoder: call it as ``decoder(value, topic=message.topic())``.
+    """The envelope decoder: call it as ``decoder(value, topic=message.topic())``.
 
     Writer schemas are fetched from the registry once per schema id when one is configured.
     """
@@ -72,6 +74,17 @@ def build_decoder(environ: Mapping[str, str] | None = None, *, schemas: SchemaSe
     lookup = RegistryWriterLookup(connect(config.registry)) if config.registry is not None else None
     return EventDecoder(schemas or _schemas(environ), lookup, encodings=config.topic_encodings,
                         default_encoding=config.default_encoding)
+
+
+def build_record_decoder(environ: Mapping[str, str] | None = None, *, sources_file: Path,
+                         schemas: SchemaSet | None = None) -> EventDecoder | SourceDecoder:
+    """The consumer's decoder: the sources of ``sources_file`` (when it lists any), then the envelope.
+
+    One registry cache serves the envelope and every source.
+    """
+    sources = load_sources(sources_file)
+    envelope = build_decoder(environ, schemas=schemas)
+    return SourceDecoder(sources, envelope, envelope.registry_lookup) if sources else envelope
 
 
 def build_producer(client_config: Mapping[str, str], topic: str, environ: Mapping[str, str] | None = None, *,

@@ -1,4 +1,4 @@
-"""``eventflow journeys`` subcommands: validate, simulate, status, report, and the catalog's (publish, list, ...)."""
+"""``eventflow journeys`` subcommands: validate, simulate, show, status, report, and the catalog's (publish, list, ...)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from journeys.model import JourneyDefinition
     from journeys.report import InstanceView
     from workflows.journey import JourneyStatus
 
@@ -18,9 +19,10 @@ def _folder(args: argparse.Namespace) -> Path | None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from eventflow.core.settings import WebhookStepSettings
     from journeys.loader import validate_folder
 
-    report = validate_folder(_folder(args))
+    report = validate_folder(_folder(args), allowed_hosts=WebhookStepSettings.load().allowed_hosts)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:
@@ -34,7 +36,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     from journeys.loader import validate_folder
-    from journeys.simulate import SimulationError, format_offset, read_events, simulate
+    from journeys.simulate import SimulationError, format_offset, read_events, simulate_run
 
     report = validate_folder(_folder(args))
     chosen = [d for d in report.definitions if d.id == args.journey]
@@ -44,11 +46,58 @@ def _simulate(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(d.id for d in report.definitions))
         raise SimulationError(f"no valid journey {args.journey!r} (valid journeys: {known or 'none'})")
     events = read_events(Path(args.events))
-    timeline = asyncio.run(simulate(chosen[0], events))
+    run = asyncio.run(simulate_run(chosen[0], events))
     print(f"{'offset':<14} {'local time':<10} {'step':<24} what")
-    for entry in timeline:
+    for entry in run.timeline:
         print(f"{format_offset(entry.offset):<14} {entry.local:<10} {entry.step:<24} {entry.what}")
+    if args.diagram:
+        from journeys.diagram import build
+        from journeys.show import DiagramFormat, draw
+
+        print()
+        print(draw(build(chosen[0]).with_path(run.path, finished=run.finished), DiagramFormat(args.diagram)), end="")
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from journeys.diagram import build
+    from journeys.show import DiagramFormat, draw, find_definition, readme_with_diagrams
+
+    if args.update_readme:
+        from journeys.loader import default_journeys_dir, load_all
+
+        folder = _folder(args) or default_journeys_dir()
+        readme = folder / "README.md"
+        readme.write_text(readme_with_diagrams(readme.read_text(), load_all(folder)))
+        print(f"updated the diagrams in {readme}")
+        return 0
+    if not args.journey:
+        print("eventflow: journeys show needs a journey id (or --update-readme)", file=sys.stderr)
+        return 2
+    if args.catalog:
+        definition = _catalog_definition(args.journey, args.version)
+    else:
+        definition = find_definition(args.journey, args.version, _folder(args))
+    print(draw(build(definition), DiagramFormat(args.format)), end="")
+    return 0
+
+
+def _catalog_definition(journey_id: str, version: int | None) -> JourneyDefinition:
+    """A published version (the latest when None) from the catalog topic, as `find_definition` returns one."""
+    from consumer.catalog_topic import CatalogWriter
+    from eventflow.core.settings import load_tools
+    from journeys.catalog import definition_from_snapshot
+    from journeys.show import DefinitionNotFoundError
+
+    tools = load_tools()
+    catalog = CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic).read()
+    entry = catalog.latest(journey_id) if version is None else catalog.version(journey_id, version)
+    if entry is None:
+        published = sorted({e.version for e in catalog.history(journey_id)})
+        raise DefinitionNotFoundError(f"journey {journey_id!r} has no {'' if version is None else f'version {version} '}"
+                                      f"in the catalog {tools.catalog.topic!r} (published versions: "
+                                      f"{', '.join(map(str, published)) or 'none'})")
+    return definition_from_snapshot(entry.snapshot)
 
 
 async def _status_lines(customer_id: str) -> list[str]:
@@ -60,6 +109,7 @@ async def _status_lines(customer_id: str) -> list[str]:
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
+    outcomes = await _delivery_outcomes(client, customer_id)
     escaped = customer_id.replace("\\", "\\\\").replace("'", "\\'")
     lines: list[str] = []
     async for execution in client.list_workflows(f"CustomerId = '{escaped}'"):
@@ -82,7 +132,11 @@ async def _status_lines(customer_id: str) -> list[str]:
                  if status.current_step else (f"exited: {status.exit_reason}" if status.exit_reason else "done"))
         lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
         for send in status.sends:
-            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}")
+            key = f"{execution.id}/{send.step_id}" + (f"#{send.channel}" if send.fallback_from else "")
+            reported = f", {outcomes[key]}" if key in outcomes else ""
+            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}{reported}")
+        for call in status.webhooks:
+            lines.append(f"    webhook {call.step_id}: {call.outcome}")
         lines += _measurement_lines(status)
     return lines
 
@@ -98,6 +152,18 @@ def _measurement_lines(status: JourneyStatus) -> list[str]:
         lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at
                                           else f"not converted (goal window until {progress.goal_until or '-'})"))
     return lines
+
+
+async def _delivery_outcomes(client: Any, customer_id: str) -> dict[str, str]:
+    """Each send's latest provider report from the customer's ledger (``opened 2026-...``), by idempotency key."""
+    from workflows.preferences_client import preferences_state
+
+    try:
+        state = await preferences_state(client, customer_id)
+    except Exception:  # noqa: BLE001 - no preferences yet, or no worker to answer: the sends still list
+        return {}
+    return {key: f"{entry.outcome} {entry.outcome_at}".strip() + (f" ({entry.error_code})" if entry.error_code else "")
+            for key, entry in state.ledger.items() if entry.outcome}
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -182,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
-    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, status, report")
+    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, show, status, report")
     actions = journeys.add_subparsers(dest="journeys_command", required=True)
 
     validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
@@ -194,7 +260,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     simulate.add_argument("--events", required=True, help="JSON Lines file of events, delivered at their "
                                                           "occurred_at offsets from the first starting event")
     simulate.add_argument("--dir", help="folder with definitions/ and templates/")
+    simulate.add_argument("--diagram", choices=["text", "mermaid", "svg"],
+                          help="also print the journey's diagram with the path taken highlighted")
     simulate.set_defaults(handler=_simulate)
+
+    show = actions.add_parser("show", help="draw a journey's step graph (text, Mermaid or SVG)")
+    show.add_argument("journey", nargs="?", help="journey id")
+    show.add_argument("--version", type=int, help="the definition's version (default: the current one)")
+    show.add_argument("--catalog", action="store_true",
+                      help="read the journey from the catalog topic (any published version) instead of the folder")
+    show.add_argument("--format", choices=["text", "mermaid", "svg"], default="text")
+    show.add_argument("--dir", help="folder with definitions/ and templates/")
+    show.add_argument("--update-readme", action="store_true",
+                      help="regenerate the Mermaid diagrams in the journeys folder's README.md")
+    show.set_defaults(handler=_show)
 
     status = actions.add_parser("status", help="a customer's journeys, current steps and sends")
     status.add_argument("--customer", required=True, help="customer id")

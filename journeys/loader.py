@@ -32,14 +32,18 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
+from journeys.event_schemas import EventCatalogue, catalogue
+from journeys.schema_types import literal_problems, moved_hint
+from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
-CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey"})
+CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
 #: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
 _DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
+# (webhook durations are checked by journeys.webhook_check, with the rest of the step)
 
 
 class JourneyDefinitionError(EventflowError):
@@ -231,6 +235,8 @@ def _path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collec
     """Why ``parts`` does not exist in ``sample`` (None when it does, or cannot be checked further)."""
     if not parts or parts[0] not in roots:
         return f"unknown name {parts[0] if parts else ''!r}; paths start with one of {', '.join(sorted(roots))}"
+    if parts[0] == "webhooks":
+        return None  # webhook responses have no schema to check against
     if parts[0] == "journey":
         if len(parts) >= 2 and parts[1] not in ("id", "version", "content_hash", "variants"):
             return f"journey has no field {parts[1]!r} (id, version, content_hash, variants)"
@@ -259,7 +265,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
         problem = _path_problem(sample, parts, roots)
         if problem:
             broken = True
-            report.add(where, f"expression {source!r}: {problem}")
+            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
     if broken:
         return
 
@@ -268,7 +274,7 @@ def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapp
             return None
         return expressions.kind_of_value(lookup(sample, ".".join(parts)))
 
-    for problem in expressions.type_problems(node, kind_of):
+    for problem in [*expressions.type_problems(node, kind_of), *literal_problems(node, sample)]:
         report.add(where, f"expression {source!r}: {problem}")
 
 
@@ -328,6 +334,8 @@ def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, Doc
 
 
 def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    if isinstance(known, EventCatalogue):
+        return known.sample(event_type)
     return sample_event_context(event_type) if event_type in known else {}
 
 
@@ -337,6 +345,8 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
                 for step, _ in walk(definition["steps"]) if kind_of(step) == "split"}
     context: dict[str, Any] = {**trigger_sample, "journey": {
         "id": definition["id"], "version": definition["version"], "content_hash": "0" * 16, "variants": variants}}
+    context["webhooks"] = {str(step["webhook"]["save_as"]): ResponseSample() for step, _ in walk(definition["steps"])
+                           if kind_of(step) == "webhook" and step["webhook"].get("save_as")}
     context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
     if digest_event is not None:
         event = _sample_for(digest_event, known)
@@ -372,8 +382,10 @@ def _test_render(report: _Report, where: DocPath, step: _RawStep, source: Templa
 
 
 def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
-                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool) -> None:
+                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
+                 allowed_hosts: Collection[str] | None = None) -> None:
     seen: dict[str, DocPath] = {}
+    saved: set[str] = set()
     for step, path in walk(raw["steps"]):
         step_id = str(step["id"])
         if step_id in seen:
@@ -406,6 +418,13 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
                 report.add((*path, "split", "variants"), "split percentages must add up to 100")
             if len(set(names)) != len(names):
                 report.add((*path, "split", "variants"), "split variant names must be unique")
+        if kind == "webhook":
+            for relative, message in webhook_problems(body, allowed_hosts):
+                report.add((*path, "webhook", *relative), message)
+            if body.get("save_as") in saved:
+                report.add((*path, "webhook", "save_as"), f"save_as {body['save_as']!r} is used twice")
+            if body.get("save_as"):
+                saved.add(str(body["save_as"]))
         if kind == "delay":
             if "after" in body and "until_local_time" not in body:
                 report.add((*path, "delay", "after"), "after only goes with until_local_time")
@@ -435,8 +454,12 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
 
 def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      event_types: Collection[str] | None = None,
-                     render_templates: bool = False) -> tuple[JourneyDefinition | None, list[Problem]]:
-    """Checks one definition file; returns the definition (None if it has problems) and the problems."""
+                     render_templates: bool = False, allowed_hosts: Collection[str] | None = None,
+                     ) -> tuple[JourneyDefinition | None, list[Problem]]:
+    """Checks one definition file; returns the definition (None if it has problems) and the problems.
+
+    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads).
+    """
     try:
         document = _read(path)
     except YamlSyntaxError as exc:
@@ -473,7 +496,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         if item.get("key"):
             _check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
         exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
-    _check_steps(report, raw, templates, known, trigger_sample, render_templates)
+    _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
     for where, problem in caps_problems(raw):
         report.add(where, problem)
     from journeys import _goal_checks  # the measurement checks build on this module's helpers
@@ -552,14 +575,21 @@ class ValidationReport:
     problems: tuple[Problem, ...]
 
 
-def validate_folder(folder: Path | None = None, *, render_templates: bool = True) -> ValidationReport:
-    """Checks every template and definition under ``folder``, collecting all problems."""
+def validate_folder(folder: Path | None = None, *, render_templates: bool = True,
+                    allowed_hosts: Collection[str] | None = None) -> ValidationReport:
+    """Checks every template and definition under ``folder``, collecting all problems.
+
+    ``allowed_hosts`` judges webhook steps' literal hosts (``journeys validate`` passes its setting).
+    """
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
+    known, source_problems = catalogue(_event_types(), root)
+    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
-        definition, found = check_definition(path, templates, render_templates=render_templates)
+        definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates,
+                                             allowed_hosts=allowed_hosts)
         problems.extend(found)
         if definition is None:
             continue

@@ -83,3 +83,21 @@ def sample_event_context(event_type: str, avro_dir: Path | None = None) -> dict[
         "customer": dict(_SAMPLE_CUSTOMER),
         "payload": sample_payload(event_type, avro_dir),
     }
+
+
+def sample_from_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A value of any Avro record schema (as JSON) with every field set, in the consumer's JSON-safe form."""
+    types: dict[str, Mapping[str, Any]] = {}
+    _named_types(schema, types)
+    return dict(_sample(schema, str(schema.get("name", "record")), types))
+
+
+def sample_source_context(event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``CustomerEvent.as_context()`` returns for a sample source event whose body is ``payload``."""
+    return {
+        "event_id": "00000000-0000-4000-8000-000000000000",
+        "event_type": event_type,
+        "occurred_at": _TIMESTAMP,
+        "customer": dict(_SAMPLE_CUSTOMER),
+        "payload": dict(payload),
+    }

@@ -25,6 +25,7 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
 from activities.rendering import TemplateRenderError, render_async
 from activities.send import SEND_NOTIFICATION
+from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from eventflow.core.errors import EventflowError
 from eventflow.core.logs import mask_contact_details
 from events.model import CustomerEvent
@@ -88,6 +89,14 @@ class _Recorder:
         ))
         return SendResult(status=SendStatus.SENT, provider="simulation")
 
+    @activity.defn(name=WEBHOOK_CALL)
+    async def call_webhook(self, call: WebhookCallInput) -> WebhookCallResult:
+        """A simulation calls no other system: the step is recorded and answers with no data."""
+        at = activity.info().current_attempt_scheduled_time
+        self.entries.append(TimelineEntry(offset=at - self.origin if self.origin else timedelta(), step=call.step_id,
+                                          what=f"webhook {call.method} {call.url_template} (not called)"))
+        return WebhookCallResult(status_code=200)
+
 
 def read_events(path: Path) -> list[CustomerEvent]:
     """Reads a JSON Lines file of events (the ``eventflow produce --file`` format), checked against Avro."""
@@ -123,8 +132,22 @@ def format_offset(offset: timedelta) -> str:
     return f"{sign}{days}d {hours:02d}:{minutes:02d}:{secs:02d}"
 
 
+@dataclass(frozen=True)
+class SimulationRun:
+    """A simulation's timeline, the step ids it visited in order, and whether it ran to the end."""
+
+    timeline: list[TimelineEntry]
+    path: tuple[str, ...]
+    finished: bool
+
+
 async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent]) -> list[TimelineEntry]:
     """Runs ``definition`` on the time-skipping server, delivering ``events``; returns the timeline."""
+    return (await simulate_run(definition, events)).timeline
+
+
+async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerEvent]) -> SimulationRun:
+    """`simulate`, also returning the path taken (for ``journeys simulate --diagram``)."""
     from temporalio.testing import WorkflowEnvironment
 
     from devstack.provision import TEST_SERVER_STARTUP, test_server
@@ -150,7 +173,7 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
         task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
         async with with_send_queues(env.client, task_queue,
                                     Worker(env.client, task_queue=task_queue, workflows=[JourneyWorkflow],
-                                           activities=[recorder.send_notification]),
+                                           activities=[recorder.send_notification, recorder.call_webhook]),
                                     [recorder.send_notification]):
             handle = await env.client.start_workflow(
                 JOURNEY_WORKFLOW, JourneyInput(journey=action.snapshot, event=trigger), id=action.workflow_id,
@@ -189,8 +212,9 @@ async def simulate(definition: JourneyDefinition, events: Sequence[CustomerEvent
     ending = f"exit: {status.exit_reason}" if status.exit_reason else "finished"
     entries.append(TimelineEntry(end, "-", f"{ending}; {len(status.sends)} send(s)"))
     zone = _zone(trigger.customer.timezone)
-    return [replace(e, local=(origin + e.offset).astimezone(zone).strftime("%a %H:%M"))
-            for e in sorted(entries, key=lambda e: e.offset)]
+    timeline = [replace(e, local=(origin + e.offset).astimezone(zone).strftime("%a %H:%M"))
+                for e in sorted(entries, key=lambda e: e.offset)]
+    return SimulationRun(timeline, tuple(visit.step_id for visit in status.trail), status.exit_reason is None)
 
 
 def _zone(name: str) -> tzinfo:

@@ -36,6 +36,7 @@ class StepKind(enum.StrEnum):
     SPLIT = "split"
     DIGEST = "digest"
     EXIT = "exit"
+    WEBHOOK = "webhook"
 
 
 STEP_KINDS = tuple(kind.value for kind in StepKind)
@@ -196,9 +197,60 @@ class ExitStep:
     reason: str | None = None
 
 
-Step: TypeAlias = SendStep | DelayStep | BranchStep | WaitForStep | SplitStep | DigestStep | ExitStep
+class WebhookMethod(enum.StrEnum):
+    """The HTTP methods a ``webhook`` step may use."""
+
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+
+class OnWebhookFailure(enum.StrEnum):
+    """What the journey does after a webhook failed for good: go on without its response, or exit."""
+
+    CONTINUE = "continue"
+    EXIT = "exit"
+
+
+@dataclass(frozen=True)
+class SecretHeader:
+    """A request header whose value is the Secret ``secret`` (resolved in the worker, never in the definition)."""
+
+    name: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class WebhookRetry:
+    """The retry policy of a webhook call (4xx other than 408/429 are never retried)."""
+
+    max_attempts: int = 5
+    initial_interval: str = "1s"
+    max_interval: str = "1m"
+
+
+@dataclass(frozen=True)
+class WebhookStep:
+    """Call another system over HTTP; its JSON response is ``webhooks.<save_as>`` for later steps."""
+
+    KIND: ClassVar[StepKind] = StepKind.WEBHOOK
+    id: str
+    url: str
+    method: WebhookMethod = WebhookMethod.POST
+    headers: tuple[SecretHeader, ...] = ()
+    body: str | None = None
+    timeout: str = "10s"
+    retry: WebhookRetry | None = None
+    max_response_bytes: int = 65536
+    save_as: str | None = None
+    on_failure: OnWebhookFailure = OnWebhookFailure.CONTINUE
+
+
+Step: TypeAlias = SendStep | DelayStep | BranchStep | WaitForStep | SplitStep | DigestStep | ExitStep | WebhookStep
 STEP_CLASSES: dict[StepKind, type[Any]] = {cls.KIND: cls for cls in (
-    SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep)}
+    SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep, WebhookStep)}
 #: Mapping keys and list indexes from a definition's root to a value.
 StepPath = tuple[str | int, ...]
 
@@ -275,7 +327,8 @@ def _encode(value: Any) -> Any:
         return [_encode(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, (SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep)):
+    if isinstance(value, (SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep,
+                          WebhookStep)):
         return encode_step(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _encode_record(value)

@@ -23,6 +23,7 @@ from consumer.wiring import build_consumer_service
 from eventflow.core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
+from events.sources import RecordDecoder
 from events.schemas import load as load_schemas
 from journeys.loader import load_all
 from journeys.model import JourneyDefinition
@@ -72,7 +73,7 @@ class Bridge:
 
 async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: str, outbox: Path, suffix: str,
                        definitions: Sequence[JourneyDefinition] | None = None, max_in_flight: int = 256,
-                       with_worker: bool = True, decoder: EventDecoder | None = None,
+                       with_worker: bool = True, decoder: RecordDecoder | None = None,
                        router: EventRouter | None = None, stall_after_seconds: float = 60.0,
                        extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None,
                        background: Sequence[BackgroundTask] = ()) -> Bridge:

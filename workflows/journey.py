@@ -2,8 +2,8 @@
 
 The definition snapshot arrives in the workflow input, so an instance runs the version it was
 started with no matter how the files change later. The interpreter walks the step tree (see
-`journeys.steps`): ``send``, ``delay``, ``branch``, ``wait_for``, ``split``, ``digest`` and
-``exit``. Everything it decides is a function of the snapshot, the events it received and
+`journeys.steps`): ``send``, ``delay``, ``branch``, ``wait_for``, ``split``, ``digest``,
+``exit`` and ``webhook`` (workflows/webhooks.py). Everything it decides is a function of the snapshot, the events it received and
 ``workflow.now()``: no randomness (splits hash the customer and journey ids), no wall clock.
 
 History stays bounded: after ``continue_as_new_after`` steps plus events in one run, or when
@@ -27,6 +27,7 @@ from temporalio import workflow
 
 from workflows import _goals
 from workflows.sending import SendRecord, send_fallback, send_step
+from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, webhook_step
 
 with workflow.unsafe.imports_passed_through():
     from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from journeys.paths import lookup
     from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
                                 Step, WaitForStep, flow)
+    from journeys.steps import OnWebhookFailure, WebhookStep
     from journeys.steps import SendOptions
     from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
@@ -78,6 +80,7 @@ class JourneyState:
         deadline: for a ``delay``, ``wait_for`` or ``digest`` in progress, when it ends (ISO).
         collected: events a ``digest`` in progress has collected.
         runs: how many runs this instance has had (1 for the first).
+        webhooks: every webhook call so far (its saved response is in ``context["webhooks"]``).
     """
 
     cursor: str | None
@@ -90,6 +93,7 @@ class JourneyState:
     runs: int = 1
     #: Funnel and goal progress (`journeys.goals.Progress`); empty in states carried by older runs.
     progress: Progress = field(default_factory=Progress)
+    webhooks: list[WebhookRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class JourneyStatus:
     runs: int = 1
     #: Entry, holdout, steps reached, sends, delivery reports and conversion of the instance.
     progress: Progress = field(default_factory=Progress)
+    webhooks: list[WebhookRecord] = field(default_factory=list)
 
     @property
     def converted(self) -> bool:
@@ -241,6 +246,7 @@ class JourneyWorkflow:
             trail=list(self._state.trail),
             runs=self._state.runs,
             progress=self._progress,
+            webhooks=list(self._state.webhooks),
         )
 
     # --- the run loop ---------------------------------------------------------------------
@@ -323,6 +329,12 @@ class JourneyWorkflow:
                 await self._digest(step)
             case ExitStep(reason=reason):
                 self._exit_reason = reason or f"exit step {step.id}"
+            case WebhookStep() if workflow.patched(WEBHOOK_STEP_PATCH):
+                record = await webhook_step(step, self._journey, self._context)
+                self._state.webhooks.append(record)
+                self._note(step.id, record.outcome)
+                if record.status == "failed" and step.on_failure is OnWebhookFailure.EXIT:
+                    self._exit_reason = f"webhook {step.id} failed: {record.error_type}"
         return steps.following[step.id]
 
     # --- step helpers ---------------------------------------------------------------------

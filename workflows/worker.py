@@ -16,13 +16,15 @@ from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
+from activities.webhook import WebhookActivities, WebhookSecrets
+from workflows.address_book import AddressContacts
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore, ProfileDirectory
 from workflows.queues import CHANNELS, send_task_queue
 from workflows.tombstone import CustomerTombstone
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, CustomerTombstone)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, AddressContacts, CustomerTombstone)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  ledger: DeliveryLedger | None = None, metrics: SendMetrics | None = None,
                  policy: SendPolicy | None = None,
                  channel_rates_per_second: Mapping[str, float] | None = None,
+                 webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
@@ -82,6 +85,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         policy: default quiet hours and daily cap.
         channel_rates_per_second: per channel, the provider's rate limit, enforced by Temporal
             across all replicas on the channel's send queue (absent: no server-side limit).
+        webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
     """
@@ -95,7 +99,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[notifications.send_notification],
+        activities=[notifications.send_notification,
+                    (webhooks or WebhookActivities((), WebhookSecrets(None, {}))).call_webhook],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=shutdown,

@@ -106,7 +106,7 @@ async def test_a_routed_event_is_handled() -> None:
     parts = _parts()
     event = samples.purchase(samples.customer())
     result = await _run(parts, _record(_json(event)))
-    routes = EventRoutes(load_all()).route(parts.handler.decoder(_json(event)))
+    routes = EventRoutes(load_all()).route(EventDecoder(load_schemas(), default_encoding="json")(_json(event)))
     assert result == Handled("PurchaseCompleted", (Outcome.STARTED,) * len(routes))
     assert parts.dispatcher.applied == [(event["event_id"], r.workflow_id) for r in routes]
     assert parts.sink.written == []
@@ -239,3 +239,19 @@ async def test_a_registry_lookup_runs_off_the_event_loop() -> None:
     result = await handling
     assert isinstance(result, Handled)
     assert {e for e, _ in parts.dispatcher.applied} == {event["event_id"]}
+
+
+def test_unrouted_event_type_labels_are_bounded() -> None:
+    from consumer.handler import MAX_UNROUTED_LABELS, OTHER_EVENT_TYPE
+
+    parts = _parts()
+    extra = 25
+    for index in range(MAX_UNROUTED_LABELS + extra):
+        parts.handler.count("events", Unrouted(f"Type{index}"))
+    parts.handler.count("events", Unrouted("Type0"))  # a known label keeps counting under its own name
+
+    labels = {s.labels["event_type"]: s.value for m in parts.metrics.registry.collect()
+              for s in m.samples if s.name == "eventflow_events_consumed_total" and s.labels.get("outcome") == "unrouted"}
+    assert len(labels) == MAX_UNROUTED_LABELS + 1
+    assert labels[OTHER_EVENT_TYPE] == extra
+    assert labels["Type0"] == 2

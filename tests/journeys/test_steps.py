@@ -15,6 +15,7 @@ from journeys.model import SNAPSHOT_FORMAT, SnapshotFormatError, decode_snapshot
 from journeys.steps import (STEP_CLASSES, BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnCap, QuietHours,
                             SendOptions, SendStep, SplitStep, SplitVariant, StepKind, WaitForStep, decode_step,
                             document_key, encode_step, flow, walk)
+from journeys.steps import OnWebhookFailure, SecretHeader, WebhookMethod, WebhookRetry, WebhookStep
 from tests.workflows.journey_harness import compile_journey
 
 
@@ -40,6 +41,9 @@ def test_nested_records_match_the_schema_too() -> None:
     assert _document_keys(BranchCase) == set(steps["branch"]["properties"]["cases"]["items"]["properties"])
     assert _document_keys(SplitVariant) == set(steps["split"]["properties"]["variants"]["items"]["properties"])
     assert _document_keys(SendOptions) == set(steps["digest"]["properties"]["send"]["properties"])
+    webhook = steps["webhook"]["properties"]
+    assert _document_keys(SecretHeader) == set(webhook["headers"]["items"]["properties"])
+    assert _document_keys(WebhookRetry) == set(webhook["retry"]["properties"])
 
 
 EVERY_OPTION = (
@@ -55,6 +59,11 @@ EVERY_OPTION = (
     DigestStep("g", event="OrderShipped", window="1d", send=SendOptions("email", "digest"), key="payload.order_id",
                when="true", min_events=3),
     ExitStep("z", reason="done"),
+    WebhookStep("h", url="https://crm.example.com/c/{{ customer.id }}", method=WebhookMethod.PUT,
+                headers=(SecretHeader("Authorization", "crm_token"),), body='{"a": 1}', timeout="5s",
+                retry=WebhookRetry(max_attempts=3, initial_interval="2s", max_interval="10s"), max_response_bytes=10,
+                save_as="crm", on_failure=OnWebhookFailure.EXIT),
+    BranchStep("b2", cases=(BranchCase("true", (WebhookStep("h2", url="http://x.example.com/"),)),)),
 )
 
 

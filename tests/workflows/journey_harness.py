@@ -18,6 +18,7 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
 from activities.rendering import render
 from activities.send import SEND_NOTIFICATION
+from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from events.model import Customer, CustomerEvent
 from journeys.loader import validate_folder
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
@@ -54,6 +55,7 @@ class Capture:
     """A ``send_notification`` activity that records instead of delivering."""
 
     sent: list[Sent] = field(default_factory=list)
+    webhooks: list[str] = field(default_factory=list)
 
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
@@ -65,6 +67,12 @@ class Capture:
             body=render(notification.template_id, notification.body_template, notification.context),
             at=activity.info().current_attempt_scheduled_time, workflow_id=notification.workflow_id))
         return SendResult(status=SendStatus.SENT, provider="capture")
+
+    @activity.defn(name=WEBHOOK_CALL)
+    async def call_webhook(self, call: WebhookCallInput) -> WebhookCallResult:
+        """Answers every webhook call with a fixed CRM record (the real call is tests/workflows/test_webhook.py)."""
+        self.webhooks.append(call.step_id)
+        return WebhookCallResult(status_code=200, data={"tier": "gold"})
 
     def steps(self, workflow_id: str | None = None) -> list[str]:
         return [s.step_id for s in self.sent if workflow_id is None or s.workflow_id == workflow_id]
@@ -101,7 +109,8 @@ def purchase(customer_id: str | None = None, order_id: str = "ord-1", amount: st
 
 def worker(client: Client, task_queue: str, capture: Capture) -> JourneyWorkers:
     return with_send_queues(client, task_queue, Worker(client, task_queue=task_queue, workflows=[JourneyWorkflow],
-                                                       activities=[capture.send_notification]),
+                                                       activities=[capture.send_notification,
+                                                                   capture.call_webhook]),
                             [capture.send_notification])
 
 

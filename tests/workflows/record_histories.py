@@ -131,6 +131,32 @@ async def goals_and_delivery(env: WorkflowEnvironment, queue: str) -> list[Workf
     return [*handles, control]
 
 
+WEBHOOK = """
+id: webhook_then_send
+version: 1
+trigger: {event: PurchaseCompleted}
+entry: {rule: every_time}
+steps:
+  - id: enrich
+    webhook:
+      method: GET
+      url: "https://crm.example.com/customers/{{ customer.id }}"
+      headers: [{name: Authorization, secret: crm_token}]
+      save_as: crm
+  - id: tell
+    send: {channel: email, template: tier_note}
+"""
+TIER_NOTE = {"id": "tier_note", "default_locale": "en", "channels": {
+    "email": {"en": {"subject": "Your tier", "body": "Tier {{ webhooks.crm.tier }}"}}}}
+
+
+async def webhook(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    from tests.workflows.journey_harness import DEFAULT_TEMPLATES
+
+    snapshot = compile_journey(Path(tempfile.mkdtemp()), WEBHOOK, {**DEFAULT_TEMPLATES, "tier_note": TIER_NOTE})
+    return [await start(env.client, queue, snapshot, purchase())]
+
+
 SCENARIOS: dict[str, Scenario] = {
     "post_purchase": post_purchase,
     "post_purchase_refunded": post_purchase_refunded,
@@ -141,6 +167,7 @@ SCENARIOS: dict[str, Scenario] = {
     "split_and_digest": split_and_digest,
     "continue_as_new": continue_as_new,
     "goals_and_delivery": goals_and_delivery,
+    "webhook": webhook,
 }
 
 
