@@ -313,6 +313,8 @@ class SourceDecoder:
         source = next((s for s in candidates if _fits(s, opened) and s.reads_record(opened.name)), None)
         if source is None:
             return self._envelope.decode_record(record, wanted)
+        if wanted is not None and source.identify:
+            wanted = _OrIdentify(wanted, source)  # identify events update the profile whoever else listens
         if source.format is Format.ENVELOPE:
             decoded = self._envelope.decode_record(record, wanted)
             if isinstance(decoded, str):
@@ -449,6 +451,17 @@ def _time(value: JsonValue, raw: bytes) -> str:
     except ValueError as exc:
         raise InvalidEventError(f"the event's time {text[:40]!r} is not an ISO 8601 timestamp", raw) from exc
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).isoformat()
+
+
+@dataclass(frozen=True)
+class _OrIdentify:
+    """The wanted event types plus the source's identify types (which the profile always wants)."""
+
+    wanted: Container[str]
+    source: EventSource
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self.wanted or (isinstance(event_type, str) and self.source.is_identify(event_type))
 
 
 def _event(source: EventSource, record: KafkaRecord, opened: _Read, body: dict[str, JsonValue],

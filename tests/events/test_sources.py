@@ -33,6 +33,7 @@ from events.model import CustomerEvent
 from journeys.loader import load_all
 from tests.events.shop import HERE, shop_journeys
 from tests.harness import Bridge, eventually, start_bridge
+from workflows.preferences_client import preferences_state
 
 class CountingDispatcher(Dispatcher):
     """The real dispatcher, counting the Temporal calls it makes per event type."""
@@ -107,7 +108,8 @@ async def test_third_party_avro_schema_triggers_a_journey_whose_filter_reads_its
     # The filter read the third-party fields: the one-item order started nothing.
     assert bridge.metric("eventflow_events_consumed_total", {
         "topic": bridge.topic, "event_type": "OrderPlaced", "outcome": "started"}) == 2
-    assert dispatcher.calls == Counter({"OrderPlaced": 2})  # nothing for the filtered order or the unknown type
+    # A profile update and a start for each of the two orders; nothing for the filtered order or the unknown type.
+    assert dispatcher.calls == Counter({"OrderPlaced": 4})
     history = await temporal_client.get_workflow_handle(f"journey:big_order:{customer_id}:{evolved}").fetch_history()
     started = json.loads(history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data)
     event = started["event"]
@@ -116,8 +118,11 @@ async def test_third_party_avro_schema_triggers_a_journey_whose_filter_reads_its
     assert event["payload"]["total"] == "120.50" and event["payload"]["status"] == "CONFIRMED"
     assert event["payload"]["request_id"] == "7d4c9a52-6c0e-4b8e-9d38-0b4c6f1c2a11"
     assert event["payload"]["sales_channel"] == "app" and "gift_wrap" not in event["payload"]
-    assert event["customer"]["attributes"] == {"tier": "gold"}
-    assert event["customer"]["email"] == f"{customer_id}@shop.example" and "email" not in event["payload"]["buyer"]
+    # Journeys carry no contact details: the address and the attributes are in the customer's profile.
+    assert event["customer"]["email"] is None and event["customer"]["attributes"] == {}
+    assert "email" not in event["payload"]["buyer"]
+    profile = (await preferences_state(temporal_client, customer_id)).profile
+    assert (profile.email, profile.attributes) == (f"{customer_id}@shop.example", {"tier": "gold"})
 
 
 async def test_cloudevents_in_binary_and_structured_mode_each_trigger_a_journey(
@@ -153,4 +158,4 @@ async def test_cloudevents_in_binary_and_structured_mode_each_trigger_a_journey(
         mail = sent[f"journey:shipped:cust-{mode}-{unique}:s-{mode}-{unique}"]
         assert mail["to"] == f"{mode}@ship.example"
         assert mail["subject"] == f"Shipment s-{mode}-{unique} is on its way"
-    assert dispatcher.calls == Counter({"ShipmentDispatched": 2})
+    assert dispatcher.calls == Counter({"ShipmentDispatched": 4})  # a profile update and a start each
