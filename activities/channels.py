@@ -18,6 +18,8 @@ class OutgoingMessage:
             for WhatsApp, a SendGrid dynamic template id); when set, ``template_variables`` fill it.
         template_variables: rendered variables for the provider template.
         sender: overrides the configured from address/number, when the template says so.
+        customer_id, step_id: whose send and which journey step, carried to the provider (SendGrid
+            ``custom_args``, Twilio status-callback parameters) so delivery reports find the send.
     """
 
     idempotency_key: str
@@ -31,6 +33,8 @@ class OutgoingMessage:
     provider_template_id: str = ""
     template_variables: Mapping[str, str] = field(default_factory=dict)
     sender: str = ""
+    customer_id: str = ""
+    step_id: str = ""
 
 
 class Channel(Protocol):

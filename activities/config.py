@@ -66,7 +66,8 @@ def sendgrid_config(sendgrid: SendGridSettings, channels: ChannelSettings) -> Se
     )
 
 
-def twilio_config(twilio: TwilioSettings, channels: ChannelSettings) -> TwilioConfig:
+def twilio_config(twilio: TwilioSettings, channels: ChannelSettings, *,
+                  status_callback_base_url: str = "") -> TwilioConfig:
     """Twilio settings; raises `ConfigError` naming the first missing variable."""
     why = "when an SMS or WhatsApp provider is twilio"
     return TwilioConfig(
@@ -79,6 +80,7 @@ def twilio_config(twilio: TwilioSettings, channels: ChannelSettings) -> TwilioCo
         region=twilio.region,
         edge=twilio.edge,
         timeout_seconds=channels.provider_timeout_seconds,
+        status_callback_base_url=status_callback_base_url,
     )
 
 
@@ -119,8 +121,9 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channe
 
 
 def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio: TwilioSettings, *,
-                  outbox: Path) -> dict[str, Channel]:
-    """The channels of validated settings; ``outbox`` is the outbox channel's file."""
+                  outbox: Path, status_callback_base_url: str = "") -> dict[str, Channel]:
+    """The channels of validated settings; ``outbox`` is the outbox channel's file; Twilio asks for
+    status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set."""
     outbox_channel = OutboxChannel(outbox)
     built: dict[str, Channel] = {}
     if channels.email_provider == "sendgrid":
@@ -130,7 +133,7 @@ def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio:
         built["email"] = outbox_channel
     twilio_kinds = [kind for kind in ("sms", "whatsapp") if channels.provider(kind) == "twilio"]
     if twilio_kinds:
-        client = TwilioClient(twilio_config(twilio, channels))
+        client = TwilioClient(twilio_config(twilio, channels, status_callback_base_url=status_callback_base_url))
         # One bucket per account: SMS and WhatsApp share Twilio's account-level limits.
         bucket = TokenBucket(twilio.rate_per_second, twilio.burst)
         for kind in twilio_kinds:

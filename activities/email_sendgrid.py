@@ -1,8 +1,9 @@
 """Email through SendGrid's v3 Mail Send API with the official ``sendgrid`` SDK.
 
-The SDK is synchronous (urllib), so each call runs in a worker thread. The idempotency key
-travels as ``custom_args`` (echoed in SendGrid's event webhook) and as a message header, so a
-message can be traced to its journey step; SendGrid itself does not deduplicate on it, which is
+The SDK is synchronous (urllib), so each call runs in a worker thread. The idempotency key,
+customer, workflow and step travel as ``custom_args`` (SendGrid echoes them in every Event Webhook
+event, which is how `eventflow webhooks` finds the send a report is about) and the key as a
+message header, so a message can be traced to its journey step; SendGrid itself does not deduplicate on it, which is
 why the ledger exists.
 """
 
@@ -83,7 +84,7 @@ class SendGridChannel:
         body: dict[str, Any] = {
             "personalizations": [personalization],
             "from": sender,
-            "custom_args": {"idempotency_key": message.idempotency_key},
+            "custom_args": custom_args(message),
             "headers": {IDEMPOTENCY_HEADER: message.idempotency_key},
         }
         if message.provider_template_id:
@@ -118,6 +119,13 @@ class SendGridChannel:
         # Mail Send has no lookup by our key (the Email Activity API is a paid add-on and lags by
         # minutes), so an interrupted attempt is sent again: see docs/architecture.md, ADR-7.
         return None
+
+
+def custom_args(message: OutgoingMessage) -> dict[str, str]:
+    """What SendGrid echoes back with each event about ``message`` (strings only; empty ones left out)."""
+    args = {"idempotency_key": message.idempotency_key, "customer_id": message.customer_id,
+            "workflow_id": message.workflow_id, "step_id": message.step_id, "channel": message.channel}
+    return {name: value for name, value in args.items() if value}
 
 
 def _header(headers: Any, name: str) -> str | None:

@@ -36,6 +36,8 @@ class ReserveRequest:
             defaults already overridden by the journey's and the step's.
         priority: the send's `activities.caps.Priority`; ``""`` is ``normal``.
         cap_reserve: slots each priority level keeps free for the levels above it.
+        address_hash: `activities.addresses.address_hash` of the address it goes to, so a
+            suppressed address is refused (``""``: unknown, from requests recorded before).
     """
 
     idempotency_key: str
@@ -51,6 +53,7 @@ class ReserveRequest:
     caps: str = ""
     priority: str = ""
     cap_reserve: int = 1
+    address_hash: str = ""
 
 
 @dataclass(frozen=True)

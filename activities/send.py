@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.addresses import address_hash
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.errors import PermanentSendError, RetryableSendError
@@ -135,7 +136,7 @@ class NotificationActivities:
         attempt = activity.info().attempt if activity.in_activity() else 1
         lease_deadline = float("inf")
         if self._ledger is not None:
-            reservation, lease_deadline = await self._reserve(notification, attempt, caps)
+            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to)
             match reservation.decision:
                 case ReserveDecision.DELIVERED:
                     provider = reservation.provider or channel.name
@@ -152,6 +153,9 @@ class NotificationActivities:
                     self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.DEFERRED)
                     return SendResult(SendStatus.DEFERRED, channel.name, not_before=reservation.not_before)
+                case ReserveDecision.SUPPRESSED:
+                    self._count(notification, channel.name, SendStatus.SUPPRESSED)
+                    return SendResult(SendStatus.SUPPRESSED, channel.name)
                 case ReserveDecision.SEND:
                     pass
                 case other:
@@ -168,9 +172,10 @@ class NotificationActivities:
         return await self._deliver(notification, channel, message, attempt)
 
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
-                       caps: CapSet) -> tuple[Reservation, float]:
+                       caps: CapSet, address: str = "") -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
         assert self._ledger is not None
+        hashed = address_hash(notification.channel, address) if address else ""
         while True:
             asked_at = time.monotonic()
             reservation = await self._beat(self._ledger.reserve(ReserveRequest(
@@ -187,6 +192,7 @@ class NotificationActivities:
                 caps=str(caps),
                 priority=notification.priority,
                 cap_reserve=self._policy.cap_reserve,
+                address_hash=hashed,
             )))
             if reservation.decision is not ReserveDecision.BUSY:
                 # Counted from before the request left, so this attempt's view of the lease ends first.
@@ -324,6 +330,8 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         workflow_id=notification.workflow_id,
         provider_template_id=notification.provider_template_id,
         template_variables=variables,
+        customer_id=notification.customer.id,
+        step_id=notification.step_id,
     )
 
 

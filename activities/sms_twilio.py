@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,9 @@ class TwilioConfig:
         base_url: API base URL override (a local server in tests); ``region``/``edge`` pick Twilio's
             regional endpoints the SDK's way.
         timeout_seconds: per-request timeout.
+        status_callback_base_url: the externally visible base URL of `eventflow webhooks`; when
+            set, every message asks Twilio for status callbacks at ``<base>/twilio/status`` with
+            the send's idempotency key, customer, workflow, step and channel as query parameters.
     """
 
     account_sid: str
@@ -68,6 +72,18 @@ class TwilioConfig:
     region: str = ""
     edge: str = ""
     timeout_seconds: float = 10.0
+    status_callback_base_url: str = ""
+
+
+#: The webhook service's path for message status callbacks (see eventflow/webhooks).
+STATUS_CALLBACK_PATH = "/twilio/status"
+
+
+def status_callback_url(base_url: str, message: OutgoingMessage) -> str:
+    """The status-callback URL of ``message``: the webhook service's, with the send named in the query."""
+    query = {"k": message.idempotency_key, "c": message.customer_id, "w": message.workflow_id,
+             "s": message.step_id, "ch": message.channel}
+    return f"{base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?{urllib.parse.urlencode(query)}"
 
 
 class _HttpClient(TwilioHttpClient):
@@ -143,6 +159,8 @@ class TwilioChannel:
             params["content_variables"] = json.dumps(dict(message.template_variables), sort_keys=True)
         else:
             params["body"] = message.body
+        if config.status_callback_base_url:
+            params["status_callback"] = status_callback_url(config.status_callback_base_url, message)
         return params
 
     def _send_blocking(self, params: Mapping[str, Any]) -> SendResult:

@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import parse_retry_after
 from activities.rendering import TemplateRenderError, render_async
-from eventflow.core.settings import WebhookSettings, webhook_secret_environ
+from eventflow.core.settings import WebhookStepSettings, webhook_secret_environ
 
 WEBHOOK_CALL = "webhook_call"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -141,7 +141,7 @@ class WebhookActivities:
         self._client = client or httpx.AsyncClient(follow_redirects=False)
 
     @classmethod
-    def from_settings(cls, settings: WebhookSettings) -> WebhookActivities:
+    def from_settings(cls, settings: WebhookStepSettings) -> WebhookActivities:
         return cls(settings.allowed_hosts, WebhookSecrets(settings.secrets_dir, webhook_secret_environ()))
 
     @activity.defn(name=WEBHOOK_CALL)

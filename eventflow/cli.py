@@ -42,6 +42,17 @@ def _consume(_: argparse.Namespace) -> int:
     return 0
 
 
+def _webhooks(_: argparse.Namespace) -> int:
+    from eventflow.core.settings import load_webhooks
+    from eventflow.webhooks.app import run_webhooks
+
+    process = load_webhooks()  # keys and tokens are checked before anything listens
+    logs.configure(process.ops.log_format)
+    with tracing.started(tracing.load_tracing_settings(), "eventflow-webhooks"):
+        asyncio.run(run_webhooks(process))
+    return 0
+
+
 def _temporal(args: argparse.Namespace) -> int:
     from eventflow.core.temporal_client import connect
     from eventflow.temporal_setup import register_search_attributes
@@ -175,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("worker", help="run a journey worker").set_defaults(handler=_worker)
     commands.add_parser("consume", help="run a consumer-group member").set_defaults(handler=_consume)
+    commands.add_parser("webhooks", help="receive provider delivery reports and STOP/START (SendGrid, Twilio)"
+                        ).set_defaults(handler=_webhooks)
     produce = commands.add_parser("produce", help="publish events (a JSON Lines file, or the samples)")
     produce.add_argument("--file", help="JSON Lines file of events; default: the built-in samples")
     produce.add_argument("--topic", help="topic; default: the first of EVENTFLOW_TOPICS")

@@ -146,7 +146,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     check_channels(journey_channels(load_all(process.journeys.journeys_dir) if follower is None
                                     else follower.catalog.definitions(*JourneyState)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
-                             outbox=process.channels.outbox_path or outbox_path())
+                             outbox=process.channels.outbox_path or outbox_path(),
+                             status_callback_base_url=process.webhook_url.public_url)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,7 +161,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio),
-                          webhooks=WebhookActivities.from_settings(process.webhooks))
+                          webhooks=WebhookActivities.from_settings(process.webhook_steps))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,
                              worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from journeys.model import JourneyDefinition
@@ -19,10 +19,10 @@ def _folder(args: argparse.Namespace) -> Path | None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from eventflow.core.settings import WebhookSettings
+    from eventflow.core.settings import WebhookStepSettings
     from journeys.loader import validate_folder
 
-    report = validate_folder(_folder(args), allowed_hosts=WebhookSettings.load().allowed_hosts)
+    report = validate_folder(_folder(args), allowed_hosts=WebhookStepSettings.load().allowed_hosts)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:
@@ -109,6 +109,7 @@ async def _status_lines(customer_id: str) -> list[str]:
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
+    outcomes = await _delivery_outcomes(client, customer_id)
     escaped = customer_id.replace("\\", "\\\\").replace("'", "\\'")
     lines: list[str] = []
     async for execution in client.list_workflows(f"CustomerId = '{escaped}'"):
@@ -131,7 +132,9 @@ async def _status_lines(customer_id: str) -> list[str]:
                  if status.current_step else (f"exited: {status.exit_reason}" if status.exit_reason else "done"))
         lines.append(f"{execution.id}  {status.journey_id} v{status.journey_version}  {state}  {where}")
         for send in status.sends:
-            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}")
+            key = f"{execution.id}/{send.step_id}" + (f"#{send.channel}" if send.fallback_from else "")
+            reported = f", {outcomes[key]}" if key in outcomes else ""
+            lines.append(f"    sent {send.step_id}: {send.channel} {send.template_id} -> {send.outcome}{reported}")
         for call in status.webhooks:
             lines.append(f"    webhook {call.step_id}: {call.outcome}")
         lines += _measurement_lines(status)
@@ -149,6 +152,18 @@ def _measurement_lines(status: JourneyStatus) -> list[str]:
         lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at
                                           else f"not converted (goal window until {progress.goal_until or '-'})"))
     return lines
+
+
+async def _delivery_outcomes(client: Any, customer_id: str) -> dict[str, str]:
+    """Each send's latest provider report from the customer's ledger (``opened 2026-...``), by idempotency key."""
+    from workflows.preferences_client import preferences_state
+
+    try:
+        state = await preferences_state(client, customer_id)
+    except Exception:  # noqa: BLE001 - no preferences yet, or no worker to answer: the sends still list
+        return {}
+    return {key: f"{entry.outcome} {entry.outcome_at}".strip() + (f" ({entry.error_code})" if entry.error_code else "")
+            for key, entry in state.ledger.items() if entry.outcome}
 
 
 def _status(args: argparse.Namespace) -> int:

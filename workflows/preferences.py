@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from events.model import CustomerEvent
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
     from workflows._caps import cap_gate
+    from workflows import suppression as sup
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
 SUBSCRIPTION_CHANGED_SIGNAL = "subscription_changed"
@@ -71,6 +72,9 @@ class LedgerEntry:
         lease_attempt, lease_until: the activity attempt that may call the provider, and until when
             (ISO 8601 UTC, workflow time); ``""`` when no lease was granted.
         priority: the send's priority (``transactional`` sends use no cap slot); ``""`` is normal.
+        outcome, outcome_at, error_code: the latest provider report (`DeliveryOutcome`, moved
+            only forward, see `workflows.suppression.advance`), when it happened, the provider's code.
+        reports: provider reports applied to this send (each report id once).
     """
 
     channel: str
@@ -85,6 +89,10 @@ class LedgerEntry:
     lease_attempt: int = 0
     lease_until: str = ""
     priority: str = ""
+    outcome: str = ""
+    outcome_at: str = ""
+    error_code: str = ""
+    reports: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class PreferencesInput:
     channels: dict[str, ChannelPreference] = field(default_factory=dict)
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)
     seen_event_ids: list[str] = field(default_factory=list)
+    suppressions: dict[str, sup.Suppression] = field(default_factory=dict)
+    seen_report_ids: list[str] = field(default_factory=list)
 
 
 def _iso(moment: datetime) -> str:
@@ -110,6 +120,8 @@ class CustomerPreferences:
         self._channels: dict[str, ChannelPreference] = {}
         self._ledger: dict[str, LedgerEntry] = {}
         self._seen_event_ids: list[str] = []
+        self._suppressions: dict[str, sup.Suppression] = {}
+        self._seen_report_ids: list[str] = []
         self._changes = 0
 
     @workflow.run
@@ -119,6 +131,8 @@ class CustomerPreferences:
         self._channels = {**start.channels, **self._channels}
         self._ledger = {**start.ledger, **self._ledger}
         self._seen_event_ids = [*start.seen_event_ids, *self._seen_event_ids][-_SEEN_EVENT_IDS_KEPT:]
+        self._suppressions = {**start.suppressions, **self._suppressions}
+        self._seen_report_ids = [*start.seen_report_ids, *self._seen_report_ids][-sup.REPORT_IDS_KEPT:]
         await workflow.wait_condition(
             lambda: self._changes >= MAX_CHANGES_PER_RUN or workflow.info().is_continue_as_new_suggested())
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -129,13 +143,14 @@ class CustomerPreferences:
         ledger = {key: entry for key, entry in self._ledger.items()
                   if datetime.fromisoformat(entry.reserved_at) >= cutoff}
         return PreferencesInput(self._customer_id, dict(self._channels), ledger,
-                                self._seen_event_ids[-_SEEN_EVENT_IDS_KEPT:])
+                                self._seen_event_ids[-_SEEN_EVENT_IDS_KEPT:], dict(self._suppressions),
+                                self._seen_report_ids[-sup.REPORT_IDS_KEPT:])
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> PreferencesInput:
         """The current opt-outs and ledger."""
         return PreferencesInput(self._customer_id, dict(self._channels), dict(self._ledger),
-                                list(self._seen_event_ids))
+                                list(self._seen_event_ids), dict(self._suppressions), list(self._seen_report_ids))
 
     @workflow.signal(name=SUBSCRIPTION_CHANGED_SIGNAL)
     def subscription_changed(self, event: CustomerEvent) -> None:
@@ -153,6 +168,56 @@ class CustomerPreferences:
             return
         self._channels[channel] = ChannelPreference(bool(event.payload.get("subscribed")), event.occurred_at,
                                                     str(event.payload.get("source") or ""))
+        if event.payload.get("subscribed") and self._suppressions and workflow.patched(sup.SUPPRESSION_PATCH):
+            # A later opt-in lifts the channel's suppressions (an earlier one does not).
+            for key, suppression in list(self._suppressions.items()):
+                if suppression.channel == channel and _instant(suppression.at) <= _instant(event.occurred_at):
+                    del self._suppressions[key]
+
+    @workflow.signal(name=sup.DELIVERY_REPORT_SIGNAL)
+    def delivery_report(self, feedback: sup.DeliveryFeedback) -> None:
+        """Applies a provider report to its send's ledger entry; suppresses the address when it says so.
+
+        Each report id applies once (providers retry); outcomes only move forward.
+        """
+        report = feedback.report
+        if report.report_id and report.report_id in self._seen_report_ids:
+            return
+        self._changes += 1
+        if report.report_id:
+            self._seen_report_ids = [*self._seen_report_ids, report.report_id][-sup.REPORT_IDS_KEPT:]
+        entry = self._ledger.get(report.idempotency_key)
+        if entry is not None:
+            moved = sup.advance(entry.outcome, report.outcome)
+            self._ledger[report.idempotency_key] = replace(
+                entry, reports=entry.reports + 1,
+                outcome=report.outcome.value if moved else entry.outcome,
+                outcome_at=report.at if moved else entry.outcome_at,
+                error_code=report.error_code if moved else entry.error_code,
+                provider_message_id=entry.provider_message_id or report.provider_message_id or None)
+        reason = sup.suppression_reason(report)
+        if reason is not None:
+            key = sup.suppression_key(report.channel, feedback.address_hash)
+            self._suppressions[key] = sup.Suppression(report.channel, feedback.address_hash, reason,
+                                                      report.at or _iso(workflow.now()), report.report_id)
+            workflow.logger.info("address suppressed channel=%s reason=%s", report.channel, reason)
+
+    @workflow.signal(name=sup.CONTACT_KEYWORD_SIGNAL)
+    def contact_keyword(self, keyword: sup.ContactKeyword) -> None:
+        """STOP suppresses the address on its channel; START lifts that; HELP changes nothing."""
+        if keyword.report_id and keyword.report_id in self._seen_report_ids:
+            return
+        self._changes += 1
+        if keyword.report_id:
+            self._seen_report_ids = [*self._seen_report_ids, keyword.report_id][-sup.REPORT_IDS_KEPT:]
+        match keyword.action:
+            case sup.KeywordAction.OPT_OUT:
+                self._suppressions[sup.suppression_key(keyword.channel, keyword.address_hash)] = sup.Suppression(
+                    keyword.channel, keyword.address_hash, sup.SuppressionReason.STOP, keyword.at, keyword.report_id)
+            case sup.KeywordAction.OPT_IN:
+                sup.lift(self._suppressions, keyword.channel, keyword.address_hash)
+            case sup.KeywordAction.HELP:
+                pass
 
     @workflow.update(name=RESERVE_SEND_UPDATE)
     def reserve_send(self, request: ReserveRequest) -> Reservation:
@@ -170,6 +235,9 @@ class CustomerPreferences:
         preference = self._channels.get(request.channel)
         if preference is not None and not preference.subscribed:
             return Reservation(ReserveDecision.OPTED_OUT)
+        if self._suppressions and workflow.patched(sup.SUPPRESSION_PATCH) \
+                and sup.suppressed(self._suppressions, request.channel, request.address_hash) is not None:
+            return Reservation(ReserveDecision.SUPPRESSED)
         if entry is not None and entry.state is not LedgerState.FAILED:
             return self._renew(request, entry, now)
         quiet_end = quiet_window_end(now, request.timezone, request.quiet_hours)

@@ -16,12 +16,13 @@ from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from activities.webhook import WebhookActivities, WebhookSecrets
+from workflows.address_book import AddressContacts
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore
 from workflows.queues import CHANNELS, send_task_queue
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, AddressContacts)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ class Process(StrEnum):
     WORKER = "worker"
     CLI = "cli"
     CODEC_SERVER = "codec-server"
+    WEBHOOKS = "webhooks"
 
 
 class _EnvironSource(EnvSettingsSource):
@@ -574,10 +575,10 @@ class TwilioSettings(SettingsGroup):
 WEBHOOK_SECRET_PREFIX = "WEBHOOK_SECRET_"
 
 
-class WebhookSettings(SettingsGroup):
+class WebhookStepSettings(SettingsGroup):
     """Where ``webhook`` steps may call, and where their Secrets are."""
 
-    concern: ClassVar[str] = "webhooks"
+    concern: ClassVar[str] = "webhook steps"
 
     allowed_hosts: Csv = env("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", (),
                              "Hosts webhook steps may call (exact names, comma-separated); none when unset.")
@@ -622,6 +623,57 @@ class CodecServerSettings(SettingsGroup):
         return self
 
 
+# -- webhooks ---------------------------------------------------------------------------------------
+
+class WebhookUrlSettings(SettingsGroup):
+    """Where providers reach `eventflow webhooks`: the worker asks for callbacks there, the service checks."""
+
+    concern: ClassVar[str] = "webhooks"
+
+    public_url: str = env("EVENTFLOW_WEBHOOKS_PUBLIC_URL", "",
+                          "Externally visible base URL of `eventflow webhooks` (`https://hooks.example.com`): the "
+                          "worker sends Twilio status callbacks there, the service checks Twilio signatures "
+                          "against it. Empty: no status callbacks.")
+
+    @model_validator(mode="after")
+    def _absolute(self) -> Self:
+        if self.public_url and not re.match(r"^https?://[^/]+", self.public_url):
+            raise ConfigError(self.variable("public_url"), "must be an absolute http(s) URL")
+        return self
+
+
+class WebhookSettings(SettingsGroup):
+    """The webhook service: its port, bounds, the feedback topic and the SendGrid verification key."""
+
+    concern: ClassVar[str] = "webhooks"
+
+    port: Port = env("EVENTFLOW_WEBHOOKS_PORT", 8080, "Port the provider webhooks are served on.")
+    feedback_topic: str = env("EVENTFLOW_FEEDBACK_TOPIC", "delivery-feedback",
+                              "Kafka topic the webhook service hands verified reports to.")
+    feedback_group: str = env("EVENTFLOW_FEEDBACK_CONSUMER_GROUP", "eventflow-feedback",
+                              "Consumer group that applies the feedback topic to the ledger and the journeys.")
+    sendgrid_verification_key: SecretStr | None = env(
+        "SENDGRID_WEBHOOK_VERIFICATION_KEY", None,
+        "SendGrid Event Webhook verification key (base64 public key; or SENDGRID_WEBHOOK_VERIFICATION_KEY_FILE). "
+        "Unset: SendGrid events are refused.")
+    sendgrid_verification_key_file: Path | None = env("SENDGRID_WEBHOOK_VERIFICATION_KEY_FILE", None,
+                                                      "File holding the SendGrid verification key.")
+    replay_window_seconds: PositiveFloat = env("EVENTFLOW_WEBHOOKS_REPLAY_WINDOW_SECONDS", 300.0,
+                                               "SendGrid requests whose signed timestamp is further than this "
+                                               "from now are refused (replays).")
+    max_body_bytes: PositiveInt = env("EVENTFLOW_WEBHOOKS_MAX_BODY_BYTES", 1_048_576,
+                                      "Largest webhook body accepted (413 above).")
+    request_deadline_seconds: PositiveFloat = env("EVENTFLOW_WEBHOOKS_REQUEST_DEADLINE_SECONDS", 10.0,
+                                                  "Deadline of one webhook request, hand-off included.")
+    max_connections: PositiveInt = env("EVENTFLOW_WEBHOOKS_MAX_CONNECTIONS", 256,
+                                       "Open webhook connections at most; the next one is answered 503.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "SENDGRID_WEBHOOK_VERIFICATION_KEY")
+
+
 # -- per-process compositions -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -663,7 +715,22 @@ class WorkerProcessSettings:
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
     #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
     kafka: KafkaSettings | None = None
-    webhooks: WebhookSettings = dataclass_field(default_factory=WebhookSettings)
+    webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
+    webhook_url: WebhookUrlSettings = WebhookUrlSettings()
+
+
+@dataclass(frozen=True)
+class WebhooksProcessSettings:
+    """``eventflow webhooks``: the receiver (Kafka producer) and the feedback consumer (Kafka to Temporal)."""
+
+    kafka: KafkaSettings
+    temporal: TemporalSettings
+    consumer: ConsumerSettings
+    ops: OpsSettings
+    webhooks: WebhookSettings
+    webhook_url: WebhookUrlSettings
+    twilio: TwilioSettings
+    tracing: TracingSettings
 
 
 @dataclass(frozen=True)
@@ -676,7 +743,7 @@ class ToolSettings:
     journeys: JourneySettings
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
-    webhooks: WebhookSettings = dataclass_field(default_factory=WebhookSettings)
+    webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
 
 
 @dataclass(frozen=True)
@@ -690,7 +757,7 @@ class CodecServerProcessSettings:
 
 PROCESSES: Mapping[Process, type] = {
     Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings,
-    Process.CODEC_SERVER: CodecServerProcessSettings}
+    Process.CODEC_SERVER: CodecServerProcessSettings, Process.WEBHOOKS: WebhooksProcessSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
@@ -770,8 +837,18 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
                                  tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
-                                 webhooks=WebhookSettings.load(env),
-                                 kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None)
+                                 webhook_steps=WebhookStepSettings.load(env),
+                                 kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
+                                 webhook_url=WebhookUrlSettings.load(env))
+
+
+def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
+    """Everything ``eventflow webhooks`` reads, validated at once (secret files included)."""
+    env = _checked(environ, dev_defaults)
+    return WebhooksProcessSettings(kafka=KafkaSettings.load(env), temporal=TemporalSettings.load(env),
+                                   consumer=ConsumerSettings.load(env), ops=OpsSettings.load(env),
+                                   webhooks=WebhookSettings.load(env), webhook_url=WebhookUrlSettings.load(env),
+                                   twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -787,7 +864,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
                         tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                        webhooks=WebhookSettings.load(env))
+                        webhook_steps=WebhookStepSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,
@@ -879,9 +956,10 @@ __all__ = [
     "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
-    "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookSettings", "WorkerProcessSettings",
+    "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
     "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
     "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
+    "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",
 ]

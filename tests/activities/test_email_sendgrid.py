@@ -31,7 +31,7 @@ async def test_mail_send_carries_auth_sender_recipient_content_and_idempotency_k
     assert request.body["personalizations"] == [{"to": [{"email": "ada@example.com"}]}]
     assert request.body["subject"] == "Order 42"
     assert request.body["content"] == [{"type": "text/plain", "value": "Thanks for order 42"}]
-    assert request.body["custom_args"] == {"idempotency_key": "journey:x:c1/thank_you"}
+    assert request.body["custom_args"] == {"idempotency_key": "journey:x:c1/thank_you", "channel": "email"}
     assert request.body["headers"] == {IDEMPOTENCY_HEADER: "journey:x:c1/thank_you"}
 
 

@@ -332,3 +332,50 @@ def test_an_image_digest_pins_every_pod_to_that_image(helm: Path) -> None:
     [job] = rendered.of_kind("Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/eventflow/eventflow@{digest}"
     assert helm_template(helm).container("worker")["image"].startswith("ghcr.io/eventflow/eventflow:")
+
+
+def test_webhooks_deployment_serves_the_webhook_port_behind_a_service_and_only_its_paths_publicly(
+        all_on: Rendered, default: Rendered) -> None:
+    assert [m for m in default.of_kind("Deployment") if m["metadata"]["name"].endswith("-webhooks")] == []
+    container = all_on.container("webhooks")
+    assert container["args"] == ["webhooks"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = all_on.env("webhooks")
+    assert str(ports["http"]) == env["EVENTFLOW_WEBHOOKS_PORT"]["value"] and "metrics" in ports
+    assert env["EVENTFLOW_WEBHOOKS_PUBLIC_URL"]["value"] == "https://hooks.example.com"
+    # The worker asks Twilio for status callbacks at the same URL the receiver checks signatures with.
+    assert all_on.env("worker")["EVENTFLOW_WEBHOOKS_PUBLIC_URL"] == env["EVENTFLOW_WEBHOOKS_PUBLIC_URL"]
+    for name in ("SENDGRID_WEBHOOK_VERIFICATION_KEY", "TWILIO_AUTH_TOKEN"):
+        assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"]
+    pod_labels = all_on.deployment("webhooks")["spec"]["template"]["metadata"]["labels"]
+    service = all_on.one("Service", "-webhooks")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    ingress = all_on.one("Ingress", "-webhooks")
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "hooks.example.com"
+    assert sorted(p["path"] for p in rule["http"]["paths"]) == ["/sendgrid/events", "/twilio/inbound",
+                                                                 "/twilio/status"]
+    assert {p["backend"]["service"]["name"] for p in rule["http"]["paths"]} == {service["metadata"]["name"]}
+    pdb = all_on.one("PodDisruptionBudget", "-webhooks")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    monitor = all_on.one("PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_webhooks_need_a_public_url(helm: Path) -> None:
+    with pytest.raises(RenderError, match="webhooks.publicUrl is required"):
+        helm_template(helm, set_values={"webhooks.enabled": "true"})
+
+
+def test_every_rendered_webhooks_variable_is_a_setting(all_on: Rendered) -> None:
+    from eventflow.core import settings
+
+    for name, item in all_on.env("webhooks").items():
+        if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name == "TZ":
+            continue
+        assert name in settings.variables(), name
+        if "value" in item:
+            settings.check_value(name, str(item["value"]))

@@ -48,3 +48,12 @@ async def test_a_history_with_rolling_caps_and_priorities_replays(temporal_clien
 
     assert decisions == [ReserveDecision.SEND, ReserveDecision.CAPPED, ReserveDecision.SEND, ReserveDecision.SEND]
     await Replayer(workflows=[CustomerPreferences]).replay_workflow(history)
+
+
+def test_histories_span_the_delivery_feedback_change() -> None:
+    """One history from main before delivery feedback, one with reports, a bounce and a STOP applied
+    (``python -m tests.workflows.record_preference_histories``); both replay above."""
+    texts = {p.stem: p.read_text() for p in HISTORIES}
+    assert "delivery_report" not in texts["main-8d044fb-before-delivery-feedback"]
+    newer = texts["with-delivery-feedback"]
+    assert "delivery_report" in newer and "contact_keyword" in newer and "MARKER_RECORDED" in newer

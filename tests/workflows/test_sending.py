@@ -41,7 +41,9 @@ async def test_email_step_reaches_sendgrid_once_with_idempotency_key(temporal_cl
     assert request.headers["Authorization"] == "Bearer SG.test-key"
     assert request.body["subject"] == "Hi Ada"
     assert request.body["content"][0]["value"] == "Order ord-42 is in."
-    assert request.body["custom_args"] == {"idempotency_key": f"{workflow_id}/thank_you"}
+    # Echoed in SendGrid's Event Webhook, so a delivery report finds its send (eventflow/webhooks).
+    assert request.body["custom_args"] == {"idempotency_key": f"{workflow_id}/thank_you", "customer_id": f"c-{unique}",
+                                           "workflow_id": workflow_id, "step_id": "thank_you", "channel": "email"}
     labels = {"channel": "email", "provider": "sendgrid", "outcome": "sent"}
     assert registry.get_sample_value("eventflow_notifications_sent_total", labels) == 1.0
     assert registry.get_sample_value("eventflow_notification_send_seconds_count",

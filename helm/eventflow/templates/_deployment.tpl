@@ -1,8 +1,9 @@
 {{/*
 One Deployment; call with (dict "root" $ "component" "consumer" "cfg" .Values.consumer
 "args" (list "consume") "autoscaled" true
-"envTemplate" "eventflow.consumerEnv"). The consumer and the worker differ only in
-these inputs, so probes, security and volumes cannot drift between them.
+"envTemplate" "eventflow.consumerEnv"), optionally "extraPorts" (list (dict "name" "http" "port" 8080)).
+The consumer and the worker differ only in these inputs, so probes, security and volumes cannot
+drift between them.
 */}}
 {{- define "eventflow.deployment" -}}
 {{- $root := .root -}}
@@ -67,6 +68,11 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.metricsPort }}
               protocol: TCP
+            {{- range .extraPorts }}
+            - name: {{ .name }}
+              containerPort: {{ .port }}
+              protocol: TCP
+            {{- end }}
           startupProbe:
             httpGet:
               path: /healthz

@@ -276,6 +276,7 @@ provider secrets have no business in the consumer's pods.
       name: {{ required "providers.twilio.authToken.secretName is required when a channel uses twilio" $p.twilio.authToken.secretName | quote }}
       key: {{ $p.twilio.authToken.key | quote }}
 {{- end }}
+{{- include "eventflow.webhooksWorkerEnv" . }}
 {{- range $name, $value := .Values.worker.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

@@ -145,7 +145,9 @@ def test_the_table_says_which_process_reads_each_setting() -> None:
             for row in markdown_table().splitlines()[2:]}
     assert rows["EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES"][4] == "worker"
     assert rows["EVENTFLOW_SCHEMA_REGISTRY_URL"][4] == "consumer, cli"
-    assert rows["TEMPORAL_ADDRESS"][4] == "consumer, worker, cli, codec-server"
+    assert rows["TEMPORAL_ADDRESS"][4] == "consumer, worker, cli, codec-server, webhooks"
+    assert rows["EVENTFLOW_WEBHOOKS_PUBLIC_URL"][4] == "worker, webhooks"
+    assert rows["SENDGRID_WEBHOOK_VERIFICATION_KEY"][4] == "webhooks"
     assert rows["SENDGRID_API_KEY"][2] == "secret"
     assert set(rows) == {*variables(), "EVENTFLOW_LIBRDKAFKA_*"}
 

@@ -1,0 +1,237 @@
+"""The delivery-feedback topic: its record format, and applying its records to Temporal.
+
+`eventflow webhooks` verifies a provider's request, turns it into `FeedbackMessage`s and writes
+them to the feedback topic before answering the provider. `FeedbackConsumer` reads the topic
+(at least once: a record's offset is committed only after it was applied) and applies each record:
+
+* a report goes to the customer's ``CustomerPreferences`` (signal-with-start; the workflow
+  deduplicates by ``report_id``, so a redelivered record or a provider's retry changes nothing
+  twice), then to the sending journey as ``DELIVERY_SIGNAL`` (a journey already finished is
+  skipped), and, for SMS and WhatsApp, tells the address's ``AddressContacts`` whose it is;
+* a keyword (STOP / START) goes to the address's ``AddressContacts``, which forwards it to the
+  customers of that address.
+
+Records are JSON; the key is the customer id (reports) or the address (keywords), so the reports
+of one customer, and the keywords of one address, stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from prometheus_client import CollectorRegistry, Counter
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
+from eventflow.core.errors import EventflowError
+from workflows.address_book import (
+    CONTACT_SEEN_SIGNAL,
+    KEYWORD_SIGNAL,
+    AddressContacts,
+    AddressInput,
+    ContactSeen,
+    address_workflow_id,
+)
+from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
+from workflows.suppression import (
+    CONTACT_KEYWORD_SIGNAL,
+    DELIVERY_REPORT_SIGNAL,
+    ContactKeyword,
+    DeliveryFeedback,
+    KeywordAction,
+)
+
+log = structlog.get_logger(__name__)
+
+#: Channels whose addresses can send keywords back (Twilio inbound messages).
+_KEYWORD_CHANNELS = frozenset({"sms", "whatsapp"})
+#: Reports after which the address is known to belong to the customer.
+_SEEN_OUTCOMES = frozenset({DeliveryOutcome.ACCEPTED, DeliveryOutcome.DELIVERED})
+
+__all__ = ["CONTACT_KEYWORD_SIGNAL", "FeedbackApplier", "FeedbackConsumer", "FeedbackDecodeError",
+           "FeedbackMessage", "FeedbackMetrics", "decode_message", "encode_message"]
+
+
+class FeedbackDecodeError(EventflowError):
+    """A feedback record is not one this version writes (kept with its raw bytes for the log)."""
+
+    def __init__(self, problem: str, raw: bytes) -> None:
+        super().__init__(f"undecodable feedback record: {problem}")
+        self.problem = problem
+        self.raw = raw
+
+
+@dataclass(frozen=True)
+class FeedbackMessage:
+    """One record of the feedback topic: a report about a send, or a keyword from an address."""
+
+    report: DeliveryFeedback | None = None
+    keyword: ContactKeyword | None = None
+
+    @property
+    def key(self) -> str:
+        if self.report is not None:
+            return self.report.report.customer_id
+        assert self.keyword is not None
+        return address_workflow_id(self.keyword.channel, self.keyword.address_hash)
+
+
+def encode_message(message: FeedbackMessage) -> bytes:
+    """The record value (JSON)."""
+    if message.report is not None:
+        body: dict[str, Any] = {"kind": "report", "report": asdict(message.report.report),
+                                "address_hash": message.report.address_hash}
+    else:
+        assert message.keyword is not None
+        body = {"kind": "keyword", **asdict(message.keyword)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_message(raw: bytes) -> FeedbackMessage:
+    """Parses a record value; raises `FeedbackDecodeError` naming what is wrong."""
+    try:
+        body = json.loads(raw)
+        match body:
+            case {"kind": "report", "report": dict(report), "address_hash": str(address_hash)}:
+                fields = {k: str(v) for k, v in report.items() if k in DeliveryReport.__dataclass_fields__}
+                outcome = DeliveryOutcome(fields.pop("outcome"))
+                return FeedbackMessage(report=DeliveryFeedback(DeliveryReport(outcome=outcome, **fields),
+                                                               address_hash))
+            case {"kind": "keyword", "channel": str(channel), "address_hash": str(address_hash),
+                  "action": str(action), "at": str(at), "report_id": str(report_id)}:
+                return FeedbackMessage(keyword=ContactKeyword(channel, address_hash, KeywordAction(action), at,
+                                                              report_id))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FeedbackDecodeError(f"{type(exc).__name__}: {exc}", raw) from exc
+    raise FeedbackDecodeError("neither a report nor a keyword", raw)
+
+
+class FeedbackMetrics:
+    """Feedback records applied, by kind and result; bounded labels."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.applied = Counter("eventflow_feedback_records_total",
+                               "Feedback records the consumer applied, by kind (report, keyword) and result "
+                               "(applied, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
+
+
+class FeedbackApplier:
+    """Applies one `FeedbackMessage` to Temporal; idempotent, so a redelivered record is harmless."""
+
+    def __init__(self, client: Client, task_queue: str, metrics: FeedbackMetrics | None = None) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._metrics = metrics or FeedbackMetrics(CollectorRegistry())
+
+    async def apply(self, message: FeedbackMessage) -> None:
+        if message.report is not None:
+            await self._report(message.report)
+        elif message.keyword is not None:
+            await self._keyword(message.keyword)
+
+    async def _report(self, feedback: DeliveryFeedback) -> None:
+        report = feedback.report
+        if not report.customer_id or not report.idempotency_key:
+            self._metrics.applied.labels("report", "unmatched").inc()
+            return
+        await self._client.start_workflow(
+            CustomerPreferences.run, PreferencesInput(report.customer_id),
+            id=preferences_workflow_id(report.customer_id), task_queue=self._task_queue,
+            start_signal=DELIVERY_REPORT_SIGNAL, start_signal_args=[feedback])
+        if report.workflow_id:
+            try:
+                await self._client.get_workflow_handle(report.workflow_id).signal(DELIVERY_SIGNAL, report)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+        if report.channel in _KEYWORD_CHANNELS and feedback.address_hash and report.outcome in _SEEN_OUTCOMES:
+            await self._client.start_workflow(
+                AddressContacts.run, AddressInput(report.channel, feedback.address_hash),
+                id=address_workflow_id(report.channel, feedback.address_hash), task_queue=self._task_queue,
+                start_signal=CONTACT_SEEN_SIGNAL, start_signal_args=[ContactSeen(report.customer_id)])
+        self._metrics.applied.labels("report", "applied").inc()
+
+    async def _keyword(self, keyword: ContactKeyword) -> None:
+        await self._client.start_workflow(
+            AddressContacts.run, AddressInput(keyword.channel, keyword.address_hash),
+            id=address_workflow_id(keyword.channel, keyword.address_hash), task_queue=self._task_queue,
+            start_signal=KEYWORD_SIGNAL, start_signal_args=[keyword])
+        self._metrics.applied.labels("keyword", "applied").inc()
+
+
+class FeedbackConsumer:
+    """Reads the feedback topic and applies each record, committing only what was applied.
+
+    A Temporal outage is waited out (the record is applied again with back-off) rather than
+    skipped: a report never lost is worth a paused topic.
+    """
+
+    def __init__(self, client_config: Mapping[str, str], topic: str, group_id: str, applier: FeedbackApplier, *,
+                 metrics: FeedbackMetrics | None = None, batch_size: int = 100,
+                 on_assigned: Callable[[], None] | None = None) -> None:
+        self._config = {**client_config, "group.id": group_id, "enable.auto.commit": "false",
+                        "auto.offset.reset": "earliest"}
+        self._topic = topic
+        self._applier = applier
+        self._metrics = metrics or FeedbackMetrics(CollectorRegistry())
+        self._batch = batch_size
+        self._on_assigned = on_assigned
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes until ``stop`` is set; closes the consumer (leaving the group) at the end."""
+        consumer = Consumer(dict(self._config))
+
+        def assigned(_: Consumer, partitions: list[Any]) -> None:
+            if self._on_assigned is not None:
+                self._on_assigned()
+
+        consumer.subscribe([self._topic], on_assign=assigned)
+        try:
+            while not stop.is_set():
+                messages: list[Message] = await asyncio.to_thread(consumer.consume, self._batch, 0.5)
+                applied = False
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("feedback_consume_error", error=str(error))
+                        continue
+                    await self._apply_until_done(message.value() or b"", stop)
+                    applied = True
+                if applied and not stop.is_set():
+                    try:
+                        await asyncio.to_thread(consumer.commit, asynchronous=False)
+                    except KafkaException as exc:
+                        # A rebalance took the partitions: their records are applied again (idempotently).
+                        log.warning("feedback_commit_failed", error=str(exc))
+        finally:
+            await asyncio.to_thread(consumer.close)
+
+    async def _apply_until_done(self, raw: bytes, stop: asyncio.Event) -> None:
+        try:
+            message = decode_message(raw)
+        except FeedbackDecodeError as exc:
+            self._metrics.applied.labels("unknown", "undecodable").inc()
+            log.error("feedback_undecodable", problem=exc.problem, size=len(raw))
+            return
+        delay = 0.2
+        while True:
+            try:
+                await self._applier.apply(message)
+                return
+            except RPCError as err:
+                log.warning("feedback_apply_retrying", status=str(err.status), delay_seconds=delay)
+            except Exception as exc:  # noqa: BLE001 - applying is idempotent: try again rather than lose the record
+                self._metrics.applied.labels("unknown", "retried").inc()
+                log.error("feedback_apply_failed", error_type=type(exc).__name__, delay_seconds=delay)
+            if stop.is_set():
+                raise asyncio.CancelledError("stopped before the feedback record was applied")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
