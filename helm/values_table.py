@@ -82,6 +82,7 @@ _ENUMS: dict[str, list[str]] = {
     "schemaRegistry.subjectNameStrategy": ["topic", "record", "topic_record"],
     "topologySpread.whenUnsatisfiable": ["ScheduleAnyway", "DoNotSchedule"],
     "image.pullPolicy": ["Always", "IfNotPresent", "Never"],
+    "catalog.source": ["files", "kafka"],
 }
 # Values that take an integer or a string (a percentage, or a number KEDA wants quoted).
 _INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "consumer.keda.lagThreshold"}

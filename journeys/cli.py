@@ -61,15 +61,20 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from journeys.diagram import build
-    from journeys.show import DiagramFormat, draw, find_definition, readme_with_diagrams
+    from journeys.show import FRONT_README_JOURNEY, DiagramFormat, draw, find_definition, readme_with_diagrams
 
     if args.update_readme:
         from journeys.loader import default_journeys_dir, load_all
 
         folder = _folder(args) or default_journeys_dir()
+        definitions = load_all(folder)
         readme = folder / "README.md"
-        readme.write_text(readme_with_diagrams(readme.read_text(), load_all(folder)))
+        readme.write_text(readme_with_diagrams(readme.read_text(), definitions))
         print(f"updated the diagrams in {readme}")
+        if folder == default_journeys_dir():
+            front = folder.parent / "README.md"
+            front.write_text(readme_with_diagrams(front.read_text(), definitions, only=FRONT_README_JOURNEY))
+            print(f"updated the diagram in {front}")
         return 0
     if not args.journey:
         print("eventflow: journeys show needs a journey id (or --update-readme)", file=sys.stderr)

@@ -79,13 +79,17 @@ def readme_region(definitions: Sequence[JourneyDefinition]) -> str:
     return "\n".join(parts)
 
 
-def readme_with_diagrams(text: str, definitions: Sequence[JourneyDefinition]) -> str:
-    """``text`` with its generated region replaced by the current diagrams.
+#: The one sample the project's front README draws (the rest are in journeys/README.md).
+FRONT_README_JOURNEY = "abandoned_cart"
+
+
+def readme_with_diagrams(text: str, definitions: Sequence[JourneyDefinition], *, only: str | None = None) -> str:
+    """``text`` with its generated region replaced by the current diagrams (``only``: that journey's).
 
     Raises:
         ValueError: the text has no region markers (put both on their own lines where the diagrams go).
     """
     if not _REGION.search(text):
         raise ValueError(f"no {README_BEGIN!r} ... {README_END!r} region")
-    region = readme_region(definitions)
+    region = readme_region([d for d in definitions if only is None or d.id == only])
     return _REGION.sub(lambda _: region, text, count=1)

@@ -75,13 +75,56 @@ def helm_template(helm: Path, *, values_files: Sequence[Path] = (TRIAL,), set_va
     return Rendered(tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc))
 
 
-def journeys_set_files(folder: Path = REPO / "journeys") -> dict[str, Path]:
-    """``--set-file`` arguments shipping a journeys folder, as docs/deploy.md tells SREs to."""
+def journeys_set_files(folder: Path = REPO / "journeys", *, sources: bool = False) -> dict[str, Path]:
+    """``--set-file`` arguments shipping a journeys folder, as docs/deploy.md tells SREs to.
+
+    With ``sources``, also its ``sources.yaml`` and every ``.avsc`` file outside definitions/ and
+    templates/, keyed by path (dots escaped, as ``--set-file`` needs).
+    """
     files: dict[str, Path] = {}
     for kind in ("definitions", "templates"):
         for path in sorted((folder / kind).glob("*.yaml")):
             files[f"journeys.{kind}.{path.stem}"] = path
+    if sources and (folder / "sources.yaml").exists():
+        files["journeys.sources"] = folder / "sources.yaml"
+        for path in sorted(folder.rglob("*.avsc")):
+            relative = path.relative_to(folder).as_posix()
+            if not relative.startswith(("definitions/", "templates/")):
+                files["journeys.sourceSchemas." + relative.replace(".", "\\.")] = path
     return files
+
+
+def pod_files(rendered: Rendered, pod: Manifest, under: str) -> dict[str, str]:
+    """The files a pod's first container sees below ``under`` from the chart's ConfigMaps.
+
+    Lays the volumes out as the kubelet does: a ConfigMap volume mounted at a directory shows one
+    file per key there, one mounted with ``subPath`` shows that key's text at the mount path.
+    Returns path relative to ``under`` -> text.
+    """
+    config_maps = {m["metadata"]["name"]: m.get("data") or {} for m in rendered.of_kind("ConfigMap")}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    files: dict[str, str] = {}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        path = str(mount["mountPath"])
+        if source is None or source["name"] not in config_maps or not (path + "/").startswith(under.rstrip("/") + "/"):
+            continue  # not a ConfigMap, one managed outside the chart, or mounted elsewhere
+        data = config_maps[source["name"]]
+        relative = path[len(under.rstrip("/")) + 1:]
+        if "subPath" in mount:
+            files[relative] = data[mount["subPath"]]
+        else:
+            files.update({f"{relative}/{key}": text for key, text in data.items()})
+    return files
+
+
+def write_files(files: Mapping[str, str], root: Path) -> Path:
+    """Writes ``pod_files`` output below ``root`` (a stand-in for the pod's folder)."""
+    for relative, text in files.items():
+        target = root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return root
 
 
 def prometheus_rules(rendered: Rendered) -> Manifest:

@@ -27,7 +27,7 @@ from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
 from activities.outcomes import DeliveryOutcome
 from journeys.goals import Goal
 from journeys.model import JourneyDefinition, Listener
-from journeys.show import readme_with_diagrams
+from journeys.show import FRONT_README_JOURNEY, readme_with_diagrams
 from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
                             SendOptions, SendStep, SplitStep, SplitVariant, Step, WaitForStep, WebhookStep, arms,
                             walk)
@@ -216,6 +216,15 @@ def test_show_draws_each_format_and_checks_the_version(capsys: pytest.CaptureFix
     assert "version 7 is not available" in capsys.readouterr().err
     assert main(["journeys", "show", "no_such_journey"]) == 2
     assert "no valid journey 'no_such_journey'" in capsys.readouterr().err
+
+
+def test_the_front_readme_draws_its_sample_as_generated() -> None:
+    readme = default_journeys_dir().parent / "README.md"
+    text = readme.read_text()
+
+    assert readme_with_diagrams(text, list(SAMPLES.values()), only=FRONT_README_JOURNEY) == text, \
+        "README.md is stale: run `eventflow journeys show --update-readme`"
+    assert render_mermaid(build(SAMPLES[FRONT_README_JOURNEY])) in text
 
 
 def test_update_readme_rewrites_only_the_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,7 +39,7 @@ spec:
         {{- end }}
       annotations:
         {{- if include "eventflow.journeysMounted" $root }}
-        checksum/journeys: {{ include "eventflow.journeysChecksum" $root }}
+        checksum/journeys: {{ include "eventflow.journeysAndSourcesChecksum" $root }}
         {{- end }}
         {{- with $cfg.podAnnotations }}
         {{- toYaml . | nindent 8 }}
@@ -100,14 +100,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- if include "eventflow.journeysMounted" $root }}
-            - name: journey-definitions
-              mountPath: /etc/eventflow/journeys/definitions
-              readOnly: true
-            - name: journey-templates
-              mountPath: /etc/eventflow/journeys/templates
-              readOnly: true
-            {{- end }}
+            {{- include "eventflow.journeysMounts" $root | nindent 12 }}
             {{- if $root.Values.temporal.tls.secretName }}
             - name: temporal-tls
               mountPath: /etc/eventflow/temporal-tls
@@ -127,14 +120,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 256Mi
-        {{- if include "eventflow.journeysMounted" $root }}
-        - name: journey-definitions
-          configMap:
-            name: {{ include "eventflow.definitionsConfigMap" $root }}
-        - name: journey-templates
-          configMap:
-            name: {{ include "eventflow.templatesConfigMap" $root }}
-        {{- end }}
+        {{- include "eventflow.journeysVolumes" $root | nindent 8 }}
         {{- with $root.Values.temporal.tls.secretName }}
         - name: temporal-tls
           secret:

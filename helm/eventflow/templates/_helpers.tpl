@@ -84,6 +84,15 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 
+{{/* The journeys checksum, extended with the sources ConfigMap when the chart ships one. */}}
+{{- define "eventflow.journeysAndSourcesChecksum" -}}
+{{- if include "eventflow.sourcesFromValues" . }}
+{{- printf "%s\n%s" (include "eventflow.journeysChecksum" .) (include (print .Template.BasePath "/journeys-sources-configmap.yaml") .) | sha256sum }}
+{{- else }}
+{{- include "eventflow.journeysChecksum" . }}
+{{- end }}
+{{- end }}
+
 {{/* Refuses configurations that would put a secret in plain text or cannot work. */}}
 {{- define "eventflow.validate" -}}
 {{- range $key, $_ := .Values.kafka.config }}
@@ -102,6 +111,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- if and (include "eventflow.journeysFromValues" .) (or .Values.journeys.existingDefinitionsConfigMap .Values.journeys.existingTemplatesConfigMap) }}
 {{- fail "journeys: use either inline definitions/templates or existing ConfigMaps, not both" }}
 {{- end }}
+{{- include "eventflow.validateSources" . }}
 {{- if not (or .Values.devMode .Values.payloadEncryption.secretName .Values.payloadEncryption.allowPlaintext) }}
 {{- fail "payloadEncryption.secretName is required outside devMode: without keys, contact details are stored in clear in Temporal (docs/deploy.md); set payloadEncryption.allowPlaintext=true to accept that" }}
 {{- end }}
@@ -212,6 +222,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 - name: EVENTFLOW_JOURNEYS_DIR
   value: /etc/eventflow/journeys
 {{- end }}
+{{- include "eventflow.catalogEnv" . }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

@@ -1,0 +1,107 @@
+{{/*
+The journey catalog (docs/deploy.md, 4a): where consumers and workers take the journeys from, and
+the seed Job that publishes the mounted journeys to the catalog topic.
+*/}}
+
+{{/* Catalog settings of the consumer and the worker; nothing in files mode (the default). */}}
+{{- define "eventflow.catalogEnv" -}}
+{{- if eq .Values.catalog.source "kafka" }}
+- name: EVENTFLOW_CATALOG_SOURCE
+  value: kafka
+- name: EVENTFLOW_CATALOG_TOPIC
+  value: {{ .Values.catalog.topic | quote }}
+- name: EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS
+  value: {{ .Values.catalog.startupTimeoutSeconds | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts and volumes of every journeys file a pod reads: definitions, templates, sources. */}}
+{{- define "eventflow.journeysMounts" -}}
+{{- if include "eventflow.journeysMounted" . }}
+- name: journey-definitions
+  mountPath: /etc/eventflow/journeys/definitions
+  readOnly: true
+- name: journey-templates
+  mountPath: /etc/eventflow/journeys/templates
+  readOnly: true
+{{- include "eventflow.sourcesMounts" . }}
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.journeysVolumes" -}}
+{{- if include "eventflow.journeysMounted" . }}
+- name: journey-definitions
+  configMap:
+    name: {{ include "eventflow.definitionsConfigMap" . }}
+- name: journey-templates
+  configMap:
+    name: {{ include "eventflow.templatesConfigMap" . }}
+{{- include "eventflow.sourcesVolume" . }}
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.validateCatalog" -}}
+{{- if and .Values.catalog.seedJob.enabled (not (include "eventflow.journeysMounted" .)) }}
+{{- fail "catalog.seedJob.enabled needs journeys to publish: set journeys.definitions and journeys.templates (or the existing ConfigMaps)" }}
+{{- end }}
+{{- range $key, $_ := merge (deepCopy .Values.catalog.seedJob.kafkaConfig) .Values.catalog.seedJob.kafkaSecretConfig }}
+{{- if contains "_" $key }}
+{{- fail (printf "librdkafka key %q contains '_': Eventflow maps EVENTFLOW_LIBRDKAFKA_A_B to a.b, so it cannot be passed" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key, $_ := .Values.catalog.seedJob.kafkaConfig }}
+{{- if regexMatch "(password|secret|\\.pem$)" $key }}
+{{- fail (printf "catalog.seedJob.kafkaConfig.%s looks like a secret: reference a Secret under catalog.seedJob.kafkaSecretConfig instead" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Schema registry settings (as in eventflow.env): publish validates sources that name registry subjects. */}}
+{{- define "eventflow.registryEnv" -}}
+{{- with .Values.schemaRegistry }}
+{{- if .url }}
+- name: EVENTFLOW_SCHEMA_REGISTRY_URL
+  value: {{ .url | quote }}
+- name: EVENTFLOW_SCHEMA_REGISTRY_TIMEOUT_SECONDS
+  value: {{ .timeoutSeconds | quote }}
+- name: EVENTFLOW_SUBJECT_NAME_STRATEGY
+  value: {{ .subjectNameStrategy | quote }}
+{{- range $name, $ref := dict "EVENTFLOW_SCHEMA_REGISTRY_USERNAME" .username "EVENTFLOW_SCHEMA_REGISTRY_PASSWORD" .password }}
+{{- if $ref.secretName }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secretName | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The seed Job's Kafka settings: the release's, with the publisher identity's overriding them
+(only the publisher may write the catalog topic).
+*/}}
+{{- define "eventflow.catalogSeedKafkaEnv" -}}
+{{- $job := .Values.catalog.seedJob }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+{{- $secretKeys := keys $job.kafkaSecretConfig }}
+{{- range $key, $value := merge (deepCopy $job.kafkaConfig) .Values.kafka.config }}
+{{- if not (has $key $secretKeys) }}
+- name: EVENTFLOW_LIBRDKAFKA_{{ $key | upper | replace "." "_" }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- $plainKeys := keys $job.kafkaConfig }}
+{{- range $key, $ref := merge (deepCopy $job.kafkaSecretConfig) .Values.kafka.secretConfig }}
+{{- if not (and (has $key $plainKeys) (not (hasKey $job.kafkaSecretConfig $key))) }}
+- name: EVENTFLOW_LIBRDKAFKA_{{ $key | upper | replace "." "_" }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "secretName is required for librdkafka key %s" $key) $ref.secretName | quote }}
+      key: {{ required (printf "key is required for librdkafka key %s" $key) $ref.key | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
