@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,13 @@ async def test_edited_journey_applies_to_new_instances_while_old_ones_finish_on_
                                                            "tracking_number": "T-1", "estimated_delivery_at": None})
         await second.publish(shipped)
         await eventually(lambda: len(_subjects(second.sent(), old_id)) == 2, message="the old instance's shipped send")
+        # The instance completes in a workflow task after its last send: wait for it while a worker runs.
+        old_result = await asyncio.wait_for(temporal_client.get_workflow_handle(
+            f"journey:ship_notice:{customer['id']}:{old_id}").result(), timeout=60)
     finally:
         await second.stop()
         await temporal_client.get_workflow_handle(f"journey:ship_notice:{customer['id']}:{new_id}").terminate("done")
 
     assert _subjects(second.sent(), old_id) == [f"v1 order {old_id}", f"v1 order {old_id}"]
     assert _subjects(second.sent(), new_id) == [f"v2 order {new_id}"]
-    old_result = await temporal_client.get_workflow_handle(f"journey:ship_notice:{customer['id']}:{old_id}").result()
     assert old_result["journey_version"] == 1 and [s["step_id"] for s in old_result["sends"]] == ["confirm", "shipped"]
