@@ -15,8 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import uuid
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Container, Mapping
 from decimal import Decimal
 from typing import Any, Literal, Protocol, cast
 
@@ -25,6 +24,7 @@ from fastavro._read_common import SchemaResolutionError as FastavroResolutionErr
 from fastavro.validation import ValidationError, validate
 
 from events.compat import Incompatibility, check
+from events.generic import json_safe
 from events.errors import (
     DecodeError,
     InvalidEventError,
@@ -36,7 +36,7 @@ from events.errors import (
     UnknownMagicByteError,
     UnknownSchemaError,
 )
-from events.model import Customer, CustomerEvent, JsonValue
+from events.model import Customer, CustomerEvent
 from events.schemas import NAMESPACE, ParsedSchema, SchemaSet
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -393,26 +393,8 @@ def _to_event(record: dict[str, Any], payload_type: str) -> CustomerEvent:
         occurred_at=occurred_at.isoformat() if isinstance(occurred_at, dt.datetime) else str(occurred_at),
         customer=Customer(**{k: customer.get(k) for k in ("id", "email", "phone", "first_name")},
                           timezone=customer.get("timezone") or "UTC", locale=customer.get("locale") or "en"),
-        payload={k: _json_safe(v) for k, v in payload.items()},
+        payload={k: json_safe(v) for k, v in payload.items()},
     )
-
-
-_JSON_SAFE: dict[type, Callable[[Any], JsonValue]] = {
-    Decimal: str,
-    dt.datetime: lambda v: v.isoformat(),
-    dt.date: lambda v: v.isoformat(),
-    uuid.UUID: str,
-    bytes: lambda v: v.hex(),
-}
-
-
-def _json_safe(value: Any) -> JsonValue:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    convert = _JSON_SAFE.get(type(value))
-    return convert(value) if convert else value
 
 
 def decode_error_type(error: DecodeError) -> str:

@@ -45,6 +45,65 @@ class _OverCapacity(asyncio.Protocol):
         transport.close()
 
 
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class CappedListener:
+    """An aiohttp low-level server that holds at most ``max_connections`` connections.
+
+    The connection beyond the cap is answered 503 at once, unread. aiohttp arms its keep-alive timer
+    when a connection opens and closes the connection if no complete request arrived by then: with
+    ``header_deadline_seconds`` that timer is the header-reading deadline. The ops server and the
+    webhook service both listen through it; each adds its own whole-request deadline in its handler.
+    Longer request lines and header lines than ``max_line_bytes`` (aiohttp's default) are answered 400.
+    """
+
+    def __init__(self, handler: Handler, *, host: str, port: int, max_connections: int,
+                 header_deadline_seconds: float, max_line_bytes: int = 8190) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._max_connections = max_connections
+        self._header_deadline = header_deadline_seconds
+        self._max_line = max_line_bytes
+        self._web: web.Server | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started with port 0 in tests)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now (not counting those answered 503 over the cap)."""
+        return 0 if self._web is None else len(self._web.connections)
+
+    async def start(self) -> None:
+        """Starts listening."""
+        web_server = web.Server(self._handler, access_log=None, keepalive_timeout=self._header_deadline,
+                                max_line_size=self._max_line, max_field_size=self._max_line)
+        self._web = web_server
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(web_server.connections) >= self._max_connections:
+                return _OverCapacity()
+            return web_server()
+
+        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
+
+    async def stop(self, shutdown_timeout_seconds: float) -> None:
+        """Stops listening and closes open connections, waiting up to the timeout for their handlers."""
+        if self._server is not None:
+            self._server.close()
+        if self._web is not None:
+            await self._web.shutdown(timeout=shutdown_timeout_seconds)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
 class OpsServer:
     """Serves the registry's metrics, liveness, and readiness from ``readiness``.
 
@@ -65,51 +124,30 @@ class OpsServer:
                  max_connections: int = 64, max_request_line_bytes: int = 8190) -> None:
         self._registry = registry
         self._readiness = readiness
-        self._host = host
-        self._port = port
         self._readiness_timeout = readiness_timeout_seconds
         self._request_deadline = request_deadline_seconds
-        self._max_connections = max_connections
-        self._max_line = max_request_line_bytes
-        self._web: web.Server | None = None
-        self._server: asyncio.Server | None = None
+        self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
+                                        header_deadline_seconds=request_deadline_seconds,
+                                        max_line_bytes=max_request_line_bytes)
 
     @property
     def port(self) -> int:
         """The bound port (useful when started with port 0 in tests)."""
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._listener.port
 
     @property
     def open_connections(self) -> int:
         """Connections being served now (not counting those answered 503 over the cap)."""
-        return 0 if self._web is None else len(self._web.connections)
+        return self._listener.open_connections
 
     async def start(self) -> None:
         """Starts listening."""
-        # aiohttp arms its keep-alive timer when a connection opens and closes the connection if
-        # no complete request arrived by then: that timer is the header-reading deadline.
-        web_server = web.Server(self._handle, access_log=None, keepalive_timeout=self._request_deadline,
-                                max_line_size=self._max_line, max_field_size=self._max_line)
-        self._web = web_server
-
-        def protocol() -> asyncio.BaseProtocol:
-            if len(web_server.connections) >= self._max_connections:
-                return _OverCapacity()
-            return web_server()
-
-        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
+        await self._listener.start()
         log.info("ops_server_started", port=self.port)
 
     async def stop(self) -> None:
         """Stops listening and closes open connections."""
-        if self._server is not None:
-            self._server.close()
-        if self._web is not None:
-            await self._web.shutdown(timeout=1.0)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._listener.stop(shutdown_timeout_seconds=1.0)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):

@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.feedback import FeedbackMessage
+from eventflow.core.http import CappedListener
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,
@@ -50,8 +51,6 @@ _ROUTES: Mapping[str, tuple[RequestKind, str]] = {
     TWILIO_INBOUND_PATH: (RequestKind.TWILIO_INBOUND, TWILIO),
 }
 _CHANNELS = frozenset({"email", "sms", "whatsapp"})
-_OVER_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
-                  b"Connection: close\r\n\r\ntoo many connections\n")
 
 
 class WebhookMetrics:
@@ -85,13 +84,6 @@ async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-class _OverCapacity(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)  # TCP: always a read/write transport
-        transport.write(_OVER_CAPACITY)
-        transport.close()
-
-
 class WebhookServer:
     """Serves the provider webhooks on ``host:port``.
 
@@ -110,45 +102,27 @@ class WebhookServer:
         self._metrics = metrics
         self._sendgrid = sendgrid
         self._twilio = twilio
-        self._host = host
-        self._port = port
         self._deadline = request_deadline_seconds
-        self._max_connections = max_connections
         self._max_body = max_body_bytes
         self._clock = clock
-        self._web: web.Server | None = None
-        self._server: asyncio.Server | None = None
+        self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
+                                        header_deadline_seconds=request_deadline_seconds)
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
-            return self._port
-        return int(self._server.sockets[0].getsockname()[1])
+        return self._listener.port
 
     @property
     def open_connections(self) -> int:
         """Connections being served now (not counting those answered 503 over the cap)."""
-        return 0 if self._web is None else len(self._web.connections)
+        return self._listener.open_connections
 
     async def start(self) -> None:
-        web_server = web.Server(self._handle, access_log=None, keepalive_timeout=self._deadline)
-        self._web = web_server
-
-        def protocol() -> asyncio.BaseProtocol:
-            if len(web_server.connections) >= self._max_connections:
-                return _OverCapacity()
-            return web_server()
-
-        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
+        await self._listener.start()
         log.info("webhook_server_started", port=self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        if self._web is not None:
-            await self._web.shutdown(timeout=2.0)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._listener.stop(shutdown_timeout_seconds=2.0)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = _ROUTES.get(request.path)
