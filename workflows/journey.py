@@ -51,6 +51,10 @@ STATUS_QUERY = "status"
 SEEN_EVENT_IDS_KEPT = 1000
 #: Step visits kept for the status query.
 TRAIL_KEPT = 50
+#: Events held for the next wait while the journey is between waits (see `JourneyWorkflow._hold`).
+PENDING_KEPT = 20
+#: Events that arrive while the journey is busy (before its first step, during a send) count for the next wait.
+PENDING_EVENTS_PATCH = "events-between-waits-count"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class JourneyState:
         collected: events a ``digest`` in progress has collected.
         runs: how many runs this instance has had (1 for the first).
         webhooks: every webhook call so far (its saved response is in ``context["webhooks"]``).
+        pending: events received while no wait was in progress, for the next ``wait_for`` or ``digest``.
     """
 
     cursor: str | None
@@ -94,6 +99,7 @@ class JourneyState:
     #: Funnel and goal progress (`journeys.goals.Progress`); empty in states carried by older runs.
     progress: Progress = field(default_factory=Progress)
     webhooks: list[WebhookRecord] = field(default_factory=list)
+    pending: list[CustomerEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,10 @@ class JourneyWorkflow:
             case DigestStep() as digest:
                 if self._matches(event, digest.event, digest.key, digest.when, step=digest.id):
                     self._state.collected.append(event)
+            case WaitForStep() | DelayStep():
+                pass
+            case _:
+                self._hold(event)
 
     @workflow.signal(name=DELIVERY_SIGNAL)
     def on_delivery(self, report: DeliveryReport) -> None:
@@ -269,6 +279,7 @@ class JourneyWorkflow:
                 self._active = step
                 if state.deadline is None:
                     self._visit(step)
+                    self._take_pending(step)
                 next_id = await self._run_step(step, steps)
                 if self._exit_reason is not None:
                     break
@@ -499,6 +510,33 @@ class JourneyWorkflow:
         self._seen_set.add(event_id)
         while len(seen) > SEEN_EVENT_IDS_KEPT:
             self._seen_set.discard(seen.pop(0))
+
+    def _hold(self, event: CustomerEvent) -> None:
+        """Keeps an event that arrived between waits: in the start's own task, or during a send or webhook.
+
+        Without this, an event published a moment after the trigger (a purchase right after the cart
+        update) is lost whenever it reaches the instance before the interpreter reaches its wait.
+        """
+        pending = self._state.pending
+        pending.append(event)
+        del pending[:-PENDING_KEPT]
+
+    def _take_pending(self, step: Step) -> None:
+        """Hands held events to the wait or digest being entered; a delay (or any wait) ends the holding."""
+        pending = self._state.pending
+        if not pending or not isinstance(step, DelayStep | WaitForStep | DigestStep):
+            return
+        if not workflow.patched(PENDING_EVENTS_PATCH):
+            return
+        for event in pending:
+            match step:
+                case WaitForStep(event=str() as wanted) if self._received is None:
+                    if self._matches(event, wanted, step.key, step.when, step=step.id):
+                        self._received = event
+                case DigestStep():
+                    if self._matches(event, step.event, step.key, step.when, step=step.id):
+                        self._state.collected.append(event)
+        pending.clear()
 
     def _continue_as_new_due(self) -> bool:
         return self._work_this_run >= self._limit or workflow.info().is_continue_as_new_suggested()

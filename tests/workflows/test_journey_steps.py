@@ -70,7 +70,7 @@ async def test_send_and_delay_run_in_order_with_locale_variant(
     assert [s.step_id for s in capture.sent] == ["thanks", "review"]
     assert capture.sent[0].subject == "Notiz pp" and capture.sent[0].locale == "de"
     assert timedelta(days=3) <= capture.sent[1].at - origin < timedelta(days=3, minutes=1)
-    assert status.finished and status.exit_reason is None
+    assert status.finished and "never" not in [v.step_id for v in status.trail]
     assert [s.step_id for s in status.sends] == ["thanks", "review"]
     assert status.content_hash == snapshot["content_hash"]
 
@@ -489,10 +489,51 @@ async def test_redelivered_signal_is_ignored_and_exit_step_stops(
 
     status = await result(handle)
 
-    # The trail in the message tells a timed-out wait from a duplicated send if this ever fails again.
     assert capture.steps(handle.id) == ["thanks"], (capture.steps(handle.id), [(v.step_id, v.at) for v in status.trail])
     assert "never" not in [v.step_id for v in status.trail]
     assert status.exit_reason == "finished"
+
+
+SEND_THEN_WAIT = """
+id: sw
+version: 1
+trigger: {event: CartUpdated}
+entry: {rule: one_active, key: payload.cart_id}
+steps:
+  - {id: hello, send: {channel: email, template: note}}
+  - id: wait_purchase
+    wait_for:
+      event: PurchaseCompleted
+      timeout: 1d
+      received:
+        - {id: thanks, send: {channel: email, template: note}}
+      timed_out:
+        - {id: nudge, send: {channel: sms, template: note}}
+"""
+
+DELAY_THEN_WAIT = SEND_THEN_WAIT.replace("  - {id: hello, send: {channel: email, template: note}}",
+                                         "  - {id: pause, delay: {duration: 1h}}")
+
+
+@pytest.mark.parametrize(("definition", "expected"), [
+    (WAIT_FOR, ["thanks"]), (SEND_THEN_WAIT, ["hello", "thanks"]), (DELAY_THEN_WAIT, ["nudge"])],
+    ids=["wait-first", "send-before-the-wait", "delay-before-the-wait"])
+async def test_an_event_delivered_with_the_start_counts_for_the_next_wait_unless_a_delay_comes_first(
+        time_skipping_env: WorkflowEnvironment, queue: str, capture: Capture, tmp_path: Path,
+        definition: str, expected: list[str]) -> None:
+    # Signal-with-start puts the purchase in the instance's first task, before the interpreter has
+    # reached any step: the race a purchase published right after its cart update runs in production.
+    snapshot = compile_journey(tmp_path, definition)
+    cart = _cart()
+    bought = purchase(customer_id=cart.customer.id, cart_id="cart-5")
+    handle = await time_skipping_env.client.start_workflow(
+        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=cart), id=f"test-journey-{uuid.uuid4().hex[:10]}",
+        task_queue=queue, start_signal=EVENT_SIGNAL, start_signal_args=[bought], result_type=JourneyStatus)
+
+    status = await handle.result()
+
+    assert capture.steps(handle.id) == expected
+    assert status.finished and "never" not in [v.step_id for v in status.trail]
 
 
 def test_utc_helpers_are_timezone_aware() -> None:

@@ -24,7 +24,7 @@ from activities.outcomes import SendStatus
 from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
 from journeys.steps import STEP_KINDS, encode_step, kind_of, walk_document
 
-from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyWorkflow
+from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyWorkflow
 from workflows.sending import SendRecord
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
@@ -112,3 +112,17 @@ def test_histories_cover_goals_holdouts_control_arms_and_delivery_waits() -> Non
                for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
                for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
     assert "journey-goals-delivery-waits" in patches
+
+
+def test_histories_hold_an_event_delivered_with_the_start_before_and_after_it_counted() -> None:
+    def patches(path: Path) -> set[str]:
+        return {json.loads(base64.b64decode(payload["data"]))["id"]
+                for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
+                for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
+
+    before = [p for p in HISTORIES if p.stem.startswith("before-pending-event_with_start")]
+    after = [p for p in HISTORIES if p.stem.startswith("event_with_start")]
+
+    assert before and after
+    assert all(PENDING_EVENTS_PATCH not in patches(p) for p in before)
+    assert all(PENDING_EVENTS_PATCH in patches(p) for p in after)
