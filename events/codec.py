@@ -186,6 +186,9 @@ class EventDecoder:
         self._default_encoding = default_encoding
         self._by_fingerprint: dict[bytes, ParsedSchema] = {**schemas.writers, schemas.fingerprint: schemas.envelope}
         self._problems: dict[int, tuple[ParsedSchema, list[Incompatibility]]] = {}
+        # id(writer) -> (writer, whether its leading fields let the event type be peeked); the writer is
+        # held so that its id cannot be reused by another schema while the entry lives.
+        self._peekable: dict[int, tuple[ParsedSchema, bool]] = {}
 
     @property
     def registry_lookup(self) -> WriterSchemaLookup | None:
@@ -229,8 +232,9 @@ class EventDecoder:
     def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
         """Decodes and checks the record, but builds the `CustomerEvent` only for ``wanted`` event types.
 
-        For any other type it returns just the type name: the record was fully read and validated, so
-        poison is still found, but nobody pays for converting an event nobody listens to.
+        For any other type it returns just the type name, read from the body's leading ``event_type``
+        field without decoding the rest (`_peek_event_type`): nobody pays for an event nobody listens
+        to. A record whose leading fields cannot be read that way is read whole and checked as before.
 
         Raises:
             DecodeError: for every fault of the record, whatever failed inside the decoder (an
@@ -272,11 +276,40 @@ class EventDecoder:
         else:
             expected = " or ".join(sorted(_FRAMING_NAMES[a] for a in accepts))
             raise UnknownMagicByteError(f"unknown magic byte 0x{raw[0]:02x} (topic expects {expected})", raw)
+        if wanted is not None:
+            peeked = self._peek_event_type(raw, body_start, writer)
+            if peeked is not None and peeked not in wanted:
+                return peeked
         record = self._read_body(raw, body_start, writer)
         event_type = _checked_event_type(record, raw)
         if wanted is not None and event_type not in wanted:
             return event_type
         return _to_event(record, event_type)
+
+    def _peek_event_type(self, raw: bytes, start: int, writer: ParsedSchema) -> str | None:
+        """The ``event_type`` string read from the body's first two fields, before the rest of it.
+
+        Only for a writer whose first fields are ``event_id`` and ``event_type`` (every envelope
+        version so far) and only when the text is one of the envelope's event types; otherwise None
+        and the body is read whole. An unwanted record then costs two length-prefixed reads instead of
+        a full Avro decode, at the price that the rest of its body is not checked for poison.
+        """
+        known = self._peekable.get(id(writer))
+        if known is None or known[0] is not writer:
+            if len(self._peekable) >= 1024:
+                self._peekable.clear()
+            known = self._peekable[id(writer)] = (writer, _leads_with_id_and_type(writer))
+        if not known[1]:
+            return None
+        _, after_id = _string_span(raw, start)
+        begin, end = _string_span(raw, after_id)
+        if end < 0:
+            return None
+        try:
+            text = raw[begin:end].decode()
+        except UnicodeDecodeError:
+            return None
+        return text if text in self._schemas.event_types else None
 
     def _decode_body(self, raw: bytes, start: int, writer: ParsedSchema) -> CustomerEvent:
         record = self._read_body(raw, start, writer)
@@ -353,6 +386,35 @@ class EventDecoder:
                                      self._schemas.envelope)
         except DecodeError as exc:
             raise type(exc)(exc.reason, raw) from exc
+
+
+def _leads_with_id_and_type(writer: ParsedSchema) -> bool:
+    fields = writer.get("fields") if isinstance(writer, dict) else None
+    if not isinstance(fields, list) or len(fields) < 2:
+        return False
+    return all(isinstance(f, dict) and f.get("name") == name and _is_string(f.get("type"))
+               for f, name in zip(fields[:2], ("event_id", "event_type"), strict=True))
+
+
+def _is_string(avro_type: object) -> bool:
+    return avro_type == "string" or isinstance(avro_type, dict) and avro_type.get("type") == "string"
+
+
+def _string_span(raw: bytes, pos: int) -> tuple[int, int]:
+    """Where the Avro string at ``pos`` (zig-zag varint length, then bytes) starts and ends; (-1, -1) if
+    ``pos`` is -1 or the string is cut short, negative or its length too long for a varint."""
+    if pos < 0:
+        return -1, -1
+    length, shift = 0, 0
+    while pos < len(raw) and shift <= 63:
+        byte = raw[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            length = (length >> 1) ^ -(length & 1)
+            return (pos, pos + length) if 0 <= length <= len(raw) - pos else (-1, -1)
+        shift += 7
+    return -1, -1
 
 
 _FRAMING_NAMES = {"registry": "Confluent wire format (0x00)", "embedded": "Avro single-object (0xc3 0x01)",

@@ -56,6 +56,13 @@ def _decode_or_typed_error(decoder: EventDecoder, raw: bytes, topic: str | None)
     except DecodeError as exc:
         assert exc.raw == raw
         assert exc.reason
+    # Wanting nothing takes the path that peeks at the type before the body: a known type or a typed error.
+    try:
+        named = decoder.decode_wanted(raw, topic, wanted=frozenset())
+    except DecodeError as exc:
+        assert exc.raw == raw
+    else:
+        assert named in load().event_types
 
 
 TOPICS = st.sampled_from([None, "registry", "embedded", "json"])
