@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry
+
+from eventflow.webhooks.server import WebhookMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "eventflow"
@@ -160,3 +163,43 @@ _METRIC = re.compile(r"\b((?:eventflow|temporal)_[a-z0-9_]+)")
 def metric_names(exprs: Iterator[str]) -> set[str]:
     """Every Eventflow or Temporal series name a set of PromQL expressions reads."""
     return {name for expr in exprs for name in _METRIC.findall(expr)}
+
+
+def exposed_names(exposition: str) -> set[str]:
+    """Every series name a scrape can return: sample names, plus the suffixes each TYPE implies."""
+    names: set[str] = set()
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()[:4]
+            names.add(name)
+            if kind == "histogram":
+                names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+            elif kind == "summary":
+                names.update({f"{name}_sum", f"{name}_count"})
+            elif kind == "counter" and not name.endswith("_total"):
+                names.add(f"{name}_total")
+        elif line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
+def _served(registry: CollectorRegistry) -> set[str]:
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        match family.type:
+            case "histogram":
+                names.update({f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"})
+            case "counter":
+                names.add(f"{family.name}_total")
+    return names
+
+
+def _webhook_service_series() -> frozenset[str]:
+    registry = CollectorRegistry()
+    WebhookMetrics(registry)
+    return frozenset(_served(registry))
+
+
+#: Series only the webhooks service (`eventflow webhooks`) serves, from its metrics class itself.
+WEBHOOK_SERVICE_SERIES = _webhook_service_series()

@@ -261,11 +261,12 @@ def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on
     assert len(ids) == len(set(ids))
 
 
-def test_rules_cover_the_five_alerts(all_on: Rendered) -> None:
+def test_rules_cover_every_alert(all_on: Rendered) -> None:
     rules = all_on.one("PrometheusRule")["spec"]["groups"][0]["rules"]
     assert {r["alert"] for r in rules} == {
         "EventflowConsumerLagGrowing", "EventflowDeadLettersArriving", "EventflowSendFailureRatioHigh",
-        "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed", "EventflowTaskQueueBacklogOld"}
+        "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed", "EventflowTaskQueueBacklogOld",
+        "EventflowWebhooksRefusing"}
     for rule in rules:
         assert rule["labels"]["team"] == "growth"
         assert rule["labels"]["severity"] in ("warning", "critical")

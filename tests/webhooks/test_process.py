@@ -18,7 +18,10 @@ from consumer.topics import ensure_topics
 from devstack import Endpoints
 from tests.activities.journey_support import event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub
+from devstack import tools
 from tests.harness import eventually
+from tests.helm.chart import (ALL_ON, WEBHOOK_SERVICE_SERIES, dashboard, dashboard_exprs, exposed_names, helm_template,
+                              metric_names, prometheus_rules, rule_exprs)
 from tests.webhooks.conftest import channels, free_port
 from tests.webhooks.signing import TWILIO_TOKEN, SendGridSigner, sendgrid_body, sendgrid_event
 from workflows.preferences_client import preferences_state
@@ -85,6 +88,12 @@ async def test_the_webhooks_command_serves_applies_and_stops_cleanly(
             assert 'eventflow_delivery_reports_total{channel="email",outcome="clicked",provider="sendgrid"} 1.0' \
                 in metrics
             assert 'eventflow_feedback_records_total{kind="report",result="applied"} 1.0' in metrics
+            # What the chart's dashboard and alerts read from this service is what it serves.
+            rendered = await asyncio.to_thread(helm_template, tools.helm(), values_files=[ALL_ON])
+            read = metric_names(dashboard_exprs(dashboard(rendered))) | metric_names(rule_exprs(prometheus_rules(rendered)))
+            assert read & WEBHOOK_SERVICE_SERIES, "the dashboard and alerts read nothing of the webhooks service"
+            assert (read & WEBHOOK_SERVICE_SERIES) <= exposed_names(metrics), sorted(
+                (read & WEBHOOK_SERVICE_SERIES) - exposed_names(metrics))
     finally:
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 30)
