@@ -51,6 +51,8 @@ SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 _FALLBACK_ON = frozenset({SendStatus.OPTED_OUT, SendStatus.FAILED})
 #: ``no_contact`` (which replaced the ``failed:MissingAddress`` of sends without an address) falls back too.
 NO_CONTACT_FALLBACK_PATCH = "no-contact-falls-back"
+#: A ``suppressed`` address (hard bounce, spam report, STOP) falls back too, as an opt-out does.
+SUPPRESSED_FALLBACK_PATCH = "suppressed-falls-back"
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot
     fallback = options.fallback
     if fallback and fallback != options.channel and (
             first.status in _FALLBACK_ON
-            or first.status is SendStatus.NO_CONTACT and workflow.patched(NO_CONTACT_FALLBACK_PATCH)):
+            or first.status is SendStatus.NO_CONTACT and workflow.patched(NO_CONTACT_FALLBACK_PATCH)
+            or first.status is SendStatus.SUPPRESSED and workflow.patched(SUPPRESSED_FALLBACK_PATCH)):
         second = await _send_on(fallback, step_id, options, journey, event, context, retry_policy, heartbeat_timeout,
                                 key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
         return replace(second, fallback_from=f"{first.channel}:{first.outcome}")

@@ -126,6 +126,12 @@ async def test_a_hard_bounce_stops_a_later_journeys_email_until_the_customer_opt
                                event(customer), f"journey:b:{unique}")
     assert [s.status for s in second.sends] == [SendStatus.SUPPRESSED, SendStatus.SENT]
     assert [r.path.startswith("/v3/") for r in provider.sends()] == [True, False]  # no second email
+    # A send with a fallback channel takes it when its address is suppressed, as when it is opted out.
+    falling = await run_journey(stack.client, stack.queue, journey([send("note", "email", fallback="sms")]),
+                                event(customer), f"journey:f:{unique}")
+    assert [(s.channel, s.status, s.fallback_from) for s in falling.sends] == [
+        ("sms", SendStatus.SENT, "email:suppressed")]
+    assert [r.path.startswith("/v3/") for r in provider.sends()] == [True, False, False]
 
     opt_in = CustomerEvent(uuid.uuid4().hex, "SubscriptionChanged",
                            (datetime.now(UTC) + timedelta(seconds=1)).isoformat(), Customer(customer),
@@ -135,7 +141,7 @@ async def test_a_hard_bounce_stops_a_later_journeys_email_until_the_customer_opt
     third = await run_journey(stack.client, stack.queue, journey([send("note", "email")]), event(customer),
                               f"journey:c:{unique}")
     assert [s.status for s in third.sends] == [SendStatus.SENT]
-    assert len(provider.sends()) == 3
+    assert len(provider.sends()) == 4
 
 
 async def _suppressed(stack: FeedbackStack, customer: str) -> PreferencesInput | None:

@@ -56,9 +56,14 @@ class Capture:
 
     sent: list[Sent] = field(default_factory=list)
     webhooks: list[str] = field(default_factory=list)
+    #: (customer id, channel) pairs whose address the ledger would find suppressed: answered
+    #: ``suppressed``, nothing sent.
+    suppressed: set[tuple[str, str]] = field(default_factory=set)
 
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
+        if (notification.customer.id, notification.channel) in self.suppressed:
+            return SendResult(status=SendStatus.SUPPRESSED, provider="capture")
         self.sent.append(Sent(
             step_id=notification.step_id, channel=notification.channel, template_id=notification.template_id,
             locale=notification.locale,

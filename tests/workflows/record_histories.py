@@ -171,6 +171,22 @@ async def event_with_start(env: WorkflowEnvironment, queue: str) -> list[Workflo
     return handles
 
 
+SUPPRESSED_CUSTOMER = "customer-with-a-bounced-email"
+SUPPRESSED_FALLBACK = """
+id: suppressed_fallback
+version: 1
+trigger: {event: PurchaseCompleted}
+entry: {rule: every_time}
+steps:
+  - {id: receipt, send: {channel: email, template: note, fallback: sms}}
+"""
+
+
+async def suppressed_fallback(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
+    """A send whose email address is suppressed (the worker's capture answers so), with an SMS fallback."""
+    return [await start(env.client, queue, _compiled(SUPPRESSED_FALLBACK), purchase(customer_id=SUPPRESSED_CUSTOMER))]
+
+
 SCENARIOS: dict[str, Scenario] = {
     "post_purchase": post_purchase,
     "post_purchase_refunded": post_purchase_refunded,
@@ -183,6 +199,7 @@ SCENARIOS: dict[str, Scenario] = {
     "goals_and_delivery": goals_and_delivery,
     "webhook": webhook,
     "event_with_start": event_with_start,
+    "suppressed_fallback": suppressed_fallback,
 }
 
 
@@ -207,7 +224,7 @@ async def record(folder: Path = HISTORIES, prefix: str = "", only: list[str] | N
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
     try:
-        capture = Capture()
+        capture = Capture(suppressed={(SUPPRESSED_CUSTOMER, "email")})
         queue = f"record-{uuid.uuid4().hex[:8]}"
         async with worker(env.client, queue, capture):
             for name, scenario in SCENARIOS.items():

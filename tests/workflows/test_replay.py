@@ -25,7 +25,7 @@ from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
 from journeys.steps import STEP_KINDS, encode_step, kind_of, walk_document
 
 from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyWorkflow
-from workflows.sending import SendRecord
+from workflows.sending import SUPPRESSED_FALLBACK_PATCH, SendRecord
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -108,21 +108,23 @@ def test_histories_cover_goals_holdouts_control_arms_and_delivery_waits() -> Non
     assert any("send" in (step.get("wait_for") or {}) for step in steps)
     assert any((step.get("send") or {}).get("fallback_within") for step in steps)
     assert any(v.get("control") for step in steps for v in (step.get("split") or {}).get("variants", ()))
-    patches = {json.loads(base64.b64decode(payload["data"]))["id"] for path in HISTORIES
-               for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
-               for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
-    assert "journey-goals-delivery-waits" in patches
+    assert "journey-goals-delivery-waits" in set().union(*(_patches(path) for path in HISTORIES))
 
 
-def test_histories_hold_an_event_delivered_with_the_start_before_and_after_it_counted() -> None:
-    def patches(path: Path) -> set[str]:
-        return {json.loads(base64.b64decode(payload["data"]))["id"]
-                for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
-                for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
+def _patches(path: Path) -> set[str]:
+    return {json.loads(base64.b64decode(payload["data"]))["id"]
+            for e in json.loads(path.read_text())["events"] if "markerRecordedEventAttributes" in e
+            for payload in e["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"]}
 
-    before = [p for p in HISTORIES if p.stem.startswith("before-pending-event_with_start")]
-    after = [p for p in HISTORIES if p.stem.startswith("event_with_start")]
+
+@pytest.mark.parametrize(("before_prefix", "scenario", "patch"), [
+    ("before-pending-", "event_with_start", PENDING_EVENTS_PATCH),
+    ("before-suppressed-", "suppressed_fallback", SUPPRESSED_FALLBACK_PATCH)])
+def test_histories_hold_a_changed_behaviour_recorded_before_and_after_its_patch(
+        before_prefix: str, scenario: str, patch: str) -> None:
+    before = [p for p in HISTORIES if p.stem.startswith(before_prefix + scenario)]
+    after = [p for p in HISTORIES if p.stem.startswith(scenario)]
 
     assert before and after
-    assert all(PENDING_EVENTS_PATCH not in patches(p) for p in before)
-    assert all(PENDING_EVENTS_PATCH in patches(p) for p in after)
+    assert all(patch not in _patches(p) for p in before)
+    assert all(patch in _patches(p) for p in after)
