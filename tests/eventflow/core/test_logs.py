@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import structlog
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventflow.core.logs import MAX_FIELD_CHARS, mask_contact_details
@@ -24,10 +24,13 @@ _filler = st.text(alphabet="XYZ ,;:!?'\n", max_size=30)  # no lowercase: never p
 
 
 @given(emails, _separators, _filler, _filler)
+@example("ry@a.ry", " ", "", "")  # found by a clean-clone CI run: the local part reappears in the domain
 def test_an_email_never_survives(email: str, separator: str, before: str, after: str) -> None:
     masked = mask_contact_details(f"{before}{separator}{email} {after}")
     assert email not in masked
-    assert email.split("@")[0] not in masked or len(email.split("@")[0]) == 1
+    local = email.split("@")[0]
+    # Only what stands before the @ is the local part: "ry@a.ry" keeps "ry" in its domain.
+    assert f"{local}@" not in masked or len(local) == 1
 
 
 @given(phones, _separators, _filler, _filler)
