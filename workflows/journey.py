@@ -221,13 +221,9 @@ class JourneyWorkflow:
                 self._exit_reason = f"exit event {event.event_type}"
                 return
         match self._active:
-            case WaitForStep() as waiting if self._received is None:
-                if self._matches(event, waiting.event, waiting.key, waiting.when, step=waiting.id):
-                    self._received = event
-            case DigestStep() as digest:
-                if self._matches(event, digest.event, digest.key, digest.when, step=digest.id):
-                    self._state.collected.append(event)
-            case WaitForStep() | DelayStep():
+            case WaitForStep() | DigestStep() as waiting:
+                self._offer(waiting, event)
+            case DelayStep():
                 pass
             case _:
                 self._hold(event)
@@ -528,15 +524,21 @@ class JourneyWorkflow:
             return
         if not workflow.patched(PENDING_EVENTS_PATCH):
             return
-        for event in pending:
-            match step:
-                case WaitForStep(event=str() as wanted) if self._received is None:
-                    if self._matches(event, wanted, step.key, step.when, step=step.id):
-                        self._received = event
-                case DigestStep():
-                    if self._matches(event, step.event, step.key, step.when, step=step.id):
-                        self._state.collected.append(event)
+        if isinstance(step, WaitForStep | DigestStep):
+            for event in pending:
+                self._offer(step, event)
         pending.clear()
+
+    def _offer(self, step: WaitForStep | DigestStep, event: CustomerEvent) -> None:
+        """A ``wait_for`` takes its first matching event; a ``digest`` collects every matching one."""
+        match step:
+            case WaitForStep() if self._received is None and self._matches_step(event, step):
+                self._received = event
+            case DigestStep() if self._matches_step(event, step):
+                self._state.collected.append(event)
+
+    def _matches_step(self, event: CustomerEvent, step: WaitForStep | DigestStep) -> bool:
+        return self._matches(event, step.event, step.key, step.when, step=step.id)
 
     def _continue_as_new_due(self) -> bool:
         return self._work_this_run >= self._limit or workflow.info().is_continue_as_new_suggested()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from eventflow.webhooks.server import WebhookMetrics
 
@@ -183,22 +183,10 @@ def exposed_names(exposition: str) -> set[str]:
     return names
 
 
-def _served(registry: CollectorRegistry) -> set[str]:
-    names: set[str] = set()
-    for family in registry.collect():
-        names.add(family.name)
-        match family.type:
-            case "histogram":
-                names.update({f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"})
-            case "counter":
-                names.add(f"{family.name}_total")
-    return names
-
-
 def _webhook_service_series() -> frozenset[str]:
     registry = CollectorRegistry()
     WebhookMetrics(registry)
-    return frozenset(_served(registry))
+    return frozenset(exposed_names(generate_latest(registry).decode()))
 
 
 #: Series only the webhooks service (`eventflow webhooks`) serves, from its metrics class itself.

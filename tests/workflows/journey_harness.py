@@ -21,7 +21,7 @@ from activities.send import SEND_NOTIFICATION
 from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from events.model import Customer, CustomerEvent
 from journeys.loader import validate_folder
-from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
+from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
 from workflows.worker import JourneyWorkers, with_send_queues
 
 DEFAULT_TEMPLATES = {
@@ -120,11 +120,14 @@ def worker(client: Client, task_queue: str, capture: Capture) -> JourneyWorkers:
 
 
 async def start(client: Client, task_queue: str, snapshot: dict[str, Any], trigger: CustomerEvent, *,
-                continue_as_new_after: int = 500, workflow_id: str | None = None) -> WorkflowHandle[Any, Any]:
+                continue_as_new_after: int = 500, workflow_id: str | None = None,
+                with_event: CustomerEvent | None = None) -> WorkflowHandle[Any, Any]:
+    """Starts a journey instance; ``with_event`` is delivered with the start (signal-with-start), in its first task."""
     return await client.start_workflow(
         JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=trigger, continue_as_new_after=continue_as_new_after),
         id=workflow_id or f"test-journey-{uuid.uuid4().hex[:10]}", task_queue=task_queue,
-        result_type=JourneyStatus)
+        result_type=JourneyStatus, start_signal=None if with_event is None else EVENT_SIGNAL,
+        start_signal_args=[] if with_event is None else [with_event])
 
 
 async def result(handle: WorkflowHandle[Any, Any]) -> JourneyStatus:

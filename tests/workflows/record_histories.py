@@ -159,15 +159,11 @@ async def webhook(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[A
 
 async def event_with_start(env: WorkflowEnvironment, queue: str) -> list[WorkflowHandle[Any, Any]]:
     """A purchase in the instance's first task (signal-with-start), before a wait and before a send and a wait."""
-    from workflows.journey import JOURNEY_WORKFLOW, JourneyInput
-
     handles: list[WorkflowHandle[Any, Any]] = []
     for definition in (scenarios.WAIT_FOR, scenarios.SEND_THEN_WAIT):
         cart = scenarios._cart()
-        handles.append(await env.client.start_workflow(
-            JOURNEY_WORKFLOW, JourneyInput(journey=_compiled(definition), event=cart),
-            id=f"record-{uuid.uuid4().hex[:10]}", task_queue=queue, start_signal=EVENT_SIGNAL,
-            start_signal_args=[purchase(customer_id=cart.customer.id, cart_id="cart-5")]))
+        handles.append(await start(env.client, queue, _compiled(definition), cart,
+                                   with_event=purchase(customer_id=cart.customer.id, cart_id="cart-5")))
     return handles
 
 

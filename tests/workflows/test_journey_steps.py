@@ -21,7 +21,7 @@ from devstack import provision
 from events.model import CustomerEvent
 
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
-from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, STATUS_QUERY, JourneyInput, JourneyStatus, split_bucket
+from workflows.journey import EVENT_SIGNAL, STATUS_QUERY, JourneyStatus, split_bucket
 
 
 @pytest.fixture
@@ -526,9 +526,7 @@ async def test_an_event_delivered_with_the_start_counts_for_the_next_wait_unless
     snapshot = compile_journey(tmp_path, definition)
     cart = _cart()
     bought = purchase(customer_id=cart.customer.id, cart_id="cart-5")
-    handle = await time_skipping_env.client.start_workflow(
-        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=cart), id=f"test-journey-{uuid.uuid4().hex[:10]}",
-        task_queue=queue, start_signal=EVENT_SIGNAL, start_signal_args=[bought], result_type=JourneyStatus)
+    handle = await start(time_skipping_env.client, queue, snapshot, cart, with_event=bought)
 
     status = await handle.result()
 
@@ -552,9 +550,7 @@ async def test_exit_event_delivered_with_the_start_is_not_lost(
     refund = event("OrderRefunded", {"order_id": "ord-fast", "amount": {"amount": "49.90", "currency": "EUR"},
                                      "reason": None}, customer_id=trigger.customer.id)
 
-    handle = await time_skipping_env.client.start_workflow(
-        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=trigger), id=f"test-journey-{uuid.uuid4().hex[:10]}",
-        task_queue=queue, start_signal=EVENT_SIGNAL, start_signal_args=[refund], result_type=JourneyStatus)
+    handle = await start(time_skipping_env.client, queue, snapshot, trigger, with_event=refund)
     status = await handle.result()
 
     assert status.exit_reason == "exit event OrderRefunded"
