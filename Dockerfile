@@ -18,6 +18,7 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN /opt/eventflow/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY eventflow ./eventflow
 COPY devstack ./devstack
 COPY events ./events

@@ -1,7 +1,7 @@
 """Which channel implementation serves each channel name, and the send defaults, from typed settings.
 
 The settings themselves (variables, types, defaults, secret files) are declared in
-`eventflow.core.settings` (`ChannelSettings`, `SendGridSettings`, `TwilioSettings`, `WorkerSettings`);
+`core.settings` (`ChannelSettings`, `SendGridSettings`, `TwilioSettings`, `WorkerSettings`);
 this module turns them into channels. Provider secrets come from the variable or from a mounted
 file named by ``<VARIABLE>_FILE`` (Kubernetes secrets), the file winning when both are set.
 
@@ -25,8 +25,8 @@ from activities.outbox import OutboxChannel
 from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
-from eventflow.core.errors import ConfigError
-from eventflow.core.settings import (
+from core.errors import ConfigError
+from core.settings import (
     ChannelSettings,
     DevStackSettings,
     SendGridSettings,

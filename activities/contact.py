@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from activities.notifications import SendNotificationInput
-from eventflow.core.logs import mask_contact_details
+from core.logs import mask_contact_details
 from events.model import JsonValue
 
 

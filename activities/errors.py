@@ -7,7 +7,7 @@ Channels raise these; the send activity turns them into Temporal ``ApplicationEr
 
 from __future__ import annotations
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 
 class SendError(EventflowError):

@@ -40,7 +40,7 @@ from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 #: The file name Jinja2 gives code compiled from a string: the frames the deadline trace watches.
 _TEMPLATE_FILENAME = "<template>"

@@ -34,8 +34,8 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async
-from eventflow.core import tracing
-from eventflow.core.logs import mask_contact_details
+from core import tracing
+from core.logs import mask_contact_details
 
 SEND_NOTIFICATION = "send_notification"
 #: The error type of an attempt that gave its lease back without calling the provider (retryable).

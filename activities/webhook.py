@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import parse_retry_after
 from activities.rendering import TemplateRenderError, render_async
-from eventflow.core.settings import WebhookStepSettings, webhook_secret_environ
+from core.settings import WebhookStepSettings, webhook_secret_environ
 
 WEBHOOK_CALL = "webhook_call"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

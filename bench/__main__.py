@@ -28,7 +28,7 @@ from bench.report import cpu_table, figures_table, update_docs
 from devstack.kafka import KafkaServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
-from eventflow.core import logs
+from core import logs
 
 
 def _arguments() -> argparse.Namespace:

@@ -1,6 +1,6 @@
 """The Kafka-to-Temporal bridge: poll loop, record handler, per-key scheduler, offsets, dead letters, metrics.
 
-The process that runs it is `consumer.app` (a tool-layer module, imported by name)."""
+The process that runs it is `eventflow.consume` (a tool-layer module, imported by name)."""
 
 from consumer.dead_letter import DeadLetterPublisher, parse_dead_letter_headers
 from consumer.dispatch import Dispatcher, Outcome, TransientTemporalError

@@ -16,7 +16,7 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from consumer.catalog_topic import CatalogWriter
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from journeys.catalog import Catalog, CatalogAction, CatalogEntry, CatalogError, SourceFile, next_entry
 from journeys.loader import Problem, load_templates, validate_folder
 from journeys.model import JourneyDefinition

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from journeys.catalog import (
     Catalog,
     CatalogConflictError,

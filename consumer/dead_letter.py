@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumer.record import Headers, SourceRecord
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 HEADER_PREFIX = "eventflow.dlq."
 #: Longest error message kept in a header; reasons can quote large parts of the record.

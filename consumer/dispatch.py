@@ -26,7 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from events.model import CustomerEvent
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from consumer.routes import Route, UpdatePreferences, UpdateProfile
 from consumer.tombstones import Tombstones
 from journeys.routing import SignalJourney, StartJourney

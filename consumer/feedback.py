@@ -30,7 +30,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from workflows.address_book import (
     CONTACT_SEEN_SIGNAL,
     KEYWORD_SIGNAL,

@@ -27,7 +27,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.record import DeadLettered, Handled, HandlerResult, SourceRecord, Unrouted
 from consumer.retry import TRANSIENT_ERRORS, Retrier
 from consumer.routes import Route
-from eventflow.core import tracing
+from core import tracing
 from events.codec import decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent

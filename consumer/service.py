@@ -24,8 +24,8 @@ from consumer.offsets import OffsetTracker
 from consumer.record import SourceRecord, Unrouted
 from consumer.retry import Retrier
 from consumer.scheduler import KeyScheduler
-from eventflow.core import tracing
-from eventflow.core.settings import ConsumerSettings, KafkaSettings
+from core import tracing
+from core.settings import ConsumerSettings, KafkaSettings
 
 log = structlog.get_logger(__name__)
 

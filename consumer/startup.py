@@ -21,7 +21,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryError
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from events.errors import RegistryUnavailableError
 from events.registry import RegistrySettings, call_registry, connect as connect_registry
 

@@ -15,7 +15,7 @@ from consumer.offsets import OffsetTracker
 from consumer.retry import Retrier, RetryPolicy
 from consumer.scheduler import KeyScheduler
 from consumer.service import BackgroundTask, ConsumerFactory, ConsumerService
-from eventflow.core.settings import ConsumerSettings, KafkaSettings
+from core.settings import ConsumerSettings, KafkaSettings
 from events.sources import RecordDecoder
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eventflow.core.settings import DevStackSettings
+from core.settings import DevStackSettings
 
 CACHE_DIR_ENV = DevStackSettings.variable("cache_dir")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.cache import cache_dir
-from eventflow.core.settings import DevStackSettings
+from core.settings import DevStackSettings
 from devstack.kafka import KafkaServer
 from devstack.temporal import TemporalDevServer
 

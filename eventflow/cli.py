@@ -13,18 +13,18 @@ from typing import NoReturn
 
 from opentelemetry.trace import SpanKind
 
-from consumer import cli as consumer_cli
+from eventflow.commands import dlq as consumer_cli
 from devstack import DevstackError, Stack
-from eventflow.core import logs, tracing
-from eventflow.core.errors import EventflowError
-from eventflow import customers as customers_cli
-from eventflow.core.settings import load_consumer, load_settings, load_worker, markdown_table
-from events import cli as events_cli
-from journeys import cli as journeys_cli
+from core import logs, tracing
+from core.errors import EventflowError
+from eventflow.commands import customers as customers_cli
+from core.settings import load_consumer, load_settings, load_worker, markdown_table
+from eventflow.commands import schemas as events_cli
+from eventflow.commands import journeys as journeys_cli
 
 
 def _worker(_: argparse.Namespace) -> int:
-    from eventflow.worker_app import run_worker
+    from eventflow.worker import run_worker
 
     process = load_worker()
     logs.configure(process.ops.log_format)
@@ -34,7 +34,7 @@ def _worker(_: argparse.Namespace) -> int:
 
 
 def _consume(_: argparse.Namespace) -> int:
-    from consumer.app import run_consumer
+    from eventflow.consume import run_consumer
 
     process = load_consumer()  # every consumer setting is validated before anything starts
     logs.configure(process.core.log_format)
@@ -44,7 +44,7 @@ def _consume(_: argparse.Namespace) -> int:
 
 
 def _webhooks(_: argparse.Namespace) -> int:
-    from eventflow.core.settings import load_webhooks
+    from core.settings import load_webhooks
     from eventflow.webhooks.app import run_webhooks
 
     process = load_webhooks()  # keys and tokens are checked before anything listens
@@ -55,8 +55,8 @@ def _webhooks(_: argparse.Namespace) -> int:
 
 
 def _temporal(args: argparse.Namespace) -> int:
-    from eventflow.core.temporal_client import connect
-    from eventflow.temporal_setup import register_search_attributes
+    from core.temporal_client import connect
+    from eventflow.commands.temporal_setup import register_search_attributes
 
     settings = load_settings()
 
@@ -73,7 +73,7 @@ def _temporal(args: argparse.Namespace) -> int:
 
 def _codec_server(_: argparse.Namespace) -> int:
     from eventflow.codec_server import run_codec_server
-    from eventflow.core.settings import load_codec_server
+    from core.settings import load_codec_server
 
     process = load_codec_server()  # keys and bearer token validated before the port opens
     logs.configure(process.ops.log_format)
@@ -88,7 +88,7 @@ def _produce(args: argparse.Namespace) -> int:
     settings = load_settings()
     topic = args.topic or settings.kafka.topics[0]
     if args.cloudevents:
-        from events.cli import produce_cloudevents
+        from eventflow.commands.schemas import produce_cloudevents
 
         if not args.file:
             print("--cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)

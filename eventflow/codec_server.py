@@ -23,8 +23,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from eventflow.core.codec import EncryptionCodec, PayloadDecryptionError
-from eventflow.core.settings import CodecServerProcessSettings
+from core.codec import EncryptionCodec, PayloadDecryptionError
+from core.settings import CodecServerProcessSettings
 
 log = structlog.get_logger(__name__)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from activities.config import outbox_path
 from activities.outbox import read_outbox
-from consumer.app import run_consumer
+from eventflow.consume import run_consumer
 from consumer.topics import ensure_topics
 from devstack import Stack
-from eventflow.core.logs import mask_contact_details
-from eventflow.core.errors import ConfigError
-from eventflow.core.settings import OpsSettings, load_settings, worker_settings_from
-from eventflow.worker_app import run_worker
+from core.logs import mask_contact_details
+from core.errors import ConfigError
+from core.settings import OpsSettings, load_settings, worker_settings_from
+from eventflow.worker import run_worker
 from events.producer import EventProducer
 from events.samples import demo_events
 from events.schemas import load as load_schemas

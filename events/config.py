@@ -1,4 +1,4 @@
-"""How each topic's events are encoded (from `eventflow.core.settings.EventSettings`), and the factories built on it.
+"""How each topic's events are encoded (from `core.settings.EventSettings`), and the factories built on it.
 
 ``build_decoder(environ)`` is what the consumer calls; ``build_producer(...)`` is what
 ``eventflow produce`` and upstream services call.
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventflow.core.errors import ConfigError
-from eventflow.core.settings import EventSettings, SchemaRegistrySettings
+from core.errors import ConfigError
+from core.settings import EventSettings, SchemaRegistrySettings
 from events.codec import Encoding, EventDecoder
 from events.producer import EventProducer
 from events.registry import RegistrySettings, RegistryWriterLookup, connect, registry_from

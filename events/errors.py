@@ -6,7 +6,7 @@ transient and is retried instead.
 
 from __future__ import annotations
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 
 class DecodeError(EventflowError):

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from fastavro import schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from events.codec import CONFLUENT_MAGIC, encode_single_object, record_from_json
 from events.registry import (
     SchemaRegistryClient,

@@ -32,7 +32,7 @@ for _warning in _import_warnings:
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
-from eventflow.core.settings import SchemaRegistrySettings, SubjectStrategy
+from core.settings import SchemaRegistrySettings, SubjectStrategy
 from events.errors import RegistryUnavailableError, SchemaResolutionError, UnknownSchemaError
 from events.schemas import ENVELOPE, ParsedSchema
 

@@ -12,8 +12,8 @@ from typing import Any, cast
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException, fingerprint, load_schema, to_parsing_canonical_form
 
-from eventflow.core.errors import ConfigError
-from eventflow.core.settings import EventSettings
+from core.errors import ConfigError
+from core.settings import EventSettings
 
 NAMESPACE = "com.eventflow.events"
 ENVELOPE = f"{NAMESPACE}.CustomerEvent"

@@ -34,7 +34,7 @@ import yaml
 from fastavro import parse_schema
 from fastavro.schema import SchemaParseException
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from events import cloudevents
 from events.codec import CONFLUENT_MAGIC, EventDecoder, KafkaRecord, WriterSchemaLookup
 from events.errors import DecodeError, InvalidEventError, MissingFieldError, UnknownSchemaError

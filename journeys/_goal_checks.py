@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from journeys import loader
+from journeys._checks import CONTEXT_ROOTS, Report, check_expression, check_key, listener_key, sample_for
 from journeys.durations import check_duration
 from journeys.goals import Goal
 from journeys.model import Listener
@@ -20,14 +20,14 @@ from journeys.steps import walk_document as walk
 _SENDING_KINDS = ("send", "digest")
 
 
-def _duration(report: loader._Report, where: tuple[Any, ...], value: str) -> None:
+def _duration(report: Report, where: tuple[Any, ...], value: str) -> None:
     try:
         check_duration(value)
     except ValueError as exc:
         report.add(where, f"{where[-1]}: {exc}")
 
 
-def check_steps(report: loader._Report, raw: Mapping[str, Any]) -> None:
+def check_steps(report: Report, raw: Mapping[str, Any]) -> None:
     """Delivery waits name an earlier send step; ``fallback_within`` needs a fallback; control arms are empty."""
     order: dict[str, tuple[int, str]] = {}
     for index, (step, _) in enumerate(walk(raw["steps"])):
@@ -62,7 +62,7 @@ def check_steps(report: loader._Report, raw: Mapping[str, Any]) -> None:
                                f"control variant {variant['name']!r} receives nothing: its steps must be empty")
 
 
-def check_goal(report: loader._Report, raw: Mapping[str, Any], known: Collection[str],
+def check_goal(report: Report, raw: Mapping[str, Any], known: Collection[str],
                key_path: str | None) -> tuple[Goal | None, Listener | None]:
     """The journey's goal (None without one) and the listener that routes goal events to instances."""
     body = raw.get("goal")
@@ -79,19 +79,19 @@ def check_goal(report: loader._Report, raw: Mapping[str, Any], known: Collection
     if event_type not in known:
         report.add(("goal", "event"), f"unknown event type {event_type!r}")
         return None, None
-    sample = loader._sample_for(event_type, known)
+    sample = sample_for(event_type, known)
     if body.get("filter"):
-        loader._check_expression(report, ("goal", "filter"), body["filter"], sample,
-                                 loader.CONTEXT_ROOTS - {"journey"})
+        check_expression(report, ("goal", "filter"), body["filter"], sample,
+                                 CONTEXT_ROOTS - {"journey"})
     if body.get("key"):
-        loader._check_key(report, ("goal", "key"), body["key"], sample, event_type)
+        check_key(report, ("goal", "key"), body["key"], sample, event_type)
     _duration(report, ("goal", "within"), body["within"])
     after = body.get("after")
     if after is not None:
         kinds = {str(step["id"]): kind_of(step) for step, _ in walk(raw["steps"])}
         if kinds.get(str(after)) not in _SENDING_KINDS:
             report.add(("goal", "after"), f"goal.after {after!r} is not a send or digest step of this journey")
-    resolved = loader._listener_key(body.get("key"), key_path, sample)
+    resolved = listener_key(body.get("key"), key_path, sample)
     goal = Goal(event_type=event_type, within=str(body["within"]), key_path=resolved, when=body.get("filter"),
                 after=None if after is None else str(after))
     return goal, Listener(event_type, resolved, body.get("filter"))

@@ -8,6 +8,7 @@ exponentially ("billion laughs"). Nesting is bounded too, so no document can exh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -109,3 +110,16 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
         # The safe loader's constructors raise plain errors, e.g. for a date like 2026-13-45.
         raise YamlSyntaxError(f"not valid YAML: {node.value!r} cannot be read ({exc})",
                               node.start_mark.line + 1) from exc
+
+
+def read_document(path: Path) -> LocatedDocument:
+    """Reads and parses one YAML file; every failure is a `YamlSyntaxError` with a line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise YamlSyntaxError(f"cannot be read: {exc.strerror or exc}", 1) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlSyntaxError("is not UTF-8 text", raw[:exc.start].count(b"\n") + 1) from exc
+    return load_located(text)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from journeys.model import EntryRule, JourneyDefinition, SnapshotFormatError, decode_snapshot
 
 #: The entry format this code writes and reads; another is skipped as malformed, never guessed.

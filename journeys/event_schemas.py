@@ -17,10 +17,10 @@ from typing import Any
 
 import jsonschema
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from events.errors import RegistryUnavailableError
 from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources, without
-from journeys._yaml import DocPath, YamlSyntaxError
+from journeys._yaml import DocPath, YamlSyntaxError, read_document
 from journeys.schema_types import Field, SourceSample, schema_fields
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
 
@@ -79,13 +79,12 @@ def source_samples(root: Path) -> tuple[SourceSchemas, list[tuple[str, int, str]
 
     A problem is ``(file, line, message)``; the caller turns it into a `journeys.loader.Problem`.
     """
-    from journeys.loader import _read  # the loader's reader: one YAML dialect with line numbers
 
     path = root / SOURCES_FILE
     if not path.exists():
         return SourceSchemas(), []
     try:
-        document = _read(path)
+        document = read_document(path)
     except YamlSyntaxError as exc:
         return SourceSchemas(), [(str(path), exc.line or 1, exc.problem)]
     validator = jsonschema.Draft202012Validator(sources_schema())

@@ -39,7 +39,7 @@ from typing import Any, TypeAlias
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 MAX_LENGTH = 1000
 MAX_DEPTH = 32

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,56 +20,37 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from activities.contact import sample_template_view
-from eventflow.core.errors import EventflowError
-from eventflow.core.settings import JourneySettings
-from journeys import expressions
+from core.settings import JourneySettings
 from journeys._caps import caps_problems, with_journey_defaults
-from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located
+from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
-from journeys.samples import sample_event_context
 from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
-from journeys.event_schemas import EventCatalogue, catalogue
-from journeys.schema_types import literal_problems, moved_hint
+from journeys.event_schemas import catalogue
+from journeys import _goal_checks
+from journeys._checks import (  # the error and Problem stay importable from here
+    CONTEXT_ROOTS,
+    JourneyDefinitionError as JourneyDefinitionError,
+    Problem as Problem,
+    Report,
+    check_expression,
+    check_key,
+    path_problem,
+    listener_key,
+    sample_for,
+)
 from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
 CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
-CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
 #: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
 _DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
 # (webhook durations are checked by journeys.webhook_check, with the rest of the step)
-
-
-class JourneyDefinitionError(EventflowError):
-    """A journey file is invalid; names the file and, where known, the line."""
-
-    def __init__(self, file: str, problem: str, line: int | None = None) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {problem}")
-        self.file = file
-        self.line = line
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a journey or template file, at a 1-based line (1 when nothing narrower is known)."""
-
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-    def error(self) -> JourneyDefinitionError:
-        return JourneyDefinitionError(self.file, self.message, self.line)
 
 
 @dataclass(frozen=True)
@@ -81,38 +62,15 @@ class TemplateSource:
     document: LocatedDocument
 
 
-@dataclass
-class _Report:
-    file: str
-    document: LocatedDocument
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, path: DocPath, message: str) -> None:
-        self.problems.append(Problem(self.file, self.document.line_of(path) or 1, message))
-
-
 def default_journeys_dir() -> Path:
     """``$EVENTFLOW_JOURNEYS_DIR`` or the ``journeys/`` folder beside the packages."""
     explicit = JourneySettings.load().journeys_dir
     return explicit if explicit is not None else Path(__file__).resolve().parent
 
 
-def _read(path: Path) -> LocatedDocument:
-    """Reads and parses one YAML file; every failure is a `YamlSyntaxError` with a line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise YamlSyntaxError(f"cannot be read: {exc.strerror or exc}", 1) from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise YamlSyntaxError("is not UTF-8 text", raw[:exc.start].count(b"\n") + 1) from exc
-    return load_located(text)
-
-
 def _line_of_id(path: Path) -> int:
     try:
-        return _read(path).line_of(("id",)) or 1
+        return read_document(path).line_of(("id",)) or 1
     except YamlSyntaxError:
         return 1
 
@@ -154,7 +112,7 @@ def _part(variant: Mapping[str, Any], part: str) -> Any:
 
 
 def _check_template(path: Path, document: LocatedDocument, problems: list[Problem]) -> Template | None:
-    report = _Report(str(path), document)
+    report = Report(str(path), document)
     raw = document.data
     if not isinstance(raw, Mapping):
         report.add((), "a template file must be a mapping with id, default_locale and channels")
@@ -213,7 +171,7 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            document = _read(path)
+            document = read_document(path)
         except YamlSyntaxError as exc:
             problems.append(Problem(str(path), exc.line or 1, exc.problem))
             continue
@@ -231,60 +189,7 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
 # --- definitions -----------------------------------------------------------------------------
 
 
-def _path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collection[str]) -> str | None:
-    """Why ``parts`` does not exist in ``sample`` (None when it does, or cannot be checked further)."""
-    if not parts or parts[0] not in roots:
-        return f"unknown name {parts[0] if parts else ''!r}; paths start with one of {', '.join(sorted(roots))}"
-    if parts[0] == "webhooks":
-        return None  # webhook responses have no schema to check against
-    if parts[0] == "journey":
-        if len(parts) >= 2 and parts[1] not in ("id", "version", "content_hash", "variants"):
-            return f"journey has no field {parts[1]!r} (id, version, content_hash, variants)"
-        return None
-    value: Any = sample
-    for index, part in enumerate(parts):
-        if isinstance(value, list):
-            return None
-        if not isinstance(value, Mapping):
-            return f"{'.'.join(parts[:index])} has no fields, so {'.'.join(parts)} is always null"
-        if part not in value:
-            return f"{'.'.join(parts[:index]) or 'the event'} has no field {part!r}"
-        value = value[part]
-    return None
-
-
-def _check_expression(report: _Report, where: DocPath, source: str, sample: Mapping[str, Any],
-                      roots: Collection[str]) -> None:
-    try:
-        node = expressions.parse(source)
-    except expressions.ExpressionError as exc:
-        report.add(where, str(exc))
-        return
-    broken = False
-    for parts in expressions.paths(node):
-        problem = _path_problem(sample, parts, roots)
-        if problem:
-            broken = True
-            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
-    if broken:
-        return
-
-    def kind_of(parts: tuple[str, ...]) -> expressions.ValueKind | None:
-        if parts[0] == "journey" or parts[0] not in sample:
-            return None
-        return expressions.kind_of_value(lookup(sample, ".".join(parts)))
-
-    for problem in [*expressions.type_problems(node, kind_of), *literal_problems(node, sample)]:
-        report.add(where, f"expression {source!r}: {problem}")
-
-
-def _check_key(report: _Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:
-    problem = _path_problem(sample, key.split("."), CONTEXT_ROOTS - {"journey"})
-    if problem:
-        report.add(where, f"key {key!r} in {event_type}: {problem}")
-
-
-def _schema_problems(report: _Report) -> None:
+def _schema_problems(report: Report) -> None:
     validator = jsonschema.Draft202012Validator(journey_schema())
     for error in sorted(validator.iter_errors(report.document.data), key=lambda e: list(map(str, e.absolute_path))):
         path: DocPath = tuple(error.absolute_path)
@@ -310,14 +215,6 @@ def _schema_problems(report: _Report) -> None:
         report.add(path, f"{where}: {message}")
 
 
-def _listener_key(explicit: str | None, entry_key: str | None, sample: Mapping[str, Any]) -> str | None:
-    if explicit:
-        return explicit
-    if entry_key and _path_problem(sample, entry_key.split("."), CONTEXT_ROOTS) is None:
-        return entry_key
-    return None
-
-
 #: A step as the document has it, before it is typed.
 _RawStep = Mapping[str, Any]
 
@@ -333,12 +230,6 @@ def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, Doc
     return found
 
 
-def _sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
-    if isinstance(known, EventCatalogue):
-        return known.sample(event_type)
-    return sample_event_context(event_type) if event_type in known else {}
-
-
 def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str, Any],
                       digest_event: str | None, known: Collection[str]) -> dict[str, Any]:
     variants = {str(step["id"]): str(step["split"]["variants"][0]["name"])
@@ -349,12 +240,12 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
                            if kind_of(step) == "webhook" and step["webhook"].get("save_as")}
     context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
     if digest_event is not None:
-        event = _sample_for(digest_event, known)
+        event = sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}
     return context
 
 
-def _test_render(report: _Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
+def _test_render(report: Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
                  context: Mapping[str, Any]) -> None:
     from activities.rendering import TemplateRenderError, is_html_part, render
 
@@ -381,7 +272,7 @@ def _test_render(report: _Report, where: DocPath, step: _RawStep, source: Templa
                                                                        f"data: {exc.problem}{hint}"))
 
 
-def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
+def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
                  known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
                  allowed_hosts: Collection[str] | None = None) -> None:
     seen: dict[str, DocPath] = {}
@@ -403,14 +294,14 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
             event_type = body["event"]
             if event_type not in known_events:
                 report.add((*path, kind, "event"), f"unknown event type {event_type!r}")
-            sample = _sample_for(event_type, known_events)
+            sample = sample_for(event_type, known_events)
             if body.get("when") and sample:
-                _check_expression(report, (*path, kind, "when"), body["when"], sample, CONTEXT_ROOTS - {"journey"})
+                check_expression(report, (*path, kind, "when"), body["when"], sample, CONTEXT_ROOTS - {"journey"})
             if body.get("key") and sample:
-                _check_key(report, (*path, kind, "key"), body["key"], sample, event_type)
+                check_key(report, (*path, kind, "key"), body["key"], sample, event_type)
         if kind == "branch":
             for index, case in enumerate(body["cases"]):
-                _check_expression(report, (*path, "branch", "cases", index, "when"), case["when"],
+                check_expression(report, (*path, "branch", "cases", index, "when"), case["when"],
                                   trigger_sample, CONTEXT_ROOTS)
         if kind == "split":
             names = [v["name"] for v in body["variants"]]
@@ -431,7 +322,7 @@ def _check_steps(report: _Report, raw: Mapping[str, Any], templates: Mapping[str
             if "offset" in body and "until" not in body:
                 report.add((*path, "delay", "offset"), "offset only goes with until")
             if "until" in body and trigger_sample:
-                problem = _path_problem(trigger_sample, body["until"].split("."), CONTEXT_ROOTS - {"journey"})
+                problem = path_problem(trigger_sample, body["until"].split("."), CONTEXT_ROOTS - {"journey"})
                 if problem is None and parse_timestamp(lookup(trigger_sample, body["until"])) is None:
                     problem = "is not a timestamp in the event"
                 if problem:
@@ -461,10 +352,10 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads).
     """
     try:
-        document = _read(path)
+        document = read_document(path)
     except YamlSyntaxError as exc:
         return None, [Problem(str(path), exc.line or 1, exc.problem)]
-    report = _Report(str(path), document)
+    report = Report(str(path), document)
     _schema_problems(report)
     if report.problems:
         return None, report.problems
@@ -473,9 +364,9 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     trigger = raw["trigger"]["event"]
     if trigger not in known:
         report.add(("trigger", "event"), f"unknown event type {trigger!r}; known: {', '.join(sorted(known))}")
-    trigger_sample = _sample_for(trigger, known)
+    trigger_sample = sample_for(trigger, known)
     if raw["trigger"].get("filter") and trigger_sample:
-        _check_expression(report, ("trigger", "filter"), raw["trigger"]["filter"], trigger_sample,
+        check_expression(report, ("trigger", "filter"), raw["trigger"]["filter"], trigger_sample,
                           CONTEXT_ROOTS - {"journey"})
     entry = raw.get("entry") or {}
     rule = EntryRule(entry.get("rule", EntryRule.ONCE_PER_KEY.value))
@@ -483,23 +374,22 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     if rule is EntryRule.ONCE_PER_KEY and not key_path:
         report.add(("entry",), "entry rule once_per_key needs a key (e.g. payload.order_id)")
     if key_path and trigger_sample:
-        _check_key(report, ("entry", "key"), key_path, trigger_sample, trigger)
+        check_key(report, ("entry", "key"), key_path, trigger_sample, trigger)
     exits: list[Listener] = []
     for index, item in enumerate(raw.get("exit") or ()):
         event_type = item["event"]
         if event_type not in known:
             report.add(("exit", index, "event"), f"unknown event type {event_type!r}")
             continue
-        sample = _sample_for(event_type, known)
+        sample = sample_for(event_type, known)
         if item.get("when"):
-            _check_expression(report, ("exit", index, "when"), item["when"], sample, CONTEXT_ROOTS - {"journey"})
+            check_expression(report, ("exit", index, "when"), item["when"], sample, CONTEXT_ROOTS - {"journey"})
         if item.get("key"):
-            _check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
-        exits.append(Listener(event_type, _listener_key(item.get("key"), key_path, sample), item.get("when")))
+            check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
+        exits.append(Listener(event_type, listener_key(item.get("key"), key_path, sample), item.get("when")))
     _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
     for where, problem in caps_problems(raw):
         report.add(where, problem)
-    from journeys import _goal_checks  # the measurement checks build on this module's helpers
 
     _goal_checks.check_steps(report, raw)
     goal, goal_listener = _goal_checks.check_goal(report, raw, known, key_path)
@@ -509,8 +399,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         kind = kind_of(step)
         if kind in ("wait_for", "digest") and "event" in step[kind]:
             body = step[kind]
-            listener = Listener(body["event"], _listener_key(body.get("key"), key_path,
-                                                             _sample_for(body["event"], known)), body.get("when"))
+            listener = Listener(body["event"], listener_key(body.get("key"), key_path,
+                                                             sample_for(body["event"], known)), body.get("when"))
             if listener.key_path:
                 # The snapshot carries the resolved key, so the interpreter matches on what the router used.
                 resolved_keys[str(step["id"])] = listener.key_path

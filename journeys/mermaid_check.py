@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 DIRECTIONS = frozenset({"TD", "TB", "BT", "LR", "RL"})
 #: Words Mermaid's flowchart grammar reads as keywords, so never node ids.

@@ -2,7 +2,7 @@
 
 `find_definition` reads a definition from the journeys folder, whose files carry one version
 each, so ``--version`` is accepted only when it is that version. ``journeys show --catalog`` reads
-any published version from the catalog topic instead (``journeys.cli._catalog_definition``: the
+any published version from the catalog topic instead (``eventflow.commands.journeys._catalog_definition``: the
 catalog client is a consumer-layer module, which this journeys-layer module may not import).
 """
 
@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 from journeys.diagram import Diagram, build
 from journeys.diagram_mermaid import render_mermaid
 from journeys.diagram_svg import render_svg

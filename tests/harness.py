@@ -20,7 +20,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.retry import RetryPolicy
 from consumer.service import BackgroundTask, ConsumerService
 from consumer.wiring import build_consumer_service
-from eventflow.core.settings import ConsumerSettings, KafkaSettings
+from core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
 from events.sources import RecordDecoder

@@ -10,8 +10,8 @@ import os
 
 from temporalio.converter import DataConverter
 
-from eventflow.core.codec import data_converter
-from eventflow.core.settings import TemporalSettings
+from core.codec import data_converter
+from core.settings import TemporalSettings
 
 
 def session_data_converter() -> DataConverter:

@@ -10,9 +10,9 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
-from eventflow.core.http import OpsServer, all_of, kafka_check
-from eventflow.core.settings import WebhooksProcessSettings
-from eventflow.core.temporal_client import connect
+from core.http import OpsServer, all_of, kafka_check
+from core.settings import WebhooksProcessSettings
+from core.temporal_client import connect
 from eventflow.webhooks.handoff import KafkaHandoff
 from eventflow.webhooks.server import WebhookMetrics, WebhookServer
 from eventflow.webhooks.verify import SendGridVerifier, TwilioVerifier

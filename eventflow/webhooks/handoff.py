@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumer.feedback import FeedbackMessage, encode_message
-from eventflow.core.errors import EventflowError
+from core.errors import EventflowError
 
 
 class HandoffError(EventflowError):

@@ -16,8 +16,8 @@ from enum import StrEnum
 from activities.addresses import address_hash
 from activities.outcomes import DeliveryOutcome, DeliveryReport
 from consumer.feedback import FeedbackMessage
-from eventflow.core.errors import EventflowError
-from eventflow.core.logs import mask_contact_details
+from core.errors import EventflowError
+from core.logs import mask_contact_details
 from workflows.suppression import ContactKeyword, DeliveryFeedback, KeywordAction
 
 SENDGRID = "sendgrid"

@@ -8,7 +8,7 @@ callbacks), ``/twilio/inbound`` (inbound messages: STOP / START / HELP). Answers
 * 503 when the hand-off failed or the request deadline passed (the provider retries);
 * 200 once every record is on the feedback topic (Twilio inbound: an empty TwiML reply).
 
-Like the ops server (`eventflow.core.http`), each request has a whole-request deadline and the
+Like the ops server (`core.http`), each request has a whole-request deadline and the
 server holds a bounded number of connections, answering 503 to the next one at once.
 """
 
@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.feedback import FeedbackMessage
-from eventflow.core.http import CappedListener
+from core.http import CappedListener
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,

@@ -17,7 +17,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 from twilio.request_validator import RequestValidator
 
-from eventflow.core.errors import ConfigError
+from core.errors import ConfigError
 
 SENDGRID_SIGNATURE_HEADER = EventWebhookHeader.SIGNATURE
 SENDGRID_TIMESTAMP_HEADER = EventWebhookHeader.TIMESTAMP

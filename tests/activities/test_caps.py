@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from activities.caps import (CHANNELS, SCOPES, CapLimit, CapSet, CapSpecError, CountedSend, Priority, Window, decide,
                              legacy_daily_cap, used_in_window)
 from activities.config import send_policy
-from eventflow.core.errors import ConfigError
+from core.errors import ConfigError
 
 TODAY = date(2026, 12, 1)
 

@@ -10,8 +10,8 @@ from activities.config import build_channels, check_providers, send_policy
 from activities.email_sendgrid import SendGridChannel
 from activities.outbox import OutboxChannel
 from activities.sms_twilio import TwilioChannel
-from eventflow.core.errors import ConfigError
-from eventflow.core.settings import check_unknown
+from core.errors import ConfigError
+from core.settings import check_unknown
 
 
 def test_outbox_is_the_default_for_every_channel(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The live journey catalog on the real broker and server: publish, pause and roll back without a restart.
 
 Each test has its own catalog topic, event topic and task queue. The consumer follows the catalog
-as `consumer.app` wires it (`follow_catalog`, the follower run beside the poll loop); the worker
+as `eventflow.consume` wires it (`follow_catalog`, the follower run beside the poll loop); the worker
 sends through SendGrid's SDK to the provider stub, where sends are counted. "The consumer has seen
 version N" is read off the running consumer's routes (`LiveRoutes.position`), never waited for by time.
 """
@@ -328,9 +328,9 @@ async def test_a_consumer_whose_catalog_topic_is_missing_ends_start_up_with_one_
 async def test_a_worker_on_the_catalog_checks_the_published_journeys_channels_not_the_files(
         kafka_config: dict[str, str], temporal_client: Client, tmp_path: Path, writer: CatalogWriter,
         unique: str) -> None:
-    from eventflow.core.errors import ConfigError
-    from eventflow.core.settings import load_worker
-    from eventflow.worker_app import run_worker
+    from core.errors import ConfigError
+    from core.settings import load_worker
+    from eventflow.worker import run_worker
 
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
            "TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,

@@ -9,7 +9,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from consumer.dead_letter import dead_letter_headers, parse_dead_letter_headers
-from consumer.dlq_tools import read_dead_letters, replay
+from eventflow.commands.dlq_tools import read_dead_letters, replay
 from consumer.record import SourceRecord
 from events import samples
 from events.producer import encode_event

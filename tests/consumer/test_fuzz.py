@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
-from consumer.dlq_tools import read_dead_letters
+from eventflow.commands.dlq_tools import read_dead_letters
 from consumer.routes import EventRoutes, Route
 from consumer.topics import ensure_topics
 from events import samples

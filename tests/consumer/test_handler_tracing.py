@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from consumer.record import SourceRecord
-from eventflow.core import tracing
+from core import tracing
 from events import samples
 from tests.consumer.test_handler import _json, _parts, _record, _run
 

@@ -10,7 +10,7 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from eventflow.temporal_setup import missing_search_attributes
+from eventflow.commands.temporal_setup import missing_search_attributes
 from tests.harness import eventually
 
 

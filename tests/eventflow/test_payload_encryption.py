@@ -29,9 +29,9 @@ from temporalio.worker import Replayer
 from devstack import Endpoints
 from devstack.provision import temporal_cli
 from eventflow.codec_server import CodecServer
-from eventflow.core.codec import EncryptionCodec, Keyring, data_converter
-from eventflow.core.settings import TemporalSettings
-from eventflow.core.temporal_client import connect
+from core.codec import EncryptionCodec, Keyring, data_converter
+from core.settings import TemporalSettings
+from core.temporal_client import connect
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub, Reply, provider
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow

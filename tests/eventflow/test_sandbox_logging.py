@@ -20,9 +20,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from devstack import Endpoints
-from eventflow.core import logs
-from eventflow.core.settings import TemporalSettings
-from eventflow.core.temporal_client import CORE_LOGGER, connect
+from core import logs
+from core.settings import TemporalSettings
+from core.temporal_client import CORE_LOGGER, connect
 from tests.eventflow.sandbox_workflow import LogsThenFailsItsTask
 from tests.harness import eventually
 

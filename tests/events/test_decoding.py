@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from eventflow.core.errors import ConfigError
+from core.errors import ConfigError
 from events import build_decoder
 from events.codec import EventDecoder, encode_single_object, record_from_json
 from events.errors import (

@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from eventflow.core.codec import EncryptionCodec, Keyring
+from core.codec import EncryptionCodec, Keyring
 from tests.helm.chart import ALL_ON, REPO, RenderError, Rendered, helm_template
 
 KEYS_FILE = "/etc/eventflow/payload-keys/keys"

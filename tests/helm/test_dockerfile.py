@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from eventflow.core import settings
+from core import settings
 from tests.helm.chart import CHART, REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

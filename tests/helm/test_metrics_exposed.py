@@ -25,7 +25,7 @@ import pytest
 from temporalio.client import Client
 
 from devstack import Endpoints
-from eventflow.core import settings
+from core import settings
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from events import samples
 from events.producer import EventProducer
@@ -255,7 +255,7 @@ async def test_running_processes_expose_every_metric_the_dashboard_and_alerts_re
 
     assert sample_value(consumer_text, "eventflow_events_consumed_total", event_type="PurchaseCompleted") >= 1
     exposed = exposed_names(consumer_text) | exposed_names(worker_text)
-    # The webhooks service's own series are checked against its process (tests/webhooks/test_process.py).
+    # The webhooks service's own series are checked against its process (tests/eventflow/webhooks/test_process.py).
     unchecked = exposed | PENDING | WEBHOOK_SERVICE_SERIES
     missing = {source: sorted(names - unchecked) for source, names in referenced.items() if names - unchecked}
     assert not missing, f"referenced but not exposed by a running consumer or worker: {missing}"

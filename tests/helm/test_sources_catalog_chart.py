@@ -18,7 +18,7 @@ import yaml
 
 from consumer.catalog_topic import CatalogWriter
 from devstack import Endpoints
-from eventflow.core.settings import JourneySettings, load_tools
+from core.settings import JourneySettings, load_tools
 from events.sources import SOURCES_FILE, load_sources
 from journeys.loader import JourneyDefinitionError, load_all
 from tests.events.shop import shop_journeys
@@ -72,7 +72,7 @@ def test_the_pods_see_sources_and_schemas_where_their_settings_read_them(
         journeys_dir = JourneySettings.load(env).journeys_dir
         assert journeys_dir is not None
         files = pod_files(rendered, _pod(rendered, component), str(journeys_dir))
-        # consumer/app.py reads default_journeys_dir() / SOURCES_FILE.
+        # eventflow/consume.py reads default_journeys_dir() / SOURCES_FILE.
         assert files[SOURCES_FILE] == (shop / SOURCES_FILE).read_text().rstrip("\n")
         assert {p for p in files if p.endswith(".avsc")} == {
             p.relative_to(shop).as_posix() for p in shop.rglob("*.avsc")}

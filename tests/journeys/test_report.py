@@ -22,7 +22,7 @@ from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from consumer.dispatch import Dispatcher
 from eventflow.cli import main
 from events.model import Customer, CustomerEvent
-from journeys.cli import _report_lines
+from eventflow.commands.journeys import _report_lines
 from journeys.goals import Progress, is_held_out
 from journeys.loader import validate_folder
 from journeys.report import InstanceView, build, format_report
@@ -215,7 +215,7 @@ def test_split_arms_are_compared_with_their_control_when_there_is_one() -> None:
 
 
 def test_status_lines_show_arm_and_conversion() -> None:
-    from journeys.cli import _measurement_lines
+    from eventflow.commands.journeys import _measurement_lines
     from journeys.goals import DeliveryFact
 
     progress = Progress(converted_at="2026-05-04T09:00:00+00:00", goal_until="2026-05-11T08:00:00+00:00",

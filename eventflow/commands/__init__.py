@@ -1,0 +1,1 @@
+"""Every ``eventflow`` subcommand that is not a long-running process: one module per command group."""

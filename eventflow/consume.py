@@ -1,0 +1,111 @@
+"""Wires the consumer process together from validated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from consumer.dispatch import Dispatcher
+from consumer.metrics import ConsumerMetrics
+from consumer.routes import EventRoutes
+from consumer.service import ConsumerService
+from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
+from consumer.wiring import build_consumer_service
+from consumer.catalog_routes import follow_catalog
+from consumer.handler import EventRouter
+from consumer.service import BackgroundTask
+from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
+from core.settings import CatalogSettings, Settings
+from core.temporal_client import connect
+from eventflow.commands.temporal_setup import search_attributes_check
+from events.config import build_record_decoder, load_config
+from events.sources import SOURCES_FILE
+from journeys.expressions import ExpressionMetrics
+from journeys.loader import default_journeys_dir, load_all
+
+log = structlog.get_logger(__name__)
+
+
+async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
+                         stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None) -> ConsumerService:
+    """A consumer service with its Temporal client, decoder, router and dead-letter producer.
+
+    Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
+
+    Raises:
+        DependencyUnavailableError: one of them stayed unreachable (its message is one line).
+        StartupStopped: ``stop`` was set while waiting.
+        CatalogUnavailableError: the catalog source is kafka and its topic cannot be read.
+    """
+    events = load_config()
+    await wait_for_dependency(lambda: check_dependencies(settings.kafka.client_config(), events.registry),
+                              stop=stop)
+    client = await wait_for_dependency(
+        lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
+    router: EventRouter
+    background: list[BackgroundTask] = []
+    if catalog is not None and catalog.source == "kafka":
+        router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, registry=registry,
+                                                timeout_seconds=catalog.startup_timeout_seconds,
+                                                expression_metrics=ExpressionMetrics(registry))
+        background.append(follower)
+    else:
+        # Off the loop: validation may read a source schema from the registry.
+        definitions = await asyncio.to_thread(load_all)
+        log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
+        router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
+    return build_consumer_service(
+        kafka=settings.kafka, settings=settings.consumer,
+        decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
+        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue),
+        metrics=ConsumerMetrics(registry), background=background,
+    )
+
+
+async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
+                       catalog: CatalogSettings | None = None) -> None:
+    """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    registry = CollectorRegistry()
+    started: list[ConsumerService] = []
+
+    async def consuming() -> tuple[bool, str]:
+        return started[0].readiness() if started else (False, "starting: waiting for dependencies")
+
+    # Kafka and Temporal are probed on connections of their own (same settings), so readiness
+    # reflects both dependencies without reaching into the service's clients.
+    attributes: list[ReadinessCheck] = []
+
+    async def search_attributes() -> tuple[bool, str]:
+        # Journeys are started with custom search attributes: a namespace without them rejects every start.
+        if not attributes:
+            attributes.append(search_attributes_check(await connect(settings.temporal), settings.temporal.namespace))
+        return await attributes[0]()
+
+    readiness = all_of({
+        "consumer": consuming,
+        "kafka": kafka_check(settings.kafka.client_config()),
+        "temporal": temporal_check(lambda: connect(settings.temporal)),
+        "search_attributes": search_attributes,
+    })
+
+    # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.
+    ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
+    if ops is not None:
+        await ops.start()
+    try:
+        try:
+            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog))
+        except StartupStopped:
+            log.info("consumer_stopped_while_starting")
+            return
+        await started[0].run(stop)
+    finally:
+        if ops is not None:
+            await ops.stop()

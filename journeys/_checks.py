@@ -1,0 +1,124 @@
+"""The checks a journey definition and its goal share: the problem report, expression and key paths.
+
+`journeys.loader` and `journeys._goal_checks` both build on these, so they live below both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import EventflowError
+from journeys import expressions
+from journeys._yaml import DocPath, LocatedDocument
+from journeys.event_schemas import EventCatalogue
+from journeys.paths import lookup
+from journeys.samples import sample_event_context
+from journeys.schema_types import literal_problems, moved_hint
+
+#: The names an expression or key may start with.
+CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
+
+
+class JourneyDefinitionError(EventflowError):
+    """A journey file is invalid; names the file and, where known, the line."""
+
+    def __init__(self, file: str, problem: str, line: int | None = None) -> None:
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {problem}")
+        self.file = file
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a journey or template file, at a 1-based line (1 when nothing narrower is known)."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+    def error(self) -> JourneyDefinitionError:
+        return JourneyDefinitionError(self.file, self.message, self.line)
+
+
+@dataclass
+class Report:
+    file: str
+    document: LocatedDocument
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: DocPath, message: str) -> None:
+        self.problems.append(Problem(self.file, self.document.line_of(path) or 1, message))
+
+
+def path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collection[str]) -> str | None:
+    """Why ``parts`` does not exist in ``sample`` (None when it does, or cannot be checked further)."""
+    if not parts or parts[0] not in roots:
+        return f"unknown name {parts[0] if parts else ''!r}; paths start with one of {', '.join(sorted(roots))}"
+    if parts[0] == "webhooks":
+        return None  # webhook responses have no schema to check against
+    if parts[0] == "journey":
+        if len(parts) >= 2 and parts[1] not in ("id", "version", "content_hash", "variants"):
+            return f"journey has no field {parts[1]!r} (id, version, content_hash, variants)"
+        return None
+    value: Any = sample
+    for index, part in enumerate(parts):
+        if isinstance(value, list):
+            return None
+        if not isinstance(value, Mapping):
+            return f"{'.'.join(parts[:index])} has no fields, so {'.'.join(parts)} is always null"
+        if part not in value:
+            return f"{'.'.join(parts[:index]) or 'the event'} has no field {part!r}"
+        value = value[part]
+    return None
+
+
+def check_expression(report: Report, where: DocPath, source: str, sample: Mapping[str, Any],
+                      roots: Collection[str]) -> None:
+    try:
+        node = expressions.parse(source)
+    except expressions.ExpressionError as exc:
+        report.add(where, str(exc))
+        return
+    broken = False
+    for parts in expressions.paths(node):
+        problem = path_problem(sample, parts, roots)
+        if problem:
+            broken = True
+            report.add(where, f"expression {source!r}: {problem}{moved_hint(sample, parts)}")
+    if broken:
+        return
+
+    def kind_of(parts: tuple[str, ...]) -> expressions.ValueKind | None:
+        if parts[0] == "journey" or parts[0] not in sample:
+            return None
+        return expressions.kind_of_value(lookup(sample, ".".join(parts)))
+
+    for problem in [*expressions.type_problems(node, kind_of), *literal_problems(node, sample)]:
+        report.add(where, f"expression {source!r}: {problem}")
+
+
+def check_key(report: Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:
+    problem = path_problem(sample, key.split("."), CONTEXT_ROOTS - {"journey"})
+    if problem:
+        report.add(where, f"key {key!r} in {event_type}: {problem}")
+
+
+def listener_key(explicit: str | None, entry_key: str | None, sample: Mapping[str, Any]) -> str | None:
+    if explicit:
+        return explicit
+    if entry_key and path_problem(sample, entry_key.split("."), CONTEXT_ROOTS) is None:
+        return entry_key
+    return None
+
+
+def sample_for(event_type: str, known: Collection[str]) -> dict[str, Any]:
+    if isinstance(known, EventCatalogue):
+        return known.sample(event_type)
+    return sample_event_context(event_type) if event_type in known else {}

@@ -1,0 +1,105 @@
+"""``eventflow customers forget``: nothing readable is left, later events start nothing until an identify.
+
+Real Kafka and Temporal, through the real consumer and worker; sends are counted at the provider stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from eventflow.cli import main
+from eventflow.commands.customers import InvalidCustomerIdError, forget_customer
+from tests.activities.provider_stub import ProviderStub, provider
+from tests.harness import eventually
+from tests.workflows.profile_support import identify, note_id, recipients, running, shipped, wait_id
+from workflows.journey import STATUS_QUERY, JourneyStatus
+from workflows.preferences import preferences_workflow_id
+from workflows.preferences_client import preferences_state
+from workflows.tombstone import tombstone_workflow_id
+
+__all__ = ["provider"]
+
+
+async def _gone(client: Client, workflow_id: str) -> bool:
+    """Whether no history of the workflow can be read any more."""
+    try:
+        await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as err:
+        return err.status is RPCStatusCode.NOT_FOUND
+    return False
+
+
+async def _waiting(client: Client, workflow_id: str) -> bool:
+    try:
+        status = await client.get_workflow_handle(workflow_id).query(STATUS_QUERY, result_type=JourneyStatus)
+    except RPCError:
+        return False
+    return status.current_step == "wait_profile"
+
+
+async def _visible(client: Client, customer_id: str) -> bool:
+    return [w.id async for w in client.list_workflows(f"CustomerId = '{customer_id}'")] != []
+
+
+async def test_forget_leaves_nothing_readable_and_later_events_start_nothing_until_an_identify(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        provider: ProviderStub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    customer = f"cust-{unique}"
+    async with running(kafka_config, temporal_client, topic, tmp_path, unique, provider) as run:
+        await run.bridge.publish(identify(customer, 0, email="gone@example.com", first_name="Ines"),
+                                 shipped(customer, 1, carrier="slow"))
+        await eventually(lambda: _waiting(temporal_client, wait_id(customer)), message="the waiting journey")
+        await eventually(lambda: _visible(temporal_client, customer), message="the journey in visibility")
+
+        report = await forget_customer(temporal_client, customer_id=customer, task_queue=run.bridge.task_queue)
+
+        assert report.journeys_ended == [wait_id(customer)]
+        assert report.profile_fields == ["email", "first_name"]
+        assert report.executions_deleted >= 2 and not report.deletion_refused
+        await eventually(lambda: _gone(temporal_client, wait_id(customer)), message="the journey's history deleted")
+        await eventually(lambda: _gone(temporal_client, preferences_workflow_id(customer)),
+                         message="the profile and preferences deleted")
+
+        # Forgotten: a non-identify event (even one with contact details) starts and records nothing...
+        ignored = shipped(customer, 2, phone="+4915112300000")
+        # ...until an identify event, after which the next event works again.
+        welcome_back = shipped(customer, 4)
+        await run.bridge.publish(ignored, identify(customer, 3, email="back@example.com"), welcome_back)
+        await eventually(lambda: len(provider.sends()) == 1, message="the note after the new identify")
+        state = await preferences_state(temporal_client, customer)
+        assert not await _exists(temporal_client, note_id(customer, ignored)), "the forgotten event started nothing"
+        tombstone = await temporal_client.get_workflow_handle(tombstone_workflow_id(customer)).describe()
+        assert tombstone.status is WorkflowExecutionStatus.TERMINATED, "the identify ended the tombstone"
+
+        # Running it again is safe, and the command prints what it did.
+        monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_client.service_client.config.target_host)
+        monkeypatch.setenv("EVENTFLOW_TASK_QUEUE", run.bridge.task_queue)
+        assert await asyncio.to_thread(main, ["customers", "forget", customer]) == 0
+
+    assert recipients(provider) == ["back@example.com"]
+    assert (state.profile.email, state.profile.phone) == ("back@example.com", None)
+    out = capsys.readouterr().out
+    assert f"customer {customer} forgotten" in out and "profile deleted: fields email" in out
+    assert "back@example.com" not in out, "the report names fields, never values"
+    tombstone = await temporal_client.get_workflow_handle(tombstone_workflow_id(customer)).describe()
+    assert tombstone.status is WorkflowExecutionStatus.RUNNING, "forgotten again"
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_an_id_that_cannot_be_queried_safely_is_refused(temporal_client: Client) -> None:
+    with pytest.raises(InvalidCustomerIdError):
+        await forget_customer(temporal_client, customer_id="x' OR CustomerId != '", task_queue="unused")

@@ -1,0 +1,103 @@
+"""The worker process's start-up: fail closed on the outbox, one-line errors, journey channels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncio
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry
+from temporalio.client import Client
+
+from devstack import Endpoints
+from core.settings import load_settings
+from eventflow.commands.temporal_setup import register_search_attributes
+from eventflow.worker import journey_channels, run_worker
+from journeys import load_all
+from tests.harness import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start_worker(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EVENTFLOW_", "TEMPORAL_"))}
+    env.update({"PYTHONPATH": str(REPO), "EVENTFLOW_CACHE_DIR": str(tmp_path), "EVENTFLOW_METRICS_PORT": "0",
+                "EVENTFLOW_TEMPORAL_METRICS_PORT": "0", **environment})
+    return subprocess.run([sys.executable, "-m", "eventflow.cli", "worker"], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_the_shipped_journeys_send_email_and_sms_including_fallbacks() -> None:
+    assert journey_channels(load_all()) == {"email", "sms"}
+
+
+def test_worker_refuses_the_outbox_for_used_channels_outside_dev_mode(tmp_path: Path) -> None:
+    result = _start_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", EVENTFLOW_SMS_PROVIDER="outbox")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("eventflow: EVENTFLOW_EMAIL_PROVIDER: is unset (outbox)")
+    assert "EVENTFLOW_DEV_MODE=true" in line
+    assert not (tmp_path / "outbox.jsonl").exists()
+
+
+def test_worker_says_in_one_line_that_temporal_is_unreachable(tmp_path: Path) -> None:
+    result = _start_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", EVENTFLOW_DEV_MODE="true")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "eventflow: TEMPORAL_ADDRESS=127.0.0.1:1: cannot connect to Temporal (namespace default): connection refused"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _readyz(port: int) -> tuple[int, str] | None:
+    def fetch() -> tuple[int, str] | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return None  # not listening yet
+
+    return await asyncio.to_thread(fetch)  # the ops server runs on this loop
+
+
+async def test_worker_is_not_ready_while_the_search_attributes_are_missing(
+        endpoints: Endpoints, temporal_client: Client, fresh_namespace: str, tmp_path: Path, unique: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()
+    for name, value in {"TEMPORAL_ADDRESS": endpoints.temporal_address, "TEMPORAL_NAMESPACE": fresh_namespace,
+                        "EVENTFLOW_TASK_QUEUE": f"q-{unique}", "EVENTFLOW_METRICS_PORT": str(port),
+                        "EVENTFLOW_TEMPORAL_METRICS_PORT": "0", "EVENTFLOW_DEV_MODE": "true",
+                        "EVENTFLOW_OUTBOX_PATH": str(tmp_path / "outbox.jsonl")}.items():
+        monkeypatch.setenv(name, value)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(load_settings(), stop, registry=CollectorRegistry()))
+    try:
+        status, body = await eventually(lambda: _readyz(port), message="worker /readyz")
+        assert status == 503
+        assert (f"search_attributes=missing CustomerId, JourneyId, JourneyVersion in namespace {fresh_namespace}: "
+                "run eventflow temporal setup") in body
+        assert "temporal=ok" in body
+        await register_search_attributes(temporal_client, fresh_namespace)
+
+        async def ready() -> bool:
+            answer = await _readyz(port)
+            return answer is not None and answer[0] == 200
+
+        await eventually(ready, message="worker ready after setup")
+        assert await _readyz(port) == (200, "ready: temporal=ok search_attributes=ok\n")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
