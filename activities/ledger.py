@@ -11,7 +11,7 @@ exactly-once argument built on the lease.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from activities.outcomes import LedgerState, ReserveDecision
 
@@ -114,4 +114,25 @@ class DeliveryLedger(Protocol):
 
     async def complete(self, completion: Completion) -> None:
         """Records the outcome of a reserved send."""
+        ...
+
+
+@runtime_checkable
+class CallMarkingLedger(DeliveryLedger, Protocol):
+    """A ledger that narrows the uncertain window to "request sent, answer not recorded" (ADR-9).
+
+    The customer store (store/ledger.py) is one; the older per-customer workflow ledger is not, and
+    there every expired lease counts as uncertain.
+    """
+
+    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
+        """Records durably that ``attempt`` calls the provider now; False when it no longer holds the lease."""
+        ...
+
+    async def release(self, idempotency_key: str, attempt: int) -> None:
+        """Gives the lease back before any call was made."""
+        ...
+
+    async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
+        """Whether the provider reported on the send (its webhook), and the message id it named."""
         ...

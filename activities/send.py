@@ -28,7 +28,7 @@ from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
 from activities.errors import PermanentSendError, RetryableSendError
-from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
+from activities.ledger import CallMarkingLedger, Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
@@ -66,7 +66,15 @@ class SendPolicy:
         lease_margin_seconds: slack kept between the end of a provider call and the lease's end
             (scheduling delay, clock rate).
         lease_poll_seconds: how often an attempt waiting on another's lease asks again.
-        uncertain_delivery: the policy for channels that cannot reconcile.
+        uncertain_delivery: the policy for channels that cannot reconcile and whose provider
+            reports nothing Eventflow can match (no webhook).
+        report_window_seconds: for channels whose provider posts reports naming the send's key
+            (``providers_reporting``), how long after an uncertain call a report may take to arrive:
+            one arrived means the provider accepted it; none by then means it did not, and the
+            send goes again. 0 leaves such sends to ``uncertain_delivery``.
+        providers_reporting: provider names whose webhook reports reach the ledger (``sendgrid``
+            when its Event Webhook points at ``eventflow webhooks``).
+        report_poll_seconds: how often an attempt waiting for such a report asks the ledger.
         caps: rolling caps per channel and across channels (``EVENTFLOW_CAPS``); a journey or step
             overrides them per (scope, window).
         cap_reserve: slots each priority level keeps free for the levels above it.
@@ -81,6 +89,9 @@ class SendPolicy:
     uncertain_delivery: UncertainDelivery = UncertainDelivery.AT_MOST_ONCE
     caps: CapSet = CapSet()
     cap_reserve: int = DEFAULT_RESERVE
+    report_window_seconds: float = 0.0
+    providers_reporting: frozenset[str] = frozenset()
+    report_poll_seconds: float = 2.0
 
 
 class NotificationActivities:
@@ -167,15 +178,22 @@ class NotificationActivities:
                     pass
                 case other:
                     raise AssertionError(f"unexpected reservation {other!r}")
-            if reservation.previous_attempt_uncertain:
-                resolved = await self._resolve_uncertain(notification, channel, message, reservation, attempt)
-                if resolved is not None:
-                    return resolved
-            if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
-                # The call could outlive the lease, and then another attempt could send too.
-                await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, channel.name),
-                                     attempt)
-                raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+            try:
+                if reservation.previous_attempt_uncertain:
+                    resolved = await self._resolve_uncertain(notification, channel, message, reservation, attempt)
+                    if resolved is not None:
+                        return resolved
+                if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
+                    # The call could outlive the lease, and then another attempt could send too.
+                    await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, channel.name),
+                                         attempt)
+                    raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+                return await self._deliver(notification, channel, message, attempt)
+            except asyncio.CancelledError:
+                # Cancelled (timed out, worker stopping, Temporal unreachable) before its call was
+                # marked: give the lease back so the next attempt need not wait it out or guess.
+                await self._release(notification, attempt)
+                raise
         return await self._deliver(notification, channel, message, attempt)
 
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
@@ -221,6 +239,9 @@ class NotificationActivities:
                 return SendResult(SendStatus.DUPLICATE, earlier.provider, earlier.provider_message_id)
             self._metrics.uncertain.labels(notification.channel, channel.name, "reconciled_missing").inc()
             return None
+        if isinstance(self._ledger, CallMarkingLedger) and self._policy.report_window_seconds > 0 \
+                and channel.name in self._policy.providers_reporting:
+            return await self._resolve_by_report(notification, channel, reservation, attempt)
         if self._policy.uncertain_delivery is UncertainDelivery.AT_LEAST_ONCE:
             self._metrics.uncertain.labels(notification.channel, channel.name, "sent_again").inc()
             return None
@@ -229,6 +250,31 @@ class NotificationActivities:
         self._metrics.uncertain.labels(notification.channel, channel.name, "not_sent_again").inc()
         self._count(notification, channel.name, SendStatus.UNCERTAIN)
         return SendResult(SendStatus.UNCERTAIN, channel.name)
+
+    async def _resolve_by_report(self, notification: SendNotificationInput, channel: Channel,
+                                 reservation: Reservation, attempt: int) -> SendResult | None:
+        """Waits, up to the report window after the uncertain call, for the provider's report on it.
+
+        A report (processed, delivered, deferred, bounce, dropped...) names the send's key, so the
+        provider accepted that call: record it delivered. None within the window: it did not, and
+        this attempt sends again (still one accepted call per key).
+        """
+        assert isinstance(self._ledger, CallMarkingLedger)
+        ledger = self._ledger
+        deadline = reservation.previous_started_epoch_seconds + self._policy.report_window_seconds
+        while True:
+            seen, message_id = await self._beat(ledger.reported(notification.idempotency_key))
+            if seen:
+                result = SendResult(SendStatus.SENT, channel.name, message_id)
+                await self._complete(notification, LedgerState.DELIVERED, result, attempt)
+                self._metrics.uncertain.labels(notification.channel, channel.name, "reported_delivered").inc()
+                self._count(notification, channel.name, SendStatus.DUPLICATE)
+                return SendResult(SendStatus.DUPLICATE, channel.name, message_id)
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                self._metrics.uncertain.labels(notification.channel, channel.name, "unreported_sent_again").inc()
+                return None
+            await self._beat(asyncio.sleep(min(remaining, self._policy.report_poll_seconds)))
 
     async def _deliver(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
                        attempt: int) -> SendResult:
@@ -248,6 +294,10 @@ class NotificationActivities:
 
     async def _call_provider(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
                              attempt: int) -> SendResult:
+        if isinstance(self._ledger, CallMarkingLedger) \
+                and not await self._beat(self._ledger.mark_calling(notification.idempotency_key, attempt)):
+            # Another attempt took the send over (this one's lease ran out): it decides, not this one.
+            raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
         call_started = time.monotonic()
         call = asyncio.ensure_future(channel.deliver(message))
         try:
@@ -281,6 +331,15 @@ class NotificationActivities:
         await self._complete(notification, LedgerState.DELIVERED, result, attempt)
         self._count(notification, result.provider, result.status)
         return result
+
+    async def _release(self, notification: SendNotificationInput, attempt: int) -> None:
+        if not isinstance(self._ledger, CallMarkingLedger):
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ledger.release(notification.idempotency_key, attempt)),
+                                   timeout=self._policy.heartbeat_interval_seconds * 2)
+        except Exception as exc:  # noqa: BLE001 - the lease then expires on its own; the next attempt sends
+            activity.logger.warning("lease_release_failed error=%s", type(exc).__name__)
 
     async def _complete(self, notification: SendNotificationInput, outcome: LedgerState, result: SendResult,
                         attempt: int, *, error_type: str = "") -> None:

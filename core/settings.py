@@ -329,6 +329,43 @@ class ConsumerSettings(SettingsGroup):
     shutdown_grace_seconds: PositiveFloat = env("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", 30.0, "Drain deadline on SIGTERM.")
 
 
+# -- customer store ---------------------------------------------------------------------------------
+
+class DatabaseSettings(SettingsGroup):
+    """The customer store: a PostgreSQL database (docs/architecture.md, "Customer store in PostgreSQL")."""
+
+    concern: ClassVar[str] = "database"
+
+    url: SecretStr | None = env("EVENTFLOW_DATABASE_URL", None,
+                                "PostgreSQL DSN of the customer store (`postgresql://user:pass@host:5432/db?sslmode=`"
+                                "verify-full`); unset: the local dev stack's server, where dev defaults apply, else "
+                                "customer state stays in Temporal workflows (the pre-store layout, for upgrades).")
+    url_file: Path | None = env("EVENTFLOW_DATABASE_URL_FILE", None,
+                                "File holding EVENTFLOW_DATABASE_URL (a mounted Secret); wins over the variable.")
+    pool_min_size: NonNegativeInt = env("EVENTFLOW_DATABASE_POOL_MIN_SIZE", 1, "Connections kept open per process.")
+    pool_max_size: PositiveInt = env("EVENTFLOW_DATABASE_POOL_MAX_SIZE", 10,
+                                     "Connections per process at most; callers wait for a free one beyond.")
+    statement_timeout_seconds: PositiveFloat = env("EVENTFLOW_DATABASE_STATEMENT_TIMEOUT_SECONDS", 5.0,
+                                                   "Server-side limit of one statement.")
+    connect_timeout_seconds: PositiveFloat = env("EVENTFLOW_DATABASE_CONNECT_TIMEOUT_SECONDS", 10.0,
+                                                 "Limit of opening one connection.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_DATABASE_URL")
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Self:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("EVENTFLOW_DATABASE_POOL_MIN_SIZE exceeds EVENTFLOW_DATABASE_POOL_MAX_SIZE")
+        return self
+
+    def dsn(self) -> str | None:
+        """The DSN, or None when no customer store is configured."""
+        return self.url.get_secret_value() if self.url is not None else None
+
+
 # -- ops / logging ----------------------------------------------------------------------------------
 
 class OpsSettings(SettingsGroup):
@@ -482,6 +519,14 @@ class WorkerSettings(SettingsGroup):
     caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
                                                 "Slots of each rolling cap that each priority level keeps free "
                                                 "for the levels above it (high > normal > low).")
+    providers_reporting: Annotated[tuple[str, ...], BeforeValidator(_csv)] = env(
+        "EVENTFLOW_PROVIDERS_REPORTING", (),
+        "Providers whose delivery webhooks reach `eventflow webhooks` (e.g. sendgrid): an uncertain send to one "
+        "is settled by its report instead of EVENTFLOW_UNCERTAIN_DELIVERY (needs the customer store).")
+    send_report_window_seconds: PositiveFloat = env(
+        "EVENTFLOW_SEND_REPORT_WINDOW_SECONDS", 600.0,
+        "How long after an uncertain provider call its report may take to arrive; none by then: it was not "
+        "accepted and is sent again.")
 
 
 # -- channels and providers -------------------------------------------------------------------------
@@ -697,6 +742,7 @@ class ConsumerProcessSettings:
     journeys: JourneySettings
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
 
 
 @dataclass(frozen=True)
@@ -717,6 +763,7 @@ class WorkerProcessSettings:
     kafka: KafkaSettings | None = None
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
     webhook_url: WebhookUrlSettings = WebhookUrlSettings()
+    database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
 
 
 @dataclass(frozen=True)
@@ -731,6 +778,7 @@ class WebhooksProcessSettings:
     webhook_url: WebhookUrlSettings
     twilio: TwilioSettings
     tracing: TracingSettings
+    database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
 
 
 @dataclass(frozen=True)
@@ -743,6 +791,7 @@ class ToolSettings:
     journeys: JourneySettings
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
 
 
@@ -826,7 +875,8 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     env = _checked(environ, dev_defaults)
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
-                                   tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env))
+                                   tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
+                                   database=DatabaseSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -839,7 +889,7 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
-                                 webhook_url=WebhookUrlSettings.load(env))
+                                 webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -848,7 +898,8 @@ def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     return WebhooksProcessSettings(kafka=KafkaSettings.load(env), temporal=TemporalSettings.load(env),
                                    consumer=ConsumerSettings.load(env), ops=OpsSettings.load(env),
                                    webhooks=WebhookSettings.load(env), webhook_url=WebhookUrlSettings.load(env),
-                                   twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env))
+                                   twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env),
+                                   database=DatabaseSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -864,7 +915,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
                         tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                        webhook_steps=WebhookStepSettings.load(env))
+                        webhook_steps=WebhookStepSettings.load(env), database=DatabaseSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,

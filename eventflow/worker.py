@@ -26,6 +26,7 @@ from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from core.http import OpsServer, all_of, temporal_check
+from store import CustomerStore, FieldCipher, PostgresLedger, database_check, open_store
 from core.settings import CatalogSettings, ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from core.temporal_client import build_runtime, connect
 from eventflow.commands.temporal_setup import search_attributes_check
@@ -157,7 +158,10 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     if process.worker.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
     client = await connect(process.temporal, runtime=runtime)
-    worker = build_worker(client, process.temporal.task_queue, channels, limits=limits,
+    pool = await open_store(process.database)
+    ledger, contacts = ((PostgresLedger(pool), CustomerStore(pool, FieldCipher(process.temporal.payload_keyring())))
+                        if pool is not None else (None, None))
+    worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio),
@@ -169,8 +173,11 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
-    readiness = all_of({"temporal": temporal_check(client),
-                        "search_attributes": search_attributes_check(client, process.temporal.namespace)})
+    checks = {"temporal": temporal_check(client),
+              "search_attributes": search_attributes_check(client, process.temporal.namespace)}
+    if pool is not None:
+        checks["database"] = database_check(pool)
+    readiness = all_of(checks)
     port = process.ops.metrics_port
     ops = OpsServer(registry, readiness, port=port) if port else None
     if ops is not None:
@@ -190,6 +197,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     finally:
         if ops is not None:
             await ops.stop()
+        if pool is not None:
+            await pool.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("worker_stopped")

@@ -1,0 +1,284 @@
+"""Customer profiles, consent, suppressions and tombstones in PostgreSQL.
+
+A profile is one row of ``eventflow.customers`` whose ``fields`` hold, per field (``email``,
+``attributes.tier``), the value and the event that set it (``t`` occurred-at, ``e`` event id).
+An update wins a field only when it occurred later (ties broken by event id), the rule of
+`workflows.profile.apply_update`, applied in SQL (``eventflow.merge_fields``) so concurrent writers
+and redelivered or out-of-order events converge to the same row. Contact fields (email, phone,
+whatsapp, first name) are AES-GCM encrypted with the payload keys (``k`` names the key; ``""``
+when no keys are configured, which only development allows), and each address is also indexed by
+its keyed hash (`activities.addresses.address_hash`) so a bounce or a STOP finds its customers
+without decrypting anything.
+
+The consumer reaches this module through `CustomerBatcher`: the lookups and writes of the records
+in flight at one moment go to the database together, one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from activities.addresses import address_hash
+from activities.contact import ContactPoints
+from core.codec import NONCE_BYTES, Keyring
+from events.model import CustomerEvent, JsonValue
+from store.ledger import set_consent
+from workflows.profile import PROFILE_FIELDS, ProfileUpdate
+
+#: Fields that identify a person: stored encrypted, never in clear.
+SECRET_FIELDS = frozenset({"email", "phone", "whatsapp", "first_name"})
+#: The profile field each channel's address is read from, for the address index.
+_ADDRESS_FIELDS = {"email": "email", "phone": "sms", "whatsapp": "whatsapp"}
+_ATTRIBUTE = "attributes."
+_AAD = b"eventflow-field/v1\x00"
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FieldCipher:
+    """Encrypts one profile field with the encrypting payload key, bound to its customer and field name."""
+
+    def __init__(self, keyring: Keyring | None) -> None:
+        self._keyring = keyring
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()} if keyring else {}
+
+    def seal(self, customer_id: str, name: str, value: str) -> dict[str, str]:
+        if self._keyring is None:
+            return {"v": value, "k": ""}
+        key_id = self._keyring.encrypt_key_id
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._ciphers[key_id].encrypt(nonce, value.encode(), _aad(key_id, customer_id, name))
+        return {"v": base64.b64encode(nonce + sealed).decode(), "k": key_id}
+
+    def open(self, customer_id: str, name: str, stored: Mapping[str, Any]) -> str | None:
+        key_id = str(stored.get("k") or "")
+        value = stored.get("v")
+        if value is None:
+            return None
+        if not key_id:
+            return str(value)
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise LookupError(f"profile field {name!r} is encrypted with key {key_id!r}, which is not configured")
+        raw = base64.b64decode(str(value))
+        return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(key_id, customer_id, name)).decode()
+
+
+def _aad(key_id: str, customer_id: str, name: str) -> bytes:
+    return b"\x00".join((_AAD, key_id.encode(), customer_id.encode(), name.encode()))
+
+
+def _stamp_time(occurred_at: str) -> str:
+    """``occurred_at`` as UTC ISO 8601, the form the merge compares; unreadable times sort first."""
+    try:
+        moment = datetime.fromisoformat(occurred_at)
+    except ValueError:
+        return "0001-01-01T00:00:00+00:00"
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def update_fields(customer_id: str, update: ProfileUpdate, cipher: FieldCipher) -> dict[str, dict[str, Any]]:
+    """The ``fields`` an update writes, each with its stamp; contact fields sealed."""
+    stamp = {"t": _stamp_time(update.occurred_at), "e": update.event_id}
+    fields: dict[str, dict[str, Any]] = {}
+    for name in PROFILE_FIELDS:
+        value = getattr(update, name)
+        if value is None:
+            continue
+        stored: dict[str, Any] = cipher.seal(customer_id, name, str(value)) if name in SECRET_FIELDS else {"v": value}
+        fields[name] = {**stored, **stamp}
+    for name, value in update.attributes.items():
+        fields[_ATTRIBUTE + name] = {"v": value, **stamp}
+    return fields
+
+
+def _merge(current: dict[str, dict[str, Any]], incoming: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The same rule as ``eventflow.merge_fields``, for several updates of one customer in one batch."""
+    for name, value in incoming.items():
+        held = current.get(name)
+        if held is None or (value["t"], value["e"]) > (held["t"], held["e"]):
+            current[name] = value
+    return current
+
+
+@dataclass(frozen=True)
+class ProfileWrite:
+    """One event's profile update, ready for the batch."""
+
+    customer_id: str
+    update: ProfileUpdate
+
+
+class CustomerStore:
+    """Profiles, consent, suppressions and tombstones on one pool."""
+
+    def __init__(self, pool: asyncpg.Pool, cipher: FieldCipher | None = None) -> None:
+        self._pool = pool
+        self._cipher = cipher or FieldCipher(None)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def apply_profile_updates(self, writes: Sequence[ProfileWrite]) -> None:
+        """Folds every update in, in one statement (one round trip), plus the address index."""
+        merged: dict[str, dict[str, dict[str, Any]]] = {}
+        index: set[tuple[str, str, str]] = set()
+        for write in writes:
+            fields = update_fields(write.customer_id, write.update, self._cipher)
+            merged[write.customer_id] = _merge(merged.get(write.customer_id, {}), fields)
+            for name, channel in _ADDRESS_FIELDS.items():
+                address = getattr(write.update, name)
+                hashed = address_hash(channel, address) if address else ""
+                if hashed:
+                    index.add((channel, hashed, write.customer_id))
+        if not merged:
+            return
+        ids = list(merged)
+        payloads = [json.dumps(merged[customer_id]) for customer_id in ids]
+        channels, hashes, owners = (list(column) for column in zip(*index, strict=True)) if index else ([], [], [])
+        await self._pool.execute(
+            "WITH upserted AS ("
+            " INSERT INTO eventflow.customers AS c (customer_id, fields)"
+            " SELECT id, f::jsonb FROM unnest($1::text[], $2::text[]) AS u(id, f)"
+            " ON CONFLICT (customer_id) DO UPDATE SET fields = eventflow.merge_fields(c.fields, EXCLUDED.fields),"
+            " updated_at = now() RETURNING 1)"
+            " INSERT INTO eventflow.address_index (channel, address_hash, customer_id)"
+            " SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+            ids, payloads, channels, hashes, owners)
+
+    async def contact_points(self, customer_id: str) -> ContactPoints:
+        """The profile's contact points and settings, decrypted in memory (empty for an unknown customer)."""
+        fields = await self._pool.fetchval("SELECT fields FROM eventflow.customers WHERE customer_id = $1",
+                                           customer_id)
+        return self.contact_points_of(customer_id, json.loads(fields) if isinstance(fields, str) else fields or {})
+
+    def contact_points_of(self, customer_id: str, fields: Mapping[str, Mapping[str, Any]]) -> ContactPoints:
+        values: dict[str, str | None] = {}
+        for name in PROFILE_FIELDS:
+            stored = fields.get(name)
+            if stored is None:
+                values[name] = None
+            elif name in SECRET_FIELDS:
+                values[name] = self._cipher.open(customer_id, name, stored)
+            else:
+                values[name] = str(stored.get("v")) if stored.get("v") is not None else None
+        attributes: dict[str, JsonValue] = {name.removeprefix(_ATTRIBUTE): stored.get("v")
+                                            for name, stored in fields.items() if name.startswith(_ATTRIBUTE)}
+        return ContactPoints(attributes=attributes, **values)
+
+    async def field_names(self, customer_id: str) -> list[str]:
+        """Which profile fields hold a value (for reports: never the values)."""
+        fields = await self._pool.fetchval("SELECT fields FROM eventflow.customers WHERE customer_id = $1",
+                                           customer_id)
+        return sorted(json.loads(fields) if isinstance(fields, str) else fields or {})
+
+    async def forgotten(self, customer_ids: Iterable[str]) -> set[str]:
+        """Which of these customers have a tombstone."""
+        rows = await self._pool.fetch(
+            "SELECT customer_id FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])", list(set(customer_ids)))
+        return {row["customer_id"] for row in rows}
+
+    async def lift_tombstones(self, customer_ids: Iterable[str]) -> None:
+        """Ends these customers' tombstones: an identify event makes a customer known again."""
+        await self._pool.execute("DELETE FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])",
+                                 list(set(customer_ids)))
+
+    async def change_subscription(self, event: CustomerEvent) -> bool:
+        """Applies a ``SubscriptionChanged`` event (per channel; older changes lose); True when it took effect."""
+        channel = str(event.payload.get("channel", "")).lower()
+        if not channel:
+            return False
+        topic = str(event.payload.get("topic") or "")
+        changed_at = datetime.fromisoformat(_stamp_time(event.occurred_at))
+        async with self._pool.acquire() as conn, conn.transaction():
+            applied = await set_consent(conn, event.customer.id, channel, subscribed=bool(event.payload.get("subscribed")),
+                                        source=str(event.payload.get("source") or "event"), changed_at=changed_at,
+                                        topic=topic)
+            if applied and event.payload.get("subscribed") and not topic:
+                # A later opt-in lifts the channel's suppressions of this customer's addresses.
+                await conn.execute(
+                    "DELETE FROM eventflow.suppressions s USING eventflow.address_index a"
+                    " WHERE a.customer_id = $1 AND a.channel = $2 AND s.channel = a.channel"
+                    " AND s.address_hash = a.address_hash AND s.created_at <= $3", event.customer.id, channel, changed_at)
+        return applied
+
+
+class Batcher(Generic[K, V]):
+    """Collects the calls made while one batch is being sent and sends them together.
+
+    The first call schedules a flush on the next turn of the event loop; calls made meanwhile join
+    it. ``flush`` answers the requests in order; each caller gets its own answer (or the batch's
+    exception).
+    """
+
+    def __init__(self, flush: Callable[[list[K]], Awaitable[Sequence[V]]]) -> None:
+        self._flush = flush
+        self._pending: list[tuple[K, asyncio.Future[V]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, request: K) -> V:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[V] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._start)
+        self._pending.append((request, future))
+        return await future
+
+    def _start(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._run(pending))
+        self._tasks.add(task)  # owned until done, so it is never garbage-collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, pending: list[tuple[K, asyncio.Future[V]]]) -> None:
+        try:
+            answers = await self._flush([request for request, _ in pending])
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, who raises it
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), answer in zip(pending, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+
+class CustomerBatcher:
+    """The consumer's view of the store: tombstone checks and profile writes, batched per moment."""
+
+    def __init__(self, store: CustomerStore) -> None:
+        self._store = store
+        self._forgotten = Batcher[str, bool](self._check)
+        self._writes = Batcher[ProfileWrite, None](self._write)
+
+    async def _check(self, ids: list[str]) -> list[bool]:
+        found = await self._store.forgotten(ids)
+        return [customer_id in found for customer_id in ids]
+
+    async def _write(self, writes: list[ProfileWrite]) -> list[None]:
+        await self._store.apply_profile_updates(writes)
+        return [None] * len(writes)
+
+    async def forgotten(self, customer_id: str) -> bool:
+        return await self._forgotten(customer_id)
+
+    async def lift(self, customer_id: str) -> None:
+        await self._store.lift_tombstones([customer_id])
+
+    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
+        await self._writes(ProfileWrite(customer_id, update))
+
+    async def change_subscription(self, event: CustomerEvent) -> None:
+        await self._store.change_subscription(event)

@@ -1,0 +1,236 @@
+"""The delivery ledger in PostgreSQL: one row per notification, leased to one attempt at a time.
+
+`PostgresLedger` is the `activities.ledger.DeliveryLedger` the send activity uses. Every decision
+(already delivered?, opted out?, suppressed?, quiet hours, rolling caps, another attempt's lease)
+and the lease itself are taken in one transaction under a per-customer advisory lock, so sends to
+one customer serialise on the database, however many workers and attempts race, and no Temporal
+call is made. Clock: the database's ``now()``, one clock for every worker.
+
+The uncertain window is exactly "request sent, answer not recorded" (docs/architecture.md, ADR-9):
+`mark_calling` records durably that the lease holder is about to call the provider, immediately
+before the call. A later attempt that finds an expired lease *without* that mark knows nothing
+left, and sends again; only an expired lease *with* the mark is uncertain. `release` gives a lease
+back (an attempt cancelled before its call) without needing Temporal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from activities.ledger import Completion, Reservation, ReserveRequest
+from activities.outcomes import LedgerState, ReserveDecision
+from workflows._calendar import local_day, quiet_window_end
+from workflows._caps import cap_gate
+
+#: A connection of the pool or a plain one.
+Conn = asyncpg.Connection | PoolConnectionProxy
+#: Rolling caps look back this many local days (the widest window, ``month``, plus the day boundary).
+_CAP_LOOKBACK_DAYS = 31
+
+
+@dataclass(frozen=True)
+class _CountedRow:
+    channel: str
+    local_day: str
+    state: LedgerState
+    priority: str
+
+
+@dataclass(frozen=True)
+class SendRow:
+    """One notification as the ledger holds it (for status commands and tests)."""
+
+    idempotency_key: str
+    customer_id: str
+    channel: str
+    state: LedgerState
+    attempts: int
+    lease_attempt: int
+    called: bool
+    provider: str
+    provider_message_id: str | None
+    error_type: str
+    reported: bool
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+class PostgresLedger:
+    """The delivery ledger and preference gate, in the customer store."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def reserve(self, request: ReserveRequest) -> Reservation:
+        """Checks preferences and the ledger and leases the send to the asking attempt, atomically."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", request.customer_id)
+            now: datetime = await conn.fetchval("SELECT now()")
+            row = await conn.fetchrow(
+                "SELECT state, lease_attempt, lease_until, called_at, started_at, provider, provider_message_id,"
+                " reported_at FROM eventflow.sends WHERE idempotency_key = $1", request.idempotency_key)
+            state = LedgerState(row["state"]) if row is not None else None
+            if row is not None and state is LedgerState.DELIVERED:
+                return Reservation(ReserveDecision.DELIVERED, provider=row["provider"],
+                                   provider_message_id=row["provider_message_id"])
+            opted_out = await conn.fetchval(
+                "SELECT state = 'opted_out' FROM eventflow.consent"
+                " WHERE customer_id = $1 AND channel = $2 AND topic = ''", request.customer_id, request.channel)
+            if opted_out:
+                return Reservation(ReserveDecision.OPTED_OUT)
+            if request.address_hash and await conn.fetchval(
+                    "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = $2",
+                    request.channel, request.address_hash):
+                return Reservation(ReserveDecision.SUPPRESSED)
+            if row is not None and state is not LedgerState.FAILED:
+                return await self._renew(conn, request, row, now)
+            quiet_end = quiet_window_end(now, request.timezone, request.quiet_hours)
+            if quiet_end is not None:
+                return Reservation(ReserveDecision.DEFER, not_before=_iso(quiet_end))
+            today = local_day(now, request.timezone)
+            capped = cap_gate(request, await self._counted(conn, request.customer_id, today), now)
+            if capped is not None:
+                return capped
+            await conn.execute(
+                "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, priority,"
+                " attempts, lease_attempt, lease_until, started_at)"
+                " VALUES ($1, $2, $3, 'in_flight', $4, $5, 1, $6, $7, to_timestamp($8))"
+                " ON CONFLICT (idempotency_key) DO UPDATE SET state = 'in_flight', local_day = EXCLUDED.local_day,"
+                " attempts = eventflow.sends.attempts + 1, lease_attempt = EXCLUDED.lease_attempt,"
+                " lease_until = EXCLUDED.lease_until, started_at = EXCLUDED.started_at, called_at = NULL,"
+                " error_type = '', updated_at = now()",
+                request.idempotency_key, request.customer_id, request.channel, date.fromisoformat(today),
+                request.priority, request.attempt, _lease_until(request, now), request.now_epoch_seconds)
+            return Reservation(ReserveDecision.SEND)
+
+    async def _renew(self, conn: Conn, request: ReserveRequest, row: asyncpg.Record,
+                     now: datetime) -> Reservation:
+        """A later attempt (or the same one asking again) for a send reserved before.
+
+        While another attempt's lease runs the answer is ``busy``. After it expired, the earlier
+        attempt's send is uncertain only if it had marked its call (or was recorded uncertain).
+        """
+        same_attempt = request.attempt > 0 and row["lease_attempt"] == request.attempt
+        state = LedgerState(row["state"])
+        if state is LedgerState.IN_FLIGHT and not same_attempt and row["lease_until"] is not None \
+                and now < row["lease_until"]:
+            return Reservation(ReserveDecision.BUSY, not_before=_iso(row["lease_until"]))
+        called = row["called_at"] is not None
+        uncertain = not same_attempt and (state is LedgerState.UNCERTAIN or state is LedgerState.IN_FLIGHT and called)
+        started: datetime | None = row["called_at"] or row["started_at"]
+        await conn.execute(
+            "UPDATE eventflow.sends SET state = 'in_flight', attempts = attempts + $2, lease_attempt = $3,"
+            " lease_until = $4, started_at = to_timestamp($5), called_at = CASE WHEN $6 THEN called_at END,"
+            " updated_at = now() WHERE idempotency_key = $1",
+            request.idempotency_key, 0 if same_attempt else 1, request.attempt, _lease_until(request, now),
+            request.now_epoch_seconds, same_attempt)
+        return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
+                           previous_started_epoch_seconds=started.timestamp() if started else 0.0)
+
+    @staticmethod
+    async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:
+        since = date.fromisoformat(today) - timedelta(days=_CAP_LOOKBACK_DAYS)
+        rows = await conn.fetch(
+            "SELECT channel, local_day, state, priority FROM eventflow.sends"
+            " WHERE customer_id = $1 AND local_day >= $2", customer_id, since)
+        return [_CountedRow(r["channel"], r["local_day"].isoformat(), LedgerState(r["state"]), r["priority"])
+                for r in rows]
+
+    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
+        """Records that ``attempt`` is about to call the provider; False when it no longer holds the lease.
+
+        Written (and committed) immediately before the request leaves, so a crash before this point
+        leaves a send that a later attempt may make without doubt.
+        """
+        marked = await self._pool.fetchval(
+            "UPDATE eventflow.sends SET called_at = now(), updated_at = now()"
+            " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+            " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt)
+        return bool(marked)
+
+    async def release(self, idempotency_key: str, attempt: int) -> None:
+        """Gives the lease back without a call (an attempt cancelled or stopped before calling)."""
+        await self._pool.execute(
+            "UPDATE eventflow.sends SET state = 'retrying', lease_until = NULL, updated_at = now()"
+            " WHERE idempotency_key = $1 AND state = 'in_flight' AND lease_attempt = $2 AND called_at IS NULL",
+            idempotency_key, attempt)
+
+    async def complete(self, completion: Completion) -> None:
+        """Records what came of a reserved send; a fenced-out attempt's late non-delivery is ignored."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
+            await conn.execute(
+                "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, attempts,"
+                " lease_attempt, provider, provider_message_id, error_type)"
+                " VALUES ($1, $2, $3, $4, (now() AT TIME ZONE 'UTC')::date, 1, $5, $6, $7, $8)"
+                " ON CONFLICT (idempotency_key) DO UPDATE SET state = EXCLUDED.state,"
+                " error_type = EXCLUDED.error_type,"
+                " provider = COALESCE(NULLIF(EXCLUDED.provider, ''), eventflow.sends.provider),"
+                " provider_message_id = COALESCE(EXCLUDED.provider_message_id, eventflow.sends.provider_message_id),"
+                " lease_until = CASE WHEN EXCLUDED.state = 'in_flight' THEN eventflow.sends.lease_until END,"
+                " updated_at = now()"
+                " WHERE eventflow.sends.state <> 'delivered' AND (EXCLUDED.state = 'delivered' OR $5 = 0"
+                " OR eventflow.sends.lease_attempt = 0 OR eventflow.sends.lease_attempt = $5)",
+                completion.idempotency_key, completion.customer_id, completion.channel, completion.outcome.value,
+                completion.attempt, completion.provider, completion.provider_message_id, completion.error_type)
+            if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
+                await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
+                                  source="provider", changed_at=None)
+
+    async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
+        """Whether a provider report (webhook) was seen for the send, and the message id it carried."""
+        row = await self._pool.fetchrow(
+            "SELECT reported_at IS NOT NULL AS reported, provider_message_id FROM eventflow.sends"
+            " WHERE idempotency_key = $1", idempotency_key)
+        return (bool(row["reported"]), row["provider_message_id"]) if row is not None else (False, None)
+
+    async def send(self, idempotency_key: str) -> SendRow | None:
+        """One notification's row, or None."""
+        row = await self._pool.fetchrow("SELECT * FROM eventflow.sends WHERE idempotency_key = $1", idempotency_key)
+        return _send_row(row) if row is not None else None
+
+    async def sends_of(self, customer_id: str) -> Sequence[SendRow]:
+        """Every notification of one customer, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM eventflow.sends WHERE customer_id = $1 ORDER BY created_at, idempotency_key", customer_id)
+        return [_send_row(row) for row in rows]
+
+
+def _send_row(row: asyncpg.Record) -> SendRow:
+    return SendRow(row["idempotency_key"], row["customer_id"], row["channel"], LedgerState(row["state"]),
+                   row["attempts"], row["lease_attempt"], row["called_at"] is not None, row["provider"],
+                   row["provider_message_id"], row["error_type"], row["reported_at"] is not None)
+
+
+def _lease_until(request: ReserveRequest, now: datetime) -> datetime | None:
+    return now + timedelta(seconds=request.lease_seconds) if request.lease_seconds > 0 else None
+
+
+async def set_consent(conn: Conn, customer_id: str, channel: str, *, subscribed: bool, source: str,
+                      changed_at: datetime | None, topic: str = "") -> bool:
+    """Records a consent change unless a later one is already recorded; True when it took effect.
+
+    Every change that takes effect is appended to the audit trail.
+    """
+    state = "opted_in" if subscribed else "opted_out"
+    applied = await conn.fetchval(
+        "INSERT INTO eventflow.consent (customer_id, channel, topic, state, source, changed_at)"
+        " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))"
+        " ON CONFLICT (customer_id, channel, topic) DO UPDATE SET state = EXCLUDED.state,"
+        " source = EXCLUDED.source, changed_at = EXCLUDED.changed_at"
+        " WHERE eventflow.consent.changed_at <= EXCLUDED.changed_at RETURNING true",
+        customer_id, channel, topic, state, source, changed_at)
+    if applied:
+        await conn.execute(
+            "INSERT INTO eventflow.consent_audit (customer_id, channel, topic, state, source, changed_at)"
+            " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()))", customer_id, channel, topic, state, source,
+            changed_at)
+    return bool(applied)
+
