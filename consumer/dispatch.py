@@ -13,6 +13,7 @@ identify event ends it.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 from temporalio.client import Client
 from temporalio.common import (
@@ -32,7 +33,7 @@ from consumer.tombstones import Tombstones
 from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
 from workflows.preferences_client import record_profile_update, record_subscription_change
-from workflows.profile import journey_event, profile_update_of
+from workflows.profile import ProfileUpdate, journey_event, profile_update_of
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 JOURNEY_ID = SearchAttributeKey.for_keyword("JourneyId")
@@ -69,25 +70,59 @@ class Outcome(StrEnum):
     FORGOTTEN = "forgotten"
 
 
-class Dispatcher:
-    """Turns `Action`s into Temporal calls on one client."""
+class CustomerState(Protocol):
+    """Where the consumer checks tombstones and writes profiles and consent: the customer store
+    (`store.CustomerBatcher`, batched per moment) or, before it, per-customer Temporal workflows."""
+
+    async def forgotten(self, customer_id: str) -> bool: ...
+
+    async def lift(self, customer_id: str) -> None: ...
+
+    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None: ...
+
+    async def change_subscription(self, event: CustomerEvent) -> None: ...
+
+
+class TemporalCustomerState:
+    """Customer state in ``CustomerPreferences`` and ``CustomerTombstone`` workflows (the pre-store layout)."""
 
     def __init__(self, client: Client, task_queue: str) -> None:
         self._client = client
         self._task_queue = task_queue
         self._tombstones = Tombstones(client)
 
+    async def forgotten(self, customer_id: str) -> bool:
+        return await self._tombstones.forgotten_id(customer_id)
+
+    async def lift(self, customer_id: str) -> None:
+        await self._tombstones.lift_id(customer_id)
+
+    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
+        await record_profile_update(self._client, customer_id, update, self._task_queue)
+
+    async def change_subscription(self, event: CustomerEvent) -> None:
+        await record_subscription_change(self._client, event, self._task_queue)
+
+
+class Dispatcher:
+    """Turns `Action`s into Temporal calls on one client, and customer state into the store's writes."""
+
+    def __init__(self, client: Client, task_queue: str, customers: CustomerState | None = None) -> None:
+        self._client = client
+        self._task_queue = task_queue
+        self._customers = customers if customers is not None else TemporalCustomerState(client, task_queue)
+
     async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
         try:
             if isinstance(action, StartJourney):
-                if await self._tombstones.forgotten(event):
+                if await self._customers.forgotten(event.customer.id):
                     return Outcome.FORGOTTEN
                 return await self._start(journey_event(event), action)
             if isinstance(action, UpdateProfile):
                 return await self._update_profile(event, action)
             if isinstance(action, UpdatePreferences):
-                await record_subscription_change(self._client, event, self._task_queue)
+                await self._customers.change_subscription(event)
                 return Outcome.PREFERENCES_UPDATED
             return await self._signal(journey_event(event), action)
         except RPCError as exc:
@@ -97,12 +132,12 @@ class Dispatcher:
 
     async def _update_profile(self, event: CustomerEvent, action: UpdateProfile) -> Outcome:
         if action.identify:
-            await self._tombstones.lift(event)
-        elif await self._tombstones.forgotten(event):
+            await self._customers.lift(event.customer.id)
+        elif await self._customers.forgotten(event.customer.id):
             return Outcome.FORGOTTEN
         update = profile_update_of(event)
         if update is not None:
-            await record_profile_update(self._client, event.customer.id, update, self._task_queue)
+            await self._customers.update_profile(event.customer.id, update)
         return Outcome.PREFERENCES_UPDATED
 
     async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:

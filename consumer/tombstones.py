@@ -45,6 +45,26 @@ class Tombstones:
         self._remember(event.event_id, answer)
         return answer
 
+    async def forgotten_id(self, customer_id: str) -> bool:
+        """Whether ``customer_id`` has a running tombstone (asked every time)."""
+        handle = self._client.get_workflow_handle(tombstone_workflow_id(customer_id))
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return False
+        return description.status is WorkflowExecutionStatus.RUNNING
+
+    async def lift_id(self, customer_id: str) -> None:
+        """Ends ``customer_id``'s tombstone, if any."""
+        handle = self._client.get_workflow_handle(tombstone_workflow_id(customer_id))
+        try:
+            await handle.terminate(reason=_LIFTED_REASON)
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+
     async def lift(self, event: CustomerEvent) -> None:
         """Ends the customer's tombstone, if any: an identify event makes the customer known again."""
         handle = self._client.get_workflow_handle(tombstone_workflow_id(event.customer.id))

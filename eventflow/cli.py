@@ -39,7 +39,7 @@ def _consume(_: argparse.Namespace) -> int:
     process = load_consumer()  # every consumer setting is validated before anything starts
     logs.configure(process.core.log_format)
     with tracing.started(tracing.load_tracing_settings(), "eventflow-consumer"):
-        asyncio.run(run_consumer(process.core, catalog=process.catalog))
+        asyncio.run(run_consumer(process.core, catalog=process.catalog, database=process.database))
     return 0
 
 

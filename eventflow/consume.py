@@ -8,7 +8,7 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
-from consumer.dispatch import Dispatcher
+from consumer.dispatch import CustomerState, Dispatcher
 from consumer.metrics import ConsumerMetrics
 from consumer.routes import EventRoutes
 from consumer.service import ConsumerService
@@ -18,9 +18,10 @@ from consumer.catalog_routes import follow_catalog
 from consumer.handler import EventRouter
 from consumer.service import BackgroundTask
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from core.settings import CatalogSettings, Settings
+from core.settings import CatalogSettings, DatabaseSettings, Settings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
+from store import CustomerBatcher, CustomerStore, FieldCipher, database_check, open_store
 from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
@@ -30,7 +31,8 @@ log = structlog.get_logger(__name__)
 
 
 async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
-                         stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None) -> ConsumerService:
+                         stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None,
+                         customers: CustomerState | None = None) -> ConsumerService:
     """A consumer service with its Temporal client, decoder, router and dead-letter producer.
 
     Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
@@ -60,14 +62,18 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer,
         decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
-        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue),
+        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue, customers),
         metrics=ConsumerMetrics(registry), background=background,
     )
 
 
 async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
-                       catalog: CatalogSettings | None = None) -> None:
-    """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints."""
+                       catalog: CatalogSettings | None = None, database: DatabaseSettings | None = None) -> None:
+    """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints.
+
+    With a ``database``, profiles, consent and tombstones are read and written in the customer
+    store, batched; without, in per-customer Temporal workflows (the pre-store layout).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,12 +94,18 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
             attributes.append(search_attributes_check(await connect(settings.temporal), settings.temporal.namespace))
         return await attributes[0]()
 
-    readiness = all_of({
+    pool = await open_store(database) if database is not None else None
+    checks = {
         "consumer": consuming,
         "kafka": kafka_check(settings.kafka.client_config()),
         "temporal": temporal_check(lambda: connect(settings.temporal)),
         "search_attributes": search_attributes,
-    })
+    }
+    customers: CustomerState | None = None
+    if pool is not None:
+        checks["database"] = database_check(pool)
+        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring())))
+    readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.
     ops = OpsServer(registry, readiness, port=settings.metrics_port) if settings.metrics_port else None
@@ -101,7 +113,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         await ops.start()
     try:
         try:
-            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog))
+            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog, customers=customers))
         except StartupStopped:
             log.info("consumer_stopped_while_starting")
             return
@@ -109,3 +121,5 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     finally:
         if ops is not None:
             await ops.stop()
+        if pool is not None:
+            await pool.close()
