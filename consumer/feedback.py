@@ -30,6 +30,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
+from store.feedback import StoreFeedback
 from core.errors import EventflowError
 from workflows.address_book import (
     CONTACT_SEEN_SIGNAL,
@@ -119,16 +120,19 @@ class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.applied = Counter("eventflow_feedback_records_total",
                                "Feedback records the consumer applied, by kind (report, keyword) and result "
-                               "(applied, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
+                               "(applied, duplicate, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
 
 
 class FeedbackApplier:
     """Applies one `FeedbackMessage` to Temporal; idempotent, so a redelivered record is harmless."""
 
-    def __init__(self, client: Client, task_queue: str, metrics: FeedbackMetrics | None = None) -> None:
+    def __init__(self, client: Client, task_queue: str, metrics: FeedbackMetrics | None = None, *,
+                 store: StoreFeedback | None = None) -> None:
+        """``store``: the customer store; without it, reports and keywords go to per-customer workflows."""
         self._client = client
         self._task_queue = task_queue
         self._metrics = metrics or FeedbackMetrics(CollectorRegistry())
+        self._store = store
 
     async def apply(self, message: FeedbackMessage) -> None:
         if message.report is not None:
@@ -141,16 +145,18 @@ class FeedbackApplier:
         if not report.customer_id or not report.idempotency_key:
             self._metrics.applied.labels("report", "unmatched").inc()
             return
+        if self._store is not None:
+            if not await self._store.report(feedback):
+                self._metrics.applied.labels("report", "duplicate").inc()
+                return
+            await self._signal_journey(report)
+            self._metrics.applied.labels("report", "applied").inc()
+            return
         await self._client.start_workflow(
             CustomerPreferences.run, PreferencesInput(report.customer_id),
             id=preferences_workflow_id(report.customer_id), task_queue=self._task_queue,
             start_signal=DELIVERY_REPORT_SIGNAL, start_signal_args=[feedback])
-        if report.workflow_id:
-            try:
-                await self._client.get_workflow_handle(report.workflow_id).signal(DELIVERY_SIGNAL, report)
-            except RPCError as err:
-                if err.status is not RPCStatusCode.NOT_FOUND:
-                    raise
+        await self._signal_journey(report)
         if report.channel in _KEYWORD_CHANNELS and feedback.address_hash and report.outcome in _SEEN_OUTCOMES:
             await self._client.start_workflow(
                 AddressContacts.run, AddressInput(report.channel, feedback.address_hash),
@@ -158,7 +164,20 @@ class FeedbackApplier:
                 start_signal=CONTACT_SEEN_SIGNAL, start_signal_args=[ContactSeen(report.customer_id)])
         self._metrics.applied.labels("report", "applied").inc()
 
+    async def _signal_journey(self, report: DeliveryReport) -> None:
+        """The sending journey hears of late failures (it may fall back to another channel)."""
+        if report.workflow_id:
+            try:
+                await self._client.get_workflow_handle(report.workflow_id).signal(DELIVERY_SIGNAL, report)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+
     async def _keyword(self, keyword: ContactKeyword) -> None:
+        if self._store is not None:
+            applied = await self._store.keyword(keyword)
+            self._metrics.applied.labels("keyword", "applied" if applied else "duplicate").inc()
+            return
         await self._client.start_workflow(
             AddressContacts.run, AddressInput(keyword.channel, keyword.address_hash),
             id=address_workflow_id(keyword.channel, keyword.address_hash), task_queue=self._task_queue,

@@ -10,6 +10,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
+from store import open_store
+from store.feedback import StoreFeedback
 from core.http import OpsServer, all_of, kafka_check
 from core.settings import WebhooksProcessSettings
 from core.temporal_client import connect
@@ -110,6 +112,13 @@ async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, 
     state["feedback"] = "running"
     metrics = FeedbackMetrics(registry)
     hooks = settings.webhooks
+    pool = await open_store(settings.database)
+    store = StoreFeedback(pool) if pool is not None else None
     consumer = FeedbackConsumer(settings.kafka.client_config(), hooks.feedback_topic, hooks.feedback_group,
-                                FeedbackApplier(client, settings.temporal.task_queue, metrics), metrics=metrics)
-    await consumer.run(stop)
+                                FeedbackApplier(client, settings.temporal.task_queue, metrics, store=store),
+                                metrics=metrics)
+    try:
+        await consumer.run(stop)
+    finally:
+        if pool is not None:
+            await pool.close()

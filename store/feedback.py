@@ -1,0 +1,98 @@
+"""Provider reports and inbound keywords applied to the customer store.
+
+A delivery report marks its send's row as reported (which settles an uncertain send, see
+`store.ledger`), moves the send's outcome only forward, and suppresses the address when the report
+says so. An inbound STOP suppresses the address on its channel for every customer; START lifts it.
+Each report id applies once; a keyword older (by the provider's own time) than the last one
+applied to the address is refused, so a captured START replayed after a later STOP changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from activities.outcomes import DeliveryOutcome
+from workflows.suppression import (
+    ContactKeyword,
+    DeliveryFeedback,
+    KeywordAction,
+    SuppressionReason,
+    outcome_rank,
+    suppression_reason,
+)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.now(UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class StoreFeedback:
+    """Applies `DeliveryFeedback` and `ContactKeyword` in single transactions; idempotent."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def report(self, feedback: DeliveryFeedback) -> bool:
+        """Applies one report; False when its report id was applied before."""
+        report = feedback.report
+        async with self._pool.acquire() as conn, conn.transaction():
+            if report.report_id and not await conn.fetchval(
+                    "INSERT INTO eventflow.provider_reports (report_id, idempotency_key) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING true", report.report_id, report.idempotency_key):
+                return False
+            row = await conn.fetchrow("SELECT outcome FROM eventflow.sends WHERE idempotency_key = $1 FOR UPDATE",
+                                      report.idempotency_key)
+            if row is not None:
+                moved = outcome_rank(report.outcome) > outcome_rank(row["outcome"] or "")
+                await conn.execute(
+                    "UPDATE eventflow.sends SET reported_at = COALESCE(reported_at, now()),"
+                    " provider_message_id = COALESCE(provider_message_id, NULLIF($2, '')),"
+                    " outcome = CASE WHEN $3 THEN $4 ELSE outcome END,"
+                    " outcome_at = CASE WHEN $3 THEN $5 ELSE outcome_at END, updated_at = now()"
+                    " WHERE idempotency_key = $1", report.idempotency_key, report.provider_message_id, moved,
+                    DeliveryOutcome(report.outcome).value, _instant(report.at))
+            reason = suppression_reason(report)
+            if reason is not None and feedback.address_hash:
+                await conn.execute(
+                    "INSERT INTO eventflow.suppressions (channel, address_hash, reason, report_id, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", report.channel, feedback.address_hash,
+                    reason.value, report.report_id, _instant(report.at))
+        return True
+
+    async def keyword(self, keyword: ContactKeyword) -> bool:
+        """Applies one STOP/START; False for a repeat or a keyword older than the last applied."""
+        at = _instant(keyword.at)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
+                               f"{keyword.channel}:{keyword.address_hash}")
+            last = await conn.fetchrow(
+                "SELECT last_at, last_report_id FROM eventflow.keyword_changes WHERE channel = $1 AND address_hash = $2",
+                keyword.channel, keyword.address_hash)
+            if last is not None and (at < last["last_at"] or keyword.report_id and
+                                     keyword.report_id == last["last_report_id"]):
+                return False
+            if keyword.action is KeywordAction.HELP:
+                return True
+            await conn.execute(
+                "INSERT INTO eventflow.keyword_changes (channel, address_hash, last_at, last_report_id)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (channel, address_hash) DO UPDATE"
+                " SET last_at = EXCLUDED.last_at, last_report_id = EXCLUDED.last_report_id",
+                keyword.channel, keyword.address_hash, at, keyword.report_id)
+            match keyword.action:
+                case KeywordAction.OPT_OUT:
+                    await conn.execute(
+                        "INSERT INTO eventflow.suppressions (channel, address_hash, reason, report_id, created_at)"
+                        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel, address_hash) DO UPDATE"
+                        " SET reason = EXCLUDED.reason, report_id = EXCLUDED.report_id,"
+                        " created_at = EXCLUDED.created_at", keyword.channel, keyword.address_hash,
+                        SuppressionReason.STOP.value, keyword.report_id, at)
+                case KeywordAction.OPT_IN:
+                    await conn.execute("DELETE FROM eventflow.suppressions WHERE channel = $1 AND address_hash = $2",
+                                       keyword.channel, keyword.address_hash)
+        return True
