@@ -18,6 +18,7 @@ from devstack import DevstackError, Stack
 from core import logs, tracing
 from core.errors import EventflowError
 from eventflow.commands import customers as customers_cli
+from eventflow.commands import db as db_cli
 from core.settings import load_consumer, load_settings, load_worker, markdown_table
 from eventflow.commands import schemas as events_cli
 from eventflow.commands import journeys as journeys_cli
@@ -208,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
-    for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register):
+    for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register,
+                     db_cli.register):
         register(commands)
     return parser
 
