@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
+from core.vocabulary import CHANNELS
+
 #: Every scope a cap may name: a channel, or all channels together.
 ALL_CHANNELS = "all"
-CHANNELS = ("email", "sms", "whatsapp")
 SCOPES = (*CHANNELS, ALL_CHANNELS)
 #: Slots each priority level keeps free for the levels above it, unless configured otherwise.
 DEFAULT_RESERVE = 1

@@ -26,6 +26,7 @@ from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
 from core.errors import ConfigError
+from core.vocabulary import CHANNELS
 from core.settings import (
     ChannelSettings,
     DevStackSettings,
@@ -35,7 +36,6 @@ from core.settings import (
     WorkerSettings,
 )
 
-CHANNELS = ("email", "sms", "whatsapp")
 DEV_MODE = ChannelSettings.variable("dev_mode")
 
 
@@ -107,7 +107,7 @@ def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
                        twilio: TwilioSettings) -> dict[str, float]:
     """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas."""
     rates: dict[str, float] = {}
-    for channel in ("email", "sms", "whatsapp"):
+    for channel in CHANNELS:
         match channels.provider(channel):
             case "sendgrid":
                 rates[channel] = sendgrid.rate_per_second

@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 from pydantic_settings.sources.utils import parse_env_vars
 
 from core.codec import Keyring, KeyringError
+from core.vocabulary import CHANNELS
 from core.errors import ConfigError
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
@@ -88,7 +89,7 @@ def _quiet_hours(value: str) -> str:
     return value
 
 
-_CAP_GROUP = r"\s*(email|sms|whatsapp|all)\s*:\s*(day|week|month)\s*=\s*\d+(\s*,\s*(day|week|month)\s*=\s*\d+)*\s*"
+_CAP_GROUP = r"\s*(" + "|".join((*CHANNELS, "all")) + r")\s*:\s*(day|week|month)\s*=\s*\d+(\s*,\s*(day|week|month)\s*=\s*\d+)*\s*"
 _CAPS = re.compile(rf"^({_CAP_GROUP}(;{_CAP_GROUP})*)?;?\s*$")
 
 

@@ -21,6 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from activities.contact import sample_template_view
 from core.settings import JourneySettings
+from core.vocabulary import CHANNELS
 from journeys._caps import caps_problems, with_journey_defaults
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
@@ -46,7 +47,6 @@ from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
-CHANNELS = ("email", "sms", "whatsapp")
 #: Top-level names a template or an expression over the journey's own event can use.
 #: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
 _DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-#: Every channel a journey can send on.
-CHANNELS: tuple[str, ...] = ("email", "sms", "whatsapp")
+from core.vocabulary import CHANNELS
+
+__all__ = ["CHANNELS", "SEND_QUEUE_PER_CHANNEL_PATCH", "send_task_queue"]
 
 #: Patch id of journeys that schedule each send on its channel's own task queue.
 SEND_QUEUE_PER_CHANNEL_PATCH = "send-queue-per-channel"

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
+from core.vocabulary import CHANNELS
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,
@@ -50,7 +51,7 @@ _ROUTES: Mapping[str, tuple[RequestKind, str]] = {
     TWILIO_STATUS_PATH: (RequestKind.TWILIO_STATUS, TWILIO),
     TWILIO_INBOUND_PATH: (RequestKind.TWILIO_INBOUND, TWILIO),
 }
-_CHANNELS = frozenset({"email", "sms", "whatsapp"})
+_CHANNELS = frozenset(CHANNELS)
 
 
 class WebhookMetrics:

@@ -1,0 +1,47 @@
+"""Each vocabulary is defined once in `core.vocabulary`; what cannot import it is held to it here."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from activities.caps import ALL_CHANNELS, SCOPES
+from core.settings import ChannelSettings
+from core.vocabulary import ADDRESS_FIELD, CHANNELS, ChannelName
+from journeys.loader import SCHEMA_PATH
+from workflows.queues import send_task_queue
+
+_CHANNEL_WORDS = re.compile(r"\(((?:email|sms|whatsapp|all)(?:\|(?:email|sms|whatsapp|all))*)\)")
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def test_the_journey_schema_names_exactly_the_vocabulary_channels() -> None:
+    schema = json.loads(Path(SCHEMA_PATH).read_text())
+    enums = [value for key, value in _walk(schema) if key == "enum" and "email" in value]
+    assert enums, "the schema lists channels somewhere"
+    for listed in enums:
+        assert set(listed) - {ALL_CHANNELS} == set(CHANNELS), listed
+    patterns = [value for key, value in _walk(schema) if key == "pattern" and "email" in value]
+    for pattern in patterns:
+        for group in _CHANNEL_WORDS.findall(pattern):
+            assert set(group.split("|")) - {ALL_CHANNELS} == set(CHANNELS), pattern
+
+
+def test_caps_scopes_queues_settings_and_addresses_derive_from_the_vocabulary() -> None:
+    assert SCOPES == (*CHANNELS, ALL_CHANNELS)
+    assert len({send_task_queue("q", channel) for channel in CHANNELS}) == len(CHANNELS)
+    assert set(ADDRESS_FIELD) == set(ChannelName)
+    for channel in CHANNELS:
+        assert ChannelSettings().provider(channel)
