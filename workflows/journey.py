@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from temporalio import workflow
 
@@ -342,6 +342,10 @@ class JourneyWorkflow:
                 self._note(step.id, record.outcome)
                 if record.status == "failed" and step.on_failure is OnWebhookFailure.EXIT:
                     self._exit_reason = f"webhook {step.id} failed: {record.error_type}"
+            case WebhookStep():
+                pass  # histories from before webhook steps ran: the step did nothing then
+            case _:
+                assert_never(step)  # a new step type must be handled here (mypy checks it)
         return steps.following[step.id]
 
     # --- step helpers ---------------------------------------------------------------------
