@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import structlog
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from temporalio import activity
@@ -36,6 +37,8 @@ from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async
 from core import tracing
 from core.logs import mask_contact_details
+
+log = structlog.get_logger(__name__)
 
 SEND_NOTIFICATION = "send_notification"
 #: The error type of an attempt that gave its lease back without calling the provider (retryable).
@@ -308,7 +311,14 @@ class NotificationActivities:
             # does not have to guess.
             try:
                 result = await call
-            except (RetryableSendError, PermanentSendError):
+            except RetryableSendError as exc:
+                # The provider's answer is known: record it, so the next attempt does not count it uncertain.
+                state = LedgerState.UNCERTAIN if exc.delivery_uncertain else LedgerState.RETRYING
+                await self._complete(notification, state, SendResult(SendStatus.FAILED, exc.provider), attempt)
+                raise asyncio.CancelledError from None
+            except PermanentSendError as exc:
+                await self._complete(notification, LedgerState.FAILED, SendResult(SendStatus.FAILED, exc.provider),
+                                     attempt, error_type=exc.error_type)
                 raise asyncio.CancelledError from None
             await self._complete(notification, LedgerState.DELIVERED, result, attempt)
             raise
@@ -416,3 +426,12 @@ async def _heartbeating(call: Awaitable[T], interval_seconds: float) -> T:
                 activity.heartbeat()
     finally:
         task.cancel()
+        # An outcome nobody awaits any more (this wait was cancelled) is read here, not dropped as
+        # "Future exception was never retrieved".
+        task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.debug("abandoned_call_failed", error_type=type(error).__name__)
