@@ -19,6 +19,7 @@ COPY requirements.lock ./
 RUN /opt/eventflow/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY core ./core
+COPY store ./store
 COPY eventflow ./eventflow
 COPY devstack ./devstack
 COPY events ./events

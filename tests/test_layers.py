@@ -9,11 +9,12 @@ own package and the packages below it, never one above, and no package needs an 
 3. ``activities`` -- channels and the send activity (and template rendering)
 4. ``journeys``   -- the journey model: definitions, steps, expressions, routing, validation
 5. ``workflows``  -- the interpreter, sending, preferences and the worker's registrations
-6. ``consumer``   -- everything that reads or writes Kafka: the bridge, feedback, the catalog topic
-7. ``devstack``   -- local Kafka and Temporal servers for development and tests
-8. ``eventflow``  -- the roof: every process (consume, worker, webhooks, codec server, demo) and
+6. ``store``      -- the customer store in PostgreSQL: profiles, consent, suppressions, the send ledger
+7. ``consumer``   -- everything that reads or writes Kafka: the bridge, feedback, the catalog topic
+8. ``devstack``   -- local Kafka, Temporal and PostgreSQL servers for development and tests
+9. ``eventflow``  -- the roof: every process (consume, worker, webhooks, codec server, demo) and
    every command line (``eventflow.cli`` and ``eventflow.commands``)
-9. ``bench``      -- the benchmark, which drives the processes
+10. ``bench``     -- the benchmark, which drives the processes
 
 Imports inside functions count like any other, so a circle cannot hide in one.
 """
@@ -25,7 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "events", "activities", "journeys", "workflows", "consumer", "devstack", "eventflow", "bench")
+LAYERS = ("core", "events", "activities", "journeys", "workflows", "store", "consumer", "devstack", "eventflow",
+          "bench")
 
 
 def layer_of(module: str) -> str:
