@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from journeys import loader
+from journeys import _yaml
 from journeys._yaml import load_located
 from journeys.model import SNAPSHOT_FORMAT, SnapshotFormatError, decode_snapshot
 from journeys.steps import (STEP_CLASSES, BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnCap, QuietHours,
@@ -150,7 +151,7 @@ def test_the_loader_resolves_listener_keys_into_typed_steps_without_touching_the
         read.append(document)
         return document
 
-    monkeypatch.setattr(loader, "load_located", keeping)
+    monkeypatch.setattr(_yaml, "load_located", keeping)
     snapshot = compile_journey(tmp_path, LISTENING)
 
     (wait,) = decode_snapshot(snapshot).steps
