@@ -48,7 +48,7 @@ def test_providers_are_chosen_per_channel_with_secrets_from_files(tmp_path: Path
     channels = build_channels(environ)
     assert isinstance(channels["email"], SendGridChannel)
     assert isinstance(channels["whatsapp"], TwilioChannel)
-    assert isinstance(channels["sms"], OutboxChannel)
+    assert isinstance(channels["sms"], UnavailableChannel)  # no provider, not dev mode: fails closed
     assert channels["email"]._config.api_key == "SG.from-file"
 
 
