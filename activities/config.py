@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from activities.caps import CapSet, CapSpecError
 from activities.channels import Channel
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
-from activities.outbox import OutboxChannel
+from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
@@ -125,14 +125,19 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channe
 def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio: TwilioSettings, *,
                   outbox: Path, status_callback_base_url: str = "") -> dict[str, Channel]:
     """The channels of validated settings; ``outbox`` is the outbox channel's file; Twilio asks for
-    status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set."""
-    outbox_channel = OutboxChannel(outbox)
+    status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set.
+
+    A channel without a provider is the outbox only in development mode; otherwise it is an
+    `UnavailableChannel`, whose sends fail as ``ChannelUnavailable`` (fail closed at run time too:
+    a journey published live on it after start-up sends nothing in clear to a file).
+    """
+    outbox_channel: Channel = OutboxChannel(outbox)
     built: dict[str, Channel] = {}
     if channels.email_provider == "sendgrid":
         built["email"] = SendGridChannel(sendgrid_config(sendgrid, channels),
                                          TokenBucket(sendgrid.rate_per_second, sendgrid.burst))
     else:
-        built["email"] = outbox_channel
+        built["email"] = _unserved("email", channels, outbox_channel)
     twilio_kinds = [kind for kind in ("sms", "whatsapp") if channels.provider(kind) == "twilio"]
     if twilio_kinds:
         client = TwilioClient(twilio_config(twilio, channels, status_callback_base_url=status_callback_base_url))
@@ -141,8 +146,15 @@ def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio:
         for kind in twilio_kinds:
             built[kind] = TwilioChannel(client, kind, bucket)
     for kind in ("sms", "whatsapp"):
-        built.setdefault(kind, outbox_channel)
+        if kind not in built:
+            built[kind] = _unserved(kind, channels, outbox_channel)
     return built
+
+
+def _unserved(kind: str, channels: ChannelSettings, outbox_channel: Channel) -> Channel:
+    if channels.dev_mode:
+        return outbox_channel
+    return UnavailableChannel(kind, ChannelSettings.variable(f"{kind}_provider"))
 
 
 def dev_mode(environ: Mapping[str, str] | None = None) -> bool:

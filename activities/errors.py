@@ -79,12 +79,19 @@ class ProviderAuthError(PermanentSendError):
     error_type = "ProviderAuthFailed"
 
 
+class ChannelUnavailableError(PermanentSendError):
+    """No provider serves the channel outside development mode: the message is not written anywhere."""
+
+    error_type = "ChannelUnavailable"
+
+
 #: Every permanent error type, for ``RetryPolicy.non_retryable_error_types``.
 PERMANENT_ERROR_TYPES: tuple[str, ...] = (
     PermanentSendError.error_type,
     InvalidAddressError.error_type,
     RecipientUnsubscribedError.error_type,
     ProviderAuthError.error_type,
+    ChannelUnavailableError.error_type,
     "ChannelNotConfigured",
     "MissingAddress",
     "TemplateRenderError",

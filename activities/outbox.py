@@ -1,7 +1,9 @@
 """The development channel: appends each message to a JSON Lines file instead of calling a provider.
 
 It honours idempotency keys like a real provider would: a key it has written before is reported
-as a duplicate and not written again.
+as a duplicate and not written again. Outside development mode a channel without a provider is
+`UnavailableChannel` instead: its sends fail (``failed:ChannelUnavailable``) and nothing is written,
+so a journey published live on such a channel cannot leave messages in clear on a pod's disk.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from activities.channels import OutgoingMessage
+from activities.errors import ChannelUnavailableError
 from activities.notifications import SendResult
 from activities.outcomes import SendStatus
 
@@ -59,6 +62,25 @@ class OutboxChannel:
             if message.idempotency_key in self._written:
                 return SendResult(status=SendStatus.DUPLICATE, provider=self.name,
                                   provider_message_id=message.idempotency_key)
+        return None
+
+
+class UnavailableChannel:
+    """A channel no provider serves, outside development mode: every send fails permanently."""
+
+    name = "unavailable"
+    reconciles = False
+    call_timeout_seconds = 1.0
+
+    def __init__(self, channel: str, variable: str) -> None:
+        self._channel = channel
+        self._variable = variable
+
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        raise ChannelUnavailableError(f"no provider serves {self._channel} ({self._variable} is unset or outbox, and "
+                                      "development mode is off): the message was not sent", provider=self.name)
+
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         return None
 
 

@@ -21,13 +21,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
+from activities.config import CHANNELS, channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from core.http import OpsServer, all_of, temporal_check
 from store import CustomerStore, FieldCipher, PostgresLedger, database_check, open_store
-from core.settings import CatalogSettings, ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
+from core.settings import (
+    CatalogSettings,
+    ChannelSettings,
+    ConsumerSettings,
+    Settings,
+    WorkerProcessSettings,
+    WorkerSettings,
+    worker_settings_from,
+)
 from core.temporal_client import build_runtime, connect
 from eventflow.commands.temporal_setup import search_attributes_check
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
@@ -105,27 +113,70 @@ def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]
     return frozenset(used)
 
 
+def unserved_channels(definition: JourneyDefinition, channels: ChannelSettings) -> tuple[str, ...]:
+    """The channels ``definition`` sends on that no provider serves outside development mode."""
+    if channels.dev_mode:
+        return ()
+    return tuple(sorted(c for c in journey_channels([definition]) & set(CHANNELS) if channels.provider(c) == "outbox"))
+
+
+class CatalogChannelCheck:
+    """Refuses catalog journeys that send on a channel without a provider (outside development mode).
+
+    A worker cannot stop the consumer from starting a published journey, and failing start-up on
+    one would let a single publish stop every worker. So each such journey version is refused
+    once: logged (``catalog_journey_refused``) and counted
+    (``eventflow_catalog_invalid_entries_total{reason="channel_unserved"}``); its sends on that
+    channel fail as ``ChannelUnavailable`` (`activities.outbox.UnavailableChannel`), never reaching a file.
+    """
+
+    REASON = "channel_unserved"
+
+    def __init__(self, channels: ChannelSettings, metrics: CatalogMetrics) -> None:
+        self._channels = channels
+        self._metrics = metrics
+        self._refused: set[tuple[str, int]] = set()
+        metrics.invalid_entries.labels(self.REASON)
+
+    def __call__(self, catalog: Catalog) -> None:
+        """Logs and counts every newly refused journey version (the follower's ``on_change``)."""
+        self.refused(catalog)
+
+    def refused(self, catalog: Catalog) -> list[str]:
+        """Logs and counts every newly refused journey version; returns the ids of all refused now."""
+        refused: list[str] = []
+        for definition in catalog.definitions(*JourneyState):
+            unserved = unserved_channels(definition, self._channels)
+            if not unserved:
+                continue
+            refused.append(definition.id)
+            if (definition.id, definition.version) in self._refused:
+                continue
+            self._refused.add((definition.id, definition.version))
+            self._metrics.invalid_entries.labels(self.REASON).inc()
+            log.error("catalog_journey_refused", journey_id=definition.id, version=definition.version,
+                      channels=list(unserved), reason=self.REASON,
+                      hint=f"set {', '.join(ChannelSettings.variable(f'{c}_provider') for c in unserved)}; "
+                           "its sends on these channels fail as ChannelUnavailable")
+        return refused
+
+
 async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorRegistry) -> CatalogFollower | None:
     """With the catalog source kafka: the catalog read to its end, followed to re-check channels on change.
 
     Instances run their start input's snapshot (steps and templates), so the worker needs the
-    definitions only to check, failing closed, that no journey sends on a channel it serves from the outbox.
+    definitions only to refuse, failing closed, journeys that send on a channel no provider serves
+    (`CatalogChannelCheck`).
     """
     if process.catalog.source != "kafka":
         return None
     if process.kafka is None:
         raise ConfigError(CatalogSettings.variable("source"), "kafka needs the Kafka settings (KAFKA_BOOTSTRAP_SERVERS)")
-    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, metrics=CatalogMetrics(registry))
-    await follower.load(process.catalog.startup_timeout_seconds)
-
-    def recheck(catalog: Catalog) -> None:
-        try:
-            check_channels(journey_channels(catalog.definitions(*JourneyState)), process.channels)
-        except ConfigError as exc:
-            # A running worker cannot refuse a published journey; it says so loudly instead.
-            log.error("catalog_journey_channel_unserved", error=str(exc))
-
-    follower.on_change = recheck
+    metrics = CatalogMetrics(registry)
+    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, metrics=metrics)
+    check = CatalogChannelCheck(process.channels, metrics)
+    check(await follower.load(process.catalog.startup_timeout_seconds))
+    follower.on_change = check
     return follower
 
 
@@ -138,14 +189,15 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
             worker's own are read from the process environment.
 
     Raises:
-        ConfigError: before connecting, when a channel the journeys use is served by the outbox
-            outside development mode (see `activities.config.check_providers`).
+        ConfigError: before connecting, when a channel the journey files use is served by the
+            outbox outside development mode (see `activities.config.check_providers`); catalog
+            journeys on such a channel are refused instead (`CatalogChannelCheck`).
     """
     process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
     registry = registry or CollectorRegistry()
     follower = await _catalog_follower(process, registry)
-    check_channels(journey_channels(load_all(process.journeys.journeys_dir) if follower is None
-                                    else follower.catalog.definitions(*JourneyState)), process.channels)
+    if follower is None:  # journeys from files are part of the release: a missing provider stops it
+        check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
                              status_callback_base_url=process.webhook_url.public_url)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +31,19 @@ HEADER_PREFIX = "ce_"
 CONTENT_TYPE = "content-type"
 #: Attributes every CloudEvent has (spec 1.0).
 REQUIRED = ("specversion", "id", "source", "type")
+#: The one CloudEvents version read; any other is dead-lettered (a 2.0 may mean anything).
+SPEC_VERSION = "1.0"
+#: Attributes the spec types as String (or URI, timestamp): JSON strings in structured mode, never numbers.
+STRING_ATTRIBUTES = frozenset({*REQUIRED, "datacontenttype", "dataschema", "subject", "time"})
+
+_NAME = re.compile(r"[a-z0-9]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_FIRST_SEGMENT = re.compile(r"[^/?#]*:")
+_URI_CHARACTERS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"(?:[^"\\]|\\.)*"))*[ \t]*')
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
 
 
 class Mode(StrEnum):
@@ -88,7 +103,8 @@ def read(headers: Iterable[tuple[str, str | bytes | None]], value: bytes) -> Clo
 
     Raises:
         MissingFieldError: a required attribute (``specversion``, ``id``, ``source``, ``type``) is missing.
-        InvalidEventError: a header is not UTF-8, or a structured value is not a JSON object.
+        InvalidEventError: a header is not UTF-8, a structured value is not a JSON object, or an
+            attribute breaks CloudEvents 1.0 (see `check`).
     """
     pairs = list(headers)
     mode = mode_of(pairs)
@@ -106,10 +122,64 @@ def read(headers: Iterable[tuple[str, str | bytes | None]], value: bytes) -> Clo
         event = CloudEvent(Mode.BINARY, attributes, value)
     else:
         event = _structured(value)
-    for name in REQUIRED:
-        if not event.attributes.get(name):
-            raise MissingFieldError(f"CloudEvent attribute {name!r} is missing ({event.mode} mode)", value)
+    check(event, value)
     return event
+
+
+def check(event: CloudEvent, value: bytes) -> None:
+    """Checks the context attributes against CloudEvents 1.0 exactly; ``value`` goes into the error.
+
+    Raises:
+        MissingFieldError: a required attribute is missing.
+        InvalidEventError: an attribute breaks its type (the spec version is not ``1.0``; an empty
+            id, type or subject; a source that is no URI-reference; a time that is no RFC 3339
+            timestamp; a data schema that is no URI; a content type that is no RFC 2046 media type;
+            an attribute name that is not lower-case letters and digits).
+    """
+    attributes = event.attributes
+    for name in REQUIRED:
+        if name not in attributes:
+            raise MissingFieldError(f"CloudEvent attribute {name!r} is missing ({event.mode} mode)", value)
+    if attributes["specversion"] != SPEC_VERSION:
+        raise InvalidEventError(f"CloudEvent specversion {attributes['specversion'][:40]!r} is not supported "
+                                f"(only {SPEC_VERSION!r})", value)
+    for name in attributes:
+        if not _NAME.fullmatch(name):
+            raise InvalidEventError(f"CloudEvent attribute name {name[:40]!r} is not lower-case letters and digits",
+                                    value)
+    for name in ("id", "type", "source", "subject", "datacontenttype", "dataschema", "time"):
+        if name in attributes and not attributes[name]:
+            raise InvalidEventError(f"CloudEvent attribute {name!r} is empty ({event.mode} mode)", value)
+    if not _is_uri_reference(attributes["source"]):
+        raise InvalidEventError(f"CloudEvent source {attributes['source'][:80]!r} is not a URI-reference", value)
+    schema = attributes.get("dataschema")
+    if schema is not None and not (_is_uri_reference(schema) and _SCHEME.match(schema)):
+        raise InvalidEventError(f"CloudEvent dataschema {schema[:80]!r} is not an absolute URI", value)
+    content_type = attributes.get("datacontenttype")
+    if content_type is not None and not _MEDIA_TYPE.fullmatch(content_type):
+        raise InvalidEventError(f"CloudEvent datacontenttype {content_type[:80]!r} is not a media type", value)
+    time = attributes.get("time")
+    if time is not None and not _is_timestamp(time):
+        raise InvalidEventError(f"CloudEvent time {time[:40]!r} is not an RFC 3339 timestamp", value)
+
+
+def _is_uri_reference(text: str) -> bool:
+    """RFC 3986 URI-reference: allowed characters only, whole percent escapes, a valid scheme if any."""
+    if not _URI_CHARACTERS.fullmatch(text) or _BROKEN_ESCAPE.search(text):
+        return False
+    first = _FIRST_SEGMENT.match(text)
+    # A colon in the first segment makes it a scheme, and then it must be one.
+    return first is None or _SCHEME.match(text) is not None
+
+
+def _is_timestamp(text: str) -> bool:
+    if not _TIMESTAMP.fullmatch(text):
+        return False
+    try:
+        dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
 
 
 def _structured(value: bytes) -> CloudEvent:
@@ -118,8 +188,18 @@ def _structured(value: bytes) -> CloudEvent:
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidEventError(f"structured CloudEvent is not JSON: {str(exc)[:200]}", value) from exc
     envelope = checked_object(parsed, value)
-    attributes = {k: v if isinstance(v, str) else json.dumps(v) for k, v in envelope.items()
-                  if k not in ("data", "data_base64") and v is not None}
+    attributes: dict[str, str] = {}
+    for name, member in envelope.items():
+        if name in ("data", "data_base64") or member is None:  # a JSON null is an absent attribute
+            continue
+        if isinstance(member, str):
+            attributes[name] = member
+        elif name in STRING_ATTRIBUTES or not isinstance(member, bool | int):
+            # Only extensions may be a Boolean or an Integer; no attribute is a float, an object or an array.
+            raise InvalidEventError(f"structured CloudEvent attribute {name[:40]!r} is a JSON "
+                                    f"{type(member).__name__}, not a string", value)
+        else:
+            attributes[name] = json.dumps(member)
     data: bytes | JsonValue = envelope.get("data")
     if "data_base64" in envelope:
         try:

@@ -15,7 +15,7 @@ from journeys._yaml import DocPath, LocatedDocument
 from journeys.event_schemas import EventCatalogue
 from journeys.paths import lookup
 from journeys.samples import sample_event_context
-from journeys.schema_types import literal_problems, moved_hint
+from journeys.schema_types import SourceSample, literal_problems, moved_hint
 
 #: The names an expression or key may start with.
 CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
@@ -104,7 +104,24 @@ def check_expression(report: Report, where: DocPath, source: str, sample: Mappin
         report.add(where, f"expression {source!r}: {problem}")
 
 
+#: Contact points: a key on one would put an address into workflow ids, visibility, logs and traces.
+CONTACT_POINTS = ("email", "phone", "whatsapp")
+CONTACT_POINT_KEYS = frozenset(f"customer.{name}" for name in CONTACT_POINTS)
+
+
 def check_key(report: Report, where: DocPath, key: str, sample: Mapping[str, Any], event_type: str) -> None:
+    """A key (entry, listener or goal) must name a field of ``event_type`` and never a contact point.
+
+    The contact check needs no sample: it also holds for event types the validator cannot see.
+    """
+    moved = sample.moved.get(key) if isinstance(sample, SourceSample) else None
+    if key in CONTACT_POINT_KEYS or (moved is not None and moved in CONTACT_POINT_KEYS):
+        via = f" (the source maps it to {moved})" if moved is not None else ""
+        report.add(where, f"key {key!r} is a contact point{via}: it would put an address into workflow ids, "
+                          "logs and traces; key on an id (e.g. payload.order_id)")
+        return
+    if not sample:
+        return
     problem = path_problem(sample, key.split("."), CONTEXT_ROOTS - {"journey"})
     if problem:
         report.add(where, f"key {key!r} in {event_type}: {problem}")

@@ -297,7 +297,7 @@ def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str,
             sample = sample_for(event_type, known_events)
             if body.get("when") and sample:
                 check_expression(report, (*path, kind, "when"), body["when"], sample, CONTEXT_ROOTS - {"journey"})
-            if body.get("key") and sample:
+            if body.get("key"):
                 check_key(report, (*path, kind, "key"), body["key"], sample, event_type)
         if kind == "branch":
             for index, case in enumerate(body["cases"]):
@@ -373,7 +373,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     key_path = entry.get("key")
     if rule is EntryRule.ONCE_PER_KEY and not key_path:
         report.add(("entry",), "entry rule once_per_key needs a key (e.g. payload.order_id)")
-    if key_path and trigger_sample:
+    if key_path:
         check_key(report, ("entry", "key"), key_path, trigger_sample, trigger)
     exits: list[Listener] = []
     for index, item in enumerate(raw.get("exit") or ()):

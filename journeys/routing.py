@@ -2,7 +2,7 @@
 
 Workflow IDs are deterministic functions of the journey, the customer and (per entry rule) the
 instance key or the event id, so a redelivered event maps to the same ID and Temporal rejects
-the second start. See docs/architecture.md, "Workflow ID scheme".
+the second start. See docs/architecture.md, "Workflow ID scheme" and "Identifiers".
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.ids import join_id
 from events.model import CustomerEvent
 from journeys import expressions
 from journeys.model import EntryRule, JourneyDefinition
@@ -39,13 +40,12 @@ Action = StartJourney | SignalJourney
 
 
 def instance_id(journey_id: str, customer_id: str, rule: EntryRule, key: str | None, event_id: str) -> str:
-    """The deterministic workflow ID of one journey instance."""
-    base = f"journey:{journey_id}:{customer_id}"
+    """The deterministic workflow ID of one journey instance; distinct parts give distinct IDs (`core.ids`)."""
     if rule is EntryRule.ONCE_PER_KEY:
-        return f"{base}:{key}"
+        return join_id("journey", journey_id, customer_id, str(key))
     if rule is EntryRule.EVERY_TIME:
-        return f"{base}:event:{event_id}"
-    return base
+        return join_id("journey", journey_id, customer_id, "event", event_id)
+    return join_id("journey", journey_id, customer_id)
 
 
 class Router:

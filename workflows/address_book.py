@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from core.ids import join_id
     from workflows.preferences import preferences_workflow_id
     from workflows.suppression import CONTACT_KEYWORD_SIGNAL, ContactKeyword, KeywordAction
 
@@ -28,7 +29,7 @@ _MAX_CHANGES_PER_RUN = 500
 
 def address_workflow_id(channel: str, address_hash: str) -> str:
     """The workflow id of one hashed address on one channel."""
-    return f"address:{channel}:{address_hash}"
+    return join_id("address", channel, address_hash)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ In this order, so nothing new starts while the rest is removed:
 1. start the customer's tombstone (`workflows.tombstone`): from now on the consumer starts no
    journey and records no profile for the id until an identify event ends it;
 2. end the customer's running journeys, found in visibility by the ``CustomerId`` search
-   attribute every journey is started with, and delete every execution of them and every run of
+   attribute every journey is started with (any id the consumer accepts, quotes and backslashes
+   included: see `eventflow.commands._visibility`), and delete every execution of them and every run of
    the customer's preferences workflow (profile, opt-outs, delivery ledger) with
    DeleteWorkflowExecution, so their histories are gone and not merely closed. The server
    terminates a running workflow before deleting it. Terminate, not cancel: a cancelled journey
@@ -36,6 +37,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import EventflowError
+from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
 from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
 from workflows.tombstone import CustomerTombstone, TombstoneInput, tombstone_workflow_id
 
@@ -44,14 +46,14 @@ _REASON = "customer forgotten (eventflow customers forget)"
 
 
 class InvalidCustomerIdError(EventflowError):
-    """A customer id that cannot be put into a visibility query safely.
+    """A customer id no event can carry (the consumer refuses an empty ``customer.id``).
 
     Attributes:
         customer_id: the id given.
     """
 
     def __init__(self, customer_id: str) -> None:
-        super().__init__(f"customer id {customer_id!r} is empty or contains a quote or backslash")
+        super().__init__(f"customer id {customer_id!r} is empty")
         self.customer_id = customer_id
 
 
@@ -100,7 +102,7 @@ class ForgetReport:
 
 async def forget_customer(client: Client, *, customer_id: str, task_queue: str) -> ForgetReport:
     """Forgets one customer (see the module docstring); safe to run again for the same id."""
-    if not customer_id or any(c in customer_id for c in "'\"\\"):
+    if not customer_id:
         raise InvalidCustomerIdError(customer_id)
     report = ForgetReport(customer_id, tombstone_workflow_id(customer_id))
     await client.start_workflow(
@@ -114,8 +116,8 @@ async def forget_customer(client: Client, *, customer_id: str, task_queue: str) 
 
 
 async def _forget_journeys(client: Client, customer_id: str, report: ForgetReport) -> None:
-    async for execution in client.list_workflows(f"CustomerId = '{customer_id}' AND WorkflowType = 'Journey'"):
-        if execution.run_id in report._runs_seen:
+    async for execution in client.list_workflows(customer_filter(customer_id, "Journey")):
+        if not is_customer(execution, customer_id) or execution.run_id in report._runs_seen:
             continue
         report._runs_seen.add(execution.run_id)
         running = execution.status is WorkflowExecutionStatus.RUNNING
@@ -136,8 +138,8 @@ async def _forget_preferences(client: Client, customer_id: str, report: ForgetRe
         report.profile_fields = state.profile.field_names()
         report.channel_preferences = len(state.channels)
         report.ledger_entries = len(state.ledger)
-    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        if execution.run_id in report._runs_seen:
+    async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
+        if not is_workflow(execution, workflow_id) or execution.run_id in report._runs_seen:
             continue
         report._runs_seen.add(execution.run_id)
         await _delete(client, execution.id, execution.run_id, report,

@@ -110,15 +110,15 @@ async def _status_lines(customer_id: str) -> list[str]:
 
     from core.settings import load_settings
     from core.temporal_client import connect
+    from eventflow.commands._visibility import customer_filter, is_customer
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
     outcomes = await _delivery_outcomes(client, customer_id)
-    escaped = customer_id.replace("\\", "\\\\").replace("'", "\\'")
     lines: list[str] = []
-    async for execution in client.list_workflows(f"CustomerId = '{escaped}'"):
-        if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+    async for execution in client.list_workflows(customer_filter(customer_id)):
+        if not is_customer(execution, customer_id) or execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
             continue
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status.name.lower() if execution.status else "unknown"

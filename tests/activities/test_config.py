@@ -8,16 +8,31 @@ import pytest
 
 from activities.config import build_channels, check_providers, send_policy
 from activities.email_sendgrid import SendGridChannel
-from activities.outbox import OutboxChannel
+from activities.channels import OutgoingMessage
+from activities.errors import PERMANENT_ERROR_TYPES, ChannelUnavailableError
+from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.sms_twilio import TwilioChannel
 from core.errors import ConfigError
 from core.settings import check_unknown
 
 
-def test_outbox_is_the_default_for_every_channel(tmp_path: Path) -> None:
-    channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl")})
+def test_outbox_is_the_default_for_every_channel_in_dev_mode(tmp_path: Path) -> None:
+    channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl"), "EVENTFLOW_DEV_MODE": "true"})
     assert {name: type(c) for name, c in channels.items()} == {
         "email": OutboxChannel, "sms": OutboxChannel, "whatsapp": OutboxChannel}
+
+
+async def test_outside_dev_mode_a_channel_without_provider_fails_its_sends_and_writes_nothing(tmp_path: Path) -> None:
+    outbox = tmp_path / "o.jsonl"
+    channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(outbox), "EVENTFLOW_EMAIL_PROVIDER": "sendgrid",
+                               "SENDGRID_API_KEY": "SG.k", "EVENTFLOW_EMAIL_FROM": "shop@example.com"})
+    assert {name: type(c) for name, c in channels.items()} == {
+        "email": SendGridChannel, "sms": UnavailableChannel, "whatsapp": UnavailableChannel}
+    with pytest.raises(ChannelUnavailableError, match="EVENTFLOW_SMS_PROVIDER") as failed:
+        await channels["sms"].deliver(OutgoingMessage(channel="sms", to="+4915112345678", subject=None, body="hi",
+                                                      idempotency_key="k"))
+    assert failed.value.error_type == "ChannelUnavailable" and "ChannelUnavailable" in PERMANENT_ERROR_TYPES
+    assert not outbox.exists()
 
 
 def test_providers_are_chosen_per_channel_with_secrets_from_files(tmp_path: Path) -> None:
@@ -33,7 +48,7 @@ def test_providers_are_chosen_per_channel_with_secrets_from_files(tmp_path: Path
     channels = build_channels(environ)
     assert isinstance(channels["email"], SendGridChannel)
     assert isinstance(channels["whatsapp"], TwilioChannel)
-    assert isinstance(channels["sms"], OutboxChannel)
+    assert isinstance(channels["sms"], UnavailableChannel)  # no provider, not dev mode: fails closed
     assert channels["email"]._config.api_key == "SG.from-file"
 
 

@@ -26,13 +26,14 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from temporalio.client import Client
 
+from consumer.dead_letter import parse_dead_letter_headers
 from consumer.dispatch import Dispatcher, Outcome
 from consumer.routes import Route
 from events.config import build_record_decoder
 from events.model import CustomerEvent
 from journeys.loader import load_all
 from tests.events.shop import HERE, shop_journeys
-from tests.harness import Bridge, eventually, start_bridge
+from tests.harness import Bridge, eventually, read_topic, start_bridge
 from workflows.preferences_client import preferences_state
 
 class CountingDispatcher(Dispatcher):
@@ -159,3 +160,51 @@ async def test_cloudevents_in_binary_and_structured_mode_each_trigger_a_journey(
         assert mail["to"] == f"{mode}@ship.example"
         assert mail["subject"] == f"Shipment s-{mode}-{unique} is on its way"
     assert dispatcher.calls == Counter({"ShipmentDispatched": 4})  # a profile update and a start each
+
+
+def _binary(attributes: dict[str, str], data: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    headers = [(f"ce_{name}", value.encode()) for name, value in attributes.items()]
+    return json.dumps(data).encode(), [*headers, ("content-type", b"application/json")]
+
+
+def _structured(envelope: dict[str, Any]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    return json.dumps(envelope).encode(), [("content-type", b"application/cloudevents+json")]
+
+
+async def test_cloudevents_that_break_the_1_0_spec_are_dead_lettered_with_the_reason_and_start_nothing(
+        shop: tuple[Bridge, CountingDispatcher], kafka_config: dict[str, str], unique: str) -> None:
+    bridge, dispatcher = shop
+
+    def attributes(case: str, **changes: str) -> dict[str, str]:
+        return {"specversion": "1.0", "type": "com.shop.shipping.dispatched", "source": "/shipping",
+                "id": f"ce-{case}-{unique}", "subject": f"cust-{case}-{unique}", "time": "2026-03-03T08:00:00Z",
+                **changes}
+
+    def data(case: str) -> dict[str, Any]:
+        return {"shipment_id": f"s-{case}-{unique}", "carrier": "DHL", "recipient_email": f"{case}@ship.example"}
+
+    bad = {
+        "binary 2.0": _binary(attributes("b20", specversion="2.0"), data("b20")),
+        "structured banana": _structured({**attributes("banana", specversion="banana"), "data": data("banana")}),
+        "time": _binary(attributes("time", time="yesterday"), data("time")),
+        "source": _binary(attributes("source", source="not a uri"), data("source")),
+        "number": _structured({**attributes("number"), "id": 42, "data": data("number")}),
+    }
+    reasons = {"binary 2.0": "specversion '2.0' is not supported", "structured banana": "specversion 'banana'",
+               "time": "not an RFC 3339 timestamp", "source": "not a URI-reference",
+               "number": "'id' is a JSON int, not a string"}
+    producer = Producer(kafka_config)
+    for value, headers in bad.values():
+        producer.produce(bridge.topic, key=unique, value=value, headers=headers)
+    good_value, good_headers = _binary(attributes("good"), data("good"))
+    producer.produce(bridge.topic, key=unique, value=good_value, headers=good_headers)
+    assert producer.flush(30) == 0
+
+    await eventually(lambda: len(sent_to(bridge, unique)) == 1, message="the valid CloudEvent's email")
+    dead = read_topic(kafka_config, f"{bridge.topic}.dlq", expected=len(bad))
+    found = [parse_dead_letter_headers(record.headers()) for record in dead]
+    assert [h["error_type"] for h in found] == ["InvalidEventError"] * len(bad)
+    for (case, reason), header in zip(reasons.items(), found, strict=True):
+        assert reason in header["error_message"], (case, header["error_message"])
+    assert [m["workflow_id"] for m in sent_to(bridge, unique)] == [f"journey:shipped:cust-good-{unique}:s-good-{unique}"]
+    assert dispatcher.calls == Counter({"ShipmentDispatched": 2})  # the valid event's profile update and start only

@@ -106,6 +106,8 @@ def test_goal_events_are_routed_to_the_instance_by_its_key(tmp_path: Path) -> No
      "unknown event type 'OrderShiped'"),
     (MEASURED.replace("payload.carrier == 'UPS'", "payload.carier == 'UPS'"), "filter:", "has no field 'carier'"),
     (MEASURED.replace("  within: 3d\n", "  within: 3 days\n"), "within: 3 days", "does not match"),
+    (MEASURED.replace("  within: 3d\n", "  within: 3d\n  key: customer.email\n"), "key: customer.email",
+     "key 'customer.email' is a contact point"),
     (MEASURED.replace("holdout_percent: 10", "holdout_percent: 80"), "holdout_percent", "maximum"),
     (MEASURED.replace("rule: once_per_key", "rule: every_time"), "rule: every_time", "every_time journeys cannot"),
     (MEASURED.replace("goal:\n  event: OrderShipped\n  filter: \"payload.carrier == 'UPS'\"\n  within: 3d\n  after: hello\n",

@@ -114,3 +114,11 @@ def test_a_wait_for_condition_is_checked_against_its_source_schema(shop: Path) -
 def test_contact_fields_live_on_the_customer_not_in_the_payload(shop: Path) -> None:
     path = _set_filter(shop, "payload.buyer.email != null")
     assert _messages(shop) == [f"{path}:5: expression 'payload.buyer.email != null': payload.buyer has no field 'email' (the source moves it to customer.email)"]
+
+
+def test_a_key_on_a_field_the_source_maps_to_a_contact_point_is_rejected_with_file_and_line(shop: Path) -> None:
+    path = shop / "definitions" / "big_order.yaml"
+    path.write_text(path.read_text().replace("key: payload.order_id", "key: payload.buyer.email"))
+    assert _messages(shop) == [f"{path}:8: key 'payload.buyer.email' is a contact point (the source maps it to "
+                               "customer.email): it would put an address into workflow ids, logs and traces; key on "
+                               "an id (e.g. payload.order_id)"]

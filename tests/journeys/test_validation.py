@@ -116,6 +116,14 @@ def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
     (GOOD.replace("send: {channel: sms, template: note}", "send: {channel: fax, template: note}"),
      "channel: fax", "'fax' is not one of"),
     (GOOD.replace("key: payload.order_id", "key: payload.order"), "key: payload.order", "has no field 'order'"),
+    (GOOD.replace("key: payload.order_id", "key: customer.email"), "key: customer.email",
+     "key 'customer.email' is a contact point"),
+    (GOOD.replace("key: payload.order_id", "key: customer.phone"), "key: customer.phone",
+     "key 'customer.phone' is a contact point"),
+    (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    key: customer.whatsapp"),
+     "key: customer.whatsapp", "key 'customer.whatsapp' is a contact point"),
+    (GOOD + "  - id: w\n    wait_for: {event: OrderShipped, timeout: 1d, key: customer.email}\n", "key: customer.email",
+     "key 'customer.email' is a contact point"),
     (GOOD + "  - id: ab\n    split:\n      variants:\n        - {name: A, percent: 60, steps: []}\n"
             "        - {name: B, percent: 60, steps: []}\n", "variants:", "must add up to 100"),
     (GOOD.replace("rule: once_per_key", "rule: every_time"), "rule: every_time", "every_time journeys cannot react"),
@@ -134,6 +142,14 @@ def test_problems_name_the_file_and_line(tmp_path: Path, broken: str, needle: st
     assert message in first.message, first
     assert first.line == _line(broken, needle), (str(first), needle)
     assert str(first).startswith(f"{first.file}:{first.line}: ")
+
+
+def test_a_contact_key_is_rejected_even_on_an_event_type_the_validator_cannot_see(tmp_path: Path) -> None:
+    broken = GOOD.replace("event: PurchaseCompleted", "event: SomethingElse").replace("key: payload.order_id",
+                                                                                     "key: customer.email")
+    messages = [(p.line, p.message) for p in _problems(tmp_path, broken)]
+    assert any(line == _line(broken, "key: customer.email") and "'customer.email' is a contact point" in message
+               for line, message in messages), messages
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

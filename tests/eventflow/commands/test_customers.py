@@ -100,6 +100,36 @@ async def _exists(client: Client, workflow_id: str) -> bool:
     return True
 
 
-async def test_an_id_that_cannot_be_queried_safely_is_refused(temporal_client: Client) -> None:
+async def test_an_empty_id_is_refused(temporal_client: Client) -> None:
     with pytest.raises(InvalidCustomerIdError):
-        await forget_customer(temporal_client, customer_id="x' OR CustomerId != '", task_queue="unused")
+        await forget_customer(temporal_client, customer_id="", task_queue="unused")
+
+
+async def test_every_id_the_consumer_accepts_can_be_forgotten_and_only_that_customer_is(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        provider: ProviderStub) -> None:
+    # Quotes, a backslash, a double quote, an injection attempt; and a bystander whose id is what the
+    # server's quote stripping would turn the first id into.
+    odd = [f"'{unique}'", f"x' OR CustomerId != '{unique}", f'back\\slash"{unique}', f"tab\t{unique}"]
+    bystander = unique
+    async with running(kafka_config, temporal_client, topic, tmp_path, unique, provider) as run:
+        await run.bridge.publish(*(shipped(customer, 1, carrier="slow") for customer in [*odd, bystander]))
+        for customer in [*odd, bystander]:
+            await eventually(lambda c=customer: _waiting(temporal_client, wait_id(c)), message=f"{customer!r} waiting")
+        await eventually(lambda: _visible(temporal_client, bystander), message="the bystander in visibility")
+        for customer in odd:
+            await eventually(lambda c=customer: _listed(temporal_client, run.bridge.task_queue, wait_id(c)), message=f"{customer!r} listed")
+
+        for customer in odd:
+            report = await forget_customer(temporal_client, customer_id=customer, task_queue=run.bridge.task_queue)
+            assert report.journeys_ended == [wait_id(customer)], customer
+            assert report.executions_deleted >= 1, report
+        for customer in odd:
+            await eventually(lambda c=customer: _gone(temporal_client, wait_id(c)), message=f"{customer!r} deleted")
+            await eventually(lambda c=customer: _gone(temporal_client, preferences_workflow_id(c)),
+                             message=f"{customer!r} preferences deleted")
+        assert await _waiting(temporal_client, wait_id(bystander)), "the bystander's journey runs on"
+
+
+async def _listed(client: Client, task_queue: str, workflow_id: str) -> bool:
+    return [w.id async for w in client.list_workflows(f"TaskQueue = '{task_queue}'") if w.id == workflow_id] != []
