@@ -369,6 +369,7 @@ class DevStackSettings(SettingsGroup):
     kafka_port: Port = env("EVENTFLOW_DEV_KAFKA_PORT", 19092, "Dev stack Kafka port (controller uses port+1).")
     temporal_port: Port = env("EVENTFLOW_DEV_TEMPORAL_PORT", 7233, "Dev stack Temporal frontend port.")
     temporal_ui_port: Port = env("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233, "Dev stack Temporal Web UI port.")
+    postgres_port: Port = env("EVENTFLOW_DEV_POSTGRES_PORT", 15432, "Dev stack PostgreSQL port (the customer store).")
     cache_dir: Path | None = env("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and "
                                  "logs, and the default outbox; default $XDG_CACHE_HOME/eventflow.")
     xdg_cache_home: Path | None = env("XDG_CACHE_HOME", None,
@@ -380,6 +381,11 @@ class DevStackSettings(SettingsGroup):
             return self.cache_dir.expanduser()
         base = self.xdg_cache_home.expanduser() if self.xdg_cache_home else Path.home() / ".cache"
         return base / "eventflow"
+
+
+def dev_database_url(port: int) -> str:
+    """The DSN of a local dev-stack PostgreSQL on ``port`` (role, password and database all ``eventflow``)."""
+    return f"postgresql://eventflow:eventflow@127.0.0.1:{port}/eventflow"
 
 
 # -- schema registry and event encodings ------------------------------------------------------------
@@ -958,7 +964,7 @@ __all__ = [
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
-    "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "check_value", "dev_database_url", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
     "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
     "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",
