@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-PACKAGES := eventflow devstack events journeys consumer workflows activities bench tests
+PACKAGES := eventflow devstack events journeys consumer workflows activities store bench tests
 # Every dependency, with hashes: requirements-dev.lock for the venv (runtime + test tools),
 # requirements.lock for the image (runtime). `make lock` re-resolves both after editing pyproject.toml.
 DEV_LOCK := requirements-dev.lock

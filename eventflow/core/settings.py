@@ -388,6 +388,43 @@ def dev_database_url(port: int) -> str:
     return f"postgresql://eventflow:eventflow@127.0.0.1:{port}/eventflow"
 
 
+# -- customer store ---------------------------------------------------------------------------------
+
+class StoreSettings(SettingsGroup):
+    """The customer store: the PostgreSQL server and the bounds of each process's connection pool."""
+
+    concern: ClassVar[str] = "store"
+
+    database_url: SecretStr | None = env("EVENTFLOW_DATABASE_URL", None,
+                                         "PostgreSQL DSN of the customer store "
+                                         "(`postgresql://user:password@host:5432/eventflow`); unset means the local "
+                                         "dev stack's.")
+    pool_min_size: NonNegativeInt = env("EVENTFLOW_DATABASE_POOL_MIN_SIZE", 1,
+                                        "Connections each process's pool keeps open.")
+    pool_max_size: PositiveInt = env("EVENTFLOW_DATABASE_POOL_MAX_SIZE", 10,
+                                     "Connections each process's pool opens at most.")
+    statement_timeout_seconds: PositiveFloat = env("EVENTFLOW_DATABASE_STATEMENT_TIMEOUT_SECONDS", 5.0,
+                                                   "Server-side bound on every statement (`statement_timeout`).")
+    command_timeout_seconds: PositiveFloat = env("EVENTFLOW_DATABASE_COMMAND_TIMEOUT_SECONDS", 10.0,
+                                                 "Client-side bound on one database call; at least the statement "
+                                                 "timeout, so the server cancels a slow statement first.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        url = self.database_url.get_secret_value() if self.database_url else None
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            # The value is a secret (it may hold a password): the message does not repeat it.
+            raise ConfigError(self.variable("database_url"), "must be a postgresql:// DSN")
+        if self.pool_min_size > self.pool_max_size:
+            raise ConfigError(self.variable("pool_min_size"),
+                              f"must not exceed {self.variable('pool_max_size')} ({self.pool_max_size})")
+        if self.command_timeout_seconds < self.statement_timeout_seconds:
+            raise ConfigError(self.variable("command_timeout_seconds"),
+                              f"must be at least {self.variable('statement_timeout_seconds')} "
+                              f"({self.statement_timeout_seconds:g})")
+        return self
+
+
 # -- schema registry and event encodings ------------------------------------------------------------
 
 class SchemaRegistrySettings(SettingsGroup):
@@ -750,6 +787,8 @@ class ToolSettings:
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
+    #: The customer store (`eventflow db migrate` and the commands that read customers).
+    store: StoreSettings = dataclass_field(default_factory=StoreSettings)
 
 
 @dataclass(frozen=True)
@@ -808,6 +847,7 @@ def _checked(environ: Mapping[str, str] | None, dev_defaults: bool) -> Mapping[s
         return env
     dev = DevStackSettings.load(env)
     return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}", "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
+            StoreSettings.variable("database_url"): dev_database_url(dev.postgres_port),
             **{name: value for name, value in env.items() if value}}
 
 
@@ -870,7 +910,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
                         tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                        webhook_steps=WebhookStepSettings.load(env))
+                        webhook_steps=WebhookStepSettings.load(env), store=StoreSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,
@@ -961,7 +1001,8 @@ __all__ = [
     "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
     "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
-    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
+    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "StoreSettings", "SubjectStrategy",
+    "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
     "check_value", "dev_database_url", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",

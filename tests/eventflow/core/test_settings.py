@@ -21,8 +21,10 @@ from eventflow.core.settings import (
     SubjectStrategy,
     TemporalSettings,
     TwilioSettings,
+    StoreSettings,
     load_consumer,
     load_settings,
+    load_tools,
     load_worker,
     markdown_table,
     variables,
@@ -55,6 +57,20 @@ def test_an_unknown_eventflow_variable_is_an_error() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings({"EVENTFLOW_MAX_INFLIGHT": "10"})
     assert raised.value.variable == "EVENTFLOW_MAX_INFLIGHT"
+
+
+def test_the_store_defaults_to_the_dev_stack_and_checks_its_bounds() -> None:
+    store = load_tools({}).store
+    assert store.database_url is not None
+    assert store.database_url.get_secret_value() == "postgresql://eventflow:eventflow@127.0.0.1:15432/eventflow"
+    assert StoreSettings.load({}).database_url is None, "without the dev defaults there is no store"
+    for environ, variable in (({"EVENTFLOW_DATABASE_URL": "mysql://u:hunter2@h/db"}, "EVENTFLOW_DATABASE_URL"),
+                              ({"EVENTFLOW_DATABASE_POOL_MIN_SIZE": "11"}, "EVENTFLOW_DATABASE_POOL_MIN_SIZE"),
+                              ({"EVENTFLOW_DATABASE_COMMAND_TIMEOUT_SECONDS": "1"},
+                               "EVENTFLOW_DATABASE_COMMAND_TIMEOUT_SECONDS")):
+        with pytest.raises(ConfigError) as raised:
+            StoreSettings.load(environ)
+        assert raised.value.variable == variable and "hunter2" not in str(raised.value)
 
 
 def test_mtls_needs_both_certificate_and_key(tmp_path: Path) -> None:
@@ -164,7 +180,7 @@ def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
     # devstack and bench (dev tooling) copy the environment into the child processes they start.
     root = Path(__file__).resolve().parents[3]
     readers = []
-    for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities"):
+    for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities", "store"):
         for path in sorted((root / package).rglob("*.py")):
             if path == root / "eventflow" / "core" / "settings.py":
                 continue
