@@ -27,6 +27,7 @@ COPY journeys ./journeys
 COPY consumer ./consumer
 COPY workflows ./workflows
 COPY activities ./activities
+COPY store ./store
 RUN /opt/eventflow/bin/pip install --no-deps --no-build-isolation . \
     && /opt/eventflow/bin/python -m compileall -q /opt/eventflow
 

@@ -338,8 +338,8 @@ class DatabaseSettings(SettingsGroup):
     concern: ClassVar[str] = "database"
 
     url: SecretStr | None = env("EVENTFLOW_DATABASE_URL", None,
-                                "PostgreSQL DSN of the customer store (`postgresql://user:pass@host:5432/db?sslmode=`"
-                                "verify-full`); unset: the local dev stack's server, where dev defaults apply, else "
+                                "PostgreSQL DSN of the customer store (`postgresql://user:pass@host:5432/db?sslmode="
+                                "verify-full`); unset: the local dev stack's server where dev defaults apply, else "
                                 "customer state stays in Temporal workflows (the pre-store layout, for upgrades).")
     url_file: Path | None = env("EVENTFLOW_DATABASE_URL_FILE", None,
                                 "File holding EVENTFLOW_DATABASE_URL (a mounted Secret); wins over the variable.")
@@ -357,9 +357,14 @@ class DatabaseSettings(SettingsGroup):
         return _secret_from_file(data, "EVENTFLOW_DATABASE_URL")
 
     @model_validator(mode="after")
-    def _pool_bounds(self) -> Self:
+    def _consistent(self) -> Self:
+        url = self.url.get_secret_value() if self.url else None
+        if url is not None and not url.startswith(("postgresql://", "postgres://")):
+            # The value is a secret (it may hold a password): the message does not repeat it.
+            raise ConfigError(self.variable("url"), "must be a postgresql:// DSN")
         if self.pool_min_size > self.pool_max_size:
-            raise ValueError("EVENTFLOW_DATABASE_POOL_MIN_SIZE exceeds EVENTFLOW_DATABASE_POOL_MAX_SIZE")
+            raise ConfigError(self.variable("pool_min_size"),
+                              f"must not exceed {self.variable('pool_max_size')} ({self.pool_max_size})")
         return self
 
     def dsn(self) -> str | None:
@@ -407,6 +412,7 @@ class DevStackSettings(SettingsGroup):
     kafka_port: Port = env("EVENTFLOW_DEV_KAFKA_PORT", 19092, "Dev stack Kafka port (controller uses port+1).")
     temporal_port: Port = env("EVENTFLOW_DEV_TEMPORAL_PORT", 7233, "Dev stack Temporal frontend port.")
     temporal_ui_port: Port = env("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233, "Dev stack Temporal Web UI port.")
+    postgres_port: Port = env("EVENTFLOW_DEV_POSTGRES_PORT", 15432, "Dev stack PostgreSQL port (the customer store).")
     cache_dir: Path | None = env("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and "
                                  "logs, and the default outbox; default $XDG_CACHE_HOME/eventflow.")
     xdg_cache_home: Path | None = env("XDG_CACHE_HOME", None,
@@ -418,6 +424,11 @@ class DevStackSettings(SettingsGroup):
             return self.cache_dir.expanduser()
         base = self.xdg_cache_home.expanduser() if self.xdg_cache_home else Path.home() / ".cache"
         return base / "eventflow"
+
+
+def dev_database_url(port: int) -> str:
+    """The DSN of a local dev-stack PostgreSQL on ``port`` (role, password and database all ``eventflow``)."""
+    return f"postgresql://eventflow:eventflow@127.0.0.1:{port}/eventflow"
 
 
 # -- schema registry and event encodings ------------------------------------------------------------
@@ -852,6 +863,7 @@ def _checked(environ: Mapping[str, str] | None, dev_defaults: bool) -> Mapping[s
         return env
     dev = DevStackSettings.load(env)
     return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}", "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
+            DatabaseSettings.variable("url"): dev_database_url(dev.postgres_port),
             **{name: value for name, value in env.items() if value}}
 
 
@@ -1007,10 +1019,11 @@ __all__ = [
     "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
     "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
-    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
+    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy",
+    "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
-    "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "check_value", "dev_database_url", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
     "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
     "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",

@@ -1,7 +1,8 @@
-"""Local, Docker-free Kafka and Temporal servers for development, the demo and the tests.
+"""Local, Docker-free Kafka, Temporal and PostgreSQL servers for development, the demo and the tests.
 
 Kafka runs from Maven Central jars (KRaft, one combined broker+controller node); Temporal runs as
-the CLI dev server built from the Go module proxy. Everything is cached outside the working tree.
+the CLI dev server built from the Go module proxy; PostgreSQL (the customer store) runs from a
+relocatable build on Maven Central. Everything is cached outside the working tree.
 """
 
 from devstack.cache import cache_dir

@@ -6,20 +6,56 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
-def start_detached(argv: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None = None) -> int:
-    """Starts ``argv`` in its own session, appending output to ``log_path``; returns the pid."""
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged account a root process starts a server as.
+
+    Attributes:
+        name: the user name (for messages).
+        uid: its user id.
+        gid: its primary group id.
+    """
+
+    name: str
+    uid: int
+    gid: int
+
+
+def start_detached(argv: list[str], log_path: Path, pid_path: Path, env: dict[str, str] | None = None, *,
+                   run_as: RunAs | None = None, cwd: Path | None = None) -> int:
+    """Starts ``argv`` in its own session, appending output to ``log_path``; returns the pid.
+
+    ``run_as`` (only when this process is root) starts it as that user, without root's groups.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            start_new_session=True, env=env, cwd=cwd,
+            # An empty extra_groups drops root's supplementary groups too, not only its uid and gid.
+            user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
         )
     pid_path.write_text(str(proc.pid))
     return proc.pid
+
+
+def run_logged(argv: list[str], log_path: Path, env: dict[str, str] | None = None, *, run_as: RunAs | None = None,
+               cwd: Path | None = None) -> int:
+    """Runs ``argv`` to completion (as ``run_as`` when given), appending output to ``log_path``; returns its status."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        done = subprocess.run(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd, check=False,
+            user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+        )
+    return done.returncode
 
 
 def read_pid(pid_path: Path) -> int | None:
@@ -53,14 +89,22 @@ def _is_zombie(pid: int) -> bool:
     return False
 
 
-def stop(pid_path: Path, timeout_seconds: float = 20.0) -> bool:
-    """Sends SIGTERM to the recorded process group, then SIGKILL after the timeout; True if one ran."""
+def stop(pid_path: Path, timeout_seconds: float = 20.0, *, first_signal: signal.Signals = signal.SIGTERM,
+         whole_group: bool = True) -> bool:
+    """Sends ``first_signal`` to the recorded process (group), then SIGKILL to the group after the timeout.
+
+    Returns:
+        True if a process was running.
+    """
     pid = read_pid(pid_path)
     if pid is None:
         pid_path.unlink(missing_ok=True)
         return False
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if whole_group:
+            os.killpg(pid, first_signal)
+        else:
+            os.kill(pid, first_signal)
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout_seconds

@@ -1,4 +1,4 @@
-"""Idempotent provisioning of the Kafka jars, the Temporal CLI and Temporal's Java test server.
+"""Idempotent provisioning of the Kafka jars, the Temporal CLI, Temporal's Java test server and PostgreSQL.
 
 Each artifact is fetched once into the cache and marked complete with a stamp file, so a second
 run (or a fresh clone sharing the cache) only checks the stamps.
@@ -7,20 +7,26 @@ run (or a fresh clone sharing the cache) only checks the stamps.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import platform
 import shutil
 import stat
 import subprocess
+import tarfile
+import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from devstack.cache import cache_dir
-from devstack.errors import MissingToolError, ProvisionError
+from devstack.errors import DevstackError, MissingToolError, ProvisionError
 
 KAFKA_VERSION = "4.1.1"
 TEMPORAL_CLI_VERSION = "v1.5.1"
 TEMPORAL_TEST_SERVER_VERSION = "1.31.0"
+#: The zonky build of PostgreSQL 17.12 (``devstack/maven/postgres-pom.xml`` pins the same version).
+POSTGRES_VERSION = "17.12.0"
 
 _MAVEN_DIR = Path(__file__).parent / "maven"
 
@@ -28,6 +34,7 @@ _INSTALL_HINTS = {
     "java": "install a JDK 17+ (Debian: apt-get install -y openjdk-17-jdk-headless)",
     "mvn": "install Maven (Debian: apt-get install -y maven)",
     "go": "install Go 1.23+ from your distribution or go.dev",
+    "useradd": "install the passwd package (Debian: apt-get install -y passwd)",
 }
 
 
@@ -38,6 +45,7 @@ class Artifacts:
     kafka_libs: Path
     temporal_cli: Path
     test_server: Path
+    postgres: Path
 
 
 def require_tool(tool: str, purpose: str) -> str:
@@ -131,6 +139,45 @@ def test_server() -> Path:
     return wrapper
 
 
+def postgres_distribution() -> Path:
+    """Fetches the PostgreSQL binaries jar and unpacks its archive once; returns the folder holding ``bin/initdb``.
+
+    The jar (zonky's ``embedded-postgres-binaries``) holds one ``.txz`` of a relocatable build whose
+    binaries find ``lib/`` and ``share/`` relative to themselves, so it runs from wherever it is unpacked.
+    """
+    home = cache_dir() / f"postgres-{POSTGRES_VERSION}"
+    dist = home / "dist"
+    stamp = dist / ".complete"
+    if stamp.exists() and stamp.read_text().strip() == POSTGRES_VERSION:
+        return dist
+    if (platform.system(), platform.machine()) != ("Linux", "x86_64"):
+        raise DevstackError(f"the local PostgreSQL is provisioned for Linux x86_64 only, not {platform.system()} "
+                            f"{platform.machine()}; point EVENTFLOW_DATABASE_URL at a PostgreSQL 16+ server instead")
+    jars = _maven_copy(_MAVEN_DIR / "postgres-pom.xml", home / "jars", "PostgreSQL")
+    (jar,) = jars.glob("embedded-postgres-binaries-*.jar")
+    # A staging folder per process: two sessions provisioning at once each unpack whole, and one wins the rename.
+    staging = home / f"dist.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with zipfile.ZipFile(jar) as bundle:
+        (archive,) = [name for name in bundle.namelist() if name.endswith(".txz")]
+        compressed = bundle.read(archive)
+    # The "data" filter refuses absolute paths and links that leave the folder, and drops setuid bits.
+    with tarfile.open(fileobj=io.BytesIO(compressed), mode="r:xz") as tar:
+        tar.extractall(staging, filter="data")
+    (staging / ".complete").write_text(POSTGRES_VERSION)
+    if stamp.exists():  # another process finished first; its copy may already be in use
+        shutil.rmtree(staging, ignore_errors=True)
+        return dist
+    shutil.rmtree(dist, ignore_errors=True)
+    try:
+        staging.rename(dist)
+    except OSError:  # another process renamed its own complete copy into place in between
+        shutil.rmtree(staging, ignore_errors=True)
+    return dist
+
+
 def provision_all() -> Artifacts:
     """Provisions every artifact; idempotent."""
-    return Artifacts(kafka_libs=kafka_libs(), temporal_cli=temporal_cli(), test_server=test_server())
+    return Artifacts(kafka_libs=kafka_libs(), temporal_cli=temporal_cli(), test_server=test_server(),
+                     postgres=postgres_distribution())

@@ -127,6 +127,7 @@ def _dev(args: argparse.Namespace) -> int:
 
         artifacts = provision_all()
         print(f"kafka: {artifacts.kafka_libs}\ntemporal: {artifacts.temporal_cli}\ntest server: {artifacts.test_server}")
+        print(f"postgres: {artifacts.postgres}")
         print(f"schema registry: {apicurio_registry()}")
         tools = provision_tools()
         print(f"helm: {tools.helm}\npromtool: {tools.promtool}")
@@ -140,6 +141,8 @@ def _dev(args: argparse.Namespace) -> int:
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
         print(f"TEMPORAL_ADDRESS={endpoints.temporal_address}")
+        if endpoints.database_url:
+            print(f"EVENTFLOW_DATABASE_URL={endpoints.database_url}")
         if endpoints.temporal_ui_url:
             print(f"Temporal UI: {endpoints.temporal_ui_url}")
     elif args.action == "down":
@@ -149,9 +152,10 @@ def _dev(args: argparse.Namespace) -> int:
         status = stack.status()
         print(f"kafka: {'running' if status.kafka_running else 'stopped'} at {status.endpoints.kafka_bootstrap_servers}")
         print(f"temporal: {'running' if status.temporal_running else 'stopped'} at {status.endpoints.temporal_address}")
+        print(f"postgres: {'running' if status.postgres_running else 'stopped'} at {status.endpoints.database_url}")
         for log_path in status.logs:
             print(f"log: {log_path}")
-        return 0 if status.kafka_running and status.temporal_running else 3
+        return 0 if status.kafka_running and status.temporal_running and status.postgres_running else 3
     elif args.action == "run":
         from eventflow.demo import run_demo
 

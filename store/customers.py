@@ -84,8 +84,8 @@ def _stamp_time(occurred_at: str) -> str:
     try:
         moment = datetime.fromisoformat(occurred_at)
     except ValueError:
-        return "0001-01-01T00:00:00+00:00"
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        return "0001-01-01T00:00:00.000000+00:00"
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def update_fields(customer_id: str, update: ProfileUpdate, cipher: FieldCipher) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,10 @@
 Kafka and Temporal are real: the servers named by ``KAFKA_BOOTSTRAP_SERVERS`` and
 ``TEMPORAL_ADDRESS`` when both are set, otherwise the test stack (``devstack.Stack.for_tests``),
 started once per session and stopped at the end if this session started it.
+
+PostgreSQL is real too: the server named by ``EVENTFLOW_DATABASE_URL`` when it is set (its role
+needs CREATEDB: each test that wants a database gets a fresh one), otherwise the test stack's own,
+started on its own, so tests that need only the database do not start Kafka and Temporal.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from confluent_kafka.admin import AdminClient
 from hypothesis import settings as hypothesis_settings
@@ -21,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack import Endpoints, Stack
 from devstack.provision import TEST_SERVER_STARTUP, test_server
+from core.settings import DatabaseSettings
 from tests.harness import Bridge, start_bridge
 from tests.payload_keys import session_data_converter
 
@@ -32,16 +40,45 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
 
 @pytest.fixture(scope="session")
-def endpoints() -> Iterator[Endpoints]:
+def database_url() -> Iterator[str]:
+    """The session's PostgreSQL server: ``EVENTFLOW_DATABASE_URL``, else the test stack's (started if need be)."""
+    configured = DatabaseSettings.load().dsn()
+    if configured is not None:
+        yield configured
+        return
+    server = Stack.for_tests().postgres
+    assert server is not None
+    already_running = server.is_running()
+    server.start()
+    yield server.url
+    if not already_running:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoints(database_url: str) -> Iterator[Endpoints]:
     kafka, temporal = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("TEMPORAL_ADDRESS")
     if kafka and temporal:
-        yield Endpoints(kafka, temporal)
+        yield Endpoints(kafka, temporal, database_url=database_url)
         return
-    stack = Stack.for_tests()
+    stack = Stack.for_tests(postgres=False)  # `database_url` owns the database server
     already_running = stack.is_running()
-    yield stack.up()
+    yield replace(stack.up(), database_url=database_url)
     if not already_running:
         stack.down()
+
+
+@pytest.fixture
+async def fresh_database_url(database_url: str, unique: str) -> AsyncIterator[str]:
+    """A new, empty database on the session's server for one test (dropped after it); its DSN."""
+    name = f"test_{unique}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlsplit(database_url)._replace(path=f"/{name}").geturl()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

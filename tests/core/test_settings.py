@@ -15,6 +15,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import (
+    DatabaseSettings,
     Encoding,
     Process,
     SendGridSettings,
@@ -23,6 +24,7 @@ from core.settings import (
     TwilioSettings,
     load_consumer,
     load_settings,
+    load_tools,
     load_worker,
     markdown_table,
     variables,
@@ -57,6 +59,17 @@ def test_an_unknown_eventflow_variable_is_an_error() -> None:
     assert raised.value.variable == "EVENTFLOW_MAX_INFLIGHT"
 
 
+def test_the_store_defaults_to_the_dev_stack_and_checks_its_bounds() -> None:
+    store = load_tools({}).database
+    assert store.dsn() == "postgresql://eventflow:eventflow@127.0.0.1:15432/eventflow"
+    assert DatabaseSettings.load({}).dsn() is None, "without the dev defaults there is no store"
+    for environ, variable in (({"EVENTFLOW_DATABASE_URL": "mysql://u:hunter2@h/db"}, "EVENTFLOW_DATABASE_URL"),
+                              ({"EVENTFLOW_DATABASE_POOL_MIN_SIZE": "11"}, "EVENTFLOW_DATABASE_POOL_MIN_SIZE")):
+        with pytest.raises(ConfigError) as raised:
+            DatabaseSettings.load(environ)
+        assert raised.value.variable == variable and "hunter2" not in str(raised.value)
+
+
 def test_mtls_needs_both_certificate_and_key(tmp_path: Path) -> None:
     cert = tmp_path / "client.pem"
     cert.write_text("x")
@@ -82,7 +95,7 @@ def test_required_addresses_without_dev_defaults() -> None:
 def test_readme_configuration_table_is_the_generated_one() -> None:
     from eventflow.cli import settings_table
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     match = re.search(r"<!-- settings-table:start -->\n(.*)\n<!-- settings-table:end -->", readme, re.S)
     assert match is not None, "README.md lacks the settings-table markers"
     assert match.group(1).strip() == settings_table().strip(), "run: eventflow config --update-readme"
@@ -133,7 +146,7 @@ def test_settings_come_from_the_classes_not_from_what_a_process_imported() -> No
               "sorted(m for m in sys.modules if m.split('.')[0] in "
               "('activities', 'consumer', 'events', 'journeys', 'workflows', 'devstack'))]))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parents[3])
+                            cwd=Path(__file__).resolve().parents[2])
     fresh, imported = json.loads(result.stdout)
     assert imported == []
     import eventflow.worker  # noqa: F401  # formerly registered the worker's settings
@@ -162,9 +175,9 @@ def test_vocabularies_agree_with_the_packages_that_use_them() -> None:
 
 def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
     # devstack and bench (dev tooling) copy the environment into the child processes they start.
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     readers = []
-    for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities"):
+    for package in ("eventflow", "events", "journeys", "consumer", "workflows", "activities", "store"):
         for path in sorted((root / package).rglob("*.py")):
             if path == root / "eventflow" / "core" / "settings.py":
                 continue

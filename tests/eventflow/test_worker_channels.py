@@ -14,6 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
+from activities.channels import Channel
 from activities.config import channels_from
 from activities.outcomes import SendStatus
 from consumer.catalog_topic import CatalogMetrics
@@ -26,7 +27,7 @@ from tests.activities.journey_support import event, journey, run_journey, send, 
 NOT_DEV = {"EVENTFLOW_EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY": "SG.k", "EVENTFLOW_EMAIL_FROM": "a@b.example"}
 
 
-def _channels(tmp_path: Path, environ: dict[str, str]) -> tuple[ChannelSettings, dict[str, object]]:
+def _channels(tmp_path: Path, environ: dict[str, str]) -> tuple[ChannelSettings, dict[str, Channel]]:
     settings = ChannelSettings.load(environ)
     built = channels_from(settings, SendGridSettings.load(environ), TwilioSettings.load(environ),
                           outbox=tmp_path / "outbox.jsonl")
@@ -38,7 +39,7 @@ async def test_a_send_on_a_channel_without_provider_fails_as_channel_unavailable
     _, channels = _channels(tmp_path, NOT_DEV)
     registry = CollectorRegistry()
     queue = f"q-{unique}"
-    async with worker(temporal_client, queue, channels, registry=registry):  # type: ignore[arg-type]  # built channels
+    async with worker(temporal_client, queue, channels, registry=registry):
         status = await run_journey(temporal_client, queue, journey([send("text", "sms")]), event(f"c-{unique}"),
                                    f"journey:unserved:{unique}")
     assert [(s.channel, s.status, s.error_type) for s in status.sends] == [

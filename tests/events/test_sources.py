@@ -195,9 +195,9 @@ async def test_cloudevents_that_break_the_1_0_spec_are_dead_lettered_with_the_re
                "number": "'id' is a JSON int, not a string"}
     producer = Producer(kafka_config)
     for value, headers in bad.values():
-        producer.produce(bridge.topic, key=unique, value=value, headers=headers)
+        producer.produce(bridge.topic, key=unique, value=value, headers=list(headers))
     good_value, good_headers = _binary(attributes("good"), data("good"))
-    producer.produce(bridge.topic, key=unique, value=good_value, headers=good_headers)
+    producer.produce(bridge.topic, key=unique, value=good_value, headers=list(good_headers))
     assert producer.flush(30) == 0
 
     await eventually(lambda: len(sent_to(bridge, unique)) == 1, message="the valid CloudEvent's email")

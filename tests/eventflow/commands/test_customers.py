@@ -5,6 +5,8 @@ Real Kafka and Temporal, through the real consumer and worker; sends are counted
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 from pathlib import Path
 
@@ -115,18 +117,18 @@ async def test_every_id_the_consumer_accepts_can_be_forgotten_and_only_that_cust
     async with running(kafka_config, temporal_client, topic, tmp_path, unique, provider) as run:
         await run.bridge.publish(*(shipped(customer, 1, carrier="slow") for customer in [*odd, bystander]))
         for customer in [*odd, bystander]:
-            await eventually(lambda c=customer: _waiting(temporal_client, wait_id(c)), message=f"{customer!r} waiting")
+            await eventually(functools.partial(_waiting, temporal_client, wait_id(customer)), message=f"{customer!r} waiting")
         await eventually(lambda: _visible(temporal_client, bystander), message="the bystander in visibility")
         for customer in odd:
-            await eventually(lambda c=customer: _listed(temporal_client, run.bridge.task_queue, wait_id(c)), message=f"{customer!r} listed")
+            await eventually(functools.partial(_listed, temporal_client, run.bridge.task_queue, wait_id(customer)), message=f"{customer!r} listed")
 
         for customer in odd:
             report = await forget_customer(temporal_client, customer_id=customer, task_queue=run.bridge.task_queue)
             assert report.journeys_ended == [wait_id(customer)], customer
             assert report.executions_deleted >= 1, report
         for customer in odd:
-            await eventually(lambda c=customer: _gone(temporal_client, wait_id(c)), message=f"{customer!r} deleted")
-            await eventually(lambda c=customer: _gone(temporal_client, preferences_workflow_id(c)),
+            await eventually(functools.partial(_gone, temporal_client, wait_id(customer)), message=f"{customer!r} deleted")
+            await eventually(functools.partial(_gone, temporal_client, preferences_workflow_id(customer)),
                              message=f"{customer!r} preferences deleted")
         assert await _waiting(temporal_client, wait_id(bystander)), "the bystander's journey runs on"
 

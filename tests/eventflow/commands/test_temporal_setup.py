@@ -32,7 +32,7 @@ from eventflow.commands.temporal_setup import (
 )
 from tests.harness import eventually
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_the_attributes_are_those_the_consumer_starts_journeys_with_and_the_dev_server_registers() -> None:

@@ -26,7 +26,7 @@ from tests.eventflow.webhooks.conftest import FeedbackStack, free_port
 from tests.eventflow.webhooks.signing import sendgrid_body, sendgrid_event
 from workflows.preferences_client import preferences_state
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @asynccontextmanager

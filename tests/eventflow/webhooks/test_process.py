@@ -26,7 +26,7 @@ from tests.eventflow.webhooks.conftest import channels, free_port
 from tests.eventflow.webhooks.signing import TWILIO_TOKEN, SendGridSigner, sendgrid_body, sendgrid_event
 from workflows.preferences_client import preferences_state
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 async def _get(url: str) -> tuple[int, str]:

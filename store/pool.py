@@ -1,0 +1,32 @@
+"""The customer store's connection pool: asyncpg, with every statement bounded on the server."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+#: How the store's sessions appear in ``pg_stat_activity``.
+APPLICATION_NAME = "eventflow"
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, statement_timeout_seconds: float = 5.0,
+                      command_timeout_seconds: float = 10.0) -> asyncpg.Pool:
+    """Opens a pool of ``min_size`` to ``max_size`` connections to ``dsn``.
+
+    Args:
+        dsn: ``postgresql://user:password@host:port/database``.
+        min_size: connections opened at once and kept.
+        max_size: connections at most.
+        statement_timeout_seconds: the server cancels any statement running longer
+            (``statement_timeout``, set per connection, so no statement is unbounded).
+        command_timeout_seconds: the client's own bound on one call; keep it above the statement
+            timeout so that the server's cancel, which leaves the connection usable, comes first.
+    """
+    if statement_timeout_seconds <= 0:
+        # PostgreSQL reads 0 as "no timeout": refuse it rather than silently unbound every statement.
+        raise ValueError(f"statement_timeout_seconds must be positive, not {statement_timeout_seconds}")
+    statement_timeout_ms = max(1, round(statement_timeout_seconds * 1000))
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout_seconds,
+        server_settings={"statement_timeout": f"{statement_timeout_ms}ms", "application_name": APPLICATION_NAME},
+    )
