@@ -23,8 +23,10 @@ from workflows.suppression import ContactKeyword, DeliveryFeedback, KeywordActio
 SENDGRID = "sendgrid"
 TWILIO = "twilio"
 
-#: SendGrid event type -> outcome; ``processed`` and the rest are not outcomes of a send.
+#: SendGrid event type -> outcome. ``processed`` says SendGrid accepted the send: it settles a send
+#: whose answer was lost (docs/architecture.md, ADR-10); the rest are not outcomes of a send.
 SENDGRID_EVENTS: Mapping[str, DeliveryOutcome] = {
+    "processed": DeliveryOutcome.ACCEPTED,
     "delivered": DeliveryOutcome.DELIVERED,
     "deferred": DeliveryOutcome.DEFERRED,
     "bounce": DeliveryOutcome.BOUNCED,

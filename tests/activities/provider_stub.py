@@ -53,7 +53,10 @@ class ProviderStub:
         self.script: deque[Reply] = deque()
         self.messages: list[dict[str, Any]] = []
         self._hold: asyncio.Event | None = None
+        self._hold_refusals = False
         self.held = asyncio.Event()
+        #: SendGrid answers as sent, (idempotency key, HTTP status), so tests count what was accepted.
+        self.answers: list[tuple[str, int]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -61,9 +64,10 @@ class ProviderStub:
         """Queues replies for the next send requests, in order."""
         self.script.extend(replies)
 
-    def hold(self) -> None:
-        """Makes sends wait, after being accepted, until `release`."""
+    def hold(self, *, refusals: bool = False) -> None:
+        """Makes sends wait, after being accepted (and, with ``refusals``, scripted refusals too), until `release`."""
         self._hold = asyncio.Event()
+        self._hold_refusals = refusals
         self.held.clear()
 
     def release(self) -> None:
@@ -74,6 +78,14 @@ class ProviderStub:
     def sends(self) -> list[Recorded]:
         """The send requests (POSTs), oldest first."""
         return [r for r in self.requests if r.method == "POST"]
+
+    def accepted_by_key(self) -> dict[str, int]:
+        """SendGrid sends answered 2xx (the provider took the message) per idempotency key."""
+        counts: dict[str, int] = {}
+        for key, status in self.answers:
+            if status < 300:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def sends_by_key(self) -> dict[str, int]:
         """SendGrid send requests per idempotency key (its ``custom_args``)."""
@@ -127,10 +139,15 @@ class ProviderStub:
             await hold.wait()
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
-        await self._record(request)
+        recorded = await self._record(request)
+        key = str((recorded.body.get("custom_args") or {}).get("idempotency_key", ""))
         failure = await self._scripted()
         if failure is not None:
+            self.answers.append((key, failure.status))
+            if self._hold_refusals:
+                await self._wait_if_held()
             return failure
+        self.answers.append((key, 202))
         await self._wait_if_held()
         return web.Response(status=202, headers={"X-Message-Id": f"sg-{uuid.uuid4().hex[:12]}"})
 
