@@ -25,7 +25,7 @@ from activities.config import channel_rates_from, channels_from, check_channels,
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
-from core.http import OpsServer, all_of, temporal_check
+from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
 from core.settings import CatalogSettings, ConsumerSettings, Settings, WorkerProcessSettings, WorkerSettings, worker_settings_from
 from core.temporal_client import build_runtime, connect
 from eventflow.commands.temporal_setup import search_attributes_check
@@ -114,7 +114,8 @@ async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorR
         return None
     if process.kafka is None:
         raise ConfigError(CatalogSettings.variable("source"), "kafka needs the Kafka settings (KAFKA_BOOTSTRAP_SERVERS)")
-    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, metrics=CatalogMetrics(registry))
+    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, keys=process.catalog.trust(),
+                               metrics=CatalogMetrics(registry))
     await follower.load(process.catalog.startup_timeout_seconds)
 
     def recheck(catalog: Catalog) -> None:
@@ -126,6 +127,15 @@ async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorR
 
     follower.on_change = recheck
     return follower
+
+
+def _catalog_check(follower: CatalogFollower) -> ReadinessCheck:
+    """Not ready once the follower stops or cannot read the topic; the detail names skipped records."""
+
+    async def check() -> tuple[bool, str]:
+        return follower.readiness()
+
+    return check
 
 
 async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.Event | None = None,
@@ -169,8 +179,11 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
 
     # Not ready while a journey's search attributes are missing: the consumer's starts would be
     # rejected, so the namespace needs `eventflow temporal setup` before this release serves.
-    readiness = all_of({"temporal": temporal_check(client),
-                        "search_attributes": search_attributes_check(client, process.temporal.namespace)})
+    checks = {"temporal": temporal_check(client),
+              "search_attributes": search_attributes_check(client, process.temporal.namespace)}
+    if follower is not None:
+        checks["catalog"] = _catalog_check(follower)
+    readiness = all_of(checks)
     port = process.ops.metrics_port
     ops = OpsServer(registry, readiness, port=port) if port else None
     if ops is not None:

@@ -78,7 +78,9 @@ def test_snapshot_fields_this_release_does_not_model_reach_the_instance_unchange
 @pytest.mark.parametrize(("alter", "reason"), [
     (lambda key, value: (key, b"\xff not json"), "json"),
     (lambda key, value: (key, None), "json"),
-    (lambda key, value: (key, json.dumps({**json.loads(value), "format": 2}).encode()), "format"),
+    (lambda key, value: (key, json.dumps({**json.loads(value), "format": 2}).encode()), "unsupported_version"),
+    (lambda key, value: (key, json.dumps({**json.loads(value), "format": "1"}).encode()), "format"),
+    (lambda key, value: (key, json.dumps({**json.loads(value), "added_later": 1}).encode()), "unsupported_version"),
     (lambda key, value: (key, json.dumps({**json.loads(value), "revision": 0}).encode()), "field"),
     (lambda key, value: (b"other/00000001/x", value), "key"),
     (lambda key, value: (key, json.dumps({**json.loads(value), "snapshot": {
