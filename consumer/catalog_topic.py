@@ -97,39 +97,53 @@ def _signature(message: Message) -> bytes | None:
     return None
 
 
-def fold_record(catalog: Catalog, message: Message, keys: SigningKeys | None, topic: str,
+def trusted_entry(message: Message, keys: SigningKeys | None) -> CatalogEntry | Rejection:
+    """The record's entry if it is signed and valid, else why not; CPU-bound, so readers run it off the loop.
+
+    Never raises for a record's content: a failure this code did not foresee is a rejection too.
+    """
+    key, offset = message.key(), message.offset() or 0
+    try:
+        return read_record(key, message.value(), _signature(message), keys=keys)
+    except CatalogEntryError as exc:
+        return Rejection(journey_of_key(key), offset, exc.reason, exc.problem[:300])
+    except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
+        log.exception("catalog_entry_failed", offset=offset)
+        return Rejection(journey_of_key(key), offset, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def fold_record(catalog: Catalog, message: Message, read: CatalogEntry | Rejection, topic: str,
                 metrics: CatalogMetrics | None = None) -> bool:
-    """Applies one record to ``catalog`` if it is trusted and the journey's next revision; True if applied.
+    """Applies a record's `trusted_entry` to ``catalog`` if it is the journey's next revision; True if applied.
 
     A record that is not is skipped: counted (``metrics``), logged with its key, partition and
     offset, and noted on the catalog (`Catalog.reject`). Never raises for a record's content.
     """
     offset = message.offset() or 0
-    key = message.key()
+    if isinstance(read, Rejection):
+        _reject(catalog, metrics, topic, message, read)
+        return False
     try:
-        catalog.apply(read_record(key, message.value(), _signature(message), keys=keys))
+        catalog.apply(read)
     except CatalogConflictError as exc:
         if metrics is not None:
             metrics.invalid_entries.labels(RejectReason.CONFLICT.value).inc()
         log.warning("catalog_entry_conflict", topic=topic, partition=message.partition(), offset=offset,
                     journey=exc.journey_id, revision=exc.revision, expected=exc.expected)
         return False
-    except CatalogEntryError as exc:
-        _reject(catalog, metrics, topic, message, exc.reason, exc.problem)
-        return False
     except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
-        _reject(catalog, metrics, topic, message, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}")
         log.exception("catalog_entry_failed", topic=topic, offset=offset)
+        _reject(catalog, metrics, topic, message, Rejection(journey_of_key(message.key()), offset, RejectReason.ERROR,
+                                                            f"{type(exc).__name__}: {str(exc)[:300]}"))
         return False
     if metrics is not None:
         metrics.entries.inc()
     return True
 
 
-def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, message: Message, reason: RejectReason,
-            problem: str) -> None:
-    key = message.key()
-    rejection = Rejection(journey_of_key(key), message.offset() or 0, reason, problem[:300])
+def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, message: Message,
+            rejection: Rejection) -> None:
+    key, reason = message.key(), rejection.reason
     catalog.reject(rejection)
     if metrics is not None:
         metrics.invalid_entries.labels(reason.value).inc()
@@ -286,7 +300,7 @@ class CatalogFollower:
                     raise CatalogUnavailableError(self.topic, self._log.address, f"not read to its end (offset {end}) "
                                                   f"within {timeout_seconds:.0f}s")
                 records, at_end = await asyncio.to_thread(self._log.poll, 0.5)
-                self._apply(records)
+                await self._apply(records)
                 if at_end is not None:
                     self._next_offset = max(self._next_offset, at_end)
         except BaseException:
@@ -314,7 +328,7 @@ class CatalogFollower:
                     await _wait(stop, 2.0)
                     continue
                 self._problem = None
-                changed = self._apply(records)
+                changed = await self._apply(records)
                 if records:
                     self.metrics.observe(self.catalog)
                 if changed:
@@ -343,11 +357,13 @@ class CatalogFollower:
         else:
             self._unrouted = None
 
-    def _apply(self, records: list[Message]) -> bool:
+    async def _apply(self, records: list[Message]) -> bool:
+        # Checking a record test-renders templates: off the loop, so polling and probes go on meanwhile.
+        reads = await asyncio.to_thread(lambda: [trusted_entry(message, self._keys) for message in records])
         changed = False
-        for message in records:
+        for message, read in zip(records, reads, strict=True):
             self._next_offset = (message.offset() or 0) + 1
-            changed = fold_record(self.catalog, message, self._keys, self.topic, self.metrics) or changed
+            changed = fold_record(self.catalog, message, read, self.topic, self.metrics) or changed
         return changed
 
 
@@ -374,7 +390,8 @@ def read_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningK
             records, at_end = reader.poll(0.5)
             for message in records:
                 next_offset = (message.offset() or 0) + 1
-                fold_record(catalog, message, keys, topic)  # a command reads past skipped records as the follower does
+                # A command reads past skipped records as the follower does.
+                fold_record(catalog, message, trusted_entry(message, keys), topic)
             if at_end is not None:
                 next_offset = max(next_offset, at_end)
     finally:
@@ -482,4 +499,4 @@ def _check_readable(entry: CatalogEntry) -> None:
 
 
 __all__ = ["CatalogFollower", "CatalogMetrics", "CatalogUnavailableError", "CatalogWriteError", "CatalogWriter",
-           "TOPIC_CONFIG", "fold_record", "read_catalog"]
+           "TOPIC_CONFIG", "fold_record", "read_catalog", "trusted_entry"]

@@ -18,6 +18,7 @@ import enum
 import hashlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from core.errors import EventflowError
 from core.signing import SigningKeys
 from journeys.loader import check_snapshot
 from journeys.model import EntryRule, JourneyDefinition, SnapshotFormatError, decode_snapshot
+from journeys.steps import walk_document
 
 #: The entry format this code writes and reads. A higher one is a newer release's: skipped and
 #: counted as ``unsupported_version`` until this process is upgraded, never guessed.
@@ -37,6 +39,9 @@ MAX_ENTRY_BYTES = 1_048_576
 #: The deepest nesting of JSON arrays and objects read (a snapshot nests about 15 deep); checked
 #: before parsing, without recursion, so no record can exhaust the parser's stack.
 MAX_NESTING = 64
+#: The most steps (nested ones included) a snapshot may have. Checking a snapshot test-renders a
+#: template per send, in time that grows faster than the steps; this bounds it near a second.
+MAX_STEPS = 100
 #: The record header that carries the entry's signature (`core.signing.SigningKeys.sign`).
 SIGNATURE_HEADER = "eventflow-signature"
 #: Every field of a format-1 entry; another is a newer release's (``unsupported_version``).
@@ -352,6 +357,9 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
                                                        f"the entry {entry.journey_id[:80]} v{entry.version}")
     if content_hash(entry.snapshot) != entry.content_hash:
         raise CatalogEntryError(RejectReason.SNAPSHOT, "the entry's content hash does not match its snapshot")
+    steps = entry.snapshot.get("steps")
+    if isinstance(steps, list) and sum(1 for _ in walk_document(steps)) > MAX_STEPS:
+        raise CatalogEntryError(RejectReason.VALIDATION, f"the snapshot has more than {MAX_STEPS} steps")
     problems = _validated(entry.snapshot, definition)
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -363,17 +371,21 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
 #: archive entry repeats its journey's snapshot, so a catalog is checked once per distinct content.
 _CHECKED: dict[bytes, tuple[str, ...]] = {}
 _CHECKED_MAX = 1024
+_CHECKED_LOCK = threading.Lock()  # readers check records off their event loops, in threads
 
 
 def _validated(snapshot: Mapping[str, Any], definition: JourneyDefinition) -> tuple[str, ...]:
     digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).digest()
-    found = _CHECKED.get(digest)
-    if found is None:
-        try:
-            found = tuple(f"{p.file}: {p.message}" for p in check_snapshot(snapshot, definition))
-        except _DATA_ERRORS as exc:
-            # The checks assume what a schema-valid document holds; data that breaks that assumption is invalid.
-            found = (f"the snapshot does not check: {_brief(exc)}",)
+    with _CHECKED_LOCK:
+        found = _CHECKED.get(digest)
+    if found is not None:
+        return found
+    try:
+        found = tuple(f"{p.file}: {p.message}" for p in check_snapshot(snapshot, definition))
+    except _DATA_ERRORS as exc:
+        # The checks assume what a schema-valid document holds; data that breaks that assumption is invalid.
+        found = (f"the snapshot does not check: {_brief(exc)}",)
+    with _CHECKED_LOCK:
         if len(_CHECKED) >= _CHECKED_MAX:
             _CHECKED.pop(next(iter(_CHECKED)))
         _CHECKED[digest] = found
@@ -553,7 +565,7 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
 
 __all__ = [
     "CONTENT_ACTIONS", "Catalog", "CatalogAction", "CatalogConflictError", "CatalogEntry", "CatalogEntryError",
-    "CatalogError", "ENTRY_FIELDS", "ENTRY_FORMAT", "JourneyState", "MAX_ENTRY_BYTES", "MAX_NESTING",
+    "CatalogError", "ENTRY_FIELDS", "ENTRY_FORMAT", "JourneyState", "MAX_ENTRY_BYTES", "MAX_NESTING", "MAX_STEPS",
     "PublishedJourney", "RejectReason", "Rejection", "SIGNATURE_HEADER", "SourceFile", "content_hash",
     "decode_entry", "definition_from_snapshot", "encode_entry", "journey_of_key", "next_entry", "read_record",
     "sign_record", "signed_bytes", "with_version",

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -532,3 +532,25 @@ def test_pause_after_a_rejected_entry_pauses_the_last_good_version_and_says_so(
     assert main(["journeys", "list"]) == 0
     [listed] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(JOURNEY)]  # no log lines
     assert listed.split()[:3] == [JOURNEY, "v1", "paused"] and "rejected" not in listed
+
+
+async def test_a_follower_that_stops_before_it_is_asked_makes_readiness_not_ready(
+        kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter) -> None:
+    class Broken(CatalogFollower):
+        """Fails the way a bug would, after a clean load."""
+
+        loaded = False
+
+        async def _apply(self, records: list[Message]) -> bool:
+            if self.loaded:
+                raise RuntimeError("a bug")
+            return await super()._apply(records)
+
+    await _publish(writer, _write(tmp_path / "v1", "purchase_thank_you"), "good")
+    follower = Broken(kafka_config, writer.topic, keys=CATALOG_KEYS)
+    await follower.load()
+    follower.loaded = True
+    assert follower.readiness() == (True, "following at offset 1")
+    with pytest.raises(RuntimeError):
+        await follower.run(asyncio.Event())
+    assert follower.readiness() == (False, "journey catalog follower stopped: RuntimeError: a bug")
