@@ -9,7 +9,7 @@ template with sample data built from the Avro schemas.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -30,7 +30,7 @@ from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
 from journeys.event_schemas import EventCatalogue, catalogue
-from journeys import _goal_checks
+from journeys import _goal_checks, expressions
 from journeys._checks import (  # the error and Problem stay importable from here
     CONTEXT_ROOTS,
     JourneyDefinitionError as JourneyDefinitionError,
@@ -449,7 +449,8 @@ class _PublishedEvents(EventCatalogue):
 
     A publisher validated the snapshot's custom event types against its own ``sources.yaml``,
     which a consumer or worker following the catalog does not have; so here an unknown type is
-    taken as known with an empty sample (its expressions still parse, nothing further is checked).
+    taken as known with an empty sample (its expressions still parse, nothing further is checked,
+    and templates rendered with such an event are compiled but not test-rendered).
     """
 
     def __contains__(self, item: object) -> bool:
@@ -481,6 +482,26 @@ def _with_empty_arms(steps: Any) -> Any:
         if isinstance(body, dict) and isinstance(body.get(arms_key), list):
             body[arms_key] = [{"steps": [], **arm} if isinstance(arm, Mapping) else arm for arm in body[arms_key]]
     return restored
+
+
+def _expressions(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every expression of a schema-valid definition document: where it is, and its source."""
+    if raw["trigger"].get("filter"):
+        yield "trigger.filter", raw["trigger"]["filter"]
+    for index, item in enumerate(raw.get("exit") or ()):
+        if item.get("when"):
+            yield f"exit.{index}.when", item["when"]
+    if (raw.get("goal") or {}).get("filter"):
+        yield "goal.filter", raw["goal"]["filter"]
+    for step, path in walk(raw["steps"]):
+        kind = kind_of(step)
+        body = step[kind] or {}
+        where = ".".join(map(str, path))
+        if kind in ("wait_for", "digest") and body.get("when"):
+            yield f"{where}.{kind}.when", body["when"]
+        if kind == "branch":
+            for number, case in enumerate(body["cases"]):
+                yield f"{where}.branch.cases.{number}.when", case["when"]
 
 
 def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> list[Problem]:
@@ -518,11 +539,23 @@ def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> l
                                          "filter": goal.when, "after": goal.after}.items() if v is not None}
     if "holdout_percent" in snapshot:
         raw["holdout_percent"] = snapshot["holdout_percent"]
+    builtin = _event_types()
+    rendered_with = {raw["trigger"]["event"], *(step["digest"].get("event") for step, _ in walk(raw["steps"])
+                                                if kind_of(step) == "digest" and isinstance(step["digest"], Mapping))} \
+        if isinstance(raw["steps"], list) else set()
     report = Report(file, LocatedDocument(raw))
-    compiled = _check_document(report, templates, _PublishedEvents(_event_types()), render_templates=True,
-                               allowed_hosts=None)
+    compiled = _check_document(report, templates, _PublishedEvents(builtin), allowed_hosts=None,
+                               render_templates=bool(rendered_with) and rendered_with <= builtin)
     problems += report.problems
     if compiled is None or problems:
+        return problems
+    # Expressions over events this process has no sample of were not checked above; each must parse at least.
+    for where, source in _expressions(raw):
+        try:
+            expressions.parse(source)
+        except expressions.ExpressionError as exc:
+            problems.append(Problem(file, 1, f"{where}: {exc}"))
+    if problems:
         return problems
     if set(compiled.listeners) != set(decoded.listeners):
         problems.append(Problem(file, 1, "the snapshot's listeners are not the ones its steps and goal listen with"))

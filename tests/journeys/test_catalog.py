@@ -319,3 +319,17 @@ def test_a_valid_entry_with_any_part_replaced_never_raises_anything_but_the_type
         decode_entry(key, json.dumps(document).encode())
     except CatalogEntryError:
         pass
+
+
+def test_journeys_on_a_source_event_type_pass_the_snapshot_checks_without_the_source_file(tmp_path: Path) -> None:
+    """A follower has no ``sources.yaml``: custom event types are taken as the publisher checked them."""
+    from journeys.loader import validate_folder
+    from tests.events.shop import shop_journeys
+
+    report = validate_folder(shop_journeys(tmp_path, "shop-events"))
+    assert report.problems == () and {d.id for d in report.definitions} == {"big_order", "shipped"}
+    for definition in report.definitions:
+        snapshot = definition.snapshot()
+        assert check_snapshot(snapshot, definition_from_snapshot(snapshot)) == []
+    broken = with_version({**report.definitions[0].snapshot(), "trigger_filter": "((("}, 1)
+    assert check_snapshot(broken, definition_from_snapshot(broken))  # still parsed
