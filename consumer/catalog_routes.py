@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from consumer.routes import EventRoutes, Route
+from core.signing import SigningKeys
 from events.model import CustomerEvent
 from journeys.catalog import Catalog, JourneyState
 from journeys.expressions import ExpressionMetrics
@@ -64,17 +65,18 @@ class LiveRoutes:
         return routes
 
 
-async def follow_catalog(client_config: Mapping[str, str], topic: str, *, registry: CollectorRegistry,
-                         timeout_seconds: float = 20.0,
+async def follow_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
+                         registry: CollectorRegistry, timeout_seconds: float = 20.0,
                          expression_metrics: ExpressionMetrics | None = None) -> tuple[LiveRoutes, CatalogFollower]:
     """Reads the catalog to its end and returns routes that the returned follower keeps current.
 
     Run the follower beside the consumer (``build_consumer_service(background=[follower])``).
+    ``keys`` verify every entry (None: unsigned entries are accepted, development only).
 
     Raises:
         CatalogUnavailableError: the catalog cannot be read (a one-line start-up error).
     """
-    follower = CatalogFollower(client_config, topic, metrics=CatalogMetrics(registry))
+    follower = CatalogFollower(client_config, topic, keys=keys, metrics=CatalogMetrics(registry))
     routes = LiveRoutes(await follower.load(timeout_seconds), expression_metrics=expression_metrics)
     follower.on_change = routes.update
     return routes, follower

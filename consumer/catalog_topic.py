@@ -2,8 +2,11 @@
 
 The topic has one partition, so the log is one total order and "the end" is one offset. The
 follower reads it from the beginning without a consumer group (``assign``, never a commit): every
-process holds the whole catalog. A malformed record, or an entry that lost a revision race, is
-skipped and counted in ``eventflow_catalog_invalid_entries_total``; it never stops the follower.
+process holds the whole catalog. Each record is trusted only once it is signed by a configured key
+and its snapshot passes the checks of ``journeys validate`` (`journeys.catalog.read_record`). A
+record that is not, or an entry that lost a revision race, is skipped, logged with its key and
+offset, and counted in ``eventflow_catalog_invalid_entries_total{reason}``: no record stops the
+follower, and a follower that stops anyway turns readiness not ready.
 
 The writer reads the log to its end, makes the next entry, produces it and reads back to its
 offset: the entry counts only if the catalog built from the log accepted it as its journey's next
@@ -23,14 +26,21 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from core.errors import EventflowError
+from core.signing import SigningKeys
 from journeys.catalog import (
+    SIGNATURE_HEADER,
     Catalog,
     CatalogConflictError,
     CatalogEntry,
     CatalogEntryError,
     JourneyState,
+    RejectReason,
+    Rejection,
     decode_entry,
     encode_entry,
+    journey_of_key,
+    read_record,
+    sign_record,
 )
 
 log = structlog.get_logger(__name__)
@@ -54,24 +64,91 @@ class CatalogWriteError(EventflowError):
 
 
 class CatalogMetrics:
-    """What the follower exports; ``reason`` is one of the bounded `CatalogEntryError` reasons or ``conflict``."""
+    """What the follower exports; ``reason`` is a `RejectReason` (``conflict``: a lost revision race, harmless)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.invalid_entries = Counter(
             "eventflow_catalog_invalid_entries_total",
-            "Catalog records skipped: malformed (json, format, field, key, snapshot) or a lost revision race "
-            "(conflict).", ["reason"], registry=registry)
-        for reason in ("json", "format", "field", "key", "snapshot", "conflict"):
-            self.invalid_entries.labels(reason)  # zero from the start, so an alert sees the first increase
+            "Catalog records skipped, by reason: size, signature, depth, json, format, unsupported_version, field, "
+            "key, snapshot, validation, error; or a lost revision race (conflict).", ["reason"], registry=registry)
+        for reason in RejectReason:
+            self.invalid_entries.labels(reason.value)  # zero from the start, so an alert sees the first increase
         self.entries = Counter("eventflow_catalog_entries_total", "Catalog entries applied.", registry=registry)
         self.journeys = Gauge("eventflow_catalog_journeys", "Journeys in the catalog, by state.", ["state"],
                               registry=registry)
+        self.rejected_journeys = Gauge(
+            "eventflow_catalog_rejected_journeys",
+            "Journeys whose newest catalog record was skipped (they serve their last accepted version).",
+            registry=registry)
 
     def observe(self, catalog: Catalog) -> None:
         states = [state for _, state in catalog.position().values()]
         for state in JourneyState:
             self.journeys.labels(state.value).set(states.count(state))
+        self.rejected_journeys.set(len(catalog.rejections()))
+
+
+def _signature(message: Message) -> bytes | None:
+    headers = message.headers() or []
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        if name == SIGNATURE_HEADER:
+            return value if isinstance(value, bytes) else None
+    return None
+
+
+def trusted_entry(message: Message, keys: SigningKeys | None) -> CatalogEntry | Rejection:
+    """The record's entry if it is signed and valid, else why not; CPU-bound, so readers run it off the loop.
+
+    Never raises for a record's content: a failure this code did not foresee is a rejection too.
+    """
+    key, offset = message.key(), message.offset() or 0
+    try:
+        return read_record(key, message.value(), _signature(message), keys=keys)
+    except CatalogEntryError as exc:
+        return Rejection(journey_of_key(key), offset, exc.reason, exc.problem[:300])
+    except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
+        log.exception("catalog_entry_failed", offset=offset)
+        return Rejection(journey_of_key(key), offset, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def fold_record(catalog: Catalog, message: Message, read: CatalogEntry | Rejection, topic: str,
+                metrics: CatalogMetrics | None = None) -> bool:
+    """Applies a record's `trusted_entry` to ``catalog`` if it is the journey's next revision; True if applied.
+
+    A record that is not is skipped: counted (``metrics``), logged with its key, partition and
+    offset, and noted on the catalog (`Catalog.reject`). Never raises for a record's content.
+    """
+    offset = message.offset() or 0
+    if isinstance(read, Rejection):
+        _reject(catalog, metrics, topic, message, read)
+        return False
+    try:
+        catalog.apply(read)
+    except CatalogConflictError as exc:
+        if metrics is not None:
+            metrics.invalid_entries.labels(RejectReason.CONFLICT.value).inc()
+        log.warning("catalog_entry_conflict", topic=topic, partition=message.partition(), offset=offset,
+                    journey=exc.journey_id, revision=exc.revision, expected=exc.expected)
+        return False
+    except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
+        log.exception("catalog_entry_failed", topic=topic, offset=offset)
+        _reject(catalog, metrics, topic, message, Rejection(journey_of_key(message.key()), offset, RejectReason.ERROR,
+                                                            f"{type(exc).__name__}: {str(exc)[:300]}"))
+        return False
+    if metrics is not None:
+        metrics.entries.inc()
+    return True
+
+
+def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, message: Message,
+            rejection: Rejection) -> None:
+    key, reason = message.key(), rejection.reason
+    catalog.reject(rejection)
+    if metrics is not None:
+        metrics.invalid_entries.labels(reason.value).inc()
+    log.error("catalog_entry_rejected", topic=topic, partition=message.partition(), offset=rejection.offset,
+              key=(key or b"")[:200].decode("utf-8", "replace"), reason=reason.value, error=rejection.problem)
 
 
 def _reader_config(client_config: Mapping[str, str]) -> dict[str, object]:
@@ -161,15 +238,19 @@ class CatalogFollower:
     ``on_change`` is called on the event loop with the catalog after every batch that changed it.
     """
 
-    def __init__(self, client_config: Mapping[str, str], topic: str, *, metrics: CatalogMetrics | None = None,
-                 on_change: Callable[[Catalog], None] | None = None, poll_seconds: float = 0.5) -> None:
+    def __init__(self, client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
+                 metrics: CatalogMetrics | None = None, on_change: Callable[[Catalog], None] | None = None,
+                 poll_seconds: float = 0.5) -> None:
         self._log = _Log(client_config, topic)
+        self._keys = keys
         self.metrics = metrics or CatalogMetrics(CollectorRegistry())
         self.catalog = Catalog()
         self.on_change = on_change
         self._poll_seconds = poll_seconds
         self._next_offset = 0
         self._problem: str | None = None
+        self._unrouted: str | None = None
+        self._stopped: str | None = None
 
     @property
     def topic(self) -> str:
@@ -186,7 +267,23 @@ class CatalogFollower:
 
     def problem(self) -> str | None:
         """Why the catalog is not being followed right now (readiness), or None."""
-        return self._problem
+        return self._stopped or self._problem or self._unrouted
+
+    def note(self) -> str | None:
+        """What readiness shows while ready: journeys whose newest record was skipped, or None."""
+        rejections = self.catalog.rejections()
+        if not rejections:
+            return None
+        shown = "; ".join(f"{journey}: {r.describe()[:120]}" for journey, r in list(rejections.items())[:3])
+        more = f" (+{len(rejections) - 3} more)" if len(rejections) > 3 else ""
+        return f"journey catalog records skipped, the last accepted versions serve: {shown}{more}"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while the catalog is followed; the detail names skipped records (`note`)."""
+        problem = self.problem()
+        if problem is not None:
+            return False, problem
+        return True, self.note() or f"following at offset {self._next_offset}"
 
     async def load(self, timeout_seconds: float = 20.0) -> Catalog:
         """Reads the topic to its current end.
@@ -203,7 +300,7 @@ class CatalogFollower:
                     raise CatalogUnavailableError(self.topic, self._log.address, f"not read to its end (offset {end}) "
                                                   f"within {timeout_seconds:.0f}s")
                 records, at_end = await asyncio.to_thread(self._log.poll, 0.5)
-                self._apply(records)
+                await self._apply(records)
                 if at_end is not None:
                     self._next_offset = max(self._next_offset, at_end)
         except BaseException:
@@ -215,7 +312,11 @@ class CatalogFollower:
         return self.catalog
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Follows the topic until ``stop``; a read failure is logged and retried, never raised."""
+        """Follows the topic until ``stop``; a read failure is logged and retried, a bad record skipped.
+
+        Should it end anyway before ``stop`` (a bug), readiness turns not ready: routing would
+        otherwise go on silently with a catalog nobody updates.
+        """
         try:
             while not stop.is_set():
                 try:
@@ -227,33 +328,42 @@ class CatalogFollower:
                     await _wait(stop, 2.0)
                     continue
                 self._problem = None
-                if self._apply(records):
+                changed = await self._apply(records)
+                if records:
                     self.metrics.observe(self.catalog)
+                if changed:
                     log.info("catalog_changed", topic=self.topic, offset=self._next_offset,
                              journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
-                    if self.on_change is not None:
-                        self.on_change(self.catalog)
+                    self._changed()
+        except BaseException as exc:
+            if not stop.is_set():
+                self._stopped = f"journey catalog follower stopped: {type(exc).__name__}: {str(exc)[:200]}"
+                log.error("catalog_follower_stopped", topic=self.topic, error=repr(exc)[:300])
+            raise
         finally:
+            if not stop.is_set() and self._stopped is None:
+                self._stopped = "journey catalog follower stopped"
+                log.error("catalog_follower_stopped", topic=self.topic)
             await asyncio.to_thread(self._log.close)
 
-    def _apply(self, records: list[Message]) -> bool:
+    def _changed(self) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(self.catalog)
+        except Exception as exc:  # the follower goes on; readiness says routing is not current
+            self._unrouted = f"journey catalog change not applied: {type(exc).__name__}: {str(exc)[:200]}"
+            log.exception("catalog_change_failed", topic=self.topic, offset=self._next_offset)
+        else:
+            self._unrouted = None
+
+    async def _apply(self, records: list[Message]) -> bool:
+        # Checking a record test-renders templates: off the loop, so polling and probes go on meanwhile.
+        reads = await asyncio.to_thread(lambda: [trusted_entry(message, self._keys) for message in records])
         changed = False
-        for message in records:
+        for message, read in zip(records, reads, strict=True):
             self._next_offset = (message.offset() or 0) + 1
-            try:
-                self.catalog.apply(decode_entry(message.key(), message.value()))
-            except CatalogEntryError as exc:
-                self.metrics.invalid_entries.labels(exc.reason).inc()
-                log.error("catalog_entry_invalid", topic=self.topic, offset=message.offset(), reason=exc.reason,
-                          error=exc.problem[:300])
-                continue
-            except CatalogConflictError as exc:
-                self.metrics.invalid_entries.labels("conflict").inc()
-                log.warning("catalog_entry_conflict", topic=self.topic, offset=message.offset(),
-                            journey=exc.journey_id, revision=exc.revision, expected=exc.expected)
-                continue
-            self.metrics.entries.inc()
-            changed = True
+            changed = fold_record(self.catalog, message, read, self.topic, self.metrics) or changed
         return changed
 
 
@@ -264,8 +374,9 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-def read_catalog(client_config: Mapping[str, str], topic: str, *, timeout_seconds: float = 20.0) -> tuple[Catalog, int]:
-    """The catalog and the offset after its last record; blocking (commands)."""
+def read_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
+                 timeout_seconds: float = 20.0) -> tuple[Catalog, int]:
+    """The catalog (skipped records noted on it) and the offset after its last record; blocking (commands)."""
     reader = _Log(client_config, topic)
     reader.open(timeout_seconds)
     catalog = Catalog()
@@ -279,10 +390,8 @@ def read_catalog(client_config: Mapping[str, str], topic: str, *, timeout_second
             records, at_end = reader.poll(0.5)
             for message in records:
                 next_offset = (message.offset() or 0) + 1
-                try:
-                    catalog.apply(decode_entry(message.key(), message.value()))
-                except (CatalogEntryError, CatalogConflictError):
-                    continue  # the follower counts these; a command reads past them the same way
+                # A command reads past skipped records as the follower does.
+                fold_record(catalog, message, trusted_entry(message, keys), topic)
             if at_end is not None:
                 next_offset = max(next_offset, at_end)
     finally:
@@ -293,9 +402,12 @@ def read_catalog(client_config: Mapping[str, str], topic: str, *, timeout_second
 class CatalogWriter:
     """Writes entries with the read-to-end, produce, read-back guard (module docstring); blocking."""
 
-    def __init__(self, client_config: Mapping[str, str], topic: str, *, timeout_seconds: float = 20.0) -> None:
+    def __init__(self, client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
+                 timeout_seconds: float = 20.0) -> None:
+        """``keys`` sign every entry written and verify every entry read; None: unsigned (development)."""
         self._config = dict(client_config)
         self.topic = topic
+        self._keys = keys
         self._timeout = timeout_seconds
 
     def ensure_topic(self) -> None:
@@ -334,7 +446,7 @@ class CatalogWriter:
         return {name: str(entry.value) for name, entry in described.items()}
 
     def read(self) -> Catalog:
-        return read_catalog(self._config, self.topic, timeout_seconds=self._timeout)[0]
+        return read_catalog(self._config, self.topic, keys=self._keys, timeout_seconds=self._timeout)[0]
 
     def write(self, make: Callable[[Catalog], CatalogEntry | None], *, attempts: int = 5) -> CatalogEntry | None:
         """Writes ``make(catalog)`` on the catalog as of the log's end; None when ``make`` says nothing changes.
@@ -349,8 +461,9 @@ class CatalogWriter:
             entry = make(catalog)
             if entry is None:
                 return None
+            _check_readable(entry)
             offset = self._produce(producer, entry)
-            settled, end = read_catalog(self._config, self.topic, timeout_seconds=self._timeout)
+            settled, end = read_catalog(self._config, self.topic, keys=self._keys, timeout_seconds=self._timeout)
             if end <= offset:
                 raise CatalogWriteError(f"entry written at offset {offset} but the log ends at {end}")
             # Accepted iff the log's own fold took this very write as the revision.
@@ -362,8 +475,10 @@ class CatalogWriter:
 
     def _produce(self, producer: Producer, entry: CatalogEntry) -> int:
         key, value = encode_entry(entry)
+        headers: list[tuple[str, str | bytes | None]] = (
+            [] if self._keys is None else [(SIGNATURE_HEADER, sign_record(key, value, self._keys).encode())])
         outcome: list[tuple[KafkaError | None, int]] = []
-        producer.produce(self.topic, value=value, key=key, partition=0,
+        producer.produce(self.topic, value=value, key=key, partition=0, headers=headers,
                          on_delivery=lambda err, msg: outcome.append((err, (msg.offset() or 0) if msg else -1)))
         remaining = producer.flush(self._timeout)
         if remaining or not outcome:
@@ -374,5 +489,14 @@ class CatalogWriter:
         return offset
 
 
+def _check_readable(entry: CatalogEntry) -> None:
+    """Refuses an entry readers would skip (a copy of content an older release accepted, say)."""
+    try:
+        decode_entry(*encode_entry(entry))
+    except CatalogEntryError as exc:
+        raise CatalogWriteError(f"refusing to write {entry.journey_id} rev {entry.revision}: readers would skip "
+                                f"it ({exc.reason.value}: {exc.problem})") from exc
+
+
 __all__ = ["CatalogFollower", "CatalogMetrics", "CatalogUnavailableError", "CatalogWriteError", "CatalogWriter",
-           "TOPIC_CONFIG", "read_catalog"]
+           "TOPIC_CONFIG", "fold_record", "read_catalog", "trusted_entry"]

@@ -49,7 +49,11 @@ class HealthSource(Protocol):
 
 
 class BackgroundTask(Protocol):
-    """A loop the service runs beside polling (the journey catalog follower); ends when ``stop`` is set."""
+    """A loop the service runs beside polling (the journey catalog follower); ends when ``stop`` is set.
+
+    `problem` makes the service not ready; `note` is shown while it is ready (what an operator
+    should see without the pod leaving service, such as catalog records that were skipped).
+    """
 
     @property
     def name(self) -> str: ...
@@ -57,6 +61,8 @@ class BackgroundTask(Protocol):
     async def run(self, stop: asyncio.Event) -> None: ...
 
     def problem(self) -> str | None: ...
+
+    def note(self) -> str | None: ...
 
 
 class Closeable(Protocol):
@@ -191,7 +197,8 @@ class ConsumerService:
         if stalled:
             return False, "stalled: " + "; ".join(
                 f"{s.topic}[{s.partition}]@{s.position} for {s.seconds:.0f}s" for s in stalled)
-        return True, "polling"
+        notes = [n for n in (task.note() for task in self._background) if n]
+        return True, "; ".join(["polling", *notes])
 
     async def _shutdown(self, consumer: Consumer) -> None:
         log.info("consumer_draining", in_flight=self._scheduler.in_flight,

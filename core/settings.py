@@ -37,6 +37,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 from core.codec import Keyring, KeyringError
 from core.vocabulary import CHANNELS
 from core.errors import ConfigError
+from core.signing import SigningKeys, SigningKeysError
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 
@@ -499,6 +500,58 @@ class CatalogSettings(SettingsGroup):
                                                  "How long start-up may take to read the catalog topic to its end.")
     author: str | None = env("USER", None, "Default author of catalog changes (`eventflow journeys publish "
                              "--author` overrides).")
+    signing_keys: SecretStr | None = env("EVENTFLOW_CATALOG_SIGNING_KEYS", None,
+                                         "Keys that sign and verify catalog entries (HMAC-SHA256) as `id=base64,"
+                                         "id=base64` (32+ bytes each, `openssl rand -base64 32`); entries not signed "
+                                         "by one are skipped. Required with the catalog source kafka and by the "
+                                         "catalog commands, unless EVENTFLOW_CATALOG_ALLOW_UNSIGNED (or "
+                                         "EVENTFLOW_CATALOG_SIGNING_KEYS_FILE).")
+    signing_keys_file: Path | None = env("EVENTFLOW_CATALOG_SIGNING_KEYS_FILE", None,
+                                         "File holding the catalog signing keys, one `id=base64` a line (a mounted "
+                                         "Secret); wins over EVENTFLOW_CATALOG_SIGNING_KEYS.")
+    signing_key_id: str | None = env("EVENTFLOW_CATALOG_SIGNING_KEY_ID", None,
+                                     "Id of the key `eventflow journeys` signs new entries with (the others only "
+                                     "verify); optional with one key.")
+    allow_unsigned: bool = env("EVENTFLOW_CATALOG_ALLOW_UNSIGNED", False,
+                               "Development only: without signing keys, accept (and write) unsigned catalog "
+                               "entries. Ignored when keys are set. The Helm chart sets it in devMode.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _signing_keys_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_CATALOG_SIGNING_KEYS")
+
+    @model_validator(mode="after")
+    def _signing_keys_valid(self) -> Self:
+        if self.signing_keys is None:
+            if self.signing_key_id is not None:
+                raise ConfigError(self.variable("signing_key_id"), "is set but no signing keys are")
+            if self.source == "kafka":
+                self.trust()
+            return self
+        try:
+            self.trust()
+        except SigningKeysError as exc:
+            variable = "signing_key_id" if exc.signing_key_id else \
+                "signing_keys_file" if self.signing_keys_file else "signing_keys"
+            raise ConfigError(self.variable(variable), str(exc)) from None
+        return self
+
+    def trust(self) -> SigningKeys | None:
+        """The keys catalog entries are signed and verified with; None when unsigned entries are accepted.
+
+        Raises:
+            ConfigError: no keys, and unsigned entries are not allowed (outside development).
+            SigningKeysError: the keys are unusable (`load` has checked them already).
+        """
+        if self.signing_keys is None:
+            if not self.allow_unsigned:
+                raise ConfigError(self.variable("signing_keys_file" if self.signing_keys_file else "signing_keys"),
+                                  "is required to read or write the journey catalog: only entries signed with "
+                                  "one of these keys are trusted (EVENTFLOW_CATALOG_ALLOW_UNSIGNED=true accepts "
+                                  "unsigned ones, for development only)")
+            return None
+        return SigningKeys.parse(self.signing_keys.get_secret_value(), self.signing_key_id)
 
 
 # -- worker -----------------------------------------------------------------------------------------

@@ -50,7 +50,8 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     router: EventRouter
     background: list[BackgroundTask] = []
     if catalog is not None and catalog.source == "kafka":
-        router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, registry=registry,
+        router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, keys=catalog.trust(),
+                                                registry=registry,
                                                 timeout_seconds=catalog.startup_timeout_seconds,
                                                 expression_metrics=ExpressionMetrics(registry))
         background.append(follower)

@@ -25,7 +25,7 @@ from activities.config import CHANNELS, channel_rates_from, channels_from, check
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
-from core.http import OpsServer, all_of, temporal_check
+from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
 from store import CustomerStore, FieldCipher, PostgresLedger, database_check, open_store
 from core.settings import (
     CatalogSettings,
@@ -173,11 +173,21 @@ async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorR
     if process.kafka is None:
         raise ConfigError(CatalogSettings.variable("source"), "kafka needs the Kafka settings (KAFKA_BOOTSTRAP_SERVERS)")
     metrics = CatalogMetrics(registry)
-    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, metrics=metrics)
+    follower = CatalogFollower(process.kafka.client_config(), process.catalog.topic, keys=process.catalog.trust(),
+                               metrics=metrics)
     check = CatalogChannelCheck(process.channels, metrics)
     check(await follower.load(process.catalog.startup_timeout_seconds))
     follower.on_change = check
     return follower
+
+
+def _catalog_check(follower: CatalogFollower) -> ReadinessCheck:
+    """Not ready once the follower stops or cannot read the topic; the detail names skipped records."""
+
+    async def check() -> tuple[bool, str]:
+        return follower.readiness()
+
+    return check
 
 
 async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.Event | None = None,
@@ -229,6 +239,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
               "search_attributes": search_attributes_check(client, process.temporal.namespace)}
     if pool is not None:
         checks["database"] = database_check(pool)
+    if follower is not None:
+        checks["catalog"] = _catalog_check(follower)
     readiness = all_of(checks)
     port = process.ops.metrics_port
     ops = OpsServer(registry, readiness, port=port) if port else None

@@ -17,6 +17,8 @@ import copy
 import enum
 import hashlib
 import json
+import re
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -24,10 +26,44 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import EventflowError
+from core.signing import SigningKeys
+from journeys.loader import check_snapshot
 from journeys.model import EntryRule, JourneyDefinition, SnapshotFormatError, decode_snapshot
+from journeys.steps import walk_document
 
-#: The entry format this code writes and reads; another is skipped as malformed, never guessed.
+#: The entry format this code writes and reads. A higher one is a newer release's: skipped and
+#: counted as ``unsupported_version`` until this process is upgraded, never guessed.
 ENTRY_FORMAT = 1
+#: The largest record value read; a larger one is skipped unread (a snapshot is a few KB).
+MAX_ENTRY_BYTES = 1_048_576
+#: The deepest nesting of JSON arrays and objects read (a snapshot nests about 15 deep); checked
+#: before parsing, without recursion, so no record can exhaust the parser's stack.
+MAX_NESTING = 64
+#: The most steps (nested ones included) a snapshot may have. Checking a snapshot test-renders a
+#: template per send, in time that grows faster than the steps; this bounds it near a second.
+MAX_STEPS = 100
+#: The record header that carries the entry's signature (`core.signing.SigningKeys.sign`).
+SIGNATURE_HEADER = "eventflow-signature"
+#: Every field of a format-1 entry; another is a newer release's (``unsupported_version``).
+ENTRY_FIELDS = frozenset({"format", "journey_id", "revision", "version", "action", "state", "author", "published_at",
+                          "summary", "content_hash", "entry_id", "definition", "templates", "snapshot"})
+
+
+class RejectReason(enum.StrEnum):
+    """Why a catalog record was skipped: the bounded label of ``eventflow_catalog_invalid_entries_total``."""
+
+    SIZE = "size"  # larger than MAX_ENTRY_BYTES
+    SIGNATURE = "signature"  # unsigned, or not signed by one of the configured keys
+    DEPTH = "depth"  # nested deeper than MAX_NESTING
+    JSON = "json"  # not UTF-8 JSON, not an object, or a tombstone
+    FORMAT = "format"  # no valid entry format
+    UNSUPPORTED_VERSION = "unsupported_version"  # a newer release's entry or snapshot format, or an unknown field
+    FIELD = "field"  # an entry field missing or of the wrong type
+    KEY = "key"  # the record key does not match the entry
+    SNAPSHOT = "snapshot"  # the snapshot does not decode, or its hashes do not match its content
+    VALIDATION = "validation"  # the snapshot fails the checks of `journeys validate`
+    CONFLICT = "conflict"  # not the journey's next revision: a writer lost a race (harmless)
+    ERROR = "error"  # an unexpected failure applying the entry (a bug; the record is still skipped)
 
 
 class JourneyState(enum.StrEnum):
@@ -57,10 +93,10 @@ class CatalogError(EventflowError):
 
 
 class CatalogEntryError(EventflowError):
-    """A catalog record that cannot be read; ``reason`` is a bounded label for the error metric."""
+    """A catalog record that is not applied; ``reason`` is a bounded label for the error metric."""
 
-    def __init__(self, reason: str, problem: str) -> None:
-        super().__init__(f"malformed catalog entry ({reason}): {problem}")
+    def __init__(self, reason: RejectReason, problem: str) -> None:
+        super().__init__(f"rejected catalog entry ({reason.value}): {problem}")
         self.reason = reason
         self.problem = problem
 
@@ -163,8 +199,8 @@ def definition_from_snapshot(snapshot: Mapping[str, Any]) -> PublishedJourney:
             or its routing fields do not decode.
     """
     if _snapshot_hash(snapshot) != snapshot.get("content_hash"):
-        raise CatalogEntryError("snapshot", f"the snapshot's hash {snapshot.get('content_hash')!r} does not match "
-                                            "its content")
+        raise CatalogEntryError(RejectReason.SNAPSHOT, f"the snapshot's hash {str(snapshot.get('content_hash'))[:40]!r} "
+                                                       "does not match its content")
     try:
         decoded = decode_snapshot(snapshot)
         return PublishedJourney(
@@ -174,8 +210,19 @@ def definition_from_snapshot(snapshot: Mapping[str, Any]) -> PublishedJourney:
             listeners=decoded.listeners, exit_events=decoded.exit_events, templates=decoded.templates,
             source_file=f"catalog:{decoded.id}@v{decoded.version}", published=copy.deepcopy(dict(snapshot)),
             goal=decoded.goal, holdout_percent=decoded.holdout_percent)
-    except (SnapshotFormatError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CatalogEntryError("snapshot", f"the snapshot does not decode: {type(exc).__name__}: {exc}") from exc
+    except SnapshotFormatError as exc:
+        raise CatalogEntryError(RejectReason.UNSUPPORTED_VERSION, str(exc)) from exc
+    except _DATA_ERRORS as exc:
+        raise CatalogEntryError(RejectReason.SNAPSHOT, f"the snapshot does not decode: {_brief(exc)}") from exc
+
+
+#: What reading arbitrary JSON data into the typed model can raise (a string where a list belongs,
+#: a float too large for an int, ...): turned into the typed rejection, never let through.
+_DATA_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, IndexError, RecursionError)
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 # --- codec -------------------------------------------------------------------------------------
@@ -198,46 +245,163 @@ def encode_entry(entry: CatalogEntry) -> tuple[bytes, bytes]:
 
 def _source(raw: Any) -> SourceFile:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not isinstance(raw.get("text"), str):
-        raise CatalogEntryError("field", "a source file needs a name and a text")
+        raise CatalogEntryError(RejectReason.FIELD, "a source file needs a name and a text")
     return SourceFile(raw["name"], raw["text"])
 
 
-def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
-    """Reads one record; its snapshot is rebuilt and checked as well.
+def signed_bytes(key: bytes | None, value: bytes) -> bytes:
+    """What a signature covers: the record key (length-prefixed, so key and value cannot trade bytes) and value.
+
+    The value is the canonical entry (`encode_entry`: sorted keys, one spelling), signed as written,
+    so no reader ever re-serialises JSON to check a signature.
+    """
+    key = key or b""
+    return b"eventflow-catalog-entry\x00" + len(key).to_bytes(4, "big") + key + value
+
+
+def sign_record(key: bytes, value: bytes, keys: SigningKeys) -> str:
+    """The `SIGNATURE_HEADER` value of the record ``(key, value)``."""
+    return keys.sign(signed_bytes(key, value))
+
+
+#: A JSON string, escapes included (the unrolled form: linear, no nested backtracking).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(value: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than ``limit``, counted outside strings, without recursion."""
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", value).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_record(key: bytes | None, value: bytes | None, signature: bytes | None, *,
+                keys: SigningKeys | None) -> CatalogEntry:
+    """Reads one catalog record, trusting nothing: size, signature, then `decode_entry`.
+
+    Args:
+        signature: the record's `SIGNATURE_HEADER` value, if it has one.
+        keys: the keys a signature must verify with; None accepts unsigned records (development).
 
     Raises:
-        CatalogEntryError: naming what is wrong (reasons: ``json``, ``format``, ``field``, ``key``, ``snapshot``).
+        CatalogEntryError: naming what is wrong, with a `RejectReason`.
     """
     if value is None:
-        raise CatalogEntryError("json", "the record has no value (a tombstone)")
+        raise CatalogEntryError(RejectReason.JSON, "the record has no value (a tombstone)")
+    if len(value) > MAX_ENTRY_BYTES:
+        raise CatalogEntryError(RejectReason.SIZE, f"the record is {len(value)} bytes, above {MAX_ENTRY_BYTES}")
+    if keys is not None:
+        if signature is None:
+            raise CatalogEntryError(RejectReason.SIGNATURE, f"the record is not signed (no {SIGNATURE_HEADER} header)")
+        problem = keys.verify(signed_bytes(key, value), signature.decode("ascii", "replace")[:300])
+        if problem is not None:
+            raise CatalogEntryError(RejectReason.SIGNATURE, problem)
+    return decode_entry(key, value)
+
+
+def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
+    """Reads one record's entry and checks its snapshot fully (the checks of ``journeys validate``).
+
+    The signature is `read_record`'s: this is the part every reader runs, signed or not.
+
+    Raises:
+        CatalogEntryError: naming what is wrong, with a `RejectReason`.
+    """
+    if value is None:
+        raise CatalogEntryError(RejectReason.JSON, "the record has no value (a tombstone)")
+    if len(value) > MAX_ENTRY_BYTES:
+        raise CatalogEntryError(RejectReason.SIZE, f"the record is {len(value)} bytes, above {MAX_ENTRY_BYTES}")
+    if _too_deep(value, MAX_NESTING):
+        raise CatalogEntryError(RejectReason.DEPTH, f"arrays and objects nest deeper than {MAX_NESTING}")
     try:
-        raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogEntryError("json", f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise CatalogEntryError("json", "the value is not a JSON object")
-    if raw.get("format") != ENTRY_FORMAT:
-        raise CatalogEntryError("format", f"entry format {raw.get('format')!r} is not {ENTRY_FORMAT}")
+        raw = json.loads(value, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CatalogEntryError(RejectReason.JSON, f"not UTF-8 JSON: {_brief(exc)}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogEntryError(RejectReason.JSON, "the value is not a JSON object")
+    entry_format = raw.get("format")
+    if isinstance(entry_format, int) and not isinstance(entry_format, bool) and entry_format > ENTRY_FORMAT:
+        raise CatalogEntryError(RejectReason.UNSUPPORTED_VERSION, f"entry format {entry_format} is newer than "
+                                                                  f"this release's ({ENTRY_FORMAT})")
+    if entry_format != ENTRY_FORMAT or isinstance(entry_format, bool):
+        raise CatalogEntryError(RejectReason.FORMAT, f"entry format {str(entry_format)[:40]!r} is not {ENTRY_FORMAT}")
+    unknown = sorted(set(raw) - ENTRY_FIELDS)
+    if unknown:
+        raise CatalogEntryError(RejectReason.UNSUPPORTED_VERSION, f"fields this release does not know: "
+                                                                  f"{', '.join(repr(u[:40]) for u in unknown[:5])}")
     try:
         entry = CatalogEntry(
-            journey_id=str(raw["journey_id"]), revision=_positive(raw["revision"]), version=_positive(raw["version"]),
-            action=CatalogAction(raw["action"]), state=JourneyState(raw["state"]), author=str(raw["author"]),
-            published_at=datetime.fromisoformat(raw["published_at"]), summary=str(raw["summary"]),
-            content_hash=str(raw["content_hash"]), snapshot=raw["snapshot"], definition=_source(raw["definition"]),
-            templates=tuple(_source(t) for t in raw["templates"]), entry_id=str(raw["entry_id"]))
+            journey_id=_text(raw["journey_id"]), revision=_positive(raw["revision"]),
+            version=_positive(raw["version"]), action=CatalogAction(raw["action"]), state=JourneyState(raw["state"]),
+            author=_text(raw["author"]), published_at=datetime.fromisoformat(_text(raw["published_at"])),
+            summary=_text(raw["summary"]), content_hash=_text(raw["content_hash"]), snapshot=raw["snapshot"],
+            definition=_source(raw["definition"]), templates=tuple(_source(t) for t in _list(raw["templates"])),
+            entry_id=_text(raw["entry_id"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise CatalogEntryError("field", f"{type(exc).__name__}: {exc}") from exc
+        raise CatalogEntryError(RejectReason.FIELD, _brief(exc)) from exc
     if key is not None and key != entry.key:
-        raise CatalogEntryError("key", f"the key {key!r} does not match the entry ({entry.key!r})")
-    if not isinstance(entry.snapshot, Mapping):
-        raise CatalogEntryError("field", "snapshot is not an object")
+        raise CatalogEntryError(RejectReason.KEY, f"the key {key[:120]!r} does not match the entry ({entry.key!r})")
+    if not isinstance(entry.snapshot, dict):
+        raise CatalogEntryError(RejectReason.FIELD, "snapshot is not an object")
     definition = entry.journey()
     if definition.id != entry.journey_id or definition.version != entry.version:
-        raise CatalogEntryError("snapshot", f"the snapshot is {definition.id} v{definition.version}, the entry "
-                                            f"{entry.journey_id} v{entry.version}")
+        raise CatalogEntryError(RejectReason.SNAPSHOT, f"the snapshot is {definition.id[:80]} v{definition.version}, "
+                                                       f"the entry {entry.journey_id[:80]} v{entry.version}")
     if content_hash(entry.snapshot) != entry.content_hash:
-        raise CatalogEntryError("snapshot", "the entry's content hash does not match its snapshot")
+        raise CatalogEntryError(RejectReason.SNAPSHOT, "the entry's content hash does not match its snapshot")
+    steps = entry.snapshot.get("steps")
+    if isinstance(steps, list) and sum(1 for _ in walk_document(steps)) > MAX_STEPS:
+        raise CatalogEntryError(RejectReason.VALIDATION, f"the snapshot has more than {MAX_STEPS} steps")
+    problems = _validated(entry.snapshot, definition)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CatalogEntryError(RejectReason.VALIDATION, problems[0][:300] + more)
     return entry
+
+
+#: Snapshots already checked (by a hash of their whole JSON) and their problems: a pause, resume or
+#: archive entry repeats its journey's snapshot, so a catalog is checked once per distinct content.
+_CHECKED: dict[bytes, tuple[str, ...]] = {}
+_CHECKED_MAX = 1024
+_CHECKED_LOCK = threading.Lock()  # readers check records off their event loops, in threads
+
+
+def _validated(snapshot: Mapping[str, Any], definition: JourneyDefinition) -> tuple[str, ...]:
+    digest = hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).digest()
+    with _CHECKED_LOCK:
+        found = _CHECKED.get(digest)
+    if found is not None:
+        return found
+    try:
+        found = tuple(f"{p.file}: {p.message}" for p in check_snapshot(snapshot, definition))
+    except _DATA_ERRORS as exc:
+        # The checks assume what a schema-valid document holds; data that breaks that assumption is invalid.
+        found = (f"the snapshot does not check: {_brief(exc)}",)
+    with _CHECKED_LOCK:
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[digest] = found
+    return found
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{str(value)[:40]!r} is not a string")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{str(value)[:40]!r} is not a list")
+    return value
 
 
 def _positive(value: Any) -> int:
@@ -249,14 +413,60 @@ def _positive(value: Any) -> int:
 # --- the catalog's state -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A record the catalog skipped, for the journey its key names (unverified: it was rejected).
+
+    Attributes:
+        journey_id: the first part of the record key ("" when the key names none).
+        offset: where the record is in the topic.
+        reason, problem: why it was skipped.
+    """
+
+    journey_id: str
+    offset: int
+    reason: RejectReason
+    problem: str
+
+    def describe(self) -> str:
+        return f"offset {self.offset}: {self.reason.value}: {self.problem}"
+
+
+_PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def journey_of_key(key: bytes | None) -> str:
+    """The journey a record key names (``<journey>/<revision>/<entry id>``), "" when it names none readable."""
+    journey_id = (key or b"").split(b"/", 1)[0].decode("utf-8", "replace")
+    return journey_id if _PRINTABLE_ID.match(journey_id) else ""
+
+
 class Catalog:
-    """Every accepted entry, per journey in revision order; built by `apply` in log order."""
+    """Every accepted entry, per journey in revision order; built by `apply` in log order.
+
+    Readers also note each journey's skipped records (`reject`): a journey whose newest record was
+    skipped still serves its last accepted entry, and the commands say so.
+    """
 
     def __init__(self, entries: Iterable[CatalogEntry] = ()) -> None:
         self._entries: dict[str, list[CatalogEntry]] = {}
         self._definitions: dict[str, JourneyDefinition] = {}
+        self._rejected: dict[str, Rejection] = {}
         for entry in entries:
             self.apply(entry)
+
+    def reject(self, rejection: Rejection) -> None:
+        """Notes a skipped record as its journey's newest (until an entry of that journey is accepted)."""
+        if rejection.journey_id:
+            self._rejected[rejection.journey_id] = rejection
+
+    def rejection(self, journey_id: str) -> Rejection | None:
+        """The record of ``journey_id`` skipped after its newest accepted entry, if any."""
+        return self._rejected.get(journey_id)
+
+    def rejections(self) -> dict[str, Rejection]:
+        """Per journey, the skipped record newer than its newest accepted entry."""
+        return dict(sorted(self._rejected.items()))
 
     def apply(self, entry: CatalogEntry) -> None:
         """Accepts ``entry`` as its journey's next revision.
@@ -271,8 +481,10 @@ class Catalog:
         wanted_version = last_version + 1 if entry.action in CONTENT_ACTIONS else last_version
         if entry.revision != expected or entry.version != wanted_version:
             raise CatalogConflictError(entry.journey_id, entry.revision, expected)
+        definition = entry.journey()
         self._entries.setdefault(entry.journey_id, []).append(entry)
-        self._definitions[entry.journey_id] = entry.journey()
+        self._definitions[entry.journey_id] = definition
+        self._rejected.pop(entry.journey_id, None)
 
     @property
     def journey_ids(self) -> tuple[str, ...]:
@@ -353,6 +565,8 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
 
 __all__ = [
     "CONTENT_ACTIONS", "Catalog", "CatalogAction", "CatalogConflictError", "CatalogEntry", "CatalogEntryError",
-    "CatalogError", "ENTRY_FORMAT", "JourneyState", "SourceFile", "content_hash", "decode_entry",
-    "PublishedJourney", "definition_from_snapshot", "encode_entry", "next_entry", "with_version",
+    "CatalogError", "ENTRY_FIELDS", "ENTRY_FORMAT", "JourneyState", "MAX_ENTRY_BYTES", "MAX_NESTING", "MAX_STEPS",
+    "PublishedJourney", "RejectReason", "Rejection", "SIGNATURE_HEADER", "SourceFile", "content_hash",
+    "decode_entry", "definition_from_snapshot", "encode_entry", "journey_of_key", "next_entry", "read_record",
+    "sign_record", "signed_bytes", "with_version",
 ]

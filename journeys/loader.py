@@ -9,7 +9,7 @@ template with sample data built from the Avro schemas.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -30,8 +30,8 @@ from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of,
 from journeys.steps import walk_document as walk
 from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
-from journeys.event_schemas import catalogue
-from journeys import _goal_checks
+from journeys.event_schemas import EventCatalogue, catalogue
+from journeys import _goal_checks, expressions
 from journeys._checks import (  # the error and Problem stay importable from here
     CONTEXT_ROOTS,
     JourneyDefinitionError as JourneyDefinitionError,
@@ -356,11 +356,18 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     except YamlSyntaxError as exc:
         return None, [Problem(str(path), exc.line or 1, exc.problem)]
     report = Report(str(path), document)
+    definition = _check_document(report, templates, _event_types() if event_types is None else event_types,
+                                 render_templates=render_templates, allowed_hosts=allowed_hosts)
+    return definition, report.problems
+
+
+def _check_document(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str], *,
+                    render_templates: bool, allowed_hosts: Collection[str] | None) -> JourneyDefinition | None:
+    """Every check of one definition document (``report.document``); the definition, or None on a problem."""
     _schema_problems(report)
     if report.problems:
-        return None, report.problems
-    raw: dict[str, Any] = document.data
-    known = _event_types() if event_types is None else event_types
+        return None
+    raw: dict[str, Any] = report.document.data
     trigger = raw["trigger"]["event"]
     if trigger not in known:
         report.add(("trigger", "event"), f"unknown event type {trigger!r}; known: {', '.join(sorted(known))}")
@@ -417,7 +424,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
             report.add(("entry", "key"), f"{listener.event_type} has no field {key_path!r}: give its listener "
                                          "a key so the event can find the instance")
     if report.problems:
-        return None, report.problems
+        return None
     used = {send["template"] for _, _, send in _referenced_templates(raw["steps"])}
     definition = JourneyDefinition(
         id=str(raw["id"]),
@@ -430,11 +437,133 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         exit_events=tuple(exits),
         steps=with_journey_defaults(_typed_steps(raw["steps"], resolved_keys), raw.get("priority"), raw.get("caps")),
         templates={t: templates[t].template for t in sorted(used)},
-        source_file=str(path),
+        source_file=report.file,
         goal=goal,
         holdout_percent=int(raw.get("holdout_percent") or 0),
     )
-    return definition, []
+    return definition
+
+
+class _PublishedEvents(EventCatalogue):
+    """The event types a catalog snapshot may name: built-in ones with samples, any other without.
+
+    A publisher validated the snapshot's custom event types against its own ``sources.yaml``,
+    which a consumer or worker following the catalog does not have; so here an unknown type is
+    taken as known with an empty sample (its expressions still parse, nothing further is checked,
+    and templates rendered with such an event are compiled but not test-rendered).
+    """
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, str)
+
+
+def _listener_document(listener: Listener) -> dict[str, Any]:
+    body: dict[str, Any] = {"event": listener.event_type}
+    if listener.key_path is not None:
+        body["key"] = listener.key_path
+    if listener.when is not None:
+        body["when"] = listener.when
+    return body
+
+
+def _with_empty_arms(steps: Any) -> Any:
+    """A snapshot's step documents with the ``steps: []`` of empty branch cases and split variants put back.
+
+    `encode_step` leaves out options at their defaults, an empty arm's steps among them, which the
+    definition schema requires. Recursion is bounded: the catalog codec bounds a record's nesting.
+    """
+    if isinstance(steps, list):
+        return [_with_empty_arms(step) for step in steps]
+    if not isinstance(steps, Mapping):
+        return steps
+    restored = {key: _with_empty_arms(value) for key, value in steps.items()}
+    for kind, arms_key in (("branch", "cases"), ("split", "variants")):
+        body = restored.get(kind)
+        if isinstance(body, dict) and isinstance(body.get(arms_key), list):
+            body[arms_key] = [{"steps": [], **arm} if isinstance(arm, Mapping) else arm for arm in body[arms_key]]
+    return restored
+
+
+def _expressions(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every expression of a schema-valid definition document: where it is, and its source."""
+    if raw["trigger"].get("filter"):
+        yield "trigger.filter", raw["trigger"]["filter"]
+    for index, item in enumerate(raw.get("exit") or ()):
+        if item.get("when"):
+            yield f"exit.{index}.when", item["when"]
+    if (raw.get("goal") or {}).get("filter"):
+        yield "goal.filter", raw["goal"]["filter"]
+    for step, path in walk(raw["steps"]):
+        kind = kind_of(step)
+        body = step[kind] or {}
+        where = ".".join(map(str, path))
+        if kind in ("wait_for", "digest") and body.get("when"):
+            yield f"{where}.{kind}.when", body["when"]
+        if kind == "branch":
+            for number, case in enumerate(body["cases"]):
+                yield f"{where}.branch.cases.{number}.when", case["when"]
+
+
+def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> list[Problem]:
+    """The checks of ``journeys validate`` on a published snapshot (a catalog entry's), templates test-rendered.
+
+    The snapshot is turned back into the definition document it was compiled from (its steps are
+    already documents) and checked as a file would be; the definition that compiles from it must
+    route as the snapshot says (same listeners, exits and templates), so a snapshot cannot name
+    listeners or templates its steps do not have. ``decoded`` is the snapshot read into the typed
+    model (`journeys.catalog.definition_from_snapshot`). Problems name ``catalog:<id>@v<version>``.
+    """
+    file = f"catalog:{decoded.id}@v{decoded.version}"
+    problems: list[Problem] = []
+    templates: dict[str, TemplateSource] = {}
+    for name, template in decoded.templates.items():
+        document = LocatedDocument({"id": template.id, "default_locale": template.default_locale,
+                                    "channels": template.variants})
+        checked = _check_template(Path(f"{file}/templates/{name}"), document, problems)
+        if checked is not None and checked.id != name:
+            problems.append(Problem(file, 1, f"template {name!r} carries the id {checked.id!r}"))
+        elif checked is not None:
+            templates[name] = TemplateSource(checked, f"{file}/templates/{name}", document)
+    trigger: dict[str, Any] = {"event": snapshot.get("trigger_event")}
+    if snapshot.get("trigger_filter") is not None:
+        trigger["filter"] = snapshot["trigger_filter"]
+    entry: dict[str, Any] = {"rule": snapshot.get("entry_rule")}
+    if snapshot.get("key_path") is not None:
+        entry["key"] = snapshot["key_path"]
+    raw: dict[str, Any] = {"id": snapshot.get("id"), "version": snapshot.get("version"), "trigger": trigger,
+                           "entry": entry, "exit": [_listener_document(e) for e in decoded.exit_events],
+                           "steps": _with_empty_arms(snapshot.get("steps"))}
+    if decoded.goal is not None:
+        goal = decoded.goal
+        raw["goal"] = {k: v for k, v in {"event": goal.event_type, "within": goal.within, "key": goal.key_path,
+                                         "filter": goal.when, "after": goal.after}.items() if v is not None}
+    if "holdout_percent" in snapshot:
+        raw["holdout_percent"] = snapshot["holdout_percent"]
+    builtin = _event_types()
+    rendered_with = {raw["trigger"]["event"], *(step["digest"].get("event") for step, _ in walk(raw["steps"])
+                                                if kind_of(step) == "digest" and isinstance(step["digest"], Mapping))} \
+        if isinstance(raw["steps"], list) else set()
+    report = Report(file, LocatedDocument(raw))
+    compiled = _check_document(report, templates, _PublishedEvents(builtin), allowed_hosts=None,
+                               render_templates=bool(rendered_with) and rendered_with <= builtin)
+    problems += report.problems
+    if compiled is None or problems:
+        return problems
+    # Expressions over events this process has no sample of were not checked above; each must parse at least.
+    for where, source in _expressions(raw):
+        try:
+            expressions.parse(source)
+        except expressions.ExpressionError as exc:
+            problems.append(Problem(file, 1, f"{where}: {exc}"))
+    if problems:
+        return problems
+    if set(compiled.listeners) != set(decoded.listeners):
+        problems.append(Problem(file, 1, "the snapshot's listeners are not the ones its steps and goal listen with"))
+    if set(compiled.templates) != set(decoded.templates):
+        problems.append(Problem(file, 1, "the snapshot's templates are not the ones its steps use"))
+    if compiled.steps != decoded.steps:
+        problems.append(Problem(file, 1, "the snapshot's steps do not compile to themselves"))
+    return problems
 
 
 def _typed_steps(raw: Sequence[_RawStep], keys: Mapping[str, str]) -> tuple[Step, ...]:

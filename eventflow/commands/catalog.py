@@ -1,7 +1,9 @@
 """``eventflow journeys publish|list|history|diff|pause|resume|archive|rollback``: the live catalog.
 
 Every command reads the catalog topic (``EVENTFLOW_CATALOG_TOPIC`` on ``KAFKA_BOOTSTRAP_SERVERS``);
-changes are written as new entries (docs/architecture.md, "Journey catalog on a compacted Kafka topic").
+changes are written as new entries (docs/architecture.md, "Journey catalog on a compacted Kafka topic"),
+signed with ``EVENTFLOW_CATALOG_SIGNING_KEYS`` ("Catalog trust: signed, validated entries"). Records
+the processes skip (unsigned, invalid, from a newer release) are skipped here too, and named.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from journeys.catalog import CatalogAction, CatalogEntry
+from journeys.catalog import Catalog, CatalogAction, CatalogEntry
 
 if TYPE_CHECKING:
     from consumer.catalog_topic import CatalogWriter
@@ -23,7 +25,18 @@ def _writer() -> CatalogWriter:
     from core.settings import load_tools
 
     tools = load_tools()
-    return CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic)
+    return CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic, keys=tools.catalog.trust())
+
+
+def _warn_rejected(catalog: Catalog, journey_id: str) -> None:
+    """Says on stderr when the journey's newest record was skipped: what serves is the last accepted entry."""
+    rejection = catalog.rejection(journey_id)
+    latest = catalog.latest(journey_id)
+    if rejection is None:
+        return
+    serving = f"v{latest.version} ({latest.state.value}) is what serves" if latest else "nothing of it serves"
+    print(f"eventflow: the newest record of {journey_id} was rejected ({rejection.describe()}); {serving}, "
+          "and only that is changed or copied", file=sys.stderr)
 
 
 def _author(args: argparse.Namespace) -> str:
@@ -63,14 +76,21 @@ def _list(_: argparse.Namespace) -> int:
     for journey_id in catalog.journey_ids:
         latest = catalog.latest(journey_id)
         assert latest is not None
+        rejected = catalog.rejection(journey_id)
         print(f"{journey_id:<24} v{latest.version:<4} {latest.state.value:<8} {latest.content_hash}  "
-              f"{latest.published_at:%Y-%m-%d %H:%M:%SZ} by {latest.author}")
+              f"{latest.published_at:%Y-%m-%d %H:%M:%SZ} by {latest.author}"
+              + (f"  (newest record rejected: {rejected.reason.value})" if rejected else ""))
+    for journey_id, rejection in catalog.rejections().items():
+        if catalog.latest(journey_id) is None:
+            print(f"{journey_id:<24} (no accepted entry; newest record rejected: {rejection.describe()})")
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
     writer = _writer()
-    entries = writer.read().history(args.journey)
+    catalog = writer.read()
+    entries = catalog.history(args.journey)
+    _warn_rejected(catalog, args.journey)
     if not entries:
         print(f"eventflow: journey {args.journey!r} is not in the catalog", file=sys.stderr)
         return 1
@@ -90,6 +110,7 @@ def _diff(args: argparse.Namespace) -> int:
 def _change(action: CatalogAction, args: argparse.Namespace) -> int:
     from consumer.catalog_admin import cancel_running, change
     writer = _writer()
+    _warn_rejected(writer.read(), args.journey)
     entry = change(writer, args.journey, action, author=_author(args), summary=args.message,
                    rollback_to=getattr(args, "version", None))
     if entry is None:

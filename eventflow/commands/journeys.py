@@ -95,7 +95,7 @@ def _catalog_definition(journey_id: str, version: int | None) -> JourneyDefiniti
     from journeys.show import DefinitionNotFoundError
 
     tools = load_tools()
-    catalog = CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic).read()
+    catalog = CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic, keys=tools.catalog.trust()).read()
     entry = catalog.latest(journey_id) if version is None else catalog.version(journey_id, version)
     if entry is None:
         published = sorted({e.version for e in catalog.history(journey_id)})

@@ -9,13 +9,16 @@ version N" is read off the running consumer's routes (`LiveRoutes.position`), ne
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -23,9 +26,20 @@ from consumer.catalog_admin import CatalogValidationError, change, diff, publish
 from consumer.catalog_routes import LiveRoutes, follow_catalog
 from consumer.catalog_topic import CatalogFollower, CatalogUnavailableError, CatalogWriter
 from events import samples
-from journeys.catalog import CatalogAction, JourneyState
+from journeys.catalog import (
+    SIGNATURE_HEADER,
+    CatalogAction,
+    CatalogEntry,
+    JourneyState,
+    RejectReason,
+    content_hash,
+    encode_entry,
+    sign_record,
+    with_version,
+)
 from tests.activities.journey_support import channels_for, worker
 from tests.activities.provider_stub import ProviderStub, Recorded, provider
+from tests.catalog_keys import CATALOG_KEYS, CATALOG_KEYS_TEXT, FORGED_KEYS
 from tests.harness import Bridge, eventually, start_bridge
 
 __all__ = ["provider"]
@@ -76,7 +90,7 @@ def _seen(routes: LiveRoutes, version: int, state: JourneyState = JourneyState.A
 
 @pytest.fixture
 def writer(kafka_config: dict[str, str], unique: str) -> CatalogWriter:
-    writer = CatalogWriter(kafka_config, f"test-catalog-{unique}")
+    writer = CatalogWriter(kafka_config, f"test-catalog-{unique}", keys=CATALOG_KEYS)
     writer.ensure_topic()
     return writer
 
@@ -85,7 +99,7 @@ def writer(kafka_config: dict[str, str], unique: str) -> CatalogWriter:
 async def _running(kafka_config: dict[str, str], client: Client, topic: str, tmp_path: Path, suffix: str,
                    writer: CatalogWriter, stub: ProviderStub) -> AsyncIterator[tuple[Bridge, LiveRoutes,
                                                                                    CatalogFollower]]:
-    routes, follower = await follow_catalog(kafka_config, writer.topic, registry=CollectorRegistry())
+    routes, follower = await follow_catalog(kafka_config, writer.topic, keys=CATALOG_KEYS, registry=CollectorRegistry())
     bridge = await start_bridge(kafka_config=kafka_config, client=client, topic=topic, outbox=tmp_path / "unused",
                                 suffix=suffix, with_worker=False, router=routes, background=[follower])
     try:
@@ -230,16 +244,17 @@ async def test_an_invalid_publish_is_rejected_with_file_and_line_and_changes_not
 
 async def test_a_malformed_record_is_skipped_and_counted_and_a_later_publish_still_routes(
         kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter) -> None:
-    routes, follower = await follow_catalog(kafka_config, writer.topic, registry=CollectorRegistry())
+    routes, follower = await follow_catalog(kafka_config, writer.topic, keys=CATALOG_KEYS, registry=CollectorRegistry())
     stop = asyncio.Event()
     task = asyncio.create_task(follower.run(stop))
     try:
-        producer = Producer(dict(kafka_config))
-        producer.produce(writer.topic, key=b"catalog_thanks/00000001/x", value=b"{not json", partition=0)
-        producer.produce(writer.topic, key=b"x", value=b'{"format": 99}', partition=0)
-        producer.flush(10)
+        # Signed, so what is judged is the content (a trusted publisher's bug).
+        for key, value in ((b"catalog_thanks/00000001/x", b"{not json"), (b"x", b'{"format": 99}')):
+            _produce(kafka_config, writer.topic, key, value,
+                     [(SIGNATURE_HEADER, sign_record(key, value, CATALOG_KEYS).encode())])
         await eventually(lambda: follower.metrics.registry.get_sample_value(
-            "eventflow_catalog_invalid_entries_total", {"reason": "format"}) == 1, message="the bad records counted")
+            "eventflow_catalog_invalid_entries_total", {"reason": "unsupported_version"}) == 1,
+            message="the bad records counted")
         version = await _publish(writer, _write(tmp_path / "ok", "purchase_thank_you"), "after garbage")
         await eventually(lambda: _seen(routes, version), message="the publish after the bad records")
     finally:
@@ -252,7 +267,7 @@ async def test_a_malformed_record_is_skipped_and_counted_and_a_later_publish_sti
 
 async def test_a_missing_catalog_topic_is_a_one_line_startup_error(kafka_config: dict[str, str], unique: str) -> None:
     with pytest.raises(CatalogUnavailableError) as raised:
-        await follow_catalog(kafka_config, f"test-catalog-missing-{unique}", registry=CollectorRegistry(),
+        await follow_catalog(kafka_config, f"test-catalog-missing-{unique}", keys=CATALOG_KEYS, registry=CollectorRegistry(),
                              timeout_seconds=5)
     assert "\n" not in str(raised.value) and "does not exist" in str(raised.value)
 
@@ -277,6 +292,7 @@ def test_the_commands_publish_pause_and_show_history(kafka_config: dict[str, str
 
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
     monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
+    monkeypatch.setenv("EVENTFLOW_CATALOG_SIGNING_KEYS", CATALOG_KEYS_TEXT)
     bad = _write(tmp_path / "bad", "no_such_template")
     assert main(["journeys", "publish", str(bad), "--author", "ana"]) == 1
     err = capsys.readouterr().err
@@ -312,7 +328,8 @@ async def test_a_consumer_whose_catalog_topic_is_missing_ends_start_up_with_one_
     from tests.harness import consumer_env
 
     env = consumer_env(kafka_config, temporal_client.service_client.config.target_host, topic, unique)
-    env.update({"EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": f"test-catalog-none-{unique}"})
+    env.update({"EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": f"test-catalog-none-{unique}",
+                "EVENTFLOW_CATALOG_SIGNING_KEYS": CATALOG_KEYS_TEXT})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "eventflow.cli", "consume", env=env, cwd=Path(__file__).resolve().parents[2],
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -344,7 +361,8 @@ async def test_a_worker_on_the_catalog_checks_the_published_journeys_channels_no
     await _publish(writer, _write(tmp_path / "email", "purchase_thank_you"), "email journey")
     stop = asyncio.Event()
     stop.set()
-    process = load_worker({**env, "EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": writer.topic},
+    process = load_worker({**env, "EVENTFLOW_CATALOG_SOURCE": "kafka", "EVENTFLOW_CATALOG_TOPIC": writer.topic,
+                           "EVENTFLOW_CATALOG_SIGNING_KEYS": CATALOG_KEYS_TEXT},
                           dev_defaults=False)
     await asyncio.wait_for(run_worker(process, stop=stop, registry=(registry := CollectorRegistry())), 30)
     assert registry.get_sample_value("eventflow_catalog_journeys", {"state": "active"}) == 1
@@ -383,3 +401,157 @@ async def test_archive_with_exit_running_cancels_running_instances_and_starts_no
     assert description.status is WorkflowExecutionStatus.CANCELED
     assert bridge.metric("eventflow_workflow_starts_total", {"journey": journey}) == 1
     assert provider.sends() == []
+
+
+# --- catalog trust: signed, validated entries (docs/architecture.md, "Catalog trust") -------------
+
+
+def _forged(writer: CatalogWriter, **snapshot_changes: object) -> CatalogEntry:
+    """The next entry of the test journey as a forger would make it: v1's snapshot changed, hashes made to match."""
+    catalog = writer.read()
+    latest = catalog.latest(JOURNEY)
+    assert latest is not None
+    version = latest.version + 1
+    snapshot = with_version({**latest.snapshot, **snapshot_changes}, version)
+    return replace(latest, revision=latest.revision + 1, version=version, snapshot=snapshot,
+                   content_hash=content_hash(snapshot), author="mallory", entry_id=uuid.uuid4().hex)
+
+
+def _record(kind: str, writer: CatalogWriter) -> tuple[bytes, bytes, list[tuple[str, bytes]], str]:
+    """A record the follower must skip: key, value, headers, and the reason it is counted under."""
+    entry = _forged(writer)
+    key, value = encode_entry(entry)
+    match kind:
+        case "deep_nesting":
+            value = b"[" * 100_000 + b"]" * 100_000
+            reason = "depth"
+        case "bad_trigger_filter":
+            key, value = encode_entry(_forged(writer, trigger_filter="((("))
+            reason = "validation"
+        case "unsigned":
+            return key, value, [], "signature"
+        case "wrongly_signed":
+            return key, value, [(SIGNATURE_HEADER, sign_record(key, value, FORGED_KEYS).encode())], "signature"
+        case "too_new":
+            value = json.dumps({**json.loads(value), "format": 2}).encode()
+            reason = "unsupported_version"
+        case _:
+            raise AssertionError(kind)
+    return key, value, [(SIGNATURE_HEADER, sign_record(key, value, CATALOG_KEYS).encode())], reason
+
+
+def _produce(kafka_config: dict[str, str], topic: str, key: bytes, value: bytes,
+             headers: list[tuple[str, bytes]]) -> None:
+    producer = Producer(dict(kafka_config))
+    sent: list[tuple[str, str | bytes | None]] = list(headers)
+    producer.produce(topic, key=key, value=value, headers=sent, partition=0)
+    assert producer.flush(10) == 0
+
+
+@pytest.mark.parametrize("kind", ["deep_nesting", "bad_trigger_filter", "unsigned", "wrongly_signed", "too_new"])
+async def test_an_untrusted_record_is_skipped_and_counted_the_last_good_version_serves_and_a_later_publish_applies(
+        kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter, kind: str) -> None:
+    await _publish(writer, _write(tmp_path / "v1", "purchase_thank_you"), "good")
+    routes, follower = await follow_catalog(kafka_config, writer.topic, keys=CATALOG_KEYS, registry=CollectorRegistry())
+    stop = asyncio.Event()
+    task = asyncio.create_task(follower.run(stop))
+    registry = follower.metrics.registry
+    try:
+        key, value, headers, reason = await asyncio.to_thread(_record, kind, writer)
+        _produce(kafka_config, writer.topic, key, value, headers)
+        await eventually(lambda: registry.get_sample_value("eventflow_catalog_invalid_entries_total",
+                                                           {"reason": reason}) == 1, message=f"the {kind} record counted")
+        # Skipped: v1 still routes, the follower runs, and readiness stays ready but names the skipped record.
+        assert routes.position() == {JOURNEY: (1, JourneyState.ACTIVE)}
+        assert not task.done() and follower.problem() is None
+        ready, detail = follower.readiness()
+        assert ready and JOURNEY in detail and reason in detail, detail
+        assert registry.get_sample_value("eventflow_catalog_rejected_journeys") == 1
+        # The next good publish takes the revision the skipped record claimed, and applies.
+        version = await _publish(writer, _write(tmp_path / "v2", "review_request"), "good again")
+        assert version == 2
+        await eventually(lambda: _seen(routes, 2), message="the publish after the skipped record")
+        assert follower.readiness() == (True, f"following at offset {follower._next_offset}")
+        assert registry.get_sample_value("eventflow_catalog_rejected_journeys") == 0
+    finally:
+        stop.set()
+        await task
+    assert sum(registry.get_sample_value("eventflow_catalog_invalid_entries_total", {"reason": r.value}) or 0
+               for r in RejectReason) == 1
+
+
+async def test_a_consumer_keeps_serving_and_stays_ready_past_a_signed_entry_whose_trigger_filter_does_not_parse(
+        kafka_config: dict[str, str], temporal_client: Client, topic: str, tmp_path: Path, unique: str,
+        writer: CatalogWriter, provider: ProviderStub) -> None:
+    customer = samples.customer(locale="en")
+    await _publish(writer, _write(tmp_path / "v1", "purchase_thank_you"), "thank you")
+    async with _running(kafka_config, temporal_client, topic, tmp_path, unique, writer, provider) as (
+            bridge, routes, follower):
+        # Signed with the trusted key (a leaked publisher, or a bug): only validation stands in the way.
+        key, value = encode_entry(await asyncio.to_thread(_forged, writer, trigger_filter="((("))
+        _produce(kafka_config, writer.topic, key, value,
+                 [(SIGNATURE_HEADER, sign_record(key, value, CATALOG_KEYS).encode())])
+        await eventually(lambda: follower.metrics.registry.get_sample_value(
+            "eventflow_catalog_invalid_entries_total", {"reason": "validation"}) == 1, message="the entry skipped")
+        ready, detail = bridge.service.readiness()
+        assert ready and f"{JOURNEY}: offset " in detail and "validation" in detail, detail
+        order = samples.purchase(customer)
+        await bridge.publish(order)
+        await eventually(lambda: _subjects(provider, order["payload"]["order_id"]), message="v1's send")
+        assert await _publish(writer, _write(tmp_path / "v2", "review_request"), "review request") == 2
+        await eventually(lambda: _seen(routes, 2), message="the consumer to see v2")
+        later = samples.purchase(customer)
+        await bridge.publish(later)
+        await eventually(lambda: _subjects(provider, later["payload"]["order_id"]), message="v2's send")
+        assert bridge.service.readiness() == (True, "polling")
+    assert _subjects(provider, order["payload"]["order_id"]) == [f"Thank you for your order {order['payload']['order_id']}"]
+    assert _subjects(provider, later["payload"]["order_id"]) == [f"How was your order {later['payload']['order_id']}?"]
+
+
+def test_pause_after_a_rejected_entry_pauses_the_last_good_version_and_says_so(
+        kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from eventflow.cli import main
+
+    [published] = publish_path(writer, _write(tmp_path / "v1", "purchase_thank_you"), author="ana")
+    assert published.entry is not None
+    key, value = encode_entry(_forged(writer, trigger_filter="((("))
+    _produce(kafka_config, writer.topic, key, value, [(SIGNATURE_HEADER, sign_record(key, value, CATALOG_KEYS).encode())])
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
+    monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
+    monkeypatch.setenv("EVENTFLOW_CATALOG_SIGNING_KEYS", CATALOG_KEYS_TEXT)
+    capsys.readouterr()
+
+    assert main(["journeys", "pause", JOURNEY, "--author", "bo"]) == 0
+    out, err = capsys.readouterr()
+    assert f"the newest record of {JOURNEY} was rejected (offset 1: validation: " in err
+    assert "v1 (active) is what serves" in err
+    assert f"{JOURNEY}: v1 paused (pause, rev 2)" in out
+    paused = writer.read().latest(JOURNEY)
+    assert paused is not None and paused.action is CatalogAction.PAUSE
+    assert paused.snapshot == published.entry.snapshot and paused.snapshot["trigger_filter"] is None
+    assert main(["journeys", "list"]) == 0
+    [listed] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(JOURNEY)]  # no log lines
+    assert listed.split()[:3] == [JOURNEY, "v1", "paused"] and "rejected" not in listed
+
+
+async def test_a_follower_that_stops_before_it_is_asked_makes_readiness_not_ready(
+        kafka_config: dict[str, str], tmp_path: Path, writer: CatalogWriter) -> None:
+    class Broken(CatalogFollower):
+        """Fails the way a bug would, after a clean load."""
+
+        loaded = False
+
+        async def _apply(self, records: list[Message]) -> bool:
+            if self.loaded:
+                raise RuntimeError("a bug")
+            return await super()._apply(records)
+
+    await _publish(writer, _write(tmp_path / "v1", "purchase_thank_you"), "good")
+    follower = Broken(kafka_config, writer.topic, keys=CATALOG_KEYS)
+    await follower.load()
+    follower.loaded = True
+    assert follower.readiness() == (True, "following at offset 1")
+    with pytest.raises(RuntimeError):
+        await follower.run(asyncio.Event())
+    assert follower.readiness() == (False, "journey catalog follower stopped: RuntimeError: a bug")

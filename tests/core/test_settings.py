@@ -186,3 +186,41 @@ def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
                         or isinstance(node, ast.alias) and node.name in ("environ", "getenv")):
                     readers.append(f"{path.relative_to(root)}:{node.lineno if hasattr(node, 'lineno') else '?'}")
     assert readers == []
+
+
+def test_the_catalog_source_kafka_needs_signing_keys_outside_development(tmp_path: Path) -> None:
+    from core.settings import CatalogSettings
+    from tests.catalog_keys import CATALOG_KEYS, CATALOG_KEYS_TEXT
+
+    kafka = {"EVENTFLOW_CATALOG_SOURCE": "kafka"}
+    for load in (load_consumer, load_worker):
+        with pytest.raises(ConfigError) as raised:
+            load(kafka)
+        assert raised.value.variable == "EVENTFLOW_CATALOG_SIGNING_KEYS"
+        assert "EVENTFLOW_CATALOG_ALLOW_UNSIGNED=true" in raised.value.problem
+    assert load_consumer({**kafka, "EVENTFLOW_CATALOG_ALLOW_UNSIGNED": "true"}).catalog.trust() is None
+    assert CatalogSettings.load({}).source == "files"  # files need no keys...
+    with pytest.raises(ConfigError):
+        CatalogSettings.load({}).trust()  # ...but the catalog commands do
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# rotated in 2026\n{CATALOG_KEYS_TEXT}\n")
+    loaded = CatalogSettings.load({**kafka, "EVENTFLOW_CATALOG_SIGNING_KEYS_FILE": str(keys_file)}).trust()
+    assert loaded == CATALOG_KEYS
+
+
+@pytest.mark.parametrize(("environ", "variable", "needle"), [
+    ({"EVENTFLOW_CATALOG_SIGNING_KEYS": "k=c2hvcnQ="}, "EVENTFLOW_CATALOG_SIGNING_KEYS", "at least 32"),
+    ({"EVENTFLOW_CATALOG_SIGNING_KEYS": "not-a-pair"}, "EVENTFLOW_CATALOG_SIGNING_KEYS", "is not id=base64key"),
+    ({"EVENTFLOW_CATALOG_SIGNING_KEYS": f"a={'A' * 44},b={'B' * 44}"}, "EVENTFLOW_CATALOG_SIGNING_KEY_ID",
+     "say which one signs"),
+    ({"EVENTFLOW_CATALOG_SIGNING_KEY_ID": "a"}, "EVENTFLOW_CATALOG_SIGNING_KEY_ID", "no signing keys"),
+    ({"EVENTFLOW_CATALOG_SIGNING_KEYS_FILE": "/nonexistent/keys"}, "EVENTFLOW_CATALOG_SIGNING_KEYS_FILE", "cannot read"),
+])
+def test_unusable_catalog_signing_keys_fail_naming_the_variable_never_the_key(
+        environ: dict[str, str], variable: str, needle: str) -> None:
+    from core.settings import CatalogSettings
+
+    with pytest.raises(ConfigError) as raised:
+        CatalogSettings.load(environ)
+    assert raised.value.variable == variable and needle in raised.value.problem, raised.value
+    assert "c2hvcnQ" not in str(raised.value) and "AAAA" not in str(raised.value)

@@ -21,6 +21,7 @@ from devstack import Endpoints
 from core.settings import JourneySettings, load_tools
 from events.sources import SOURCES_FILE, load_sources
 from journeys.loader import JourneyDefinitionError, load_all
+from tests.catalog_keys import CATALOG_KEYS_TEXT
 from tests.events.shop import shop_journeys
 from tests.helm.chart import (
     ALL_ON,
@@ -145,16 +146,36 @@ def test_sources_need_mounted_journeys_and_schemas_need_a_source_file(helm: Path
 
 def test_catalog_mode_reaches_the_consumer_and_the_worker_only_when_chosen(helm: Path) -> None:
     files_mode = helm_template(helm)
-    kafka_mode = helm_template(helm, set_values={"catalog.source": "kafka", "catalog.topic": "ops.journeys"})
+    kafka_mode = helm_template(helm, set_values={"catalog.source": "kafka", "catalog.topic": "ops.journeys",
+                                                 "catalog.signing.secretName": "catalog-signing"})
     for component in COMPONENTS:
         assert not [name for name in files_mode.env(component) if name.startswith("EVENTFLOW_CATALOG_")]
         env = kafka_mode.env(component)
         assert env["EVENTFLOW_CATALOG_SOURCE"]["value"] == "kafka"
         assert env["EVENTFLOW_CATALOG_TOPIC"]["value"] == "ops.journeys"
         assert env["EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS"]["value"] == "20"
+        assert env["EVENTFLOW_CATALOG_SIGNING_KEYS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "catalog-signing", "key": "keys"}
+        assert "EVENTFLOW_CATALOG_ALLOW_UNSIGNED" not in env
     assert not [m for m in files_mode.of_kind("Job") if m["metadata"]["name"].endswith("-catalog-seed")]
     with pytest.raises(RenderError, match="catalog"):
         helm_template(helm, set_values={"catalog.source": "git"})
+
+
+def test_catalog_mode_needs_signing_keys_outside_dev_mode_and_dev_mode_accepts_unsigned_entries(helm: Path) -> None:
+    assert helm_template(helm, values_files=[ALL_ON], set_values={"catalog.source": "kafka"})
+    for production in ({"catalog.source": "kafka", "catalog.seedJob.enabled": "false"},
+                       {"catalog.source": "files", "catalog.seedJob.enabled": "true"}):
+        with pytest.raises(RenderError, match="catalog.signing.secretName is required"):
+            helm_template(helm, values_files=[ALL_ON], set_values={**production, "catalog.signing.secretName": ""})
+    trial = helm_template(helm, values_files=[TRIAL], set_values={"catalog.source": "kafka"})
+    for component in COMPONENTS:
+        env = trial.env(component)
+        assert env["EVENTFLOW_CATALOG_ALLOW_UNSIGNED"]["value"] == "true"
+        assert "EVENTFLOW_CATALOG_SIGNING_KEYS" not in env
+    rotating = helm_template(helm, set_values={"catalog.source": "kafka", "catalog.signing.secretName": "s",
+                                               "catalog.signing.signingKeyId": "k2"})
+    assert rotating.env("worker")["EVENTFLOW_CATALOG_SIGNING_KEY_ID"]["value"] == "k2"
 
 
 def test_the_seed_job_is_a_locked_down_post_hook_that_publishes_the_mounted_journeys(helm: Path) -> None:
@@ -187,6 +208,9 @@ def test_the_seed_job_is_a_locked_down_post_hook_that_publishes_the_mounted_jour
     assert worker["EVENTFLOW_LIBRDKAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] != "catalog-publisher"
     assert env["EVENTFLOW_LIBRDKAFKA_SECURITY_PROTOCOL"] == worker["EVENTFLOW_LIBRDKAFKA_SECURITY_PROTOCOL"]
     assert not [name for name in env if name.startswith(("TEMPORAL_", "SENDGRID", "TWILIO", "EVENTFLOW_PAYLOAD"))]
+    # It signs what it publishes with the release's catalog keys.
+    assert env["EVENTFLOW_CATALOG_SIGNING_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "catalog-signing",
+                                                                                  "key": "keys"}
     with pytest.raises(RenderError, match="catalog.seedJob.enabled needs journeys"):
         helm_template(helm, set_values={"catalog.seedJob.enabled": "true"})
 
@@ -209,7 +233,7 @@ def test_the_seed_job_publishes_to_the_real_catalog_topic_and_a_rerun_writes_not
     rendered = helm_template(helm, set_values={
         "kafka.bootstrapServers": endpoints.kafka_bootstrap_servers.replace(",", "\\,"),
         "catalog.seedJob.enabled": "true", "catalog.source": "kafka", "catalog.topic": topic,
-        "logFormat": "console",
+        "catalog.signing.secretName": "catalog-signing", "logFormat": "console",
     }, set_files=journeys_set_files(shop, sources=True))
     job = _job(rendered)
     [container] = job["spec"]["template"]["spec"]["containers"]
@@ -217,8 +241,11 @@ def test_the_seed_job_publishes_to_the_real_catalog_topic_and_a_rerun_writes_not
                            tmp_path / "journeys")
     remap = {"/etc/eventflow/journeys": str(journeys), "/tmp/eventflow": str(tmp_path / "cache")}
     env = {key: value for key, value in os.environ.items() if not key.startswith(("EVENTFLOW_", "KAFKA_", "TEMPORAL_"))}
+    secrets = {"catalog-signing": CATALOG_KEYS_TEXT}  # the Secrets this test stands in for
     for item in container["env"]:
-        assert "value" in item, f"{item['name']} needs a Secret, which this test does not create"
+        if "valueFrom" in item:
+            env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["name"]]
+            continue
         env[item["name"]] = remap.get(str(item["value"]), str(item["value"]))
     env["PYTHONPATH"] = str(REPO)
     argv = [remap.get(arg, arg) for arg in container["args"]]
@@ -230,7 +257,8 @@ def test_the_seed_job_publishes_to_the_real_catalog_topic_and_a_rerun_writes_not
     assert second.returncode == 0, second.stdout + second.stderr
     assert _results(second.stdout) == {("unchanged", journey) for journey in SHOP_JOURNEYS}, second.stdout
 
-    catalog = CatalogWriter(load_tools(env).core.kafka.client_config(), topic).read()
+    tools = load_tools(env)
+    catalog = CatalogWriter(tools.core.kafka.client_config(), topic, keys=tools.catalog.trust()).read()
     assert set(catalog.journey_ids) == SHOP_JOURNEYS
     for journey in SHOP_JOURNEYS:
         [entry] = catalog.history(journey)

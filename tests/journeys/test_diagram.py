@@ -391,7 +391,9 @@ def test_show_draws_any_published_version_from_the_catalog(kafka_config: dict[st
     from consumer.catalog_admin import publish_path
     from consumer.catalog_topic import CatalogWriter
 
-    writer = CatalogWriter(kafka_config, f"test-catalog-show-{unique}")
+    from tests.catalog_keys import CATALOG_KEYS, CATALOG_KEYS_TEXT
+
+    writer = CatalogWriter(kafka_config, f"test-catalog-show-{unique}", keys=CATALOG_KEYS)
     writer.ensure_topic()
     (tmp_path / "definitions").mkdir()
     shutil.copytree(default_journeys_dir() / "templates", tmp_path / "templates")
@@ -402,6 +404,7 @@ def test_show_draws_any_published_version_from_the_catalog(kafka_config: dict[st
     publish_path(writer, definition, author="t", summary="v2")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
     monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
+    monkeypatch.setenv("EVENTFLOW_CATALOG_SIGNING_KEYS", CATALOG_KEYS_TEXT)
     capsys.readouterr()  # the publishing's log lines
 
     assert main(["journeys", "show", "drawn_from_catalog", "--catalog", "--version", "1", "--format", "mermaid"]) == 0

@@ -12,6 +12,30 @@ the seed Job that publishes the mounted journeys to the catalog topic.
   value: {{ .Values.catalog.topic | quote }}
 - name: EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS
   value: {{ .Values.catalog.startupTimeoutSeconds | quote }}
+{{- include "eventflow.catalogSigningEnv" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Who may publish (docs/deploy.md, 4a): the signing keys from their Secret, or, in devMode only and
+without a Secret, unsigned entries accepted. `eventflow.validateCatalog` refuses anything else.
+*/}}
+{{- define "eventflow.catalogSigningEnv" -}}
+{{- with .Values.catalog.signing }}
+{{- if .secretName }}
+- name: EVENTFLOW_CATALOG_SIGNING_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName | quote }}
+      key: {{ .key | quote }}
+{{- if .signingKeyId }}
+- name: EVENTFLOW_CATALOG_SIGNING_KEY_ID
+  value: {{ .signingKeyId | quote }}
+{{- end }}
+{{- else if $.Values.devMode }}
+- name: EVENTFLOW_CATALOG_ALLOW_UNSIGNED
+  value: "true"
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -43,6 +67,9 @@ the seed Job that publishes the mounted journeys to the catalog topic.
 {{- define "eventflow.validateCatalog" -}}
 {{- if and .Values.catalog.seedJob.enabled (not (include "eventflow.journeysMounted" .)) }}
 {{- fail "catalog.seedJob.enabled needs journeys to publish: set journeys.definitions and journeys.templates (or the existing ConfigMaps)" }}
+{{- end }}
+{{- if and (or (eq .Values.catalog.source "kafka") .Values.catalog.seedJob.enabled) (not .Values.catalog.signing.secretName) (not .Values.devMode) }}
+{{- fail "catalog.signing.secretName is required with catalog.source kafka or catalog.seedJob outside devMode: consumers and workers route by whatever is on the catalog topic, so they trust only entries signed with these keys (docs/deploy.md, 4a)" }}
 {{- end }}
 {{- range $key, $_ := merge (deepCopy .Values.catalog.seedJob.kafkaConfig) .Values.catalog.seedJob.kafkaSecretConfig }}
 {{- if contains "_" $key }}
