@@ -142,7 +142,11 @@ def _dev(args: argparse.Namespace) -> int:
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
         print(f"TEMPORAL_ADDRESS={endpoints.temporal_address}")
         if endpoints.database_url:
-            print(f"EVENTFLOW_DATABASE_URL={endpoints.database_url}")
+            from store import migrate
+
+            # A fresh dev database gets the schema at once, so `eventflow worker` and `consume` start on it.
+            revision = asyncio.run(migrate(endpoints.database_url))
+            print(f"EVENTFLOW_DATABASE_URL={endpoints.database_url}  (schema {revision})")
         if endpoints.temporal_ui_url:
             print(f"Temporal UI: {endpoints.temporal_ui_url}")
     elif args.action == "down":

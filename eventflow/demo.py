@@ -21,6 +21,7 @@ from core.logs import mask_contact_details
 from core.errors import ConfigError
 from core.settings import OpsSettings, load_settings, worker_settings_from
 from eventflow.worker import run_worker
+from store import migrate
 from events.producer import EventProducer
 from events.samples import demo_events
 from events.schemas import load as load_schemas
@@ -57,8 +58,12 @@ async def _run(stack: Stack) -> int:
     worker = worker_settings_from(settings)
     # The demo sends into the outbox by design: development mode lets it serve the journeys' channels.
     worker = replace(worker, channels=worker.channels.model_copy(update={"dev_mode": True}))
+    database = worker.database.dsn()
+    if database is not None:
+        revision = await migrate(database)
+        _say(f"-> customer store at schema {revision}")
     services = [asyncio.create_task(run_worker(worker, stop), name="worker"),
-                asyncio.create_task(run_consumer(settings, stop), name="consumer")]
+                asyncio.create_task(run_consumer(settings, stop, database=worker.database), name="consumer")]
     events = demo_events()
     producer = EventProducer(settings.kafka.client_config(), settings.kafka.topics[0], load_schemas())
     for event in events:
@@ -78,7 +83,7 @@ async def _run(stack: Stack) -> int:
     if stack.temporal.ui_url:
         _say(f"-> Temporal UI: {stack.temporal.ui_url}  (the journeys wait there for their next steps: review "
              "requests in 3 days, the cart reminder in 1 hour, welcome tips on day 2)")
-    _say("-> Kafka and Temporal keep running; stop them with: .venv/bin/eventflow dev down")
+    _say("-> Kafka, Temporal and PostgreSQL keep running; stop them with: .venv/bin/eventflow dev down")
     return 0 if len(sent) >= len(marks) else 1
 
 
@@ -93,7 +98,8 @@ def run_demo() -> int:
             raise
         external = False
     if not external:
-        _say("-> provisioning and starting Kafka and Temporal (first run downloads and builds; later runs take seconds)")
+        _say("-> provisioning and starting Kafka, Temporal and PostgreSQL (first run downloads and builds; later runs "
+             "take seconds)")
         endpoints = stack.up()
         _say(f"-> Kafka at {endpoints.kafka_bootstrap_servers}, Temporal at {endpoints.temporal_address}")
     return asyncio.run(_run(stack))
