@@ -340,8 +340,9 @@ class DatabaseSettings(SettingsGroup):
 
     url: SecretStr | None = env("EVENTFLOW_DATABASE_URL", None,
                                 "PostgreSQL DSN of the customer store (`postgresql://user:pass@host:5432/db?sslmode="
-                                "verify-full`); unset: the local dev stack's server where dev defaults apply, else "
-                                "customer state stays in Temporal workflows (the pre-store layout, for upgrades).")
+                                "verify-full`); unset: the dev stack's server for a process on the dev stack (no Kafka or "
+                                "Temporal address set), else customer state stays in Temporal workflows (the pre-store "
+                                "layout, for upgrades).")
     url_file: Path | None = env("EVENTFLOW_DATABASE_URL_FILE", None,
                                 "File holding EVENTFLOW_DATABASE_URL (a mounted Secret); wins over the variable.")
     pool_min_size: NonNegativeInt = env("EVENTFLOW_DATABASE_POOL_MIN_SIZE", 1, "Connections kept open per process.")
@@ -915,9 +916,13 @@ def _checked(environ: Mapping[str, str] | None, dev_defaults: bool) -> Mapping[s
     if not dev_defaults:
         return env
     dev = DevStackSettings.load(env)
-    return {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}", "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}",
-            DatabaseSettings.variable("url"): dev_database_url(dev.postgres_port),
-            **{name: value for name, value in env.items() if value}}
+    defaults = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dev.kafka_port}",
+                "TEMPORAL_ADDRESS": f"127.0.0.1:{dev.temporal_port}"}
+    if not any(env.get(name) for name in defaults):
+        # Only a process that runs wholly on the dev stack gets its database by default: one pointed at
+        # other servers uses a customer store only when EVENTFLOW_DATABASE_URL names one.
+        defaults[DatabaseSettings.variable("url")] = dev_database_url(dev.postgres_port)
+    return {**defaults, **{name: value for name, value in env.items() if value}}
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> Settings:

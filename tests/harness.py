@@ -29,6 +29,8 @@ from journeys.loader import load_all
 from journeys.model import JourneyDefinition
 from consumer.routes import EventRoutes
 from workflows.worker import JourneyWorkers, build_worker
+from activities.contact import ContactDirectory
+from activities.ledger import DeliveryLedger
 
 
 @dataclass
@@ -76,7 +78,8 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
                        with_worker: bool = True, decoder: RecordDecoder | None = None,
                        router: EventRouter | None = None, stall_after_seconds: float = 60.0,
                        extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None,
-                       background: Sequence[BackgroundTask] = ()) -> Bridge:
+                       background: Sequence[BackgroundTask] = (), ledger: DeliveryLedger | None = None,
+                       contacts: ContactDirectory | None = None) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
@@ -94,7 +97,8 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         background=background,
     )
     channel = OutboxChannel(outbox)
-    worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel})
+    worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel},
+                           ledger=ledger, contacts=contacts)
               if with_worker else None)
     stop, service_stop = asyncio.Event(), asyncio.Event()
     bridge = Bridge(topic, task_queue, outbox, EventProducer(kafka_config, topic, load_schemas()), metrics,
