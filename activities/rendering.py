@@ -28,7 +28,9 @@ stops waiting after the time limit plus a grace period. A Python thread cannot b
 one C-level operation outrun every check above, its thread runs on after the caller gave up; the
 real bound is the operation limits, which keep every single operation small.
 
-HTML parts (`is_html_part`, or ``html=True``) render with autoescaping on.
+HTML parts (`is_html_part`, or ``html=True``) render with autoescaping on. Text that becomes part
+of a structure (a URL, a JSON body) names its `Interpolation`, which encodes every ``{{ value }}``
+so a value cannot change the structure around it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import json
 import re
 import string
 import sys
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from types import FrameType
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2 import nodes
@@ -110,6 +114,33 @@ class RenderLimits:
 DEFAULT_LIMITS = RenderLimits()
 
 
+class Interpolation(enum.StrEnum):
+    """How each ``{{ value }}`` is written into the rendered text (the template's own text is kept)."""
+
+    #: As it is (an HTML part escapes it for HTML instead).
+    TEXT = "text"
+    #: Percent-encoded as one URL path segment: everything but letters, digits, ``-``, ``_`` and ``~``,
+    #: so ``/``, ``.``, ``?``, ``#`` and ``%`` cannot add segments, climb with ``..``, start a query or
+    #: smuggle an encoding. ``|urlencode`` gives the same for a string (so it is not encoded twice).
+    URL_SEGMENT = "url_segment"
+    #: Escaped as the inside of a JSON string (quotes, backslashes, control characters).
+    JSON_STRING = "json_string"
+    #: Replaced by ``0`` (punctuation only, like ``,``, is kept): the shape of a JSON body template
+    #: with the values taken out.
+    PLACEHOLDER = "placeholder"
+
+
+class _Encoded(str):
+    """Text an ``|urlencode`` in a URL already encoded: written as it is."""
+
+    __slots__ = ()
+
+
+def url_segment(value: object) -> str:
+    """``value`` percent-encoded as one path segment (``.`` too: RFC 3986 leaves it, but ``..`` climbs)."""
+    return quote(str(value), safe="").replace(".", "%2E")
+
+
 class _LimitExceeded(Exception):
     """Raised inside template code when an operation or the deadline goes past a limit."""
 
@@ -124,6 +155,7 @@ _CONVERSION = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d+|\*)?(?:\.(\d+|\*))?[hlL]?
 _BRACE_WIDTH = re.compile(r"\{[^{}]*?:[^{}]*?(\d+)[^{}]*\}")
 _NESTED_FIELD = re.compile(r"\{[^{}]*:[^{}]*\{")
 _DIGITS = re.compile(r"\d+")
+_JSON_PUNCTUATION = re.compile(r"[\s,:\[\]{}]*")
 #: String methods and filters whose number arguments are widths (of the result they build).
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _WIDTH_FILTERS = ("center", "indent", "format")
@@ -263,14 +295,18 @@ class _BoundedEnvironment(SandboxedEnvironment):
     intercepted_binops = frozenset({"**", "*", "%", "+"})
     code_generator_class = _BoundedCodeGenerator
 
-    def __init__(self, limits: RenderLimits, *, autoescape: bool) -> None:
+    def __init__(self, limits: RenderLimits, *, autoescape: bool,
+                 interpolation: Interpolation = Interpolation.TEXT) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False,
                          finalize=self._finalize)
         self.limits = limits
         self.html = autoescape
+        self.interpolation = interpolation
         self.globals["range"] = self._range
         # lorem ipsum of any length is one call away; no notification needs it.
         del self.globals["lipsum"]
+        if interpolation is Interpolation.URL_SEGMENT:
+            self.filters["urlencode"] = self._urlencode_segment(self.filters["urlencode"])
         for name, function in list(self.filters.items()):
             self.filters[name] = self._bounded_filter(name, function)
 
@@ -330,11 +366,36 @@ class _BoundedEnvironment(SandboxedEnvironment):
     def _finalize(self, value: Any) -> Any:
         # Every ``{{ value }}`` is turned into a string after this: ``{{ [s] * 1000 }}`` would build
         # the whole text before the output limit could see a piece of it.
+        interpolation = self.interpolation
+        if isinstance(value, _Encoded) and interpolation is Interpolation.URL_SEGMENT:
+            return value
+        if interpolation is not Interpolation.TEXT:
+            # Encoding grows a character to at most 12 (\ud83d\ude00 in JSON; %F0%9F%98%80 in a URL).
+            self._take(12 * self._size(value), "output")
+            text = str(value)
+            if interpolation is Interpolation.URL_SEGMENT:
+                return url_segment(text)
+            if interpolation is Interpolation.PLACEHOLDER:
+                # A template's own punctuation (``{{ "," if not loop.last }}``) is structure, not a
+                # value: with no quote, letter or digit it can add neither a key nor a value.
+                return text if _JSON_PUNCTUATION.fullmatch(text) else "0"
+            return json.dumps(text)[1:-1]
         if isinstance(value, str) and not (self.html and not isinstance(value, Markup)):
             return value  # printed as it is: nothing new is built
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             self._take(self._size(value, _Form.HTML if self.html else _Form.TEXT), "output")
         return value
+
+    @staticmethod
+    def _urlencode_segment(function: Callable[..., Any]) -> Callable[..., Any]:
+        def urlencode(value: Any) -> Any:
+            # A string is one path segment (Jinja's own leaves ``/`` and ``.``); a mapping stays a
+            # query string, whose keys and values Jinja encodes fully.
+            if isinstance(value, str):
+                return _Encoded(url_segment(value))
+            return _Encoded(function(value))
+
+        return urlencode
 
     # --- the budget ---------------------------------------------------------------------------
 
@@ -545,14 +606,14 @@ def text_of(value: Any) -> str:
 
 
 @lru_cache(maxsize=8)
-def _environment(limits: RenderLimits, autoescape: bool) -> _BoundedEnvironment:
-    return _BoundedEnvironment(limits, autoescape=autoescape)
+def _environment(limits: RenderLimits, autoescape: bool, interpolation: Interpolation) -> _BoundedEnvironment:
+    return _BoundedEnvironment(limits, autoescape=autoescape, interpolation=interpolation)
 
 
 @lru_cache(maxsize=512)
-def _compile(limits: RenderLimits, html: bool, source: str) -> Template:
+def _compile(limits: RenderLimits, html: bool, interpolation: Interpolation, source: str) -> Template:
     # Compiling costs far more than rendering, and a journey sends the same few sources over and over.
-    return _environment(limits, html).from_string(source)
+    return _environment(limits, html, interpolation).from_string(source)
 
 
 def is_html_part(name: str) -> bool:
@@ -584,7 +645,7 @@ class _Deadline:
 
 
 def render(template_id: str, source: str, context: Mapping[str, Any], *, html: bool = False,
-           limits: RenderLimits = DEFAULT_LIMITS) -> str:
+           limits: RenderLimits = DEFAULT_LIMITS, interpolation: Interpolation = Interpolation.TEXT) -> str:
     """Renders ``source`` with ``context`` within ``limits``; raises `TemplateRenderError` on any failure.
 
     Blocking: call it from a thread (or use `render_async`), never on an event loop.
@@ -595,7 +656,7 @@ def render(template_id: str, source: str, context: Mapping[str, Any], *, html: b
     previous = sys.gettrace()
     budget = _BUDGET.set(_Budget(limits.max_allocated_chars))
     try:
-        template = _compile(limits, html, source)
+        template = _compile(limits, html, interpolation, source)
         # The deadline starts after compiling (bounded by the source size) and covers template code.
         sys.settrace(_Deadline(limits.time_limit_seconds))
         pieces: list[str] = []
@@ -642,11 +703,12 @@ def _render_pool() -> ThreadPoolExecutor:
 
 
 async def render_async(template_id: str, source: str, context: Mapping[str, Any], *, html: bool = False,
-                       limits: RenderLimits = DEFAULT_LIMITS) -> str:
+                       limits: RenderLimits = DEFAULT_LIMITS, interpolation: Interpolation = Interpolation.TEXT
+                       ) -> str:
     """`render` off the event loop; raises `TemplateRenderError` on any failure, including a timeout."""
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_render_pool(), lambda: render(template_id, source, context, html=html,
-                                                                 limits=limits))
+                                                                 limits=limits, interpolation=interpolation))
     try:
         return await asyncio.wait_for(future, timeout=limits.time_limit_seconds + limits.grace_seconds)
     except asyncio.TimeoutError as exc:

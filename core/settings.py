@@ -100,6 +100,17 @@ def _caps(value: str) -> str:
     return value
 
 
+def _secret_hosts(raw: object) -> object:
+    pairs = _pairs_of("secret=host|host:port")(raw)
+    if not isinstance(pairs, dict):
+        return pairs
+    hosts = {name.lower(): tuple(h.strip() for h in str(value).split("|") if h.strip())
+             for name, value in pairs.items()}
+    if empty := [name for name, listed in hosts.items() if not listed]:
+        raise ValueError(f"secret {empty[0]!r} lists no host")
+    return hosts
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
@@ -107,6 +118,8 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 CapsSpec = Annotated[str, AfterValidator(_caps)]
+#: ``secret=host|host:port,...``: the hosts each webhook Secret may be sent to.
+SecretHosts = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_secret_hosts)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -581,9 +594,19 @@ class WebhookStepSettings(SettingsGroup):
     concern: ClassVar[str] = "webhook steps"
 
     allowed_hosts: Csv = env("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", (),
-                             "Hosts webhook steps may call (exact names, comma-separated); none when unset.")
+                             "Hosts webhook steps may call, comma-separated: `host` (exact name, port 443 for https, "
+                             "80 for http) or `host:port`; none when unset.")
     secrets_dir: Path | None = env("EVENTFLOW_WEBHOOK_SECRETS_DIR", None,
                                    "Folder of mounted webhook Secrets, one file per name; else WEBHOOK_SECRET_{NAME} variables.")
+    secret_hosts: SecretHosts = env("EVENTFLOW_WEBHOOK_SECRET_HOSTS", {},
+                                    "Where each webhook Secret may be sent: `crm_token=crm.example.com|crm.example.com:8443,"
+                                    "other=host`; a Secret not listed is never sent.")
+    max_saved_bytes: PositiveInt = env("EVENTFLOW_WEBHOOK_MAX_SAVED_BYTES", 16384,
+                                       "Largest response (compact JSON) a webhook step's save_as keeps; a larger one "
+                                       "fails the step (WebhookSavedTooLarge) and nothing is saved.")
+    allow_loopback: bool = env("EVENTFLOW_WEBHOOK_ALLOW_LOOPBACK", False,
+                               "Test and development only: let webhook steps call loopback addresses (127.0.0.0/8, "
+                               "::1). Private, link-local and other non-public addresses are refused regardless.")
 
 
 def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
