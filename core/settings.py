@@ -113,6 +113,7 @@ def _secret_hosts(raw: object) -> object:
 
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
+UpstreamSampling = Literal["respect", "ratio"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
@@ -364,8 +365,12 @@ class TracingSettings(SettingsGroup):
     otlp_headers: HeaderMap = env("EVENTFLOW_OTLP_HEADERS", {},
                                   "Headers for the OTLP exporter as `name=value,name=value` (e.g. an API key).")
     sample_ratio: Ratio = env("EVENTFLOW_TRACE_SAMPLE_RATIO", 1.0,
-                              "Share of new traces kept (0-1); a record's upstream sampling decision is always "
-                              "followed.")
+                              "Share of new traces kept (0-1); a record's upstream sampling decision is followed "
+                              "unless EVENTFLOW_TRACE_UPSTREAM_SAMPLING is `ratio`.")
+    upstream_sampling: UpstreamSampling = env(
+        "EVENTFLOW_TRACE_UPSTREAM_SAMPLING", "respect",
+        "`respect`: a record whose producer marked its trace sampled (`traceparent ...-01`) is always traced; "
+        "`ratio`: such records are kept at EVENTFLOW_TRACE_SAMPLE_RATIO too, so producers cannot force 100 %.")
 
     @property
     def enabled(self) -> bool:
