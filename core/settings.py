@@ -623,6 +623,10 @@ def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str
 
 # -- codec server -----------------------------------------------------------------------------------
 
+#: The shortest bearer token the codec server starts with (a guessable token is a decryption oracle).
+CODEC_SERVER_MIN_TOKEN_CHARS = 32
+
+
 class CodecServerSettings(SettingsGroup):
     """``eventflow codec-server``: the Temporal Web UI's and CLI's codec endpoint (it decrypts payloads)."""
 
@@ -630,7 +634,7 @@ class CodecServerSettings(SettingsGroup):
 
     port: Port = env("EVENTFLOW_CODEC_SERVER_PORT", 8888, "Port of the codec server (/encode, /decode, /healthz).")
     token: SecretStr | None = env("EVENTFLOW_CODEC_SERVER_TOKEN", None, "Bearer token every /encode and /decode "
-                                  "request must carry (required; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
+                                  "request must carry (required, at least 32 characters; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
     token_file: Path | None = env("EVENTFLOW_CODEC_SERVER_TOKEN_FILE", None,
                                   "File holding the codec server's bearer token (a mounted secret).")
     cors_origins: Csv = env("EVENTFLOW_CODEC_SERVER_CORS_ORIGINS", ("http://localhost:8233",),
@@ -645,9 +649,12 @@ class CodecServerSettings(SettingsGroup):
 
     @model_validator(mode="after")
     def _token_required(self) -> Self:
+        variable = self.variable("token_file" if self.token_file else "token")
         if self.token is None or not self.token.get_secret_value():
-            raise ConfigError(self.variable("token_file" if self.token_file else "token"),
-                              "is required: the codec server decrypts customer data")
+            raise ConfigError(variable, "is required: the codec server decrypts customer data")
+        if len(self.token.get_secret_value()) < CODEC_SERVER_MIN_TOKEN_CHARS:
+            raise ConfigError(variable, f"is shorter than {CODEC_SERVER_MIN_TOKEN_CHARS} characters: the codec "
+                                        "server decrypts customer data (generate one with `openssl rand -hex 32`)")
         return self
 
 
