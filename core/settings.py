@@ -101,11 +101,11 @@ def _caps(value: str) -> str:
 
 
 def _secret_hosts(raw: object) -> object:
-    pairs = _pairs_of("secret=host|host:port")(raw)
+    pairs = _pairs_of("secret=host host:port")(raw)
     if not isinstance(pairs, dict):
         return pairs
-    hosts = {name.lower(): tuple(h.strip() for h in str(value).split("|") if h.strip())
-             for name, value in pairs.items()}
+    # Hosts are separated by spaces (``|`` is accepted too, but breaks the README's table).
+    hosts = {name.lower(): tuple(str(value).replace("|", " ").split()) for name, value in pairs.items()}
     if empty := [name for name, listed in hosts.items() if not listed]:
         raise ValueError(f"secret {empty[0]!r} lists no host")
     return hosts
@@ -119,7 +119,7 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 CapsSpec = Annotated[str, AfterValidator(_caps)]
-#: ``secret=host|host:port,...``: the hosts each webhook Secret may be sent to.
+#: ``secret=host host:port,...``: the hosts each webhook Secret may be sent to.
 SecretHosts = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_secret_hosts)]
 
 
@@ -604,8 +604,9 @@ class WebhookStepSettings(SettingsGroup):
     secrets_dir: Path | None = env("EVENTFLOW_WEBHOOK_SECRETS_DIR", None,
                                    "Folder of mounted webhook Secrets, one file per name; else WEBHOOK_SECRET_{NAME} variables.")
     secret_hosts: SecretHosts = env("EVENTFLOW_WEBHOOK_SECRET_HOSTS", {},
-                                    "Where each webhook Secret may be sent: `crm_token=crm.example.com|crm.example.com:8443,"
-                                    "other=host`; a Secret not listed is never sent.")
+                                    "Where each webhook Secret may be sent: `crm_token=crm.example.com crm.example.com:8443,"
+                                    "other=host` (hosts as in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS, space-separated); a "
+                                    "Secret not listed is never sent.")
     max_saved_bytes: PositiveInt = env("EVENTFLOW_WEBHOOK_MAX_SAVED_BYTES", 16384,
                                        "Largest response (compact JSON) a webhook step's save_as keeps; a larger one "
                                        "fails the step (WebhookSavedTooLarge) and nothing is saved.")

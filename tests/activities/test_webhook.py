@@ -257,10 +257,10 @@ async def test_a_secret_is_sent_only_to_the_hosts_bound_to_it(receiver: Receiver
 
 
 def test_the_secret_hosts_setting_reads_secret_equals_hosts() -> None:
-    settings = WebhookStepSettings.load({"EVENTFLOW_WEBHOOK_SECRET_HOSTS": "crm_token=a.example.com|b.example.com:8443,"
-                                                                           "Other=c.example.com"})
+    settings = WebhookStepSettings.load({"EVENTFLOW_WEBHOOK_SECRET_HOSTS": "crm_token=a.example.com b.example.com:8443,"
+                                                                           "Other=c.example.com|d.example.com"})
     assert settings.secret_hosts == {"crm_token": ("a.example.com", "b.example.com:8443"),
-                                     "other": ("c.example.com",)}
+                                     "other": ("c.example.com", "d.example.com")}
     with pytest.raises(Exception, match="EVENTFLOW_WEBHOOK_SECRET_HOSTS"):
         WebhookStepSettings.load({"EVENTFLOW_WEBHOOK_SECRET_HOSTS": "crm_token"})
 

@@ -82,7 +82,7 @@ def test_required_addresses_without_dev_defaults() -> None:
 def test_readme_configuration_table_is_the_generated_one() -> None:
     from eventflow.cli import settings_table
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     match = re.search(r"<!-- settings-table:start -->\n(.*)\n<!-- settings-table:end -->", readme, re.S)
     assert match is not None, "README.md lacks the settings-table markers"
     assert match.group(1).strip() == settings_table().strip(), "run: eventflow config --update-readme"
