@@ -3,9 +3,14 @@
 Every payload a client or worker sends to Temporal (workflow and activity inputs and results,
 signals, queries, updates, memo, failure details and, with `data_converter`, failure messages and
 stack traces) is replaced by one whose ``data`` is ``nonce || AES-GCM(serialized payload)`` and
-whose metadata says ``encoding: binary/encrypted`` and which key encrypted it
-(``encryption-key-id``). The key id is also the GCM associated data, so a payload whose key id was
-swapped fails authentication like one whose ciphertext was altered.
+whose metadata says ``encoding: binary/encrypted``, which key encrypted it (``encryption-key-id``),
+the cipher and the associated-data version (``encryption-aad: 2``). The GCM associated data binds
+all of that to the ciphertext (`associated_data`: a fixed context label, the version, key id,
+cipher and encoding), so a payload whose metadata was swapped or rewritten fails authentication
+like one whose ciphertext was altered, and a ciphertext cannot be carried to another use of the
+same key. Payloads written before the version existed (no ``encryption-aad``) were sealed with the
+key id alone as associated data and still decrypt that way; stripping the version from a new
+payload to fall back to that form fails authentication, since its data was sealed with the new.
 
 A `Keyring` holds every key that may decrypt (old ones stay until no history needs them) and the
 one that encrypts. Decoding passes through payloads that are not encrypted, so histories written
@@ -34,6 +39,11 @@ ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
 CIPHER_METADATA = "encryption-cipher"
 CIPHER = b"AES256-GCM"
+AAD_VERSION_METADATA = "encryption-aad"
+#: The associated-data format new payloads are sealed with (1, implicit: the key id alone).
+AAD_VERSION = b"2"
+#: What the ciphertext is for, in its associated data: Temporal payloads of Eventflow, nothing else.
+AAD_CONTEXT = b"eventflow/temporal-payload"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 
@@ -164,9 +174,10 @@ class EncryptionCodec(PayloadCodec):
         if is_encrypted(payload):
             return payload
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self._encrypt_id].encrypt(nonce, payload.SerializeToString(), self._encrypt_id_bytes)
-        return Payload(metadata={"encoding": ENCODING, KEY_ID_METADATA: self._encrypt_id_bytes, CIPHER_METADATA: CIPHER},
-                       data=nonce + sealed)
+        metadata = {"encoding": ENCODING, KEY_ID_METADATA: self._encrypt_id_bytes, CIPHER_METADATA: CIPHER,
+                    AAD_VERSION_METADATA: AAD_VERSION}
+        sealed = self._ciphers[self._encrypt_id].encrypt(nonce, payload.SerializeToString(), associated_data(metadata))
+        return Payload(metadata=metadata, data=nonce + sealed)
 
     def decrypt(self, payload: Payload) -> Payload:
         if not is_encrypted(payload):
@@ -178,13 +189,34 @@ class EncryptionCodec(PayloadCodec):
         if len(payload.data) <= NONCE_BYTES:
             raise PayloadDecryptionError(key_id, "malformed")
         try:
-            plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
+            aad = associated_data(payload.metadata)
+        except ValueError:
+            raise PayloadDecryptionError(key_id, "malformed (unknown associated-data version)") from None
+        try:
+            plain = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], aad)
         except InvalidTag:
             raise PayloadDecryptionError(key_id, "authentication failed (tampered, or a different key)") from None
         try:
             return Payload.FromString(plain)
         except DecodeError:
             raise PayloadDecryptionError(key_id, "malformed") from None
+
+
+def associated_data(metadata: Mapping[str, bytes]) -> bytes:
+    """The GCM associated data of an encrypted payload with ``metadata``.
+
+    Version 2: the context label, version, key id, cipher and encoding, each length-prefixed so no
+    two different sets of values give the same bytes. No version: the key id (payloads written
+    before version 2). Raises ValueError for a version this code does not know.
+    """
+    version = metadata.get(AAD_VERSION_METADATA)
+    if version is None:
+        return bytes(metadata.get(KEY_ID_METADATA, b""))
+    if version != AAD_VERSION:
+        raise ValueError(f"associated-data version {version!r}")
+    fields = (AAD_CONTEXT, AAD_VERSION, metadata.get(KEY_ID_METADATA, b""), metadata.get(CIPHER_METADATA, b""),
+              metadata.get("encoding", b""))
+    return b"".join(len(item).to_bytes(4, "big") + bytes(item) for item in fields)
 
 
 def is_encrypted(payload: Payload) -> bool:
@@ -205,5 +237,6 @@ def data_converter(keyring: Keyring | None) -> DataConverter:
                          failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 
-__all__ = ["CIPHER", "ENCODING", "EncryptionCodec", "KEY_ID_METADATA", "Keyring", "KeyringError",
-           "PayloadDecryptionError", "data_converter", "is_encrypted"]
+__all__ = ["AAD_VERSION", "AAD_VERSION_METADATA", "CIPHER", "CIPHER_METADATA", "ENCODING", "EncryptionCodec",
+           "KEY_ID_METADATA", "Keyring", "KeyringError", "PayloadDecryptionError", "associated_data", "data_converter",
+           "is_encrypted"]

@@ -29,17 +29,24 @@ CONTACT_FIELDS = frozenset({
 })
 """Field names whose whole value is a contact detail, masked even when no pattern recognises it."""
 
-_LOCAL_CHARS = r"A-Za-z0-9._+\-"
+# Letters and digits of any script (``josé``), and ``. _ + -``.
+_LOCAL_CHARS = r"\w.+\-"
 # The lookbehind lets a local part start only where a run of local-part characters starts, and the
 # possessive quantifiers never give characters back: each character is examined a bounded number
 # of times. Validation (a domain, digit counts) happens in the callbacks instead of the pattern.
-_EMAIL = re.compile(rf"(?<![{_LOCAL_CHARS}])([{_LOCAL_CHARS}])[{_LOCAL_CHARS}]*+(?:@|%40)([A-Za-z0-9.\-]++)")
-# A phone candidate is a maximal run of digits, spaces, parentheses and hyphens, optionally
-# starting with ``+`` (or its URL encoding ``%2B``, as in a provider's request log). It never starts
-# inside a word or after ``-``/``.``/``/``, so ids such as ``evt-000001`` or ``cust_12345678`` are
-# left alone; the callback keeps runs that are not 7-15 digits or are glued to a word.
-_PHONE = re.compile(r"(?:(?<=%3A)|(?<=%3a)|(?<![\w\-./+%]))(?:\+|%2[Bb])?\(?\d[\d ()\-]*+")
-_PHONE_TRAILING = " ()-"
+# The at sign may be URL-encoded (``%40``) or a full-width or small form (``＠``, ``﹫``).
+_EMAIL = re.compile(rf"(?<![{_LOCAL_CHARS}])([{_LOCAL_CHARS}])[{_LOCAL_CHARS}]*+(?:@|%40|\uff20|\ufe6b)([\w.\-]++)")
+# A phone candidate is a maximal run of digits, spaces, parentheses, hyphens, dots and slashes,
+# optionally starting with ``+`` (or its URL encoding ``%2B``, as in a provider's request log). It
+# never starts inside a word or after ``-``/``.``/``/``, so ids such as ``evt-000001`` or
+# ``cust_12345678`` are left alone; the callback keeps runs that are not 7-15 digits, are glued to
+# a word, or use dots and slashes the way versions, addresses and dates do.
+_PHONE = re.compile(r"(?:(?<=%3A)|(?<=%3a)|(?<![\w\-./+%]))(?:\+|%2[Bb])?\(?\d[\d ()\-./]*+")
+_PHONE_TRAILING = " ()-./"
+#: Words that, before a colon, make the number after it a contact (``to:4155550142``, ``tel:0151...``).
+_CONTACT_PREFIXES = frozenset({"to", "from", "tel", "phone", "mobile", "cell", "fax", "sms", "whatsapp", "call",
+                               "msisdn", "recipient", "contact"})
+_WORD_BEFORE = re.compile(r"(\w+)\Z")
 
 
 def _mask_email(match: re.Match[str]) -> str:
@@ -49,6 +56,18 @@ def _mask_email(match: re.Match[str]) -> str:
     return f"{match.group(1)}***@{domain}"
 
 
+def _separated_like_a_phone(candidate: str) -> bool:
+    """Dots and slashes as phones use them: ``415.555.0142``, ``0151/12345678`` (not ``1.2345678``, IPs, dates)."""
+    if "/" in candidate:
+        # One slash after an area code that starts with 0 (or a country code): 0151/12345678.
+        return candidate.count("/") == 1 and candidate.lstrip("(").startswith(("0", "+", "%2"))
+    if "." in candidate:
+        groups = candidate.split(".")
+        ipv4 = len(groups) == 4 and all(g.isdigit() and len(g) <= 3 and int(g) <= 255 for g in groups)
+        return len(groups) >= 3 and all(len(g.strip(" ()-+")) >= 2 for g in groups) and not ipv4
+    return True
+
+
 def _mask_phone(match: re.Match[str]) -> str:
     text = match.group(0)
     candidate = text.rstrip(_PHONE_TRAILING)
@@ -56,8 +75,13 @@ def _mask_phone(match: re.Match[str]) -> str:
     following = match.string[match.end():match.end() + 1]
     digits = [c for c in candidate if c.isdigit()]
     if match.start() > 0 and match.string[match.start() - 1] == ":" and text[0].isdigit():
-        return text  # ``evt:0000001`` is an id; ``tel:+49...`` and ``To: 0151...`` are numbers
+        # ``evt:0000001`` is an id; ``to:4155550142``, ``tel:+49...`` and ``To: 0151...`` are numbers.
+        word = _WORD_BEFORE.search(match.string, max(0, match.start() - 21), match.start() - 1)
+        if word is None or word.group(1).lower() not in _CONTACT_PREFIXES:
+            return text
     if not 7 <= len(digits) <= 15 or (not tail and (following.isalnum() or following == "_")):
+        return text
+    if not _separated_like_a_phone(candidate):
         return text
     return f"***{''.join(digits[-2:])}{tail}"
 
@@ -95,15 +119,29 @@ def _mask_field(text: str) -> str:
 
 
 def _redact(value: Any, depth: int = 0) -> Any:
+    """``value`` with every contact detail masked, as JSON can hold it: nested values walked, others printed."""
     if isinstance(value, str):
         return _mask_field(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if depth >= 8:  # a pathological nesting is summarised rather than walked
         return f"<{type(value).__name__}>"
     if isinstance(value, Mapping):
-        return {k: _redact_named(str(k), v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact(v, depth + 1) for v in value[:100]]
-    return value
+        return {_mask_field(str(k)): _redact_named(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact(v, depth + 1) for v in list(value)[:100]]
+    # Anything else is printed by the renderer (an exception as its repr, with its message and
+    # arguments); print it here first, so the printed text is masked too.
+    return _mask_field(_printed(value))
+
+
+def _printed(value: object) -> str:
+    if isinstance(value, bytes):
+        return repr(value[:MAX_FIELD_CHARS * 2])
+    try:
+        return repr(value) if isinstance(value, BaseException) else str(value)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the log line
+        return f"<unprintable {type(value).__name__}>"
 
 
 def _redact_named(key: str, value: Any, depth: int) -> Any:

@@ -102,13 +102,27 @@ def _caps(value: str) -> str:
     return value
 
 
+def _secret_hosts(raw: object) -> object:
+    pairs = _pairs_of("secret=host host:port")(raw)
+    if not isinstance(pairs, dict):
+        return pairs
+    # Hosts are separated by spaces (``|`` is accepted too, but breaks the README's table).
+    hosts = {name.lower(): tuple(str(value).replace("|", " ").split()) for name, value in pairs.items()}
+    if empty := [name for name, listed in hosts.items() if not listed]:
+        raise ValueError(f"secret {empty[0]!r} lists no host")
+    return hosts
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
+UpstreamSampling = Literal["respect", "ratio"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 CapsSpec = Annotated[str, AfterValidator(_caps)]
+#: ``secret=host host:port,...``: the hosts each webhook Secret may be sent to.
+SecretHosts = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_secret_hosts)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -396,8 +410,12 @@ class TracingSettings(SettingsGroup):
     otlp_headers: HeaderMap = env("EVENTFLOW_OTLP_HEADERS", {},
                                   "Headers for the OTLP exporter as `name=value,name=value` (e.g. an API key).")
     sample_ratio: Ratio = env("EVENTFLOW_TRACE_SAMPLE_RATIO", 1.0,
-                              "Share of new traces kept (0-1); a record's upstream sampling decision is always "
-                              "followed.")
+                              "Share of new traces kept (0-1); a record's upstream sampling decision is followed "
+                              "unless EVENTFLOW_TRACE_UPSTREAM_SAMPLING is `ratio`.")
+    upstream_sampling: UpstreamSampling = env(
+        "EVENTFLOW_TRACE_UPSTREAM_SAMPLING", "respect",
+        "`respect`: a record whose producer marked its trace sampled (`traceparent ...-01`) is always traced; "
+        "`ratio`: such records are kept at EVENTFLOW_TRACE_SAMPLE_RATIO too, so producers cannot force 100 %.")
 
     @property
     def enabled(self) -> bool:
@@ -692,9 +710,20 @@ class WebhookStepSettings(SettingsGroup):
     concern: ClassVar[str] = "webhook steps"
 
     allowed_hosts: Csv = env("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", (),
-                             "Hosts webhook steps may call (exact names, comma-separated); none when unset.")
+                             "Hosts webhook steps may call, comma-separated: `host` (exact name, port 443 for https, "
+                             "80 for http) or `host:port`; none when unset.")
     secrets_dir: Path | None = env("EVENTFLOW_WEBHOOK_SECRETS_DIR", None,
                                    "Folder of mounted webhook Secrets, one file per name; else WEBHOOK_SECRET_{NAME} variables.")
+    secret_hosts: SecretHosts = env("EVENTFLOW_WEBHOOK_SECRET_HOSTS", {},
+                                    "Where each webhook Secret may be sent: `crm_token=crm.example.com crm.example.com:8443,"
+                                    "other=host` (hosts as in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS, space-separated); a "
+                                    "Secret not listed is never sent.")
+    max_saved_bytes: PositiveInt = env("EVENTFLOW_WEBHOOK_MAX_SAVED_BYTES", 16384,
+                                       "Largest response (compact JSON) a webhook step's save_as keeps; a larger one "
+                                       "fails the step (WebhookSavedTooLarge) and nothing is saved.")
+    allow_loopback: bool = env("EVENTFLOW_WEBHOOK_ALLOW_LOOPBACK", False,
+                               "Test and development only: let webhook steps call loopback addresses (127.0.0.0/8, "
+                               "::1). Private, link-local and other non-public addresses are refused regardless.")
 
 
 def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
@@ -706,6 +735,10 @@ def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str
 
 # -- codec server -----------------------------------------------------------------------------------
 
+#: The shortest bearer token the codec server starts with (a guessable token is a decryption oracle).
+CODEC_SERVER_MIN_TOKEN_CHARS = 32
+
+
 class CodecServerSettings(SettingsGroup):
     """``eventflow codec-server``: the Temporal Web UI's and CLI's codec endpoint (it decrypts payloads)."""
 
@@ -713,7 +746,7 @@ class CodecServerSettings(SettingsGroup):
 
     port: Port = env("EVENTFLOW_CODEC_SERVER_PORT", 8888, "Port of the codec server (/encode, /decode, /healthz).")
     token: SecretStr | None = env("EVENTFLOW_CODEC_SERVER_TOKEN", None, "Bearer token every /encode and /decode "
-                                  "request must carry (required; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
+                                  "request must carry (required, at least 32 characters; or EVENTFLOW_CODEC_SERVER_TOKEN_FILE).")
     token_file: Path | None = env("EVENTFLOW_CODEC_SERVER_TOKEN_FILE", None,
                                   "File holding the codec server's bearer token (a mounted secret).")
     cors_origins: Csv = env("EVENTFLOW_CODEC_SERVER_CORS_ORIGINS", ("http://localhost:8233",),
@@ -728,9 +761,12 @@ class CodecServerSettings(SettingsGroup):
 
     @model_validator(mode="after")
     def _token_required(self) -> Self:
+        variable = self.variable("token_file" if self.token_file else "token")
         if self.token is None or not self.token.get_secret_value():
-            raise ConfigError(self.variable("token_file" if self.token_file else "token"),
-                              "is required: the codec server decrypts customer data")
+            raise ConfigError(variable, "is required: the codec server decrypts customer data")
+        if len(self.token.get_secret_value()) < CODEC_SERVER_MIN_TOKEN_CHARS:
+            raise ConfigError(variable, f"is shorter than {CODEC_SERVER_MIN_TOKEN_CHARS} characters: the codec "
+                                        "server decrypts customer data (generate one with `openssl rand -hex 32`)")
         return self
 
 

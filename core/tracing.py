@@ -3,7 +3,9 @@
 Off by default: without ``EVENTFLOW_OTLP_ENDPOINT`` no tracer provider, exporter thread or
 Temporal interceptor exists, `span` is a null context and the SDK is never imported. On, spans go
 to one OTLP/HTTP exporter through a batch processor, sampled by parent (a sampled upstream trace is
-kept) and otherwise by ``EVENTFLOW_TRACE_SAMPLE_RATIO``.
+kept) and otherwise by ``EVENTFLOW_TRACE_SAMPLE_RATIO``. A record's ``traceparent`` comes from
+whoever produced it; with ``EVENTFLOW_TRACE_UPSTREAM_SAMPLING=ratio`` its "sampled" flag no longer
+forces a trace, the ratio decides (by trace id, so every hop of one trace decides alike).
 
 The active provider is held here rather than as OpenTelemetry's global, which can be set only once
 per process: tests install one provider per test (`installed`) and the Temporal interceptor is given
@@ -27,6 +29,7 @@ from core.settings import TracingSettings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
     from temporalio.client import Interceptor
 
 TRACER_NAME = "eventflow"
@@ -75,16 +78,25 @@ def tracer() -> Tracer | None:
     return _tracer
 
 
+def sampler(settings: TracingSettings) -> Sampler:
+    """The sampler of ``settings``: by parent, a remote "sampled" parent capped by the ratio when asked."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+
+    ratio = TraceIdRatioBased(settings.sample_ratio)
+    if settings.upstream_sampling == "ratio":
+        # A remote parent marked unsampled is still not traced: only the forcing direction is capped.
+        return ParentBased(ratio, remote_parent_sampled=ratio, remote_parent_not_sampled=ALWAYS_OFF)
+    return ParentBased(ratio)
+
+
 def build_provider(settings: TracingSettings, service_name: str) -> TracerProvider:
     """An SDK provider exporting by OTLP/HTTP through a batch processor (one exporter thread)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                              sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler(settings))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
         endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers))))
     return provider

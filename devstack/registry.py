@@ -31,6 +31,9 @@ from devstack.provision import require_tool
 APICURIO_VERSION = "2.4.2.Final"
 QUARKUS_VERSION = "2.16.4.Final"
 CCOMPAT_PATH = "/apis/ccompat/v7"
+#: Quiet, batch, and strict checksums (-C): a corrupted or tampered download from a mirror or proxy
+#: fails the build instead of being logged as a warning and run.
+_MVN_FLAGS = ("-q", "-B", "-C")
 
 _POM = f"""<?xml version="1.0" encoding="UTF-8"?>
 <!-- Re-augments Apicurio Registry's app jar (Maven Central) into a runnable Quarkus application. -->
@@ -158,12 +161,12 @@ def _build(home: Path, runner: Path) -> None:
     log = cache_dir() / "logs" / "provision-apicurio-registry.log"
     # The app's own application.properties holds build-time settings (packaging, storage), so the
     # wrapper project must carry it: fetch the app jar first and copy the file out of it.
-    _run([mvn, "-q", "-B", "dependency:copy", f"-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}",
+    _run([mvn, *_MVN_FLAGS, "dependency:copy", f"-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}",
           f"-DoutputDirectory={build / 'app'}"], log, "Apicurio Registry")
     with zipfile.ZipFile(build / "app" / f"apicurio-registry-app-{APICURIO_VERSION}.jar") as app_jar:
         properties = app_jar.read("application.properties").decode()
     (build / "src/main/resources/application.properties").write_text(properties + _EXTRA_PROPERTIES)
-    _run([mvn, "-q", "-B", "-f", str(build / "pom.xml"), "package", "-DskipTests"], log, "Apicurio Registry")
+    _run([mvn, *_MVN_FLAGS, "-f", str(build / "pom.xml"), "package", "-DskipTests"], log, "Apicurio Registry")
     target = build / "target"
     staging = home.with_name(home.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

@@ -231,6 +231,10 @@ class WebhookRetry:
     max_interval: str = "1m"
 
 
+#: A webhook step's body: JSON data with template leaves, or one template string.
+WebhookBody: TypeAlias = str | dict[str, Any] | list[Any]
+
+
 @dataclass(frozen=True)
 class WebhookStep:
     """Call another system over HTTP; its JSON response is ``webhooks.<save_as>`` for later steps."""
@@ -240,7 +244,9 @@ class WebhookStep:
     url: str
     method: WebhookMethod = WebhookMethod.POST
     headers: tuple[SecretHeader, ...] = ()
-    body: str | None = None
+    #: A mapping (or list) whose string leaves are templates, sent as JSON; or, the older form, one
+    #: JSON template string (its values are JSON-escaped and may not change its keys).
+    body: WebhookBody | None = None
     timeout: str = "10s"
     retry: WebhookRetry | None = None
     max_response_bytes: int = 65536
@@ -281,8 +287,10 @@ def _decode(hint: Any, raw: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if raw is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _decode(inner, raw)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) > 1:
+            return raw  # several shapes (a webhook body): the schema has checked which one this is
+        return _decode(inner[0], raw)
     if origin is tuple:
         return tuple(_decode(args[0], value) for value in raw or ())
     if dataclasses.is_dataclass(hint):

@@ -1,4 +1,4 @@
-"""Validation of a ``webhook`` step beyond the schema: templates compile, a literal host is allowed.
+"""Validation of a ``webhook`` step beyond the schema: templates compile, a literal host and port are allowed.
 
 The URL's host can only be judged here when it is literal (no template markup before the path);
 a templated host is judged by the worker on every call. The allow-list is the one the command
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
+from activities.webhook import HostList
 from journeys.durations import check_duration
 
 _MARKUP = ("{{", "{%", "{#")
@@ -29,6 +30,17 @@ def literal_host(url: str) -> str | None:
     return parts.hostname
 
 
+def _body_templates(body: Any, where: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every template of a body: the string itself, or each string leaf of a mapping or list."""
+    if isinstance(body, str):
+        return [(where, body)]
+    if isinstance(body, dict):
+        return [found for key, value in body.items() for found in _body_templates(value, (*where, str(key)))]
+    if isinstance(body, list):
+        return [found for i, value in enumerate(body) for found in _body_templates(value, (*where, i))]
+    return []
+
+
 def webhook_problems(body: Mapping[str, Any], allowed_hosts: Collection[str] | None
                      ) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems of one webhook step's options: (path relative to the options, message).
@@ -38,20 +50,29 @@ def webhook_problems(body: Mapping[str, Any], allowed_hosts: Collection[str] | N
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
     jinja = SandboxedEnvironment()
-    for option in ("url", "body"):
-        if isinstance(body.get(option), str):
-            try:
-                jinja.parse(body[option])
-            except TemplateSyntaxError as exc:
-                problems.append(((option,), f"webhook.{option} does not compile: {exc.message}"))
+    templates = [(("url",), body["url"])] if isinstance(body.get("url"), str) else []
+    for where, source in templates + _body_templates(body.get("body"), ("body",)):
+        try:
+            jinja.parse(source)
+        except TemplateSyntaxError as exc:
+            problems.append((where, f"webhook.{'.'.join(map(str, where))} does not compile: {exc.message}"))
     url = str(body.get("url", ""))
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    scheme = parts.scheme
     if not any(mark in scheme for mark in _MARKUP) and scheme not in ("http", "https"):
         problems.append((("url",), f"webhook.url must be an http or https URL, not {url!r}"))
     host = literal_host(url)
-    if host is not None and allowed_hosts is not None and host not in {h.lower() for h in allowed_hosts}:
-        listed = ", ".join(sorted(allowed_hosts)) or "none"
-        problems.append((("url",), f"webhook host {host!r} is not in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS ({listed})"))
+    if host is not None and allowed_hosts is not None and scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError:
+            problems.append((("url",), f"webhook.url has a port out of range: {url!r}"))
+        else:
+            if not HostList(allowed_hosts).allows(scheme, host, port):
+                listed = ", ".join(sorted(allowed_hosts)) or "none"
+                named = repr(host) if port is None else f"'{host}:{port}'"
+                problems.append((("url",), f"webhook host {named} is not in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS ({listed}); "
+                                           "a host without a port allows 443 for https, 80 for http"))
     durations: list[tuple[tuple[str | int, ...], Any]] = [(("timeout",), body.get("timeout"))]
     retry = body.get("retry") or {}
     durations += [(("retry", name), retry.get(name)) for name in ("initial_interval", "max_interval")]

@@ -60,7 +60,9 @@ async def webhook_step(step: WebhookStep, journey: JourneySnapshot, context: dic
     call = WebhookCallInput(
         idempotency_key=f"{workflow_id}/{step.id}", workflow_id=workflow_id, journey_id=journey.id, step_id=step.id,
         method=step.method.value, url_template=step.url, context=context,
-        secret_headers={header.name: header.secret for header in step.headers}, body_template=step.body,
+        secret_headers={header.name: header.secret for header in step.headers},
+        body_template=step.body if isinstance(step.body, str) else None,
+        body_document=step.body if isinstance(step.body, (dict, list)) else None,
         timeout_seconds=timeout.total_seconds(), max_response_bytes=step.max_response_bytes,
         expect_json=step.save_as is not None)
     try:

@@ -22,6 +22,8 @@ from core.errors import ConfigError
 SENDGRID_SIGNATURE_HEADER = EventWebhookHeader.SIGNATURE
 SENDGRID_TIMESTAMP_HEADER = EventWebhookHeader.TIMESTAMP
 TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
+#: Epoch seconds have 10 digits until the year 2286; anything longer is not a timestamp.
+_MAX_TIMESTAMP_DIGITS = 12
 
 
 class SendGridVerifier:
@@ -44,11 +46,13 @@ class SendGridVerifier:
         """Whether ``body`` was signed by SendGrid within the replay window."""
         signature = headers.get(SENDGRID_SIGNATURE_HEADER, "")
         timestamp = headers.get(SENDGRID_TIMESTAMP_HEADER, "")
-        if not signature or not timestamp.isdigit():
-            return False
-        if abs(now_epoch_seconds - int(timestamp)) > self._window:
+        # ASCII digits only, and few of them: str.isdigit() admits '²', which int() refuses, and a
+        # 5,000-digit number is past int()'s limit; either would raise before the signature is checked.
+        if not signature or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > _MAX_TIMESTAMP_DIGITS:
             return False
         try:
+            if abs(now_epoch_seconds - int(timestamp)) > self._window:
+                return False
             payload = body.decode("utf-8")
             return bool(self._helper.verify_signature(payload, signature, timestamp))
         except (UnicodeDecodeError, binascii.Error, ValueError):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import tracemalloc
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from activities.rendering import (DEFAULT_LIMITS, RenderFailure, RenderLimits, TemplateRenderError, is_html_part,
                                   render, render_async)
@@ -130,3 +133,152 @@ async def test_render_async_gives_up_on_a_stuck_render_and_the_loop_stays_free()
 
 def test_default_limits_are_what_the_send_activity_gets() -> None:
     assert DEFAULT_LIMITS.max_output_chars >= 10_000 and DEFAULT_LIMITS.time_limit_seconds > 0
+
+
+# --- what a template may allocate ------------------------------------------------------------------
+
+#: Small limits, so a construct that breaks them builds megabytes (not gigabytes) without the bound.
+SMALL = RenderLimits(max_output_chars=10_000, max_allocated_chars=200_000)
+#: 5,000 characters: within every single-operation limit, and a seed for blowing past the budget.
+SEED = '{% set s = "x" * 5000 %}{% set l = [s] * 100 %}'
+
+
+@pytest.mark.parametrize("expression", [
+    's.replace("", s)',                         # the 1 GB in 1.4 s, at a smaller scale
+    's|replace("", s)',
+    's ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s',
+    's + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s + s',
+    '",".join(l)',
+    'l|join(",")',
+    'l|map("upper")|join',
+    '("%s" * 100) % ((s,) * 100)',
+    '"%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s%(a)s" % {"a": s * 2}',
+    '("{0}" * 100).format(s)',
+    '("{a}" * 100).format_map({"a": s})',
+    '("%s" * 100)|format(*l)',
+    '("\n" * 5000)|indent(5000)',
+    '("\n" * 5000)|indent(s)',
+    's|wordwrap(1, wrapstring=s)',
+    'l|string',
+    'l|tojson',
+    'l|pprint',
+    'l|e',
+    'l|upper',
+    'l|safe',
+    'l|urlencode',
+    's.translate({120: s})',
+    ('\t' * 5000).join(['"', '"']) + '.expandtabs(5000)',
+])
+def test_a_construct_that_would_build_past_the_budget_fails_before_building_it(expression: str) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        # |length prints a few digits: only an allocation bound can see what was built.
+        render("big", SEED + "{{ (" + expression + ")|length }}", {}, limits=SMALL)
+
+    assert caught.value.reason is RenderFailure.LIMIT, caught.value
+    assert "max_allocated_chars" in caught.value.problem
+
+
+@pytest.mark.parametrize("source", [
+    "{{ l }}",                                                                       # str() of a list
+    "{% set k = [] %}{% for i in range(100) %}{{ k.append(s ~ i) }}{% endfor %}{{ k|length }}",
+    "{% set k = [] %}{% for i in range(100) %}{{ k.append(s[i:]) }}{% endfor %}{{ k|length }}",
+    "{% set k = [] %}{% for i in range(100) %}{{ k.append(s.center(9000)) }}{% endfor %}{{ k|length }}",
+    "{% set k = [] %}{% for i in range(100) %}{{ k.append(s|center(9000)) }}{% endfor %}{{ k|length }}",
+    "{% set k = [] %}{% for i in range(100) %}{{ k.append(s.upper()) }}{% endfor %}{{ k|length }}",
+    "{% set k = [] %}{% for i in range(3000) %}{% if k.extend(l) %}{% endif %}{% endfor %}{{ k|length }}",
+])
+def test_many_small_allocations_add_up_to_the_same_budget(source: str) -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render("big", SEED + source, {}, limits=SMALL)
+
+    assert caught.value.reason is RenderFailure.LIMIT, caught.value
+
+
+def test_lipsum_is_not_available() -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        render("big", "{{ lipsum(10**6)|length }}", {})
+    assert caught.value.reason is RenderFailure.UNDEFINED
+
+
+def test_the_budget_lets_ordinary_templates_through() -> None:
+    context = {"customer": {"first_name": "José", "tags": ["a", "b"]},
+               "payload": {"items": [{"name": f"item {i}", "qty": i} for i in range(200)]}}
+    source = ("Hi {{ customer.first_name ~ '!' }} {{ customer.tags|join(', ') }} "
+              "{% for item in payload['items'] %}{{ item.name|upper ~ ' x' ~ item.qty }}; {% endfor %}"
+              "{{ '%s/%s' % (1, 2) }} {{ '{}!'.format('ok') }} {{ payload|tojson|length > 0 }} "
+              "{{ 'a-b'.replace('-', '+') }} {{ customer.tags }} {{ 'x'|center(5) }}|")
+
+    text = render("ok", source, context)
+
+    assert text.startswith("Hi José! a, b ITEM 0 x0;") and text.endswith("1/2 ok! True a+b ['a', 'b']   x  |")
+    assert render("ok", "{{ [s, s] }}", {"s": "<b>"}, html=True) == "[&#39;&lt;b&gt;&#39;, &#39;&lt;b&gt;&#39;]"
+    assert render("ok", "{% set x %}a{{ 1 }}{% endset %}{% macro m(a) %}<{{ a }}>{% endmacro %}{{ x ~ m('q') }}",
+                  {}) == "a1<q>"
+
+
+# A small grammar of the constructs that build strings, over variables defined before.
+_SEEDS = st.integers(min_value=1, max_value=5000)
+_COUNTS = st.integers(min_value=0, max_value=5000)
+
+
+def _expression(names: list[str]) -> st.SearchStrategy[str]:
+    name = st.sampled_from(names)
+    count = _COUNTS.map(str)
+    return st.one_of(
+        st.builds("{} ~ {}".format, name, name),
+        st.builds("{} + {}".format, name, name),
+        st.builds("{} * ({} // 1000 + 1)".format, name, count),
+        st.builds('{}.replace("", {})'.format, name, name),
+        st.builds('{}.replace("x", {})'.format, name, name),
+        st.builds('{}|replace("x", {})'.format, name, name),
+        st.builds("{}.join([{}, {}, {}])".format, name, name, name, name),
+        st.builds("[{}, {}]|join({})".format, name, name, name),
+        st.builds('"%s%s" % ({}, {})'.format, name, name),
+        st.builds('"{{0}}{{1}}{{0}}".format({}, {})'.format, name, name),
+        st.builds("{}.center({})".format, name, count),
+        st.builds("{}.ljust({})".format, name, count),
+        st.builds("{}|center({})".format, name, count),
+        st.builds("{}|indent({}, true)".format, name, count),
+        st.builds("{}|wordwrap(1, wrapstring={})".format, name, name),
+        st.builds('"%s"|format({})'.format, name),
+        st.builds("[{}, {}]|string".format, name, name),
+        st.builds("[{}, {}]|tojson".format, name, name),
+        st.builds("{}.translate({{120: {}}})".format, name, name),
+        st.builds("{}.expandtabs({})".format, name, count),
+    )
+
+
+@st.composite
+def _templates(draw: st.DrawFn) -> str:
+    names = ["v0"]
+    lines = [f'{{% set v0 = "x\\t\\n" * {draw(_SEEDS)} %}}']
+    for index in range(1, draw(st.integers(min_value=1, max_value=6)) + 1):
+        expression = draw(_expression(names))
+        if draw(st.booleans()):
+            lines.append(f"{{% set v{index} = {expression} %}}")
+            names.append(f"v{index}")
+        else:  # kept a hundred times over
+            lines.append(f"{{% set k = [] %}}{{% for i in range(100) %}}{{{{ k.append({expression}) }}}}{{% endfor %}}")
+    lines.append("{{ " + names[-1] + "|length }}")
+    return "".join(lines)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_templates())
+def test_no_template_of_string_building_constructs_allocates_past_the_budget(source: str) -> None:
+    def run() -> None:
+        try:
+            render("grammar", source, {}, limits=SMALL)
+        except TemplateRenderError as exc:
+            assert exc.reason in (RenderFailure.LIMIT, RenderFailure.ERROR), exc
+
+    run()  # compiles (cached), so the measure below is rendering only
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Each character is a byte here (ASCII); the slack covers lists of references, Jinja's frames
+    # and the copies a join or format makes on its way to the result.
+    assert peak <= 4 * SMALL.max_allocated_chars + 1_000_000, (peak, source)

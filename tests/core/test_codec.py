@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -14,6 +15,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter
 
 from core.codec import (
+    AAD_VERSION_METADATA,
+    CIPHER_METADATA,
     ENCODING,
     KEY_ID_METADATA,
     EncryptionCodec,
@@ -31,6 +34,7 @@ def new_key() -> str:
 
 
 OLD, NEW = new_key(), new_key()
+TOKEN = "0123456789abcdef0123456789abcdef"  # the shortest the codec server accepts
 EMAIL = b'{"email": "ada@example.com", "phone": "+15557654321"}'
 
 
@@ -155,15 +159,15 @@ def test_keys_come_from_a_mounted_file_that_wins_over_the_variable(tmp_path: Pat
 
 def test_the_codec_server_needs_keys_and_a_token() -> None:
     with pytest.raises(ConfigError) as no_keys:
-        load_codec_server({"EVENTFLOW_CODEC_SERVER_TOKEN": "t"})
+        load_codec_server({"EVENTFLOW_CODEC_SERVER_TOKEN": TOKEN})
     assert no_keys.value.variable == "EVENTFLOW_PAYLOAD_KEYS"
     with pytest.raises(ConfigError) as no_token:
         load_codec_server({"EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}"})
     assert no_token.value.variable == "EVENTFLOW_CODEC_SERVER_TOKEN"
-    loaded = load_codec_server({"EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}", "EVENTFLOW_CODEC_SERVER_TOKEN": "t",
+    loaded = load_codec_server({"EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}", "EVENTFLOW_CODEC_SERVER_TOKEN": TOKEN,
                                 "EVENTFLOW_CODEC_SERVER_CORS_ORIGINS": "https://ui.example.com,http://localhost:8233"})
     assert loaded.server.cors_origins == ("https://ui.example.com", "http://localhost:8233")
-    assert loaded.server.token == SecretStr("t") and CodecServerSettings.variable("port") == "EVENTFLOW_CODEC_SERVER_PORT"
+    assert loaded.server.token == SecretStr(TOKEN) and CodecServerSettings.variable("port") == "EVENTFLOW_CODEC_SERVER_PORT"
 
 
 @pytest.mark.parametrize("command", ["worker", "consume", "codec-server", "temporal setup"])
@@ -172,7 +176,42 @@ def test_every_process_refuses_to_start_on_a_bad_key_naming_the_variable(
     from eventflow.cli import main
 
     monkeypatch.setenv("EVENTFLOW_PAYLOAD_KEYS", f"k={base64.b64encode(os.urandom(31)).decode()}")
-    monkeypatch.setenv("EVENTFLOW_CODEC_SERVER_TOKEN", "t")
+    monkeypatch.setenv("EVENTFLOW_CODEC_SERVER_TOKEN", TOKEN)
 
     assert main(command.split()) == 2
     assert capsys.readouterr().err.startswith("eventflow: EVENTFLOW_PAYLOAD_KEYS: key 'k' is 31 bytes")
+
+
+def test_the_codec_server_refuses_a_short_token_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as short:
+        load_codec_server({"EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}", "EVENTFLOW_CODEC_SERVER_TOKEN": TOKEN[:-1]})
+    assert short.value.variable == "EVENTFLOW_CODEC_SERVER_TOKEN" and "32 characters" in str(short.value)
+    assert TOKEN[:-1] not in str(short.value)
+    token_file = tmp_path / "token"
+    token_file.write_text("short\n")
+    with pytest.raises(ConfigError) as short_file:
+        load_codec_server({"EVENTFLOW_PAYLOAD_KEYS": f"k={OLD}", "EVENTFLOW_CODEC_SERVER_TOKEN_FILE": str(token_file)})
+    assert short_file.value.variable == "EVENTFLOW_CODEC_SERVER_TOKEN_FILE"
+
+
+async def test_the_associated_data_binds_every_metadata_field_not_only_the_key_id() -> None:
+    codec = EncryptionCodec(Keyring.parse(f"a={OLD}"))
+    [sealed] = await codec.encode([_json_payload()])
+    assert sealed.metadata[AAD_VERSION_METADATA] == b"2"
+
+    stripped = {k: v for k, v in sealed.metadata.items() if k != AAD_VERSION_METADATA}  # a downgrade to the old form
+    for metadata in (stripped, {**sealed.metadata, CIPHER_METADATA: b"AES128-GCM"}):
+        with pytest.raises(PayloadDecryptionError, match="authentication failed"):
+            await codec.decode([Payload(metadata=metadata, data=sealed.data)])
+    with pytest.raises(PayloadDecryptionError, match="malformed"):
+        await codec.decode([Payload(metadata={**sealed.metadata, AAD_VERSION_METADATA: b"9"}, data=sealed.data)])
+
+
+async def test_a_payload_sealed_with_the_key_id_alone_still_decrypts() -> None:
+    """The form every payload had before the associated-data version: histories written then replay."""
+    nonce = os.urandom(12)
+    plain = _json_payload()
+    old_form = Payload(metadata={"encoding": ENCODING, KEY_ID_METADATA: b"a", CIPHER_METADATA: b"AES256-GCM"},
+                       data=nonce + AESGCM(base64.b64decode(OLD)).encrypt(nonce, plain.SerializeToString(), b"a"))
+
+    assert await EncryptionCodec(Keyring.parse(f"a={OLD}")).decode([old_form]) == [plain]

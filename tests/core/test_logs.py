@@ -11,7 +11,7 @@ import structlog
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from core.logs import MAX_FIELD_CHARS, mask_contact_details
+from core.logs import MAX_FIELD_CHARS, mask_contact_details, redact_processor
 
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=20).filter(
     lambda s: s[0].isalnum())
@@ -104,3 +104,66 @@ def test_twilio_request_log_is_quieted(captured: Callable[[], list[dict[str, obj
     logging.getLogger("twilio.http_client").info("-- BEGIN Twilio API Request --\nTo=%2B4915123456789")
     logging.getLogger("twilio.http_client").warning("a warning still shows")
     assert [line["event"] for line in captured()] == ["a warning still shows"]
+
+
+@pytest.mark.parametrize("text, contact", [
+    ("for josé@example.com", "josé@example.com"),
+    ("call 415.555.0142 now", "415.555.0142"),
+    ("mobil 0151/12345678", "0151/12345678"),
+    ("sms to:4155550142 failed", "4155550142"),
+    ("for alice＠example.com", "alice＠example.com"),
+    ("for alice%40example.com", "alice%40example.com"),
+])
+def test_the_forms_that_used_to_pass_are_masked(text: str, contact: str) -> None:
+    assert contact not in mask_contact_details(text)
+
+
+@pytest.mark.parametrize("text", ["version 1.2.3", "from 192.168.100.200", "took 0.123456789s", "on 2026/12/01",
+                                  "GET /users/12345678", "evt:0000001", "order.1234567"])
+def test_numbers_that_are_not_phones_stay(text: str) -> None:
+    assert mask_contact_details(text) == text
+
+
+class _Shown:
+    """An object logged as such: the renderer prints it with str()."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"Shown({self.text})"
+
+
+def _digits(count: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet="0123456789", min_size=count, max_size=count)
+
+
+_contacts = st.one_of(
+    emails,
+    st.builds(lambda local, at, domain: f"{local}{at}{domain}", st.text(alphabet="abcéíñøüжλ", min_size=1, max_size=10),
+              st.sampled_from(["@", "＠", "%40"]), _domain),
+    st.builds("{}.{}.{}".format, _digits(3), _digits(3), _digits(4)),
+    st.builds("0{}/{}".format, _digits(3), _digits(8)),
+    st.builds("{}:{}".format, st.sampled_from(["to", "tel", "To"]), _digits(10)),
+    phones,
+)
+
+
+def _shapes(contact: str) -> st.SearchStrategy[object]:
+    text = st.builds(lambda before, after: f"{before} {contact} {after}", _filler, _filler)
+    leaves = st.one_of(text, st.builds(ValueError, text), st.builds(lambda t: KeyError("k", t), text),
+                       st.builds(_Shown, text), st.builds(lambda t: {t}, text))
+    return st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner, inner),
+        st.dictionaries(st.sampled_from(["detail", "args", "context"]), inner, max_size=3),
+        st.builds(lambda t, v: {t: v}, text, inner)), max_leaves=6)
+
+
+@given(_contacts, st.data())
+def test_no_contact_detail_survives_anywhere_in_a_logged_value(contact: str, data: st.DataObject) -> None:
+    value = data.draw(_shapes(contact))
+
+    redacted = redact_processor(None, "info", {"event": "something_failed", "value": value})
+    rendered = json.dumps(dict(redacted), ensure_ascii=False, default=repr)
+
+    assert contact not in rendered

@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from temporalio.client import Client
 
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
@@ -292,3 +294,21 @@ async def test_eventflow_produce_writes_the_trace_context_of_its_exported_span(
     version, trace_id, _, flags = traceparent.decode().split("-")
     assert version == "00" and int(flags, 16) & 1, "a sampled W3C trace context"
     assert (("eventflow-produce", trace_id, f"{topic} publish")) in receiver.spans()
+
+
+def _decision_under_a_forced_upstream(upstream: str) -> bool:
+    """Whether a record whose producer set ``traceparent ...-01`` is traced, at a sample ratio of 0."""
+    settings = TracingSettings.load({"EVENTFLOW_OTLP_ENDPOINT": "http://collector:4318/v1/traces",
+                                     "EVENTFLOW_TRACE_SAMPLE_RATIO": "0",
+                                     "EVENTFLOW_TRACE_UPSTREAM_SAMPLING": upstream})
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    trace_id = int("4bf92f3577b34da6a3ce929d0e0e4736", 16)
+    result = tracing.sampler(settings).should_sample(parent, trace_id, "consume")
+    return result.decision is Decision.RECORD_AND_SAMPLE
+
+
+def test_a_producer_forces_sampling_only_while_upstream_sampling_is_respected() -> None:
+    assert _decision_under_a_forced_upstream("respect") is True
+    assert _decision_under_a_forced_upstream("ratio") is False
+    assert TracingSettings.load({}).upstream_sampling == "respect"

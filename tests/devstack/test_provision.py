@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack import MissingToolError, provision
+from devstack import MissingToolError, provision, registry
+from devstack.errors import ProvisionError
 from devstack.cache import cache_dir
 
 
@@ -75,3 +76,35 @@ def test_maven_fails_on_checksum_mismatches(monkeypatch: pytest.MonkeyPatch, tmp
 
     argv = argv_file.read_text().splitlines()
     assert "-C" in argv or "--strict-checksums" in argv
+
+
+def test_the_registry_build_fails_on_checksum_mismatches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Both of Apicurio's Maven runs use ``-C``, as the Kafka libraries' does."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "mvn-calls"
+    # A stand-in Maven: records its arguments, lays down the app jar `dependency:copy` would fetch,
+    # and fails the `package` run (the test only needs every invocation's flags).
+    (tools / "mvn").write_text(
+        f"#!{sys.executable}\n"
+        "import sys, zipfile, pathlib\n"
+        f"with open({str(calls)!r}, 'a') as out: out.write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "for arg in sys.argv[1:]:\n"
+        "    if arg.startswith('-DoutputDirectory='):\n"
+        "        folder = pathlib.Path(arg.split('=', 1)[1]); folder.mkdir(parents=True)\n"
+        "        artifact = [a for a in sys.argv if a.startswith('-Dartifact=')][0].split(':')\n"
+        "        with zipfile.ZipFile(folder / f'{artifact[1]}-{artifact[2]}.jar', 'w') as jar:\n"
+        "            jar.writestr('application.properties', '')\n"
+        "sys.exit(0 if 'dependency:copy' in sys.argv else 1)\n")
+    (tools / "java").write_text("#!/bin/sh\n")
+    for tool in ("mvn", "java"):
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("EVENTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+
+    with pytest.raises(ProvisionError):
+        registry.apicurio_registry()
+
+    invocations = [line.split() for line in calls.read_text().splitlines()]
+    assert len(invocations) == 2
+    assert all("-C" in argv or "--strict-checksums" in argv for argv in invocations)

@@ -9,6 +9,7 @@ import pytest
 
 from devstack import tools
 from devstack.errors import MissingToolError
+from tests.helm.conftest import provisioned_or_skipped
 
 
 def test_the_provisioned_helm_is_the_pinned_version(helm: Path) -> None:
@@ -38,3 +39,14 @@ def test_missing_go_fails_with_one_line_saying_how_to_install_it(
     assert "'go' is required to build helm" in message and "go.dev" in message
     assert "\n" not in message
     assert not (tmp_path / "bin").exists()
+
+
+def _unbuildable() -> Path:
+    raise MissingToolError("go", "build promtool", "https://go.dev/doc/install")
+
+
+def test_a_tool_that_cannot_be_provisioned_skips_on_a_laptop_but_fails_in_ci() -> None:
+    with pytest.raises(pytest.skip.Exception):
+        provisioned_or_skipped("promtool", _unbuildable, environ={})
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        provisioned_or_skipped("promtool", _unbuildable, environ={"CI": "true"})

@@ -133,3 +133,31 @@ async def test_simulation_records_a_webhook_without_calling_it(tmp_path: Path) -
     assert run.path == ("enrich", "vip") and run.finished  # no response saved, so the branch's case is false
     text = render_text(build(definition).with_path(run.path, finished=run.finished))
     assert any(row.startswith("* ") and "[enrich] webhook GET crm.example.com/x" in row for row in text.splitlines())
+
+
+def test_a_body_mapping_loads_as_data_and_each_template_leaf_is_checked(tmp_path: Path) -> None:
+    body = '\n      body:\n        order: "{{ payload.order_id }}"\n        count: 3\n        tags: ["{{ customer.id"]'
+    text = _definition("https://crm.example.com/x", extra=body)
+    (problem,) = validate_folder(_folder(tmp_path, text), allowed_hosts=("crm.example.com",)).problems
+
+    assert "webhook.body.tags.0 does not compile" in problem.message
+
+    fine = _definition("https://crm.example.com/x", extra=body.replace('"{{ customer.id"', '"{{ customer.id }}"'))
+    report = validate_folder(_folder(tmp_path, fine), allowed_hosts=("crm.example.com",))
+    assert report.problems == ()
+    step = report.definitions[0].steps[0]
+    assert isinstance(step, WebhookStep)
+    assert step.body == {"order": "{{ payload.order_id }}", "count": 3, "tags": ["{{ customer.id }}"]}
+
+
+@pytest.mark.parametrize("url, allowed, ok", [
+    ("https://crm.example.com:8443/x", ("crm.example.com",), False),
+    ("https://crm.example.com:8443/x", ("crm.example.com:8443",), True),
+    ("http://crm.example.com/x", ("crm.example.com",), True),
+    ("https://crm.example.com/x", ("crm.example.com:8443",), False),
+])
+def test_a_literal_port_must_be_allowed_with_its_host(tmp_path: Path, url: str, allowed: tuple[str, ...],
+                                                      ok: bool) -> None:
+    problems = validate_folder(_folder(tmp_path, _definition(url)), allowed_hosts=allowed).problems
+
+    assert (problems == ()) is ok, [str(p) for p in problems]

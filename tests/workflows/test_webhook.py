@@ -59,7 +59,11 @@ async def crm() -> AsyncIterator[Crm]:
     async def text(_: web.Request) -> web.Response:
         return web.Response(text="not json")
 
+    async def huge_json(_: web.Request) -> web.Response:
+        return web.json_response({"tier": "gold", "pad": "p4d" * 700})
+
     app.router.add_get("/big", big)
+    app.router.add_get("/huge/{customer}", huge_json)
     app.router.add_get("/text", text)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -72,16 +76,18 @@ async def crm() -> AsyncIterator[Crm]:
         await runner.cleanup()
 
 
-def _activities(tmp_path: Path) -> WebhookActivities:
+def _activities(tmp_path: Path, crm: Crm) -> WebhookActivities:
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "crm_token").write_text(SECRET + "\n")
-    return WebhookActivities(["127.0.0.1"], WebhookSecrets(secrets, {}))
+    local = crm.base_url.removeprefix("http://")  # 127.0.0.1:<port>
+    return WebhookActivities([local], WebhookSecrets(secrets, {}), secret_hosts={"crm_token": [local], "not_configured": [local]},
+                             max_saved_bytes=1024, allow_loopback=True)
 
 
-def _worker(client: Client, queue: str, provider: ProviderStub, tmp_path: Path) -> JourneyWorkers:
+def _worker(client: Client, queue: str, provider: ProviderStub, tmp_path: Path, crm: Crm) -> JourneyWorkers:
     return build_worker(client, queue, channels_for(provider.base_url), metrics=SendMetrics(CollectorRegistry()),
-                        webhooks=_activities(tmp_path))
+                        webhooks=_activities(tmp_path, crm))
 
 
 def _snapshot(url: str, **options: Any) -> dict[str, Any]:
@@ -104,7 +110,7 @@ async def test_the_response_reaches_the_next_send_after_retries_on_503_with_one_
         temporal_client: Client, provider: ProviderStub, crm: Crm, tmp_path: Path) -> None:
     crm.statuses.extend([503, 503])
     queue = f"webhook-{uuid.uuid4().hex[:8]}"
-    async with _worker(temporal_client, queue, provider, tmp_path):
+    async with _worker(temporal_client, queue, provider, tmp_path, crm):
         workflow_id, status = await _run(temporal_client, queue, _snapshot(f"{crm.base_url}/crm/{{{{ customer.id }}}}"))
 
     assert [r.outcome for r in status.webhooks] == ["ok:200"]
@@ -125,7 +131,7 @@ async def test_a_400_is_not_retried_and_exit_on_failure_ends_the_journey(
         temporal_client: Client, provider: ProviderStub, crm: Crm, tmp_path: Path) -> None:
     crm.statuses.append(400)
     queue = f"webhook-{uuid.uuid4().hex[:8]}"
-    async with _worker(temporal_client, queue, provider, tmp_path):
+    async with _worker(temporal_client, queue, provider, tmp_path, crm):
         _, status = await _run(temporal_client, queue, _snapshot(f"{crm.base_url}/crm/x", on_failure="exit"))
 
     assert len(crm.requests) == 1
@@ -138,7 +144,7 @@ async def test_a_host_outside_the_allow_list_is_refused_and_recorded(
         temporal_client: Client, provider: ProviderStub, crm: Crm, tmp_path: Path) -> None:
     queue = f"webhook-{uuid.uuid4().hex[:8]}"
     outside = crm.base_url.replace("127.0.0.1", "localhost")  # the same server, under a name not allowed
-    async with _worker(temporal_client, queue, provider, tmp_path):
+    async with _worker(temporal_client, queue, provider, tmp_path, crm):
         _, status = await _run(temporal_client, queue, _snapshot(f"{outside}/crm/x"))
 
     assert crm.requests == []
@@ -181,7 +187,7 @@ async def test_final_failures_of_one_attempt(crm: Crm, tmp_path: Path, path: str
 
     base = crm.base_url.rsplit(":", 1)[0] if path.startswith(":") else crm.base_url
     with pytest.raises(ApplicationError) as raised:
-        await ActivityEnvironment().run(_activities(tmp_path).call_webhook, _call(base + path, **options))
+        await ActivityEnvironment().run(_activities(tmp_path, crm).call_webhook, _call(base + path, **options))
 
     assert raised.value.type == error_type and raised.value.non_retryable
     assert "gold" not in str(raised.value) and SECRET not in str(raised.value)
@@ -190,7 +196,7 @@ async def test_final_failures_of_one_attempt(crm: Crm, tmp_path: Path, path: str
 async def test_429_and_5xx_are_retryable_and_a_plain_body_is_ignored_when_not_saved(crm: Crm, tmp_path: Path) -> None:
     from temporalio.exceptions import ApplicationError
 
-    activities = _activities(tmp_path)
+    activities = _activities(tmp_path, crm)
     for code in (429, 500, 408):
         crm.statuses.append(code)
         with pytest.raises(ApplicationError) as raised:
@@ -198,3 +204,15 @@ async def test_429_and_5xx_are_retryable_and_a_plain_body_is_ignored_when_not_sa
         assert raised.value.type == WebhookErrorType.UNAVAILABLE and not raised.value.non_retryable, code
     result = await ActivityEnvironment().run(activities.call_webhook, _call(f"{crm.base_url}/text"))
     assert result.status_code == 200 and result.data is None
+
+
+async def test_a_response_too_large_to_save_fails_the_step_and_is_never_carried_on(
+        temporal_client: Client, provider: ProviderStub, crm: Crm, tmp_path: Path) -> None:
+    queue = f"webhook-{uuid.uuid4().hex[:8]}"
+    async with _worker(temporal_client, queue, provider, tmp_path, crm):
+        workflow_id, status = await _run(temporal_client, queue, _snapshot(f"{crm.base_url}/huge/x", method="GET"))
+
+    assert [r.outcome for r in status.webhooks] == [f"failed:{WebhookErrorType.SAVED_TOO_LARGE}"]
+    assert next(v.note for v in status.trail if v.step_id == "vip") == "else"  # webhooks.crm was never saved
+    history = _history_text((await temporal_client.get_workflow_handle(workflow_id).fetch_history()).to_json_dict())
+    assert "p4dp4d" not in history

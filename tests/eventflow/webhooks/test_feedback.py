@@ -29,6 +29,7 @@ from activities.addresses import address_hash
 from consumer.dispatch import CUSTOMER_ID
 from devstack import Endpoints
 from eventflow.commands.journeys import _status_lines
+from eventflow.webhooks.verify import SENDGRID_TIMESTAMP_HEADER
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,6 +217,10 @@ async def test_other_paths_methods_and_oversized_bodies_are_refused_and_a_bad_re
         assert response.status == 405
     huge = b"[" + b" " * 1_100_000 + b"]"
     assert (await stack.post("/sendgrid/events", huge, stack.signer.headers(huge)))[0] == 413
+    for timestamp in ("²", "9" * 5000):  # used to raise in the verifier: a 500 with a traceback
+        headers = {**stack.signer.headers(b"[]"), SENDGRID_TIMESTAMP_HEADER: timestamp}
+        assert (await stack.post("/sendgrid/events", b"[]", headers))[0] == 403
+    assert stack.sample("eventflow_webhook_requests_total", kind="sendgrid_events", result="forbidden") == 2
     assert stack.records() == 0
 
     await run_journey(stack.client, stack.queue, journey([send("note", "email")]), event(customer), workflow_id)

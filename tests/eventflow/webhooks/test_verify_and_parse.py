@@ -22,7 +22,7 @@ from eventflow.webhooks.parsing import (
     twilio_inbound,
     twilio_status,
 )
-from eventflow.webhooks.verify import SendGridVerifier, TwilioVerifier
+from eventflow.webhooks.verify import SENDGRID_TIMESTAMP_HEADER, SendGridVerifier, TwilioVerifier
 from tests.eventflow.webhooks.signing import TWILIO_TOKEN, SendGridSigner, sendgrid_body, sendgrid_event, twilio_headers
 from workflows.suppression import (
     KeywordAction,
@@ -50,6 +50,17 @@ def test_sendgrid_signature_is_checked_by_the_sdk_helper_with_a_replay_window() 
     assert not verifier.verify(body, signer.headers(body, timestamp=int(now) - 301), now)  # a replay
     assert not verifier.verify(body, {}, now)
     assert not verifier.verify(body, {**signer.headers(body), "X-Twilio-Email-Event-Webhook-Signature": "%%"}, now)
+
+
+@pytest.mark.parametrize("timestamp", ["²", "١٢٣", "9" * 5000, "-1", " 1", ""])
+def test_a_timestamp_that_is_not_ascii_digits_is_refused_not_raised(timestamp: str) -> None:
+    signer = SendGridSigner()
+    verifier = SendGridVerifier(signer.verification_key, replay_window_seconds=300)
+    body = sendgrid_body([sendgrid_event("delivered", ARGS, event_id="e1")])
+
+    headers = {**signer.headers(body), SENDGRID_TIMESTAMP_HEADER: timestamp}
+
+    assert verifier.verify(body, headers, time.time()) is False
 
 
 def test_a_bad_verification_key_fails_at_start_naming_the_variable() -> None:
