@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--soak-seconds N] [--output FILE] [--no-docs] [--logs DIR]``.
 
-Starts its own Kafka broker and Temporal dev server, runs every phase on them (bench/phases.py),
+Starts its own Kafka broker, Temporal dev server and PostgreSQL server, runs every phase on them (bench/phases.py),
 writes the raw figures as JSON, prints the table and each target as met or missed. A full run also
 rewrites the results section of docs/benchmarks.md; ``--quick`` (small sizes, short soak) never does.
 """
@@ -26,9 +26,11 @@ from bench.processes import free_port, free_port_pair
 from bench.progress import phase
 from bench.report import cpu_table, figures_table, update_docs
 from devstack.kafka import KafkaServer
+from devstack.postgres import PostgresServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
 from core import logs
+from store import migrate
 
 
 def _arguments() -> argparse.Namespace:
@@ -43,12 +45,13 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, config: BenchConfig,
+async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, postgres: PostgresServer, config: BenchConfig,
                   workdir: Path) -> dict[str, Any]:
     client = await Client.connect(temporal.address)
-    pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid}
+    await migrate(postgres.url)
+    pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid, "postgresql server": postgres.pid}
     servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address,
-                      {name: pid for name, pid in pids.items() if pid is not None})
+                      {name: pid for name, pid in pids.items() if pid is not None}, database_url=postgres.url)
     return await run(servers, config, workdir)
 
 
@@ -60,7 +63,7 @@ def _compile_bytecode() -> None:
     compile their source each time: a cost a deployed worker does not pay, measured as Eventflow's.
     """
     root = Path(__file__).resolve().parents[1]
-    packages = ["eventflow", "events", "journeys", "consumer", "workflows", "activities"]
+    packages = ["core", "store", "eventflow", "events", "journeys", "consumer", "workflows", "activities"]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], cwd=root, check=True)
 
 
@@ -77,13 +80,16 @@ def main() -> int:
         kafka = KafkaServer(workdir / "kafka", port=free_port_pair())
         temporal = TemporalDevServer(workdir / "temporal", port=free_port(), ui_port=None,
                                      search_attributes=SEARCH_ATTRIBUTES, persistent=False)
-        phase("starting a dedicated Kafka broker and Temporal dev server")
+        postgres = PostgresServer(workdir / "postgres", port=free_port(), persistent=False)
+        phase("starting a dedicated Kafka broker, Temporal dev server and PostgreSQL server")
         temporal.start()
         try:
             kafka.start()
+            postgres.start()
             try:
-                results = asyncio.run(_run_on(kafka, temporal, config, workdir))
+                results = asyncio.run(_run_on(kafka, temporal, postgres, config, workdir))
             finally:
+                postgres.stop()
                 kafka.stop()
         finally:
             temporal.stop()

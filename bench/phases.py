@@ -103,6 +103,7 @@ class Servers:
     client: Client
     temporal_address: str
     pids: Mapping[str, int] = field(default_factory=dict)
+    database_url: str | None = None
 
 
 @dataclass
@@ -129,7 +130,8 @@ class Run:
     def env(self, topics: tuple[str, ...], task_queue: str, *, sendgrid: bool) -> EventflowEnv:
         return EventflowEnv(self.servers.kafka["bootstrap.servers"], self.servers.temporal_address, topics,
                             f"bench-{uuid.uuid4().hex[:8]}", task_queue, self.workdir,
-                            self.stub.base_url if sendgrid else None, self.config.concurrency)
+                            self.stub.base_url if sendgrid else None, self.config.concurrency,
+                            database_url=self.servers.database_url)
 
     def process(self, command: str, env: EventflowEnv, name: str) -> EventflowProcess:
         process = EventflowProcess(command, env, name)

@@ -70,6 +70,7 @@ class EventflowEnv:
         workdir: where logs and the (unused) outbox go.
         sendgrid_url: base URL of the provider stub; None leaves email on the outbox.
         max_in_flight: the consumer's in-flight bound.
+        database_url: the customer store both processes use (None: the workflow store).
     """
 
     kafka_bootstrap: str
@@ -81,6 +82,7 @@ class EventflowEnv:
     sendgrid_url: str | None = None
     max_in_flight: int = 512
     extra: Mapping[str, str] = field(default_factory=dict)
+    database_url: str | None = None
 
     def environ(self, command: str, metrics_port: int) -> tuple[dict[str, str], list[str]]:
         """The environment of ``eventflow <command>``, and the wanted settings it does not declare (dropped)."""
@@ -99,6 +101,8 @@ class EventflowEnv:
             "EVENTFLOW_OUTBOX_PATH": str(self.workdir / f"outbox-{self.task_queue}.jsonl"),
             "EVENTFLOW_CACHE_DIR": str(self.workdir / "cache"),
         }
+        if self.database_url is not None:
+            wanted["EVENTFLOW_DATABASE_URL"] = self.database_url
         if self.sendgrid_url is not None:
             wanted.update({
                 "EVENTFLOW_EMAIL_PROVIDER": "sendgrid",
@@ -203,13 +207,35 @@ def sum_samples(samples: list[tuple[str, dict[str, str], float]], name: str, **l
                if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items()))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (0 when it is gone)."""
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone).
+
+    With ``tree``, also of its live children and of the children it has reaped (PostgreSQL serves
+    each connection from a child process of the postmaster).
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if tree:
+        ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(child, tree=True) for child in _children(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+#: Processes measured with their children (a PostgreSQL server is a postmaster and its backends).
+PROCESS_TREES = frozenset({"postgresql server"})
 
 
 def rss_mib(pid: int) -> float:
@@ -228,9 +254,10 @@ class CpuMeter:
 
     def __init__(self, pids: Mapping[str, int]) -> None:
         self._pids = dict(pids)
-        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._start = {name: cpu_seconds(pid, tree=name in PROCESS_TREES) for name, pid in self._pids.items()}
         self._started_at = time.monotonic()
 
     def cores(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self._started_at, 1e-6)
-        return {name: round((cpu_seconds(pid) - self._start[name]) / elapsed, 2) for name, pid in self._pids.items()}
+        return {name: round((cpu_seconds(pid, tree=name in PROCESS_TREES) - self._start[name]) / elapsed, 2)
+                for name, pid in self._pids.items()}
