@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from dataclasses import dataclass
 from typing import TypeVar
@@ -30,6 +31,7 @@ from workflows.preferences import PREFERENCES_WORKFLOW, STATE_QUERY, Preferences
 from workflows.tombstone import TOMBSTONE_WORKFLOW
 
 _T = TypeVar("_T")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _CLOSE_REASON = "state imported into the customer store (eventflow db import)"
 
 
@@ -68,12 +70,23 @@ class ImportCounts:
                 f"tombstones; closed {self.closed} workflows; {self.failed} failed (run again to retry them)")
 
 
-async def import_from_temporal(client: Client, store: CustomerStore, *, close: bool = True,
-                               progress: bool = False) -> ImportCounts:
-    """Copies every running per-customer workflow's state into ``store``, then (``close``) terminates it."""
+async def import_from_temporal(client: Client, store: CustomerStore, *, close: bool = True, progress: bool = False,
+                               only_customer: str | None = None) -> ImportCounts:
+    """Copies every running per-customer workflow's state into ``store``, then (``close``) terminates it.
+
+    ``only_customer`` limits the copy to one customer's preferences and tombstone (an id of letters,
+    digits, ``-``, ``_``, ``.`` and ``:``), for a targeted re-run.
+    """
     counts = ImportCounts()
-    for workflow_type in (PREFERENCES_WORKFLOW, ADDRESS_CONTACTS_WORKFLOW, TOMBSTONE_WORKFLOW):
+    types = (PREFERENCES_WORKFLOW, TOMBSTONE_WORKFLOW) if only_customer else (
+        PREFERENCES_WORKFLOW, ADDRESS_CONTACTS_WORKFLOW, TOMBSTONE_WORKFLOW)
+    if only_customer is not None and not _PLAIN_ID.match(only_customer):
+        raise ValueError(f"--customer takes a plain id, not {only_customer!r}")
+    for workflow_type in types:
         query = f'WorkflowType = "{workflow_type}" AND ExecutionStatus = "Running"'
+        if only_customer is not None:
+            prefix = "preferences" if workflow_type == PREFERENCES_WORKFLOW else "tombstone"
+            query += f' AND WorkflowId = "{prefix}:{only_customer}"'
         async for execution in client.list_workflows(query):
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
             try:
