@@ -76,7 +76,10 @@ class CustomerState(Protocol):
 
     async def forgotten(self, customer_id: str) -> bool: ...
 
-    async def lift(self, customer_id: str) -> None: ...
+    async def lift(self, customer_id: str, occurred_at: str) -> bool:
+        """Ends the customer's tombstone for an identify event; False when the customer was forgotten after
+        the event occurred (a replayed old record), so it stays forgotten."""
+        ...
 
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None: ...
 
@@ -94,8 +97,9 @@ class TemporalCustomerState:
     async def forgotten(self, customer_id: str) -> bool:
         return await self._tombstones.forgotten_id(customer_id)
 
-    async def lift(self, customer_id: str) -> None:
+    async def lift(self, customer_id: str, occurred_at: str) -> bool:
         await self._tombstones.lift_id(customer_id)
+        return True
 
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
         await record_profile_update(self._client, customer_id, update, self._task_queue)
@@ -132,7 +136,8 @@ class Dispatcher:
 
     async def _update_profile(self, event: CustomerEvent, action: UpdateProfile) -> Outcome:
         if action.identify:
-            await self._customers.lift(event.customer.id)
+            if not await self._customers.lift(event.customer.id, event.occurred_at):
+                return Outcome.FORGOTTEN
         elif await self._customers.forgotten(event.customer.id):
             return Outcome.FORGOTTEN
         update = profile_update_of(event)

@@ -190,10 +190,17 @@ class CustomerStore:
             "SELECT customer_id FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])", list(set(customer_ids)))
         return {row["customer_id"] for row in rows}
 
-    async def lift_tombstones(self, customer_ids: Iterable[str]) -> None:
-        """Ends these customers' tombstones: an identify event makes a customer known again."""
-        await self._pool.execute("DELETE FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])",
-                                 list(set(customer_ids)))
+    async def lift_tombstone(self, customer_id: str, occurred_at: str) -> bool:
+        """Ends the customer's tombstone for an identify event that occurred after the forget.
+
+        Returns False when a tombstone newer than the event remains: a replay of a record from
+        before the forget must not bring the customer back.
+        """
+        remaining = await self._pool.fetchval(
+            "WITH lifted AS (DELETE FROM eventflow.tombstones WHERE customer_id = $1 AND forgotten_at < $2"
+            " RETURNING 1) SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1"
+            " AND NOT EXISTS (SELECT 1 FROM lifted)", customer_id, datetime.fromisoformat(_stamp_time(occurred_at)))
+        return not remaining
 
     async def change_subscription(self, event: CustomerEvent) -> bool:
         """Applies a ``SubscriptionChanged`` event (per channel; older changes lose); True when it took effect."""
@@ -274,8 +281,8 @@ class CustomerBatcher:
     async def forgotten(self, customer_id: str) -> bool:
         return await self._forgotten(customer_id)
 
-    async def lift(self, customer_id: str) -> None:
-        await self._store.lift_tombstones([customer_id])
+    async def lift(self, customer_id: str, occurred_at: str) -> bool:
+        return await self._store.lift_tombstone(customer_id, occurred_at)
 
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
         await self._writes(ProfileWrite(customer_id, update))
