@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from devstack import Endpoints, Stack
+from devstack.registry import start_registry
 from devstack.provision import TEST_SERVER_STARTUP, test_server
 from core.settings import DatabaseSettings
 from tests.harness import Bridge, start_bridge
@@ -79,6 +80,20 @@ async def fresh_database_url(database_url: str, unique: str) -> AsyncIterator[st
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def apicurio() -> Iterator[str]:
+    """A real, in-memory Apicurio Registry (Confluent-compatible API) for this session; subjects are per test.
+
+    Provisioned from Maven Central by `devstack.registry`; the event-contract tests and the schema
+    commands' tests share it.
+    """
+    server = start_registry()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
