@@ -1,4 +1,4 @@
-"""The ``eventflow`` command: worker, consume, produce, dev, config, codec-server."""
+"""The ``eventflow`` command line: every process and tool, one subcommand each (`build_parser`)."""
 
 from __future__ import annotations
 
@@ -182,9 +182,32 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``eventflow --help`` says above the list of commands (plain text: argparse prints it as is).
+DESCRIPTION = ("Eventflow turns customer events on Kafka into customer journeys on Temporal. "
+               "Run a command with --help for its options.")
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    # A group run without a command (`eventflow journeys`) is asking what it offers: its help, not
+    # argparse's "the following arguments are required".
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _groups_print_help(parser: argparse.ArgumentParser) -> None:
+    """Every parser with subcommands runs `_print_help` when none is given (recursively)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = False
+            # A subcommand's own ``handler`` default replaces this one when it is given.
+            parser.set_defaults(handler=lambda _, parser=parser: _print_help(parser))
+            for child in action.choices.values():
+                _groups_print_help(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventflow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="eventflow", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     commands.add_parser("worker", help="run a journey worker").set_defaults(handler=_worker)
     commands.add_parser("consume", help="run a consumer-group member").set_defaults(handler=_consume)
     commands.add_parser("webhooks", help="receive provider delivery reports and STOP/START (SendGrid, Twilio)"
@@ -210,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config)
     for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register):
         register(commands)
+    _groups_print_help(parser)
     return parser
 
 

@@ -189,7 +189,7 @@ def _forget(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``customers forget``."""
     customers = commands.add_parser("customers", help="customer data: forget (right to erasure)")
-    actions = customers.add_subparsers(dest="customers_action", required=True)
+    actions = customers.add_subparsers(dest="customers_action", title="commands", metavar="COMMAND")
     forget = actions.add_parser("forget", help="end a customer's journeys, delete profile and preferences, "
                                                "leave a tombstone")
     forget.add_argument("customer_id", metavar="ID", help="the customer id")

@@ -253,8 +253,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
-    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, show, status, report")
-    actions = journeys.add_subparsers(dest="journeys_command", required=True)
+    journeys = commands.add_parser("journeys", help="journey definitions and the catalog")
+    actions = journeys.add_subparsers(dest="journeys_command", title="commands", metavar="COMMAND")
 
     validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
     validate.add_argument("--dir", help="folder with definitions/ and templates/ (default: $EVENTFLOW_JOURNEYS_DIR)")
@@ -284,7 +284,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.add_argument("--customer", required=True, help="customer id")
     status.set_defaults(handler=_status)
 
-    report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 % intervals, lift)")
+    report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 %% intervals, lift)")
     report.add_argument("journey", help="journey id")
     report.add_argument("--version", type=int, help="only this version (default: every version)")
     report.set_defaults(handler=_report)
@@ -292,4 +292,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     from eventflow.commands.catalog import register as register_catalog
 
     register_catalog(actions)
+    # The summary in `eventflow --help` names every subcommand, from the registered list so it cannot drift.
+    summary = f"journey definitions and the catalog: {', '.join(actions.choices)}"
+    for choice in commands._choices_actions:
+        if choice.dest == "journeys":
+            choice.help = summary
 

@@ -70,7 +70,7 @@ class FileResult:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
     schemas = commands.add_parser("schemas", help="check schema compatibility, register schemas")
-    actions = schemas.add_subparsers(dest="schemas_action", required=True)
+    actions = schemas.add_subparsers(dest="schemas_action", title="commands", metavar="COMMAND")
 
     check = actions.add_parser("check", help="is each schema in avro/ compatible with its previous version?")
     check.add_argument("--source", choices=["auto", "git", "registry"], default="auto",
