@@ -70,8 +70,12 @@ def sdk_runtime(port: int) -> Runtime:
     """The worker's Temporal runtime: core logs forwarded, SDK metrics on ``127.0.0.1:port`` (0: none)."""
     if port == 0:
         return build_runtime()
-    return build_runtime(PrometheusConfig(
-        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
+    try:
+        return build_runtime(PrometheusConfig(
+            bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
+    except ValueError as exc:  # the SDK's "Failed starting Prometheus exporter: Address already in use"
+        raise ConfigError(WorkerSettings.variable("temporal_metrics_port"),
+                          f"cannot listen on 127.0.0.1:{port}: {exc}; set a free port (0 turns it off)") from exc
 
 
 def _send_channels(node: Any) -> Iterator[str]:

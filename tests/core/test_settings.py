@@ -23,6 +23,7 @@ from core.settings import (
     TwilioSettings,
     load_consumer,
     load_settings,
+    load_webhooks,
     load_worker,
     markdown_table,
     variables,
@@ -49,6 +50,21 @@ def test_an_invalid_value_fails_naming_the_variable(variable: str, value: str) -
         load_settings({variable: value})
     assert raised.value.variable == variable
     assert variable in str(raised.value)
+
+
+def test_consumer_worker_and_webhooks_bind_different_ports_by_default() -> None:
+    consumer, worker, webhooks = load_consumer({}), load_worker({}), load_webhooks({})
+    taken = [consumer.core.metrics_port, worker.ops.metrics_port, worker.worker.temporal_metrics_port,
+             webhooks.ops.metrics_port, webhooks.webhooks.port]
+    assert len(set(taken)) == len(taken), taken
+    assert (consumer.core.metrics_port, worker.ops.metrics_port, webhooks.ops.metrics_port) == (9464, 9466, 9467)
+
+
+def test_a_set_metrics_port_is_every_process_s_port() -> None:
+    environ = {"EVENTFLOW_METRICS_PORT": "9100"}
+    assert load_consumer(environ).core.metrics_port == 9100
+    assert load_worker(environ).ops.metrics_port == 9100
+    assert load_webhooks(environ).ops.metrics_port == 9100
 
 
 def test_an_unknown_eventflow_variable_is_an_error() -> None:
@@ -82,7 +98,7 @@ def test_required_addresses_without_dev_defaults() -> None:
 def test_readme_configuration_table_is_the_generated_one() -> None:
     from eventflow.cli import settings_table
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     match = re.search(r"<!-- settings-table:start -->\n(.*)\n<!-- settings-table:end -->", readme, re.S)
     assert match is not None, "README.md lacks the settings-table markers"
     assert match.group(1).strip() == settings_table().strip(), "run: eventflow config --update-readme"

@@ -101,3 +101,16 @@ async def test_worker_is_not_ready_while_the_search_attributes_are_missing(
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)
+
+
+def test_worker_says_in_one_line_that_its_sdk_metrics_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = _start_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", EVENTFLOW_DEV_MODE="true",
+                               EVENTFLOW_TEMPORAL_METRICS_PORT=str(port))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"eventflow: EVENTFLOW_TEMPORAL_METRICS_PORT: cannot listen on 127.0.0.1:{port}: ")
+    assert "Address already in use" in line
