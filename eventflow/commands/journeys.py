@@ -22,14 +22,16 @@ def _folder(args: argparse.Namespace) -> Path | None:
 
 def _validate(args: argparse.Namespace) -> int:
     from core.settings import WebhookStepSettings
+    from journeys.catalog import content_hash
     from journeys.loader import validate_folder
 
     report = validate_folder(_folder(args), allowed_hosts=WebhookStepSettings.load().allowed_hosts)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:
+        # The catalog's hash (content without the version), so `publish` and `list` print the same one.
         print(f"ok {definition.id} v{definition.version} ({definition.source_file}) "
-              f"hash {definition.snapshot()['content_hash']}")
+              f"hash {content_hash(definition.snapshot())}")
     if report.problems:
         print(f"{len(report.problems)} problem(s)", file=sys.stderr)
         return 1
