@@ -103,3 +103,26 @@ async def _exists(client: Client, workflow_id: str) -> bool:
 async def test_an_id_that_cannot_be_queried_safely_is_refused(temporal_client: Client) -> None:
     with pytest.raises(InvalidCustomerIdError):
         await forget_customer(temporal_client, customer_id="x' OR CustomerId != '", task_queue="unused")
+
+
+async def test_an_unknown_id_is_said_to_be_unknown_and_gets_no_tombstone_unless_asked(
+        temporal_client: Client, unique: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    nobody = f"cust-nobody-{unique}"
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_client.service_client.config.target_host)
+    monkeypatch.setenv("EVENTFLOW_TASK_QUEUE", f"test-forget-{unique}")
+
+    assert await asyncio.to_thread(main, ["customers", "forget", nobody]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"customer {nobody} is unknown: no journeys, profile, preferences or tombstone; nothing deleted and no "
+        "tombstone left (--tombstone-unknown leaves one, so later events for this id start nothing)"]
+    assert not await _exists(temporal_client, tombstone_workflow_id(nobody))
+
+    assert await asyncio.to_thread(main, ["customers", "forget", nobody, "--tombstone-unknown"]) == 0
+    assert f"customer {nobody} forgotten" in capsys.readouterr().out
+    try:
+        assert await _exists(temporal_client, tombstone_workflow_id(nobody))
+        # Known now (its tombstone): forgetting it again is the usual, safe repeat.
+        assert await asyncio.to_thread(main, ["customers", "forget", nobody]) == 0
+    finally:
+        await temporal_client.get_workflow_handle(tombstone_workflow_id(nobody)).terminate("test done")
