@@ -228,9 +228,29 @@ class KafkaSettings(SettingsGroup):
     def _extra(cls, environ: Mapping[str, str]) -> dict[str, object]:
         return {"librdkafka": librdkafka_overrides(environ)}
 
+    @model_validator(mode="after")
+    def _librdkafka_files_exist(self) -> Self:
+        # librdkafka reads these when a client is created, deep in start-up, and says only
+        # "ssl.ca.location failed: ... BIO lib": check them here, naming the variable.
+        for name in LIBRDKAFKA_FILE_PROPERTIES:
+            location = self.librdkafka.get(name)
+            if location and location != "probe" and not Path(location).exists():
+                raise ConfigError(librdkafka_variable(name), f"file {location} does not exist")
+        return self
+
     def client_config(self) -> dict[str, str]:
         """Base librdkafka config shared by consumers, producers and admin clients."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka}
+
+
+#: librdkafka settings that name a file ("probe" lets ssl.ca.location find the system's CAs).
+LIBRDKAFKA_FILE_PROPERTIES = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+                              "ssl.keystore.location", "ssl.crl.location", "sasl.kerberos.keytab")
+
+
+def librdkafka_variable(name: str) -> str:
+    """The variable that sets librdkafka's ``name``: ``ssl.ca.location`` is ``EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION``."""
+    return f"{LIBRDKAFKA_PREFIX}{name.upper().replace('.', '_')}"
 
 
 def librdkafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
@@ -974,7 +994,7 @@ __all__ = [
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
-    "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "check_value", "groups", "librdkafka_overrides", "librdkafka_variable", "load_codec_server", "load_consumer", "load_settings",
     "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
     "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",

@@ -189,3 +189,12 @@ def test_no_module_reads_the_environment_outside_the_settings_layer() -> None:
                         or isinstance(node, ast.alias) and node.name in ("environ", "getenv")):
                     readers.append(f"{path.relative_to(root)}:{node.lineno if hasattr(node, 'lineno') else '?'}")
     assert readers == []
+
+
+def test_a_missing_kafka_tls_file_is_named_by_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_consumer({"EVENTFLOW_LIBRDKAFKA_SECURITY_PROTOCOL": "SSL",
+                       "EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION": str(tmp_path / "ca.pem")})
+    assert str(raised.value) == f"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION: file {tmp_path / 'ca.pem'} does not exist"
+    assert load_consumer({"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION": "probe"}).core.kafka.librdkafka == {
+        "ssl.ca.location": "probe"}
