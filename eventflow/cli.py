@@ -17,7 +17,7 @@ from devstack import DevstackError, Stack
 from core import logs, tracing
 from core.errors import EventflowError
 from eventflow.commands import customers as customers_cli
-from core.settings import load_consumer, load_settings, load_worker, markdown_table
+from core.settings import OpsSettings, load_consumer, load_settings, load_worker, markdown_table
 from events.event_file import EventFileError, read_event_file
 from eventflow.commands import schemas as events_cli
 from eventflow.commands import journeys as journeys_cli
@@ -267,9 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The long-running processes: they configure their own logging (JSON at info) once settings are read.
+PROCESSES = frozenset({"worker", "consume", "webhooks", "codec-server"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in PROCESSES:
+            # A command prints what its user needs; logs keep the processes' format and say only warnings.
+            logs.configure_for_command(OpsSettings.load().log_format)
         return int(args.handler(args))
     except (EventflowError, DevstackError) as exc:
         print(f"eventflow: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ import asyncio
 import difflib
 import io
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from functools import partial
@@ -179,8 +180,11 @@ class EventProducer:
         self._auto_register = auto_register
         self._json_values = json_values
         self._schema_id: int | None = None
+        # librdkafka's own lines ("Coordinator load in progress" on a fresh broker) go to the `librdkafka`
+        # logger rather than straight to stderr, so the process's log format and level apply.
         self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all",
-                                   "linger.ms": 5, "compression.type": "lz4"})
+                                   "linger.ms": 5, "compression.type": "lz4",
+                                   "logger": logging.getLogger("librdkafka")})
         self._failures_lock = threading.Lock()
         self.failures: list[DeliveryError] = []
         self.delivered = 0

@@ -27,6 +27,7 @@ from activities.send import SEND_NOTIFICATION
 from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from core.errors import EventflowError
 from core.logs import mask_contact_details
+from core.temporal_client import build_runtime
 from events.event_file import EventFileError, read_event_file
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
@@ -171,8 +172,11 @@ async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerE
                               f"(trigger {definition.trigger_event}, filter {definition.trigger_filter!r})")
     trigger, action = start
     recorder = _Recorder()
+    # The SDK core's lines (the test server's "Temporal Server 1.16.0 or newer is required") go through
+    # Python logging, which a command keeps quiet, instead of coloured text on the terminal.
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
+        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP,
+        runtime=build_runtime())
     try:
         task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
         async with with_send_queues(env.client, task_queue,

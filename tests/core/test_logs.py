@@ -11,6 +11,7 @@ import structlog
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from core import logs
 from core.logs import MAX_FIELD_CHARS, mask_contact_details
 
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=20).filter(
@@ -104,3 +105,23 @@ def test_twilio_request_log_is_quieted(captured: Callable[[], list[dict[str, obj
     logging.getLogger("twilio.http_client").info("-- BEGIN Twilio API Request --\nTo=%2B4915123456789")
     logging.getLogger("twilio.http_client").warning("a warning still shows")
     assert [line["event"] for line in captured()] == ["a warning still shows"]
+
+
+def test_a_command_logs_its_own_warnings_in_the_processes_format_and_no_library_chatter(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure_for_command("json")
+        structlog.get_logger("eventflow.test").info("catalog_read")
+        structlog.get_logger("eventflow.test").warning("catalog_slow", seconds=3)
+        logging.getLogger("librdkafka").warning("%s", "GETPID Coordinator load in progress")
+        logging.getLogger("temporalio.core").warning("Temporal Server 1.16.0 or newer is required")
+        lines = capsys.readouterr().err.splitlines()
+        assert [json.loads(line)["event"] for line in lines] == ["catalog_slow"]
+        logs.configure("json")  # a process after a command (as in one test session) hears the libraries again
+        assert logging.getLogger("librdkafka").getEffectiveLevel() == logging.INFO
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()

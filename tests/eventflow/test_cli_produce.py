@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from eventflow.cli import main
 from events import build_decoder, samples
@@ -26,12 +27,25 @@ def _write(path: Path, *lines: dict[str, Any] | str) -> Path:
     return path
 
 
+_ELECTING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 def _published(kafka_config: dict[str, str], topic: str) -> int:
-    """How many records the topic holds (its partitions' high watermarks): produce has returned, so it is final."""
+    """How many records the topic holds (its partitions' high watermarks): produce has returned, so it is final.
+
+    A topic created a moment ago may still be electing its leaders: asked again until every partition answers.
+    """
     reader = Consumer({**kafka_config, "group.id": "test-watermarks"})
+    deadline = time.monotonic() + 30
     try:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        while True:
+            try:
+                return sum(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+            except KafkaException as exc:
+                if exc.args[0].code() not in _ELECTING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         reader.close()
 
@@ -134,3 +148,21 @@ def test_an_event_without_id_gets_one_derived_from_its_content(tmp_path: Path, t
     assert build_decoder({})(value, topic=topic).event_id == derived_event_id(event)
     assert derived_event_id(event) == derived_event_id(json.loads(json.dumps(event)))
     assert derived_event_id(event) != derived_event_id({**event, "occurred_at": "2020-01-01T00:00:00Z"})
+
+
+def test_librdkafka_s_own_lines_stay_off_the_terminal(tmp_path: Path, topic: str,
+                                                      kafka_config: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = _write(tmp_path / "events.jsonl", _purchase())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTFLOW_", "KAFKA_"))}
+    # librdkafka's debug contexts make it talk on every produce: `%7|...|MSG|` lines on stderr unless routed.
+    env.update({"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "EVENTFLOW_CACHE_DIR": str(tmp_path),
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"], "EVENTFLOW_LIBRDKAFKA_DEBUG": "msg"})
+    result = subprocess.run([sys.executable, "-m", "eventflow.cli", "produce", "--topic", topic, "--file", str(path)],
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"published 1 events to {topic}"]
+    assert result.stderr == ""

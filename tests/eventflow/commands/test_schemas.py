@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from eventflow.cli import main
 from events.schemas import ENVELOPE
 
-AVRO = Path(__file__).resolve().parents[2] / "avro"
+AVRO = Path(__file__).resolve().parents[3] / "avro"
 CUSTOMER = "com.eventflow.events.Customer.avsc"
 
 
