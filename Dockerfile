@@ -49,6 +49,7 @@ ENV PATH=/opt/eventflow/bin:$PATH \
     EVENTFLOW_LOG_FORMAT=json
 WORKDIR /app
 USER ${UID}:${UID}
-EXPOSE 9464
+# The ops ports' defaults: consumer 9464, worker 9466, webhooks 9467 (the chart sets one per pod).
+EXPOSE 9464 9466 9467
 ENTRYPOINT ["eventflow"]
 CMD ["worker"]

@@ -11,17 +11,19 @@ prints as one ``eventflow: ...`` line (exit code 2).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryError
 
-from core.errors import EventflowError
+from core.errors import ConfigError, EventflowError
+from core.settings import LIBRDKAFKA_PREFIX, librdkafka_variable
 from events.errors import RegistryUnavailableError
 from events.registry import RegistrySettings, call_registry, connect as connect_registry
 
@@ -48,6 +50,16 @@ class DependencyUnavailableError(EventflowError):
         self.cause = cause
 
 
+class KafkaSettingsError(ConfigError):
+    """librdkafka refused the client settings (``EVENTFLOW_LIBRDKAFKA_*``); the variable is named when the
+    message names a property."""
+
+    def __init__(self, message: str) -> None:
+        named = re.search(r"([a-z]+(?:\.[a-z]+)+) failed", message)
+        super().__init__(librdkafka_variable(named.group(1)) if named else f"{LIBRDKAFKA_PREFIX}*",
+                         f"librdkafka refused the Kafka client settings: {message}")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
@@ -56,7 +68,12 @@ def _first_line(exc: BaseException) -> str:
 def check_kafka(client_config: Mapping[str, str], *, timeout_seconds: float = 10.0) -> None:
     """Asks the cluster for its metadata; blocking."""
     # log_level 0 keeps librdkafka's own connection-refused lines off stderr: the error says it once.
-    admin = AdminClient({**client_config, "log_level": 0})
+    try:
+        admin = AdminClient({**client_config, "log_level": 0})
+    except KafkaException as exc:
+        # The client could not even be created: a setting librdkafka refuses, not an outage to wait out.
+        error = exc.args[0] if exc.args else None
+        raise KafkaSettingsError(error.str() if isinstance(error, KafkaError) else _first_line(exc)) from exc
     try:
         admin.list_topics(timeout=timeout_seconds)
     except KafkaException as exc:

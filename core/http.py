@@ -14,6 +14,7 @@ one at once, so neither a slow client nor a flood can hold the probe port.
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
@@ -24,6 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from temporalio.client import Client
+
+from core.errors import ConfigError
+from core.settings import OpsSettings
 
 log = structlog.get_logger(__name__)
 
@@ -56,13 +60,15 @@ class CappedListener:
     ``header_deadline_seconds`` that timer is the header-reading deadline. The ops server and the
     webhook service both listen through it; each adds its own whole-request deadline in its handler.
     Longer request lines and header lines than ``max_line_bytes`` (aiohttp's default) are answered 400.
+    A port that cannot be bound is a `ConfigError` naming ``port_variable``, the setting that chose it.
     """
 
     def __init__(self, handler: Handler, *, host: str, port: int, max_connections: int,
-                 header_deadline_seconds: float, max_line_bytes: int = 8190) -> None:
+                 header_deadline_seconds: float, port_variable: str, max_line_bytes: int = 8190) -> None:
         self._handler = handler
         self._host = host
         self._port = port
+        self._port_variable = port_variable
         self._max_connections = max_connections
         self._header_deadline = header_deadline_seconds
         self._max_line = max_line_bytes
@@ -92,7 +98,15 @@ class CappedListener:
                 return _OverCapacity()
             return web_server()
 
-        self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
+        try:
+            self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
+        except OSError as exc:
+            # Typically a second process on the host with the same default port: name the setting
+            # that moves it rather than leave a bare "[Errno 98]" traceback.
+            taken = exc.errno == errno.EADDRINUSE
+            raise ConfigError(self._port_variable, f"cannot listen on {self._host}:{self._port}: "
+                              + ("another process holds the port; set a free port" if taken
+                                 else (exc.strerror or str(exc)))) from exc
 
     async def stop(self, shutdown_timeout_seconds: float) -> None:
         """Stops listening and closes open connections, waiting up to the timeout for their handlers."""
@@ -128,6 +142,7 @@ class OpsServer:
         self._request_deadline = request_deadline_seconds
         self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
                                         header_deadline_seconds=request_deadline_seconds,
+                                        port_variable=OpsSettings.variable("metrics_port"),
                                         max_line_bytes=max_request_line_bytes)
 
     @property

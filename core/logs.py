@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from opentelemetry import trace
@@ -232,15 +232,39 @@ def _sandbox_safe(wrapper: type[Any]) -> type[Any]:
     return SandboxSafeBoundLogger
 
 
+class _CurrentStderr:
+    """Writes to ``sys.stderr`` as it is at each write, so a later redirection (a test's capture) is followed."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+#: Libraries whose own log lines a command line's user does not need (librdkafka's through
+#: confluent-kafka's ``logger`` setting, the Temporal SDK's and its core's).
+LIBRARY_LOGGERS = ("librdkafka", "temporalio")
+
+
+def configure_for_command(log_format: str = "json") -> None:
+    """Logging for a command (not a long-running process): its own warnings, in the processes' format;
+    library chatter only at debug level, where a command never logs."""
+    configure(log_format, logging.WARNING)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def configure(log_format: str = "json", level: int = logging.INFO, *, stream: TextIO | None = None) -> None:
     """Configures structlog and routes stdlib logging (the Temporal SDK's, librdkafka's) through it.
 
     Args:
         log_format: ``json`` (one object per line) or ``console``.
         level: the lowest level logged.
-        stream: where lines go; standard error by default.
+        stream: where lines go; standard error by default (whatever ``sys.stderr`` is when a line is written).
     """
-    out = sys.stderr if stream is None else stream
+    # cast: _CurrentStderr has the two methods PrintLogger and StreamHandler call, not all of TextIO's.
+    out = cast(TextIO, _CurrentStderr()) if stream is None else stream
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -273,3 +297,5 @@ def configure(log_format: str = "json", level: int = logging.INFO, *, stream: Te
     root.setLevel(level)
     for name in QUIETED_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)  # undo a command's quieting (configure_for_command)

@@ -244,9 +244,29 @@ class KafkaSettings(SettingsGroup):
     def _extra(cls, environ: Mapping[str, str]) -> dict[str, object]:
         return {"librdkafka": librdkafka_overrides(environ)}
 
+    @model_validator(mode="after")
+    def _librdkafka_files_exist(self) -> Self:
+        # librdkafka reads these when a client is created, deep in start-up, and says only
+        # "ssl.ca.location failed: ... BIO lib": check them here, naming the variable.
+        for name in LIBRDKAFKA_FILE_PROPERTIES:
+            location = self.librdkafka.get(name)
+            if location and location != "probe" and not Path(location).exists():
+                raise ConfigError(librdkafka_variable(name), f"file {location} does not exist")
+        return self
+
     def client_config(self) -> dict[str, str]:
         """Base librdkafka config shared by consumers, producers and admin clients."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.librdkafka}
+
+
+#: librdkafka settings that name a file ("probe" lets ssl.ca.location find the system's CAs).
+LIBRDKAFKA_FILE_PROPERTIES = ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+                              "ssl.keystore.location", "ssl.crl.location", "sasl.kerberos.keytab")
+
+
+def librdkafka_variable(name: str) -> str:
+    """The variable that sets librdkafka's ``name``: ``ssl.ca.location`` is ``EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION``."""
+    return f"{LIBRDKAFKA_PREFIX}{name.upper().replace('.', '_')}"
 
 
 def librdkafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
@@ -395,7 +415,9 @@ class OpsSettings(SettingsGroup):
 
     concern: ClassVar[str] = "ops"
 
-    metrics_port: Port = env("EVENTFLOW_METRICS_PORT", 9464, "Port of /metrics, /healthz and /readyz (0 disables).")
+    metrics_port: Port = env("EVENTFLOW_METRICS_PORT", 9464, "Port of /metrics, /healthz and /readyz (0 disables); "
+                             "unset: 9464 for the consumer, 9466 for the worker, 9467 for webhooks, so they can "
+                             "run on one host.")
     log_format: LogFormat = env("EVENTFLOW_LOG_FORMAT", "json", "Log rendering: json or console.")
 
 
@@ -823,6 +845,20 @@ class WebhookSettings(SettingsGroup):
 
 # -- per-process compositions -----------------------------------------------------------------------
 
+#: The ops port a process binds when EVENTFLOW_METRICS_PORT is unset (the field's default otherwise):
+#: distinct, so a consumer, a worker and the webhook service run side by side on one host without
+#: configuration (the worker's SDK exporter holds 9465). A pod sets the variable (the chart does).
+DEFAULT_METRICS_PORTS: Mapping[Process, int] = {Process.WORKER: 9466, Process.WEBHOOKS: 9467}
+
+
+def _ops(process: Process, environ: Mapping[str, str]) -> OpsSettings:
+    ops = OpsSettings.load(environ)
+    default = DEFAULT_METRICS_PORTS.get(process)
+    if default is None or "metrics_port" in ops.model_fields_set:
+        return ops
+    return ops.model_copy(update={"metrics_port": default})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Kafka, Temporal, the drain bounds, ops and logging: what the consumer and the commands share."""
@@ -990,7 +1026,7 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
     """Everything ``eventflow worker`` reads, validated at once (secret files included)."""
     env = _checked(environ, dev_defaults)
     return WorkerProcessSettings(temporal=TemporalSettings.load(env), consumer=ConsumerSettings.load(env),
-                                 ops=OpsSettings.load(env), worker=WorkerSettings.load(env),
+                                 ops=_ops(Process.WORKER, env), worker=WorkerSettings.load(env),
                                  channels=ChannelSettings.load(env), sendgrid=SendGridSettings.load(env),
                                  twilio=TwilioSettings.load(env), journeys=JourneySettings.load(env),
                                  tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
@@ -1003,7 +1039,7 @@ def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     """Everything ``eventflow webhooks`` reads, validated at once (secret files included)."""
     env = _checked(environ, dev_defaults)
     return WebhooksProcessSettings(kafka=KafkaSettings.load(env), temporal=TemporalSettings.load(env),
-                                   consumer=ConsumerSettings.load(env), ops=OpsSettings.load(env),
+                                   consumer=ConsumerSettings.load(env), ops=_ops(Process.WEBHOOKS, env),
                                    webhooks=WebhookSettings.load(env), webhook_url=WebhookUrlSettings.load(env),
                                    twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env),
                                    database=DatabaseSettings.load(env))
@@ -1111,13 +1147,13 @@ def markdown_table() -> str:
 
 __all__ = [
     "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
-    "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
+    "ConsumerProcessSettings", "ConsumerSettings", "DEFAULT_METRICS_PORTS", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
     "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy",
     "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
-    "check_value", "dev_database_url", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
+    "check_value", "dev_database_url", "groups", "librdkafka_overrides", "librdkafka_variable", "load_codec_server", "load_consumer", "load_settings",
     "load_tools",
     "load_worker", "markdown_table", "variables", "worker_settings_from",
     "WebhookSettings", "WebhookUrlSettings", "WebhooksProcessSettings", "load_webhooks",

@@ -1,10 +1,9 @@
-"""The ``eventflow`` command: worker, consume, produce, dev, config, codec-server."""
+"""The ``eventflow`` command line: every process and tool, one subcommand each (`build_parser`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,8 @@ from core import logs, tracing
 from core.errors import EventflowError
 from eventflow.commands import customers as customers_cli
 from eventflow.commands import db as db_cli
-from core.settings import load_consumer, load_settings, load_worker, markdown_table
+from core.settings import OpsSettings, load_consumer, load_settings, load_worker, markdown_table
+from events.event_file import EventFileError, read_event_file
 from eventflow.commands import schemas as events_cli
 from eventflow.commands import journeys as journeys_cli
 
@@ -82,38 +82,68 @@ def _codec_server(_: argparse.Namespace) -> int:
     return 0
 
 
+def _nothing_published(problems: Sequence[str], topic: str, why: str) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"nothing published to {topic}: {why}", file=sys.stderr)
+    return 1
+
+
 def _produce(args: argparse.Namespace) -> int:
     from events.config import build_producer
+    from events.producer import DeliveryError, InvalidRecordError
     from events.samples import demo_events
 
     settings = load_settings()
     topic = args.topic or settings.kafka.topics[0]
+    if args.cloudevents and not args.file:
+        print("eventflow: --cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)
+        return 2
+    try:
+        # CloudEvents carry their own `id`: no Eventflow event_id is derived for them.
+        read = read_event_file(Path(args.file), derive_ids=not args.cloudevents) if args.file else None
+    except EventFileError as exc:
+        if exc.whole_file:
+            print(f"eventflow: {exc}; nothing published", file=sys.stderr)
+            return 2
+        return _nothing_published(exc.problems, topic, f"{len(exc.problems)} line(s) not JSON objects")
     if args.cloudevents:
         from eventflow.commands.schemas import produce_cloudevents
 
-        if not args.file:
-            print("--cloudevents needs --file (CloudEvents in JSON form, one a line)", file=sys.stderr)
-            return 2
-        lines = Path(args.file).read_text().splitlines()
-        count = produce_cloudevents(settings.kafka.client_config(), topic, [json.loads(x) for x in lines if x.strip()],
-                                    args.cloudevents, Path(args.data_schema) if args.data_schema else None)
+        assert read is not None
+        try:
+            count = produce_cloudevents(settings.kafka.client_config(), topic, read, args.cloudevents,
+                                        Path(args.data_schema) if args.data_schema else None)
+        except EventFileError as exc:
+            return _nothing_published(exc.problems, topic, f"{len(exc.problems)} of {len(read)} CloudEvents invalid")
         print(f"published {count} CloudEvents ({args.cloudevents} mode) to {topic}")
         return 0
     producer = build_producer(settings.kafka.client_config(), topic)
-    if args.file:
-        lines = Path(args.file).read_text().splitlines()
-        events = [json.loads(line) for line in lines if line.strip()]
-    else:
-        events = demo_events()
+    events = [(e.where, e.event) for e in read] if read is not None else [("sample", e) for e in demo_events()]
+    # Every event is checked before the first is sent: a file with a mistake publishes nothing.
+    problems: list[str] = []
+    for where, event in events:
+        try:
+            producer.encode(event)
+        except InvalidRecordError as exc:
+            problems.append(f"{where}: event {event.get('event_id', '?')}: {exc.problem}")
+    if problems:
+        return _nothing_published(problems, topic, f"{len(problems)} of {len(events)} events invalid")
     with tracing.started(tracing.load_tracing_settings(), "eventflow-produce"):
-        for event in events:
+        for _, event in events:
             # While tracing is on, each event starts a trace that the consumer continues.
             with tracing.span(f"{topic} publish", kind=SpanKind.PRODUCER, attributes={
                     "messaging.system": "kafka", "messaging.destination.name": topic,
                     tracing.EVENT_ID: str(event.get("event_id", "")),
                     tracing.EVENT_TYPE: str(event.get("event_type", ""))}):
                 producer.send(event, headers=tracing.inject() or None)
-        producer.flush()
+        try:
+            producer.flush()
+        except DeliveryError as exc:
+            print(f"eventflow: {exc}", file=sys.stderr)
+            print(f"published {producer.delivered} of {len(events)} events to {topic}; the others were not "
+                  "acknowledged by the broker", file=sys.stderr)
+            return 1
     print(f"published {len(events)} events to {topic}")
     return 0
 
@@ -191,9 +221,32 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``eventflow --help`` says above the list of commands (plain text: argparse prints it as is).
+DESCRIPTION = ("Eventflow turns customer events on Kafka into customer journeys on Temporal. "
+               "Run a command with --help for its options.")
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    # A group run without a command (`eventflow journeys`) is asking what it offers: its help, not
+    # argparse's "the following arguments are required".
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _groups_print_help(parser: argparse.ArgumentParser) -> None:
+    """Every parser with subcommands runs `_print_help` when none is given (recursively)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = False
+            # A subcommand's own ``handler`` default replaces this one when it is given.
+            parser.set_defaults(handler=lambda _, parser=parser: _print_help(parser))
+            for child in action.choices.values():
+                _groups_print_help(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventflow", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="eventflow", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     commands.add_parser("worker", help="run a journey worker").set_defaults(handler=_worker)
     commands.add_parser("consume", help="run a consumer-group member").set_defaults(handler=_consume)
     commands.add_parser("webhooks", help="receive provider delivery reports and STOP/START (SendGrid, Twilio)"
@@ -220,12 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register,
                      db_cli.register):
         register(commands)
+    _groups_print_help(parser)
     return parser
+
+
+#: The long-running processes: they configure their own logging (JSON at info) once settings are read.
+PROCESSES = frozenset({"worker", "consume", "webhooks", "codec-server"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command not in PROCESSES:
+            # A command prints what its user needs; logs keep the processes' format and say only warnings.
+            logs.configure_for_command(OpsSettings.load().log_format)
         return int(args.handler(args))
     except (EventflowError, DevstackError) as exc:
         print(f"eventflow: {exc}", file=sys.stderr)

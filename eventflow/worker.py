@@ -9,6 +9,7 @@ endpoint on a loopback port).
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -75,12 +76,27 @@ class SdkMetricsCollector(Collector):
         yield from text_string_to_metric_families(text)
 
 
+class _OneShutdownLine(logging.Filter):
+    """Drops the SDK's "Beginning worker shutdown": it logs one per `Worker` (the journeys' and each
+    channel's send queue), while `worker_draining` says it once for the process, with the deadline."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Beginning worker shutdown")
+
+
+_SDK_WORKER_LOGGER = logging.getLogger("temporalio.worker._worker")
+
+
 def sdk_runtime(port: int) -> Runtime:
     """The worker's Temporal runtime: core logs forwarded, SDK metrics on ``127.0.0.1:port`` (0: none)."""
     if port == 0:
         return build_runtime()
-    return build_runtime(PrometheusConfig(
-        bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
+    try:
+        return build_runtime(PrometheusConfig(
+            bind_address=f"127.0.0.1:{port}", counters_total_suffix=True, durations_as_seconds=True))
+    except ValueError as exc:  # the SDK's "Failed starting Prometheus exporter: Address already in use"
+        raise ConfigError(WorkerSettings.variable("temporal_metrics_port"),
+                          f"cannot listen on 127.0.0.1:{port}: {exc}; set a free port (0 turns it off)") from exc
 
 
 def _send_channels(node: Any) -> Iterator[str]:
@@ -215,6 +231,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if not any(isinstance(f, _OneShutdownLine) for f in _SDK_WORKER_LOGGER.filters):
+        _SDK_WORKER_LOGGER.addFilter(_OneShutdownLine())
     limits = worker_limits(process.worker, process.consumer)
     runtime = sdk_runtime(process.worker.temporal_metrics_port)
     if process.worker.temporal_metrics_port:
@@ -254,7 +272,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
             catalog_task = (asyncio.create_task(follower.run(stop), name=follower.name) if follower is not None
                             else None)
             await stop.wait()
-            log.info("worker_draining")
+            log.info("worker_draining", deadline_seconds=limits.graceful_shutdown_seconds)
             await backlog_task
             if catalog_task is not None:
                 await asyncio.wait_for(catalog_task, 5.0)

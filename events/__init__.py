@@ -9,7 +9,7 @@ from events.codec import EventDecoder, encode_single_object, record_from_json
 from events.config import EventsConfig, build_decoder, build_producer, build_record_decoder, load_config
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import Customer, CustomerEvent
-from events.producer import DeliveryError, EventProducer, InvalidRecordError
+from events.producer import DeliveryError, EventProducer, InvalidRecordError, UnknownEventTypeError
 from events.schemas import SchemaSet, load
 from events.sources import EventSource, RecordDecoder, SourceDecoder, load_sources
 
@@ -27,6 +27,7 @@ __all__ = [
     "RegistryUnavailableError",
     "SchemaSet",
     "SourceDecoder",
+    "UnknownEventTypeError",
     "build_decoder",
     "build_producer",
     "build_record_decoder",

@@ -39,7 +39,8 @@ def to_kafka(event: Mapping[str, Any], mode: Mode, data_serializer: DataSerializ
     """``event`` (a CloudEvent in JSON form) as a Kafka record in ``mode``."""
     missing = [name for name in REQUIRED if name != "specversion" and not event.get(name)]
     if missing:
-        raise CloudEventInputError(f"CloudEvent {event.get('id', '?')!r} lacks {', '.join(missing)}")
+        named = f"CloudEvent {event['id']!r}" if event.get("id") else "CloudEvent"
+        raise CloudEventInputError(f"{named} lacks {', '.join(missing)} (required: {', '.join(REQUIRED)})")
     attributes = {"specversion": "1.0", **{k: v for k, v in event.items() if k not in ("data", "data_base64")}}
     key_text = attributes.get("partitionkey") or attributes.get("subject")
     key = str(key_text).encode() if key_text else None

@@ -9,8 +9,10 @@ envelope's registry schema id when a registry client is given.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import io
 import json
+import logging
 import threading
 from collections.abc import Mapping
 from functools import partial
@@ -18,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from fastavro import schemaless_writer
-from fastavro.validation import ValidationError, validate
+from fastavro.validation import ValidationError, ValidationErrorData, validate
 
 from core.errors import EventflowError
 from events.codec import CONFLUENT_MAGIC, encode_single_object, record_from_json
@@ -30,15 +32,35 @@ from events.registry import (
     envelope_schema,
     subject_name,
 )
-from events.schemas import ENVELOPE, SchemaSet
+from events.schemas import ENVELOPE, NAMESPACE, SchemaSet
 
 
 class InvalidRecordError(EventflowError):
-    """A record does not match the event schema; nothing was sent."""
+    """A record does not match the event schema; nothing was sent.
+
+    Attributes:
+        problem: what is wrong, in one line (a field and what it holds, never the whole record).
+    """
 
     def __init__(self, problem: str) -> None:
         super().__init__(f"record does not match the CustomerEvent schema: {problem}")
         self.problem = problem
+
+
+class UnknownEventTypeError(InvalidRecordError):
+    """The record's ``event_type`` names no payload of the schema.
+
+    Attributes:
+        event_type: the type given.
+        known: the schema's event types.
+    """
+
+    def __init__(self, event_type: object, known: frozenset[str]) -> None:
+        close = difflib.get_close_matches(str(event_type), sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown event_type {event_type!r}{hint}; known: {', '.join(sorted(known))}")
+        self.event_type = event_type
+        self.known = known
 
 
 class DeliveryError(EventflowError):
@@ -60,15 +82,60 @@ class SchemaNotRegisteredError(EventflowError):
         self.subject = subject
 
 
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _schema_name(schema: object) -> str:
+    """A schema in a few words: ``string``, ``Money``, ``string (uuid)``, ``null or string``."""
+    if isinstance(schema, str):
+        return schema.rsplit(".", 1)[-1]
+    if isinstance(schema, list):
+        return " or ".join(_schema_name(branch) for branch in schema)
+    if isinstance(schema, dict):
+        if "name" in schema:
+            return _schema_name(schema["name"])
+        logical = f" ({schema['logicalType']})" if "logicalType" in schema else ""
+        return f"{_schema_name(schema.get('type'))}{logical}"
+    return str(schema)
+
+
+def _described(error: ValidationErrorData) -> str:
+    # fastavro's own text holds the repr of the whole datum and schema (kilobytes for the payload union).
+    where = str(error.field).removeprefix(f"{NAMESPACE}.")
+    held = "is missing" if error.datum is None else f"holds {_short(error.datum)}"
+    return f"{where} {held}, expected {_schema_name(error.schema)}"
+
+
+def _payload_branch(schemas: SchemaSet, event_type: str) -> dict[str, Any]:
+    payload = next(f for f in schemas.envelope["fields"] if f["name"] == "payload")
+    return next(b for b in payload["type"] if b["name"] == f"{NAMESPACE}.{event_type}")
+
+
 def _validated(event: Mapping[str, Any], schemas: SchemaSet) -> dict[str, Any]:
+    event_type = event.get("event_type")
+    if event_type is None:
+        raise InvalidRecordError("event_type is missing")
+    if event_type not in schemas.event_types:
+        raise UnknownEventTypeError(event_type, schemas.event_types)
     try:
         record = record_from_json(event)
-    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
-        raise InvalidRecordError(repr(exc)) from exc
+    except KeyError as exc:
+        raise InvalidRecordError(f"{exc.args[0]} is missing") from exc
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise InvalidRecordError(str(exc)) from exc
     try:
         validate(record, schemas.envelope, raise_errors=True)
     except ValidationError as exc:
-        raise InvalidRecordError(str(exc)) from exc
+        error = exc.errors[0]
+        if str(error.field).endswith("CustomerEvent.payload"):
+            # The union says only "no branch matched": check the branch event_type names for the field.
+            try:
+                validate(record["payload"][1], _payload_branch(schemas, str(event_type)), raise_errors=True)
+            except ValidationError as branch:
+                error = branch.errors[0]
+        raise InvalidRecordError(_described(error)) from exc
     return record
 
 
@@ -113,8 +180,11 @@ class EventProducer:
         self._auto_register = auto_register
         self._json_values = json_values
         self._schema_id: int | None = None
+        # librdkafka's own lines ("Coordinator load in progress" on a fresh broker) go to the `librdkafka`
+        # logger rather than straight to stderr, so the process's log format and level apply.
         self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all",
-                                   "linger.ms": 5, "compression.type": "lz4"})
+                                   "linger.ms": 5, "compression.type": "lz4",
+                                   "logger": logging.getLogger("librdkafka")})
         self._failures_lock = threading.Lock()
         self.failures: list[DeliveryError] = []
         self.delivered = 0

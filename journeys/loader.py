@@ -24,6 +24,7 @@ from core.settings import JourneySettings
 from core.vocabulary import CHANNELS
 from journeys._caps import caps_problems, with_journey_defaults
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
+from journeys.goals import Goal
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
 from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
@@ -207,6 +208,13 @@ def _schema_problems(report: Report) -> None:
                 # Point at the unexpected key itself, the likeliest typo.
                 message = f"unknown key {extras[0]!r}; allowed: {', '.join(allowed)}"
                 path = (*path, extras[0])
+        duration_pattern = str(error.schema.get("pattern", "")) if isinstance(error.schema, Mapping) else ""
+        if error.validator in ("pattern", "type") and "[smhdw]" in duration_pattern:
+            signed = "[+-]" in duration_pattern
+            message = (f"{where}: {error.instance!r} is not a duration: use a number and a unit, e.g. 10m "
+                       f"(s, m, h, d, w; combined as 1h30m{'; signed as -1d' if signed else ''})")
+            report.add(path, message)
+            continue
         if error.validator == "pattern" and path and path[-1] == "caps":
             message = (f"{error.instance!r} is not caps like email:day=2,week=5;all:month=20 "
                        "(scopes email, sms, whatsapp, all; windows day, week, month)")
@@ -363,10 +371,72 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
 
 def _check_document(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str], *,
                     render_templates: bool, allowed_hosts: Collection[str] | None) -> JourneyDefinition | None:
-    """Every check of one definition document (``report.document``); the definition, or None on a problem."""
+    """Every check of one definition document (``report.document``); the definition, or None on a problem.
+
+    A document the schema refuses is still content-checked as far as its shape allows, so one run
+    names every mistake (`_problems_beyond_the_schema`).
+    """
     _schema_problems(report)
     if report.problems:
+        report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts))
         return None
+    checked = _check_content(report, templates, known, render_templates, allowed_hosts)
+    if report.problems:
+        return None
+    raw: dict[str, Any] = report.document.data
+    used = {send["template"] for _, _, send in _referenced_templates(raw["steps"])}
+    return JourneyDefinition(
+        id=str(raw["id"]),
+        version=int(raw["version"]),
+        trigger_event=checked.trigger,
+        trigger_filter=raw["trigger"].get("filter"),
+        entry_rule=checked.rule,
+        key_path=checked.key_path,
+        listeners=checked.listeners,
+        exit_events=checked.exits,
+        steps=with_journey_defaults(_typed_steps(raw["steps"], checked.resolved_keys), raw.get("priority"),
+                                    raw.get("caps")),
+        templates={t: templates[t].template for t in sorted(used)},
+        source_file=report.file,
+        goal=checked.goal,
+        holdout_percent=int(raw.get("holdout_percent") or 0),
+    )
+
+
+def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, TemplateSource],
+                                known: Collection[str], render_templates: bool,
+                                allowed_hosts: Collection[str] | None) -> list[Problem]:
+    """The content checks' problems on a document the schema refused, so one run names every mistake.
+
+    The checks assume the schema's shape: where a refused part trips one (a missing key, a wrong
+    type), the problems found until then stand and the rest wait for the next run. A line the schema
+    already flagged gets no second problem.
+    """
+    flagged = {problem.line for problem in schema_report.problems}
+    report = Report(schema_report.file, schema_report.document)
+    try:
+        _check_content(report, templates, known, render_templates, allowed_hosts)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        pass  # the schema's problems say why; see the docstring
+    return [problem for problem in report.problems if problem.line not in flagged]
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What the content checks resolved, for building the definition."""
+
+    trigger: str
+    rule: EntryRule
+    key_path: str | None
+    exits: tuple[Listener, ...]
+    listeners: tuple[Listener, ...]
+    resolved_keys: Mapping[str, str]
+    goal: Goal | None
+
+
+def _check_content(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str],
+                   render_templates: bool, allowed_hosts: Collection[str] | None) -> _Checked:
+    """Every check beyond the schema's (events, expressions, keys, templates, steps, goal), into ``report``."""
     raw: dict[str, Any] = report.document.data
     trigger = raw["trigger"]["event"]
     if trigger not in known:
@@ -423,25 +493,7 @@ def _check_document(report: Report, templates: Mapping[str, TemplateSource], kno
         if rule is EntryRule.ONCE_PER_KEY and listener.key_path is None:
             report.add(("entry", "key"), f"{listener.event_type} has no field {key_path!r}: give its listener "
                                          "a key so the event can find the instance")
-    if report.problems:
-        return None
-    used = {send["template"] for _, _, send in _referenced_templates(raw["steps"])}
-    definition = JourneyDefinition(
-        id=str(raw["id"]),
-        version=int(raw["version"]),
-        trigger_event=trigger,
-        trigger_filter=raw["trigger"].get("filter"),
-        entry_rule=rule,
-        key_path=key_path,
-        listeners=tuple(listeners),
-        exit_events=tuple(exits),
-        steps=with_journey_defaults(_typed_steps(raw["steps"], resolved_keys), raw.get("priority"), raw.get("caps")),
-        templates={t: templates[t].template for t in sorted(used)},
-        source_file=report.file,
-        goal=goal,
-        holdout_percent=int(raw.get("holdout_percent") or 0),
-    )
-    return definition
+    return _Checked(trigger, rule, key_path, tuple(exits), tuple(listeners), resolved_keys, goal)
 
 
 class _PublishedEvents(EventCatalogue):

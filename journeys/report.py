@@ -64,6 +64,8 @@ class Report:
     totals: Mapping[str, int]
     steps: tuple[StepFunnel, ...]
     arms: tuple[ArmResult, ...]
+    #: Whether the journey defines a goal (None: not known, e.g. the definition was not found).
+    goal_defined: bool | None = None
 
 
 def _reached_stage(progress: Progress, stage: str, step_id: str | None = None) -> bool:
@@ -117,7 +119,7 @@ def _arms(instances: Sequence[InstanceView]) -> list[ArmResult]:
     return results
 
 
-def build(journey_id: str, instances: Sequence[InstanceView]) -> Report:
+def build(journey_id: str, instances: Sequence[InstanceView], *, goal_defined: bool | None = None) -> Report:
     """Aggregates the instances of one journey (every version given) into a `Report`."""
     steps = []
     for step_id in _step_order(instances):
@@ -135,7 +137,7 @@ def build(journey_id: str, instances: Sequence[InstanceView]) -> Report:
     return Report(
         journey_id=journey_id, versions=tuple(sorted({i.version for i in instances})), entered=len(instances),
         running=sum(1 for i in instances if i.running), holdout=sum(1 for i in instances if i.progress.holdout),
-        totals=totals, steps=tuple(steps), arms=tuple(_arms(instances)))
+        totals=totals, steps=tuple(steps), arms=tuple(_arms(instances)), goal_defined=goal_defined)
 
 
 def _percent(value: float | None) -> str:
@@ -156,10 +158,14 @@ def format_report(report: Report) -> list[str]:
     lines = [f"journey {report.journey_id} (versions {versions}): {report.entered} instances, "
              f"{report.running} running, {report.holdout} held out", "", "funnel"]
     lines += [f"  {name:<10} {count:>7}" for name, count in report.totals.items()]
+    if report.goal_defined is False:
+        lines.append("  (converted stays 0: the journey defines no goal)")
     lines += ["", "steps", f"  {'step':<24} {'reached':>7} {'sent':>7} " + " ".join(f"{s:>9}" for s in STAGES)]
     for step in report.steps:
         lines.append(f"  {step.step_id:<24} {step.reached:>7} {step.sent:>7} "
                      + " ".join(f"{step.stages.get(s, 0):>9}" for s in STAGES))
+    if not report.steps:
+        lines.append("  (no instance has reached a step yet)")
     lines += ["", "conversion by arm (95 % Wilson interval; difference: Newcombe hybrid score interval)",
               f"  {'arm':<28} {'n':>6} {'conv':>6} {'rate':>7} {'95% CI':<17} {'vs':<20} {'diff':>9} "
               f"{'95% CI of diff':<22} lift"]
@@ -173,4 +179,8 @@ def format_report(report: Report) -> list[str]:
             line += (f" {arm.baseline:<20} {difference:>9} "
                      f"{_interval(comparison.interval if comparison else None, points=True):<22} {lift}")
         lines.append(line.rstrip())
+    if not report.arms:
+        # Arms exist only where something is compared: a holdout, or a split's variants.
+        lines.append("  (no arms: no instance was held out or took a split variant; a journey is measured with "
+                     "holdout_percent or a split step, and a goal)")
     return lines

@@ -156,9 +156,12 @@ async def record_subscription_change(client: Client, event: CustomerEvent, task_
         start_signal=SUBSCRIPTION_CHANGED_SIGNAL, start_signal_args=[event])
 
 
-async def preferences_state(client: Client, customer_id: str) -> PreferencesInput:
-    """The customer's current preferences and ledger (the ``state`` query)."""
-    return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(CustomerPreferences.state)
+async def preferences_state(client: Client, customer_id: str, *,
+                            rpc_timeout: timedelta | None = None) -> PreferencesInput:
+    """The customer's current preferences and ledger (the ``state`` query; a worker answers it, within
+    ``rpc_timeout`` when given)."""
+    return await client.get_workflow_handle(preferences_workflow_id(customer_id)).query(
+        CustomerPreferences.state, rpc_timeout=rpc_timeout)
 
 
 async def record_profile_update(client: Client, customer_id: str, update: ProfileUpdate, task_queue: str) -> None:

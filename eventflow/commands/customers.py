@@ -77,10 +77,16 @@ class ForgetReport:
     channel_preferences: int = 0
     ledger_entries: int = 0
     deletion_refused: bool = False
+    #: Nothing was known of the id (no journey, preferences or tombstone): nothing was done.
+    unknown: bool = False
     _runs_seen: set[str] = field(default_factory=set, repr=False)
 
     def lines(self) -> list[str]:
         """The report for people."""
+        if self.unknown:
+            return [f"customer {self.customer_id} is unknown: no journeys, profile, preferences or tombstone; nothing "
+                    "deleted and no tombstone left (--tombstone-unknown leaves one, so later events for this id "
+                    "start nothing)"]
         ended = ", ".join(self.journeys_ended) or "none running"
         fields = ", ".join(self.profile_fields) or "none"
         lines = [
@@ -100,11 +106,19 @@ class ForgetReport:
         return lines
 
 
-async def forget_customer(client: Client, *, customer_id: str, task_queue: str) -> ForgetReport:
-    """Forgets one customer (see the module docstring); safe to run again for the same id."""
+async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
+                          tombstone_unknown: bool = False) -> ForgetReport:
+    """Forgets one customer (see the module docstring); safe to run again for the same id.
+
+    An id nothing is known of (a typo, most likely) gets no tombstone unless ``tombstone_unknown``:
+    the report says it is unknown.
+    """
     if not customer_id:
         raise InvalidCustomerIdError(customer_id)
     report = ForgetReport(customer_id, tombstone_workflow_id(customer_id))
+    if not tombstone_unknown and not await _known(client, customer_id, report.tombstone_id):
+        report.unknown = True
+        return report
     await client.start_workflow(
         CustomerTombstone.run, TombstoneInput(customer_id, datetime.now(UTC).isoformat()),
         id=report.tombstone_id, task_queue=task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
@@ -113,6 +127,26 @@ async def forget_customer(client: Client, *, customer_id: str, task_queue: str) 
         await _forget_journeys(client, customer_id, report)
     await _forget_preferences(client, customer_id, report)
     return report
+
+
+async def _exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def _known(client: Client, customer_id: str, tombstone_id: str) -> bool:
+    """Whether the id has preferences, a tombstone (read directly) or a journey (through visibility)."""
+    if await _exists(client, preferences_workflow_id(customer_id)) or await _exists(client, tombstone_id):
+        return True
+    async for execution in client.list_workflows(customer_filter(customer_id, "Journey")):
+        if is_customer(execution, customer_id):
+            return True
+    return False
 
 
 async def _forget_journeys(client: Client, customer_id: str, report: ForgetReport) -> None:
@@ -182,17 +216,22 @@ def _forget(args: argparse.Namespace) -> int:
 
     async def run() -> ForgetReport:
         client = await connect(settings.temporal)
-        return await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue)
+        return await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue,
+                                     tombstone_unknown=args.tombstone_unknown)
 
-    print("\n".join(asyncio.run(run()).lines()))
-    return 0
+    report = asyncio.run(run())
+    print("\n".join(report.lines()))
+    return 1 if report.unknown else 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``customers forget``."""
     customers = commands.add_parser("customers", help="customer data: forget (right to erasure)")
-    actions = customers.add_subparsers(dest="customers_action", required=True)
+    actions = customers.add_subparsers(dest="customers_action", title="commands", metavar="COMMAND")
     forget = actions.add_parser("forget", help="end a customer's journeys, delete profile and preferences, "
                                                "leave a tombstone")
     forget.add_argument("customer_id", metavar="ID", help="the customer id")
+    forget.add_argument("--tombstone-unknown", action="store_true",
+                        help="leave a tombstone even when nothing is known of the id (e.g. its events are "
+                             "still on their way)")
     forget.set_defaults(handler=_forget)

@@ -43,7 +43,7 @@ def _replay(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``dlq inspect`` and ``dlq replay``."""
     dlq = commands.add_parser("dlq", help="inspect or replay the dead-letter topic")
-    actions = dlq.add_subparsers(dest="dlq_action", required=True)
+    actions = dlq.add_subparsers(dest="dlq_action", title="commands", metavar="COMMAND")
     for name, handler, text in (("inspect", _inspect, "show dead letters readably"),
                                 ("replay", _replay, "re-publish chosen dead letters to their source topic")):
         parser = actions.add_parser(name, help=text)

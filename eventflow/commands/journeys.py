@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +22,16 @@ def _folder(args: argparse.Namespace) -> Path | None:
 
 def _validate(args: argparse.Namespace) -> int:
     from core.settings import WebhookStepSettings
+    from journeys.catalog import content_hash
     from journeys.loader import validate_folder
 
     report = validate_folder(_folder(args), allowed_hosts=WebhookStepSettings.load().allowed_hosts)
     for problem in report.problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:
+        # The catalog's hash (content without the version), so `publish` and `list` print the same one.
         print(f"ok {definition.id} v{definition.version} ({definition.source_file}) "
-              f"hash {definition.snapshot()['content_hash']}")
+              f"hash {content_hash(definition.snapshot())}")
     if report.problems:
         print(f"{len(report.problems)} problem(s)", file=sys.stderr)
         return 1
@@ -105,7 +109,35 @@ def _catalog_definition(journey_id: str, version: int | None) -> JourneyDefiniti
     return definition_from_snapshot(entry.snapshot)
 
 
+#: How long a status query waits for an answer. Queries are answered by a running `eventflow worker`;
+#: without one the server holds the call open, so the commands would hang.
+QUERY_TIMEOUT_SECONDS = 5.0
+
+
+def _no_worker() -> str:
+    return f"no worker answered within {QUERY_TIMEOUT_SECONDS:g}s: is `eventflow worker` running?"
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """The query's deadline passed (no worker took it), as opposed to the query failing."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    return isinstance(exc, RPCError) and exc.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """``journeys status``: the lines, and how many journeys went without status because no worker answered."""
+
+    lines: list[str]
+    unanswered: int = 0
+
+
 async def _status_lines(customer_id: str) -> list[str]:
+    return (await _status_report(customer_id)).lines
+
+
+async def _status_report(customer_id: str) -> StatusReport:
     from temporalio.client import WorkflowExecutionStatus
 
     from core.settings import load_settings
@@ -115,20 +147,33 @@ async def _status_lines(customer_id: str) -> list[str]:
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
-    outcomes = await _delivery_outcomes(client, customer_id)
+    outcomes, no_worker = await _delivery_outcomes(client, customer_id)
     lines: list[str] = []
+    unanswered = 0
     async for execution in client.list_workflows(customer_filter(customer_id)):
         if not is_customer(execution, customer_id) or execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
             continue
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status.name.lower() if execution.status else "unknown"
         status: JourneyStatus | None = None
+        completed = execution.status == WorkflowExecutionStatus.COMPLETED
+        if no_worker and not completed:
+            # One unanswered query is enough to know: the others would wait just as long.
+            lines.append(f"{execution.id}  {state}  (status unavailable: {_no_worker()})")
+            unanswered += 1
+            continue
         try:
-            if execution.status == WorkflowExecutionStatus.COMPLETED:
+            if completed:
                 status = await handle.result()
             else:
-                status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
+                status = await handle.query(STATUS_QUERY, result_type=JourneyStatus,
+                                            rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS))
         except Exception as exc:  # noqa: BLE001 - one unreadable instance must not hide the others
+            if _unanswered(exc):
+                no_worker = True
+                unanswered += 1
+                lines.append(f"{execution.id}  {state}  (status unavailable: {_no_worker()})")
+                continue
             hint = " — is an `eventflow worker` running? queries need one" if state == "running" else ""
             lines.append(f"{execution.id}  {state}  (status unavailable: {type(exc).__name__}: {exc}{hint})")
             continue
@@ -143,7 +188,7 @@ async def _status_lines(customer_id: str) -> list[str]:
         for call in status.webhooks:
             lines.append(f"    webhook {call.step_id}: {call.outcome}")
         lines += _measurement_lines(status)
-    return lines
+    return StatusReport(lines, unanswered)
 
 
 def _measurement_lines(status: JourneyStatus) -> list[str]:
@@ -159,28 +204,32 @@ def _measurement_lines(status: JourneyStatus) -> list[str]:
     return lines
 
 
-async def _delivery_outcomes(client: Any, customer_id: str) -> dict[str, str]:
-    """Each send's latest provider report from the customer's ledger (``opened 2026-...``), by idempotency key."""
+async def _delivery_outcomes(client: Any, customer_id: str) -> tuple[dict[str, str], bool]:
+    """Each send's latest provider report from the customer's ledger (``opened 2026-...``), by idempotency
+    key; and whether the query went unanswered (no worker)."""
     from workflows.preferences_client import preferences_state
 
     try:
-        state = await preferences_state(client, customer_id)
-    except Exception:  # noqa: BLE001 - no preferences yet, or no worker to answer: the sends still list
-        return {}
+        state = await preferences_state(client, customer_id, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS))
+    except Exception as exc:  # noqa: BLE001 - no preferences yet, or no worker to answer: the sends still list
+        return {}, _unanswered(exc)
     return {key: f"{entry.outcome} {entry.outcome_at}".strip() + (f" ({entry.error_code})" if entry.error_code else "")
-            for key, entry in state.ledger.items() if entry.outcome}
+            for key, entry in state.ledger.items() if entry.outcome}, False
 
 
 def _status(args: argparse.Namespace) -> int:
     try:
-        lines = asyncio.run(_status_lines(args.customer))
+        report = asyncio.run(_status_report(args.customer))
     except RuntimeError as exc:  # the SDK's "Failed client connect": say so without a traceback
         print(f"eventflow: cannot reach Temporal: {exc}", file=sys.stderr)
         return 2
-    if not lines:
+    if not report.lines:
         print(f"no journeys for customer {args.customer}")
         return 0
-    print("\n".join(lines))
+    print("\n".join(report.lines))
+    if report.unanswered:
+        print(f"eventflow: {report.unanswered} journey(s) shown without status: {_no_worker()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -188,11 +237,27 @@ def _status(args: argparse.Namespace) -> int:
 READ_CONCURRENCY = 32
 
 
-async def report_instances(journey_id: str, version: int | None = None) -> tuple[list[InstanceView], int]:
+@dataclass(frozen=True)
+class InstanceReads:
+    """What `report_instances` read.
+
+    Attributes:
+        views: the instances that could be read.
+        unreadable: instances whose state could not be read.
+        unanswered: of those, the ones whose status query no worker answered in time.
+    """
+
+    views: list[InstanceView]
+    unreadable: int = 0
+    unanswered: int = 0
+
+
+async def report_instances(journey_id: str, version: int | None = None) -> InstanceReads:
     """Every instance of the journey as a `journeys.report.InstanceView`, and how many could not be read.
 
     Instances come from Temporal visibility (``JourneyId``, optionally ``JourneyVersion``); a
-    finished one's state is its result, a running one's the status query (a worker must run).
+    finished one's state is its result, a running one's the status query (a worker must run: each
+    query waits `QUERY_TIMEOUT_SECONDS`, and after the first unanswered one no other is sent).
     """
     from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
@@ -207,8 +272,10 @@ async def report_instances(journey_id: str, version: int | None = None) -> tuple
     executions = [e async for e in client.list_workflows(query)
                   if e.status != WorkflowExecutionStatus.CONTINUED_AS_NEW]
     reads = asyncio.Semaphore(READ_CONCURRENCY)
+    no_worker = asyncio.Event()
 
-    async def read(execution: WorkflowExecution) -> InstanceView | None:
+    async def read(execution: WorkflowExecution) -> InstanceView | bool:
+        """The view; else True when no worker answered, False when the read failed otherwise."""
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status
         async with reads:
@@ -218,43 +285,101 @@ async def report_instances(journey_id: str, version: int | None = None) -> tuple
                     state = (await handle.describe()).status
                 if state == WorkflowExecutionStatus.COMPLETED:
                     status: JourneyStatus = await handle.result()
+                elif no_worker.is_set():
+                    return True
                 else:
-                    status = await handle.query(STATUS_QUERY, result_type=JourneyStatus)
-            except Exception:  # noqa: BLE001 - one unreadable instance is counted, not fatal to the report
-                return None
+                    status = await handle.query(STATUS_QUERY, result_type=JourneyStatus,
+                                                rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS))
+            except Exception as exc:  # noqa: BLE001 - one unreadable instance is counted, not fatal to the report
+                if _unanswered(exc):
+                    no_worker.set()
+                    return True
+                return False
         return InstanceView(version=status.journey_version, progress=status.progress, variants=dict(status.variants),
                             exit_reason=status.exit_reason, running=state == WorkflowExecutionStatus.RUNNING)
 
     read_all = await asyncio.gather(*(read(execution) for execution in executions))
-    views = [view for view in read_all if view is not None]
-    unreadable = len(read_all) - len(views)
-    return views, unreadable
+    views = [view for view in read_all if isinstance(view, InstanceView)]
+    return InstanceReads(views, unreadable=len(read_all) - len(views),
+                         unanswered=sum(1 for view in read_all if view is True))
+
+
+def _known_definition(journey_id: str) -> tuple[JourneyDefinition | None, str]:
+    """The journey's current definition, from the catalog when consumers read it (EVENTFLOW_CATALOG_SOURCE=kafka),
+    else from the journeys folder; and where it was looked for."""
+    from core.settings import CatalogSettings
+    from journeys.loader import default_journeys_dir, validate_folder
+
+    catalog = CatalogSettings.load()
+    if catalog.source == "kafka":
+        from journeys.show import DefinitionNotFoundError
+
+        try:
+            return _catalog_definition(journey_id, None), f"the catalog {catalog.topic!r}"
+        except DefinitionNotFoundError:
+            return None, f"the catalog {catalog.topic!r}"
+    report = validate_folder(None, render_templates=False)
+    found = [d for d in report.definitions if d.id == journey_id]
+    known = ", ".join(sorted(d.id for d in report.definitions)) or "none"
+    return (found[0] if found else None), f"{default_journeys_dir()} (journeys: {known})"
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    """``journeys report``: what goes to stdout, and the problems (stderr, one line each; exit 1)."""
+
+    lines: list[str]
+    problems: list[str] = field(default_factory=list)
 
 
 async def _report_lines(journey_id: str, version: int | None = None) -> list[str]:
+    output = await _report_output(journey_id, version)
+    return output.lines + output.problems
+
+
+async def _report_output(journey_id: str, version: int | None = None) -> ReportOutput:
     from journeys.report import build, format_report
 
-    views, unreadable = await report_instances(journey_id, version)
-    lines = format_report(build(journey_id, views))
-    if unreadable:
-        lines.append(f"{unreadable} instance(s) could not be read (is an `eventflow worker` running?)")
-    return lines
+    reads = await report_instances(journey_id, version)
+    definition, looked_in = await asyncio.to_thread(_known_definition, journey_id)
+    at = f" at version {version}" if version is not None else ""
+    if not reads.views and not reads.unreadable:
+        if definition is None:
+            return ReportOutput([], [f"eventflow: journey {journey_id!r} has no instances and is not defined in "
+                                     f"{looked_in}"])
+        return ReportOutput([f"journey {journey_id} has no instances{at} yet: one starts when its trigger event "
+                             f"({definition.trigger_event}) reaches the consumer"])
+    why = _no_worker() if reads.unanswered == reads.unreadable else (
+        f"{reads.unanswered} unanswered ({_no_worker()}), the others failed" if reads.unanswered
+        else "their state could not be read")
+    if not reads.views:
+        # A funnel of zeros would read as "nobody entered": say what happened instead.
+        return ReportOutput([], [f"eventflow: none of the {reads.unreadable} instance(s) of {journey_id}{at} could be "
+                                 f"read: {why}"])
+    lines = format_report(build(journey_id, reads.views,
+                                goal_defined=None if definition is None else definition.goal is not None))
+    problems = [f"eventflow: {reads.unreadable} of {reads.unreadable + len(reads.views)} instance(s) could not be "
+                f"read and are not counted above: {why}"] if reads.unreadable else []
+    return ReportOutput(lines, problems)
 
 
 def _report(args: argparse.Namespace) -> int:
     try:
-        lines = asyncio.run(_report_lines(args.journey, args.version))
+        output = asyncio.run(_report_output(args.journey, args.version))
     except RuntimeError as exc:  # the SDK's "Failed client connect": say so without a traceback
         print(f"eventflow: cannot reach Temporal: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(lines))
-    return 0
+    if output.lines:
+        print("\n".join(output.lines))
+    for problem in output.problems:
+        print(problem, file=sys.stderr)
+    return 1 if output.problems else 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
-    journeys = commands.add_parser("journeys", help="journey definitions: validate, simulate, show, status, report")
-    actions = journeys.add_subparsers(dest="journeys_command", required=True)
+    journeys = commands.add_parser("journeys", help="journey definitions and the catalog")
+    actions = journeys.add_subparsers(dest="journeys_command", title="commands", metavar="COMMAND")
 
     validate = actions.add_parser("validate", help="check every definition and template (file:line errors)")
     validate.add_argument("--dir", help="folder with definitions/ and templates/ (default: $EVENTFLOW_JOURNEYS_DIR)")
@@ -284,7 +409,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status.add_argument("--customer", required=True, help="customer id")
     status.set_defaults(handler=_status)
 
-    report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 % intervals, lift)")
+    report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 %% intervals, lift)")
     report.add_argument("journey", help="journey id")
     report.add_argument("--version", type=int, help="only this version (default: every version)")
     report.set_defaults(handler=_report)
@@ -292,4 +417,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     from eventflow.commands.catalog import register as register_catalog
 
     register_catalog(actions)
+    # The summary in `eventflow --help` names every subcommand, from the registered list so it cannot drift.
+    summary = f"journey definitions and the catalog: {', '.join(actions.choices)}"
+    for choice in commands._choices_actions:
+        if choice.dest == "journeys":
+            choice.help = summary
 

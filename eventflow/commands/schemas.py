@@ -29,6 +29,7 @@ from fastavro.schema import load_schema
 from core.errors import ConfigError, EventflowError
 from core.settings import load_settings
 from events.compat import Incompatibility, Level, check, check_level
+from events.event_file import EventFileError, FileEvent
 from events.registry import (
     SUBJECT_STRATEGIES,
     SchemaRegistryClient,
@@ -70,7 +71,7 @@ class FileResult:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds this package's subcommands to the ``eventflow`` parser."""
     schemas = commands.add_parser("schemas", help="check schema compatibility, register schemas")
-    actions = schemas.add_subparsers(dest="schemas_action", required=True)
+    actions = schemas.add_subparsers(dest="schemas_action", title="commands", metavar="COMMAND")
 
     check = actions.add_parser("check", help="is each schema in avro/ compatible with its previous version?")
     check.add_argument("--source", choices=["auto", "git", "registry"], default="auto",
@@ -249,18 +250,22 @@ def _diff(old: str, new: str, old_name: str, new_name: str) -> str:
                                         fromfile=old_name, tofile=new_name, n=2))
 
 
-def produce_cloudevents(client_config: dict[str, str], topic: str, events: Sequence[dict[str, object]], mode: str,
+def produce_cloudevents(client_config: dict[str, str], topic: str, events: Sequence[FileEvent], mode: str,
                         data_schema: Path | None = None) -> int:
     """Publishes CloudEvents (JSON form) to ``topic`` in binary or structured mode; returns how many.
 
+    Every event is converted before the first is sent, so a file with a mistake publishes nothing.
     With ``data_schema`` (an ``.avsc`` file), binary-mode data is Avro registered under the topic's
     subject in the configured registry (confluent-kafka's ``AvroSerializer``).
+
+    Raises:
+        EventFileError: some events are not CloudEvents (each named ``file:line``); nothing was sent.
     """
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    from events.ce_producer import to_kafka
+    from events.ce_producer import CloudEventInputError, KafkaCloudEvent, to_kafka
     from events.cloudevents import Mode
 
     serialize = None
@@ -271,11 +276,20 @@ def produce_cloudevents(client_config: dict[str, str], topic: str, events: Seque
         serializer = AvroSerializer(connect(registry), data_schema.read_text(), conf={"auto.register.schemas": True})
         context = SerializationContext(topic, MessageField.VALUE)
         serialize = lambda data: bytes(serializer(dict(data), context) or b"")  # noqa: E731 - bound once here
-    producer = Producer(client_config)
+    records: list[KafkaCloudEvent] = []
+    problems: list[str] = []
     for event in events:
-        record = to_kafka(event, Mode(mode), serialize)
+        try:
+            records.append(to_kafka(event.event, Mode(mode), serialize))
+        except CloudEventInputError as exc:
+            problems.append(f"{event.where}: {exc}")
+    if problems:
+        raise EventFileError(events[0].path, problems)
+    producer = Producer(dict(client_config))
+    for record in records:
         producer.produce(topic, key=record.key, value=record.value, headers=record.headers)
     remaining = producer.flush(30)
     if remaining:
-        raise EventflowError(f"{remaining} CloudEvents still queued for {topic} after 30s")
-    return len(events)
+        raise EventflowError(f"{len(records) - remaining} of {len(records)} CloudEvents published to {topic}; "
+                             f"{remaining} still queued after 30s")
+    return len(records)

@@ -9,7 +9,6 @@ sent to whom (addresses masked).
 
 from __future__ import annotations
 
-import json
 import uuid
 import zoneinfo
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ from activities.send import SEND_NOTIFICATION
 from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from core.errors import EventflowError
 from core.logs import mask_contact_details
+from core.temporal_client import build_runtime
+from events.event_file import EventFileError, read_event_file
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
 from journeys.routing import Router, SignalJourney, StartJourney
@@ -99,22 +100,26 @@ class _Recorder:
 
 
 def read_events(path: Path) -> list[CustomerEvent]:
-    """Reads a JSON Lines file of events (the ``eventflow produce --file`` format), checked against Avro."""
-    from events.codec import EventDecoder, encode_single_object, record_from_json
+    """Reads a JSON Lines file of events (the ``eventflow produce --file`` format), checked against Avro.
+
+    A line without ``event_id`` gets the id ``produce`` would give it (`events.event_file.derived_event_id`).
+    """
+    from events.codec import EventDecoder
+    from events.producer import InvalidRecordError, encode_event
     from events.schemas import load as load_schemas
 
     schemas = load_schemas()
     decode = EventDecoder(schemas)
     events: list[CustomerEvent] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    try:
+        lines = read_event_file(path)
+    except EventFileError as exc:
+        raise SimulationError("\n".join(exc.problems)) from exc
+    for line in lines:
         try:
-            raw = json.loads(line)
-            raw.setdefault("event_id", str(uuid.uuid4()))
-            events.append(decode(encode_single_object(record_from_json(raw), schemas)))
-        except (ValueError, KeyError, TypeError, EventflowError) as exc:
-            raise SimulationError(f"{path}:{number}: not a valid event: {exc}") from exc
+            events.append(decode(encode_event(line.event, schemas)))
+        except InvalidRecordError as exc:
+            raise SimulationError(f"{line.where}: not a valid event: {exc.problem}") from exc
     return events
 
 
@@ -167,8 +172,11 @@ async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerE
                               f"(trigger {definition.trigger_event}, filter {definition.trigger_filter!r})")
     trigger, action = start
     recorder = _Recorder()
+    # The SDK core's lines (the test server's "Temporal Server 1.16.0 or newer is required") go through
+    # Python logging, which a command keeps quiet, instead of coloured text on the terminal.
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP)
+        test_server_existing_path=str(test_server()), test_server_startup_timeout=TEST_SERVER_STARTUP,
+        runtime=build_runtime())
     try:
         task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
         async with with_send_queues(env.client, task_queue,

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
 from core.vocabulary import CHANNELS
+from core.settings import WebhookSettings
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,
@@ -107,7 +108,8 @@ class WebhookServer:
         self._max_body = max_body_bytes
         self._clock = clock
         self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
-                                        header_deadline_seconds=request_deadline_seconds)
+                                        header_deadline_seconds=request_deadline_seconds,
+                                        port_variable=WebhookSettings.variable("port"))
 
     @property
     def port(self) -> int:

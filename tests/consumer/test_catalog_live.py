@@ -299,12 +299,17 @@ def test_the_commands_publish_pause_and_show_history(kafka_config: dict[str, str
     assert f"{bad}:12: " in err and "nothing published" in err
     good = _write(tmp_path / "good", "purchase_thank_you")
     assert main(["journeys", "publish", str(tmp_path / "good"), "--author", "ana", "-m", "first cut"]) == 0
-    assert capsys.readouterr().out.startswith(f"published {JOURNEY} v1 hash ")
+    published = capsys.readouterr().out
+    assert published.startswith(f"published {JOURNEY} v1 hash ")
+    published_hash = published.split()[-1]
+    # One content hash: what validate says of the folder is what publish and list say of the entry.
+    assert main(["journeys", "validate", "--dir", str(tmp_path / "good")]) == 0
+    assert capsys.readouterr().out.split()[-1] == published_hash
     assert main(["journeys", "pause", JOURNEY, "--author", "bo", "-m", "holiday freeze"]) == 0
     capsys.readouterr()
     assert main(["journeys", "list"]) == 0
     [listed] = capsys.readouterr().out.splitlines()
-    assert listed.split()[:3] == [JOURNEY, "v1", "paused"]
+    assert listed.split()[:4] == [JOURNEY, "v1", "paused", published_hash]
     assert main(["journeys", "history", JOURNEY]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "ana" in lines[0] and "first cut" in lines[0]

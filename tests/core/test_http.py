@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from temporalio.client import Client
 
 from devstack import Endpoints
+from core.errors import ConfigError
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 
 
@@ -208,3 +209,18 @@ async def test_connections_beyond_the_cap_are_answered_503_at_once(serve: Serve)
             break
         await asyncio.sleep(0.05)
     assert (status, body) == (200, "ok\n")
+
+
+async def test_a_port_in_use_is_one_line_naming_the_setting() -> None:
+    held = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = held.sockets[0].getsockname()[1]
+    try:
+        server = OpsServer(CollectorRegistry(), _fixed(True, "ok"), host="127.0.0.1", port=port)
+        with pytest.raises(ConfigError) as raised:
+            await server.start()
+    finally:
+        held.close()
+        await held.wait_closed()
+    assert raised.value.variable == "EVENTFLOW_METRICS_PORT"
+    assert str(raised.value) == (f"EVENTFLOW_METRICS_PORT: cannot listen on 127.0.0.1:{port}: another process "
+                                 "holds the port; set a free port")

@@ -11,6 +11,7 @@ import structlog
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from core import logs
 from core.logs import MAX_FIELD_CHARS, mask_contact_details, redact_processor
 
 _local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+", min_size=1, max_size=20).filter(
@@ -167,3 +168,21 @@ def test_no_contact_detail_survives_anywhere_in_a_logged_value(contact: str, dat
     rendered = json.dumps(dict(redacted), ensure_ascii=False, default=repr)
 
     assert contact not in rendered
+def test_a_command_logs_its_own_warnings_in_the_processes_format_and_no_library_chatter(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure_for_command("json")
+        structlog.get_logger("eventflow.test").info("catalog_read")
+        structlog.get_logger("eventflow.test").warning("catalog_slow", seconds=3)
+        logging.getLogger("librdkafka").warning("%s", "GETPID Coordinator load in progress")
+        logging.getLogger("temporalio.core").warning("Temporal Server 1.16.0 or newer is required")
+        lines = capsys.readouterr().err.splitlines()
+        assert [json.loads(line)["event"] for line in lines] == ["catalog_slow"]
+        logs.configure("json")  # a process after a command (as in one test session) hears the libraries again
+        assert logging.getLogger("librdkafka").getEffectiveLevel() == logging.INFO
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()

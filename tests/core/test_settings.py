@@ -25,6 +25,7 @@ from core.settings import (
     load_consumer,
     load_settings,
     load_tools,
+    load_webhooks,
     load_worker,
     markdown_table,
     variables,
@@ -51,6 +52,21 @@ def test_an_invalid_value_fails_naming_the_variable(variable: str, value: str) -
         load_settings({variable: value})
     assert raised.value.variable == variable
     assert variable in str(raised.value)
+
+
+def test_consumer_worker_and_webhooks_bind_different_ports_by_default() -> None:
+    consumer, worker, webhooks = load_consumer({}), load_worker({}), load_webhooks({})
+    taken = [consumer.core.metrics_port, worker.ops.metrics_port, worker.worker.temporal_metrics_port,
+             webhooks.ops.metrics_port, webhooks.webhooks.port]
+    assert len(set(taken)) == len(taken), taken
+    assert (consumer.core.metrics_port, worker.ops.metrics_port, webhooks.ops.metrics_port) == (9464, 9466, 9467)
+
+
+def test_a_set_metrics_port_is_every_process_s_port() -> None:
+    environ = {"EVENTFLOW_METRICS_PORT": "9100"}
+    assert load_consumer(environ).core.metrics_port == 9100
+    assert load_worker(environ).ops.metrics_port == 9100
+    assert load_webhooks(environ).ops.metrics_port == 9100
 
 
 def test_an_unknown_eventflow_variable_is_an_error() -> None:
@@ -224,3 +240,10 @@ def test_unusable_catalog_signing_keys_fail_naming_the_variable_never_the_key(
         CatalogSettings.load(environ)
     assert raised.value.variable == variable and needle in raised.value.problem, raised.value
     assert "c2hvcnQ" not in str(raised.value) and "AAAA" not in str(raised.value)
+def test_a_missing_kafka_tls_file_is_named_by_its_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_consumer({"EVENTFLOW_LIBRDKAFKA_SECURITY_PROTOCOL": "SSL",
+                       "EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION": str(tmp_path / "ca.pem")})
+    assert str(raised.value) == f"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION: file {tmp_path / 'ca.pem'} does not exist"
+    assert load_consumer({"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION": "probe"}).core.kafka.librdkafka == {
+        "ssl.ca.location": "probe"}

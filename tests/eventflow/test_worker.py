@@ -101,3 +101,38 @@ async def test_worker_is_not_ready_while_the_search_attributes_are_missing(
     finally:
         stop.set()
         await asyncio.wait_for(running, 60)
+
+
+def test_worker_says_in_one_line_that_its_sdk_metrics_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = _start_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", EVENTFLOW_DEV_MODE="true",
+                               EVENTFLOW_TEMPORAL_METRICS_PORT=str(port))
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"eventflow: EVENTFLOW_TEMPORAL_METRICS_PORT: cannot listen on 127.0.0.1:{port}: ")
+    assert "Address already in use" in line
+
+
+async def test_worker_says_once_that_it_drains(endpoints: Endpoints, tmp_path: Path, unique: str) -> None:
+    import signal
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EVENTFLOW_", "TEMPORAL_"))}
+    env.update({"PYTHONPATH": str(REPO), "EVENTFLOW_CACHE_DIR": str(tmp_path), "EVENTFLOW_METRICS_PORT": "0",
+                "EVENTFLOW_TEMPORAL_METRICS_PORT": "0", "EVENTFLOW_DEV_MODE": "true",
+                "TEMPORAL_ADDRESS": endpoints.temporal_address, "EVENTFLOW_TASK_QUEUE": f"q-{unique}"})
+    log = tmp_path / "worker.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "eventflow.cli", "worker"], env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT)
+    try:
+        await eventually(lambda: "worker_started" in log.read_text(), timeout_seconds=60, message="worker_started")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 60)
+    text = log.read_text()
+    assert code == 0, text
+    assert text.count('"worker_draining"') == 1, text
+    assert "Beginning worker shutdown" not in text, text

@@ -186,3 +186,33 @@ def test_the_documented_upstream_example_publishes_a_decodable_event(kafka_confi
     assert (decoded.event_id, decoded.customer.id, decoded.payload["total"]) == (
         "0b0f5a6e-6b1d-4d8e-9b8a-1f2d3c4b5a69", "cust-42", {"amount": "49.90", "currency": "EUR"})
     assert message.key() == b"cust-42"
+
+
+def test_send_names_an_unknown_event_type_in_one_short_line(kafka_config: dict[str, str], topic: str) -> None:
+    from events.producer import InvalidRecordError, UnknownEventTypeError
+
+    producer = EventProducer(kafka_config, topic, load())
+    with pytest.raises(UnknownEventTypeError) as raised:
+        producer.send({**purchase(customer()), "event_type": "PurchaseComplete"})
+    assert isinstance(raised.value, InvalidRecordError)
+    assert raised.value.problem.startswith("unknown event_type 'PurchaseComplete' (did you mean 'PurchaseCompleted'?); "
+                                           "known: CartUpdated, CheckoutStarted, ")
+    assert len(str(raised.value)) < 400
+
+
+def test_the_readme_producer_snippet_runs_as_written(kafka_config: dict[str, str], topic: str) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Publishing an event (upstream services)", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    source = code.group(1).replace("kafka:9092", kafka_config["bootstrap.servers"]).replace("customer-events", topic)
+    exec(compile(source, "README.md", "exec"), {})  # noqa: S102 - our own doc, with nothing injected
+    # Its error path too: an event the schema refuses is logged, not a NameError.
+    invalid = source.replace('"event_type": "PurchaseCompleted"', '"event_type": "PurchaseComplete"')
+    assert invalid != source
+    exec(compile(invalid, "README.md", "exec"), {})  # noqa: S102 - our own doc, with nothing injected
+    (message,) = read_back(kafka_config, topic, 1)
+    assert build_decoder({})(value(message), topic=topic).customer.id == "cust-42"

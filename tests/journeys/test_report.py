@@ -228,3 +228,11 @@ def test_status_lines_show_arm_and_conversion() -> None:
     waiting = replace(status, progress=replace(progress, converted_at=None), variants={})
     assert _measurement_lines(waiting) == ["    arm all: not converted (goal window until 2026-05-11T08:00:00+00:00)"]
     assert _measurement_lines(plain) == []
+
+
+def test_empty_sections_say_why() -> None:
+    lines = format_report(build("j", [_view()], goal_defined=False))
+    assert "  (converted stays 0: the journey defines no goal)" in lines
+    assert lines[-1].startswith("  (no arms: no instance was held out or took a split variant")
+    assert "  (no instance has reached a step yet)" in format_report(build("j", []))
+    assert not any("defines no goal" in line for line in format_report(build("j", [_view()], goal_defined=True)))

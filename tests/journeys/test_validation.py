@@ -90,7 +90,9 @@ def test_a_good_definition_has_no_problems(tmp_path: Path) -> None:
      "filter:", "names may not start with '_'"),
     (GOOD.replace("            - id: german", "            - id: hello"), "            - id: hello",
      "step id 'hello' is used twice"),
-    (GOOD.replace("duration: 1d", "duration: 1 day"), "duration: 1 day", "does not match"),
+    (GOOD.replace("duration: 1d", "duration: 1 day"), "duration: 1 day",
+     "steps.1.delay.duration: '1 day' is not a duration: use a number and a unit, e.g. 10m"),
+    (GOOD.replace("duration: 1d", "duration: 10"), "duration: 10", "10 is not a duration: use a number and a unit"),
     (GOOD.replace("duration: 1d", "until_local_time: 10:00"), "until_local_time", "quote the time"),
     (GOOD.replace("  - event: OrderRefunded", "  - event: OrderRefunded\n    when: \"payload.amount.amount >>\""),
      "when: \"payload.amount", "expression"),
@@ -150,6 +152,24 @@ def test_a_contact_key_is_rejected_even_on_an_event_type_the_validator_cannot_se
     messages = [(p.line, p.message) for p in _problems(tmp_path, broken)]
     assert any(line == _line(broken, "key: customer.email") and "'customer.email' is a contact point" in message
                for line, message in messages), messages
+
+
+def test_every_mistake_of_a_file_is_named_in_one_run(tmp_path: Path) -> None:
+    broken = (GOOD.replace("duration: 1d", "duration: 10 minutes")
+              .replace("template: note\n  - id: pause", "template: nope\n  - id: pause"))
+    problems = _problems(tmp_path, broken)
+
+    assert [(p.line, p.message) for p in problems] == [
+        (_line(broken, "duration: 10 minutes"), "steps.1.delay.duration: '10 minutes' is not a duration: use a "
+                                                "number and a unit, e.g. 10m (s, m, h, d, w; combined as 1h30m)"),
+        (_line(broken, "template: nope"), "unknown template 'nope'")]
+
+
+def test_a_refused_shape_stops_the_content_checks_without_a_traceback(tmp_path: Path) -> None:
+    broken = GOOD.replace("trigger:\n  event: PurchaseCompleted\n  filter: \"payload.total.amount > 0\"\n",
+                          "trigger: PurchaseCompleted\n")
+    problems = _problems(tmp_path, broken)
+    assert [p.message for p in problems] == ["trigger: 'PurchaseCompleted' is not of type 'object'"]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -135,3 +135,26 @@ async def test_every_id_the_consumer_accepts_can_be_forgotten_and_only_that_cust
 
 async def _listed(client: Client, task_queue: str, workflow_id: str) -> bool:
     return [w.id async for w in client.list_workflows(f"TaskQueue = '{task_queue}'") if w.id == workflow_id] != []
+
+
+async def test_an_unknown_id_is_said_to_be_unknown_and_gets_no_tombstone_unless_asked(
+        temporal_client: Client, unique: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    nobody = f"cust-nobody-{unique}"
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_client.service_client.config.target_host)
+    monkeypatch.setenv("EVENTFLOW_TASK_QUEUE", f"test-forget-{unique}")
+
+    assert await asyncio.to_thread(main, ["customers", "forget", nobody]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"customer {nobody} is unknown: no journeys, profile, preferences or tombstone; nothing deleted and no "
+        "tombstone left (--tombstone-unknown leaves one, so later events for this id start nothing)"]
+    assert not await _exists(temporal_client, tombstone_workflow_id(nobody))
+
+    assert await asyncio.to_thread(main, ["customers", "forget", nobody, "--tombstone-unknown"]) == 0
+    assert f"customer {nobody} forgotten" in capsys.readouterr().out
+    try:
+        assert await _exists(temporal_client, tombstone_workflow_id(nobody))
+        # Known now (its tombstone): forgetting it again is the usual, safe repeat.
+        assert await asyncio.to_thread(main, ["customers", "forget", nobody]) == 0
+    finally:
+        await temporal_client.get_workflow_handle(tombstone_workflow_id(nobody)).terminate("test done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -92,7 +93,7 @@ def test_simulate_two_weeks_in_seconds_with_masked_addresses(tmp_path: Path,
     assert "finished; 2 send(s)" in out
 
 
-def test_simulate_exit_event_stops_the_journey(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_exit_event_stops_the_journey(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     customer = samples.customer()
     start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
     purchase = _at(samples.purchase(customer, order_id="ord-r"), start)
@@ -103,8 +104,9 @@ def test_simulate_exit_event_stops_the_journey(tmp_path: Path, capsys: pytest.Ca
 
     assert main(["journeys", "simulate", "post_purchase", "--events", str(events)]) == 0
 
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()  # file descriptors: the SDK core writes there directly
     assert "+1d 00:00:00" in out and "exit: exit event OrderRefunded; 1 send(s)" in out
+    assert "temporalio_sdk_core" not in out + err, "the SDK core's chatter is not the command's output"
     assert "review_request" not in out.split("wait_for_delivery")[-1]
 
 
@@ -175,3 +177,68 @@ async def test_status_shows_finished_journeys_from_their_result(
     lines = await eventually(listed, timeout_seconds=30, message="the finished journey in visibility")
     assert lines == [f"{action.workflow_id}  quick v4  completed  exited: all done",
                      "    sent hi: sms note -> sent"]
+
+
+NO_WORKER = "no worker answered within 5s: is `eventflow worker` running?"
+
+
+async def test_status_and_report_say_no_worker_answered_instead_of_waiting(
+        temporal_client: Client, unique: str, monkeypatch: pytest.MonkeyPatch, endpoints: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    journey_id = f"unattended_{unique}"
+    compile_journey(tmp_path, f"id: {journey_id}\nversion: 1\ntrigger: {{event: UserSignedUp}}\nentry: {{rule: once}}\n"
+                              "steps:\n  - {id: hi, send: {channel: sms, template: note}}\n")
+    (definition,) = validate_folder(tmp_path).definitions
+    customer_id = f"cust-unattended-{unique}"
+    event = CustomerEvent(event_id=str(uuid.uuid4()), event_type="UserSignedUp", occurred_at="2026-05-04T08:00:00+00:00",
+                          customer=Customer(id=customer_id, phone="+15555550100"),
+                          payload={"signup_source": "web", "marketing_opt_in": False})
+    (action,) = Router([definition]).route(event)
+    assert isinstance(action, StartJourney)
+    task_queue = f"test-no-worker-{unique}"  # nothing polls it
+    await Dispatcher(temporal_client, task_queue).apply(event, action)
+    try:
+        async def listed() -> bool:
+            return any([e async for e in temporal_client.list_workflows(f"CustomerId = '{customer_id}'")])
+
+        await eventually(listed, message="the journey in visibility")
+
+        assert await asyncio.to_thread(main, ["journeys", "status", "--customer", customer_id]) == 1
+        out, err = capsys.readouterr()
+        assert out.splitlines() == [f"{action.workflow_id}  running  (status unavailable: {NO_WORKER})"]
+        assert err.splitlines() == [f"eventflow: 1 journey(s) shown without status: {NO_WORKER}"]
+
+        assert await asyncio.to_thread(main, ["journeys", "report", journey_id]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""  # no funnel of zeros
+        assert err.splitlines() == [f"eventflow: none of the 1 instance(s) of {journey_id} could be read: {NO_WORKER}"]
+    finally:
+        async for execution in temporal_client.list_workflows(f"TaskQueue = '{task_queue}'"):
+            if execution.status == WorkflowExecutionStatus.RUNNING:
+                await temporal_client.get_workflow_handle(execution.id).terminate("test done")
+
+
+async def test_report_on_an_unknown_journey_fails_like_history(
+        monkeypatch: pytest.MonkeyPatch, endpoints: Any, unique: str, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    assert await asyncio.to_thread(main, ["journeys", "report", f"nosuch_{unique}"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith(f"eventflow: journey 'nosuch_{unique}' has no instances and is not defined in ")
+    assert "post_purchase" in line  # the journeys it could have meant
+
+
+async def test_report_on_a_defined_journey_without_instances_says_so(
+        monkeypatch: pytest.MonkeyPatch, endpoints: Any, unique: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
+    monkeypatch.setenv("EVENTFLOW_JOURNEYS_DIR", str(tmp_path))
+    journey_id = f"fresh_{unique}"
+    compile_journey(tmp_path, f"id: {journey_id}\nversion: 1\ntrigger: {{event: UserSignedUp}}\nentry: {{rule: once}}\n"
+                              "steps:\n  - {id: hi, send: {channel: sms, template: note}}\n")
+    assert await asyncio.to_thread(main, ["journeys", "report", journey_id]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"journey {journey_id} has no instances yet: one starts when its trigger event (UserSignedUp) reaches "
+        "the consumer"]
