@@ -33,7 +33,7 @@ from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
-from activities.rendering import TemplateRenderError, render_async
+from activities.rendering import TemplateRenderError, render_async, render_html_async
 from core import tracing
 from core.logs import mask_contact_details
 
@@ -323,6 +323,8 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         body = await render_async(template_id, notification.body_template, context)
         subject = (await render_async(template_id, notification.subject_template, context)
                    if notification.subject_template else None)
+        html = (await render_html_async(template_id, notification.html_template, context)
+                if notification.html_template and not notification.provider_template_id else None)
         variables = {name: await render_async(template_id, source, context)
                      for name, source in notification.template_variable_templates.items()}
     except TemplateRenderError as exc:
@@ -342,6 +344,7 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         template_variables=variables,
         customer_id=notification.customer.id,
         step_id=notification.step_id,
+        html=html,
     )
 
 

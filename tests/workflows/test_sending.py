@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import json
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,24 @@ async def test_email_step_reaches_sendgrid_once_with_idempotency_key(temporal_cl
     assert registry.get_sample_value("eventflow_notifications_sent_total", labels) == 1.0
     assert registry.get_sample_value("eventflow_notification_send_seconds_count",
                                      {"channel": "email", "provider": "sendgrid"}) == 1.0
+
+
+async def test_an_email_with_an_html_part_reaches_sendgrid_as_text_and_html(temporal_client: Client,
+                                                                               provider: ProviderStub,
+                                                                               unique: str) -> None:
+    base = event(f"c-{unique}")
+    trigger = replace(base, customer=replace(base.customer, first_name="<script>x</script>"))
+    async with worker(temporal_client, f"q-{unique}", channels_for(provider.base_url)):
+        status = await run_journey(temporal_client, f"q-{unique}", journey([send("hi", "email", template="hello_html")]),
+                                   trigger, f"journey:test:{unique}")
+
+    assert status.sends[0].status == "sent"
+    [request] = provider.sends()
+    assert [part["type"] for part in request.body["content"]] == ["text/plain", "text/html"]
+    assert request.body["content"][0]["value"] == "Order ord-42 is in."
+    assert request.body["content"][1]["value"] == (
+        '<html><head></head><body><p style="color: #333333;">Order <b>ord-42</b> is in, '
+        '&lt;script&gt;x&lt;/script&gt;.</p></body></html>')
 
 
 async def test_whatsapp_step_sends_content_template_with_rendered_variables(
