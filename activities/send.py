@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -316,17 +316,43 @@ def _seconds_until(instant: str | None, ceiling: float) -> float:
     return min(max(remaining + 0.05, 0.05), ceiling)
 
 
-async def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
-    """Renders off the event loop, within the sandbox's limits; any failure is permanent."""
+@dataclass(frozen=True)
+class RenderedParts:
+    """A notification's rendered parts: what the channel is handed, less the address.
+
+    Attributes:
+        html: the HTML alternative (autoescaped, CSS inlined); None without an ``html`` part or
+            when a provider template is used.
+        variables: the provider template's variables, rendered.
+    """
+
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+async def render_notification(notification: SendNotificationInput) -> RenderedParts:
+    """Renders every part off the event loop, within the sandbox's limits; raises `TemplateRenderError`.
+
+    The send activity and ``eventflow journeys render`` both render through this, so what an author
+    checks is what a customer gets.
+    """
     template_id, context = notification.template_id, notification.context
+    body = await render_async(template_id, notification.body_template, context)
+    subject = (await render_async(template_id, notification.subject_template, context)
+               if notification.subject_template else None)
+    html = (await render_html_async(template_id, notification.html_template, context)
+            if notification.html_template and not notification.provider_template_id else None)
+    variables = {name: await render_async(template_id, source, context)
+                 for name, source in notification.template_variable_templates.items()}
+    return RenderedParts(body, subject, html, variables)
+
+
+async def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
+    """`render_notification` into the channel's message; any failure is permanent."""
     try:
-        body = await render_async(template_id, notification.body_template, context)
-        subject = (await render_async(template_id, notification.subject_template, context)
-                   if notification.subject_template else None)
-        html = (await render_html_async(template_id, notification.html_template, context)
-                if notification.html_template and not notification.provider_template_id else None)
-        variables = {name: await render_async(template_id, source, context)
-                     for name, source in notification.template_variable_templates.items()}
+        parts = await render_notification(notification)
     except TemplateRenderError as exc:
         # Templates now see the profile's address: a failure may quote it (int('ada@example.com')).
         raise ApplicationError(mask_contact_details(str(exc)), type="TemplateRenderError",
@@ -335,16 +361,16 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         idempotency_key=notification.idempotency_key,
         channel=notification.channel,
         to=address,
-        body=body,
-        subject=subject,
+        body=parts.body,
+        subject=parts.subject,
         template_id=notification.template_id,
         locale=notification.locale,
         workflow_id=notification.workflow_id,
         provider_template_id=notification.provider_template_id,
-        template_variables=variables,
+        template_variables=dict(parts.variables),
         customer_id=notification.customer.id,
         step_id=notification.step_id,
-        html=html,
+        html=parts.html,
     )
 
 

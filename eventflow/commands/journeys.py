@@ -290,6 +290,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     report.set_defaults(handler=_report)
 
     from eventflow.commands.catalog import register as register_catalog
+    from eventflow.commands.render import register_render
 
     register_catalog(actions)
+    register_render(actions)
 

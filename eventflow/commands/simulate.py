@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 from temporalio.worker import Worker
@@ -31,6 +32,9 @@ from core.logs import mask_contact_details
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
 from journeys.routing import Router, SignalJourney, StartJourney
+
+if TYPE_CHECKING:
+    from events.schemas import SchemaSet
 
 
 class SimulationError(EventflowError):
@@ -100,22 +104,28 @@ class _Recorder:
 
 def read_events(path: Path) -> list[CustomerEvent]:
     """Reads a JSON Lines file of events (the ``eventflow produce --file`` format), checked against Avro."""
-    from events.codec import EventDecoder, encode_single_object, record_from_json
     from events.schemas import load as load_schemas
 
     schemas = load_schemas()
-    decode = EventDecoder(schemas)
     events: list[CustomerEvent] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-            raw.setdefault("event_id", str(uuid.uuid4()))
-            events.append(decode(encode_single_object(record_from_json(raw), schemas)))
-        except (ValueError, KeyError, TypeError, EventflowError) as exc:
-            raise SimulationError(f"{path}:{number}: not a valid event: {exc}") from exc
+        if line.strip():
+            events.append(decode_event(line, f"{path}:{number}", schemas))
     return events
+
+
+def decode_event(text: str, where: str, schemas: SchemaSet | None = None) -> CustomerEvent:
+    """One event's JSON, checked against Avro (a missing ``event_id`` is made up); ``where`` names it in errors."""
+    from events.codec import EventDecoder, encode_single_object, record_from_json
+    from events.schemas import load as load_schemas
+
+    schemas = schemas or load_schemas()
+    try:
+        raw = json.loads(text)
+        raw.setdefault("event_id", str(uuid.uuid4()))
+        return EventDecoder(schemas)(encode_single_object(record_from_json(raw), schemas))
+    except (ValueError, KeyError, TypeError, AttributeError, EventflowError) as exc:
+        raise SimulationError(f"{where}: not a valid event: {exc}") from exc
 
 
 def _when(event: CustomerEvent) -> datetime:
