@@ -98,7 +98,8 @@ def policy_from(worker: WorkerSettings) -> SendPolicy:
     return SendPolicy(quiet_hours=worker.quiet_hours, daily_cap=worker.daily_cap,
                       lease_seconds=worker.send_lease_seconds,
                       uncertain_delivery=UncertainDelivery(worker.uncertain_delivery),
-                      caps=caps, cap_reserve=worker.caps_priority_reserve)
+                      caps=caps, cap_reserve=worker.caps_priority_reserve,
+                      phone_default_region=worker.phone_default_region)
 
 
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,

@@ -1,6 +1,7 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
-Order of one attempt: render (a broken template is permanent and reserves nothing), wait for the
+Order of one attempt: an SMS or WhatsApp number to E.164 (an invalid one is permanent and reserves
+nothing), render (a broken template is permanent and reserves nothing), wait for the
 provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
 already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
@@ -23,11 +24,11 @@ from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.addresses import address_hash
+from activities.addresses import PHONE_CHANNELS, InvalidPhoneNumber, address_hash, parse_phone
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
-from activities.errors import PermanentSendError, RetryableSendError
+from activities.errors import InvalidAddressError, PermanentSendError, RetryableSendError
 from activities.ledger import Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
@@ -70,6 +71,8 @@ class SendPolicy:
         caps: rolling caps per channel and across channels (``EVENTFLOW_CAPS``); a journey or step
             overrides them per (scope, window).
         cap_reserve: slots each priority level keeps free for the levels above it.
+        phone_default_region: the region of SMS and WhatsApp numbers written without a country
+            code (``EVENTFLOW_PHONE_DEFAULT_REGION``); None: numbers must be international.
     """
 
     quiet_hours: str = ""
@@ -81,6 +84,7 @@ class SendPolicy:
     uncertain_delivery: UncertainDelivery = UncertainDelivery.AT_MOST_ONCE
     caps: CapSet = CapSet()
     cap_reserve: int = DEFAULT_RESERVE
+    phone_default_region: str | None = None
 
 
 class NotificationActivities:
@@ -122,7 +126,7 @@ class NotificationActivities:
             activity.logger.info("notification_no_contact channel=%s template=%s", notification.channel,
                                  notification.template_id)
             return SendResult(SendStatus.NO_CONTACT, channel.name)
-        notification, address = recipient.notification, recipient.address
+        notification, address = recipient.notification, self._address(notification, channel, recipient.address)
         message = await _render(notification, address)
         caps = _caps_for(notification, self._policy.caps)
         result = await self._send(notification, channel, message, caps)
@@ -130,6 +134,21 @@ class NotificationActivities:
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
         return result
+
+    def _address(self, notification: SendNotificationInput, channel: Channel, address: str) -> str:
+        """The address to send to and hash: a phone or WhatsApp number in E.164, so every way of writing
+        it is one address to the ledger and the suppression list; an invalid number is never sent."""
+        if notification.channel not in PHONE_CHANNELS:
+            return address
+        try:
+            return parse_phone(address, self._policy.phone_default_region)
+        except InvalidPhoneNumber as exc:
+            self._count(notification, channel.name, f"failed:{InvalidAddressError.error_type}")
+            activity.logger.info("notification_invalid_address channel=%s problem=%s", notification.channel,
+                                 exc.problem)
+            # The message names the problem, never the number (it reaches the journey's history).
+            raise ApplicationError(f"{notification.channel} address is {exc}", type=InvalidAddressError.error_type,
+                                   non_retryable=True) from None
 
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)

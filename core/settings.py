@@ -28,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
 
+import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -100,6 +101,13 @@ def _caps(value: str) -> str:
     return value
 
 
+def _phone_region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be a region code libphonenumber knows, e.g. DE, GB, US (ISO 3166-1 alpha-2)")
+    return region
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
 HeaderMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_pairs_of("name=value"))]
@@ -107,6 +115,7 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 EncodingMap = Annotated[dict[str, Encoding], NoDecode, BeforeValidator(_pairs_of("topic=encoding"))]
 QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 CapsSpec = Annotated[str, AfterValidator(_caps)]
+PhoneRegion = Annotated[str, AfterValidator(_phone_region)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -482,6 +491,10 @@ class WorkerSettings(SettingsGroup):
     caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
                                                 "Slots of each rolling cap that each priority level keeps free "
                                                 "for the levels above it (high > normal > low).")
+    phone_default_region: PhoneRegion | None = env(
+        "EVENTFLOW_PHONE_DEFAULT_REGION", None,
+        "Region (ISO 3166 code, e.g. DE) of phone and WhatsApp numbers written without a country code "
+        "(0151 ...); unset: such numbers are refused (failed:InvalidAddress), every number must be international.")
 
 
 # -- channels and providers -------------------------------------------------------------------------
