@@ -44,7 +44,8 @@ LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 Encoding = Literal["auto", "registry", "embedded", "json"]
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 LogFormat = Literal["json", "console"]
-EmailProvider = Literal["outbox", "sendgrid"]
+EmailProvider = Literal["outbox", "sendgrid", "smtp"]
+SmtpSecurityMode = Literal["starttls", "tls", "none"]
 MessagingProvider = Literal["outbox", "twilio"]
 CatalogSource = Literal["files", "kafka"]
 
@@ -508,7 +509,7 @@ class ChannelSettings(SettingsGroup):
                          "serve channels that journeys use. Set by `eventflow dev run` and the tests; never in "
                          "production.")
     email_provider: EmailProvider = env("EVENTFLOW_EMAIL_PROVIDER", "outbox",
-                                        "Email channel implementation: outbox or sendgrid.")
+                                        "Email channel implementation: outbox, sendgrid or smtp.")
     sms_provider: MessagingProvider = env("EVENTFLOW_SMS_PROVIDER", "outbox",
                                           "SMS channel implementation: outbox or twilio.")
     whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
@@ -541,7 +542,7 @@ class SendGridSettings(SettingsGroup):
     base_url: str = env("EVENTFLOW_SENDGRID_BASE_URL", "https://api.sendgrid.com",
                         "SendGrid API host (https://api.eu.sendgrid.com for EU subusers).")
     email_from: str | None = env("EVENTFLOW_EMAIL_FROM", None,
-                                 "Verified sender address for email (required with sendgrid).")
+                                 "Sender address for email (required with sendgrid and smtp).")
     email_from_name: str = env("EVENTFLOW_EMAIL_FROM_NAME", "", "Sender display name for email.")
     rate_per_second: PositiveFloat = env("EVENTFLOW_SENDGRID_RATE_PER_SECOND", 100.0,
                                          "SendGrid calls per second across all workers (Temporal's limit on the "
@@ -552,6 +553,34 @@ class SendGridSettings(SettingsGroup):
     @classmethod
     def _key_from_file(cls, data: object) -> object:
         return _secret_from_file(data, "SENDGRID_API_KEY")
+
+
+class SmtpSettings(SettingsGroup):
+    """The SMTP email provider (the sender is EVENTFLOW_EMAIL_FROM and EVENTFLOW_EMAIL_FROM_NAME)."""
+
+    concern: ClassVar[str] = "channels"
+
+    host: str = env("EVENTFLOW_SMTP_HOST", "", "SMTP server host (required with smtp).")
+    port: Port = env("EVENTFLOW_SMTP_PORT", 587, "SMTP server port: 587 for starttls, 465 for tls.")
+    security: SmtpSecurityMode = env("EVENTFLOW_SMTP_SECURITY", "starttls",
+                                     "starttls (upgrade, refused if the server cannot), tls (TLS from the first "
+                                     "byte) or none (a local relay only).")
+    username: str = env("EVENTFLOW_SMTP_USERNAME", "", "SMTP user name; empty for no AUTH.")
+    password: SecretStr | None = env("EVENTFLOW_SMTP_PASSWORD", None,
+                                     "SMTP password (or EVENTFLOW_SMTP_PASSWORD_FILE).")
+    password_file: Path | None = env("EVENTFLOW_SMTP_PASSWORD_FILE", None,
+                                     "File holding the SMTP password (a mounted secret).")
+    ca_file: Path | None = env("EVENTFLOW_SMTP_CA_FILE", None,
+                               "CA bundle to trust for the SMTP server instead of the system's.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_SMTP_RATE_PER_SECOND", 10.0,
+                                         "SMTP messages per second across all workers (Temporal's limit on the "
+                                         "email send queue); each worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_SMTP_BURST", 10, "SMTP token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_SMTP_PASSWORD")
 
 
 class TwilioSettings(SettingsGroup):
@@ -726,6 +755,7 @@ class WorkerProcessSettings:
     journeys: JourneySettings
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    smtp: SmtpSettings = dataclass_field(default_factory=SmtpSettings)
     #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
     kafka: KafkaSettings | None = None
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
@@ -852,7 +882,7 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
-                                 webhook_url=WebhookUrlSettings.load(env))
+                                 webhook_url=WebhookUrlSettings.load(env), smtp=SmtpSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -968,7 +998,7 @@ __all__ = [
     "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
     "ConsumerProcessSettings", "ConsumerSettings", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
-    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
+    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SmtpSettings", "SettingsGroup", "SubjectStrategy", "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",
     "check_value", "groups", "librdkafka_overrides", "load_codec_server", "load_consumer", "load_settings",
