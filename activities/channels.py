@@ -17,6 +17,7 @@ class OutgoingMessage:
         provider_template_id: a template approved at the provider (Twilio Content API ``content_sid``
             for WhatsApp, a SendGrid dynamic template id); when set, ``template_variables`` fill it.
         template_variables: rendered variables for the provider template.
+        html: the HTML alternative of ``body`` (email only; CSS already inlined), None for text only.
         sender: overrides the configured from address/number, when the template says so.
         customer_id, step_id: whose send and which journey step, carried to the provider (SendGrid
             ``custom_args``, Twilio status-callback parameters) so delivery reports find the send.
@@ -35,6 +36,7 @@ class OutgoingMessage:
     sender: str = ""
     customer_id: str = ""
     step_id: str = ""
+    html: str | None = None
 
 
 class Channel(Protocol):

@@ -1,7 +1,7 @@
 """Which channel implementation serves each channel name, and the send defaults, from typed settings.
 
 The settings themselves (variables, types, defaults, secret files) are declared in
-`core.settings` (`ChannelSettings`, `SendGridSettings`, `TwilioSettings`, `WorkerSettings`);
+`core.settings` (`ChannelSettings`, `SendGridSettings`, `SmtpSettings`, `TwilioSettings`, `WorkerSettings`);
 this module turns them into channels. Provider secrets come from the variable or from a mounted
 file named by ``<VARIABLE>_FILE`` (Kubernetes secrets), the file winning when both are set.
 
@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from activities.caps import CapSet, CapSpecError
 from activities.channels import Channel
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
+from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity
 from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
@@ -32,6 +33,7 @@ from core.settings import (
     DevStackSettings,
     SendGridSettings,
     SettingsGroup,
+    SmtpSettings,
     TwilioSettings,
     WorkerSettings,
 )
@@ -62,6 +64,25 @@ def sendgrid_config(sendgrid: SendGridSettings, channels: ChannelSettings) -> Se
         from_email=_required(sendgrid, "email_from", why),
         from_name=sendgrid.email_from_name,
         base_url=sendgrid.base_url,
+        timeout_seconds=channels.provider_timeout_seconds,
+    )
+
+
+def smtp_config(smtp: SmtpSettings, sendgrid: SendGridSettings, channels: ChannelSettings) -> SmtpConfig:
+    """SMTP settings (the sender shared with SendGrid's); raises `ConfigError` naming the first missing variable."""
+    why = "when EVENTFLOW_EMAIL_PROVIDER=smtp"
+    password = smtp.password.get_secret_value() if smtp.password is not None else ""
+    if smtp.username and not password:
+        raise ConfigError(SmtpSettings.variable("password"), f"is required with {SmtpSettings.variable('username')}")
+    return SmtpConfig(
+        host=_required(smtp, "host", why),
+        from_email=_required(sendgrid, "email_from", why),
+        from_name=sendgrid.email_from_name,
+        port=smtp.port,
+        security=SmtpSecurity(smtp.security),
+        username=smtp.username,
+        password=password,
+        ca_file=smtp.ca_file,
         timeout_seconds=channels.provider_timeout_seconds,
     )
 
@@ -100,17 +121,20 @@ def policy_from(worker: WorkerSettings) -> SendPolicy:
                       uncertain_delivery=UncertainDelivery(worker.uncertain_delivery),
                       caps=caps, cap_reserve=worker.caps_priority_reserve,
                       providers_reporting=frozenset(worker.providers_reporting),
-                      report_window_seconds=worker.send_report_window_seconds)
+                      report_window_seconds=worker.send_report_window_seconds,
+                      phone_default_region=worker.phone_default_region)
 
 
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
-                       twilio: TwilioSettings) -> dict[str, float]:
+                       twilio: TwilioSettings, smtp: SmtpSettings | None = None) -> dict[str, float]:
     """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas."""
     rates: dict[str, float] = {}
     for channel in CHANNELS:
         match channels.provider(channel):
             case "sendgrid":
                 rates[channel] = sendgrid.rate_per_second
+            case "smtp":
+                rates[channel] = (smtp or SmtpSettings()).rate_per_second
             case "twilio":
                 rates[channel] = twilio.rate_per_second
     return rates
@@ -119,11 +143,12 @@ def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
 def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channel]:
     """The channel for each of ``email``, ``sms`` and ``whatsapp``, as the providers settings say."""
     return channels_from(ChannelSettings.load(environ), SendGridSettings.load(environ),
-                         TwilioSettings.load(environ), outbox=outbox_path(environ))
+                         TwilioSettings.load(environ), outbox=outbox_path(environ), smtp=SmtpSettings.load(environ))
 
 
 def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio: TwilioSettings, *,
-                  outbox: Path, status_callback_base_url: str = "") -> dict[str, Channel]:
+                  outbox: Path, status_callback_base_url: str = "", smtp: SmtpSettings | None = None
+                  ) -> dict[str, Channel]:
     """The channels of validated settings; ``outbox`` is the outbox channel's file; Twilio asks for
     status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set.
 
@@ -136,6 +161,10 @@ def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio:
     if channels.email_provider == "sendgrid":
         built["email"] = SendGridChannel(sendgrid_config(sendgrid, channels),
                                          TokenBucket(sendgrid.rate_per_second, sendgrid.burst))
+    elif channels.email_provider == "smtp":
+        smtp = smtp or SmtpSettings()
+        built["email"] = SmtpChannel(smtp_config(smtp, sendgrid, channels), TokenBucket(smtp.rate_per_second,
+                                                                                       smtp.burst))
     else:
         built["email"] = _unserved("email", channels, outbox_channel)
     twilio_kinds = [kind for kind in ("sms", "whatsapp") if channels.provider(kind) == "twilio"]

@@ -112,7 +112,7 @@ def _in_locale(notification: SendNotificationInput, wanted: str) -> SendNotifica
         return notification
     return replace(
         notification, locale=locale, body_template=str(variant.get("body", "")),
-        subject_template=variant.get("subject"),
+        subject_template=variant.get("subject"), html_template=variant.get("html"),
         provider_template_id=str(variant.get("content_sid") or variant.get("sendgrid_template_id") or ""),
         template_variable_templates={str(k): str(v) for k, v in (variant.get("content_variables") or {}).items()})
 

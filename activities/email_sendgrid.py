@@ -92,7 +92,10 @@ class SendGridChannel:
             personalization["dynamic_template_data"] = dict(message.template_variables)
         else:
             body["subject"] = message.subject or ""
+            # SendGrid wants text/plain first, then text/html: the order of a multipart/alternative.
             body["content"] = [{"type": "text/plain", "value": message.body}]
+            if message.html:
+                body["content"].append({"type": "text/html", "value": message.html})
         return body
 
     def _send_blocking(self, body: dict[str, Any]) -> SendResult:

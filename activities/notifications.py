@@ -19,6 +19,8 @@ class SendNotificationInput:
         customer: recipient; the channel picks the address it needs.
         template_id, locale: which template variant was chosen.
         subject_template, body_template: Jinja2 sources from the journey's snapshot.
+        html_template: the email variant's ``html`` part (Jinja2, autoescaped, CSS inlined at render
+            time), sent with the body as ``multipart/alternative``; None for text only.
         context: variables for rendering (customer, event, payload, journey).
         workflow_id, journey_id, step_id: where the send comes from, for logs and the ledger.
         provider_template_id: an approved provider template (Twilio ``content_sid``, SendGrid ``d-...``).
@@ -53,6 +55,7 @@ class SendNotificationInput:
     #: activity can pick by the locale in the customer's profile at send time (activities/contact.py).
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_locale: str = ""
+    html_template: str | None = None
 
 
 @dataclass(frozen=True)

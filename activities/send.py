@@ -1,6 +1,7 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
-Order of one attempt: render (a broken template is permanent and reserves nothing), wait for the
+Order of one attempt: an SMS or WhatsApp number to E.164 (an invalid one is permanent and reserves
+nothing), render (a broken template is permanent and reserves nothing), wait for the
 provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
 already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -24,17 +25,17 @@ from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.addresses import address_hash
+from activities.addresses import PHONE_CHANNELS, InvalidPhoneNumber, address_hash, parse_phone
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
-from activities.errors import PermanentSendError, RetryableSendError
+from activities.errors import InvalidAddressError, PermanentSendError, RetryableSendError
 from activities.ledger import CallMarkingLedger, Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
-from activities.rendering import TemplateRenderError, render_async
+from activities.rendering import TemplateRenderError, render_async, render_html_async
 from core import tracing
 from core.logs import mask_contact_details
 
@@ -81,6 +82,8 @@ class SendPolicy:
         caps: rolling caps per channel and across channels (``EVENTFLOW_CAPS``); a journey or step
             overrides them per (scope, window).
         cap_reserve: slots each priority level keeps free for the levels above it.
+        phone_default_region: the region of SMS and WhatsApp numbers written without a country
+            code (``EVENTFLOW_PHONE_DEFAULT_REGION``); None: numbers must be international.
     """
 
     quiet_hours: str = ""
@@ -95,6 +98,7 @@ class SendPolicy:
     report_window_seconds: float = 0.0
     providers_reporting: frozenset[str] = frozenset()
     report_poll_seconds: float = 2.0
+    phone_default_region: str | None = None
 
 
 class NotificationActivities:
@@ -136,7 +140,7 @@ class NotificationActivities:
             activity.logger.info("notification_no_contact channel=%s template=%s", notification.channel,
                                  notification.template_id)
             return SendResult(SendStatus.NO_CONTACT, channel.name)
-        notification, address = recipient.notification, recipient.address
+        notification, address = recipient.notification, self._address(notification, channel, recipient.address)
         message = await _render(notification, address)
         caps = _caps_for(notification, self._policy.caps)
         result = await self._send(notification, channel, message, caps)
@@ -144,6 +148,21 @@ class NotificationActivities:
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
         return result
+
+    def _address(self, notification: SendNotificationInput, channel: Channel, address: str) -> str:
+        """The address to send to and hash: a phone or WhatsApp number in E.164, so every way of writing
+        it is one address to the ledger and the suppression list; an invalid number is never sent."""
+        if notification.channel not in PHONE_CHANNELS:
+            return address
+        try:
+            return parse_phone(address, self._policy.phone_default_region)
+        except InvalidPhoneNumber as exc:
+            self._count(notification, channel.name, f"failed:{InvalidAddressError.error_type}")
+            activity.logger.info("notification_invalid_address channel=%s problem=%s", notification.channel,
+                                 exc.problem)
+            # The message names the problem, never the number (it reaches the journey's history).
+            raise ApplicationError(f"{notification.channel} address is {exc}", type=InvalidAddressError.error_type,
+                                   non_retryable=True) from None
 
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)
@@ -385,15 +404,43 @@ def _seconds_until(instant: str | None, ceiling: float) -> float:
     return min(max(remaining + 0.05, 0.05), ceiling)
 
 
-async def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
-    """Renders off the event loop, within the sandbox's limits; any failure is permanent."""
+@dataclass(frozen=True)
+class RenderedParts:
+    """A notification's rendered parts: what the channel is handed, less the address.
+
+    Attributes:
+        html: the HTML alternative (autoescaped, CSS inlined); None without an ``html`` part or
+            when a provider template is used.
+        variables: the provider template's variables, rendered.
+    """
+
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+async def render_notification(notification: SendNotificationInput) -> RenderedParts:
+    """Renders every part off the event loop, within the sandbox's limits; raises `TemplateRenderError`.
+
+    The send activity and ``eventflow journeys render`` both render through this, so what an author
+    checks is what a customer gets.
+    """
     template_id, context = notification.template_id, notification.context
+    body = await render_async(template_id, notification.body_template, context)
+    subject = (await render_async(template_id, notification.subject_template, context)
+               if notification.subject_template else None)
+    html = (await render_html_async(template_id, notification.html_template, context)
+            if notification.html_template and not notification.provider_template_id else None)
+    variables = {name: await render_async(template_id, source, context)
+                 for name, source in notification.template_variable_templates.items()}
+    return RenderedParts(body, subject, html, variables)
+
+
+async def _render(notification: SendNotificationInput, address: str) -> OutgoingMessage:
+    """`render_notification` into the channel's message; any failure is permanent."""
     try:
-        body = await render_async(template_id, notification.body_template, context)
-        subject = (await render_async(template_id, notification.subject_template, context)
-                   if notification.subject_template else None)
-        variables = {name: await render_async(template_id, source, context)
-                     for name, source in notification.template_variable_templates.items()}
+        parts = await render_notification(notification)
     except TemplateRenderError as exc:
         # Templates now see the profile's address: a failure may quote it (int('ada@example.com')).
         raise ApplicationError(mask_contact_details(str(exc)), type="TemplateRenderError",
@@ -402,15 +449,16 @@ async def _render(notification: SendNotificationInput, address: str) -> Outgoing
         idempotency_key=notification.idempotency_key,
         channel=notification.channel,
         to=address,
-        body=body,
-        subject=subject,
+        body=parts.body,
+        subject=parts.subject,
         template_id=notification.template_id,
         locale=notification.locale,
         workflow_id=notification.workflow_id,
         provider_template_id=notification.provider_template_id,
-        template_variables=variables,
+        template_variables=dict(parts.variables),
         customer_id=notification.customer.id,
         step_id=notification.step_id,
+        html=parts.html,
     )
 
 

@@ -28,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, cast, get_args, get_origin, get_type_hints
 
+import phonenumbers
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -45,7 +46,8 @@ LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 Encoding = Literal["auto", "registry", "embedded", "json"]
 SubjectStrategy = Literal["topic", "record", "topic_record"]
 LogFormat = Literal["json", "console"]
-EmailProvider = Literal["outbox", "sendgrid"]
+EmailProvider = Literal["outbox", "sendgrid", "smtp"]
+SmtpSecurityMode = Literal["starttls", "tls", "none"]
 MessagingProvider = Literal["outbox", "twilio"]
 CatalogSource = Literal["files", "kafka"]
 
@@ -113,6 +115,13 @@ def _secret_hosts(raw: object) -> object:
     return hosts
 
 
+def _phone_region(value: str) -> str:
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be a region code libphonenumber knows, e.g. DE, GB, US (ISO 3166-1 alpha-2)")
+    return region
+
+
 Csv = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)]
 UncertainDeliveryPolicy = Literal["at_most_once", "at_least_once"]
 UpstreamSampling = Literal["respect", "ratio"]
@@ -123,6 +132,7 @@ QuietHours = Annotated[str, AfterValidator(_quiet_hours)]
 CapsSpec = Annotated[str, AfterValidator(_caps)]
 #: ``secret=host host:port,...``: the hosts each webhook Secret may be sent to.
 SecretHosts = Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(_secret_hosts)]
+PhoneRegion = Annotated[str, AfterValidator(_phone_region)]
 
 
 def env(variable: str, default: Any = PydanticUndefined, doc: str = "") -> Any:
@@ -633,6 +643,10 @@ class WorkerSettings(SettingsGroup):
         "EVENTFLOW_SEND_REPORT_WINDOW_SECONDS", 600.0,
         "How long after an uncertain provider call its report may take to arrive; none by then: it was not "
         "accepted and is sent again.")
+    phone_default_region: PhoneRegion | None = env(
+        "EVENTFLOW_PHONE_DEFAULT_REGION", None,
+        "Region (ISO 3166 code, e.g. DE) of phone and WhatsApp numbers written without a country code "
+        "(0151 ...); unset: such numbers are refused (failed:InvalidAddress), every number must be international.")
 
 
 # -- channels and providers -------------------------------------------------------------------------
@@ -646,7 +660,7 @@ class ChannelSettings(SettingsGroup):
                          "serve channels that journeys use. Set by `eventflow dev run` and the tests; never in "
                          "production.")
     email_provider: EmailProvider = env("EVENTFLOW_EMAIL_PROVIDER", "outbox",
-                                        "Email channel implementation: outbox or sendgrid.")
+                                        "Email channel implementation: outbox, sendgrid or smtp.")
     sms_provider: MessagingProvider = env("EVENTFLOW_SMS_PROVIDER", "outbox",
                                           "SMS channel implementation: outbox or twilio.")
     whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
@@ -679,7 +693,7 @@ class SendGridSettings(SettingsGroup):
     base_url: str = env("EVENTFLOW_SENDGRID_BASE_URL", "https://api.sendgrid.com",
                         "SendGrid API host (https://api.eu.sendgrid.com for EU subusers).")
     email_from: str | None = env("EVENTFLOW_EMAIL_FROM", None,
-                                 "Verified sender address for email (required with sendgrid).")
+                                 "Sender address for email (required with sendgrid and smtp).")
     email_from_name: str = env("EVENTFLOW_EMAIL_FROM_NAME", "", "Sender display name for email.")
     rate_per_second: PositiveFloat = env("EVENTFLOW_SENDGRID_RATE_PER_SECOND", 100.0,
                                          "SendGrid calls per second across all workers (Temporal's limit on the "
@@ -690,6 +704,34 @@ class SendGridSettings(SettingsGroup):
     @classmethod
     def _key_from_file(cls, data: object) -> object:
         return _secret_from_file(data, "SENDGRID_API_KEY")
+
+
+class SmtpSettings(SettingsGroup):
+    """The SMTP email provider (the sender is EVENTFLOW_EMAIL_FROM and EVENTFLOW_EMAIL_FROM_NAME)."""
+
+    concern: ClassVar[str] = "channels"
+
+    host: str = env("EVENTFLOW_SMTP_HOST", "", "SMTP server host (required with smtp).")
+    port: Port = env("EVENTFLOW_SMTP_PORT", 587, "SMTP server port: 587 for starttls, 465 for tls.")
+    security: SmtpSecurityMode = env("EVENTFLOW_SMTP_SECURITY", "starttls",
+                                     "starttls (upgrade, refused if the server cannot), tls (TLS from the first "
+                                     "byte) or none (a local relay only).")
+    username: str = env("EVENTFLOW_SMTP_USERNAME", "", "SMTP user name; empty for no AUTH.")
+    password: SecretStr | None = env("EVENTFLOW_SMTP_PASSWORD", None,
+                                     "SMTP password (or EVENTFLOW_SMTP_PASSWORD_FILE).")
+    password_file: Path | None = env("EVENTFLOW_SMTP_PASSWORD_FILE", None,
+                                     "File holding the SMTP password (a mounted secret).")
+    ca_file: Path | None = env("EVENTFLOW_SMTP_CA_FILE", None,
+                               "CA bundle to trust for the SMTP server instead of the system's.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_SMTP_RATE_PER_SECOND", 10.0,
+                                         "SMTP messages per second across all workers (Temporal's limit on the "
+                                         "email send queue); each worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_SMTP_BURST", 10, "SMTP token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_SMTP_PASSWORD")
 
 
 class TwilioSettings(SettingsGroup):
@@ -897,6 +939,7 @@ class WorkerProcessSettings:
     journeys: JourneySettings
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
+    smtp: SmtpSettings = dataclass_field(default_factory=SmtpSettings)
     #: Read only when the catalog source is kafka (the worker follows the catalog topic then).
     kafka: KafkaSettings | None = None
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
@@ -1032,7 +1075,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  tracing=TracingSettings.load(env), catalog=(catalog := CatalogSettings.load(env)),
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
-                                 webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env))
+                                 webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env),
+                                 smtp=SmtpSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -1149,7 +1193,7 @@ __all__ = [
     "CatalogSettings", "ChannelSettings", "CodecServerProcessSettings", "CodecServerSettings",
     "ConsumerProcessSettings", "ConsumerSettings", "DEFAULT_METRICS_PORTS", "DevStackSettings", "Encoding",
     "EventSettings", "JourneySettings", "KafkaSettings", "LIBRDKAFKA_PREFIX", "OpsSettings", "PROCESSES", "Process",
-    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SubjectStrategy",
+    "SchemaRegistrySettings", "SendGridSettings", "Settings", "SettingsGroup", "SmtpSettings", "SubjectStrategy",
     "TemporalSettings",
     "ToolSettings", "TwilioSettings", "WEBHOOK_SECRET_PREFIX", "WebhookStepSettings", "WorkerProcessSettings",
     "WorkerSettings", "all_groups", "check_unknown", "webhook_secret_environ",

@@ -226,7 +226,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
-                             status_callback_base_url=process.webhook_url.public_url)
+                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,7 +244,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
-                                                                      process.twilio),
+                                                                      process.twilio, process.smtp),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,

@@ -98,8 +98,8 @@ def _event_types() -> frozenset[str]:
 
 
 def _parts(variant: Mapping[str, Any]) -> list[str]:
-    """The Jinja2 sources of a variant: subject, body and each provider template variable."""
-    names = [p for p in ("subject", "body") if p in variant]
+    """The Jinja2 sources of a variant: subject, body, the email's HTML part and each provider template variable."""
+    names = [p for p in ("subject", "body", "html") if p in variant]
     variables = variant.get("content_variables")
     if isinstance(variables, Mapping):
         names += [f"content_variables/{name}" for name in variables]
@@ -146,6 +146,9 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
                 continue
             if channel == "email" and not provider_template and not isinstance(variant.get("subject"), str):
                 report.add(where, f"email/{locale} needs a subject")
+            if "html" in variant and (channel != "email" or not isinstance(variant["html"], str)):
+                report.add((*where, "html"), f"{channel}/{locale} html: only an email variant has an HTML part, "
+                                             f"a string sent with the body as its HTML alternative")
             for part in _parts(variant):
                 source = variant.get(part)
                 if not isinstance(source, str):
@@ -255,7 +258,7 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
 
 def _test_render(report: Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
                  context: Mapping[str, Any]) -> None:
-    from activities.rendering import TemplateRenderError, is_html_part, render
+    from activities.rendering import TemplateRenderError, is_html_part, render, render_html
 
     template = source.template
     for channel in channels:
@@ -272,7 +275,10 @@ def _test_render(report: Report, where: DocPath, step: _RawStep, source: Templat
                                                                        f"{sorted(undeclared)}"))
                     continue
                 try:
-                    render(template.id, text, context, html=is_html_part(part))
+                    if part == "html":
+                        render_html(template.id, text, context)  # as the send activity does: CSS inlined too
+                    else:
+                        render(template.id, text, context, html=is_html_part(part))
                 except TemplateRenderError as exc:
                     hint = (" (a dict key like items/keys/values needs x[\"items\"] syntax)"
                             if isinstance(exc.__cause__, TypeError) else "")

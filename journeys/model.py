@@ -57,7 +57,8 @@ class Listener:
 
 @dataclass(frozen=True)
 class Template:
-    """One template: per channel, per locale, a subject (email only) and a body, as Jinja2 source."""
+    """One template: per channel, per locale, a subject (email only), a body and an optional ``html`` part
+    (email only, sent as the body's HTML alternative), as Jinja2 source."""
 
     id: str
     default_locale: str

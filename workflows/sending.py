@@ -11,7 +11,8 @@ channel used when the first is opted out or fails permanently), ``quiet_hours`` 
 window, `QuietHours("")` for transactional messages that ignore the worker default, None for the
 default), ``daily_cap`` and ``on_cap``. A template variant may name an approved provider template
 with ``content_sid`` (Twilio Content API) or ``sendgrid_template_id``, plus ``content_variables``
-(variable name to Jinja2 source). ``priority`` and ``caps``: rolling caps (activities/caps.py).
+(variable name to Jinja2 source). An email variant's ``html`` part goes with the body as its HTML
+alternative (behind `SEND_HTML_PART_PATCH`). ``priority`` and ``caps``: rolling caps (activities/caps.py).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ _FALLBACK_ON = frozenset({SendStatus.OPTED_OUT, SendStatus.FAILED})
 NO_CONTACT_FALLBACK_PATCH = "no-contact-falls-back"
 #: A ``suppressed`` address (hard bounce, spam report, STOP) falls back too, as an opt-out does.
 SUPPRESSED_FALLBACK_PATCH = "suppressed-falls-back"
+#: An email variant's ``html`` part travels to the send activity (before, only subject and body did).
+SEND_HTML_PART_PATCH = "send-html-part"
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
         # The activity picks again by the locale in the customer's profile at send time.
         variants={str(name): dict(v) for name, v in variants.items()},
         default_locale=template.default_locale,
+        html_template=_html_part(variant),
     )
     while True:
         try:
@@ -189,6 +193,15 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
             continue
         return SendRecord(step_id, channel, template.id, SendStatus(status), result.provider,
                           result.provider_message_id, error_type=str(getattr(result, "error_type", "") or detail))
+
+
+def _html_part(variant: Mapping[str, Any]) -> str | None:
+    """The variant's ``html`` source; asked of the patch only when there is one, so sends without
+    an HTML part record no marker."""
+    html = variant.get("html")
+    if isinstance(html, str) and html and workflow.patched(SEND_HTML_PART_PATCH):
+        return html
+    return None
 
 
 def _send_queue(channel: str) -> str | None:

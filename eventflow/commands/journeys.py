@@ -415,8 +415,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     report.set_defaults(handler=_report)
 
     from eventflow.commands.catalog import register as register_catalog
+    from eventflow.commands.render import register_render
 
     register_catalog(actions)
+    register_render(actions)
     # The summary in `eventflow --help` names every subcommand, from the registered list so it cannot drift.
     summary = f"journey definitions and the catalog: {', '.join(actions.choices)}"
     for choice in commands._choices_actions:

@@ -9,12 +9,14 @@ sent to whom (addresses masked).
 
 from __future__ import annotations
 
+import json
 import uuid
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio import activity
 from temporalio.worker import Worker
@@ -28,10 +30,13 @@ from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from core.errors import EventflowError
 from core.logs import mask_contact_details
 from core.temporal_client import build_runtime
-from events.event_file import EventFileError, read_event_file
+from events.event_file import EventFileError, derived_event_id, read_event_file
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
 from journeys.routing import Router, SignalJourney, StartJourney
+
+if TYPE_CHECKING:
+    from events.schemas import SchemaSet
 
 
 class SimulationError(EventflowError):
@@ -121,6 +126,23 @@ def read_events(path: Path) -> list[CustomerEvent]:
         except InvalidRecordError as exc:
             raise SimulationError(f"{line.where}: not a valid event: {exc.problem}") from exc
     return events
+
+
+def decode_event(text: str, where: str, schemas: SchemaSet | None = None) -> CustomerEvent:
+    """One event's JSON, checked against Avro; ``where`` names it in errors.
+
+    A missing ``event_id`` is derived from the content, as ``produce`` and `read_events` derive it.
+    """
+    from events.codec import EventDecoder, encode_single_object, record_from_json
+    from events.schemas import load as load_schemas
+
+    schemas = schemas or load_schemas()
+    try:
+        raw = json.loads(text)
+        raw.setdefault("event_id", derived_event_id(raw))
+        return EventDecoder(schemas)(encode_single_object(record_from_json(raw), schemas))
+    except (ValueError, KeyError, TypeError, AttributeError, EventflowError) as exc:
+        raise SimulationError(f"{where}: not a valid event: {exc}") from exc
 
 
 def _when(event: CustomerEvent) -> datetime:

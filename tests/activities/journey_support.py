@@ -31,6 +31,15 @@ TEMPLATES: dict[str, Any] = {
                                 "content_variables": {"1": "{{ customer.first_name }}", "2": "{{ payload.order_id }}"}}},
         },
     },
+    "hello_html": {
+        "id": "hello_html",
+        "default_locale": "en",
+        "variants": {
+            "email": {"en": {"subject": "Hi {{ customer.first_name }}", "body": "Order {{ payload.order_id }} is in.",
+                             "html": "<style>p { color: #333333 }</style><p>Order <b>{{ payload.order_id }}</b> "
+                                     "is in, {{ customer.first_name }}.</p>"}},
+        },
+    },
 }
 
 

@@ -69,6 +69,14 @@ def test_send_policy_reads_quiet_hours_and_cap() -> None:
         send_policy({"EVENTFLOW_QUIET_HOURS": "9pm-8am"})
 
 
+def test_the_phone_default_region_is_a_region_libphonenumber_knows_or_none() -> None:
+    assert send_policy({}).phone_default_region is None
+    assert send_policy({"EVENTFLOW_PHONE_DEFAULT_REGION": " de "}).phone_default_region == "DE"
+    with pytest.raises(ConfigError) as raised:
+        send_policy({"EVENTFLOW_PHONE_DEFAULT_REGION": "Germany"})
+    assert raised.value.variable == "EVENTFLOW_PHONE_DEFAULT_REGION"
+
+
 def test_outbox_for_a_used_channel_fails_closed_outside_dev_mode() -> None:
     with pytest.raises(ConfigError) as unset:
         check_providers({"email", "sms"}, {"EVENTFLOW_EMAIL_PROVIDER": "sendgrid"})

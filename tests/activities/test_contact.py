@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from activities.contact import ContactPoints, masked_cause, resolve_recipient
 from activities.notifications import SendNotificationInput
 from events.model import Customer
@@ -47,6 +49,15 @@ async def test_a_journey_without_an_address_sends_to_the_profile_in_its_locale_a
     assert resolved.context["profile"]["attributes"] == {"tier": "gold"}
     assert resolved.context["customer"] == {"id": "c1", "email": "p@example.com", "first_name": "Ada",
                                             "phone": "+15550100001"}
+
+
+async def test_the_profile_locale_picks_that_variant_html_part_too() -> None:
+    variants = {"en": {**VARIANTS["en"], "html": "<p>Hi</p>"}, "de": {**VARIANTS["de"], "html": "<p>Hallo</p>"}}
+    notification = replace(_notification(), variants=variants, html_template="<p>Hi</p>")
+
+    recipient = await resolve_recipient(_Directory(PROFILE), notification)
+
+    assert recipient is not None and recipient.notification.html_template == "<p>Hallo</p>"
 
 
 async def test_an_address_the_event_carries_wins_over_the_profile() -> None:

@@ -35,6 +35,17 @@ async def test_mail_send_carries_auth_sender_recipient_content_and_idempotency_k
     assert request.body["headers"] == {IDEMPOTENCY_HEADER: "journey:x:c1/thank_you"}
 
 
+async def test_an_html_part_is_sent_as_the_html_alternative_after_the_text(provider: ProviderStub) -> None:
+    message = OutgoingMessage(idempotency_key="k", channel="email", to="ada@example.com", subject="Order 42",
+                              body="Thanks for order 42", html="<html><body><p>Thanks for order 42</p></body></html>")
+    await _channel(provider).deliver(message)
+
+    [request] = provider.sends()
+    assert request.body["content"] == [
+        {"type": "text/plain", "value": "Thanks for order 42"},
+        {"type": "text/html", "value": "<html><body><p>Thanks for order 42</p></body></html>"}]
+
+
 async def test_dynamic_template_sends_template_id_and_rendered_variables(provider: ProviderStub) -> None:
     message = OutgoingMessage(idempotency_key="k", channel="email", to="ada@example.com", body="",
                               provider_template_id="d-123", template_variables={"order": "42"})

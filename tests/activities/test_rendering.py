@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import tracemalloc
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.rendering import (DEFAULT_LIMITS, RenderFailure, RenderLimits, TemplateRenderError, is_html_part,
-                                  render, render_async)
+from activities.rendering import (DEFAULT_LIMITS, RenderFailure, RenderLimits, TemplateRenderError, inline_styles,
+                                  is_html_part, render, render_async, render_html, render_html_async)
 
 CONTEXT: dict[str, Any] = {"customer": {"first_name": "Kim"}, "payload": {"order_id": "ord-1", "items": [1, 2]}}
 
@@ -282,3 +283,82 @@ def test_no_template_of_string_building_constructs_allocates_past_the_budget(sou
     # Each character is a byte here (ASCII); the slack covers lists of references, Jinja's frames
     # and the copies a join or format makes on its way to the result.
     assert peak <= 4 * SMALL.max_allocated_chars + 1_000_000, (peak, source)
+class _Parsed(HTMLParser):
+    """The elements, attributes and text of a rendered HTML part, as a browser's tokenizer sees them."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def attrs_of(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+
+HTML_PART = """<html><head><style>p { color: #333333 } a.button { background: #0a7d3b }
+p.note { font-family: "{{ payload.font }}" }</style></head>
+<body><p>Hi {{ customer.first_name }}</p>
+<p class="note" title="{{ payload.title }}">Order {{ payload.order_id }}</p>
+<a class="button" href="https://shop.example.com/orders/{{ payload.order_id }}?utm_source=email&amp;step=1">Open</a>
+</body></html>"""
+
+
+@pytest.mark.parametrize("hostile", ["<script>alert(1)</script>", '" onmouseover="alert(1)',
+                                     "</style><script>alert(1)</script>", "'><img src=x onerror=alert(1)>"])
+def test_html_parts_escape_hostile_values_in_text_attributes_and_style_blocks(hostile: str) -> None:
+    context = {"customer": {"first_name": hostile},
+               "payload": {"order_id": "ord-1", "title": hostile, "font": hostile}}
+
+    parsed = _Parsed(render_html("t", HTML_PART, context))
+
+    assert {name for name, _ in parsed.tags} <= {"html", "head", "body", "p", "a"}
+    assert all(set(attrs) <= {"class", "title", "href", "style"} for _, attrs in parsed.tags)
+    assert hostile in "".join(parsed.text)          # shown as text, as the customer typed it
+    assert parsed.attrs_of("p")[1]["title"] == hostile
+
+
+def test_html_parts_get_their_css_inlined_and_links_unchanged() -> None:
+    html = render_html("t", HTML_PART, {"customer": {"first_name": "Kim"},
+                                        "payload": {"order_id": "ord-1", "title": "t", "font": "Arial"}})
+    parsed = _Parsed(html)
+
+    assert "<style" not in html
+    assert parsed.attrs_of("p")[0]["style"] == "color: #333333;"
+    assert parsed.attrs_of("a") == [{"class": "button", "style": "background: #0a7d3b;",
+                                     "href": "https://shop.example.com/orders/ord-1?utm_source=email&step=1"}]
+
+
+def test_media_queries_and_stylesheet_links_stay_and_no_stylesheet_is_fetched() -> None:
+    # A fetch of this address would fail (nothing listens on port 9): inlining must not try.
+    source = ('<html><head><link rel="stylesheet" href="http://127.0.0.1:9/x.css"><style>p { color: red } '
+              '@media (max-width: 600px) { p { color: blue } }</style></head><body><p>x</p></body></html>')
+
+    html = render_html("t", source, {})
+
+    assert 'href="http://127.0.0.1:9/x.css"' in html and "@media (max-width: 600px)" in html
+    assert _Parsed(html).attrs_of("p") == [{"style": "color: red;"}]
+
+
+def test_inlining_is_bounded_before_it_runs_and_after() -> None:
+    many_tags = "<style>p { color: red }" + " " * 5000 + "</style>" + "<p>x</p>" * 1000
+    with pytest.raises(TemplateRenderError) as caught:
+        inline_styles("t", many_tags, limits=RenderLimits(max_output_chars=100_000))
+    assert caught.value.reason is RenderFailure.LIMIT
+
+    grows = "<style>p { font-family: " + "a" * 50 + " }</style>" + "<p>x</p>" * 50
+    with pytest.raises(TemplateRenderError) as caught:
+        inline_styles("t", grows, limits=RenderLimits(max_output_chars=2000))
+    assert caught.value.reason is RenderFailure.OUTPUT_SIZE
+
+
+async def test_render_html_async_renders_off_the_event_loop() -> None:
+    assert await render_html_async("t", "<p>{{ customer.first_name }}</p>", CONTEXT) == \
+        "<html><head></head><body><p>Kim</p></body></html>"

@@ -318,3 +318,33 @@ def test_shipped_journeys_validate_and_match_the_published_schema() -> None:
         for template in definition.templates.values():
             for channel, locales in template.variants.items():
                 assert {"en", "de"} <= set(locales), (template.id, channel)
+
+
+TEMPLATE_WITH_HTML = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: "Hi {{ customer.first_name }}"
+      html: |
+        <style>p { color: red }</style>
+        <p>Hi {{ customer.first_name }} {{ payload.nope }}</p>
+  sms:
+    en:
+      body: "sms"
+      html: "<p>sms</p>"
+"""
+
+
+def test_html_parts_are_test_rendered_and_allowed_on_email_only(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, GOOD, templates={}, raw_templates={"note": TEMPLATE_WITH_HTML})
+
+    messages = {(p.line, p.message.split(":")[0]) for p in problems}
+    assert (_line(TEMPLATE_WITH_HTML, 'html: "<p>sms</p>"'), "sms/en html") in messages, problems
+    fixed = TEMPLATE_WITH_HTML.replace('      html: "<p>sms</p>"\n', "")
+    (tmp_path / "fixed").mkdir()
+    problems = _problems(tmp_path / "fixed", GOOD, templates={}, raw_templates={"note": fixed})
+    assert problems and all(p.line == _line(fixed, "html: |") for p in problems), problems
+    assert "email/en html (step hello) does not render with sample data" in problems[0].message, problems

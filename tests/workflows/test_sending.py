@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import json
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.addresses import address_hash
+from activities.send import SendPolicy
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import (
     ProviderStub,
@@ -22,7 +25,9 @@ from tests.activities.provider_stub import (
 )
 from tests.harness import eventually
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
+from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
 from workflows.preferences_client import preferences_state, record_subscription_change
+from workflows.suppression import CONTACT_KEYWORD_SIGNAL, ContactKeyword, KeywordAction
 
 __all__ = ["provider"]
 
@@ -48,6 +53,24 @@ async def test_email_step_reaches_sendgrid_once_with_idempotency_key(temporal_cl
     assert registry.get_sample_value("eventflow_notifications_sent_total", labels) == 1.0
     assert registry.get_sample_value("eventflow_notification_send_seconds_count",
                                      {"channel": "email", "provider": "sendgrid"}) == 1.0
+
+
+async def test_an_email_with_an_html_part_reaches_sendgrid_as_text_and_html(temporal_client: Client,
+                                                                               provider: ProviderStub,
+                                                                               unique: str) -> None:
+    base = event(f"c-{unique}")
+    trigger = replace(base, customer=replace(base.customer, first_name="<script>x</script>"))
+    async with worker(temporal_client, f"q-{unique}", channels_for(provider.base_url)):
+        status = await run_journey(temporal_client, f"q-{unique}", journey([send("hi", "email", template="hello_html")]),
+                                   trigger, f"journey:test:{unique}")
+
+    assert status.sends[0].status == "sent"
+    [request] = provider.sends()
+    assert [part["type"] for part in request.body["content"]] == ["text/plain", "text/html"]
+    assert request.body["content"][0]["value"] == "Order ord-42 is in."
+    assert request.body["content"][1]["value"] == (
+        '<html><head></head><body><p style="color: #333333;">Order <b>ord-42</b> is in, '
+        '&lt;script&gt;x&lt;/script&gt;.</p></body></html>')
 
 
 async def test_whatsapp_step_sends_content_template_with_rendered_variables(
@@ -95,6 +118,45 @@ async def test_invalid_number_is_not_retried_and_falls_back_to_email(temporal_cl
     assert [r.path.startswith("/2010") for r in provider.sends()] == [True, True, True, False]
     assert registry.get_sample_value("eventflow_notifications_sent_total",
                                      {"channel": "sms", "provider": "twilio", "outcome": "failed:InvalidAddress"}) == 3.0
+
+
+async def test_a_number_that_is_not_one_is_failed_invalid_address_and_never_reaches_the_provider(
+        temporal_client: Client, provider: ProviderStub, unique: str) -> None:
+    registry = CollectorRegistry()
+    steps = [send("nudge", "sms", fallback="email")]
+    # National, and the worker has no default region: no country to read it in.
+    async with worker(temporal_client, f"q-{unique}", channels_for(provider.base_url), registry=registry):
+        status = await run_journey(temporal_client, f"q-{unique}", journey(steps),
+                                   event(f"c-{unique}", phone="0151 23456789"), f"journey:test:{unique}")
+
+    [record] = status.sends
+    assert (record.channel, record.status, record.fallback_from) == ("email", "sent", "sms:failed:InvalidAddress")
+    assert [r.path.startswith("/v3/") for r in provider.sends()] == [True]
+    assert registry.get_sample_value("eventflow_notifications_sent_total",
+                                     {"channel": "sms", "provider": "twilio", "outcome": "failed:InvalidAddress"}) == 1.0
+
+
+async def test_numbers_are_sent_in_e164_and_a_stop_for_one_way_of_writing_suppresses_them_all(
+        temporal_client: Client, provider: ProviderStub, unique: str) -> None:
+    queue, customer = f"q-{unique}", f"c-{unique}"
+    policy = SendPolicy(phone_default_region="DE")
+    async with worker(temporal_client, queue, channels_for(provider.base_url), policy=policy):
+        sent = await run_journey(temporal_client, queue, journey([send("nudge", "sms")]),
+                                 event(customer, phone="0151 2345 6789"), f"journey:test:{unique}")
+        assert sent.sends[0].status == "sent"
+        assert provider.sends()[0].body["To"] == "+4915123456789"
+        # The STOP as the webhook service records it: hashed from the sender Twilio names, in E.164.
+        stop = ContactKeyword("sms", address_hash("sms", "+4915123456789"), KeywordAction.OPT_OUT,
+                              "2026-11-25T10:05:00+00:00", f"stop-{unique}")
+        await temporal_client.start_workflow(
+            CustomerPreferences.run, PreferencesInput(customer), id=preferences_workflow_id(customer),
+            task_queue=queue, start_signal=CONTACT_KEYWORD_SIGNAL, start_signal_args=[stop])
+        outcomes = [(await run_journey(temporal_client, queue, journey([send("nudge", "sms")]),
+                                       event(customer, phone=phone), f"journey:test:{unique}:{n}")).sends[0].status
+                    for n, phone in enumerate(["+49 151 23456789", "0049-151-234-56789", "(0151) 234.567.89"])]
+
+    assert outcomes == ["suppressed"] * 3
+    assert len(provider.sends()) == 1
 
 
 async def test_rate_limit_waits_for_retry_after(temporal_client: Client, provider: ProviderStub, unique: str) -> None:
