@@ -102,7 +102,7 @@ async def test_the_rendered_codec_server_runs_and_decrypts_with_the_mounted_keys
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTFLOW_", "TEMPORAL_"))}
     for name, item in all_on.env("codec-server").items():
-        env[name] = str(item["value"]) if "value" in item else "rendered-token"
+        env[name] = str(item["value"]) if "value" in item else "rendered-token-of-at-least-32-characters"
     env.update({"EVENTFLOW_PAYLOAD_KEYS_FILE": str(keys), "EVENTFLOW_CACHE_DIR": str(tmp_path / "cache"),
                 "EVENTFLOW_CODEC_SERVER_PORT": str(port), "PYTHONPATH": str(REPO)})
     [sealed] = await EncryptionCodec(Keyring.parse(keys.read_text(), "2026-06")).encode(
