@@ -121,7 +121,7 @@ async def test_the_rendered_codec_server_runs_and_decrypts_with_the_mounted_keys
                     await asyncio.sleep(0.1)
             body = json_format.MessageToJson(Payloads(payloads=[sealed]))
             async with http.post(f"http://127.0.0.1:{port}/decode", data=body,
-                                 headers={"Authorization": "Bearer rendered-token"}) as decoded:
+                                 headers={"Authorization": "Bearer rendered-token-of-at-least-32-characters"}) as decoded:
                 assert decoded.status == 200
                 [plain] = json_format.ParseDict(await decoded.json(), Payloads()).payloads
             assert json.loads(plain.data) == "ada@example.com"
