@@ -7,6 +7,7 @@ source partition can be found by reading one partition from a known offset (`Dea
 
 from __future__ import annotations
 
+import logging
 import asyncio
 import time
 import zlib
@@ -65,7 +66,8 @@ class DeadLetterPublisher:
     def __init__(self, client_config: Mapping[str, str], topic: str) -> None:
         self.topic = topic
         self.client_config = dict(client_config)
-        self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                   "logger": logging.getLogger("librdkafka")})
         self._partitions: int | None = None
 
     async def existing_partitions(self) -> int | None:

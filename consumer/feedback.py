@@ -17,6 +17,7 @@ of one customer, and the keywords of one address, stay in order.
 
 from __future__ import annotations
 
+import logging
 import asyncio
 import json
 from collections.abc import Callable, Mapping
@@ -205,7 +206,7 @@ class FeedbackConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consumes until ``stop`` is set; closes the consumer (leaving the group) at the end."""
-        consumer = Consumer(dict(self._config))
+        consumer = Consumer({**self._config, "logger": logging.getLogger("librdkafka")})
 
         def assigned(_: Consumer, partitions: list[Any]) -> None:
             if self._on_assigned is not None:

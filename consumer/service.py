@@ -9,6 +9,7 @@ consumer (built by an injected factory), rebalancing and the clock.
 
 from __future__ import annotations
 
+import logging
 import asyncio
 import functools
 import time
@@ -136,6 +137,8 @@ class ConsumerService:
             "partition.assignment.strategy": "cooperative-sticky",
             "max.poll.interval.ms": 300000,
             "queued.max.messages.kbytes": 16384,
+            # librdkafka's own lines go through logging (JSON, level-filtered), never raw to stderr.
+            "logger": logging.getLogger("librdkafka"),
         }
 
     async def run(self, stop: asyncio.Event) -> None:

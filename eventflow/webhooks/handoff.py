@@ -7,6 +7,7 @@ is answered 503, so the provider retries (and the ledger's report ids make the r
 
 from __future__ import annotations
 
+import logging
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 
@@ -36,7 +37,8 @@ class KafkaHandoff:
     def __init__(self, client_config: Mapping[str, str], topic: str, *, timeout_seconds: float = 8.0,
                  before_flush: Callable[[], None] | None = None) -> None:
         self._producer = Producer({**client_config, "enable.idempotence": True, "acks": "all",
-                                   "linger.ms": 2, "message.timeout.ms": int(timeout_seconds * 1000)})
+                                   "linger.ms": 2, "message.timeout.ms": int(timeout_seconds * 1000),
+                                   "logger": logging.getLogger("librdkafka")})
         self._topic = topic
         self._timeout = timeout_seconds
         self._before_flush = before_flush
