@@ -118,16 +118,18 @@ def started(settings: TracingSettings, service_name: str) -> Iterator[TracerProv
 
 
 def temporal_interceptors() -> list[Interceptor]:
-    """Temporal's own tracing interceptor on the active tracer; none while tracing is off.
+    """Temporal's tracing interceptor on the active tracer; none while tracing is off.
 
     On a client it covers the client's starts and signals and every worker built on that client
-    (workflow and activity spans), carrying the context in Temporal headers.
+    (workflow and activity spans), carrying the context in Temporal headers. Eventflow's subclass
+    (`core._temporal_tracing`) keeps a signal, and the activities a workflow starts because of it,
+    in the sender's trace.
     """
     if _provider is None:
         return []
-    from temporalio.contrib.opentelemetry import TracingInterceptor
+    from core._temporal_tracing import EventflowTracingInterceptor
 
-    return [TracingInterceptor(_provider.get_tracer("temporalio"))]
+    return [EventflowTracingInterceptor(_provider.get_tracer("temporalio"))]
 
 
 def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, context: Context | None = None,

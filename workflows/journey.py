@@ -10,6 +10,10 @@ History stays bounded: after ``continue_as_new_after`` steps plus events in one 
 the server suggests it, the instance continues as new carrying its `JourneyState` (position,
 context, seen event ids, sends, and the deadline and events of a wait in progress).
 
+Traces: an event that ends a ``wait_for`` is the cause of the steps it leads to, up to the next
+wait, so their sends are traced in the event's trace (`core.workflow_traces`). That changes span
+parents and activity headers only, never a command, so it needs no patch.
+
 Changing what this module does for a given history breaks running journeys; the replay test
 (tests/workflows/test_replay.py) replays recorded histories to catch that in CI.
 """
@@ -30,6 +34,7 @@ from workflows.sending import SendRecord, send_fallback, send_step
 from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, webhook_step
 
 with workflow.unsafe.imports_passed_through():
+    from core import workflow_traces
     from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
     from events.model import CustomerEvent
     from journeys import expressions
@@ -200,6 +205,12 @@ class JourneyWorkflow:
         self._exit_reason: str | None = None
         self._finished = False
         self._received: CustomerEvent | None = None
+        # Trace contexts the events came in (`core.workflow_traces`), so that what an event wakes up
+        # is traced in its trace: of the received event, of the held ones (by event id), and of the
+        # event that woke the steps now running (empty: the run's own trace). Kept for this run only.
+        self._received_trace: dict[str, str] = {}
+        self._pending_traces: dict[str, dict[str, str]] = {}
+        self._cause: dict[str, str] = {}
         self._work_this_run = 0
         # Set by run() from the journey's options and GOALS_PATCH; see workflows/_goals.py.
         self._measured = False
@@ -220,13 +231,14 @@ class JourneyWorkflow:
             if self._matches(event, listener.event_type, listener.key_path, listener.when, step="exit"):
                 self._exit_reason = f"exit event {event.event_type}"
                 return
+        trace = workflow_traces.message_trace()
         match self._active:
             case WaitForStep() | DigestStep() as waiting:
-                self._offer(waiting, event)
+                self._offer(waiting, event, trace)
             case DelayStep():
                 pass
             case _:
-                self._hold(event)
+                self._hold(event, trace)
 
     @workflow.signal(name=DELIVERY_SIGNAL)
     def on_delivery(self, report: DeliveryReport) -> None:
@@ -276,6 +288,9 @@ class JourneyWorkflow:
                 if state.deadline is None:
                     self._visit(step)
                     self._take_pending(step)
+                if isinstance(step, DelayStep | WaitForStep | DigestStep):
+                    self._cause = {}  # what follows a wait is the journey's own doing, unless an event ends it
+                workflow_traces.cause_next_activities(self._cause)
                 next_id = await self._run_step(step, steps)
                 if self._exit_reason is not None:
                     break
@@ -284,6 +299,7 @@ class JourneyWorkflow:
                 state.deadline = None
                 state.collected = []
                 self._received = None
+                self._received_trace = {}
             if self._measured and self._exit_reason is None:
                 await self._wait_for_goal()
         except _ContinueAsNew:
@@ -329,6 +345,7 @@ class JourneyWorkflow:
                     self._set_deadline(workflow.now() + parse_duration(step.timeout))
                 received = await self._wait(lambda: self._received is not None)
                 self._note(step.id, "received" if received else "timed_out")
+                self._cause = self._received_trace if received else {}
                 return steps.arm_start(step.id, step.received if received else step.timed_out)
             case SplitStep(variants=variants):
                 return steps.arm_start(step.id, self._choose_variant(step.id, variants))
@@ -511,7 +528,7 @@ class JourneyWorkflow:
         while len(seen) > SEEN_EVENT_IDS_KEPT:
             self._seen_set.discard(seen.pop(0))
 
-    def _hold(self, event: CustomerEvent) -> None:
+    def _hold(self, event: CustomerEvent, trace: dict[str, str]) -> None:
         """Keeps an event that arrived between waits: in the start's own task, or during a send or webhook.
 
         Without this, an event published a moment after the trigger (a purchase right after the cart
@@ -519,6 +536,10 @@ class JourneyWorkflow:
         """
         pending = self._state.pending
         pending.append(event)
+        if trace:
+            self._pending_traces[event.event_id] = trace
+        for dropped in pending[:-PENDING_KEPT]:
+            self._pending_traces.pop(dropped.event_id, None)
         del pending[:-PENDING_KEPT]
 
     def _take_pending(self, step: Step) -> None:
@@ -530,14 +551,16 @@ class JourneyWorkflow:
             return
         if isinstance(step, WaitForStep | DigestStep):
             for event in pending:
-                self._offer(step, event)
+                self._offer(step, event, self._pending_traces.get(event.event_id, {}))
         pending.clear()
+        self._pending_traces.clear()
 
-    def _offer(self, step: WaitForStep | DigestStep, event: CustomerEvent) -> None:
+    def _offer(self, step: WaitForStep | DigestStep, event: CustomerEvent, trace: dict[str, str]) -> None:
         """A ``wait_for`` takes its first matching event; a ``digest`` collects every matching one."""
         match step:
             case WaitForStep() if self._received is None and self._matches_step(event, step):
                 self._received = event
+                self._received_trace = trace
             case DigestStep() if self._matches_step(event, step):
                 self._state.collected.append(event)
 

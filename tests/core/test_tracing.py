@@ -16,8 +16,10 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -26,16 +28,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from devstack import Endpoints
 from core import tracing
+from core._temporal_tracing import EventflowTracingInterceptor
 from core.settings import TemporalSettings
 from core.temporal_client import connect
 from core.tracing import TracingSettings
 from events import samples
+from journeys.loader import validate_folder
+from journeys.model import JourneyDefinition
 from tests.activities.provider_stub import ProviderStub, provider
 from tests.harness import eventually, start_bridge
+from workflows.journey import JourneyWorkflow
+from workflows.preferences import RESERVE_SEND_UPDATE
 from workflows.worker import build_worker
 
 __all__ = ["provider"]
@@ -157,6 +165,128 @@ async def test_a_record_without_trace_context_starts_a_trace(
     [consume] = [s for s in spans if s.name == f"{topic} process"]
     assert consume.parent is None
     assert {s.context.trace_id for s in spans} == {consume.context.trace_id}
+
+
+SHIP_NOTICE = """
+id: ship_notice
+version: 1
+trigger: {event: PurchaseCompleted}
+entry: {rule: once_per_key, key: payload.order_id}
+steps:
+  - id: confirm
+    send: {channel: email, template: notice}
+  - id: wait_ship
+    wait_for:
+      event: OrderShipped
+      timeout: 1h
+      received:
+        - id: shipped
+          send: {channel: email, template: notice}
+"""
+
+
+def _ship_notice(folder: Path) -> tuple[JourneyDefinition, ...]:
+    (folder / "definitions").mkdir(parents=True)
+    (folder / "templates").mkdir()
+    (folder / "definitions" / "ship_notice.yaml").write_text(SHIP_NOTICE)
+    template = {"id": "notice", "default_locale": "en", "channels": {"email": {"en": {
+        "subject": "Order {{ payload.order_id }}", "body": "Hi {{ customer.first_name }}"}}}}
+    (folder / "templates" / "notice.yaml").write_text(yaml.safe_dump(template))
+    report = validate_folder(folder)
+    assert report.problems == ()
+    return report.definitions
+
+
+def _trace_of(span: ReadableSpan) -> str:
+    return format(span.context.trace_id, "032x")
+
+
+def _linked_traces(span: ReadableSpan) -> set[str]:
+    return {format(link.context.trace_id, "032x") for link in span.links}
+
+
+def _route(spans: Sequence[ReadableSpan], trace_id: str) -> str | None:
+    """The outcome of the journey's ``route`` span in ``trace_id`` (None before the consumer finished it)."""
+    outcomes = [s.attributes[tracing.OUTCOME] for s in spans if s.name == "route ship_notice" and s.attributes
+                and _trace_of(s) == trace_id]
+    return str(outcomes[0]) if outcomes else None
+
+
+@pytest.mark.parametrize("arrives", ["while_waiting", "before_the_wait"])
+async def test_an_event_that_wakes_a_running_journey_traces_what_it_causes_in_its_own_trace(
+        exported: InMemorySpanExporter, endpoints: Endpoints, kafka_config: dict[str, str], topic: str,
+        outbox: Path, unique: str, provider: ProviderStub, tmp_path: Path, arrives: str) -> None:
+    """Purchase (trace A) starts the journey; the shipment (trace B) ends its wait and causes a send.
+
+    ``before_the_wait``: both events reach Temporal before any worker runs, so the shipment is held
+    by the instance and taken only when the interpreter reaches its wait, after the first send.
+    """
+    purchase_trace, shipped_trace = _upstream(), _upstream()
+    client = await connect(TemporalSettings(address=endpoints.temporal_address, namespace="default",
+                                            task_queue=f"test-journeys-{unique}"))
+    bridge = await start_bridge(kafka_config=kafka_config, client=client, topic=topic, outbox=outbox,
+                                suffix=unique, with_worker=False, definitions=_ship_notice(tmp_path))
+    sendgrid = SendGridChannel(SendGridConfig(api_key="SG.k", from_email="shop@example.com",
+                                              base_url=provider.base_url, timeout_seconds=5))
+    worker = build_worker(client, bridge.task_queue, {"email": sendgrid})
+    customer = samples.customer(email=EMAIL, phone=PHONE, first_name=FIRST_NAME, locale="en")
+    purchase = samples.purchase(customer)
+    order_id = purchase["payload"]["order_id"]
+    shipped = samples.event("OrderShipped", customer, {"order_id": order_id, "carrier": "DHL",
+                                                       "tracking_number": "T-1", "estimated_delivery_at": None})
+    handle = client.get_workflow_handle(f"journey:ship_notice:{customer['id']}:{order_id}")
+
+    async def publish(event: dict[str, Any], upstream: Upstream, outcome: str) -> None:
+        bridge.producer.send(event, headers=[("traceparent", upstream.traceparent.encode())])
+        await bridge.producer.flush_async()
+        await eventually(lambda: _route(exported.get_finished_spans(), upstream.trace_id) == outcome,
+                         message=f"the consumer's {outcome} route span")
+
+    async def waiting() -> bool:
+        return (await handle.query(JourneyWorkflow.status)).current_step == "wait_ship"
+
+    try:
+        if arrives == "before_the_wait":
+            await publish(purchase, purchase_trace, "started")
+            await publish(shipped, shipped_trace, "signalled")
+        async with worker:
+            if arrives == "while_waiting":
+                await publish(purchase, purchase_trace, "started")
+                await eventually(lambda: len(provider.sends()) == 1, message="the confirmation at the provider")
+                await eventually(waiting, message="the journey waiting for the shipment")
+                await publish(shipped, shipped_trace, "signalled")
+            await eventually(lambda: len(provider.sends()) == 2, message="the shipment's email at the provider")
+            await asyncio.wait_for(handle.result(), timeout=30)
+    finally:
+        await bridge.stop()
+    await eventually(lambda: sum(s.name == "sendgrid deliver" for s in exported.get_finished_spans()) == 2,
+                     message="both provider calls' spans")
+
+    spans = exported.get_finished_spans()
+    in_shipped = [s for s in spans if _trace_of(s) == shipped_trace.trace_id]
+    names = {s.name for s in in_shipped}
+    for expected in (f"{topic} process", "route ship_notice", "SignalWorkflow:event", "HandleSignal:event",
+                     "StartActivity:send_notification", "RunActivity:send_notification", "sendgrid deliver",
+                     f"HandleUpdate:{RESERVE_SEND_UPDATE}"):
+        assert expected in names, f"no {expected!r} span in the shipment's trace: {sorted(names)}"
+    delivers = {_trace_of(s): s.attributes[tracing.STEP] for s in spans if s.name == "sendgrid deliver" and s.attributes}
+    assert delivers == {purchase_trace.trace_id: "confirm", shipped_trace.trace_id: "shipped"}
+    # What happened in the running journey's workflow keeps a link to the trace the journey runs in.
+    for name in ("HandleSignal:event", "StartActivity:send_notification"):
+        [linked] = [s for s in in_shipped if s.name == name]
+        assert _linked_traces(linked) == {purchase_trace.trace_id}, name
+    [signal] = [s for s in in_shipped if s.name == "SignalWorkflow:event"]
+    [handled] = [s for s in in_shipped if s.name == "HandleSignal:event"]
+    assert handled.parent is not None and handled.parent.span_id == signal.context.span_id
+    # Nothing of the shipment is left in the purchase's trace; the rest of both traces has no strays.
+    assert not [s.name for s in spans if s.name == "HandleSignal:event" and _trace_of(s) == purchase_trace.trace_id]
+    strays = {s.name for s in spans if _trace_of(s) not in (purchase_trace.trace_id, shipped_trace.trace_id)}
+    assert strays <= {"QueryWorkflow:status", "HandleQuery:status"}, "only the test's own queries trace apart"
+
+    # Keeping the shipment's trace context changed no command: the history replays, traced or not.
+    history = await handle.fetch_history()
+    for interceptors in ([EventflowTracingInterceptor()], []):
+        await Replayer(workflows=[JourneyWorkflow], interceptors=interceptors).replay_workflow(history)
 
 
 class OtlpReceiver:
