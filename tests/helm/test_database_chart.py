@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import load_tools
 from store import current_revision, required_revision
 from tests.helm.chart import ALL_ON, REPO, Manifest, RenderError, Rendered, helm_template
 
@@ -108,6 +109,20 @@ def test_connect_processes_false_mounts_the_secret_but_leaves_processes_on_workf
         assert "EVENTFLOW_DATABASE_URL_FILE" not in rendered.env(component)
         assert _mounts(_pod(rendered.deployment(component)))["database"] == "/etc/eventflow/database"
     assert _job_env(_migrate_job(rendered))["EVENTFLOW_DATABASE_URL_FILE"]["value"] == "/etc/eventflow/database/url"
+
+
+def test_with_connect_processes_false_an_exec_naming_the_mounted_file_reaches_the_store(helm: Path,
+                                                                                       tmp_path: Path) -> None:
+    # docs/deploy.md, step 3: `kubectl exec deploy/eventflow-worker -- env EVENTFLOW_DATABASE_URL_FILE=... eventflow
+    # db import --keep`. The worker's own environment plus that one variable must name the store.
+    rendered = helm_template(helm, set_values={"database.existingSecret": "eventflow-db",
+                                               "database.connectProcesses": "false"})
+    dsn = "postgresql://eventflow:secret@db.example.com:5432/eventflow?sslmode=verify-full"
+    (tmp_path / "url").write_text(dsn + "\n")
+    env = {name: str(item["value"]) for name, item in rendered.env("worker").items()}
+    assert load_tools(env).database.dsn() is None, "the worker itself does not use the store"
+    env["EVENTFLOW_DATABASE_URL_FILE"] = str(tmp_path / "url")
+    assert load_tools(env).database.dsn() == dsn
 
 
 def test_the_migration_job_can_be_turned_off(helm: Path) -> None:
