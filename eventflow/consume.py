@@ -21,7 +21,7 @@ from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_c
 from core.settings import CatalogSettings, DatabaseSettings, Settings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
-from store import CustomerBatcher, CustomerStore, FieldCipher, database_check, open_store
+from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
 from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
@@ -95,6 +95,8 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
             attributes.append(search_attributes_check(await connect(settings.temporal), settings.temporal.namespace))
         return await attributes[0]()
 
+    # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
+    store_metrics = StoreMetrics(registry)
     pool = await open_store(database) if database is not None else None
     checks = {
         "consumer": consuming,
@@ -105,7 +107,9 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     customers: CustomerState | None = None
     if pool is not None:
         checks["database"] = database_check(pool)
-        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring())))
+        store_metrics.watch(pool)
+        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
+                                                  metrics=store_metrics))
     readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.

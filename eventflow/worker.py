@@ -27,7 +27,7 @@ from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
-from store import CustomerStore, FieldCipher, PostgresLedger, database_check, open_store
+from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
 from core.settings import (
     CatalogSettings,
     ChannelSettings,
@@ -238,9 +238,15 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     if process.worker.temporal_metrics_port:
         registry.register(SdkMetricsCollector(f"http://127.0.0.1:{process.worker.temporal_metrics_port}/metrics"))
     client = await connect(process.temporal, runtime=runtime)
+    # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
+    store_metrics = StoreMetrics(registry)
     pool = await open_store(process.database)
-    ledger, contacts = ((PostgresLedger(pool), CustomerStore(pool, FieldCipher(process.temporal.payload_keyring())))
-                        if pool is not None else (None, None))
+    ledger: PostgresLedger | None = None
+    contacts: CustomerStore | None = None
+    if pool is not None:
+        store_metrics.watch(pool)
+        ledger = PostgresLedger(pool, store_metrics)
+        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,

@@ -83,6 +83,8 @@ _ENUMS: dict[str, list[str]] = {
     "topologySpread.whenUnsatisfiable": ["ScheduleAnyway", "DoNotSchedule"],
     "image.pullPolicy": ["Always", "IfNotPresent", "Never"],
     "catalog.source": ["files", "kafka"],
+    # libpq's sslmode (asyncpg's PGSSLMODE); "" leaves it to the DSN.
+    "database.tls.sslMode": ["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
 }
 # Values that take an integer or a string (a percentage, or a number KEDA wants quoted).
 _INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "consumer.keda.lagThreshold"}

@@ -7,6 +7,7 @@ The tables are described in ``store/migrations/versions/`` and docs/architecture
 from store.customers import CustomerBatcher, CustomerStore, FieldCipher
 from store.errors import SchemaAheadError, SchemaOutdatedError, StoreError
 from store.ledger import PostgresLedger
+from store.metrics import StatementKind, StoreMetrics
 from store.migrate import current_revision, migrate
 from store.opening import database_check, open_store
 from store.pool import create_pool
@@ -19,7 +20,9 @@ __all__ = [
     "PostgresLedger",
     "SchemaAheadError",
     "SchemaOutdatedError",
+    "StatementKind",
     "StoreError",
+    "StoreMetrics",
     "check_schema",
     "create_pool",
     "current_revision",

@@ -33,6 +33,7 @@ from activities.contact import ContactPoints
 from core.codec import NONCE_BYTES, Keyring
 from events.model import CustomerEvent, JsonValue
 from store.ledger import set_consent
+from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.profile import PROFILE_FIELDS, ProfileUpdate
 
 #: Fields that identify a person: stored encrypted, never in clear.
@@ -123,9 +124,11 @@ class ProfileWrite:
 class CustomerStore:
     """Profiles, consent, suppressions and tombstones on one pool."""
 
-    def __init__(self, pool: asyncpg.Pool, cipher: FieldCipher | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, cipher: FieldCipher | None = None, *,
+                 metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
         self._cipher = cipher or FieldCipher(None)
+        self._metrics = metrics
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -148,20 +151,22 @@ class CustomerStore:
         ids = list(merged)
         payloads = [json.dumps(merged[customer_id]) for customer_id in ids]
         channels, hashes, owners = (list(column) for column in zip(*index, strict=True)) if index else ([], [], [])
-        await self._pool.execute(
-            "WITH upserted AS ("
-            " INSERT INTO eventflow.customers AS c (customer_id, fields)"
-            " SELECT id, f::jsonb FROM unnest($1::text[], $2::text[]) AS u(id, f)"
-            " ON CONFLICT (customer_id) DO UPDATE SET fields = eventflow.merge_fields(c.fields, EXCLUDED.fields),"
-            " updated_at = now() RETURNING 1)"
-            " INSERT INTO eventflow.address_index (channel, address_hash, customer_id)"
-            " SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
-            ids, payloads, channels, hashes, owners)
+        async with timed(self._metrics, StatementKind.PROFILE_BATCH):
+            await self._pool.execute(
+                "WITH upserted AS ("
+                " INSERT INTO eventflow.customers AS c (customer_id, fields)"
+                " SELECT id, f::jsonb FROM unnest($1::text[], $2::text[]) AS u(id, f)"
+                " ON CONFLICT (customer_id) DO UPDATE SET fields = eventflow.merge_fields(c.fields, EXCLUDED.fields),"
+                " updated_at = now() RETURNING 1)"
+                " INSERT INTO eventflow.address_index (channel, address_hash, customer_id)"
+                " SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
+                ids, payloads, channels, hashes, owners)
 
     async def contact_points(self, customer_id: str) -> ContactPoints:
         """The profile's contact points and settings, decrypted in memory (empty for an unknown customer)."""
-        fields = await self._pool.fetchval("SELECT fields FROM eventflow.customers WHERE customer_id = $1",
-                                           customer_id)
+        async with timed(self._metrics, StatementKind.PROFILE_READ):
+            fields = await self._pool.fetchval("SELECT fields FROM eventflow.customers WHERE customer_id = $1",
+                                               customer_id)
         return self.contact_points_of(customer_id, json.loads(fields) if isinstance(fields, str) else fields or {})
 
     def contact_points_of(self, customer_id: str, fields: Mapping[str, Mapping[str, Any]]) -> ContactPoints:
@@ -186,8 +191,9 @@ class CustomerStore:
 
     async def forgotten(self, customer_ids: Iterable[str]) -> set[str]:
         """Which of these customers have a tombstone."""
-        rows = await self._pool.fetch(
-            "SELECT customer_id FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])", list(set(customer_ids)))
+        async with timed(self._metrics, StatementKind.TOMBSTONE_BATCH):
+            rows = await self._pool.fetch("SELECT customer_id FROM eventflow.tombstones WHERE customer_id = ANY($1::text[])",
+                                          list(set(customer_ids)))
         return {row["customer_id"] for row in rows}
 
     async def lift_tombstone(self, customer_id: str, occurred_at: str) -> bool:
@@ -196,10 +202,12 @@ class CustomerStore:
         Returns False when a tombstone newer than the event remains: a replay of a record from
         before the forget must not bring the customer back.
         """
-        remaining = await self._pool.fetchval(
-            "WITH lifted AS (DELETE FROM eventflow.tombstones WHERE customer_id = $1 AND forgotten_at < $2"
-            " RETURNING 1) SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1"
-            " AND NOT EXISTS (SELECT 1 FROM lifted)", customer_id, datetime.fromisoformat(_stamp_time(occurred_at)))
+        async with timed(self._metrics, StatementKind.TOMBSTONE_LIFT):
+            remaining = await self._pool.fetchval(
+                "WITH lifted AS (DELETE FROM eventflow.tombstones WHERE customer_id = $1 AND forgotten_at < $2"
+                " RETURNING 1) SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1"
+                " AND NOT EXISTS (SELECT 1 FROM lifted)", customer_id,
+                datetime.fromisoformat(_stamp_time(occurred_at)))
         return not remaining
 
     async def change_subscription(self, event: CustomerEvent) -> bool:
@@ -209,7 +217,7 @@ class CustomerStore:
             return False
         topic = str(event.payload.get("topic") or "")
         changed_at = datetime.fromisoformat(_stamp_time(event.occurred_at))
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with timed(self._metrics, StatementKind.CONSENT), self._pool.acquire() as conn, conn.transaction():
             applied = await set_consent(conn, event.customer.id, channel, subscribed=bool(event.payload.get("subscribed")),
                                         source=str(event.payload.get("source") or "event"), changed_at=changed_at,
                                         topic=topic)

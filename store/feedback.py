@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from activities.outcomes import DeliveryOutcome
+from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.suppression import (
     ContactKeyword,
     DeliveryFeedback,
@@ -35,13 +36,14 @@ def _instant(text: str) -> datetime:
 class StoreFeedback:
     """Applies `DeliveryFeedback` and `ContactKeyword` in single transactions; idempotent."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
 
     async def report(self, feedback: DeliveryFeedback) -> bool:
         """Applies one report; False when its report id was applied before."""
         report = feedback.report
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with timed(self._metrics, StatementKind.REPORT), self._pool.acquire() as conn, conn.transaction():
             if report.report_id and not await conn.fetchval(
                     "INSERT INTO eventflow.provider_reports (report_id, idempotency_key) VALUES ($1, $2)"
                     " ON CONFLICT DO NOTHING RETURNING true", report.report_id, report.idempotency_key):
@@ -68,7 +70,7 @@ class StoreFeedback:
     async def keyword(self, keyword: ContactKeyword) -> bool:
         """Applies one STOP/START; False for a repeat or a keyword older than the last applied."""
         at = _instant(keyword.at)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with timed(self._metrics, StatementKind.KEYWORD), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
                                f"{keyword.channel}:{keyword.address_hash}")
             last = await conn.fetchrow(

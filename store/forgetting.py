@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from store.metrics import StatementKind, StoreMetrics, timed
+
 
 @dataclass(frozen=True)
 class StoreErasure:
@@ -20,14 +22,15 @@ class StoreErasure:
     journey_events: int = 0
 
 
-async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: bool = False) -> StoreErasure:
+async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: bool = False,
+                 metrics: StoreMetrics | None = None) -> StoreErasure:
     """Deletes the customer's profile, consent (and its audit trail), sends, address links and funnel
     events, and records a tombstone so no later event restarts them (only a newer identify event does).
 
     An id the store has never seen is left alone (a typo would otherwise silence a real customer
     later) unless ``tombstone_unknown``.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with timed(metrics, StatementKind.FORGET), pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", customer_id)
         fields = await conn.fetchval("DELETE FROM eventflow.customers WHERE customer_id = $1 RETURNING fields",
                                      customer_id)

@@ -24,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from activities.ledger import Completion, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
+from store.metrics import StatementKind, StoreMetrics, timed
 from workflows._calendar import local_day, quiet_window_end
 from workflows._caps import cap_gate
 
@@ -65,12 +66,13 @@ def _iso(moment: datetime) -> str:
 class PostgresLedger:
     """The delivery ledger and preference gate, in the customer store."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
 
     async def reserve(self, request: ReserveRequest) -> Reservation:
         """Checks preferences and the ledger and leases the send to the asking attempt, atomically."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with timed(self._metrics, StatementKind.RESERVE), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", request.customer_id)
             now: datetime = await conn.fetchval("SELECT now()")
             row = await conn.fetchrow(
@@ -149,22 +151,24 @@ class PostgresLedger:
         Written (and committed) immediately before the request leaves, so a crash before this point
         leaves a send that a later attempt may make without doubt.
         """
-        marked = await self._pool.fetchval(
-            "UPDATE eventflow.sends SET called_at = now(), updated_at = now()"
-            " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
-            " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt)
+        async with timed(self._metrics, StatementKind.MARK):
+            marked = await self._pool.fetchval(
+                "UPDATE eventflow.sends SET called_at = now(), updated_at = now()"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt)
         return bool(marked)
 
     async def release(self, idempotency_key: str, attempt: int) -> None:
         """Gives the lease back without a call (an attempt cancelled or stopped before calling)."""
-        await self._pool.execute(
-            "UPDATE eventflow.sends SET state = 'retrying', lease_until = NULL, updated_at = now()"
-            " WHERE idempotency_key = $1 AND state = 'in_flight' AND lease_attempt = $2 AND called_at IS NULL",
-            idempotency_key, attempt)
+        async with timed(self._metrics, StatementKind.RELEASE):
+            await self._pool.execute(
+                "UPDATE eventflow.sends SET state = 'retrying', lease_until = NULL, updated_at = now()"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND lease_attempt = $2 AND called_at IS NULL",
+                idempotency_key, attempt)
 
     async def complete(self, completion: Completion) -> None:
         """Records what came of a reserved send; a fenced-out attempt's late non-delivery is ignored."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with timed(self._metrics, StatementKind.COMPLETE), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
             await conn.execute(
                 "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, attempts,"
@@ -186,9 +190,10 @@ class PostgresLedger:
 
     async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
         """Whether a provider report (webhook) was seen for the send, and the message id it carried."""
-        row = await self._pool.fetchrow(
-            "SELECT reported_at IS NOT NULL AS reported, provider_message_id FROM eventflow.sends"
-            " WHERE idempotency_key = $1", idempotency_key)
+        async with timed(self._metrics, StatementKind.REPORTED):
+            row = await self._pool.fetchrow(
+                "SELECT reported_at IS NOT NULL AS reported, provider_message_id FROM eventflow.sends"
+                " WHERE idempotency_key = $1", idempotency_key)
         return (bool(row["reported"]), row["provider_message_id"]) if row is not None else (False, None)
 
     async def send(self, idempotency_key: str) -> SendRow | None:

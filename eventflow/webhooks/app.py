@@ -10,7 +10,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
-from store import open_store
+from store import StoreMetrics, open_store
 from store.feedback import StoreFeedback
 from core.http import OpsServer, all_of, kafka_check
 from core.settings import WebhooksProcessSettings
@@ -59,9 +59,12 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
                            request_deadline_seconds=hooks.request_deadline_seconds,
                            max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes)
     state = {"feedback": "off"}
+    # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
+    store_metrics = StoreMetrics(registry)
     tasks: list[asyncio.Task[None]] = []
     if consume:
-        tasks.append(asyncio.create_task(_feed(settings, registry, stop, state), name="feedback-consumer"))
+        tasks.append(asyncio.create_task(_feed(settings, registry, store_metrics, stop, state),
+                                         name="feedback-consumer"))
         # A consumer that died is a bug, not an outage: end the process so it is restarted.
         tasks[0].add_done_callback(lambda _: stop.set())
 
@@ -93,8 +96,8 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
             raise error
 
 
-async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, stop: asyncio.Event,
-                state: dict[str, str]) -> None:
+async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, store_metrics: StoreMetrics,
+                stop: asyncio.Event, state: dict[str, str]) -> None:
     """Connects to Temporal (retrying while it is away) and applies the feedback topic until ``stop``."""
     state["feedback"] = "connecting"
     delay = 1.0
@@ -113,7 +116,10 @@ async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, 
     metrics = FeedbackMetrics(registry)
     hooks = settings.webhooks
     pool = await open_store(settings.database)
-    store = StoreFeedback(pool) if pool is not None else None
+    store: StoreFeedback | None = None
+    if pool is not None:
+        store_metrics.watch(pool)
+        store = StoreFeedback(pool, store_metrics)
     consumer = FeedbackConsumer(settings.kafka.client_config(), hooks.feedback_topic, hooks.feedback_group,
                                 FeedbackApplier(client, settings.temporal.task_queue, metrics, store=store),
                                 metrics=metrics)

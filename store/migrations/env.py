@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from alembic import context
 from sqlalchemy import pool, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from store._alembic import DSN_ATTRIBUTE, MIGRATION_LOCK_KEY, SCHEMA
@@ -28,9 +29,11 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def _run_online(dsn: str) -> None:
-    url = make_url(dsn).set(drivername="postgresql+asyncpg")
-    # NullPool: one connection for this run, closed with it.
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    # asyncpg reads the DSN itself, as the processes' pools do: its query options are libpq's
+    # (``sslmode``, ``sslrootcert``...), which SQLAlchemy would pass to ``asyncpg.connect`` as keyword
+    # arguments it does not take, so a TLS DSN would fail here only. NullPool: one connection, closed with the run.
+    engine = create_async_engine("postgresql+asyncpg://", poolclass=pool.NullPool,
+                                 async_creator=lambda: asyncpg.connect(dsn))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_upgrade)

@@ -134,7 +134,8 @@ from core.errors import ConfigError
 plain, secret = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 read = settings.variables()
 for name in [*plain, *secret]:
-    if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name == "TZ":  # pass-through; TZ from extraEnv
+    # Pass-through: librdkafka's settings and libpq's TLS variables (asyncpg reads them); TZ from extraEnv.
+    if name.startswith(("EVENTFLOW_LIBRDKAFKA_", "PGSSL")) or name == "TZ":
         continue
     if name not in read:
         print(f"{name}: not an Eventflow setting")
@@ -255,7 +256,9 @@ def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on
                    "eventflow_workflow_starts_total", "eventflow_workflow_signals_total",
                    "eventflow_workflow_dedupes_total", "eventflow_dead_letters_total",
                    "eventflow_notifications_sent_total", "by (channel, outcome)",
-                   "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket"):
+                   "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket",
+                   "eventflow_db_statement_seconds_bucket", "by (kind, le)", "eventflow_db_pool_connections",
+                   "eventflow_db_errors_total"):
         assert needle in exprs, f"the dashboard has no panel reading {needle}"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -266,7 +269,7 @@ def test_rules_cover_every_alert(all_on: Rendered) -> None:
     assert {r["alert"] for r in rules} == {
         "EventflowConsumerLagGrowing", "EventflowDeadLettersArriving", "EventflowSendFailureRatioHigh",
         "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed", "EventflowTaskQueueBacklogOld",
-        "EventflowWebhooksRefusing"}
+        "EventflowWebhooksRefusing", "EventflowDatabasePoolExhausted", "EventflowDatabaseSlowStatements"}
     for rule in rules:
         assert rule["labels"]["team"] == "growth"
         assert rule["labels"]["severity"] in ("warning", "critical")
@@ -375,7 +378,7 @@ def test_every_rendered_webhooks_variable_is_a_setting(all_on: Rendered) -> None
     from core import settings
 
     for name, item in all_on.env("webhooks").items():
-        if name.startswith("EVENTFLOW_LIBRDKAFKA_") or name == "TZ":
+        if name.startswith(("EVENTFLOW_LIBRDKAFKA_", "PGSSL")) or name == "TZ":
             continue
         assert name in settings.variables(), name
         if "value" in item:

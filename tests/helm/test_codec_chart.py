@@ -100,9 +100,10 @@ async def test_the_rendered_codec_server_runs_and_decrypts_with_the_mounted_keys
     keys = tmp_path / "keys"
     keys.write_text(f"2026-06={old}\n2026-12={new}\n")
     port = _free_port()
+    token = "rendered-" + "t" * 32  # the server refuses a token under 32 characters
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVENTFLOW_", "TEMPORAL_"))}
     for name, item in all_on.env("codec-server").items():
-        env[name] = str(item["value"]) if "value" in item else "rendered-token-of-at-least-32-characters"
+        env[name] = str(item["value"]) if "value" in item else token
     env.update({"EVENTFLOW_PAYLOAD_KEYS_FILE": str(keys), "EVENTFLOW_CACHE_DIR": str(tmp_path / "cache"),
                 "EVENTFLOW_CODEC_SERVER_PORT": str(port), "PYTHONPATH": str(REPO)})
     [sealed] = await EncryptionCodec(Keyring.parse(keys.read_text(), "2026-06")).encode(
@@ -121,7 +122,7 @@ async def test_the_rendered_codec_server_runs_and_decrypts_with_the_mounted_keys
                     await asyncio.sleep(0.1)
             body = json_format.MessageToJson(Payloads(payloads=[sealed]))
             async with http.post(f"http://127.0.0.1:{port}/decode", data=body,
-                                 headers={"Authorization": "Bearer rendered-token-of-at-least-32-characters"}) as decoded:
+                                 headers={"Authorization": f"Bearer {token}"}) as decoded:
                 assert decoded.status == 200
                 [plain] = json_format.ParseDict(await decoded.json(), Payloads()).payloads
             assert json.loads(plain.data) == "ada@example.com"

@@ -56,6 +56,15 @@ async def test_migrate_creates_the_tables_on_a_fresh_database(fresh_database_url
         await connection.close()
 
 
+async def test_migrate_takes_a_dsn_with_libpq_tls_options(fresh_database_url: str) -> None:
+    # docs/deploy.md puts sslmode (and sslrootcert) in EVENTFLOW_DATABASE_URL; the hook Job's
+    # `eventflow db migrate` must read it as the processes' pools do. The test server has no TLS: disable.
+    dsn = f"{fresh_database_url}?sslmode=disable&sslrootcert=/nonexistent/ca.crt"
+
+    assert await migrate(dsn) == required_revision()
+    assert await _tables(fresh_database_url) == TABLES
+
+
 async def test_migrating_twice_is_a_no_op(fresh_database_url: str) -> None:
     first = await migrate(fresh_database_url)
     connection = await asyncpg.connect(fresh_database_url)

@@ -112,6 +112,7 @@ spec:
               readOnly: true
             {{- end }}
             {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
+            {{- include "eventflow.databaseMounts" $root | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -134,6 +135,7 @@ spec:
             defaultMode: 0440
         {{- end }}
         {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
+        {{- include "eventflow.databaseVolumes" $root | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

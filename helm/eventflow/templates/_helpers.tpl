@@ -123,7 +123,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by the consumer and the worker. */}}
+{{/* Environment shared by the consumer, the worker and the webhooks. */}}
 {{- define "eventflow.env" -}}
 - name: KAFKA_BOOTSTRAP_SERVERS
   value: {{ .Values.kafka.bootstrapServers | quote }}
@@ -197,6 +197,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 {{- include "eventflow.payloadKeysEnv" . }}
+{{- include "eventflow.processDatabaseEnv" . }}
 - name: EVENTFLOW_METRICS_PORT
   value: {{ .Values.metricsPort | quote }}
 - name: EVENTFLOW_LOG_FORMAT
