@@ -23,7 +23,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.progress import phase
-from core import settings
+from eventflow import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_JOURNEYS = Path(__file__).resolve().parent / "journeys"

@@ -18,7 +18,8 @@ from core import logs, tracing
 from core.errors import EventflowError
 from eventflow.commands import customers as customers_cli
 from eventflow.commands import db as db_cli
-from core.settings import OpsSettings, load_consumer, load_settings, load_worker, markdown_table
+from core.settings import OpsSettings
+from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
 from events.event_file import EventFileError, read_event_file
 from eventflow.commands import schemas as events_cli
 from eventflow.commands import journeys as journeys_cli
@@ -45,7 +46,7 @@ def _consume(_: argparse.Namespace) -> int:
 
 
 def _webhooks(_: argparse.Namespace) -> int:
-    from core.settings import load_webhooks
+    from eventflow.settings import load_webhooks
     from eventflow.webhooks.app import run_webhooks
 
     process = load_webhooks()  # keys and tokens are checked before anything listens
@@ -74,7 +75,7 @@ def _temporal(args: argparse.Namespace) -> int:
 
 def _codec_server(_: argparse.Namespace) -> int:
     from eventflow.codec_server import run_codec_server
-    from core.settings import load_codec_server
+    from eventflow.settings import load_codec_server
 
     process = load_codec_server()  # keys and bearer token validated before the port opens
     logs.configure(process.ops.log_format)

@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from core.codec import EncryptionCodec, PayloadDecryptionError
-from core.settings import CodecServerProcessSettings
+from eventflow.settings import CodecServerProcessSettings
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,8 @@ from consumer.catalog_routes import follow_catalog
 from consumer.handler import EventRouter
 from consumer.service import BackgroundTask
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from core.settings import CatalogSettings, DatabaseSettings, Settings
+from core.settings import CatalogSettings, DatabaseSettings
+from eventflow.settings import Settings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
 from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store

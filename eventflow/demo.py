@@ -19,7 +19,8 @@ from consumer.topics import ensure_topics
 from devstack import Stack
 from core.logs import mask_contact_details
 from core.errors import ConfigError
-from core.settings import OpsSettings, load_settings, worker_settings_from
+from core.settings import OpsSettings
+from eventflow.settings import load_settings, worker_settings_from
 from eventflow.worker import run_worker
 from store import migrate
 from events.producer import EventProducer

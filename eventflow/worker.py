@@ -28,15 +28,8 @@ from activities.webhook import WebhookActivities
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
 from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
-from core.settings import (
-    CatalogSettings,
-    ChannelSettings,
-    ConsumerSettings,
-    Settings,
-    WorkerProcessSettings,
-    WorkerSettings,
-    worker_settings_from,
-)
+from core.settings import CatalogSettings, ChannelSettings, ConsumerSettings, WorkerSettings
+from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
 from core.temporal_client import build_runtime, connect
 from eventflow.commands.temporal_setup import search_attributes_check
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def _writer() -> CatalogWriter:
     from consumer.catalog_topic import CatalogWriter
-    from core.settings import load_tools
+    from eventflow.settings import load_tools
 
     tools = load_tools()
     return CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic, keys=tools.catalog.trust())
@@ -118,7 +118,7 @@ def _change(action: CatalogAction, args: argparse.Namespace) -> int:
     else:
         print(f"{args.journey}: v{entry.version} {entry.state.value} ({entry.action.value}, rev {entry.revision})")
     if action is CatalogAction.ARCHIVE and args.exit_running:
-        from core.settings import load_settings
+        from eventflow.settings import load_settings
         from core.temporal_client import connect
 
         async def cancel() -> int:

@@ -209,7 +209,7 @@ async def _delete(client: Client, workflow_id: str, run_id: str, report: ForgetR
 
 
 def _forget(args: argparse.Namespace) -> int:
-    from core.settings import load_settings
+    from eventflow.settings import load_settings
     from core.temporal_client import connect
 
     settings = load_settings()

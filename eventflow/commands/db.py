@@ -20,7 +20,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import ConfigError
-from core.settings import DatabaseSettings, load_tools
+from core.settings import DatabaseSettings
+from eventflow.settings import load_tools
 from core.temporal_client import connect
 from store import CustomerStore, FieldCipher, open_store
 from store.importing import import_address, import_preferences, import_tombstone

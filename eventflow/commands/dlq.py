@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from eventflow.commands.dlq_tools import DeadLetter, read_dead_letters, replay
-from core.settings import load_settings
+from eventflow.settings import load_settings
 
 
 def _select(records: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:

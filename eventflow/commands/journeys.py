@@ -94,7 +94,7 @@ def _show(args: argparse.Namespace) -> int:
 def _catalog_definition(journey_id: str, version: int | None) -> JourneyDefinition:
     """A published version (the latest when None) from the catalog topic, as `find_definition` returns one."""
     from consumer.catalog_topic import CatalogWriter
-    from core.settings import load_tools
+    from eventflow.settings import load_tools
     from journeys.catalog import definition_from_snapshot
     from journeys.show import DefinitionNotFoundError
 
@@ -140,7 +140,7 @@ async def _status_lines(customer_id: str) -> list[str]:
 async def _status_report(customer_id: str) -> StatusReport:
     from temporalio.client import WorkflowExecutionStatus
 
-    from core.settings import load_settings
+    from eventflow.settings import load_settings
     from core.temporal_client import connect
     from eventflow.commands._visibility import customer_filter, is_customer
     from workflows.journey import STATUS_QUERY, JourneyStatus
@@ -261,7 +261,7 @@ async def report_instances(journey_id: str, version: int | None = None) -> Insta
     """
     from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
-    from core.settings import load_settings
+    from eventflow.settings import load_settings
     from core.temporal_client import connect
     from journeys.report import InstanceView
     from workflows.journey import STATUS_QUERY, JourneyStatus

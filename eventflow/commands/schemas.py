@@ -27,7 +27,7 @@ from fastavro import parse_schema
 from fastavro.schema import load_schema
 
 from core.errors import ConfigError, EventflowError
-from core.settings import load_settings
+from eventflow.settings import load_settings
 from events.compat import Incompatibility, Level, check, check_level
 from events.event_file import EventFileError, FileEvent
 from events.registry import (

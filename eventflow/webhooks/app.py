@@ -13,7 +13,7 @@ from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
 from store import StoreMetrics, open_store
 from store.feedback import StoreFeedback
 from core.http import OpsServer, all_of, kafka_check
-from core.settings import WebhooksProcessSettings
+from eventflow.settings import WebhooksProcessSettings
 from core.temporal_client import connect
 from eventflow.webhooks.handoff import KafkaHandoff
 from eventflow.webhooks.server import WebhookMetrics, WebhookServer

@@ -13,7 +13,7 @@ from activities.errors import PERMANENT_ERROR_TYPES, ChannelUnavailableError
 from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.sms_twilio import TwilioChannel
 from core.errors import ConfigError
-from core.settings import check_unknown
+from eventflow.settings import check_unknown
 
 
 def test_outbox_is_the_default_for_every_channel_in_dev_mode(tmp_path: Path) -> None:

@@ -351,7 +351,7 @@ async def test_a_worker_on_the_catalog_checks_the_published_journeys_channels_no
         kafka_config: dict[str, str], temporal_client: Client, tmp_path: Path, writer: CatalogWriter,
         unique: str) -> None:
     from core.errors import ConfigError
-    from core.settings import load_worker
+    from eventflow.settings import load_worker
     from eventflow.worker import run_worker
 
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],

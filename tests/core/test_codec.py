@@ -26,7 +26,8 @@ from core.codec import (
     data_converter,
 )
 from core.errors import ConfigError
-from core.settings import CodecServerSettings, TemporalSettings, load_codec_server
+from core.settings import CodecServerSettings, TemporalSettings
+from eventflow.settings import load_codec_server
 
 
 def new_key() -> str:

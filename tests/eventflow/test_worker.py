@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from devstack import Endpoints
-from core.settings import load_settings
+from eventflow.settings import load_settings
 from eventflow.commands.temporal_setup import register_search_attributes
 from eventflow.worker import journey_channels, run_worker
 from journeys import load_all

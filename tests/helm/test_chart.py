@@ -129,7 +129,7 @@ def test_every_rendered_variable_is_a_setting_with_a_valid_value(
     secret = [name for name, item in all_on.env(component).items() if "value" not in item]
     script = """
 import json, sys
-from core import settings
+from eventflow import settings
 from core.errors import ConfigError
 plain, secret = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 read = settings.variables()
@@ -375,7 +375,7 @@ def test_webhooks_need_a_public_url(helm: Path) -> None:
 
 
 def test_every_rendered_webhooks_variable_is_a_setting(all_on: Rendered) -> None:
-    from core import settings
+    from eventflow import settings
 
     for name, item in all_on.env("webhooks").items():
         if name.startswith(("EVENTFLOW_LIBRDKAFKA_", "PGSSL")) or name == "TZ":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_tools
+from eventflow.settings import load_tools
 from store import current_revision, required_revision
 from tests.helm.chart import ALL_ON, REPO, Manifest, RenderError, Rendered, helm_template
 

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from core import settings
+from eventflow import settings
 from tests.helm.chart import CHART, REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

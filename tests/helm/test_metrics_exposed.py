@@ -25,7 +25,7 @@ import pytest
 from temporalio.client import Client
 
 from devstack import Endpoints
-from core import settings
+from eventflow import settings
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from events import samples
 from events.producer import EventProducer

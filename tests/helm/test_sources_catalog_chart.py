@@ -18,7 +18,8 @@ import yaml
 
 from consumer.catalog_topic import CatalogWriter
 from devstack import Endpoints
-from core.settings import JourneySettings, load_tools
+from core.settings import JourneySettings
+from eventflow.settings import load_tools
 from events.sources import SOURCES_FILE, load_sources
 from journeys.loader import JourneyDefinitionError, load_all
 from tests.catalog_keys import CATALOG_KEYS_TEXT

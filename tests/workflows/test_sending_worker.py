@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from activities.outbox import read_outbox
 from devstack import Endpoints
-from core.settings import load_settings
+from eventflow.settings import load_settings
 from eventflow.worker import run_worker
 from tests.activities.journey_support import event, journey, run_journey, send
 from tests.harness import eventually

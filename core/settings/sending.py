@@ -1,0 +1,206 @@
+"""The worker's sending: capacity and send defaults, channels and their providers, webhook steps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+from pydantic import BeforeValidator, SecretStr, model_validator
+
+from core.settings._base import CapsSpec, Csv, EmailProvider, MessagingProvider, NonNegativeInt, PhoneRegion, Port, PositiveFloat, PositiveInt, QuietHours, SecretHosts, SettingsGroup, SmtpSecurityMode, UncertainDeliveryPolicy, _csv, _secret_from_file, env
+
+
+# -- worker -----------------------------------------------------------------------------------------
+
+class WorkerSettings(SettingsGroup):
+    """One worker replica's capacity, its SDK metrics, and the send defaults."""
+
+    concern: ClassVar[str] = "worker"
+
+    max_concurrent_activities: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES", 100,
+                                                 "Send activities one worker replica runs at once.")
+    max_concurrent_workflow_tasks: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100,
+                                                     "Workflow tasks one worker replica runs at once.")
+    temporal_metrics_port: Port = env("EVENTFLOW_TEMPORAL_METRICS_PORT", 9465, "Loopback port of the Temporal SDK's "
+                                      "Prometheus exporter, merged into /metrics (0 disables).")
+    quiet_hours: QuietHours = env("EVENTFLOW_QUIET_HOURS", "", "Default quiet hours in the customer's timezone, "
+                                  "e.g. 21:00-08:00; empty for none.")
+    daily_cap: NonNegativeInt = env("EVENTFLOW_DAILY_CAP", 0,
+                                    "Default sends per channel per customer per local day; 0 for no cap.")
+    send_lease_seconds: PositiveFloat = env("EVENTFLOW_SEND_LEASE_SECONDS", 30.0,
+                                            "How long one send attempt may call the provider before another "
+                                            "attempt may; above the provider timeout (ADR-9).")
+    uncertain_delivery: UncertainDeliveryPolicy = env(
+        "EVENTFLOW_UNCERTAIN_DELIVERY", "at_most_once",
+        "After a crash between a provider's accept and its record, on channels that cannot be asked (SendGrid): "
+        "at_most_once (record `uncertain`, do not resend) or at_least_once (resend).")
+    caps: CapsSpec = env("EVENTFLOW_CAPS", "", "Default rolling frequency caps per customer, per channel or `all` "
+                         "channels, over the last 1 (day), 7 (week) or 30 (month) local days, e.g. "
+                         "email:day=2,week=5;all:month=20; empty for none (journeys/README.md).")
+    caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
+                                                "Slots of each rolling cap that each priority level keeps free "
+                                                "for the levels above it (high > normal > low).")
+    providers_reporting: Annotated[tuple[str, ...], BeforeValidator(_csv)] = env(
+        "EVENTFLOW_PROVIDERS_REPORTING", (),
+        "Providers whose delivery webhooks reach `eventflow webhooks` (e.g. sendgrid): an uncertain send to one "
+        "is settled by its report instead of EVENTFLOW_UNCERTAIN_DELIVERY (needs the customer store).")
+    send_report_window_seconds: PositiveFloat = env(
+        "EVENTFLOW_SEND_REPORT_WINDOW_SECONDS", 600.0,
+        "How long after an uncertain provider call its report may take to arrive; none by then: it was not "
+        "accepted and is sent again.")
+    phone_default_region: PhoneRegion | None = env(
+        "EVENTFLOW_PHONE_DEFAULT_REGION", None,
+        "Region (ISO 3166 code, e.g. DE) of phone and WhatsApp numbers written without a country code "
+        "(0151 ...); unset: such numbers are refused (failed:InvalidAddress), every number must be international.")
+
+
+# -- channels and providers -------------------------------------------------------------------------
+
+class ChannelSettings(SettingsGroup):
+    """Which implementation serves each channel; the outbox and development mode."""
+
+    concern: ClassVar[str] = "channels"
+
+    dev_mode: bool = env("EVENTFLOW_DEV_MODE", False, "Development mode: lets the outbox channel (a local file) "
+                         "serve channels that journeys use. Set by `eventflow dev run` and the tests; never in "
+                         "production.")
+    email_provider: EmailProvider = env("EVENTFLOW_EMAIL_PROVIDER", "outbox",
+                                        "Email channel implementation: outbox, sendgrid or smtp.")
+    sms_provider: MessagingProvider = env("EVENTFLOW_SMS_PROVIDER", "outbox",
+                                          "SMS channel implementation: outbox or twilio.")
+    whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
+                                               "WhatsApp channel implementation: outbox or twilio.")
+    outbox_path: Path | None = env("EVENTFLOW_OUTBOX_PATH", None,
+                                   "JSON Lines file the outbox channel writes; default <cache>/outbox.jsonl.")
+    provider_timeout_seconds: PositiveFloat = env("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", 10.0,
+                                                  "Per-request timeout of provider calls.")
+
+    def provider(self, channel: str) -> str:
+        """The implementation of ``email``, ``sms`` or ``whatsapp``."""
+        match channel:
+            case "email":
+                return self.email_provider
+            case "sms":
+                return self.sms_provider
+            case "whatsapp":
+                return self.whatsapp_provider
+        raise KeyError(channel)
+
+
+class SendGridSettings(SettingsGroup):
+    """The SendGrid email provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    api_key: SecretStr | None = env("SENDGRID_API_KEY", None, "SendGrid API key (or SENDGRID_API_KEY_FILE).")
+    api_key_file: Path | None = env("SENDGRID_API_KEY_FILE", None,
+                                    "File holding the SendGrid API key (a mounted secret).")
+    base_url: str = env("EVENTFLOW_SENDGRID_BASE_URL", "https://api.sendgrid.com",
+                        "SendGrid API host (https://api.eu.sendgrid.com for EU subusers).")
+    email_from: str | None = env("EVENTFLOW_EMAIL_FROM", None,
+                                 "Sender address for email (required with sendgrid and smtp).")
+    email_from_name: str = env("EVENTFLOW_EMAIL_FROM_NAME", "", "Sender display name for email.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_SENDGRID_RATE_PER_SECOND", 100.0,
+                                         "SendGrid calls per second across all workers (Temporal's limit on the "
+                                         "email send queue); each worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_SENDGRID_BURST", 100, "SendGrid token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "SENDGRID_API_KEY")
+
+
+class SmtpSettings(SettingsGroup):
+    """The SMTP email provider (the sender is EVENTFLOW_EMAIL_FROM and EVENTFLOW_EMAIL_FROM_NAME)."""
+
+    concern: ClassVar[str] = "channels"
+
+    host: str = env("EVENTFLOW_SMTP_HOST", "", "SMTP server host (required with smtp).")
+    port: Port = env("EVENTFLOW_SMTP_PORT", 587, "SMTP server port: 587 for starttls, 465 for tls.")
+    security: SmtpSecurityMode = env("EVENTFLOW_SMTP_SECURITY", "starttls",
+                                     "starttls (upgrade, refused if the server cannot), tls (TLS from the first "
+                                     "byte) or none (a local relay only).")
+    username: str = env("EVENTFLOW_SMTP_USERNAME", "", "SMTP user name; empty for no AUTH.")
+    password: SecretStr | None = env("EVENTFLOW_SMTP_PASSWORD", None,
+                                     "SMTP password (or EVENTFLOW_SMTP_PASSWORD_FILE).")
+    password_file: Path | None = env("EVENTFLOW_SMTP_PASSWORD_FILE", None,
+                                     "File holding the SMTP password (a mounted secret).")
+    ca_file: Path | None = env("EVENTFLOW_SMTP_CA_FILE", None,
+                               "CA bundle to trust for the SMTP server instead of the system's.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_SMTP_RATE_PER_SECOND", 10.0,
+                                         "SMTP messages per second across all workers (Temporal's limit on the "
+                                         "email send queue); each worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_SMTP_BURST", 10, "SMTP token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_SMTP_PASSWORD")
+
+
+class TwilioSettings(SettingsGroup):
+    """The Twilio SMS and WhatsApp provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    account_sid: str | None = env("TWILIO_ACCOUNT_SID", None, "Twilio account SID.")
+    auth_token: SecretStr | None = env("TWILIO_AUTH_TOKEN", None, "Twilio auth token (or TWILIO_AUTH_TOKEN_FILE).")
+    auth_token_file: Path | None = env("TWILIO_AUTH_TOKEN_FILE", None,
+                                       "File holding the Twilio auth token (a mounted secret).")
+    base_url: str = env("EVENTFLOW_TWILIO_BASE_URL", "",
+                        "Twilio API base URL override (default https://api.twilio.com).")
+    region: str = env("EVENTFLOW_TWILIO_REGION", "", "Twilio region (e.g. ie1) for regional processing.")
+    edge: str = env("EVENTFLOW_TWILIO_EDGE", "", "Twilio edge location (e.g. dublin).")
+    sms_from: str = env("EVENTFLOW_SMS_FROM", "", "Sender number for SMS.")
+    whatsapp_from: str = env("EVENTFLOW_WHATSAPP_FROM", "", "Sender number for WhatsApp (whatsapp: prefix optional).")
+    messaging_service_sid: str = env("EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID", "",
+                                     "Send through this Messaging Service instead of a number.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_TWILIO_RATE_PER_SECOND", 10.0,
+                                         "Twilio calls per second across all workers, per channel send queue "
+                                         "(Temporal's limit); each worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_TWILIO_BURST", 10, "Twilio token bucket size.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
+
+
+# -- webhooks ---------------------------------------------------------------------------------------
+
+#: Prefix of the environment variables that hold webhook Secrets (``WEBHOOK_SECRET_CRM_TOKEN`` is ``crm_token``).
+WEBHOOK_SECRET_PREFIX = "WEBHOOK_SECRET_"
+
+
+class WebhookStepSettings(SettingsGroup):
+    """Where ``webhook`` steps may call, and where their Secrets are."""
+
+    concern: ClassVar[str] = "webhook steps"
+
+    allowed_hosts: Csv = env("EVENTFLOW_WEBHOOK_ALLOWED_HOSTS", (),
+                             "Hosts webhook steps may call, comma-separated: `host` (exact name, port 443 for https, "
+                             "80 for http) or `host:port`; none when unset.")
+    secrets_dir: Path | None = env("EVENTFLOW_WEBHOOK_SECRETS_DIR", None,
+                                   "Folder of mounted webhook Secrets, one file per name; else WEBHOOK_SECRET_{NAME} variables.")
+    secret_hosts: SecretHosts = env("EVENTFLOW_WEBHOOK_SECRET_HOSTS", {},
+                                    "Where each webhook Secret may be sent: `crm_token=crm.example.com crm.example.com:8443,"
+                                    "other=host` (hosts as in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS, space-separated); a "
+                                    "Secret not listed is never sent.")
+    max_saved_bytes: PositiveInt = env("EVENTFLOW_WEBHOOK_MAX_SAVED_BYTES", 16384,
+                                       "Largest response (compact JSON) a webhook step's save_as keeps; a larger one "
+                                       "fails the step (WebhookSavedTooLarge) and nothing is saved.")
+    allow_loopback: bool = env("EVENTFLOW_WEBHOOK_ALLOW_LOOPBACK", False,
+                               "Test and development only: let webhook steps call loopback addresses (127.0.0.0/8, "
+                               "::1). Private, link-local and other non-public addresses are refused regardless.")
+
+
+def webhook_secret_environ(environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """Webhook Secrets given as ``WEBHOOK_SECRET_<NAME>`` variables, by lower-case name."""
+    env = os.environ if environ is None else environ
+    return {name.removeprefix(WEBHOOK_SECRET_PREFIX).lower(): SecretStr(value)
+            for name, value in env.items() if name.startswith(WEBHOOK_SECRET_PREFIX) and value}
+
+
