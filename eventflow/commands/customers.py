@@ -37,6 +37,9 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import EventflowError
+from store import open_store
+from store.forgetting import StoreErasure
+from store.forgetting import forget as forget_in_store
 from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
 from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
 from workflows.tombstone import CustomerTombstone, TombstoneInput, tombstone_workflow_id
@@ -209,18 +212,34 @@ async def _delete(client: Client, workflow_id: str, run_id: str, report: ForgetR
 
 
 def _forget(args: argparse.Namespace) -> int:
-    from eventflow.settings import load_settings
     from core.temporal_client import connect
+    from eventflow.settings import load_tools
 
-    settings = load_settings()
+    tools = load_tools()
+    settings = tools.core
 
-    async def run() -> ForgetReport:
+    async def run() -> tuple[ForgetReport, StoreErasure | None]:
+        erasure = None
+        pool = await open_store(tools.database)
+        if pool is not None:
+            try:
+                # The store first, in one transaction with its tombstone: nothing new starts meanwhile.
+                erasure = await forget_in_store(pool, args.customer_id, tombstone_unknown=args.tombstone_unknown)
+            finally:
+                await pool.close()
         client = await connect(settings.temporal)
-        return await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue,
-                                     tombstone_unknown=args.tombstone_unknown)
+        report = await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue,
+                                       tombstone_unknown=args.tombstone_unknown or bool(erasure and erasure.known))
+        return report, erasure
 
-    report = asyncio.run(run())
+    report, erasure = asyncio.run(run())
+    if erasure is not None and erasure.known:
+        report.unknown = False
     print("\n".join(report.lines()))
+    if erasure is not None and (erasure.known or args.tombstone_unknown):
+        print(f"customer store: profile fields {', '.join(erasure.profile_fields) or 'none'}; "
+              f"{erasure.consent_rows} consent records, {erasure.sends} sends, {erasure.addresses} address links, "
+              f"{erasure.journey_events} funnel events deleted; tombstone recorded")
     return 1 if report.unknown else 0
 
 
