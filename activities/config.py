@@ -27,7 +27,6 @@ from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
 from core.errors import ConfigError
-from core.vocabulary import CHANNELS
 from core.settings import (
     ChannelSettings,
     DevStackSettings,
@@ -37,6 +36,7 @@ from core.settings import (
     TwilioSettings,
     WorkerSettings,
 )
+from core.vocabulary import CHANNELS
 
 DEV_MODE = ChannelSettings.variable("dev_mode")
 

@@ -103,7 +103,7 @@ class SendGridChannel:
             response = self._client.send(body)
         except HTTPError as exc:
             raise _classify(exc) from exc
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise RetryableSendError("sendgrid timed out", provider=PROVIDER, delivery_uncertain=True) from exc
         except urllib.error.URLError as exc:
             uncertain = isinstance(exc.reason, (TimeoutError, socket.timeout))

@@ -57,12 +57,12 @@ from typing import Any
 from urllib.parse import quote
 
 import css_inline
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
-from jinja2 import nodes
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.runtime import Context, markup_join, str_join
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import Namespace
 from markupsafe import Markup
 
@@ -604,7 +604,7 @@ class _BoundedEnvironment(SandboxedEnvironment):
             return result
 
         if passes_argument:  # keeps @pass_context / @pass_environment working
-            setattr(bounded, "jinja_pass_arg", getattr(function, "jinja_pass_arg"))
+            setattr(bounded, "jinja_pass_arg", getattr(function, "jinja_pass_arg"))  # noqa: B009, B010 - a marker Jinja sets on some filters; typed functions do not declare it
         return bounded
 
 
@@ -772,6 +772,6 @@ async def _off_loop(template_id: str, call: Callable[[], str], limits: RenderLim
     future = loop.run_in_executor(_render_pool(), call)
     try:
         return await asyncio.wait_for(future, timeout=limits.time_limit_seconds + limits.grace_seconds)
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise TemplateRenderError(template_id, f"rendering took longer than {limits.time_limit_seconds:g}s",
                                   RenderFailure.TIMEOUT) from exc

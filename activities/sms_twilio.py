@@ -86,7 +86,7 @@ def status_callback_url(base_url: str, message: OutgoingMessage) -> str:
     return f"{base_url.rstrip('/')}{STATUS_CALLBACK_PATH}?{urllib.parse.urlencode(query)}"
 
 
-class _HttpClient(TwilioHttpClient):
+class _HttpClient(TwilioHttpClient):  # type: ignore[misc]  # the Twilio SDK ships no types
     """The SDK's HTTP client, remembering each thread's last response (for ``Retry-After``)."""
 
     def __init__(self, timeout_seconds: float) -> None:

@@ -25,11 +25,11 @@ from bench.phases import QUICK, BenchConfig, Servers, run
 from bench.processes import free_port, free_port_pair
 from bench.progress import phase
 from bench.report import cpu_table, figures_table, update_docs
+from core import logs
 from devstack.kafka import KafkaServer
 from devstack.postgres import PostgresServer
 from devstack.stack import SEARCH_ATTRIBUTES
 from devstack.temporal import TemporalDevServer
-from core import logs
 from store import migrate
 
 

@@ -7,8 +7,8 @@ source partition can be found by reading one partition from a known offset (`Dea
 
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 import time
 import zlib
 from collections.abc import Mapping

@@ -26,10 +26,10 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from events.model import CustomerEvent
-from core.errors import EventflowError
 from consumer.routes import Route, UpdatePreferences, UpdateProfile
 from consumer.tombstones import Tombstones
+from core.errors import EventflowError
+from events.model import CustomerEvent
 from journeys.routing import SignalJourney, StartJourney
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
 from workflows.preferences_client import record_profile_update, record_subscription_change

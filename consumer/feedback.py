@@ -17,9 +17,9 @@ of one customer, and the keywords of one address, stay in order.
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,8 +31,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
-from store.feedback import StoreFeedback
 from core.errors import EventflowError
+from store.feedback import StoreFeedback
 from workflows.address_book import (
     CONTACT_SEEN_SIGNAL,
     KEYWORD_SIGNAL,

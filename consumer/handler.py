@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
-from prometheus_client import Counter
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
 from temporalio.service import RPCError
 
 from consumer.dispatch import Outcome

@@ -31,7 +31,7 @@ from consumer.dead_letter import DeadLetterPublisher, dead_letter_partition, par
 from consumer.handler import DeadLetterReceipt
 from consumer.metrics import ConsumerMetrics
 from consumer.record import SourceRecord
-from consumer.retry import RetryPolicy
+from consumer.retry import DEFAULT_RETRY, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ class DeadLetterLedger:
     """A `DeadLetterSink`, `CommitMetadata` and `PartitionListener` over one `DeadLetterPublisher`."""
 
     def __init__(self, publisher: DeadLetterPublisher, *, group_id: str, metrics: ConsumerMetrics,
-                 retry: RetryPolicy = RetryPolicy(), scan_idle_timeout_seconds: float = 10.0) -> None:
+                 retry: RetryPolicy = DEFAULT_RETRY, scan_idle_timeout_seconds: float = 10.0) -> None:
         self._publisher = publisher
         self._group_id = group_id
         self._metrics = metrics

@@ -46,6 +46,10 @@ class RetryPolicy:
         return random.uniform(0.5, 1.0) * min(self.maximum_seconds, self.initial_seconds * 2 ** (attempt - 1))
 
 
+#: The consumer's default backoff (frozen, so one shared instance is safe as a parameter default).
+DEFAULT_RETRY = RetryPolicy()
+
+
 @dataclass(frozen=True)
 class RetryState:
     """One record currently waiting out a transient failure."""

@@ -9,9 +9,9 @@ consumer (built by an injected factory), rebalancing and the clock.
 
 from __future__ import annotations
 
-import logging
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol

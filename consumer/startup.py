@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
-
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryError
@@ -25,7 +24,8 @@ from confluent_kafka.schema_registry import SchemaRegistryError
 from core.errors import ConfigError, EventflowError
 from core.settings import LIBRDKAFKA_PREFIX, librdkafka_variable
 from events.errors import RegistryUnavailableError
-from events.registry import RegistrySettings, call_registry, connect as connect_registry
+from events.registry import RegistrySettings, call_registry
+from events.registry import connect as connect_registry
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)

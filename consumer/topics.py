@@ -17,7 +17,7 @@ def ensure_topics(client_config: Mapping[str, str], topics: Iterable[str], *, pa
               for t in topics if t not in existing]
     if not wanted:
         return
-    for topic, future in admin.create_topics(wanted, operation_timeout=timeout_seconds).items():
+    for _topic, future in admin.create_topics(wanted, operation_timeout=timeout_seconds).items():
         try:
             future.result(timeout=timeout_seconds)
         except KafkaException as exc:

@@ -12,7 +12,7 @@ from consumer.handler import ActionDispatcher, EventRouter, RecordHandler
 from consumer.ledger import DeadLetterLedger
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import OffsetTracker
-from consumer.retry import Retrier, RetryPolicy
+from consumer.retry import DEFAULT_RETRY, Retrier, RetryPolicy
 from consumer.scheduler import KeyScheduler
 from consumer.service import BackgroundTask, ConsumerFactory, ConsumerService
 from core.settings import ConsumerSettings, KafkaSettings
@@ -22,7 +22,7 @@ from events.sources import RecordDecoder
 def build_consumer_service(*, kafka: KafkaSettings, settings: ConsumerSettings, decoder: RecordDecoder,
                            router: EventRouter, dispatcher: ActionDispatcher,
                            metrics: ConsumerMetrics | None = None, registry: CollectorRegistry | None = None,
-                           retry: RetryPolicy = RetryPolicy(), commit_interval_seconds: float = 1.0,
+                           retry: RetryPolicy = DEFAULT_RETRY, commit_interval_seconds: float = 1.0,
                            stall_after_seconds: float = 60.0,
                            consumer_factory: ConsumerFactory = Consumer,
                            background: Sequence[BackgroundTask] = ()) -> ConsumerService:

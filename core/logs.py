@@ -215,7 +215,7 @@ def _outside_the_sandbox() -> Iterator[None]:
         yield
 
 
-class SandboxSafeHandler(logging.StreamHandler):
+class SandboxSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]  # writes the default stream (stderr)
     """The stdlib handler Eventflow installs: formats and writes outside the workflow sandbox."""
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -224,7 +224,7 @@ class SandboxSafeHandler(logging.StreamHandler):
 
 
 def _sandbox_safe(wrapper: type[Any]) -> type[Any]:
-    class SandboxSafeBoundLogger(wrapper):
+    class SandboxSafeBoundLogger(wrapper):  # type: ignore[misc]  # structlog hands its wrapper class as Any
         def _proxy_to_logger(self, method_name: str, event: str | None = None, **event_kw: Any) -> Any:
             with _outside_the_sandbox():
                 return super()._proxy_to_logger(method_name, event, **event_kw)

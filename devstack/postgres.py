@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from core.settings import dev_database_url
 from devstack import _process, provision
 from devstack.cache import cache_dir
 from devstack.errors import ProvisionError, ServerStartError
 from devstack.tools import _exclusive
-from core.settings import dev_database_url
 
 #: The unprivileged account a root process runs PostgreSQL as.
 SERVER_USER = "eventflow-pg"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.cache import cache_dir
 from core.settings import DevStackSettings
+from devstack.cache import cache_dir
 from devstack.kafka import KafkaServer
 from devstack.postgres import PostgresServer
 from devstack.temporal import TemporalDevServer

@@ -83,7 +83,7 @@ class BacklogMonitor:
         """Reads every queue once and sets the gauges; a queue whose read fails keeps its last value."""
         results = await asyncio.gather(*(self._describe(queue) for queue in self._queues), return_exceptions=True)
         backlogs: list[QueueBacklog] = []
-        for queue, result in zip(self._queues, results):
+        for queue, result in zip(self._queues, results, strict=True):
             match result:
                 case QueueBacklog():
                     self._metrics.backlog.labels(queue.task_queue, queue.kind).set(result.count)

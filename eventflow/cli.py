@@ -12,17 +12,17 @@ from typing import NoReturn
 
 from opentelemetry.trace import SpanKind
 
-from eventflow.commands import dlq as consumer_cli
-from devstack import DevstackError, Stack
 from core import logs, tracing
 from core.errors import EventflowError
+from core.settings import OpsSettings
+from devstack import DevstackError, Stack
 from eventflow.commands import customers as customers_cli
 from eventflow.commands import db as db_cli
-from core.settings import OpsSettings
+from eventflow.commands import dlq as consumer_cli
+from eventflow.commands import journeys as journeys_cli
+from eventflow.commands import schemas as events_cli
 from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
 from events.event_file import EventFileError, read_event_file
-from eventflow.commands import schemas as events_cli
-from eventflow.commands import journeys as journeys_cli
 
 
 def _worker(_: argparse.Namespace) -> int:

@@ -8,25 +8,24 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
+from consumer.catalog_routes import follow_catalog
 from consumer.dispatch import CustomerState, Dispatcher
+from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
 from consumer.routes import EventRoutes
-from consumer.service import ConsumerService
+from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
-from consumer.catalog_routes import follow_catalog
-from consumer.handler import EventRouter
-from consumer.service import BackgroundTask
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
 from core.settings import CatalogSettings, DatabaseSettings
-from eventflow.settings import Settings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
-from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
+from eventflow.settings import Settings
 from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
+from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
 
 log = structlog.get_logger(__name__)
 

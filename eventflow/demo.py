@@ -14,18 +14,18 @@ from pathlib import Path
 
 from activities.config import outbox_path
 from activities.outbox import read_outbox
-from eventflow.consume import run_consumer
 from consumer.topics import ensure_topics
-from devstack import Stack
-from core.logs import mask_contact_details
 from core.errors import ConfigError
+from core.logs import mask_contact_details
 from core.settings import OpsSettings
+from devstack import Stack
+from eventflow.consume import run_consumer
 from eventflow.settings import load_settings, worker_settings_from
 from eventflow.worker import run_worker
-from store import migrate
 from events.producer import EventProducer
 from events.samples import demo_events
 from events.schemas import load as load_schemas
+from store import migrate
 
 
 def _say(text: str) -> None:

@@ -47,7 +47,6 @@ from core.settings import (
 )
 from core.settings.table import settings_table
 
-
 # -- per-process compositions -----------------------------------------------------------------------
 
 #: The ops port a process binds when EVENTFLOW_METRICS_PORT is unset (the field's default otherwise):

@@ -22,20 +22,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import CHANNELS, channel_rates_from, channels_from, check_channels, outbox_path, policy_from
+from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
-from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
-from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
-from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
-from core.settings import CatalogSettings, ChannelSettings, ConsumerSettings, WorkerSettings
-from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
-from core.temporal_client import build_runtime, connect
-from eventflow.commands.temporal_setup import search_attributes_check
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from core.errors import ConfigError
+from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
+from core.settings import CatalogSettings, ChannelSettings, ConsumerSettings, WorkerSettings
+from core.temporal_client import build_runtime, connect
+from core.vocabulary import CHANNELS
+from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
+from eventflow.commands.temporal_setup import search_attributes_check
+from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
 from journeys import JourneyDefinition, load_all
 from journeys.catalog import Catalog, JourneyState
+from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
 from workflows.queues import send_task_queue
 from workflows.worker import WorkerLimits, build_worker
 

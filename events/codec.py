@@ -24,7 +24,6 @@ from fastavro._read_common import SchemaResolutionError as FastavroResolutionErr
 from fastavro.validation import ValidationError, validate
 
 from events.compat import Incompatibility, check
-from events.generic import json_safe
 from events.errors import (
     DecodeError,
     InvalidEventError,
@@ -36,6 +35,7 @@ from events.errors import (
     UnknownMagicByteError,
     UnknownSchemaError,
 )
+from events.generic import json_safe
 from events.model import Customer, CustomerEvent
 from events.schemas import NAMESPACE, ParsedSchema, SchemaSet
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, get_args
-
-import warnings
 
 import httpx
 import structlog

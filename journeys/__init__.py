@@ -1,5 +1,6 @@
 """Journeys as data: definitions in ``definitions/``, templates in ``templates/``, and their model."""
 
+from journeys.expressions import ExpressionMetrics
 from journeys.loader import (
     JourneyDefinitionError,
     Problem,
@@ -8,7 +9,6 @@ from journeys.loader import (
     load_all,
     validate_folder,
 )
-from journeys.expressions import ExpressionMetrics
 from journeys.model import EntryRule, JourneyDefinition, JourneySnapshot, Listener, Template, decode_snapshot
 from journeys.routing import Action, Router, SignalJourney, StartJourney, instance_id
 

@@ -17,8 +17,22 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from journeys.model import JourneyDefinition
-from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, OnWebhookFailure, SendOptions,
-                            SendStep, SplitStep, Step, WaitForStep, WebhookStep, arms, flow)
+from journeys.steps import (
+    BranchStep,
+    DelayStep,
+    DigestStep,
+    ExitStep,
+    Flow,
+    OnWebhookFailure,
+    SendOptions,
+    SendStep,
+    SplitStep,
+    Step,
+    WaitForStep,
+    WebhookStep,
+    arms,
+    flow,
+)
 
 #: Node ids of the two nodes that are not steps; step ids match ``^[a-z]``, so these never collide.
 TRIGGER = "@trigger"
@@ -85,7 +99,7 @@ class Diagram:
             finished: the run reached the end of its steps (rather than an exit step or exit event).
         """
         visited = [TRIGGER, *path] + ([END] if finished else [])
-        pairs = set(zip(visited, visited[1:]))
+        pairs = set(zip(visited, visited[1:], strict=False))
         seen = set(visited)
         return replace(self, nodes=tuple(replace(n, taken=n.id in seen) for n in self.nodes),
                        edges=tuple(replace(e, taken=(e.source, e.target) in pairs) for e in self.edges))

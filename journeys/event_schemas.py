@@ -21,8 +21,8 @@ from core.errors import EventflowError
 from events.errors import RegistryUnavailableError
 from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources, without
 from journeys._yaml import DocPath, YamlSyntaxError, read_document
-from journeys.schema_types import Field, SourceSample, schema_fields
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
+from journeys.schema_types import Field, SourceSample, schema_fields
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "sources.schema.json"
 

@@ -22,28 +22,32 @@ from jinja2.sandbox import SandboxedEnvironment
 from activities.contact import sample_template_view
 from core.settings import JourneySettings
 from core.vocabulary import CHANNELS
+from journeys import _goal_checks, expressions
 from journeys._caps import caps_problems, with_journey_defaults
+from journeys._checks import (  # the error and Problem stay importable from here
+    CONTEXT_ROOTS,
+    Report,
+    check_expression,
+    check_key,
+    listener_key,
+    path_problem,
+    sample_for,
+)
+from journeys._checks import (
+    JourneyDefinitionError as JourneyDefinitionError,
+)
+from journeys._checks import (
+    Problem as Problem,
+)
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
+from journeys.durations import check_duration
+from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.goals import Goal
 from journeys.model import EntryRule, JourneyDefinition, Listener, Template
 from journeys.paths import lookup
 from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
 from journeys.steps import walk_document as walk
-from journeys.durations import check_duration
 from journeys.timing import parse_timestamp
-from journeys.event_schemas import EventCatalogue, catalogue
-from journeys import _goal_checks, expressions
-from journeys._checks import (  # the error and Problem stay importable from here
-    CONTEXT_ROOTS,
-    JourneyDefinitionError as JourneyDefinitionError,
-    Problem as Problem,
-    Report,
-    check_expression,
-    check_key,
-    path_problem,
-    listener_key,
-    sample_for,
-)
 from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
@@ -478,7 +482,7 @@ def _check_content(report: Report, templates: Mapping[str, TemplateSource], know
     goal, goal_listener = _goal_checks.check_goal(report, raw, known, key_path)
     listeners: list[Listener] = []
     resolved_keys: dict[str, str] = {}
-    for step, where in walk(raw["steps"]):
+    for step, _where in walk(raw["steps"]):
         kind = kind_of(step)
         if kind in ("wait_for", "digest") and "event" in step[kind]:
             body = step[kind]

@@ -8,7 +8,7 @@ time zone data here.
 from __future__ import annotations
 
 import zoneinfo
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from journeys.durations import parse_duration
 
@@ -18,13 +18,13 @@ def parse_timestamp(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
     if isinstance(value, str) and value:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
 
 
@@ -40,7 +40,7 @@ def _zone(name: str) -> tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 def next_local_time(after: datetime, hhmm: str, zone_name: str) -> datetime:
@@ -55,5 +55,5 @@ def next_local_time(after: datetime, hhmm: str, zone_name: str) -> datetime:
     for days in range(3):
         candidate = datetime.combine(local.date() + timedelta(days=days), time(hour, minute), tzinfo=zone)
         if candidate > local:
-            return candidate.astimezone(timezone.utc)
-    return (local + timedelta(days=1)).astimezone(timezone.utc)
+            return candidate.astimezone(UTC)
+    return (local + timedelta(days=1)).astimezone(UTC)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 
-
 #: How the store's sessions appear in ``pg_stat_activity``.
 APPLICATION_NAME = "eventflow"
 

@@ -26,10 +26,10 @@ from hypothesis import settings as hypothesis_settings
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from devstack import Endpoints, Stack
-from devstack.registry import start_registry
-from devstack.provision import TEST_SERVER_STARTUP, test_server
 from core.settings import DatabaseSettings
+from devstack import Endpoints, Stack
+from devstack.provision import TEST_SERVER_STARTUP, test_server
+from devstack.registry import start_registry
 from tests.harness import Bridge, start_bridge
 from tests.payload_keys import session_data_converter
 

@@ -13,24 +13,24 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
+from activities.contact import ContactDirectory
+from activities.ledger import DeliveryLedger
 from activities.outbox import OutboxChannel, read_outbox
 from consumer.dispatch import Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
 from consumer.retry import RetryPolicy
+from consumer.routes import EventRoutes
 from consumer.service import BackgroundTask, ConsumerService
 from consumer.wiring import build_consumer_service
 from core.settings import ConsumerSettings, KafkaSettings
 from events.codec import EventDecoder
 from events.producer import EventProducer
-from events.sources import RecordDecoder
 from events.schemas import load as load_schemas
+from events.sources import RecordDecoder
 from journeys.loader import load_all
 from journeys.model import JourneyDefinition
-from consumer.routes import EventRoutes
 from workflows.worker import JourneyWorkers, build_worker
-from activities.contact import ContactDirectory
-from activities.ledger import DeliveryLedger
 
 
 @dataclass

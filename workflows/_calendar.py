@@ -7,7 +7,7 @@ proxied ``tzinfo`` is rejected by ``datetime``.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -16,7 +16,7 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 def _clock(text: str) -> time:
@@ -45,7 +45,7 @@ def quiet_window_end(now: datetime, timezone_name: str, quiet_hours: str) -> dat
         end_day = local.date() + timedelta(days=1) if clock >= start else local.date()
     if not inside:
         return None
-    return datetime.combine(end_day, end, tzinfo=tz).astimezone(timezone.utc)
+    return datetime.combine(end_day, end, tzinfo=tz).astimezone(UTC)
 
 
 def local_day(now: datetime, timezone_name: str) -> str:
@@ -57,9 +57,9 @@ def next_local_midnight(now: datetime, timezone_name: str) -> datetime:
     """The start (UTC) of the customer's next calendar day."""
     tz = zone(timezone_name)
     tomorrow = now.astimezone(tz).date() + timedelta(days=1)
-    return datetime.combine(tomorrow, time(0, 0), tzinfo=tz).astimezone(timezone.utc)
+    return datetime.combine(tomorrow, time(0, 0), tzinfo=tz).astimezone(UTC)
 
 
 def start_of_local_day(day: date, timezone_name: str) -> datetime:
     """The start (UTC) of the customer's calendar day ``day``."""
-    return datetime.combine(day, time(0, 0), tzinfo=zone(timezone_name)).astimezone(timezone.utc)
+    return datetime.combine(day, time(0, 0), tzinfo=zone(timezone_name)).astimezone(UTC)

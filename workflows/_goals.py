@@ -12,7 +12,6 @@ channel and outcome; never a customer id.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
@@ -133,7 +132,7 @@ async def late_failure(progress: Progress, record: SendRecord, within: str, exit
     try:
         await workflow.wait_condition(lambda: bool(reported() & (LATE_FAILURES | ARRIVED)) or exited(),
                                       timeout=parse_duration(within))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     failed = sorted(reported() & LATE_FAILURES)
     if not failed or reported() & ARRIVED or exited():

@@ -20,7 +20,6 @@ Changing what this module does for a given history breaks running journeys; the 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -34,18 +33,30 @@ from workflows.sending import SendRecord, send_fallback, send_step
 from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, webhook_step
 
 with workflow.unsafe.imports_passed_through():
-    from core import workflow_traces
     from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
+    from core import workflow_traces
     from events.model import CustomerEvent
     from journeys import expressions
     from journeys.durations import parse_duration
     from journeys.goals import WAITABLE_OUTCOMES, Progress, arm_label
     from journeys.model import JourneySnapshot, decode_snapshot
     from journeys.paths import lookup
-    from journeys.steps import (BranchStep, DelayStep, DigestStep, ExitStep, Flow, SendStep, SplitStep, SplitVariant,
-                                Step, WaitForStep, flow)
-    from journeys.steps import OnWebhookFailure, WebhookStep
-    from journeys.steps import SendOptions
+    from journeys.steps import (
+        BranchStep,
+        DelayStep,
+        DigestStep,
+        ExitStep,
+        Flow,
+        OnWebhookFailure,
+        SendOptions,
+        SendStep,
+        SplitStep,
+        SplitVariant,
+        Step,
+        WaitForStep,
+        WebhookStep,
+        flow,
+    )
     from journeys.timing import next_local_time, parse_timestamp, signed_duration
 
 JOURNEY_WORKFLOW = "Journey"
@@ -372,11 +383,14 @@ class JourneyWorkflow:
         deadline = self._deadline
         assert deadline is not None
         remaining = (deadline - workflow.now()).total_seconds()
-        done = lambda: bool(satisfied()) or self._exit_reason is not None  # noqa: E731
+
+        def done() -> bool:
+            return bool(satisfied()) or self._exit_reason is not None
+
         if remaining > 0 and not done():
             try:
                 await workflow.wait_condition(lambda: done() or self._continue_as_new_due(), timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if not done() and deadline > workflow.now() and self._continue_as_new_due():
             raise _ContinueAsNew()
@@ -471,11 +485,14 @@ class JourneyWorkflow:
         if deadline is None or deadline <= workflow.now():
             return
         self._state.deadline = self._progress.goal_until
-        done = lambda: self._progress.converted or self._exit_reason is not None  # noqa: E731
+
+        def done() -> bool:
+            return self._progress.converted or self._exit_reason is not None
+
         try:
             await workflow.wait_condition(lambda: done() or self._continue_as_new_due(),
                                           timeout=(deadline - workflow.now()).total_seconds())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         if not done() and self._continue_as_new_due():
             raise _ContinueAsNew()

@@ -18,20 +18,26 @@ through the client in `workflows.preferences_client`. The history stays bounded:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.contact import ContactPoints
     from activities.ledger import Completion, Reservation, ReserveRequest
     from activities.outcomes import LedgerState, ReserveDecision
     from events.model import CustomerEvent
+    from workflows import suppression as sup
     from workflows._calendar import local_day, next_local_midnight, quiet_window_end
     from workflows._caps import cap_gate
-    from workflows import suppression as sup
-    from activities.contact import ContactPoints
-    from workflows.profile import (CONTACT_POINTS_QUERY, PROFILE_UPDATED_SIGNAL, CustomerProfile, ProfileUpdate,
-                                   apply_update, merge_profiles)
+    from workflows.profile import (
+        CONTACT_POINTS_QUERY,
+        PROFILE_UPDATED_SIGNAL,
+        CustomerProfile,
+        ProfileUpdate,
+        apply_update,
+        merge_profiles,
+    )
 
 PREFERENCES_WORKFLOW = "CustomerPreferences"
 SUBSCRIPTION_CHANGED_SIGNAL = "subscription_changed"
@@ -113,7 +119,7 @@ class PreferencesInput:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(UTC).isoformat()
 
 
 @workflow.defn(name=PREFERENCES_WORKFLOW)
@@ -339,5 +345,5 @@ def _instant(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -17,7 +17,7 @@ alternative (behind `SEND_HTML_PART_PATCH`). ``priority`` and ``caps``: rolling 
 
 from __future__ import annotations
 
-import asyncio
+import builtins
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -185,7 +185,7 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
                 else:
                     try:
                         await workflow.wait_condition(stop_waiting, timeout=wait)
-                    except asyncio.TimeoutError:
+                    except builtins.TimeoutError:
                         pass
                     else:
                         return SendRecord(step_id, channel, template.id, SendStatus.SKIPPED,

@@ -22,6 +22,7 @@ the README's configuration table is generated from the classes (``eventflow conf
 from __future__ import annotations
 
 from core.settings._base import (
+    LIBRDKAFKA_PREFIX,
     CapsSpec,
     CatalogSource,
     Csv,
@@ -29,7 +30,6 @@ from core.settings._base import (
     Encoding,
     EncodingMap,
     HeaderMap,
-    LIBRDKAFKA_PREFIX,
     LogFormat,
     MessagingProvider,
     NonNegativeInt,
@@ -49,19 +49,15 @@ from core.settings._base import (
     env,
 )
 from core.settings.connections import (
+    LIBRDKAFKA_FILE_PROPERTIES,
     ConsumerSettings,
     DatabaseSettings,
     DevStackSettings,
     KafkaSettings,
-    LIBRDKAFKA_FILE_PROPERTIES,
     TemporalSettings,
     dev_database_url,
     librdkafka_overrides,
     librdkafka_variable,
-)
-from core.settings.ops import (
-    OpsSettings,
-    TracingSettings,
 )
 from core.settings.contracts import (
     CatalogSettings,
@@ -69,12 +65,16 @@ from core.settings.contracts import (
     JourneySettings,
     SchemaRegistrySettings,
 )
+from core.settings.ops import (
+    OpsSettings,
+    TracingSettings,
+)
 from core.settings.sending import (
+    WEBHOOK_SECRET_PREFIX,
     ChannelSettings,
     SendGridSettings,
     SmtpSettings,
     TwilioSettings,
-    WEBHOOK_SECRET_PREFIX,
     WebhookStepSettings,
     WorkerSettings,
     webhook_secret_environ,

@@ -20,9 +20,8 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from core.vocabulary import CHANNELS
 from core.errors import ConfigError
-
+from core.vocabulary import CHANNELS
 
 LIBRDKAFKA_PREFIX = "EVENTFLOW_LIBRDKAFKA_"
 

@@ -10,8 +10,17 @@ from pydantic import Field, SecretStr, model_validator
 
 from core.codec import Keyring, KeyringError
 from core.errors import ConfigError
-from core.settings._base import Csv, LIBRDKAFKA_PREFIX, NonNegativeInt, Port, PositiveFloat, PositiveInt, SettingsGroup, _secret_from_file, env
-
+from core.settings._base import (
+    LIBRDKAFKA_PREFIX,
+    Csv,
+    NonNegativeInt,
+    Port,
+    PositiveFloat,
+    PositiveInt,
+    SettingsGroup,
+    _secret_from_file,
+    env,
+)
 
 # -- kafka ------------------------------------------------------------------------------------------
 

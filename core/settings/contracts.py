@@ -8,9 +8,17 @@ from typing import ClassVar, Self
 from pydantic import SecretStr, model_validator
 
 from core.errors import ConfigError
+from core.settings._base import (
+    CatalogSource,
+    Encoding,
+    EncodingMap,
+    PositiveFloat,
+    SettingsGroup,
+    SubjectStrategy,
+    _secret_from_file,
+    env,
+)
 from core.signing import SigningKeys, SigningKeysError
-from core.settings._base import CatalogSource, Encoding, EncodingMap, PositiveFloat, SettingsGroup, SubjectStrategy, _secret_from_file, env
-
 
 # -- schema registry and event encodings ------------------------------------------------------------
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-
 from core.settings._base import HeaderMap, LogFormat, Port, Ratio, SettingsGroup, UpstreamSampling, env
-
 
 # -- ops / logging ----------------------------------------------------------------------------------
 

@@ -9,8 +9,25 @@ from typing import Annotated, ClassVar
 
 from pydantic import BeforeValidator, SecretStr, model_validator
 
-from core.settings._base import CapsSpec, Csv, EmailProvider, MessagingProvider, NonNegativeInt, PhoneRegion, Port, PositiveFloat, PositiveInt, QuietHours, SecretHosts, SettingsGroup, SmtpSecurityMode, UncertainDeliveryPolicy, _csv, _secret_from_file, env
-
+from core.settings._base import (
+    CapsSpec,
+    Csv,
+    EmailProvider,
+    MessagingProvider,
+    NonNegativeInt,
+    PhoneRegion,
+    Port,
+    PositiveFloat,
+    PositiveInt,
+    QuietHours,
+    SecretHosts,
+    SettingsGroup,
+    SmtpSecurityMode,
+    UncertainDeliveryPolicy,
+    _csv,
+    _secret_from_file,
+    env,
+)
 
 # -- worker -----------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from pydantic import SecretStr, model_validator
 from core.errors import ConfigError
 from core.settings._base import Csv, Port, PositiveFloat, PositiveInt, SettingsGroup, _secret_from_file, env
 
-
 # -- codec server -----------------------------------------------------------------------------------
 
 #: The shortest bearer token the codec server starts with (a guessable token is a decryption oracle).

@@ -118,8 +118,8 @@ def _change(action: CatalogAction, args: argparse.Namespace) -> int:
     else:
         print(f"{args.journey}: v{entry.version} {entry.state.value} ({entry.action.value}, rev {entry.revision})")
     if action is CatalogAction.ARCHIVE and args.exit_running:
-        from eventflow.settings import load_settings
         from core.temporal_client import connect
+        from eventflow.settings import load_settings
 
         async def cancel() -> int:
             return await cancel_running(await connect(load_settings().temporal), args.journey)

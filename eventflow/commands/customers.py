@@ -37,10 +37,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import EventflowError
+from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
 from store import open_store
 from store.forgetting import StoreErasure
 from store.forgetting import forget as forget_in_store
-from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
 from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
 from workflows.tombstone import CustomerTombstone, TombstoneInput, tombstone_workflow_id
 

@@ -21,8 +21,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import ConfigError
 from core.settings import DatabaseSettings
-from eventflow.settings import load_tools
 from core.temporal_client import connect
+from eventflow.settings import load_tools
 from store import CustomerStore, FieldCipher, open_store
 from store.importing import import_address, import_preferences, import_tombstone
 from store.migrate import current_revision, migrate

@@ -39,8 +39,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from journeys.loader import validate_folder
     from eventflow.commands.simulate import SimulationError, format_offset, read_events, simulate_run
+    from journeys.loader import validate_folder
 
     report = validate_folder(_folder(args))
     chosen = [d for d in report.definitions if d.id == args.journey]
@@ -140,9 +140,9 @@ async def _status_lines(customer_id: str) -> list[str]:
 async def _status_report(customer_id: str) -> StatusReport:
     from temporalio.client import WorkflowExecutionStatus
 
-    from eventflow.settings import load_settings
     from core.temporal_client import connect
     from eventflow.commands._visibility import customer_filter, is_customer
+    from eventflow.settings import load_settings
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     settings = load_settings(dev_defaults=True)
@@ -261,8 +261,8 @@ async def report_instances(journey_id: str, version: int | None = None) -> Insta
     """
     from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
-    from eventflow.settings import load_settings
     from core.temporal_client import connect
+    from eventflow.settings import load_settings
     from journeys.report import InstanceView
     from workflows.journey import STATUS_QUERY, JourneyStatus
 

@@ -10,14 +10,14 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
-from store import StoreMetrics, open_store
-from store.feedback import StoreFeedback
 from core.http import OpsServer, all_of, kafka_check
-from eventflow.settings import WebhooksProcessSettings
 from core.temporal_client import connect
+from eventflow.settings import WebhooksProcessSettings
 from eventflow.webhooks.handoff import KafkaHandoff
 from eventflow.webhooks.server import WebhookMetrics, WebhookServer
 from eventflow.webhooks.verify import SendGridVerifier, TwilioVerifier
+from store import StoreMetrics, open_store
+from store.feedback import StoreFeedback
 
 log = structlog.get_logger(__name__)
 

@@ -7,8 +7,8 @@ is answered 503, so the provider retries (and the ledger's report ids make the r
 
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from confluent_kafka import KafkaError, Message, Producer

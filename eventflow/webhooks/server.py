@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
-from core.vocabulary import CHANNELS
 from core.settings import WebhookSettings
+from core.vocabulary import CHANNELS
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,

@@ -8,8 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from activities.addresses import (InvalidPhoneNumber, PhoneProblem, address_hash, normalise_address,
-                                  parse_phone)
+from activities.addresses import InvalidPhoneNumber, PhoneProblem, address_hash, normalise_address, parse_phone
 
 REGIONS = ("DE", "AT", "CH", "GB", "FR", "NL", "ES", "IT", "PL", "SE", "US", "CA", "BR", "IN", "JP", "AU", "ZA")
 SEPARATORS = ("", " ", "-", ".", " - ")
@@ -31,7 +30,7 @@ def numbers(draw: st.DrawFn) -> tuple[str, phonenumbers.PhoneNumber]:
 def _spaced(digits: str, draw: st.DrawFn) -> str:
     """``digits`` cut into groups with one drawn separator, the first group maybe in parentheses."""
     cuts = sorted(draw(st.sets(st.integers(1, len(digits) - 1), max_size=4)))
-    groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)])]
+    groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
     if draw(st.booleans()):
         groups[0] = f"({groups[0]})"
     return draw(st.sampled_from(SEPARATORS)).join(groups)

@@ -9,10 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activities.caps import (CHANNELS, SCOPES, CapLimit, CapSet, CapSpecError, CountedSend, Priority, Window, decide,
-                             legacy_daily_cap, used_in_window)
+from activities.caps import (
+    SCOPES,
+    CapLimit,
+    CapSet,
+    CapSpecError,
+    CountedSend,
+    Priority,
+    Window,
+    decide,
+    legacy_daily_cap,
+    used_in_window,
+)
 from activities.config import send_policy
 from core.errors import ConfigError
+from core.vocabulary import CHANNELS
 
 TODAY = date(2026, 12, 1)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from activities.channels import OutgoingMessage
 from activities.config import build_channels, check_providers, send_policy
 from activities.email_sendgrid import SendGridChannel
-from activities.channels import OutgoingMessage
 from activities.errors import PERMANENT_ERROR_TYPES, ChannelUnavailableError
 from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.sms_twilio import TwilioChannel

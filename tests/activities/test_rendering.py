@@ -12,8 +12,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activities.rendering import (DEFAULT_LIMITS, RenderFailure, RenderLimits, TemplateRenderError, inline_styles,
-                                  is_html_part, render, render_async, render_html, render_html_async)
+from activities.rendering import (
+    DEFAULT_LIMITS,
+    RenderFailure,
+    RenderLimits,
+    TemplateRenderError,
+    inline_styles,
+    is_html_part,
+    render,
+    render_async,
+    render_html,
+    render_html_async,
+)
 
 CONTEXT: dict[str, Any] = {"customer": {"first_name": "Kim"}, "payload": {"order_id": "ord-1", "items": [1, 2]}}
 

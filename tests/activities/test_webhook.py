@@ -14,8 +14,15 @@ from aiohttp import web
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.webhook import (HostList, WebhookActivities, WebhookCallInput, WebhookCallResult, WebhookErrorType,
-                                WebhookSecrets, address_problem)
+from activities.webhook import (
+    HostList,
+    WebhookActivities,
+    WebhookCallInput,
+    WebhookCallResult,
+    WebhookErrorType,
+    WebhookSecrets,
+    address_problem,
+)
 from core.settings import WebhookStepSettings
 
 SECRET = "Bearer t0ken-bound-to-the-crm"

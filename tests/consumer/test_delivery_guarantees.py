@@ -9,8 +9,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from consumer.dead_letter import dead_letter_headers, parse_dead_letter_headers
-from eventflow.commands.dlq_tools import read_dead_letters, replay
 from consumer.record import SourceRecord
+from eventflow.commands.dlq_tools import read_dead_letters, replay
 from events import samples
 from events.producer import encode_event
 from events.schemas import load as load_schemas

@@ -11,6 +11,7 @@ must be on the dead-letter topic at most once. ``FUZZ_EXAMPLES`` raises the numb
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -29,9 +30,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from temporalio.client import Client
 
-from eventflow.commands.dlq_tools import read_dead_letters
 from consumer.routes import EventRoutes, Route
 from consumer.topics import ensure_topics
+from eventflow.commands.dlq_tools import read_dead_letters
 from events import samples
 from events.codec import EventDecoder, encode_single_object, record_from_json
 from events.model import CustomerEvent
@@ -193,7 +194,7 @@ async def test_whatever_is_published_the_consumer_lives_commits_and_ends_each_re
     await eventually(lambda: _consumed(bridge) - before >= len(batch), timeout_seconds=60,
                      message="every record to be counted")
     for topic in topics.values():
-        await eventually(lambda: not committed_behind(kafka_config, f"test-group-{unique}", topic),
+        await eventually(functools.partial(_caught_up, kafka_config, f"test-group-{unique}", topic),
                          timeout_seconds=30, message=f"commits past every record of {topic}")
     assert _consumed(bridge) - before == len(batch), "a record was counted twice"
     assert not any(task.done() for task in bridge._tasks), "the consumer (or worker) died"
@@ -270,3 +271,7 @@ async def test_any_trigger_filter_a_journey_author_writes_never_stops_the_consum
                      timeout_seconds=30, message="commits past every event")
     assert not any(task.done() for task in bridge._tasks), "the consumer died"
     assert _consumed(bridge) - before == 5
+
+
+def _caught_up(kafka_config: dict[str, str], group: str, topic: str) -> bool:
+    return not committed_behind(kafka_config, group, topic)

@@ -12,9 +12,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from temporalio.client import Client
 
-from devstack import Endpoints
 from core.errors import ConfigError
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
+from devstack import Endpoints
 
 
 async def _request(port: int, method: str, path: str) -> tuple[int, str]:

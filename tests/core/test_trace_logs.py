@@ -9,7 +9,6 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 
-
 def test_structlog_and_stdlib_lines_carry_the_active_span(captured: Callable[[], list[dict[str, object]]]) -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("outer") as span:

@@ -31,12 +31,11 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
-from devstack import Endpoints
 from core import tracing
 from core._temporal_tracing import EventflowTracingInterceptor
-from core.settings import TemporalSettings
+from core.settings import TemporalSettings, TracingSettings
 from core.temporal_client import connect
-from core.tracing import TracingSettings
+from devstack import Endpoints
 from events import samples
 from journeys.loader import validate_folder
 from journeys.model import JourneyDefinition

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from devstack import MissingToolError, provision, registry
-from devstack.errors import ProvisionError
 from devstack.cache import cache_dir
+from devstack.errors import ProvisionError
 
 
 def test_second_provisioning_needs_no_tool_at_all(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,12 +26,12 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from devstack import Endpoints
-from devstack.provision import temporal_cli
-from eventflow.codec_server import CodecServer
 from core.codec import EncryptionCodec, Keyring, data_converter
 from core.settings import TemporalSettings
 from core.temporal_client import connect
+from devstack import Endpoints
+from devstack.provision import temporal_cli
+from eventflow.codec_server import CodecServer
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub, Reply, provider
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow

@@ -19,10 +19,10 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from devstack import Endpoints
 from core import logs
 from core.settings import TemporalSettings
 from core.temporal_client import CORE_LOGGER, connect
+from devstack import Endpoints
 from tests.eventflow.sandbox_workflow import LogsThenFailsItsTask
 from tests.harness import eventually
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
-from pathlib import Path
-
-import asyncio
-import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from devstack import Endpoints
-from eventflow.settings import load_settings
 from eventflow.commands.temporal_setup import register_search_attributes
+from eventflow.settings import load_settings
 from eventflow.worker import journey_channels, run_worker
 from journeys import load_all
 from tests.harness import eventually

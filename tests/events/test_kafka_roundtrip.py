@@ -24,9 +24,8 @@ from events import build_decoder, build_producer
 from events.codec import record_from_json
 from events.producer import DeliveryError, EventProducer, SchemaNotRegisteredError
 from events.registry import connect, registry_settings
-from events.samples import customer, event, purchase
+from events.samples import customer, demo_events, event, purchase
 from events.schemas import load
-from events.samples import demo_events
 from tests.events import variants
 
 

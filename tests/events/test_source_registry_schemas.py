@@ -19,7 +19,7 @@ def test_a_schema_named_by_registry_subject_is_fetched_and_checked(
     root = shop_journeys(tmp_path / "journeys", "orders")
     sources = root / "sources.yaml"
     sources.write_text(sources.read_text().replace("{OrderPlaced: schemas/OrderPlaced.v1.avsc,",
-                                                   '{"OrderPlaced": {"subject": "%s"},' % subject))
+                                                   f'{{"OrderPlaced": {{"subject": "{subject}"}},'))
     definition = root / "definitions" / "big_order.yaml"
     definition.write_text(definition.read_text().replace("payload.item_count >= 2", "payload.gift_wrap"))
 

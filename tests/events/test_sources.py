@@ -36,6 +36,7 @@ from tests.events.shop import HERE, shop_journeys
 from tests.harness import Bridge, eventually, read_topic, start_bridge
 from workflows.preferences_client import preferences_state
 
+
 class CountingDispatcher(Dispatcher):
     """The real dispatcher, counting the Temporal calls it makes per event type."""
 

@@ -13,7 +13,7 @@ import yaml
 
 from helm import values_table
 from journeys.loader import load_all
-from tests.helm.chart import ALL_ON, CHART, REPO, TRIAL, RenderError, Rendered, helm_template, journeys_set_files
+from tests.helm.chart import ALL_ON, CHART, REPO, TRIAL, Rendered, RenderError, helm_template, journeys_set_files
 
 COMPONENTS = ("consumer", "worker")
 _SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|API_KEY|SECRET|USERNAME)")
@@ -179,7 +179,7 @@ def test_changing_a_template_changes_the_checksum_that_rolls_the_pods(helm: Path
     again = helm_template(helm, set_files=files)
 
     for component in COMPONENTS:
-        def checksum(rendered: Rendered) -> str:
+        def checksum(rendered: Rendered, component: str = component) -> str:
             annotations = rendered.deployment(component)["spec"]["template"]["metadata"]["annotations"]
             return str(annotations["checksum/journeys"])
 

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from core.codec import EncryptionCodec, Keyring
-from tests.helm.chart import ALL_ON, REPO, RenderError, Rendered, helm_template
+from tests.helm.chart import ALL_ON, REPO, Rendered, RenderError, helm_template
 
 KEYS_FILE = "/etc/eventflow/payload-keys/keys"
 

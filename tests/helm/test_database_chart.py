@@ -12,7 +12,7 @@ import pytest
 
 from eventflow.settings import load_tools
 from store import current_revision, required_revision
-from tests.helm.chart import ALL_ON, REPO, Manifest, RenderError, Rendered, helm_template
+from tests.helm.chart import ALL_ON, REPO, Manifest, Rendered, RenderError, helm_template
 
 STORE_USERS = ("consumer", "worker", "webhooks")
 WEBHOOKS_ON = {"webhooks.enabled": "true", "webhooks.publicUrl": "https://hooks.example.com"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helm.chart import REPO, TRIAL, RenderError, Rendered, helm_template, prometheus_rules
+from tests.helm.chart import REPO, TRIAL, Rendered, RenderError, helm_template, prometheus_rules
 
 DEPLOY = REPO / "docs" / "deploy.md"
 

@@ -24,23 +24,23 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from devstack import Endpoints
 from eventflow import settings
-from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from events import samples
 from events.producer import EventProducer
 from events.schemas import load as load_schemas
 from tests.harness import eventually
 from tests.helm.chart import (
     ALL_ON,
-    WEBHOOK_SERVICE_SERIES,
     REPO,
+    WEBHOOK_SERVICE_SERIES,
     Rendered,
     dashboard,
     dashboard_exprs,
+    exposed_names,
     helm_template,
     journeys_set_files,
-    exposed_names,
     metric_names,
     prometheus_rules,
     rule_exprs,

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from consumer.catalog_topic import CatalogWriter
-from devstack import Endpoints
 from core.settings import JourneySettings
+from devstack import Endpoints
 from eventflow.settings import load_tools
 from events.sources import SOURCES_FILE, load_sources
 from journeys.loader import JourneyDefinitionError, load_all
@@ -29,8 +29,8 @@ from tests.helm.chart import (
     REPO,
     TRIAL,
     Manifest,
-    RenderError,
     Rendered,
+    RenderError,
     helm_template,
     journeys_set_files,
     pod_files,

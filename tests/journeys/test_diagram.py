@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from activities.outcomes import DeliveryOutcome
 from devstack.mermaid import installed_mermaid_cli
 from eventflow.cli import main
 from events import samples
@@ -22,15 +23,29 @@ from journeys.diagram import END, TRIGGER, Diagram, build
 from journeys.diagram_mermaid import escape, node_id, render_mermaid
 from journeys.diagram_svg import SVG_NAMESPACE, layers, render_svg
 from journeys.diagram_text import render_text
+from journeys.goals import Goal
 from journeys.loader import default_journeys_dir
 from journeys.mermaid_check import MermaidSyntaxError, check_mermaid
-from activities.outcomes import DeliveryOutcome
-from journeys.goals import Goal
 from journeys.model import JourneyDefinition, Listener
 from journeys.show import FRONT_README_JOURNEY, readme_with_diagrams
-from journeys.steps import (BranchCase, BranchStep, DelayStep, DigestStep, ExitStep, OnWebhookFailure, SecretHeader,
-                            SendOptions, SendStep, SplitStep, SplitVariant, Step, WaitForStep, WebhookStep, arms,
-                            walk)
+from journeys.steps import (
+    BranchCase,
+    BranchStep,
+    DelayStep,
+    DigestStep,
+    ExitStep,
+    OnWebhookFailure,
+    SecretHeader,
+    SendOptions,
+    SendStep,
+    SplitStep,
+    SplitVariant,
+    Step,
+    WaitForStep,
+    WebhookStep,
+    arms,
+    walk,
+)
 
 SAMPLES = {d.id: d for d in load_all()}
 TRICKY = 'payload.note == "<b>&\'#1\'</b>" or payload.x in [\'a|b\', "end"]'
@@ -270,7 +285,7 @@ def test_the_real_mermaid_cli_renders_every_sample_and_a_highlighted_run(tmp_pat
 
 def test_simulate_prints_the_run_on_the_diagram(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     customer = samples.customer()
-    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
     purchase = {**samples.purchase(customer, order_id="ord-d"), "occurred_at": start.isoformat()}
     refund = {**samples.event("OrderRefunded", customer, {"order_id": "ord-d", "reason": "late",
                                                           "amount": {"amount": "49.90", "currency": "EUR"}}),
@@ -390,7 +405,6 @@ def test_show_draws_any_published_version_from_the_catalog(kafka_config: dict[st
 
     from consumer.catalog_admin import publish_path
     from consumer.catalog_topic import CatalogWriter
-
     from tests.catalog_keys import CATALOG_KEYS, CATALOG_KEYS_TEXT
 
     writer = CatalogWriter(kafka_config, f"test-catalog-show-{unique}", keys=CATALOG_KEYS)

@@ -7,11 +7,20 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from prometheus_client import CollectorRegistry
 
-from journeys.expressions import (MAX_DEPTH, MAX_LENGTH, MAX_LIST_DEPTH, MAX_LIST_ITEMS, ExpressionError,
-                                  ExpressionMetrics, evaluate, matches, parse, paths)
+from journeys.expressions import (
+    MAX_DEPTH,
+    MAX_LENGTH,
+    MAX_LIST_DEPTH,
+    MAX_LIST_ITEMS,
+    ExpressionError,
+    ExpressionMetrics,
+    evaluate,
+    matches,
+    parse,
+    paths,
+)
 
 CONTEXT: dict[str, Any] = {
     "event_type": "PurchaseCompleted",

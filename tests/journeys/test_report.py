@@ -21,8 +21,8 @@ from temporalio.client import Client
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from consumer.dispatch import Dispatcher
 from eventflow.cli import main
-from events.model import Customer, CustomerEvent
 from eventflow.commands.journeys import _report_lines
+from events.model import Customer, CustomerEvent
 from journeys.goals import Progress, is_held_out
 from journeys.loader import validate_folder
 from journeys.report import InstanceView, build, format_report

@@ -120,9 +120,9 @@ def test_validate_command_reads_the_allow_list_setting(tmp_path: Path, monkeypat
 
 
 async def test_simulation_records_a_webhook_without_calling_it(tmp_path: Path) -> None:
+    from eventflow.commands.simulate import simulate_run
     from journeys.diagram import build
     from journeys.diagram_text import render_text
-    from eventflow.commands.simulate import simulate_run
     from tests.workflows.journey_harness import purchase
 
     (definition,) = validate_folder(_folder(tmp_path, _definition("https://crm.example.com/x"))).definitions

@@ -11,8 +11,15 @@ import asyncpg
 import pytest
 from alembic import command
 
-from store import SchemaAheadError, SchemaOutdatedError, check_schema, create_pool, current_revision, migrate
-from store import required_revision
+from store import (
+    SchemaAheadError,
+    SchemaOutdatedError,
+    check_schema,
+    create_pool,
+    current_revision,
+    migrate,
+    required_revision,
+)
 from store._alembic import MIGRATION_LOCK_KEY, alembic_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
-from devstack import provision
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport, SendStatus
+from devstack import provision
 from journeys.goals import HOLDOUT_ARM, holdout_bucket, is_held_out
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
 from workflows.journey import EVENT_SIGNAL, STATUS_QUERY, JourneyStatus, split_bucket

@@ -7,7 +7,7 @@ import socket
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,7 +19,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack import provision
 from events.model import CustomerEvent
-
 from tests.workflows.journey_harness import Capture, compile_journey, event, purchase, result, start, worker
 from workflows.journey import EVENT_SIGNAL, STATUS_QUERY, JourneyStatus, split_bucket
 
@@ -537,10 +536,10 @@ async def test_an_event_delivered_with_the_start_counts_for_the_next_wait_unless
 def test_utc_helpers_are_timezone_aware() -> None:
     from journeys.timing import next_local_time
 
-    after = datetime(2026, 3, 28, 12, 0, tzinfo=timezone.utc)  # Berlin switches to summer time on the 29th
+    after = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)  # Berlin switches to summer time on the 29th
     landed = next_local_time(after, "10:00", "Europe/Berlin")
-    assert landed == datetime(2026, 3, 29, 8, 0, tzinfo=timezone.utc)
-    assert next_local_time(after, "10:00", "Not/AZone") == datetime(2026, 3, 29, 10, 0, tzinfo=timezone.utc)
+    assert landed == datetime(2026, 3, 29, 8, 0, tzinfo=UTC)
+    assert next_local_time(after, "10:00", "Not/AZone") == datetime(2026, 3, 29, 10, 0, tzinfo=UTC)
 
 
 async def test_exit_event_delivered_with_the_start_is_not_lost(

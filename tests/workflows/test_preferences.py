@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
-
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.send import SendPolicy
+from events.model import CustomerEvent
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub, provider
 from tests.harness import eventually
-from events.model import CustomerEvent
-from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows._calendar import next_local_midnight, quiet_window_end
+from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows.preferences_client import preferences_state
 
 __all__ = ["provider"]

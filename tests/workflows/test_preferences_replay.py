@@ -15,8 +15,13 @@ from temporalio.worker import Replayer, Worker
 
 from activities.ledger import Completion, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
-from workflows.preferences import (RESERVE_SEND_UPDATE, SEND_COMPLETED_SIGNAL, CustomerPreferences, PreferencesInput,
-                                   preferences_workflow_id)
+from workflows.preferences import (
+    RESERVE_SEND_UPDATE,
+    SEND_COMPLETED_SIGNAL,
+    CustomerPreferences,
+    PreferencesInput,
+    preferences_workflow_id,
+)
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories" / "preferences").glob("*.json"))
 

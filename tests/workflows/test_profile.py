@@ -10,7 +10,6 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -19,8 +18,14 @@ from events.model import Customer, CustomerEvent
 from tests.harness import eventually
 from workflows.preferences import MAX_CHANGES_PER_RUN, CustomerPreferences, preferences_workflow_id
 from workflows.preferences_client import ProfileDirectory, record_profile_update
-from workflows.profile import (CustomerProfile, ProfileUpdate, apply_update, journey_event, merge_profiles,
-                               profile_update_of)
+from workflows.profile import (
+    CustomerProfile,
+    ProfileUpdate,
+    apply_update,
+    journey_event,
+    merge_profiles,
+    profile_update_of,
+)
 
 
 def _event(event_type: str = "PurchaseCompleted", *, identify: bool = False, override: bool = False,

@@ -15,8 +15,15 @@ from temporalio.service import RPCError
 from activities.outcomes import SendStatus
 from tests.activities.provider_stub import ProviderStub, Reply, provider
 from tests.harness import eventually
-from tests.workflows.profile_support import (decoded_history_text, identify, note_id, recipients, running, shipped,
-                                             wait_id)
+from tests.workflows.profile_support import (
+    decoded_history_text,
+    identify,
+    note_id,
+    recipients,
+    running,
+    shipped,
+    wait_id,
+)
 from workflows.journey import STATUS_QUERY, JourneyStatus
 from workflows.preferences_client import preferences_state
 

@@ -16,14 +16,12 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
-
 from temporalio.converter import DataConverter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from activities.outcomes import SendStatus
 from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
 from journeys.steps import STEP_KINDS, encode_step, kind_of, walk_document
-
 from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyWorkflow
 from workflows.sending import SUPPRESSED_FALLBACK_PATCH, SendRecord
 

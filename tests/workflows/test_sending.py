@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -317,7 +317,7 @@ async def test_sends_recover_when_the_preferences_workflow_was_terminated(
 
 
 def test_locale_falls_back_from_region_to_language_to_the_default() -> None:
-    from workflows.sending import pick_locale
+    from activities.contact import pick_locale
 
     variants: dict[str, object] = {"en": {}, "de": {}}
     assert pick_locale("de", variants, "en") == "de"

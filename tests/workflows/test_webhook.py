@@ -18,8 +18,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.metrics import SendMetrics
-from activities.webhook import (IDEMPOTENCY_HEADER, WebhookActivities, WebhookCallInput, WebhookErrorType,
-                                WebhookSecrets)
+from activities.webhook import IDEMPOTENCY_HEADER, WebhookActivities, WebhookCallInput, WebhookErrorType, WebhookSecrets
 from tests.activities.journey_support import channels_for, event, journey
 from tests.activities.provider_stub import ProviderStub, provider
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus

@@ -5,9 +5,8 @@ Real Kafka and Temporal, through the real consumer and worker; sends are counted
 
 from __future__ import annotations
 
-import functools
-
 import asyncio
+import functools
 from pathlib import Path
 
 import pytest

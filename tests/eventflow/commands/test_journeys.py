@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from consumer.dispatch import Dispatcher
 from eventflow.cli import main
+from eventflow.commands.journeys import _status_lines
 from events import samples
 from events.model import Customer, CustomerEvent
 from journeys import Router, StartJourney, load_all
-from eventflow.commands.journeys import _status_lines
-from tests.harness import eventually
 from journeys.loader import validate_folder
+from tests.harness import eventually
 from tests.workflows.journey_harness import Capture, compile_journey, worker
 
 
@@ -73,7 +73,7 @@ def _offset(line: str) -> timedelta:
 def test_simulate_two_weeks_in_seconds_with_masked_addresses(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     customer = samples.customer(email="dana@example.com", locale="de", first_name="Dana")
-    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
     purchase = _at(samples.purchase(customer, order_id="ord-sim"), start)
     unrelated = _at(samples.event("ProfileUpdated", customer, {"changed_fields": ["locale"]}),
                     start + timedelta(days=1))
@@ -95,7 +95,7 @@ def test_simulate_two_weeks_in_seconds_with_masked_addresses(tmp_path: Path,
 
 def test_simulate_exit_event_stops_the_journey(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     customer = samples.customer()
-    start = datetime(2026, 5, 4, 8, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
     purchase = _at(samples.purchase(customer, order_id="ord-r"), start)
     refund = _at(samples.event("OrderRefunded", customer, {"order_id": "ord-r", "reason": "late",
                                                            "amount": {"amount": "49.90", "currency": "EUR"}}),

@@ -21,9 +21,9 @@ import pytest
 
 from tests.activities.journey_support import event, journey, run_journey, send
 from tests.activities.provider_stub import ProviderStub
-from tests.harness import eventually
 from tests.eventflow.webhooks.conftest import FeedbackStack, free_port
 from tests.eventflow.webhooks.signing import sendgrid_body, sendgrid_event
+from tests.harness import eventually
 from workflows.preferences_client import preferences_state
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,22 +14,22 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from activities.outcomes import DELIVERY_SIGNAL, SendStatus
-from events.model import Customer, CustomerEvent
-from tests.activities.journey_support import event, journey, run_journey, send
-from tests.activities.provider_stub import ProviderStub
-from tests.harness import eventually
-from tests.eventflow.webhooks.conftest import FeedbackStack
-from tests.eventflow.webhooks.signing import SendGridSigner, form, sendgrid_body, sendgrid_event, twilio_headers
-from workflows.address_book import AddressContacts, address_workflow_id
-from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
-from workflows.preferences import LedgerEntry, PreferencesInput
-from workflows.preferences_client import preferences_state, record_subscription_change
 from activities.addresses import address_hash
+from activities.outcomes import DELIVERY_SIGNAL, SendStatus
 from consumer.dispatch import CUSTOMER_ID
 from devstack import Endpoints
 from eventflow.commands.journeys import _status_lines
 from eventflow.webhooks.verify import SENDGRID_TIMESTAMP_HEADER
+from events.model import Customer, CustomerEvent
+from tests.activities.journey_support import event, journey, run_journey, send
+from tests.activities.provider_stub import ProviderStub
+from tests.eventflow.webhooks.conftest import FeedbackStack
+from tests.eventflow.webhooks.signing import SendGridSigner, form, sendgrid_body, sendgrid_event, twilio_headers
+from tests.harness import eventually
+from workflows.address_book import AddressContacts, address_workflow_id
+from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
+from workflows.preferences import LedgerEntry, PreferencesInput
+from workflows.preferences_client import preferences_state, record_subscription_change
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,15 +15,23 @@ import aiohttp
 import pytest
 
 from consumer.topics import ensure_topics
-from devstack import Endpoints
+from devstack import Endpoints, tools
 from tests.activities.journey_support import event, journey, run_journey, send, worker
 from tests.activities.provider_stub import ProviderStub
-from devstack import tools
-from tests.harness import eventually
-from tests.helm.chart import (ALL_ON, WEBHOOK_SERVICE_SERIES, dashboard, dashboard_exprs, exposed_names, helm_template,
-                              metric_names, prometheus_rules, rule_exprs)
 from tests.eventflow.webhooks.conftest import channels, free_port
 from tests.eventflow.webhooks.signing import TWILIO_TOKEN, SendGridSigner, sendgrid_body, sendgrid_event
+from tests.harness import eventually
+from tests.helm.chart import (
+    ALL_ON,
+    WEBHOOK_SERVICE_SERIES,
+    dashboard,
+    dashboard_exprs,
+    exposed_names,
+    helm_template,
+    metric_names,
+    prometheus_rules,
+    rule_exprs,
+)
 from workflows.preferences_client import preferences_state
 
 REPO = Path(__file__).resolve().parents[3]
