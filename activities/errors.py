@@ -10,6 +10,14 @@ from __future__ import annotations
 from core.errors import EventflowError
 
 
+class LedgerUnavailableError(EventflowError):
+    """The delivery ledger could not answer now (its database is down, restarting or overloaded).
+
+    Nothing was decided: the caller waits and asks again (the send activity retries its record of a
+    provider's answer; Temporal retries the attempt otherwise).
+    """
+
+
 class SendError(EventflowError):
     """A provider did not accept a message.
 

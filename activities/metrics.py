@@ -28,6 +28,10 @@ class SendMetrics:
             "Sends whose earlier attempt was interrupted in the crash window, by how it was resolved "
             "(reconciled_delivered, reconciled_missing, sent_again, not_sent_again).",
             ["channel", "provider", "resolution"], registry=registry)
+        self.ledger_retries = Counter(
+            "eventflow_send_ledger_retries_total",
+            "Times a send waited to record a provider's answer because the ledger's database could not answer.",
+            ["channel"], registry=registry)
         self.lease_waits = Counter(
             "eventflow_send_lease_waits_total",
             "Times an attempt waited because an earlier attempt still held the send's lease.",

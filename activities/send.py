@@ -29,7 +29,7 @@ from activities.addresses import PHONE_CHANNELS, InvalidPhoneNumber, address_has
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, OutgoingMessage
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
-from activities.errors import InvalidAddressError, PermanentSendError, RetryableSendError
+from activities.errors import InvalidAddressError, LedgerUnavailableError, PermanentSendError, RetryableSendError
 from activities.ledger import CallMarkingLedger, Completion, DeliveryLedger, Reservation, ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
@@ -374,7 +374,7 @@ class NotificationActivities:
                         attempt: int, *, error_type: str = "") -> None:
         if self._ledger is None:
             return
-        await self._beat(self._ledger.complete(Completion(
+        completion = Completion(
             idempotency_key=notification.idempotency_key,
             customer_id=notification.customer.id,
             channel=notification.channel,
@@ -383,7 +383,19 @@ class NotificationActivities:
             provider_message_id=result.provider_message_id,
             error_type=error_type,
             attempt=attempt,
-        )))
+        )
+        # A provider's answer is recorded before anything else the attempt does: while the ledger is
+        # away (its database restarting), wait and ask again rather than leave the answer unrecorded.
+        waited = 0
+        while True:
+            try:
+                await self._beat(self._ledger.complete(completion))
+                return
+            except LedgerUnavailableError as exc:
+                waited += 1
+                self._metrics.ledger_retries.labels(notification.channel).inc()
+                activity.logger.warning("ledger_unavailable_retrying attempt=%d error=%s", waited, exc)
+                await self._beat(asyncio.sleep(min(0.2 * 2 ** min(waited, 5), 5.0)))
 
 
 def _caps_for(notification: SendNotificationInput, defaults: CapSet) -> CapSet:

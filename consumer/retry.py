@@ -24,6 +24,7 @@ from consumer.dispatch import TransientTemporalError
 from consumer.metrics import ConsumerMetrics
 from consumer.record import SourceRecord
 from events.errors import RegistryUnavailableError
+from store.errors import StoreUnavailableError
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 #: Exceptions that mean "the infrastructure failed, not the record": retried, never dead-lettered.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientTemporalError, RegistryUnavailableError, DeadLetterPublishError, KafkaException, BufferError, OSError,
+    StoreUnavailableError,
 )
 
 

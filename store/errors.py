@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from activities.errors import LedgerUnavailableError
 from core.errors import EventflowError
 
 #: The command that brings a database's schema up to this release.
@@ -40,3 +41,19 @@ class SchemaAheadError(StoreError):
                          f"{required}): a newer release migrated it; run that release or a later one")
         self.current = current
         self.required = required
+
+
+class StoreUnavailableError(StoreError, LedgerUnavailableError):
+    """The database could not answer a call (down, restarting, out of connections, a statement timed out).
+
+    Transient: the consumer retries the record in order, the send activity retries its call.
+
+    Attributes:
+        kind: the statement kind (`store.metrics.StatementKind` value) that failed.
+        cause: the driver's error class name (never its message, which may quote values).
+    """
+
+    def __init__(self, kind: str, cause: str) -> None:
+        super().__init__(f"customer store unavailable during {kind}: {cause}")
+        self.kind = kind
+        self.cause = cause

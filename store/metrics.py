@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from store.errors import StoreUnavailableError
+
 # From 1 ms (a primary-key read on a warm connection) to past the default statement timeout (5 s).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -118,11 +120,34 @@ class StatementTimer:
                         traceback: TracebackType | None) -> None:
         metrics = self._metrics
         # A cancelled call (the activity or the process stopping) is neither a latency nor the database failing.
-        if metrics is None or exc is not None and not isinstance(exc, Exception):
+        if exc is not None and not isinstance(exc, Exception):
             return
-        metrics.statement_seconds.labels(kind=self._kind.value).observe(time.perf_counter() - self._started)
-        if exc is not None:
-            metrics.errors.labels(kind=self._kind.value, error=error_name(exc)).inc()
+        if metrics is not None:
+            metrics.statement_seconds.labels(kind=self._kind.value).observe(time.perf_counter() - self._started)
+            if exc is not None:
+                metrics.errors.labels(kind=self._kind.value, error=error_name(exc)).inc()
+        if exc is not None and is_unavailable(exc):
+            raise StoreUnavailableError(self._kind.value, error_name(exc)) from exc
+
+
+#: Driver errors that mean "the database could not answer now", not "the statement is wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, timed out (TimeoutError is one)
+    asyncpg.InterfaceError,  # a connection closed under the call
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.QueryCanceledError,  # the statement timeout
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database failing to answer (transient) rather than a wrong statement."""
+    return isinstance(exc, _UNAVAILABLE)
 
 
 def timed(metrics: StoreMetrics | None, kind: StatementKind) -> StatementTimer:
