@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from bench.history import HistoryCost, history_cost
 from bench.processes import BENCH_JOURNEYS, ROOT, CpuMeter, EventflowEnv, EventflowProcess, rss_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
@@ -267,7 +268,7 @@ async def measure_start_ceiling(run: Run) -> float:
     return measured
 
 
-async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
+async def measure_raw_notifications(run: Run) -> tuple[float, list[float], HistoryCost]:
     """The raw ceiling (start + one no-op activity, concurrent) and the start -> activity floor (sequential)."""
     config = run.config
     phase(f"raw notification ceiling: {config.raw_workflows} workflows running one no-op activity")
@@ -318,7 +319,8 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float]]:
         progress.close()
         await starts
         run.cpu["raw notification ceiling"] = meter.cores()
-        return rate_per_second(ran()), floor
+        cost = await history_cost(client, task_queue, config.floor_samples + config.raw_workflows)
+        return rate_per_second(ran()), floor, cost
     finally:
         worker.terminate()
         await asyncio.to_thread(worker.wait, 30)
@@ -405,6 +407,7 @@ class FullPath:
     consumer: EventflowProcess
     worker: EventflowProcess
     topics: dict[str, str]
+    task_queue: str = ""
 
     def alive(self) -> bool:
         return self.consumer.alive() and self.worker.alive()
@@ -455,7 +458,9 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
         raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
     run.cpu["full path capacity"] = meter.cores()
     first = run.stub.first_sends("cap-")
+    cost = await history_cost(run.servers.client, full.task_queue, len(first))
     return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
+            "temporal_cost": cost.as_json(),
             "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
             "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
 
@@ -606,7 +611,8 @@ async def run_full_path(run: Run) -> dict[str, Any]:
     _preload(run.servers.kafka, topics["cap-"], _encoded([_purchase("cap-") for _ in range(config.capacity_events)]),
              config.capacity_events, "capacity")
     env = run.env(tuple(topics.values()), f"bench-journeys-{uuid.uuid4().hex[:8]}", sendgrid=True)
-    full = FullPath(run.process("consume", env, "consumer"), run.process("worker", env, "worker"), topics)
+    full = FullPath(run.process("consume", env, "consumer"), run.process("worker", env, "worker"), topics,
+                    env.task_queue)
     try:
         capacity = await measure_capacity(run, full)
         rate = capacity["notifications_per_second"]
@@ -643,6 +649,13 @@ def _at_least(ratio: float | None, bound: float) -> bool:
     return ratio is not None and ratio >= bound
 
 
+def _cost_met(full: Mapping[str, Any] | None, raw: Mapping[str, Any] | None) -> bool:
+    if not full or not raw or not raw["history_events_per_notification"]:
+        return False
+    return (full["history_events_per_notification"] <= 1.3 * raw["history_events_per_notification"]
+            and full["workflows_per_notification"] <= 1.0)
+
+
 def targets(results: Mapping[str, Any]) -> dict[str, bool]:
     """Every target of the benchmark, checked as a ratio or an exact count: name -> met."""
     ratios = results["ratios"]
@@ -666,6 +679,8 @@ def targets(results: Mapping[str, Any]) -> dict[str, bool]:
         f"hot customer: exactly {cap} sent, {hot['journeys'] - cap} capped, 0 errors, 0 duplicates":
             (hot["sent"], hot["capped"], hot["errors"], hot["duplicates"]) == (cap, hot["journeys"] - cap, 0, 0),
         "no duplicate send in any phase": duplicates == 0,
+        "history events per notification <= 1.3 x the raw minimum, one workflow per notification":
+            _cost_met(results["capacity"].get("temporal_cost"), results["raw"].get("temporal_cost")),
         "consumer RSS flat within 10 % over the soak": abs(soak["consumer"]["growth_ratio"]) <= 0.10,
         "worker RSS flat within 10 % over the soak": abs(soak["worker"]["growth_ratio"]) <= 0.10,
     }
@@ -678,7 +693,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
     bench = Run(servers, config, workdir, stub)
     try:
         start_ceiling = await measure_start_ceiling(bench)
-        raw_rate, floor = await measure_raw_notifications(bench)
+        raw_rate, floor, raw_cost = await measure_raw_notifications(bench)
         bridge = await measure_bridge(bench)
         raw_consume, unrouted = await measure_unrouted(bench)
         full = await run_full_path(bench)
@@ -696,6 +711,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
             "start_to_activity_floor_p50_seconds": round(floor_summary.percentile(0.5), 4) if floor else 0.0,
             "start_to_activity_floor_p99_seconds": round(floor_summary.percentile(0.99), 4) if floor else 0.0,
             "consume_loop_events_per_second": round(raw_consume, 1),
+            "temporal_cost": raw_cost.as_json(),
         },
         "bridge": {"starts_per_second": round(bridge, 2)},
         "unrouted": {"events_per_second": round(unrouted, 1)},

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 RAW_WORKFLOW = "BenchRawNotification"
 RAW_ACTIVITY = "bench_noop"
@@ -88,7 +88,9 @@ async def serve(address: str, task_queue: str, record: Path) -> None:
         loop.add_signal_handler(sig, stop.set)
     client = await Client.connect(address)
     activities = NoopActivities()
+    # The best raw configuration: no sandbox (it would re-import this module for every workflow).
     worker = Worker(client, task_queue=task_queue, workflows=[RawNotification], activities=[activities.noop],
+                    workflow_runner=UnsandboxedWorkflowRunner(),
                     max_concurrent_activities=1000, max_concurrent_workflow_tasks=1000,
                     max_concurrent_workflow_task_polls=10, max_concurrent_activity_task_polls=10)
     async with worker:

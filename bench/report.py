@@ -48,6 +48,9 @@ def figures_table(results: Mapping[str, Any]) -> str:
         ("**light-load p50 / raw floor**", _ratio(ratios["light_p50_vs_raw_floor"]), "≤ 3", verdict("light-load")),
         ("**produce -> provider call, 50 % of capacity**", _latency(results["latency_half_capacity"]),
          "p99 ≤ 1 s, 100 % delivered", verdict("p99")),
+        ("Temporal cost per notification: full path vs raw minimum (workflows, history events, actions)",
+         _cost(capacity.get("temporal_cost"), raw.get("temporal_cost")), "events ≤ 1.3 × raw, 1 workflow",
+         verdict("history events")),
         ("raw `start_workflow` ceiling", f"{raw['start_workflow_per_second']:.0f} starts/s", "", ""),
         ("bridge (`eventflow consume`, no worker)", f"{results['bridge']['starts_per_second']:.0f} starts/s", "", ""),
         ("**bridge / raw start ceiling**", _ratio(ratios["bridge_vs_raw_start_ceiling"]), "≥ 0.9", verdict("bridge")),
@@ -112,3 +115,14 @@ def update_docs(results: Mapping[str, Any], source: str, docs: Path = DOCS) -> N
     if not pattern.search(text):
         raise ValueError(f"{docs} has no {START} ... {END} section")
     docs.write_text(pattern.sub(lambda _: f"{START}\n{results_section(results, source)}\n{END}", text))
+
+
+def _cost(full: Mapping[str, Any] | None, raw: Mapping[str, Any] | None) -> str:
+    if not full or not raw:
+        return "not measured"
+
+    def one(cost: Mapping[str, Any]) -> str:
+        return (f"{cost['workflows_per_notification']:g} / {cost['history_events_per_notification']:g} / "
+                f"{cost['actions_per_notification']:g}")
+
+    return f"{one(full)} vs {one(raw)}"
