@@ -30,7 +30,7 @@ def test_promtool_accepts_the_rules(promtool: Path, rules_dir: Path) -> None:
     result = subprocess.run([str(promtool), "check", "rules", "rules.yaml"], cwd=rules_dir,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 10 rules found" in result.stdout + result.stderr
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test(rules: Manifest) -> None:

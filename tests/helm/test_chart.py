@@ -269,7 +269,8 @@ def test_rules_cover_every_alert(all_on: Rendered) -> None:
     assert {r["alert"] for r in rules} == {
         "EventflowConsumerLagGrowing", "EventflowDeadLettersArriving", "EventflowSendFailureRatioHigh",
         "EventflowWorkflowTaskFailures", "EventflowNoEventsConsumed", "EventflowTaskQueueBacklogOld",
-        "EventflowWebhooksRefusing", "EventflowDatabasePoolExhausted", "EventflowDatabaseSlowStatements"}
+        "EventflowWebhooksRefusing", "EventflowDatabasePoolExhausted", "EventflowDatabaseSlowStatements",
+        "EventflowUncertainSendsUnresolved"}
     for rule in rules:
         assert rule["labels"]["team"] == "growth"
         assert rule["labels"]["severity"] in ("warning", "critical")
