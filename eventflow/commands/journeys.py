@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from core.settings import DatabaseSettings
     from journeys.model import JourneyDefinition
     from journeys.report import InstanceView
     from workflows.journey import JourneyStatus
@@ -142,12 +143,16 @@ async def _status_report(customer_id: str) -> StatusReport:
 
     from core.temporal_client import connect
     from eventflow.commands._visibility import customer_filter, is_customer
-    from eventflow.settings import load_settings
+    from eventflow.settings import load_settings, load_tools
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
-    outcomes, no_worker = await _delivery_outcomes(client, customer_id)
+    database = load_tools().database
+    if database.dsn() is not None:
+        outcomes, no_worker = await _store_outcomes(database, customer_id), False
+    else:
+        outcomes, no_worker = await _delivery_outcomes(client, customer_id)
     lines: list[str] = []
     unanswered = 0
     async for execution in client.list_workflows(customer_filter(customer_id)):
@@ -202,6 +207,22 @@ def _measurement_lines(status: JourneyStatus) -> list[str]:
         lines.append(f"    arm {arm}: " + (f"converted at {progress.converted_at}" if progress.converted_at
                                           else f"not converted (goal window until {progress.goal_until or '-'})"))
     return lines
+
+
+async def _store_outcomes(database: DatabaseSettings, customer_id: str) -> dict[str, str]:
+    """Each send's latest provider report, from the customer store's ledger, by idempotency key."""
+    from store import open_store
+
+    pool = await open_store(database)
+    assert pool is not None
+    try:
+        rows = await pool.fetch(
+            "SELECT idempotency_key, outcome, outcome_at FROM eventflow.sends WHERE customer_id = $1 AND outcome <> ''",
+            customer_id)
+    finally:
+        await pool.close()
+    return {row["idempotency_key"]: f"{row['outcome']} {row['outcome_at'].isoformat() if row['outcome_at'] else ''}"
+            .strip() for row in rows}
 
 
 async def _delivery_outcomes(client: Any, customer_id: str) -> tuple[dict[str, str], bool]:
