@@ -3,8 +3,9 @@
 A delivery report marks its send's row as reported (which settles an uncertain send, see
 `store.ledger`), moves the send's outcome only forward, and suppresses the address when the report
 says so. An inbound STOP suppresses the address on its channel for every customer; START lifts it.
-Each report id applies once; a keyword older (by the provider's own time) than the last one
-applied to the address is refused, so a captured START replayed after a later STOP changes nothing.
+Each report id applies once, for good: the store keeps every provider report id and inbound message
+id it applied (not a window of recent ones), so a captured START replayed after a later STOP changes
+nothing however late it comes; a keyword older than the last one applied to the address is refused too.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ class StoreFeedback:
                 keyword.channel, keyword.address_hash)
             if last is not None and (at < last["last_at"] or keyword.report_id and
                                      keyword.report_id == last["last_report_id"]):
+                return False
+            # Every inbound message id is kept for good (not a window of recent ones): a captured,
+            # signed START replayed after a later STOP is refused however late it comes.
+            if keyword.report_id and not await conn.fetchval(
+                    "INSERT INTO eventflow.provider_reports (report_id, idempotency_key) VALUES ($1, '')"
+                    " ON CONFLICT DO NOTHING RETURNING true", f"keyword:{keyword.report_id}"):
                 return False
             if keyword.action is KeywordAction.HELP:
                 return True
