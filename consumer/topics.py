@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
@@ -11,7 +12,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 def ensure_topics(client_config: Mapping[str, str], topics: Iterable[str], *, partitions: int = 3,
                   replication_factor: int = 1, timeout_seconds: float = 30.0) -> None:
     """Creates missing topics; existing ones are left as they are."""
-    admin = AdminClient(dict(client_config))
+    # librdkafka's own lines (a "Purging ... background queue" on close) go to logging, not raw to stderr.
+    config: dict[str, object] = {**client_config, "logger": logging.getLogger("librdkafka")}
+    admin = AdminClient(config)  # type: ignore[arg-type]  # the stubs omit the `logger` setting confluent-kafka takes
     existing = admin.list_topics(timeout=timeout_seconds).topics
     wanted = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
               for t in topics if t not in existing]

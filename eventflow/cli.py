@@ -194,7 +194,7 @@ def _dev(args: argparse.Namespace) -> int:
     elif args.action == "run":
         from eventflow.demo import run_demo
 
-        logs.configure("console", level=30)
+        logs.configure_for_command("console")  # the demo prints what it did; library chatter stays quiet
         return run_demo()
     return 0
 
