@@ -174,6 +174,10 @@ class PostgresServer:
                                    f"{self.data_dir} holds PostgreSQL {found} data and this is PostgreSQL {_MAJOR}; "
                                    "dump and restore it, or remove the folder to start empty")
 
+    def discard_data(self) -> None:
+        """Removes the (stopped) server's data: for a persistent server a test owns."""
+        self._discard_data()
+
     def _discard_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._initialised_stamp.unlink(missing_ok=True)

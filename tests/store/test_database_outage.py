@@ -42,6 +42,7 @@ async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
         yield server
     finally:
         await asyncio.to_thread(server.stop)
+        server.discard_data()  # as root its data lives outside tmp_path
 
 
 def _retries(bridge: Bridge) -> float:
