@@ -77,7 +77,10 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert {"raw notification ceiling", "bridge", "full path capacity", "hot customer",
             "soak"} <= set(results["cpu_cores_used_per_phase"])
     assert {"consumer", "worker"} <= set(results["cpu_cores_used_per_phase"]["full path capacity"])
-    assert len(results["targets_met"]) == 9
+    assert len(results["targets_met"]) == 10
+    for cost in (capacity["temporal_cost"], raw["temporal_cost"]):  # read from the histories
+        assert cost["workflows_per_notification"] > 0 and cost["history_events_per_notification"] > 0
+        assert cost["actions_per_notification"] > 0 and cost["sampled_workflows"] > 0
     assert not any("naive" in target for target in results["targets_met"])
 
     table = figures_table(results)
