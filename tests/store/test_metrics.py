@@ -14,6 +14,7 @@ from activities.ledger import Completion, ReserveRequest
 from activities.outcomes import DeliveryOutcome, DeliveryReport, LedgerState, ReserveDecision
 from events.model import Customer, CustomerEvent
 from store.customers import CustomerBatcher, CustomerStore
+from store.errors import StoreUnavailableError
 from store.feedback import StoreFeedback
 from store.forgetting import forget
 from store.ledger import PostgresLedger
@@ -121,8 +122,11 @@ async def test_a_statement_timeout_is_counted_as_an_error_of_its_kind(store_dsn:
         # Another session holds the customer's advisory lock, so the reserve waits until the server cancels it.
         async with store_pool.acquire() as holder, holder.transaction():
             await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", customer)
-            with pytest.raises(asyncpg.QueryCanceledError):
+            # The server's cancel is the store being unable to answer now: a transient, typed error.
+            with pytest.raises(StoreUnavailableError) as raised:
                 await ledger.reserve(_request(f"wf-{customer}/s", customer))
+            assert isinstance(raised.value.__cause__, asyncpg.QueryCanceledError)
+            assert raised.value.kind == StatementKind.RESERVE.value
         assert _errors(registry, StatementKind.RESERVE, "QueryCanceledError") == 1
         assert _count(registry, StatementKind.RESERVE) == 1, "a failed call's time is observed too"
         await ledger.reserve(_request(f"wf-{customer}/s", customer))
