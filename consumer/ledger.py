@@ -20,6 +20,7 @@ None) and its dead letters wait, so the guarantee holds from the first record.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class DeadLetterLedger:
         self._ledgers: dict[TopicPartitionKey, PartitionLedger] = {}
         self._loading: dict[TopicPartitionKey, asyncio.Future[PartitionLedger]] = {}
         self._problem: str | None = None
+        #: Running loads, held until done (the loop keeps only weak references to tasks).
+        self._loads: set[asyncio.Task[None]] = set()
 
     def problem(self) -> str | None:
         """Why some partitions' ledgers cannot be loaded right now (their commits and dead letters wait)."""
@@ -112,7 +115,24 @@ class DeadLetterLedger:
         loop = asyncio.get_running_loop()
         for key in fresh:
             self._loading[key] = loop.create_future()
-        loop.create_task(self._load(fresh), name="dead-letter-ledger-load")
+        task = loop.create_task(self._load(fresh), name="dead-letter-ledger-load")
+        self._loads.add(task)
+        task.add_done_callback(functools.partial(self._loaded, fresh))
+
+    def _loaded(self, keys: list[TopicPartitionKey], task: asyncio.Task[None]) -> None:
+        """A load ended: an unexpected failure reaches the waiters on its partitions (never dropped), and the
+        partitions load again on their next record."""
+        self._loads.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        log.error("dead_letter_ledger_load_failed", error_type=type(error).__name__)
+        for key in keys:
+            future = self._loading.get(key)
+            if future is not None and not future.done():
+                future.set_exception(error)
+                # The next record of the partition starts a fresh load instead of meeting this failure.
+                del self._loading[key]
 
     def revoked(self, partitions: Sequence[TopicPartitionKey]) -> None:
         for key in partitions:
