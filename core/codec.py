@@ -23,7 +23,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -47,7 +47,8 @@ AAD_CONTEXT = b"eventflow/temporal-payload"
 KEY_BYTES = 32
 NONCE_BYTES = 12
 
-_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: A key id: 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit.
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class KeyringError(ValueError):
@@ -93,7 +94,7 @@ class Keyring:
         if not self.keys:
             raise KeyringError("no key")
         for key_id, key in self.keys.items():
-            if not _KEY_ID.match(key_id):
+            if not KEY_ID.match(key_id):
                 raise KeyringError(f"key id {key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
             if len(key) != KEY_BYTES:
                 raise KeyringError(f"key {key_id!r} is {len(key)} bytes; AES-256 needs {KEY_BYTES} "
@@ -113,30 +114,40 @@ class Keyring:
             KeyringError: a malformed item, bad base64, a wrong key length, a duplicate id, or an
                 encrypt key id that is missing or not among the keys.
         """
-        keys: dict[str, bytes] = {}
-        for number, item in enumerate(_items(text), start=1):
-            key_id, sep, encoded = item.partition("=")
-            key_id = key_id.strip()
-            # A malformed item may be a bare key: the messages never repeat an item's text.
-            if not sep or not key_id:
-                raise KeyringError(f"item {number} is not id=base64key")
-            if not _KEY_ID.match(key_id) or not encoded.strip():
-                raise KeyringError(f"item {number} is not id=base64key (an id is 1-64 letters, digits, '.', '_' "
-                                   "or '-')")
-            if key_id in keys:
-                raise KeyringError(f"key id {key_id!r} appears twice")
-            try:
-                keys[key_id] = base64.b64decode(encoded.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raise KeyringError(f"key {key_id!r} is not valid base64") from None
-        if not keys:
-            raise KeyringError("lists no key")
+        keys = parse_key_items(text, KeyringError)
         if encrypt_key_id is None:
             if len(keys) > 1:
                 raise KeyringError(f"{len(keys)} keys but no encrypt key id: say which one encrypts",
                                    encrypt_key_id=True)
             (encrypt_key_id,) = keys
         return cls(keys, encrypt_key_id)
+
+
+def parse_key_items(text: str, error: Callable[[str], Exception]) -> dict[str, bytes]:
+    """Key id -> raw bytes from ``id=base64key`` items separated by commas or new lines (blank lines and
+    ``#`` comments skipped): the grammar of the payload keys and the catalog signing keys.
+
+    Raises:
+        Exception: ``error(message)`` for a malformed item, a bad id, bad base64, a duplicate id or
+            no item at all; a message never repeats an item's text (it may be a bare key).
+    """
+    keys: dict[str, bytes] = {}
+    for number, item in enumerate(_items(text), start=1):
+        key_id, sep, encoded = item.partition("=")
+        key_id = key_id.strip()
+        if not sep or not key_id:
+            raise error(f"item {number} is not id=base64key")
+        if not KEY_ID.match(key_id) or not encoded.strip():
+            raise error(f"item {number} is not id=base64key (an id is 1-64 letters, digits, '.', '_' or '-')")
+        if key_id in keys:
+            raise error(f"key id {key_id!r} appears twice")
+        try:
+            keys[key_id] = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise error(f"key {key_id!r} is not valid base64") from None
+    if not keys:
+        raise error("lists no key")
+    return keys
 
 
 def _items(text: str) -> Iterable[str]:

@@ -8,14 +8,12 @@ signing key next, and the old one kept for as long as entries signed with it are
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from core.codec import _KEY_ID, _items  # the key id and item grammar are the payload keys', spelled once
+from core.codec import KEY_ID, parse_key_items  # the payload keys' grammar, spelled once
 
 #: Shortest key accepted: HMAC-SHA256's block of security (``openssl rand -base64 32``).
 MIN_KEY_BYTES = 32
@@ -51,7 +49,7 @@ class SigningKeys:
         if not self.keys:
             raise SigningKeysError("no key")
         for key_id, key in self.keys.items():
-            if not _KEY_ID.match(key_id):
+            if not KEY_ID.match(key_id):
                 raise SigningKeysError(f"key id {key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
             if len(key) < MIN_KEY_BYTES:
                 raise SigningKeysError(f"key {key_id!r} is {len(key)} bytes; at least {MIN_KEY_BYTES} are needed "
@@ -71,22 +69,7 @@ class SigningKeys:
             SigningKeysError: a malformed item, bad base64, a short key, a duplicate id, or a signing
                 key id that is missing or not among the keys.
         """
-        keys: dict[str, bytes] = {}
-        for number, item in enumerate(_items(text), start=1):
-            key_id, sep, encoded = item.partition("=")
-            key_id = key_id.strip()
-            # A malformed item may be a bare key: the messages never repeat an item's text.
-            if not sep or not _KEY_ID.match(key_id) or not encoded.strip():
-                raise SigningKeysError(f"item {number} is not id=base64key (an id is 1-64 letters, digits, '.', "
-                                       "'_' or '-')")
-            if key_id in keys:
-                raise SigningKeysError(f"key id {key_id!r} appears twice")
-            try:
-                keys[key_id] = base64.b64decode(encoded.strip(), validate=True)
-            except (binascii.Error, ValueError):
-                raise SigningKeysError(f"key {key_id!r} is not valid base64") from None
-        if not keys:
-            raise SigningKeysError("lists no key")
+        keys = parse_key_items(text, SigningKeysError)
         if signing_key_id is None:
             if len(keys) > 1:
                 raise SigningKeysError(f"{len(keys)} keys but no signing key id: say which one signs",

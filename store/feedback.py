@@ -10,11 +10,10 @@ nothing however late it comes; a keyword older than the last one applied to the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncpg
 
 from activities.outcomes import DeliveryOutcome
+from store._time import instant
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.suppression import (
     ContactKeyword,
@@ -24,14 +23,6 @@ from workflows.suppression import (
     outcome_rank,
     suppression_reason,
 )
-
-
-def _instant(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return datetime.now(UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class StoreFeedback:
@@ -59,18 +50,18 @@ class StoreFeedback:
                     " outcome = CASE WHEN $3 THEN $4 ELSE outcome END,"
                     " outcome_at = CASE WHEN $3 THEN $5 ELSE outcome_at END, updated_at = now()"
                     " WHERE idempotency_key = $1", report.idempotency_key, report.provider_message_id, moved,
-                    DeliveryOutcome(report.outcome).value, _instant(report.at))
+                    DeliveryOutcome(report.outcome).value, instant(report.at))
             reason = suppression_reason(report)
             if reason is not None and feedback.address_hash:
                 await conn.execute(
                     "INSERT INTO eventflow.suppressions (channel, address_hash, reason, report_id, created_at)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", report.channel, feedback.address_hash,
-                    reason.value, report.report_id, _instant(report.at))
+                    reason.value, report.report_id, instant(report.at))
         return True
 
     async def keyword(self, keyword: ContactKeyword) -> bool:
         """Applies one STOP/START; False for a repeat or a keyword older than the last applied."""
-        at = _instant(keyword.at)
+        at = instant(keyword.at)
         async with timed(self._metrics, StatementKind.KEYWORD), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
                                f"{keyword.channel}:{keyword.address_hash}")

@@ -10,18 +10,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
+from store._time import instant
 from store.customers import CustomerStore, ProfileWrite
 from store.ledger import set_consent
 from workflows.preferences import PreferencesInput
 from workflows.profile import PROFILE_FIELDS, ProfileUpdate
-
-
-def _instant(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return datetime.now(UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def import_preferences(store: CustomerStore, state: PreferencesInput) -> None:
@@ -44,19 +37,19 @@ async def import_preferences(store: CustomerStore, state: PreferencesInput) -> N
     async with store.pool.acquire() as conn, conn.transaction():
         for channel, preference in state.channels.items():
             await set_consent(conn, state.customer_id, channel, subscribed=preference.subscribed,
-                              source=preference.source or "import", changed_at=_instant(preference.changed_at))
+                              source=preference.source or "import", changed_at=instant(preference.changed_at))
         for suppression in state.suppressions.values():
             if suppression.address_hash:
                 await conn.execute(
                     "INSERT INTO eventflow.suppressions (channel, address_hash, reason, report_id, created_at)"
                     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING", suppression.channel,
                     suppression.address_hash, str(suppression.reason), suppression.report_id,
-                    _instant(suppression.at))
+                    instant(suppression.at))
         for key, entry in state.ledger.items():
             try:
                 day = date.fromisoformat(entry.local_day)
             except ValueError:
-                day = _instant(entry.reserved_at).date()
+                day = instant(entry.reserved_at).date()
             await conn.execute(
                 "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, priority,"
                 " attempts, lease_attempt, started_at, called_at, provider, provider_message_id, error_type, outcome,"
@@ -65,7 +58,7 @@ async def import_preferences(store: CustomerStore, state: PreferencesInput) -> N
                 " ON CONFLICT (idempotency_key) DO NOTHING",
                 key, state.customer_id, entry.channel, str(entry.state), day, entry.priority, entry.attempts,
                 entry.lease_attempt, entry.started_epoch_seconds, entry.provider, entry.provider_message_id,
-                entry.error_type, entry.outcome, _instant(entry.reserved_at))
+                entry.error_type, entry.outcome, instant(entry.reserved_at))
 
 
 async def import_address(store: CustomerStore, channel: str, address_hash: str, owners: list[str]) -> None:
@@ -80,7 +73,7 @@ async def import_tombstone(store: CustomerStore, customer_id: str, forgotten_at:
     """One running ``CustomerTombstone``."""
     await store.pool.execute(
         "INSERT INTO eventflow.tombstones (customer_id, forgotten_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        customer_id, _instant(forgotten_at) if forgotten_at else datetime.now(UTC))
+        customer_id, instant(forgotten_at) if forgotten_at else datetime.now(UTC))
 
 
 def describe(state: PreferencesInput) -> str:
