@@ -47,6 +47,12 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
         events = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.journey_events WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone", customer_id)
+        # What segments know of the customer: the events they read, memberships and their log.
+        events += await conn.fetchval(
+            "WITH gone AS (DELETE FROM eventflow.customer_events WHERE customer_id = $1 RETURNING 1)"
+            " SELECT count(*) FROM gone", customer_id)
+        await conn.execute("DELETE FROM eventflow.segment_members WHERE customer_id = $1", customer_id)
+        await conn.execute("DELETE FROM eventflow.segment_changes WHERE customer_id = $1", customer_id)
         known = bool(fields is not None or consent or sends or addresses or events)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"

@@ -41,6 +41,7 @@ class StatementKind(StrEnum):
     REPORT = "report"
     KEYWORD = "keyword"
     FORGET = "forget"
+    SEGMENTS = "segments"
 
 
 class PoolState(StrEnum):

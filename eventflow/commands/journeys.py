@@ -25,16 +25,21 @@ def _validate(args: argparse.Namespace) -> int:
     from core.settings import WebhookStepSettings
     from journeys.catalog import content_hash
     from journeys.loader import validate_folder
+    from journeys.segments import check_segments
 
     report = validate_folder(_folder(args), allowed_hosts=WebhookStepSettings.load().allowed_hosts)
-    for problem in report.problems:
+    segments, segment_problems = check_segments(_folder(args))
+    problems = [*report.problems, *segment_problems]
+    for problem in problems:
         print(problem, file=sys.stderr)
     for definition in report.definitions:
         # The catalog's hash (content without the version), so `publish` and `list` print the same one.
         print(f"ok {definition.id} v{definition.version} ({definition.source_file}) "
               f"hash {content_hash(definition.snapshot())}")
-    if report.problems:
-        print(f"{len(report.problems)} problem(s)", file=sys.stderr)
+    for segment in segments:
+        print(f"ok segment {segment.id} v{segment.version} ({segment.file})")
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
     return 0
 

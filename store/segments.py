@@ -1,0 +1,263 @@
+"""Segment membership in PostgreSQL: the typed predicate compiled to SQL, kept current per customer.
+
+`compile_condition` turns a `journeys.segments.Condition` into a SQL boolean over one customer
+(alias ``u.customer_id``, profile ``c.fields``). Every value a segment author wrote (a field name, a
+literal, an event type, a window) becomes a bind parameter: no text from a definition is pasted
+into the statement, so no definition can change what the statement does. Each leaf is wrapped in
+``COALESCE(..., false)`` so a missing field is "does not match", and ``not`` of it is "matches".
+
+Membership is kept current incrementally: `SegmentStore.observe` records the events segments read
+(``customer_events``, one row per event id, so a redelivered event counts once) and then
+re-evaluates every segment for just the customers of that batch, under each customer's advisory
+lock, inserting and deleting ``segment_members`` rows and logging each entry and exit in
+``segment_changes``. Conditions that change with time alone (``within``, ``not_within``, event
+counts in a window) are re-evaluated for everyone by `refresh_all`, which the consumer runs on a
+schedule (docs/architecture.md, ADR-15).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, assert_never
+
+import asyncpg
+
+from journeys.paths import lookup
+from journeys.segments import (
+    All,
+    AnyOf,
+    Compare,
+    Comparison,
+    Condition,
+    Consent,
+    CountBound,
+    EventCount,
+    LastEvent,
+    LastPayload,
+    Not,
+    ProfileField,
+    Segment,
+)
+from store.metrics import StatementKind, StoreMetrics, timed
+
+_SQL_OPS = {Comparison.EQUALS: "=", Comparison.NOT_EQUALS: "<>", Comparison.GREATER_THAN: ">",
+            Comparison.LESS_THAN: "<", Comparison.AT_LEAST: ">=", Comparison.AT_MOST: "<="}
+#: Every customer the store knows: a profile, or events a segment reads.
+_UNIVERSE = ("(SELECT customer_id FROM eventflow.customers UNION"
+             " SELECT DISTINCT customer_id FROM eventflow.customer_events)")
+SAMPLE_SIZE = 10
+
+
+class Change(StrEnum):
+    ENTERED = "entered"
+    LEFT = "left"
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    segment_id: str
+    version: int
+    customer_id: str
+    change: Change
+
+
+@dataclass(frozen=True)
+class Preview:
+    segment_id: str
+    members: int
+    customers: int
+    sample: tuple[str, ...]
+
+    @property
+    def matches_everyone(self) -> bool:
+        return self.customers > 0 and self.members == self.customers
+
+
+@dataclass(frozen=True)
+class ObservedEvent:
+    """One event as segments see it: who, what, when, and only the payload fields some segment reads."""
+
+    event_id: str
+    customer_id: str
+    event_type: str
+    occurred_at: datetime
+    fields: Mapping[str, Any]
+
+
+class _Params:
+    """Allocates ``$n`` placeholders; the statement's text never holds a definition's value."""
+
+    def __init__(self, first: Sequence[Any] = ()) -> None:
+        self.values: list[Any] = list(first)
+
+    def __call__(self, value: Any, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+
+def _compare(expression_json: str, compare: Compare, params: _Params) -> str:
+    """``expression_json`` is a jsonb value; strings and booleans compare as jsonb, numbers as numeric."""
+    if compare.op is Comparison.IN:
+        return f"{expression_json} = ANY({params([json.dumps(v) for v in compare.values], '::jsonb[]')})"
+    (value,) = compare.values
+    if isinstance(value, float):
+        number = f"(CASE WHEN jsonb_typeof({expression_json}) = 'number' THEN ({expression_json})::text::numeric END)"
+        return f"{number} {_SQL_OPS[compare.op]} {params(value, '::numeric')}"
+    return f"{expression_json} {_SQL_OPS[compare.op]} {params(json.dumps(value), '::jsonb')}"
+
+
+def compile_condition(condition: Condition, params: _Params, now: str) -> str:
+    """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time."""
+    match condition:
+        case ProfileField(path=path, test=bool() as exists):
+            held = f"(c.fields ? {params(path)})"
+            return f"COALESCE({held}, false)" if exists else f"NOT COALESCE({held}, false)"
+        case ProfileField(path=path, test=Compare() as compare):
+            return f"COALESCE({_compare(f'(c.fields -> {params(path)} -> {chr(39)}v{chr(39)})', compare, params)}, false)"
+        case Consent(channel=channel, topic=topic):
+            return ("EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
+                    f" AND k.channel = {params(channel)} AND k.topic = {params(topic)} AND k.state = 'opted_in')")
+        case EventCount(event_type=event_type, bound=bound, count=count, within=within):
+            counted = ("(SELECT count(*) FROM eventflow.customer_events e WHERE e.customer_id = u.customer_id"
+                       f" AND e.event_type = {params(event_type)}"
+                       f" AND e.occurred_at > {now} - {params(within, '::interval')})")
+            return f"{counted} {'>=' if bound is CountBound.AT_LEAST else '<='} {params(count, '::bigint')}"
+        case LastEvent(event_type=event_type, window=window, recent=recent):
+            exists = ("EXISTS (SELECT 1 FROM eventflow.customer_events e WHERE e.customer_id = u.customer_id"
+                      f" AND e.event_type = {params(event_type)}"
+                      f" AND e.occurred_at > {now} - {params(window, '::interval')})")
+            return exists if recent else f"NOT {exists}"
+        case LastPayload(event_type=event_type, path=path, compare=compare):
+            last = ("(SELECT e.fields -> " + params(path) + " FROM eventflow.customer_events e"
+                    f" WHERE e.customer_id = u.customer_id AND e.event_type = {params(event_type)}"
+                    " ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1)")
+            return f"COALESCE({_compare(last, compare, params)}, false)"
+        case All(items=items):
+            return "(" + " AND ".join(compile_condition(item, params, now) for item in items) + ")"
+        case AnyOf(items=items):
+            return "(" + " OR ".join(compile_condition(item, params, now) for item in items) + ")"
+        case Not(item=item):
+            return f"(NOT {compile_condition(item, params, now)})"
+        case _:
+            assert_never(condition)
+
+
+def _matching(segment: Segment, params: _Params, universe: str) -> str:
+    # Filled in by the caller: the evaluation time (the database's clock when None), one per statement.
+    now = f"COALESCE({params(None, '::timestamptz')}, now())"
+    predicate = compile_condition(segment.match, params, now)
+    return (f"SELECT u.customer_id FROM {universe} AS u(customer_id)"
+            " LEFT JOIN eventflow.customers c ON c.customer_id = u.customer_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)"
+            f" AND {predicate}")
+
+
+def observed_fields(payload: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
+    """The payload values at ``paths`` (``payload.total``) that are strings, numbers or booleans."""
+    context = {"payload": payload}
+    kept: dict[str, Any] = {}
+    for path in paths:
+        value = lookup(context, path)
+        if isinstance(value, str | int | float | bool):
+            kept[path] = value
+    return kept
+
+
+class SegmentStore:
+    """Membership of a fixed set of segments (the definitions the process loaded)."""
+
+    def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, metrics: StoreMetrics | None = None) -> None:
+        self._pool = pool
+        self._segments = tuple(segments)
+        self._metrics = metrics
+        self._event_types = frozenset().union(*(s.event_types() for s in self._segments))
+        paths: dict[str, set[str]] = {}
+        for segment in self._segments:
+            for event_type, found in segment.payload_paths().items():
+                paths.setdefault(event_type, set()).update(found)
+        self._paths = {event_type: frozenset(found) for event_type, found in paths.items()}
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        return self._segments
+
+    def reads(self, event_type: str) -> bool:
+        """Whether any segment reads events of this type (others cost no database write)."""
+        return event_type in self._event_types
+
+    def payload_paths(self, event_type: str) -> frozenset[str]:
+        return self._paths.get(event_type, frozenset())
+
+    async def observe(self, events: Sequence[ObservedEvent], customers: Iterable[str] = (),
+                      now: datetime | None = None) -> list[MembershipChange]:
+        """Records ``events`` (each event id once) and re-evaluates the segments of their customers and
+        of ``customers`` (profile or consent changes); returns the entries and exits, in one transaction."""
+        touched = sorted({event.customer_id for event in events} | set(customers))
+        if not touched or not self._segments:
+            return []
+        async with timed(self._metrics, StatementKind.SEGMENTS), self._pool.acquire() as conn, conn.transaction():
+            # The same per-customer lock order everywhere: two consumers refreshing one customer serialise.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || id, 0))"
+                               " FROM unnest($1::text[]) AS id ORDER BY id", touched)
+            if events:
+                await conn.execute(
+                    "INSERT INTO eventflow.customer_events (event_id, customer_id, event_type, occurred_at, fields)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[])"
+                    " ON CONFLICT (event_id) DO NOTHING",
+                    [e.event_id for e in events], [e.customer_id for e in events], [e.event_type for e in events],
+                    [e.occurred_at for e in events], [json.dumps(dict(e.fields)) for e in events])
+            return await self._refresh(conn, touched, now)
+
+    async def refresh_all(self, now: datetime | None = None) -> list[MembershipChange]:
+        """Re-evaluates every customer (conditions that change with the clock alone)."""
+        async with timed(self._metrics, StatementKind.SEGMENTS), self._pool.acquire() as conn, conn.transaction():
+            return await self._refresh(conn, None, now)
+
+    async def _refresh(self, conn: Any, customers: list[str] | None, now: datetime | None) -> list[MembershipChange]:
+        changes: list[MembershipChange] = []
+        for segment in self._segments:
+            params = _Params([segment.id, segment.version, customers])
+            universe = "unnest($3::text[])" if customers is not None else _UNIVERSE
+            matching = _matching(segment, params, universe)
+            scope = "AND m.customer_id = ANY($3::text[])" if customers is not None else ""
+            params.values[3] = now  # the `now` placeholder _matching allocated first
+            rows = await conn.fetch(
+                f"WITH matching AS ({matching}),"
+                " entered AS (INSERT INTO eventflow.segment_members (segment_id, customer_id, version, entered_at)"
+                f" SELECT $1, customer_id, $2, COALESCE($4, now()) FROM matching ON CONFLICT DO NOTHING RETURNING customer_id),"
+                " exited AS (DELETE FROM eventflow.segment_members m WHERE m.segment_id = $1"
+                f" {scope} AND m.customer_id NOT IN (SELECT customer_id FROM matching) RETURNING m.customer_id),"
+                " logged AS (INSERT INTO eventflow.segment_changes (segment_id, version, customer_id, change, at)"
+                " SELECT $1, $2, customer_id, 'entered', COALESCE($4, now()) FROM entered"
+                " UNION ALL SELECT $1, $2, customer_id, 'left', COALESCE($4, now()) FROM exited"
+                " RETURNING customer_id, change)"
+                " SELECT customer_id, change FROM logged ORDER BY customer_id",
+                *params.values)
+            changes.extend(MembershipChange(segment.id, segment.version, row["customer_id"], Change(row["change"]))
+                           for row in rows)
+        return changes
+
+    async def preview(self, segment: Segment, now: datetime | None = None) -> Preview:
+        """Evaluates ``segment`` over everyone without changing membership: count, total and a sample."""
+        params = _Params()
+        matching = _matching(segment, params, _UNIVERSE)
+        params.values[0] = now
+        async with timed(self._metrics, StatementKind.SEGMENTS):
+            row = await self._pool.fetchrow(
+                f"WITH matching AS ({matching})"
+                " SELECT (SELECT count(*) FROM matching) AS members,"
+                f" (SELECT count(*) FROM {_UNIVERSE} AS u(customer_id) WHERE NOT EXISTS"
+                " (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)) AS customers,"
+                f" ARRAY(SELECT customer_id FROM matching ORDER BY customer_id LIMIT {SAMPLE_SIZE}) AS sample",
+                *params.values)
+        assert row is not None
+        return Preview(segment.id, int(row["members"]), int(row["customers"]), tuple(row["sample"]))
+
+    async def members(self, segment_id: str) -> list[str]:
+        rows = await self._pool.fetch("SELECT customer_id FROM eventflow.segment_members WHERE segment_id = $1"
+                                      " ORDER BY customer_id", segment_id)
+        return [row["customer_id"] for row in rows]
