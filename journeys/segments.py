@@ -28,9 +28,9 @@ from typing import Any, assert_never
 
 from core.errors import EventflowError
 from core.vocabulary import CHANNELS
+from events.schemas import load as load_schemas
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
 from journeys.durations import check_duration
-from events.schemas import load as load_schemas
 from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.loader import default_journeys_dir
 from journeys.paths import lookup

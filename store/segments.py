@@ -113,11 +113,12 @@ def _compare(expression_json: str, compare: Compare, params: _Params) -> str:
 def compile_condition(condition: Condition, params: _Params, now: str) -> str:
     """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time."""
     match condition:
-        case ProfileField(path=path, test=bool() as exists):
-            held = f"(c.fields ? {params(path)})"
-            return f"COALESCE({held}, false)" if exists else f"NOT COALESCE({held}, false)"
-        case ProfileField(path=path, test=Compare() as compare):
-            return f"COALESCE({_compare(f'(c.fields -> {params(path)} -> {chr(39)}v{chr(39)})', compare, params)}, false)"
+        case ProfileField(path=field, test=test):
+            if isinstance(test, bool):
+                held = f"COALESCE(c.fields ? {params(field)}, false)"
+                return held if test else f"NOT {held}"
+            value = f"(c.fields -> {params(field)} -> 'v')"
+            return f"COALESCE({_compare(value, test, params)}, false)"
         case Consent(channel=channel, topic=topic):
             return ("EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
                     f" AND k.channel = {params(channel)} AND k.topic = {params(topic)} AND k.state = 'opted_in')")
@@ -146,14 +147,17 @@ def compile_condition(condition: Condition, params: _Params, now: str) -> str:
             assert_never(condition)
 
 
-def _matching(segment: Segment, params: _Params, universe: str) -> str:
-    # Filled in by the caller: the evaluation time (the database's clock when None), one per statement.
-    now = f"COALESCE({params(None, '::timestamptz')}, now())"
+def _matching(segment: Segment, params: _Params, universe: str, now: str) -> str:
     predicate = compile_condition(segment.match, params, now)
     return (f"SELECT u.customer_id FROM {universe} AS u(customer_id)"
             " LEFT JOIN eventflow.customers c ON c.customer_id = u.customer_id"
             " WHERE NOT EXISTS (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)"
             f" AND {predicate}")
+
+
+#: The evaluation time: the caller's (tests, a broadcast's fixed moment) or the database's clock.
+_NOW_OF_REFRESH = "COALESCE($4::timestamptz, now())"
+_NOW_OF_PREVIEW = "COALESCE($1::timestamptz, now())"
 
 
 def observed_fields(payload: Mapping[str, Any], paths: Iterable[str]) -> dict[str, Any]:
@@ -220,20 +224,19 @@ class SegmentStore:
     async def _refresh(self, conn: Any, customers: list[str] | None, now: datetime | None) -> list[MembershipChange]:
         changes: list[MembershipChange] = []
         for segment in self._segments:
-            params = _Params([segment.id, segment.version, customers])
+            params = _Params([segment.id, segment.version, customers, now])
             universe = "unnest($3::text[])" if customers is not None else _UNIVERSE
-            matching = _matching(segment, params, universe)
-            scope = "AND m.customer_id = ANY($3::text[])" if customers is not None else ""
-            params.values[3] = now  # the `now` placeholder _matching allocated first
+            matching = _matching(segment, params, universe, _NOW_OF_REFRESH)
+            scope = "AND ($3::text[] IS NULL OR m.customer_id = ANY($3::text[]))"
             rows = await conn.fetch(
                 f"WITH matching AS ({matching}),"
                 " entered AS (INSERT INTO eventflow.segment_members (segment_id, customer_id, version, entered_at)"
-                f" SELECT $1, customer_id, $2, COALESCE($4, now()) FROM matching ON CONFLICT DO NOTHING RETURNING customer_id),"
+                f" SELECT $1, customer_id, $2, {_NOW_OF_REFRESH} FROM matching ON CONFLICT DO NOTHING RETURNING customer_id),"
                 " exited AS (DELETE FROM eventflow.segment_members m WHERE m.segment_id = $1"
                 f" {scope} AND m.customer_id NOT IN (SELECT customer_id FROM matching) RETURNING m.customer_id),"
                 " logged AS (INSERT INTO eventflow.segment_changes (segment_id, version, customer_id, change, at)"
-                " SELECT $1, $2, customer_id, 'entered', COALESCE($4, now()) FROM entered"
-                " UNION ALL SELECT $1, $2, customer_id, 'left', COALESCE($4, now()) FROM exited"
+                f" SELECT $1, $2, customer_id, 'entered', {_NOW_OF_REFRESH} FROM entered"
+                f" UNION ALL SELECT $1, $2, customer_id, 'left', {_NOW_OF_REFRESH} FROM exited"
                 " RETURNING customer_id, change)"
                 " SELECT customer_id, change FROM logged ORDER BY customer_id",
                 *params.values)
@@ -243,16 +246,16 @@ class SegmentStore:
 
     async def preview(self, segment: Segment, now: datetime | None = None) -> Preview:
         """Evaluates ``segment`` over everyone without changing membership: count, total and a sample."""
-        params = _Params()
-        matching = _matching(segment, params, _UNIVERSE)
-        params.values[0] = now
+        params = _Params([now])
+        matching = _matching(segment, params, _UNIVERSE, _NOW_OF_PREVIEW)
         async with timed(self._metrics, StatementKind.SEGMENTS):
             row = await self._pool.fetchrow(
                 f"WITH matching AS ({matching})"
                 " SELECT (SELECT count(*) FROM matching) AS members,"
                 f" (SELECT count(*) FROM {_UNIVERSE} AS u(customer_id) WHERE NOT EXISTS"
                 " (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)) AS customers,"
-                f" ARRAY(SELECT customer_id FROM matching ORDER BY customer_id LIMIT {SAMPLE_SIZE}) AS sample",
+                f" ARRAY(SELECT customer_id FROM matching ORDER BY customer_id LIMIT {SAMPLE_SIZE}) AS sample,"
+                " $1::timestamptz AS evaluated_at",
                 *params.values)
         assert row is not None
         return Preview(segment.id, int(row["members"]), int(row["customers"]), tuple(row["sample"]))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from journeys._yaml import load_located
 from events.schemas import load as load_schemas
+from journeys._yaml import load_located
 from journeys.event_schemas import catalogue
 from journeys.loader import default_journeys_dir
 from journeys.segments import (
@@ -33,17 +33,17 @@ ATTRIBUTES = Attributes({"tier": ValueType.STRING, "lifetime_value": ValueType.N
 
 
 @pytest.fixture(scope="module")
-def events():  # type: ignore[no-untyped-def]
+def events():
     known, problems = catalogue(load_schemas().event_types, default_journeys_dir())
     assert not problems
     return known
 
 
-def parse(text: str, events=None):  # type: ignore[no-untyped-def]
+def parse(text: str, events=None):
     return parse_segment("seg.yaml", load_located(text), ATTRIBUTES, events)
 
 
-def test_the_shipped_segments_load(events) -> None:  # type: ignore[no-untyped-def]
+def test_the_shipped_segments_load(events) -> None:
     segments = {segment.id: segment for segment in load_segments()}
     assert set(segments) >= {"repeat_buyers", "lapsed_gold"}
     assert segments["lapsed_gold"].match == All((
@@ -51,7 +51,7 @@ def test_the_shipped_segments_load(events) -> None:  # type: ignore[no-untyped-d
         LastEvent("PurchaseCompleted", timedelta(days=60), recent=False)))
 
 
-def test_every_condition_kind_parses_to_its_type(events) -> None:  # type: ignore[no-untyped-def]
+def test_every_condition_kind_parses_to_its_type(events) -> None:
     segment, problems = parse("""
 id: everything
 version: 3
@@ -69,7 +69,7 @@ match:
 """, events)
     assert problems == []
     assert segment is not None and segment.version == 3
-    items = segment.match.items  # type: ignore[union-attr]
+    items = segment.match.items
     assert items[0] == ProfileField("attributes.lifetime_value", Compare(Comparison.AT_LEAST, (100.0,)))
     assert items[1] == ProfileField("locale", Compare(Comparison.IN, ("de", "fr")))
     assert items[2] == ProfileField("attributes.tier", False)
@@ -97,7 +97,7 @@ match:
     ("id: S-1\nversion: 1\nmatch: {consent: {channel: sms}}\n", 1, "id must be"),
     ("id: s\nversion: 1\nmatch: {profile: locale, equals: de, event: X}\n", 3, "exactly one of"),
 ])
-def test_a_bad_condition_is_refused_with_its_line(text: str, line: int, says: str, events) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_condition_is_refused_with_its_line(text: str, line: int, says: str, events) -> None:
     segment, problems = parse(text, events)
     assert segment is None
     assert problems, "a problem must be reported"
