@@ -21,6 +21,7 @@ from eventflow.commands import db as db_cli
 from eventflow.commands import dlq as consumer_cli
 from eventflow.commands import journeys as journeys_cli
 from eventflow.commands import schemas as events_cli
+from eventflow.commands import segments as segments_cli
 from eventflow.settings import load_consumer, load_settings, load_worker, markdown_table
 from events.event_file import EventFileError, read_event_file
 
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
     for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register,
-                     db_cli.register):
+                     db_cli.register, segments_cli.register):
         register(commands)
     _groups_print_help(parser)
     return parser

@@ -56,6 +56,14 @@ class SegmentError(EventflowError):
         self.problems = tuple(problems)
 
 
+class UnknownSegmentError(EventflowError):
+    """A command named a segment that is not defined."""
+
+    def __init__(self, segment_id: str, known: Sequence[str]) -> None:
+        super().__init__(f"segment {segment_id!r} is not defined (defined: {', '.join(known) or 'none'})")
+        self.segment_id = segment_id
+
+
 @dataclass(frozen=True)
 class Problem:
     file: str
