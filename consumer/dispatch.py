@@ -26,7 +26,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from consumer.routes import Route, UpdatePreferences, UpdateProfile
+from consumer.routes import ObserveSegments, Route, UpdatePreferences, UpdateProfile
 from consumer.tombstones import Tombstones
 from core.errors import EventflowError
 from events.model import CustomerEvent
@@ -68,6 +68,8 @@ class Outcome(StrEnum):
     PREFERENCES_UPDATED = "preferences_updated"
     #: The customer was forgotten (``eventflow customers forget``): nothing started, nothing recorded.
     FORGOTTEN = "forgotten"
+    #: The customer's segments were re-evaluated (the event recorded if a segment reads its type).
+    SEGMENTS_OBSERVED = "segments_observed"
 
 
 class CustomerState(Protocol):
@@ -84,6 +86,12 @@ class CustomerState(Protocol):
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None: ...
 
     async def change_subscription(self, event: CustomerEvent) -> None: ...
+
+
+class SegmentObserver(Protocol):
+    """Where segment membership is kept (`store.SegmentBatcher`)."""
+
+    async def observe(self, event: CustomerEvent) -> None: ...
 
 
 class TemporalCustomerState:
@@ -111,10 +119,12 @@ class TemporalCustomerState:
 class Dispatcher:
     """Turns `Action`s into Temporal calls on one client, and customer state into the store's writes."""
 
-    def __init__(self, client: Client, task_queue: str, customers: CustomerState | None = None) -> None:
+    def __init__(self, client: Client, task_queue: str, customers: CustomerState | None = None,
+                 segments: SegmentObserver | None = None) -> None:
         self._client = client
         self._task_queue = task_queue
         self._customers = customers if customers is not None else TemporalCustomerState(client, task_queue)
+        self._segments = segments
 
     async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
@@ -128,6 +138,10 @@ class Dispatcher:
             if isinstance(action, UpdatePreferences):
                 await self._customers.change_subscription(event)
                 return Outcome.PREFERENCES_UPDATED
+            if isinstance(action, ObserveSegments):
+                if self._segments is not None and not await self._customers.forgotten(event.customer.id):
+                    await self._segments.observe(event)
+                return Outcome.SEGMENTS_OBSERVED
             return await self._signal(journey_event(event), action)
         except RPCError as exc:
             if exc.status in _TRANSIENT:

@@ -8,8 +8,9 @@ event that identifies its customer or carries contact details updates the custom
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from events.model import CustomerEvent
 from journeys.expressions import ExpressionMetrics
@@ -41,7 +42,42 @@ class UpdateProfile:
     journey_id: str = "profile"
 
 
-Route = Action | UpdatePreferences | UpdateProfile
+@dataclass(frozen=True)
+class ObserveSegments:
+    """Record the event for the segments that read its type and re-evaluate its customer's segments."""
+
+    workflow_id: str = ""
+    journey_id: str = "segments"
+
+
+Route = Action | UpdatePreferences | UpdateProfile | ObserveSegments
+
+
+class SegmentRoutes:
+    """A router plus segment membership: events segments read, and every profile or consent change,
+    also re-evaluate the customer's segments (after the journeys' actions, so the profile is written first)."""
+
+    def __init__(self, inner: _Router, reads: Callable[[str], bool], event_types: frozenset[str]) -> None:
+        self._inner = inner
+        self._reads = reads
+        self._segment_types = event_types
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self._inner.event_types | self._segment_types
+
+    def route(self, event: CustomerEvent) -> list[Route]:
+        routes = list(self._inner.route(event))
+        if self._reads(event.event_type) or any(isinstance(r, UpdateProfile | UpdatePreferences) for r in routes):
+            routes.append(ObserveSegments())
+        return routes
+
+
+class _Router(Protocol):
+    @property
+    def event_types(self) -> frozenset[str]: ...
+
+    def route(self, event: CustomerEvent) -> list[Route]: ...
 
 
 class EventRoutes:

@@ -12,7 +12,7 @@ from consumer.catalog_routes import follow_catalog
 from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
-from consumer.routes import EventRoutes
+from consumer.routes import EventRoutes, SegmentRoutes
 from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
@@ -25,14 +25,17 @@ from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
+from journeys.segments import load_segments
 from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
+from store.segments import SegmentBatcher, SegmentStore
 
 log = structlog.get_logger(__name__)
 
 
 async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
                          stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None,
-                         customers: CustomerState | None = None) -> ConsumerService:
+                         customers: CustomerState | None = None,
+                         segments: SegmentBatcher | None = None) -> ConsumerService:
     """A consumer service with its Temporal client, decoder, router and dead-letter producer.
 
     Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
@@ -60,10 +63,12 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         definitions = await asyncio.to_thread(load_all)
         log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
+    if segments is not None:
+        router = SegmentRoutes(router, segments.reads, segments.store.event_types)
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer,
         decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
-        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue, customers),
+        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue, customers, segments),
         metrics=ConsumerMetrics(registry), background=background,
     )
 
@@ -105,11 +110,17 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         "search_attributes": search_attributes,
     }
     customers: CustomerState | None = None
+    segments: SegmentBatcher | None = None
     if pool is not None:
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
         customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
                                                   metrics=store_metrics))
+        # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
+        defined = await asyncio.to_thread(load_segments)
+        if defined:
+            segments = SegmentBatcher(SegmentStore(pool, defined, metrics=store_metrics))
+            log.info("segments_loaded", segments=[f"{s.id}@v{s.version}" for s in defined])
     readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.
@@ -118,7 +129,8 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         await ops.start()
     try:
         try:
-            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog, customers=customers))
+            started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog, customers=customers,
+                                                segments=segments))
         except StartupStopped:
             log.info("consumer_stopped_while_starting")
             return

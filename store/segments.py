@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, assert_never
 
 import asyncpg
 
+from events.model import CustomerEvent
 from journeys.paths import lookup
 from journeys.segments import (
     All,
@@ -42,6 +43,7 @@ from journeys.segments import (
     ProfileField,
     Segment,
 )
+from store.customers import Batcher
 from store.metrics import StatementKind, StoreMetrics, timed
 
 _SQL_OPS = {Comparison.EQUALS: "=", Comparison.NOT_EQUALS: "<>", Comparison.GREATER_THAN: ">",
@@ -189,6 +191,10 @@ class SegmentStore:
     def segments(self) -> tuple[Segment, ...]:
         return self._segments
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        return self._event_types
+
     def reads(self, event_type: str) -> bool:
         """Whether any segment reads events of this type (others cost no database write)."""
         return event_type in self._event_types
@@ -264,3 +270,38 @@ class SegmentStore:
         rows = await self._pool.fetch("SELECT customer_id FROM eventflow.segment_members WHERE segment_id = $1"
                                       " ORDER BY customer_id", segment_id)
         return [row["customer_id"] for row in rows]
+
+
+def _occurred(event: CustomerEvent) -> datetime:
+    try:
+        moment = datetime.fromisoformat(event.occurred_at)
+    except ValueError:
+        return datetime.now(UTC)  # an unreadable time counts as now: the event still counts once
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class SegmentBatcher:
+    """The consumer's view of segments: the events and customers of one moment observed together,
+    one transaction per batch (`SegmentStore.observe`)."""
+
+    def __init__(self, store: SegmentStore) -> None:
+        self._store = store
+        self._observe = Batcher[CustomerEvent, None](self._flush)
+
+    @property
+    def store(self) -> SegmentStore:
+        return self._store
+
+    def reads(self, event_type: str) -> bool:
+        return self._store.reads(event_type)
+
+    async def _flush(self, events: list[CustomerEvent]) -> list[None]:
+        read = [ObservedEvent(e.event_id, e.customer.id, e.event_type, _occurred(e),
+                              observed_fields(e.payload, self._store.payload_paths(e.event_type)))
+                for e in events if self._store.reads(e.event_type)]
+        await self._store.observe(read, {e.customer.id for e in events})
+        return [None] * len(events)
+
+    async def observe(self, event: CustomerEvent) -> None:
+        """Records ``event`` if a segment reads its type, and re-evaluates its customer's segments."""
+        await self._observe(event)
