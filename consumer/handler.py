@@ -32,6 +32,7 @@ from events.codec import decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
 from events.model import CustomerEvent
 from events.sources import RecordDecoder
+from journeys.segment_events import RESERVED_EVENT_TYPES
 
 log = structlog.get_logger(__name__)
 
@@ -220,6 +221,10 @@ class RecordHandler:
             return unexpected_failure("decode", exc)
 
     def _route(self, event: CustomerEvent) -> tuple[Route, ...] | Failure:
+        if event.event_type in RESERVED_EVENT_TYPES:
+            # Only Eventflow raises these (segment entries and exits): a record claiming one is forged.
+            return Failure("ReservedEventTypeError", f"event type {event.event_type} is raised by Eventflow only",
+                           event.event_type)
         try:
             return tuple(self.router.route(event))
         except Exception as exc:  # noqa: BLE001 - a journey expression that fails on this event: dead-letter it, keep going

@@ -13,6 +13,7 @@ from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
 from consumer.routes import EventRoutes, SegmentRoutes
+from consumer.segment_triggers import SegmentTriggers
 from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
@@ -63,12 +64,15 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         definitions = await asyncio.to_thread(load_all)
         log.info("journeys_loaded", journeys=[f"{d.id}@v{d.version}" for d in definitions])
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
+    dispatcher = Dispatcher(client, settings.temporal.task_queue, customers, segments)
     if segments is not None:
+        # Entries and exits start and exit journeys through the same router and dispatcher.
+        background.append(SegmentTriggers(segments.store.pool, router, dispatcher))
         router = SegmentRoutes(router, segments.reads, segments.store.event_types)
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer,
         decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
-        router=router, dispatcher=Dispatcher(client, settings.temporal.task_queue, customers, segments),
+        router=router, dispatcher=dispatcher,
         metrics=ConsumerMetrics(registry), background=background,
     )
 

@@ -23,6 +23,7 @@ from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sourc
 from journeys._yaml import DocPath, YamlSyntaxError, read_document
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
 from journeys.schema_types import Field, SourceSample, schema_fields
+from journeys.segment_events import segment_event_samples
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "sources.schema.json"
 
@@ -147,7 +148,7 @@ def _schema_text(ref: SchemaRef) -> dict[str, Any]:
 
 
 def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, list[tuple[str, int, str]]]:
-    """The event types of the built-in envelope and of ``root``'s source file."""
+    """The event types of the built-in envelope, of ``root``'s source file, and the segment events."""
     found, problems = source_samples(root)
-    return EventCatalogue(builtin, found.samples, found.fields, found.moved), problems
+    return EventCatalogue(builtin, {**found.samples, **segment_event_samples()}, found.fields, found.moved), problems
 

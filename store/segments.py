@@ -18,7 +18,7 @@ schedule (docs/architecture.md, ADR-15).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -188,6 +188,10 @@ class SegmentStore:
         self._paths = {event_type: frozenset(found) for event_type, found in paths.items()}
 
     @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @property
     def segments(self) -> tuple[Segment, ...]:
         return self._segments
 
@@ -236,13 +240,18 @@ class SegmentStore:
             scope = "AND ($3::text[] IS NULL OR m.customer_id = ANY($3::text[]))"
             rows = await conn.fetch(
                 f"WITH matching AS ({matching}),"
-                " entered AS (INSERT INTO eventflow.segment_members (segment_id, customer_id, version, entered_at)"
-                f" SELECT $1, customer_id, $2, {_NOW_OF_REFRESH} FROM matching ON CONFLICT DO NOTHING RETURNING customer_id),"
+                " entered AS (INSERT INTO eventflow.segment_members"
+                " (segment_id, customer_id, version, entered_at, entry_id)"
+                f" SELECT $1, customer_id, $2, {_NOW_OF_REFRESH}, nextval('eventflow.segment_changes_id_seq')"
+                " FROM matching ON CONFLICT DO NOTHING RETURNING customer_id, entry_id),"
                 " exited AS (DELETE FROM eventflow.segment_members m WHERE m.segment_id = $1"
-                f" {scope} AND m.customer_id NOT IN (SELECT customer_id FROM matching) RETURNING m.customer_id),"
-                " logged AS (INSERT INTO eventflow.segment_changes (segment_id, version, customer_id, change, at)"
-                f" SELECT $1, $2, customer_id, 'entered', {_NOW_OF_REFRESH} FROM entered"
-                f" UNION ALL SELECT $1, $2, customer_id, 'left', {_NOW_OF_REFRESH} FROM exited"
+                f" {scope} AND m.customer_id NOT IN (SELECT customer_id FROM matching)"
+                " RETURNING m.customer_id, m.entry_id),"
+                " logged AS (INSERT INTO eventflow.segment_changes"
+                " (id, segment_id, version, customer_id, change, at, entry_id)"
+                f" SELECT entry_id, $1, $2, customer_id, 'entered', {_NOW_OF_REFRESH}, entry_id FROM entered"
+                f" UNION ALL SELECT nextval('eventflow.segment_changes_id_seq'), $1, $2, customer_id, 'left',"
+                f" {_NOW_OF_REFRESH}, entry_id FROM exited"
                 " RETURNING customer_id, change)"
                 " SELECT customer_id, change FROM logged ORDER BY customer_id",
                 *params.values)
@@ -305,3 +314,44 @@ class SegmentBatcher:
     async def observe(self, event: CustomerEvent) -> None:
         """Records ``event`` if a segment reads its type, and re-evaluates its customer's segments."""
         await self._observe(event)
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """An entry or exit whose journeys have not yet been started or signalled."""
+
+    id: int
+    segment_id: str
+    version: int
+    customer_id: str
+    change: Change
+    at: datetime
+    entry_id: int
+    timezone: str | None
+    locale: str | None
+
+
+async def dispatch_pending(pool: asyncpg.Pool, handle: Callable[[list[PendingChange]], Awaitable[None]], *,
+                           limit: int = 100) -> int:
+    """Hands the oldest undispatched changes to ``handle`` and marks them dispatched when it returns.
+
+    The rows stay locked while ``handle`` runs (other consumers skip them); if it raises, nothing is
+    marked and the changes come again. A customer's change waits while an earlier one of theirs is
+    pending elsewhere, so an exit is never signalled before its entry's start.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT ch.id, ch.segment_id, ch.version, ch.customer_id, ch.change, ch.at, ch.entry_id,"
+            " c.fields -> 'timezone' ->> 'v' AS timezone, c.fields -> 'locale' ->> 'v' AS locale"
+            " FROM eventflow.segment_changes ch LEFT JOIN eventflow.customers c ON c.customer_id = ch.customer_id"
+            " WHERE NOT ch.dispatched AND NOT EXISTS (SELECT 1 FROM eventflow.segment_changes p"
+            " WHERE p.customer_id = ch.customer_id AND p.id < ch.id AND NOT p.dispatched)"
+            " ORDER BY ch.id LIMIT $1 FOR UPDATE OF ch SKIP LOCKED", limit)
+        if not rows:
+            return 0
+        await handle([PendingChange(row["id"], row["segment_id"], row["version"], row["customer_id"],
+                                    Change(row["change"]), row["at"], row["entry_id"], row["timezone"], row["locale"])
+                      for row in rows])
+        await conn.execute("UPDATE eventflow.segment_changes SET dispatched = true WHERE id = ANY($1::bigint[])",
+                           [row["id"] for row in rows])
+    return len(rows)

@@ -2,8 +2,11 @@
 
 ``customer_events`` keeps one row per event id of the types some segment reads, with only the
 payload fields a segment compares (``fields``), so a redelivered event counts once. ``segment_members``
-is the current membership (the version that admitted each member); ``segment_changes`` logs each
-entry and exit with its time and segment version.
+is the current membership (the version that admitted each member, and its entry's id);
+``segment_changes`` logs each entry and exit with its time and segment version (``entry_id``: the
+entry an exit ends, or the entry itself), and ``dispatched`` once the journeys triggered by it
+were started or signalled (an outbox: a crash before that redoes it, and Temporal's id dedupe
+keeps it once).
 
 Revision ID: 0005
 Revises: 0001
@@ -37,6 +40,7 @@ _UPGRADE = (
         customer_id text NOT NULL,
         version integer NOT NULL,
         entered_at timestamptz NOT NULL,
+        entry_id bigint NOT NULL,
         PRIMARY KEY (segment_id, customer_id)
     )
     """,
@@ -47,8 +51,13 @@ _UPGRADE = (
         version integer NOT NULL,
         customer_id text NOT NULL,
         change text NOT NULL CHECK (change IN ('entered', 'left')),
-        at timestamptz NOT NULL
+        at timestamptz NOT NULL,
+        entry_id bigint NOT NULL,
+        dispatched boolean NOT NULL DEFAULT false
     )
+    """,
+    """
+    CREATE INDEX segment_changes_pending ON eventflow.segment_changes (id) WHERE NOT dispatched
     """,
     """
     CREATE INDEX segment_changes_customer ON eventflow.segment_changes (customer_id)

@@ -1,0 +1,95 @@
+"""Starts and exits the journeys a segment entry or exit triggers, from the store's change log.
+
+Membership changes are committed with ``dispatched = false`` (store/segments.py); this loop, one
+per consumer, claims the oldest with ``SKIP LOCKED``, routes each as a ``SegmentEntered`` or
+``SegmentLeft`` event through the same router and dispatcher as Kafka events, and marks them
+dispatched in the same transaction. A crash between the start and the mark redoes the start,
+which Temporal refuses as a duplicate id (the journey's ``once_per_key`` on ``payload.entry``), so
+each entry starts its journeys once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+import asyncpg
+import structlog
+
+from consumer.dispatch import Dispatcher
+from consumer.routes import Route
+from core.ids import join_id
+from events.model import Customer, CustomerEvent
+from journeys.routing import Action
+from journeys.segment_events import SEGMENT_ENTERED, SEGMENT_LEFT, segment_payload
+from store.segments import Change, PendingChange, dispatch_pending
+
+log = structlog.get_logger(__name__)
+
+
+class _Router(Protocol):
+    def route(self, event: CustomerEvent) -> list[Route]: ...
+
+
+def segment_event(change: PendingChange) -> CustomerEvent:
+    """The event a journey sees for one entry or exit (its id is stable, so a redo is the same event)."""
+    return CustomerEvent(
+        event_id=join_id("segment", change.segment_id, str(change.id)),
+        event_type=SEGMENT_ENTERED if change.change is Change.ENTERED else SEGMENT_LEFT,
+        occurred_at=change.at.isoformat(),
+        customer=Customer(id=change.customer_id, timezone=change.timezone or "UTC", locale=change.locale or "en"),
+        payload=segment_payload(change.segment_id, change.version, change.entry_id))
+
+
+class SegmentTriggers:
+    """The consumer's background loop over pending segment changes; never dies, reports while failing."""
+
+    def __init__(self, pool: asyncpg.Pool, router: _Router, dispatcher: Dispatcher, *,
+                 idle_seconds: float = 1.0, backoff_seconds: float = 5.0) -> None:
+        self._pool = pool
+        self._router = router
+        self._dispatcher = dispatcher
+        self._idle = idle_seconds
+        self._backoff = backoff_seconds
+        self._failing: str | None = None
+        self.dispatched = 0
+
+    @property
+    def name(self) -> str:
+        return "segment_triggers"
+
+    def problem(self) -> str | None:
+        return None  # a failing trigger loop retries; the consumer itself can still serve events
+
+    def note(self) -> str | None:
+        return self._failing
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                handled = await dispatch_pending(self._pool, self._apply)
+                self._failing = None
+            except Exception as exc:  # noqa: BLE001 - Temporal or the store is down: retried after a pause
+                self._failing = f"segment triggers retrying: {type(exc).__name__}"
+                log.warning("segment_triggers_failed", error_type=type(exc).__name__)
+                handled = 0
+                await self._pause(stop, self._backoff)
+                continue
+            self.dispatched += handled
+            if not handled:
+                await self._pause(stop, self._idle)
+
+    async def _apply(self, changes: list[PendingChange]) -> None:
+        for change in changes:
+            event = segment_event(change)
+            for route in self._router.route(event):
+                if not isinstance(route, Action):
+                    continue  # profile and consent routes: the store already holds this customer's state
+                outcome = await self._dispatcher.apply(event, route)
+                log.info(f"journey_{outcome.value}", event_id=event.event_id, workflow_id=route.workflow_id)
+
+    @staticmethod
+    async def _pause(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
