@@ -16,6 +16,7 @@ from core import logs, tracing
 from core.errors import EventflowError
 from core.settings import OpsSettings
 from devstack import DevstackError, Stack
+from eventflow.commands import broadcasts as broadcasts_cli
 from eventflow.commands import customers as customers_cli
 from eventflow.commands import db as db_cli
 from eventflow.commands import dlq as consumer_cli
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
     for register in (events_cli.register, journeys_cli.register, consumer_cli.register, customers_cli.register,
-                     db_cli.register, segments_cli.register):
+                     db_cli.register, segments_cli.register, broadcasts_cli.register):
         register(commands)
     _groups_print_help(parser)
     return parser

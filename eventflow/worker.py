@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -24,6 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime
 
 from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
+from activities.send import NotificationActivities
 from activities.webhook import WebhookActivities
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from core.errors import ConfigError
@@ -37,10 +38,20 @@ from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_
 from journeys import JourneyDefinition, load_all
 from journeys.catalog import Catalog, JourneyState
 from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
+from store.broadcast_activities import BroadcastActivities, BroadcastMetrics
+from store.broadcasts import BroadcastStore
 from workflows.queues import send_task_queue
-from workflows.worker import WorkerLimits, build_worker
+from workflows.worker import BroadcastActivitiesFactory, WorkerLimits, build_worker
 
 log = structlog.get_logger(__name__)
+
+
+def _broadcasting(store: BroadcastStore, metrics: BroadcastMetrics) -> BroadcastActivitiesFactory:
+    def activities(sender: NotificationActivities) -> list[Callable[..., Any]]:
+        broadcast = BroadcastActivities(store, sender, metrics=metrics)
+        return [broadcast.start, broadcast.send_batch]
+
+    return activities
 
 
 def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimits:
@@ -237,11 +248,14 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     pool = await open_store(process.database)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
+    broadcasts: BroadcastActivitiesFactory | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
         contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
+        broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry))
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
+                          broadcasts=broadcasts,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp),

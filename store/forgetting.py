@@ -53,6 +53,7 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
             " SELECT count(*) FROM gone", customer_id)
         await conn.execute("DELETE FROM eventflow.segment_members WHERE customer_id = $1", customer_id)
         await conn.execute("DELETE FROM eventflow.segment_changes WHERE customer_id = $1", customer_id)
+        await conn.execute("DELETE FROM eventflow.broadcast_recipients WHERE customer_id = $1", customer_id)
         known = bool(fields is not None or consent or sends or addresses or events)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"

@@ -19,6 +19,7 @@ from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from activities.webhook import WebhookActivities, WebhookSecrets
 from workflows.address_book import AddressContacts
+from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
 from workflows.preferences_client import PreferencesStore, ProfileDirectory
@@ -35,7 +36,10 @@ FIRST_PARTY_PACKAGES = ("workflows", "journeys", "events", "activities", "eventf
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(*FIRST_PARTY_PACKAGES))
 
-WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, AddressContacts, CustomerTombstone)
+WORKFLOWS: Sequence[type] = (JourneyWorkflow, CustomerPreferences, AddressContacts, CustomerTombstone,
+                             BroadcastWorkflow)
+#: Given the send activities, the activities that broadcast with them (the customer store's; store/).
+BroadcastActivitiesFactory = Callable[[NotificationActivities], Sequence[Callable[..., Any]]]
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  policy: SendPolicy | None = None,
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
-                 contacts: ContactDirectory | None = None) -> JourneyWorkers:
+                 contacts: ContactDirectory | None = None,
+                 broadcasts: BroadcastActivitiesFactory | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -99,6 +104,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
+        broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
@@ -112,7 +118,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         workflows=list(WORKFLOWS),
         workflow_runner=WORKFLOW_RUNNER,
         activities=[notifications.send_notification,
-                    (webhooks or WebhookActivities((), WebhookSecrets(None, {}))).call_webhook],
+                    (webhooks or WebhookActivities((), WebhookSecrets(None, {}))).call_webhook,
+                    *(broadcasts(notifications) if broadcasts is not None else ())],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=shutdown,

@@ -1,4 +1,4 @@
-"""Segments: the events segments read, current membership, and every entry and exit.
+"""Segments and broadcasts: the events segments read, membership, every entry and exit, broadcasts.
 
 ``customer_events`` keeps one row per event id of the types some segment reads, with only the
 payload fields a segment compares (``fields``), so a redelivered event counts once. ``segment_members``
@@ -6,7 +6,9 @@ is the current membership (the version that admitted each member, and its entry'
 ``segment_changes`` logs each entry and exit with its time and segment version (``entry_id``: the
 entry an exit ends, or the entry itself), and ``dispatched`` once the journeys triggered by it
 were started or signalled (an outbox: a crash before that redoes it, and Temporal's id dedupe
-keeps it once).
+keeps it once). ``broadcasts`` holds each broadcast (its message snapshot, schedule, pacing, state)
+and ``broadcast_recipients`` its audience, fixed when it starts: one row per customer with when it is
+due (a local time in each recipient's zone) and what became of the send.
 
 Revision ID: 0005
 Revises: 0001
@@ -62,9 +64,41 @@ _UPGRADE = (
     """
     CREATE INDEX segment_changes_customer ON eventflow.segment_changes (customer_id)
     """,
+    """
+    CREATE TABLE eventflow.broadcasts (
+        broadcast_id text PRIMARY KEY,
+        segment_id text NOT NULL,
+        message jsonb NOT NULL,
+        send_at timestamptz NOT NULL,
+        local_time time,
+        rate_per_second double precision NOT NULL CHECK (rate_per_second > 0),
+        state text NOT NULL CHECK (state IN ('scheduled', 'running', 'completed', 'cancelled')),
+        planned integer,
+        segment_version integer,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        started_at timestamptz,
+        finished_at timestamptz
+    )
+    """,
+    """
+    CREATE TABLE eventflow.broadcast_recipients (
+        broadcast_id text NOT NULL,
+        customer_id text NOT NULL,
+        due_at timestamptz NOT NULL,
+        state text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'skipped')),
+        reason text NOT NULL DEFAULT '',
+        attempts integer NOT NULL DEFAULT 0,
+        done_at timestamptz,
+        PRIMARY KEY (broadcast_id, customer_id)
+    )
+    """,
+    """
+    CREATE INDEX broadcast_recipients_due ON eventflow.broadcast_recipients (broadcast_id, due_at)
+        WHERE state = 'pending'
+    """,
 )
 
-_TABLES = ("segment_changes", "segment_members", "customer_events")
+_TABLES = ("broadcast_recipients", "broadcasts", "segment_changes", "segment_members", "customer_events")
 
 
 def upgrade() -> None:
