@@ -10,7 +10,8 @@ exactly-once argument built on the lease.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from activities.outcomes import LedgerState, ReserveDecision
@@ -148,4 +149,31 @@ class CallMarkingLedger(DeliveryLedger, Protocol):
 
     async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
         """Whether the provider reported on the send (its webhook), and the message id it named."""
+        ...
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    """Where a delivered send sits in its journey, for the funnel (``eventflow journeys report``).
+
+    Attributes:
+        journey_id, journey_version: the journey and the version the instance runs.
+        workflow_id: the instance.
+        step_id: the send step.
+        variants: the split variants the instance took so far, by split step (its arm; holdouts send nothing).
+    """
+
+    journey_id: str
+    journey_version: int
+    workflow_id: str
+    step_id: str
+    variants: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class FunnelLedger(DeliveryLedger, Protocol):
+    """A ledger that records a delivered send's funnel event with the delivery, in one write (no extra call)."""
+
+    async def complete_step(self, completion: Completion, step: FunnelStep) -> None:
+        """`complete`, plus a ``sent`` funnel event for ``step`` when the completion says delivered."""
         ...

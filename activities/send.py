@@ -38,7 +38,15 @@ from activities.channels import Channel, ChannelProviders, OutgoingMessage, prov
 from activities.circuit import CircuitBreaker, CircuitPolicy, CircuitState
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
 from activities.errors import InvalidAddressError, LedgerUnavailableError, PermanentSendError, RetryableSendError
-from activities.ledger import CallMarkingLedger, Completion, DeliveryLedger, Reservation, ReserveRequest
+from activities.ledger import (
+    CallMarkingLedger,
+    Completion,
+    DeliveryLedger,
+    FunnelLedger,
+    FunnelStep,
+    Reservation,
+    ReserveRequest,
+)
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
@@ -540,18 +548,36 @@ class NotificationActivities:
             error_type=error_type,
             attempt=attempt,
         )
+        ledger, step = self._ledger, _funnel_step(notification)
         # A provider's answer is recorded before anything else the attempt does: while the ledger is
         # away (its database restarting), wait and ask again rather than leave the answer unrecorded.
         waited = 0
         while True:
             try:
-                await self._beat(self._ledger.complete(completion))
+                if isinstance(ledger, FunnelLedger) and step is not None:
+                    # The funnel's event rides in the delivery's own write: no extra call per send.
+                    await self._beat(ledger.complete_step(completion, step))
+                else:
+                    await self._beat(ledger.complete(completion))
                 return
             except LedgerUnavailableError as exc:
                 waited += 1
                 self._metrics.ledger_retries.labels(notification.channel).inc()
                 activity.logger.warning("ledger_unavailable_retrying attempt=%d error=%s", waited, exc)
                 await self._beat(asyncio.sleep(min(0.2 * 2 ** min(waited, 5), 5.0)))
+
+
+def _funnel_step(notification: SendNotificationInput) -> FunnelStep | None:
+    """The journey step a send belongs to, from its rendering context (None outside a journey)."""
+    if not notification.journey_id or not notification.workflow_id:
+        return None
+    journey = notification.context.get("journey")
+    journey = journey if isinstance(journey, dict) else {}
+    variants = journey.get("variants")
+    version = journey.get("version")
+    return FunnelStep(journey_id=notification.journey_id, journey_version=version if isinstance(version, int) else 0,
+                      workflow_id=notification.workflow_id, step_id=notification.step_id,
+                      variants={str(k): str(v) for k, v in variants.items()} if isinstance(variants, dict) else {})
 
 
 def _caps_for(notification: SendNotificationInput, defaults: CapSet) -> CapSet:

@@ -22,8 +22,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from activities.ledger import Completion, Reservation, ReserveRequest
+from activities.ledger import Completion, FunnelStep, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
+from journeys.goals import arm_label
+from store.funnel import FunnelKind
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows._calendar import local_day, quiet_window_end
 from workflows._caps import cap_gate
@@ -188,6 +190,12 @@ class PostgresLedger:
 
     async def complete(self, completion: Completion) -> None:
         """Records what came of a reserved send; a fenced-out attempt's late non-delivery is ignored."""
+        await self.complete_step(completion, None)
+
+    async def complete_step(self, completion: Completion, step: FunnelStep | None) -> None:
+        """`complete`, and for a delivered send of a journey step its ``sent`` funnel event, in the same
+        transaction (so the funnel costs no statement round trip of its own and never disagrees with the
+        ledger)."""
         async with timed(self._metrics, StatementKind.COMPLETE), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
             await conn.execute(
@@ -204,6 +212,13 @@ class PostgresLedger:
                 " OR eventflow.sends.lease_attempt = 0 OR eventflow.sends.lease_attempt = $5)",
                 completion.idempotency_key, completion.customer_id, completion.channel, completion.outcome.value,
                 completion.attempt, completion.provider, completion.provider_message_id, completion.error_type)
+            if step is not None and completion.outcome is LedgerState.DELIVERED:
+                await conn.execute(
+                    "INSERT INTO eventflow.journey_events (journey_id, journey_version, customer_id, workflow_id, kind,"
+                    " step_id, outcome, idempotency_key, channel, arm) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9)"
+                    " ON CONFLICT DO NOTHING", step.journey_id, step.journey_version, completion.customer_id,
+                    step.workflow_id, FunnelKind.SENT.value, step.step_id, completion.idempotency_key,
+                    completion.channel, arm_label(False, step.variants))
             if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
                 await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
                                   source="provider", changed_at=None)

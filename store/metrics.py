@@ -41,6 +41,7 @@ class StatementKind(StrEnum):
     REPORT = "report"
     KEYWORD = "keyword"
     FORGET = "forget"
+    FUNNEL = "funnel"
 
 
 class PoolState(StrEnum):
