@@ -10,7 +10,8 @@ exactly-once argument built on the lease.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from activities.outcomes import LedgerState, ReserveDecision
@@ -67,6 +68,9 @@ class Reservation:
             crash), so the provider may already have the message: reconcile, or apply the
             channel's policy for uncertain deliveries.
         previous_started_epoch_seconds: when that earlier attempt started.
+        previous_provider: the provider that earlier attempt's marked call went to (``""``: not
+            recorded, as before failover, which means the channel's first provider). An uncertain
+            send is settled with that provider and never moved to another.
         provider, provider_message_id: for ``delivered``, what the earlier attempt recorded.
         capped_by: for ``capped`` or a cap's ``defer``, the cap that held the send back
             (``scope:window``, e.g. ``all:month``).
@@ -76,6 +80,7 @@ class Reservation:
     not_before: str | None = None
     previous_attempt_uncertain: bool = False
     previous_started_epoch_seconds: float = 0.0
+    previous_provider: str = ""
     provider: str = ""
     provider_message_id: str | None = None
     capped_by: str = ""
@@ -125,8 +130,17 @@ class CallMarkingLedger(DeliveryLedger, Protocol):
     there every expired lease counts as uncertain.
     """
 
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
-        """Records durably that ``attempt`` calls the provider now; False when it no longer holds the lease."""
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
+        """Records durably that ``attempt`` calls ``provider`` now; False when it no longer holds the lease.
+
+        The provider is recorded with the mark, so a later attempt that finds the call uncertain knows
+        which provider may hold the message, and settles it there (never at another).
+        """
+        ...
+
+    async def record_unavailable(self, idempotency_key: str, attempt: int, lease_seconds: float) -> bool:
+        """Records that the marked call was answered "unavailable" (nothing delivered): clears the mark
+        and renews the lease for a call to the channel's next provider; False when the lease was lost."""
         ...
 
     async def release(self, idempotency_key: str, attempt: int) -> None:
@@ -135,4 +149,31 @@ class CallMarkingLedger(DeliveryLedger, Protocol):
 
     async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
         """Whether the provider reported on the send (its webhook), and the message id it named."""
+        ...
+
+
+@dataclass(frozen=True)
+class FunnelStep:
+    """Where a delivered send sits in its journey, for the funnel (``eventflow journeys report``).
+
+    Attributes:
+        journey_id, journey_version: the journey and the version the instance runs.
+        workflow_id: the instance.
+        step_id: the send step.
+        variants: the split variants the instance took so far, by split step (its arm; holdouts send nothing).
+    """
+
+    journey_id: str
+    journey_version: int
+    workflow_id: str
+    step_id: str
+    variants: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class FunnelLedger(DeliveryLedger, Protocol):
+    """A ledger that records a delivered send's funnel event with the delivery, in one write (no extra call)."""
+
+    async def complete_step(self, completion: Completion, step: FunnelStep) -> None:
+        """`complete`, plus a ``sent`` funnel event for ``step`` when the completion says delivered."""
         ...

@@ -121,8 +121,13 @@ class DeadLetterPublisher:
             partition=await self.partition_for(record.topic, record.partition),
             headers=dead_letter_headers(record, error_type, reason), on_delivery=on_delivery,
         )
-        await asyncio.to_thread(self._producer.flush, 30)
-        return await asyncio.wait_for(delivered, timeout=30)
+        try:
+            await asyncio.to_thread(self._producer.flush, 30)
+            return await asyncio.wait_for(delivered, timeout=30)
+        finally:
+            # Left before the acknowledgement (cancelled while flushing): a late delivery report then
+            # finds the future done instead of setting an error nobody reads.
+            delivered.cancel()
 
     def close(self) -> None:
         self._producer.flush(10)

@@ -27,6 +27,7 @@ from consumer.retry import Retrier
 from consumer.scheduler import KeyScheduler
 from core import tracing
 from core.settings import ConsumerSettings, KafkaSettings
+from core.tasks import stop_all, supervised
 
 log = structlog.get_logger(__name__)
 
@@ -73,20 +74,10 @@ class Closeable(Protocol):
 
 
 async def _stop_background(tasks: list[asyncio.Task[None]], stop: asyncio.Event, wait_seconds: float = 5.0) -> None:
-    """Stops the background loops after the drain (routing is needed until then), within a bounded wait."""
+    """Stops the background loops after the drain (routing is needed until then), within a bounded wait;
+    each is awaited (its failure was logged when it happened)."""
     stop.set()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=wait_seconds)
-    for task in pending:
-        log.warning("background_task_cancelled", task=task.get_name())
-        task.cancel()
-
-
-def _report_failure(task: asyncio.Task[None]) -> None:
-    # A loop that promised not to raise did: say so at once, not only at shutdown.
-    if not task.cancelled() and task.exception() is not None:
-        log.error("background_task_failed", task=task.get_name(), error=repr(task.exception()))
+    await stop_all(tasks, wait_seconds)
 
 
 def _names(keys: Sequence[TopicPartitionKey]) -> list[str]:
@@ -150,9 +141,8 @@ class ConsumerService:
         log.info("consumer_started", topics=list(self._kafka.topics), group=self._kafka.consumer_group)
         last_commit = last_check = time.monotonic()
         background_stop = asyncio.Event()
-        background = [asyncio.create_task(task.run(background_stop), name=task.name) for task in self._background]
-        for task in background:
-            task.add_done_callback(_report_failure)
+        # A loop that promised not to raise and did is logged at once, not only at shutdown.
+        background = [supervised(task.run(background_stop), name=task.name) for task in self._background]
         try:
             while not stop.is_set():
                 if self._apply_backpressure(consumer):

@@ -22,7 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
+from activities.config import (
+    channel_rates_from,
+    channels_from,
+    check_channels,
+    circuit_policy_from,
+    outbox_path,
+    policy_from,
+)
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities
 from activities.webhook import WebhookActivities
@@ -30,6 +37,7 @@ from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from core.errors import ConfigError
 from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
 from core.settings import CatalogSettings, ChannelSettings, ConsumerSettings, WorkerSettings
+from core.tasks import stop_all, supervised
 from core.temporal_client import build_runtime, connect
 from core.vocabulary import CHANNELS
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
@@ -259,7 +267,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp),
-                          webhooks=WebhookActivities.from_settings(process.webhook_steps))
+                          webhooks=WebhookActivities.from_settings(process.webhook_steps),
+                          circuit=circuit_policy_from(process.channels))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,
                              worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),
@@ -282,14 +291,17 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         async with worker:
             log.info("worker_started", task_queue=process.temporal.task_queue,
                      max_concurrent_activities=limits.max_concurrent_activities)
-            backlog_task = asyncio.create_task(backlog.run(stop), name="task-queue-backlog")
-            catalog_task = (asyncio.create_task(follower.run(stop), name=follower.name) if follower is not None
-                            else None)
-            await stop.wait()
-            log.info("worker_draining", deadline_seconds=limits.graceful_shutdown_seconds)
-            await backlog_task
-            if catalog_task is not None:
-                await asyncio.wait_for(catalog_task, 5.0)
+            # Owned here: a loop that fails is logged at once (readiness reports the catalog's), and
+            # both are awaited however the worker ends, so no failure is left unread.
+            background = [supervised(backlog.run(stop), name="task-queue-backlog")]
+            if follower is not None:
+                background.append(supervised(follower.run(stop), name=follower.name))
+            try:
+                await stop.wait()
+                log.info("worker_draining", deadline_seconds=limits.graceful_shutdown_seconds)
+            finally:
+                stop.set()
+                await stop_all(background, wait_seconds=5.0)
     finally:
         if ops is not None:
             await ops.stop()

@@ -184,3 +184,59 @@ def format_report(report: Report) -> list[str]:
         lines.append("  (no arms: no instance was held out or took a split variant; a journey is measured with "
                      "holdout_percent or a split step, and a goal)")
     return lines
+
+
+@dataclass(frozen=True)
+class StageCounts:
+    """Instances that got a send and saw each delivery stage (of one step, one arm or the whole journey)."""
+
+    sent: int = 0
+    stages: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """A journey's funnel as the customer store aggregates it (``eventflow journeys report`` with a store).
+
+    Counts are of instances, each counted once per row however many sends or reports it had. The
+    store records sends and delivery reports, not entries or conversions: ``entered`` and ``running``
+    come from Temporal's visibility counts, and conversion by arm is left to the instance report.
+
+    Attributes:
+        versions: the versions whose sends were recorded.
+        entered, running: instances of the journey (Temporal visibility counts; None when unknown).
+        totals: over the whole journey.
+        steps: per send step, in the order their first sends happened.
+        arms: per arm (`journeys.goals.arm_label`).
+    """
+
+    journey_id: str
+    versions: tuple[int, ...]
+    totals: StageCounts
+    steps: Sequence[tuple[str, StageCounts]] = ()
+    arms: Sequence[tuple[str, StageCounts]] = ()
+    entered: int | None = None
+    running: int | None = None
+
+
+def format_funnel(funnel: Funnel) -> list[str]:
+    """The store's funnel as the CLI prints it."""
+    versions = ", ".join(str(v) for v in funnel.versions) or "-"
+    entered = "-" if funnel.entered is None else str(funnel.entered)
+    running = "-" if funnel.running is None else str(funnel.running)
+    lines = [f"journey {funnel.journey_id} (versions {versions}): {entered} instances, {running} running "
+             "(funnel from the customer store)", "", "funnel", f"  {'entered':<10} {entered:>7}",
+             f"  {'sent':<10} {funnel.totals.sent:>7}"]
+    lines += [f"  {stage:<10} {funnel.totals.stages.get(stage, 0):>7}" for stage in STAGES]
+    header = f"{'sent':>7} " + " ".join(f"{s:>9}" for s in STAGES)
+    lines += ["", "steps", f"  {'step':<24} {header}"]
+    for step_id, counts in funnel.steps:
+        lines.append(f"  {step_id:<24} {counts.sent:>7} " + " ".join(f"{counts.stages.get(s, 0):>9}" for s in STAGES))
+    if not funnel.steps:
+        lines.append("  (no send recorded yet)")
+    lines += ["", "sends by arm", f"  {'arm':<28} {header}"]
+    for arm, counts in funnel.arms:
+        lines.append(f"  {arm:<28} {counts.sent:>7} " + " ".join(f"{counts.stages.get(s, 0):>9}" for s in STAGES))
+    lines += ["", "conversion by arm: not kept in the customer store; `eventflow journeys report "
+              f"{funnel.journey_id} --from-instances` reads every instance for it"]
+    return lines

@@ -14,6 +14,7 @@ import asyncpg
 
 from activities.outcomes import DeliveryOutcome
 from store._time import instant
+from store.funnel import record_delivery
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.suppression import (
     ContactKeyword,
@@ -51,6 +52,7 @@ class StoreFeedback:
                     " outcome_at = CASE WHEN $3 THEN $5 ELSE outcome_at END, updated_at = now()"
                     " WHERE idempotency_key = $1", report.idempotency_key, report.provider_message_id, moved,
                     DeliveryOutcome(report.outcome).value, instant(report.at))
+                await record_delivery(conn, report.idempotency_key, DeliveryOutcome(report.outcome).value)
             reason = suppression_reason(report)
             if reason is not None and feedback.address_hash:
                 await conn.execute(

@@ -22,8 +22,10 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from activities.ledger import Completion, Reservation, ReserveRequest
+from activities.ledger import Completion, FunnelStep, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
+from journeys.goals import arm_label
+from store.funnel import FunnelKind
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows._calendar import local_day, quiet_window_end
 from workflows._caps import cap_gate
@@ -134,7 +136,8 @@ class PostgresLedger:
             request.idempotency_key, 0 if same_attempt else 1, request.attempt, _lease_until(request, now),
             request.now_epoch_seconds, same_attempt)
         return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
-                           previous_started_epoch_seconds=started.timestamp() if started else 0.0)
+                           previous_started_epoch_seconds=started.timestamp() if started else 0.0,
+                           previous_provider=row["provider"] if uncertain else "")
 
     @staticmethod
     async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:
@@ -145,18 +148,37 @@ class PostgresLedger:
         return [_CountedRow(r["channel"], r["local_day"].isoformat(), LedgerState(r["state"]), r["priority"])
                 for r in rows]
 
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
-        """Records that ``attempt`` is about to call the provider; False when it no longer holds the lease.
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
+        """Records that ``attempt`` is about to call ``provider``; False when it no longer holds the lease.
 
         Written (and committed) immediately before the request leaves, so a crash before this point
-        leaves a send that a later attempt may make without doubt.
+        leaves a send that a later attempt may make without doubt. The provider goes into the row's
+        ``provider`` (which a completion later overwrites with the same name, or the deliverer's), so
+        an uncertain call names the provider that may hold the message.
         """
         async with timed(self._metrics, StatementKind.MARK):
             marked = await self._pool.fetchval(
-                "UPDATE eventflow.sends SET called_at = now(), updated_at = now()"
+                "UPDATE eventflow.sends SET called_at = now(), updated_at = now(),"
+                " provider = CASE WHEN $3 = '' THEN provider ELSE $3 END"
                 " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
-                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt)
+                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt, provider)
         return bool(marked)
+
+    async def record_unavailable(self, idempotency_key: str, attempt: int, lease_seconds: float) -> bool:
+        """The marked call was answered "unavailable": clear the mark, renew the lease; False when lost.
+
+        One statement, so there is no moment at which the send is neither "called at provider A" nor
+        "answered, nothing delivered": a crash before it leaves A's call uncertain (settled at A),
+        after it leaves nothing uncertain.
+        """
+        async with timed(self._metrics, StatementKind.MARK):
+            renewed = await self._pool.fetchval(
+                "UPDATE eventflow.sends SET called_at = NULL, updated_at = now(),"
+                " lease_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true",
+                idempotency_key, attempt, lease_seconds)
+        return bool(renewed)
 
     async def release(self, idempotency_key: str, attempt: int) -> None:
         """Gives the lease back without a call (an attempt cancelled or stopped before calling)."""
@@ -168,6 +190,12 @@ class PostgresLedger:
 
     async def complete(self, completion: Completion) -> None:
         """Records what came of a reserved send; a fenced-out attempt's late non-delivery is ignored."""
+        await self.complete_step(completion, None)
+
+    async def complete_step(self, completion: Completion, step: FunnelStep | None) -> None:
+        """`complete`, and for a delivered send of a journey step its ``sent`` funnel event, in the same
+        transaction (so the funnel costs no statement round trip of its own and never disagrees with the
+        ledger)."""
         async with timed(self._metrics, StatementKind.COMPLETE), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
             await conn.execute(
@@ -184,6 +212,13 @@ class PostgresLedger:
                 " OR eventflow.sends.lease_attempt = 0 OR eventflow.sends.lease_attempt = $5)",
                 completion.idempotency_key, completion.customer_id, completion.channel, completion.outcome.value,
                 completion.attempt, completion.provider, completion.provider_message_id, completion.error_type)
+            if step is not None and completion.outcome is LedgerState.DELIVERED:
+                await conn.execute(
+                    "INSERT INTO eventflow.journey_events (journey_id, journey_version, customer_id, workflow_id, kind,"
+                    " step_id, outcome, idempotency_key, channel, arm) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9)"
+                    " ON CONFLICT DO NOTHING", step.journey_id, step.journey_version, completion.customer_id,
+                    step.workflow_id, FunnelKind.SENT.value, step.step_id, completion.idempotency_key,
+                    completion.channel, arm_label(False, step.variants))
             if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
                 await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
                                   source="provider", changed_at=None)

@@ -42,6 +42,7 @@ class StatementKind(StrEnum):
     KEYWORD = "keyword"
     FORGET = "forget"
     SEGMENTS = "segments"
+    FUNNEL = "funnel"
 
 
 class PoolState(StrEnum):

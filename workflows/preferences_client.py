@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -71,11 +72,7 @@ class PreferencesStore:
             deadline = time.monotonic() + self._give_up_after
             while True:
                 try:
-                    result: Reservation = await self._client.execute_update_with_start_workflow(
-                        CustomerPreferences.reserve_send, request,
-                        start_workflow_operation=self._start_operation(request.customer_id),
-                        id=update_id, rpc_timeout=self._rpc_timeout)
-                    return result
+                    return await self._reserve_once(request, update_id)
                 except WorkflowUpdateRPCTimeoutOrCancelledError as err:
                     if isinstance(err.__cause__, asyncio.CancelledError) or _being_cancelled():
                         # The SDK reports our own cancellation (the activity was cancelled, the
@@ -92,6 +89,17 @@ class PreferencesStore:
                     self.retries["server_busy"] += 1
                 await backoff.sleep()
 
+    async def _reserve_once(self, request: ReserveRequest, update_id: str) -> Reservation:
+        operation = self._start_operation(request.customer_id)
+        try:
+            result: Reservation = await self._client.execute_update_with_start_workflow(
+                CustomerPreferences.reserve_send, request, start_workflow_operation=operation, id=update_id,
+                rpc_timeout=self._rpc_timeout)
+        except BaseException:
+            _read_failed_start(operation)
+            raise
+        return result
+
     async def complete(self, completion: Completion) -> None:
         await self._client.start_workflow(
             CustomerPreferences.run, PreferencesInput(completion.customer_id),
@@ -103,6 +111,25 @@ class PreferencesStore:
 #: The server is busy or the workflow's in-flight Update limit is reached: ask again after a pause.
 _BACK_OFF_STATUSES = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE,
                                 RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.ABORTED})
+
+
+def _read_failed_start(operation: WithStartWorkflowOperation[CustomerPreferences, None]) -> None:
+    """Reads the start's outcome off an operation whose update call failed, and drops it.
+
+    The SDK sets a failed start's error on the operation's workflow handle as well as raising it
+    from the update call. The caller owns the raised one (it retries, backs off or gives up); read
+    unasked, the other was logged as "Future exception was never retrieved", once per timed-out
+    reservation (issue 23). Once the call has raised, the handle is settled, or never will be (the
+    call failed before a start was sent): a read still waiting one loop turn later is cancelled.
+    """
+    reading = asyncio.ensure_future(operation.workflow_handle())
+    reading.add_done_callback(_drop_outcome)
+    asyncio.get_running_loop().call_soon(reading.cancel)
+
+
+def _drop_outcome(reading: asyncio.Future[Any]) -> None:
+    if not reading.cancelled():
+        reading.exception()  # the same error the update call raised to its caller
 
 
 def _being_cancelled() -> bool:

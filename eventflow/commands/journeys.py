@@ -278,6 +278,12 @@ class InstanceReads:
     unanswered: int = 0
 
 
+def _instances_query(journey_id: str, version: int | None) -> str:
+    """The visibility query of a journey's instances (of one version)."""
+    escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
+    return f"JourneyId = '{escaped}'" + (f" AND JourneyVersion = {int(version)}" if version is not None else "")
+
+
 async def report_instances(journey_id: str, version: int | None = None) -> InstanceReads:
     """Every instance of the journey as a `journeys.report.InstanceView`, and how many could not be read.
 
@@ -293,8 +299,7 @@ async def report_instances(journey_id: str, version: int | None = None) -> Insta
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     client = await connect(load_settings(dev_defaults=True).temporal)
-    escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
-    query = f"JourneyId = '{escaped}'" + (f" AND JourneyVersion = {int(version)}" if version is not None else "")
+    query = _instances_query(journey_id, version)
     executions = [e async for e in client.list_workflows(query)
                   if e.status != WorkflowExecutionStatus.CONTINUED_AS_NEW]
     reads = asyncio.Semaphore(READ_CONCURRENCY)
@@ -363,9 +368,14 @@ async def _report_lines(journey_id: str, version: int | None = None) -> list[str
     return output.lines + output.problems
 
 
-async def _report_output(journey_id: str, version: int | None = None) -> ReportOutput:
+async def _report_output(journey_id: str, version: int | None = None, *,
+                         from_instances: bool = False) -> ReportOutput:
+    from eventflow.settings import load_tools
     from journeys.report import build, format_report
 
+    database = load_tools().database
+    if database.dsn() is not None and not from_instances:
+        return await _store_report(database, journey_id, version)
     reads = await report_instances(journey_id, version)
     definition, looked_in = await asyncio.to_thread(_known_definition, journey_id)
     at = f" at version {version}" if version is not None else ""
@@ -389,9 +399,44 @@ async def _report_output(journey_id: str, version: int | None = None) -> ReportO
     return ReportOutput(lines, problems)
 
 
+async def _store_report(database: DatabaseSettings, journey_id: str, version: int | None) -> ReportOutput:
+    """The funnel aggregated in SQL from the store's funnel events, with Temporal's visibility counts of the
+    instances: a few statements and two count calls, however many instances there are."""
+    from dataclasses import replace
+
+    from temporalio.client import Client
+
+    from core.temporal_client import connect
+    from eventflow.settings import load_settings
+    from journeys.report import format_funnel
+    from store import open_store
+    from store.funnel import funnel
+
+    pool = await open_store(database)
+    assert pool is not None
+    try:
+        found = await funnel(pool, journey_id, version)
+    finally:
+        await pool.close()
+    client: Client = await connect(load_settings(dev_defaults=True).temporal)
+    # Continued-as-new runs are one instance with their successor, as in the instance report.
+    query = f"{_instances_query(journey_id, version)} AND ExecutionStatus != 'ContinuedAsNew'"
+    entered = (await client.count_workflows(query)).count
+    running = (await client.count_workflows(f"{query} AND ExecutionStatus = 'Running'")).count
+    if not entered and not found.totals.sent:
+        definition, looked_in = await asyncio.to_thread(_known_definition, journey_id)
+        at = f" at version {version}" if version is not None else ""
+        if definition is None:
+            return ReportOutput([], [f"eventflow: journey {journey_id!r} has no instances and is not defined in "
+                                     f"{looked_in}"])
+        return ReportOutput([f"journey {journey_id} has no instances{at} yet: one starts when its trigger event "
+                             f"({definition.trigger_event}) reaches the consumer"])
+    return ReportOutput(format_funnel(replace(found, entered=entered, running=running)))
+
+
 def _report(args: argparse.Namespace) -> int:
     try:
-        output = asyncio.run(_report_output(args.journey, args.version))
+        output = asyncio.run(_report_output(args.journey, args.version, from_instances=args.from_instances))
     except RuntimeError as exc:  # the SDK's "Failed client connect": say so without a traceback
         print(f"eventflow: cannot reach Temporal: {exc}", file=sys.stderr)
         return 2
@@ -438,6 +483,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     report = actions.add_parser("report", help="a journey's funnel and conversion per arm (95 %% intervals, lift)")
     report.add_argument("journey", help="journey id")
     report.add_argument("--version", type=int, help="only this version (default: every version)")
+    report.add_argument("--from-instances", action="store_true",
+                        help="read every instance (conversion by arm) instead of the customer store's funnel")
     report.set_defaults(handler=_report)
 
     from eventflow.commands.catalog import register as register_catalog

@@ -55,6 +55,9 @@ class ProviderStub:
         self._hold: asyncio.Event | None = None
         self._hold_refusals = False
         self.held = asyncio.Event()
+        #: Requests waiting in `hold` right now, and a condition notified when one arrives.
+        self.holding = 0
+        self._holding_changed = asyncio.Condition()
         #: SendGrid answers as sent, (idempotency key, HTTP status), so tests count what was accepted.
         self.answers: list[tuple[str, int]] = []
         self._runner: web.AppRunner | None = None
@@ -69,6 +72,11 @@ class ProviderStub:
         self._hold = asyncio.Event()
         self._hold_refusals = refusals
         self.held.clear()
+
+    async def until_holding(self, count: int) -> None:
+        """Returns once ``count`` requests wait in `hold` at the same time."""
+        async with self._holding_changed:
+            await self._holding_changed.wait_for(lambda: self.holding >= count)
 
     def release(self) -> None:
         if self._hold is not None:
@@ -136,7 +144,13 @@ class ProviderStub:
         hold = self._hold
         if hold is not None:
             self.held.set()
-            await hold.wait()
+            async with self._holding_changed:
+                self.holding += 1
+                self._holding_changed.notify_all()
+            try:
+                await hold.wait()
+            finally:
+                self.holding -= 1
 
     async def _sendgrid(self, request: web.Request) -> web.StreamResponse:
         recorded = await self._record(request)

@@ -29,12 +29,13 @@ from store.feedback import StoreFeedback
 from store.ledger import PostgresLedger
 from tests.activities.journey_support import channels_for, event, journey, send
 from tests.activities.provider_stub import ProviderStub, Reply, provider
+from tests.unretrieved import Unretrieved, unretrieved
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput, JourneyStatus
 from workflows.queues import send_task_queue
 from workflows.suppression import DeliveryFeedback
 from workflows.worker import WORKFLOWS
 
-__all__ = ["provider"]
+__all__ = ["provider", "unretrieved"]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Above the stub channel's 5 s call timeout plus the 2 s margin; the successor waits it out.
@@ -162,3 +163,43 @@ async def test_killed_after_a_refused_request_with_no_report_is_sent_again_once(
     assert provider.accepted_by_key() == {key: 1}
     assert [record.status for record in status.sends] == [SendStatus.SENT]
     assert _resolutions(registry) == {"unreported_sent_again": 1.0}
+
+
+@pytest.mark.timeout(150)
+async def test_a_503_storm_with_a_worker_killed_in_it_sends_each_once(
+        endpoints: Endpoints, temporal_client: Client, store_pool: asyncpg.Pool, store_dsn: str,
+        provider: ProviderStub, unique: str, unretrieved: Unretrieved) -> None:
+    # SendGrid takes the first request, then a storm: 503 to the next ones until the script runs
+    # out. The first worker's requests are all held at the stub, their answers unsent, and it is
+    # killed: every send is marked called with its answer lost (uncertain).
+    customers = {f"journey:storm:{unique}-{i}/note": f"c-{unique}-{i}" for i in range(3)}
+    storm_after_restart = 3
+    provider.reply(Reply(202), *[Reply(503, headers={"Retry-After": "1"})] * (len(customers) - 1 + storm_after_restart))
+    provider.hold(refusals=True)
+    queue, registry = f"q-{unique}", CollectorRegistry()
+    async with Worker(temporal_client, task_queue=queue, workflows=list(WORKFLOWS)):
+        async with _first_worker(endpoints, queue, provider.base_url, store_dsn, "send", 1.0) as first:
+            handles = [await _start(temporal_client, queue, customer, key.removesuffix("/note"))
+                       for key, customer in customers.items()]
+            await asyncio.wait_for(provider.until_holding(len(customers)), 30)
+            first.kill()
+            await first.wait()
+        provider.release()
+        # What `eventflow webhooks` applies for SendGrid's signed `processed` event on the one message it took.
+        feedback = StoreFeedback(store_pool)
+        for key in provider.accepted_by_key():
+            await feedback.report(DeliveryFeedback(DeliveryReport(
+                idempotency_key=key, customer_id=customers[key], channel="email", provider="sendgrid",
+                outcome=DeliveryOutcome.ACCEPTED, at=datetime.now(UTC).isoformat(), provider_message_id="sg-storm",
+                report_id=f"sg-event-{key}")))
+        # The restarted worker meets the rest of the storm, which ends when the stub's script does.
+        async with Worker(temporal_client, task_queue=send_task_queue(queue, "email"),
+                          activities=[_successor(store_pool, provider, registry, 1.0).send_notification]):
+            statuses = [await asyncio.wait_for(handle.result(), 90) for handle in handles]
+
+    assert provider.accepted_by_key() == dict.fromkeys(customers, 1), "0 missing, 0 duplicates"
+    assert not provider.script, "the storm outlasted the kill"
+    assert sorted(record.status for status in statuses for record in status.sends) == sorted(
+        [SendStatus.DUPLICATE, SendStatus.SENT, SendStatus.SENT])
+    assert _resolutions(registry) == {"reported_delivered": 1.0, "unreported_sent_again": 2.0}
+    assert unretrieved.messages() == []
