@@ -335,9 +335,8 @@ def _encode(value: Any) -> Any:
         return [_encode(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, (SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep,
-                          WebhookStep)):
-        return encode_step(value)
+    if isinstance(value, tuple(STEP_CLASSES.values())):
+        return encode_step(typing.cast(Step, value))  # STEP_CLASSES holds exactly the Step union's classes
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _encode_record(value)
     return value

@@ -28,6 +28,7 @@ from core.settings._base import (
     _secret_from_file,
     env,
 )
+from core.vocabulary import CHANNELS
 
 # -- worker -----------------------------------------------------------------------------------------
 
@@ -95,15 +96,10 @@ class ChannelSettings(SettingsGroup):
                                                   "Per-request timeout of provider calls.")
 
     def provider(self, channel: str) -> str:
-        """The implementation of ``email``, ``sms`` or ``whatsapp``."""
-        match channel:
-            case "email":
-                return self.email_provider
-            case "sms":
-                return self.sms_provider
-            case "whatsapp":
-                return self.whatsapp_provider
-        raise KeyError(channel)
+        """The implementation of a channel of `core.vocabulary.ChannelName`: its ``<channel>_provider`` field."""
+        if channel not in CHANNELS:
+            raise KeyError(channel)
+        return str(getattr(self, f"{channel}_provider"))
 
 
 class SendGridSettings(SettingsGroup):
