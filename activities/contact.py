@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from activities.notifications import SendNotificationInput
 from core.logs import mask_contact_details
+from core.vocabulary import ADDRESS_FIELD, CHANNELS, ChannelName, ContactField
 from events.model import JsonValue
 
 
@@ -36,11 +37,13 @@ class ContactPoints:
     attributes: dict[str, JsonValue] = field(default_factory=dict)
 
     def address_for(self, channel: str) -> str | None:
-        """The address a channel sends to: ``email``; ``sms`` the phone; ``whatsapp`` its own number, else the phone."""
-        match channel:
-            case "email":
+        """The address a channel sends to, its `ADDRESS_FIELD`; a WhatsApp number falls back to the phone."""
+        wanted = ADDRESS_FIELD.get(ChannelName(channel), ContactField.PHONE) if channel in CHANNELS \
+            else ContactField.PHONE
+        match wanted:
+            case ContactField.EMAIL:
                 return self.email or None
-            case "whatsapp":
+            case ContactField.WHATSAPP:
                 return self.whatsapp or self.phone or None
             case _:
                 return self.phone or None

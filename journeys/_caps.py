@@ -9,25 +9,21 @@ and the interpreter needs no journey-level state: a step's own ``priority`` wins
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from activities.caps import CapSet, CapSpecError, Priority
 from journeys._yaml import DocPath
-from journeys.steps import DigestStep, SendOptions, SendStep, Step, kind_of, map_steps, walk_document
+from journeys.model import JourneyDocument
+from journeys.steps import DigestStep, SendOptions, SendStep, Step, map_steps, sending
 
 
-def caps_problems(raw: Mapping[str, Any]) -> Iterator[tuple[DocPath, str]]:
-    """Where a ``caps`` text of a schema-valid definition breaks the grammar (a window given twice)."""
-    if isinstance(raw.get("caps"), str):
-        yield from _problem(("caps",), raw["caps"])
-    for step, path in walk_document(raw.get("steps") or ()):
-        kind = kind_of(step)
-        body = step.get(kind) or {}
-        send = body if kind == "send" else body.get("send") if kind == "digest" else None
-        if isinstance(send, Mapping) and isinstance(send.get("caps"), str):
-            where = (*path, kind, "caps") if kind == "send" else (*path, kind, "send", "caps")
-            yield from _problem(where, send["caps"])
+def caps_problems(document: JourneyDocument) -> Iterator[tuple[DocPath, str]]:
+    """Where a ``caps`` text of the journey or of a send breaks the grammar (a window given twice)."""
+    if document.caps is not None:
+        yield from _problem(("caps",), document.caps)
+    for step, where in sending(document.steps):
+        if step.send.caps is not None:
+            yield from _problem((*where, "caps"), step.send.caps)
 
 
 def _problem(where: DocPath, text: str) -> Iterator[tuple[DocPath, str]]:
@@ -37,14 +33,14 @@ def _problem(where: DocPath, text: str) -> Iterator[tuple[DocPath, str]]:
         yield where, f"caps {text!r}: {exc}"
 
 
-def with_journey_defaults(steps: Sequence[Step], priority: str | None, caps: str | None) -> tuple[Step, ...]:
+def with_journey_defaults(steps: Sequence[Step], priority: Priority | None, caps: str | None) -> tuple[Step, ...]:
     """``steps`` with the journey's ``priority`` and ``caps`` in every send that does not override them."""
     if priority is None and caps is None:
         return tuple(steps)
     journey_caps = CapSet.parse(caps) if caps is not None else None
 
     def fold(options: SendOptions) -> SendOptions:
-        own = options.priority if options.priority is not None else Priority(priority) if priority else None
+        own = options.priority if options.priority is not None else priority
         merged = options.caps
         if journey_caps is not None:
             step_caps = CapSet.parse(options.caps) if options.caps is not None else CapSet()

@@ -1,60 +1,23 @@
-"""The checks a journey definition and its goal share: the problem report, expression and key paths.
+"""The checks a journey definition and its goal share: expressions, keys and paths against an event's sample.
 
-`journeys.loader` and `journeys._goal_checks` both build on these, so they live below both.
+`journeys._definition_checks` and `journeys._goal_checks` both build on these, so they live below both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import EventflowError
 from journeys import expressions
-from journeys._yaml import DocPath, LocatedDocument
+from journeys._yaml import DocPath
 from journeys.event_schemas import EventCatalogue
 from journeys.paths import lookup
+from journeys.problems import Report
 from journeys.samples import sample_event_context
 from journeys.schema_types import SourceSample, literal_problems, moved_hint
 
 #: The names an expression or key may start with.
 CONTEXT_ROOTS = frozenset({"event_id", "event_type", "occurred_at", "customer", "payload", "journey", "webhooks"})
-
-
-class JourneyDefinitionError(EventflowError):
-    """A journey file is invalid; names the file and, where known, the line."""
-
-    def __init__(self, file: str, problem: str, line: int | None = None) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {problem}")
-        self.file = file
-        self.line = line
-        self.problem = problem
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a journey or template file, at a 1-based line (1 when nothing narrower is known)."""
-
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-    def error(self) -> JourneyDefinitionError:
-        return JourneyDefinitionError(self.file, self.message, self.line)
-
-
-@dataclass
-class Report:
-    file: str
-    document: LocatedDocument
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, path: DocPath, message: str) -> None:
-        self.problems.append(Problem(self.file, self.document.line_of(path) or 1, message))
 
 
 def path_problem(sample: Mapping[str, Any], parts: Sequence[str], roots: Collection[str]) -> str | None:

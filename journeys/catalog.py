@@ -29,7 +29,7 @@ from core.errors import EventflowError
 from core.signing import SigningKeys
 from journeys.loader import check_snapshot
 from journeys.model import EntryRule, JourneyDefinition, SnapshotFormatError, decode_snapshot
-from journeys.steps import walk_document
+from journeys.steps import walk
 
 #: The entry format this code writes and reads. A higher one is a newer release's: skipped and
 #: counted as ``unsupported_version`` until this process is upgraded, never guessed.
@@ -357,8 +357,7 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
                                                        f"the entry {entry.journey_id[:80]} v{entry.version}")
     if content_hash(entry.snapshot) != entry.content_hash:
         raise CatalogEntryError(RejectReason.SNAPSHOT, "the entry's content hash does not match its snapshot")
-    steps = entry.snapshot.get("steps")
-    if isinstance(steps, list) and sum(1 for _ in walk_document(steps)) > MAX_STEPS:
+    if sum(1 for _ in walk(definition.steps)) > MAX_STEPS:
         raise CatalogEntryError(RejectReason.VALIDATION, f"the snapshot has more than {MAX_STEPS} steps")
     problems = _validated(entry.snapshot, definition)
     if problems:

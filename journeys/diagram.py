@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import assert_never
 from urllib.parse import urlsplit
 
 from journeys.model import JourneyDefinition
@@ -151,7 +152,8 @@ def describe(step: Step) -> tuple[tuple[str, ...], Shape]:
             return (f"exit: {reason}" if reason else "exit",), Shape.STOP
         case WebhookStep():
             return _webhook_lines(step), Shape.CALL
-    raise TypeError(f"no diagram for {type(step).__name__}")
+        case _:
+            assert_never(step)  # a new step type must be drawn (mypy checks it)
 
 
 def _choices(step: Step, steps: Flow) -> list[tuple[str | None, str]]:

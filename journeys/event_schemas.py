@@ -21,6 +21,7 @@ from core.errors import EventflowError
 from events.errors import RegistryUnavailableError
 from events.sources import SOURCES_FILE, SchemaRef, SourceFileError, parse_sources, without
 from journeys._yaml import DocPath, YamlSyntaxError, read_document
+from journeys.problems import Problem
 from journeys.samples import sample_event_context, sample_from_schema, sample_source_context
 from journeys.schema_types import Field, SourceSample, schema_fields
 from journeys.segment_events import segment_event_samples
@@ -75,31 +76,31 @@ class SourceSchemas:
     moved: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def source_samples(root: Path) -> tuple[SourceSchemas, list[tuple[str, int, str]]]:
+def source_samples(root: Path) -> tuple[SourceSchemas, list[Problem]]:
     """Sample contexts of the event types ``root/sources.yaml`` gives schemas for, and its problems.
 
-    A problem is ``(file, line, message)``; the caller turns it into a `journeys.loader.Problem`.
+    The source file is checked against its schema and read into typed sources (`events.sources.parse_sources`)
+    first; the samples are built from those.
     """
-
     path = root / SOURCES_FILE
     if not path.exists():
         return SourceSchemas(), []
     try:
         document = read_document(path)
     except YamlSyntaxError as exc:
-        return SourceSchemas(), [(str(path), exc.line or 1, exc.problem)]
+        return SourceSchemas(), [Problem(str(path), exc.line or 1, exc.problem)]
     validator = jsonschema.Draft202012Validator(sources_schema())
-    problems: list[tuple[str, int, str]] = []
+    problems: list[Problem] = []
     for error in validator.iter_errors(document.data):
         where: DocPath = tuple(error.absolute_path)
-        problems.append((str(path), document.line_of(where) or 1,
-                         f"{'.'.join(map(str, where)) or 'top level'}: {error.message}"))
+        problems.append(Problem(str(path), document.line_of(where) or 1,
+                                f"{'.'.join(map(str, where)) or 'top level'}: {error.message}"))
     if problems:
         return SourceSchemas(), problems
     try:
         sources = parse_sources(document.data, root, str(path))
     except SourceFileError as exc:
-        return SourceSchemas(), [(str(path), 1, str(exc))]
+        return SourceSchemas(), [Problem(str(path), 1, str(exc))]
     found = SourceSchemas()
     for index, source in enumerate(sources):
         for event_type, schema_path in source.schemas.items():
@@ -110,11 +111,12 @@ def source_samples(root: Path) -> tuple[SourceSchemas, list[tuple[str, int, str]
                 found.fields[event_type] = schema_fields(schema)
                 found.moved[event_type] = {f"payload.{path}": f"customer.{name}" for name, path in source.contact.items()}
             except SchemaUnavailableError as exc:
-                problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type}: {exc}"))
+                problems.append(Problem(str(path), document.line_of(where) or 1, f"schema of {event_type}: {exc}"))
                 continue
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                problems.append((str(path), document.line_of(where) or 1, f"schema of {event_type} ({schema_path}) "
-                                                                          f"is not a readable Avro record schema: {exc}"))
+                problems.append(Problem(str(path), document.line_of(where) or 1,
+                                        f"schema of {event_type} ({schema_path}) is not a readable Avro record "
+                                        f"schema: {exc}"))
                 continue
             found.samples[event_type] = sample_source_context(event_type, payload)
     return found, problems
@@ -147,7 +149,7 @@ def _schema_text(ref: SchemaRef) -> dict[str, Any]:
     return text
 
 
-def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, list[tuple[str, int, str]]]:
+def catalogue(builtin: Collection[str], root: Path) -> tuple[EventCatalogue, list[Problem]]:
     """The event types of the built-in envelope, of ``root``'s source file, and the segment events."""
     found, problems = source_samples(root)
     return EventCatalogue(builtin, {**found.samples, **segment_event_samples()}, found.fields, found.moved), problems

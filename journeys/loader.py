@@ -1,70 +1,43 @@
 """Loads and checks journey definitions and their templates from a folder of YAML files.
 
+Each file is read into types first (`journeys.model.parse_document`, after the published JSON
+Schema), and every further check runs over the typed document (`journeys._definition_checks`).
 Every problem is reported as a `Problem` naming the file and the line (YAML is parsed with a
-loader that keeps line numbers). `load_all` raises on the first problem; ``eventflow journeys
-validate`` uses `validate_folder`, which collects all of them and also test-renders every
-template with sample data built from the Avro schemas.
+loader that keeps line numbers, and a typed node's document path finds its line). `load_all`
+raises on the first problem; ``eventflow journeys validate`` uses `validate_folder`, which
+collects all of them and also test-renders every template with sample data built from the Avro
+schemas.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jinja2 import TemplateSyntaxError, meta
-from jinja2.sandbox import SandboxedEnvironment
 
-from activities.contact import sample_template_view
+from activities.caps import ALL_CHANNELS
 from core.settings import JourneySettings
 from core.vocabulary import CHANNELS
-from journeys import _goal_checks, expressions
-from journeys._caps import caps_problems, with_journey_defaults
-from journeys._checks import (  # the error and Problem stay importable from here
-    CONTEXT_ROOTS,
-    Report,
-    check_expression,
-    check_key,
-    listener_key,
-    path_problem,
-    sample_for,
-)
-from journeys._checks import (
-    JourneyDefinitionError as JourneyDefinitionError,
-)
-from journeys._checks import (
-    Problem as Problem,
-)
+from events.schemas import load as load_schemas
+from journeys import expressions
+from journeys._caps import with_journey_defaults
+from journeys._definition_checks import Checked, check_content
+from journeys._templates import TemplateSource, check_template
+from journeys._templates import load_templates as load_templates
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
-from journeys.durations import check_duration
 from journeys.event_schemas import EventCatalogue, catalogue
-from journeys.goals import Goal
-from journeys.model import EntryRule, JourneyDefinition, Listener, Template
-from journeys.paths import lookup
-from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
-from journeys.steps import walk_document as walk
-from journeys.timing import parse_timestamp
-from journeys.webhook_check import ResponseSample, webhook_problems
+from journeys.model import DocumentShapeError, JourneyDefinition, JourneyDocument, Listener, Template, parse_document
+from journeys.problems import JourneyDefinitionError as JourneyDefinitionError
+from journeys.problems import Problem, Report
+from journeys.steps import BranchStep, DigestStep, SendOptions, Step, WaitForStep, map_steps, sending, walk
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
-#: Top-level names a template or an expression over the journey's own event can use.
-#: Step options that hold a duration (``offset`` a signed one), checked for range beyond the schema's pattern.
-_DURATION_OPTIONS = {"delay": ("duration", "after", "offset"), "wait_for": ("timeout",), "digest": ("window",)}
-# (webhook durations are checked by journeys.webhook_check, with the rest of the step)
-
-
-@dataclass(frozen=True)
-class TemplateSource:
-    """A loaded template and where each of its variants is, for error messages."""
-
-    template: Template
-    file: str
-    document: LocatedDocument
 
 
 def default_journeys_dir() -> Path:
@@ -87,111 +60,8 @@ def journey_schema() -> dict[str, Any]:
     return loaded
 
 
-@cache
-def _jinja() -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=False)
-
-
 def _event_types() -> frozenset[str]:
-    from events.schemas import load as load_schemas
-
     return load_schemas().event_types
-
-
-# --- templates -------------------------------------------------------------------------------
-
-
-def _parts(variant: Mapping[str, Any]) -> list[str]:
-    """The Jinja2 sources of a variant: subject, body, the email's HTML part and each provider template variable."""
-    names = [p for p in ("subject", "body", "html") if p in variant]
-    variables = variant.get("content_variables")
-    if isinstance(variables, Mapping):
-        names += [f"content_variables/{name}" for name in variables]
-    return names
-
-
-def _part(variant: Mapping[str, Any], part: str) -> Any:
-    if part.startswith("content_variables/"):
-        return variant["content_variables"][part.split("/", 1)[1]]
-    return variant.get(part)
-
-
-def _check_template(path: Path, document: LocatedDocument, problems: list[Problem]) -> Template | None:
-    report = Report(str(path), document)
-    raw = document.data
-    if not isinstance(raw, Mapping):
-        report.add((), "a template file must be a mapping with id, default_locale and channels")
-        problems.extend(report.problems)
-        return None
-    template_id = str(raw.get("id", path.stem))
-    default_locale = raw.get("default_locale", "en")
-    channels = raw.get("channels")
-    if not isinstance(channels, Mapping) or not channels:
-        report.add(("channels",), "channels must map a channel (email, sms, whatsapp) to its locales")
-        problems.extend(report.problems)
-        return None
-    broken = False
-    for channel, locales in channels.items():
-        if channel not in CHANNELS:
-            report.add(("channels", channel), f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
-            continue
-        if not isinstance(locales, Mapping) or default_locale not in locales:
-            report.add(("channels", channel), f"channel {channel} has no variant for the default locale "
-                                              f"{default_locale!r}")
-            continue
-        for locale, variant in locales.items():
-            where = ("channels", channel, locale)
-            if not isinstance(variant, Mapping):
-                report.add(where, f"{channel}/{locale} must be a mapping with a body")
-                continue
-            provider_template = variant.get("content_sid") or variant.get("sendgrid_template_id")
-            if not provider_template and not isinstance(variant.get("body"), str):
-                report.add(where, f"{channel}/{locale} needs a body (or a provider template id)")
-                continue
-            if channel == "email" and not provider_template and not isinstance(variant.get("subject"), str):
-                report.add(where, f"email/{locale} needs a subject")
-            if "html" in variant and (channel != "email" or not isinstance(variant["html"], str)):
-                report.add((*where, "html"), f"{channel}/{locale} html: only an email variant has an HTML part, "
-                                             f"a string sent with the body as its HTML alternative")
-            for part in _parts(variant):
-                source = variant.get(part)
-                if not isinstance(source, str):
-                    continue
-                try:
-                    _jinja().parse(source)
-                except TemplateSyntaxError as exc:
-                    broken = True
-                    line = document.line_of((*where, *part.split("/")))
-                    offset = (exc.lineno or 1) if source.count("\n") else 0
-                    problems.append(Problem(str(path), max(1, (line or 0) + offset),
-                                            f"template {template_id} {channel}/{locale} {part} does not "
-                                            f"compile: {exc.message}"))
-    problems.extend(report.problems)
-    if report.problems or broken:
-        return None
-    return Template(id=template_id, default_locale=str(default_locale),
-                    variants={c: {loc: dict(v) for loc, v in ls.items()} for c, ls in channels.items()})
-
-
-def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Problem]]:
-    """Every ``*.yaml`` template under ``folder`` that is well-formed, and the problems of the others."""
-    sources: dict[str, TemplateSource] = {}
-    problems: list[Problem] = []
-    for path in sorted(folder.glob("*.yaml")):
-        try:
-            document = read_document(path)
-        except YamlSyntaxError as exc:
-            problems.append(Problem(str(path), exc.line or 1, exc.problem))
-            continue
-        template = _check_template(path, document, problems)
-        if template is None:
-            continue
-        if template.id in sources:
-            problems.append(Problem(str(path), document.line_of(("id",)) or 1,
-                                    f"template id {template.id!r} is also used by {sources[template.id].file}"))
-            continue
-        sources[template.id] = TemplateSource(template, str(path), document)
-    return sources, problems
 
 
 # --- definitions -----------------------------------------------------------------------------
@@ -224,141 +94,10 @@ def _schema_problems(report: Report) -> None:
             continue
         if error.validator == "pattern" and path and path[-1] == "caps":
             message = (f"{error.instance!r} is not caps like email:day=2,week=5;all:month=20 "
-                       "(scopes email, sms, whatsapp, all; windows day, week, month)")
+                       f"(scopes {', '.join((*CHANNELS, ALL_CHANNELS))}; windows day, week, month)")
         if error.validator == "type" and path and path[-1] == "until_local_time":
             message += ' (quote the time: until_local_time: "10:00"; YAML reads 10:00 as a number)'
         report.add(path, f"{where}: {message}")
-
-
-#: A step as the document has it, before it is typed.
-_RawStep = Mapping[str, Any]
-
-
-def _referenced_templates(steps: Sequence[_RawStep]) -> list[tuple[_RawStep, DocPath, Mapping[str, Any]]]:
-    found = []
-    for step, path in walk(steps):
-        kind = kind_of(step)
-        if kind == "send":
-            found.append((step, (*path, "send"), step["send"]))
-        elif kind == "digest":
-            found.append((step, (*path, "digest", "send"), step["digest"]["send"]))
-    return found
-
-
-def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str, Any],
-                      digest_event: str | None, known: Collection[str]) -> dict[str, Any]:
-    variants = {str(step["id"]): str(step["split"]["variants"][0]["name"])
-                for step, _ in walk(definition["steps"]) if kind_of(step) == "split"}
-    context: dict[str, Any] = {**trigger_sample, "journey": {
-        "id": definition["id"], "version": definition["version"], "content_hash": "0" * 16, "variants": variants}}
-    context["webhooks"] = {str(step["webhook"]["save_as"]): ResponseSample() for step, _ in walk(definition["steps"])
-                           if kind_of(step) == "webhook" and step["webhook"].get("save_as")}
-    context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
-    if digest_event is not None:
-        event = sample_for(digest_event, known)
-        context["digest"] = {"events": [event, event], "count": 2}
-    return context
-
-
-def _test_render(report: Report, where: DocPath, step: _RawStep, source: TemplateSource, channels: Sequence[str],
-                 context: Mapping[str, Any]) -> None:
-    from activities.rendering import TemplateRenderError, is_html_part, render, render_html
-
-    template = source.template
-    for channel in channels:
-        for locale, variant in template.variants.get(channel, {}).items():
-            for part in _parts(variant):
-                text = _part(variant, part)
-                if not isinstance(text, str):
-                    continue
-                line = source.document.line_of(("channels", channel, locale, *part.split("/"))) or 1
-                label = f"template {template.id} {channel}/{locale} {part} (step {step['id']})"
-                undeclared = meta.find_undeclared_variables(_jinja().parse(text)) - set(context)
-                if undeclared:
-                    report.problems.append(Problem(source.file, line, f"{label} uses unknown variables "
-                                                                       f"{sorted(undeclared)}"))
-                    continue
-                try:
-                    if part == "html":
-                        render_html(template.id, text, context)  # as the send activity does: CSS inlined too
-                    else:
-                        render(template.id, text, context, html=is_html_part(part))
-                except TemplateRenderError as exc:
-                    hint = (" (a dict key like items/keys/values needs x[\"items\"] syntax)"
-                            if isinstance(exc.__cause__, TypeError) else "")
-                    report.problems.append(Problem(source.file, line, f"{label} does not render with sample "
-                                                                       f"data: {exc.problem}{hint}"))
-
-
-def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
-                 known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
-                 allowed_hosts: Collection[str] | None = None) -> None:
-    seen: dict[str, DocPath] = {}
-    saved: set[str] = set()
-    for step, path in walk(raw["steps"]):
-        step_id = str(step["id"])
-        if step_id in seen:
-            report.add((*path, "id"), f"step id {step_id!r} is used twice (ids name sends and positions)")
-        seen[step_id] = path
-        kind = kind_of(step)
-        body = step[kind] or {}
-        for option in _DURATION_OPTIONS.get(kind, ()):
-            if isinstance(body.get(option), str):
-                try:
-                    check_duration(body[option])
-                except ValueError as exc:
-                    report.add((*path, kind, option), f"{kind}.{option}: {exc}")
-        if kind in ("wait_for", "digest") and "event" in body:
-            event_type = body["event"]
-            if event_type not in known_events:
-                report.add((*path, kind, "event"), f"unknown event type {event_type!r}")
-            sample = sample_for(event_type, known_events)
-            if body.get("when") and sample:
-                check_expression(report, (*path, kind, "when"), body["when"], sample, CONTEXT_ROOTS - {"journey"})
-            if body.get("key"):
-                check_key(report, (*path, kind, "key"), body["key"], sample, event_type)
-        if kind == "branch":
-            for index, case in enumerate(body["cases"]):
-                check_expression(report, (*path, "branch", "cases", index, "when"), case["when"],
-                                  trigger_sample, CONTEXT_ROOTS)
-        if kind == "split":
-            names = [v["name"] for v in body["variants"]]
-            if sum(v["percent"] for v in body["variants"]) != 100:
-                report.add((*path, "split", "variants"), "split percentages must add up to 100")
-            if len(set(names)) != len(names):
-                report.add((*path, "split", "variants"), "split variant names must be unique")
-        if kind == "webhook":
-            for relative, message in webhook_problems(body, allowed_hosts):
-                report.add((*path, "webhook", *relative), message)
-            if body.get("save_as") in saved:
-                report.add((*path, "webhook", "save_as"), f"save_as {body['save_as']!r} is used twice")
-            if body.get("save_as"):
-                saved.add(str(body["save_as"]))
-        if kind == "delay":
-            if "after" in body and "until_local_time" not in body:
-                report.add((*path, "delay", "after"), "after only goes with until_local_time")
-            if "offset" in body and "until" not in body:
-                report.add((*path, "delay", "offset"), "offset only goes with until")
-            if "until" in body and trigger_sample:
-                problem = path_problem(trigger_sample, body["until"].split("."), CONTEXT_ROOTS - {"journey"})
-                if problem is None and parse_timestamp(lookup(trigger_sample, body["until"])) is None:
-                    problem = "is not a timestamp in the event"
-                if problem:
-                    report.add((*path, "delay", "until"), f"until {body['until']!r}: {problem}")
-    for step, where, send in _referenced_templates(raw["steps"]):
-        source = templates.get(send["template"])
-        if source is None:
-            report.add((*where, "template"), f"unknown template {send['template']!r}")
-            continue
-        channels = [send["channel"]] + ([send["fallback"]] if send.get("fallback") else [])
-        missing = [c for c in channels if c not in source.template.variants]
-        if missing:
-            report.add((*where, "channel"), f"template {source.template.id!r} has no {', '.join(missing)} variant")
-            continue
-        if render_templates:
-            digest_event = step["digest"]["event"] if kind_of(step) == "digest" else None
-            context = _template_context(raw, trigger_sample, digest_event, known_events)
-            _test_render(report, where, step, source, channels, context)
 
 
 def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
@@ -383,34 +122,49 @@ def _check_document(report: Report, templates: Mapping[str, TemplateSource], kno
                     render_templates: bool, allowed_hosts: Collection[str] | None) -> JourneyDefinition | None:
     """Every check of one definition document (``report.document``); the definition, or None on a problem.
 
-    A document the schema refuses is still content-checked as far as its shape allows, so one run
-    names every mistake (`_problems_beyond_the_schema`).
+    The document is checked against the schema, read into a `JourneyDocument`, and the typed
+    document checked (`check_content`). A document the schema refuses is still read and checked as
+    far as its types allow, so one run names every mistake (`_problems_beyond_the_schema`).
     """
     _schema_problems(report)
     if report.problems:
         report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts))
         return None
-    checked = _check_content(report, templates, known, render_templates, allowed_hosts)
+    document = parse_document(report.document.data)  # the schema's shape always reads
+    checked = check_content(report, document, templates, known, render_templates, allowed_hosts)
     if report.problems:
         return None
-    raw: dict[str, Any] = report.document.data
-    used = {send["template"] for _, _, send in _referenced_templates(raw["steps"])}
+    return _definition(document, checked, templates, report.file)
+
+
+def _definition(document: JourneyDocument, checked: Checked, templates: Mapping[str, TemplateSource],
+                file: str) -> JourneyDefinition:
+    """The checked document compiled: listener keys resolved, the journey's defaults folded into its sends."""
+    def resolve(step: Step) -> Step:
+        if isinstance(step, (WaitForStep, DigestStep)) and step.id in checked.resolved_keys:
+            return replace(step, key=checked.resolved_keys[step.id])
+        return step
+
+    used = {options.template for options in _sends(document.steps)}
     return JourneyDefinition(
-        id=str(raw["id"]),
-        version=int(raw["version"]),
-        trigger_event=checked.trigger,
-        trigger_filter=raw["trigger"].get("filter"),
-        entry_rule=checked.rule,
-        key_path=checked.key_path,
+        id=document.id,
+        version=document.version,
+        trigger_event=document.trigger_event,
+        trigger_filter=document.trigger_filter,
+        entry_rule=document.entry_rule,
+        key_path=document.entry_key,
         listeners=checked.listeners,
         exit_events=checked.exits,
-        steps=with_journey_defaults(_typed_steps(raw["steps"], checked.resolved_keys), raw.get("priority"),
-                                    raw.get("caps")),
+        steps=with_journey_defaults(map_steps(document.steps, resolve), document.priority, document.caps),
         templates={t: templates[t].template for t in sorted(used)},
-        source_file=report.file,
+        source_file=file,
         goal=checked.goal,
-        holdout_percent=int(raw.get("holdout_percent") or 0),
+        holdout_percent=document.holdout_percent,
     )
+
+
+def _sends(steps: tuple[Step, ...]) -> Iterator[SendOptions]:
+    return (step.send for step, _ in sending(steps))
 
 
 def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, TemplateSource],
@@ -418,92 +172,18 @@ def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, T
                                 allowed_hosts: Collection[str] | None) -> list[Problem]:
     """The content checks' problems on a document the schema refused, so one run names every mistake.
 
-    The checks assume the schema's shape: where a refused part trips one (a missing key, a wrong
-    type), the problems found until then stand and the rest wait for the next run. A line the schema
-    already flagged gets no second problem.
+    The document is read into types where it can be: one whose shape has no typed reading (a
+    missing key, a mapping where a list belongs) gets the schema's problems only, and the rest wait
+    for the next run. A line the schema already flagged gets no second problem.
     """
+    try:
+        document = parse_document(schema_report.document.data)
+    except DocumentShapeError:
+        return []  # the schema's problems say why; see the docstring
     flagged = {problem.line for problem in schema_report.problems}
     report = Report(schema_report.file, schema_report.document)
-    try:
-        _check_content(report, templates, known, render_templates, allowed_hosts)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        pass  # the schema's problems say why; see the docstring
+    check_content(report, document, templates, known, render_templates, allowed_hosts)
     return [problem for problem in report.problems if problem.line not in flagged]
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """What the content checks resolved, for building the definition."""
-
-    trigger: str
-    rule: EntryRule
-    key_path: str | None
-    exits: tuple[Listener, ...]
-    listeners: tuple[Listener, ...]
-    resolved_keys: Mapping[str, str]
-    goal: Goal | None
-
-
-def _check_content(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str],
-                   render_templates: bool, allowed_hosts: Collection[str] | None) -> _Checked:
-    """Every check beyond the schema's (events, expressions, keys, templates, steps, goal), into ``report``."""
-    raw: dict[str, Any] = report.document.data
-    trigger = raw["trigger"]["event"]
-    if trigger not in known:
-        report.add(("trigger", "event"), f"unknown event type {trigger!r}; known: {', '.join(sorted(known))}")
-    trigger_sample = sample_for(trigger, known)
-    if raw["trigger"].get("filter") and trigger_sample:
-        check_expression(report, ("trigger", "filter"), raw["trigger"]["filter"], trigger_sample,
-                          CONTEXT_ROOTS - {"journey"})
-    entry = raw.get("entry") or {}
-    rule = EntryRule(entry.get("rule", EntryRule.ONCE_PER_KEY.value))
-    key_path = entry.get("key")
-    if rule is EntryRule.ONCE_PER_KEY and not key_path:
-        report.add(("entry",), "entry rule once_per_key needs a key (e.g. payload.order_id)")
-    if key_path:
-        check_key(report, ("entry", "key"), key_path, trigger_sample, trigger)
-    exits: list[Listener] = []
-    for index, item in enumerate(raw.get("exit") or ()):
-        event_type = item["event"]
-        if event_type not in known:
-            report.add(("exit", index, "event"), f"unknown event type {event_type!r}")
-            continue
-        sample = sample_for(event_type, known)
-        if item.get("when"):
-            check_expression(report, ("exit", index, "when"), item["when"], sample, CONTEXT_ROOTS - {"journey"})
-        if item.get("key"):
-            check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
-        exits.append(Listener(event_type, listener_key(item.get("key"), key_path, sample), item.get("when")))
-    _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
-    for where, problem in caps_problems(raw):
-        report.add(where, problem)
-
-    _goal_checks.check_steps(report, raw)
-    goal, goal_listener = _goal_checks.check_goal(report, raw, known, key_path)
-    listeners: list[Listener] = []
-    resolved_keys: dict[str, str] = {}
-    for step, _where in walk(raw["steps"]):
-        kind = kind_of(step)
-        if kind in ("wait_for", "digest") and "event" in step[kind]:
-            body = step[kind]
-            listener = Listener(body["event"], listener_key(body.get("key"), key_path,
-                                                             sample_for(body["event"], known)), body.get("when"))
-            if listener.key_path:
-                # The snapshot carries the resolved key, so the interpreter matches on what the router used.
-                resolved_keys[str(step["id"])] = listener.key_path
-            if listener not in listeners:
-                listeners.append(listener)
-    if goal_listener is not None and goal_listener not in listeners:
-        listeners.append(goal_listener)
-    for listener in (*exits, *listeners):
-        if rule is EntryRule.EVERY_TIME:
-            report.add(("entry", "rule"), f"every_time journeys cannot react to {listener.event_type}: their "
-                                          "instances are addressed by event id (use one_active or once_per_key)")
-            break
-        if rule is EntryRule.ONCE_PER_KEY and listener.key_path is None:
-            report.add(("entry", "key"), f"{listener.event_type} has no field {key_path!r}: give its listener "
-                                         "a key so the event can find the instance")
-    return _Checked(trigger, rule, key_path, tuple(exits), tuple(listeners), resolved_keys, goal)
 
 
 class _PublishedEvents(EventCatalogue):
@@ -546,24 +226,23 @@ def _with_empty_arms(steps: Any) -> Any:
     return restored
 
 
-def _expressions(raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every expression of a schema-valid definition document: where it is, and its source."""
-    if raw["trigger"].get("filter"):
-        yield "trigger.filter", raw["trigger"]["filter"]
-    for index, item in enumerate(raw.get("exit") or ()):
-        if item.get("when"):
-            yield f"exit.{index}.when", item["when"]
-    if (raw.get("goal") or {}).get("filter"):
-        yield "goal.filter", raw["goal"]["filter"]
-    for step, path in walk(raw["steps"]):
-        kind = kind_of(step)
-        body = step[kind] or {}
+def _expressions(document: JourneyDocument) -> Iterator[tuple[str, str]]:
+    """Every expression of a definition: where it is in the document, and its source."""
+    if document.trigger_filter:
+        yield "trigger.filter", document.trigger_filter
+    for index, item in enumerate(document.exits):
+        if item.when:
+            yield f"exit.{index}.when", item.when
+    if document.goal is not None and document.goal.when:
+        yield "goal.filter", document.goal.when
+    for step, path in walk(document.steps):
         where = ".".join(map(str, path))
-        if kind in ("wait_for", "digest") and body.get("when"):
-            yield f"{where}.{kind}.when", body["when"]
-        if kind == "branch":
-            for number, case in enumerate(body["cases"]):
-                yield f"{where}.branch.cases.{number}.when", case["when"]
+        match step:
+            case WaitForStep(when=str() as when) | DigestStep(when=str() as when) if when:
+                yield f"{where}.{step.KIND.value}.when", when
+            case BranchStep(cases=cases):
+                for number, case in enumerate(cases):
+                    yield f"{where}.branch.cases.{number}.when", case.when
 
 
 def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> list[Problem]:
@@ -581,11 +260,11 @@ def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> l
     for name, template in decoded.templates.items():
         document = LocatedDocument({"id": template.id, "default_locale": template.default_locale,
                                     "channels": template.variants})
-        checked = _check_template(Path(f"{file}/templates/{name}"), document, problems)
-        if checked is not None and checked.id != name:
-            problems.append(Problem(file, 1, f"template {name!r} carries the id {checked.id!r}"))
+        checked = check_template(Path(f"{file}/templates/{name}"), document, problems)
+        if checked is not None and checked.template.id != name:
+            problems.append(Problem(file, 1, f"template {name!r} carries the id {checked.template.id!r}"))
         elif checked is not None:
-            templates[name] = TemplateSource(checked, f"{file}/templates/{name}", document)
+            templates[name] = checked
     trigger: dict[str, Any] = {"event": snapshot.get("trigger_event")}
     if snapshot.get("trigger_filter") is not None:
         trigger["filter"] = snapshot["trigger_filter"]
@@ -602,9 +281,8 @@ def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> l
     if "holdout_percent" in snapshot:
         raw["holdout_percent"] = snapshot["holdout_percent"]
     builtin = _event_types()
-    rendered_with = {raw["trigger"]["event"], *(step["digest"].get("event") for step, _ in walk(raw["steps"])
-                                                if kind_of(step) == "digest" and isinstance(step["digest"], Mapping))} \
-        if isinstance(raw["steps"], list) else set()
+    rendered_with = {decoded.trigger_event, *(step.event for step, _ in walk(decoded.steps)
+                                              if isinstance(step, DigestStep))}
     report = Report(file, LocatedDocument(raw))
     compiled = _check_document(report, templates, _PublishedEvents(builtin), allowed_hosts=None,
                                render_templates=bool(rendered_with) and rendered_with <= builtin)
@@ -612,7 +290,7 @@ def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> l
     if compiled is None or problems:
         return problems
     # Expressions over events this process has no sample of were not checked above; each must parse at least.
-    for where, source in _expressions(raw):
+    for where, source in _expressions(parse_document(raw)):  # the schema accepted it, so it reads
         try:
             expressions.parse(source)
         except expressions.ExpressionError as exc:
@@ -626,16 +304,6 @@ def check_snapshot(snapshot: Mapping[str, Any], decoded: JourneyDefinition) -> l
     if compiled.steps != decoded.steps:
         problems.append(Problem(file, 1, "the snapshot's steps do not compile to themselves"))
     return problems
-
-
-def _typed_steps(raw: Sequence[_RawStep], keys: Mapping[str, str]) -> tuple[Step, ...]:
-    """The document's steps as typed data, each listening step with its resolved instance key."""
-    def resolve(step: Step) -> Step:
-        if isinstance(step, (WaitForStep, DigestStep)) and step.id in keys:
-            return replace(step, key=keys[step.id])
-        return step
-
-    return map_steps(decode_steps(raw), resolve)
 
 
 def load_definition(path: Path, templates: Mapping[str, TemplateSource | Template]) -> JourneyDefinition:
@@ -665,7 +333,7 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     root = folder or default_journeys_dir()
     templates, problems = load_templates(root / "templates")
     known, source_problems = catalogue(_event_types(), root)
-    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
+    problems.extend(source_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):

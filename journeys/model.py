@@ -1,5 +1,9 @@
 """The journey definition model: what a YAML file in ``journeys/definitions`` says, validated.
 
+A definition file is first read into a `JourneyDocument` (`parse_document`: what the author wrote,
+typed, nothing resolved); every check runs over that, and the checked document becomes a
+`JourneyDefinition` (listener keys resolved, journey defaults folded into the sends).
+
 A definition travels to its workflow instances as a *snapshot* (`JourneyDefinition.snapshot`),
 JSON in the workflow input, fixed for the instance's life. Snapshots carry a ``format``:
 
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.caps import Priority
 from journeys.goals import Goal
 from journeys.steps import Step, decode_steps, encode_step
 
@@ -119,6 +124,69 @@ class JourneyDefinition:
             body["holdout_percent"] = self.holdout_percent
         body["content_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
         return body
+
+
+class DocumentShapeError(ValueError):
+    """A definition document that cannot be read into a `JourneyDocument` (only one the schema refused)."""
+
+
+@dataclass(frozen=True)
+class JourneyDocument:
+    """A definition document read into types, before its checks: what the author wrote, nothing resolved.
+
+    It maps one-to-one onto the document, so a check finds a value's line by its document path:
+    ``("exit", index, "when")``, ``("goal", "after")``, or a step's path from `journeys.steps.walk`.
+
+    Attributes:
+        exits: the ``exit`` listeners, each ``key_path`` as written (None: the entry key applies).
+        goal: the ``goal``, its ``key_path`` as written and its ``filter`` as ``when``.
+        priority, caps: the journey's defaults for every send (folded into the sends once checked).
+    """
+
+    id: str
+    version: int
+    trigger_event: str
+    steps: tuple[Step, ...]
+    trigger_filter: str | None = None
+    entry_rule: EntryRule = EntryRule.ONCE_PER_KEY
+    entry_key: str | None = None
+    exits: tuple[Listener, ...] = ()
+    goal: Goal | None = None
+    holdout_percent: int = 0
+    priority: Priority | None = None
+    caps: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def parse_document(data: Any) -> JourneyDocument:
+    """Reads a definition document into a `JourneyDocument`; `DocumentShapeError` when its shape is not one.
+
+    A document the JSON Schema accepts always parses; one it refused parses as far as types allow,
+    so the checks can still name the mistakes the schema cannot see.
+    """
+    try:
+        trigger, entry, goal = data["trigger"], data.get("entry") or {}, data.get("goal")
+        return JourneyDocument(
+            id=str(data["id"]),
+            version=int(data["version"]),
+            trigger_event=str(trigger["event"]),
+            trigger_filter=_text(trigger.get("filter")),
+            entry_rule=EntryRule(entry.get("rule", EntryRule.ONCE_PER_KEY.value)),
+            entry_key=_text(entry.get("key")),
+            exits=tuple(Listener(str(item["event"]), _text(item.get("key")), _text(item.get("when")))
+                        for item in data.get("exit") or ()),
+            steps=decode_steps(data["steps"]),
+            goal=Goal(event_type=str(goal["event"]), within=str(goal["within"]), key_path=_text(goal.get("key")),
+                      when=_text(goal.get("filter")), after=_text(goal.get("after"))) if goal else None,
+            holdout_percent=int(data.get("holdout_percent") or 0),
+            priority=Priority(data["priority"]) if data.get("priority") is not None else None,
+            caps=_text(data.get("caps")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DocumentShapeError(f"not a journey definition: {exc!r}") from exc
 
 
 class SnapshotFormatError(ValueError):

@@ -34,6 +34,7 @@ from journeys.durations import check_duration
 from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.loader import default_journeys_dir
 from journeys.paths import lookup
+from journeys.problems import Problem
 
 #: The folder of segment files and the attribute declarations, beside the journeys' ``definitions``.
 AUDIENCES = "audiences"
@@ -62,16 +63,6 @@ class UnknownSegmentError(EventflowError):
     def __init__(self, segment_id: str, known: Sequence[str]) -> None:
         super().__init__(f"segment {segment_id!r} is not defined (defined: {', '.join(known) or 'none'})")
         self.segment_id = segment_id
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
 
 
 class ValueType(StrEnum):
@@ -472,7 +463,7 @@ def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Proble
         return [], []
     events, source_problems = catalogue(load_schemas().event_types, root)
     attributes, problems = load_attributes(directory)
-    problems.extend(Problem(file, line, message) for file, line, message in source_problems)
+    problems.extend(source_problems)
     segments: list[Segment] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):

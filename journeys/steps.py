@@ -313,7 +313,7 @@ def _record(cls: type[Any], body: Mapping[str, Any]) -> Any:
 
 def decode_step(raw: Mapping[str, Any]) -> Step:
     """The typed step of one document step (``{"id": ..., <kind>: {...}}``); ValueError if it has no kind."""
-    kind = StepKind(kind_of(raw))
+    kind = StepKind(_kind_of(raw))
     cls = STEP_CLASSES[kind]
     body = raw.get(kind.value) or {}
     if kind is StepKind.SEND:
@@ -335,9 +335,8 @@ def _encode(value: Any) -> Any:
         return [_encode(item) for item in value]
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, (SendStep, DelayStep, BranchStep, WaitForStep, SplitStep, DigestStep, ExitStep,
-                          WebhookStep)):
-        return encode_step(value)
+    if isinstance(value, tuple(STEP_CLASSES.values())):
+        return encode_step(typing.cast(Step, value))  # STEP_CLASSES holds exactly the Step union's classes
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _encode_record(value)
     return value
@@ -365,8 +364,8 @@ def encode_step(step: Step) -> dict[str, Any]:
 # --- walking the tree ------------------------------------------------------------------------
 
 
-def kind_of(step: Mapping[str, Any]) -> str:
-    """The kind of a document step: the one key of `STEP_KINDS` it carries."""
+def _kind_of(step: Mapping[str, Any]) -> str:
+    """The kind of a document step: the one key of `STEP_KINDS` it carries (only decoding reads documents)."""
     for kind in STEP_KINDS:
         if kind in step:
             return kind
@@ -391,7 +390,11 @@ def arms(step: Step) -> list[tuple[str, tuple[Step, ...], StepPath]]:
 
 
 def walk(steps: Sequence[Step], path: StepPath = ("steps",)) -> Iterator[tuple[Step, StepPath]]:
-    """Every step of the tree, depth first in document order, with its document path from the root."""
+    """Every step of the tree, depth first in document order, with its document path from the root.
+
+    The path is where the step is in its definition document, so checks over typed steps report
+    ``file:line`` (`journeys.problems.Report.add`) without reading the document.
+    """
     for index, step in enumerate(steps):
         here = (*path, index)
         yield step, here
@@ -399,27 +402,16 @@ def walk(steps: Sequence[Step], path: StepPath = ("steps",)) -> Iterator[tuple[S
             yield from walk(nested, (*here, *relative))
 
 
-def walk_document(steps: Sequence[Any], path: StepPath = ("steps",)) -> Iterator[tuple[Mapping[str, Any], StepPath]]:
-    """`walk` over a document's raw step list, before it is typed (for validation with line numbers)."""
-    for index, step in enumerate(steps):
-        here = (*path, index)
-        if not isinstance(step, Mapping):
-            continue
-        yield step, here
-        kind = next((k for k in STEP_KINDS if k in step), None)
-        body = step.get(kind) if kind else None
-        if not isinstance(body, Mapping):
-            continue
-        if kind == "branch":
-            for number, case in enumerate(body.get("cases") or ()):
-                yield from walk_document(case.get("steps") or (), (*here, "branch", "cases", number, "steps"))
-            yield from walk_document(body.get("else") or (), (*here, "branch", "else"))
-        elif kind == "wait_for":
-            yield from walk_document(body.get("received") or (), (*here, "wait_for", "received"))
-            yield from walk_document(body.get("timed_out") or (), (*here, "wait_for", "timed_out"))
-        elif kind == "split":
-            for number, variant in enumerate(body.get("variants") or ()):
-                yield from walk_document(variant.get("steps") or (), (*here, "split", "variants", number, "steps"))
+def options_path(step: SendStep | DigestStep, path: StepPath) -> StepPath:
+    """The document path of a sending step's options, given the step's own path."""
+    return (*path, "send") if isinstance(step, SendStep) else (*path, "digest", "send")
+
+
+def sending(steps: Sequence[Step]) -> Iterator[tuple[SendStep | DigestStep, StepPath]]:
+    """Every step that sends (``send``, ``digest``), with the document path of its send options."""
+    for step, path in walk(steps):
+        if isinstance(step, (SendStep, DigestStep)):
+            yield step, options_path(step, path)
 
 
 def map_steps(steps: Sequence[Step], change: Callable[[Step], Step]) -> tuple[Step, ...]:

@@ -1,4 +1,4 @@
-"""Validation of a ``webhook`` step beyond the schema: templates compile, a literal host and port are allowed.
+"""Validation of a typed ``webhook`` step beyond the schema: templates compile, a literal host and port are allowed.
 
 The URL's host can only be judged here when it is literal (no template markup before the path);
 a templated host is judged by the worker on every call. The allow-list is the one the command
@@ -8,7 +8,7 @@ judging hosts, so a host missing from one process's list never hides a journey f
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +17,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from activities.webhook import HostList
 from journeys.durations import check_duration
+from journeys.steps import WebhookBody, WebhookStep
 
 _MARKUP = ("{{", "{%", "{#")
 
@@ -30,7 +31,7 @@ def literal_host(url: str) -> str | None:
     return parts.hostname
 
 
-def _body_templates(body: Any, where: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+def _body_templates(body: WebhookBody | None, where: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
     """Every template of a body: the string itself, or each string leaf of a mapping or list."""
     if isinstance(body, str):
         return [(where, body)]
@@ -41,7 +42,7 @@ def _body_templates(body: Any, where: tuple[str | int, ...]) -> list[tuple[tuple
     return []
 
 
-def webhook_problems(body: Mapping[str, Any], allowed_hosts: Collection[str] | None
+def webhook_problems(step: WebhookStep, allowed_hosts: Collection[str] | None
                      ) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems of one webhook step's options: (path relative to the options, message).
 
@@ -50,38 +51,36 @@ def webhook_problems(body: Mapping[str, Any], allowed_hosts: Collection[str] | N
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
     jinja = SandboxedEnvironment()
-    templates = [(("url",), body["url"])] if isinstance(body.get("url"), str) else []
-    for where, source in templates + _body_templates(body.get("body"), ("body",)):
+    for where, source in [(("url",), step.url), *_body_templates(step.body, ("body",))]:
         try:
             jinja.parse(source)
         except TemplateSyntaxError as exc:
             problems.append((where, f"webhook.{'.'.join(map(str, where))} does not compile: {exc.message}"))
-    url = str(body.get("url", ""))
-    parts = urlsplit(url)
+    parts = urlsplit(step.url)
     scheme = parts.scheme
     if not any(mark in scheme for mark in _MARKUP) and scheme not in ("http", "https"):
-        problems.append((("url",), f"webhook.url must be an http or https URL, not {url!r}"))
-    host = literal_host(url)
+        problems.append((("url",), f"webhook.url must be an http or https URL, not {step.url!r}"))
+    host = literal_host(step.url)
     if host is not None and allowed_hosts is not None and scheme in ("http", "https"):
         try:
             port = parts.port
         except ValueError:
-            problems.append((("url",), f"webhook.url has a port out of range: {url!r}"))
+            problems.append((("url",), f"webhook.url has a port out of range: {step.url!r}"))
         else:
             if not HostList(allowed_hosts).allows(scheme, host, port):
                 listed = ", ".join(sorted(allowed_hosts)) or "none"
                 named = repr(host) if port is None else f"'{host}:{port}'"
                 problems.append((("url",), f"webhook host {named} is not in EVENTFLOW_WEBHOOK_ALLOWED_HOSTS ({listed}); "
                                            "a host without a port allows 443 for https, 80 for http"))
-    durations: list[tuple[tuple[str | int, ...], Any]] = [(("timeout",), body.get("timeout"))]
-    retry = body.get("retry") or {}
-    durations += [(("retry", name), retry.get(name)) for name in ("initial_interval", "max_interval")]
+    durations: list[tuple[tuple[str | int, ...], str]] = [(("timeout",), step.timeout)]
+    if step.retry is not None:
+        durations += [(("retry", "initial_interval"), step.retry.initial_interval),
+                      (("retry", "max_interval"), step.retry.max_interval)]
     for where, value in durations:
-        if isinstance(value, str):
-            try:
-                check_duration(value)
-            except ValueError as exc:
-                problems.append((where, f"webhook.{'.'.join(map(str, where))}: {exc}"))
+        try:
+            check_duration(value)
+        except ValueError as exc:
+            problems.append((where, f"webhook.{'.'.join(map(str, where))}: {exc}"))
     return problems
 
 

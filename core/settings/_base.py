@@ -82,7 +82,7 @@ _CAPS = re.compile(rf"^({_CAP_GROUP}(;{_CAP_GROUP})*)?;?\s*$")
 def _caps(value: str) -> str:
     # The grammar's shape; activities.caps.CapSet reads it (and rejects a window given twice) at start-up.
     if not _CAPS.match(value):
-        raise ValueError("must look like email:day=2,week=5;all:month=20 (scopes email, sms, whatsapp, all; "
+        raise ValueError(f"must look like email:day=2,week=5;all:month=20 (scopes {', '.join((*CHANNELS, 'all'))}; "
                          "windows day, week, month)")
     return value
 

@@ -30,6 +30,7 @@ from core.settings._base import (
     _secret_from_file,
     env,
 )
+from core.vocabulary import CHANNELS
 
 
 def _distinct(providers: tuple[str, ...]) -> tuple[str, ...]:
@@ -136,15 +137,13 @@ class ChannelSettings(SettingsGroup):
         return (self.provider(channel),)
 
     def provider(self, channel: str) -> str:
-        """The (primary) implementation of ``email``, ``sms`` or ``whatsapp``."""
-        match channel:
-            case "email":
-                return self.email_providers[0] if self.email_providers else self.email_provider
-            case "sms":
-                return self.sms_provider
-            case "whatsapp":
-                return self.whatsapp_provider
-        raise KeyError(channel)
+        """The (primary) implementation of a channel of `core.vocabulary.ChannelName`: its ``<channel>_provider``
+        field, or for email the first of ``email_providers`` when that is set."""
+        if channel not in CHANNELS:
+            raise KeyError(channel)
+        if channel == "email" and self.email_providers:
+            return self.email_providers[0]
+        return str(getattr(self, f"{channel}_provider"))
 
 
 class SendGridSettings(SettingsGroup):

@@ -45,3 +45,18 @@ def test_caps_scopes_queues_settings_and_addresses_derive_from_the_vocabulary() 
     assert set(ADDRESS_FIELD) == set(ChannelName)
     for channel in CHANNELS:
         assert ChannelSettings().provider(channel)
+
+
+#: Where the channel list may be spelled out besides `core.vocabulary.ChannelName`: files that cannot import it,
+#: each held to it by a test (the schema above, the chart's worker scaler in tests/helm/test_worker_scaling.py).
+_SPELLED_OUT = {"journeys/journey.schema.json", "helm/eventflow/templates/keda-worker.yaml"}
+_LISTED = re.compile(r"email\W{1,8}sms\W{1,8}whatsapp")
+
+
+def test_the_channel_list_is_written_once_in_the_source() -> None:
+    root = Path(__file__).resolve().parents[2]
+    found = {str(path.relative_to(root)) for folder in ("core", "events", "activities", "journeys", "workflows",
+                                                         "store", "consumer", "devstack", "eventflow", "bench", "helm")
+             for path in (root / folder).rglob("*") if path.suffix in (".py", ".json", ".yaml", ".tpl", ".avsc")
+             and "__pycache__" not in path.parts and _LISTED.search(path.read_text())}
+    assert found <= _SPELLED_OUT, found - _SPELLED_OUT  # everything else derives from ChannelName

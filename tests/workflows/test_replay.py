@@ -21,7 +21,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from activities.outcomes import SendStatus
 from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
-from journeys.steps import STEP_KINDS, encode_step, kind_of, walk_document
+from journeys.steps import STEP_KINDS, SendStep, SplitStep, WaitForStep, encode_step, walk
 from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyWorkflow
 from workflows.sending import SUPPRESSED_FALLBACK_PATCH, SendRecord
 
@@ -42,7 +42,8 @@ def test_histories_cover_the_samples_and_every_step_type() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"post_purchase-0-run0", "abandoned_cart-0-run0", "welcome_series-0-run0",
             "continue_as_new-0-run1"} <= names
-    kinds = {kind_of(step) for path in HISTORIES for step, _ in walk_document(_start_input(path)["journey"]["steps"])}
+    kinds = {step.KIND.value for path in HISTORIES
+             for step, _ in walk(decode_snapshot(_start_input(path)["journey"]).steps)}
     assert kinds == set(STEP_KINDS)
     continued = [_start_input(p) for p in HISTORIES if p.stem == "continue_as_new-0-run1"]
     assert continued[0]["state"]["cursor"], "the second run resumes at a carried position"
@@ -100,12 +101,12 @@ async def test_an_incompatible_interpreter_fails_replay() -> None:
 
 def test_histories_cover_goals_holdouts_control_arms_and_delivery_waits() -> None:
     snapshots = [_start_input(path)["journey"] for path in HISTORIES]
-    steps = [step for s in snapshots for step, _ in walk_document(s["steps"])]
+    steps = [step for s in snapshots for step, _ in walk(decode_snapshot(s).steps)]
 
     assert any(s.get("goal") for s in snapshots) and any(s.get("holdout_percent") for s in snapshots)
-    assert any("send" in (step.get("wait_for") or {}) for step in steps)
-    assert any((step.get("send") or {}).get("fallback_within") for step in steps)
-    assert any(v.get("control") for step in steps for v in (step.get("split") or {}).get("variants", ()))
+    assert any(isinstance(step, WaitForStep) and step.send is not None for step in steps)
+    assert any(isinstance(step, SendStep) and step.send.fallback_within for step in steps)
+    assert any(isinstance(step, SplitStep) and any(v.control for v in step.variants) for step in steps)
     assert "journey-goals-delivery-waits" in set().union(*(_patches(path) for path in HISTORIES))
 
 
