@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import BeforeValidator, SecretStr, model_validator
+from pydantic import SecretStr, model_validator
 
 from core.settings._base import (
     CapsSpec,
@@ -24,7 +24,6 @@ from core.settings._base import (
     SettingsGroup,
     SmtpSecurityMode,
     UncertainDeliveryPolicy,
-    _csv,
     _secret_from_file,
     env,
 )
@@ -59,7 +58,7 @@ class WorkerSettings(SettingsGroup):
     caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
                                                 "Slots of each rolling cap that each priority level keeps free "
                                                 "for the levels above it (high > normal > low).")
-    providers_reporting: Annotated[tuple[str, ...], BeforeValidator(_csv)] = env(
+    providers_reporting: Csv = env(
         "EVENTFLOW_PROVIDERS_REPORTING", (),
         "Providers whose delivery webhooks reach `eventflow webhooks` (e.g. sendgrid): an uncertain send to one "
         "is settled by its report instead of EVENTFLOW_UNCERTAIN_DELIVERY (needs the customer store).")
