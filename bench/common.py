@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,12 @@ class Run:
             named["postgresql server"] = lambda: database.pid
         named.update({process.name: process.running_pid for process in extra})
         return CpuMeter(named)
+
+    def database_pid(self) -> int | None:
+        """The PostgreSQL postmaster's pid now (it changes when the outage phase restarts the server)."""
+        if self.servers.database is not None:
+            return self.servers.database.pid
+        return self.servers.pids.get("postgresql server")
 
     def topic(self, name: str, partitions: int | None = None) -> str:
         topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
@@ -173,3 +180,42 @@ async def until(done: Callable[[], bool], deadline: float, interval: float = 0.2
     while not done() and time.monotonic() < deadline:
         await asyncio.sleep(interval)
 
+
+# --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
+
+@dataclass
+class FullPath:
+    """The consumer and worker processes of the full-path phases, and their topics."""
+
+    consumer: EventflowProcess
+    worker: EventflowProcess
+    topics: dict[str, str]
+    task_queue: str = ""
+
+    def alive(self) -> bool:
+        return self.consumer.alive() and self.worker.alive()
+
+    async def send_attempts(self) -> Counter[str]:
+        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
+        attempts: Counter[str] = Counter()
+        if self.worker.alive():
+            for name, labels, value in await self.worker.metrics():
+                if name == "eventflow_notifications_sent_total":
+                    attempts[labels.get("outcome", "")] += int(value)
+        return attempts
+
+    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
+        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
+        deadline = time.monotonic() + timeout_seconds
+        previous = await self.send_attempts()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            current = await self.send_attempts()
+            if current == previous:
+                break
+            previous = current
+        return previous
+
+
+def attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    return {outcome: n for outcome, n in sorted((after - before).items()) if n}

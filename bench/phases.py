@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from bench.common import (
+    FullPath,
     Run,
     Servers,
+    attempts_since,
     encode_events,
     kafka_producer,
     preload,
@@ -40,8 +42,11 @@ from bench.common import (
     until,
 )
 from bench.config import QUICK, BenchConfig
+from bench.faults import run_fault_phase
 from bench.history import HistoryCost, history_cost
-from bench.processes import BENCH_JOURNEYS, ROOT, EventflowProcess, rss_mib
+from bench.outage import PREFIX as OUTAGE_PREFIX
+from bench.outage import measure_database_outage
+from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_pss_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
 from bench.stats import growth_ratio, rate_per_second, summarize_latency
@@ -60,7 +65,7 @@ __all__ = ["QUICK", "BenchConfig", "Servers", "run", "targets"]
 HOT_DAILY_CAP = 3  # bench/journeys/definitions/bench_hot_customer.yaml
 #: Full-path phases (their JSON key) and the order-id prefix of their events, by which the stub tells them apart.
 FULL_PATH_PHASES = {"capacity": "cap-", "latency_light_load": "lat-light-", "latency_half_capacity": "lat-half-",
-                    "hot_customer": "hot-", "soak": "soak-"}
+                    "hot_customer": "hot-", "soak": "soak-", "database_outage": OUTAGE_PREFIX}
 
 
 # --- raw ceilings -------------------------------------------------------------------------------
@@ -229,44 +234,6 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
 
 # --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
 
-@dataclass
-class FullPath:
-    """The consumer and worker processes of the full-path phases, and their topics."""
-
-    consumer: EventflowProcess
-    worker: EventflowProcess
-    topics: dict[str, str]
-    task_queue: str = ""
-
-    def alive(self) -> bool:
-        return self.consumer.alive() and self.worker.alive()
-
-    async def send_attempts(self) -> Counter[str]:
-        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
-        attempts: Counter[str] = Counter()
-        if self.worker.alive():
-            for name, labels, value in await self.worker.metrics():
-                if name == "eventflow_notifications_sent_total":
-                    attempts[labels.get("outcome", "")] += int(value)
-        return attempts
-
-    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
-        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
-        deadline = time.monotonic() + timeout_seconds
-        previous = await self.send_attempts()
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            current = await self.send_attempts()
-            if current == previous:
-                break
-            previous = current
-        return previous
-
-
-def _attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
-    return {outcome: n for outcome, n in sorted((after - before).items()) if n}
-
-
 async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     """Preloaded events through the deployed processes until every notification reached the stub."""
     config = run.config
@@ -291,7 +258,7 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
             "temporal_cost": cost.as_json(),
             "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
-            "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
@@ -325,7 +292,7 @@ async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, la
     summary = summarize_latency(latencies, total)
     return {"rate_per_second": round(rate, 3), "seconds": config.latency_seconds, **summary.as_json(),
             "duplicates": run.stub.duplicates(prefix),
-            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
 
 
 def _workflow_id(routes: EventRoutes, event: dict[str, Any]) -> str:
@@ -382,11 +349,15 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
     return {"journeys": config.hot_journeys, "daily_cap": HOT_DAILY_CAP, "sent": sent_at_stub, "capped": capped,
             "errors": sum(n for status, n in statuses.items() if status not in ("sent", "capped")),
             "duplicates": run.stub.duplicates("hot-"), "journey_send_statuses": dict(statuses),
-            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
 
 
 async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
-    """Steady load for ``soak_seconds`` while consumer and worker RSS are sampled every second."""
+    """Steady load for ``soak_seconds`` while the memory of consumer, worker and PostgreSQL is sampled every second.
+
+    PostgreSQL's is the proportional set size summed over the postmaster and its backends
+    (`tree_pss_mib`); it is left out when the run has no PostgreSQL server of its own.
+    """
     config = run.config
     routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
     phase(f"soak: {config.soak_seconds:.0f}s at {routed_rate:.2f} notifications/s "
@@ -395,6 +366,8 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
     producer = kafka_producer(run.servers.kafka, batch=False)
     unrouted = encode_events([unrouted_event() for _ in range(100)])
     rss: dict[str, list[float]] = {"consumer": [], "worker": []}
+    if run.database_pid() is not None:
+        rss["postgresql"] = []
     produced = 0
     routed_credit = 0.0
     meter = run.meter(full.consumer, full.worker)
@@ -415,6 +388,8 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
         producer.poll(0)
         rss["consumer"].append(rss_mib(full.consumer.pid))
         rss["worker"].append(rss_mib(full.worker.pid))
+        if "postgresql" in rss:
+            rss["postgresql"].append(tree_pss_mib(run.database_pid() or 0))
         progress.update(int(elapsed))
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
     progress.close()
@@ -425,16 +400,18 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
                                "notifications_produced": produced,
                                "notifications_sent": len(run.stub.first_sends("soak-")),
                                "duplicates": run.stub.duplicates("soak-"),
-                               "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+                               "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
     for name, values in rss.items():
         start, end, growth = growth_ratio(values)
         figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),
                          "rss_max_mib": round(max(values, default=0.0), 1), "growth_ratio": round(growth, 4)}
+    if "postgresql" in figures:
+        figures["postgresql"]["measure"] = "PSS summed over the postmaster and its backends"
     return figures
 
 
 async def run_full_path(run: Run) -> dict[str, Any]:
-    """Capacity, latency at light load and at half capacity, hot customer and soak, one process pair."""
+    """Capacity, latency at light load and at half capacity, hot customer, soak and the database outage, one process pair."""
     config = run.config
     topics = {prefix: run.topic(prefix.rstrip("-")) for prefix in FULL_PATH_PHASES.values()}
     preload(run.servers.kafka, topics["cap-"], encode_events([purchase_event("cap-") for _ in range(config.capacity_events)]),
@@ -452,8 +429,11 @@ async def run_full_path(run: Run) -> dict[str, Any]:
         soak = await measure_soak(run, full, rate)
         if not full.alive():
             raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
-        return {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
-                "hot_customer": hot, "soak": soak}
+        phases = {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
+                  "hot_customer": hot, "soak": soak}
+        if run.servers.database is not None:  # last: it restarts the database the other phases share
+            phases["database_outage"] = await measure_database_outage(run, full, rate)
+        return phases
     finally:
         await full.consumer.stop()
         await full.worker.stop()
@@ -512,7 +492,29 @@ def targets(results: Mapping[str, Any]) -> dict[str, bool]:
             _cost_met(results["capacity"].get("temporal_cost"), results["raw"].get("temporal_cost")),
         "consumer RSS flat within 10 % over the soak": abs(soak["consumer"]["growth_ratio"]) <= 0.10,
         "worker RSS flat within 10 % over the soak": abs(soak["worker"]["growth_ratio"]) <= 0.10,
+        **_fault_targets(results),
     }
+
+
+def _fault_targets(results: Mapping[str, Any]) -> dict[str, bool]:
+    """The targets of the phases a run may leave out (`phases_not_run`): only those that ran are judged."""
+    met: dict[str, bool] = {}
+    if "postgresql" in results["soak"]:
+        met["PostgreSQL memory flat within 10 % over the soak"] = \
+            abs(results["soak"]["postgresql"]["growth_ratio"]) <= 0.10
+    if "database_outage" in results:
+        outage = results["database_outage"]
+        met[f"database outage ({outage['down_seconds']:g} s): 0 missing, 0 duplicates"] = \
+            outage["produced"] > 0 and (outage["missing"], outage["duplicates"]) == (0, 0)
+    if "faults" in results:
+        faults = results["faults"]
+        met["fault phase (kills, Temporal restart, 503 storm): 0 missing, 0 duplicates"] = \
+            faults["produced"] > 0 and (faults["missing"], faults["duplicates"]) == (0, 0)
+    return met
+
+
+def _runs_faults(servers: Servers, config: BenchConfig) -> bool:
+    return config.faults.events > 0 and servers.database_url is not None
 
 
 async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str, Any]:
@@ -526,10 +528,15 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         bridge = await measure_bridge(bench)
         raw_consume, unrouted = await measure_unrouted(bench)
         full = await run_full_path(bench)
+        faults = await run_fault_phase(bench) if _runs_faults(servers, config) else None
         # A late retry of an earlier phase's send can reach the stub during a later phase: count again.
-        duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()}
+        duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()
+                             if name in full}
     finally:
         stub.stop()
+    if faults is not None:
+        full["faults"] = faults
+        duplicates_at_end["faults"] = faults["duplicates"]  # its own stub, read after its drain
     floor_summary = summarize_latency(floor, len(floor), (0.5, 0.99))
     results: dict[str, Any] = {
         "machine": machine(),
@@ -555,6 +562,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "duplicates_by_phase_at_end": duplicates_at_end,
         "cpu_cores_used_per_phase": bench.cpu,
         "settings_not_in_this_tree": sorted(bench.dropped_settings),
+        "phases_not_run": [name for name in ("database_outage", "faults") if name not in full],
     }
     results["targets_met"] = targets(results)
     return results
