@@ -144,8 +144,7 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
         f"Sizes: {config['capacity_events']} capacity events, {config['raw_workflows']} raw workflows, "
         f"{config['routed_events']} bridge events, {config['unrouted_events']} unrouted events, "
         f"{config['latency_seconds']:g} s per latency phase, {config['hot_journeys']} hot-customer journeys, "
-        f"{config['soak_seconds']:g} s soak, {config['outage']['down_seconds']:g} s database outage, "
-        f"fault phase {config['faults']['events']} events at {config['faults']['rate_per_second']:g}/s.",
+        f"{config['soak_seconds']:g} s soak{_fault_sizes(results)}.",
         "",
         figures_table(results),
         "",
@@ -153,6 +152,16 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
         "",
         cpu_table(results),
     ])
+
+
+def _fault_sizes(results: Mapping[str, Any]) -> str:
+    config = results["config"]
+    sizes = ""
+    if "database_outage" in results:
+        sizes += f", {config['outage']['down_seconds']:g} s database outage"
+    if "faults" in results:
+        sizes += f", fault phase {config['faults']['events']} events at {config['faults']['rate_per_second']:g}/s"
+    return sizes
 
 
 def update_docs(results: Mapping[str, Any], source: str, docs: Path = DOCS) -> None:
