@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--soak-seconds N] [--output FILE] [--no-docs] [--logs DIR]``.
+"""``python -m bench [--quick] [--soak-seconds N] [--outage-seconds N] [--fault-* ...] [--output FILE] [--no-docs] [--logs DIR]``.
 
 Starts its own Kafka broker, Temporal dev server and PostgreSQL server, runs every phase on them (bench/phases.py),
 writes the raw figures as JSON, prints the table and each target as met or missed. A full run also
@@ -42,7 +42,37 @@ def _arguments() -> argparse.Namespace:
                                                     "bench/results/quick.json with --quick)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--logs", type=Path, help="keep the Eventflow processes' logs in this folder")
+    outage = parser.add_argument_group("database-outage phase")
+    outage.add_argument("--outage-seconds", type=float, help="how long PostgreSQL is stopped (default 30)")
+    outage.add_argument("--outage-rate", type=float, help="notifications/s during the phase (default 5)")
+    faults = parser.add_argument_group("fault phase (0 events skips it)")
+    faults.add_argument("--fault-events", type=int, help="events produced (default 1200)")
+    faults.add_argument("--fault-rate", type=float, help="their rate per second (default 8)")
+    faults.add_argument("--fault-gap-seconds", type=float, help="from the end of one fault to the next (default 5)")
+    faults.add_argument("--fault-process-down-seconds", type=float,
+                        help="a killed consumer or worker restarts after (default 5)")
+    faults.add_argument("--fault-temporal-down-seconds", type=float,
+                        help="the killed Temporal server restarts after (default 20)")
+    faults.add_argument("--fault-storm-seconds", type=float, help="the 503 storm lasts (default 15)")
+    faults.add_argument("--fault-report-window-seconds", type=float,
+                        help="EVENTFLOW_SEND_REPORT_WINDOW_SECONDS of the workers (default 60)")
     return parser.parse_args()
+
+
+def _configured(args: argparse.Namespace) -> BenchConfig:
+    """The base sizes (``--quick`` or the full run) with every size given on the command line."""
+    config = QUICK if args.quick else BenchConfig()
+    if args.soak_seconds:
+        config = dataclasses.replace(config, soak_seconds=args.soak_seconds)
+    outage = {field: value for field, value in (("down_seconds", args.outage_seconds),
+                                                ("rate_per_second", args.outage_rate)) if value is not None}
+    faults = {field: value for field, value in (
+        ("events", args.fault_events), ("rate_per_second", args.fault_rate), ("gap_seconds", args.fault_gap_seconds),
+        ("process_down_seconds", args.fault_process_down_seconds),
+        ("temporal_down_seconds", args.fault_temporal_down_seconds), ("storm_seconds", args.fault_storm_seconds),
+        ("report_window_seconds", args.fault_report_window_seconds)) if value is not None}
+    return dataclasses.replace(config, outage=dataclasses.replace(config.outage, **outage),
+                               faults=dataclasses.replace(config.faults, **faults))
 
 
 async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, postgres: PostgresServer, config: BenchConfig,
@@ -51,7 +81,8 @@ async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, postgres: Pos
     await migrate(postgres.url)
     pids = {"temporal server": temporal.pid, "kafka broker": kafka.pid, "postgresql server": postgres.pid}
     servers = Servers({"bootstrap.servers": kafka.bootstrap_servers}, client, temporal.address,
-                      {name: pid for name, pid in pids.items() if pid is not None}, database_url=postgres.url)
+                      {name: pid for name, pid in pids.items() if pid is not None}, database_url=postgres.url,
+                      database=postgres)
     return await run(servers, config, workdir)
 
 
@@ -69,9 +100,7 @@ def _compile_bytecode() -> None:
 
 def main() -> int:
     args = _arguments()
-    config = QUICK if args.quick else BenchConfig()
-    if args.soak_seconds:
-        config = dataclasses.replace(config, soak_seconds=args.soak_seconds)
+    config = _configured(args)
     output = args.output or Path("bench/results/quick.json" if args.quick else "bench/results/latest.json")
     logs.configure("json", level=logging.WARNING)
     _compile_bytecode()
@@ -105,11 +134,12 @@ def main() -> int:
     print()
     for target, met in results["targets_met"].items():
         print(f"{'met   ' if met else 'MISSED'} {target}")
+    for name in results["phases_not_run"]:
+        print(f"not run: {name}")
     if results["settings_not_in_this_tree"]:
         print(f"note: settings this tree does not declare (not set): {', '.join(results['settings_not_in_this_tree'])}")
     if not args.quick and not args.no_docs:
-        soak = f" --soak-seconds {args.soak_seconds:g}" if args.soak_seconds else ""
-        update_docs(results, f"python -m bench{soak}")
+        update_docs(results, "python -m bench" + "".join(f" {arg}" for arg in sys.argv[1:] if arg != "--no-docs"))
         print("updated docs/benchmarks.md")
     print(f"raw figures: {output}")
     return 0

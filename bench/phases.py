@@ -16,24 +16,42 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
-from temporalio.client import Client, WorkflowFailureError
+from confluent_kafka import Consumer
+from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from bench.common import (
+    FullPath,
+    Run,
+    Servers,
+    attempts_since,
+    encode_events,
+    kafka_producer,
+    preload,
+    produce_record,
+    purchase_event,
+    rate_of,
+    shipped_event,
+    unrouted_event,
+    until,
+)
+from bench.config import QUICK, BenchConfig
+from bench.faults import run_fault_phase
 from bench.history import HistoryCost, history_cost
-from bench.processes import BENCH_JOURNEYS, ROOT, CpuMeter, EventflowEnv, EventflowProcess, rss_mib
+from bench.outage import PREFIX as OUTAGE_PREFIX
+from bench.outage import measure_database_outage
+from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_pss_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
 from bench.stats import growth_ratio, rate_per_second, summarize_latency
 from bench.stub import SendGridStub
 from consumer.routes import EventRoutes
-from consumer.topics import ensure_topics
 from events import samples
 from events.codec import EventDecoder
 from events.producer import encode_event
@@ -42,196 +60,12 @@ from journeys.loader import load_all
 from journeys.routing import Action
 from workflows.journey import JOURNEY_WORKFLOW, JourneyInput
 
-EncodedEvent = tuple[bytes, bytes]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """Sizes of one benchmark run.
-
-    Attributes:
-        partitions: partitions of every topic.
-        concurrency: the consumer's in-flight bound, and the raw starters' concurrency.
-        raw_workflows: raw-ceiling workflows (start plus one no-op activity).
-        floor_samples: sequential raw workflows timed start -> activity at no load.
-        routed_events: bridge phase: events the consumer turns into workflow starts.
-        unrouted_events: events no journey listens to, read by a raw loop and by the consumer.
-        capacity_events: preloaded events the full path sends one notification each for.
-        latency_seconds: how long each latency phase produces.
-        light_rate_per_second: light load, capped at a tenth of the measured capacity.
-        drain_seconds: after producing, how long a phase waits for the last sends.
-        hot_journeys: journeys of one customer sending at the same moment (cap 3 a day).
-        soak_seconds: steady load while consumer and worker RSS are sampled.
-        soak_routed_per_second, soak_unrouted_per_second: the soak's load (notifications capped at a
-            quarter of the measured capacity, so the soak is steady rather than a growing backlog).
-        phase_timeout_seconds: a throughput phase that takes longer fails the run.
-    """
-
-    partitions: int = 6
-    concurrency: int = 256
-    raw_workflows: int = 2000
-    floor_samples: int = 50
-    routed_events: int = 4000
-    unrouted_events: int = 300_000
-    capacity_events: int = 1000
-    latency_seconds: float = 30.0
-    light_rate_per_second: float = 5.0
-    drain_seconds: float = 60.0
-    hot_journeys: int = 50
-    soak_seconds: float = 600.0
-    soak_routed_per_second: float = 5.0
-    soak_unrouted_per_second: float = 200.0
-    phase_timeout_seconds: float = 900.0
-
-
-#: ``--quick``: every phase at small sizes (well under three minutes on the 2-core machine).
-QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300,
-                    unrouted_events=20_000, capacity_events=100, latency_seconds=6.0, light_rate_per_second=2.0,
-                    drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
-                    soak_unrouted_per_second=100.0, phase_timeout_seconds=180.0)
+__all__ = ["QUICK", "BenchConfig", "Servers", "run", "targets"]
 
 HOT_DAILY_CAP = 3  # bench/journeys/definitions/bench_hot_customer.yaml
 #: Full-path phases (their JSON key) and the order-id prefix of their events, by which the stub tells them apart.
 FULL_PATH_PHASES = {"capacity": "cap-", "latency_light_load": "lat-light-", "latency_half_capacity": "lat-half-",
-                    "hot_customer": "hot-", "soak": "soak-"}
-
-
-@dataclass(frozen=True)
-class Servers:
-    """The servers of the run, and the processes whose CPU is reported (name -> pid)."""
-
-    kafka: dict[str, str]
-    client: Client
-    temporal_address: str
-    pids: Mapping[str, int] = field(default_factory=dict)
-    database_url: str | None = None
-
-
-@dataclass
-class Run:
-    """State shared by the phases of one run."""
-
-    servers: Servers
-    config: BenchConfig
-    workdir: Path
-    stub: SendGridStub
-    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
-    dropped_settings: set[str] = field(default_factory=set)
-
-    def meter(self, *extra: EventflowProcess, **pids: int) -> CpuMeter:
-        named = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}
-        named.update({process.name: process.pid for process in extra})
-        return CpuMeter(named)
-
-    def topic(self, name: str) -> str:
-        topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
-        ensure_topics(self.servers.kafka, [topic, f"{topic}.dlq"], partitions=self.config.partitions)
-        return topic
-
-    def env(self, topics: tuple[str, ...], task_queue: str, *, sendgrid: bool) -> EventflowEnv:
-        return EventflowEnv(self.servers.kafka["bootstrap.servers"], self.servers.temporal_address, topics,
-                            f"bench-{uuid.uuid4().hex[:8]}", task_queue, self.workdir,
-                            self.stub.base_url if sendgrid else None, self.config.concurrency,
-                            database_url=self.servers.database_url)
-
-    def process(self, command: str, env: EventflowEnv, name: str) -> EventflowProcess:
-        process = EventflowProcess(command, env, name)
-        self.dropped_settings.update(process.dropped_settings)
-        return process
-
-
-# --- events -------------------------------------------------------------------------------------
-
-def _encoded(events: list[dict[str, Any]]) -> list[EncodedEvent]:
-    schemas = load_schemas()
-    return [(str(e["customer"]["id"]).encode(), encode_event(e, schemas)) for e in events]
-
-
-def _purchase(prefix: str) -> dict[str, Any]:
-    return samples.purchase(samples.customer(), order_id=f"{prefix}{uuid.uuid4().hex[:12]}")
-
-
-def _shipped(customer: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return samples.event("OrderShipped", customer, {
-        "order_id": f"{prefix}{uuid.uuid4().hex[:12]}", "carrier": "DHL",
-        "tracking_number": uuid.uuid4().hex[:10], "estimated_delivery_at": None})
-
-
-def _unrouted() -> dict[str, Any]:
-    # No journey listens to CheckoutStarted (ProfileUpdated now updates the customer's profile).
-    return samples.event("CheckoutStarted", samples.customer(), {
-        "cart_id": "cart-bench", "checkout_id": "co-bench", "cart_total": {"amount": "49.90", "currency": "EUR"}})
-
-
-def _producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:
-    tuning = ({"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
-               "queue.buffering.max.messages": 1_000_000} if batch else {"linger.ms": 1})
-    # log_level 4: librdkafka's informational lines (a purged background queue at close) would
-    # interleave with the progress output.
-    return Producer({**kafka, **tuning, "log_level": 4})
-
-
-def _produce(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key)
-            return
-        except BufferError:
-            producer.poll(0.05)
-
-
-def _preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], total: int, label: str) -> None:
-    """Writes ``total`` records to ``topic``, cycling through ``values``."""
-    producer = _producer(kafka, batch=True)
-    progress = Progress(f"preload {label}", total)
-    for index in range(total):
-        key, value = values[index % len(values)]
-        _produce(producer, topic, key, value)
-        if index % 5000 == 0:
-            producer.poll(0)
-            progress.update(index)
-    producer.flush(120)
-    progress.update(total)
-    progress.close()
-
-
-# --- measuring ----------------------------------------------------------------------------------
-
-async def _rate_of(read: Callable[[], Awaitable[float]], target: int, label: str, timeout_seconds: float,
-                   alive: Callable[[], bool] = lambda: True) -> float:
-    """Rate of a counter from its first increment until it reaches ``target``.
-
-    The first increment happened between the last read of 0 and the first read above it: the
-    midpoint opens the window, so a small phase that completes between two reads still has a rate.
-    """
-    progress = Progress(label, target)
-    started_at: float | None = None
-    last_zero = time.monotonic()
-    deadline = last_zero + timeout_seconds
-    try:
-        while True:
-            value = await read()
-            now = time.monotonic()
-            if value < 1:
-                last_zero = now
-            elif started_at is None:
-                started_at = (last_zero + now) / 2
-            progress.update(int(value))
-            if value >= target:
-                assert started_at is not None
-                return value / max(now - started_at, 1e-6)
-            if not alive():
-                raise RuntimeError(f"{label}: the process exited at {value:.0f}/{target}")
-            if now > deadline:
-                raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
-            await asyncio.sleep(0.05)
-    finally:
-        progress.close()
-
-
-async def _until(done: Callable[[], bool], deadline: float, interval: float = 0.2) -> None:
-    while not done() and time.monotonic() < deadline:
-        await asyncio.sleep(interval)
+                    "hot_customer": "hot-", "soak": "soak-", "database_outage": OUTAGE_PREFIX}
 
 
 # --- raw ceilings -------------------------------------------------------------------------------
@@ -242,7 +76,7 @@ async def measure_start_ceiling(run: Run) -> float:
     phase(f"raw start ceiling: {config.routed_events} start_workflow calls, {config.concurrency} concurrent")
     snapshot = next(d for d in load_all(BENCH_JOURNEYS) if d.id == "bench_thank_you").snapshot()
     decoder = EventDecoder(load_schemas())
-    decoded = [decoder(value) for _, value in _encoded([_purchase("ceil-") for _ in range(config.routed_events)])]
+    decoded = [decoder(value) for _, value in encode_events([purchase_event("ceil-") for _ in range(config.routed_events)])]
     task_queue = f"bench-no-worker-{uuid.uuid4().hex[:8]}"
     semaphore = asyncio.Semaphore(config.concurrency)
     done = 0
@@ -261,7 +95,7 @@ async def measure_start_ceiling(run: Run) -> float:
     meter = run.meter()
     starts = asyncio.gather(*(start(e) for e in decoded))
     try:
-        measured = await _rate_of(read, len(decoded), "raw starts", config.phase_timeout_seconds)
+        measured = await rate_of(read, len(decoded), "raw starts", config.phase_timeout_seconds)
     finally:
         await starts
     run.cpu["raw start ceiling"] = meter.cores()
@@ -354,7 +188,7 @@ async def measure_bridge(run: Run) -> float:
     config = run.config
     phase(f"bridge: eventflow consume, {config.routed_events} routed events, in-flight {config.concurrency}")
     topic = run.topic("routed")
-    _preload(run.servers.kafka, topic, _encoded([_purchase("bridge-") for _ in range(config.routed_events)]),
+    preload(run.servers.kafka, topic, encode_events([purchase_event("bridge-") for _ in range(config.routed_events)]),
              config.routed_events, "routed")
     consumer = run.process("consume", run.env((topic,), f"bench-no-worker-{uuid.uuid4().hex[:8]}", sendgrid=False),
                            "consumer")
@@ -362,7 +196,7 @@ async def measure_bridge(run: Run) -> float:
     try:
         meter = run.meter(consumer)
         try:
-            measured = await _rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"),
+            measured = await rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"),
                                       config.routed_events, "bridge", config.phase_timeout_seconds, consumer.alive)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
@@ -377,7 +211,7 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
     config = run.config
     phase(f"unrouted: {config.unrouted_events} events, raw confluent-kafka loop then eventflow consume")
     topic = run.topic("unrouted")
-    _preload(run.servers.kafka, topic, _encoded([_unrouted() for _ in range(1000)]), config.unrouted_events,
+    preload(run.servers.kafka, topic, encode_events([unrouted_event() for _ in range(1000)]), config.unrouted_events,
              "unrouted")
     meter = run.meter()
     raw = await asyncio.to_thread(_raw_consume, run.servers.kafka, topic, config.unrouted_events)
@@ -387,7 +221,7 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
     try:
         meter = run.meter(consumer)
         try:
-            measured = await _rate_of(
+            measured = await rate_of(
                 lambda: consumer.counter("eventflow_events_consumed_total", outcome="unrouted"),
                 config.unrouted_events, "unrouted", config.phase_timeout_seconds, consumer.alive)
         except (RuntimeError, TimeoutError) as exc:
@@ -399,44 +233,6 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
 
 
 # --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
-
-@dataclass
-class FullPath:
-    """The consumer and worker processes of the full-path phases, and their topics."""
-
-    consumer: EventflowProcess
-    worker: EventflowProcess
-    topics: dict[str, str]
-    task_queue: str = ""
-
-    def alive(self) -> bool:
-        return self.consumer.alive() and self.worker.alive()
-
-    async def send_attempts(self) -> Counter[str]:
-        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
-        attempts: Counter[str] = Counter()
-        if self.worker.alive():
-            for name, labels, value in await self.worker.metrics():
-                if name == "eventflow_notifications_sent_total":
-                    attempts[labels.get("outcome", "")] += int(value)
-        return attempts
-
-    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
-        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
-        deadline = time.monotonic() + timeout_seconds
-        previous = await self.send_attempts()
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            current = await self.send_attempts()
-            if current == previous:
-                break
-            previous = current
-        return previous
-
-
-def _attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
-    return {outcome: n for outcome, n in sorted((after - before).items()) if n}
-
 
 async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     """Preloaded events through the deployed processes until every notification reached the stub."""
@@ -462,7 +258,7 @@ async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
     return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
             "temporal_cost": cost.as_json(),
             "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
-            "worker_send_attempts": _attempts_since(Counter(), await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
@@ -471,17 +267,17 @@ async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, la
     total = max(1, round(rate * config.latency_seconds))
     phase(f"latency {label}: {rate:.2f} events/s for {config.latency_seconds:.0f}s ({total} events)")
     schemas = load_schemas()
-    producer = _producer(run.servers.kafka, batch=False)
+    producer = kafka_producer(run.servers.kafka, batch=False)
     produced_at: dict[str, float] = {}
     meter = run.meter(full.consumer, full.worker)
     attempts = await full.send_attempts()
     progress = Progress(f"latency {label}", total)
     started = time.monotonic()
     for index in range(total):
-        event = _purchase(prefix)
+        event = purchase_event(prefix)
         value = encode_event(event, schemas)
         produced_at[str(event["payload"]["order_id"])] = time.time()
-        _produce(producer, full.topics[prefix], str(event["customer"]["id"]).encode(), value)
+        produce_record(producer, full.topics[prefix], str(event["customer"]["id"]).encode(), value)
         producer.poll(0)
         progress.update(index + 1)
         delay = started + (index + 1) / rate - time.monotonic()
@@ -489,14 +285,14 @@ async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, la
             await asyncio.sleep(delay)
     progress.close()
     await asyncio.to_thread(producer.flush, 30)
-    await _until(lambda: len(run.stub.first_sends(prefix)) >= total, time.monotonic() + config.drain_seconds)
+    await until(lambda: len(run.stub.first_sends(prefix)) >= total, time.monotonic() + config.drain_seconds)
     run.cpu[f"latency {label}"] = meter.cores()
     first = run.stub.first_sends(prefix)
     latencies = [first[order].at_epoch_seconds - at for order, at in produced_at.items() if order in first]
     summary = summarize_latency(latencies, total)
     return {"rate_per_second": round(rate, 3), "seconds": config.latency_seconds, **summary.as_json(),
             "duplicates": run.stub.duplicates(prefix),
-            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
 
 
 def _workflow_id(routes: EventRoutes, event: dict[str, Any]) -> str:
@@ -518,14 +314,14 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
     config = run.config
     phase(f"hot customer: {config.hot_journeys} journeys of one customer at once, daily cap {HOT_DAILY_CAP}")
     customer = samples.customer()
-    events = [_shipped(customer, "hot-") for _ in range(config.hot_journeys)]
+    events = [shipped_event(customer, "hot-") for _ in range(config.hot_journeys)]
     routes = EventRoutes(load_all(BENCH_JOURNEYS))
     workflow_ids = [_workflow_id(routes, event) for event in events]
-    producer = _producer(run.servers.kafka, batch=True)
+    producer = kafka_producer(run.servers.kafka, batch=True)
     meter = run.meter(full.consumer, full.worker)
     attempts = await full.send_attempts()
-    for key, value in _encoded(events):
-        _produce(producer, full.topics["hot-"], key, value)
+    for key, value in encode_events(events):
+        produce_record(producer, full.topics["hot-"], key, value)
     await asyncio.to_thread(producer.flush, 30)
 
     async def outcome(workflow_id: str) -> str:
@@ -553,19 +349,25 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
     return {"journeys": config.hot_journeys, "daily_cap": HOT_DAILY_CAP, "sent": sent_at_stub, "capped": capped,
             "errors": sum(n for status, n in statuses.items() if status not in ("sent", "capped")),
             "duplicates": run.stub.duplicates("hot-"), "journey_send_statuses": dict(statuses),
-            "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+            "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
 
 
 async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
-    """Steady load for ``soak_seconds`` while consumer and worker RSS are sampled every second."""
+    """Steady load for ``soak_seconds`` while the memory of consumer, worker and PostgreSQL is sampled every second.
+
+    PostgreSQL's is the proportional set size summed over the postmaster and its backends
+    (`tree_pss_mib`); it is left out when the run has no PostgreSQL server of its own.
+    """
     config = run.config
     routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
     phase(f"soak: {config.soak_seconds:.0f}s at {routed_rate:.2f} notifications/s "
           f"+ {config.soak_unrouted_per_second:g} unrouted events/s")
     schemas = load_schemas()
-    producer = _producer(run.servers.kafka, batch=False)
-    unrouted = _encoded([_unrouted() for _ in range(100)])
+    producer = kafka_producer(run.servers.kafka, batch=False)
+    unrouted = encode_events([unrouted_event() for _ in range(100)])
     rss: dict[str, list[float]] = {"consumer": [], "worker": []}
+    if run.database_pid() is not None:
+        rss["postgresql"] = []
     produced = 0
     routed_credit = 0.0
     meter = run.meter(full.consumer, full.worker)
@@ -575,40 +377,44 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
     while (elapsed := time.monotonic() - started) < config.soak_seconds and full.alive():
         routed_credit += routed_rate
         while routed_credit >= 1:
-            event = _purchase("soak-")
+            event = purchase_event("soak-")
             key = str(event["customer"]["id"]).encode()
-            _produce(producer, full.topics["soak-"], key, encode_event(event, schemas))
+            produce_record(producer, full.topics["soak-"], key, encode_event(event, schemas))
             produced += 1
             routed_credit -= 1
         for index in range(int(config.soak_unrouted_per_second)):
             key, value = unrouted[index % len(unrouted)]
-            _produce(producer, full.topics["soak-"], key, value)
+            produce_record(producer, full.topics["soak-"], key, value)
         producer.poll(0)
         rss["consumer"].append(rss_mib(full.consumer.pid))
         rss["worker"].append(rss_mib(full.worker.pid))
+        if "postgresql" in rss:
+            rss["postgresql"].append(tree_pss_mib(run.database_pid() or 0))
         progress.update(int(elapsed))
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
     progress.close()
     await asyncio.to_thread(producer.flush, 30)
-    await _until(lambda: len(run.stub.first_sends("soak-")) >= produced, time.monotonic() + config.drain_seconds)
+    await until(lambda: len(run.stub.first_sends("soak-")) >= produced, time.monotonic() + config.drain_seconds)
     run.cpu["soak"] = meter.cores()
     figures: dict[str, Any] = {"seconds": config.soak_seconds, "notifications_per_second": round(routed_rate, 3),
                                "notifications_produced": produced,
                                "notifications_sent": len(run.stub.first_sends("soak-")),
                                "duplicates": run.stub.duplicates("soak-"),
-                               "worker_send_attempts": _attempts_since(attempts, await full.settled_send_attempts())}
+                               "worker_send_attempts": attempts_since(attempts, await full.settled_send_attempts())}
     for name, values in rss.items():
         start, end, growth = growth_ratio(values)
         figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),
                          "rss_max_mib": round(max(values, default=0.0), 1), "growth_ratio": round(growth, 4)}
+    if "postgresql" in figures:
+        figures["postgresql"]["measure"] = "PSS summed over the postmaster and its backends"
     return figures
 
 
 async def run_full_path(run: Run) -> dict[str, Any]:
-    """Capacity, latency at light load and at half capacity, hot customer and soak, one process pair."""
+    """Capacity, latency at light load and at half capacity, hot customer, soak and the database outage, one process pair."""
     config = run.config
     topics = {prefix: run.topic(prefix.rstrip("-")) for prefix in FULL_PATH_PHASES.values()}
-    _preload(run.servers.kafka, topics["cap-"], _encoded([_purchase("cap-") for _ in range(config.capacity_events)]),
+    preload(run.servers.kafka, topics["cap-"], encode_events([purchase_event("cap-") for _ in range(config.capacity_events)]),
              config.capacity_events, "capacity")
     env = run.env(tuple(topics.values()), f"bench-journeys-{uuid.uuid4().hex[:8]}", sendgrid=True)
     full = FullPath(run.process("consume", env, "consumer"), run.process("worker", env, "worker"), topics,
@@ -623,8 +429,11 @@ async def run_full_path(run: Run) -> dict[str, Any]:
         soak = await measure_soak(run, full, rate)
         if not full.alive():
             raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
-        return {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
-                "hot_customer": hot, "soak": soak}
+        phases = {"capacity": capacity, "latency_light_load": light, "latency_half_capacity": half,
+                  "hot_customer": hot, "soak": soak}
+        if run.servers.database is not None:  # last: it restarts the database the other phases share
+            phases["database_outage"] = await measure_database_outage(run, full, rate)
+        return phases
     finally:
         await full.consumer.stop()
         await full.worker.stop()
@@ -683,7 +492,29 @@ def targets(results: Mapping[str, Any]) -> dict[str, bool]:
             _cost_met(results["capacity"].get("temporal_cost"), results["raw"].get("temporal_cost")),
         "consumer RSS flat within 10 % over the soak": abs(soak["consumer"]["growth_ratio"]) <= 0.10,
         "worker RSS flat within 10 % over the soak": abs(soak["worker"]["growth_ratio"]) <= 0.10,
+        **_fault_targets(results),
     }
+
+
+def _fault_targets(results: Mapping[str, Any]) -> dict[str, bool]:
+    """The targets of the phases a run may leave out (`phases_not_run`): only those that ran are judged."""
+    met: dict[str, bool] = {}
+    if "postgresql" in results["soak"]:
+        met["PostgreSQL memory flat within 10 % over the soak"] = \
+            abs(results["soak"]["postgresql"]["growth_ratio"]) <= 0.10
+    if "database_outage" in results:
+        outage = results["database_outage"]
+        met[f"database outage ({outage['down_seconds']:g} s): 0 missing, 0 duplicates"] = \
+            outage["produced"] > 0 and (outage["missing"], outage["duplicates"]) == (0, 0)
+    if "faults" in results:
+        faults = results["faults"]
+        met["fault phase (kills, Temporal restart, 503 storm): 0 missing, 0 duplicates"] = \
+            faults["produced"] > 0 and (faults["missing"], faults["duplicates"]) == (0, 0)
+    return met
+
+
+def _runs_faults(servers: Servers, config: BenchConfig) -> bool:
+    return config.faults.events > 0 and servers.database_url is not None
 
 
 async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str, Any]:
@@ -697,10 +528,15 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         bridge = await measure_bridge(bench)
         raw_consume, unrouted = await measure_unrouted(bench)
         full = await run_full_path(bench)
+        faults = await run_fault_phase(bench) if _runs_faults(servers, config) else None
         # A late retry of an earlier phase's send can reach the stub during a later phase: count again.
-        duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()}
+        duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()
+                             if name in full}
     finally:
         stub.stop()
+    if faults is not None:
+        full["faults"] = faults
+        duplicates_at_end["faults"] = faults["duplicates"]  # its own stub, read after its drain
     floor_summary = summarize_latency(floor, len(floor), (0.5, 0.99))
     results: dict[str, Any] = {
         "machine": machine(),
@@ -726,6 +562,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "duplicates_by_phase_at_end": duplicates_at_end,
         "cpu_cores_used_per_phase": bench.cpu,
         "settings_not_in_this_tree": sorted(bench.dropped_settings),
+        "phases_not_run": [name for name in ("database_outage", "faults") if name not in full],
     }
     results["targets_met"] = targets(results)
     return results

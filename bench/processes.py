@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +149,16 @@ class EventflowProcess:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def running_pid(self) -> int | None:
+        """The pid while the process runs (a restart changes it), else None."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+    def kill(self) -> None:
+        """SIGKILL, as an OOM kill or a node loss would end it: no drain, nothing flushed."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(10)
+
     def log_tail(self, characters: int = 3000) -> str:
         try:
             return self._log_path.read_text(errors="replace")[-characters:]
@@ -249,15 +259,69 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-class CpuMeter:
-    """CPU each process used over one phase, in cores (1.0 = one core busy for the whole phase)."""
+def tree_pss_mib(pid: int) -> float:
+    """Memory of a process and its descendants in MiB: the sum of their proportional set sizes.
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
-        self._pids = dict(pids)
-        self._start = {name: cpu_seconds(pid, tree=name in PROCESS_TREES) for name, pid in self._pids.items()}
+    PSS, not RSS: PostgreSQL's backends map the same shared buffers, which a sum of RSS would count
+    once per backend (and grow as each backend touches more of them); PSS splits each shared page
+    among the processes mapping it. Falls back to RSS where ``smaps_rollup`` cannot be read.
+    """
+    total = 0.0
+    for member in [pid, *_descendants(pid)]:
+        try:
+            lines = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
+            total += next(int(line.split()[1]) for line in lines if line.startswith("Pss:")) / 1024
+        except (OSError, StopIteration, IndexError, ValueError):
+            total += rss_mib(member)
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+#: A process's pid now (None while it is not running): a callable follows restarts.
+PidSource = int | Callable[[], int | None]
+
+
+class CpuMeter:
+    """CPU each process used over one phase, in cores (1.0 = one core busy for the whole phase).
+
+    A process that is killed and restarted during the phase is several pids over it: ``sample()``
+    (called now and then, and just before a kill) keeps each pid's last reading, and a pid first
+    seen after the meter started counts from zero (it was started within the phase).
+    """
+
+    def __init__(self, pids: Mapping[str, PidSource]) -> None:
+        self._sources = dict(pids)
+        self._readings: dict[str, dict[int, list[float]]] = {name: {} for name in self._sources}
         self._started_at = time.monotonic()
+        self._sample(first=True)
+
+    def _pid(self, name: str) -> int | None:
+        source = self._sources[name]
+        return source if isinstance(source, int) else source()
+
+    def _sample(self, *, first: bool) -> None:
+        for name in self._sources:
+            pid = self._pid(name)
+            if pid is None:
+                continue
+            used = cpu_seconds(pid, tree=name in PROCESS_TREES)
+            if used <= 0:
+                continue  # gone between the pid and the reading: its last reading stands
+            reading = self._readings[name].setdefault(pid, [used if first else 0.0, used])
+            reading[1] = max(reading[1], used)
+
+    def sample(self) -> None:
+        """Reads every process's CPU time now (call before killing one)."""
+        self._sample(first=False)
 
     def cores(self) -> dict[str, float]:
+        self.sample()
         elapsed = max(time.monotonic() - self._started_at, 1e-6)
-        return {name: round((cpu_seconds(pid, tree=name in PROCESS_TREES) - self._start[name]) / elapsed, 2)
-                for name, pid in self._pids.items()}
+        return {name: round(sum(last - first for first, last in readings.values()) / elapsed, 2)
+                for name, readings in self._readings.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,11 @@ END = "<!-- bench-results:end -->"
 
 def _seconds(value: float | None) -> str:
     return "inf" if value is None else f"{value * 1000:.0f} ms" if value < 10 else f"{value:.1f} s"
+
+
+def _maybe_seconds(value: float | None) -> str:
+    """A duration that may be unknown (nothing was sent): a dash, not infinity."""
+    return "—" if value is None else _seconds(value)
 
 
 def _ratio(value: float | None) -> str:
@@ -72,9 +77,50 @@ def figures_table(results: Mapping[str, Any]) -> str:
         rows.append((f"**{name} RSS over a {soak['seconds']:.0f} s soak**",
                      f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
                      f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict(f"{name} RSS")))
+    if "postgresql" in soak:
+        process = soak["postgresql"]
+        rows.append((f"**PostgreSQL memory over a {soak['seconds']:.0f} s soak** (PSS, postmaster + backends)",
+                     f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
+                     f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict("PostgreSQL memory")))
+    rows += _outage_rows(results, verdict)
+    rows += _fault_rows(results, verdict)
+    for name in results.get("phases_not_run") or ():
+        rows.append((f"{name.replace('_', ' ')} phase", "not run", "", ""))
     lines = ["| measure | figure | target | verdict |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c or '—'} | {d or '—'} |" for a, b, c, d in rows]
     return "\n".join(lines)
+
+
+def _outage_rows(results: Mapping[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
+    outage = results.get("database_outage")
+    if not outage:
+        return []
+    return [
+        (f"**database outage**: PostgreSQL stopped {outage['down_seconds']:g} s mid-stream "
+         f"({outage['rate_per_second']:g} notifications/s)",
+         f"{outage['sent']}/{outage['produced']} sent ({outage['delivered_fraction'] * 100:.1f} %), "
+         f"{outage['missing']} missing, {outage['duplicates']} duplicates", "0 missing, 0 duplicates",
+         verdict("database outage")),
+        ("database outage: restart -> last send", _maybe_seconds(outage["restart_to_last_send_seconds"]), "", ""),
+    ]
+
+
+def _fault_rows(results: Mapping[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
+    faults = results.get("faults")
+    if not faults:
+        return []
+    uncertain = ", ".join(f"{how} {n}" for how, n in faults["uncertain_by_resolution"].items()) or "none"
+    return [
+        (f"**fault phase**: {faults['produced']} events at {faults['rate_per_second']:g}/s, 2 consumers, 2 workers; "
+         "kill -9 worker, consumer, Temporal; 503 storm with a worker killed",
+         f"{faults['sent']}/{faults['produced']} sent, {faults['missing']} missing, {faults['duplicates']} duplicates",
+         "0 missing, 0 duplicates", verdict("fault phase")),
+        ("fault phase: uncertain sends by resolution", uncertain, "", ""),
+        ("fault phase: dead letters; ledger rows not settled at the end",
+         f"{faults['dead_letters']}; {faults['ledger_unsettled']}", "", ""),
+        ("fault phase: end of the last fault -> last send", _maybe_seconds(faults["last_fault_to_last_send_seconds"]),
+         "", ""),
+    ]
 
 
 def cpu_table(results: Mapping[str, Any]) -> str:
@@ -98,7 +144,7 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
         f"Sizes: {config['capacity_events']} capacity events, {config['raw_workflows']} raw workflows, "
         f"{config['routed_events']} bridge events, {config['unrouted_events']} unrouted events, "
         f"{config['latency_seconds']:g} s per latency phase, {config['hot_journeys']} hot-customer journeys, "
-        f"{config['soak_seconds']:g} s soak.",
+        f"{config['soak_seconds']:g} s soak{_fault_sizes(results)}.",
         "",
         figures_table(results),
         "",
@@ -106,6 +152,16 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
         "",
         cpu_table(results),
     ])
+
+
+def _fault_sizes(results: Mapping[str, Any]) -> str:
+    config = results["config"]
+    sizes = ""
+    if "database_outage" in results:
+        sizes += f", {config['outage']['down_seconds']:g} s database outage"
+    if "faults" in results:
+        sizes += f", fault phase {config['faults']['events']} events at {config['faults']['rate_per_second']:g}/s"
+    return sizes
 
 
 def update_docs(results: Mapping[str, Any], source: str, docs: Path = DOCS) -> None:

@@ -91,17 +91,21 @@ class PostgresServer:
     def is_running(self) -> bool:
         return _process.read_pid(self._pid_path) is not None
 
-    def start(self, timeout_seconds: float = 60.0) -> None:
+    def start(self, timeout_seconds: float = 60.0, *, keep_data: bool = False) -> None:
         """Initialises the data folder on first use, starts the server and waits until it accepts connections.
 
         Blocks (it runs its own event loop for the readiness checks): from async code, call it through
         `asyncio.to_thread`.
+
+        Args:
+            keep_data: start a non-persistent server on the data its last ``stop(keep_data=True)`` left
+                (an outage the caller stages), instead of fresh data.
         """
         if not self.is_running():
             run_as = _server_account()
             binaries = _binaries(run_as)
             self.home.mkdir(parents=True, exist_ok=True)
-            if not self.persistent:
+            if not self.persistent and not keep_data:
                 self._discard_data()
             if not self._initialised_stamp.exists():
                 self._initdb(binaries, run_as)
@@ -128,15 +132,19 @@ class PostgresServer:
                                        f"no connection accepted after {timeout_seconds:.0f}s")
             time.sleep(0.2)
 
-    def stop(self, timeout_seconds: float = 30.0) -> bool:
+    def stop(self, timeout_seconds: float = 30.0, *, keep_data: bool = False) -> bool:
         """Fast shutdown (SIGINT to the postmaster: clients are disconnected, then a clean exit).
+
+        Args:
+            keep_data: keep a non-persistent server's data for a ``start(keep_data=True)``; the fast
+                shutdown writes a checkpoint, so even without fsync nothing committed is lost.
 
         Returns:
             True if the server was running.
         """
         # SIGTERM would be a "smart" shutdown that waits for every client to disconnect first.
         stopped = _process.stop(self._pid_path, timeout_seconds, first_signal=signal.SIGINT, whole_group=False)
-        if not self.persistent:
+        if not self.persistent and not keep_data:
             self._discard_data()
         return stopped
 

@@ -73,7 +73,7 @@ class WorkerSettings(SettingsGroup):
     caps_priority_reserve: NonNegativeInt = env("EVENTFLOW_CAPS_PRIORITY_RESERVE", 1,
                                                 "Slots of each rolling cap that each priority level keeps free "
                                                 "for the levels above it (high > normal > low).")
-    providers_reporting: Annotated[tuple[str, ...], BeforeValidator(_csv)] = env(
+    providers_reporting: Csv = env(
         "EVENTFLOW_PROVIDERS_REPORTING", (),
         "Providers whose delivery webhooks reach `eventflow webhooks` (e.g. sendgrid): an uncertain send to one "
         "is settled by its report instead of EVENTFLOW_UNCERTAIN_DELIVERY (needs the customer store).")

@@ -2,28 +2,54 @@
 
 Runs every phase of ``python -m bench`` in this process (the Eventflow consumer and worker still
 run as their own ``eventflow`` OS processes), then checks the JSON has every figure, percentiles
-are taken over every produced event, and the report renders.
+are taken over every produced event, and the report renders. Like ``make bench`` it runs on a
+PostgreSQL server of its own, which its database-outage phase stops for a few seconds. The fault
+phase is left out (two consumers, two workers and a Temporal restart take minutes; its report is
+checked in test_faults.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
 
+from bench.config import FaultConfig, OutageConfig
 from bench.phases import BenchConfig, Servers, run
 from bench.report import END, START, cpu_table, figures_table, update_docs
 from devstack import Endpoints
+from devstack.postgres import PostgresServer
+from store import migrate
 
 TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples=3, routed_events=20,
                    unrouted_events=2000, capacity_events=10, latency_seconds=2.0, light_rate_per_second=2.0,
                    drain_seconds=15.0, hot_journeys=6, soak_seconds=3.0, soak_routed_per_second=1.0,
-                   soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0)
+                   soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0,
+                   outage=OutageConfig(down_seconds=3.0, lead_seconds=1.5, rate_per_second=2.0, drain_seconds=60.0),
+                   faults=FaultConfig(events=0))
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[PostgresServer]:
+    """A migrated PostgreSQL server of this test's own: the outage phase stops it (the session's is shared)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = PostgresServer(tmp_path / "postgres", port=port, persistent=False)
+    await asyncio.to_thread(server.start)
+    try:
+        await migrate(server.url)
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
 
 LATENCY_FIGURES = {"rate_per_second", "produced", "delivered", "delivered_fraction", "p50_seconds", "p95_seconds",
                    "p99_seconds", "duplicates"}
@@ -40,10 +66,12 @@ def _check_latency(figures: dict[str, Any]) -> None:
         assert (figures[f"p{fraction}_seconds"] is None) == (rank > figures["delivered"])
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, kafka_config: dict[str, str],
-                                                        temporal_client: Client, tmp_path: Path) -> None:
-    servers = Servers(dict(kafka_config), temporal_client, endpoints.temporal_address)
+                                                        temporal_client: Client, tmp_path: Path,
+                                                        own_postgres: PostgresServer) -> None:
+    servers = Servers(dict(kafka_config), temporal_client, endpoints.temporal_address,
+                      database_url=own_postgres.url, database=own_postgres)
     results = await run(servers, TINY, tmp_path)
     json.dumps(results, allow_nan=False)  # valid JSON: an infinite percentile is null, not Infinity
 
@@ -63,21 +91,29 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert {"journeys", "daily_cap", "sent", "capped", "errors", "duplicates"} <= set(hot)
     assert hot["journeys"] == TINY.hot_journeys
     assert hot["sent"] + hot["capped"] + hot["errors"] == TINY.hot_journeys
-    for phase in ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak"):
+    for phase in ("capacity", "latency_light_load", "latency_half_capacity", "hot_customer", "soak",
+                  "database_outage"):
         assert results["duplicates_by_phase_at_end"][phase] >= results[phase]["duplicates"] >= 0
         assert "worker_send_attempts" in results[phase]
     assert sum(capacity["worker_send_attempts"].values()) >= TINY.capacity_events  # read from the worker
     soak = results["soak"]
-    for process in ("consumer", "worker"):
+    for process in ("consumer", "worker", "postgresql"):
         assert soak[process]["rss_start_mib"] > 0
         assert "growth_ratio" in soak[process]
+    outage = results["database_outage"]
+    assert outage["down_seconds"] == TINY.outage.down_seconds and outage["produced"] >= 1
+    assert outage["sent"] + outage["missing"] == outage["produced"]
+    assert {"duplicates", "delivered_fraction", "restart_to_last_send_seconds", "sent_while_down",
+            "consumer_retries", "processes_alive"} <= set(outage)
+    assert results["phases_not_run"] == ["faults"]
+    assert results["cpu_cores_used_per_phase"]["database outage"]["postgresql server"] >= 0
     assert set(results["ratios"]) == {"full_path_vs_raw_ceiling", "bridge_vs_raw_start_ceiling",
                                       "unrouted_vs_raw_consume", "light_p50_vs_raw_floor"}
     assert results["ratios"]["full_path_vs_raw_ceiling"] > 0
     assert {"raw notification ceiling", "bridge", "full path capacity", "hot customer",
             "soak"} <= set(results["cpu_cores_used_per_phase"])
     assert {"consumer", "worker"} <= set(results["cpu_cores_used_per_phase"]["full path capacity"])
-    assert len(results["targets_met"]) == 10
+    assert len(results["targets_met"]) == 12  # ten, PostgreSQL memory, the outage (the fault phase did not run)
     for cost in (capacity["temporal_cost"], raw["temporal_cost"]):  # read from the histories
         assert cost["workflows_per_notification"] > 0 and cost["history_events_per_notification"] > 0
         assert cost["actions_per_notification"] > 0 and cost["sampled_workflows"] > 0
@@ -91,3 +127,4 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     update_docs(results, "smoke", docs)
     written = docs.read_text()
     assert START in written and "| **unrouted / raw consume** |" in written and END in written
+    assert "**database outage**" in written and "| faults phase | not run |" in written

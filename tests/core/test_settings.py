@@ -251,3 +251,10 @@ def test_a_missing_kafka_tls_file_is_named_by_its_variable(tmp_path: Path) -> No
     assert str(raised.value) == f"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION: file {tmp_path / 'ca.pem'} does not exist"
     assert load_consumer({"EVENTFLOW_LIBRDKAFKA_SSL_CA_LOCATION": "probe"}).core.kafka.librdkafka == {
         "ssl.ca.location": "probe"}
+
+
+def test_providers_reporting_is_a_comma_separated_list() -> None:
+    # A plain `sendgrid` must load: a tuple without NoDecode made the env source parse it as JSON first.
+    worker = load_worker({"EVENTFLOW_PROVIDERS_REPORTING": "sendgrid, twilio"})
+    assert worker.worker.providers_reporting == ("sendgrid", "twilio")
+    assert load_worker({"EVENTFLOW_PROVIDERS_REPORTING": "sendgrid"}).worker.providers_reporting == ("sendgrid",)

@@ -93,6 +93,22 @@ async def test_a_persistent_server_keeps_its_data_across_a_restart(tmp_path: Pat
         shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
+async def test_an_outage_of_a_throwaway_server_keeps_its_data_until_a_plain_stop(server: PostgresServer) -> None:
+    # The benchmark's database-outage phase stops its non-persistent server and starts it on the same data.
+    connection = await asyncpg.connect(server.url)
+    await connection.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+    await connection.close()
+    await asyncio.to_thread(server.stop, keep_data=True)
+    await asyncio.to_thread(server.start, keep_data=True)
+    connection = await asyncpg.connect(server.url)
+    try:
+        assert await connection.fetchval("SELECT n FROM kept") == 7
+    finally:
+        await connection.close()
+    await asyncio.to_thread(server.stop)
+    assert not server.data_dir.exists()  # a plain stop of a throw-away server still discards it
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root process has to step down to another user")
 def test_root_runs_the_server_as_the_unprivileged_user(server: PostgresServer) -> None:
     assert server.pid is not None

@@ -1,0 +1,221 @@
+"""What the benchmark's phases share: the run's servers and state, event factories, producing and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+from temporalio.client import Client
+
+from bench.config import BenchConfig
+from bench.processes import CpuMeter, EventflowEnv, EventflowProcess, PidSource
+from bench.progress import Progress
+from bench.stub import SendGridStub
+from consumer.topics import ensure_topics
+from devstack.postgres import PostgresServer
+from events import samples
+from events.producer import encode_event
+from events.schemas import load as load_schemas
+
+EncodedEvent = tuple[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Servers:
+    """The servers of the run, and the processes whose CPU is reported (name -> pid).
+
+    Attributes:
+        database: the run's own PostgreSQL server, which the outage phase stops and starts again
+            (its pid is read live, as it changes at the restart); None skips that phase.
+    """
+
+    kafka: dict[str, str]
+    client: Client
+    temporal_address: str
+    pids: Mapping[str, int] = field(default_factory=dict)
+    database_url: str | None = None
+    database: PostgresServer | None = None
+
+
+@dataclass
+class Run:
+    """State shared by the phases of one run."""
+
+    servers: Servers
+    config: BenchConfig
+    workdir: Path
+    stub: SendGridStub
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    dropped_settings: set[str] = field(default_factory=set)
+
+    def meter(self, *extra: EventflowProcess, **pids: PidSource) -> CpuMeter:
+        named: dict[str, PidSource] = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}
+        database = self.servers.database
+        if database is not None:
+            named["postgresql server"] = lambda: database.pid
+        named.update({process.name: process.running_pid for process in extra})
+        return CpuMeter(named)
+
+    def database_pid(self) -> int | None:
+        """The PostgreSQL postmaster's pid now (it changes when the outage phase restarts the server)."""
+        if self.servers.database is not None:
+            return self.servers.database.pid
+        return self.servers.pids.get("postgresql server")
+
+    def topic(self, name: str, partitions: int | None = None) -> str:
+        topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+        ensure_topics(self.servers.kafka, [topic, f"{topic}.dlq"], partitions=partitions or self.config.partitions)
+        return topic
+
+    def env(self, topics: tuple[str, ...], task_queue: str, *, sendgrid: bool) -> EventflowEnv:
+        return EventflowEnv(self.servers.kafka["bootstrap.servers"], self.servers.temporal_address, topics,
+                            f"bench-{uuid.uuid4().hex[:8]}", task_queue, self.workdir,
+                            self.stub.base_url if sendgrid else None, self.config.concurrency,
+                            database_url=self.servers.database_url)
+
+    def process(self, command: str, env: EventflowEnv, name: str) -> EventflowProcess:
+        process = EventflowProcess(command, env, name)
+        self.dropped_settings.update(process.dropped_settings)
+        return process
+
+
+# --- events -------------------------------------------------------------------------------------
+
+def encode_events(events: list[dict[str, Any]]) -> list[EncodedEvent]:
+    schemas = load_schemas()
+    return [(str(e["customer"]["id"]).encode(), encode_event(e, schemas)) for e in events]
+
+
+def purchase_event(prefix: str) -> dict[str, Any]:
+    return samples.purchase(samples.customer(), order_id=f"{prefix}{uuid.uuid4().hex[:12]}")
+
+
+def shipped_event(customer: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return samples.event("OrderShipped", customer, {
+        "order_id": f"{prefix}{uuid.uuid4().hex[:12]}", "carrier": "DHL",
+        "tracking_number": uuid.uuid4().hex[:10], "estimated_delivery_at": None})
+
+
+def unrouted_event() -> dict[str, Any]:
+    # No journey listens to CheckoutStarted (ProfileUpdated now updates the customer's profile).
+    return samples.event("CheckoutStarted", samples.customer(), {
+        "cart_id": "cart-bench", "checkout_id": "co-bench", "cart_total": {"amount": "49.90", "currency": "EUR"}})
+
+
+def kafka_producer(kafka: Mapping[str, str], *, batch: bool) -> Producer:
+    tuning = ({"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+               "queue.buffering.max.messages": 1_000_000} if batch else {"linger.ms": 1})
+    # log_level 4: librdkafka's informational lines (a purged background queue at close) would
+    # interleave with the progress output.
+    return Producer({**kafka, **tuning, "log_level": 4})
+
+
+def produce_record(producer: Producer, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], total: int, label: str) -> None:
+    """Writes ``total`` records to ``topic``, cycling through ``values``."""
+    producer = kafka_producer(kafka, batch=True)
+    progress = Progress(f"preload {label}", total)
+    for index in range(total):
+        key, value = values[index % len(values)]
+        produce_record(producer, topic, key, value)
+        if index % 5000 == 0:
+            producer.poll(0)
+            progress.update(index)
+    producer.flush(120)
+    progress.update(total)
+    progress.close()
+
+
+# --- measuring ----------------------------------------------------------------------------------
+
+async def rate_of(read: Callable[[], Awaitable[float]], target: int, label: str, timeout_seconds: float,
+                   alive: Callable[[], bool] = lambda: True) -> float:
+    """Rate of a counter from its first increment until it reaches ``target``.
+
+    The first increment happened between the last read of 0 and the first read above it: the
+    midpoint opens the window, so a small phase that completes between two reads still has a rate.
+    """
+    progress = Progress(label, target)
+    started_at: float | None = None
+    last_zero = time.monotonic()
+    deadline = last_zero + timeout_seconds
+    try:
+        while True:
+            value = await read()
+            now = time.monotonic()
+            if value < 1:
+                last_zero = now
+            elif started_at is None:
+                started_at = (last_zero + now) / 2
+            progress.update(int(value))
+            if value >= target:
+                assert started_at is not None
+                return value / max(now - started_at, 1e-6)
+            if not alive():
+                raise RuntimeError(f"{label}: the process exited at {value:.0f}/{target}")
+            if now > deadline:
+                raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
+            await asyncio.sleep(0.05)
+    finally:
+        progress.close()
+
+
+async def until(done: Callable[[], bool], deadline: float, interval: float = 0.2) -> None:
+    while not done() and time.monotonic() < deadline:
+        await asyncio.sleep(interval)
+
+
+# --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
+
+@dataclass
+class FullPath:
+    """The consumer and worker processes of the full-path phases, and their topics."""
+
+    consumer: EventflowProcess
+    worker: EventflowProcess
+    topics: dict[str, str]
+    task_queue: str = ""
+
+    def alive(self) -> bool:
+        return self.consumer.alive() and self.worker.alive()
+
+    async def send_attempts(self) -> Counter[str]:
+        """The worker's send attempts so far by outcome (its ``/metrics``; empty before it runs)."""
+        attempts: Counter[str] = Counter()
+        if self.worker.alive():
+            for name, labels, value in await self.worker.metrics():
+                if name == "eventflow_notifications_sent_total":
+                    attempts[labels.get("outcome", "")] += int(value)
+        return attempts
+
+    async def settled_send_attempts(self, timeout_seconds: float = 10.0) -> Counter[str]:
+        """`send_attempts` once it stopped changing: a send reaches the stub before its attempt is counted."""
+        deadline = time.monotonic() + timeout_seconds
+        previous = await self.send_attempts()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            current = await self.send_attempts()
+            if current == previous:
+                break
+            previous = current
+        return previous
+
+
+def attempts_since(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    return {outcome: n for outcome, n in sorted((after - before).items()) if n}
