@@ -73,7 +73,7 @@ def test_the_documents_mark_their_runnable_blocks() -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("block", runnable_blocks(), ids=str)
-def test_a_runnable_block_runs_as_written(block: Block, endpoints: Endpoints, database_url: str, unique: str,
+def test_a_runnable_block_runs_as_written(block: Block, endpoints: Endpoints, fresh_database_url: str, unique: str,
                                           tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTFLOW_")}
     env.update({
@@ -88,7 +88,11 @@ def test_a_runnable_block_runs_as_written(block: Block, endpoints: Endpoints, da
         "EVENTFLOW_METRICS_PORT": "0",
         "EVENTFLOW_TEMPORAL_METRICS_PORT": "0",
         "EVENTFLOW_CACHE_DIR": str(tmp_path / "cache"),
+        # The customer store, as `make run`'s stack has it: a database of this test's own, migrated.
+        "EVENTFLOW_DATABASE_URL": fresh_database_url,
     })
+    subprocess.run([sys.executable, "-m", "eventflow.cli", "db", "migrate"], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=120)
     background: list[subprocess.Popen[bytes]] = []
     try:
         for command in block.commands:
