@@ -23,7 +23,7 @@ from core.ids import join_id
 from events.model import Customer, CustomerEvent
 from journeys.routing import Action
 from journeys.segment_events import SEGMENT_ENTERED, SEGMENT_LEFT, segment_payload
-from store.segments import Change, PendingChange, dispatch_pending
+from store.segments import Change, PendingChange, SegmentStore, dispatch_pending
 
 log = structlog.get_logger(__name__)
 
@@ -93,3 +93,38 @@ class SegmentTriggers:
     async def _pause(stop: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), seconds)
+
+
+class SegmentRefresher:
+    """Re-evaluates every customer's segments every ``interval_seconds`` (conditions the clock alone
+    changes: ``within``, ``not_within``, counts in a window); one consumer refreshes at a time."""
+
+    def __init__(self, store: SegmentStore, interval_seconds: float) -> None:
+        self._store = store
+        self._interval = interval_seconds
+        self._failing: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "segment_refresh"
+
+    def problem(self) -> str | None:
+        return None
+
+    def note(self) -> str | None:
+        return self._failing
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await SegmentTriggers._pause(stop, self._interval)
+            if stop.is_set():
+                return
+            try:
+                changes = await self._store.refresh_if_leader()
+                self._failing = None
+            except Exception as exc:  # noqa: BLE001 - the store is down: the next round tries again
+                self._failing = f"segment refresh retrying: {type(exc).__name__}"
+                log.warning("segment_refresh_failed", error_type=type(exc).__name__)
+                continue
+            if changes is not None:
+                log.info("segments_refreshed", changes=len(changes))

@@ -13,7 +13,7 @@ from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
 from consumer.routes import EventRoutes, SegmentRoutes
-from consumer.segment_triggers import SegmentTriggers
+from consumer.segment_triggers import SegmentRefresher, SegmentTriggers
 from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
@@ -68,6 +68,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
     if segments is not None:
         # Entries and exits start and exit journeys through the same router and dispatcher.
         background.append(SegmentTriggers(segments.store.pool, router, dispatcher))
+        background.append(SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds))
         router = SegmentRoutes(router, segments.reads, segments.store.event_types)
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer,

@@ -52,6 +52,8 @@ _SQL_OPS = {Comparison.EQUALS: "=", Comparison.NOT_EQUALS: "<>", Comparison.GREA
 _UNIVERSE = ("(SELECT customer_id FROM eventflow.customers UNION"
              " SELECT DISTINCT customer_id FROM eventflow.customer_events)")
 SAMPLE_SIZE = 10
+#: Customers re-evaluated per transaction by `SegmentStore.refresh_all`.
+REFRESH_CHUNK = 500
 
 
 class Change(StrEnum):
@@ -226,18 +228,39 @@ class SegmentStore:
                     [e.occurred_at for e in events], [json.dumps(dict(e.fields)) for e in events])
             return await self._refresh(conn, touched, now)
 
-    async def refresh_all(self, now: datetime | None = None) -> list[MembershipChange]:
-        """Re-evaluates every customer (conditions that change with the clock alone)."""
-        async with timed(self._metrics, StatementKind.SEGMENTS), self._pool.acquire() as conn, conn.transaction():
-            return await self._refresh(conn, None, now)
+    async def refresh_all(self, now: datetime | None = None, *, chunk: int = REFRESH_CHUNK) -> list[MembershipChange]:
+        """Re-evaluates every customer (conditions that change with the clock alone).
 
-    async def _refresh(self, conn: Any, customers: list[str] | None, now: datetime | None) -> list[MembershipChange]:
+        In chunks of customers, each under the same per-customer locks as `observe`, so a refresh
+        never writes back a membership a concurrent batch has just changed.
+        """
+        changes: list[MembershipChange] = []
+        after = ""
+        while True:
+            ids = [row["customer_id"] for row in await self._pool.fetch(
+                f"SELECT customer_id FROM {_UNIVERSE} AS u(customer_id) WHERE customer_id > $1"
+                " ORDER BY customer_id LIMIT $2", after, chunk)]
+            if not ids:
+                return changes
+            changes.extend(await self.observe([], ids, now))
+            after = ids[-1]
+
+    async def refresh_if_leader(self, now: datetime | None = None) -> list[MembershipChange] | None:
+        """`refresh_all`, unless another process is refreshing (then None): one refresher at a time."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"):
+                return None
+            try:
+                return await self.refresh_all(now)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))")
+
+    async def _refresh(self, conn: Any, customers: list[str], now: datetime | None) -> list[MembershipChange]:
         changes: list[MembershipChange] = []
         for segment in self._segments:
             params = _Params([segment.id, segment.version, customers, now])
-            universe = "unnest($3::text[])" if customers is not None else _UNIVERSE
-            matching = _matching(segment, params, universe, _NOW_OF_REFRESH)
-            scope = "AND ($3::text[] IS NULL OR m.customer_id = ANY($3::text[]))"
+            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH)
+            scope = "AND m.customer_id = ANY($3::text[])"
             rows = await conn.fetch(
                 f"WITH matching AS ({matching}),"
                 " entered AS (INSERT INTO eventflow.segment_members"

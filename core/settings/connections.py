@@ -160,6 +160,9 @@ class ConsumerSettings(SettingsGroup):
     max_in_flight: PositiveInt = env("EVENTFLOW_MAX_IN_FLIGHT", 512,
                                      "Events in flight per consumer before partitions pause.")
     shutdown_grace_seconds: PositiveFloat = env("EVENTFLOW_SHUTDOWN_GRACE_SECONDS", 30.0, "Drain deadline on SIGTERM.")
+    segment_refresh_seconds: PositiveFloat = env(
+        "EVENTFLOW_SEGMENT_REFRESH_SECONDS", 300.0,
+        "How often one consumer re-evaluates every customer's segments (conditions the clock alone changes).")
 
 
 # -- customer store ---------------------------------------------------------------------------------

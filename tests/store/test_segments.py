@@ -160,3 +160,19 @@ async def test_a_hostile_literal_is_compared_not_executed(store_pool: asyncpg.Po
     segments = SegmentStore(store_pool, [noted])
     assert await segments.observe([], [erin], NOW) == [MembershipChange("noted", 1, erin, Change.ENTERED)]
     assert await store_pool.fetchval("SELECT count(*) FROM eventflow.customers WHERE customer_id = $1", erin) == 1
+
+
+async def test_one_refresher_at_a_time_and_in_chunks_under_the_customer_locks(store_pool: asyncpg.Pool) -> None:
+    customers, segments = CustomerStore(store_pool, FieldCipher(None)), SegmentStore(store_pool, [GOLD])
+    golden = [new_id() for _ in range(5)]
+    for customer in golden:
+        await set_tier(customers, customer, "gold", NOW)
+    async with store_pool.acquire() as other:
+        await other.execute("SELECT pg_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))")
+        try:
+            assert await segments.refresh_if_leader(NOW) is None, "another process holds the refresh"
+        finally:
+            await other.execute("SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))")
+    changes = await segments.refresh_all(NOW, chunk=2)  # several chunks, each its own transaction
+    assert {c.customer_id for c in changes if c.change is Change.ENTERED} >= set(golden)
+    assert await segments.refresh_if_leader(NOW) == []  # nothing left to change
