@@ -8,6 +8,7 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
+from activities.addresses import address_hasher
 from consumer.catalog_routes import follow_catalog
 from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
@@ -17,7 +18,7 @@ from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from core.settings import CatalogSettings, DatabaseSettings
+from core.settings import AddressHashSettings, CatalogSettings, DatabaseSettings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
 from eventflow.settings import Settings
@@ -69,11 +70,13 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
 
 
 async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
-                       catalog: CatalogSettings | None = None, database: DatabaseSettings | None = None) -> None:
+                       catalog: CatalogSettings | None = None, database: DatabaseSettings | None = None,
+                       addresses: AddressHashSettings | None = None) -> None:
     """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints.
 
     With a ``database``, profiles, consent and tombstones are read and written in the customer
     store, batched; without, in per-customer Temporal workflows (the pre-store layout).
+    ``addresses`` key the address index (unkeyed without).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -109,7 +112,8 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
         customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
-                                                  metrics=store_metrics))
+                                                  metrics=store_metrics,
+                                                  hasher=address_hasher(addresses or AddressHashSettings())))
     readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
+from activities.addresses import address_hasher
 from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
@@ -235,13 +236,16 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
     store_metrics = StoreMetrics(registry)
     pool = await open_store(process.database)
+    hasher = address_hasher(process.addresses)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
-        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
+        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics,
+                                 hasher=hasher)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
+                          hasher=hasher,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp),

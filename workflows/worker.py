@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.addresses import UNKEYED, AddressHasher
 from activities.channels import Channel
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
@@ -86,7 +87,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  policy: SendPolicy | None = None,
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
-                 contacts: ContactDirectory | None = None) -> JourneyWorkers:
+                 contacts: ContactDirectory | None = None,
+                 hasher: AddressHasher = UNKEYED) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -99,11 +101,13 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
+        hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
-        metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client))
+        metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
+        hasher=hasher)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from activities.addresses import UNKEYED, AddressHasher
 from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
 from core.settings import WebhookSettings
@@ -94,13 +95,16 @@ class WebhookServer:
         twilio: the Twilio verifier; None refuses Twilio requests (403).
         handoff: where verified records go.
         clock: wall-clock seconds (the replay window; injected by tests).
+        hasher: names the addresses reports and keywords concern (`activities.addresses.AddressHasher`).
     """
 
     def __init__(self, handoff: KafkaHandoff, metrics: WebhookMetrics, *, sendgrid: SendGridVerifier | None,
                  twilio: TwilioVerifier | None, host: str = "0.0.0.0", port: int = 8080,
                  request_deadline_seconds: float = 10.0, max_connections: int = 256,
-                 max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time) -> None:
+                 max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time,
+                 hasher: AddressHasher = UNKEYED) -> None:
         self._handoff = handoff
+        self._hasher = hasher
         self._metrics = metrics
         self._sendgrid = sendgrid
         self._twilio = twilio
@@ -176,16 +180,15 @@ class WebhookServer:
             return "accepted", web.Response(text=EMPTY_TWIML, content_type="text/xml")
         return "accepted", web.Response(text="ok\n")
 
-    @staticmethod
-    def _parse(kind: RequestKind, body: bytes, form: Mapping[str, str], query: Mapping[str, str],
+    def _parse(self, kind: RequestKind, body: bytes, form: Mapping[str, str], query: Mapping[str, str],
                now: datetime) -> list[FeedbackMessage]:
         match kind:
             case RequestKind.SENDGRID_EVENTS:
-                return sendgrid_events(body)
+                return sendgrid_events(body, self._hasher)
             case RequestKind.TWILIO_STATUS:
-                found = twilio_status(form, query, now)
+                found = twilio_status(form, query, now, self._hasher)
             case RequestKind.TWILIO_INBOUND:
-                found = twilio_inbound(form, now)
+                found = twilio_inbound(form, now, self._hasher)
         return [found] if found is not None else []
 
     def _count(self, messages: list[FeedbackMessage]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from activities.addresses import address_hash
+from activities.addresses import unkeyed_address_hash
 from activities.outcomes import DELIVERY_SIGNAL, SendStatus
 from consumer.dispatch import CUSTOMER_ID
 from devstack import Endpoints
@@ -116,7 +116,7 @@ async def test_a_hard_bounce_stops_a_later_journeys_email_until_the_customer_opt
     state = await eventually(lambda: _suppressed(stack, customer), message="the suppression")
     [suppression] = state.suppressions.values()
     assert (suppression.channel, suppression.reason, suppression.address_hash) == (
-        "email", "hard_bounce", address_hash("email", "ada@example.com"))
+        "email", "hard_bounce", unkeyed_address_hash("email", "ada@example.com"))
 
     monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
     lines = await eventually(lambda: _status_lines(customer), message="the journey in visibility")
@@ -174,7 +174,7 @@ async def test_stop_stops_sms_on_that_number_and_start_resumes_it(
     entry = await eventually(lambda: _reports_at_least(stack, customer, f"{workflow_id}/text", 1),
                              message="the delivery report")
     assert (entry.outcome, entry.reports) == ("delivered", 1)
-    owners = stack.client.get_workflow_handle(address_workflow_id("sms", address_hash("sms", phone)))
+    owners = stack.client.get_workflow_handle(address_workflow_id("sms", unkeyed_address_hash("sms", phone)))
     await eventually(lambda: _owned_by(owners, customer), message="the number known as the customer's")
 
     async def inbound(body: str) -> None:
