@@ -12,7 +12,7 @@ they run inside the workflow sandbox and must stay deterministic):
   the phone number; START, or a later ``SubscriptionChanged`` opt-in, lifts it.
 * `suppressed` answers the reservation: is this channel and address on the list?
 
-Suppressions are keyed per channel and address hash (`activities.addresses.address_hash`), so a
+Suppressions are keyed per channel and address hash (`activities.addresses.AddressHasher`), so a
 customer whose address changes is not suppressed on the new one, and no address is stored.
 """
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import asyncpg
 import pytest
 from temporalio.client import Client
+from temporalio.worker import Worker
 
+from activities.addresses import UNKEYED
 from eventflow.cli import main
 from store import CustomerStore, FieldCipher
 from store.customers import ProfileWrite
+from workflows.address_book import OWNERS_QUERY, AddressContacts, AddressInput, address_workflow_id
 from workflows.profile import ProfileUpdate
+from workflows.tombstone import CustomerTombstone
+from workflows.worker import WORKFLOW_RUNNER
 
 
 async def test_forget_erases_the_store_and_leaves_a_tombstone(
@@ -36,3 +42,28 @@ async def test_forget_erases_the_store_and_leaves_a_tombstone(
     nobody = f"nobody-{unique}"
     assert await asyncio.to_thread(main, ["customers", "forget", nobody]) == 1
     assert await store_pool.fetchval("SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1", nobody) == 0
+
+
+async def test_forget_with_a_store_also_removes_address_links_left_in_temporal(
+        temporal_client: Client, store_pool: asyncpg.Pool, store_dsn: str, unique: str,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # An AddressContacts workflow from before the store (or never imported) still links the customer to
+    # their number: the number is read from the store's profile before it is erased.
+    customer, queue = f"linked-{unique}", f"test-forget-links-{unique}"
+    phone = "+49151" + str(int(hashlib.sha256(unique.encode()).hexdigest(), 16))[:7]
+    await CustomerStore(store_pool, FieldCipher(None)).apply_profile_updates([ProfileWrite(customer, ProfileUpdate(
+        "e-1", "2026-11-01T00:00:00Z", phone=phone))])
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_client.service_client.config.target_host)
+    monkeypatch.setenv("EVENTFLOW_TASK_QUEUE", queue)
+    monkeypatch.setenv("EVENTFLOW_DATABASE_URL", store_dsn)
+    workflow_id = address_workflow_id("sms", UNKEYED.hash("sms", phone))
+    async with Worker(temporal_client, task_queue=queue, workflow_runner=WORKFLOW_RUNNER,
+                      workflows=[AddressContacts, CustomerTombstone]):
+        await temporal_client.start_workflow(AddressContacts.run, AddressInput(
+            "sms", UNKEYED.hash("sms", phone), [customer, "someone-else"]), id=workflow_id, task_queue=queue)
+
+        assert await asyncio.to_thread(main, ["customers", "forget", customer]) == 0
+
+        assert "address links removed: 1" in capsys.readouterr().out
+        owners = await temporal_client.get_workflow_handle(workflow_id).query(OWNERS_QUERY, result_type=list[str])
+        assert owners == ["someone-else"]
