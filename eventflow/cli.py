@@ -42,7 +42,7 @@ def _consume(_: argparse.Namespace) -> int:
     logs.configure(process.core.log_format)
     with tracing.started(tracing.load_tracing_settings(), "eventflow-consumer"):
         asyncio.run(run_consumer(process.core, catalog=process.catalog, database=process.database,
-                                 addresses=process.addresses))
+                                 addresses=process.addresses, channels=process.channels))
     return 0
 
 

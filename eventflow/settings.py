@@ -87,6 +87,9 @@ class ConsumerProcessSettings:
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
+    #: The providers' names and development mode only (no secrets): catalog journeys on a channel no
+    #: provider serves are refused (`consumer.catalog_channels`).
+    channels: ChannelSettings = dataclass_field(default_factory=ChannelSettings)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,8 @@ class ToolSettings:
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
     addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
+    #: For ``journeys publish``: a journey on a channel no provider serves is refused.
+    channels: ChannelSettings = dataclass_field(default_factory=ChannelSettings)
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,8 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
                                    tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                                   database=DatabaseSettings.load(env), addresses=AddressHashSettings.load(env))
+                                   database=DatabaseSettings.load(env), addresses=AddressHashSettings.load(env),
+                                   channels=ChannelSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -270,7 +276,7 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
                         tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
                         webhook_steps=WebhookStepSettings.load(env), database=DatabaseSettings.load(env),
-                        addresses=AddressHashSettings.load(env))
+                        addresses=AddressHashSettings.load(env), channels=ChannelSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,

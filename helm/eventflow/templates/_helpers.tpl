@@ -229,12 +229,32 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 
+{{/*
+Which provider serves each channel, and development mode: names only, no secrets. The worker
+sends with them; the consumer and the catalog seed job refuse catalog journeys on a channel no
+provider serves (fail closed outside devMode).
+*/}}
+{{- define "eventflow.channelProvidersEnv" -}}
+{{- $p := .Values.providers }}
+- name: EVENTFLOW_EMAIL_PROVIDER
+  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
+- name: EVENTFLOW_SMS_PROVIDER
+  value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
+- name: EVENTFLOW_WHATSAPP_PROVIDER
+  value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
+{{- if .Values.devMode }}
+- name: EVENTFLOW_DEV_MODE
+  value: "true"
+{{- end }}
+{{- end }}
+
 {{/* Consumer-only environment. */}}
 {{- define "eventflow.consumerEnv" -}}
 - name: EVENTFLOW_MAX_IN_FLIGHT
   value: {{ .Values.consumer.maxInFlight | quote }}
 - name: EVENTFLOW_SHUTDOWN_GRACE_SECONDS
   value: {{ .Values.consumer.shutdownGraceSeconds | quote }}
+{{ include "eventflow.channelProvidersEnv" . }}
 {{- end }}
 
 {{/*
@@ -247,16 +267,7 @@ provider secrets have no business in the consumer's pods.
   value: {{ .Values.worker.maxConcurrentActivities | quote }}
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
   value: {{ .Values.worker.maxConcurrentWorkflowTasks | quote }}
-- name: EVENTFLOW_EMAIL_PROVIDER
-  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
-- name: EVENTFLOW_SMS_PROVIDER
-  value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
-- name: EVENTFLOW_WHATSAPP_PROVIDER
-  value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
-{{- if .Values.devMode }}
-- name: EVENTFLOW_DEV_MODE
-  value: "true"
-{{- end }}
+{{ include "eventflow.channelProvidersEnv" . }}
 {{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
 {{- if $value }}
 - name: {{ $name }}
