@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from activities.addresses import UNKEYED
 from eventflow.cli import main
 from store import CustomerStore, FieldCipher
 from store.customers import ProfileWrite
+from store.forgetting import forget as forget_in_store
 from workflows.address_book import OWNERS_QUERY, AddressContacts, AddressInput, address_workflow_id
 from workflows.profile import ProfileUpdate
 from workflows.tombstone import CustomerTombstone
@@ -67,3 +69,16 @@ async def test_forget_with_a_store_also_removes_address_links_left_in_temporal(
         assert "address links removed: 1" in capsys.readouterr().out
         owners = await temporal_client.get_workflow_handle(workflow_id).query(OWNERS_QUERY, result_type=list[str])
         assert owners == ["someone-else"]
+
+
+async def test_only_an_identify_newer_than_the_forget_ends_the_tombstone(store_pool: asyncpg.Pool, unique: str) -> None:
+    customer = f"replayed-{unique}"
+    store = CustomerStore(store_pool, FieldCipher(None))
+    await store.apply_profile_updates([ProfileWrite(customer, ProfileUpdate("e-1", "2026-11-01T00:00:00Z",
+                                                                            email="old@example.com"))])
+    await forget_in_store(store_pool, customer)
+    # A replayed record from before the forget (a dead letter, a reset offset) leaves the customer forgotten.
+    assert not await store.lift_tombstone(customer, "2026-11-01T00:00:00Z")
+    assert await store_pool.fetchval("SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1", customer) == 1
+    assert await store.lift_tombstone(customer, datetime.now(UTC).isoformat())
+    assert await store_pool.fetchval("SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1", customer) == 0
