@@ -96,13 +96,16 @@ class WebhookServer:
         handoff: where verified records go.
         clock: wall-clock seconds (the replay window; injected by tests).
         hasher: names the addresses reports and keywords concern (`activities.addresses.AddressHasher`).
+        max_connections_per_source: connections one IP address may hold (None: no limit beyond the cap).
+        idle_seconds: how long a kept-alive connection may sit idle (the request deadline when None).
     """
 
     def __init__(self, handoff: KafkaHandoff, metrics: WebhookMetrics, *, sendgrid: SendGridVerifier | None,
                  twilio: TwilioVerifier | None, host: str = "0.0.0.0", port: int = 8080,
                  request_deadline_seconds: float = 10.0, max_connections: int = 256,
                  max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time,
-                 hasher: AddressHasher = UNKEYED) -> None:
+                 hasher: AddressHasher = UNKEYED, max_connections_per_source: int | None = None,
+                 idle_seconds: float | None = None) -> None:
         self._handoff = handoff
         self._hasher = hasher
         self._metrics = metrics
@@ -113,11 +116,18 @@ class WebhookServer:
         self._clock = clock
         self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
                                         header_deadline_seconds=request_deadline_seconds,
-                                        port_variable=WebhookSettings.variable("port"))
+                                        port_variable=WebhookSettings.variable("port"),
+                                        max_connections_per_source=max_connections_per_source,
+                                        idle_seconds=idle_seconds)
 
     @property
     def port(self) -> int:
         return self._listener.port
+
+    @property
+    def refused_per_source(self) -> int:
+        """Connections answered 503 because their source held its share."""
+        return self._listener.refused_per_source
 
     @property
     def open_connections(self) -> int:
