@@ -227,8 +227,8 @@ class AddressHashSettings(SettingsGroup):
                              "Lookups also try the unkeyed hashes written before keys were configured, so older "
                              "suppressions and STOPs keep working; turn off once none are left.")
     keys_required: bool = env("EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED", False,
-                              "Refuse to start without address hash keys (set it in production: unkeyed "
-                              "hashes can be reversed by guessing).")
+                              "Refuse to start without address hash keys (the Helm chart sets it outside "
+                              "development mode: unkeyed hashes can be reversed by guessing).")
 
     @model_validator(mode="before")
     @classmethod
