@@ -8,17 +8,28 @@ Phone and WhatsApp numbers compare in E.164 (`parse_phone`, Google's libphonenum
 ``phonenumbers``): ``+49 151 2345678``, ``0049-151-2345678``, ``whatsapp:+491512345678`` and, with
 the default region DE, ``0151 2345678`` are one address, so a STOP or a bounce for one of them
 suppresses them all and caps count them together.
+
+The hash is keyed (`AddressHasher`: HMAC-SHA256 with a secret key, ``EVENTFLOW_ADDRESS_HASH_KEYS``),
+so a hash found in a database dump, a history or a log cannot be turned back into a phone number
+by hashing every number of a country (a few seconds on one core for unkeyed SHA-256). A keyed
+hash names its key (``<key id>:<32 hex>``), so keys rotate: every configured key (and, while
+``EVENTFLOW_ADDRESS_HASH_LEGACY_READS`` allows, the unkeyed form written before keys existed,
+32 hex characters alone) is tried on lookup, and only the current key writes. See
+docs/architecture.md, "Keyed address hashes".
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResult
 
 from core.errors import EventflowError
+from core.settings import AddressHashSettings
+from core.signing import SigningKeys
 
 #: The channels whose addresses are phone numbers.
 PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
@@ -114,10 +125,80 @@ def normalise_address(channel: str, address: str, *, default_region: str | None 
         return "".join(ch for ch in text.removeprefix("whatsapp:") if ch not in " -().")
 
 
-def address_hash(channel: str, address: str) -> str:
-    """A stable, opaque name of ``address`` on ``channel`` (hex, 32 characters); ``""`` for no address."""
+def _message(channel: str, normalised: str) -> bytes:
+    return _PREFIX + channel.encode() + b"\x00" + normalised.encode()
+
+
+def unkeyed_address_hash(channel: str, address: str) -> str:
+    """The legacy, unkeyed form (SHA-256, hex, 32 characters; ``""`` for no address).
+
+    Written before address keys existed, and still when none are configured (development). Anyone
+    can recompute it from a guessed address: lookups read it while legacy reads are on, and new
+    values use it only without keys.
+    """
     normalised = normalise_address(channel, address)
     if not normalised:
         return ""
-    digest = hashlib.sha256(_PREFIX + channel.encode() + b"\x00" + normalised.encode())
-    return digest.hexdigest()[:32]
+    return hashlib.sha256(_message(channel, normalised)).hexdigest()[:32]
+
+
+class AddressHasher:
+    """Names addresses by a keyed hash (HMAC-SHA256) under rotating keys; the one place addresses are hashed.
+
+    Args:
+        keys: the address keys by id and the id of the one new hashes are made with; None (development)
+            hashes unkeyed (`unkeyed_address_hash`).
+        legacy_reads: lookups also try the unkeyed form, so suppressions, STOPs and address links
+            written before keys were configured keep working (turn off once they are migrated).
+    """
+
+    def __init__(self, keys: SigningKeys | None = None, *, legacy_reads: bool = True) -> None:
+        self._keys = keys
+        self._legacy_reads = legacy_reads or keys is None
+
+    @property
+    def keyed(self) -> bool:
+        """Whether new hashes are keyed."""
+        return self._keys is not None
+
+    def _keyed(self, key_id: str, channel: str, normalised: str) -> str:
+        assert self._keys is not None
+        digest = hmac.new(self._keys.keys[key_id], _message(channel, normalised), hashlib.sha256)
+        return f"{key_id}:{digest.hexdigest()[:32]}"
+
+    def hash(self, channel: str, address: str) -> str:
+        """The form written now: ``<current key id>:<32 hex>`` (unkeyed without keys); ``""`` for no address."""
+        if self._keys is None:
+            return unkeyed_address_hash(channel, address)
+        normalised = normalise_address(channel, address)
+        return self._keyed(self._keys.signing_key_id, channel, normalised) if normalised else ""
+
+    def forms(self, channel: str, address: str) -> tuple[str, ...]:
+        """Every form a stored hash of ``address`` may have: the current key's first, then the other
+        keys', then (with legacy reads) the unkeyed one. Empty for no address."""
+        normalised = normalise_address(channel, address)
+        if not normalised:
+            return ()
+        found: list[str] = []
+        if self._keys is not None:
+            current = self._keys.signing_key_id
+            found += [self._keyed(key_id, channel, normalised)
+                      for key_id in (current, *sorted(k for k in self._keys.keys if k != current))]
+        if self._legacy_reads:
+            found.append(hashlib.sha256(_message(channel, normalised)).hexdigest()[:32])
+        return tuple(found)
+
+
+#: Development's hasher: unkeyed, as before keys existed.
+UNKEYED = AddressHasher()
+
+
+def address_hasher(settings: AddressHashSettings) -> AddressHasher:
+    """The hasher a process's settings describe (``EVENTFLOW_ADDRESS_HASH_*``)."""
+    return AddressHasher(settings.hash_keys(), legacy_reads=settings.legacy_reads)
+
+
+def hash_key_id(hashed: str) -> str | None:
+    """The key id a stored hash names; None for the legacy unkeyed form."""
+    key_id, sep, _ = hashed.rpartition(":")
+    return key_id if sep else None

@@ -37,8 +37,10 @@ class ReserveRequest:
             defaults already overridden by the journey's and the step's.
         priority: the send's `activities.caps.Priority`; ``""`` is ``normal``.
         cap_reserve: slots each priority level keeps free for the levels above it.
-        address_hash: `activities.addresses.address_hash` of the address it goes to, so a
+        address_hash: `activities.addresses.AddressHasher.hash` of the address it goes to, so a
             suppressed address is refused (``""``: unknown, from requests recorded before).
+        other_address_hashes: the address's other stored forms (older keys, the legacy unkeyed
+            hash), so a suppression recorded before a key rotation still refuses it.
     """
 
     idempotency_key: str
@@ -55,6 +57,11 @@ class ReserveRequest:
     priority: str = ""
     cap_reserve: int = 1
     address_hash: str = ""
+    other_address_hashes: list[str] = field(default_factory=list)
+
+    def address_forms(self) -> list[str]:
+        """Every form of the address's hash to look up (none when unknown)."""
+        return [self.address_hash, *self.other_address_hashes] if self.address_hash else []
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.addresses import PHONE_CHANNELS, InvalidPhoneNumber, address_hash, parse_phone
+from activities.addresses import PHONE_CHANNELS, UNKEYED, AddressHasher, InvalidPhoneNumber, parse_phone
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, ChannelProviders, OutgoingMessage, providers_of
 from activities.circuit import CircuitBreaker, CircuitPolicy, CircuitState
@@ -139,8 +139,10 @@ class NotificationActivities:
 
     def __init__(self, channels: Mapping[str, ChannelProviders], *, ledger: DeliveryLedger | None = None,
                  metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
-                 contacts: ContactDirectory | None = None, circuit: CircuitPolicy | None = None) -> None:
+                 contacts: ContactDirectory | None = None, circuit: CircuitPolicy | None = None,
+                 hasher: AddressHasher = UNKEYED) -> None:
         self._providers = {name: providers_of(serving) for name, serving in channels.items()}
+        self._hasher = hasher
         self._contacts = contacts
         self._ledger = ledger
         self._metrics = metrics or SendMetrics(CollectorRegistry())
@@ -330,7 +332,8 @@ class NotificationActivities:
                        caps: CapSet, address: str = "") -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
         assert self._ledger is not None
-        hashed = address_hash(notification.channel, address) if address else ""
+        # The current key's form is recorded; the others (older keys, legacy) only match suppressions.
+        hashed, *others = (self._hasher.forms(notification.channel, address) if address else ()) or ("",)
         while True:
             asked_at = time.monotonic()
             reservation = await self._beat(self._ledger.reserve(ReserveRequest(
@@ -348,6 +351,7 @@ class NotificationActivities:
                 priority=notification.priority,
                 cap_reserve=self._policy.cap_reserve,
                 address_hash=hashed,
+                other_address_hashes=list(others),
             )))
             if reservation.decision is not ReserveDecision.BUSY:
                 # Counted from before the request left, so this attempt's view of the lease ends first.

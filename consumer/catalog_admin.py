@@ -15,8 +15,10 @@ from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from consumer.catalog_channels import unserved_channels
 from consumer.catalog_topic import CatalogWriter
 from core.errors import EventflowError
+from core.settings import ChannelSettings
 from journeys.catalog import Catalog, CatalogAction, CatalogEntry, CatalogError, SourceFile, next_entry
 from journeys.loader import Problem, load_templates, validate_folder
 from journeys.model import JourneyDefinition
@@ -58,8 +60,13 @@ def _sources(root: Path, definition: JourneyDefinition) -> tuple[SourceFile, tup
     return read(Path(definition.source_file)), used
 
 
-def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str | None = None) -> list[Published]:
+def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str | None = None,
+                 channels: ChannelSettings | None = None) -> list[Published]:
     """Validates the definitions at ``path`` (a file, or a folder) and publishes each as a new version.
+
+    Args:
+        channels: the deployment's providers: outside development mode a journey sending on a
+            channel no provider serves is a problem (`consumer.catalog_channels`); None skips the check.
 
     Raises:
         CatalogValidationError: any problem in the folder; nothing is published.
@@ -75,6 +82,14 @@ def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str
     if not definitions:
         raise CatalogError(f"{path}: no journey definition found (a file must be in <folder>/definitions/, "
                            "beside <folder>/templates/)")
+    if channels is not None:
+        unserved = [Problem(d.source_file, 1, f"journey {d.id} sends on {', '.join(found)}, which no provider "
+                                              f"serves here ({', '.join(_provider_variables(found))} unset or "
+                                              "outbox): set the provider, or EVENTFLOW_DEV_MODE=true for "
+                                              "development")
+                    for d in definitions if (found := unserved_channels(d, channels))]
+        if unserved:
+            raise CatalogValidationError(unserved)
     writer.ensure_topic()
     results = []
     for definition in definitions:
@@ -85,6 +100,10 @@ def publish_path(writer: CatalogWriter, path: Path, *, author: str, summary: str
         current = entry.version if entry is not None else _current_version(writer.read(), definition.id)
         results.append(Published(definition.id, entry, current))
     return results
+
+
+def _provider_variables(channels: Sequence[str]) -> list[str]:
+    return [ChannelSettings.variable(f"{channel}_provider") for channel in channels]
 
 
 def _publish_entry(catalog: Catalog, *, definition: JourneyDefinition, source: SourceFile,

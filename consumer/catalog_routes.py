@@ -8,13 +8,15 @@ reference in one assignment on the event loop, so a record is routed wholly by o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from consumer.catalog_channels import CatalogChannelCheck
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from consumer.routes import EventRoutes, Route
+from core.settings import ChannelSettings
 from core.signing import SigningKeys
 from events.model import CustomerEvent
 from journeys.catalog import Catalog, JourneyState
@@ -33,13 +35,20 @@ class _Table:
 class LiveRoutes:
     """An `EventRouter` over the latest catalog; `update` swaps it (the follower's ``on_change``)."""
 
-    def __init__(self, catalog: Catalog, *, expression_metrics: ExpressionMetrics | None = None) -> None:
+    def __init__(self, catalog: Catalog, *, expression_metrics: ExpressionMetrics | None = None,
+                 refuse: Callable[[Catalog], list[str]] | None = None) -> None:
         self._metrics = expression_metrics
+        self._refuse = refuse
         self._table = self._build(catalog)
 
     def _build(self, catalog: Catalog) -> _Table:
-        active = EventRoutes(catalog.definitions(JourneyState.ACTIVE), expression_metrics=self._metrics)
-        inactive_definitions = catalog.definitions(JourneyState.PAUSED, JourneyState.ARCHIVED)
+        # A refused journey (`consumer.catalog_channels`) routes like a paused one: no new instance,
+        # while instances started before still hear their waits and exits.
+        refused = set(self._refuse(catalog)) if self._refuse is not None else set()
+        active = EventRoutes([d for d in catalog.definitions(JourneyState.ACTIVE) if d.id not in refused],
+                             expression_metrics=self._metrics)
+        inactive_definitions = [*catalog.definitions(JourneyState.PAUSED, JourneyState.ARCHIVED),
+                                *(d for d in catalog.definitions(JourneyState.ACTIVE) if d.id in refused)]
         listened = frozenset(listener.event_type for d in inactive_definitions
                              for listener in (*d.listeners, *d.exit_events))
         return _Table(active, Router(inactive_definitions, on_error=self._metrics), active.event_types | listened,
@@ -67,17 +76,25 @@ class LiveRoutes:
 
 async def follow_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
                          registry: CollectorRegistry, timeout_seconds: float = 20.0,
-                         expression_metrics: ExpressionMetrics | None = None) -> tuple[LiveRoutes, CatalogFollower]:
+                         expression_metrics: ExpressionMetrics | None = None,
+                         channels: ChannelSettings | None = None) -> tuple[LiveRoutes, CatalogFollower]:
     """Reads the catalog to its end and returns routes that the returned follower keeps current.
 
     Run the follower beside the consumer (``build_consumer_service(background=[follower])``).
-    ``keys`` verify every entry (None: unsigned entries are accepted, development only).
+    ``keys`` verify every entry (None: unsigned entries are accepted, development only). With
+    ``channels``, journeys sending on a channel no provider serves are refused
+    (`consumer.catalog_channels.CatalogChannelCheck`: counted, named on readiness, never started).
 
     Raises:
         CatalogUnavailableError: the catalog cannot be read (a one-line start-up error).
     """
-    follower = CatalogFollower(client_config, topic, keys=keys, metrics=CatalogMetrics(registry))
-    routes = LiveRoutes(await follower.load(timeout_seconds), expression_metrics=expression_metrics)
+    metrics = CatalogMetrics(registry)
+    follower = CatalogFollower(client_config, topic, keys=keys, metrics=metrics)
+    check = CatalogChannelCheck(channels, metrics) if channels is not None else None
+    if check is not None:
+        follower.extra_note = check.note
+    routes = LiveRoutes(await follower.load(timeout_seconds), expression_metrics=expression_metrics,
+                        refuse=check.refused if check is not None else None)
     follower.on_change = routes.update
     return routes, follower
 

@@ -251,6 +251,8 @@ class CatalogFollower:
         self._problem: str | None = None
         self._unrouted: str | None = None
         self._stopped: str | None = None
+        #: More for readiness to show while ready (journeys refused by this process, `consumer.catalog_channels`).
+        self.extra_note: Callable[[], str | None] | None = None
 
     @property
     def topic(self) -> str:
@@ -270,13 +272,18 @@ class CatalogFollower:
         return self._stopped or self._problem or self._unrouted
 
     def note(self) -> str | None:
-        """What readiness shows while ready: journeys whose newest record was skipped, or None."""
+        """What readiness shows while ready: journeys whose newest record was skipped, journeys this
+        process refuses (`extra_note`), or None."""
+        notes: list[str] = []
         rejections = self.catalog.rejections()
-        if not rejections:
-            return None
-        shown = "; ".join(f"{journey}: {r.describe()[:120]}" for journey, r in list(rejections.items())[:3])
-        more = f" (+{len(rejections) - 3} more)" if len(rejections) > 3 else ""
-        return f"journey catalog records skipped, the last accepted versions serve: {shown}{more}"
+        if rejections:
+            shown = "; ".join(f"{journey}: {r.describe()[:120]}" for journey, r in list(rejections.items())[:3])
+            more = f" (+{len(rejections) - 3} more)" if len(rejections) > 3 else ""
+            notes.append(f"journey catalog records skipped, the last accepted versions serve: {shown}{more}")
+        extra = self.extra_note() if self.extra_note is not None else None
+        if extra:
+            notes.append(extra)
+        return "; ".join(notes) or None
 
     def readiness(self) -> tuple[bool, str]:
         """Ready while the catalog is followed; the detail names skipped records (`note`)."""

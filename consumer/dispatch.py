@@ -106,8 +106,7 @@ class TemporalCustomerState:
         return await self._tombstones.forgotten_id(customer_id)
 
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
-        await self._tombstones.lift_id(customer_id)
-        return True
+        return await self._tombstones.lift_id(customer_id, occurred_at)
 
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
         await record_profile_update(self._client, customer_id, update, self._task_queue)

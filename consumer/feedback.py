@@ -108,8 +108,11 @@ def decode_message(raw: bytes) -> FeedbackMessage:
                                                                address_hash))
             case {"kind": "keyword", "channel": str(channel), "address_hash": str(address_hash),
                   "action": str(action), "at": str(at), "report_id": str(report_id)}:
+                others = body.get("other_address_hashes", [])  # absent from records written before key rotation
+                if not isinstance(others, list) or not all(isinstance(o, str) for o in others):
+                    raise ValueError("other_address_hashes must be a list of strings")
                 return FeedbackMessage(keyword=ContactKeyword(channel, address_hash, KeywordAction(action), at,
-                                                              report_id))
+                                                              report_id, others))
     except (ValueError, KeyError, TypeError) as exc:
         raise FeedbackDecodeError(f"{type(exc).__name__}: {exc}", raw) from exc
     raise FeedbackDecodeError("neither a report nor a keyword", raw)
@@ -183,6 +186,15 @@ class FeedbackApplier:
             AddressContacts.run, AddressInput(keyword.channel, keyword.address_hash),
             id=address_workflow_id(keyword.channel, keyword.address_hash), task_queue=self._task_queue,
             start_signal=KEYWORD_SIGNAL, start_signal_args=[keyword])
+        # Customers learned under an older key (or unkeyed) are known only to that form's workflow:
+        # it forwards the keyword too, if it exists (none is started for an old form).
+        for form in keyword.other_address_hashes:
+            try:
+                await self._client.get_workflow_handle(address_workflow_id(keyword.channel, form)).signal(
+                    KEYWORD_SIGNAL, keyword)
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
         self._metrics.applied.labels("keyword", "applied").inc()
 
 

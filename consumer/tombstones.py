@@ -10,6 +10,7 @@ later events pushed it out).
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import UTC, datetime
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -56,14 +57,26 @@ class Tombstones:
             return False
         return description.status is WorkflowExecutionStatus.RUNNING
 
-    async def lift_id(self, customer_id: str) -> None:
-        """Ends ``customer_id``'s tombstone, if any."""
+    async def lift_id(self, customer_id: str, occurred_at: str | None = None) -> bool:
+        """Ends ``customer_id``'s tombstone, if any, for an identify event that occurred at ``occurred_at``.
+
+        Returns False, leaving the tombstone, when the customer was forgotten after the event occurred:
+        a replayed old record (a dead letter, a reset offset) must not bring a forgotten customer back.
+        The forget's time is the tombstone's start (the command starts it at the forget).
+        """
         handle = self._client.get_workflow_handle(tombstone_workflow_id(customer_id))
         try:
+            if occurred_at is not None:
+                description = await handle.describe()
+                if description.status is not WorkflowExecutionStatus.RUNNING:
+                    return True
+                if _instant(occurred_at) <= description.start_time:
+                    return False
             await handle.terminate(reason=_LIFTED_REASON)
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
+        return True
 
     async def lift(self, event: CustomerEvent) -> None:
         """Ends the customer's tombstone, if any: an identify event makes the customer known again."""
@@ -80,3 +93,12 @@ class Tombstones:
         self._answers.move_to_end(event_id)
         while len(self._answers) > _ANSWERS_KEPT:
             self._answers.popitem(last=False)
+
+
+def _instant(occurred_at: str) -> datetime:
+    """``occurred_at`` as an aware instant; an unreadable time is the earliest (it lifts nothing)."""
+    try:
+        moment = datetime.fromisoformat(occurred_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -52,28 +52,60 @@ class _OverCapacity(asyncio.Protocol):
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
+class _Gate(asyncio.Protocol):
+    """Admits a connection to aiohttp unless its source already holds its share of the connections.
+
+    The peer is known only once the connection is made, so the decision is made here: an admitted
+    connection is handed to an aiohttp protocol (``set_protocol``), one over its source's share is
+    answered 503 and closed, unread.
+    """
+
+    def __init__(self, admit: Callable[[str], bool], make: Callable[[], asyncio.BaseProtocol]) -> None:
+        self._admit = admit
+        self._make = make
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # TCP: always a full transport
+        peer = transport.get_extra_info("peername")
+        if not self._admit(str(peer[0]) if peer else ""):
+            _OverCapacity().connection_made(transport)
+            return
+        inner = self._make()
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
+
+
 class CappedListener:
     """An aiohttp low-level server that holds at most ``max_connections`` connections.
 
-    The connection beyond the cap is answered 503 at once, unread. aiohttp arms its keep-alive timer
-    when a connection opens and closes the connection if no complete request arrived by then: with
-    ``header_deadline_seconds`` that timer is the header-reading deadline. The ops server and the
-    webhook service both listen through it; each adds its own whole-request deadline in its handler.
-    Longer request lines and header lines than ``max_line_bytes`` (aiohttp's default) are answered 400.
-    A port that cannot be bound is a `ConfigError` naming ``port_variable``, the setting that chose it.
+    The connection beyond the cap is answered 503 at once, unread; so is one from a source (an IP
+    address) that already holds ``max_connections_per_source``, so one client cannot take every slot.
+    aiohttp arms its keep-alive timer when a connection opens and closes the connection if no complete
+    request arrived by then: with ``header_deadline_seconds`` that timer is the header-reading
+    deadline, and after a response it is the idle time a keep-alive connection may hold its slot
+    (``idle_seconds``, the header deadline when not given; the webhook service keeps it short).
+    The ops server and the webhook service both listen through it; each adds its own whole-request
+    deadline in its handler. Longer request lines and header lines than ``max_line_bytes``
+    (aiohttp's default) are answered 400. A port that cannot be bound is a `ConfigError` naming
+    ``port_variable``, the setting that chose it.
     """
 
     def __init__(self, handler: Handler, *, host: str, port: int, max_connections: int,
-                 header_deadline_seconds: float, port_variable: str, max_line_bytes: int = 8190) -> None:
+                 header_deadline_seconds: float, port_variable: str, max_line_bytes: int = 8190,
+                 max_connections_per_source: int | None = None, idle_seconds: float | None = None) -> None:
         self._handler = handler
         self._host = host
         self._port = port
         self._port_variable = port_variable
         self._max_connections = max_connections
+        self._per_source = max_connections_per_source
         self._header_deadline = header_deadline_seconds
+        self._idle = idle_seconds if idle_seconds is not None else header_deadline_seconds
         self._max_line = max_line_bytes
         self._web: web.Server | None = None
         self._server: asyncio.Server | None = None
+        #: Connections refused because their source held its share (for metrics and tests).
+        self.refused_per_source = 0
 
     @property
     def port(self) -> int:
@@ -89,14 +121,26 @@ class CappedListener:
 
     async def start(self) -> None:
         """Starts listening."""
-        web_server = web.Server(self._handler, access_log=None, keepalive_timeout=self._header_deadline,
+        # aiohttp has one timer for both: the first request's headers and a kept-alive connection's idle
+        # time. The shorter one is armed, so a short idle time also shortens the header deadline.
+        web_server = web.Server(self._handler, access_log=None,
+                                keepalive_timeout=min(self._header_deadline, self._idle),
                                 max_line_size=self._max_line, max_field_size=self._max_line)
         self._web = web_server
+
+        def admit(source: str) -> bool:
+            held = sum(1 for c in web_server.connections if _source(c) == source)
+            if self._per_source is not None and held >= self._per_source:
+                self.refused_per_source += 1
+                return False
+            return True
 
         def protocol() -> asyncio.BaseProtocol:
             if len(web_server.connections) >= self._max_connections:
                 return _OverCapacity()
-            return web_server()
+            if self._per_source is None:
+                return web_server()
+            return _Gate(admit, web_server)
 
         try:
             self._server = await asyncio.get_running_loop().create_server(protocol, self._host, self._port)
@@ -116,6 +160,12 @@ class CappedListener:
             await self._web.shutdown(timeout=shutdown_timeout_seconds)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _source(connection: object) -> str:
+    transport = getattr(connection, "transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if peer else ""
 
 
 class OpsServer:

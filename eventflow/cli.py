@@ -43,7 +43,8 @@ def _consume(_: argparse.Namespace) -> int:
     process = load_consumer()  # every consumer setting is validated before anything starts
     logs.configure(process.core.log_format)
     with tracing.started(tracing.load_tracing_settings(), "eventflow-consumer"):
-        asyncio.run(run_consumer(process.core, catalog=process.catalog, database=process.database))
+        asyncio.run(run_consumer(process.core, catalog=process.catalog, database=process.database,
+                                 addresses=process.addresses, channels=process.channels))
     return 0
 
 

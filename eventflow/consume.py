@@ -8,6 +8,7 @@ import signal
 import structlog
 from prometheus_client import CollectorRegistry
 
+from activities.addresses import address_hasher
 from consumer.catalog_routes import follow_catalog
 from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
@@ -18,7 +19,7 @@ from consumer.service import BackgroundTask, ConsumerService
 from consumer.startup import StartupStopped, check_dependencies, connect_temporal, wait_for_dependency
 from consumer.wiring import build_consumer_service
 from core.http import OpsServer, ReadinessCheck, all_of, kafka_check, temporal_check
-from core.settings import CatalogSettings, DatabaseSettings
+from core.settings import AddressHashSettings, CatalogSettings, ChannelSettings, DatabaseSettings
 from core.temporal_client import connect
 from eventflow.commands.temporal_setup import search_attributes_check
 from eventflow.settings import Settings
@@ -36,7 +37,8 @@ log = structlog.get_logger(__name__)
 async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
                          stop: asyncio.Event | None = None, catalog: CatalogSettings | None = None,
                          customers: CustomerState | None = None,
-                         segments: SegmentBatcher | None = None) -> ConsumerService:
+                         segments: SegmentBatcher | None = None,
+                         channels: ChannelSettings | None = None) -> ConsumerService:
     """A consumer service with its Temporal client, decoder, router and dead-letter producer.
 
     Waits for Kafka, the registry (if configured) and Temporal up to the start-up deadline.
@@ -57,7 +59,8 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, keys=catalog.trust(),
                                                 registry=registry,
                                                 timeout_seconds=catalog.startup_timeout_seconds,
-                                                expression_metrics=ExpressionMetrics(registry))
+                                                expression_metrics=ExpressionMetrics(registry),
+                                                channels=channels)
         background.append(follower)
     else:
         # Off the loop: validation may read a source schema from the registry.
@@ -79,11 +82,16 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
 
 
 async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
-                       catalog: CatalogSettings | None = None, database: DatabaseSettings | None = None) -> None:
+                       catalog: CatalogSettings | None = None, database: DatabaseSettings | None = None,
+                       addresses: AddressHashSettings | None = None,
+                       channels: ChannelSettings | None = None) -> None:
     """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints.
 
     With a ``database``, profiles, consent and tombstones are read and written in the customer
     store, batched; without, in per-customer Temporal workflows (the pre-store layout).
+    ``addresses`` key the address index (unkeyed without). ``channels`` name the providers: with the
+    live catalog, outside development mode, a journey on a channel none serves is refused (``eventflow
+    consume`` always passes them; None, for embedders and tests, leaves the refusal to the workers).
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,7 +128,8 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
         customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
-                                                  metrics=store_metrics))
+                                                  metrics=store_metrics,
+                                                  hasher=address_hasher(addresses or AddressHashSettings())))
         # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
         defined = await asyncio.to_thread(load_segments)
         if defined:
@@ -135,7 +144,7 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     try:
         try:
             started.append(await build_consumer(settings, registry, stop=stop, catalog=catalog, customers=customers,
-                                                segments=segments))
+                                                segments=segments, channels=channels))
         except StartupStopped:
             log.info("consumer_stopped_while_starting")
             return

@@ -64,7 +64,9 @@ async def _run(stack: Stack) -> int:
         revision = await migrate(database)
         _say(f"-> customer store at schema {revision}")
     services = [asyncio.create_task(run_worker(worker, stop), name="worker"),
-                asyncio.create_task(run_consumer(settings, stop, database=worker.database), name="consumer")]
+                asyncio.create_task(run_consumer(settings, stop, database=worker.database,
+                                                addresses=worker.addresses, channels=worker.channels),
+                                   name="consumer")]
     events = demo_events()
     producer = EventProducer(settings.kafka.client_config(), settings.kafka.topics[0], load_schemas())
     for event in events:

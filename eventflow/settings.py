@@ -20,6 +20,7 @@ from pydantic import ValidationError, create_model
 from core.errors import ConfigError
 from core.settings import (
     LIBRDKAFKA_PREFIX,
+    AddressHashSettings,
     CatalogSettings,
     ChannelSettings,
     CodecServerSettings,
@@ -85,6 +86,10 @@ class ConsumerProcessSettings:
     tracing: TracingSettings
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
+    addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
+    #: The providers' names and development mode only (no secrets): catalog journeys on a channel no
+    #: provider serves are refused (`consumer.catalog_channels`).
+    channels: ChannelSettings = dataclass_field(default_factory=ChannelSettings)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class WorkerProcessSettings:
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
     webhook_url: WebhookUrlSettings = WebhookUrlSettings()
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
+    addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,7 @@ class WebhooksProcessSettings:
     twilio: TwilioSettings
     tracing: TracingSettings
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
+    addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,9 @@ class ToolSettings:
     catalog: CatalogSettings = dataclass_field(default_factory=CatalogSettings)
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
+    addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
+    #: For ``journeys publish``: a journey on a channel no provider serves is refused.
+    channels: ChannelSettings = dataclass_field(default_factory=ChannelSettings)
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,8 @@ def load_consumer(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
     return ConsumerProcessSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                                    events=EventSettings.load(env), journeys=JourneySettings.load(env),
                                    tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                                   database=DatabaseSettings.load(env))
+                                   database=DatabaseSettings.load(env), addresses=AddressHashSettings.load(env),
+                                   channels=ChannelSettings.load(env))
 
 
 def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WorkerProcessSettings:
@@ -238,7 +249,7 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
                                  webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env),
-                                 smtp=SmtpSettings.load(env))
+                                 smtp=SmtpSettings.load(env), addresses=AddressHashSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -248,7 +259,7 @@ def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: boo
                                    consumer=ConsumerSettings.load(env), ops=_ops(Process.WEBHOOKS, env),
                                    webhooks=WebhookSettings.load(env), webhook_url=WebhookUrlSettings.load(env),
                                    twilio=TwilioSettings.load(env), tracing=TracingSettings.load(env),
-                                   database=DatabaseSettings.load(env))
+                                   database=DatabaseSettings.load(env), addresses=AddressHashSettings.load(env))
 
 
 def worker_settings_from(settings: Settings, environ: Mapping[str, str] | None = None) -> WorkerProcessSettings:
@@ -264,7 +275,8 @@ def load_tools(environ: Mapping[str, str] | None = None, *, dev_defaults: bool =
     return ToolSettings(core=load_settings(env, dev_defaults=False), registry=SchemaRegistrySettings.load(env),
                         events=EventSettings.load(env), journeys=JourneySettings.load(env),
                         tracing=TracingSettings.load(env), catalog=CatalogSettings.load(env),
-                        webhook_steps=WebhookStepSettings.load(env), database=DatabaseSettings.load(env))
+                        webhook_steps=WebhookStepSettings.load(env), database=DatabaseSettings.load(env),
+                        addresses=AddressHashSettings.load(env), channels=ChannelSettings.load(env))
 
 
 def load_codec_server(environ: Mapping[str, str] | None = None, *,

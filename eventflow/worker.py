@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
+from activities.addresses import address_hasher
 from activities.config import (
     channel_rates_from,
     channels_from,
@@ -33,18 +34,17 @@ from activities.config import (
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities
 from activities.webhook import WebhookActivities
+from consumer.catalog_channels import CatalogChannelCheck, journey_channels
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from core.errors import ConfigError
 from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
-from core.settings import CatalogSettings, ChannelSettings, ConsumerSettings, WorkerSettings
+from core.settings import CatalogSettings, ConsumerSettings, WorkerSettings
 from core.tasks import stop_all, supervised
 from core.temporal_client import build_runtime, connect
-from core.vocabulary import CHANNELS
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from eventflow.commands.temporal_setup import search_attributes_check
 from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
-from journeys import JourneyDefinition, load_all
-from journeys.catalog import Catalog, JourneyState
+from journeys import load_all
 from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
 from store.broadcast_activities import BroadcastActivities, BroadcastMetrics
 from store.broadcasts import BroadcastStore
@@ -112,84 +112,6 @@ def sdk_runtime(port: int) -> Runtime:
                           f"cannot listen on 127.0.0.1:{port}: {exc}; set a free port (0 turns it off)") from exc
 
 
-def _send_channels(node: Any) -> Iterator[str]:
-    match node:
-        case {"send": {"channel": str(channel), **send}}:
-            yield channel
-            fallback = send.get("fallback")
-            if isinstance(fallback, str):
-                yield fallback
-            yield from (c for value in node.values() for c in _send_channels(value))
-        case dict():
-            yield from (c for value in node.values() for c in _send_channels(value))
-        case list():
-            yield from (c for item in node for c in _send_channels(item))
-
-
-def journey_channels(definitions: Iterable[JourneyDefinition]) -> frozenset[str]:
-    """Every channel the journeys can send on: send steps' channels and fallbacks, and their templates'.
-
-    Read from each definition's snapshot (the JSON a journey instance starts with), so nested steps
-    (branches, splits, digests) are covered whatever their shape; a template's channels are counted
-    too, which errs towards "used" when failing closed.
-    """
-    used: set[str] = set()
-    for definition in definitions:
-        snapshot = definition.snapshot()
-        used.update(_send_channels(snapshot["steps"]))
-        for template in snapshot["templates"].values():
-            used.update(template["variants"])
-    return frozenset(used)
-
-
-def unserved_channels(definition: JourneyDefinition, channels: ChannelSettings) -> tuple[str, ...]:
-    """The channels ``definition`` sends on that no provider serves outside development mode."""
-    if channels.dev_mode:
-        return ()
-    return tuple(sorted(c for c in journey_channels([definition]) & set(CHANNELS) if channels.provider(c) == "outbox"))
-
-
-class CatalogChannelCheck:
-    """Refuses catalog journeys that send on a channel without a provider (outside development mode).
-
-    A worker cannot stop the consumer from starting a published journey, and failing start-up on
-    one would let a single publish stop every worker. So each such journey version is refused
-    once: logged (``catalog_journey_refused``) and counted
-    (``eventflow_catalog_invalid_entries_total{reason="channel_unserved"}``); its sends on that
-    channel fail as ``ChannelUnavailable`` (`activities.outbox.UnavailableChannel`), never reaching a file.
-    """
-
-    REASON = "channel_unserved"
-
-    def __init__(self, channels: ChannelSettings, metrics: CatalogMetrics) -> None:
-        self._channels = channels
-        self._metrics = metrics
-        self._refused: set[tuple[str, int]] = set()
-        metrics.invalid_entries.labels(self.REASON)
-
-    def __call__(self, catalog: Catalog) -> None:
-        """Logs and counts every newly refused journey version (the follower's ``on_change``)."""
-        self.refused(catalog)
-
-    def refused(self, catalog: Catalog) -> list[str]:
-        """Logs and counts every newly refused journey version; returns the ids of all refused now."""
-        refused: list[str] = []
-        for definition in catalog.definitions(*JourneyState):
-            unserved = unserved_channels(definition, self._channels)
-            if not unserved:
-                continue
-            refused.append(definition.id)
-            if (definition.id, definition.version) in self._refused:
-                continue
-            self._refused.add((definition.id, definition.version))
-            self._metrics.invalid_entries.labels(self.REASON).inc()
-            log.error("catalog_journey_refused", journey_id=definition.id, version=definition.version,
-                      channels=list(unserved), reason=self.REASON,
-                      hint=f"set {', '.join(ChannelSettings.variable(f'{c}_provider') for c in unserved)}; "
-                           "its sends on these channels fail as ChannelUnavailable")
-        return refused
-
-
 async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorRegistry) -> CatalogFollower | None:
     """With the catalog source kafka: the catalog read to its end, followed to re-check channels on change.
 
@@ -207,6 +129,7 @@ async def _catalog_follower(process: WorkerProcessSettings, registry: CollectorR
     check = CatalogChannelCheck(process.channels, metrics)
     check(await follower.load(process.catalog.startup_timeout_seconds))
     follower.on_change = check
+    follower.extra_note = check.note
     return follower
 
 
@@ -254,16 +177,18 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
     store_metrics = StoreMetrics(registry)
     pool = await open_store(process.database)
+    hasher = address_hasher(process.addresses)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
     broadcasts: BroadcastActivitiesFactory | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
-        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
+        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics,
+                                 hasher=hasher)
         broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry))
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
-                          broadcasts=broadcasts,
+                          broadcasts=broadcasts, hasher=hasher,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp),

@@ -7,8 +7,8 @@ An update wins a field only when it occurred later (ties broken by event id), th
 and redelivered or out-of-order events converge to the same row. Contact fields (email, phone,
 whatsapp, first name) are AES-GCM encrypted with the payload keys (``k`` names the key; ``""``
 when no keys are configured, which only development allows), and each address is also indexed by
-its keyed hash (`activities.addresses.address_hash`) so a bounce or a STOP finds its customers
-without decrypting anything.
+its keyed hash (`activities.addresses.AddressHasher`, the same function the suppressions and
+STOPs use) so a bounce or a STOP finds its customers without decrypting anything.
 
 The consumer reaches this module through `CustomerBatcher`: the lookups and writes of the records
 in flight at one moment go to the database together, one round trip per batch.
@@ -28,7 +28,7 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from activities.addresses import address_hash
+from activities.addresses import UNKEYED, AddressHasher
 from activities.contact import ContactPoints
 from core.codec import NONCE_BYTES, Keyring
 from events.model import CustomerEvent, JsonValue
@@ -125,8 +125,9 @@ class CustomerStore:
     """Profiles, consent, suppressions and tombstones on one pool."""
 
     def __init__(self, pool: asyncpg.Pool, cipher: FieldCipher | None = None, *,
-                 metrics: StoreMetrics | None = None) -> None:
+                 metrics: StoreMetrics | None = None, hasher: AddressHasher = UNKEYED) -> None:
         self._pool = pool
+        self._hasher = hasher
         self._cipher = cipher or FieldCipher(None)
         self._metrics = metrics
 
@@ -143,7 +144,7 @@ class CustomerStore:
             merged[write.customer_id] = _merge(merged.get(write.customer_id, {}), fields)
             for name, channel in _ADDRESS_FIELDS.items():
                 address = getattr(write.update, name)
-                hashed = address_hash(channel, address) if address else ""
+                hashed = self._hasher.hash(channel, address) if address else ""
                 if hashed:
                     index.add((channel, hashed, write.customer_id))
         if not merged:

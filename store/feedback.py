@@ -67,9 +67,13 @@ class StoreFeedback:
         async with timed(self._metrics, StatementKind.KEYWORD), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))",
                                f"{keyword.channel}:{keyword.address_hash}")
+            # Every form of the address (older keys, the legacy hash): a START after a key rotation
+            # is still ordered against, and lifts, a STOP recorded before it.
+            forms = [keyword.address_hash, *keyword.other_address_hashes]
             last = await conn.fetchrow(
-                "SELECT last_at, last_report_id FROM eventflow.keyword_changes WHERE channel = $1 AND address_hash = $2",
-                keyword.channel, keyword.address_hash)
+                "SELECT last_at, last_report_id FROM eventflow.keyword_changes"
+                " WHERE channel = $1 AND address_hash = ANY($2::text[]) ORDER BY last_at DESC LIMIT 1",
+                keyword.channel, forms)
             if last is not None and (at < last["last_at"] or keyword.report_id and
                                      keyword.report_id == last["last_report_id"]):
                 return False
@@ -95,6 +99,6 @@ class StoreFeedback:
                         " created_at = EXCLUDED.created_at", keyword.channel, keyword.address_hash,
                         SuppressionReason.STOP.value, keyword.report_id, at)
                 case KeywordAction.OPT_IN:
-                    await conn.execute("DELETE FROM eventflow.suppressions WHERE channel = $1 AND address_hash = $2",
-                                       keyword.channel, keyword.address_hash)
+                    await conn.execute("DELETE FROM eventflow.suppressions"
+                                       " WHERE channel = $1 AND address_hash = ANY($2::text[])", keyword.channel, forms)
         return True

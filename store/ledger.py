@@ -90,8 +90,8 @@ class PostgresLedger:
             if opted_out:
                 return Reservation(ReserveDecision.OPTED_OUT)
             if request.address_hash and await conn.fetchval(
-                    "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = $2",
-                    request.channel, request.address_hash):
+                    "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = ANY($2::text[])"
+                    " LIMIT 1", request.channel, request.address_forms()):
                 return Reservation(ReserveDecision.SUPPRESSED)
             if row is not None and state is not LedgerState.FAILED:
                 return await self._renew(conn, request, row, now)

@@ -5,6 +5,10 @@ id ``address:{channel}:{address_hash}``, one per hashed address) learns the cust
 to from status callbacks (each carries the customer id in its URL), and forwards a STOP / START to
 every one of them as a `ContactKeyword` signal on their ``CustomerPreferences``; a customer first
 seen after a STOP gets it too. Only the address hash is stored, never the number.
+
+``customers forget`` removes a customer from the addresses they were seen at (`FORGET_OWNER_SIGNAL`);
+the workflow then continues as new at once, so the run whose history holds the customer's id closes
+and can be deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 ADDRESS_CONTACTS_WORKFLOW = "AddressContacts"
 CONTACT_SEEN_SIGNAL = "contact_seen"
 KEYWORD_SIGNAL = "keyword"
+FORGET_OWNER_SIGNAL = "forget_owner"
 OWNERS_QUERY = "owners"
 #: Customers remembered per address (the most recent ones).
 OWNERS_KEPT = 20
@@ -35,6 +40,13 @@ def address_workflow_id(channel: str, address_hash: str) -> str:
 @dataclass(frozen=True)
 class ContactSeen:
     """A send to this address for ``customer_id`` was reported by the provider."""
+
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class ForgetOwner:
+    """``customer_id`` was forgotten: this address no longer belongs to them."""
 
     customer_id: str
 
@@ -60,15 +72,20 @@ class AddressContacts:
         self._keyword: ContactKeyword | None = None
         self._pending: list[str] = []
         self._changes = 0
+        #: A forget asked for a new run, so the run holding the forgotten id closes.
+        self._roll_over = False
+        #: Forgotten in this run (a forget may land before `run` reads its start input).
+        self._forgotten: set[str] = set()
 
     @workflow.run
     async def run(self, start: AddressInput) -> None:
-        self._owners = [*start.owners, *(o for o in self._owners if o not in start.owners)][-OWNERS_KEPT:]
+        self._owners = [o for o in (*start.owners, *(o for o in self._owners if o not in start.owners))
+                        if o not in self._forgotten][-OWNERS_KEPT:]
         self._keyword = self._keyword or start.keyword
-        self._pending = [*start.pending, *self._pending]
+        self._pending = [p for p in (*start.pending, *self._pending) if p not in self._forgotten]
         while True:
             await workflow.wait_condition(lambda: bool(self._pending) or self._changes >= _MAX_CHANGES_PER_RUN
-                                          or workflow.info().is_continue_as_new_suggested())
+                                          or self._roll_over or workflow.info().is_continue_as_new_suggested())
             if not self._pending:
                 break
             customer_id = self._pending.pop(0)
@@ -98,6 +115,14 @@ class AddressContacts:
         self._owners = [*self._owners, seen.customer_id][-OWNERS_KEPT:]
         if self._keyword is not None and self._keyword.action is KeywordAction.OPT_OUT:
             self._pending.append(seen.customer_id)
+
+    @workflow.signal(name=FORGET_OWNER_SIGNAL)
+    def forget_owner(self, forgotten: ForgetOwner) -> None:
+        """Drops a forgotten customer from the owners and from the keywords still to forward, then rolls over."""
+        self._forgotten.add(forgotten.customer_id)
+        self._owners = [o for o in self._owners if o != forgotten.customer_id]
+        self._pending = [p for p in self._pending if p != forgotten.customer_id]
+        self._roll_over = True
 
     @workflow.signal(name=KEYWORD_SIGNAL)
     def keyword(self, keyword: ContactKeyword) -> None:

@@ -240,7 +240,7 @@ class CustomerPreferences:
                 self._suppressions[sup.suppression_key(keyword.channel, keyword.address_hash)] = sup.Suppression(
                     keyword.channel, keyword.address_hash, sup.SuppressionReason.STOP, keyword.at, keyword.report_id)
             case sup.KeywordAction.OPT_IN:
-                sup.lift(self._suppressions, keyword.channel, keyword.address_hash)
+                sup.lift(self._suppressions, keyword.channel, keyword.address_hash, keyword.other_address_hashes)
             case sup.KeywordAction.HELP:
                 pass
 
@@ -261,7 +261,8 @@ class CustomerPreferences:
         if preference is not None and not preference.subscribed:
             return Reservation(ReserveDecision.OPTED_OUT)
         if self._suppressions and workflow.patched(sup.SUPPRESSION_PATCH) \
-                and sup.suppressed(self._suppressions, request.channel, request.address_hash) is not None:
+                and sup.suppressed(self._suppressions, request.channel, request.address_hash,
+                                  request.other_address_hashes) is not None:
             return Reservation(ReserveDecision.SUPPRESSED)
         if entry is not None and entry.state is not LedgerState.FAILED:
             return self._renew(request, entry, now)

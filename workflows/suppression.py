@@ -12,14 +12,14 @@ they run inside the workflow sandbox and must stay deterministic):
   the phone number; START, or a later ``SubscriptionChanged`` opt-in, lifts it.
 * `suppressed` answers the reservation: is this channel and address on the list?
 
-Suppressions are keyed per channel and address hash (`activities.addresses.address_hash`), so a
+Suppressions are keyed per channel and address hash (`activities.addresses.AddressHasher`), so a
 customer whose address changes is not suppressed on the new one, and no address is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from activities.outcomes import DeliveryOutcome, DeliveryReport
@@ -102,6 +102,9 @@ class ContactKeyword:
     action: KeywordAction
     at: str
     report_id: str = ""
+    #: The address's hashes under the other configured keys (and the legacy form), so a START
+    #: after a key rotation lifts a STOP recorded before it.
+    other_address_hashes: list[str] = field(default_factory=list)
 
 
 def suppression_key(channel: str, address_hash: str) -> str:
@@ -138,24 +141,31 @@ def suppression_reason(report: DeliveryReport) -> SuppressionReason | None:
     return None
 
 
-def suppressed(suppressions: Mapping[str, Suppression], channel: str, address_hash: str) -> Suppression | None:
+def suppressed(suppressions: Mapping[str, Suppression], channel: str, address_hash: str,
+               other_forms: Iterable[str] = ()) -> Suppression | None:
     """The suppression that stops a send on ``channel`` to ``address_hash``, if any.
 
     A suppression recorded without an address, or a request that does not know its address,
     matches every address of the customer on the channel (errs towards not sending).
+    ``other_forms`` are the address's hashes under other keys (`activities.addresses.AddressHasher.forms`):
+    a suppression recorded before a key rotation matches too.
     """
+    forms = {address_hash, *other_forms}
     for suppression in suppressions.values():
         if suppression.channel != channel:
             continue
-        if not suppression.address_hash or not address_hash or suppression.address_hash == address_hash:
+        if not suppression.address_hash or not address_hash or suppression.address_hash in forms:
             return suppression
     return None
 
 
-def lift(suppressions: dict[str, Suppression], channel: str, address_hash: str = "") -> list[str]:
-    """Removes the channel's suppressions of ``address_hash`` (all of the channel's when ``""``); returns their keys."""
+def lift(suppressions: dict[str, Suppression], channel: str, address_hash: str = "",
+         other_forms: Iterable[str] = ()) -> list[str]:
+    """Removes the channel's suppressions of ``address_hash`` or its ``other_forms`` (all of the channel's
+    when ``""``); returns their keys."""
+    forms = {address_hash, *other_forms}
     keys = [key for key, s in suppressions.items()
-            if s.channel == channel and (not address_hash or not s.address_hash or s.address_hash == address_hash)]
+            if s.channel == channel and (not address_hash or not s.address_hash or s.address_hash in forms)]
     for key in keys:
         del suppressions[key]
     return keys

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.addresses import UNKEYED, AddressHasher
 from activities.channels import ChannelProviders
 from activities.circuit import CircuitPolicy
 from activities.contact import ContactDirectory
@@ -93,7 +94,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
                  circuit: CircuitPolicy | None = None,
-                 broadcasts: BroadcastActivitiesFactory | None = None) -> JourneyWorkers:
+                 broadcasts: BroadcastActivitiesFactory | None = None,
+                 hasher: AddressHasher = UNKEYED) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -108,12 +110,13 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
             ``CustomerPreferences`` workflows (activities/contact.py).
         circuit: the circuit breakers of channels with failover providers.
         broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
+        hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit)
+        circuit=circuit, hasher=hasher)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

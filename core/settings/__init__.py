@@ -50,6 +50,7 @@ from core.settings._base import (
 )
 from core.settings.connections import (
     LIBRDKAFKA_FILE_PROPERTIES,
+    AddressHashSettings,
     ConsumerSettings,
     DatabaseSettings,
     DevStackSettings,
@@ -87,6 +88,7 @@ from core.settings.services import (
 )
 
 __all__ = [
+    "AddressHashSettings",
     "CODEC_SERVER_MIN_TOKEN_CHARS",
     "CapsSpec",
     "CatalogSettings",

@@ -21,6 +21,7 @@ from core.settings._base import (
     _secret_from_file,
     env,
 )
+from core.signing import SigningKeys, SigningKeysError
 
 # -- kafka ------------------------------------------------------------------------------------------
 
@@ -206,6 +207,62 @@ class DatabaseSettings(SettingsGroup):
     def dsn(self) -> str | None:
         """The DSN, or None when no customer store is configured."""
         return self.url.get_secret_value() if self.url is not None else None
+
+
+# -- address hashes ---------------------------------------------------------------------------------
+
+class AddressHashSettings(SettingsGroup):
+    """The keys that hash contact addresses (docs/architecture.md, "Keyed address hashes")."""
+
+    concern: ClassVar[str] = "privacy"
+
+    keys: SecretStr | None = env("EVENTFLOW_ADDRESS_HASH_KEYS", None,
+                                 "HMAC-SHA256 keys that name contact addresses in suppressions, STOPs and "
+                                 "address links, as `id=base64,id=base64` (32+ bytes each, `openssl rand "
+                                 "-base64 32`); unset: unkeyed SHA-256, recoverable by guessing (development).")
+    keys_file: Path | None = env("EVENTFLOW_ADDRESS_HASH_KEYS_FILE", None,
+                                 "File holding the address hash keys, one `id=base64` a line (a mounted Secret); "
+                                 "wins over EVENTFLOW_ADDRESS_HASH_KEYS.")
+    key_id: str | None = env("EVENTFLOW_ADDRESS_HASH_KEY_ID", None,
+                             "Id of the key new address hashes are made with (lookups try every key); optional "
+                             "with one key.")
+    legacy_reads: bool = env("EVENTFLOW_ADDRESS_HASH_LEGACY_READS", True,
+                             "Lookups also try the unkeyed hashes written before keys were configured, so older "
+                             "suppressions and STOPs keep working; turn off once none are left.")
+    keys_required: bool = env("EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED", False,
+                              "Refuse to start without address hash keys (the Helm chart sets it outside "
+                              "development mode: unkeyed hashes can be reversed by guessing).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_from_file(cls, data: object) -> object:
+        return _secret_from_file(data, "EVENTFLOW_ADDRESS_HASH_KEYS")
+
+    @model_validator(mode="after")
+    def _keys_valid(self) -> Self:
+        variable = self.variable("keys_file" if self.keys_file else "keys")
+        if self.keys is None:
+            if self.keys_required:
+                raise ConfigError(variable, "is required (EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED=true: unkeyed "
+                                  "address hashes can be reversed by guessing)")
+            if self.key_id is not None:
+                raise ConfigError(self.variable("key_id"), "is set but no address hash keys are")
+            return self
+        try:
+            self.hash_keys()
+        except SigningKeysError as exc:
+            raise ConfigError(self.variable("key_id") if exc.signing_key_id else variable, str(exc)) from None
+        return self
+
+    def hash_keys(self) -> SigningKeys | None:
+        """The keys by id with the current one, or None (unkeyed hashes, development).
+
+        Raises:
+            SigningKeysError: when the keys are unusable (`load` has checked them already).
+        """
+        if self.keys is None:
+            return None
+        return SigningKeys.parse(self.keys.get_secret_value(), self.key_id)
 
 
 # -- dev stack --------------------------------------------------------------------------------------

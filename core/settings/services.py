@@ -92,6 +92,14 @@ class WebhookSettings(SettingsGroup):
                                                   "Deadline of one webhook request, hand-off included.")
     max_connections: PositiveInt = env("EVENTFLOW_WEBHOOKS_MAX_CONNECTIONS", 256,
                                        "Open webhook connections at most; the next one is answered 503.")
+    max_connections_per_source: PositiveInt = env(
+        "EVENTFLOW_WEBHOOKS_MAX_CONNECTIONS_PER_SOURCE", 64,
+        "Open webhook connections one IP address may hold; its next one is answered 503, so one client "
+        "cannot take every slot (providers send from several addresses).")
+    idle_seconds: PositiveFloat = env(
+        "EVENTFLOW_WEBHOOKS_IDLE_SECONDS", 2.0,
+        "How long a kept-alive webhook connection may sit idle before it is closed (also the deadline of "
+        "a new connection's first request line and headers).")
 
     @model_validator(mode="before")
     @classmethod

@@ -52,9 +52,12 @@ def _describe(entry: CatalogEntry) -> str:
 
 def _publish(args: argparse.Namespace) -> int:
     from consumer.catalog_admin import CatalogValidationError, publish_path
+    from eventflow.settings import load_tools
     writer = _writer()
     try:
-        results = publish_path(writer, Path(args.path), author=_author(args), summary=args.message)
+        # Fail closed: a journey on a channel no provider serves is not published (outside development mode).
+        results = publish_path(writer, Path(args.path), author=_author(args), summary=args.message,
+                               channels=load_tools().channels)
     except CatalogValidationError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -12,7 +12,13 @@ In this order, so nothing new starts while the rest is removed:
    terminates a running workflow before deleting it. Terminate, not cancel: a cancelled journey
    would run on until its next await (possibly a send); a terminated one runs no more workflow
    code. A send activity already running is not waited for: its heartbeat is refused and it
-   stops (at worst one message that was already with the provider).
+   stops (at worst one message that was already with the provider);
+3. remove the customer from the ``AddressContacts`` workflows of their addresses (the customer <->
+   address-hash links STOP/START forwarding uses): the addresses are the profile's phone and
+   WhatsApp numbers (from the preferences workflow and, with a customer store, from the store,
+   read before it is erased), hashed in every form (`activities.addresses.AddressHasher.forms`),
+   and the hashes of the customer's suppressions. Each such workflow drops the customer and
+   continues as new at once; its closed runs, whose histories held the customer's id, are deleted.
 
 Deletion is asynchronous on the server: a running workflow's history goes at once, a closed one's
 within seconds (about 10-20 s on the dev server). A server that refuses DeleteWorkflowExecution
@@ -27,21 +33,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.addresses import PHONE_CHANNELS, UNKEYED, AddressHasher, address_hasher
+from activities.contact import ContactPoints
 from core.errors import EventflowError
 from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
-from store import open_store
+from store import CustomerStore, FieldCipher, open_store
 from store.forgetting import StoreErasure
 from store.forgetting import forget as forget_in_store
+from workflows.address_book import FORGET_OWNER_SIGNAL, OWNERS_QUERY, ForgetOwner, address_workflow_id
 from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
+from workflows.suppression import Suppression
 from workflows.tombstone import CustomerTombstone, TombstoneInput, tombstone_workflow_id
 
 _REFUSED = (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED)
@@ -69,6 +82,9 @@ class ForgetReport:
         executions_deleted: journey and preferences executions (runs) whose deletion the server accepted.
         profile_fields: names of the profile fields that held a value.
         channel_preferences, ledger_entries: how many opt-out records and ledger entries were deleted.
+        address_links: ``AddressContacts`` workflows the customer was removed from.
+        address_links_pending: of those, the ones no worker had processed the removal of yet (it
+            happens when a worker runs; their earlier runs stay until the namespace's retention ends).
         deletion_refused: the server refused DeleteWorkflowExecution: histories stay until retention.
     """
 
@@ -79,6 +95,8 @@ class ForgetReport:
     profile_fields: list[str] = field(default_factory=list)
     channel_preferences: int = 0
     ledger_entries: int = 0
+    address_links: int = 0
+    address_links_pending: list[str] = field(default_factory=list)
     deletion_refused: bool = False
     #: Nothing was known of the id (no journey, preferences or tombstone): nothing was done.
     unknown: bool = False
@@ -97,6 +115,10 @@ class ForgetReport:
             f"journeys terminated: {len(self.journeys_ended)} ({ended})",
             f"profile deleted: fields {fields}",
             f"preferences deleted: {self.channel_preferences} channel preferences, {self.ledger_entries} ledger entries",
+            f"address links removed: {self.address_links}"
+            + (f" ({len(self.address_links_pending)} wait for a worker to apply it; their earlier runs stay until the "
+               "namespace's retention ends)"
+               if self.address_links_pending else ""),
             f"workflow executions deleted: {self.executions_deleted}",
             f"tombstone: {self.tombstone_id} (later events for this id start nothing until an identify event)",
         ]
@@ -110,11 +132,17 @@ class ForgetReport:
 
 
 async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
-                          tombstone_unknown: bool = False) -> ForgetReport:
+                          tombstone_unknown: bool = False, hasher: AddressHasher = UNKEYED,
+                          contacts: Sequence[ContactPoints] = ()) -> ForgetReport:
     """Forgets one customer (see the module docstring); safe to run again for the same id.
 
     An id nothing is known of (a typo, most likely) gets no tombstone unless ``tombstone_unknown``:
     the report says it is unknown.
+
+    Args:
+        hasher: the processes' address hasher (their ``EVENTFLOW_ADDRESS_HASH_*``), to find the
+            address links under every key.
+        contacts: contact points known elsewhere (the customer store's profile, read before erasing it).
     """
     if not customer_id:
         raise InvalidCustomerIdError(customer_id)
@@ -128,8 +156,71 @@ async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
     # Twice: a journey started just before the tombstone may reach visibility a moment late.
     for _ in range(2):
         await _forget_journeys(client, customer_id, report)
-    await _forget_preferences(client, customer_id, report)
+    state = await _forget_preferences(client, customer_id, report)
+    links = _address_links(hasher, [*contacts, *([state.profile.contact_points()] if state else [])],
+                           state.suppressions.values() if state else ())
+    await _forget_address_links(client, customer_id, links, report)
     return report
+
+
+def _address_links(hasher: AddressHasher, contacts: Iterable[ContactPoints],
+                   suppressions: Iterable[Suppression]) -> dict[str, tuple[str, str]]:
+    """The ``AddressContacts`` workflow ids the customer may be linked from, with their channel and hash."""
+    links: dict[str, tuple[str, str]] = {}
+    hashes = {(s.channel, s.address_hash) for s in suppressions if s.address_hash}
+    for points in contacts:
+        for channel in PHONE_CHANNELS:
+            # A number may have reached either channel (WhatsApp falls back to the phone): both are tried.
+            for address in {points.phone, points.whatsapp} - {None, ""}:
+                hashes.update((channel, form) for form in hasher.forms(channel, str(address)))
+    for channel, hashed in hashes:
+        if channel in PHONE_CHANNELS:
+            links[address_workflow_id(channel, hashed)] = (channel, hashed)
+    return links
+
+
+async def _forget_address_links(client: Client, customer_id: str, links: Mapping[str, tuple[str, str]],
+                                report: ForgetReport) -> None:
+    for workflow_id in sorted(links):
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            owners: list[str] = await handle.query(OWNERS_QUERY, result_type=list[str])
+            if customer_id not in owners:
+                continue
+            before = (await handle.describe()).run_id
+            await handle.signal(FORGET_OWNER_SIGNAL, ForgetOwner(customer_id))
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:  # no such address workflow, or it has ended
+                continue
+            raise
+        report.address_links += 1
+        # The runs up to the forget hold the customer's id in their signals. Once the workflow has
+        # continued as new (a worker must run it), they are closed and deleted; the new run holds no
+        # trace of the customer.
+        current = await _next_run(client, workflow_id, before)
+        if current is None:
+            report.address_links_pending.append(workflow_id)
+            continue
+        closed = {before}
+        async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
+            if is_workflow(execution, workflow_id) and execution.run_id != current \
+                    and execution.status is not WorkflowExecutionStatus.RUNNING:
+                closed.add(execution.run_id)
+        for run_id in sorted(closed - report._runs_seen):
+            report._runs_seen.add(run_id)
+            await _delete(client, workflow_id, run_id, report, running=False)
+
+
+async def _next_run(client: Client, workflow_id: str, run_id: str, timeout_seconds: float = 10.0) -> str | None:
+    """The run after ``run_id`` once the workflow has continued as new; None if it has not within the timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    while True:
+        current = (await client.get_workflow_handle(workflow_id).describe()).run_id
+        if current != run_id:
+            return current
+        if asyncio.get_running_loop().time() > deadline:
+            return None
+        await asyncio.sleep(0.1)
 
 
 async def _exists(client: Client, workflow_id: str) -> bool:
@@ -163,11 +254,13 @@ async def _forget_journeys(client: Client, customer_id: str, report: ForgetRepor
         await _delete(client, execution.id, execution.run_id, report, running=running)
 
 
-async def _forget_preferences(client: Client, customer_id: str, report: ForgetReport) -> None:
+async def _forget_preferences(client: Client, customer_id: str, report: ForgetReport) -> PreferencesInput | None:
+    """Deletes every run of the customer's preferences; returns their state as it was, if there was one."""
     workflow_id = preferences_workflow_id(customer_id)
     handle = client.get_workflow_handle(workflow_id)
+    state: PreferencesInput | None = None
     try:
-        state: PreferencesInput = await handle.query(CustomerPreferences.state)
+        state = await handle.query(CustomerPreferences.state)
     except RPCError as err:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise
@@ -181,6 +274,7 @@ async def _forget_preferences(client: Client, customer_id: str, report: ForgetRe
         report._runs_seen.add(execution.run_id)
         await _delete(client, execution.id, execution.run_id, report,
                       running=execution.status is WorkflowExecutionStatus.RUNNING)
+    return state
 
 
 async def _terminate(client: Client, workflow_id: str, run_id: str) -> None:
@@ -220,16 +314,28 @@ def _forget(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[ForgetReport, StoreErasure | None]:
         erasure = None
+        hasher = address_hasher(tools.addresses)
+        contacts: list[ContactPoints] = []
         pool = await open_store(tools.database)
         if pool is not None:
             try:
+                # Its numbers first (decrypted in memory only), to find the address links in Temporal after.
+                try:
+                    contacts.append(await CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()))
+                                    .contact_points(args.customer_id))
+                except (LookupError, InvalidTag):
+                    # A field sealed with a key this command lacks: the erasure must not wait for it;
+                    # links are still found from the preferences workflow and the suppressions.
+                    print("eventflow: the profile's numbers could not be decrypted (a payload key is missing); "
+                          "address links are looked up from the other stores only", file=sys.stderr)
                 # The store first, in one transaction with its tombstone: nothing new starts meanwhile.
                 erasure = await forget_in_store(pool, args.customer_id, tombstone_unknown=args.tombstone_unknown)
             finally:
                 await pool.close()
         client = await connect(settings.temporal)
         report = await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue,
-                                       tombstone_unknown=args.tombstone_unknown or bool(erasure and erasure.known))
+                                       tombstone_unknown=args.tombstone_unknown or bool(erasure and erasure.known),
+                                       hasher=hasher, contacts=contacts)
         return report, erasure
 
     report, erasure = asyncio.run(run())

@@ -19,6 +19,7 @@ from typing import TypeVar
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.addresses import address_hasher
 from core.errors import ConfigError
 from core.settings import DatabaseSettings
 from core.temporal_client import connect
@@ -138,7 +139,8 @@ def _import(args: argparse.Namespace) -> int:
         assert pool is not None
         try:
             client = await connect(tools.core.temporal)
-            store = CustomerStore(pool, FieldCipher(tools.core.temporal.payload_keyring()))
+            store = CustomerStore(pool, FieldCipher(tools.core.temporal.payload_keyring()),
+                                  hasher=address_hasher(tools.addresses))
             return await import_from_temporal(client, store, close=not args.keep, progress=sys.stderr.isatty())
         finally:
             await pool.close()

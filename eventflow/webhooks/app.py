@@ -9,6 +9,7 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import CollectorRegistry
 
+from activities.addresses import address_hasher
 from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
 from core.http import OpsServer, all_of, kafka_check
 from core.temporal_client import connect
@@ -57,7 +58,10 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
                            before_flush=before_flush)
     server = WebhookServer(handoff, WebhookMetrics(registry), sendgrid=sendgrid, twilio=twilio, port=hooks.port,
                            request_deadline_seconds=hooks.request_deadline_seconds,
-                           max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes)
+                           max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes,
+                           hasher=address_hasher(settings.addresses),
+                           max_connections_per_source=hooks.max_connections_per_source,
+                           idle_seconds=hooks.idle_seconds)
     state = {"feedback": "off"}
     # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
     store_metrics = StoreMetrics(registry)

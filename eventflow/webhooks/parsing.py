@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from activities.addresses import address_hash
+from activities.addresses import UNKEYED, AddressHasher
 from activities.outcomes import DeliveryOutcome, DeliveryReport
 from consumer.feedback import FeedbackMessage
 from core.errors import EventflowError
@@ -81,7 +81,7 @@ def _iso_from_epoch(value: object) -> str:
     return datetime.fromtimestamp(float(value), UTC).isoformat()
 
 
-def sendgrid_events(body: bytes) -> list[FeedbackMessage]:
+def sendgrid_events(body: bytes, hasher: AddressHasher = UNKEYED) -> list[FeedbackMessage]:
     """The reports of one SendGrid Event Webhook POST (a JSON array of events)."""
     kind = RequestKind.SENDGRID_EVENTS
     try:
@@ -115,7 +115,7 @@ def sendgrid_events(body: bytes) -> list[FeedbackMessage]:
             channel=str(event.get("channel") or "email"), provider=SENDGRID, outcome=outcome, at=at,
             workflow_id=str(event.get("workflow_id") or ""), step_id=str(event.get("step_id") or ""),
             provider_message_id=message_id, error_code=code, report_id=f"sendgrid:{event_id}")
-        hashed = address_hash("email", email) if isinstance(email, str) else ""
+        hashed = hasher.hash("email", email) if isinstance(email, str) else ""
         messages.append(FeedbackMessage(report=DeliveryFeedback(report, hashed)))
     return messages
 
@@ -126,7 +126,8 @@ def _channel_of(address: str, named: str) -> str:
     return "whatsapp" if address.startswith("whatsapp:") else "sms"
 
 
-def twilio_status(form: Mapping[str, str], query: Mapping[str, str], now: datetime) -> FeedbackMessage | None:
+def twilio_status(form: Mapping[str, str], query: Mapping[str, str], now: datetime,
+                  hasher: AddressHasher = UNKEYED) -> FeedbackMessage | None:
     """The report of one Twilio status callback; None for a status that is not an outcome or a send not ours.
 
     The send is named by the callback URL's query (``k`` idempotency key, ``c`` customer, ``w``
@@ -147,7 +148,7 @@ def twilio_status(form: Mapping[str, str], query: Mapping[str, str], now: dateti
         at=now.astimezone(UTC).isoformat(), workflow_id=query.get("w", ""), step_id=query.get("s", ""),
         provider_message_id=sid, error_code=str(form.get("ErrorCode") or "")[:_MAX_CODE],
         report_id=f"twilio:{sid}:{status.lower()}")
-    return FeedbackMessage(report=DeliveryFeedback(report, address_hash(channel, to) if to else ""))
+    return FeedbackMessage(report=DeliveryFeedback(report, hasher.hash(channel, to) if to else ""))
 
 
 def keyword_of(body: str) -> KeywordAction | None:
@@ -155,7 +156,7 @@ def keyword_of(body: str) -> KeywordAction | None:
     return KEYWORDS.get(body.strip().upper())
 
 
-def twilio_inbound(form: Mapping[str, str], now: datetime) -> FeedbackMessage | None:
+def twilio_inbound(form: Mapping[str, str], now: datetime, hasher: AddressHasher = UNKEYED) -> FeedbackMessage | None:
     """The keyword of one Twilio inbound message (STOP, START, HELP and synonyms); None for other messages."""
     kind = RequestKind.TWILIO_INBOUND
     sender, sid = form.get("From"), form.get("MessageSid") or form.get("SmsSid")
@@ -165,5 +166,6 @@ def twilio_inbound(form: Mapping[str, str], now: datetime) -> FeedbackMessage | 
     if action is None or action is KeywordAction.HELP:
         return None
     channel = _channel_of(sender, "")
-    return FeedbackMessage(keyword=ContactKeyword(channel, address_hash(channel, sender), action,
-                                                  now.astimezone(UTC).isoformat(), f"twilio:{sid}"))
+    current, *others = hasher.forms(channel, sender) or ("",)
+    return FeedbackMessage(keyword=ContactKeyword(channel, current, action, now.astimezone(UTC).isoformat(),
+                                                  f"twilio:{sid}", list(others)))

@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from activities.addresses import UNKEYED, AddressHasher
 from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
 from core.settings import WebhookSettings
@@ -94,13 +95,19 @@ class WebhookServer:
         twilio: the Twilio verifier; None refuses Twilio requests (403).
         handoff: where verified records go.
         clock: wall-clock seconds (the replay window; injected by tests).
+        hasher: names the addresses reports and keywords concern (`activities.addresses.AddressHasher`).
+        max_connections_per_source: connections one IP address may hold (None: no limit beyond the cap).
+        idle_seconds: how long a kept-alive connection may sit idle (the request deadline when None).
     """
 
     def __init__(self, handoff: KafkaHandoff, metrics: WebhookMetrics, *, sendgrid: SendGridVerifier | None,
                  twilio: TwilioVerifier | None, host: str = "0.0.0.0", port: int = 8080,
                  request_deadline_seconds: float = 10.0, max_connections: int = 256,
-                 max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time) -> None:
+                 max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time,
+                 hasher: AddressHasher = UNKEYED, max_connections_per_source: int | None = None,
+                 idle_seconds: float | None = None) -> None:
         self._handoff = handoff
+        self._hasher = hasher
         self._metrics = metrics
         self._sendgrid = sendgrid
         self._twilio = twilio
@@ -109,11 +116,18 @@ class WebhookServer:
         self._clock = clock
         self._listener = CappedListener(self._handle, host=host, port=port, max_connections=max_connections,
                                         header_deadline_seconds=request_deadline_seconds,
-                                        port_variable=WebhookSettings.variable("port"))
+                                        port_variable=WebhookSettings.variable("port"),
+                                        max_connections_per_source=max_connections_per_source,
+                                        idle_seconds=idle_seconds)
 
     @property
     def port(self) -> int:
         return self._listener.port
+
+    @property
+    def refused_per_source(self) -> int:
+        """Connections answered 503 because their source held its share."""
+        return self._listener.refused_per_source
 
     @property
     def open_connections(self) -> int:
@@ -176,16 +190,15 @@ class WebhookServer:
             return "accepted", web.Response(text=EMPTY_TWIML, content_type="text/xml")
         return "accepted", web.Response(text="ok\n")
 
-    @staticmethod
-    def _parse(kind: RequestKind, body: bytes, form: Mapping[str, str], query: Mapping[str, str],
+    def _parse(self, kind: RequestKind, body: bytes, form: Mapping[str, str], query: Mapping[str, str],
                now: datetime) -> list[FeedbackMessage]:
         match kind:
             case RequestKind.SENDGRID_EVENTS:
-                return sendgrid_events(body)
+                return sendgrid_events(body, self._hasher)
             case RequestKind.TWILIO_STATUS:
-                found = twilio_status(form, query, now)
+                found = twilio_status(form, query, now, self._hasher)
             case RequestKind.TWILIO_INBOUND:
-                found = twilio_inbound(form, now)
+                found = twilio_inbound(form, now, self._hasher)
         return [found] if found is not None else []
 
     def _count(self, messages: list[FeedbackMessage]) -> None:

@@ -293,6 +293,7 @@ def test_the_commands_publish_pause_and_show_history(kafka_config: dict[str, str
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_config["bootstrap.servers"])
     monkeypatch.setenv("EVENTFLOW_CATALOG_TOPIC", writer.topic)
     monkeypatch.setenv("EVENTFLOW_CATALOG_SIGNING_KEYS", CATALOG_KEYS_TEXT)
+    monkeypatch.setenv("EVENTFLOW_EMAIL_PROVIDER", "sendgrid")  # publish refuses a channel no provider serves
     bad = _write(tmp_path / "bad", "no_such_template")
     assert main(["journeys", "publish", str(bad), "--author", "ana"]) == 1
     err = capsys.readouterr().err

@@ -15,10 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
+from consumer.catalog_channels import journey_channels
 from devstack import Endpoints
 from eventflow.commands.temporal_setup import register_search_attributes
 from eventflow.settings import load_settings
-from eventflow.worker import journey_channels, run_worker
+from eventflow.worker import run_worker
 from journeys import load_all
 from tests.harness import eventually
 

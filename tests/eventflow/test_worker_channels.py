@@ -17,9 +17,9 @@ from temporalio.client import Client
 from activities.channels import ChannelProviders
 from activities.config import channels_from
 from activities.outcomes import SendStatus
+from consumer.catalog_channels import CatalogChannelCheck
 from consumer.catalog_topic import CatalogMetrics
 from core.settings import ChannelSettings, SendGridSettings, TwilioSettings
-from eventflow.worker import CatalogChannelCheck
 from journeys.catalog import Catalog, CatalogAction, SourceFile, next_entry
 from journeys.loader import load_all
 from tests.activities.journey_support import event, journey, run_journey, send, worker

@@ -112,10 +112,14 @@ def test_values_reach_the_settings_they_document(all_on: Rendered) -> None:
     assert worker["TEMPORAL_NAMESPACE"]["value"] == "eventflow.a1b2c"
 
 
-def test_provider_settings_reach_the_worker_only(all_on: Rendered) -> None:
-    # Only the worker reads the provider settings (README: "Read by"), so only its pods get the secrets.
+def test_provider_secrets_reach_the_worker_only(all_on: Rendered) -> None:
+    # Only the worker sends, so only its pods get the providers' secrets and addresses; the consumer
+    # gets the providers' names (it refuses catalog journeys on a channel none serves).
     assert all_on.env("worker")["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
-    assert not any("PROVIDER" in name or "SENDGRID" in name or "TWILIO" in name for name in all_on.env("consumer"))
+    consumer = all_on.env("consumer")
+    assert {name for name in consumer if "PROVIDER" in name} == {
+        "EVENTFLOW_EMAIL_PROVIDER", "EVENTFLOW_SMS_PROVIDER", "EVENTFLOW_WHATSAPP_PROVIDER"}
+    assert not any("SENDGRID" in name or "TWILIO" in name or name.endswith("_FROM") for name in consumer)
 
 
 @pytest.mark.parametrize("component", ["consumer", "worker"])
@@ -308,7 +312,11 @@ def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
     trial = helm_template(helm).env("worker")
     assert trial["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "outbox"
     assert trial["EVENTFLOW_DEV_MODE"]["value"] == "true"
-    assert "EVENTFLOW_DEV_MODE" not in helm_template(helm).env("consumer"), "only the worker reads it"
+    # The consumer refuses catalog journeys on a channel no provider serves: it reads the names too.
+    consumer = helm_template(helm, values_files=[ALL_ON]).env("consumer")
+    assert consumer["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid" and "EVENTFLOW_DEV_MODE" not in consumer
+    assert helm_template(helm).env("consumer")["EVENTFLOW_DEV_MODE"]["value"] == "true"
+    assert not {"SENDGRID_API_KEY", "TWILIO_AUTH_TOKEN"} & set(consumer), "no provider secret in the consumer"
 
 
 def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(helm: Path) -> None:

@@ -71,7 +71,7 @@ def test_the_codec_server_is_locked_down_probed_and_served(all_on: Rendered) -> 
 
 
 def test_production_without_keys_is_refused_unless_plaintext_is_chosen(helm: Path) -> None:
-    production = {"devMode": "false"}
+    production = {"devMode": "false", "addressHashing.allowUnkeyed": "true"}
     with pytest.raises(RenderError, match="payloadEncryption.secretName is required outside devMode"):
         helm_template(helm, set_values=production)
     plaintext = helm_template(helm, set_values={**production, "payloadEncryption.allowPlaintext": "true"})
@@ -129,3 +129,21 @@ async def test_the_rendered_codec_server_runs_and_decrypts_with_the_mounted_keys
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_address_hash_keys_are_mounted_into_every_process_that_hashes_and_required_outside_dev_mode(
+        helm: Path, all_on: Rendered) -> None:
+    for component in ("consumer", "worker", "webhooks"):
+        env = all_on.env(component)
+        assert env["EVENTFLOW_ADDRESS_HASH_KEYS_FILE"]["value"] == "/etc/eventflow/address-keys/keys", component
+        assert env["EVENTFLOW_ADDRESS_HASH_KEY_ID"]["value"] == "2026-07"
+        assert env["EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED"]["value"] == "true"
+        mounts = {m["name"]: m for m in all_on.container(component)["volumeMounts"]}
+        assert mounts["address-keys"]["mountPath"] == "/etc/eventflow/address-keys" and mounts["address-keys"]["readOnly"]
+    production = {"devMode": "false", "payloadEncryption.allowPlaintext": "true"}
+    with pytest.raises(RenderError, match="addressHashing.secretName is required outside devMode"):
+        helm_template(helm, set_values=production)
+    unkeyed = helm_template(helm, set_values={**production, "addressHashing.allowUnkeyed": "true"})
+    assert not {"EVENTFLOW_ADDRESS_HASH_KEYS_FILE", "EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED"} & set(unkeyed.env("worker"))
+    assert "EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED" not in helm_template(helm).env("consumer"), "the trial is unkeyed"
+

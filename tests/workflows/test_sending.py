@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.addresses import address_hash
+from activities.addresses import unkeyed_address_hash
 from activities.send import SendPolicy
 from tests.activities.journey_support import channels_for, event, journey, run_journey, send, worker
 from tests.activities.provider_stub import (
@@ -146,7 +146,7 @@ async def test_numbers_are_sent_in_e164_and_a_stop_for_one_way_of_writing_suppre
         assert sent.sends[0].status == "sent"
         assert provider.sends()[0].body["To"] == "+4915123456789"
         # The STOP as the webhook service records it: hashed from the sender Twilio names, in E.164.
-        stop = ContactKeyword("sms", address_hash("sms", "+4915123456789"), KeywordAction.OPT_OUT,
+        stop = ContactKeyword("sms", unkeyed_address_hash("sms", "+4915123456789"), KeywordAction.OPT_OUT,
                               "2026-11-25T10:05:00+00:00", f"stop-{unique}")
         await temporal_client.start_workflow(
             CustomerPreferences.run, PreferencesInput(customer), id=preferences_workflow_id(customer),

@@ -112,6 +112,7 @@ spec:
               readOnly: true
             {{- end }}
             {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
+            {{- include "eventflow.addressKeysMount" $root | nindent 12 }}
             {{- include "eventflow.databaseMounts" $root | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
@@ -135,6 +136,7 @@ spec:
             defaultMode: 0440
         {{- end }}
         {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
+        {{- include "eventflow.addressKeysVolume" $root | nindent 8 }}
         {{- include "eventflow.databaseVolumes" $root | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}

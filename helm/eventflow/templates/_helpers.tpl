@@ -115,6 +115,9 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- if not (or .Values.devMode .Values.payloadEncryption.secretName .Values.payloadEncryption.allowPlaintext) }}
 {{- fail "payloadEncryption.secretName is required outside devMode: without keys, contact details are stored in clear in Temporal (docs/deploy.md); set payloadEncryption.allowPlaintext=true to accept that" }}
 {{- end }}
+{{- if not (or .Values.devMode .Values.addressHashing.secretName .Values.addressHashing.allowUnkeyed) }}
+{{- fail "addressHashing.secretName is required outside devMode: unkeyed address hashes can be guessed back into phone numbers (docs/deploy.md, section 10); set addressHashing.allowUnkeyed=true to accept that" }}
+{{- end }}
 {{- if and .Values.codecServer.enabled (not .Values.payloadEncryption.secretName) }}
 {{- fail "codecServer.enabled needs payloadEncryption.secretName: the codec server decrypts with those keys" }}
 {{- end }}
@@ -197,6 +200,7 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 {{- include "eventflow.payloadKeysEnv" . }}
+{{- include "eventflow.addressKeysEnv" . }}
 {{- include "eventflow.processDatabaseEnv" . }}
 - name: EVENTFLOW_METRICS_PORT
   value: {{ .Values.metricsPort | quote }}
@@ -229,12 +233,32 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 
+{{/*
+Which provider serves each channel, and development mode: names only, no secrets. The worker
+sends with them; the consumer and the catalog seed job refuse catalog journeys on a channel no
+provider serves (fail closed outside devMode).
+*/}}
+{{- define "eventflow.channelProvidersEnv" -}}
+{{- $p := .Values.providers }}
+- name: EVENTFLOW_EMAIL_PROVIDER
+  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
+- name: EVENTFLOW_SMS_PROVIDER
+  value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
+- name: EVENTFLOW_WHATSAPP_PROVIDER
+  value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
+{{- if .Values.devMode }}
+- name: EVENTFLOW_DEV_MODE
+  value: "true"
+{{- end }}
+{{- end }}
+
 {{/* Consumer-only environment. */}}
 {{- define "eventflow.consumerEnv" -}}
 - name: EVENTFLOW_MAX_IN_FLIGHT
   value: {{ .Values.consumer.maxInFlight | quote }}
 - name: EVENTFLOW_SHUTDOWN_GRACE_SECONDS
   value: {{ .Values.consumer.shutdownGraceSeconds | quote }}
+{{ include "eventflow.channelProvidersEnv" . }}
 {{- end }}
 
 {{/*
@@ -247,16 +271,7 @@ provider secrets have no business in the consumer's pods.
   value: {{ .Values.worker.maxConcurrentActivities | quote }}
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
   value: {{ .Values.worker.maxConcurrentWorkflowTasks | quote }}
-- name: EVENTFLOW_EMAIL_PROVIDER
-  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
-- name: EVENTFLOW_SMS_PROVIDER
-  value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
-- name: EVENTFLOW_WHATSAPP_PROVIDER
-  value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
-{{- if .Values.devMode }}
-- name: EVENTFLOW_DEV_MODE
-  value: "true"
-{{- end }}
+{{ include "eventflow.channelProvidersEnv" . }}
 {{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
 {{- if $value }}
 - name: {{ $name }}
@@ -316,6 +331,49 @@ key's id, and, outside devMode, a process refuses to start without keys.
 - name: EVENTFLOW_PAYLOAD_KEYS_REQUIRED
   value: "true"
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Address hash keys (consumer, worker, webhooks): the keys Secret as a file, the writing key's id,
+legacy reads, and, outside devMode, a process refuses to start without keys.
+*/}}
+{{- define "eventflow.addressKeysEnv" -}}
+{{- with .Values.addressHashing }}
+{{- if .secretName }}
+- name: EVENTFLOW_ADDRESS_HASH_KEYS_FILE
+  value: /etc/eventflow/address-keys/{{ .key }}
+{{- if .keyId }}
+- name: EVENTFLOW_ADDRESS_HASH_KEY_ID
+  value: {{ .keyId | quote }}
+{{- end }}
+{{- end }}
+{{- if not .legacyReads }}
+- name: EVENTFLOW_ADDRESS_HASH_LEGACY_READS
+  value: "false"
+{{- end }}
+{{- if not (or $.Values.devMode .allowUnkeyed) }}
+- name: EVENTFLOW_ADDRESS_HASH_KEYS_REQUIRED
+  value: "true"
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The address keys Secret's volume and mount, named address-keys. */}}
+{{- define "eventflow.addressKeysMount" -}}
+{{- if .Values.addressHashing.secretName }}
+- name: address-keys
+  mountPath: /etc/eventflow/address-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.addressKeysVolume" -}}
+{{- with .Values.addressHashing.secretName }}
+- name: address-keys
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}
 

@@ -15,8 +15,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from eventflow.cli import main
 from eventflow.commands.customers import InvalidCustomerIdError, forget_customer
+from events import samples
 from tests.activities.provider_stub import ProviderStub, provider
-from tests.harness import eventually
+from tests.harness import Bridge, eventually
 from tests.workflows.profile_support import identify, note_id, recipients, running, shipped, wait_id
 from workflows.journey import STATUS_QUERY, JourneyStatus
 from workflows.preferences import preferences_workflow_id
@@ -66,11 +67,19 @@ async def test_forget_leaves_nothing_readable_and_later_events_start_nothing_unt
         await eventually(lambda: _gone(temporal_client, preferences_workflow_id(customer)),
                          message="the profile and preferences deleted")
 
-        # Forgotten: a non-identify event (even one with contact details) starts and records nothing...
+        # Forgotten: a non-identify event (even one with contact details) starts and records nothing, nor
+        # does a replayed identify from before the forget (a dead letter replayed, an offset reset)...
         ignored = shipped(customer, 2, phone="+4915112300000")
-        # ...until an identify event, after which the next event works again.
+        replayed = identify(customer, 0, email="gone@example.com")
+        # ...until an identify event newer than the forget, after which the next event works again.
+        back = {**identify(customer, 3, email="back@example.com"), "occurred_at": samples.now_iso()}
         welcome_back = shipped(customer, 4)
-        await run.bridge.publish(ignored, identify(customer, 3, email="back@example.com"), welcome_back)
+        consumed = _consumed(run.bridge)
+        await run.bridge.publish(ignored, replayed)
+        await eventually(lambda: _consumed(run.bridge) >= consumed + 2, message="the two records handled")
+        tombstone = await temporal_client.get_workflow_handle(tombstone_workflow_id(customer)).describe()
+        assert tombstone.status is WorkflowExecutionStatus.RUNNING, "the replayed identify did not end the tombstone"
+        await run.bridge.publish(back, welcome_back)
         await eventually(lambda: len(provider.sends()) == 1, message="the note after the new identify")
         state = await preferences_state(temporal_client, customer)
         assert not await _exists(temporal_client, note_id(customer, ignored)), "the forgotten event started nothing"
@@ -89,6 +98,11 @@ async def test_forget_leaves_nothing_readable_and_later_events_start_nothing_unt
     assert "back@example.com" not in out, "the report names fields, never values"
     tombstone = await temporal_client.get_workflow_handle(tombstone_workflow_id(customer)).describe()
     assert tombstone.status is WorkflowExecutionStatus.RUNNING, "forgotten again"
+
+
+def _consumed(bridge: Bridge) -> float:
+    return sum(sample.value for metric in bridge.metrics.registry.collect() for sample in metric.samples
+               if sample.name == "eventflow_events_consumed_total")
 
 
 async def _exists(client: Client, workflow_id: str) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from activities.addresses import address_hash
+from activities.addresses import unkeyed_address_hash
 from activities.outcomes import DELIVERY_SIGNAL, SendStatus
 from consumer.dispatch import CUSTOMER_ID
 from devstack import Endpoints
@@ -116,7 +116,7 @@ async def test_a_hard_bounce_stops_a_later_journeys_email_until_the_customer_opt
     state = await eventually(lambda: _suppressed(stack, customer), message="the suppression")
     [suppression] = state.suppressions.values()
     assert (suppression.channel, suppression.reason, suppression.address_hash) == (
-        "email", "hard_bounce", address_hash("email", "ada@example.com"))
+        "email", "hard_bounce", unkeyed_address_hash("email", "ada@example.com"))
 
     monkeypatch.setenv("TEMPORAL_ADDRESS", endpoints.temporal_address)
     lines = await eventually(lambda: _status_lines(customer), message="the journey in visibility")
@@ -174,7 +174,7 @@ async def test_stop_stops_sms_on_that_number_and_start_resumes_it(
     entry = await eventually(lambda: _reports_at_least(stack, customer, f"{workflow_id}/text", 1),
                              message="the delivery report")
     assert (entry.outcome, entry.reports) == ("delivered", 1)
-    owners = stack.client.get_workflow_handle(address_workflow_id("sms", address_hash("sms", phone)))
+    owners = stack.client.get_workflow_handle(address_workflow_id("sms", unkeyed_address_hash("sms", phone)))
     await eventually(lambda: _owned_by(owners, customer), message="the number known as the customer's")
 
     async def inbound(body: str) -> None:
@@ -254,6 +254,45 @@ async def test_connections_beyond_the_cap_are_answered_503_at_once(kafka_config:
         assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
         writer.close()
         held.close()
+    finally:
+        await server.stop()
+        handoff.close()
+
+
+async def test_one_source_cannot_hold_every_slot_and_idle_keep_alive_connections_are_closed(
+        kafka_config: dict[str, str], unique: str) -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from eventflow.webhooks import KafkaHandoff, WebhookMetrics, WebhookServer
+
+    handoff = KafkaHandoff(kafka_config, f"unused-{unique}")
+    server = WebhookServer(handoff, WebhookMetrics(CollectorRegistry()), sendgrid=None, twilio=None, host="127.0.0.1",
+                           port=0, max_connections=10, max_connections_per_source=2, request_deadline_seconds=60,
+                           idle_seconds=0.2)
+    await server.start()
+    try:
+        # Two connections that send nothing hold this source's share; the cap (10) is far off.
+        held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(2)]
+        await eventually(lambda: server.open_connections == 2, message="both connections accepted")
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 503") and server.refused_per_source == 1
+        writer.close()
+        # The idle ones are closed by the server (the short idle time is also their header deadline).
+        for idle_reader, idle_writer in held:
+            assert await asyncio.wait_for(idle_reader.read(), 5) == b"", "an idle connection was closed"
+            idle_writer.close()
+        # A kept-alive connection after a request gives its slot back once idle, too.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 ")
+        rest = await asyncio.wait_for(reader.read(), 5)  # returns once the server closes the idle connection
+        assert b"HTTP/1.1" not in rest
+        writer.close()
+        await eventually(lambda: server.open_connections == 0, message="every slot free again")
     finally:
         await server.stop()
         handoff.close()

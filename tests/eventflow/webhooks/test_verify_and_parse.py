@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from datetime import UTC, datetime
@@ -10,10 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from activities.addresses import address_hash
+from activities.addresses import AddressHasher, unkeyed_address_hash
 from activities.outcomes import DeliveryOutcome, DeliveryReport
 from consumer.feedback import FeedbackDecodeError, decode_message, encode_message
 from core.errors import ConfigError
+from core.signing import SigningKeys
 from eventflow.webhooks.parsing import (
     KEYWORDS,
     MalformedRequest,
@@ -93,7 +95,7 @@ def test_sendgrid_events_become_reports_naming_the_send_without_the_address() ->
         (DeliveryOutcome.ACCEPTED, "sendgrid:e0", ""), (DeliveryOutcome.BOUNCED, "sendgrid:e1", "bounce"),
         (DeliveryOutcome.CLICKED, "sendgrid:e3", "")]
     first = reports[1]
-    assert first is not None and first.address_hash == address_hash("email", "ADA@example.com")
+    assert first is not None and first.address_hash == unkeyed_address_hash("email", "ADA@example.com")
     assert first.report.provider_message_id == "sgmsg123"
     assert "ada@example.com" not in encode_message(sendgrid_events(body)[0]).decode()
     dropped = sendgrid_events(sendgrid_body([sendgrid_event("dropped", ARGS, event_id="e4",
@@ -139,10 +141,23 @@ def test_inbound_stop_names_the_hashed_number_and_help_hands_on_nothing() -> Non
     stop = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW)
     assert stop is not None and stop.keyword is not None
     assert (stop.keyword.channel, stop.keyword.action) == ("whatsapp", KeywordAction.OPT_OUT)
-    assert stop.keyword.address_hash == address_hash("whatsapp", "+1 555 765 4321") != address_hash("sms", "+15557654321")
+    assert stop.keyword.address_hash == unkeyed_address_hash("whatsapp", "+1 555 765 4321") \
+        != unkeyed_address_hash("sms", "+15557654321")
     assert twilio_inbound({"From": "+15557654321", "Body": "HELP", "MessageSid": "SM8"}, NOW) is None
     with pytest.raises(MalformedRequest):
         twilio_inbound({"Body": "STOP"}, NOW)
+
+
+def test_with_address_keys_reports_and_keywords_carry_keyed_hashes_and_a_keyword_every_form() -> None:
+    hasher = AddressHasher(SigningKeys.parse(f"old={base64.b64encode(bytes(32)).decode()},"
+                                             f"new={base64.b64encode(bytes(range(32))).decode()}", "new"))
+    [report] = sendgrid_events(sendgrid_body([sendgrid_event("bounce", ARGS, event_id="e9")]), hasher)
+    assert report.report is not None and report.report.address_hash == hasher.hash("email", "ada@example.com")
+    assert report.report.address_hash.startswith("new:")
+    stop = twilio_inbound({"From": "+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW, hasher)
+    assert stop is not None and stop.keyword is not None
+    assert [stop.keyword.address_hash, *stop.keyword.other_address_hashes] == list(hasher.forms("sms", "+15557654321"))
+    assert decode_message(encode_message(stop)) == stop, "the other forms survive the feedback topic"
 
 
 def test_feedback_records_round_trip_and_bad_ones_are_typed_errors() -> None:
