@@ -15,9 +15,11 @@ from enum import StrEnum
 
 from activities.addresses import address_hash
 from activities.outcomes import DeliveryOutcome, DeliveryReport
+from activities.whatsapp import InboundMessage
 from consumer.feedback import FeedbackMessage
 from core.errors import EventflowError
 from core.logs import mask_contact_details
+from core.vocabulary import ChannelName
 from workflows.suppression import ContactKeyword, DeliveryFeedback, KeywordAction
 
 SENDGRID = "sendgrid"
@@ -155,15 +157,21 @@ def keyword_of(body: str) -> KeywordAction | None:
     return KEYWORDS.get(body.strip().upper())
 
 
-def twilio_inbound(form: Mapping[str, str], now: datetime) -> FeedbackMessage | None:
-    """The keyword of one Twilio inbound message (STOP, START, HELP and synonyms); None for other messages."""
+def twilio_inbound(form: Mapping[str, str], now: datetime) -> list[FeedbackMessage]:
+    """The records of one Twilio inbound message: its keyword (STOP, START and synonyms; HELP hands on
+    nothing), and, for any WhatsApp message, that the customer wrote (the 24-hour window, activities/whatsapp.py)."""
     kind = RequestKind.TWILIO_INBOUND
     sender, sid = form.get("From"), form.get("MessageSid") or form.get("SmsSid")
     if not sender or not sid:
         raise MalformedRequest(kind, "From or MessageSid missing")
-    action = keyword_of(form.get("Body", ""))
-    if action is None or action is KeywordAction.HELP:
-        return None
+    at, report_id = now.astimezone(UTC).isoformat(), f"twilio:{sid}"
     channel = _channel_of(sender, "")
-    return FeedbackMessage(keyword=ContactKeyword(channel, address_hash(channel, sender), action,
-                                                  now.astimezone(UTC).isoformat(), f"twilio:{sid}"))
+    records: list[FeedbackMessage] = []
+    action = keyword_of(form.get("Body", ""))
+    if action is not None and action is not KeywordAction.HELP:
+        records.append(FeedbackMessage(keyword=ContactKeyword(channel, address_hash(channel, sender), action, at,
+                                                              report_id)))
+    if channel == ChannelName.WHATSAPP:
+        records.append(FeedbackMessage(inbound=InboundMessage(address_hash(ChannelName.WHATSAPP, sender),
+                                                              address_hash(ChannelName.SMS, sender), at, report_id)))
+    return records
