@@ -19,6 +19,7 @@ from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from activities.webhook import WebhookActivities, WebhookSecrets
+from activities.whatsapp import InboundWindows
 from workflows.address_book import AddressContacts
 from workflows.journey import JourneyWorkflow
 from workflows.preferences import CustomerPreferences
@@ -88,7 +89,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
-                 circuit: CircuitPolicy | None = None) -> JourneyWorkers:
+                 circuit: CircuitPolicy | None = None,
+                 inbound: InboundWindows | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -102,12 +104,14 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
         circuit: the circuit breakers of channels with failover providers.
+        inbound: when customers last wrote on WhatsApp (the customer store); without it no
+            24-hour window counts as open, so WhatsApp sends go as templates or not at all.
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit)
+        circuit=circuit, inbound=inbound)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(
