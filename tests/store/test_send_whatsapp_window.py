@@ -24,7 +24,7 @@ from activities.notifications import SendNotificationInput
 from activities.outcomes import SendStatus
 from activities.send import NotificationActivities
 from activities.whatsapp import InboundMessage
-from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
+from consumer.feedback import FeedbackApplier, FeedbackConsumer
 from consumer.topics import ensure_topics
 from eventflow.webhooks import KafkaHandoff, TwilioVerifier, WebhookMetrics, WebhookServer
 from events.model import Customer
@@ -106,7 +106,8 @@ async def test_a_message_through_the_webhooks_opens_the_window_and_the_free_form
                                      headers=twilio_headers(f"{url}/twilio/inbound", message)) as response:
                     assert response.status == 200
         for customer, number in zip(customers, (own_number, phone), strict=True):
-            await eventually(lambda c=customer, n=number: store.last_whatsapp_inbound(c, address_hash("whatsapp", n)),
+            hashed = address_hash("whatsapp", number)
+            await eventually(lambda: store.last_whatsapp_inbound(customer, hashed),  # noqa: B023 - awaited at once
                              message="the message recorded")
     finally:
         stop.set()
