@@ -93,6 +93,16 @@ class ChannelUnavailableError(PermanentSendError):
     error_type = "ChannelUnavailable"
 
 
+class OutsideWhatsAppWindowError(PermanentSendError):
+    """A free-form WhatsApp message outside the 24-hour window, with no template to send instead.
+
+    Raised by the send activity before any provider call (activities/whatsapp.py): WhatsApp would
+    refuse it, and retrying cannot open the window.
+    """
+
+    error_type = "OutsideWhatsAppWindow"
+
+
 #: Every permanent error type, for ``RetryPolicy.non_retryable_error_types``.
 PERMANENT_ERROR_TYPES: tuple[str, ...] = (
     PermanentSendError.error_type,
@@ -100,6 +110,7 @@ PERMANENT_ERROR_TYPES: tuple[str, ...] = (
     RecipientUnsubscribedError.error_type,
     ProviderAuthError.error_type,
     ChannelUnavailableError.error_type,
+    OutsideWhatsAppWindowError.error_type,
     "ChannelNotConfigured",
     "MissingAddress",
     "TemplateRenderError",

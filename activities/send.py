@@ -1,7 +1,8 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
 Order of one attempt: an SMS or WhatsApp number to E.164 (an invalid one is permanent and reserves
-nothing), render (a broken template is permanent and reserves nothing), wait for the
+nothing), a WhatsApp send's content by the customer's 24-hour window (free-form text, the template,
+or a permanent ``OutsideWhatsAppWindow`` that reserves nothing; activities/whatsapp.py), render (a broken template is permanent and reserves nothing), wait for the
 provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
 already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
@@ -20,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Any, TypeVar
@@ -37,7 +38,13 @@ from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, ChannelProviders, OutgoingMessage, providers_of
 from activities.circuit import CircuitBreaker, CircuitPolicy, CircuitState
 from activities.contact import ContactDirectory, masked_cause, resolve_recipient
-from activities.errors import InvalidAddressError, LedgerUnavailableError, PermanentSendError, RetryableSendError
+from activities.errors import (
+    InvalidAddressError,
+    LedgerUnavailableError,
+    OutsideWhatsAppWindowError,
+    PermanentSendError,
+    RetryableSendError,
+)
 from activities.ledger import (
     CallMarkingLedger,
     Completion,
@@ -52,9 +59,11 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async, render_html_async
+from activities.whatsapp import InboundWindows, WhatsAppContent, choose_content
 from core import tracing
 from core.errors import EventflowError
 from core.logs import mask_contact_details
+from core.vocabulary import ChannelName
 
 log = structlog.get_logger(__name__)
 
@@ -135,15 +144,19 @@ class NotificationActivities:
     that records each call's provider before it leaves (`CallMarkingLedger`); with any other ledger
     only a channel's first provider is used, since nothing could tell a later attempt where an
     interrupted call went.
+
+    ``inbound`` says when customers last wrote on WhatsApp; without it no window is known to be
+    open, so WhatsApp sends go out as templates or not at all (activities/whatsapp.py).
     """
 
     def __init__(self, channels: Mapping[str, ChannelProviders], *, ledger: DeliveryLedger | None = None,
                  metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
                  contacts: ContactDirectory | None = None, circuit: CircuitPolicy | None = None,
-                 hasher: AddressHasher = UNKEYED) -> None:
+                 hasher: AddressHasher = UNKEYED, inbound: InboundWindows | None = None) -> None:
         self._providers = {name: providers_of(serving) for name, serving in channels.items()}
         self._hasher = hasher
         self._contacts = contacts
+        self._inbound = inbound
         self._ledger = ledger
         self._metrics = metrics or SendMetrics(CollectorRegistry())
         self._policy = policy or SendPolicy()
@@ -192,6 +205,7 @@ class NotificationActivities:
                                  notification.template_id)
             return SendResult(SendStatus.NO_CONTACT, channel.name)
         notification, address = recipient.notification, self._address(notification, channel, recipient.address)
+        notification = await self._whatsapp_content(notification, channel, address)
         message = await _render(notification, address)
         caps = _caps_for(notification, self._policy.caps)
         result = await self._send(notification, providers, message, caps)
@@ -214,6 +228,33 @@ class NotificationActivities:
             # The message names the problem, never the number (it reaches the journey's history).
             raise ApplicationError(f"{notification.channel} address is {exc}", type=InvalidAddressError.error_type,
                                    non_retryable=True) from None
+
+    async def _whatsapp_content(self, notification: SendNotificationInput, channel: Channel,
+                                address: str) -> SendNotificationInput:
+        """A WhatsApp send as the customer's 24-hour window allows: its free-form text, its template, or
+        a permanent ``OutsideWhatsAppWindow`` before anything is reserved or called (activities/whatsapp.py)."""
+        if notification.channel != ChannelName.WHATSAPP:
+            return notification
+        free_form = bool(notification.body_template.strip())
+        last_inbound_at = None
+        if free_form and self._inbound is not None:
+            last_inbound_at = await self._beat(self._inbound.last_whatsapp_inbound(
+                notification.customer.id, self._hasher.hash(ChannelName.WHATSAPP, address)))
+        content = choose_content(free_form=free_form, template=bool(notification.provider_template_id),
+                                 last_inbound_at=last_inbound_at, now=datetime.now(UTC))
+        match content:
+            case WhatsAppContent.FREE_FORM:
+                return replace(notification, provider_template_id="", template_variable_templates={})
+            case WhatsAppContent.TEMPLATE:
+                return notification
+            case WhatsAppContent.OUTSIDE_WINDOW:
+                error_type = OutsideWhatsAppWindowError.error_type
+                self._count(notification, channel.name, f"failed:{error_type}")
+                activity.logger.info("notification_outside_whatsapp_window template=%s locale=%s",
+                                     notification.template_id, notification.locale)
+                raise ApplicationError("free-form WhatsApp text outside the 24-hour window after the customer's "
+                                       "last message, and the template variant has no content_sid",
+                                       type=error_type, non_retryable=True)
 
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)

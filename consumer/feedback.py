@@ -9,10 +9,14 @@ them to the feedback topic before answering the provider. `FeedbackConsumer` rea
   twice), then to the sending journey as ``DELIVERY_SIGNAL`` (a journey already finished is
   skipped), and, for SMS and WhatsApp, tells the address's ``AddressContacts`` whose it is;
 * a keyword (STOP / START) goes to the address's ``AddressContacts``, which forwards it to the
-  customers of that address.
+  customers of that address;
+* an inbound WhatsApp message (any text) records, in the customer store, when the customers of
+  that number last wrote: the 24-hour window for free-form messages (activities/whatsapp.py).
+  Without a store nothing records it, and no window counts as open.
 
-Records are JSON; the key is the customer id (reports) or the address (keywords), so the reports
-of one customer, and the keywords of one address, stay in order.
+Records are JSON; the key is the customer id (reports) or the address (keywords, inbound
+messages), so the reports of one customer, and the keywords of one address, stay in order. A
+release before inbound records reads one as undecodable and skips it (only a window is lost).
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
+from activities.whatsapp import InboundMessage
 from core.errors import EventflowError
+from core.vocabulary import ChannelName
 from store.feedback import StoreFeedback
 from workflows.address_book import (
     CONTACT_SEEN_SIGNAL,
@@ -72,15 +78,19 @@ class FeedbackDecodeError(EventflowError):
 
 @dataclass(frozen=True)
 class FeedbackMessage:
-    """One record of the feedback topic: a report about a send, or a keyword from an address."""
+    """One record of the feedback topic: a report about a send, a keyword from an address, or an
+    inbound WhatsApp message."""
 
     report: DeliveryFeedback | None = None
     keyword: ContactKeyword | None = None
+    inbound: InboundMessage | None = None
 
     @property
     def key(self) -> str:
         if self.report is not None:
             return self.report.report.customer_id
+        if self.inbound is not None:
+            return address_workflow_id(ChannelName.WHATSAPP, self.inbound.address_hash)
         assert self.keyword is not None
         return address_workflow_id(self.keyword.channel, self.keyword.address_hash)
 
@@ -90,6 +100,8 @@ def encode_message(message: FeedbackMessage) -> bytes:
     if message.report is not None:
         body: dict[str, Any] = {"kind": "report", "report": asdict(message.report.report),
                                 "address_hash": message.report.address_hash}
+    elif message.inbound is not None:
+        body = {"kind": "inbound", **asdict(message.inbound)}
     else:
         assert message.keyword is not None
         body = {"kind": "keyword", **asdict(message.keyword)}
@@ -113,9 +125,12 @@ def decode_message(raw: bytes) -> FeedbackMessage:
                     raise ValueError("other_address_hashes must be a list of strings")
                 return FeedbackMessage(keyword=ContactKeyword(channel, address_hash, KeywordAction(action), at,
                                                               report_id, others))
+            case {"kind": "inbound", "address_hash": str(address_hash), "phone_hash": str(phone_hash),
+                  "at": str(at), "report_id": str(report_id)}:
+                return FeedbackMessage(inbound=InboundMessage(address_hash, phone_hash, at, report_id))
     except (ValueError, KeyError, TypeError) as exc:
         raise FeedbackDecodeError(f"{type(exc).__name__}: {exc}", raw) from exc
-    raise FeedbackDecodeError("neither a report nor a keyword", raw)
+    raise FeedbackDecodeError("neither a report, a keyword nor an inbound message", raw)
 
 
 class FeedbackMetrics:
@@ -123,8 +138,8 @@ class FeedbackMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.applied = Counter("eventflow_feedback_records_total",
-                               "Feedback records the consumer applied, by kind (report, keyword) and result "
-                               "(applied, duplicate, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
+                               "Feedback records the consumer applied, by kind (report, keyword, inbound) and "
+                               "result (applied, duplicate, unmatched, undecodable, retried).", ["kind", "result"], registry=registry)
 
 
 class FeedbackApplier:
@@ -143,6 +158,8 @@ class FeedbackApplier:
             await self._report(message.report)
         elif message.keyword is not None:
             await self._keyword(message.keyword)
+        elif message.inbound is not None:
+            await self._inbound(message.inbound)
 
     async def _report(self, feedback: DeliveryFeedback) -> None:
         report = feedback.report
@@ -196,6 +213,12 @@ class FeedbackApplier:
                 if err.status is not RPCStatusCode.NOT_FOUND:
                     raise
         self._metrics.applied.labels("keyword", "applied").inc()
+
+
+    async def _inbound(self, message: InboundMessage) -> None:
+        # Without a store no send could read the window, so there is nowhere worth recording it.
+        matched = await self._store.inbound(message) if self._store is not None else 0
+        self._metrics.applied.labels("inbound", "applied" if matched else "unmatched").inc()
 
 
 class FeedbackConsumer:

@@ -193,7 +193,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps),
-                          circuit=circuit_policy_from(process.channels))
+                          circuit=circuit_policy_from(process.channels), inbound=contacts)
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,
                              worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),

@@ -75,7 +75,8 @@ def table(chart: Path = CHART) -> str:
 # default, which the templates refuse with a message saying what to choose.
 _ENUMS: dict[str, list[str]] = {
     "logFormat": ["json", "console"],
-    "providers.email.provider": ["", "outbox", "sendgrid"],
+    "providers.email.provider": ["", "outbox", "sendgrid", "smtp"],
+    "providers.smtp.security": ["starttls", "tls", "none"],
     "providers.sms.provider": ["", "outbox", "twilio"],
     "providers.whatsapp.provider": ["", "outbox", "twilio"],
     "kafka.defaultEncoding": ["auto", "registry", "embedded", "json"],
@@ -86,6 +87,10 @@ _ENUMS: dict[str, list[str]] = {
     # libpq's sslmode (asyncpg's PGSSLMODE); "" leaves it to the DSN.
     "database.tls.sslMode": ["", "disable", "allow", "prefer", "require", "verify-ca", "verify-full"],
 }
+# Lists whose items are choices: the failover providers (each once).
+_ITEM_ENUMS: dict[str, list[str]] = {
+    "providers.email.providers": ["sendgrid", "smtp"],
+}
 # Values that take an integer or a string (a percentage, or a number KEDA wants quoted).
 _INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "consumer.keda.lagThreshold"}
 
@@ -93,6 +98,8 @@ _INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "c
 def _leaf_schema(path: str, default: object) -> dict[str, object]:
     if path in _ENUMS:
         return {"type": "string", "enum": _ENUMS[path]}
+    if path in _ITEM_ENUMS:
+        return {"type": "array", "items": {"type": "string", "enum": _ITEM_ENUMS[path]}, "uniqueItems": True}
     if path in _INT_OR_STRING:
         return {"type": ["integer", "string"]}
     if isinstance(default, bool):

@@ -29,6 +29,7 @@ from journeys._caps import with_journey_defaults
 from journeys._definition_checks import Checked, check_content
 from journeys._templates import TemplateSource, check_template
 from journeys._templates import load_templates as load_templates
+from journeys._whatsapp_checks import whatsapp_window_problems
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
 from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.model import DocumentShapeError, JourneyDefinition, JourneyDocument, Listener, Template, parse_document
@@ -115,7 +116,11 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
     report = Report(str(path), document)
     definition = _check_document(report, templates, _event_types() if event_types is None else event_types,
                                  render_templates=render_templates, allowed_hosts=allowed_hosts)
-    return definition, report.problems
+    # Files only: a snapshot published before this rule still runs (its sends fail or fall back, never
+    # reach WhatsApp outside the window), so the catalog's check_snapshot does not refuse it.
+    for where, problem in whatsapp_window_problems(definition) if definition is not None else ():
+        report.add(where, problem)
+    return (definition if not report.problems else None), report.problems
 
 
 def _check_document(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str], *,

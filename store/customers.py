@@ -184,6 +184,14 @@ class CustomerStore:
                                             for name, stored in fields.items() if name.startswith(_ATTRIBUTE)}
         return ContactPoints(attributes=attributes, **values)
 
+    async def last_whatsapp_inbound(self, customer_id: str, address_hash: str) -> datetime | None:
+        """When the customer last wrote on WhatsApp from ``address_hash`` (`activities.whatsapp.InboundWindows`)."""
+        async with timed(self._metrics, StatementKind.WINDOW_READ):
+            found = await self._pool.fetchval(
+                "SELECT last_at FROM eventflow.whatsapp_inbound WHERE customer_id = $1 AND address_hash = $2",
+                customer_id, address_hash)
+        return found if isinstance(found, datetime) else None
+
     async def field_names(self, customer_id: str) -> list[str]:
         """Which profile fields hold a value (for reports: never the values)."""
         fields = await self._pool.fetchval("SELECT fields FROM eventflow.customers WHERE customer_id = $1",

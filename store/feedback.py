@@ -6,6 +6,8 @@ says so. An inbound STOP suppresses the address on its channel for every custome
 Each report id applies once, for good: the store keeps every provider report id and inbound message
 id it applied (not a window of recent ones), so a captured START replayed after a later STOP changes
 nothing however late it comes; a keyword older than the last one applied to the address is refused too.
+An inbound WhatsApp message moves its customers' last-inbound time on that number forward (the
+24-hour window of activities/whatsapp.py); applied again, it changes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncpg
 
 from activities.outcomes import DeliveryOutcome
+from activities.whatsapp import InboundMessage
+from core.vocabulary import ChannelName
 from store._time import instant
 from store.funnel import record_delivery
 from store.metrics import StatementKind, StoreMetrics, timed
@@ -102,3 +106,24 @@ class StoreFeedback:
                     await conn.execute("DELETE FROM eventflow.suppressions"
                                        " WHERE channel = $1 AND address_hash = ANY($2::text[])", keyword.channel, forms)
         return True
+
+    async def inbound(self, message: InboundMessage) -> int:
+        """Records an inbound WhatsApp message for every customer of its number; how many it matched.
+
+        The number is matched in the address index as a ``whatsapp`` address or as an ``sms`` one
+        (a customer without a WhatsApp number gets WhatsApp on their phone, `ContactPoints.address_for`);
+        a number no customer has yet is not recorded. Rows are keyed by the WhatsApp address, the one
+        the send activity asks about, so a window one number opened is never taken for another's.
+        """
+        async with timed(self._metrics, StatementKind.INBOUND):
+            matched = await self._pool.fetchval(
+                "WITH owners AS ("
+                " SELECT a.customer_id FROM eventflow.address_index a WHERE a.channel = $1 AND a.address_hash = $2"
+                " UNION SELECT a.customer_id FROM eventflow.address_index a WHERE a.channel = $3"
+                " AND a.address_hash = $4),"
+                " written AS (INSERT INTO eventflow.whatsapp_inbound (customer_id, address_hash, last_at)"
+                " SELECT customer_id, $2, $5 FROM owners ON CONFLICT (customer_id, address_hash) DO UPDATE"
+                " SET last_at = GREATEST(eventflow.whatsapp_inbound.last_at, EXCLUDED.last_at) RETURNING 1)"
+                " SELECT count(*) FROM written", ChannelName.WHATSAPP.value, message.address_hash,
+                ChannelName.SMS.value, message.phone_hash, instant(message.at))
+        return int(matched or 0)

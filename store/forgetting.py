@@ -20,12 +20,13 @@ class StoreErasure:
     sends: int = 0
     addresses: int = 0
     journey_events: int = 0
+    whatsapp_windows: int = 0
 
 
 async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: bool = False,
                  metrics: StoreMetrics | None = None) -> StoreErasure:
-    """Deletes the customer's profile, consent (and its audit trail), sends, address links and funnel
-    events, and records a tombstone so no later event restarts them (only a newer identify event does).
+    """Deletes the customer's profile, consent (and its audit trail), sends, address links, funnel
+    events and WhatsApp windows (when they last wrote), and records a tombstone so no later event restarts them (only a newer identify event does).
 
     An id the store has never seen is left alone (a typo would otherwise silence a real customer
     later) unless ``tombstone_unknown``.
@@ -54,12 +55,16 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
         await conn.execute("DELETE FROM eventflow.segment_members WHERE customer_id = $1", customer_id)
         await conn.execute("DELETE FROM eventflow.segment_changes WHERE customer_id = $1", customer_id)
         await conn.execute("DELETE FROM eventflow.broadcast_recipients WHERE customer_id = $1", customer_id)
-        known = bool(fields is not None or consent or sends or addresses or events)
+        windows = await conn.fetchval(
+            "WITH gone AS (DELETE FROM eventflow.whatsapp_inbound WHERE customer_id = $1 RETURNING 1)"
+            " SELECT count(*) FROM gone", customer_id)
+        known = bool(fields is not None or consent or sends or addresses or events or windows)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"
                                " ON CONFLICT (customer_id) DO UPDATE SET forgotten_at = now()", customer_id)
     names = tuple(sorted(_field_names(fields)))
-    return StoreErasure(known, names, int(consent or 0), int(sends or 0), int(addresses or 0), int(events or 0))
+    return StoreErasure(known, names, int(consent or 0), int(sends or 0), int(addresses or 0), int(events or 0),
+                        int(windows or 0))
 
 
 def _field_names(fields: object) -> list[str]:

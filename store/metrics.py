@@ -43,6 +43,10 @@ class StatementKind(StrEnum):
     FORGET = "forget"
     SEGMENTS = "segments"
     FUNNEL = "funnel"
+    #: A customer's inbound WhatsApp message recorded (the 24-hour window opened).
+    INBOUND = "inbound"
+    #: The send activity reading when a customer last wrote on WhatsApp.
+    WINDOW_READ = "window_read"
 
 
 class PoolState(StrEnum):

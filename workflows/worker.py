@@ -20,6 +20,7 @@ from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
 from activities.webhook import WebhookActivities, WebhookSecrets
+from activities.whatsapp import InboundWindows
 from workflows.address_book import AddressContacts
 from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
@@ -95,7 +96,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  contacts: ContactDirectory | None = None,
                  circuit: CircuitPolicy | None = None,
                  broadcasts: BroadcastActivitiesFactory | None = None,
-                 hasher: AddressHasher = UNKEYED) -> JourneyWorkers:
+                 hasher: AddressHasher = UNKEYED,
+                 inbound: InboundWindows | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -111,12 +113,14 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         circuit: the circuit breakers of channels with failover providers.
         broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
         hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
+        inbound: when customers last wrote on WhatsApp (the customer store); without it no
+            24-hour window counts as open, so WhatsApp sends go as templates or not at all.
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit, hasher=hasher)
+        circuit=circuit, hasher=hasher, inbound=inbound)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

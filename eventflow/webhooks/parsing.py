@@ -15,9 +15,11 @@ from enum import StrEnum
 
 from activities.addresses import UNKEYED, AddressHasher
 from activities.outcomes import DeliveryOutcome, DeliveryReport
+from activities.whatsapp import InboundMessage
 from consumer.feedback import FeedbackMessage
 from core.errors import EventflowError
 from core.logs import mask_contact_details
+from core.vocabulary import ChannelName
 from workflows.suppression import ContactKeyword, DeliveryFeedback, KeywordAction
 
 SENDGRID = "sendgrid"
@@ -156,16 +158,22 @@ def keyword_of(body: str) -> KeywordAction | None:
     return KEYWORDS.get(body.strip().upper())
 
 
-def twilio_inbound(form: Mapping[str, str], now: datetime, hasher: AddressHasher = UNKEYED) -> FeedbackMessage | None:
-    """The keyword of one Twilio inbound message (STOP, START, HELP and synonyms); None for other messages."""
+def twilio_inbound(form: Mapping[str, str], now: datetime, hasher: AddressHasher = UNKEYED) -> list[FeedbackMessage]:
+    """The records of one Twilio inbound message: its keyword (STOP, START and synonyms; HELP hands on
+    nothing), and, for any WhatsApp message, that the customer wrote (the 24-hour window, activities/whatsapp.py)."""
     kind = RequestKind.TWILIO_INBOUND
     sender, sid = form.get("From"), form.get("MessageSid") or form.get("SmsSid")
     if not sender or not sid:
         raise MalformedRequest(kind, "From or MessageSid missing")
-    action = keyword_of(form.get("Body", ""))
-    if action is None or action is KeywordAction.HELP:
-        return None
+    at, report_id = now.astimezone(UTC).isoformat(), f"twilio:{sid}"
     channel = _channel_of(sender, "")
-    current, *others = hasher.forms(channel, sender) or ("",)
-    return FeedbackMessage(keyword=ContactKeyword(channel, current, action, now.astimezone(UTC).isoformat(),
-                                                  f"twilio:{sid}", list(others)))
+    records: list[FeedbackMessage] = []
+    action = keyword_of(form.get("Body", ""))
+    if action is not None and action is not KeywordAction.HELP:
+        current, *others = hasher.forms(channel, sender) or ("",)
+        records.append(FeedbackMessage(keyword=ContactKeyword(channel, current, action, at, report_id, list(others))))
+    if channel == ChannelName.WHATSAPP:
+        # The current key's form: the address index is written with it.
+        records.append(FeedbackMessage(inbound=InboundMessage(hasher.hash(ChannelName.WHATSAPP, sender),
+                                                              hasher.hash(ChannelName.SMS, sender), at, report_id)))
+    return records

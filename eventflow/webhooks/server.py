@@ -1,7 +1,8 @@
 """The webhook HTTP server: verify, parse, hand off to Kafka, and only then answer 2xx.
 
 Routes (POST): ``/sendgrid/events`` (SendGrid Event Webhook), ``/twilio/status`` (message status
-callbacks), ``/twilio/inbound`` (inbound messages: STOP / START / HELP). Answers:
+callbacks), ``/twilio/inbound`` (inbound messages: STOP / START / HELP, and when a customer last
+wrote on WhatsApp). Answers:
 
 * 403 for a missing or wrong signature (or an unconfigured provider), before the body is parsed;
 * 400 for a body the provider would not send; 413 over the size limit; 404 / 405 elsewhere;
@@ -198,7 +199,7 @@ class WebhookServer:
             case RequestKind.TWILIO_STATUS:
                 found = twilio_status(form, query, now, self._hasher)
             case RequestKind.TWILIO_INBOUND:
-                found = twilio_inbound(form, now, self._hasher)
+                return twilio_inbound(form, now, self._hasher)
         return [found] if found is not None else []
 
     def _count(self, messages: list[FeedbackMessage]) -> None:

@@ -31,6 +31,15 @@ TEMPLATES: dict[str, Any] = {
                                 "content_variables": {"1": "{{ customer.first_name }}", "2": "{{ payload.order_id }}"}}},
         },
     },
+    # Free-form WhatsApp text only: outside the 24-hour window it cannot go out (activities/whatsapp.py).
+    "chat": {
+        "id": "chat",
+        "default_locale": "en",
+        "variants": {
+            "whatsapp": {"en": {"body": "Order {{ payload.order_id }} is in."}},
+            "sms": {"en": {"body": "Order {{ payload.order_id }} is in."}},
+        },
+    },
     "hello_html": {
         "id": "hello_html",
         "default_locale": "en",

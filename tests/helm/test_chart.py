@@ -91,8 +91,8 @@ def test_every_secret_is_a_reference_to_an_existing_secret(all_on: Rendered) -> 
         env = all_on.env(component)
         assert env["TEMPORAL_TLS_CERT"]["value"].startswith("/etc/eventflow/temporal-tls/")
     # On both: Kafka SASL user and password, the Temporal API key, the registry user and password;
-    # on the worker: SendGrid and Twilio.
-    assert secret_vars == 2 * 5 + 2
+    # on the worker: SendGrid, Twilio and the SMTP user and password.
+    assert secret_vars == 2 * 5 + 4
     assert all_on.of_kind("Secret") == [], "the chart must not create Secrets"
 
 
@@ -117,7 +117,7 @@ def test_provider_secrets_reach_the_worker_only(all_on: Rendered) -> None:
     # gets the providers' names (it refuses catalog journeys on a channel none serves).
     assert all_on.env("worker")["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
     consumer = all_on.env("consumer")
-    assert {name for name in consumer if "PROVIDER" in name} == {
+    assert {name for name in consumer if "PROVIDER" in name} - {"EVENTFLOW_EMAIL_PROVIDERS"} == {
         "EVENTFLOW_EMAIL_PROVIDER", "EVENTFLOW_SMS_PROVIDER", "EVENTFLOW_WHATSAPP_PROVIDER"}
     assert not any("SENDGRID" in name or "TWILIO" in name or name.endswith("_FROM") for name in consumer)
 
@@ -317,6 +317,42 @@ def test_providers_must_be_chosen_and_dev_mode_is_explicit(helm: Path) -> None:
     assert consumer["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid" and "EVENTFLOW_DEV_MODE" not in consumer
     assert helm_template(helm).env("consumer")["EVENTFLOW_DEV_MODE"]["value"] == "true"
     assert not {"SENDGRID_API_KEY", "TWILIO_AUTH_TOKEN"} & set(consumer), "no provider secret in the consumer"
+
+
+def test_email_failover_and_smtp_reach_the_worker_with_credentials_as_secret_references(
+        all_on: Rendered, helm: Path) -> None:
+    worker = all_on.env("worker")
+    assert {name: worker[name]["value"] for name in ("EVENTFLOW_EMAIL_PROVIDER", "EVENTFLOW_EMAIL_PROVIDERS",
+                                                     "EVENTFLOW_SMTP_HOST", "EVENTFLOW_SMTP_PORT",
+                                                     "EVENTFLOW_SMTP_SECURITY")} == {
+        "EVENTFLOW_EMAIL_PROVIDER": "sendgrid", "EVENTFLOW_EMAIL_PROVIDERS": "sendgrid,smtp",
+        "EVENTFLOW_SMTP_HOST": "smtp.example.com", "EVENTFLOW_SMTP_PORT": "465", "EVENTFLOW_SMTP_SECURITY": "tls"}
+    assert [worker[name]["valueFrom"]["secretKeyRef"] for name in ("EVENTFLOW_SMTP_USERNAME", "EVENTFLOW_SMTP_PASSWORD")] \
+        == [{"name": "smtp-relay", "key": "username"}, {"name": "smtp-relay", "key": "password"}]
+    assert worker["SENDGRID_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "sendgrid"
+
+    # SMTP alone: no SendGrid key asked for, no AUTH without a Secret, the port's default.
+    alone = helm_template(helm, values_files=[ALL_ON], set_values={
+        "providers.email.provider": "smtp", "providers.email.providers": "null",
+        "providers.smtp.credentials.secretName": "", "providers.smtp.port": "587"}).env("worker")
+    assert alone["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "smtp"
+    assert not {"EVENTFLOW_EMAIL_PROVIDERS", "SENDGRID_API_KEY", "EVENTFLOW_SMTP_USERNAME",
+                "EVENTFLOW_SMTP_PASSWORD"} & set(alone)
+    assert alone["EVENTFLOW_SMTP_PORT"]["value"] == "587"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"providers.email.provider": "smtp"}, "must be the first of providers.email.providers"),
+    ({"providers.smtp.host": ""}, "providers.smtp.host is required when email uses smtp"),
+    ({"database.existingSecret": ""}, "failover needs the customer store"),
+    ({"database.connectProcesses": "false"}, "failover needs the customer store"),
+    ({"providers.email.providers": "{sendgrid,mailgun}"}, "providers"),
+    ({"providers.smtp.security": "ssl"}, "security"),
+])
+def test_email_failover_and_smtp_values_that_cannot_work_are_refused(
+        helm: Path, values: dict[str, str], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        helm_template(helm, values_files=[ALL_ON], set_values=values)
 
 
 def test_a_hook_job_registers_the_search_attributes_before_install_and_upgrade(helm: Path) -> None:

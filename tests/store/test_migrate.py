@@ -25,7 +25,8 @@ from store._alembic import MIGRATION_LOCK_KEY, alembic_config
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {"alembic_version", "customers", "address_index", "consent", "consent_audit", "suppressions",
           "keyword_changes", "sends", "provider_reports", "tombstones", "journey_events",
-          "customer_events", "segment_members", "segment_changes", "broadcasts", "broadcast_recipients"}
+          "customer_events", "segment_members", "segment_changes", "broadcasts", "broadcast_recipients",
+          "whatsapp_inbound"}
 
 
 async def _tables(dsn: str) -> set[str]:

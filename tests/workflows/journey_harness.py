@@ -29,7 +29,8 @@ DEFAULT_TEMPLATES = {
         "email": {"en": {"subject": "Note {{ journey.id }}", "body": "Hi {{ customer.first_name }}"},
                   "de": {"subject": "Notiz {{ journey.id }}", "body": "Hallo {{ customer.first_name }}"}},
         "sms": {"en": {"body": "SMS for {{ customer.id }}"}},
-        "whatsapp": {"en": {"body": "WA for {{ customer.id }}"}}}},
+        # With a template, as the validator asks of a WhatsApp send without a fallback (journeys/_whatsapp_checks.py).
+        "whatsapp": {"en": {"body": "WA for {{ customer.id }}", "content_sid": "HXnote"}}}},
     "digest": {"id": "digest", "default_locale": "en", "channels": {
         "email": {"en": {"subject": "{{ digest.count }} updates",
                          "body": "{% for e in digest.events %}{{ e.payload.order_id }};{% endfor %}"}}}},

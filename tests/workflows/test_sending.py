@@ -120,6 +120,23 @@ async def test_invalid_number_is_not_retried_and_falls_back_to_email(temporal_cl
                                      {"channel": "sms", "provider": "twilio", "outcome": "failed:InvalidAddress"}) == 3.0
 
 
+async def test_free_form_whatsapp_with_no_window_known_fails_outside_it_and_the_fallback_carries_the_message(
+        temporal_client: Client, provider: ProviderStub, unique: str) -> None:
+    registry = CollectorRegistry()
+    steps = [send("chat", "whatsapp", template="chat", fallback="sms"), send("again", "whatsapp", template="chat")]
+    # No customer store: nothing says the customer wrote in the last 24 hours.
+    async with worker(temporal_client, f"q-{unique}", channels_for(provider.base_url), registry=registry):
+        status = await run_journey(temporal_client, f"q-{unique}", journey(steps), event(f"c-{unique}"),
+                                   f"journey:test:{unique}")
+
+    fallback, alone = status.sends
+    assert (fallback.channel, fallback.status, fallback.fallback_from) == ("sms", "sent", "whatsapp:failed:OutsideWhatsAppWindow")
+    assert alone.outcome == "failed:OutsideWhatsAppWindow"
+    assert [r.body["To"] for r in provider.sends()] == ["+15557654321"], "one SMS, no WhatsApp call"
+    assert registry.get_sample_value("eventflow_notifications_sent_total", {
+        "channel": "whatsapp", "provider": "twilio", "outcome": "failed:OutsideWhatsAppWindow"}) == 2.0
+
+
 async def test_a_number_that_is_not_one_is_failed_invalid_address_and_never_reaches_the_provider(
         temporal_client: Client, provider: ProviderStub, unique: str) -> None:
     registry = CollectorRegistry()

@@ -240,8 +240,21 @@ provider serves (fail closed outside devMode).
 */}}
 {{- define "eventflow.channelProvidersEnv" -}}
 {{- $p := .Values.providers }}
+{{- $email := $p.email.providers | default (list (required "providers.email.provider is required: sendgrid, smtp, or outbox (a local file) with devMode: true for a trial" $p.email.provider)) }}
+{{- if and $p.email.provider (ne $p.email.provider (first $email)) }}
+{{- fail (printf "providers.email.provider (%s) must be the first of providers.email.providers (%s), or left empty" $p.email.provider (join "," $email)) }}
+{{- end }}
+{{- if and (gt (len $email) 1) (not (and (include "eventflow.databaseConfigured" .) .Values.database.connectProcesses)) }}
+{{- fail "providers.email.providers lists several providers: failover needs the customer store (database.existingSecret with connectProcesses), which records each call's provider before it leaves" }}
+{{- end }}
+{{- with $p.email.provider }}
 - name: EVENTFLOW_EMAIL_PROVIDER
-  value: {{ required "providers.email.provider is required: sendgrid, or outbox (a local file) with devMode: true for a trial" $p.email.provider | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with $p.email.providers }}
+- name: EVENTFLOW_EMAIL_PROVIDERS
+  value: {{ join "," . | quote }}
+{{- end }}
 - name: EVENTFLOW_SMS_PROVIDER
   value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
 - name: EVENTFLOW_WHATSAPP_PROVIDER
@@ -267,6 +280,7 @@ provider secrets have no business in the consumer's pods.
 */}}
 {{- define "eventflow.workerEnv" -}}
 {{- $p := .Values.providers }}
+{{- $email := $p.email.providers | default (list $p.email.provider) }}
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES
   value: {{ .Values.worker.maxConcurrentActivities | quote }}
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
@@ -278,12 +292,36 @@ provider secrets have no business in the consumer's pods.
   value: {{ $value | quote }}
 {{- end }}
 {{- end }}
-{{- if eq $p.email.provider "sendgrid" }}
+{{- if has "sendgrid" $email }}
 - name: SENDGRID_API_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ required "providers.sendgrid.apiKey.secretName is required when providers.email.provider is sendgrid" $p.sendgrid.apiKey.secretName | quote }}
+      name: {{ required "providers.sendgrid.apiKey.secretName is required when email uses sendgrid" $p.sendgrid.apiKey.secretName | quote }}
       key: {{ $p.sendgrid.apiKey.key | quote }}
+{{- end }}
+{{- if has "smtp" $email }}
+- name: EVENTFLOW_SMTP_HOST
+  value: {{ required "providers.smtp.host is required when email uses smtp" $p.smtp.host | quote }}
+- name: EVENTFLOW_SMTP_PORT
+  value: {{ $p.smtp.port | int | quote }}
+- name: EVENTFLOW_SMTP_SECURITY
+  value: {{ $p.smtp.security | quote }}
+- name: EVENTFLOW_SMTP_RATE_PER_SECOND
+  value: {{ $p.smtp.ratePerSecond | toString | quote }}
+{{- with $p.smtp.credentials }}
+{{- if .secretName }}
+- name: EVENTFLOW_SMTP_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName | quote }}
+      key: {{ .usernameKey | quote }}
+- name: EVENTFLOW_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName | quote }}
+      key: {{ .passwordKey | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if or (eq $p.sms.provider "twilio") (eq $p.whatsapp.provider "twilio") }}
 - name: TWILIO_AUTH_TOKEN

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from activities.addresses import AddressHasher, unkeyed_address_hash
 from activities.outcomes import DeliveryOutcome, DeliveryReport
+from activities.whatsapp import InboundMessage
 from consumer.feedback import FeedbackDecodeError, decode_message, encode_message
 from core.errors import ConfigError
 from core.signing import SigningKeys
@@ -26,6 +27,7 @@ from eventflow.webhooks.parsing import (
 )
 from eventflow.webhooks.verify import SENDGRID_TIMESTAMP_HEADER, SendGridVerifier, TwilioVerifier
 from tests.eventflow.webhooks.signing import TWILIO_TOKEN, SendGridSigner, sendgrid_body, sendgrid_event, twilio_headers
+from workflows.address_book import address_workflow_id
 from workflows.suppression import (
     KeywordAction,
     Suppression,
@@ -138,12 +140,12 @@ def test_inbound_keywords_and_their_synonyms(body: str, action: KeywordAction | 
 
 
 def test_inbound_stop_names_the_hashed_number_and_help_hands_on_nothing() -> None:
-    stop = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW)
-    assert stop is not None and stop.keyword is not None
+    [stop, _] = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW)
+    assert stop.keyword is not None
     assert (stop.keyword.channel, stop.keyword.action) == ("whatsapp", KeywordAction.OPT_OUT)
     assert stop.keyword.address_hash == unkeyed_address_hash("whatsapp", "+1 555 765 4321") \
         != unkeyed_address_hash("sms", "+15557654321")
-    assert twilio_inbound({"From": "+15557654321", "Body": "HELP", "MessageSid": "SM8"}, NOW) is None
+    assert twilio_inbound({"From": "+15557654321", "Body": "HELP", "MessageSid": "SM8"}, NOW) == []
     with pytest.raises(MalformedRequest):
         twilio_inbound({"Body": "STOP"}, NOW)
 
@@ -154,17 +156,29 @@ def test_with_address_keys_reports_and_keywords_carry_keyed_hashes_and_a_keyword
     [report] = sendgrid_events(sendgrid_body([sendgrid_event("bounce", ARGS, event_id="e9")]), hasher)
     assert report.report is not None and report.report.address_hash == hasher.hash("email", "ada@example.com")
     assert report.report.address_hash.startswith("new:")
-    stop = twilio_inbound({"From": "+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW, hasher)
-    assert stop is not None and stop.keyword is not None
+    [stop] = twilio_inbound({"From": "+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW, hasher)
+    assert stop.keyword is not None
     assert [stop.keyword.address_hash, *stop.keyword.other_address_hashes] == list(hasher.forms("sms", "+15557654321"))
     assert decode_message(encode_message(stop)) == stop, "the other forms survive the feedback topic"
+
+
+def test_any_inbound_whatsapp_message_records_when_the_number_last_wrote_and_sms_ones_do_not() -> None:
+    [chat] = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "where is my order?", "MessageSid": "SM7"}, NOW)
+    assert chat.inbound == InboundMessage(unkeyed_address_hash("whatsapp", "+15557654321"),
+                                          unkeyed_address_hash("sms", "+15557654321"), NOW.isoformat(), "twilio:SM7")
+    assert chat.key == address_workflow_id("whatsapp", chat.inbound.address_hash)
+    [stop, opened] = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "stop", "MessageSid": "SM6"}, NOW)
+    assert stop.keyword is not None and opened.inbound is not None, "a keyword is a message too"
+    assert twilio_inbound({"From": "+15557654321", "Body": "where is my order?", "MessageSid": "SM5"}, NOW) == []
 
 
 def test_feedback_records_round_trip_and_bad_ones_are_typed_errors() -> None:
     [message] = sendgrid_events(sendgrid_body([sendgrid_event("delivered", ARGS, event_id="e1")]))
     assert decode_message(encode_message(message)) == message
-    stop = twilio_inbound({"From": "+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW)
-    assert stop is not None and decode_message(encode_message(stop)) == stop
+    [stop] = twilio_inbound({"From": "+15557654321", "Body": "STOP", "MessageSid": "SM9"}, NOW)
+    assert decode_message(encode_message(stop)) == stop
+    [chat] = twilio_inbound({"From": "whatsapp:+15557654321", "Body": "hi", "MessageSid": "SM8"}, NOW)
+    assert decode_message(encode_message(chat)) == chat
     for raw in (b"{", b'{"kind": "report"}', b'{"kind": "other"}'):
         with pytest.raises(FeedbackDecodeError):
             decode_message(raw)
