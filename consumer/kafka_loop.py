@@ -330,9 +330,11 @@ class KafkaLoop(Generic[T]):
                 await self._handoff.assigned(keys)
                 consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
 
-    @staticmethod
-    def _read_ends(consumer: Consumer, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        return {key: int(consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)[1]) for key in keys}
+    def _read_ends(self, consumer: Consumer, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        try:
+            return {key: int(consumer.get_watermark_offsets(TopicPartition(*key), timeout=10)[1]) for key in keys}
+        except KafkaException as exc:
+            raise KafkaReadError(self.options.name, f"cannot read where the partitions end: {exc}") from exc
 
     def _ended(self) -> bool:
         return self.options.stop_at_end and all(self._positions.get(k, -1) >= end for k, end in self._ends.items())

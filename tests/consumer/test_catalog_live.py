@@ -557,6 +557,8 @@ async def test_a_follower_that_stops_before_it_is_asked_makes_readiness_not_read
     await follower.load()
     follower.loaded = True
     assert follower.readiness() == (True, "following at offset 1")
+    # The follower hands records on when there are some: the next one meets the bug.
+    _produce(kafka_config, writer.topic, b"journey/any", b"{}", [])
     with pytest.raises(RuntimeError):
         await follower.run(asyncio.Event())
     assert follower.readiness() == (False, "journey catalog follower stopped: RuntimeError: a bug")
