@@ -191,8 +191,9 @@ class KafkaLoop(Generic[T]):
         self._loop_thread: int | None = None
         #: True once a fetch returned: the loop polls (readiness).
         self.polling = False
-        #: Fetches issued so far (`fetch_issued` waits for one).
+        #: Fetches issued so far (`fetch_issued` waits for one), and fetches whose records came back.
         self.fetches = 0
+        self.fetched = 0
         self._fetch_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- what others read ----------------------------------------------------------------------
@@ -282,6 +283,7 @@ class KafkaLoop(Generic[T]):
                         fetch = self._fetch(consumer, room, self.options.poll_timeout_seconds)
                 messages = await fetch
                 fetch = None
+                self.fetched += 1
                 self.polling = True
                 records = self._records(messages)
                 if self.options.overlap_fetch and records and not stop.is_set() and not self._paused:
@@ -343,6 +345,7 @@ class KafkaLoop(Generic[T]):
         if isinstance(self.source, GroupSubscription):
             async with self._lock:
                 await self._handoff.revoking(self.assignment())
+                await _settle()
             await self.commit()
         # Closing a group member revokes its partitions: the callbacks find nothing left to finish.
         await asyncio.to_thread(consumer.close)
@@ -433,8 +436,9 @@ class KafkaLoop(Generic[T]):
     def _settled(self, future: asyncio.Future[bool], *, key: TopicPartitionKey, offset: int, generation: int) -> None:
         if future.cancelled() or future.exception() is not None or future.result() is not True:
             return  # never done: the partition stops committing here (and reports a stall)
-        # Work of an earlier assignment of the partition must not mark the refetched record done.
-        if key in self._assigned and self._generations.get(key, 0) == generation:
+        # Work finishing while its partition is revoked still counts (the revoke commits it), but work of
+        # an earlier assignment must not mark a refetched record done.
+        if self._generations.get(key, 0) == generation:
             self.offsets.done(key, offset)
 
     # -- back-pressure and commits --------------------------------------------------------------
@@ -515,6 +519,7 @@ class KafkaLoop(Generic[T]):
         async with self._lock:  # the hand-off under way ends first; later batches drop these partitions
             self._assigned.difference_update(keys)
             await self._handoff.revoking(keys)
+            await _settle()
             return self.offsets.to_commit(keys)
 
     def _on_lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
@@ -529,6 +534,11 @@ class KafkaLoop(Generic[T]):
                 self._positions.pop(key, None)
             self.offsets.forget(keys)
             self._handoff.revoked(keys, lost=lost)
+
+
+async def _settle() -> None:
+    """Lets the done-callbacks of work that just finished mark their offsets (they run on the next turn)."""
+    await asyncio.sleep(0)
 
 
 def _names(keys: Sequence[TopicPartitionKey]) -> list[str]:
