@@ -18,13 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message, Producer
+from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from consumer.catalog_admin import CatalogValidationError, change, diff, publish_path
 from consumer.catalog_routes import LiveRoutes, follow_catalog
 from consumer.catalog_topic import CatalogFollower, CatalogUnavailableError, CatalogWriter
+from consumer.record import SourceRecord
 from events import samples
 from journeys.catalog import (
     SIGNATURE_HEADER,
@@ -547,7 +548,7 @@ async def test_a_follower_that_stops_before_it_is_asked_makes_readiness_not_read
 
         loaded = False
 
-        async def _apply(self, records: list[Message]) -> bool:
+        async def _apply(self, records: list[SourceRecord]) -> bool:
             if self.loaded:
                 raise RuntimeError("a bug")
             return await super()._apply(records)
