@@ -1,10 +1,11 @@
-"""The Kafka-to-Temporal bridge: poll loop, record handler, per-key scheduler, offsets, dead letters, metrics.
+"""The Kafka-to-Temporal bridge on the one Kafka reading loop (`KafkaLoop`, shared by every topic reader): record handler, per-key scheduler, offsets, dead letters, metrics.
 
 The process that runs it is `eventflow.consume` (a tool-layer module, imported by name)."""
 
 from consumer.dead_letter import DeadLetterPublisher, parse_dead_letter_headers
 from consumer.dispatch import Dispatcher, Outcome, TransientTemporalError
 from consumer.handler import Job, RecordHandler
+from consumer.kafka_loop import FixedAssignment, GroupSubscription, Handoff, KafkaLoop, KafkaReadError, LoopOptions
 from consumer.ledger import DeadLetterLedger
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import OffsetTracker
@@ -21,11 +22,17 @@ __all__ = [
     "DeadLetterLedger",
     "DeadLetterPublisher",
     "DeadLettered",
+    "FixedAssignment",
+    "GroupSubscription",
     "Dispatcher",
     "Handled",
     "HandlerResult",
+    "Handoff",
     "Job",
+    "KafkaLoop",
+    "KafkaReadError",
     "KeyScheduler",
+    "LoopOptions",
     "OffsetTracker",
     "Outcome",
     "PartitionWatermark",

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from consumer.kafka_loop import FixedAssignment, Handoff, KafkaLoop, KafkaReadError, LoopOptions, run_blocking
+from consumer.record import SourceRecord
 from core.errors import EventflowError
 from core.signing import SigningKeys
 from journeys.catalog import (
@@ -89,22 +90,21 @@ class CatalogMetrics:
         self.rejected_journeys.set(len(catalog.rejections()))
 
 
-def _signature(message: Message) -> bytes | None:
-    headers = message.headers() or []
-    for name, value in headers.items() if isinstance(headers, dict) else headers:
+def _signature(record: SourceRecord) -> bytes | None:
+    for name, value in record.headers:
         if name == SIGNATURE_HEADER:
             return value if isinstance(value, bytes) else None
     return None
 
 
-def trusted_entry(message: Message, keys: SigningKeys | None) -> CatalogEntry | Rejection:
+def trusted_entry(record: SourceRecord, keys: SigningKeys | None) -> CatalogEntry | Rejection:
     """The record's entry if it is signed and valid, else why not; CPU-bound, so readers run it off the loop.
 
     Never raises for a record's content: a failure this code did not foresee is a rejection too.
     """
-    key, offset = message.key(), message.offset() or 0
+    key, offset = record.key, record.offset
     try:
-        return read_record(key, message.value(), _signature(message), keys=keys)
+        return read_record(key, record.value, _signature(record), keys=keys)
     except CatalogEntryError as exc:
         return Rejection(journey_of_key(key), offset, exc.reason, exc.problem[:300])
     except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
@@ -112,49 +112,47 @@ def trusted_entry(message: Message, keys: SigningKeys | None) -> CatalogEntry | 
         return Rejection(journey_of_key(key), offset, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def fold_record(catalog: Catalog, message: Message, read: CatalogEntry | Rejection, topic: str,
+def fold_record(catalog: Catalog, record: SourceRecord, read: CatalogEntry | Rejection, topic: str,
                 metrics: CatalogMetrics | None = None) -> bool:
     """Applies a record's `trusted_entry` to ``catalog`` if it is the journey's next revision; True if applied.
 
     A record that is not is skipped: counted (``metrics``), logged with its key, partition and
     offset, and noted on the catalog (`Catalog.reject`). Never raises for a record's content.
     """
-    offset = message.offset() or 0
+    offset = record.offset
     if isinstance(read, Rejection):
-        _reject(catalog, metrics, topic, message, read)
+        _reject(catalog, metrics, topic, record, read)
         return False
     try:
         catalog.apply(read)
     except CatalogConflictError as exc:
         if metrics is not None:
             metrics.invalid_entries.labels(RejectReason.CONFLICT.value).inc()
-        log.warning("catalog_entry_conflict", topic=topic, partition=message.partition(), offset=offset,
+        log.warning("catalog_entry_conflict", topic=topic, partition=record.partition, offset=offset,
                     journey=exc.journey_id, revision=exc.revision, expected=exc.expected)
         return False
     except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
         log.exception("catalog_entry_failed", topic=topic, offset=offset)
-        _reject(catalog, metrics, topic, message, Rejection(journey_of_key(message.key()), offset, RejectReason.ERROR,
-                                                            f"{type(exc).__name__}: {str(exc)[:300]}"))
+        _reject(catalog, metrics, topic, record, Rejection(journey_of_key(record.key), offset, RejectReason.ERROR,
+                                                           f"{type(exc).__name__}: {str(exc)[:300]}"))
         return False
     if metrics is not None:
         metrics.entries.inc()
     return True
 
 
-def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, message: Message,
+def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, record: SourceRecord,
             rejection: Rejection) -> None:
-    key, reason = message.key(), rejection.reason
+    key, reason = record.key, rejection.reason
     catalog.reject(rejection)
     if metrics is not None:
         metrics.invalid_entries.labels(reason.value).inc()
-    log.error("catalog_entry_rejected", topic=topic, partition=message.partition(), offset=rejection.offset,
+    log.error("catalog_entry_rejected", topic=topic, partition=record.partition, offset=rejection.offset,
               key=(key or b"")[:200].decode("utf-8", "replace"), reason=reason.value, error=rejection.problem)
 
 
-def _reader_config(client_config: Mapping[str, str]) -> dict[str, object]:
-    # A group id is required by the client, but the reader only assigns and never commits or joins.
-    return {**client_config, "group.id": f"eventflow-catalog-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
-            "enable.partition.eof": True, "auto.offset.reset": "earliest", "log_level": 0}
+#: librdkafka settings of a catalog reader beyond the loop's: its own lines stay quiet (commands print).
+_READER_CONFIG: dict[str, object] = {"log_level": 0}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -162,86 +160,64 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-class _Log:
-    """The topic's one partition, read from the beginning; blocking calls, one thread at a time."""
+def _address(client_config: Mapping[str, str]) -> str:
+    return client_config.get("bootstrap.servers", "?")
 
-    def __init__(self, client_config: Mapping[str, str], topic: str) -> None:
-        self._config = dict(client_config)
-        self.topic = topic
-        self._consumer: Consumer | None = None
 
-    @property
-    def address(self) -> str:
-        return self._config.get("bootstrap.servers", "?")
+def _check_topic(client_config: Mapping[str, str], topic: str, timeout_seconds: float) -> None:
+    """Blocking: the topic exists with exactly one partition, else `CatalogUnavailableError` saying why."""
+    # A consumer's metadata request never creates the topic (an admin or producer one may, on brokers that
+    # auto-create), so a missing topic is reported as missing.
+    probe = Consumer({**client_config, "group.id": "eventflow-catalog-probe", "log_level": 0})
+    try:
+        metadata = probe.list_topics(topic, timeout=timeout_seconds).topics.get(topic)
+    except KafkaException as exc:
+        raise CatalogUnavailableError(topic, _address(client_config), _first_line(exc)) from exc
+    finally:
+        probe.close()
+    cause: str | None = None
+    if metadata is None or (metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+        cause = "it does not exist (create it with `eventflow journeys publish`)"
+    elif metadata.error is not None:
+        cause = metadata.error.str()
+    elif not metadata.partitions:
+        cause = "it has no partitions"
+    elif len(metadata.partitions) != 1:
+        cause = f"it has {len(metadata.partitions)} partitions; the catalog needs exactly one (one total order)"
+    if cause is not None:
+        raise CatalogUnavailableError(topic, _address(client_config), cause)
 
-    def open(self, timeout_seconds: float) -> None:
-        consumer = Consumer(_reader_config(self._config))
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=timeout_seconds).topics.get(self.topic)
-        except KafkaException as exc:
-            consumer.close()
-            raise CatalogUnavailableError(self.topic, self.address, _first_line(exc)) from exc
-        cause: str | None = None
-        if metadata is None or (metadata.error is not None
-                                and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
-            cause = "it does not exist (create it with `eventflow journeys publish`)"
-        elif metadata.error is not None:
-            cause = metadata.error.str()
-        elif not metadata.partitions:
-            cause = "it has no partitions"
-        if cause is not None:
-            consumer.close()
-            raise CatalogUnavailableError(self.topic, self.address, cause)
-        assert metadata is not None
-        if len(metadata.partitions) != 1:
-            consumer.close()
-            raise CatalogUnavailableError(self.topic, self.address, f"it has {len(metadata.partitions)} partitions; "
-                                                                    "the catalog needs exactly one (one total order)")
-        consumer.assign([TopicPartition(self.topic, 0, 0)])
-        self._consumer = consumer
 
-    def end(self, timeout_seconds: float) -> int:
-        assert self._consumer is not None
-        try:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout_seconds,
-                                                           cached=False)
-        except KafkaException as exc:
-            raise CatalogUnavailableError(self.topic, self.address, _first_line(exc)) from exc
-        return int(high)
+class _Fold(Handoff[SourceRecord]):
+    """Hands each batch of the catalog topic to its follower (`CatalogFollower._apply`)."""
 
-    def poll(self, timeout_seconds: float) -> tuple[list[Message], int | None]:
-        """Records now available, and the end offset if the partition's end was reached."""
-        assert self._consumer is not None
-        records: list[Message] = []
-        at_end: int | None = None
-        for message in self._consumer.consume(500, timeout_seconds):
-            error = message.error()
-            if error is None:
-                records.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                at_end = (message.offset() or 0)
-            elif error.fatal() or error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
-                raise CatalogUnavailableError(self.topic, self.address, error.str())
-            else:
-                log.warning("catalog_consume_error", error=error.str())
-        return records, at_end
+    def __init__(self, apply: Callable[[list[SourceRecord]], Awaitable[bool]]) -> None:
+        self._apply = apply
+        self.changed = False
+        self.end: int | None = None
 
-    def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+    def decode(self, record: SourceRecord) -> SourceRecord:
+        return record  # checked in `hand_off`, off the loop and a batch at a time
+
+    async def hand_off(self, records: Sequence[SourceRecord], items: Sequence[SourceRecord]) -> None:
+        self.changed = await self._apply(list(items)) or self.changed
+
+    def reached_end(self, partition: tuple[str, int], offset: int) -> None:
+        self.end = offset
 
 
 class CatalogFollower:
     """Keeps a `Catalog` built from the topic, live: `load` reads to the end, `run` follows it.
 
+    Both read on the shared `KafkaLoop` (a fixed assignment of the one partition, no group).
     ``on_change`` is called on the event loop with the catalog after every batch that changed it.
     """
 
     def __init__(self, client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
                  metrics: CatalogMetrics | None = None, on_change: Callable[[Catalog], None] | None = None,
                  poll_seconds: float = 0.5) -> None:
-        self._log = _Log(client_config, topic)
+        self._config = dict(client_config)
+        self._topic = topic
         self._keys = keys
         self.metrics = metrics or CatalogMetrics(CollectorRegistry())
         self.catalog = Catalog()
@@ -256,7 +232,7 @@ class CatalogFollower:
 
     @property
     def topic(self) -> str:
-        return self._log.topic
+        return self._topic
 
     @property
     def name(self) -> str:
@@ -292,27 +268,23 @@ class CatalogFollower:
             return False, problem
         return True, self.note() or f"following at offset {self._next_offset}"
 
+    def _reader(self, fold: _Fold, options: LoopOptions) -> KafkaLoop[SourceRecord]:
+        return KafkaLoop(FixedAssignment({(self._topic, 0): self._next_offset}, _READER_CONFIG), fold, options,
+                         client_config=self._config)
+
     async def load(self, timeout_seconds: float = 20.0) -> Catalog:
         """Reads the topic to its current end.
 
         Raises:
             CatalogUnavailableError: the topic is missing, unreadable, or not read to its end in time.
         """
-        deadline = time.monotonic() + timeout_seconds
-        await asyncio.to_thread(self._log.open, timeout_seconds)
-        try:
-            end = await asyncio.to_thread(self._log.end, timeout_seconds)
-            while self._next_offset < end:
-                if time.monotonic() > deadline:
-                    raise CatalogUnavailableError(self.topic, self._log.address, f"not read to its end (offset {end}) "
-                                                  f"within {timeout_seconds:.0f}s")
-                records, at_end = await asyncio.to_thread(self._log.poll, 0.5)
-                await self._apply(records)
-                if at_end is not None:
-                    self._next_offset = max(self._next_offset, at_end)
-        except BaseException:
-            await asyncio.to_thread(self._log.close)
-            raise
+        await asyncio.to_thread(_check_topic, self._config, self._topic, timeout_seconds)
+        fold = _Fold(self._apply)
+        reader = self._reader(fold, LoopOptions(name="catalog-load", stop_at_end=True,
+                                                idle_timeout_seconds=timeout_seconds))
+        await _read_to_end(reader, self._topic, self._config, timeout_seconds)
+        if fold.end is not None:
+            self._next_offset = max(self._next_offset, fold.end)
         self.metrics.observe(self.catalog)
         log.info("catalog_loaded", topic=self.topic, offset=self._next_offset,
                  journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
@@ -326,22 +298,17 @@ class CatalogFollower:
         """
         try:
             while not stop.is_set():
+                fold = _Fold(self._followed)
+                # A reader that fails starts again from the next offset to read.
+                reader = self._reader(fold, LoopOptions(name="catalog-follower",
+                                                        poll_timeout_seconds=self._poll_seconds))
                 try:
-                    records, _ = await asyncio.to_thread(self._log.poll, self._poll_seconds)
-                except CatalogUnavailableError as exc:
+                    await reader.run(stop)
+                except KafkaReadError as exc:
                     # Routing goes on with the last catalog read; readiness says it is not current.
-                    self._problem = f"journey catalog unreadable: {exc.cause}"
-                    log.error("catalog_unreadable", topic=self.topic, error=exc.cause)
+                    self._problem = f"journey catalog unreadable: {exc.problem}"
+                    log.error("catalog_unreadable", topic=self.topic, error=exc.problem)
                     await _wait(stop, 2.0)
-                    continue
-                self._problem = None
-                changed = await self._apply(records)
-                if records:
-                    self.metrics.observe(self.catalog)
-                if changed:
-                    log.info("catalog_changed", topic=self.topic, offset=self._next_offset,
-                             journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
-                    self._changed()
         except BaseException as exc:
             if not stop.is_set():
                 self._stopped = f"journey catalog follower stopped: {type(exc).__name__}: {str(exc)[:200]}"
@@ -351,7 +318,17 @@ class CatalogFollower:
             if not stop.is_set() and self._stopped is None:
                 self._stopped = "journey catalog follower stopped"
                 log.error("catalog_follower_stopped", topic=self.topic)
-            await asyncio.to_thread(self._log.close)
+
+    async def _followed(self, records: list[SourceRecord]) -> bool:
+        self._problem = None
+        changed = await self._apply(records)
+        if records:
+            self.metrics.observe(self.catalog)
+        if changed:
+            log.info("catalog_changed", topic=self.topic, offset=self._next_offset,
+                     journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
+            self._changed()
+        return changed
 
     def _changed(self) -> None:
         if self.on_change is None:
@@ -364,13 +341,13 @@ class CatalogFollower:
         else:
             self._unrouted = None
 
-    async def _apply(self, records: list[Message]) -> bool:
+    async def _apply(self, records: list[SourceRecord]) -> bool:
         # Checking a record test-renders templates: off the loop, so polling and probes go on meanwhile.
-        reads = await asyncio.to_thread(lambda: [trusted_entry(message, self._keys) for message in records])
+        reads = await asyncio.to_thread(lambda: [trusted_entry(record, self._keys) for record in records])
         changed = False
-        for message, read in zip(records, reads, strict=True):
-            self._next_offset = (message.offset() or 0) + 1
-            changed = fold_record(self.catalog, message, read, self.topic, self.metrics) or changed
+        for record, read in zip(records, reads, strict=True):
+            self._next_offset = record.offset + 1
+            changed = fold_record(self.catalog, record, read, self.topic, self.metrics) or changed
         return changed
 
 
@@ -384,26 +361,41 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 def read_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
                  timeout_seconds: float = 20.0) -> tuple[Catalog, int]:
     """The catalog (skipped records noted on it) and the offset after its last record; blocking (commands)."""
-    reader = _Log(client_config, topic)
-    reader.open(timeout_seconds)
+    _check_topic(client_config, topic, timeout_seconds)
+    collected: list[SourceRecord] = []
+
+    async def collect(records: list[SourceRecord]) -> bool:
+        collected.extend(records)
+        return False
+
+    async def read() -> int:
+        loop = KafkaLoop(FixedAssignment({(topic, 0): 0}, _READER_CONFIG), _Fold(collect),
+                         LoopOptions(name="catalog-read", stop_at_end=True, idle_timeout_seconds=timeout_seconds),
+                         client_config=client_config)
+        await _read_to_end(loop, topic, client_config, timeout_seconds)
+        return loop.position((topic, 0)) or 0
+
+    end = run_blocking(read)
     catalog = Catalog()
     next_offset = 0
+    for record in collected:
+        next_offset = record.offset + 1
+        # A command reads past skipped records as the follower does.
+        fold_record(catalog, record, trusted_entry(record, keys), topic)
+    return catalog, max(next_offset, end)
+
+
+async def _read_to_end(loop: KafkaLoop[SourceRecord], topic: str, client_config: Mapping[str, str],
+                       timeout_seconds: float) -> None:
+    """Runs a bounded catalog read; every way it can fail is a `CatalogUnavailableError`."""
     try:
-        end = reader.end(timeout_seconds)
-        deadline = time.monotonic() + timeout_seconds
-        while next_offset < end:
-            if time.monotonic() > deadline:
-                raise CatalogUnavailableError(topic, reader.address, f"not read to its end within {timeout_seconds:.0f}s")
-            records, at_end = reader.poll(0.5)
-            for message in records:
-                next_offset = (message.offset() or 0) + 1
-                # A command reads past skipped records as the follower does.
-                fold_record(catalog, message, trusted_entry(message, keys), topic)
-            if at_end is not None:
-                next_offset = max(next_offset, at_end)
-    finally:
-        reader.close()
-    return catalog, next_offset
+        async with asyncio.timeout(timeout_seconds):
+            await loop.run(asyncio.Event())
+    except TimeoutError as exc:
+        raise CatalogUnavailableError(topic, _address(client_config),
+                                      f"not read to its end within {timeout_seconds:.0f}s") from exc
+    except KafkaReadError as exc:
+        raise CatalogUnavailableError(topic, _address(client_config), exc.problem) from exc
 
 
 class CatalogWriter:

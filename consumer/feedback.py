@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from prometheus_client import CollectorRegistry, Counter
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.outcomes import DELIVERY_SIGNAL, DeliveryOutcome, DeliveryReport
 from activities.whatsapp import InboundMessage
+from consumer.kafka_loop import GroupSubscription, Handoff, KafkaLoop, LoopOptions
+from consumer.record import SourceRecord
 from core.errors import EventflowError
 from core.vocabulary import ChannelName
 from store.feedback import StoreFeedback
@@ -221,61 +221,37 @@ class FeedbackApplier:
         self._metrics.applied.labels("inbound", "applied" if matched else "unmatched").inc()
 
 
-class FeedbackConsumer:
-    """Reads the feedback topic and applies each record, committing only what was applied.
+class _FeedbackHandoff(Handoff[FeedbackMessage | FeedbackDecodeError]):
+    """Applies each record of a batch in order before the loop commits it."""
 
-    A Temporal outage is waited out (the record is applied again with back-off) rather than
-    skipped: a report never lost is worth a paused topic.
-    """
-
-    def __init__(self, client_config: Mapping[str, str], topic: str, group_id: str, applier: FeedbackApplier, *,
-                 metrics: FeedbackMetrics | None = None, batch_size: int = 100,
-                 on_assigned: Callable[[], None] | None = None) -> None:
-        self._config = {**client_config, "group.id": group_id, "enable.auto.commit": "false",
-                        "auto.offset.reset": "earliest"}
-        self._topic = topic
+    def __init__(self, applier: FeedbackApplier, metrics: FeedbackMetrics, stop: asyncio.Event,
+                 on_assigned: Callable[[], None] | None) -> None:
         self._applier = applier
-        self._metrics = metrics or FeedbackMetrics(CollectorRegistry())
-        self._batch = batch_size
+        self._metrics = metrics
+        self._stop = stop
         self._on_assigned = on_assigned
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consumes until ``stop`` is set; closes the consumer (leaving the group) at the end."""
-        consumer = Consumer({**self._config, "logger": logging.getLogger("librdkafka")})
-
-        def assigned(_: Consumer, partitions: list[Any]) -> None:
-            if self._on_assigned is not None:
-                self._on_assigned()
-
-        consumer.subscribe([self._topic], on_assign=assigned)
+    def decode(self, record: SourceRecord) -> FeedbackMessage | FeedbackDecodeError:
         try:
-            while not stop.is_set():
-                messages: list[Message] = await asyncio.to_thread(consumer.consume, self._batch, 0.5)
-                applied = False
-                for message in messages:
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("feedback_consume_error", error=str(error))
-                        continue
-                    await self._apply_until_done(message.value() or b"", stop)
-                    applied = True
-                if applied and not stop.is_set():
-                    try:
-                        await asyncio.to_thread(consumer.commit, asynchronous=False)
-                    except KafkaException as exc:
-                        # A rebalance took the partitions: their records are applied again (idempotently).
-                        log.warning("feedback_commit_failed", error=str(exc))
-        finally:
-            await asyncio.to_thread(consumer.close)
-
-    async def _apply_until_done(self, raw: bytes, stop: asyncio.Event) -> None:
-        try:
-            message = decode_message(raw)
+            return decode_message(record.value)
         except FeedbackDecodeError as exc:
-            self._metrics.applied.labels("unknown", "undecodable").inc()
-            log.error("feedback_undecodable", problem=exc.problem, size=len(raw))
-            return
+            return exc
+
+    async def hand_off(self, records: Sequence[SourceRecord],
+                       items: Sequence[FeedbackMessage | FeedbackDecodeError]) -> None:
+        for item in items:
+            match item:
+                case FeedbackDecodeError() as error:
+                    self._metrics.applied.labels("unknown", "undecodable").inc()
+                    log.error("feedback_undecodable", problem=error.problem, size=len(error.raw))
+                case FeedbackMessage() as message:
+                    await self._apply_until_done(message)
+
+    async def assigned(self, partitions: Sequence[tuple[str, int]]) -> None:
+        if self._on_assigned is not None:
+            self._on_assigned()
+
+    async def _apply_until_done(self, message: FeedbackMessage) -> None:
         delay = 0.2
         while True:
             try:
@@ -286,7 +262,38 @@ class FeedbackConsumer:
             except Exception as exc:  # noqa: BLE001 - applying is idempotent: try again rather than lose the record
                 self._metrics.applied.labels("unknown", "retried").inc()
                 log.error("feedback_apply_failed", error_type=type(exc).__name__, delay_seconds=delay)
-            if stop.is_set():
+            if self._stop.is_set():
+                # The batch's hand-off fails, so none of its records is committed: they are applied again.
                 raise asyncio.CancelledError("stopped before the feedback record was applied")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+class FeedbackConsumer:
+    """Reads the feedback topic on the shared `KafkaLoop` and applies each record, committing only what was applied.
+
+    A Temporal outage is waited out (the record is applied again with back-off) rather than
+    skipped: a report never lost is worth a paused topic.
+    """
+
+    def __init__(self, client_config: Mapping[str, str], topic: str, group_id: str, applier: FeedbackApplier, *,
+                 metrics: FeedbackMetrics | None = None, batch_size: int = 100,
+                 on_assigned: Callable[[], None] | None = None) -> None:
+        self._client_config = dict(client_config)
+        self._topic = topic
+        self._group_id = group_id
+        self._applier = applier
+        self._metrics = metrics or FeedbackMetrics(CollectorRegistry())
+        self._batch = batch_size
+        self._on_assigned = on_assigned
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes until ``stop`` is set; commits what was applied and closes the consumer (leaving the group)."""
+        # The group keeps the client's default (eager) assignment: webhook replicas of an older
+        # release in the same group must still find a common protocol during a rolling update.
+        loop: KafkaLoop[FeedbackMessage | FeedbackDecodeError] = KafkaLoop(
+            GroupSubscription((self._topic,), self._group_id),
+            _FeedbackHandoff(self._applier, self._metrics, stop, self._on_assigned),
+            LoopOptions(name="feedback", max_batch=self._batch, commit_interval_seconds=0.0),
+            client_config=self._client_config)
+        await loop.run(stop)

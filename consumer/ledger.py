@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from consumer.dead_letter import DeadLetterPublisher, dead_letter_partition, parse_dead_letter_headers
 from consumer.handler import DeadLetterReceipt
+from consumer.kafka_loop import FixedAssignment, Handoff, KafkaLoop, LoopOptions
 from consumer.metrics import ConsumerMetrics
 from consumer.record import SourceRecord
 from consumer.retry import DEFAULT_RETRY, RetryPolicy
@@ -182,7 +182,7 @@ class DeadLetterLedger:
                 return
             try:
                 partitions = await self._publisher.existing_partitions()
-                loaded = await asyncio.to_thread(self._scan, wanted, partitions)
+                loaded = await self._scan(wanted, partitions)
                 self._problem = None
                 break
             except Exception as exc:  # noqa: BLE001 - the broker is unreachable: the partitions wait, visibly
@@ -202,64 +202,88 @@ class DeadLetterLedger:
             future.set_result(ledger)
         log.info("dead_letter_ledger_loaded", partitions={f"{t}[{p}]": len(found.written) for (t, p), found in loaded.items()})
 
-    def _scan(self, keys: list[TopicPartitionKey],
-              dlq_partitions: int | None) -> dict[TopicPartitionKey, PartitionLedger]:
-        """Blocking: reads committed positions and the dead-letter tail of ``keys``.
+    async def _scan(self, keys: list[TopicPartitionKey],
+                    dlq_partitions: int | None) -> dict[TopicPartitionKey, PartitionLedger]:
+        """Reads committed positions, then the dead-letter tail of ``keys`` on the shared loop.
 
         With no dead-letter topic yet (``dlq_partitions`` None) nothing was dead-lettered: the
         ledgers are empty, with an unknown dead-letter partition until the first write.
         """
+        positions, ledgers, starts = await asyncio.to_thread(self._plan, keys, dlq_partitions)
         dlq = self._publisher.topic
+        for dlq_partition, start in starts.items():
+            reader = _Provenance()
+            loop: KafkaLoop[_Found | None] = KafkaLoop(
+                FixedAssignment({(dlq, dlq_partition): start or 0}), reader,
+                LoopOptions(name="dead-letter-ledger", stop_at_end=True, idle_timeout_seconds=self._idle_timeout),
+                client_config=self._publisher.client_config)
+            await loop.run(asyncio.Event())
+            end = reader.end if reader.end is not None else loop.position((dlq, dlq_partition)) or 0
+            for ledger in ledgers.values():
+                if ledger.dlq_partition == dlq_partition:
+                    ledger.floor = max(ledger.floor, end)
+            for found in reader.found:
+                ledger_of_source = ledgers.get(found.source)
+                if ledger_of_source is not None and found.source_offset >= positions[found.source]:
+                    ledger_of_source.written.setdefault(found.source_offset, found.dlq_offset)
+        return ledgers
+
+    def _plan(self, keys: list[TopicPartitionKey], dlq_partitions: int | None) -> tuple[
+            dict[TopicPartitionKey, int], dict[TopicPartitionKey, PartitionLedger], dict[int, int | None]]:
+        """Blocking: the committed positions of ``keys``, their ledgers, and where to read each dead-letter partition."""
         reader = Consumer({**self._publisher.client_config, "group.id": self._group_id,
                            "enable.auto.commit": False, "enable.auto.offset.store": False,
                            "auto.offset.reset": "earliest"})
         try:
             committed = reader.committed([TopicPartition(t, p) for t, p in keys], timeout=10)
-            positions: dict[TopicPartitionKey, int] = {}
-            ledgers: dict[TopicPartitionKey, PartitionLedger] = {}
-            starts: dict[int, int | None] = {}
-            for tp in committed:
-                key = (tp.topic, tp.partition)
-                positions[key] = max(tp.offset, 0)
-                if dlq_partitions is None:
-                    ledgers[key] = PartitionLedger(UNKNOWN_PARTITION)
-                    continue
-                ledger = ledgers[key] = PartitionLedger(dead_letter_partition(tp.topic, tp.partition, dlq_partitions))
-                stored = parse_metadata(tp.metadata)
-                # No metadata of ours (never committed, or by an older version): read the whole partition.
-                start = stored[1] if stored is not None and stored[0] == ledger.dlq_partition else None
-                if ledger.dlq_partition in starts:
-                    previous = starts[ledger.dlq_partition]
-                    start = None if start is None or previous is None else min(start, previous)
-                starts[ledger.dlq_partition] = start
-            for dlq_partition, start in starts.items():
-                low, high = reader.get_watermark_offsets(TopicPartition(dlq, dlq_partition), timeout=10)
-                begin = low if start is None else max(start, low)
-                for ledger in ledgers.values():
-                    if ledger.dlq_partition == dlq_partition:
-                        ledger.floor = high
-                if begin >= high:
-                    continue
-                reader.assign([TopicPartition(dlq, dlq_partition, begin)])
-                next_offset, deadline = begin, time.monotonic() + self._idle_timeout
-                while next_offset < high:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"reading {dlq}[{dlq_partition}] stalled at {next_offset} of {high}")
-                    for message in reader.consume(500, 0.5):
-                        if message.error() is not None:
-                            continue
-                        deadline = time.monotonic() + self._idle_timeout
-                        next_offset = int(message.offset() or 0) + 1
-                        headers = parse_dead_letter_headers(message.headers())
-                        try:
-                            source = (headers["source_topic"], int(headers["source_partition"]))
-                            source_offset = int(headers["source_offset"])
-                        except (KeyError, ValueError):
-                            continue
-                        ledger_of_source = ledgers.get(source)
-                        if ledger_of_source is not None and source_offset >= positions[source]:
-                            ledger_of_source.written.setdefault(source_offset, int(message.offset() or 0))
-                reader.unassign()
-            return ledgers
         finally:
             reader.close()
+        positions: dict[TopicPartitionKey, int] = {}
+        ledgers: dict[TopicPartitionKey, PartitionLedger] = {}
+        starts: dict[int, int | None] = {}
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            positions[key] = max(tp.offset, 0)
+            if dlq_partitions is None:
+                ledgers[key] = PartitionLedger(UNKNOWN_PARTITION)
+                continue
+            ledger = ledgers[key] = PartitionLedger(dead_letter_partition(tp.topic, tp.partition, dlq_partitions))
+            stored = parse_metadata(tp.metadata)
+            # No metadata of ours (never committed, or by an older version): read the whole partition.
+            start = stored[1] if stored is not None and stored[0] == ledger.dlq_partition else None
+            if ledger.dlq_partition in starts:
+                previous = starts[ledger.dlq_partition]
+                start = None if start is None or previous is None else min(start, previous)
+            starts[ledger.dlq_partition] = start
+        return positions, ledgers, starts
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A dead letter's provenance: the source record it holds, and where it is."""
+
+    source: TopicPartitionKey
+    source_offset: int
+    dlq_offset: int
+
+
+class _Provenance(Handoff[_Found | None]):
+    """Collects the provenance of every dead letter read (records without it are skipped)."""
+
+    def __init__(self) -> None:
+        self.found: list[_Found] = []
+        self.end: int | None = None
+
+    def decode(self, record: SourceRecord) -> _Found | None:
+        headers = parse_dead_letter_headers(list(record.headers))
+        try:
+            return _Found((headers["source_topic"], int(headers["source_partition"])),
+                          int(headers["source_offset"]), record.offset)
+        except (KeyError, ValueError):
+            return None
+
+    async def hand_off(self, records: Sequence[SourceRecord], items: Sequence[_Found | None]) -> None:
+        self.found.extend(item for item in items if item is not None)
+
+    def reached_end(self, partition: TopicPartitionKey, offset: int) -> None:
+        self.end = offset

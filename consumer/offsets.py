@@ -104,7 +104,9 @@ class OffsetTracker:
             metadata = self._metadata.commit_metadata(key, position)
             if metadata is None:
                 continue
-            offsets.append(TopicPartition(key[0], key[1], position, metadata=metadata or None))
+            # The client refuses metadata=None: a partition without metadata is committed without the argument.
+            offsets.append(TopicPartition(key[0], key[1], position, metadata=metadata) if metadata
+                           else TopicPartition(key[0], key[1], position))
             self._committed[key] = position
         return offsets
 

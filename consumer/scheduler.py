@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 TopicPartitionKey = tuple[str, int]
+T = TypeVar("T")
 
 
 class KeyScheduler:
@@ -26,8 +28,8 @@ class KeyScheduler:
         self.max_in_flight = max_in_flight
         self._resume_at = max(1, max_in_flight * 3 // 4)
         self._in_flight = 0
-        self._tails: dict[bytes, asyncio.Task[None]] = {}
-        self._tasks: dict[TopicPartitionKey, set[asyncio.Task[None]]] = {}
+        self._tails: dict[bytes, asyncio.Task[Any]] = {}
+        self._tasks: dict[TopicPartitionKey, set[asyncio.Task[Any]]] = {}
         self._capacity = asyncio.Event()
         self.paused = False
 
@@ -49,15 +51,15 @@ class KeyScheduler:
             self.paused = retrying > 0 or self._in_flight >= self.max_in_flight
         return self.paused
 
-    def submit(self, key: bytes, partition: TopicPartitionKey, work: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
-        """Schedules ``work`` after every earlier record of ``key``."""
+    def submit(self, key: bytes, partition: TopicPartitionKey, work: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """Schedules ``work`` after every earlier record of ``key``; the task ends with its result."""
         previous = self._tails.get(key)
         self._in_flight += 1
         task = asyncio.get_running_loop().create_task(self._run(previous, work))
         self._tails[key] = task
         self._tasks.setdefault(partition, set()).add(task)
 
-        def finished(done: asyncio.Task[None]) -> None:
+        def finished(done: asyncio.Task[T]) -> None:
             if self._tails.get(key) is done:
                 del self._tails[key]
             tasks = self._tasks.get(partition)
@@ -69,11 +71,11 @@ class KeyScheduler:
         task.add_done_callback(finished)
         return task
 
-    async def _run(self, previous: asyncio.Task[None] | None, work: Callable[[], Awaitable[object]]) -> None:
+    async def _run(self, previous: asyncio.Task[Any] | None, work: Callable[[], Awaitable[T]]) -> T:
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            await work()
+            return await work()
         finally:
             self._in_flight -= 1
             self.wake()
@@ -90,7 +92,7 @@ class KeyScheduler:
         except TimeoutError:
             pass
 
-    def tasks(self, partitions: Iterable[TopicPartitionKey] | None = None) -> list[asyncio.Task[None]]:
+    def tasks(self, partitions: Iterable[TopicPartitionKey] | None = None) -> list[asyncio.Task[Any]]:
         """The unfinished tasks of ``partitions`` (all partitions by default)."""
         keys = list(self._tasks) if partitions is None else partitions
         return [t for k in keys for t in self._tasks.get(k, ())]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Mapping
+import asyncio
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import structlog
+from confluent_kafka import Consumer, Producer
 
-from consumer.dead_letter import HEADER_PREFIX, Headers, header_list, parse_dead_letter_headers
+from consumer.dead_letter import HEADER_PREFIX, Headers, parse_dead_letter_headers
+from consumer.kafka_loop import FixedAssignment, Handoff, KafkaLoop, KafkaReadError, LoopOptions, run_blocking
+from consumer.record import SourceRecord
 from core.logs import mask_contact_details
+
+log = structlog.get_logger(__name__)
 
 REPLAYED_HEADER = "eventflow.replayed_from"
 
@@ -46,52 +51,61 @@ class DeadLetter:
         )
 
 
+def _dead_letter(record: SourceRecord) -> DeadLetter:
+    headers = list(record.headers)
+    meta = parse_dead_letter_headers(headers)
+    return DeadLetter(
+        partition=record.partition, offset=record.offset, key=record.key, value=record.value,
+        source_topic=meta.get("source_topic", ""), source_partition=int(meta.get("source_partition", -1)),
+        source_offset=int(meta.get("source_offset", -1)), error_type=meta.get("error_type", ""),
+        error_message=meta.get("error_message", ""),
+        original_headers=tuple((k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)),
+    )
+
+
 def read_dead_letters(client_config: Mapping[str, str], topic: str, *, idle_timeout_seconds: float = 3.0,
                       unique_sources: bool = True) -> Iterator[DeadLetter]:
-    """Every record of the dead-letter topic from the beginning; reads with no group commits.
+    """Every record of the dead-letter topic from the beginning, read on the shared loop with no group commits.
 
     With ``unique_sources`` (the default) each source record is yielded once, the first time it
     was dead-lettered: topics written before dead letters were deduplicated on provenance can
-    hold a record twice, and it must be shown and replayed once.
+    hold a record twice, and it must be shown and replayed once. A read that gets nothing for
+    ``idle_timeout_seconds`` before the end yields what it read and logs where it stopped.
     """
-    consumer = Consumer({**client_config, "group.id": f"eventflow-dlq-reader-{time.time_ns()}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if metadata is None or metadata.error is not None:
-        consumer.close()
-        return
-    partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
-    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions}
-    consumer.assign(partitions)
-    remaining = {p for p, end in ends.items() if end > 0}
-    seen: set[tuple[str, int, int]] = set()
-    deadline = time.monotonic() + idle_timeout_seconds
+    probe = Consumer({**client_config, "group.id": "eventflow-dlq-probe", "log_level": 0})
     try:
-        while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.5):
-                if message.error() is not None:
-                    continue
-                deadline = time.monotonic() + idle_timeout_seconds
-                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                if offset + 1 >= ends[partition]:
-                    remaining.discard(partition)
-                headers = header_list(message.headers())
-                meta = parse_dead_letter_headers(headers)
-                source = (meta.get("source_topic", ""), int(meta.get("source_partition", -1)),
-                          int(meta.get("source_offset", -1)))
-                if unique_sources and source[0] and source[2] >= 0:
-                    if source in seen:
-                        continue
-                    seen.add(source)
-                yield DeadLetter(
-                    partition=partition, offset=offset, key=message.key(), value=message.value() or b"",
-                    source_topic=meta.get("source_topic", ""), source_partition=int(meta.get("source_partition", -1)),
-                    source_offset=int(meta.get("source_offset", -1)), error_type=meta.get("error_type", ""),
-                    error_message=meta.get("error_message", ""),
-                    original_headers=tuple((k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)),
-                )
+        metadata = probe.list_topics(topic, timeout=10).topics.get(topic)
     finally:
-        consumer.close()
+        probe.close()
+    if metadata is None or metadata.error is not None:
+        return
+    collect = _Collect()
+    loop = KafkaLoop(FixedAssignment(dict.fromkeys(((topic, p) for p in metadata.partitions), 0)), collect,
+                     LoopOptions(name="dlq-reader", stop_at_end=True, idle_timeout_seconds=idle_timeout_seconds),
+                     client_config=client_config)
+    try:
+        run_blocking(lambda: loop.run(asyncio.Event()))
+    except KafkaReadError as exc:
+        log.warning("dead_letter_read_incomplete", topic=topic, problem=exc.problem)
+    seen: set[tuple[str, int, int]] = set()
+    for record in sorted(collect.items, key=lambda d: (d.partition, d.offset)):
+        source = (record.source_topic, record.source_partition, record.source_offset)
+        if unique_sources and source[0] and source[2] >= 0:
+            if source in seen:
+                continue
+            seen.add(source)
+        yield record
+
+
+class _Collect(Handoff[DeadLetter]):
+    def __init__(self) -> None:
+        self.items: list[DeadLetter] = []
+
+    def decode(self, record: SourceRecord) -> DeadLetter:
+        return _dead_letter(record)
+
+    async def hand_off(self, records: Sequence[SourceRecord], items: Sequence[DeadLetter]) -> None:
+        self.items.extend(items)
 
 
 def replay(client_config: Mapping[str, str], dead_letters: list[DeadLetter], *,

@@ -1,0 +1,154 @@
+"""The shared Kafka loop on the real broker: the next fetch overlaps the hand-off, and a rebalance loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from consumer.kafka_loop import GroupSubscription, Handoff, KafkaLoop, LoopOptions
+from consumer.record import SourceRecord
+from consumer.topics import ensure_topics
+from tests.harness import eventually
+
+Key = tuple[str, int]
+PER_PARTITION = 30
+#: On revoke the first member finishes this many of a partition's pending records and abandons the rest.
+FINISHED_ON_REVOKE = 5
+
+
+class _Watched(Consumer):
+    """A real consumer that shows every commit to a check before making it."""
+
+    def __init__(self, config: dict[str, object], check: Callable[[list[TopicPartition]], None]) -> None:
+        super().__init__(config)
+        self._check = check
+
+    def commit(self, *, offsets: list[TopicPartition],  # type: ignore[override]  # the loop's one way to commit
+               asynchronous: bool) -> object:
+        self._check(offsets)
+        return super().commit(offsets=offsets, asynchronous=False)
+
+
+class _Member(Handoff[SourceRecord]):
+    """Hands records back as pending work; what is finished, and what each commit covered, is recorded."""
+
+    def __init__(self, *, finish_at_once: bool) -> None:
+        self.finish_at_once = finish_at_once
+        self.loop: KafkaLoop[SourceRecord] | None = None
+        self.first_batch = asyncio.Event()
+        self.overlapped: bool | None = None
+        self.handed: dict[Key, list[int]] = {}
+        self.finished: dict[Key, set[int]] = {}
+        self.pending: dict[Key, list[tuple[int, asyncio.Future[bool]]]] = {}
+        self.violations: list[str] = []
+        #: Set when the test stops the member: then every pending record is finished.
+        self.stopping = False
+
+    def decode(self, record: SourceRecord) -> SourceRecord:
+        return record
+
+    async def hand_off(self, records: Sequence[SourceRecord],
+                       items: Sequence[SourceRecord]) -> list[asyncio.Future[bool] | None]:
+        assert self.loop is not None
+        if self.overlapped is None:
+            # Held until the fetch after this batch's is issued: only an overlapping loop gets past.
+            try:
+                await asyncio.wait_for(self.loop.fetch_issued(self.loop.fetched + 1), 10)
+                self.overlapped = True
+            except TimeoutError:
+                self.overlapped = False
+            self.first_batch.set()
+        results: list[asyncio.Future[bool] | None] = []
+        for record in records:
+            key = (record.topic, record.partition)
+            self.handed.setdefault(key, []).append(record.offset)
+            if self.finish_at_once:
+                self.finished.setdefault(key, set()).add(record.offset)
+                results.append(None)
+                continue
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self.pending.setdefault(key, []).append((record.offset, future))
+            results.append(future)
+        return results
+
+    async def revoking(self, partitions: Sequence[Key]) -> None:
+        for key in partitions:
+            for index, (offset, future) in enumerate(self.pending.pop(key, [])):
+                if index < FINISHED_ON_REVOKE or self.stopping:
+                    self.finished.setdefault(key, set()).add(offset)
+                    future.set_result(True)
+                else:
+                    future.cancel()  # abandoned: must never be committed
+
+    def check_commit(self, offsets: list[TopicPartition]) -> None:
+        """On the committing thread: every offset below a committed position was finished here."""
+        for tp in offsets:
+            key = (tp.topic, tp.partition)
+            handed = self.handed.get(key, [])
+            start = min(handed) if handed else tp.offset
+            missing = set(range(start, tp.offset)) - self.finished.get(key, set())
+            if missing:
+                self.violations.append(f"{key}@{tp.offset} commits unfinished {sorted(missing)[:5]}")
+
+
+def _loop(kafka_config: dict[str, str], topic: str, group: str, member: _Member, name: str) -> KafkaLoop[SourceRecord]:
+    loop = KafkaLoop(GroupSubscription((topic,), group, {"partition.assignment.strategy": "cooperative-sticky"}),
+                     member, LoopOptions(name=name, max_batch=7, poll_timeout_seconds=0.1, commit_interval_seconds=0.0,
+                                         overlap_fetch=True),
+                     client_config=kafka_config,
+                     consumer_factory=lambda config: _Watched(config, member.check_commit))
+    member.loop = loop
+    return loop
+
+
+async def test_the_next_fetch_overlaps_the_hand_off_and_a_rebalance_commits_only_finished_work(
+        kafka_config: dict[str, str], unique: str) -> None:
+    topic, group = f"test-loop-{unique}", f"test-loop-{unique}"
+    await asyncio.to_thread(ensure_topics, kafka_config, [topic], partitions=2)
+    producer = Producer(kafka_config)
+    for partition in (0, 1):
+        for index in range(PER_PARTITION):
+            producer.produce(topic, value=f"{partition}-{index}".encode(), partition=partition)
+    assert producer.flush(10) == 0
+
+    first, second = _Member(finish_at_once=False), _Member(finish_at_once=True)
+    first_stop, second_stop = asyncio.Event(), asyncio.Event()
+    first_run = asyncio.create_task(_loop(kafka_config, topic, group, first, "first").run(first_stop))
+    second_run: asyncio.Task[None] | None = None
+    try:
+        await asyncio.wait_for(first.first_batch.wait(), 30)
+        assert first.overlapped, "the hand-off of a batch ran before the next fetch was issued"
+        # Every record is handed off and pending when the second member joins and takes a partition.
+        await eventually(lambda: sum(len(v) for v in first.handed.values()) == 2 * PER_PARTITION,
+                         message="the first member holding every record")
+        second_loop = _loop(kafka_config, topic, group, second, "second")
+        second_run = asyncio.create_task(second_loop.run(second_stop))
+        await eventually(lambda: second_loop.assignment(), message="the second member assigned a partition")
+        [moved] = second_loop.assignment()
+        # It resumes exactly after what the first member finished on revoke: the abandoned records again.
+        await eventually(lambda: max(second.handed.get(moved, [-1])) == PER_PARTITION - 1,
+                         message="the second member reading the moved partition to its end")
+        assert min(second.handed[moved]) == FINISHED_ON_REVOKE
+    finally:
+        first.stopping = True
+        first_stop.set()
+        await asyncio.wait_for(first_run, 30)
+        second_stop.set()
+        if second_run is not None:
+            await asyncio.wait_for(second_run, 30)
+
+    everything = set(range(PER_PARTITION))
+    for partition in (0, 1):
+        key = (topic, partition)
+        done_by_first, done_by_second = first.finished.get(key, set()), second.finished.get(key, set())
+        assert done_by_first | done_by_second == everything, f"records of {key} lost"
+        assert not done_by_first & done_by_second, f"records of {key} finished twice"
+    assert first.violations == [] and second.violations == []
+    reader = Consumer({**kafka_config, "group.id": group})
+    try:
+        committed = await asyncio.to_thread(reader.committed, [TopicPartition(topic, p) for p in (0, 1)], 10)
+    finally:
+        reader.close()
+    assert [tp.offset for tp in committed] == [PER_PARTITION, PER_PARTITION]
