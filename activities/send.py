@@ -190,6 +190,14 @@ class NotificationActivities:
 
     @activity.defn(name=SEND_NOTIFICATION)
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
+        return await self.send(notification)
+
+    async def send(self, notification: SendNotificationInput, *, contacts: ContactDirectory | None = None) -> SendResult:
+        """One send attempt, as the activity makes it; ``contacts`` replaces the worker's directory for it.
+
+        A broadcast batch reads its recipients' profiles with the batch (one statement for all of
+        them) and hands each send its own, instead of one profile read per recipient.
+        """
         tracing.annotate({tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
                           tracing.CHANNEL: notification.channel, tracing.WORKFLOW_ID: notification.workflow_id})
         providers = self._providers.get(notification.channel)
@@ -197,7 +205,8 @@ class NotificationActivities:
             raise ApplicationError(f"no channel configured for {notification.channel!r}",
                                    type="ChannelNotConfigured", non_retryable=True)
         channel = providers[0]
-        recipient = await self._beat(resolve_recipient(self._contacts, notification))
+        directory = contacts if contacts is not None else self._contacts
+        recipient = await self._beat(resolve_recipient(directory, notification))
         if recipient is None:
             # Recorded, never retried: no attempt could find an address this one did not.
             self._count(notification, channel.name, SendStatus.NO_CONTACT)

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--soak-seconds N] [--outage-seconds N] [--fault-* ...] [--output FILE] [--no-docs] [--logs DIR]``.
+"""``python -m bench [--quick] [--soak-seconds N] [--outage-seconds N] [--fault-* ...] [--segment-events N] [--broadcast-* ...] [--entry-* ...] [--output FILE] [--no-docs] [--logs DIR]``.
 
 Starts its own Kafka broker, Temporal dev server and PostgreSQL server, runs every phase on them (bench/phases.py),
 writes the raw figures as JSON, prints the table and each target as met or missed. A full run also
@@ -56,6 +56,15 @@ def _arguments() -> argparse.Namespace:
     faults.add_argument("--fault-storm-seconds", type=float, help="the 503 storm lasts (default 15)")
     faults.add_argument("--fault-report-window-seconds", type=float,
                         help="EVENTFLOW_SEND_REPORT_WINDOW_SECONDS of the workers (default 60)")
+    audiences = parser.add_argument_group("audience phases (each needs the run's PostgreSQL; 0 skips one)")
+    audiences.add_argument("--segment-events", type=int,
+                           help="events per half of the segment-cost phase, without and with 5 segments (default "
+                                "4000); 0 also skips the segment-entry phase, which runs on its consumer")
+    audiences.add_argument("--broadcast-members", type=int, help="members of the broadcast's segment (default 10000)")
+    audiences.add_argument("--broadcast-batch-size", type=int, help="recipients per batch activity (default 500)")
+    audiences.add_argument("--broadcast-rate", type=float, help="the broadcast's pace per second (default 100000)")
+    audiences.add_argument("--entry-events", type=int, help="profile updates entering a segment (default 300)")
+    audiences.add_argument("--entry-rate", type=float, help="their rate per second (default 20)")
     return parser.parse_args()
 
 
@@ -71,8 +80,13 @@ def _configured(args: argparse.Namespace) -> BenchConfig:
         ("process_down_seconds", args.fault_process_down_seconds),
         ("temporal_down_seconds", args.fault_temporal_down_seconds), ("storm_seconds", args.fault_storm_seconds),
         ("report_window_seconds", args.fault_report_window_seconds)) if value is not None}
+    audiences = {field: value for field, value in (
+        ("segment_events", args.segment_events), ("broadcast_members", args.broadcast_members),
+        ("broadcast_batch_size", args.broadcast_batch_size), ("broadcast_rate_per_second", args.broadcast_rate),
+        ("entry_events", args.entry_events), ("entry_rate_per_second", args.entry_rate)) if value is not None}
     return dataclasses.replace(config, outage=dataclasses.replace(config.outage, **outage),
-                               faults=dataclasses.replace(config.faults, **faults))
+                               faults=dataclasses.replace(config.faults, **faults),
+                               audiences=dataclasses.replace(config.audiences, **audiences))
 
 
 async def _run_on(kafka: KafkaServer, temporal: TemporalDevServer, postgres: PostgresServer, config: BenchConfig,

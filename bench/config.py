@@ -63,6 +63,32 @@ class FaultConfig:
 
 
 @dataclass(frozen=True)
+class AudienceConfig:
+    """The audience phases (segments and broadcasts, bench/audience.py).
+
+    Attributes:
+        segment_events: events the consumer reads in each half of the segment-cost phase (once with
+            no segment defined, once with the five of ``bench/audiences/``); 0 skips that phase and
+            the entry-latency phase, which runs on its consumer.
+        broadcast_members: members of the broadcast's segment; 0 skips the broadcast phase.
+        broadcast_batch_size: recipients per batch activity of the ``Broadcast`` workflow.
+        broadcast_rate_per_second: the broadcast's pace, set far above what the run can send so
+            the figure is Eventflow's throughput, not the pacing.
+        entry_events: profile updates that each make a customer enter a segment.
+        entry_rate_per_second: their steady rate.
+        drain_seconds: after the last profile update, how long the phase waits for the last entry.
+    """
+
+    segment_events: int = 4000
+    broadcast_members: int = 10_000
+    broadcast_batch_size: int = 500
+    broadcast_rate_per_second: float = 100_000.0
+    entry_events: int = 300
+    entry_rate_per_second: float = 20.0
+    drain_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """Sizes of one benchmark run.
 
@@ -84,6 +110,7 @@ class BenchConfig:
         phase_timeout_seconds: a throughput phase that takes longer fails the run.
         outage: the database-outage phase (run when the run has its own PostgreSQL server).
         faults: the fault phase.
+        audiences: the segment-cost, broadcast and segment-entry phases.
     """
 
     partitions: int = 6
@@ -103,6 +130,7 @@ class BenchConfig:
     phase_timeout_seconds: float = 900.0
     outage: OutageConfig = field(default_factory=OutageConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    audiences: AudienceConfig = field(default_factory=AudienceConfig)
 
 
 #: ``--quick``: every phase at small sizes (a few minutes on the 2-core machine).
@@ -114,5 +142,7 @@ QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_sampl
                     faults=FaultConfig(events=160, rate_per_second=4.0, partitions=3, first_fault_seconds=5.0,
                                        gap_seconds=2.0, process_down_seconds=3.0, temporal_down_seconds=8.0,
                                        storm_seconds=6.0, storm_kill_after_seconds=2.0, report_window_seconds=20.0,
-                                       drain_seconds=150.0))
+                                       drain_seconds=150.0),
+                    audiences=AudienceConfig(segment_events=600, broadcast_members=1000, broadcast_batch_size=200,
+                                             entry_events=60, entry_rate_per_second=10.0, drain_seconds=30.0))
 

@@ -26,6 +26,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from bench.audience import broadcast_key_prefix, run_audience_phases
 from bench.common import (
     FullPath,
     Run,
@@ -530,7 +531,27 @@ def targets(results: Mapping[str, Any]) -> dict[str, bool]:
         "consumer RSS flat within 10 % over the soak": abs(soak["consumer"]["growth_ratio"]) <= 0.10,
         "worker RSS flat within 10 % over the soak": abs(soak["worker"]["growth_ratio"]) <= 0.10,
         **_fault_targets(results),
+        **_audience_targets(results),
     }
+
+
+def _audience_targets(results: Mapping[str, Any]) -> dict[str, bool]:
+    """The audience phases' targets, for those that ran (each needs the run's customer store)."""
+    ratios = results["ratios"]
+    met: dict[str, bool] = {}
+    if "segments" in results:
+        met[f"segments: events/s with {results['segments']['segments']} segments >= 0.8 x without"] = \
+            _at_least(ratios.get("segments_vs_no_segments"), 0.8)
+    if "broadcast" in results:
+        broadcast = results["broadcast"]
+        met[f"broadcast to {broadcast['members']} members >= 3 x raw ceiling, each member sent exactly once"] = \
+            _at_least(ratios.get("broadcast_vs_raw_ceiling"), 3.0) and broadcast["sent"] == broadcast["members"] \
+            and (broadcast["missing"], broadcast["unexpected"], broadcast["duplicates"]) == (0, 0, 0)
+    if "segment_entry" in results:
+        entry = results["segment_entry"]
+        met["segment entry: every profile change entered the segment, once"] = \
+            entry["produced"] > 0 and entry["delivered"] == entry["produced"] and entry["entered_more_than_once"] == 0
+    return met
 
 
 def _fault_targets(results: Mapping[str, Any]) -> dict[str, bool]:
@@ -550,6 +571,17 @@ def _fault_targets(results: Mapping[str, Any]) -> dict[str, bool]:
     return met
 
 
+def _audience_ratios(audience: Mapping[str, Any], raw_rate: float) -> dict[str, float | None]:
+    ratios: dict[str, float | None] = {}
+    if "segments" in audience:
+        segments = audience["segments"]
+        ratios["segments_vs_no_segments"] = _ratio(segments["events_per_second_with_segments"],
+                                                   segments["events_per_second_without_segments"])
+    if "broadcast" in audience:
+        ratios["broadcast_vs_raw_ceiling"] = _ratio(audience["broadcast"]["sends_per_second"], raw_rate)
+    return ratios
+
+
 def _runs_faults(servers: Servers, config: BenchConfig) -> bool:
     return config.faults.events > 0 and servers.database_url is not None
 
@@ -565,10 +597,14 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         bridge = await measure_bridge(bench)
         raw_consume, unrouted = await measure_unrouted(bench)
         full = await run_full_path(bench)
+        audience = await run_audience_phases(bench)
         faults = await run_fault_phase(bench) if _runs_faults(servers, config) else None
         # A late retry of an earlier phase's send can reach the stub during a later phase: count again.
         duplicates_at_end = {name: stub.duplicates(prefix) for name, prefix in FULL_PATH_PHASES.items()
                              if name in full}
+        if "broadcast" in audience:
+            duplicates_at_end["broadcast"] = stub.duplicates_by_key(
+                broadcast_key_prefix(audience["broadcast"]["broadcast_id"]))
     finally:
         stub.stop()
     if faults is not None:
@@ -589,17 +625,20 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "bridge": {"starts_per_second": round(bridge, 2)},
         "unrouted": {"events_per_second": round(unrouted, 1)},
         **full,
+        **audience,
         "ratios": {
             "full_path_vs_raw_ceiling": _ratio(full["capacity"]["notifications_per_second"], raw_rate),
             "bridge_vs_raw_start_ceiling": _ratio(bridge, start_ceiling),
             "unrouted_vs_raw_consume": _ratio(unrouted, raw_consume),
             "light_p50_vs_raw_floor": _ratio(full["latency_light_load"]["p50_seconds"],
                                              floor_summary.percentile(0.5) if floor else 0.0),
+            **_audience_ratios(audience, raw_rate),
         },
         "duplicates_by_phase_at_end": duplicates_at_end,
         "cpu_cores_used_per_phase": bench.cpu,
         "settings_not_in_this_tree": sorted(bench.dropped_settings),
-        "phases_not_run": [name for name in ("database_outage", "faults") if name not in full],
+        "phases_not_run": [name for name in ("database_outage", "faults") if name not in full]
+        + [name for name in ("segments", "segment_entry", "broadcast") if name not in audience],
     }
     results["targets_met"] = targets(results)
     return results

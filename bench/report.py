@@ -83,6 +83,7 @@ def figures_table(results: Mapping[str, Any]) -> str:
                      f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
                      f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict("PostgreSQL memory")))
     rows += _outage_rows(results, verdict)
+    rows += _audience_rows(results, verdict)
     rows += _fault_rows(results, verdict)
     for name in results.get("phases_not_run") or ():
         rows.append((f"{name.replace('_', ' ')} phase", "not run", "", ""))
@@ -103,6 +104,39 @@ def _outage_rows(results: Mapping[str, Any], verdict: Callable[[str], str]) -> l
          verdict("database outage")),
         ("database outage: restart -> last send", _maybe_seconds(outage["restart_to_last_send_seconds"]), "", ""),
     ]
+
+
+def _audience_rows(results: Mapping[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
+    ratios = results["ratios"]
+    rows: list[tuple[str, str, str, str]] = []
+    segments = results.get("segments")
+    if segments:
+        rows += [
+            (f"`eventflow consume`, {segments['events']} events (profile update, opt-in, 2 purchases per customer): "
+             f"no segment / {segments['segments']} segments",
+             f"{segments['events_per_second_without_segments']:.0f} / "
+             f"{segments['events_per_second_with_segments']:.0f} events/s", "", ""),
+            (f"**segments: with {segments['segments']} / without**", _ratio(ratios.get("segments_vs_no_segments")),
+             "≥ 0.8", verdict("segments")),
+        ]
+    broadcast = results.get("broadcast")
+    if broadcast:
+        rows += [
+            (f"broadcast to {broadcast['members']} members (`Broadcast` workflow, batches of "
+             f"{broadcast['batch_size']}, SendGrid stub)",
+             f"{broadcast['sends_per_second']:.1f} sends/s; {broadcast['sent']}/{broadcast['members']} sent, "
+             f"{broadcast['missing']} missing, {broadcast['duplicates']} duplicates; workflow "
+             f"{broadcast['workflow_state']}", "", ""),
+            ("**broadcast / raw ceiling**", _ratio(ratios.get("broadcast_vs_raw_ceiling")),
+             "≥ 3, each member once", verdict("broadcast")),
+            ("broadcast: Temporal cost per recipient (workflows, history events, actions)",
+             _one_cost(broadcast["temporal_cost"]), "", ""),
+        ]
+    entry = results.get("segment_entry")
+    if entry:
+        rows.append((f"**profile change -> segment entry** (`segment_changes.at`, {entry['segment']})",
+                     _latency(entry), "every change entered, once", verdict("segment entry")))
+    return rows
 
 
 def _fault_rows(results: Mapping[str, Any], verdict: Callable[[str], str]) -> list[tuple[str, str, str, str]]:
@@ -144,7 +178,7 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
         f"Sizes: {config['capacity_events']} capacity events, {config['raw_workflows']} raw workflows, "
         f"{config['routed_events']} bridge events, {config['unrouted_events']} unrouted events, "
         f"{config['latency_seconds']:g} s per latency phase, {config['hot_journeys']} hot-customer journeys, "
-        f"{config['soak_seconds']:g} s soak{_fault_sizes(results)}.",
+        f"{config['soak_seconds']:g} s soak{_optional_sizes(results)}.",
         "",
         figures_table(results),
         "",
@@ -154,11 +188,18 @@ def results_section(results: Mapping[str, Any], source: str) -> str:
     ])
 
 
-def _fault_sizes(results: Mapping[str, Any]) -> str:
+def _optional_sizes(results: Mapping[str, Any]) -> str:
     config = results["config"]
     sizes = ""
     if "database_outage" in results:
         sizes += f", {config['outage']['down_seconds']:g} s database outage"
+    if "segments" in results:
+        sizes += f", {config['audiences']['segment_events']} events per segment-cost half"
+    if "segment_entry" in results:
+        sizes += (f", {config['audiences']['entry_events']} segment entries at "
+                  f"{config['audiences']['entry_rate_per_second']:g}/s")
+    if "broadcast" in results:
+        sizes += f", a broadcast to {config['audiences']['broadcast_members']} members"
     if "faults" in results:
         sizes += f", fault phase {config['faults']['events']} events at {config['faults']['rate_per_second']:g}/s"
     return sizes
@@ -177,8 +218,9 @@ def _cost(full: Mapping[str, Any] | None, raw: Mapping[str, Any] | None) -> str:
     if not full or not raw:
         return "not measured"
 
-    def one(cost: Mapping[str, Any]) -> str:
-        return (f"{cost['workflows_per_notification']:g} / {cost['history_events_per_notification']:g} / "
-                f"{cost['actions_per_notification']:g}")
+    return f"{_one_cost(full)} vs {_one_cost(raw)}"
 
-    return f"{one(full)} vs {one(raw)}"
+
+def _one_cost(cost: Mapping[str, Any]) -> str:
+    return (f"{cost['workflows_per_notification']:g} / {cost['history_events_per_notification']:g} / "
+            f"{cost['actions_per_notification']:g}")

@@ -44,6 +44,9 @@ class SendRequest:
     at_epoch_seconds: float
     idempotency_key: str
     order_id: str
+    #: The first recipient address (a broadcast's requests share one subject, so they are told apart by
+    #: key and by address).
+    to: str = ""
 
 
 def _document(body: bytes) -> dict[str, Any]:
@@ -54,14 +57,16 @@ def _document(body: bytes) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def _parse(document: dict[str, Any], headers: Any) -> tuple[str, str]:
+def _parse(document: dict[str, Any], headers: Any) -> tuple[str, str, str]:
     key = str((document.get("custom_args") or {}).get("idempotency_key") or headers.get(IDEMPOTENCY_HEADER) or "")
     subject = str(document.get("subject") or "")
-    if not subject:
-        for personalization in document.get("personalizations") or ():
-            subject = str(personalization.get("subject") or "") or subject
+    to = ""
+    for personalization in document.get("personalizations") or ():
+        subject = subject or str(personalization.get("subject") or "")
+        for recipient in personalization.get("to") or ():
+            to = to or str(recipient.get("email") or "")
     order_id = subject.rsplit(" ", 1)[-1] if subject.startswith("bench order ") else ""
-    return key, order_id
+    return key, order_id, to
 
 
 class EventWebhookPoster:
@@ -179,17 +184,17 @@ class SendGridStub:
                     self._answer(404)
                     return
                 document = _document(body)
-                key, order_id = _parse(document, self.headers)
+                key, order_id, to = _parse(document, self.headers)
                 low, high = latency_seconds
                 if high > 0:
                     time.sleep(random.uniform(low, high))
                 if stub._unavailable.is_set():
-                    stub._record(SendRequest(arrived, key, order_id), refused=True)
+                    stub._record(SendRequest(arrived, key, order_id, to), refused=True)
                     self._answer(503)
                     return
                 message_id = f"bench-{uuid.uuid4().hex[:12]}"
                 # Accepted here, whether or not the caller is still there to read the answer.
-                stub._record(SendRequest(arrived, key, order_id))
+                stub._record(SendRequest(arrived, key, order_id, to))
                 if stub.events is not None:
                     stub.events.processed(document, message_id)
                 self._answer(202, {"X-Message-Id": message_id})
@@ -252,6 +257,29 @@ class SendGridStub:
         for request in self.requests(order_prefix):
             first.setdefault(request.order_id, request)
         return first
+
+    def keyed(self, key_prefix: str) -> list[SendRequest]:
+        """Every accepted request whose idempotency key starts with ``key_prefix`` (a broadcast's
+        ``broadcast:<id>:``), oldest first."""
+        with self._lock:
+            return [r for r in self._requests if r.idempotency_key.startswith(key_prefix)]
+
+    def first_sends_by_key(self, key_prefix: str) -> dict[str, SendRequest]:
+        """The first request for each idempotency key starting with ``key_prefix``."""
+        first: dict[str, SendRequest] = {}
+        for request in self.keyed(key_prefix):
+            first.setdefault(request.idempotency_key, request)
+        return first
+
+    def duplicates_by_key(self, key_prefix: str) -> int:
+        """Requests beyond the first, per idempotency key or per recipient address, whichever finds more.
+
+        Counting by address as well catches a recipient sent to twice under two keys.
+        """
+        requests = self.keyed(key_prefix)
+        by_key = Counter(r.idempotency_key for r in requests)
+        by_address = Counter(r.to for r in requests)
+        return max(sum(n - 1 for n in by_key.values()), sum(n - 1 for n in by_address.values()))
 
     def duplicates(self, order_prefix: str) -> int:
         """Requests beyond the first, per idempotency key or per order, whichever finds more.

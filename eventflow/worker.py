@@ -54,9 +54,9 @@ from workflows.worker import BroadcastActivitiesFactory, WorkerLimits, build_wor
 log = structlog.get_logger(__name__)
 
 
-def _broadcasting(store: BroadcastStore, metrics: BroadcastMetrics) -> BroadcastActivitiesFactory:
+def _broadcasting(store: BroadcastStore, metrics: BroadcastMetrics, contacts: CustomerStore) -> BroadcastActivitiesFactory:
     def activities(sender: NotificationActivities) -> list[Callable[..., Any]]:
-        broadcast = BroadcastActivities(store, sender, metrics=metrics)
+        broadcast = BroadcastActivities(store, sender, metrics=metrics, contacts=contacts)
         return [broadcast.start, broadcast.send_batch]
 
     return activities
@@ -186,7 +186,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         ledger = PostgresLedger(pool, store_metrics)
         contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics,
                                  hasher=hasher)
-        broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry))
+        broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry), contacts)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           broadcasts=broadcasts, hasher=hasher,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),

@@ -1,8 +1,10 @@
 """The ``Broadcast`` workflow's activities: fix the audience, and send one paced batch.
 
-A batch sends to its recipients concurrently through `NotificationActivities.send_notification`
-(the same contact lookup, rendering, ledger lease, consent, suppression, quiet hours and caps as a
-journey's send), each with the key ``broadcast:<id>:<customer>``. What became of each send is
+A batch sends to its recipients concurrently through `NotificationActivities.send` (the same
+rendering, ledger lease, consent, suppression, quiet hours and caps as a journey's send), each with
+the key ``broadcast:<id>:<customer>``. The recipients' profiles are read with the batch, in the
+statement that picks them (given a `CustomerStore` to open them with), rather than once per
+recipient: an address is then at most one batch old when it is sent to. What became of each send is
 recorded in the same transaction that holds the broadcast row ``FOR SHARE``; a batch that dies
 before recording is redone, and the ledger answers ``duplicate`` for the sends it already made.
 """
@@ -16,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.contact import ContactPoints
 from activities.errors import PERMANENT_ERROR_TYPES
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
@@ -30,6 +33,7 @@ from store.broadcasts import (
     RecipientResult,
     RecipientState,
 )
+from store.customers import CustomerStore
 from workflows.broadcast import (
     SEND_BROADCAST_BATCH,
     START_BROADCAST,
@@ -51,13 +55,28 @@ class BroadcastMetrics:
                                   registry=registry)
 
 
+class _Read:
+    """One recipient's contact points, as the batch read them (a `ContactDirectory` of one)."""
+
+    def __init__(self, customer_id: str, points: ContactPoints) -> None:
+        self._customer_id = customer_id
+        self._points = points
+
+    async def contact_points(self, customer_id: str) -> ContactPoints:
+        return self._points if customer_id == self._customer_id else ContactPoints()
+
+
 class BroadcastActivities:
+    """The broadcast activities; ``contacts`` opens the profiles the batch reads (without it, each
+    send asks the sender's own directory)."""
+
     def __init__(self, store: BroadcastStore, sender: NotificationActivities, *, concurrency: int = 16,
-                 metrics: BroadcastMetrics | None = None) -> None:
+                 metrics: BroadcastMetrics | None = None, contacts: CustomerStore | None = None) -> None:
         self._store = store
         self._sender = sender
         self._concurrency = concurrency
         self._metrics = metrics or BroadcastMetrics(CollectorRegistry())
+        self._contacts = contacts
 
     @activity.defn(name=START_BROADCAST)
     async def start(self, broadcast_id: str) -> StartResult:
@@ -109,8 +128,10 @@ class BroadcastActivities:
             html_template=variant.get("html") or None,
             provider_template_id=str(variant.get("content_sid") or variant.get("sendgrid_template_id") or ""),
             template_variable_templates={str(k): str(v) for k, v in (variant.get("content_variables") or {}).items()})
+        directory = None if self._contacts is None else _Read(
+            recipient.customer_id, self._contacts.contact_points_of(recipient.customer_id, recipient.profile))
         try:
-            result: SendResult = await self._sender.send_notification(notification)
+            result: SendResult = await self._sender.send(notification, contacts=directory)
         except ApplicationError as exc:
             if exc.non_retryable or exc.type in PERMANENT_ERROR_TYPES or recipient.attempts + 1 >= MAX_ATTEMPTS:
                 return RecipientResult(recipient.customer_id, RecipientState.SKIPPED, f"failed:{exc.type or 'Error'}")

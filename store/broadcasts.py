@@ -79,10 +79,13 @@ class Broadcast:
 
 @dataclass(frozen=True)
 class Recipient:
+    """A due recipient, with their stored profile fields as the batch read them (empty: no profile)."""
+
     customer_id: str
     timezone: str | None
     locale: str | None
     attempts: int
+    profile: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -194,11 +197,12 @@ class BroadcastStore:
     async def due(conn: Conn, broadcast_id: str, limit: int, now: datetime | None = None) -> list[Recipient]:
         rows = await conn.fetch(
             "SELECT r.customer_id, r.attempts, c.fields -> 'timezone' ->> 'v' AS timezone,"
-            " c.fields -> 'locale' ->> 'v' AS locale FROM eventflow.broadcast_recipients r"
+            " c.fields -> 'locale' ->> 'v' AS locale, c.fields FROM eventflow.broadcast_recipients r"
             " LEFT JOIN eventflow.customers c ON c.customer_id = r.customer_id"
             " WHERE r.broadcast_id = $1 AND r.state = 'pending' AND r.due_at <= COALESCE($3, now())"
             " ORDER BY r.due_at, r.customer_id LIMIT $2", broadcast_id, limit, now)
-        return [Recipient(row["customer_id"], row["timezone"], row["locale"], row["attempts"]) for row in rows]
+        return [Recipient(row["customer_id"], row["timezone"], row["locale"], row["attempts"],
+                          _jsonb(row["fields"]) if row["fields"] is not None else {}) for row in rows]
 
     @staticmethod
     async def record(conn: Conn, broadcast_id: str, results: list[RecipientResult]) -> None:

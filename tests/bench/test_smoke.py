@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from bench.config import FaultConfig, OutageConfig
+from bench.config import AudienceConfig, FaultConfig, OutageConfig
 from bench.phases import BenchConfig, Servers, run
 from bench.report import END, START, cpu_table, figures_table, update_docs
 from devstack import Endpoints
@@ -34,7 +34,9 @@ TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples
                    drain_seconds=15.0, hot_journeys=6, soak_seconds=3.0, soak_routed_per_second=1.0,
                    soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0,
                    outage=OutageConfig(down_seconds=3.0, lead_seconds=1.5, rate_per_second=2.0, drain_seconds=60.0),
-                   faults=FaultConfig(events=0))
+                   faults=FaultConfig(events=0),
+                   audiences=AudienceConfig(segment_events=40, broadcast_members=30, broadcast_batch_size=10,
+                                            entry_events=4, entry_rate_per_second=8.0, drain_seconds=20.0))
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ def _check_latency(figures: dict[str, Any]) -> None:
         assert (figures[f"p{fraction}_seconds"] is None) == (rank > figures["delivered"])
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(210)
 async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, kafka_config: dict[str, str],
                                                         temporal_client: Client, tmp_path: Path,
                                                         own_postgres: PostgresServer) -> None:
@@ -108,12 +110,26 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert results["phases_not_run"] == ["faults"]
     assert results["cpu_cores_used_per_phase"]["database outage"]["postgresql server"] >= 0
     assert set(results["ratios"]) == {"full_path_vs_raw_ceiling", "bridge_vs_raw_start_ceiling",
-                                      "unrouted_vs_raw_consume", "light_p50_vs_raw_floor"}
+                                      "unrouted_vs_raw_consume", "light_p50_vs_raw_floor",
+                                      "segments_vs_no_segments", "broadcast_vs_raw_ceiling"}
+    segments = results["segments"]
+    assert segments["segments"] == 5 and segments["events"] == TINY.audiences.segment_events
+    assert segments["events_per_second_without_segments"] > 0 and segments["events_per_second_with_segments"] > 0
+    assert segments["members_after"]["bench_repeat_buyers"] == segments["customers"]  # two purchases each
+    broadcast = results["broadcast"]
+    assert (broadcast["members"], broadcast["planned"], broadcast["sent"]) == (30, 30, 30)
+    assert (broadcast["missing"], broadcast["unexpected"], broadcast["workflow_state"]) == (0, 0, "completed")
+    assert results["duplicates_by_phase_at_end"]["broadcast"] >= broadcast["duplicates"] >= 0
+    assert broadcast["sends_per_second"] > 0 and broadcast["temporal_cost"]["sampled_workflows"] == 1
+    entry = results["segment_entry"]
+    _check_latency({**entry, "duplicates": entry["entered_more_than_once"]})
+    assert entry["produced"] == TINY.audiences.entry_events and entry["segment"] == "bench_french_locale"
     assert results["ratios"]["full_path_vs_raw_ceiling"] > 0
     assert {"raw notification ceiling", "bridge", "full path capacity", "hot customer",
             "soak"} <= set(results["cpu_cores_used_per_phase"])
     assert {"consumer", "worker"} <= set(results["cpu_cores_used_per_phase"]["full path capacity"])
-    assert len(results["targets_met"]) == 12  # ten, PostgreSQL memory, the outage (the fault phase did not run)
+    # ten, PostgreSQL memory, the outage, the three audience phases (the fault phase did not run)
+    assert len(results["targets_met"]) == 15
     for cost in (capacity["temporal_cost"], raw["temporal_cost"]):  # read from the histories
         assert cost["workflows_per_notification"] > 0 and cost["history_events_per_notification"] > 0
         assert cost["actions_per_notification"] > 0 and cost["sampled_workflows"] > 0
@@ -128,3 +144,4 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     written = docs.read_text()
     assert START in written and "| **unrouted / raw consume** |" in written and END in written
     assert "**database outage**" in written and "| faults phase | not run |" in written
+    assert "**broadcast / raw ceiling**" in written and "**profile change -> segment entry**" in written

@@ -53,6 +53,26 @@ async def test_sends_are_counted_per_order_and_repeats_are_duplicates(stub: Send
     assert list(stub.first_sends("hot-")) == ["hot-1"]
 
 
+async def test_a_broadcasts_sends_are_counted_by_key_and_a_recipient_reached_twice_is_a_duplicate(
+        stub: SendGridStub) -> None:
+    channel = SendGridChannel(SendGridConfig(api_key="SG.test", from_email="bench@example.com",
+                                             base_url=stub.base_url))
+
+    def news(key: str, to: str) -> OutgoingMessage:
+        return OutgoingMessage(idempotency_key=key, channel="email", to=to, body="hi", subject="bench broadcast b1")
+
+    await channel.deliver(news("broadcast:b1:c1", "c1@bench.example"))
+    await channel.deliver(news("broadcast:b1:c2", "c2@bench.example"))
+    await channel.deliver(news("broadcast:b10:c1", "c1@bench.example"))  # another broadcast: not counted
+    assert sorted(stub.first_sends_by_key("broadcast:b1:")) == ["broadcast:b1:c1", "broadcast:b1:c2"]
+    assert stub.first_sends_by_key("broadcast:b1:")["broadcast:b1:c2"].to == "c2@bench.example"
+    assert stub.duplicates_by_key("broadcast:b1:") == 0
+    await channel.deliver(news("broadcast:b1:c1", "c1@bench.example"))  # the same send again
+    assert stub.duplicates_by_key("broadcast:b1:") == 1
+    await channel.deliver(news("broadcast:b1:c3", "c2@bench.example"))  # one recipient under a second key
+    assert stub.duplicates_by_key("broadcast:b1:") == 2
+
+
 async def test_an_outage_refuses_every_send_with_503_and_refused_requests_are_not_sends(stub: SendGridStub) -> None:
     channel = SendGridChannel(SendGridConfig(api_key="SG.test", from_email="bench@example.com",
                                              base_url=stub.base_url))

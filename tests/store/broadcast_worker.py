@@ -26,7 +26,8 @@ def worker(client: Client, task_queue: str, base_url: str, pool: object,
            policy: SendPolicy | None = None):
     """The worker both the killed process and the test's successor run."""
     def broadcasting(sender: NotificationActivities) -> list[object]:
-        activities = BroadcastActivities(BroadcastStore(pool), sender)  # type: ignore[arg-type]
+        activities = BroadcastActivities(BroadcastStore(pool), sender,  # type: ignore[arg-type]
+                                         contacts=CustomerStore(pool, FieldCipher(None)))  # type: ignore[arg-type]
         return [activities.start, activities.send_batch]
 
     return build_worker(client, task_queue, channels_for(base_url), ledger=PostgresLedger(pool),  # type: ignore[arg-type]

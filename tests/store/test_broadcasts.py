@@ -17,22 +17,25 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 
 import asyncpg
+from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from activities.outcomes import DeliveryOutcome, DeliveryReport
-from activities.send import SendPolicy
+from activities.send import NotificationActivities, SendPolicy
 from devstack import Endpoints
 from journeys._yaml import load_located
 from journeys.segments import Attributes, ValueType, parse_segment
-from store import CustomerStore, FieldCipher
+from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics
+from store.broadcast_activities import BroadcastActivities
 from store.broadcasts import Broadcast, BroadcastMessage, BroadcastState, BroadcastStore
 from store.customers import ProfileWrite
 from store.feedback import StoreFeedback
 from store.segments import SegmentStore
+from tests.activities.journey_support import channels_for
 from tests.activities.provider_stub import ProviderStub, provider
 from tests.harness import eventually
 from tests.store.broadcast_worker import worker
-from workflows.broadcast import BROADCAST_WORKFLOW, BroadcastInput, broadcast_workflow_id
+from workflows.broadcast import BROADCAST_WORKFLOW, BatchInput, BroadcastInput, broadcast_workflow_id
 from workflows.profile import ProfileUpdate
 from workflows.suppression import DeliveryFeedback
 
@@ -161,3 +164,25 @@ async def test_a_local_time_is_each_recipients_own(store_pool: asyncpg.Pool, uni
         [f"l-{berlin}", f"l-{new_york}"])}
     assert due[f"l-{berlin}"] == datetime(2026, 12, 11, 9, 0, tzinfo=UTC)  # 10:00 had passed there: the next day's
     assert due[f"l-{new_york}"] == datetime(2026, 12, 10, 15, 0, tzinfo=UTC)  # 10:00 EST, later that day
+
+
+async def test_a_batch_reads_its_recipients_profiles_with_the_batch_not_once_per_recipient(
+        store_pool: asyncpg.Pool, provider: ProviderStub, unique: str) -> None:
+    tag = f"read-{unique}"
+    members = await audience(store_pool, tag, 12)
+    registry = CollectorRegistry()
+    contacts = CustomerStore(store_pool, FieldCipher(None), metrics=StoreMetrics(registry))
+    sender = NotificationActivities(channels_for(provider.base_url), ledger=PostgresLedger(store_pool),
+                                    contacts=contacts)
+    store, broadcast_id = BroadcastStore(store_pool), f"r-{unique}"
+    activities = BroadcastActivities(store, sender, contacts=contacts)
+    await store.create(Broadcast(broadcast_id, segment_of(tag).id, MESSAGE, datetime.now(UTC), 1000.0))
+    assert (await activities.start(broadcast_id)).planned == len(members)
+
+    result = await activities.send_batch(BatchInput(broadcast_id, 50))
+
+    assert (result.handled, result.remaining) == (len(members), 0)
+    addresses = [to["email"] for sent in provider.sends() for p in sent.body["personalizations"] for to in p["to"]]
+    assert sorted(addresses) == [f"{member}@example.com" for member in members]  # each once, at their own address
+    reads = registry.get_sample_value("eventflow_db_statement_seconds_count", {"kind": "profile_read"})
+    assert reads == 0, "a profile read per recipient: the batch already read them"
