@@ -30,9 +30,7 @@ from phonenumbers import NumberParseException, PhoneNumberFormat, ValidationResu
 from core.errors import EventflowError
 from core.settings import AddressHashSettings
 from core.signing import SigningKeys
-
-#: The channels whose addresses are phone numbers.
-PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
+from core.vocabulary import PHONE_CHANNELS as PHONE_CHANNELS  # re-exported: the send activity reads it here
 
 #: Domain separation, so these hashes are not plain SHA-256 of an address found elsewhere.
 _PREFIX = b"eventflow-address/v1\x00"

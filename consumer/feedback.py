@@ -37,7 +37,7 @@ from activities.whatsapp import InboundMessage
 from consumer.kafka_loop import GroupSubscription, Handoff, KafkaLoop, LoopOptions
 from consumer.record import SourceRecord
 from core.errors import EventflowError
-from core.vocabulary import ChannelName
+from core.vocabulary import PHONE_CHANNELS, ChannelName
 from store.feedback import StoreFeedback
 from workflows.address_book import (
     CONTACT_SEEN_SIGNAL,
@@ -58,8 +58,8 @@ from workflows.suppression import (
 
 log = structlog.get_logger(__name__)
 
-#: Channels whose addresses can send keywords back (Twilio inbound messages).
-_KEYWORD_CHANNELS = frozenset({"sms", "whatsapp"})
+#: Channels whose addresses can send keywords back (Twilio inbound messages): those that send to phone numbers.
+_KEYWORD_CHANNELS = PHONE_CHANNELS
 #: Reports after which the address is known to belong to the customer.
 _SEEN_OUTCOMES = frozenset({DeliveryOutcome.ACCEPTED, DeliveryOutcome.DELIVERED})
 

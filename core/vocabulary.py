@@ -36,3 +36,10 @@ ADDRESS_FIELD: dict[ChannelName, ContactField] = {
     ChannelName.SMS: ContactField.PHONE,
     ChannelName.WHATSAPP: ContactField.WHATSAPP,
 }
+
+#: The contact fields that hold phone numbers (compared in E.164, hashed as one address).
+PHONE_FIELDS: frozenset[ContactField] = frozenset({ContactField.PHONE, ContactField.WHATSAPP})
+
+#: The channels whose addresses are phone numbers: their `ADDRESS_FIELD` is one of `PHONE_FIELDS`.
+PHONE_CHANNELS: frozenset[ChannelName] = frozenset(
+    channel for channel, address in ADDRESS_FIELD.items() if address in PHONE_FIELDS)

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from activities import addresses
 from activities.caps import ALL_CHANNELS, SCOPES
+from consumer import feedback
 from core.settings import ChannelSettings
-from core.vocabulary import ADDRESS_FIELD, CHANNELS, ChannelName
+from core.vocabulary import ADDRESS_FIELD, CHANNELS, PHONE_CHANNELS, ChannelName
 from journeys.loader import SCHEMA_PATH
 from workflows.queues import send_task_queue
 
@@ -45,6 +47,13 @@ def test_caps_scopes_queues_settings_and_addresses_derive_from_the_vocabulary() 
     assert set(ADDRESS_FIELD) == set(ChannelName)
     for channel in CHANNELS:
         assert ChannelSettings().provider(channel)
+
+
+def test_phone_channels_are_those_addressed_by_a_phone_field_and_nobody_lists_them_again() -> None:
+    assert PHONE_CHANNELS == {ChannelName.SMS, ChannelName.WHATSAPP}
+    assert addresses.PHONE_CHANNELS is PHONE_CHANNELS
+    assert feedback._KEYWORD_CHANNELS is PHONE_CHANNELS
+    assert "sms" in PHONE_CHANNELS and "email" not in PHONE_CHANNELS  # plain strings from records match
 
 
 #: Where the channel list may be spelled out besides `core.vocabulary.ChannelName`: files that cannot import it,
