@@ -169,10 +169,10 @@ def _address_links(hasher: AddressHasher, contacts: Iterable[ContactPoints],
     links: dict[str, tuple[str, str]] = {}
     hashes = {(s.channel, s.address_hash) for s in suppressions if s.address_hash}
     for points in contacts:
-        for channel in PHONE_CHANNELS:
+        for phone_channel in PHONE_CHANNELS:
             # A number may have reached either channel (WhatsApp falls back to the phone): both are tried.
             for address in {points.phone, points.whatsapp} - {None, ""}:
-                hashes.update((channel, form) for form in hasher.forms(channel, str(address)))
+                hashes.update((phone_channel, form) for form in hasher.forms(phone_channel, str(address)))
     for channel, hashed in hashes:
         if channel in PHONE_CHANNELS:
             links[address_workflow_id(channel, hashed)] = (channel, hashed)
