@@ -29,8 +29,8 @@ from typing import Any, assert_never
 from temporalio import workflow
 
 from workflows import _goals
-from workflows.sending import SendRecord, send_fallback, send_step
-from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, webhook_step
+from workflows.sending import Fallback, SendRecord, send_fallback, send_step
+from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, WebhookStatus, webhook_step
 
 with workflow.unsafe.imports_passed_through():
     from activities.outcomes import DELIVERY_SIGNAL, DeliveryReport, SendStatus
@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         SplitStep,
         SplitVariant,
         Step,
+        StepKind,
         WaitForStep,
         WebhookStep,
         flow,
@@ -75,10 +76,14 @@ PENDING_EVENTS_PATCH = "events-between-waits-count"
 
 @dataclass(frozen=True)
 class StepVisit:
-    """One step the instance entered, and when (ISO 8601 UTC)."""
+    """One step the instance entered, and when (ISO 8601 UTC).
+
+    ``kind`` is a `StepKind`; histories recorded when it was typed ``str`` carry the same words, which
+    the converter turns into members.
+    """
 
     step_id: str
-    kind: str
+    kind: StepKind
     at: str
     note: str = ""
 
@@ -146,7 +151,7 @@ class JourneyStatus:
     finished: bool
     exit_reason: str | None
     sends: list[SendRecord] = field(default_factory=list)
-    current_step_kind: str | None = None
+    current_step_kind: StepKind | None = None
     waiting_until: str | None = None
     content_hash: str = ""
     variants: dict[str, str] = field(default_factory=dict)
@@ -268,7 +273,7 @@ class JourneyWorkflow:
             finished=self._finished,
             exit_reason=self._exit_reason,
             sends=list(self._state.sends),
-            current_step_kind=self._active.KIND.value if self._active is not None and not self._finished else None,
+            current_step_kind=self._active.KIND if self._active is not None and not self._finished else None,
             waiting_until=deadline.isoformat() if deadline and not self._finished else None,
             content_hash=self._journey.content_hash,
             variants=dict(self._context.get("journey", {}).get("variants", {})),
@@ -368,7 +373,7 @@ class JourneyWorkflow:
                 record = await webhook_step(step, self._journey, self._context)
                 self._state.webhooks.append(record)
                 self._note(step.id, record.outcome)
-                if record.status == "failed" and step.on_failure is OnWebhookFailure.EXIT:
+                if record.status is WebhookStatus.FAILED and step.on_failure is OnWebhookFailure.EXIT:
                     self._exit_reason = f"webhook {step.id} failed: {record.error_type}"
             case WebhookStep():
                 pass  # histories from before webhook steps ran: the step did nothing then
@@ -470,7 +475,7 @@ class JourneyWorkflow:
         self._note(step_id, f"{record.channel} {failed}: fallback {options.fallback}")
         second = await send_fallback(step_id, options, self._journey, self._event, context,
                                      stop_waiting=self._has_exited)
-        second = replace(second, fallback_from=f"{record.channel}:{failed}")
+        second = second.falling_back_from(Fallback(record.channel, failed))
         self._state.sends.append(second)
         _goals.record_send(self._journey, progress, second, self._arm)
 
@@ -592,7 +597,7 @@ class JourneyWorkflow:
         _goals.record_step(self._progress, step.id)
         _goals.count_step(self._journey, step.id, self._arm)
         trail = self._state.trail
-        trail.append(StepVisit(step.id, step.KIND.value, workflow.now().isoformat()))
+        trail.append(StepVisit(step.id, step.KIND, workflow.now().isoformat()))
         del trail[:-TRAIL_KEPT]
 
     def _note(self, step_id: str, note: str) -> None:

@@ -59,6 +59,30 @@ SEND_HTML_PART_PATCH = "send-html-part"
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """Why a send went out on the step's fallback channel: the channel tried first, and what became of it.
+
+    Attributes:
+        channel: the step's own channel.
+        outcome: the first try's `SendRecord.outcome` (``failed:InvalidAddress``, ``opted_out``) or the
+            delivery failure reported for it later (``bounced``).
+    """
+
+    channel: str
+    outcome: str
+
+    def __str__(self) -> str:
+        """The form `SendRecord.fallback_from` carries: ``<channel>:<outcome>``."""
+        return f"{self.channel}:{self.outcome}"
+
+    @classmethod
+    def parse(cls, text: str) -> Fallback:
+        """Reads ``<channel>:<outcome>``; channel names hold no colon, outcomes may (``failed:<ErrorType>``)."""
+        channel, _, outcome = text.partition(":")
+        return cls(channel, outcome)
+
+
+@dataclass(frozen=True)
 class SendRecord:
     """One send the journey made, as the status query reports it.
 
@@ -70,7 +94,8 @@ class SendRecord:
             the type moved to ``error_type``.
         error_type: for ``failed``, the error type (``InvalidAddress``); for ``skipped``, why.
         provider, provider_message_id: who delivered it, when it was delivered.
-        fallback_from: when the fallback channel was used, ``"<channel>:<outcome>"`` of the first try.
+        fallback_from: when the fallback channel was used, the first try as ``"<channel>:<outcome>"``:
+            a `Fallback` in the form histories have always carried (read it typed as `fallback`).
     """
 
     step_id: str
@@ -94,6 +119,15 @@ class SendRecord:
         """Status and error type in one word for people: ``sent``, ``failed:InvalidAddress``."""
         return f"{self.status}:{self.error_type}" if self.error_type else str(self.status)
 
+    @property
+    def fallback(self) -> Fallback | None:
+        """``fallback_from`` typed: the first try this send stood in for, None for a first try."""
+        return None if self.fallback_from is None else Fallback.parse(self.fallback_from)
+
+    def falling_back_from(self, first: Fallback) -> SendRecord:
+        """This record as the fallback send for ``first``."""
+        return replace(self, fallback_from=str(first))
+
 
 async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot, event: CustomerEvent,
                     context: dict[str, Any], *, retry_policy: RetryPolicy = SEND_RETRY_POLICY,
@@ -114,7 +148,7 @@ async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot
             or first.status is SendStatus.SUPPRESSED and workflow.patched(SUPPRESSED_FALLBACK_PATCH)):
         second = await _send_on(fallback, step_id, options, journey, event, context, retry_policy, heartbeat_timeout,
                                 key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
-        return replace(second, fallback_from=f"{first.channel}:{first.outcome}")
+        return second.falling_back_from(Fallback(first.channel, first.outcome))
     return first
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from temporalio import workflow
@@ -31,12 +32,19 @@ WEBHOOKS_CONTEXT_KEY = "webhooks"
 _ACTIVITY_MARGIN = timedelta(seconds=10)
 
 
+class WebhookStatus(StrEnum):
+    """What became of a webhook call; histories recorded before this type carry the same words."""
+
+    OK = "ok"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class WebhookRecord:
     """One webhook call the journey made: ``ok`` with the HTTP status, or ``failed`` with the error type."""
 
     step_id: str
-    status: str
+    status: WebhookStatus
     status_code: int = 0
     error_type: str = ""
 
@@ -74,7 +82,7 @@ async def webhook_step(step: WebhookStep, journey: JourneySnapshot, context: dic
         error_type = (cause.type if isinstance(cause, ApplicationError) and cause.type
                       else "ActivityTimeout" if isinstance(cause, TimeoutError) else "ActivityError")
         workflow.logger.warning("webhook failed step=%s error_type=%s", step.id, error_type)
-        return WebhookRecord(step.id, "failed", error_type=error_type)
+        return WebhookRecord(step.id, WebhookStatus.FAILED, error_type=error_type)
     if step.save_as:
         context.setdefault(WEBHOOKS_CONTEXT_KEY, {})[step.save_as] = result.data
-    return WebhookRecord(step.id, "ok", result.status_code)
+    return WebhookRecord(step.id, WebhookStatus.OK, result.status_code)

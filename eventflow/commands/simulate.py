@@ -34,6 +34,7 @@ from events.event_file import EventFileError, derived_event_id, read_event_file
 from events.model import CustomerEvent
 from journeys.model import JourneyDefinition
 from journeys.routing import Router, SignalJourney, StartJourney
+from journeys.steps import StepKind
 
 if TYPE_CHECKING:
     from events.schemas import SchemaSet
@@ -232,7 +233,7 @@ async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerE
     finally:
         await env.shutdown()
     for visit in status.trail:
-        if visit.kind == "send":
+        if visit.kind is StepKind.SEND:
             continue  # the recorder's line says more
         at = datetime.fromisoformat(visit.at) - origin
         note = f" ({visit.note})" if visit.note else ""

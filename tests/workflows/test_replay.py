@@ -21,9 +21,10 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from activities.outcomes import SendStatus
 from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
-from journeys.steps import STEP_KINDS, SendStep, SplitStep, WaitForStep, encode_step, walk
-from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyWorkflow
-from workflows.sending import SUPPRESSED_FALLBACK_PATCH, SendRecord
+from journeys.steps import STEP_KINDS, SendStep, SplitStep, StepKind, WaitForStep, encode_step, walk
+from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyState, JourneyWorkflow
+from workflows.sending import SUPPRESSED_FALLBACK_PATCH, Fallback, SendRecord
+from workflows.webhooks import WebhookStatus
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -71,6 +72,27 @@ def test_carried_send_records_of_older_runs_decode_into_status_and_error_type() 
                                                                   "failed:InvalidAddress")
     assert (skipped.status, skipped.error_type) == (SendStatus.SKIPPED, "journey_exited")
     assert (sent.status, sent.error_type) == (SendStatus.SENT, "")
+
+
+def test_carried_trail_webhooks_and_fallbacks_of_older_runs_decode_typed_and_encode_as_before() -> None:
+    converter = DataConverter.default.payload_converter
+    old = {"cursor": "next", "context": {},
+           "trail": [{"step_id": "welcome", "kind": "send", "at": "2024-01-01T00:00:00+00:00", "note": ""}],
+           "webhooks": [{"step_id": "crm", "status": "failed", "status_code": 0, "error_type": "HttpStatusError"},
+                        {"step_id": "crm2", "status": "ok", "status_code": 200, "error_type": ""}],
+           "sends": [{"step_id": "welcome", "channel": "email", "template_id": "t", "status": "sent",
+                      "fallback_from": "sms:failed:InvalidAddress", "error_type": ""}]}
+    (payload,) = converter.to_payloads([old])
+    [state] = converter.from_payloads([payload], [JourneyState])
+
+    assert state.trail[0].kind is StepKind.SEND
+    assert [w.status for w in state.webhooks] == [WebhookStatus.FAILED, WebhookStatus.OK]
+    assert all(isinstance(w.status, WebhookStatus) for w in state.webhooks)
+    assert state.sends[0].fallback == Fallback("sms", "failed:InvalidAddress")
+    # What new runs carry reads the same on the wire, so workers of the previous release decode it too.
+    again = json.loads(converter.to_payloads([state])[0].data)
+    assert again["trail"] == old["trail"] and again["webhooks"] == old["webhooks"]
+    assert again["sends"][0]["fallback_from"] == "sms:failed:InvalidAddress"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
