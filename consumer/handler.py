@@ -30,7 +30,7 @@ from consumer.routes import Route
 from core import tracing
 from events.codec import decode_error_type
 from events.errors import DecodeError, RegistryUnavailableError
-from events.model import CustomerEvent
+from events.model import CustomerEvent, Decoded, Unwanted
 from events.sources import RecordDecoder
 from journeys.segment_events import RESERVED_EVENT_TYPES
 
@@ -143,14 +143,16 @@ class RecordHandler:
             return Job(record, failure=self._decode_failure(exc, record))
         except RegistryUnavailableError:
             return Job(record)
-        if isinstance(decoded, str):
-            return Unrouted(decoded)
-        routed = self._route(decoded)
-        if isinstance(routed, Failure):
-            return Job(record, decoded, failure=routed)
-        if not routed:
-            return Unrouted(decoded.event_type)
-        return Job(record, decoded, routed)
+        match decoded:
+            case Unwanted(event_type=event_type):
+                return Unrouted(event_type)
+            case CustomerEvent() as event:
+                routed = self._route(event)
+                if isinstance(routed, Failure):
+                    return Job(record, event, failure=routed)
+                if not routed:
+                    return Unrouted(event.event_type)
+                return Job(record, event, routed)
 
     def count(self, topic: str, result: HandlerResult) -> None:
         """Counts a finished record in ``eventflow_events_consumed_total`` and friends."""
@@ -196,12 +198,13 @@ class RecordHandler:
         if job.failure is not None:
             return await self._dead_letter(record, job.failure)
         if event is None:
-            decoded = await self._decode_off_loop(record)
-            if isinstance(decoded, Failure):
-                return await self._dead_letter(record, decoded)
-            if isinstance(decoded, str):
-                return Unrouted(decoded)
-            event = decoded
+            match await self._decode_off_loop(record):
+                case Failure() as failure:
+                    return await self._dead_letter(record, failure)
+                case Unwanted(event_type=event_type):
+                    return Unrouted(event_type)
+                case CustomerEvent() as decoded:
+                    event = decoded
             routed = self._route(event)
             if isinstance(routed, Failure):
                 return await self._dead_letter(record, routed)
@@ -210,7 +213,7 @@ class RecordHandler:
                 return Unrouted(event.event_type)
         return await self._dispatch(record, event, routes)
 
-    async def _decode_off_loop(self, record: SourceRecord) -> CustomerEvent | str | Failure:
+    async def _decode_off_loop(self, record: SourceRecord) -> Decoded | Failure:
         decode = functools.partial(self.decoder.decode_record, record, self.router.event_types)
         try:
             return await self.retrier.call("decode", record, lambda: asyncio.to_thread(decode))

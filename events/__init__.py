@@ -8,7 +8,7 @@ encodings, optional Schema Registry); upstream services publish with `EventProdu
 from events.codec import EventDecoder, encode_single_object, record_from_json
 from events.config import EventsConfig, build_decoder, build_producer, build_record_decoder, load_config
 from events.errors import DecodeError, RegistryUnavailableError
-from events.model import Customer, CustomerEvent
+from events.model import Customer, CustomerEvent, Decoded, Unwanted
 from events.producer import DeliveryError, EventProducer, InvalidRecordError, UnknownEventTypeError
 from events.schemas import SchemaSet, load
 from events.sources import EventSource, RecordDecoder, SourceDecoder, load_sources
@@ -17,6 +17,7 @@ __all__ = [
     "Customer",
     "CustomerEvent",
     "DecodeError",
+    "Decoded",
     "DeliveryError",
     "EventDecoder",
     "EventProducer",
@@ -28,6 +29,7 @@ __all__ = [
     "SchemaSet",
     "SourceDecoder",
     "UnknownEventTypeError",
+    "Unwanted",
     "build_decoder",
     "build_producer",
     "build_record_decoder",

@@ -36,7 +36,7 @@ from events.errors import (
     UnknownSchemaError,
 )
 from events.generic import json_safe
-from events.model import Customer, CustomerEvent
+from events.model import Customer, CustomerEvent, Decoded, Unwanted
 from events.schemas import NAMESPACE, ParsedSchema, SchemaSet
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -204,9 +204,11 @@ class EventDecoder:
         return self._encodings.get(topic, self._default_encoding) if topic is not None else self._default_encoding
 
     def __call__(self, raw: bytes, topic: str | None = None) -> CustomerEvent:
-        decoded = self.decode_wanted(raw, topic, wanted=None)
-        assert isinstance(decoded, CustomerEvent)
-        return decoded
+        match self.decode_wanted(raw, topic, wanted=None):
+            case CustomerEvent() as event:
+                return event
+            case Unwanted():
+                raise AssertionError("every type is wanted when none is named")
 
     def needs_registry(self, raw: bytes, topic: str | None) -> bool:
         """Whether decoding ``raw`` would ask the registry over the network (an id not yet cached).
@@ -225,14 +227,14 @@ class EventDecoder:
         """`needs_registry` for a consumed record (the `events.sources.RecordDecoder` protocol)."""
         return self.needs_registry(record.value, record.topic)
 
-    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> CustomerEvent | str:
+    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> Decoded:
         """`decode_wanted` for a consumed record (the `events.sources.RecordDecoder` protocol)."""
         return self.decode_wanted(record.value, record.topic, wanted)
 
-    def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
+    def decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> Decoded:
         """Decodes and checks the record, but builds the `CustomerEvent` only for ``wanted`` event types.
 
-        For any other type it returns just the type name, read from the body's leading ``event_type``
+        For any other type it returns just the type name as `Unwanted`, read from the body's leading ``event_type``
         field without decoding the rest (`_peek_event_type`): nobody pays for an event nobody listens
         to. A record whose leading fields cannot be read that way is read whole and checked as before.
 
@@ -250,13 +252,13 @@ class EventDecoder:
         except Exception as exc:  # the decoder's contract is a typed error for any input, never a crash
             raise InvalidEventError(f"undecodable value: {type(exc).__name__}: {str(exc)[:200]}", raw) from exc
 
-    def _decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> CustomerEvent | str:
+    def _decode_wanted(self, raw: bytes, topic: str | None, wanted: Container[str] | None) -> Decoded:
         encoding = self.encoding(topic)
         if not raw:
             raise TruncatedMessageError("empty value", raw)
         if encoding == "json":
             event = self._decode_json(raw)
-            return event if wanted is None or event.event_type in wanted else event.event_type
+            return event if wanted is None or event.event_type in wanted else Unwanted(event.event_type)
         accepts = _ACCEPTS[encoding]
         if raw[:2] == SINGLE_OBJECT_MAGIC and "embedded" in accepts:
             if len(raw) < 10:
@@ -279,11 +281,11 @@ class EventDecoder:
         if wanted is not None:
             peeked = self._peek_event_type(raw, body_start, writer)
             if peeked is not None and peeked not in wanted:
-                return peeked
+                return Unwanted(peeked)
         record = self._read_body(raw, body_start, writer)
         event_type = _checked_event_type(record, raw)
         if wanted is not None and event_type not in wanted:
-            return event_type
+            return Unwanted(event_type)
         return _to_event(record, event_type)
 
     def _peek_event_type(self, raw: bytes, start: int, writer: ParsedSchema) -> str | None:

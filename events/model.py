@@ -70,3 +70,14 @@ class CustomerEvent:
             },
             "payload": self.payload,
         }
+
+
+@dataclass(frozen=True)
+class Unwanted:
+    """A record of an event type nobody asked for: only its type was read, and the rest of it stays unread."""
+
+    event_type: str
+
+
+#: What a decoder gives for a record when told which event types are wanted.
+Decoded: TypeAlias = CustomerEvent | Unwanted

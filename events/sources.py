@@ -39,7 +39,7 @@ from events import cloudevents
 from events.codec import CONFLUENT_MAGIC, EventDecoder, KafkaRecord, WriterSchemaLookup
 from events.errors import DecodeError, InvalidEventError, MissingFieldError, UnknownSchemaError
 from events.generic import read_avro, read_json_object, record_name
-from events.model import Customer, CustomerEvent, JsonValue
+from events.model import Customer, CustomerEvent, Decoded, JsonValue, Unwanted
 from events.schemas import ParsedSchema
 
 SOURCES_FILE = "sources.yaml"
@@ -52,7 +52,7 @@ class RecordDecoder(Protocol):
 
     def needs_registry_for(self, record: KafkaRecord) -> bool: ...
 
-    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> CustomerEvent | str: ...
+    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> Decoded: ...
 
 
 class Format(StrEnum):
@@ -292,8 +292,8 @@ class SourceDecoder:
         is_cached = getattr(self._lookup, "is_cached", None)
         return not (callable(is_cached) and is_cached(int.from_bytes(value[1:5], "big")))
 
-    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> CustomerEvent | str:
-        """The record's event, or only its type when ``wanted`` does not hold it (the body then stays unread)."""
+    def decode_record(self, record: KafkaRecord, wanted: Container[str] | None) -> Decoded:
+        """The record's event, or only its type (`Unwanted`) when ``wanted`` does not hold it (the body stays unread)."""
         candidates = self._candidates(record.topic)
         if not candidates:
             return self._envelope.decode_record(record, wanted)
@@ -308,7 +308,7 @@ class SourceDecoder:
                                     record.value) from exc
 
     def _decode(self, record: KafkaRecord, candidates: list[EventSource],
-                wanted: Container[str] | None) -> CustomerEvent | str:
+                wanted: Container[str] | None) -> Decoded:
         opened = self._open(record, {s.format for s in candidates})
         source = next((s for s in candidates if _fits(s, opened) and s.reads_record(opened.name)), None)
         if source is None:
@@ -316,19 +316,20 @@ class SourceDecoder:
         if wanted is not None and source.identify:
             wanted = _OrIdentify(wanted, source)  # identify events update the profile whoever else listens
         if source.format is Format.ENVELOPE:
-            decoded = self._envelope.decode_record(record, wanted)
-            if isinstance(decoded, str):
-                return decoded
-            return replace(decoded, source=source.name, identify=source.is_identify(decoded.event_type),
-                           contact_override=source.overrides_contact(decoded.event_type))
+            match self._envelope.decode_record(record, wanted):
+                case Unwanted() as unwanted:
+                    return unwanted
+                case CustomerEvent() as event:
+                    return replace(event, source=source.name, identify=source.is_identify(event.event_type),
+                                   contact_override=source.overrides_contact(event.event_type))
         cheap = _cheap_type(source, opened)
         if cheap is not None and wanted is not None and cheap not in wanted:
-            return cheap
+            return Unwanted(cheap)
         body = self._body(record, source, opened)
         event_type = cheap or source.type_of(_text(_value(source.event_type, record, opened, body), "type",
                                                      record.value))
         if wanted is not None and event_type not in wanted:
-            return event_type
+            return Unwanted(event_type)
         return _event(source, record, opened, body, event_type)
 
     def _open(self, record: KafkaRecord, formats: set[Format]) -> _Read:

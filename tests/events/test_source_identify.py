@@ -6,6 +6,7 @@ from pathlib import Path
 
 from consumer.routes import EventRoutes, UpdateProfile
 from events import samples
+from events.model import CustomerEvent, Unwanted
 from events.producer import encode_event
 from tests.events.test_source_decoding import JSON_SOURCE, SCHEMAS, decoder_for, record
 
@@ -20,8 +21,8 @@ def test_an_identify_type_nobody_listens_to_is_decoded_and_routed_to_the_profile
     other = decoder.decode_record(record(b'{"kind": "Ping", "mail": "x@example.com"}', key=b"c-1", timestamp_ms=1),
                                   wanted)
 
-    assert other == "Ping", "other types nobody listens to stay cheap"
-    assert not isinstance(identify, str) and identify.identify and identify.customer.email == "new@example.com"
+    assert other == Unwanted("Ping"), "other types nobody listens to stay cheap"
+    assert isinstance(identify, CustomerEvent) and identify.identify and identify.customer.email == "new@example.com"
     assert EventRoutes([]).route(identify) == [UpdateProfile("preferences:c-1", identify=True)]
 
 
@@ -32,4 +33,4 @@ def test_the_envelope_as_a_source_decodes_its_identify_types_for_the_profile(tmp
     decoded = decoder.decode_record(record(encode_event(samples.cart_update(samples.customer()), SCHEMAS),
                                            topic="customer-events"), {"PurchaseCompleted"})
 
-    assert not isinstance(decoded, str) and decoded.identify
+    assert isinstance(decoded, CustomerEvent) and decoded.identify

@@ -22,7 +22,7 @@ from consumer.dispatch import Dispatcher
 from consumer.routes import EventRoutes, SegmentRoutes
 from consumer.segment_triggers import SegmentTriggers
 from events import samples
-from events.model import Customer, CustomerEvent
+from events.model import Customer, CustomerEvent, Decoded
 from journeys._yaml import load_located
 from journeys.loader import default_journeys_dir, validate_folder
 from journeys.segments import Attributes, parse_segment
@@ -121,7 +121,7 @@ class JsonEventDecoder:
     def needs_registry_for(self, record: object) -> bool:
         return False
 
-    def decode_record(self, record: Any, wanted: Container[str] | None) -> CustomerEvent | str:
+    def decode_record(self, record: Any, wanted: Container[str] | None) -> Decoded:
         body = json.loads(record.value)
         return CustomerEvent(body["event_id"], body["event_type"], body["occurred_at"],
                              Customer(id=body["customer"]["id"]), body["payload"])
