@@ -1,6 +1,7 @@
 """``eventflow segments list|show|preview|refresh|publish|history``: the segments beside the journeys.
 
-``list`` and ``show`` read the definitions (``<journeys dir>/audiences``); ``preview`` evaluates a
+``list`` and ``show`` read the definitions (``<journeys dir>/audiences``, or with the catalog source
+``kafka`` the catalog topic's latest versions); ``preview`` evaluates a
 segment over every customer in the store without changing its membership, printing the member
 count, the share of all customers and a sample of ids, and says so plainly when the segment
 matches everyone (a broadcast to it then needs ``--confirm``). ``refresh`` re-evaluates every
@@ -30,8 +31,16 @@ from store import open_store
 from store.segments import Preview, SegmentStore
 
 
+def defined_segments(directory: str | None) -> list[Segment]:
+    """The segments consumers evaluate: with ``EVENTFLOW_CATALOG_SOURCE=kafka`` the catalog topic's
+    latest versions (unless ``directory`` names files), else the files under ``directory``."""
+    if directory is None and CatalogSettings.load().source == "kafka":
+        return list(_writer().read_segments().segments())
+    return load_segments(Path(directory) if directory else None)
+
+
 def _segments(args: argparse.Namespace) -> list[Segment]:
-    return load_segments(Path(args.dir) if args.dir else None)
+    return defined_segments(args.dir)
 
 
 def _one(args: argparse.Namespace) -> Segment:
@@ -151,7 +160,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             action.add_argument("segment", help="the segment's id")
         if name == "preview":
             action.add_argument("--json", action="store_true", help="print one JSON object")
-        action.add_argument("--dir", help="the journeys folder (default: $EVENTFLOW_JOURNEYS_DIR)")
+        action.add_argument("--dir", help="the journeys folder (default: the catalog topic with "
+                                          "EVENTFLOW_CATALOG_SOURCE=kafka, else $EVENTFLOW_JOURNEYS_DIR)")
         action.set_defaults(handler=handler)
     publish = actions.add_parser("publish", help="validate, then publish segments as new catalog versions "
                                                  "(docs/deploy.md 4a)")

@@ -158,3 +158,7 @@ def test_the_commands_publish_only_valid_segments_and_show_their_history(
     assert [(h[1], h[2], h[3], h[6], h[-1]) for h in history] == [
         ("1", "v1", "publish", "ana", "first"), ("2", "v2", "publish", "bo", "now")]
     assert main(["segments", "history", "nobody"]) == 1
+    monkeypatch.setenv("EVENTFLOW_CATALOG_SOURCE", "kafka")  # list, show, preview and broadcasts read the topic
+    capsys.readouterr()
+    assert main(["segments", "show", SEGMENT]) == 0
+    assert capsys.readouterr().out.startswith(f"{SEGMENT} v2 (catalog:{SEGMENT}@v2)")
