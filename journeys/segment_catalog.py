@@ -160,6 +160,10 @@ def published_segment(segment_id: str, version: int, definition: SourceFile,
         except YamlSyntaxError as exc:
             raise CatalogEntryError(RejectReason.VALIDATION, f"{definition.name[:100]}:{exc.line or 1}: "
                                                              f"{exc.problem[:200]}") from exc
+        except _DATA_ERRORS as exc:
+            # The parser assumes what a file's author can write; data that breaks that assumption is invalid.
+            raise CatalogEntryError(RejectReason.VALIDATION, f"the segment does not parse: {type(exc).__name__}: "
+                                                             f"{str(exc)[:200]}") from exc
     if problems or parsed is None:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         first = str(problems[0])[:300] if problems else "the segment does not parse"
@@ -168,6 +172,10 @@ def published_segment(segment_id: str, version: int, definition: SourceFile,
         raise CatalogEntryError(RejectReason.SNAPSHOT, f"the definition is segment {parsed.id[:80]!r}, "
                                                        f"the entry {segment_id[:80]!r}")
     return replace(parsed, version=version, file=f"catalog:{segment_id}@v{version}")
+
+
+#: What parsing arbitrary published text can raise besides its typed errors: turned into a rejection.
+_DATA_ERRORS = (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, IndexError, RecursionError)
 
 
 # --- codec -------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from journeys._yaml import load_located
 from journeys.catalog import (
@@ -127,3 +129,17 @@ def test_a_release_without_segment_entries_skips_them_noted_against_no_journey()
     assert (kind_of_key(key), segment_of_key(key)) == (EntryKind.SEGMENT, "gold_buyers")
     assert kind_of_key(b"post_purchase/00000001/x") is EntryKind.JOURNEY
     assert kind_of_key(b"topic:news/00000001/x") is None, "a newer release's kind"
+
+
+@settings(max_examples=120, deadline=None)
+@given(text=st.text(max_size=300) | st.sampled_from([GOLD]).map(lambda t: t.replace("gold", "[")),
+       attributes=st.none() | st.text(max_size=80))
+def test_any_published_text_is_read_or_refused_with_the_typed_error(text: str, attributes: str | None) -> None:
+    entry = _publish(SegmentCatalog())
+    assert entry is not None
+    value = _value(entry, definition={"name": "a.yaml", "text": text},
+                   attributes=None if attributes is None else {"name": "b.yaml", "text": attributes})
+    try:
+        decode_segment_entry(entry.key, value)
+    except CatalogEntryError:
+        pass
