@@ -1,4 +1,5 @@
-"""What ``eventflow journeys publish|pause|resume|archive|rollback|diff`` do, on a `CatalogWriter`.
+"""What ``eventflow journeys publish|pause|resume|archive|rollback|diff`` and ``eventflow segments
+publish`` do, on a `CatalogWriter`.
 
 A publish validates everything first, with the same checks as ``eventflow journeys validate``
 (templates test-rendered), and writes nothing if any file has a problem.
@@ -22,6 +23,8 @@ from core.settings import ChannelSettings
 from journeys.catalog import Catalog, CatalogAction, CatalogEntry, CatalogError, SourceFile, next_entry
 from journeys.loader import Problem, load_templates, validate_folder
 from journeys.model import JourneyDefinition
+from journeys.segment_catalog import SegmentEntry, next_segment_entry
+from journeys.segments import ATTRIBUTES_FILE, AUDIENCES, check_segments
 
 
 class CatalogValidationError(EventflowError):
@@ -118,6 +121,61 @@ def _current_version(catalog: Catalog, journey_id: str) -> int:
     return latest.version if latest else 0
 
 
+@dataclass(frozen=True)
+class PublishedSegment:
+    """What one segment's publish did: the new entry, or None when its content was unchanged."""
+
+    segment_id: str
+    entry: SegmentEntry | None
+    current_version: int
+
+
+def _segments_root(path: Path) -> tuple[Path, Path | None]:
+    """The journeys folder (with audiences/) and the one segment file chosen, if any."""
+    if path.is_dir():
+        return (path.parent, None) if path.name == AUDIENCES else (path, None)
+    if not path.exists():
+        raise CatalogError(f"{path}: no such file or folder")
+    if path.parent.name != AUDIENCES or path.name == ATTRIBUTES_FILE:
+        raise CatalogError(f"{path}: a segment file is in <journeys folder>/{AUDIENCES}/ (not {ATTRIBUTES_FILE})")
+    return path.parent.parent, path
+
+
+def publish_segments(writer: CatalogWriter, path: Path, *, author: str,
+                     summary: str | None = None) -> list[PublishedSegment]:
+    """Validates the segments at ``path`` (the journeys folder, its audiences/ or one segment file) and
+    publishes each whose content changed as a new version, with the attribute declarations it was
+    checked against.
+
+    Raises:
+        CatalogValidationError: any problem in the segments or the attributes; nothing is published.
+        CatalogError: no segment at ``path``.
+    """
+    root, chosen = _segments_root(path)
+    segments, problems = check_segments(root)
+    if problems:
+        raise CatalogValidationError(problems)
+    if chosen is not None:
+        segments = [s for s in segments if Path(s.file).resolve() == chosen.resolve()]
+    if not segments:
+        raise CatalogError(f"{path}: no segment found (segment files are in <journeys folder>/{AUDIENCES}/)")
+    audiences = root / AUDIENCES
+    declared = audiences / ATTRIBUTES_FILE
+    attributes = SourceFile(f"{AUDIENCES}/{ATTRIBUTES_FILE}", declared.read_text(encoding="utf-8")) \
+        if declared.exists() else None
+    writer.ensure_topic()
+    results = []
+    for segment in segments:
+        file = Path(segment.file)
+        definition = SourceFile(f"{AUDIENCES}/{file.name}", file.read_text(encoding="utf-8"))
+        entry = writer.write_segment(partial(next_segment_entry, segment=segment, definition=definition,
+                                             attributes=attributes, author=author, at=datetime.now(UTC),
+                                             summary=summary or f"publish {definition.name}"))
+        latest = writer.read_segments().latest(segment.id) if entry is None else entry
+        results.append(PublishedSegment(segment.id, entry, latest.version if latest else 0))
+    return results
+
+
 def change(writer: CatalogWriter, journey_id: str, action: CatalogAction, *, author: str,
            summary: str | None = None, rollback_to: int | None = None) -> CatalogEntry | None:
     """Pause, resume, archive or roll back ``journey_id``; None when it is already so."""
@@ -160,4 +218,5 @@ async def cancel_running(client: Client, journey_id: str) -> int:
     return count
 
 
-__all__ = ["CatalogValidationError", "Published", "cancel_running", "change", "diff", "publish_path"]
+__all__ = ["CatalogValidationError", "Published", "PublishedSegment", "cancel_running", "change", "diff", "publish_path",
+           "publish_segments"]

@@ -4,6 +4,7 @@ Active journeys route as with files (`EventRoutes`). Paused and archived journey
 entries, but their running instances continue, so the events they listen to (waits, exits,
 digests) are still signalled to them. A change builds a new pair of routers and replaces the
 reference in one assignment on the event loop, so a record is routed wholly by one catalog state.
+Segments published on the topic replace the segment files the same way (`follow_segments`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from prometheus_client import CollectorRegistry
 from consumer.catalog_channels import CatalogChannelCheck
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from consumer.routes import EventRoutes, Route
+from consumer.segment_triggers import SegmentRefresher
 from core.settings import ChannelSettings
 from core.signing import SigningKeys
 from events.model import CustomerEvent
 from journeys.catalog import Catalog, JourneyState
 from journeys.expressions import ExpressionMetrics
 from journeys.routing import Router, SignalJourney
+from journeys.segment_catalog import SegmentCatalog
+from store.segments import SegmentStore
 
 
 @dataclass(frozen=True)
@@ -99,4 +103,22 @@ async def follow_catalog(client_config: Mapping[str, str], topic: str, *, keys: 
     return routes, follower
 
 
-__all__ = ["LiveRoutes", "follow_catalog"]
+def follow_segments(follower: CatalogFollower, store: SegmentStore, refresher: SegmentRefresher | None = None) -> None:
+    """Makes ``store`` evaluate the catalog's segments instead of files: the set read so far, then each change.
+
+    A change swaps the store's set (so `consumer.routes.SegmentRoutes` and the batches after it use
+    the new version at once) and asks ``refresher`` to re-evaluate everyone for the changed segments,
+    so members the new condition no longer admits leave, and new members enter, recorded with the new
+    version. Call it after the follower's ``load`` and before it runs.
+    """
+    store.update(follower.segments.segments())
+
+    def changed(segments: SegmentCatalog, changed: frozenset[str]) -> None:
+        store.update(segments.segments())
+        if refresher is not None:
+            refresher.refresh_changed(changed)
+
+    follower.on_segments_change = changed
+
+
+__all__ = ["LiveRoutes", "follow_catalog", "follow_segments"]

@@ -8,6 +8,10 @@ record that is not, or an entry that lost a revision race, is skipped, logged wi
 offset, and counted in ``eventflow_catalog_invalid_entries_total{reason}``: no record stops the
 follower, and a follower that stops anyway turns readiness not ready.
 
+Segment entries share the topic (`journeys.segment_catalog`, keys ``segment:<id>/...``): the
+follower folds them into its `SegmentCatalog` beside the journeys' `Catalog`, with the same checks
+and the same counting of skipped records, and tells ``on_segments_change`` which segments changed.
+
 The writer reads the log to its end, makes the next entry, produces it and reads back to its
 offset: the entry counts only if the catalog built from the log accepted it as its journey's next
 revision (first in the log wins). If another writer got there first, it retries on the new end.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -34,14 +39,25 @@ from journeys.catalog import (
     CatalogConflictError,
     CatalogEntry,
     CatalogEntryError,
+    EntryKind,
     JourneyState,
     Rejection,
     RejectReason,
     decode_entry,
     encode_entry,
     journey_of_key,
+    kind_of_key,
     read_record,
     sign_record,
+)
+from journeys.segment_catalog import (
+    SegmentCatalog,
+    SegmentConflictError,
+    SegmentEntry,
+    decode_segment_entry,
+    encode_segment_entry,
+    read_segment_record,
+    segment_of_key,
 )
 
 log = structlog.get_logger(__name__)
@@ -82,12 +98,20 @@ class CatalogMetrics:
             "eventflow_catalog_rejected_journeys",
             "Journeys whose newest catalog record was skipped (they serve their last accepted version).",
             registry=registry)
+        self.segments = Gauge("eventflow_catalog_segments", "Segments in the catalog.", registry=registry)
+        self.rejected_segments = Gauge(
+            "eventflow_catalog_rejected_segments",
+            "Segments whose newest catalog record was skipped (they keep their last accepted version).",
+            registry=registry)
 
-    def observe(self, catalog: Catalog) -> None:
+    def observe(self, catalog: Catalog, segments: SegmentCatalog | None = None) -> None:
         states = [state for _, state in catalog.position().values()]
         for state in JourneyState:
             self.journeys.labels(state.value).set(states.count(state))
         self.rejected_journeys.set(len(catalog.rejections()))
+        if segments is not None:
+            self.segments.set(len(segments.segment_ids))
+            self.rejected_segments.set(len(segments.rejections()))
 
 
 def _signature(record: SourceRecord) -> bytes | None:
@@ -97,14 +121,28 @@ def _signature(record: SourceRecord) -> bytes | None:
     return None
 
 
-def trusted_entry(record: SourceRecord, keys: SigningKeys | None) -> CatalogEntry | Rejection:
+#: What a catalog record read as: a journey entry, a segment entry, or why it is skipped.
+Read = CatalogEntry | SegmentEntry | Rejection
+
+
+def trusted_entry(record: SourceRecord, keys: SigningKeys | None) -> Read:
     """The record's entry if it is signed and valid, else why not; CPU-bound, so readers run it off the loop.
 
-    Never raises for a record's content: a failure this code did not foresee is a rejection too.
+    The key names the kind (`journeys.catalog.kind_of_key`); a kind this release does not know is
+    a newer release's, skipped as ``unsupported_version`` unread. Never raises for a record's content:
+    a failure this code did not foresee is a rejection too.
     """
     key, offset = record.key, record.offset
     try:
-        return read_record(key, record.value, _signature(record), keys=keys)
+        match kind_of_key(key):
+            case EntryKind.JOURNEY:
+                return read_record(key, record.value, _signature(record), keys=keys)
+            case EntryKind.SEGMENT:
+                return read_segment_record(key, record.value, _signature(record), keys=keys)
+            case None:
+                head = (key or b"").split(b"/", 1)[0][:60].decode("utf-8", "replace")
+                return Rejection("", offset, RejectReason.UNSUPPORTED_VERSION,
+                                 f"the key {head!r} names an entry kind this release does not know")
     except CatalogEntryError as exc:
         return Rejection(journey_of_key(key), offset, exc.reason, exc.problem[:300])
     except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
@@ -112,39 +150,53 @@ def trusted_entry(record: SourceRecord, keys: SigningKeys | None) -> CatalogEntr
         return Rejection(journey_of_key(key), offset, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def fold_record(catalog: Catalog, record: SourceRecord, read: CatalogEntry | Rejection, topic: str,
-                metrics: CatalogMetrics | None = None) -> bool:
-    """Applies a record's `trusted_entry` to ``catalog`` if it is the journey's next revision; True if applied.
+def fold_record(catalog: Catalog, record: SourceRecord, read: Read, topic: str,
+                metrics: CatalogMetrics | None = None, segments: SegmentCatalog | None = None) -> bool:
+    """Applies a record's `trusted_entry` to ``catalog`` (a segment's to ``segments``) if it is the next
+    revision of its journey or segment; True if applied.
 
     A record that is not is skipped: counted (``metrics``), logged with its key, partition and
-    offset, and noted on the catalog (`Catalog.reject`). Never raises for a record's content.
+    offset, and noted on the catalog (`Catalog.reject`, `SegmentCatalog.reject`). Without
+    ``segments``, segment entries are passed over (a reader that does not use them). Never raises
+    for a record's content.
     """
     offset = record.offset
-    if isinstance(read, Rejection):
-        _reject(catalog, metrics, topic, record, read)
-        return False
     try:
-        catalog.apply(read)
-    except CatalogConflictError as exc:
+        match read:
+            case Rejection():
+                _reject(catalog, segments, metrics, topic, record, read)
+                return False
+            case SegmentEntry():
+                if segments is None:
+                    return False
+                segments.apply(read)
+            case CatalogEntry():
+                catalog.apply(read)
+    except (CatalogConflictError, SegmentConflictError) as exc:
         if metrics is not None:
             metrics.invalid_entries.labels(RejectReason.CONFLICT.value).inc()
+        subject = {"journey": exc.journey_id} if isinstance(exc, CatalogConflictError) else {"segment": exc.segment_id}
         log.warning("catalog_entry_conflict", topic=topic, partition=record.partition, offset=offset,
-                    journey=exc.journey_id, revision=exc.revision, expected=exc.expected)
+                    revision=exc.revision, expected=exc.expected, **subject)
         return False
     except Exception as exc:  # no record may stop a reader: it is skipped, counted and reported
         log.exception("catalog_entry_failed", topic=topic, offset=offset)
-        _reject(catalog, metrics, topic, record, Rejection(journey_of_key(record.key), offset, RejectReason.ERROR,
-                                                           f"{type(exc).__name__}: {str(exc)[:300]}"))
+        _reject(catalog, segments, metrics, topic, record, Rejection(
+            journey_of_key(record.key), offset, RejectReason.ERROR, f"{type(exc).__name__}: {str(exc)[:300]}"))
         return False
     if metrics is not None:
         metrics.entries.inc()
     return True
 
 
-def _reject(catalog: Catalog, metrics: CatalogMetrics | None, topic: str, record: SourceRecord,
-            rejection: Rejection) -> None:
+def _reject(catalog: Catalog, segments: SegmentCatalog | None, metrics: CatalogMetrics | None, topic: str,
+            record: SourceRecord, rejection: Rejection) -> None:
     key, reason = record.key, rejection.reason
-    catalog.reject(rejection)
+    if kind_of_key(key) is EntryKind.SEGMENT:
+        if segments is not None:
+            segments.reject(segment_of_key(key), rejection)
+    else:
+        catalog.reject(rejection)
     if metrics is not None:
         metrics.invalid_entries.labels(reason.value).inc()
     log.error("catalog_entry_rejected", topic=topic, partition=record.partition, offset=rejection.offset,
@@ -191,16 +243,15 @@ def _check_topic(client_config: Mapping[str, str], topic: str, timeout_seconds: 
 class _Fold(Handoff[SourceRecord]):
     """Hands each batch of the catalog topic to its follower (`CatalogFollower._apply`)."""
 
-    def __init__(self, apply: Callable[[list[SourceRecord]], Awaitable[bool]]) -> None:
+    def __init__(self, apply: Callable[[list[SourceRecord]], Awaitable[object]]) -> None:
         self._apply = apply
-        self.changed = False
         self.end: int | None = None
 
     def decode(self, record: SourceRecord) -> SourceRecord:
         return record  # checked in `hand_off`, off the loop and a batch at a time
 
     async def hand_off(self, records: Sequence[SourceRecord], items: Sequence[SourceRecord]) -> None:
-        self.changed = await self._apply(list(items)) or self.changed
+        await self._apply(list(items))
 
     def reached_end(self, partition: tuple[str, int], offset: int) -> None:
         self.end = offset
@@ -210,7 +261,8 @@ class CatalogFollower:
     """Keeps a `Catalog` built from the topic, live: `load` reads to the end, `run` follows it.
 
     Both read on the shared `KafkaLoop` (a fixed assignment of the one partition, no group).
-    ``on_change`` is called on the event loop with the catalog after every batch that changed it.
+    ``on_change`` is called on the event loop with the catalog after every batch that changed its
+    journeys; ``on_segments_change`` with the segments and the ids of those that changed.
     """
 
     def __init__(self, client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
@@ -221,11 +273,14 @@ class CatalogFollower:
         self._keys = keys
         self.metrics = metrics or CatalogMetrics(CollectorRegistry())
         self.catalog = Catalog()
+        self.segments = SegmentCatalog()
         self.on_change = on_change
+        self.on_segments_change: Callable[[SegmentCatalog, frozenset[str]], None] | None = None
         self._poll_seconds = poll_seconds
         self._next_offset = 0
         self._problem: str | None = None
         self._unrouted: str | None = None
+        self._unsegmented: str | None = None
         self._stopped: str | None = None
         #: More for readiness to show while ready (journeys refused by this process, `consumer.catalog_channels`).
         self.extra_note: Callable[[], str | None] | None = None
@@ -245,7 +300,7 @@ class CatalogFollower:
 
     def problem(self) -> str | None:
         """Why the catalog is not being followed right now (readiness), or None."""
-        return self._stopped or self._problem or self._unrouted
+        return self._stopped or self._problem or self._unrouted or self._unsegmented
 
     def note(self) -> str | None:
         """What readiness shows while ready: journeys whose newest record was skipped, journeys this
@@ -256,6 +311,11 @@ class CatalogFollower:
             shown = "; ".join(f"{journey}: {r.describe()[:120]}" for journey, r in list(rejections.items())[:3])
             more = f" (+{len(rejections) - 3} more)" if len(rejections) > 3 else ""
             notes.append(f"journey catalog records skipped, the last accepted versions serve: {shown}{more}")
+        skipped = self.segments.rejections()
+        if skipped:
+            shown = "; ".join(f"{segment}: {r.describe()[:120]}" for segment, r in list(skipped.items())[:3])
+            more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
+            notes.append(f"segment catalog records skipped, the last accepted versions apply: {shown}{more}")
         extra = self.extra_note() if self.extra_note is not None else None
         if extra:
             notes.append(extra)
@@ -285,9 +345,10 @@ class CatalogFollower:
         await _read_to_end(reader, self._topic, self._config, timeout_seconds)
         if fold.end is not None:
             self._next_offset = max(self._next_offset, fold.end)
-        self.metrics.observe(self.catalog)
+        self.metrics.observe(self.catalog, self.segments)
         log.info("catalog_loaded", topic=self.topic, offset=self._next_offset,
-                 journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
+                 journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()],
+                 segments=[f"{s}@v{v}" for s, v in self.segments.position().items()])
         return self.catalog
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -319,16 +380,19 @@ class CatalogFollower:
                 self._stopped = "journey catalog follower stopped"
                 log.error("catalog_follower_stopped", topic=self.topic)
 
-    async def _followed(self, records: list[SourceRecord]) -> bool:
+    async def _followed(self, records: list[SourceRecord]) -> None:
         self._problem = None
-        changed = await self._apply(records)
+        journeys, segments = await self._apply(records)
         if records:
-            self.metrics.observe(self.catalog)
-        if changed:
+            self.metrics.observe(self.catalog, self.segments)
+        if journeys or segments:
             log.info("catalog_changed", topic=self.topic, offset=self._next_offset,
-                     journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()])
+                     journeys=[f"{j}@v{v}:{s}" for j, (v, s) in self.position().items()],
+                     segments=[f"{s}@v{v}" for s, v in self.segments.position().items()])
+        if journeys:
             self._changed()
-        return changed
+        if segments:
+            self._segments_changed(frozenset(segments))
 
     def _changed(self) -> None:
         if self.on_change is None:
@@ -341,14 +405,30 @@ class CatalogFollower:
         else:
             self._unrouted = None
 
-    async def _apply(self, records: list[SourceRecord]) -> bool:
+    def _segments_changed(self, changed: frozenset[str]) -> None:
+        if self.on_segments_change is None:
+            return
+        try:
+            self.on_segments_change(self.segments, changed)
+        except Exception as exc:  # the follower goes on; readiness says membership is not current
+            self._unsegmented = f"segment catalog change not applied: {type(exc).__name__}: {str(exc)[:200]}"
+            log.exception("catalog_segments_change_failed", topic=self.topic, offset=self._next_offset)
+        else:
+            self._unsegmented = None
+
+    async def _apply(self, records: list[SourceRecord]) -> tuple[bool, set[str]]:
+        """Folds ``records``; whether journeys changed, and which segments did."""
         # Checking a record test-renders templates: off the loop, so polling and probes go on meanwhile.
         reads = await asyncio.to_thread(lambda: [trusted_entry(record, self._keys) for record in records])
-        changed = False
+        journeys, segments = False, set()
         for record, read in zip(records, reads, strict=True):
             self._next_offset = record.offset + 1
-            changed = fold_record(self.catalog, record, read, self.topic, self.metrics) or changed
-        return changed
+            if fold_record(self.catalog, record, read, self.topic, self.metrics, self.segments):
+                if isinstance(read, SegmentEntry):
+                    segments.add(read.segment_id)
+                else:
+                    journeys = True
+        return journeys, segments
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
@@ -360,13 +440,20 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 def read_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
                  timeout_seconds: float = 20.0) -> tuple[Catalog, int]:
-    """The catalog (skipped records noted on it) and the offset after its last record; blocking (commands)."""
+    """The journey catalog (skipped records noted on it) and the offset after its last record; blocking."""
+    catalog, _, end = read_log(client_config, topic, keys=keys, timeout_seconds=timeout_seconds)
+    return catalog, end
+
+
+def read_log(client_config: Mapping[str, str], topic: str, *, keys: SigningKeys | None,
+             timeout_seconds: float = 20.0) -> tuple[Catalog, SegmentCatalog, int]:
+    """The journeys and the segments of the topic (skipped records noted on them) and the offset after
+    its last record; blocking (commands)."""
     _check_topic(client_config, topic, timeout_seconds)
     collected: list[SourceRecord] = []
 
-    async def collect(records: list[SourceRecord]) -> bool:
+    async def collect(records: list[SourceRecord]) -> None:
         collected.extend(records)
-        return False
 
     async def read() -> int:
         loop = KafkaLoop(FixedAssignment({(topic, 0): 0}, _READER_CONFIG), _Fold(collect),
@@ -376,13 +463,13 @@ def read_catalog(client_config: Mapping[str, str], topic: str, *, keys: SigningK
         return loop.position((topic, 0)) or 0
 
     end = run_blocking(read)
-    catalog = Catalog()
+    catalog, segments = Catalog(), SegmentCatalog()
     next_offset = 0
     for record in collected:
         next_offset = record.offset + 1
         # A command reads past skipped records as the follower does.
-        fold_record(catalog, record, trusted_entry(record, keys), topic)
-    return catalog, max(next_offset, end)
+        fold_record(catalog, record, trusted_entry(record, keys), topic, segments=segments)
+    return catalog, segments, max(next_offset, end)
 
 
 async def _read_to_end(loop: KafkaLoop[SourceRecord], topic: str, client_config: Mapping[str, str],
@@ -396,6 +483,9 @@ async def _read_to_end(loop: KafkaLoop[SourceRecord], topic: str, client_config:
                                       f"not read to its end within {timeout_seconds:.0f}s") from exc
     except KafkaReadError as exc:
         raise CatalogUnavailableError(topic, _address(client_config), exc.problem) from exc
+
+
+_E = TypeVar("_E", CatalogEntry, SegmentEntry)
 
 
 class CatalogWriter:
@@ -447,6 +537,9 @@ class CatalogWriter:
     def read(self) -> Catalog:
         return read_catalog(self._config, self.topic, keys=self._keys, timeout_seconds=self._timeout)[0]
 
+    def read_segments(self) -> SegmentCatalog:
+        return read_log(self._config, self.topic, keys=self._keys, timeout_seconds=self._timeout)[1]
+
     def write(self, make: Callable[[Catalog], CatalogEntry | None], *, attempts: int = 5) -> CatalogEntry | None:
         """Writes ``make(catalog)`` on the catalog as of the log's end; None when ``make`` says nothing changes.
 
@@ -454,26 +547,43 @@ class CatalogWriter:
             CatalogWriteError: the broker refused the record, or ``attempts`` writes each lost a race.
             CatalogError: ``make`` refused the change.
         """
+        def accepted(catalog: Catalog, _: SegmentCatalog, entry: CatalogEntry) -> bool:
+            history = catalog.history(entry.journey_id)
+            return len(history) >= entry.revision and history[entry.revision - 1].entry_id == entry.entry_id
+
+        return self._write(lambda catalog, _: make(catalog), accepted, attempts)
+
+    def write_segment(self, make: Callable[[SegmentCatalog], SegmentEntry | None], *,
+                      attempts: int = 5) -> SegmentEntry | None:
+        """`write` for a segment entry: ``make(segments)`` on the segments as of the log's end."""
+        def accepted(_: Catalog, segments: SegmentCatalog, entry: SegmentEntry) -> bool:
+            history = segments.history(entry.segment_id)
+            return len(history) >= entry.revision and history[entry.revision - 1].entry_id == entry.entry_id
+
+        return self._write(lambda _, segments: make(segments), accepted, attempts)
+
+    def _write(self, make: Callable[[Catalog, SegmentCatalog], _E | None],
+               accepted: Callable[[Catalog, SegmentCatalog, _E], bool], attempts: int) -> _E | None:
         producer = Producer({**self._config, "acks": "all", "enable.idempotence": True, "log_level": 0})
         for _ in range(attempts):
-            catalog = self.read()
-            entry = make(catalog)
+            catalog, segments, _end = read_log(self._config, self.topic, keys=self._keys,
+                                               timeout_seconds=self._timeout)
+            entry = make(catalog, segments)
             if entry is None:
                 return None
-            _check_readable(entry)
-            offset = self._produce(producer, entry)
-            settled, end = read_catalog(self._config, self.topic, keys=self._keys, timeout_seconds=self._timeout)
+            key, value = _readable(entry)
+            offset = self._produce(producer, key, value)
+            catalog, segments, end = read_log(self._config, self.topic, keys=self._keys,
+                                              timeout_seconds=self._timeout)
             if end <= offset:
                 raise CatalogWriteError(f"entry written at offset {offset} but the log ends at {end}")
             # Accepted iff the log's own fold took this very write as the revision.
-            history = settled.history(entry.journey_id)
-            if len(history) >= entry.revision and history[entry.revision - 1].entry_id == entry.entry_id:
+            if accepted(catalog, segments, entry):
                 return entry
-            log.warning("catalog_write_lost_race", journey=entry.journey_id, revision=entry.revision)
+            log.warning("catalog_write_lost_race", key=key.decode("utf-8", "replace"))
         raise CatalogWriteError(f"{attempts} attempts to write to {self.topic!r} each lost to a concurrent writer")
 
-    def _produce(self, producer: Producer, entry: CatalogEntry) -> int:
-        key, value = encode_entry(entry)
+    def _produce(self, producer: Producer, key: bytes, value: bytes) -> int:
         headers: list[tuple[str, str | bytes | None]] = (
             [] if self._keys is None else [(SIGNATURE_HEADER, sign_record(key, value, self._keys).encode())])
         outcome: list[tuple[KafkaError | None, int]] = []
@@ -488,14 +598,23 @@ class CatalogWriter:
         return offset
 
 
-def _check_readable(entry: CatalogEntry) -> None:
-    """Refuses an entry readers would skip (a copy of content an older release accepted, say)."""
+def _readable(entry: CatalogEntry | SegmentEntry) -> tuple[bytes, bytes]:
+    """The entry's record, refused if readers would skip it (a copy of content an older release accepted, say)."""
+    match entry:
+        case CatalogEntry():
+            key, value = encode_entry(entry)
+            decode: Callable[[bytes, bytes], object] = decode_entry
+            name = entry.journey_id
+        case SegmentEntry():
+            key, value = encode_segment_entry(entry)
+            decode, name = decode_segment_entry, f"segment {entry.segment_id}"
     try:
-        decode_entry(*encode_entry(entry))
+        decode(key, value)
     except CatalogEntryError as exc:
-        raise CatalogWriteError(f"refusing to write {entry.journey_id} rev {entry.revision}: readers would skip "
+        raise CatalogWriteError(f"refusing to write {name} rev {entry.revision}: readers would skip "
                                 f"it ({exc.reason.value}: {exc.problem})") from exc
+    return key, value
 
 
 __all__ = ["CatalogFollower", "CatalogMetrics", "CatalogUnavailableError", "CatalogWriteError", "CatalogWriter",
-           "TOPIC_CONFIG", "fold_record", "read_catalog", "trusted_entry"]
+           "Read", "TOPIC_CONFIG", "fold_record", "read_catalog", "read_log", "trusted_entry"]

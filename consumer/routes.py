@@ -8,7 +8,7 @@ event that identifies its customer or carries contact details updates the custom
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,22 +53,32 @@ class ObserveSegments:
 Route = Action | UpdatePreferences | UpdateProfile | ObserveSegments
 
 
+class _SegmentReads(Protocol):
+    """The segments' side of routing (`store.segments.SegmentStore`): read on every event, so a live
+    catalog's new set routes from the next record on."""
+
+    @property
+    def event_types(self) -> frozenset[str]: ...
+
+    def reads(self, event_type: str) -> bool: ...
+
+
 class SegmentRoutes:
     """A router plus segment membership: events segments read, and every profile or consent change,
     also re-evaluate the customer's segments (after the journeys' actions, so the profile is written first)."""
 
-    def __init__(self, inner: _Router, reads: Callable[[str], bool], event_types: frozenset[str]) -> None:
+    def __init__(self, inner: _Router, segments: _SegmentReads) -> None:
         self._inner = inner
-        self._reads = reads
-        self._segment_types = event_types
+        self._segments = segments
 
     @property
     def event_types(self) -> frozenset[str]:
-        return self._inner.event_types | self._segment_types
+        return self._inner.event_types | self._segments.event_types
 
     def route(self, event: CustomerEvent) -> list[Route]:
         routes = list(self._inner.route(event))
-        if self._reads(event.event_type) or any(isinstance(r, UpdateProfile | UpdatePreferences) for r in routes):
+        if self._segments.reads(event.event_type) or \
+                any(isinstance(r, UpdateProfile | UpdatePreferences) for r in routes):
             routes.append(ObserveSegments())
         return routes
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from typing import Protocol
 
 import asyncpg
@@ -97,12 +98,23 @@ class SegmentTriggers:
 
 class SegmentRefresher:
     """Re-evaluates every customer's segments every ``interval_seconds`` (conditions the clock alone
-    changes: ``within``, ``not_within``, counts in a window); one consumer refreshes at a time."""
+    changes: ``within``, ``not_within``, counts in a window); one consumer refreshes at a time.
 
-    def __init__(self, store: SegmentStore, interval_seconds: float) -> None:
+    `refresh_changed` (a new version from the live catalog) re-evaluates everyone for just those
+    segments at once, retried every ``retry_seconds`` while another consumer holds the refresh, so
+    members the new condition no longer admits leave (and new ones enter) without waiting a period.
+    """
+
+    def __init__(self, store: SegmentStore, interval_seconds: float, *, retry_seconds: float = 1.0) -> None:
         self._store = store
         self._interval = interval_seconds
+        self._retry = retry_seconds
         self._failing: str | None = None
+        #: Segments to re-evaluate, each with the number of the request that named it last: a request
+        #: made while a refresh runs is not cleared by it (the refresh may have read the older version).
+        self._changed: dict[str, int] = {}
+        self._requests = 0
+        self._wake = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -114,17 +126,48 @@ class SegmentRefresher:
     def note(self) -> str | None:
         return self._failing
 
+    def refresh_changed(self, segment_ids: Collection[str]) -> None:
+        """Asks for everyone to be re-evaluated for ``segment_ids`` now; called on the event loop."""
+        self._requests += 1
+        self._changed.update(dict.fromkeys(segment_ids, self._requests))
+        self._wake.set()
+
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self._interval
         while not stop.is_set():
-            await SegmentTriggers._pause(stop, self._interval)
+            wait = max(0.0, next_full - loop.time())
+            if self._changed and not self._wake.is_set():
+                wait = min(wait, self._retry)  # a targeted refresh another consumer's refresh held off
+            await self._until(stop, wait)
             if stop.is_set():
                 return
+            self._wake.clear()
+            full = loop.time() >= next_full
+            pending = dict(self._changed)
+            only = None if full else frozenset(pending)
+            if full:
+                next_full = loop.time() + self._interval
+            elif not only:
+                continue
             try:
-                changes = await self._store.refresh_if_leader()
+                changes = await self._store.refresh_if_leader(only=only)
                 self._failing = None
             except Exception as exc:  # noqa: BLE001 - the store is down: the next round tries again
                 self._failing = f"segment refresh retrying: {type(exc).__name__}"
                 log.warning("segment_refresh_failed", error_type=type(exc).__name__)
                 continue
             if changes is not None:
-                log.info("segments_refreshed", changes=len(changes))
+                for segment_id, request in pending.items():
+                    if self._changed.get(segment_id) == request:
+                        del self._changed[segment_id]
+                log.info("segments_refreshed", changes=len(changes), segments=sorted(only) if only else "all")
+
+    async def _until(self, stop: asyncio.Event, seconds: float) -> None:
+        """Waits ``seconds``, or less if stopped or woken by `refresh_changed`."""
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()

@@ -9,7 +9,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from activities.addresses import address_hasher
-from consumer.catalog_routes import follow_catalog
+from consumer.catalog_routes import follow_catalog, follow_segments
+from consumer.catalog_topic import CatalogFollower
 from consumer.dispatch import CustomerState, Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
@@ -55,6 +56,7 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         lambda: connect_temporal(settings.temporal.address, lambda: connect(settings.temporal)), stop=stop)
     router: EventRouter
     background: list[BackgroundTask] = []
+    follower: CatalogFollower | None = None
     if catalog is not None and catalog.source == "kafka":
         router, follower = await follow_catalog(settings.kafka.client_config(), catalog.topic, keys=catalog.trust(),
                                                 registry=registry,
@@ -69,10 +71,14 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
     dispatcher = Dispatcher(client, settings.temporal.task_queue, customers, segments)
     if segments is not None:
+        refresher = SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds)
+        if follower is not None:
+            # The catalog's segments, not the files', and each new version live.
+            follow_segments(follower, segments.store, refresher)
         # Entries and exits start and exit journeys through the same router and dispatcher.
         background.append(SegmentTriggers(segments.store.pool, router, dispatcher))
-        background.append(SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds))
-        router = SegmentRoutes(router, segments.reads, segments.store.event_types)
+        background.append(refresher)
+        router = SegmentRoutes(router, segments.store)
     return build_consumer_service(
         kafka=settings.kafka, settings=settings.consumer,
         decoder=build_record_decoder(sources_file=default_journeys_dir() / SOURCES_FILE),
@@ -88,7 +94,9 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     """Runs one consumer-group member until SIGTERM/SIGINT (or ``stop``), serving ops endpoints.
 
     With a ``database``, profiles, consent and tombstones are read and written in the customer
-    store, batched; without, in per-customer Temporal workflows (the pre-store layout).
+    store, batched; without, in per-customer Temporal workflows (the pre-store layout). Segments (with
+    a ``database`` only) come from the segment files, or with the catalog source kafka from the catalog
+    topic, followed live.
     ``addresses`` key the address index (unkeyed without). ``channels`` name the providers: with the
     live catalog, outside development mode, a journey on a channel none serves is refused (``eventflow
     consume`` always passes them; None, for embedders and tests, leaves the refusal to the workers).
@@ -130,11 +138,15 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
                                                   metrics=store_metrics,
                                                   hasher=address_hasher(addresses or AddressHashSettings())))
-        # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
-        defined = await asyncio.to_thread(load_segments)
-        if defined:
-            segments = SegmentBatcher(SegmentStore(pool, defined, metrics=store_metrics))
-            log.info("segments_loaded", segments=[f"{s.id}@v{s.version}" for s in defined])
+        if catalog is not None and catalog.source == "kafka":
+            # No segments until the catalog is read (`follow_segments`); then each publish takes effect live.
+            segments = SegmentBatcher(SegmentStore(pool, [], metrics=store_metrics))
+        else:
+            # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
+            defined = await asyncio.to_thread(load_segments)
+            if defined:
+                segments = SegmentBatcher(SegmentStore(pool, defined, metrics=store_metrics))
+                log.info("segments_loaded", segments=[f"{s.id}@v{s.version}" for s in defined])
     readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.

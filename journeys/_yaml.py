@@ -59,7 +59,11 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 def load_located(text: str) -> LocatedDocument:
     """Parses ``text`` with the safe loader; raises `YamlSyntaxError` with the line on bad YAML."""
-    loader = _NoAliasLoader(text)
+    try:
+        loader = _NoAliasLoader(text)  # reads the first characters: a control character is refused here
+    except yaml.reader.ReaderError as exc:
+        raise YamlSyntaxError(f"not valid YAML: {exc.reason} (#x{exc.character:04x})",
+                              text[:exc.position].count("\n") + 1) from exc
     try:
         node = loader.get_single_node()
         lines: dict[DocPath, int] = {}

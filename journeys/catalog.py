@@ -283,9 +283,9 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_record(key: bytes | None, value: bytes | None, signature: bytes | None, *,
-                keys: SigningKeys | None) -> CatalogEntry:
-    """Reads one catalog record, trusting nothing: size, signature, then `decode_entry`.
+def verify_record(key: bytes | None, value: bytes | None, signature: bytes | None, *,
+                  keys: SigningKeys | None) -> bytes:
+    """The record's value once its size and signature are checked (every entry kind's first step).
 
     Args:
         signature: the record's `SIGNATURE_HEADER` value, if it has one.
@@ -304,16 +304,24 @@ def read_record(key: bytes | None, value: bytes | None, signature: bytes | None,
         problem = keys.verify(signed_bytes(key, value), signature.decode("ascii", "replace")[:300])
         if problem is not None:
             raise CatalogEntryError(RejectReason.SIGNATURE, problem)
-    return decode_entry(key, value)
+    return value
 
 
-def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
-    """Reads one record's entry and checks its snapshot fully (the checks of ``journeys validate``).
-
-    The signature is `read_record`'s: this is the part every reader runs, signed or not.
+def read_record(key: bytes | None, value: bytes | None, signature: bytes | None, *,
+                keys: SigningKeys | None) -> CatalogEntry:
+    """Reads one journey record, trusting nothing: size, signature (`verify_record`), then `decode_entry`.
 
     Raises:
         CatalogEntryError: naming what is wrong, with a `RejectReason`.
+    """
+    return decode_entry(key, verify_record(key, value, signature, keys=keys))
+
+
+def entry_object(value: bytes | None) -> dict[str, Any]:
+    """The record value as a JSON object, bounded first (size, then nesting counted without parsing).
+
+    Raises:
+        CatalogEntryError: a tombstone, too large, too deep, not UTF-8 JSON or not an object.
     """
     if value is None:
         raise CatalogEntryError(RejectReason.JSON, "the record has no value (a tombstone)")
@@ -327,16 +335,37 @@ def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
         raise CatalogEntryError(RejectReason.JSON, f"not UTF-8 JSON: {_brief(exc)}") from exc
     if not isinstance(raw, dict):
         raise CatalogEntryError(RejectReason.JSON, "the value is not a JSON object")
+    return raw
+
+
+def check_format(raw: Mapping[str, Any], known_fields: frozenset[str]) -> None:
+    """The entry's ``format`` is this release's and it has no field this release does not know.
+
+    Raises:
+        CatalogEntryError: ``unsupported_version`` for a newer release's entry, ``format`` for no valid one.
+    """
     entry_format = raw.get("format")
     if isinstance(entry_format, int) and not isinstance(entry_format, bool) and entry_format > ENTRY_FORMAT:
         raise CatalogEntryError(RejectReason.UNSUPPORTED_VERSION, f"entry format {entry_format} is newer than "
                                                                   f"this release's ({ENTRY_FORMAT})")
     if entry_format != ENTRY_FORMAT or isinstance(entry_format, bool):
         raise CatalogEntryError(RejectReason.FORMAT, f"entry format {str(entry_format)[:40]!r} is not {ENTRY_FORMAT}")
-    unknown = sorted(set(raw) - ENTRY_FIELDS)
+    unknown = sorted(set(raw) - known_fields)
     if unknown:
         raise CatalogEntryError(RejectReason.UNSUPPORTED_VERSION, f"fields this release does not know: "
                                                                   f"{', '.join(repr(u[:40]) for u in unknown[:5])}")
+
+
+def decode_entry(key: bytes | None, value: bytes | None) -> CatalogEntry:
+    """Reads one record's entry and checks its snapshot fully (the checks of ``journeys validate``).
+
+    The signature is `read_record`'s: this is the part every reader runs, signed or not.
+
+    Raises:
+        CatalogEntryError: naming what is wrong, with a `RejectReason`.
+    """
+    raw = entry_object(value)
+    check_format(raw, ENTRY_FIELDS)
     try:
         entry = CatalogEntry(
             journey_id=_text(raw["journey_id"]), revision=_positive(raw["revision"]),
@@ -432,6 +461,27 @@ class Rejection:
 
 
 _PRINTABLE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class EntryKind(enum.StrEnum):
+    """What a catalog record describes, named by its key: ``<journey>/...`` or ``<kind>:<id>/...``.
+
+    Journey keys predate kinds and carry no prefix (a journey id has no ``:``); other kinds are
+    prefixed, so a release that predates a kind reads its records as journeys and skips them as
+    ``unsupported_version`` (unknown fields), noted against no journey.
+    """
+
+    JOURNEY = "journey"
+    SEGMENT = "segment"
+
+
+def kind_of_key(key: bytes | None) -> EntryKind | None:
+    """The kind a record key names; None for a prefix this release does not know (a newer release's)."""
+    head = (key or b"").split(b"/", 1)[0]
+    if b":" not in head:
+        return EntryKind.JOURNEY
+    prefix = head.split(b":", 1)[0].decode("utf-8", "replace")
+    return EntryKind(prefix) if prefix in EntryKind.__members__.values() and prefix != EntryKind.JOURNEY else None
 
 
 def journey_of_key(key: bytes | None) -> str:
@@ -564,8 +614,8 @@ def next_entry(catalog: Catalog, *, journey_id: str, action: CatalogAction, auth
 
 __all__ = [
     "CONTENT_ACTIONS", "Catalog", "CatalogAction", "CatalogConflictError", "CatalogEntry", "CatalogEntryError",
-    "CatalogError", "ENTRY_FIELDS", "ENTRY_FORMAT", "JourneyState", "MAX_ENTRY_BYTES", "MAX_NESTING", "MAX_STEPS",
-    "PublishedJourney", "RejectReason", "Rejection", "SIGNATURE_HEADER", "SourceFile", "content_hash",
-    "decode_entry", "definition_from_snapshot", "encode_entry", "journey_of_key", "next_entry", "read_record",
-    "sign_record", "signed_bytes", "with_version",
+    "CatalogError", "ENTRY_FIELDS", "ENTRY_FORMAT", "EntryKind", "JourneyState", "MAX_ENTRY_BYTES", "MAX_NESTING", "MAX_STEPS",
+    "PublishedJourney", "RejectReason", "Rejection", "SIGNATURE_HEADER", "SourceFile", "check_format", "content_hash",
+    "decode_entry", "definition_from_snapshot", "encode_entry", "entry_object", "journey_of_key", "kind_of_key",
+    "next_entry", "read_record", "sign_record", "signed_bytes", "verify_record", "with_version",
 ]

@@ -29,7 +29,7 @@ from typing import Any, assert_never
 from core.errors import EventflowError
 from core.vocabulary import CHANNELS
 from events.schemas import load as load_schemas
-from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
+from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located, read_document
 from journeys.durations import check_duration
 from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.loader import default_journeys_dir
@@ -430,14 +430,27 @@ def load_attributes(directory: Path) -> tuple[Attributes, list[Problem]]:
         doc = read_document(path)
     except YamlSyntaxError as exc:
         return Attributes(), [Problem(str(path), exc.line or 1, exc.problem)]
+    return _attributes_of(str(path), doc)
+
+
+def parse_attributes(file: str, text: str) -> tuple[Attributes, list[Problem]]:
+    """The attribute declarations in ``text`` (the contents of ``file``, as published), and their problems."""
+    try:
+        doc = load_located(text)
+    except YamlSyntaxError as exc:
+        return Attributes(), [Problem(file, exc.line or 1, exc.problem)]
+    return _attributes_of(file, doc)
+
+
+def _attributes_of(file: str, doc: LocatedDocument) -> tuple[Attributes, list[Problem]]:
     body = doc.data.get("attributes") if isinstance(doc.data, dict) else None
     if not isinstance(body, dict):
-        return Attributes(), [Problem(str(path), 1, "expected attributes: {name: string|number|boolean}")]
+        return Attributes(), [Problem(file, 1, "expected attributes: {name: string|number|boolean}")]
     types: dict[str, ValueType] = {}
     problems: list[Problem] = []
     for name, kind in body.items():
         if not isinstance(name, str) or not _ATTRIBUTE.match(f"attributes.{name}") or kind not in ValueType.__members__.values():
-            problems.append(Problem(str(path), doc.line_of(("attributes", name)) or 1,
+            problems.append(Problem(file, doc.line_of(("attributes", name)) or 1,
                                     f"attribute {name!r}: a name and one of string, number, boolean"))
             continue
         types[name] = ValueType(kind)

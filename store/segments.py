@@ -18,7 +18,7 @@ schedule (docs/architecture.md, ADR-15).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -175,19 +175,40 @@ def observed_fields(payload: Mapping[str, Any], paths: Iterable[str]) -> dict[st
     return kept
 
 
+@dataclass(frozen=True)
+class _Definitions:
+    """One set of segments and what it reads, swapped whole (`SegmentStore.update`)."""
+
+    segments: tuple[Segment, ...]
+    event_types: frozenset[str]
+    paths: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, segments: Sequence[Segment]) -> _Definitions:
+        paths: dict[str, set[str]] = {}
+        for segment in segments:
+            for event_type, found in segment.payload_paths().items():
+                paths.setdefault(event_type, set()).update(found)
+        return cls(tuple(segments), frozenset().union(*(s.event_types() for s in segments)),
+                   {event_type: frozenset(found) for event_type, found in paths.items()})
+
+
 class SegmentStore:
-    """Membership of a fixed set of segments (the definitions the process loaded)."""
+    """Membership of the segments the process follows: the files it loaded, or the live catalog's
+    (`update` swaps the set; each batch and refresh evaluates one set throughout)."""
 
     def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
-        self._segments = tuple(segments)
         self._metrics = metrics
-        self._event_types = frozenset().union(*(s.event_types() for s in self._segments))
-        paths: dict[str, set[str]] = {}
-        for segment in self._segments:
-            for event_type, found in segment.payload_paths().items():
-                paths.setdefault(event_type, set()).update(found)
-        self._paths = {event_type: frozenset(found) for event_type, found in paths.items()}
+        self._defs = _Definitions.of(segments)
+
+    def update(self, segments: Sequence[Segment]) -> None:
+        """Follows ``segments`` from now on (one assignment on the event loop: a batch in flight keeps its set).
+
+        Members stay as they are until re-evaluated: by their next event or profile change, or by a
+        refresh (the consumer refreshes the changed segments at once, `consumer.segment_triggers`).
+        """
+        self._defs = _Definitions.of(segments)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -195,25 +216,29 @@ class SegmentStore:
 
     @property
     def segments(self) -> tuple[Segment, ...]:
-        return self._segments
+        return self._defs.segments
 
     @property
     def event_types(self) -> frozenset[str]:
-        return self._event_types
+        return self._defs.event_types
 
     def reads(self, event_type: str) -> bool:
         """Whether any segment reads events of this type (others cost no database write)."""
-        return event_type in self._event_types
+        return event_type in self._defs.event_types
 
     def payload_paths(self, event_type: str) -> frozenset[str]:
-        return self._paths.get(event_type, frozenset())
+        return self._defs.paths.get(event_type, frozenset())
 
     async def observe(self, events: Sequence[ObservedEvent], customers: Iterable[str] = (),
-                      now: datetime | None = None) -> list[MembershipChange]:
+                      now: datetime | None = None, *, only: Collection[str] | None = None) -> list[MembershipChange]:
         """Records ``events`` (each event id once) and re-evaluates the segments of their customers and
-        of ``customers`` (profile or consent changes); returns the entries and exits, in one transaction."""
+        of ``customers`` (profile or consent changes); returns the entries and exits, in one transaction.
+
+        ``only`` limits the re-evaluation to those segment ids (a refresh after they changed).
+        """
         touched = sorted({event.customer_id for event in events} | set(customers))
-        if not touched or not self._segments:
+        segments = tuple(s for s in self._defs.segments if only is None or s.id in only)
+        if not touched or not segments:
             return []
         async with timed(self._metrics, StatementKind.SEGMENTS), self._pool.acquire() as conn, conn.transaction():
             # The same per-customer lock order everywhere: two consumers refreshing one customer serialise.
@@ -226,10 +251,12 @@ class SegmentStore:
                     " ON CONFLICT (event_id) DO NOTHING",
                     [e.event_id for e in events], [e.customer_id for e in events], [e.event_type for e in events],
                     [e.occurred_at for e in events], [json.dumps(dict(e.fields)) for e in events])
-            return await self._refresh(conn, touched, now)
+            return await self._refresh(conn, segments, touched, now)
 
-    async def refresh_all(self, now: datetime | None = None, *, chunk: int = REFRESH_CHUNK) -> list[MembershipChange]:
-        """Re-evaluates every customer (conditions that change with the clock alone).
+    async def refresh_all(self, now: datetime | None = None, *, chunk: int = REFRESH_CHUNK,
+                          only: Collection[str] | None = None) -> list[MembershipChange]:
+        """Re-evaluates every customer (conditions that change with the clock alone; with ``only``,
+        just those segments: a new version of them).
 
         In chunks of customers, each under the same per-customer locks as `observe`, so a refresh
         never writes back a membership a concurrent batch has just changed.
@@ -242,22 +269,24 @@ class SegmentStore:
                 " ORDER BY customer_id LIMIT $2", after, chunk)]
             if not ids:
                 return changes
-            changes.extend(await self.observe([], ids, now))
+            changes.extend(await self.observe([], ids, now, only=only))
             after = ids[-1]
 
-    async def refresh_if_leader(self, now: datetime | None = None) -> list[MembershipChange] | None:
+    async def refresh_if_leader(self, now: datetime | None = None, *,
+                                only: Collection[str] | None = None) -> list[MembershipChange] | None:
         """`refresh_all`, unless another process is refreshing (then None): one refresher at a time."""
         async with self._pool.acquire() as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"):
                 return None
             try:
-                return await self.refresh_all(now)
+                return await self.refresh_all(now, only=only)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))")
 
-    async def _refresh(self, conn: Any, customers: list[str], now: datetime | None) -> list[MembershipChange]:
+    async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
+                       now: datetime | None) -> list[MembershipChange]:
         changes: list[MembershipChange] = []
-        for segment in self._segments:
+        for segment in segments:
             params = _Params([segment.id, segment.version, customers, now])
             matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH)
             scope = "AND m.customer_id = ANY($3::text[])"

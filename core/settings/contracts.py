@@ -80,10 +80,11 @@ class CatalogSettings(SettingsGroup):
     concern: ClassVar[str] = "journeys"
 
     source: CatalogSource = env("EVENTFLOW_CATALOG_SOURCE", "files",
-                                "files: the journeys folder, read at start; kafka: the catalog topic, followed "
-                                "live (`eventflow journeys publish`); the worker then reads the Kafka settings too.")
+                                "files: the journeys folder (and its audiences/ segments), read at start; kafka: "
+                                "the catalog topic, followed live (`eventflow journeys publish`, `eventflow "
+                                "segments publish`); the worker then reads the Kafka settings too.")
     topic: str = env("EVENTFLOW_CATALOG_TOPIC", "eventflow.journeys",
-                     "Compacted one-partition topic of journey catalog entries.")
+                     "Compacted one-partition topic of journey and segment catalog entries.")
     startup_timeout_seconds: PositiveFloat = env("EVENTFLOW_CATALOG_STARTUP_TIMEOUT_SECONDS", 20.0,
                                                  "How long start-up may take to read the catalog topic to its end.")
     author: str | None = env("USER", None, "Default author of catalog changes (`eventflow journeys publish "

@@ -23,9 +23,10 @@ from core.errors import ConfigError, EventflowError
 from core.settings import DatabaseSettings
 from core.temporal_client import connect
 from core.vocabulary import CHANNELS
+from eventflow.commands.segments import defined_segments
 from eventflow.settings import ToolSettings, load_tools
 from journeys.loader import default_journeys_dir, load_templates
-from journeys.segments import UnknownSegmentError, load_segments
+from journeys.segments import UnknownSegmentError
 from store import open_store
 from store.broadcasts import (
     Broadcast,
@@ -79,7 +80,7 @@ def _message(args: argparse.Namespace) -> BroadcastMessage:
 async def _create(args: argparse.Namespace) -> int:
     if not _ID.match(args.broadcast):
         raise BroadcastRefusedError("a broadcast id is lower-case letters, digits, _ and - (at most 63)")
-    segments = {s.id: s for s in load_segments(Path(args.dir) if args.dir else None)}
+    segments = {s.id: s for s in defined_segments(args.dir)}
     segment = segments.get(args.segment)
     if segment is None:
         raise UnknownSegmentError(args.segment, sorted(segments))

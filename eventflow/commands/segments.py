@@ -1,10 +1,14 @@
-"""``eventflow segments list|show|preview``: the segments defined beside the journeys, and who is in them.
+"""``eventflow segments list|show|preview|refresh|publish|history``: the segments beside the journeys.
 
-``list`` and ``show`` read the definitions (``<journeys dir>/audiences``); ``preview`` evaluates a
+``list`` and ``show`` read the definitions (``<journeys dir>/audiences``, or with the catalog source
+``kafka`` the catalog topic's latest versions); ``preview`` evaluates a
 segment over every customer in the store without changing its membership, printing the member
 count, the share of all customers and a sample of ids, and says so plainly when the segment
 matches everyone (a broadcast to it then needs ``--confirm``). ``refresh`` re-evaluates every
 customer (conditions that change with the clock alone); the consumer also does it on a schedule.
+``publish`` validates the segment files and writes each changed one to the catalog topic as a new
+version (signed as ``eventflow journeys publish`` signs), which consumers with the catalog source
+``kafka`` follow live; ``history`` lists a segment's published versions.
 """
 
 from __future__ import annotations
@@ -15,16 +19,28 @@ import json
 import sys
 from pathlib import Path
 
+from consumer.catalog_admin import CatalogValidationError, publish_segments
+from consumer.catalog_topic import CatalogWriter
 from core.errors import ConfigError
-from core.settings import DatabaseSettings
+from core.settings import CatalogSettings, DatabaseSettings
 from eventflow.settings import load_tools
+from journeys.loader import default_journeys_dir
+from journeys.segment_catalog import SegmentEntry
 from journeys.segments import Segment, UnknownSegmentError, load_segments
 from store import open_store
 from store.segments import Preview, SegmentStore
 
 
+def defined_segments(directory: str | None) -> list[Segment]:
+    """The segments consumers evaluate: with ``EVENTFLOW_CATALOG_SOURCE=kafka`` the catalog topic's
+    latest versions (unless ``directory`` names files), else the files under ``directory``."""
+    if directory is None and CatalogSettings.load().source == "kafka":
+        return list(_writer().read_segments().segments())
+    return load_segments(Path(directory) if directory else None)
+
+
 def _segments(args: argparse.Namespace) -> list[Segment]:
-    return load_segments(Path(args.dir) if args.dir else None)
+    return defined_segments(args.dir)
 
 
 def _one(args: argparse.Namespace) -> Segment:
@@ -87,8 +103,53 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writer() -> CatalogWriter:
+    tools = load_tools()
+    return CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic, keys=tools.catalog.trust())
+
+
+def _publish(args: argparse.Namespace) -> int:
+    author = str(args.author or CatalogSettings.load().author or "unknown")
+    try:
+        results = publish_segments(_writer(), Path(args.path) if args.path else default_journeys_dir(),
+                                   author=author, summary=args.message)
+    except CatalogValidationError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    for result in results:
+        if result.entry is None:
+            print(f"unchanged {result.segment_id} v{result.current_version}")
+        else:
+            print(f"published {result.segment_id} v{result.entry.version} hash {result.entry.content_hash}")
+    return 0
+
+
+def _describe(entry: SegmentEntry) -> str:
+    return (f"rev {entry.revision:<4} v{entry.version:<4} {entry.action.value:<8} "
+            f"{entry.published_at:%Y-%m-%d %H:%M:%SZ}  {entry.author:<12} {entry.content_hash}  {entry.summary}")
+
+
+def _history(args: argparse.Namespace) -> int:
+    segments = _writer().read_segments()
+    entries = segments.history(args.segment)
+    rejection = segments.rejection(args.segment)
+    if rejection is not None:
+        serving = f"v{entries[-1].version} is what applies" if entries else "no version of it applies"
+        print(f"eventflow: the newest record of segment {args.segment} was rejected ({rejection.describe()}); "
+              f"{serving}", file=sys.stderr)
+    if not entries:
+        print(f"eventflow: segment {args.segment!r} is not in the catalog", file=sys.stderr)
+        return 1
+    for entry in entries:
+        print(_describe(entry))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    segments = commands.add_parser("segments", help="segments beside the journeys: list, show, preview, refresh")
+    segments = commands.add_parser("segments", help="segments beside the journeys: list, show, preview, refresh; "
+                                                    "publish to the catalog topic, history")
     actions = segments.add_subparsers(dest="segments_command", metavar="ACTION")
     for name, handler, text in (("list", _list, "every segment with its version and the events it reads"),
                                 ("show", _show, "one segment's condition"),
@@ -99,5 +160,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             action.add_argument("segment", help="the segment's id")
         if name == "preview":
             action.add_argument("--json", action="store_true", help="print one JSON object")
-        action.add_argument("--dir", help="the journeys folder (default: $EVENTFLOW_JOURNEYS_DIR)")
+        action.add_argument("--dir", help="the journeys folder (default: the catalog topic with "
+                                          "EVENTFLOW_CATALOG_SOURCE=kafka, else $EVENTFLOW_JOURNEYS_DIR)")
         action.set_defaults(handler=handler)
+    publish = actions.add_parser("publish", help="validate, then publish segments as new catalog versions "
+                                                 "(docs/deploy.md 4a)")
+    publish.add_argument("path", nargs="?", help="the journeys folder, its audiences/ or one segment file "
+                                                 "(default: $EVENTFLOW_JOURNEYS_DIR)")
+    publish.add_argument("--author", help="who makes the change (default: $USER)")
+    publish.add_argument("-m", "--message", help="change summary for the history")
+    publish.set_defaults(handler=_publish)
+    history = actions.add_parser("history", help="a segment's published versions: who, when, hash, summary")
+    history.add_argument("segment", help="the segment's id")
+    history.set_defaults(handler=_history)

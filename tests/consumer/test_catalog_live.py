@@ -551,7 +551,7 @@ async def test_a_follower_that_stops_before_it_is_asked_makes_readiness_not_read
 
         loaded = False
 
-        async def _apply(self, records: list[SourceRecord]) -> bool:
+        async def _apply(self, records: list[SourceRecord]) -> tuple[bool, set[str]]:
             if self.loaded:
                 raise RuntimeError("a bug")
             return await super()._apply(records)

@@ -81,7 +81,7 @@ async def test_entry_starts_the_journey_once_and_exit_ends_it(
     dispatcher = Dispatcher(temporal_client, f"test-journeys-{unique}", CustomerBatcher(customers), segments)
     triggers = SegmentTriggers(store_pool, journeys, dispatcher, idle_seconds=0.1)
     bridge = await start_bridge(kafka_config=kafka_config, client=temporal_client, topic=topic, outbox=outbox,
-                                suffix=unique, router=SegmentRoutes(journeys, segments.reads, segments.store.event_types),
+                                suffix=unique, router=SegmentRoutes(journeys, segments.store),
                                 dispatcher=dispatcher, background=[triggers], ledger=PostgresLedger(store_pool),
                                 contacts=customers)
     try:

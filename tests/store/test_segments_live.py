@@ -30,7 +30,7 @@ async def test_the_consumer_keeps_membership_current_and_counts_a_redelivery_onc
         store_pool: asyncpg.Pool) -> None:
     assert TWICE is not None
     segments = SegmentBatcher(SegmentStore(store_pool, [TWICE]))
-    router = SegmentRoutes(EventRoutes([]), segments.reads, segments.store.event_types)
+    router = SegmentRoutes(EventRoutes([]), segments.store)
     bridge = await start_bridge(
         kafka_config=kafka_config, client=temporal_client, topic=topic, outbox=outbox, suffix=unique,
         router=router, with_worker=False,
