@@ -20,6 +20,7 @@ from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from activities.contact import sample_template_view
+from activities.topics import TopicCatalog
 from core.settings import JourneySettings
 from core.vocabulary import CHANNELS
 from journeys import _goal_checks, expressions
@@ -48,6 +49,7 @@ from journeys.paths import lookup
 from journeys.steps import DigestStep, Step, WaitForStep, decode_steps, kind_of, map_steps
 from journeys.steps import walk_document as walk
 from journeys.timing import parse_timestamp
+from journeys.topics import TOPICS_FILE, load_topics
 from journeys.webhook_check import ResponseSample, webhook_problems
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
@@ -254,6 +256,8 @@ def _template_context(definition: Mapping[str, Any], trigger_sample: Mapping[str
     context["webhooks"] = {str(step["webhook"]["save_as"]): ResponseSample() for step, _ in walk(definition["steps"])
                            if kind_of(step) == "webhook" and step["webhook"].get("save_as")}
     context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
+    # The send activity links each message to the customer's preference page (eventflow preferences).
+    context["preferences_url"] = "https://preferences.example.com/p/sample-token"
     if digest_event is not None:
         event = sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}
@@ -292,7 +296,7 @@ def _test_render(report: Report, where: DocPath, step: _RawStep, source: Templat
 
 def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str, TemplateSource],
                  known_events: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
-                 allowed_hosts: Collection[str] | None = None) -> None:
+                 allowed_hosts: Collection[str] | None = None, topics: TopicCatalog | None = None) -> None:
     seen: dict[str, DocPath] = {}
     saved: set[str] = set()
     for step, path in walk(raw["steps"]):
@@ -346,6 +350,8 @@ def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str,
                 if problem:
                     report.add((*path, "delay", "until"), f"until {body['until']!r}: {problem}")
     for step, where, send in _referenced_templates(raw["steps"]):
+        if topics is not None and send.get("topic") is not None:
+            _check_topic(report, where, send, topics)
         source = templates.get(send["template"])
         if source is None:
             report.add((*where, "template"), f"unknown template {send['template']!r}")
@@ -361,13 +367,26 @@ def _check_steps(report: Report, raw: Mapping[str, Any], templates: Mapping[str,
             _test_render(report, where, step, source, channels, context)
 
 
+def _check_topic(report: Report, where: DocPath, send: Mapping[str, Any], topics: TopicCatalog) -> None:
+    topic = topics.get(str(send["topic"]))
+    if topic is None:
+        known = ", ".join(t.name for t in topics) or f"none: {TOPICS_FILE} declares no topics"
+        report.add((*where, "topic"), f"unknown topic {send['topic']!r} (known: {known})")
+        return
+    for channel in [send["channel"]] + ([send["fallback"]] if send.get("fallback") else []):
+        if channel not in topic.channels:
+            report.add((*where, "topic"), f"topic {topic.name!r} is not sent on {channel} "
+                                          f"(its channels: {', '.join(topic.channels)})")
+
+
 def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      event_types: Collection[str] | None = None,
                      render_templates: bool = False, allowed_hosts: Collection[str] | None = None,
-                     ) -> tuple[JourneyDefinition | None, list[Problem]]:
+                     topics: TopicCatalog | None = None) -> tuple[JourneyDefinition | None, list[Problem]]:
     """Checks one definition file; returns the definition (None if it has problems) and the problems.
 
-    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads).
+    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads);
+    ``topics`` judges send steps' topics the same way.
     """
     try:
         document = read_document(path)
@@ -375,12 +394,13 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         return None, [Problem(str(path), exc.line or 1, exc.problem)]
     report = Report(str(path), document)
     definition = _check_document(report, templates, _event_types() if event_types is None else event_types,
-                                 render_templates=render_templates, allowed_hosts=allowed_hosts)
+                                 render_templates=render_templates, allowed_hosts=allowed_hosts, topics=topics)
     return definition, report.problems
 
 
 def _check_document(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str], *,
-                    render_templates: bool, allowed_hosts: Collection[str] | None) -> JourneyDefinition | None:
+                    render_templates: bool, allowed_hosts: Collection[str] | None,
+                    topics: TopicCatalog | None = None) -> JourneyDefinition | None:
     """Every check of one definition document (``report.document``); the definition, or None on a problem.
 
     A document the schema refuses is still content-checked as far as its shape allows, so one run
@@ -388,9 +408,10 @@ def _check_document(report: Report, templates: Mapping[str, TemplateSource], kno
     """
     _schema_problems(report)
     if report.problems:
-        report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts))
+        report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts,
+                                                           topics))
         return None
-    checked = _check_content(report, templates, known, render_templates, allowed_hosts)
+    checked = _check_content(report, templates, known, render_templates, allowed_hosts, topics)
     if report.problems:
         return None
     raw: dict[str, Any] = report.document.data
@@ -415,7 +436,8 @@ def _check_document(report: Report, templates: Mapping[str, TemplateSource], kno
 
 def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, TemplateSource],
                                 known: Collection[str], render_templates: bool,
-                                allowed_hosts: Collection[str] | None) -> list[Problem]:
+                                allowed_hosts: Collection[str] | None,
+                                topics: TopicCatalog | None = None) -> list[Problem]:
     """The content checks' problems on a document the schema refused, so one run names every mistake.
 
     The checks assume the schema's shape: where a refused part trips one (a missing key, a wrong
@@ -425,7 +447,7 @@ def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, T
     flagged = {problem.line for problem in schema_report.problems}
     report = Report(schema_report.file, schema_report.document)
     try:
-        _check_content(report, templates, known, render_templates, allowed_hosts)
+        _check_content(report, templates, known, render_templates, allowed_hosts, topics)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         pass  # the schema's problems say why; see the docstring
     return [problem for problem in report.problems if problem.line not in flagged]
@@ -445,7 +467,8 @@ class _Checked:
 
 
 def _check_content(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str],
-                   render_templates: bool, allowed_hosts: Collection[str] | None) -> _Checked:
+                   render_templates: bool, allowed_hosts: Collection[str] | None,
+                   topics: TopicCatalog | None = None) -> _Checked:
     """Every check beyond the schema's (events, expressions, keys, templates, steps, goal), into ``report``."""
     raw: dict[str, Any] = report.document.data
     trigger = raw["trigger"]["event"]
@@ -474,7 +497,7 @@ def _check_content(report: Report, templates: Mapping[str, TemplateSource], know
         if item.get("key"):
             check_key(report, ("exit", index, "key"), item["key"], sample, event_type)
         exits.append(Listener(event_type, listener_key(item.get("key"), key_path, sample), item.get("when")))
-    _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts)
+    _check_steps(report, raw, templates, known, trigger_sample, render_templates, allowed_hosts, topics)
     for where, problem in caps_problems(raw):
         report.add(where, problem)
 
@@ -666,11 +689,15 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     templates, problems = load_templates(root / "templates")
     known, source_problems = catalogue(_event_types(), root)
     problems.extend(Problem(file, line, message) for file, line, message in source_problems)
+    topics, topic_problems = load_topics(root)
+    problems.extend(topic_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
         definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates,
-                                             allowed_hosts=allowed_hosts)
+                                             allowed_hosts=allowed_hosts,
+                                             # a broken topics file is reported once, not at every send naming a topic
+                                             topics=None if topic_problems else topics)
         problems.extend(found)
         if definition is None:
             continue
