@@ -61,6 +61,17 @@ class ReserveRequest:
     topic_default: str = ""
 
 
+@runtime_checkable
+class TopicConsentLedger(Protocol):
+    """A ledger that keeps consent per topic and decides it in `reserve` (the customer store's).
+
+    The ledger kept in Temporal (``CustomerPreferences``) keeps channel opt-outs only: with it a
+    topic's default decides, and the send activity applies it (activities/topics.py).
+    """
+
+    keeps_topic_consent: bool
+
+
 @dataclass(frozen=True)
 class Reservation:
     """The answer to a `ReserveRequest`.

@@ -9,8 +9,8 @@ from typing import ClassVar, Self
 from pydantic import SecretStr, model_validator
 
 from core.errors import ConfigError
-from core.signing import SigningKeys, SigningKeysError
 from core.settings._base import Csv, Port, PositiveFloat, PositiveInt, SettingsGroup, _secret_from_file, env
+from core.signing import SigningKeys, SigningKeysError
 
 # -- codec server -----------------------------------------------------------------------------------
 
