@@ -178,6 +178,12 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"mermaid cli: {mermaid_cli()}")
         except DevstackError as exc:  # optional: the diagram tests fall back to the subset checker
             print(f"mermaid cli: not provisioned ({exc})", file=sys.stderr)
+        from devstack.browser import chromium
+
+        try:
+            print(f"chromium: {chromium()}")
+        except DevstackError as exc:  # the browser tests skip without it (and fail in CI)
+            print(f"chromium: not provisioned ({exc})", file=sys.stderr)
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
