@@ -10,7 +10,8 @@ as order updates) or ``opted_out`` (explicit opt-in, as GDPR asks of a newslette
 ``transactional`` topic cannot be unsubscribed: the preference center shows it without a box,
 emails of it carry no ``List-Unsubscribe`` header, and only a channel-wide opt-out stops it.
 A send without a topic keeps the behaviour from before topics existed: only the channel-wide
-opt-out applies (docs/architecture.md, ADR-13).
+opt-out applies (docs/architecture.md, "Subscription topics, consent and preference
+links").
 """
 
 from __future__ import annotations

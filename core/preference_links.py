@@ -4,7 +4,8 @@ A token is ``<payload>.<key id>.<digest>``: the payload is base64url JSON naming
 customer, an expiry (epoch seconds) and, per purpose, a nonce or a channel and topic; the digest
 is HMAC-SHA256 over a domain tag and the payload with the key the token names (`core.signing`), so
 keys rotate as the catalog signing keys do: add the new key everywhere, make it the signing key,
-keep the old one for as long as links signed with it should work (docs/architecture.md, ADR-14).
+keep the old one for as long as links signed with it should work (docs/architecture.md,
+"Subscription topics, consent and preference links").
 
 A token is checked wholly (format, key, digest, purpose, expiry) before anything is looked up, and
 every refusal is the same whether or not the customer exists, so a token reveals nothing about

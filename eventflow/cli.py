@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("codec-server", help="serve the Temporal Web UI's and CLI's codec endpoint "
                         "(decrypts payloads for operators)").set_defaults(handler=_codec_server)
     commands.add_parser("preferences", help="serve the preference center: signed-link pages, one-click "
-                        "unsubscribe and the JSON API (docs/deploy.md)").set_defaults(handler=_preferences)
+                        "unsubscribe and the JSON API (README.md, Preferences and unsubscribe)").set_defaults(handler=_preferences)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
