@@ -39,6 +39,9 @@ class ReserveRequest:
         cap_reserve: slots each priority level keeps free for the levels above it.
         address_hash: `activities.addresses.address_hash` of the address it goes to, so a
             suppressed address is refused (``""``: unknown, from requests recorded before).
+        topic: the send's subscription topic (``""``: none, the channel-wide opt-out alone decides).
+        topic_default: `activities.topics.ConsentDefault` value that holds when the customer never
+            chose; ``""`` for a transactional topic (no topic consent asked).
     """
 
     idempotency_key: str
@@ -55,6 +58,19 @@ class ReserveRequest:
     priority: str = ""
     cap_reserve: int = 1
     address_hash: str = ""
+    topic: str = ""
+    topic_default: str = ""
+
+
+@runtime_checkable
+class TopicConsentLedger(Protocol):
+    """A ledger that keeps consent per topic and decides it in `reserve` (the customer store's).
+
+    The ledger kept in Temporal (``CustomerPreferences``) keeps channel opt-outs only: with it a
+    topic's default decides, and the send activity applies it (activities/topics.py).
+    """
+
+    keeps_topic_consent: bool
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ from activities.channels import ChannelProviders
 from activities.circuit import CircuitPolicy
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
+from activities.topics import TopicCatalog
 from activities.webhook import WebhookActivities, WebhookSecrets
 from workflows.address_book import AddressContacts
 from workflows.broadcast import BroadcastWorkflow
@@ -93,7 +95,9 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
                  circuit: CircuitPolicy | None = None,
-                 broadcasts: BroadcastActivitiesFactory | None = None) -> JourneyWorkers:
+                 broadcasts: BroadcastActivitiesFactory | None = None,
+                 topics: TopicCatalog | None = None,
+                 links: MessageLinks | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -108,12 +112,14 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
             ``CustomerPreferences`` workflows (activities/contact.py).
         circuit: the circuit breakers of channels with failover providers.
         broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
+        topics: the declared subscription topics (journeys/topics.yaml); none by default.
+        links: the preference center's links for templates and List-Unsubscribe headers (None: none).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit)
+        circuit=circuit, topics=topics, links=links)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

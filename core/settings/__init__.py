@@ -81,7 +81,10 @@ from core.settings.sending import (
 )
 from core.settings.services import (
     CODEC_SERVER_MIN_TOKEN_CHARS,
+    PREFERENCES_MIN_API_TOKEN_CHARS,
     CodecServerSettings,
+    PreferenceCenterSettings,
+    PreferenceLinkSettings,
     WebhookSettings,
     WebhookUrlSettings,
 )
@@ -110,9 +113,12 @@ __all__ = [
     "MessagingProvider",
     "NonNegativeInt",
     "OpsSettings",
+    "PREFERENCES_MIN_API_TOKEN_CHARS",
     "PhoneRegion",
     "Port",
     "PositiveFloat",
+    "PreferenceCenterSettings",
+    "PreferenceLinkSettings",
     "PositiveInt",
     "Process",
     "QuietHours",
