@@ -21,6 +21,8 @@ class OutgoingMessage:
         sender: overrides the configured from address/number, when the template says so.
         customer_id, step_id: whose send and which journey step, carried to the provider (SendGrid
             ``custom_args``, Twilio status-callback parameters) so delivery reports find the send.
+        headers: extra email headers (``List-Unsubscribe``, ``List-Unsubscribe-Post``); email
+            channels send them, the others ignore them.
     """
 
     idempotency_key: str
@@ -37,6 +39,7 @@ class OutgoingMessage:
     customer_id: str = ""
     step_id: str = ""
     html: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class Channel(Protocol):

@@ -1,9 +1,11 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
 Order of one attempt: an SMS or WhatsApp number to E.164 (an invalid one is permanent and reserves
-nothing), a WhatsApp send's content by the customer's 24-hour window (free-form text, the template,
-or a permanent ``OutsideWhatsAppWindow`` that reserves nothing; activities/whatsapp.py), render (a broken template is permanent and reserves nothing), wait for the
-provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
+nothing), the send's topic (an undeclared one is permanent; an opt-in topic with no store to keep
+consent is skipped), a WhatsApp send's content by the customer's 24-hour window (free-form text, the
+template, or a permanent ``OutsideWhatsAppWindow`` that reserves nothing; activities/whatsapp.py),
+render with the preference center's links (a broken template is permanent and reserves nothing), wait
+for the provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
 already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
 the provider only if the call ends before the lease does, and report the outcome. Every wait
@@ -53,12 +55,15 @@ from activities.ledger import (
     FunnelStep,
     Reservation,
     ReserveRequest,
+    TopicConsentLedger,
 )
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async, render_html_async
+from activities.topics import SkipReason, Topic, TopicCatalog
 from activities.whatsapp import InboundWindows, WhatsAppContent, choose_content
 from core import tracing
 from core.errors import EventflowError
@@ -72,6 +77,8 @@ SEND_NOTIFICATION = "send_notification"
 LEASE_TOO_SHORT = "SendLeaseTooShort"
 #: The error type of an attempt that found every provider of its channel behind an open circuit (retryable).
 CIRCUITS_OPEN = "ProviderCircuitOpen"
+#: The error type of a send naming a topic this worker's topics file does not declare (permanent).
+UNKNOWN_TOPIC = "UnknownTopic"
 
 T = TypeVar("T")
 
@@ -152,9 +159,14 @@ class NotificationActivities:
     def __init__(self, channels: Mapping[str, ChannelProviders], *, ledger: DeliveryLedger | None = None,
                  metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
                  contacts: ContactDirectory | None = None, circuit: CircuitPolicy | None = None,
-                 hasher: AddressHasher = UNKEYED, inbound: InboundWindows | None = None) -> None:
+                 hasher: AddressHasher = UNKEYED, inbound: InboundWindows | None = None,
+                 topics: TopicCatalog | None = None, links: MessageLinks | None = None) -> None:
+        """``topics``: the declared subscription topics (journeys/topics.yaml); ``links``: the preference
+        center's links (None: templates get an empty ``preferences_url`` and emails no List-Unsubscribe)."""
         self._providers = {name: providers_of(serving) for name, serving in channels.items()}
         self._hasher = hasher
+        self._topics = topics or TopicCatalog()
+        self._links = links
         self._contacts = contacts
         self._inbound = inbound
         self._ledger = ledger
@@ -205,10 +217,17 @@ class NotificationActivities:
                                  notification.template_id)
             return SendResult(SendStatus.NO_CONTACT, channel.name)
         notification, address = recipient.notification, self._address(notification, channel, recipient.address)
+        topic = self._topic(notification, channel)
+        if topic is not None and not topic.subscribed(None) and not isinstance(self._ledger, TopicConsentLedger):
+            # No store keeps this customer's consent to an opt-in topic: nobody could have given it.
+            return self._skipped_no_consent(notification, channel)
         notification = await self._whatsapp_content(notification, channel, address)
+        now = time.time()
+        notification = self._with_links(notification, now)
         message = await _render(notification, address)
+        message = self._with_unsubscribe(message, notification, topic, now)
         caps = _caps_for(notification, self._policy.caps)
-        result = await self._send(notification, providers, message, caps)
+        result = await self._send(notification, providers, message, caps, topic)
         tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
@@ -256,11 +275,42 @@ class NotificationActivities:
                                        "last message, and the template variant has no content_sid",
                                        type=error_type, non_retryable=True)
 
+    def _topic(self, notification: SendNotificationInput, channel: Channel) -> Topic | None:
+        if not notification.topic:
+            return None
+        topic = self._topics.get(notification.topic)
+        if topic is None:
+            self._count(notification, channel.name, f"failed:{UNKNOWN_TOPIC}")
+            # A snapshot from the catalog may name a topic this release's topics file lacks: permanent.
+            raise ApplicationError(f"topic {notification.topic!r} is not declared in this worker's topics file",
+                                   type=UNKNOWN_TOPIC, non_retryable=True)
+        return topic
+
+    def _skipped_no_consent(self, notification: SendNotificationInput, channel: Channel) -> SendResult:
+        self._count(notification, channel.name, f"{SendStatus.SKIPPED}:{SkipReason.NO_CONSENT}")
+        activity.logger.info("notification_skipped reason=no_consent channel=%s topic=%s", notification.channel,
+                             notification.topic)
+        return SendResult(SendStatus.SKIPPED, channel.name, error_type=SkipReason.NO_CONSENT.value)
+
+    def _with_links(self, notification: SendNotificationInput, now: float) -> SendNotificationInput:
+        """The send with ``preferences_url`` in its template context (a fresh link: it expires)."""
+        url = self._links.page_url(notification.customer.id, now) if self._links is not None else ""
+        return replace(notification, context={**notification.context, "preferences_url": url})
+
+    def _with_unsubscribe(self, message: OutgoingMessage, notification: SendNotificationInput, topic: Topic | None,
+                          now: float) -> OutgoingMessage:
+        """An email not of a transactional topic gets the one-click List-Unsubscribe headers (RFC 8058)."""
+        if self._links is None or notification.channel != "email" or topic is not None and topic.transactional:
+            return message
+        headers = self._links.list_unsubscribe(notification.customer.id, notification.channel,
+                                               topic.name if topic is not None else "", now)
+        return replace(message, headers={**message.headers, **headers})
+
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)
 
     async def _send(self, notification: SendNotificationInput, providers: tuple[Channel, ...],
-                    message: OutgoingMessage, caps: CapSet) -> SendResult:
+                    message: OutgoingMessage, caps: CapSet, topic: Topic | None = None) -> SendResult:
         channel = providers[0]
         # Failover only where the ledger records each call's provider before it leaves (see the class).
         chain = providers if isinstance(self._ledger, CallMarkingLedger) else providers[:1]
@@ -272,7 +322,7 @@ class NotificationActivities:
         attempt = activity.info().attempt if activity.in_activity() else 1
         lease_deadline = float("inf")
         if self._ledger is not None:
-            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to)
+            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to, topic)
             match reservation.decision:
                 case ReserveDecision.DELIVERED:
                     provider = reservation.provider or channel.name
@@ -281,6 +331,8 @@ class NotificationActivities:
                 case ReserveDecision.OPTED_OUT:
                     self._count(notification, channel.name, SendStatus.OPTED_OUT)
                     return SendResult(SendStatus.OPTED_OUT, channel.name)
+                case ReserveDecision.NO_CONSENT:
+                    return self._skipped_no_consent(notification, channel)
                 case ReserveDecision.CAPPED:
                     self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.CAPPED)
@@ -370,7 +422,7 @@ class NotificationActivities:
                                type=CIRCUITS_OPEN, next_retry_delay=timedelta(seconds=max(wait, 1.0)))
 
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
-                       caps: CapSet, address: str = "") -> tuple[Reservation, float]:
+                       caps: CapSet, address: str = "", topic: Topic | None = None) -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
         assert self._ledger is not None
         # The current key's form is recorded; the others (older keys, legacy) only match suppressions.
@@ -393,6 +445,8 @@ class NotificationActivities:
                 cap_reserve=self._policy.cap_reserve,
                 address_hash=hashed,
                 other_address_hashes=list(others),
+                topic=topic.name if topic is not None else "",
+                topic_default="" if topic is None or topic.transactional else topic.default.value,
             )))
             if reservation.decision is not ReserveDecision.BUSY:
                 # Counted from before the request left, so this attempt's view of the lease ends first.

@@ -159,7 +159,8 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
 
 def template_context(document: JourneyDocument, trigger_sample: Mapping[str, Any], digest_event: str | None,
                      known: Collection[str]) -> dict[str, Any]:
-    """What a send's template is test-rendered with: the trigger's sample, the journey, webhooks, profile, digest."""
+    """What a send's template is test-rendered with: the trigger's sample, the journey, webhooks, profile,
+    the preference link, digest."""
     variants = {step.id: step.variants[0].name for step, _ in walk(document.steps)
                 if isinstance(step, SplitStep) and step.variants}
     context: dict[str, Any] = {**trigger_sample, "journey": {
@@ -167,6 +168,8 @@ def template_context(document: JourneyDocument, trigger_sample: Mapping[str, Any
     context["webhooks"] = {step.save_as: ResponseSample() for step, _ in walk(document.steps)
                            if isinstance(step, WebhookStep) and step.save_as}
     context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
+    # The send activity links each message to the customer's preference page (eventflow preferences).
+    context["preferences_url"] = "https://preferences.example.com/p/sample-token"
     if digest_event is not None:
         event = sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}

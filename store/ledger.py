@@ -1,7 +1,7 @@
 """The delivery ledger in PostgreSQL: one row per notification, leased to one attempt at a time.
 
 `PostgresLedger` is the `activities.ledger.DeliveryLedger` the send activity uses. Every decision
-(already delivered?, opted out?, suppressed?, quiet hours, rolling caps, another attempt's lease)
+(already delivered?, opted out?, consent to the send's topic?, suppressed?, quiet hours, rolling caps, another attempt's lease)
 and the lease itself are taken in one transaction under a per-customer advisory lock, so sends to
 one customer serialise on the database, however many workers and attempts race, and no Temporal
 call is made. Clock: the database's ``now()``, one clock for every worker.
@@ -68,6 +68,9 @@ def _iso(moment: datetime) -> str:
 class PostgresLedger:
     """The delivery ledger and preference gate, in the customer store."""
 
+    #: Consent per topic is kept here (`activities.ledger.TopicConsentLedger`).
+    keeps_topic_consent = True
+
     def __init__(self, pool: asyncpg.Pool, metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
@@ -89,6 +92,8 @@ class PostgresLedger:
                 " WHERE customer_id = $1 AND channel = $2 AND topic = ''", request.customer_id, request.channel)
             if opted_out:
                 return Reservation(ReserveDecision.OPTED_OUT)
+            if request.topic and request.topic_default and not await self._topic_consented(conn, request):
+                return Reservation(ReserveDecision.NO_CONSENT)
             if request.address_hash and await conn.fetchval(
                     "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = ANY($2::text[])"
                     " LIMIT 1", request.channel, request.address_forms()):
@@ -138,6 +143,14 @@ class PostgresLedger:
         return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
                            previous_started_epoch_seconds=started.timestamp() if started else 0.0,
                            previous_provider=row["provider"] if uncertain else "")
+
+    @staticmethod
+    async def _topic_consented(conn: Conn, request: ReserveRequest) -> bool:
+        """The customer's consent to the send's topic on its channel; the topic's default when never given."""
+        state = await conn.fetchval(
+            "SELECT state FROM eventflow.consent WHERE customer_id = $1 AND channel = $2 AND topic = $3",
+            request.customer_id, request.channel, request.topic)
+        return (state or request.topic_default) == "opted_in"
 
     @staticmethod
     async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:

@@ -17,8 +17,10 @@ from activities.channels import ChannelProviders
 from activities.circuit import CircuitPolicy
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities, SendPolicy
+from activities.topics import TopicCatalog
 from activities.webhook import WebhookActivities, WebhookSecrets
 from activities.whatsapp import InboundWindows
 from workflows.address_book import AddressContacts
@@ -97,7 +99,9 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  circuit: CircuitPolicy | None = None,
                  broadcasts: BroadcastActivitiesFactory | None = None,
                  hasher: AddressHasher = UNKEYED,
-                 inbound: InboundWindows | None = None) -> JourneyWorkers:
+                 inbound: InboundWindows | None = None,
+                 topics: TopicCatalog | None = None,
+                 links: MessageLinks | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -115,12 +119,14 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
         inbound: when customers last wrote on WhatsApp (the customer store); without it no
             24-hour window counts as open, so WhatsApp sends go as templates or not at all.
+        topics: the declared subscription topics (journeys/topics.yaml); none by default.
+        links: the preference center's links for templates and List-Unsubscribe headers (None: none).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit, hasher=hasher, inbound=inbound)
+        circuit=circuit, hasher=hasher, inbound=inbound, topics=topics, links=links)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

@@ -82,7 +82,10 @@ from core.settings.sending import (
 )
 from core.settings.services import (
     CODEC_SERVER_MIN_TOKEN_CHARS,
+    PREFERENCES_MIN_API_TOKEN_CHARS,
     CodecServerSettings,
+    PreferenceCenterSettings,
+    PreferenceLinkSettings,
     WebhookSettings,
     WebhookUrlSettings,
 )
@@ -112,9 +115,12 @@ __all__ = [
     "MessagingProvider",
     "NonNegativeInt",
     "OpsSettings",
+    "PREFERENCES_MIN_API_TOKEN_CHARS",
     "PhoneRegion",
     "Port",
     "PositiveFloat",
+    "PreferenceCenterSettings",
+    "PreferenceLinkSettings",
     "PositiveInt",
     "Process",
     "QuietHours",

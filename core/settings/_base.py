@@ -131,6 +131,7 @@ class Process(StrEnum):
     CLI = "cli"
     CODEC_SERVER = "codec-server"
     WEBHOOKS = "webhooks"
+    PREFERENCES = "preferences"
 
 
 class _EnvironSource(EnvSettingsSource):

@@ -331,6 +331,7 @@ provider secrets have no business in the consumer's pods.
       key: {{ $p.twilio.authToken.key | quote }}
 {{- end }}
 {{- include "eventflow.webhooksWorkerEnv" . }}
+{{- include "eventflow.preferencesWorkerEnv" . }}
 {{- range $name, $value := .Values.worker.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
