@@ -27,6 +27,7 @@ from core.settings import (
     DatabaseSettings,
     DevStackSettings,
     EventSettings,
+    FcmSettings,
     JourneySettings,
     KafkaSettings,
     LogFormat,
@@ -42,6 +43,7 @@ from core.settings import (
     WebhookSettings,
     WebhookStepSettings,
     WebhookUrlSettings,
+    WebPushSettings,
     WorkerSettings,
     dev_database_url,
 )
@@ -107,6 +109,8 @@ class WorkerProcessSettings:
     webhook_steps: WebhookStepSettings = dataclass_field(default_factory=WebhookStepSettings)
     webhook_url: WebhookUrlSettings = WebhookUrlSettings()
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
+    fcm: FcmSettings = dataclass_field(default_factory=FcmSettings)
+    webpush: WebPushSettings = dataclass_field(default_factory=WebPushSettings)
 
 
 @dataclass(frozen=True)
@@ -238,7 +242,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
                                  webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env),
-                                 smtp=SmtpSettings.load(env))
+                                 smtp=SmtpSettings.load(env), fcm=FcmSettings.load(env),
+                                 webpush=WebPushSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:

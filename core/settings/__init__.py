@@ -72,10 +72,12 @@ from core.settings.ops import (
 from core.settings.sending import (
     WEBHOOK_SECRET_PREFIX,
     ChannelSettings,
+    FcmSettings,
     SendGridSettings,
     SmtpSettings,
     TwilioSettings,
     WebhookStepSettings,
+    WebPushSettings,
     WorkerSettings,
     webhook_secret_environ,
 )
@@ -101,6 +103,7 @@ __all__ = [
     "Encoding",
     "EncodingMap",
     "EventSettings",
+    "FcmSettings",
     "HeaderMap",
     "JourneySettings",
     "KafkaSettings",
@@ -133,6 +136,7 @@ __all__ = [
     "WebhookSettings",
     "WebhookStepSettings",
     "WebhookUrlSettings",
+    "WebPushSettings",
     "WorkerSettings",
     "dev_database_url",
     "env",
