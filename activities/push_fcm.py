@@ -2,8 +2,8 @@
 
 Authentication is a Google service account's OAuth 2.0 JWT bearer grant (RFC 7523): a JWT
 assertion signed RS256 with the account's private key, exchanged at its ``token_uri`` for an access
-token, kept until shortly before it expires. A 401 from FCM drops the token and the call is made
-once more with a fresh one (a 401 means FCM took nothing). ``messages:send`` answers the message's
+token, kept until shortly before it expires. A 401 from FCM drops the token and fails the call as
+retryable, not uncertain (a 401 means FCM took nothing), so the next attempt mints a fresh one. ``messages:send`` answers the message's
 ``name``; ``UNREGISTERED`` (404) means the app was uninstalled or the token expired
 (`DeviceGoneError`, the device is removed). FCM cannot say whether an earlier attempt's message
 arrived (``reconciles`` is false).
@@ -177,29 +177,26 @@ class FcmChannel:
 
     @property
     def call_timeout_seconds(self) -> float:
-        # A token exchange, then the send, possibly once more after a 401.
-        return self._config.timeout_seconds * 3
+        # A token exchange (about once an hour), then the send.
+        return self._config.timeout_seconds * 2
 
     async def deliver(self, message: OutgoingMessage) -> SendResult:
-        document = fcm_message(message)
-        for attempt in (1, 2):
-            token = await self._tokens.token()
-            try:
-                response = await self._client.post(self._url, json=document,
-                                                   headers={"Authorization": f"Bearer {token}"})
-            except httpx.TimeoutException as exc:
-                raise RetryableSendError("fcm timed out", provider=PROVIDER,
-                                         delivery_uncertain=not isinstance(exc, httpx.ConnectTimeout)) from None
-            except httpx.HTTPError as exc:
-                raise RetryableSendError(f"fcm connection failed: {type(exc).__name__}", provider=PROVIDER) from None
-            if response.status_code == 401 and attempt == 1:
-                # Revoked or expired early: FCM took nothing, so a fresh token may try once more now.
-                self._tokens.drop(token)
-                continue
-            if response.status_code == 200:
-                return SendResult(SendStatus.SENT, PROVIDER, str(response.json().get("name") or "") or None)
-            raise _classify(response)
-        raise AssertionError("unreachable")  # pragma: no cover - the second 401 is classified above
+        token = await self._tokens.token()
+        try:
+            response = await self._client.post(self._url, json=fcm_message(message),
+                                               headers={"Authorization": f"Bearer {token}"})
+        except httpx.TimeoutException as exc:
+            raise RetryableSendError("fcm timed out", provider=PROVIDER,
+                                     delivery_uncertain=not isinstance(exc, httpx.ConnectTimeout)) from None
+        except httpx.HTTPError as exc:
+            raise RetryableSendError(f"fcm connection failed: {type(exc).__name__}", provider=PROVIDER) from None
+        if response.status_code == 401:
+            # Revoked or expired early: FCM took nothing; the next attempt mints a fresh token.
+            self._tokens.drop(token)
+            raise RetryableSendError("fcm refused the access token (401)", provider=PROVIDER, status=401)
+        if response.status_code == 200:
+            return SendResult(SendStatus.SENT, PROVIDER, str(response.json().get("name") or "") or None)
+        raise _classify(response)
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         return None

@@ -41,6 +41,8 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
         sends = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.sends WHERE customer_id = $1 RETURNING 1) SELECT count(*) FROM gone",
             customer_id)
+        # Push registrations are contact points: gone with the profile (their per-send marks name none).
+        await conn.execute("DELETE FROM eventflow.devices WHERE customer_id = $1", customer_id)
         addresses = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.address_index WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone", customer_id)

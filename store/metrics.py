@@ -41,6 +41,8 @@ class StatementKind(StrEnum):
     REPORT = "report"
     KEYWORD = "keyword"
     FORGET = "forget"
+    DEVICES = "devices"
+    DEVICE_MARK = "device_mark"
 
 
 class PoolState(StrEnum):

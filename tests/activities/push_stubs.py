@@ -75,6 +75,8 @@ class PushStub:
     refusals: list[str] = field(default_factory=list)
     tokens_issued: list[str] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)
+    #: Devices (subscription ids or FCM tokens) answered 503 once, then served.
+    unavailable_once: set[str] = field(default_factory=set)
     account_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
     client_email: str = "eventflow-test@example-project.iam.gserviceaccount.com"
 
@@ -98,6 +100,9 @@ class PushStub:
         browser = self.browsers.get(sub_id)
         if browser is None or sub_id in self.gone:
             return web.Response(status=410)
+        if sub_id in self.unavailable_once:
+            self.unavailable_once.discard(sub_id)
+            return web.Response(status=503)
         problem = self._vapid_problem(request.headers.get("Authorization", ""))
         if problem:
             self.refusals.append(problem)
@@ -157,6 +162,9 @@ class PushStub:
                                                 "status": "NOT_FOUND", "details": [
                 {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}},
                 status=404)
+        if token in self.unavailable_once:
+            self.unavailable_once.discard(token)
+            return web.json_response({"error": {"code": 503, "status": "UNAVAILABLE"}}, status=503)
         self.fcm.setdefault(token, []).append(message)
         project = request.match_info["project"]
         return web.json_response({"name": f"projects/{project}/messages/{uuid.uuid4().hex}"})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from activities.channels import OutgoingMessage
-from activities.errors import DeviceGoneError, ProviderAuthError
+from activities.errors import DeviceGoneError, ProviderAuthError, RetryableSendError
 from activities.outcomes import SendStatus
 from activities.push_fcm import FcmChannel, FcmConfig, ServiceAccount
 from activities.push_webpush import WebPushChannel, WebPushConfig
@@ -73,10 +73,14 @@ async def test_fcm_sends_with_a_bearer_minted_from_the_service_account(push_stub
     assert push_stub.refusals == []
 
 
-async def test_fcm_mints_a_new_token_once_when_the_old_is_refused(push_stub: PushStub, tmp_path: Path) -> None:
+async def test_a_refused_bearer_fails_retryably_and_the_next_call_mints_a_new_one(push_stub: PushStub,
+                                                                                    tmp_path: Path) -> None:
     channel = _fcm(push_stub, tmp_path)
     await channel.deliver(_message("token-a"))
     push_stub.revoked.add(push_stub.tokens_issued[0])
+    with pytest.raises(RetryableSendError) as refused:
+        await channel.deliver(_message("token-a", key="journey:w/other"))
+    assert refused.value.status == 401 and not refused.value.delivery_uncertain
     await channel.deliver(_message("token-a", key="journey:w/other"))
     assert len(push_stub.tokens_issued) == 2 and len(push_stub.fcm["token-a"]) == 2
 
