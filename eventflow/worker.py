@@ -36,7 +36,15 @@ from eventflow.commands.temporal_setup import search_attributes_check
 from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
 from journeys import JourneyDefinition, load_all
 from journeys.catalog import Catalog, JourneyState
-from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
+from store import (
+    CustomerStore,
+    FieldCipher,
+    PostgresLedger,
+    StoreDevices,
+    StoreMetrics,
+    database_check,
+    open_store,
+)
 from workflows.queues import send_task_queue
 from workflows.worker import WorkerLimits, build_worker
 
@@ -220,7 +228,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
-                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp)
+                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp,
+                             fcm=process.fcm, webpush=process.webpush)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -237,14 +246,18 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     pool = await open_store(process.database)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
+    devices: StoreDevices | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
         contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
+        devices = StoreDevices(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
+                          devices=devices,
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
-                                                                      process.twilio, process.smtp),
+                                                                      process.twilio, process.smtp, process.fcm,
+                                                                      process.webpush),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,

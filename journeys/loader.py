@@ -21,7 +21,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from activities.contact import sample_template_view
 from core.settings import JourneySettings
-from core.vocabulary import CHANNELS
+from core.vocabulary import CHANNELS, DEVICE_CHANNELS
 from journeys import _goal_checks, expressions
 from journeys._caps import caps_problems, with_journey_defaults
 from journeys._checks import (  # the error and Problem stay importable from here
@@ -102,18 +102,41 @@ def _event_types() -> frozenset[str]:
 
 
 def _parts(variant: Mapping[str, Any]) -> list[str]:
-    """The Jinja2 sources of a variant: subject, body, the email's HTML part and each provider template variable."""
-    names = [p for p in ("subject", "body", "html") if p in variant]
-    variables = variant.get("content_variables")
-    if isinstance(variables, Mapping):
-        names += [f"content_variables/{name}" for name in variables]
+    """The Jinja2 sources of a variant: subject, body, the email's HTML part, each provider template
+    variable, and a push variant's title, deep link and each data value."""
+    names = [p for p in ("subject", "title", "body", "html", "link") if p in variant]
+    for group in ("content_variables", "data"):
+        values = variant.get(group)
+        if isinstance(values, Mapping):
+            names += [f"{group}/{name}" for name in values]
     return names
 
 
 def _part(variant: Mapping[str, Any], part: str) -> Any:
-    if part.startswith("content_variables/"):
-        return variant["content_variables"][part.split("/", 1)[1]]
+    group, _, name = part.partition("/")
+    if name and group in ("content_variables", "data"):
+        return variant[group][name]
     return variant.get(part)
+
+
+def _check_push_parts(report: Report, where: DocPath, channel: str, locale: str, variant: Mapping[str, Any]) -> None:
+    """A push variant has a title and a body, and may have a deep link and string data; no other variant has them."""
+    if channel in DEVICE_CHANNELS:
+        if not isinstance(variant.get("title"), str) or not variant["title"].strip():
+            report.add(where, f"{channel}/{locale} needs a title (the notification's heading)")
+        link = variant.get("link")
+        if link is not None and (not isinstance(link, str) or ("://" not in link and not link.startswith("/"))):
+            report.add((*where, "link"), f"{channel}/{locale} link: a deep link is a URL (https://..., "
+                                         f"myapp://...) or a path on the site (/cart)")
+        data = variant.get("data")
+        if data is not None and (not isinstance(data, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items())):
+            report.add((*where, "data"), f"{channel}/{locale} data: a mapping of names to text (FCM and Web Push "
+                                         f"carry strings; quote numbers)")
+        return
+    for part in ("title", "link", "data"):
+        if part in variant:
+            report.add((*where, part), f"{channel}/{locale} {part}: only a push or webpush variant has a {part}")
 
 
 def _check_template(path: Path, document: LocatedDocument, problems: list[Problem]) -> Template | None:
@@ -153,8 +176,9 @@ def _check_template(path: Path, document: LocatedDocument, problems: list[Proble
             if "html" in variant and (channel != "email" or not isinstance(variant["html"], str)):
                 report.add((*where, "html"), f"{channel}/{locale} html: only an email variant has an HTML part, "
                                              f"a string sent with the body as its HTML alternative")
+            _check_push_parts(report, where, channel, locale, variant)
             for part in _parts(variant):
-                source = variant.get(part)
+                source = _part(variant, part)
                 if not isinstance(source, str):
                     continue
                 try:

@@ -16,6 +16,7 @@ from activities.channels import Channel
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
+from activities.push import DeviceDirectory
 from activities.send import NotificationActivities, SendPolicy
 from activities.webhook import WebhookActivities, WebhookSecrets
 from workflows.address_book import AddressContacts
@@ -86,7 +87,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  policy: SendPolicy | None = None,
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
-                 contacts: ContactDirectory | None = None) -> JourneyWorkers:
+                 contacts: ContactDirectory | None = None,
+                 devices: DeviceDirectory | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -99,11 +101,14 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
+        devices: where push sends read the customer's devices (the customer store); None: push
+            sends find no device (``no_contact``).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
-        metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client))
+        metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
+        devices=devices)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(
