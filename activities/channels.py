@@ -75,3 +75,16 @@ class Channel(Protocol):
         the provider offers no way to tell (``reconciles`` is false).
         """
         ...
+
+
+#: What serves one channel: a provider, or several in failover order (the first is the primary).
+ChannelProviders = Channel | tuple[Channel, ...]
+
+
+def providers_of(serving: ChannelProviders) -> tuple[Channel, ...]:
+    """The providers of a channel, in failover order."""
+    match serving:
+        case tuple():
+            return serving
+        case _:
+            return (serving,)

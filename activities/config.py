@@ -20,7 +20,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from activities.caps import CapSet, CapSpecError
-from activities.channels import Channel
+from activities.channels import Channel, ChannelProviders
+from activities.circuit import CircuitPolicy
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity
 from activities.outbox import OutboxChannel, UnavailableChannel
@@ -63,7 +64,7 @@ def _required(group: SettingsGroup, field: str, why: str) -> str:
 
 def sendgrid_config(sendgrid: SendGridSettings, channels: ChannelSettings) -> SendGridConfig:
     """SendGrid settings; raises `ConfigError` naming the first missing variable."""
-    why = "when EVENTFLOW_EMAIL_PROVIDER=sendgrid"
+    why = "when an email provider is sendgrid"
     return SendGridConfig(
         api_key=_required(sendgrid, "api_key", why),
         from_email=_required(sendgrid, "email_from", why),
@@ -75,7 +76,7 @@ def sendgrid_config(sendgrid: SendGridSettings, channels: ChannelSettings) -> Se
 
 def smtp_config(smtp: SmtpSettings, sendgrid: SendGridSettings, channels: ChannelSettings) -> SmtpConfig:
     """SMTP settings (the sender shared with SendGrid's); raises `ConfigError` naming the first missing variable."""
-    why = "when EVENTFLOW_EMAIL_PROVIDER=smtp"
+    why = "when an email provider is smtp"
     password = smtp.password.get_secret_value() if smtp.password is not None else ""
     if smtp.username and not password:
         raise ConfigError(SmtpSettings.variable("password"), f"is required with {SmtpSettings.variable('username')}")
@@ -163,7 +164,11 @@ def policy_from(worker: WorkerSettings) -> SendPolicy:
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
                        twilio: TwilioSettings, smtp: SmtpSettings | None = None, fcm: FcmSettings | None = None,
                        webpush: WebPushSettings | None = None) -> dict[str, float]:
-    """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas."""
+    """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas.
+
+    With failover providers it is the first's: a later provider's token bucket holds its own limit
+    within the attempt that fails over to it.
+    """
     rates: dict[str, float] = {}
     for channel in CHANNELS:
         match channels.provider(channel):
@@ -180,8 +185,14 @@ def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
     return rates
 
 
-def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channel]:
-    """The channel for each of ``email``, ``sms`` and ``whatsapp``, as the providers settings say."""
+def circuit_policy_from(channels: ChannelSettings) -> CircuitPolicy:
+    """The failover providers' circuit breakers, from validated settings."""
+    return CircuitPolicy(failure_threshold=channels.provider_circuit_failures,
+                         open_seconds=channels.provider_circuit_open_seconds)
+
+
+def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, ChannelProviders]:
+    """The provider(s) of every channel (`core.vocabulary.CHANNELS`), as the providers settings say."""
     return channels_from(ChannelSettings.load(environ), SendGridSettings.load(environ),
                          TwilioSettings.load(environ), outbox=outbox_path(environ), smtp=SmtpSettings.load(environ),
                          fcm=FcmSettings.load(environ), webpush=WebPushSettings.load(environ))
@@ -189,25 +200,35 @@ def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, Channe
 
 def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio: TwilioSettings, *,
                   outbox: Path, status_callback_base_url: str = "", smtp: SmtpSettings | None = None,
-                  fcm: FcmSettings | None = None, webpush: WebPushSettings | None = None) -> dict[str, Channel]:
+                  fcm: FcmSettings | None = None, webpush: WebPushSettings | None = None
+                  ) -> dict[str, ChannelProviders]:
     """The channels of validated settings; ``outbox`` is the outbox channel's file; Twilio asks for
     status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set.
 
     A channel without a provider is the outbox only in development mode; otherwise it is an
     `UnavailableChannel`, whose sends fail as ``ChannelUnavailable`` (fail closed at run time too:
-    a journey published live on it after start-up sends nothing in clear to a file).
+    a journey published live on it after start-up sends nothing in clear to a file). A channel with
+    several providers (``EVENTFLOW_EMAIL_PROVIDERS``) is their tuple, in failover order.
     """
     outbox_channel: Channel = OutboxChannel(outbox)
-    built: dict[str, Channel] = {}
-    if channels.email_provider == "sendgrid":
-        built["email"] = SendGridChannel(sendgrid_config(sendgrid, channels),
-                                         TokenBucket(sendgrid.rate_per_second, sendgrid.burst))
-    elif channels.email_provider == "smtp":
-        smtp = smtp or SmtpSettings()
-        built["email"] = SmtpChannel(smtp_config(smtp, sendgrid, channels), TokenBucket(smtp.rate_per_second,
-                                                                                       smtp.burst))
-    else:
-        built["email"] = _unserved("email", channels, outbox_channel)
+    built: dict[str, ChannelProviders] = {}
+    email: list[Channel] = []
+    for name in channels.providers("email"):
+        match name:
+            case "sendgrid":
+                email.append(SendGridChannel(sendgrid_config(sendgrid, channels),
+                                             TokenBucket(sendgrid.rate_per_second, sendgrid.burst)))
+            case "smtp":
+                smtp = smtp or SmtpSettings()
+                email.append(SmtpChannel(smtp_config(smtp, sendgrid, channels),
+                                         TokenBucket(smtp.rate_per_second, smtp.burst)))
+    match email:
+        case []:
+            built["email"] = _unserved("email", channels, outbox_channel)
+        case [only]:
+            built["email"] = only
+        case _:
+            built["email"] = tuple(email)
     twilio_kinds = [kind for kind in ("sms", "whatsapp") if channels.provider(kind) == "twilio"]
     if twilio_kinds:
         client = TwilioClient(twilio_config(twilio, channels, status_callback_base_url=status_callback_base_url))

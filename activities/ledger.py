@@ -67,6 +67,9 @@ class Reservation:
             crash), so the provider may already have the message: reconcile, or apply the
             channel's policy for uncertain deliveries.
         previous_started_epoch_seconds: when that earlier attempt started.
+        previous_provider: the provider that earlier attempt's marked call went to (``""``: not
+            recorded, as before failover, which means the channel's first provider). An uncertain
+            send is settled with that provider and never moved to another.
         provider, provider_message_id: for ``delivered``, what the earlier attempt recorded.
         capped_by: for ``capped`` or a cap's ``defer``, the cap that held the send back
             (``scope:window``, e.g. ``all:month``).
@@ -76,6 +79,7 @@ class Reservation:
     not_before: str | None = None
     previous_attempt_uncertain: bool = False
     previous_started_epoch_seconds: float = 0.0
+    previous_provider: str = ""
     provider: str = ""
     provider_message_id: str | None = None
     capped_by: str = ""
@@ -125,8 +129,17 @@ class CallMarkingLedger(DeliveryLedger, Protocol):
     there every expired lease counts as uncertain.
     """
 
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
-        """Records durably that ``attempt`` calls the provider now; False when it no longer holds the lease."""
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
+        """Records durably that ``attempt`` calls ``provider`` now; False when it no longer holds the lease.
+
+        The provider is recorded with the mark, so a later attempt that finds the call uncertain knows
+        which provider may hold the message, and settles it there (never at another).
+        """
+        ...
+
+    async def record_unavailable(self, idempotency_key: str, attempt: int, lease_seconds: float) -> bool:
+        """Records that the marked call was answered "unavailable" (nothing delivered): clears the mark
+        and renews the lease for a call to the channel's next provider; False when the lease was lost."""
         ...
 
     async def release(self, idempotency_key: str, attempt: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _SEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -41,3 +41,12 @@ class SendMetrics:
             "Sends held back by a rolling frequency cap (skipped or deferred), by the cap that blocked them "
             "(scope:window) and the send's priority.",
             ["channel", "cap", "priority"], registry=registry)
+        self.circuit_state = Gauge(
+            "eventflow_provider_circuit_state",
+            "Each provider's circuit breaker per worker: 0 closed, 1 half-open (one probe call), 2 open (skipped).",
+            ["channel", "provider"], registry=registry)
+        self.failovers = Counter(
+            "eventflow_send_failovers_total",
+            "Sends moved from one provider to the next in the channel's list, because the first was unavailable "
+            "(answered 5xx or 429, unreachable) or its circuit was open.",
+            ["channel", "from_provider", "to_provider"], registry=registry)

@@ -7,6 +7,16 @@ already delivered?) which leases the send to this attempt, resolve an earlier at
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
 the provider only if the call ends before the lease does, and report the outcome. Every wait
 heartbeats. docs/architecture.md (ADR-9) gives the exactly-once argument.
+
+A channel may list several providers (``EVENTFLOW_EMAIL_PROVIDERS=sendgrid,smtp``): a provider that
+answers "unavailable" (5xx, 429, unreachable before the request left) or whose circuit breaker is
+open is passed over for the next, within the same lease. The ledger records which provider each
+call goes to before it leaves, and a call whose outcome is uncertain pins the send to its provider,
+so one send never reaches two providers (docs/architecture.md, "Provider failover").
+
+A push channel (``push``, ``webpush``) sends to each of the customer's devices: the send is
+reserved once, then each device is marked before its call and recorded after it (`_deliver_devices`,
+docs/architecture.md, "Push channels"). A push channel has one provider, so device sends never fail over.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -27,7 +38,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.addresses import PHONE_CHANNELS, InvalidPhoneNumber, address_hash, parse_phone
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
-from activities.channels import Channel, OutgoingMessage
+from activities.channels import Channel, ChannelProviders, OutgoingMessage, providers_of
+from activities.circuit import CircuitBreaker, CircuitPolicy, CircuitState
 from activities.contact import ContactDirectory, masked_cause, resolve_profile, resolve_recipient
 from activities.errors import (
     DeviceGoneError,
@@ -45,13 +57,17 @@ from activities.push import DeviceDirectory, DeviceLedger, DeviceState, is_devic
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async, render_html_async
 from core import tracing
+from core.errors import ConfigError, EventflowError
 from core.logs import mask_contact_details
+from core.settings import ChannelSettings
 
 log = structlog.get_logger(__name__)
 
 SEND_NOTIFICATION = "send_notification"
 #: The error type of an attempt that gave its lease back without calling the provider (retryable).
 LEASE_TOO_SHORT = "SendLeaseTooShort"
+#: The error type of an attempt that found every provider of its channel behind an open circuit (retryable).
+CIRCUITS_OPEN = "ProviderCircuitOpen"
 
 T = TypeVar("T")
 
@@ -109,18 +125,53 @@ class SendPolicy:
     phone_default_region: str | None = None
 
 
-class NotificationActivities:
-    """Activity implementations bound to the configured channels (one per channel name)."""
+class _Unavailable(EventflowError):  # control flow inside the activity, never raised out of it
+    """A provider answered "unavailable" for certain; recorded, and the lease renewed for the next one."""
 
-    def __init__(self, channels: Mapping[str, Channel], *, ledger: DeliveryLedger | None = None,
+    def __init__(self, lease_deadline: float) -> None:
+        super().__init__("provider unavailable")
+        self.lease_deadline = lease_deadline
+
+
+class NotificationActivities:
+    """Activity implementations bound to the configured channels (one per channel name).
+
+    Each channel is served by one provider or by several in failover order. Failover needs a ledger
+    that records each call's provider before it leaves (`CallMarkingLedger`); with any other ledger
+    only a channel's first provider is used, since nothing could tell a later attempt where an
+    interrupted call went.
+    """
+
+    def __init__(self, channels: Mapping[str, ChannelProviders], *, ledger: DeliveryLedger | None = None,
                  metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
-                 contacts: ContactDirectory | None = None, devices: DeviceDirectory | None = None) -> None:
-        self._channels = dict(channels)
+                 contacts: ContactDirectory | None = None, devices: DeviceDirectory | None = None,
+                 circuit: CircuitPolicy | None = None) -> None:
+        self._providers = {name: providers_of(serving) for name, serving in channels.items()}
+        if served := sorted(name for name, chain in self._providers.items()
+                            if is_device_channel(name) and len(chain) > 1):
+            # A device send marks each device, not each provider: nothing would settle a doubt between two.
+            raise ConfigError(ChannelSettings.variable(f"{served[0]}_provider"),
+                              "a push channel has one provider; device sends do not fail over")
         self._contacts = contacts
         self._devices = devices
         self._ledger = ledger
         self._metrics = metrics or SendMetrics(CollectorRegistry())
         self._policy = policy or SendPolicy()
+        # Breakers only where there is somewhere else to go: a lone provider's failures are Temporal's
+        # retry policy's business, as before.
+        self._breakers = {
+            (name, provider.name): CircuitBreaker(circuit or CircuitPolicy(),
+                                                  on_change=partial(self._show_circuit, name, provider.name))
+            for name, chain in self._providers.items() if len(chain) > 1 for provider in chain}
+
+    def _show_circuit(self, channel: str, provider: str, state: CircuitState) -> None:
+        self._metrics.circuit_state.labels(channel, provider).set(state.gauge_value)
+        log.info("provider_circuit", channel=channel, provider=provider, state=state.value)
+
+    def circuit(self, channel: str, provider: str) -> CircuitState | None:
+        """A provider's breaker state, None when the channel has no failover."""
+        breaker = self._breakers.get((channel, provider))
+        return breaker.state if breaker is not None else None
 
     @property
     def metrics(self) -> SendMetrics:
@@ -138,10 +189,11 @@ class NotificationActivities:
     async def send_notification(self, notification: SendNotificationInput) -> SendResult:
         tracing.annotate({tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
                           tracing.CHANNEL: notification.channel, tracing.WORKFLOW_ID: notification.workflow_id})
-        channel = self._channels.get(notification.channel)
-        if channel is None:
+        providers = self._providers.get(notification.channel)
+        if not providers:
             raise ApplicationError(f"no channel configured for {notification.channel!r}",
                                    type="ChannelNotConfigured", non_retryable=True)
+        channel = providers[0]
         if is_device_channel(notification.channel):
             return await self._send_to_devices(notification, channel)
         recipient = await self._beat(resolve_recipient(self._contacts, notification))
@@ -154,7 +206,7 @@ class NotificationActivities:
         notification, address = recipient.notification, self._address(notification, channel, recipient.address)
         message = await _render(notification, address)
         caps = _caps_for(notification, self._policy.caps)
-        result = await self._send(notification, channel, message, caps)
+        result = await self._send(notification, providers, message, caps)
         tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
@@ -178,7 +230,7 @@ class NotificationActivities:
                                    non_retryable=True) from masked_cause(exc)
         messages = [replace(base, to=device.address, device_id=device.device_id, subject=parts.title or base.subject,
                             link=parts.link, data=dict(parts.data)) for device in devices]
-        result = await self._send(notification, channel, base, _caps_for(notification, self._policy.caps),
+        result = await self._send(notification, (channel,), base, _caps_for(notification, self._policy.caps),
                                   devices=messages)
         activity.logger.info("notification_%s channel=%s provider=%s template=%s devices=%d", result.status,
                              notification.channel, result.provider, notification.template_id, len(messages))
@@ -202,13 +254,18 @@ class NotificationActivities:
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)
 
-    async def _send(self, notification: SendNotificationInput, channel: Channel,
+    async def _send(self, notification: SendNotificationInput, providers: tuple[Channel, ...],
                     message: OutgoingMessage, caps: CapSet,
                     devices: Sequence[OutgoingMessage] | None = None) -> SendResult:
-        limiter = getattr(channel, "limiter", None)
-        if isinstance(limiter, TokenBucket) and devices is None:  # push waits per device call
-            waited = await self._beat(limiter.acquire())
-            self._metrics.rate_limit_wait_seconds.labels(channel.name).inc(waited)
+        channel = providers[0]
+        # Failover only where the ledger records each call's provider before it leaves (see the class).
+        chain = providers if isinstance(self._ledger, CallMarkingLedger) else providers[:1]
+        # The first provider's token bucket is waited on before the lease is taken, so the wait never
+        # eats into it; a later provider's bucket is waited on within the lease (the lease check follows).
+        acquired = next((p for p in chain if self.circuit(notification.channel, p.name) is not CircuitState.OPEN),
+                        channel)
+        if devices is None:  # push waits per device call
+            await self._acquire(acquired)
         attempt = activity.info().attempt if activity.in_activity() else 1
         lease_deadline = float("inf")
         if self._ledger is not None:
@@ -239,16 +296,18 @@ class NotificationActivities:
             try:
                 if devices is not None:
                     return await self._deliver_devices(notification, channel, devices, attempt, lease_deadline)
+                pinned = False
                 if reservation.previous_attempt_uncertain:
-                    resolved = await self._resolve_uncertain(notification, channel, message, reservation, attempt)
+                    # The earlier call went to the provider the ledger names: it alone may hold the
+                    # message, so it alone is asked, and it alone may be sent to now.
+                    holder = next((p for p in providers if p.name == reservation.previous_provider), channel)
+                    resolved = await self._resolve_uncertain(notification, holder, message, reservation, attempt)
                     if resolved is not None:
                         return resolved
-                if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
-                    # The call could outlive the lease, and then another attempt could send too.
-                    await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, channel.name),
-                                         attempt)
-                    raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
-                return await self._deliver(notification, channel, message, attempt)
+                    chain, pinned = (holder,), True
+                return await self._call_in_order(notification, chain, message, attempt, lease_deadline,
+                                                 acquired=acquired, pinned=pinned,
+                                                 in_doubt=pinned and not self._settles(chain[0]))
             except asyncio.CancelledError:
                 # Cancelled (timed out, worker stopping, Temporal unreachable) before its call was
                 # marked: give the lease back so the next attempt need not wait it out or guess.
@@ -270,14 +329,15 @@ class NotificationActivities:
         key = notification.idempotency_key
         marks = self._ledger if isinstance(self._ledger, DeviceLedger) else None
         states: dict[str, DeviceState] = dict(await self._beat(marks.device_states(key))) if marks else {}
-        if isinstance(self._ledger, CallMarkingLedger) and not await self._beat(self._ledger.mark_calling(key, attempt)):
+        # The send's mark names its one provider, as every call mark does (ADR "Provider failover").
+        if isinstance(self._ledger, CallMarkingLedger) \
+                and not await self._beat(self._ledger.mark_calling(key, attempt, channel.name)):
             raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
         delivered = [state for state in states.values() if state is DeviceState.DELIVERED]
         message_ids: list[str] = []
         uncertain, gone = 0, 0
         permanent: list[PermanentSendError] = []
         retry: RetryableSendError | ApplicationError | None = None
-        limiter = getattr(channel, "limiter", None)
         for message in messages:
             earlier = states.get(message.device_id)
             if earlier in (DeviceState.DELIVERED, DeviceState.FAILED):
@@ -291,8 +351,7 @@ class NotificationActivities:
             if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
                 retry = ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
                 break
-            if isinstance(limiter, TokenBucket):
-                self._metrics.rate_limit_wait_seconds.labels(channel.name).inc(await self._beat(limiter.acquire()))
+            await self._acquire(channel)
             if marks is not None and not await self._beat(marks.mark_device_calling(key, attempt, message.device_id)):
                 raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
             try:
@@ -382,6 +441,59 @@ class NotificationActivities:
         self._count(notification, exc.provider,
                     exc.error_type if isinstance(exc, RetryableSendError) else f"failed:{exc.error_type}")
 
+    async def _acquire(self, provider: Channel) -> None:
+        limiter = getattr(provider, "limiter", None)
+        if isinstance(limiter, TokenBucket):
+            waited = await self._beat(limiter.acquire())
+            self._metrics.rate_limit_wait_seconds.labels(provider.name).inc(waited)
+
+    async def _call_in_order(self, notification: SendNotificationInput, chain: tuple[Channel, ...],
+                             message: OutgoingMessage, attempt: int, lease_deadline: float, *,
+                             acquired: Channel, pinned: bool, in_doubt: bool = False) -> SendResult:
+        """Calls the chain's providers in order until one answers; the attempt holds the lease throughout.
+
+        A provider is passed over when its breaker is open, or after it answered "unavailable" for
+        certain (recorded first, with the lease renewed). The last provider's answer, whatever it is,
+        is the attempt's. A ``pinned`` chain (one provider that may hold an earlier, uncertain call)
+        ignores its breaker: skipping it could only move the send elsewhere. ``in_doubt``: the
+        earlier call may still have delivered (resent blindly, ``at_least_once``), so a retryable
+        answer now is recorded ``uncertain``, which keeps later attempts pinned too.
+        """
+        passed_over: Channel | None = None
+        breakers: list[CircuitBreaker] = []
+        for index, provider in enumerate(chain):
+            breaker = None if pinned else self._breakers.get((notification.channel, provider.name))
+            if breaker is not None:
+                breakers.append(breaker)
+                if not breaker.allow():
+                    passed_over = provider
+                    continue
+            if passed_over is not None:
+                self._metrics.failovers.labels(notification.channel, passed_over.name, provider.name).inc()
+                activity.logger.info("notification_failover channel=%s from=%s to=%s", notification.channel,
+                                     passed_over.name, provider.name)
+            if provider is not acquired:
+                await self._acquire(provider)
+            if time.monotonic() + provider.call_timeout_seconds > lease_deadline:
+                # The call could outlive the lease, and then another attempt could send too.
+                if breaker is not None:
+                    breaker.released()
+                await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, provider.name),
+                                     attempt)
+                raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+            try:
+                return await self._deliver(notification, provider, message, attempt, breaker=breaker,
+                                           failover=index < len(chain) - 1, in_doubt=in_doubt)
+            except _Unavailable as unavailable:
+                lease_deadline = unavailable.lease_deadline
+                passed_over = provider
+        # Every provider left was behind an open circuit: nothing was called since the last answer.
+        await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, chain[0].name), attempt)
+        self._count(notification, chain[-1].name, CIRCUITS_OPEN)
+        wait = min((b.seconds_until_probe() for b in breakers), default=1.0)
+        raise ApplicationError(f"every {notification.channel} provider is unavailable (circuits open)",
+                               type=CIRCUITS_OPEN, next_retry_delay=timedelta(seconds=max(wait, 1.0)))
+
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
                        caps: CapSet, address: str = "") -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
@@ -411,6 +523,13 @@ class NotificationActivities:
             self._metrics.lease_waits.labels(notification.channel).inc()
             # Ask again well before the lease ends: the holder usually reports long before then.
             await self._beat(asyncio.sleep(_seconds_until(reservation.not_before, self._policy.lease_poll_seconds)))
+
+    def _settles(self, channel: Channel) -> bool:
+        """Whether an uncertain call to ``channel`` can be settled (its provider is asked or reports), so a
+        resend after "it did not arrive" leaves no doubt; otherwise only the policy decides, blindly."""
+        return channel.reconciles or (isinstance(self._ledger, CallMarkingLedger)
+                                      and self._policy.report_window_seconds > 0
+                                      and channel.name in self._policy.providers_reporting)
 
     async def _resolve_uncertain(self, notification: SendNotificationInput, channel: Channel,
                                  message: OutgoingMessage, reservation: Reservation,
@@ -463,13 +582,15 @@ class NotificationActivities:
             await self._beat(asyncio.sleep(min(remaining, self._policy.report_poll_seconds)))
 
     async def _deliver(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
-                       attempt: int) -> SendResult:
+                       attempt: int, *, breaker: CircuitBreaker | None = None, failover: bool = False,
+                       in_doubt: bool = False) -> SendResult:
         with tracing.span(f"{channel.name} deliver", kind=SpanKind.CLIENT, attributes={
                 tracing.PROVIDER: channel.name, tracing.CHANNEL: notification.channel,
                 tracing.JOURNEY: notification.journey_id, tracing.STEP: notification.step_id,
                 tracing.WORKFLOW_ID: notification.workflow_id, "eventflow.attempt": attempt}) as span:
             try:
-                result = await self._call_provider(notification, channel, message, attempt)
+                result = await self._call_provider(notification, channel, message, attempt, breaker=breaker,
+                                                   failover=failover, in_doubt=in_doubt)
             except ApplicationError as exc:
                 if span is not None:
                     span.set_attribute(tracing.OUTCOME, exc.type or "failed")
@@ -479,9 +600,26 @@ class NotificationActivities:
             return result
 
     async def _call_provider(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
-                             attempt: int) -> SendResult:
-        if isinstance(self._ledger, CallMarkingLedger) \
-                and not await self._beat(self._ledger.mark_calling(notification.idempotency_key, attempt)):
+                             attempt: int, *, breaker: CircuitBreaker | None = None,
+                             failover: bool = False, in_doubt: bool = False) -> SendResult:
+        """One provider call between its mark and its recorded answer.
+
+        With ``failover``, an answer that is certainly "unavailable" (nothing delivered) is recorded
+        as such with the lease renewed, and `_Unavailable` tells the caller to try the next provider.
+        """
+        try:
+            return await self._marked_call(notification, channel, message, attempt, failover=failover,
+                                           breaker=breaker, in_doubt=in_doubt)
+        finally:
+            if breaker is not None:
+                # Whatever `_marked_call` told the breaker stands; a call that never gave a verdict frees the probe.
+                breaker.released()
+
+    async def _marked_call(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
+                           attempt: int, *, breaker: CircuitBreaker | None, failover: bool,
+                           in_doubt: bool) -> SendResult:
+        if isinstance(self._ledger, CallMarkingLedger) and not await self._beat(
+                self._ledger.mark_calling(notification.idempotency_key, attempt, channel.name)):
             # Another attempt took the send over (this one's lease ran out): it decides, not this one.
             raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
         call_started = time.monotonic()
@@ -496,7 +634,7 @@ class NotificationActivities:
                 result = await call
             except RetryableSendError as exc:
                 # The provider's answer is known: record it, so the next attempt does not count it uncertain.
-                state = LedgerState.UNCERTAIN if exc.delivery_uncertain else LedgerState.RETRYING
+                state = LedgerState.UNCERTAIN if exc.delivery_uncertain or in_doubt else LedgerState.RETRYING
                 await self._complete(notification, state, SendResult(SendStatus.FAILED, exc.provider), attempt)
                 raise asyncio.CancelledError from None
             except PermanentSendError as exc:
@@ -506,13 +644,19 @@ class NotificationActivities:
             await self._complete(notification, LedgerState.DELIVERED, result, attempt)
             raise
         except RetryableSendError as exc:
-            state = LedgerState.UNCERTAIN if exc.delivery_uncertain else LedgerState.RETRYING
-            await self._complete(notification, state, SendResult(SendStatus.FAILED, exc.provider), attempt)
+            if breaker is not None:
+                breaker.failed()
             self._count(notification, exc.provider, exc.error_type)
+            if failover and not exc.delivery_uncertain:
+                await self._hand_on(notification, attempt)
+            state = LedgerState.UNCERTAIN if exc.delivery_uncertain or in_doubt else LedgerState.RETRYING
+            await self._complete(notification, state, SendResult(SendStatus.FAILED, exc.provider), attempt)
             delay = timedelta(seconds=exc.retry_after_seconds) if exc.retry_after_seconds is not None else None
             raise ApplicationError(mask_contact_details(str(exc)), type=exc.error_type,
                                    next_retry_delay=delay) from masked_cause(exc)
         except PermanentSendError as exc:
+            if breaker is not None:
+                breaker.succeeded()  # the provider answered; it refused this message, not the service
             await self._complete(notification, LedgerState.FAILED, SendResult(SendStatus.FAILED, exc.provider),
                                  attempt, error_type=exc.error_type)
             self._count(notification, exc.provider, f"failed:{exc.error_type}")
@@ -521,9 +665,33 @@ class NotificationActivities:
         finally:
             self._metrics.send_seconds.labels(notification.channel, channel.name).observe(
                 time.monotonic() - call_started, exemplar=tracing.exemplar())
+        if breaker is not None:
+            breaker.succeeded()
         await self._complete(notification, LedgerState.DELIVERED, result, attempt)
         self._count(notification, result.provider, result.status)
         return result
+
+    async def _hand_on(self, notification: SendNotificationInput, attempt: int) -> None:
+        """Records a certain "unavailable" answer and renews the lease for the next provider.
+
+        Raises `_Unavailable` with the renewed lease's end (counted from before the request left, as
+        in `_reserve`); returns when the lease was lost, so the answer is recorded the ordinary way.
+        """
+        assert isinstance(self._ledger, CallMarkingLedger)
+        asked_at = time.monotonic()
+        while True:
+            try:
+                renewed = await self._beat(self._ledger.record_unavailable(
+                    notification.idempotency_key, attempt, self._policy.lease_seconds))
+                break
+            except LedgerUnavailableError as exc:
+                # Answers first: until this is recorded the call counts as made, so ask until it is.
+                self._metrics.ledger_retries.labels(notification.channel).inc()
+                activity.logger.warning("ledger_unavailable_retrying error=%s", exc)
+                await self._beat(asyncio.sleep(0.5))
+                asked_at = time.monotonic()
+        if renewed:
+            raise _Unavailable(asked_at + self._policy.lease_seconds - self._policy.lease_margin_seconds)
 
     async def _release(self, notification: SendNotificationInput, attempt: int) -> None:
         if not isinstance(self._ledger, CallMarkingLedger):

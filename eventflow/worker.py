@@ -22,7 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
 
-from activities.config import channel_rates_from, channels_from, check_channels, outbox_path, policy_from
+from activities.config import (
+    channel_rates_from,
+    channels_from,
+    check_channels,
+    circuit_policy_from,
+    outbox_path,
+    policy_from,
+)
 from activities.metrics import SendMetrics
 from activities.webhook import WebhookActivities
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
@@ -258,7 +265,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp, process.fcm,
                                                                       process.webpush),
-                          webhooks=WebhookActivities.from_settings(process.webhook_steps))
+                          webhooks=WebhookActivities.from_settings(process.webhook_steps),
+                          circuit=circuit_policy_from(process.channels))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,
                              worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),

@@ -135,7 +135,8 @@ class PostgresLedger:
             request.idempotency_key, 0 if same_attempt else 1, request.attempt, _lease_until(request, now),
             request.now_epoch_seconds, same_attempt)
         return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
-                           previous_started_epoch_seconds=started.timestamp() if started else 0.0)
+                           previous_started_epoch_seconds=started.timestamp() if started else 0.0,
+                           previous_provider=row["provider"] if uncertain else "")
 
     @staticmethod
     async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:
@@ -146,18 +147,37 @@ class PostgresLedger:
         return [_CountedRow(r["channel"], r["local_day"].isoformat(), LedgerState(r["state"]), r["priority"])
                 for r in rows]
 
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
-        """Records that ``attempt`` is about to call the provider; False when it no longer holds the lease.
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
+        """Records that ``attempt`` is about to call ``provider``; False when it no longer holds the lease.
 
         Written (and committed) immediately before the request leaves, so a crash before this point
-        leaves a send that a later attempt may make without doubt.
+        leaves a send that a later attempt may make without doubt. The provider goes into the row's
+        ``provider`` (which a completion later overwrites with the same name, or the deliverer's), so
+        an uncertain call names the provider that may hold the message.
         """
         async with timed(self._metrics, StatementKind.MARK):
             marked = await self._pool.fetchval(
-                "UPDATE eventflow.sends SET called_at = now(), updated_at = now()"
+                "UPDATE eventflow.sends SET called_at = now(), updated_at = now(),"
+                " provider = CASE WHEN $3 = '' THEN provider ELSE $3 END"
                 " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
-                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt)
+                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true", idempotency_key, attempt, provider)
         return bool(marked)
+
+    async def record_unavailable(self, idempotency_key: str, attempt: int, lease_seconds: float) -> bool:
+        """The marked call was answered "unavailable": clear the mark, renew the lease; False when lost.
+
+        One statement, so there is no moment at which the send is neither "called at provider A" nor
+        "answered, nothing delivered": a crash before it leaves A's call uncertain (settled at A),
+        after it leaves nothing uncertain.
+        """
+        async with timed(self._metrics, StatementKind.MARK):
+            renewed = await self._pool.fetchval(
+                "UPDATE eventflow.sends SET called_at = NULL, updated_at = now(),"
+                " lease_until = CASE WHEN $3::float8 > 0 THEN now() + make_interval(secs => $3::float8) END"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+                " AND (lease_until IS NULL OR lease_until > now()) RETURNING true",
+                idempotency_key, attempt, lease_seconds)
+        return bool(renewed)
 
     async def release(self, idempotency_key: str, attempt: int) -> None:
         """Gives the lease back without a call (an attempt cancelled or stopped before calling)."""

@@ -12,7 +12,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.channels import Channel
+from activities.channels import ChannelProviders
+from activities.circuit import CircuitPolicy
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.metrics import SendMetrics
@@ -81,14 +82,15 @@ def with_send_queues(client: Client, task_queue: str, journey_worker: Worker,
         for channel in CHANNELS)])
 
 
-def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel],
+def build_worker(client: Client, task_queue: str, channels: Mapping[str, ChannelProviders],
                  *, max_concurrent_activities: int = 100, limits: WorkerLimits | None = None,
                  ledger: DeliveryLedger | None = None, metrics: SendMetrics | None = None,
                  policy: SendPolicy | None = None,
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
-                 devices: DeviceDirectory | None = None) -> JourneyWorkers:
+                 devices: DeviceDirectory | None = None,
+                 circuit: CircuitPolicy | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -103,12 +105,13 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
             ``CustomerPreferences`` workflows (activities/contact.py).
         devices: where push sends read the customer's devices (the customer store); None: push
             sends find no device (``no_contact``).
+        circuit: the circuit breakers of channels with failover providers.
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        devices=devices)
+        devices=devices, circuit=circuit)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

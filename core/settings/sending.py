@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import BeforeValidator, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, SecretStr, model_validator
+from pydantic_settings import NoDecode
 
+from core.errors import ConfigError
 from core.settings._base import (
     CapsSpec,
     Csv,
@@ -30,6 +32,17 @@ from core.settings._base import (
     _secret_from_file,
     env,
 )
+
+
+def _distinct(providers: tuple[str, ...]) -> tuple[str, ...]:
+    if repeated := sorted({name for name in providers if providers.count(name) > 1}):
+        raise ValueError(f"lists {repeated[0]} twice; each provider once, in failover order")
+    return providers
+
+
+#: Providers a channel may fail over between, in order (the outbox is a development stand-in, not one of them).
+EmailProviderList = Annotated[tuple[Literal["sendgrid", "smtp"], ...], NoDecode, BeforeValidator(_csv),
+                              AfterValidator(_distinct)]
 
 # -- worker -----------------------------------------------------------------------------------------
 
@@ -87,6 +100,18 @@ class ChannelSettings(SettingsGroup):
                          "production.")
     email_provider: EmailProvider = env("EVENTFLOW_EMAIL_PROVIDER", "outbox",
                                         "Email channel implementation: outbox, sendgrid or smtp.")
+    email_providers: EmailProviderList = env(
+        "EVENTFLOW_EMAIL_PROVIDERS", (),
+        "Email providers in failover order, e.g. sendgrid,smtp: a send goes to the next when one is unavailable "
+        "(5xx, 429, unreachable, circuit open), never to two (needs the customer store); wins over "
+        "EVENTFLOW_EMAIL_PROVIDER, which if also set must name the first.")
+    provider_circuit_failures: PositiveInt = env(
+        "EVENTFLOW_PROVIDER_CIRCUIT_FAILURES", 5,
+        "Consecutive unavailable answers that open a failover provider's circuit breaker (its sends go to the next "
+        "provider without calling it).")
+    provider_circuit_open_seconds: PositiveFloat = env(
+        "EVENTFLOW_PROVIDER_CIRCUIT_OPEN_SECONDS", 30.0,
+        "How long an open circuit skips its provider before one probe call may try it (half-open).")
     sms_provider: MessagingProvider = env("EVENTFLOW_SMS_PROVIDER", "outbox",
                                           "SMS channel implementation: outbox or twilio.")
     whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
@@ -100,11 +125,27 @@ class ChannelSettings(SettingsGroup):
     provider_timeout_seconds: PositiveFloat = env("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", 10.0,
                                                   "Per-request timeout of provider calls.")
 
+    @model_validator(mode="after")
+    def _one_email_choice(self) -> Self:
+        if self.email_providers and "email_provider" in self.model_fields_set \
+                and self.email_provider != self.email_providers[0]:
+            # ConfigError (not ValueError) so the message names this variable, not the class.
+            raise ConfigError(type(self).variable("email_providers"),
+                              f"starts with {self.email_providers[0]} but {type(self).variable('email_provider')} "
+                              f"is {self.email_provider}: set one of them")
+        return self
+
+    def providers(self, channel: str) -> tuple[str, ...]:
+        """The implementations of a channel in failover order (the first is the primary); only email has several."""
+        if channel == "email" and self.email_providers:
+            return self.email_providers
+        return (self.provider(channel),)
+
     def provider(self, channel: str) -> str:
-        """The implementation of a channel (`core.vocabulary.ChannelName`)."""
+        """The (primary) implementation of a channel (`core.vocabulary.ChannelName`)."""
         match channel:
             case "email":
-                return self.email_provider
+                return self.email_providers[0] if self.email_providers else self.email_provider
             case "sms":
                 return self.sms_provider
             case "whatsapp":

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
-from activities.channels import Channel
+from activities.channels import Channel, ChannelProviders
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.metrics import SendMetrics
 from activities.send import SendPolicy
@@ -74,7 +74,7 @@ def event(customer_id: str, *, timezone: str = "UTC", phone: str | None = "+1555
         payload={"order_id": "ord-42"})
 
 
-def worker(client: Client, task_queue: str, channels: Mapping[str, Channel], *,
+def worker(client: Client, task_queue: str, channels: Mapping[str, ChannelProviders], *,
            registry: CollectorRegistry | None = None, policy: SendPolicy | None = None) -> JourneyWorkers:
     return build_worker(client, task_queue, channels, metrics=SendMetrics(registry or CollectorRegistry()),
                         policy=policy)

@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from activities.channels import OutgoingMessage
-from activities.config import build_channels, check_providers, send_policy
+from activities.circuit import CircuitPolicy
+from activities.config import build_channels, check_providers, circuit_policy_from, send_policy
 from activities.email_sendgrid import SendGridChannel
+from activities.email_smtp import SmtpChannel
 from activities.errors import PERMANENT_ERROR_TYPES, ChannelUnavailableError
 from activities.outbox import OutboxChannel, UnavailableChannel
 from activities.sms_twilio import TwilioChannel
 from core.errors import ConfigError
+from core.settings import ChannelSettings
 from eventflow.settings import check_unknown
 
 
@@ -30,9 +33,11 @@ async def test_outside_dev_mode_a_channel_without_provider_fails_its_sends_and_w
     assert {name: type(c) for name, c in channels.items()} == {
         "email": SendGridChannel, "sms": UnavailableChannel, "whatsapp": UnavailableChannel,
         "push": UnavailableChannel, "webpush": UnavailableChannel}
+    sms = channels["sms"]
+    assert isinstance(sms, UnavailableChannel)
     with pytest.raises(ChannelUnavailableError, match="EVENTFLOW_SMS_PROVIDER") as failed:
-        await channels["sms"].deliver(OutgoingMessage(channel="sms", to="+4915112345678", subject=None, body="hi",
-                                                      idempotency_key="k"))
+        await sms.deliver(OutgoingMessage(channel="sms", to="+4915112345678", subject=None, body="hi",
+                                          idempotency_key="k"))
     assert failed.value.error_type == "ChannelUnavailable" and "ChannelUnavailable" in PERMANENT_ERROR_TYPES
     assert not outbox.exists()
 
@@ -115,3 +120,25 @@ def test_push_providers_read_their_key_files_and_name_the_variable_when_one_is_m
         build_channels({**environ, "EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE": str(tmp_path / "missing.json")})
     with pytest.raises(ConfigError, match="EVENTFLOW_VAPID_SUBJECT"):
         build_channels({**environ, "EVENTFLOW_VAPID_SUBJECT": "ops@example.com"})
+
+
+def test_email_providers_list_the_failover_order_and_are_checked_at_start(tmp_path: Path) -> None:
+    environ = {"EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl"), "EVENTFLOW_EMAIL_PROVIDERS": "sendgrid, smtp",
+               "SENDGRID_API_KEY": "SG.k", "EVENTFLOW_EMAIL_FROM": "shop@example.com",
+               "EVENTFLOW_SMTP_HOST": "relay.example.com", "EVENTFLOW_PROVIDER_CIRCUIT_FAILURES": "3",
+               "EVENTFLOW_PROVIDER_CIRCUIT_OPEN_SECONDS": "45"}
+    check_unknown(environ)
+    email = build_channels(environ)["email"]
+    assert isinstance(email, tuple) and [type(p) for p in email] == [SendGridChannel, SmtpChannel]
+    assert circuit_policy_from(ChannelSettings.load(environ)) == CircuitPolicy(failure_threshold=3, open_seconds=45.0)
+    assert ChannelSettings.load(environ).provider("email") == "sendgrid"  # the primary sets the queue's rate
+    for wrong, problem in (("sendgrid,sendgrid", "twice"), ("sendgrid,mailgun", "smtp"), ("outbox,smtp", "smtp")):
+        with pytest.raises(ConfigError, match=problem) as failed:
+            build_channels({**environ, "EVENTFLOW_EMAIL_PROVIDERS": wrong})
+        assert failed.value.variable == "EVENTFLOW_EMAIL_PROVIDERS"
+    with pytest.raises(ConfigError, match="set one of them") as conflicting:
+        build_channels({**environ, "EVENTFLOW_EMAIL_PROVIDER": "smtp"})
+    assert conflicting.value.variable == "EVENTFLOW_EMAIL_PROVIDERS"
+    with pytest.raises(ConfigError) as missing:
+        build_channels({**environ, "EVENTFLOW_SMTP_HOST": ""})
+    assert missing.value.variable == "EVENTFLOW_SMTP_HOST"

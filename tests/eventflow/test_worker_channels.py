@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
-from activities.channels import Channel
+from activities.channels import ChannelProviders
 from activities.config import channels_from
 from activities.outcomes import SendStatus
 from consumer.catalog_topic import CatalogMetrics
@@ -27,7 +27,7 @@ from tests.activities.journey_support import event, journey, run_journey, send, 
 NOT_DEV = {"EVENTFLOW_EMAIL_PROVIDER": "sendgrid", "SENDGRID_API_KEY": "SG.k", "EVENTFLOW_EMAIL_FROM": "a@b.example"}
 
 
-def _channels(tmp_path: Path, environ: dict[str, str]) -> tuple[ChannelSettings, dict[str, Channel]]:
+def _channels(tmp_path: Path, environ: dict[str, str]) -> tuple[ChannelSettings, dict[str, ChannelProviders]]:
     settings = ChannelSettings.load(environ)
     built = channels_from(settings, SendGridSettings.load(environ), TwilioSettings.load(environ),
                           outbox=tmp_path / "outbox.jsonl")

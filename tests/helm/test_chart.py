@@ -258,7 +258,8 @@ def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on
                    "eventflow_notifications_sent_total", "by (channel, outcome)",
                    "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket",
                    "eventflow_db_statement_seconds_bucket", "by (kind, le)", "eventflow_db_pool_connections",
-                   "eventflow_db_errors_total"):
+                   "eventflow_db_errors_total", "eventflow_provider_circuit_state", "eventflow_send_failovers_total",
+                   "by (channel, provider)"):
         assert needle in exprs, f"the dashboard has no panel reading {needle}"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))

@@ -52,7 +52,7 @@ class _StopsBeforeCall:
 
 
 class _StopsBeforeMark(PostgresLedger):
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
         print("marking", flush=True)
         await asyncio.Event().wait()
         raise AssertionError("unreachable")

@@ -93,3 +93,29 @@ async def test_opt_out_and_suppression_are_checked_before_anything_else(store_po
                              " VALUES ('email', 'h-1', 'hard_bounce', now())")
     assert (await ledger.reserve(_request("wf/supp", other, address_hash="h-1"))).decision \
         is ReserveDecision.SUPPRESSED
+
+
+async def test_failover_records_each_call_s_provider_and_an_unavailable_answer_before_the_next_mark(
+        store_pool: asyncpg.Pool) -> None:
+    ledger, customer = PostgresLedger(store_pool), f"c-{uuid.uuid4().hex[:8]}"
+    # Stopped after the first provider's "unavailable" was recorded, before the second's mark: nothing left.
+    answered = f"wf/{uuid.uuid4().hex[:8]}"
+    await ledger.reserve(_request(answered, customer))
+    assert await ledger.mark_calling(answered, 1, "sendgrid")
+    assert await ledger.record_unavailable(answered, 1, 30.0)
+    row = await ledger.send(answered)
+    assert row is not None and (row.state, row.called, row.provider) == (LedgerState.IN_FLIGHT, False, "sendgrid")
+    await _expire_lease(store_pool, answered)
+    after = await ledger.reserve(_request(answered, customer, attempt=2))
+    assert after.decision is ReserveDecision.SEND and not after.previous_attempt_uncertain
+    # Stopped after the second provider's mark: uncertain, and at that provider.
+    marked = f"wf/{uuid.uuid4().hex[:8]}"
+    await ledger.reserve(_request(marked, customer))
+    assert await ledger.mark_calling(marked, 1, "sendgrid")
+    assert await ledger.record_unavailable(marked, 1, 30.0)
+    assert await ledger.mark_calling(marked, 1, "smtp")
+    await _expire_lease(store_pool, marked)
+    later = await ledger.reserve(_request(marked, customer, attempt=2))
+    assert (later.previous_attempt_uncertain, later.previous_provider) == (True, "smtp")
+    # The fenced-out attempt can neither record an answer nor renew the lease it lost.
+    assert not await ledger.record_unavailable(marked, 1, 30.0)

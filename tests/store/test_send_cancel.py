@@ -27,7 +27,7 @@ class _StallsBeforeTheMark(PostgresLedger):
         super().__init__(pool)
         self.waiting = asyncio.Event()
 
-    async def mark_calling(self, idempotency_key: str, attempt: int) -> bool:
+    async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
         self.waiting.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
