@@ -18,14 +18,18 @@ from prometheus_client import CollectorRegistry
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.channels import Channel, OutgoingMessage
+from activities.circuit import CircuitState
+from activities.errors import RetryableSendError
 from activities.ledger import ReserveRequest
 from activities.metrics import SendMetrics
-from activities.notifications import SendNotificationInput
+from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import ReserveDecision, SendStatus
 from activities.push import device_id
 from activities.push_fcm import FcmChannel, FcmConfig, ServiceAccount
 from activities.push_webpush import WebPushChannel, WebPushConfig
 from activities.send import NotificationActivities, SendPolicy
+from core.errors import ConfigError
 from events.model import Customer
 from store.devices import StoreDevices
 from store.ledger import PostgresLedger
@@ -145,6 +149,74 @@ async def test_a_customer_whose_every_token_is_unregistered_fails_for_good_and_h
     assert await devices.devices(customer, "push") == []
     result = await _run(activities, _notification("push", customer, "later"))
     assert result.status is SendStatus.NO_CONTACT
+
+
+class _Unavailable:
+    """An email provider that is down: with it first, email fails over; push must not notice."""
+
+    reconciles = False
+    call_timeout_seconds = 1.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        self.calls += 1
+        raise RetryableSendError("503", provider=self.name, status=503)
+
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
+        return None
+
+
+class _ReadsItsMark:
+    """The FCM channel, reading the send's row as each device call leaves: which provider does the ledger name?"""
+
+    def __init__(self, inner: FcmChannel, pool: asyncpg.Pool) -> None:
+        self._inner, self._pool = inner, pool
+        self.name, self.reconciles, self.call_timeout_seconds = inner.name, inner.reconciles, inner.call_timeout_seconds
+        self.marked: list[str | None] = []
+
+    async def deliver(self, message: OutgoingMessage) -> SendResult:
+        self.marked.append(await self._pool.fetchval(
+            "SELECT provider FROM eventflow.sends WHERE idempotency_key = $1 AND called_at IS NOT NULL",
+            message.idempotency_key))
+        return await self._inner.deliver(message)
+
+    async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
+        return None
+
+
+async def test_beside_email_failover_a_push_send_names_its_provider_and_does_not_fail_over(
+        store_pool: asyncpg.Pool, push_stub: PushStub, tmp_path: Path) -> None:
+    customer, devices = f"c-{uuid.uuid4().hex}", StoreDevices(store_pool)
+    fcm = _activities(store_pool, push_stub, tmp_path)._providers["push"][0]
+    assert isinstance(fcm, FcmChannel)
+    push, down, spare = _ReadsItsMark(fcm, store_pool), _Unavailable("sendgrid"), _Unavailable("smtp")
+    channels: dict[str, Channel | tuple[Channel, ...]] = {"email": (down, spare), "push": push}
+    metrics = SendMetrics(CollectorRegistry())
+    activities = NotificationActivities(channels, ledger=PostgresLedger(store_pool), devices=devices, metrics=metrics)
+    for token in ("tok-p", "tok-q"):
+        await devices.add_device(customer, "push", f"{token}-{customer}", "android")
+    push_stub.unavailable_once.add(f"tok-p-{customer}")
+    with pytest.raises(ApplicationError) as failed:
+        await _run(activities, _notification("push", customer))
+    assert failed.value.type == "ProviderUnavailable" and not failed.value.non_retryable
+    result = await _run(activities, _notification("push", customer), attempt=2)
+    assert result.status is SendStatus.SENT and _calls(push_stub) == {f"tok-p-{customer}": 1, f"tok-q-{customer}": 1}
+    # Every device call (the refused one too) left with the ledger naming FCM; no breaker, no failover,
+    # no email provider called.
+    assert len(push.marked) >= 3 and set(push.marked) == {push.name}
+    assert activities.circuit("push", push.name) is None
+    assert activities.circuit("email", "sendgrid") is CircuitState.CLOSED
+    assert [sample for family in metrics.failovers.collect() for sample in family.samples] == []
+    assert down.calls == spare.calls == 0
+
+
+def test_a_push_channel_given_a_provider_list_is_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        NotificationActivities({"webpush": (_Unavailable("webpush"), _Unavailable("other"))})
+    assert refused.value.variable == "EVENTFLOW_WEBPUSH_PROVIDER"
 
 
 def _caps(text: str) -> Any:
