@@ -37,7 +37,7 @@ from tests.activities.push_stubs import PushStub, push_stub, vapid_key_pem
 
 __all__ = ["push_stub"]
 
-_VARIANT = {"title": "Cart {{ payload.cart }} is waiting", "body": "Your cart holds {{ payload.count }} items",
+_VARIANT: dict[str, Any] = {"title": "Cart {{ payload.cart }} is waiting", "body": "Your cart holds {{ payload.count }} items",
             "link": "https://shop.example.com/cart/{{ payload.cart }}", "data": {"cart": "{{ payload.cart }}"}}
 
 
@@ -49,14 +49,17 @@ def _notification(channel: str, customer: str, step: str = "remind") -> SendNoti
         step_id=step, workflow_id=f"journey:push:{customer}")
 
 
-def _activities(pool: asyncpg.Pool, stub: PushStub, tmp_path: Path, **policy: Any) -> NotificationActivities:
+def _channels(stub: PushStub, tmp_path: Path) -> dict[str, Channel]:
     pem, public = vapid_key_pem()
     stub.vapid_public_key = public
     key_file = tmp_path / "service-account.json"
     key_file.write_text(json.dumps(stub.service_account()))
-    channels = {"webpush": WebPushChannel(WebPushConfig(pem, "mailto:ops@example.com")),
-                "push": FcmChannel(FcmConfig(ServiceAccount.from_file(key_file), base_url=stub.base_url))}
-    return NotificationActivities(channels, ledger=PostgresLedger(pool), devices=StoreDevices(pool),
+    return {"webpush": WebPushChannel(WebPushConfig(pem, "mailto:ops@example.com")),
+            "push": FcmChannel(FcmConfig(ServiceAccount.from_file(key_file), base_url=stub.base_url))}
+
+
+def _activities(pool: asyncpg.Pool, stub: PushStub, tmp_path: Path, **policy: Any) -> NotificationActivities:
+    return NotificationActivities(_channels(stub, tmp_path), ledger=PostgresLedger(pool), devices=StoreDevices(pool),
                                   metrics=SendMetrics(CollectorRegistry()), policy=SendPolicy(**policy))
 
 
@@ -190,7 +193,7 @@ class _ReadsItsMark:
 async def test_beside_email_failover_a_push_send_names_its_provider_and_does_not_fail_over(
         store_pool: asyncpg.Pool, push_stub: PushStub, tmp_path: Path) -> None:
     customer, devices = f"c-{uuid.uuid4().hex}", StoreDevices(store_pool)
-    fcm = _activities(store_pool, push_stub, tmp_path)._providers["push"][0]
+    fcm = _channels(push_stub, tmp_path)["push"]
     assert isinstance(fcm, FcmChannel)
     push, down, spare = _ReadsItsMark(fcm, store_pool), _Unavailable("sendgrid"), _Unavailable("smtp")
     channels: dict[str, Channel | tuple[Channel, ...]] = {"email": (down, spare), "push": push}
