@@ -65,7 +65,7 @@ async def test_fcm_sends_with_a_bearer_minted_from_the_service_account(push_stub
     channel = _fcm(push_stub, tmp_path)
     first = await channel.deliver(_message("token-a"))
     await channel.deliver(_message("token-b"))
-    assert first.status is SendStatus.SENT and first.provider_message_id.startswith("projects/example-project/")
+    assert first.status is SendStatus.SENT and str(first.provider_message_id).startswith("projects/example-project/")
     assert len(push_stub.tokens_issued) == 1, "the access token is cached between sends"
     [message] = push_stub.fcm["token-a"]
     assert message["notification"] == {"title": "Still thinking?", "body": "Your cart is waiting"}

@@ -394,9 +394,9 @@ def test_push_keys_and_device_api_tokens_are_mounted_secret_files_where_their_se
         volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
         found = {}
         for mount in rendered.container(component)["volumeMounts"]:
-            secret = volumes.get(mount["name"])
+            secret = volumes.get(mount["name"], {})
             assert mount["name"] not in volumes or mount.get("readOnly"), mount
-            for item in (secret or {}).get("items", []):
+            for item in secret.get("items", []):
                 found[f"{mount['mountPath']}/{item['path']}"] = secret["secretName"]
         return found
 

@@ -18,13 +18,13 @@ import pytest
 from temporalio.client import Client
 
 from activities.push_webpush import WebPushChannel, WebPushConfig
+from consumer.dead_letter import parse_dead_letter_headers
 from consumer.dispatch import Dispatcher
 from core.codec import Keyring
 from events import samples
 from journeys.loader import load_all
 from store import CustomerBatcher, CustomerStore, FieldCipher, PostgresLedger, StoreDevices
 from tests.activities.push_stubs import PushStub, push_stub, vapid_key_pem
-from consumer.dead_letter import parse_dead_letter_headers
 from tests.harness import Bridge, eventually, read_topic, start_bridge
 
 __all__ = ["push_stub"]

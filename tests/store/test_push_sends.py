@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.channels import Channel
 from activities.ledger import ReserveRequest
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput
@@ -33,7 +34,7 @@ from tests.activities.push_stubs import PushStub, push_stub, vapid_key_pem
 
 __all__ = ["push_stub"]
 
-_VARIANT = {"title": "Cart {{ payload.cart }} is waiting", "body": "Your cart holds {{ payload.count }} items",
+_VARIANT: dict[str, Any] = {"title": "Cart {{ payload.cart }} is waiting", "body": "Your cart holds {{ payload.count }} items",
             "link": "https://shop.example.com/cart/{{ payload.cart }}", "data": {"cart": "{{ payload.cart }}"}}
 
 
@@ -50,7 +51,7 @@ def _activities(pool: asyncpg.Pool, stub: PushStub, tmp_path: Path, **policy: An
     stub.vapid_public_key = public
     key_file = tmp_path / "service-account.json"
     key_file.write_text(json.dumps(stub.service_account()))
-    channels = {"webpush": WebPushChannel(WebPushConfig(pem, "mailto:ops@example.com")),
+    channels: dict[str, Channel] = {"webpush": WebPushChannel(WebPushConfig(pem, "mailto:ops@example.com")),
                 "push": FcmChannel(FcmConfig(ServiceAccount.from_file(key_file), base_url=stub.base_url))}
     return NotificationActivities(channels, ledger=PostgresLedger(pool), devices=StoreDevices(pool),
                                   metrics=SendMetrics(CollectorRegistry()), policy=SendPolicy(**policy))
