@@ -95,6 +95,23 @@ class Device:
     platform: str = ""
 
 
+@dataclass(frozen=True)
+class DeviceChange:
+    """One registration or removal of a customer's device (a ``DeviceRegistered``/``DeviceUnregistered`` event).
+
+    Attributes:
+        customer_id: whose device.
+        channel: ``push`` or ``webpush``.
+        device: the device, normalised (`normalised_device`); a removal needs only its ``device_id``.
+        registered: True to add (or refresh) it, False to remove it.
+    """
+
+    customer_id: str
+    channel: str
+    device: Device
+    registered: bool = True
+
+
 def device_key(channel: str, address: str) -> str:
     """What identifies a registration: the FCM token, or a subscription's endpoint (its keys may rotate)."""
     if channel == ChannelName.WEBPUSH:

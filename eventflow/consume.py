@@ -25,7 +25,7 @@ from events.config import build_record_decoder, load_config
 from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
-from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
+from store import CustomerBatcher, CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +108,9 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     if pool is not None:
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
-        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
-                                                  metrics=store_metrics))
+        cipher = FieldCipher(settings.temporal.payload_keyring())
+        customers = CustomerBatcher(CustomerStore(pool, cipher, metrics=store_metrics),
+                                    StoreDevices(pool, cipher, metrics=store_metrics))
     readiness = all_of(checks)
 
     # The ops server comes first: while start-up waits for a dependency, liveness holds and readiness says why.

@@ -42,14 +42,16 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
             "WITH gone AS (DELETE FROM eventflow.sends WHERE customer_id = $1 RETURNING 1) SELECT count(*) FROM gone",
             customer_id)
         # Push registrations are contact points: gone with the profile (their per-send marks name none).
-        await conn.execute("DELETE FROM eventflow.devices WHERE customer_id = $1", customer_id)
+        devices = await conn.fetchval(
+            "WITH gone AS (DELETE FROM eventflow.devices WHERE customer_id = $1 RETURNING 1) SELECT count(*) FROM gone",
+            customer_id)
         addresses = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.address_index WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone", customer_id)
         events = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.journey_events WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone", customer_id)
-        known = bool(fields is not None or consent or sends or addresses or events)
+        known = bool(fields is not None or consent or sends or addresses or events or devices)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"
                                " ON CONFLICT (customer_id) DO UPDATE SET forgotten_at = now()", customer_id)

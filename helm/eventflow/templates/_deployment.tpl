@@ -113,6 +113,7 @@ spec:
             {{- end }}
             {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
             {{- include "eventflow.databaseMounts" $root | nindent 12 }}
+            {{- include "eventflow.componentSecretMounts" (dict "root" $root "component" .component) | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -136,6 +137,7 @@ spec:
         {{- end }}
         {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
         {{- include "eventflow.databaseVolumes" $root | nindent 8 }}
+        {{- include "eventflow.componentSecretVolumes" (dict "root" $root "component" .component) | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -277,6 +277,26 @@ provider secrets have no business in the consumer's pods.
       name: {{ required "providers.twilio.authToken.secretName is required when a channel uses twilio" $p.twilio.authToken.secretName | quote }}
       key: {{ $p.twilio.authToken.key | quote }}
 {{- end }}
+- name: EVENTFLOW_PUSH_PROVIDER
+  value: {{ $p.push.provider | quote }}
+- name: EVENTFLOW_WEBPUSH_PROVIDER
+  value: {{ $p.webpush.provider | quote }}
+{{- if eq $p.push.provider "fcm" }}
+{{- $_ := required "providers.fcm.serviceAccount.secretName is required when providers.push.provider is fcm" $p.fcm.serviceAccount.secretName }}
+- name: EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE
+  value: /etc/eventflow/fcm/service-account.json
+{{- with $p.fcm.projectId }}
+- name: EVENTFLOW_FCM_PROJECT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $p.webpush.provider "webpush" }}
+{{- $_ := required "providers.vapid.privateKey.secretName is required when providers.webpush.provider is webpush" $p.vapid.privateKey.secretName }}
+- name: EVENTFLOW_VAPID_PRIVATE_KEY_FILE
+  value: /etc/eventflow/vapid/private-key.pem
+- name: EVENTFLOW_VAPID_SUBJECT
+  value: {{ required "providers.vapid.subject is required when providers.webpush.provider is webpush: push services contact it" $p.vapid.subject | quote }}
+{{- end }}
 {{- include "eventflow.webhooksWorkerEnv" . }}
 {{- range $name, $value := .Values.worker.env }}
 - name: {{ $name }}
@@ -334,5 +354,45 @@ key's id, and, outside devMode, a process refuses to start without keys.
   secret:
     secretName: {{ . }}
     defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/*
+Secrets a component reads as files, by component: the worker's push provider keys (FCM service
+account, VAPID key), the webhooks' device API tokens. Each mounts only its key, read-only.
+Call with (dict "root" $ "component" "worker").
+*/}}
+{{- define "eventflow.componentSecretFiles" -}}
+{{- $p := .root.Values.providers }}
+{{- $files := list }}
+{{- if and (eq .component "worker") (eq $p.push.provider "fcm") }}
+{{- $files = append $files (dict "name" "fcm" "secretName" $p.fcm.serviceAccount.secretName "key" $p.fcm.serviceAccount.key "path" "service-account.json") }}
+{{- end }}
+{{- if and (eq .component "worker") (eq $p.webpush.provider "webpush") }}
+{{- $files = append $files (dict "name" "vapid" "secretName" $p.vapid.privateKey.secretName "key" $p.vapid.privateKey.key "path" "private-key.pem") }}
+{{- end }}
+{{- if and (eq .component "webhooks") .root.Values.webhooks.deviceApi.tokens.secretName }}
+{{- $files = append $files (dict "name" "device-api" "secretName" .root.Values.webhooks.deviceApi.tokens.secretName "key" .root.Values.webhooks.deviceApi.tokens.key "path" "tokens") }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{- define "eventflow.componentSecretMounts" -}}
+{{- range (include "eventflow.componentSecretFiles" . | fromJsonArray) }}
+- name: {{ .name }}
+  mountPath: /etc/eventflow/{{ .name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.componentSecretVolumes" -}}
+{{- range (include "eventflow.componentSecretFiles" . | fromJsonArray) }}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .path }}
 {{- end }}
 {{- end }}
