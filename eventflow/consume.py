@@ -28,7 +28,7 @@ from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
 from journeys.segments import load_segments
-from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
+from store import CustomerBatcher, CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 from store.segments import SegmentBatcher, SegmentStore
 
 log = structlog.get_logger(__name__)
@@ -127,9 +127,10 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     if pool is not None:
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
-        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
-                                                  metrics=store_metrics,
-                                                  hasher=address_hasher(addresses or AddressHashSettings())))
+        cipher = FieldCipher(settings.temporal.payload_keyring())
+        customers = CustomerBatcher(CustomerStore(pool, cipher, metrics=store_metrics,
+                                                  hasher=address_hasher(addresses or AddressHashSettings())),
+                                    StoreDevices(pool, cipher, metrics=store_metrics))
         # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
         defined = await asyncio.to_thread(load_segments)
         if defined:

@@ -28,6 +28,7 @@ from core.settings import (
     DatabaseSettings,
     DevStackSettings,
     EventSettings,
+    FcmSettings,
     JourneySettings,
     KafkaSettings,
     LogFormat,
@@ -45,6 +46,7 @@ from core.settings import (
     WebhookSettings,
     WebhookStepSettings,
     WebhookUrlSettings,
+    WebPushSettings,
     WorkerSettings,
     dev_database_url,
 )
@@ -116,6 +118,8 @@ class WorkerProcessSettings:
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
     preference_links: PreferenceLinkSettings = dataclass_field(default_factory=PreferenceLinkSettings)
+    fcm: FcmSettings = dataclass_field(default_factory=FcmSettings)
+    webpush: WebPushSettings = dataclass_field(default_factory=WebPushSettings)
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,8 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
                                  webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env),
                                  smtp=SmtpSettings.load(env), addresses=AddressHashSettings.load(env),
-                                 preference_links=PreferenceLinkSettings.load(env))
+                                 preference_links=PreferenceLinkSettings.load(env), fcm=FcmSettings.load(env),
+                                 webpush=WebPushSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:

@@ -49,7 +49,15 @@ from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_
 from journeys import load_all
 from journeys.loader import default_journeys_dir
 from journeys.topics import read_topics
-from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
+from store import (
+    CustomerStore,
+    FieldCipher,
+    PostgresLedger,
+    StoreDevices,
+    StoreMetrics,
+    database_check,
+    open_store,
+)
 from store.broadcast_activities import BroadcastActivities, BroadcastMetrics
 from store.broadcasts import BroadcastStore
 from workflows.queues import send_task_queue
@@ -177,7 +185,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
-                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp)
+                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp,
+                             fcm=process.fcm, webpush=process.webpush)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,20 +204,23 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     hasher = address_hasher(process.addresses)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
+    devices: StoreDevices | None = None
     broadcasts: BroadcastActivitiesFactory | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
-        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics,
-                                 hasher=hasher)
+        cipher = FieldCipher(process.temporal.payload_keyring())
+        contacts = CustomerStore(pool, cipher, metrics=store_metrics, hasher=hasher)
+        devices = StoreDevices(pool, cipher, metrics=store_metrics)
         broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry))
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
-                          broadcasts=broadcasts, hasher=hasher,
+                          devices=devices, broadcasts=broadcasts, hasher=hasher,
                           topics=read_topics(process.journeys.journeys_dir or default_journeys_dir()),
                           links=message_links(process.preference_links),
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
-                                                                      process.twilio, process.smtp),
+                                                                      process.twilio, process.smtp, process.fcm,
+                                                                      process.webpush),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps),
                           circuit=circuit_policy_from(process.channels), inbound=contacts)
     queue = process.temporal.task_queue

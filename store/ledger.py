@@ -24,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from activities.ledger import Completion, FunnelStep, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
+from activities.push import DeviceState
 from journeys.goals import arm_label
 from store.funnel import FunnelKind
 from store.metrics import StatementKind, StoreMetrics, timed
@@ -235,6 +236,41 @@ class PostgresLedger:
             if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
                 await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
                                   source="provider", changed_at=None)
+
+    async def device_states(self, idempotency_key: str) -> dict[str, DeviceState]:
+        """Each device's state within a push send (`activities.push.DeviceLedger`)."""
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            rows = await self._pool.fetch(
+                "SELECT device_id, state FROM eventflow.device_sends WHERE idempotency_key = $1", idempotency_key)
+        return {row["device_id"]: DeviceState(row["state"]) for row in rows}
+
+    async def mark_device_calling(self, idempotency_key: str, attempt: int, device_id: str) -> bool:
+        """Records that ``attempt`` is about to call one device, fenced like `mark_calling` by the send's lease.
+
+        One statement: the mark is written only while ``attempt`` holds an unexpired lease on the send
+        and the device was not delivered or refused for good before.
+        """
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            marked = await self._pool.fetchval(
+                "INSERT INTO eventflow.device_sends (idempotency_key, device_id, state, attempt, called_at)"
+                " SELECT $1, $3, 'called', $2, now() FROM eventflow.sends"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+                " AND (lease_until IS NULL OR lease_until > now())"
+                " ON CONFLICT (idempotency_key, device_id) DO UPDATE SET state = 'called', attempt = EXCLUDED.attempt,"
+                " called_at = now(), updated_at = now()"
+                " WHERE eventflow.device_sends.state NOT IN ('delivered', 'failed') RETURNING true",
+                idempotency_key, attempt, device_id)
+        return bool(marked)
+
+    async def complete_device(self, idempotency_key: str, device_id: str, state: DeviceState,
+                              provider_message_id: str | None = None) -> None:
+        """Records what came of one device's call; a delivery is never overwritten."""
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            await self._pool.execute(
+                "UPDATE eventflow.device_sends SET state = $3,"
+                " provider_message_id = COALESCE($4, provider_message_id), updated_at = now()"
+                " WHERE idempotency_key = $1 AND device_id = $2 AND state <> 'delivered'",
+                idempotency_key, device_id, state.value, provider_message_id)
 
     async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
         """Whether a provider report (webhook) was seen for the send, and the message id it carried."""

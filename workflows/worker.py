@@ -19,6 +19,7 @@ from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.links import MessageLinks
 from activities.metrics import SendMetrics
+from activities.push import DeviceDirectory
 from activities.send import NotificationActivities, SendPolicy
 from activities.topics import TopicCatalog
 from activities.webhook import WebhookActivities, WebhookSecrets
@@ -96,6 +97,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
+                 devices: DeviceDirectory | None = None,
                  circuit: CircuitPolicy | None = None,
                  broadcasts: BroadcastActivitiesFactory | None = None,
                  hasher: AddressHasher = UNKEYED,
@@ -114,6 +116,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
+        devices: where push sends read the customer's devices (the customer store); None: push
+            sends find no device (``no_contact``).
         circuit: the circuit breakers of channels with failover providers.
         broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
         hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
@@ -126,7 +130,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit, hasher=hasher, inbound=inbound, topics=topics, links=links)
+        devices=devices, circuit=circuit, hasher=hasher, inbound=inbound, topics=topics, links=links)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

@@ -73,10 +73,12 @@ from core.settings.ops import (
 from core.settings.sending import (
     WEBHOOK_SECRET_PREFIX,
     ChannelSettings,
+    FcmSettings,
     SendGridSettings,
     SmtpSettings,
     TwilioSettings,
     WebhookStepSettings,
+    WebPushSettings,
     WorkerSettings,
     webhook_secret_environ,
 )
@@ -106,6 +108,7 @@ __all__ = [
     "Encoding",
     "EncodingMap",
     "EventSettings",
+    "FcmSettings",
     "HeaderMap",
     "JourneySettings",
     "KafkaSettings",
@@ -141,6 +144,7 @@ __all__ = [
     "WebhookSettings",
     "WebhookStepSettings",
     "WebhookUrlSettings",
+    "WebPushSettings",
     "WorkerSettings",
     "dev_database_url",
     "env",

@@ -32,6 +32,8 @@ LogFormat = Literal["json", "console"]
 EmailProvider = Literal["outbox", "sendgrid", "smtp"]
 SmtpSecurityMode = Literal["starttls", "tls", "none"]
 MessagingProvider = Literal["outbox", "twilio"]
+PushProvider = Literal["outbox", "fcm"]
+WebPushProvider = Literal["outbox", "webpush"]
 CatalogSource = Literal["files", "kafka"]
 
 Port = Annotated[int, Field(ge=0, le=65535)]

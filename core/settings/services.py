@@ -51,6 +51,9 @@ class CodecServerSettings(SettingsGroup):
 
 # -- webhooks ---------------------------------------------------------------------------------------
 
+#: The shortest device API token accepted (a guessable one would let anyone redirect push notifications).
+DEVICE_API_MIN_TOKEN_CHARS = 32
+
 class WebhookUrlSettings(SettingsGroup):
     """Where providers reach `eventflow webhooks`: the worker asks for callbacks there, the service checks."""
 
@@ -102,10 +105,34 @@ class WebhookSettings(SettingsGroup):
         "How long a kept-alive webhook connection may sit idle before it is closed (also the deadline of "
         "a new connection's first request line and headers).")
 
+    device_api_tokens: SecretStr | None = env(
+        "EVENTFLOW_DEVICE_API_TOKENS", None,
+        "Bearer tokens of the device API (POST/DELETE `/customers/{id}/devices`), one a line (two while rotating), "
+        f"at least {DEVICE_API_MIN_TOKEN_CHARS} characters each (`openssl rand -hex 32`); or "
+        "EVENTFLOW_DEVICE_API_TOKENS_FILE. Unset: every device API request is refused (401).")
+    device_api_tokens_file: Path | None = env("EVENTFLOW_DEVICE_API_TOKENS_FILE", None,
+                                              "File holding the device API's bearer tokens (a mounted Secret).")
+
     @model_validator(mode="before")
     @classmethod
     def _key_from_file(cls, data: object) -> object:
-        return _secret_from_file(data, "SENDGRID_WEBHOOK_VERIFICATION_KEY")
+        return _secret_from_file(_secret_from_file(data, "SENDGRID_WEBHOOK_VERIFICATION_KEY"),
+                                 "EVENTFLOW_DEVICE_API_TOKENS")
+
+    @model_validator(mode="after")
+    def _long_device_tokens(self) -> Self:
+        short = [token for token in self.device_tokens() if len(token) < DEVICE_API_MIN_TOKEN_CHARS]
+        if short:
+            variable = self.variable("device_api_tokens_file" if self.device_api_tokens_file else "device_api_tokens")
+            raise ConfigError(variable, f"holds a token shorter than {DEVICE_API_MIN_TOKEN_CHARS} characters: it "
+                                        "lets callers change where customers' notifications go "
+                                        "(generate one with `openssl rand -hex 32`)")
+        return self
+
+    def device_tokens(self) -> tuple[str, ...]:
+        """The device API's accepted bearer tokens (none: the API refuses every request)."""
+        text = self.device_api_tokens.get_secret_value() if self.device_api_tokens is not None else ""
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 

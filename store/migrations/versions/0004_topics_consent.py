@@ -7,7 +7,7 @@ anyway, and carries no customer id (nothing to erase when a customer is forgotte
 ``consent_audit``; the index makes the audit readable per customer and topic.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 
 from core.preference_links import PreferenceLinks
+from core.vocabulary import CHANNELS
 from eventflow.preferences.app import PreferenceCenter
 from store.consent import ConsentStore
 from tests.eventflow.preferences.conftest import API_TOKEN, KEYS, Clock, add_customer
@@ -37,7 +38,7 @@ async def test_the_page_speaks_the_customers_language_and_a_form_is_accepted_onc
         assert 'name="topic.order_updates' not in page, "a transactional topic has no box"
         assert 'name="topic.product_news.email"' in page and 'name="topic.product_news.email" checked' not in page
         assert 'name="topic.recommendations.sms" checked' in page
-        form = {"form": _form_token(page), "channel.email": "on", "channel.sms": "on", "channel.whatsapp": "on",
+        form = {"form": _form_token(page), **{f"channel.{channel}": "on" for channel in CHANNELS},
                 "topic.product_news.email": "on", "topic.recommendations.email": "on"}  # sms recommendations unticked
         async with http.post(_url(center, "/p"), data=form) as answer:
             assert answer.status == 200 and "Einstellungen gespeichert" in await answer.text()
