@@ -21,6 +21,14 @@ class OutgoingMessage:
         sender: overrides the configured from address/number, when the template says so.
         customer_id, step_id: whose send and which journey step, carried to the provider (SendGrid
             ``custom_args``, Twilio status-callback parameters) so delivery reports find the send.
+        headers: extra email headers (``List-Unsubscribe``, ``List-Unsubscribe-Post``); email
+            channels send them, the others ignore them.
+        link: a push notification's deep link (an https URL or an app's own scheme), "" for none.
+        data: a push notification's key-value data for the app or service worker, rendered.
+        device_id: for a push channel, which of the customer's devices ``to`` is (`activities.push.Device`).
+
+    For the push channels ``subject`` is the notification's title and ``to`` the device's token
+    (FCM) or subscription JSON (Web Push).
     """
 
     idempotency_key: str
@@ -37,6 +45,10 @@ class OutgoingMessage:
     customer_id: str = ""
     step_id: str = ""
     html: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    link: str = ""
+    data: Mapping[str, str] = field(default_factory=dict)
+    device_id: str = ""
 
 
 class Channel(Protocol):

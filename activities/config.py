@@ -1,7 +1,8 @@
 """Which channel implementation serves each channel name, and the send defaults, from typed settings.
 
 The settings themselves (variables, types, defaults, secret files) are declared in
-`core.settings` (`ChannelSettings`, `SendGridSettings`, `SmtpSettings`, `TwilioSettings`, `WorkerSettings`);
+`core.settings` (`ChannelSettings`, `SendGridSettings`, `SmtpSettings`, `TwilioSettings`, `FcmSettings`,
+`WebPushSettings`, `WorkerSettings`);
 this module turns them into channels. Provider secrets come from the variable or from a mounted
 file named by ``<VARIABLE>_FILE`` (Kubernetes secrets), the file winning when both are set.
 
@@ -24,6 +25,8 @@ from activities.circuit import CircuitPolicy
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity
 from activities.outbox import OutboxChannel, UnavailableChannel
+from activities.push_fcm import FcmChannel, FcmConfig, ServiceAccount, ServiceAccountError
+from activities.push_webpush import WebPushChannel, WebPushConfig
 from activities.ratelimit import TokenBucket
 from activities.send import SendPolicy, UncertainDelivery
 from activities.sms_twilio import TwilioChannel, TwilioClient, TwilioConfig
@@ -31,10 +34,12 @@ from core.errors import ConfigError
 from core.settings import (
     ChannelSettings,
     DevStackSettings,
+    FcmSettings,
     SendGridSettings,
     SettingsGroup,
     SmtpSettings,
     TwilioSettings,
+    WebPushSettings,
     WorkerSettings,
 )
 from core.vocabulary import CHANNELS
@@ -106,6 +111,36 @@ def twilio_config(twilio: TwilioSettings, channels: ChannelSettings, *,
     )
 
 
+def fcm_config(fcm: FcmSettings, channels: ChannelSettings) -> FcmConfig:
+    """FCM settings and the service account they name; raises `ConfigError` naming the variable."""
+    variable = FcmSettings.variable("service_account_file")
+    if fcm.service_account_file is None:
+        raise ConfigError(variable, "is required when EVENTFLOW_PUSH_PROVIDER=fcm")
+    try:
+        account = ServiceAccount.from_file(fcm.service_account_file)
+    except ServiceAccountError as exc:
+        raise ConfigError(variable, str(exc)) from None
+    return FcmConfig(account=account, project_id=fcm.project_id, base_url=fcm.base_url,
+                     timeout_seconds=channels.provider_timeout_seconds)
+
+
+def webpush_config(webpush: WebPushSettings, channels: ChannelSettings) -> WebPushConfig:
+    """Web Push settings and the VAPID key they name; raises `ConfigError` naming the variable."""
+    why = "when EVENTFLOW_WEBPUSH_PROVIDER=webpush"
+    key_variable = WebPushSettings.variable("vapid_private_key_file")
+    if webpush.vapid_private_key_file is None:
+        raise ConfigError(key_variable, f"is required {why}")
+    subject = _required(webpush, "vapid_subject", why)
+    if not subject.startswith(("mailto:", "https:")):
+        raise ConfigError(WebPushSettings.variable("vapid_subject"), "must be a mailto: or https: URI (RFC 8292)")
+    try:
+        pem = webpush.vapid_private_key_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key_variable, f"cannot be read ({type(exc).__name__})") from None
+    return WebPushConfig(vapid_private_key_pem=pem, vapid_subject=subject, ttl_seconds=webpush.ttl_seconds,
+                         timeout_seconds=channels.provider_timeout_seconds)
+
+
 def send_policy(environ: Mapping[str, str] | None = None) -> SendPolicy:
     """Worker-wide quiet hours and daily cap."""
     return policy_from(WorkerSettings.load(environ))
@@ -127,7 +162,8 @@ def policy_from(worker: WorkerSettings) -> SendPolicy:
 
 
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
-                       twilio: TwilioSettings, smtp: SmtpSettings | None = None) -> dict[str, float]:
+                       twilio: TwilioSettings, smtp: SmtpSettings | None = None, fcm: FcmSettings | None = None,
+                       webpush: WebPushSettings | None = None) -> dict[str, float]:
     """Each channel's provider rate limit, which Temporal holds on the channel's send queue across replicas.
 
     With failover providers it is the first's: a later provider's token bucket holds its own limit
@@ -142,6 +178,10 @@ def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,
                 rates[channel] = (smtp or SmtpSettings()).rate_per_second
             case "twilio":
                 rates[channel] = twilio.rate_per_second
+            case "fcm":
+                rates[channel] = (fcm or FcmSettings()).rate_per_second
+            case "webpush":
+                rates[channel] = (webpush or WebPushSettings()).rate_per_second
     return rates
 
 
@@ -152,13 +192,15 @@ def circuit_policy_from(channels: ChannelSettings) -> CircuitPolicy:
 
 
 def build_channels(environ: Mapping[str, str] | None = None) -> dict[str, ChannelProviders]:
-    """The channel for each of ``email``, ``sms`` and ``whatsapp``, as the providers settings say."""
+    """The provider(s) of every channel (`core.vocabulary.CHANNELS`), as the providers settings say."""
     return channels_from(ChannelSettings.load(environ), SendGridSettings.load(environ),
-                         TwilioSettings.load(environ), outbox=outbox_path(environ), smtp=SmtpSettings.load(environ))
+                         TwilioSettings.load(environ), outbox=outbox_path(environ), smtp=SmtpSettings.load(environ),
+                         fcm=FcmSettings.load(environ), webpush=WebPushSettings.load(environ))
 
 
 def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio: TwilioSettings, *,
-                  outbox: Path, status_callback_base_url: str = "", smtp: SmtpSettings | None = None
+                  outbox: Path, status_callback_base_url: str = "", smtp: SmtpSettings | None = None,
+                  fcm: FcmSettings | None = None, webpush: WebPushSettings | None = None
                   ) -> dict[str, ChannelProviders]:
     """The channels of validated settings; ``outbox`` is the outbox channel's file; Twilio asks for
     status callbacks at ``status_callback_base_url`` (`eventflow webhooks`) when it is set.
@@ -197,6 +239,17 @@ def channels_from(channels: ChannelSettings, sendgrid: SendGridSettings, twilio:
     for kind in ("sms", "whatsapp"):
         if kind not in built:
             built[kind] = _unserved(kind, channels, outbox_channel)
+    if channels.push_provider == "fcm":
+        fcm = fcm or FcmSettings()
+        built["push"] = FcmChannel(fcm_config(fcm, channels), TokenBucket(fcm.rate_per_second, fcm.burst))
+    else:
+        built["push"] = _unserved("push", channels, outbox_channel)
+    if channels.webpush_provider == "webpush":
+        webpush = webpush or WebPushSettings()
+        built["webpush"] = WebPushChannel(webpush_config(webpush, channels),
+                                          TokenBucket(webpush.rate_per_second, webpush.burst))
+    else:
+        built["webpush"] = _unserved("webpush", channels, outbox_channel)
     return built
 
 

@@ -37,7 +37,10 @@ class ContactPoints:
     attributes: dict[str, JsonValue] = field(default_factory=dict)
 
     def address_for(self, channel: str) -> str | None:
-        """The address a channel sends to, its `ADDRESS_FIELD`; a WhatsApp number falls back to the phone."""
+        """The address a channel sends to, its `ADDRESS_FIELD`; a WhatsApp number falls back to the phone.
+
+        The device channels have none here: they send to the customer's devices (`activities.push`).
+        """
         wanted = ADDRESS_FIELD.get(ChannelName(channel), ContactField.PHONE) if channel in CHANNELS \
             else ContactField.PHONE
         match wanted:
@@ -45,8 +48,10 @@ class ContactPoints:
                 return self.email or None
             case ContactField.WHATSAPP:
                 return self.whatsapp or self.phone or None
-            case _:
+            case ContactField.PHONE:
                 return self.phone or None
+            case _:
+                return None
 
     def template_view(self) -> dict[str, JsonValue]:
         """``profile.*`` in templates: the fields by name, free attributes under ``profile.attributes``."""
@@ -88,6 +93,18 @@ async def resolve_recipient(directory: ContactDirectory | None,
     address = carried.address_for(notification.channel) or profile.address_for(notification.channel)
     if not address:
         return None
+    return Recipient(address, with_profile(notification, profile))
+
+
+async def resolve_profile(directory: ContactDirectory | None,
+                          notification: SendNotificationInput) -> SendNotificationInput:
+    """``notification`` with the profile's timezone, locale variant and template context, whatever the address."""
+    profile = ContactPoints() if directory is None else await directory.contact_points(notification.customer.id)
+    return with_profile(notification, profile)
+
+
+def with_profile(notification: SendNotificationInput, profile: ContactPoints) -> SendNotificationInput:
+    """The notification with timezone, locale, first name and ``profile.*`` context from ``profile``."""
     customer = notification.customer
     resolved = replace(customer, timezone=profile.timezone or customer.timezone,
                        locale=profile.locale or customer.locale,
@@ -96,7 +113,7 @@ async def resolve_recipient(directory: ContactDirectory | None,
     notification = replace(notification, customer=resolved, context=context)
     if profile.locale and notification.variants:
         notification = _in_locale(notification, profile.locale)
-    return Recipient(address, notification)
+    return notification
 
 
 def pick_locale(wanted: str, available: Mapping[str, Any], default: str) -> str:

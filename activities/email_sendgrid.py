@@ -85,7 +85,8 @@ class SendGridChannel:
             "personalizations": [personalization],
             "from": sender,
             "custom_args": custom_args(message),
-            "headers": {IDEMPOTENCY_HEADER: message.idempotency_key},
+            # List-Unsubscribe and List-Unsubscribe-Post (RFC 8058) travel as plain headers.
+            "headers": {**message.headers, IDEMPOTENCY_HEADER: message.idempotency_key},
         }
         if message.provider_template_id:
             body["template_id"] = message.provider_template_id

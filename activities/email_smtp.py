@@ -108,6 +108,8 @@ class SmtpChannel:
         mail["Date"] = formatdate(localtime=False)
         mail["Message-ID"] = message_id(message.idempotency_key, config.from_email)
         mail[IDEMPOTENCY_HEADER] = message.idempotency_key
+        for name, value in message.headers.items():  # List-Unsubscribe and its One-Click POST (RFC 8058)
+            mail[name] = value
         mail.set_content(message.body)
         if message.html:
             mail.add_alternative(message.html, subtype="html")

@@ -75,6 +75,13 @@ class InvalidAddressError(PermanentSendError):
     error_type = "InvalidAddress"
 
 
+class DeviceGoneError(InvalidAddressError):
+    """The push service no longer knows the device (Web Push 404/410, FCM ``UNREGISTERED``): an app
+    uninstalled, a browser subscription expired or revoked. The device is removed from the profile."""
+
+    error_type = "DeviceUnregistered"
+
+
 class RecipientUnsubscribedError(PermanentSendError):
     """The provider says the recipient opted out (Twilio 21610 after a STOP reply); counts as an opt-out."""
 
@@ -107,6 +114,7 @@ class OutsideWhatsAppWindowError(PermanentSendError):
 PERMANENT_ERROR_TYPES: tuple[str, ...] = (
     PermanentSendError.error_type,
     InvalidAddressError.error_type,
+    DeviceGoneError.error_type,
     RecipientUnsubscribedError.error_type,
     ProviderAuthError.error_type,
     ChannelUnavailableError.error_type,

@@ -41,6 +41,9 @@ class ReserveRequest:
             suppressed address is refused (``""``: unknown, from requests recorded before).
         other_address_hashes: the address's other stored forms (older keys, the legacy unkeyed
             hash), so a suppression recorded before a key rotation still refuses it.
+        topic: the send's subscription topic (``""``: none, the channel-wide opt-out alone decides).
+        topic_default: `activities.topics.ConsentDefault` value that holds when the customer never
+            chose; ``""`` for a transactional topic (no topic consent asked).
     """
 
     idempotency_key: str
@@ -58,10 +61,23 @@ class ReserveRequest:
     cap_reserve: int = 1
     address_hash: str = ""
     other_address_hashes: list[str] = field(default_factory=list)
+    topic: str = ""
+    topic_default: str = ""
 
     def address_forms(self) -> list[str]:
         """Every form of the address's hash to look up (none when unknown)."""
         return [self.address_hash, *self.other_address_hashes] if self.address_hash else []
+
+
+@runtime_checkable
+class TopicConsentLedger(Protocol):
+    """A ledger that keeps consent per topic and decides it in `reserve` (the customer store's).
+
+    The ledger kept in Temporal (``CustomerPreferences``) keeps channel opt-outs only: with it a
+    topic's default decides, and the send activity applies it (activities/topics.py).
+    """
+
+    keeps_topic_consent: bool
 
 
 @dataclass(frozen=True)

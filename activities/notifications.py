@@ -56,6 +56,8 @@ class SendNotificationInput:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_locale: str = ""
     html_template: str | None = None
+    #: The step's subscription topic (journeys/topics.yaml); ``""``: none (the channel-wide opt-out alone).
+    topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,12 @@ class SendResult:
         provider: the channel implementation that delivered it (``outbox``, ``sendgrid``, ``twilio``).
         provider_message_id: the provider's id for the message, when it gives one.
         not_before: for ``deferred``, the ISO 8601 UTC instant to try again.
+        error_type: for ``skipped``, why (`activities.topics.SkipReason`); the journey records
+            ``skipped:<reason>``.
     """
 
     status: SendStatus
     provider: str
     provider_message_id: str | None = None
     not_before: str | None = None
+    error_type: str = ""

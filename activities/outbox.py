@@ -1,7 +1,8 @@
 """The development channel: appends each message to a JSON Lines file instead of calling a provider.
 
 It honours idempotency keys like a real provider would: a key it has written before is reported
-as a duplicate and not written again. Outside development mode a channel without a provider is
+as a duplicate and not written again. A push send shares one key across the customer's devices,
+so there the key is the send's key and the device's id together (one line per device). Outside development mode a channel without a provider is
 `UnavailableChannel` instead: its sends fail (``failed:ChannelUnavailable``) and nothing is written,
 so a journey published live on such a channel cannot leave messages in clear on a pod's disk.
 """
@@ -37,8 +38,9 @@ class OutboxChannel:
         if self._path.exists():
             for line in self._path.read_text().splitlines():
                 try:
-                    keys.add(json.loads(line)["idempotency_key"])
-                except (ValueError, KeyError):
+                    record = json.loads(line)
+                    keys.add(_written_key(str(record["idempotency_key"]), str(record.get("device_id") or "")))
+                except (ValueError, KeyError, TypeError):
                     continue
         return keys
 
@@ -46,23 +48,29 @@ class OutboxChannel:
         async with self._lock:
             if self._written is None:
                 self._written = self._load_keys()
-            if message.idempotency_key in self._written:
+            key = _written_key(message.idempotency_key, message.device_id)
+            if key in self._written:
                 return SendResult(status=SendStatus.DUPLICATE, provider=self.name, provider_message_id=message.idempotency_key)
             self._path.parent.mkdir(parents=True, exist_ok=True)
             record = {**asdict(message), "sent_at": time.time()}
             with self._path.open("a") as out:
                 out.write(json.dumps(record) + "\n")
-            self._written.add(message.idempotency_key)
+            self._written.add(key)
         return SendResult(status=SendStatus.SENT, provider=self.name, provider_message_id=message.idempotency_key)
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         async with self._lock:
             if self._written is None:
                 self._written = self._load_keys()
-            if message.idempotency_key in self._written:
+            if _written_key(message.idempotency_key, message.device_id) in self._written:
                 return SendResult(status=SendStatus.DUPLICATE, provider=self.name,
                                   provider_message_id=message.idempotency_key)
         return None
+
+
+def _written_key(idempotency_key: str, device_id: str) -> str:
+    """What the outbox dedupes on: the send's key, and for a push send the device it went to."""
+    return f"{idempotency_key}\x00{device_id}" if device_id else idempotency_key
 
 
 class UnavailableChannel:

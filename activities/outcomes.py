@@ -29,6 +29,8 @@ class ReserveDecision(StrEnum):
     SUPPRESSED = "suppressed"
     #: The customer's profile has no contact point for this channel.
     NO_CONTACT = "no_contact"
+    #: The customer has not consented to the send's topic on this channel (activities/topics.py).
+    NO_CONSENT = "no_consent"
 
 
 class SendStatus(StrEnum):

@@ -1,9 +1,11 @@
 """The send activity: preferences and ledger first, then render, rate-limit and hand to the channel.
 
 Order of one attempt: an SMS or WhatsApp number to E.164 (an invalid one is permanent and reserves
-nothing), a WhatsApp send's content by the customer's 24-hour window (free-form text, the template,
-or a permanent ``OutsideWhatsAppWindow`` that reserves nothing; activities/whatsapp.py), render (a broken template is permanent and reserves nothing), wait for the
-provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
+nothing), the send's topic (an undeclared one is permanent; an opt-in topic with no store to keep
+consent is skipped), a WhatsApp send's content by the customer's 24-hour window (free-form text, the
+template, or a permanent ``OutsideWhatsAppWindow`` that reserves nothing; activities/whatsapp.py),
+render with the preference center's links (a broken template is permanent and reserves nothing), wait
+for the provider's token bucket, reserve in the delivery ledger (opt-out, quiet hours, frequency cap,
 already delivered?) which leases the send to this attempt, resolve an earlier attempt that was
 interrupted (reconcile with the provider, or the channel's policy for uncertain deliveries), call
 the provider only if the call ends before the lease does, and report the outcome. Every wait
@@ -14,13 +16,17 @@ answers "unavailable" (5xx, 429, unreachable before the request left) or whose c
 open is passed over for the next, within the same lease. The ledger records which provider each
 call goes to before it leaves, and a call whose outcome is uncertain pins the send to its provider,
 so one send never reaches two providers (docs/architecture.md, "Provider failover").
+
+A push channel (``push``, ``webpush``) sends to each of the customer's devices: the send is
+reserved once, then each device is marked before its call and recorded after it (`_deliver_devices`,
+docs/architecture.md, "Push channels"). A push channel has one provider, so device sends never fail over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -37,12 +43,14 @@ from activities.addresses import PHONE_CHANNELS, UNKEYED, AddressHasher, Invalid
 from activities.caps import DEFAULT_RESERVE, CapSet, CapSpecError, Priority
 from activities.channels import Channel, ChannelProviders, OutgoingMessage, providers_of
 from activities.circuit import CircuitBreaker, CircuitPolicy, CircuitState
-from activities.contact import ContactDirectory, masked_cause, resolve_recipient
+from activities.contact import ContactDirectory, masked_cause, resolve_profile, resolve_recipient
 from activities.errors import (
+    DeviceGoneError,
     InvalidAddressError,
     LedgerUnavailableError,
     OutsideWhatsAppWindowError,
     PermanentSendError,
+    ProviderAuthError,
     RetryableSendError,
 )
 from activities.ledger import (
@@ -53,16 +61,21 @@ from activities.ledger import (
     FunnelStep,
     Reservation,
     ReserveRequest,
+    TopicConsentLedger,
 )
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
+from activities.push import DeviceDirectory, DeviceLedger, DeviceState, is_device_channel, render_push_parts
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async, render_html_async
+from activities.topics import SkipReason, Topic, TopicCatalog
 from activities.whatsapp import InboundWindows, WhatsAppContent, choose_content
 from core import tracing
-from core.errors import EventflowError
+from core.errors import ConfigError, EventflowError
 from core.logs import mask_contact_details
+from core.settings import ChannelSettings
 from core.vocabulary import ChannelName
 
 log = structlog.get_logger(__name__)
@@ -72,6 +85,8 @@ SEND_NOTIFICATION = "send_notification"
 LEASE_TOO_SHORT = "SendLeaseTooShort"
 #: The error type of an attempt that found every provider of its channel behind an open circuit (retryable).
 CIRCUITS_OPEN = "ProviderCircuitOpen"
+#: The error type of a send naming a topic this worker's topics file does not declare (permanent).
+UNKNOWN_TOPIC = "UnknownTopic"
 
 T = TypeVar("T")
 
@@ -151,11 +166,24 @@ class NotificationActivities:
 
     def __init__(self, channels: Mapping[str, ChannelProviders], *, ledger: DeliveryLedger | None = None,
                  metrics: SendMetrics | None = None, policy: SendPolicy | None = None,
-                 contacts: ContactDirectory | None = None, circuit: CircuitPolicy | None = None,
-                 hasher: AddressHasher = UNKEYED, inbound: InboundWindows | None = None) -> None:
+                 contacts: ContactDirectory | None = None, devices: DeviceDirectory | None = None,
+                 circuit: CircuitPolicy | None = None, hasher: AddressHasher = UNKEYED,
+                 inbound: InboundWindows | None = None, topics: TopicCatalog | None = None,
+                 links: MessageLinks | None = None) -> None:
+        """``devices``: the customers' push devices (the store; None: push sends find no device);
+        ``topics``: the declared subscription topics (journeys/topics.yaml); ``links``: the preference
+        center's links (None: templates get an empty ``preferences_url`` and emails no List-Unsubscribe)."""
         self._providers = {name: providers_of(serving) for name, serving in channels.items()}
+        if served := sorted(name for name, chain in self._providers.items()
+                            if is_device_channel(name) and len(chain) > 1):
+            # A device send marks each device, not each provider: nothing would settle a doubt between two.
+            raise ConfigError(ChannelSettings.variable(f"{served[0]}_provider"),
+                              "a push channel has one provider; device sends do not fail over")
         self._hasher = hasher
+        self._topics = topics or TopicCatalog()
+        self._links = links
         self._contacts = contacts
+        self._devices = devices
         self._inbound = inbound
         self._ledger = ledger
         self._metrics = metrics or SendMetrics(CollectorRegistry())
@@ -205,6 +233,8 @@ class NotificationActivities:
             raise ApplicationError(f"no channel configured for {notification.channel!r}",
                                    type="ChannelNotConfigured", non_retryable=True)
         channel = providers[0]
+        if is_device_channel(notification.channel):
+            return await self._send_to_devices(notification, channel)
         directory = contacts if contacts is not None else self._contacts
         recipient = await self._beat(resolve_recipient(directory, notification))
         if recipient is None:
@@ -214,13 +244,49 @@ class NotificationActivities:
                                  notification.template_id)
             return SendResult(SendStatus.NO_CONTACT, channel.name)
         notification, address = recipient.notification, self._address(notification, channel, recipient.address)
+        topic = self._topic(notification, channel)
+        if topic is not None and not topic.subscribed(None) and not isinstance(self._ledger, TopicConsentLedger):
+            # No store keeps this customer's consent to an opt-in topic: nobody could have given it.
+            return self._skipped_no_consent(notification, channel)
         notification = await self._whatsapp_content(notification, channel, address)
+        now = time.time()
+        notification = self._with_links(notification, now)
         message = await _render(notification, address)
+        message = self._with_unsubscribe(message, notification, topic, now)
         caps = _caps_for(notification, self._policy.caps)
-        result = await self._send(notification, providers, message, caps)
+        result = await self._send(notification, providers, message, caps, topic)
         tracing.annotate({tracing.PROVIDER: result.provider, tracing.OUTCOME: result.status.value})
         activity.logger.info("notification_%s channel=%s provider=%s template=%s", result.status,
                              notification.channel, result.provider, notification.template_id)
+        return result
+
+    async def _send_to_devices(self, notification: SendNotificationInput, channel: Channel) -> SendResult:
+        """A push send: one message per registered device of the channel, reserved once (`activities.push`)."""
+        devices = [] if self._devices is None else await self._beat(
+            self._devices.devices(notification.customer.id, notification.channel))
+        if not devices:
+            self._count(notification, channel.name, SendStatus.NO_CONTACT)
+            activity.logger.info("notification_no_contact channel=%s template=%s", notification.channel,
+                                 notification.template_id)
+            return SendResult(SendStatus.NO_CONTACT, channel.name)
+        notification = await self._beat(resolve_profile(self._contacts, notification))
+        # Consent per topic and the preference link hold for push as for any send (no List-Unsubscribe: not email).
+        topic = self._topic(notification, channel)
+        if topic is not None and not topic.subscribed(None) and not isinstance(self._ledger, TopicConsentLedger):
+            return self._skipped_no_consent(notification, channel)
+        notification = self._with_links(notification, time.time())
+        base = await _render(notification, "")
+        try:
+            parts = await render_push_parts(notification)
+        except TemplateRenderError as exc:
+            raise ApplicationError(mask_contact_details(str(exc)), type="TemplateRenderError",
+                                   non_retryable=True) from masked_cause(exc)
+        messages = [replace(base, to=device.address, device_id=device.device_id, subject=parts.title or base.subject,
+                            link=parts.link, data=dict(parts.data)) for device in devices]
+        result = await self._send(notification, (channel,), base, _caps_for(notification, self._policy.caps),
+                                  topic, devices=messages)
+        activity.logger.info("notification_%s channel=%s provider=%s template=%s devices=%d", result.status,
+                             notification.channel, result.provider, notification.template_id, len(messages))
         return result
 
     def _address(self, notification: SendNotificationInput, channel: Channel, address: str) -> str:
@@ -265,11 +331,43 @@ class NotificationActivities:
                                        "last message, and the template variant has no content_sid",
                                        type=error_type, non_retryable=True)
 
+    def _topic(self, notification: SendNotificationInput, channel: Channel) -> Topic | None:
+        if not notification.topic:
+            return None
+        topic = self._topics.get(notification.topic)
+        if topic is None:
+            self._count(notification, channel.name, f"failed:{UNKNOWN_TOPIC}")
+            # A snapshot from the catalog may name a topic this release's topics file lacks: permanent.
+            raise ApplicationError(f"topic {notification.topic!r} is not declared in this worker's topics file",
+                                   type=UNKNOWN_TOPIC, non_retryable=True)
+        return topic
+
+    def _skipped_no_consent(self, notification: SendNotificationInput, channel: Channel) -> SendResult:
+        self._count(notification, channel.name, f"{SendStatus.SKIPPED}:{SkipReason.NO_CONSENT}")
+        activity.logger.info("notification_skipped reason=no_consent channel=%s topic=%s", notification.channel,
+                             notification.topic)
+        return SendResult(SendStatus.SKIPPED, channel.name, error_type=SkipReason.NO_CONSENT.value)
+
+    def _with_links(self, notification: SendNotificationInput, now: float) -> SendNotificationInput:
+        """The send with ``preferences_url`` in its template context (a fresh link: it expires)."""
+        url = self._links.page_url(notification.customer.id, now) if self._links is not None else ""
+        return replace(notification, context={**notification.context, "preferences_url": url})
+
+    def _with_unsubscribe(self, message: OutgoingMessage, notification: SendNotificationInput, topic: Topic | None,
+                          now: float) -> OutgoingMessage:
+        """An email not of a transactional topic gets the one-click List-Unsubscribe headers (RFC 8058)."""
+        if self._links is None or notification.channel != "email" or topic is not None and topic.transactional:
+            return message
+        headers = self._links.list_unsubscribe(notification.customer.id, notification.channel,
+                                               topic.name if topic is not None else "", now)
+        return replace(message, headers={**message.headers, **headers})
+
     def _beat(self, call: Awaitable[T]) -> Awaitable[T]:
         return _heartbeating(call, self._policy.heartbeat_interval_seconds)
 
     async def _send(self, notification: SendNotificationInput, providers: tuple[Channel, ...],
-                    message: OutgoingMessage, caps: CapSet) -> SendResult:
+                    message: OutgoingMessage, caps: CapSet, topic: Topic | None = None,
+                    devices: Sequence[OutgoingMessage] | None = None) -> SendResult:
         channel = providers[0]
         # Failover only where the ledger records each call's provider before it leaves (see the class).
         chain = providers if isinstance(self._ledger, CallMarkingLedger) else providers[:1]
@@ -277,11 +375,12 @@ class NotificationActivities:
         # eats into it; a later provider's bucket is waited on within the lease (the lease check follows).
         acquired = next((p for p in chain if self.circuit(notification.channel, p.name) is not CircuitState.OPEN),
                         channel)
-        await self._acquire(acquired)
+        if devices is None:  # push waits per device call
+            await self._acquire(acquired)
         attempt = activity.info().attempt if activity.in_activity() else 1
         lease_deadline = float("inf")
         if self._ledger is not None:
-            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to)
+            reservation, lease_deadline = await self._reserve(notification, attempt, caps, message.to, topic)
             match reservation.decision:
                 case ReserveDecision.DELIVERED:
                     provider = reservation.provider or channel.name
@@ -290,6 +389,8 @@ class NotificationActivities:
                 case ReserveDecision.OPTED_OUT:
                     self._count(notification, channel.name, SendStatus.OPTED_OUT)
                     return SendResult(SendStatus.OPTED_OUT, channel.name)
+                case ReserveDecision.NO_CONSENT:
+                    return self._skipped_no_consent(notification, channel)
                 case ReserveDecision.CAPPED:
                     self._count_capped(notification, reservation)
                     self._count(notification, channel.name, SendStatus.CAPPED)
@@ -306,6 +407,8 @@ class NotificationActivities:
                 case other:
                     raise AssertionError(f"unexpected reservation {other!r}")
             try:
+                if devices is not None:
+                    return await self._deliver_devices(notification, channel, devices, attempt, lease_deadline)
                 pinned = False
                 if reservation.previous_attempt_uncertain:
                     # The earlier call went to the provider the ledger names: it alone may hold the
@@ -323,7 +426,133 @@ class NotificationActivities:
                 # marked: give the lease back so the next attempt need not wait it out or guess.
                 await self._release(notification, attempt)
                 raise
+        if devices is not None:
+            return await self._deliver_devices(notification, channel, devices, attempt, lease_deadline)
         return await self._deliver(notification, channel, message, attempt)
+
+    async def _deliver_devices(self, notification: SendNotificationInput, channel: Channel,
+                               messages: Sequence[OutgoingMessage], attempt: int, lease_deadline: float) -> SendResult:
+        """One provider call per device no earlier attempt called, each marked before and recorded after.
+
+        The send's lease fences every device mark, so two attempts never call the same device. A
+        device an earlier attempt marked and never recorded is uncertain: not called again under
+        ``at_most_once``. The first retryable failure ends this attempt (the next calls the rest);
+        the send is delivered when any device got it, failed when none could.
+        """
+        key = notification.idempotency_key
+        marks = self._ledger if isinstance(self._ledger, DeviceLedger) else None
+        states: dict[str, DeviceState] = dict(await self._beat(marks.device_states(key))) if marks else {}
+        # The send's mark names its one provider, as every call mark does (ADR "Provider failover").
+        if isinstance(self._ledger, CallMarkingLedger) \
+                and not await self._beat(self._ledger.mark_calling(key, attempt, channel.name)):
+            raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+        delivered = [state for state in states.values() if state is DeviceState.DELIVERED]
+        message_ids: list[str] = []
+        uncertain, gone = 0, 0
+        permanent: list[PermanentSendError] = []
+        retry: RetryableSendError | ApplicationError | None = None
+        for message in messages:
+            earlier = states.get(message.device_id)
+            if earlier in (DeviceState.DELIVERED, DeviceState.FAILED):
+                continue
+            if earlier is DeviceState.CALLED:
+                if self._policy.uncertain_delivery is UncertainDelivery.AT_MOST_ONCE:
+                    uncertain += 1
+                    self._metrics.uncertain.labels(notification.channel, channel.name, "not_sent_again").inc()
+                    continue
+                self._metrics.uncertain.labels(notification.channel, channel.name, "sent_again").inc()
+            if time.monotonic() + channel.call_timeout_seconds > lease_deadline:
+                retry = ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+                break
+            await self._acquire(channel)
+            if marks is not None and not await self._beat(marks.mark_device_calling(key, attempt, message.device_id)):
+                raise ApplicationError("the lease ran out before the provider call", type=LEASE_TOO_SHORT)
+            try:
+                result = await self._call_device(notification, channel, message, marks)
+            except DeviceGoneError as exc:
+                gone += 1
+                permanent.append(exc)
+                if self._devices is not None:
+                    await self._beat(self._devices.remove_device(notification.customer.id, notification.channel,
+                                                                 message.device_id))
+                continue
+            except ProviderAuthError as exc:
+                permanent.append(exc)
+                break  # the account is refused: every other device would be too
+            except PermanentSendError as exc:
+                permanent.append(exc)
+                continue
+            except RetryableSendError as exc:
+                retry = exc
+                break
+            message_ids.append(result.provider_message_id or "")
+        if retry is not None:
+            await self._complete(notification, LedgerState.RETRYING, SendResult(SendStatus.FAILED, channel.name),
+                                 attempt)
+            if isinstance(retry, ApplicationError):
+                raise retry
+            delay = timedelta(seconds=retry.retry_after_seconds) if retry.retry_after_seconds is not None else None
+            raise ApplicationError(mask_contact_details(str(retry)), type=retry.error_type,
+                                   next_retry_delay=delay) from masked_cause(retry)
+        if delivered or message_ids:
+            result = SendResult(SendStatus.SENT, channel.name, next((m for m in message_ids if m), None))
+            await self._complete(notification, LedgerState.DELIVERED, result, attempt)
+            return result
+        if uncertain:
+            await self._complete(notification, LedgerState.UNCERTAIN, SendResult(SendStatus.UNCERTAIN, channel.name),
+                                 attempt)
+            self._count(notification, channel.name, SendStatus.UNCERTAIN)
+            return SendResult(SendStatus.UNCERTAIN, channel.name)
+        error_type = DeviceGoneError.error_type if gone == len(permanent) else next(
+            e.error_type for e in permanent if not isinstance(e, DeviceGoneError))
+        await self._complete(notification, LedgerState.FAILED, SendResult(SendStatus.FAILED, channel.name), attempt,
+                             error_type=error_type)
+        raise ApplicationError(f"no {notification.channel} device took the message ({len(permanent)} refused)",
+                               type=error_type, non_retryable=True)
+
+    async def _call_device(self, notification: SendNotificationInput, channel: Channel, message: OutgoingMessage,
+                           marks: DeviceLedger | None) -> SendResult:
+        """One device's provider call, its outcome recorded (and counted) before anything else; raises `SendError`."""
+        key, started = notification.idempotency_key, time.monotonic()
+        call = asyncio.ensure_future(channel.deliver(message))
+        try:
+            try:
+                result = await self._beat(asyncio.shield(call))
+            except asyncio.CancelledError:
+                # As for one address: let the call finish and record it, so the next attempt need not guess.
+                try:
+                    result = await call
+                except (RetryableSendError, PermanentSendError) as exc:
+                    await self._record_device(notification, marks, message, exc)
+                    raise asyncio.CancelledError from None
+                if marks is not None:
+                    await self._beat(marks.complete_device(key, message.device_id, DeviceState.DELIVERED,
+                                                           result.provider_message_id))
+                raise
+        except (RetryableSendError, PermanentSendError) as exc:
+            await self._record_device(notification, marks, message, exc)
+            raise
+        finally:
+            self._metrics.send_seconds.labels(notification.channel, channel.name).observe(time.monotonic() - started)
+        if marks is not None:
+            await self._beat(marks.complete_device(key, message.device_id, DeviceState.DELIVERED,
+                                                   result.provider_message_id))
+        self._count(notification, result.provider, result.status)
+        return result
+
+    async def _record_device(self, notification: SendNotificationInput, marks: DeviceLedger | None,
+                             message: OutgoingMessage, exc: RetryableSendError | PermanentSendError) -> None:
+        match exc:
+            case RetryableSendError(delivery_uncertain=True):
+                state = DeviceState.CALLED
+            case RetryableSendError():
+                state = DeviceState.RETRYING
+            case _:
+                state = DeviceState.FAILED
+        if marks is not None:
+            await self._beat(marks.complete_device(notification.idempotency_key, message.device_id, state))
+        self._count(notification, exc.provider,
+                    exc.error_type if isinstance(exc, RetryableSendError) else f"failed:{exc.error_type}")
 
     async def _acquire(self, provider: Channel) -> None:
         limiter = getattr(provider, "limiter", None)
@@ -379,7 +608,7 @@ class NotificationActivities:
                                type=CIRCUITS_OPEN, next_retry_delay=timedelta(seconds=max(wait, 1.0)))
 
     async def _reserve(self, notification: SendNotificationInput, attempt: int,
-                       caps: CapSet, address: str = "") -> tuple[Reservation, float]:
+                       caps: CapSet, address: str = "", topic: Topic | None = None) -> tuple[Reservation, float]:
         """Reserves, waiting out another attempt's lease; returns the answer and this attempt's lease deadline."""
         assert self._ledger is not None
         # The current key's form is recorded; the others (older keys, legacy) only match suppressions.
@@ -402,6 +631,8 @@ class NotificationActivities:
                 cap_reserve=self._policy.cap_reserve,
                 address_hash=hashed,
                 other_address_hashes=list(others),
+                topic=topic.name if topic is not None else "",
+                topic_default="" if topic is None or topic.transactional else topic.default.value,
             )))
             if reservation.decision is not ReserveDecision.BUSY:
                 # Counted from before the request left, so this attempt's view of the lease ends first.

@@ -5,7 +5,8 @@ is success too (nobody was waiting). Transient server errors are raised as `Tran
 for the caller's retry loop; anything else is a bug and propagates.
 
 Journeys get the event without contact details (`workflows.profile.journey_event`); the profile
-update that carries them goes to the customer's preferences workflow. While a forgotten customer's
+update that carries them goes to the customer's preferences workflow, a device registration to the
+customer store (`ChangeDevice`; without a store it is dead-lettered). While a forgotten customer's
 tombstone runs, nothing is started or recorded for that customer (`Outcome.FORGOTTEN`) until an
 identify event ends it.
 """
@@ -26,11 +27,20 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from consumer.routes import ObserveSegments, Route, UpdatePreferences, UpdateProfile
+from activities.push import DeviceChange
+from consumer.routes import (
+    ChangeDevice,
+    ObserveSegments,
+    Route,
+    UpdatePreferences,
+    UpdateProfile,
+    without_device_address,
+)
 from consumer.tombstones import Tombstones
 from core.errors import EventflowError
 from events.model import CustomerEvent
 from journeys.routing import SignalJourney, StartJourney
+from store.errors import DevicesNotStoredError
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
 from workflows.preferences_client import record_profile_update, record_subscription_change
 from workflows.profile import ProfileUpdate, journey_event, profile_update_of
@@ -66,6 +76,8 @@ class Outcome(StrEnum):
     SIGNALLED = "signalled"
     NO_INSTANCE = "no_instance"
     PREFERENCES_UPDATED = "preferences_updated"
+    #: A push device was added to or removed from the customer store.
+    DEVICES_UPDATED = "devices_updated"
     #: The customer was forgotten (``eventflow customers forget``): nothing started, nothing recorded.
     FORGOTTEN = "forgotten"
     #: The customer's segments were re-evaluated (the event recorded if a segment reads its type).
@@ -86,6 +98,10 @@ class CustomerState(Protocol):
     async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None: ...
 
     async def change_subscription(self, event: CustomerEvent) -> None: ...
+
+    async def change_device(self, change: DeviceChange) -> None:
+        """Adds or removes one push device; raises `store.errors.DevicesNotStoredError` without a store."""
+        ...
 
 
 class SegmentObserver(Protocol):
@@ -114,6 +130,10 @@ class TemporalCustomerState:
     async def change_subscription(self, event: CustomerEvent) -> None:
         await record_subscription_change(self._client, event, self._task_queue)
 
+    async def change_device(self, change: DeviceChange) -> None:
+        # Devices live only in the store: dead-lettered here, they can be replayed once there is one.
+        raise DevicesNotStoredError()
+
 
 class Dispatcher:
     """Turns `Action`s into Temporal calls on one client, and customer state into the store's writes."""
@@ -128,20 +148,28 @@ class Dispatcher:
     async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
         """Applies one action; transient server errors become `TransientTemporalError`, others propagate."""
         try:
-            if isinstance(action, StartJourney):
-                if await self._customers.forgotten(event.customer.id):
-                    return Outcome.FORGOTTEN
-                return await self._start(journey_event(event), action)
-            if isinstance(action, UpdateProfile):
-                return await self._update_profile(event, action)
-            if isinstance(action, UpdatePreferences):
-                await self._customers.change_subscription(event)
-                return Outcome.PREFERENCES_UPDATED
-            if isinstance(action, ObserveSegments):
-                if self._segments is not None and not await self._customers.forgotten(event.customer.id):
-                    await self._segments.observe(event)
-                return Outcome.SEGMENTS_OBSERVED
-            return await self._signal(journey_event(event), action)
+            match action:
+                case StartJourney():
+                    if await self._customers.forgotten(event.customer.id):
+                        return Outcome.FORGOTTEN
+                    return await self._start(journey_event(without_device_address(event)), action)
+                case UpdateProfile():
+                    return await self._update_profile(event, action)
+                case UpdatePreferences():
+                    await self._customers.change_subscription(event)
+                    return Outcome.PREFERENCES_UPDATED
+                case ChangeDevice(change=change):
+                    if await self._customers.forgotten(event.customer.id):
+                        return Outcome.FORGOTTEN
+                    await self._customers.change_device(change)
+                    return Outcome.DEVICES_UPDATED
+                case ObserveSegments():
+                    if self._segments is not None and not await self._customers.forgotten(event.customer.id):
+                        # Segments read events, never a device's token (it stays in the sealed device list).
+                        await self._segments.observe(without_device_address(event))
+                    return Outcome.SEGMENTS_OBSERVED
+                case SignalJourney():
+                    return await self._signal(journey_event(without_device_address(event)), action)
         except RPCError as exc:
             if exc.status in _TRANSIENT:
                 raise TransientTemporalError(type(action).__name__, action.workflow_id, exc) from exc

@@ -326,7 +326,8 @@ def _outcome_name(result: HandlerResult) -> str:
 def _summary(outcomes: tuple[Outcome, ...]) -> str:
     """One bounded outcome label per event, the most consequential of its actions."""
     for outcome, label in ((Outcome.STARTED, "started"), (Outcome.DEDUPED, "deduped"),
-                           (Outcome.SIGNALLED, "signalled"), (Outcome.PREFERENCES_UPDATED, "signalled")):
+                           (Outcome.SIGNALLED, "signalled"), (Outcome.PREFERENCES_UPDATED, "signalled"),
+                           (Outcome.DEVICES_UPDATED, "devices_updated")):
         if outcome in outcomes:
             return label
     return "no_instance"

@@ -4,14 +4,19 @@ Built-in: a ``SubscriptionChanged`` event updates the customer's ``CustomerPrefe
 which every send consults, so an opt-out stops sends on that channel across all journeys. An
 event that identifies its customer or carries contact details updates the customer's profile
 (`UpdateProfile`, in the same workflow; workflows/profile.py), before any journey it starts.
+``DeviceRegistered``/``DeviceUnregistered`` change the customer's push devices in the customer
+store (`ChangeDevice`, no Temporal call); a journey listening to them gets the event without the
+token or subscription (`without_device_address`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from activities.push import DeviceChange, InvalidDevice, normalised_device
+from core.vocabulary import DEVICE_CHANNELS, ChannelName
 from events.model import CustomerEvent
 from journeys.expressions import ExpressionMetrics
 from journeys.model import JourneyDefinition
@@ -20,6 +25,11 @@ from workflows.preferences import preferences_workflow_id
 from workflows.profile import IDENTIFY_EVENT_TYPES, is_identify, profile_update_of
 
 SUBSCRIPTION_CHANGED = "SubscriptionChanged"
+DEVICE_REGISTERED = "DeviceRegistered"
+DEVICE_UNREGISTERED = "DeviceUnregistered"
+DEVICE_EVENT_TYPES = frozenset({DEVICE_REGISTERED, DEVICE_UNREGISTERED})
+#: The payload field of a device event that holds the token or subscription.
+DEVICE_ADDRESS = "address"
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,42 @@ class ObserveSegments:
     journey_id: str = "segments"
 
 
-Route = Action | UpdatePreferences | UpdateProfile | ObserveSegments
+@dataclass(frozen=True)
+class ChangeDevice:
+    """Add or remove one of the customer's push devices in the customer store.
+
+    ``workflow_id`` names the customer's preferences workflow only so logs and traces read like
+    the other built-in routes; nothing is sent to Temporal.
+    """
+
+    workflow_id: str
+    change: DeviceChange
+    journey_id: str = "devices"
+
+
+Route = Action | UpdatePreferences | UpdateProfile | ChangeDevice | ObserveSegments
+
+
+def device_change_of(event: CustomerEvent) -> DeviceChange:
+    """The registration or removal a device event carries; raises `activities.push.InvalidDevice`.
+
+    The error names what is wrong (an unknown channel, a subscription without keys), never the token.
+    """
+    channel = str(event.payload.get("channel", "")).lower()
+    if channel not in DEVICE_CHANNELS:
+        raise InvalidDevice(f"{event.event_type}.channel must be one of "
+                            f"{', '.join(sorted(c.upper() for c in DEVICE_CHANNELS))}")
+    device = normalised_device(ChannelName(channel), str(event.payload.get(DEVICE_ADDRESS) or ""),
+                               str(event.payload.get("platform") or ""))
+    return DeviceChange(event.customer.id, channel, device, registered=event.event_type == DEVICE_REGISTERED)
+
+
+def without_device_address(event: CustomerEvent) -> CustomerEvent:
+    """The event without a device event's token or subscription, for journeys and segments (the token
+    lives in the store's sealed device list only, not in Temporal history or segments' event rows)."""
+    if event.event_type not in DEVICE_EVENT_TYPES:
+        return event
+    return replace(event, payload={k: v for k, v in event.payload.items() if k != DEVICE_ADDRESS})
 
 
 class _SegmentReads(Protocol):
@@ -96,7 +141,8 @@ class EventRoutes:
     def __init__(self, definitions: Iterable[JourneyDefinition], *,
                  expression_metrics: ExpressionMetrics | None = None) -> None:
         self._journeys = Router(definitions, on_error=expression_metrics)
-        self._event_types = self._journeys.event_types | {SUBSCRIPTION_CHANGED} | IDENTIFY_EVENT_TYPES
+        self._event_types = (self._journeys.event_types | {SUBSCRIPTION_CHANGED} | IDENTIFY_EVENT_TYPES
+                             | DEVICE_EVENT_TYPES)
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -107,6 +153,9 @@ class EventRoutes:
         routes: list[Route] = list(self._journeys.route(event))
         if event.event_type == SUBSCRIPTION_CHANGED:
             routes.append(UpdatePreferences(preferences_workflow_id(event.customer.id)))
+        if event.event_type in DEVICE_EVENT_TYPES:
+            # First, so a journey this event starts already finds the device.
+            routes.insert(0, ChangeDevice(preferences_workflow_id(event.customer.id), device_change_of(event)))
         if (routes or is_identify(event)) and profile_update_of(event) is not None:
             # First, so a journey this event starts already sends to the address it carries.
             routes.insert(0, UpdateProfile(preferences_workflow_id(event.customer.id), is_identify(event)))

@@ -15,6 +15,10 @@ class ChannelName(StrEnum):
     EMAIL = "email"
     SMS = "sms"
     WHATSAPP = "whatsapp"
+    #: Mobile app push through Firebase Cloud Messaging (Android, and iOS through FCM's APNs relay).
+    PUSH = "push"
+    #: Browser push (RFC 8030 Web Push, VAPID and aes128gcm payload encryption).
+    WEBPUSH = "webpush"
 
 
 #: Every channel name, in declaration order.
@@ -28,13 +32,20 @@ class ContactField(StrEnum):
     PHONE = "phone"
     WHATSAPP = "whatsapp"
     FIRST_NAME = "first_name"
+    #: An app installation's FCM registration token (many per customer, in the store's device list).
+    PUSH_TOKEN = "push_token"
+    #: A browser's Web Push subscription (endpoint and keys; many per customer, in the device list).
+    WEBPUSH_SUBSCRIPTION = "webpush_subscription"
 
 
-#: The profile field each channel's address is read from (whatsapp falls back to the phone).
+#: The profile field each channel's address is read from (whatsapp falls back to the phone;
+#: the push channels read the customer's device list instead).
 ADDRESS_FIELD: dict[ChannelName, ContactField] = {
     ChannelName.EMAIL: ContactField.EMAIL,
     ChannelName.SMS: ContactField.PHONE,
     ChannelName.WHATSAPP: ContactField.WHATSAPP,
+    ChannelName.PUSH: ContactField.PUSH_TOKEN,
+    ChannelName.WEBPUSH: ContactField.WEBPUSH_SUBSCRIPTION,
 }
 
 #: The contact fields that hold phone numbers (compared in E.164, hashed as one address).
@@ -43,3 +54,6 @@ PHONE_FIELDS: frozenset[ContactField] = frozenset({ContactField.PHONE, ContactFi
 #: The channels whose addresses are phone numbers: their `ADDRESS_FIELD` is one of `PHONE_FIELDS`.
 PHONE_CHANNELS: frozenset[ChannelName] = frozenset(
     channel for channel, address in ADDRESS_FIELD.items() if address in PHONE_FIELDS)
+#: Channels that reach devices rather than one address: a send goes to each of the customer's
+#: registered devices (`activities.push`), one provider call per device.
+DEVICE_CHANNELS: frozenset[ChannelName] = frozenset({ChannelName.PUSH, ChannelName.WEBPUSH})

@@ -86,6 +86,16 @@ def _codec_server(_: argparse.Namespace) -> int:
     return 0
 
 
+def _preferences(_: argparse.Namespace) -> int:
+    from eventflow.preferences import run_preferences
+    from eventflow.settings import load_preferences
+
+    process = load_preferences()  # link keys and the customer store checked before the port opens
+    logs.configure(process.ops.log_format)
+    asyncio.run(run_preferences(process))
+    return 0
+
+
 def _nothing_published(problems: Sequence[str], topic: str, why: str) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -171,6 +181,12 @@ def _dev(args: argparse.Namespace) -> int:
             print(f"mermaid cli: {mermaid_cli()}")
         except DevstackError as exc:  # optional: the diagram tests fall back to the subset checker
             print(f"mermaid cli: not provisioned ({exc})", file=sys.stderr)
+        from devstack.browser import chromium
+
+        try:
+            print(f"chromium: {chromium()}")
+        except DevstackError as exc:  # the browser tests skip without it (and fail in CI)
+            print(f"chromium: not provisioned ({exc})", file=sys.stderr)
     elif args.action == "up":
         endpoints = stack.up()
         print(f"KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap_servers}")
@@ -271,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     temporal.set_defaults(handler=_temporal)
     commands.add_parser("codec-server", help="serve the Temporal Web UI's and CLI's codec endpoint "
                         "(decrypts payloads for operators)").set_defaults(handler=_codec_server)
+    commands.add_parser("preferences", help="serve the preference center: signed-link pages, one-click "
+                        "unsubscribe and the JSON API (README.md, Preferences and unsubscribe)").set_defaults(handler=_preferences)
     config = commands.add_parser("config", help="print the configuration table (Markdown)")
     config.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     config.set_defaults(handler=_config)
@@ -282,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The long-running processes: they configure their own logging (JSON at info) once settings are read.
-PROCESSES = frozenset({"worker", "consume", "webhooks", "codec-server"})
+PROCESSES = frozenset({"worker", "consume", "webhooks", "codec-server", "preferences"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
 from journeys.segments import load_segments
-from store import CustomerBatcher, CustomerStore, FieldCipher, StoreMetrics, database_check, open_store
+from store import CustomerBatcher, CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 from store.segments import SegmentBatcher, SegmentStore
 
 log = structlog.get_logger(__name__)
@@ -135,9 +135,10 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
     if pool is not None:
         checks["database"] = database_check(pool)
         store_metrics.watch(pool)
-        customers = CustomerBatcher(CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()),
-                                                  metrics=store_metrics,
-                                                  hasher=address_hasher(addresses or AddressHashSettings())))
+        cipher = FieldCipher(settings.temporal.payload_keyring())
+        customers = CustomerBatcher(CustomerStore(pool, cipher, metrics=store_metrics,
+                                                  hasher=address_hasher(addresses or AddressHashSettings())),
+                                    StoreDevices(pool, cipher, metrics=store_metrics))
         if catalog is not None and catalog.source == "kafka":
             # No segments until the catalog is read (`follow_segments`); then each publish takes effect live.
             segments = SegmentBatcher(SegmentStore(pool, [], metrics=store_metrics))

@@ -1,7 +1,7 @@
 """Each process's settings: the groups it reads, composed and validated once at start-up.
 
 A process loads its composition (`load_consumer`, `load_worker`, `load_webhooks`, `load_tools`,
-`load_codec_server`) once; an ``EVENTFLOW_*`` variable no process reads is an error
+`load_codec_server`, `load_preferences`) once; an ``EVENTFLOW_*`` variable no process reads is an error
 (`check_unknown`), judged against every process's groups, so one shared ConfigMap may carry the
 consumer's and the worker's settings. The README's table is generated from the same compositions
 (``eventflow config --update-readme``).
@@ -28,10 +28,13 @@ from core.settings import (
     DatabaseSettings,
     DevStackSettings,
     EventSettings,
+    FcmSettings,
     JourneySettings,
     KafkaSettings,
     LogFormat,
     OpsSettings,
+    PreferenceCenterSettings,
+    PreferenceLinkSettings,
     Process,
     SchemaRegistrySettings,
     SendGridSettings,
@@ -43,6 +46,7 @@ from core.settings import (
     WebhookSettings,
     WebhookStepSettings,
     WebhookUrlSettings,
+    WebPushSettings,
     WorkerSettings,
     dev_database_url,
 )
@@ -53,7 +57,7 @@ from core.settings.table import settings_table
 #: The ops port a process binds when EVENTFLOW_METRICS_PORT is unset (the field's default otherwise):
 #: distinct, so a consumer, a worker and the webhook service run side by side on one host without
 #: configuration (the worker's SDK exporter holds 9465). A pod sets the variable (the chart does).
-DEFAULT_METRICS_PORTS: Mapping[Process, int] = {Process.WORKER: 9466, Process.WEBHOOKS: 9467}
+DEFAULT_METRICS_PORTS: Mapping[Process, int] = {Process.WORKER: 9466, Process.WEBHOOKS: 9467, Process.PREFERENCES: 9468}
 
 
 def _ops(process: Process, environ: Mapping[str, str]) -> OpsSettings:
@@ -113,6 +117,9 @@ class WorkerProcessSettings:
     webhook_url: WebhookUrlSettings = WebhookUrlSettings()
     database: DatabaseSettings = dataclass_field(default_factory=DatabaseSettings)
     addresses: AddressHashSettings = dataclass_field(default_factory=AddressHashSettings)
+    preference_links: PreferenceLinkSettings = dataclass_field(default_factory=PreferenceLinkSettings)
+    fcm: FcmSettings = dataclass_field(default_factory=FcmSettings)
+    webpush: WebPushSettings = dataclass_field(default_factory=WebPushSettings)
 
 
 @dataclass(frozen=True)
@@ -157,9 +164,21 @@ class CodecServerProcessSettings:
     ops: OpsSettings
 
 
+@dataclass(frozen=True)
+class PreferencesProcessSettings:
+    """``eventflow preferences``: the link keys, its own HTTP settings, the store, the topics (journeys folder)."""
+
+    links: PreferenceLinkSettings
+    server: PreferenceCenterSettings
+    ops: OpsSettings
+    database: DatabaseSettings
+    journeys: JourneySettings
+
+
 PROCESSES: Mapping[Process, type] = {
     Process.CONSUMER: ConsumerProcessSettings, Process.WORKER: WorkerProcessSettings, Process.CLI: ToolSettings,
-    Process.CODEC_SERVER: CodecServerProcessSettings, Process.WEBHOOKS: WebhooksProcessSettings}
+    Process.CODEC_SERVER: CodecServerProcessSettings, Process.WEBHOOKS: WebhooksProcessSettings,
+    Process.PREFERENCES: PreferencesProcessSettings}
 
 
 def groups(process: Process) -> tuple[type[SettingsGroup], ...]:
@@ -249,7 +268,9 @@ def load_worker(environ: Mapping[str, str] | None = None, *, dev_defaults: bool 
                                  webhook_steps=WebhookStepSettings.load(env),
                                  kafka=KafkaSettings.load(env) if catalog.source == "kafka" else None,
                                  webhook_url=WebhookUrlSettings.load(env), database=DatabaseSettings.load(env),
-                                 smtp=SmtpSettings.load(env), addresses=AddressHashSettings.load(env))
+                                 smtp=SmtpSettings.load(env), addresses=AddressHashSettings.load(env),
+                                 preference_links=PreferenceLinkSettings.load(env), fcm=FcmSettings.load(env),
+                                 webpush=WebPushSettings.load(env))
 
 
 def load_webhooks(environ: Mapping[str, str] | None = None, *, dev_defaults: bool = True) -> WebhooksProcessSettings:
@@ -289,6 +310,22 @@ def load_codec_server(environ: Mapping[str, str] | None = None, *,
     return CodecServerProcessSettings(temporal=temporal, server=CodecServerSettings.load(env), ops=OpsSettings.load(env))
 
 
+def load_preferences(environ: Mapping[str, str] | None = None, *,
+                     dev_defaults: bool = True) -> PreferencesProcessSettings:
+    """What ``eventflow preferences`` reads; it needs the link keys and a customer store."""
+    env = _checked(environ, dev_defaults)
+    links = PreferenceLinkSettings.load(env)
+    if links.signing_keys is None:
+        raise ConfigError(PreferenceLinkSettings.variable("signing_keys"),
+                          "is required: the preference center checks signed links")
+    database = DatabaseSettings.load(env)
+    if database.dsn() is None:
+        raise ConfigError(DatabaseSettings.variable("url"), "is required: consent is kept in the customer store")
+    return PreferencesProcessSettings(links=links, server=PreferenceCenterSettings.load(env),
+                                      ops=_ops(Process.PREFERENCES, env), database=database,
+                                      journeys=JourneySettings.load(env))
+
+
 def check_value(variable: str, raw: str) -> None:
     """Checks one variable's value with its field's own type and validators (cross-field rules aside).
 
@@ -320,6 +357,7 @@ def markdown_table() -> str:
 __all__ = [
     "CodecServerProcessSettings",
     "ConsumerProcessSettings",
+    "PreferencesProcessSettings",
     "DEFAULT_METRICS_PORTS",
     "PROCESSES",
     "Process",
@@ -333,6 +371,7 @@ __all__ = [
     "groups",
     "load_codec_server",
     "load_consumer",
+    "load_preferences",
     "load_settings",
     "load_tools",
     "load_webhooks",

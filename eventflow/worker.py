@@ -31,6 +31,7 @@ from activities.config import (
     outbox_path,
     policy_from,
 )
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.send import NotificationActivities
 from activities.webhook import WebhookActivities
@@ -38,14 +39,25 @@ from consumer.catalog_channels import CatalogChannelCheck, journey_channels
 from consumer.catalog_topic import CatalogFollower, CatalogMetrics
 from core.errors import ConfigError
 from core.http import OpsServer, ReadinessCheck, all_of, temporal_check
-from core.settings import CatalogSettings, ConsumerSettings, WorkerSettings
+from core.preference_links import PreferenceLinks
+from core.settings import CatalogSettings, ConsumerSettings, PreferenceLinkSettings, WorkerSettings
 from core.tasks import stop_all, supervised
 from core.temporal_client import build_runtime, connect
 from eventflow.backlog import BacklogMetrics, BacklogMonitor, worker_queues
 from eventflow.commands.temporal_setup import search_attributes_check
 from eventflow.settings import Settings, WorkerProcessSettings, worker_settings_from
 from journeys import load_all
-from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics, database_check, open_store
+from journeys.loader import default_journeys_dir
+from journeys.topics import read_topics
+from store import (
+    CustomerStore,
+    FieldCipher,
+    PostgresLedger,
+    StoreDevices,
+    StoreMetrics,
+    database_check,
+    open_store,
+)
 from store.broadcast_activities import BroadcastActivities, BroadcastMetrics
 from store.broadcasts import BroadcastStore
 from workflows.queues import send_task_queue
@@ -142,6 +154,17 @@ def _catalog_check(follower: CatalogFollower) -> ReadinessCheck:
     return check
 
 
+def message_links(settings: PreferenceLinkSettings) -> MessageLinks | None:
+    """The preference center's links for messages, or None when no public URL is configured."""
+    keys = settings.keys()
+    if not settings.public_url or keys is None:
+        log.warning("preference_links_off", reason="EVENTFLOW_PREFERENCES_PUBLIC_URL is unset: templates get an empty "
+                    "preferences_url and emails carry no List-Unsubscribe header")
+        return None
+    return MessageLinks(PreferenceLinks(keys), settings.public_url, page_seconds=settings.link_days * 86400.0,
+                        unsubscribe_seconds=settings.unsubscribe_days * 86400.0, mailto=settings.unsubscribe_mailto)
+
+
 async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.Event | None = None,
                      registry: CollectorRegistry | None = None) -> None:
     """Runs the journey worker until SIGTERM/SIGINT (or ``stop``), then drains in-flight activities.
@@ -162,7 +185,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         check_channels(journey_channels(load_all(process.journeys.journeys_dir)), process.channels)
     channels = channels_from(process.channels, process.sendgrid, process.twilio,
                              outbox=process.channels.outbox_path or outbox_path(),
-                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp)
+                             status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp,
+                             fcm=process.fcm, webpush=process.webpush)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -180,18 +204,23 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     hasher = address_hasher(process.addresses)
     ledger: PostgresLedger | None = None
     contacts: CustomerStore | None = None
+    devices: StoreDevices | None = None
     broadcasts: BroadcastActivitiesFactory | None = None
     if pool is not None:
         store_metrics.watch(pool)
         ledger = PostgresLedger(pool, store_metrics)
-        contacts = CustomerStore(pool, FieldCipher(process.temporal.payload_keyring()), metrics=store_metrics,
-                                 hasher=hasher)
+        cipher = FieldCipher(process.temporal.payload_keyring())
+        contacts = CustomerStore(pool, cipher, metrics=store_metrics, hasher=hasher)
+        devices = StoreDevices(pool, cipher, metrics=store_metrics)
         broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry), contacts)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
-                          broadcasts=broadcasts, hasher=hasher,
+                          devices=devices, broadcasts=broadcasts, hasher=hasher,
+                          topics=read_topics(process.journeys.journeys_dir or default_journeys_dir()),
+                          links=message_links(process.preference_links),
                           metrics=SendMetrics(registry), policy=policy_from(process.worker),
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
-                                                                      process.twilio, process.smtp),
+                                                                      process.twilio, process.smtp, process.fcm,
+                                                                      process.webpush),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps),
                           circuit=circuit_policy_from(process.channels), inbound=contacts)
     queue = process.temporal.task_queue

@@ -79,6 +79,8 @@ _ENUMS: dict[str, list[str]] = {
     "providers.smtp.security": ["starttls", "tls", "none"],
     "providers.sms.provider": ["", "outbox", "twilio"],
     "providers.whatsapp.provider": ["", "outbox", "twilio"],
+    "providers.push.provider": ["outbox", "fcm"],
+    "providers.webpush.provider": ["outbox", "webpush"],
     "kafka.defaultEncoding": ["auto", "registry", "embedded", "json"],
     "schemaRegistry.subjectNameStrategy": ["topic", "record", "topic_record"],
     "topologySpread.whenUnsatisfiable": ["ScheduleAnyway", "DoNotSchedule"],

@@ -1,7 +1,8 @@
 """The checks of a definition beyond its JSON Schema, over the typed `JourneyDocument`.
 
 Events and expressions (against each event type's sample), keys, durations, splits, delays,
-webhooks, templates (test-rendered for each send), caps, goals and listeners. Each problem is
+webhooks, send topics (`journeys._topic_checks`), templates (test-rendered for each send), caps,
+goals and listeners. Each problem is
 reported at the document path of the typed node it concerns (`journeys.steps.walk` gives a
 step's), so it names ``file:line`` without reading the document.
 """
@@ -12,10 +13,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from activities.topics import TopicCatalog
 from journeys import _goal_checks
 from journeys._caps import caps_problems
 from journeys._checks import CONTEXT_ROOTS, check_expression, check_key, listener_key, path_problem, sample_for
 from journeys._templates import TemplateSource, render_problems, template_context
+from journeys._topic_checks import check_topic
 from journeys.durations import check_duration
 from journeys.goals import Goal
 from journeys.model import EntryRule, JourneyDocument, Listener
@@ -89,7 +92,7 @@ def _check_delay(report: Report, step: DelayStep, path: StepPath, trigger_sample
 
 def _check_steps(report: Report, document: JourneyDocument, templates: Mapping[str, TemplateSource],
                  known: Collection[str], trigger_sample: Mapping[str, Any], render_templates: bool,
-                 allowed_hosts: Collection[str] | None) -> None:
+                 allowed_hosts: Collection[str] | None, topics: TopicCatalog | None) -> None:
     seen: set[str] = set()
     saved: set[str] = set()
     for step, path in walk(document.steps):
@@ -127,6 +130,8 @@ def _check_steps(report: Report, document: JourneyDocument, templates: Mapping[s
                 _check_delay(report, step, path, trigger_sample)
     for sender, where in sending(document.steps):
         options = sender.send
+        if topics is not None:
+            check_topic(report, sender, where, topics)
         source = templates.get(options.template)
         if source is None:
             report.add((*where, "template"), f"unknown template {options.template!r}")
@@ -143,8 +148,13 @@ def _check_steps(report: Report, document: JourneyDocument, templates: Mapping[s
 
 
 def check_content(report: Report, document: JourneyDocument, templates: Mapping[str, TemplateSource],
-                  known: Collection[str], render_templates: bool, allowed_hosts: Collection[str] | None) -> Checked:
-    """Every check beyond the schema's (events, expressions, keys, templates, steps, goal), into ``report``."""
+                  known: Collection[str], render_templates: bool, allowed_hosts: Collection[str] | None,
+                  topics: TopicCatalog | None = None) -> Checked:
+    """Every check beyond the schema's (events, expressions, keys, templates, steps, goal), into ``report``.
+
+    ``topics`` judges send steps' topics (None: not judged, as when a process loads or the topics
+    file itself has problems).
+    """
     trigger = document.trigger_event
     if trigger not in known:
         report.add(("trigger", "event"), f"unknown event type {trigger!r}; known: {', '.join(sorted(known))}")
@@ -169,7 +179,7 @@ def check_content(report: Report, document: JourneyDocument, templates: Mapping[
         if written.key_path:
             check_key(report, ("exit", index, "key"), written.key_path, sample, event_type)
         exits.append(Listener(event_type, listener_key(written.key_path, key_path, sample), written.when))
-    _check_steps(report, document, templates, known, trigger_sample, render_templates, allowed_hosts)
+    _check_steps(report, document, templates, known, trigger_sample, render_templates, allowed_hosts, topics)
     for where, problem in caps_problems(document):
         report.add(where, problem)
 

@@ -18,9 +18,9 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from activities.contact import sample_template_view
 from activities.rendering import TemplateRenderError, is_html_part, render, render_html
-from core.vocabulary import CHANNELS
+from core.vocabulary import CHANNELS, DEVICE_CHANNELS
 from journeys._checks import sample_for
-from journeys._yaml import LocatedDocument, YamlSyntaxError, read_document
+from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, read_document
 from journeys.model import JourneyDocument, Template
 from journeys.problems import Problem, Report
 from journeys.steps import DigestStep, SendStep, SplitStep, WebhookStep, walk
@@ -45,20 +45,47 @@ def _jinja() -> SandboxedEnvironment:
     return SandboxedEnvironment(autoescape=False)
 
 
+#: Parts of a variant that hold a mapping of named sources (``content_variables/<name>``).
+_GROUPS = ("content_variables", "data")
+
+
 def parts(variant: Mapping[str, Any]) -> list[str]:
-    """The Jinja2 sources of a variant: subject, body, the email's HTML part and each provider template variable."""
-    names = [p for p in ("subject", "body", "html") if p in variant]
-    variables = variant.get("content_variables")
-    if isinstance(variables, Mapping):
-        names += [f"content_variables/{name}" for name in variables]
+    """The Jinja2 sources of a variant: subject, body, the email's HTML part, each provider template
+    variable, and a push variant's title, deep link and each data value."""
+    names = [p for p in ("subject", "title", "body", "html", "link") if p in variant]
+    for group in _GROUPS:
+        values = variant.get(group)
+        if isinstance(values, Mapping):
+            names += [f"{group}/{name}" for name in values]
     return names
 
 
 def part_source(variant: Mapping[str, Any], part: str) -> Any:
     """The source of one of `parts` (a string in a well-formed template)."""
-    if part.startswith("content_variables/"):
-        return variant["content_variables"][part.split("/", 1)[1]]
+    group, _, name = part.partition("/")
+    if name and group in _GROUPS:
+        return variant[group][name]
     return variant.get(part)
+
+
+def _push_problems(report: Report, where: DocPath, channel: str, locale: str, variant: Mapping[str, Any]) -> None:
+    """A push variant has a title and a body, and may have a deep link and string data; no other variant has them."""
+    if channel in DEVICE_CHANNELS:
+        if not isinstance(variant.get("title"), str) or not variant["title"].strip():
+            report.add(where, f"{channel}/{locale} needs a title (the notification's heading)")
+        link = variant.get("link")
+        if link is not None and (not isinstance(link, str) or ("://" not in link and not link.startswith("/"))):
+            report.add((*where, "link"), f"{channel}/{locale} link: a deep link is a URL (https://..., "
+                                         f"myapp://...) or a path on the site (/cart)")
+        data = variant.get("data")
+        if data is not None and (not isinstance(data, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items())):
+            report.add((*where, "data"), f"{channel}/{locale} data: a mapping of names to text (FCM and Web Push "
+                                         f"carry strings; quote numbers)")
+        return
+    for part in ("title", "link", "data"):
+        if part in variant:
+            report.add((*where, part), f"{channel}/{locale} {part}: only a push or webpush variant has a {part}")
 
 
 def read_template(path: Path, document: LocatedDocument, report: Report) -> Template | None:
@@ -100,6 +127,7 @@ def read_template(path: Path, document: LocatedDocument, report: Report) -> Temp
             if "html" in variant and (channel != "email" or not isinstance(variant["html"], str)):
                 report.add((*where, "html"), f"{channel}/{locale} html: only an email variant has an HTML part, "
                                              f"a string sent with the body as its HTML alternative")
+            _push_problems(report, where, channel, locale, variant)
             variants.setdefault(channel, {})[locale] = dict(variant)
     return Template(id=template_id, default_locale=str(default_locale), variants=variants)
 
@@ -159,7 +187,8 @@ def load_templates(folder: Path) -> tuple[dict[str, TemplateSource], list[Proble
 
 def template_context(document: JourneyDocument, trigger_sample: Mapping[str, Any], digest_event: str | None,
                      known: Collection[str]) -> dict[str, Any]:
-    """What a send's template is test-rendered with: the trigger's sample, the journey, webhooks, profile, digest."""
+    """What a send's template is test-rendered with: the trigger's sample, the journey, webhooks, profile,
+    the preference link, digest."""
     variants = {step.id: step.variants[0].name for step, _ in walk(document.steps)
                 if isinstance(step, SplitStep) and step.variants}
     context: dict[str, Any] = {**trigger_sample, "journey": {
@@ -167,6 +196,8 @@ def template_context(document: JourneyDocument, trigger_sample: Mapping[str, Any
     context["webhooks"] = {step.save_as: ResponseSample() for step, _ in walk(document.steps)
                            if isinstance(step, WebhookStep) and step.save_as}
     context["profile"] = sample_template_view()  # resolved from the customer's profile at send time
+    # The send activity links each message to the customer's preference page (eventflow preferences).
+    context["preferences_url"] = "https://preferences.example.com/p/sample-token"
     if digest_event is not None:
         event = sample_for(digest_event, known)
         context["digest"] = {"events": [event, event], "count": 2}

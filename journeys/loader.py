@@ -21,6 +21,7 @@ from typing import Any
 import jsonschema
 
 from activities.caps import ALL_CHANNELS
+from activities.topics import TopicCatalog
 from core.settings import JourneySettings
 from core.vocabulary import CHANNELS
 from events.schemas import load as load_schemas
@@ -36,6 +37,7 @@ from journeys.model import DocumentShapeError, JourneyDefinition, JourneyDocumen
 from journeys.problems import JourneyDefinitionError as JourneyDefinitionError
 from journeys.problems import Problem, Report
 from journeys.steps import BranchStep, DigestStep, SendOptions, Step, WaitForStep, map_steps, sending, walk
+from journeys.topics import load_topics
 
 JOURNEYS_DIR_ENV = JourneySettings.variable("journeys_dir")
 SCHEMA_PATH = Path(__file__).resolve().parent / "journey.schema.json"
@@ -104,10 +106,11 @@ def _schema_problems(report: Report) -> None:
 def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
                      event_types: Collection[str] | None = None,
                      render_templates: bool = False, allowed_hosts: Collection[str] | None = None,
-                     ) -> tuple[JourneyDefinition | None, list[Problem]]:
+                     topics: TopicCatalog | None = None) -> tuple[JourneyDefinition | None, list[Problem]]:
     """Checks one definition file; returns the definition (None if it has problems) and the problems.
 
-    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads).
+    ``allowed_hosts`` judges webhook steps' literal hosts (None: not judged, as when a process loads);
+    ``topics`` judges send steps' topics the same way.
     """
     try:
         document = read_document(path)
@@ -115,7 +118,7 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
         return None, [Problem(str(path), exc.line or 1, exc.problem)]
     report = Report(str(path), document)
     definition = _check_document(report, templates, _event_types() if event_types is None else event_types,
-                                 render_templates=render_templates, allowed_hosts=allowed_hosts)
+                                 render_templates=render_templates, allowed_hosts=allowed_hosts, topics=topics)
     # Files only: a snapshot published before this rule still runs (its sends fail or fall back, never
     # reach WhatsApp outside the window), so the catalog's check_snapshot does not refuse it.
     for where, problem in whatsapp_window_problems(definition) if definition is not None else ():
@@ -124,7 +127,8 @@ def check_definition(path: Path, templates: Mapping[str, TemplateSource], *,
 
 
 def _check_document(report: Report, templates: Mapping[str, TemplateSource], known: Collection[str], *,
-                    render_templates: bool, allowed_hosts: Collection[str] | None) -> JourneyDefinition | None:
+                    render_templates: bool, allowed_hosts: Collection[str] | None,
+                    topics: TopicCatalog | None = None) -> JourneyDefinition | None:
     """Every check of one definition document (``report.document``); the definition, or None on a problem.
 
     The document is checked against the schema, read into a `JourneyDocument`, and the typed
@@ -133,10 +137,11 @@ def _check_document(report: Report, templates: Mapping[str, TemplateSource], kno
     """
     _schema_problems(report)
     if report.problems:
-        report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts))
+        report.problems.extend(_problems_beyond_the_schema(report, templates, known, render_templates, allowed_hosts,
+                                                           topics))
         return None
     document = parse_document(report.document.data)  # the schema's shape always reads
-    checked = check_content(report, document, templates, known, render_templates, allowed_hosts)
+    checked = check_content(report, document, templates, known, render_templates, allowed_hosts, topics)
     if report.problems:
         return None
     return _definition(document, checked, templates, report.file)
@@ -174,7 +179,8 @@ def _sends(steps: tuple[Step, ...]) -> Iterator[SendOptions]:
 
 def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, TemplateSource],
                                 known: Collection[str], render_templates: bool,
-                                allowed_hosts: Collection[str] | None) -> list[Problem]:
+                                allowed_hosts: Collection[str] | None,
+                                topics: TopicCatalog | None = None) -> list[Problem]:
     """The content checks' problems on a document the schema refused, so one run names every mistake.
 
     The document is read into types where it can be: one whose shape has no typed reading (a
@@ -187,7 +193,7 @@ def _problems_beyond_the_schema(schema_report: Report, templates: Mapping[str, T
         return []  # the schema's problems say why; see the docstring
     flagged = {problem.line for problem in schema_report.problems}
     report = Report(schema_report.file, schema_report.document)
-    check_content(report, document, templates, known, render_templates, allowed_hosts)
+    check_content(report, document, templates, known, render_templates, allowed_hosts, topics)
     return [problem for problem in report.problems if problem.line not in flagged]
 
 
@@ -339,11 +345,15 @@ def validate_folder(folder: Path | None = None, *, render_templates: bool = True
     templates, problems = load_templates(root / "templates")
     known, source_problems = catalogue(_event_types(), root)
     problems.extend(source_problems)
+    topics, topic_problems = load_topics(root)
+    problems.extend(topic_problems)
     definitions: list[JourneyDefinition] = []
     seen: dict[str, str] = {}
     for path in sorted((root / "definitions").glob("*.yaml")):
         definition, found = check_definition(path, templates, event_types=known, render_templates=render_templates,
-                                             allowed_hosts=allowed_hosts)
+                                             allowed_hosts=allowed_hosts,
+                                             # a broken topics file is reported once, not at every send naming a topic
+                                             topics=None if topic_problems else topics)
         problems.extend(found)
         if definition is None:
             continue

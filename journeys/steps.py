@@ -91,6 +91,9 @@ class SendOptions:
     #: How long the send waits for the provider's delivery report; a bounce or undelivered report
     #: in that time sends the ``fallback`` channel (None: fall back on immediate failures only).
     fallback_within: str | None = None
+    #: The subscription topic (journeys/topics.yaml); the customer's consent to it on the channel
+    #: decides the send. None: the channel-wide opt-out alone, as before topics existed.
+    topic: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""The customer store in PostgreSQL: profiles, consent, suppressions, tombstones and the send ledger.
+"""The customer store in PostgreSQL: profiles, consent, suppressions, tombstones, push devices and the send ledger.
 
 The tables are described in ``store/migrations/versions/`` and docs/architecture.md (ADR-10);
 ``eventflow db migrate`` applies them, and a process refuses a schema older than it needs.
 """
 
 from store.customers import CustomerBatcher, CustomerStore, FieldCipher
+from store.devices import StoreDevices
 from store.errors import SchemaAheadError, SchemaOutdatedError, StoreError
 from store.ledger import PostgresLedger
 from store.metrics import StatementKind, StoreMetrics
@@ -22,6 +23,7 @@ __all__ = [
     "SchemaOutdatedError",
     "StatementKind",
     "StoreError",
+    "StoreDevices",
     "StoreMetrics",
     "check_schema",
     "create_pool",

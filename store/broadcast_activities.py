@@ -123,7 +123,7 @@ class BroadcastActivities:
             template_id=message.template_id, locale=recipient.locale or message.default_locale,
             body_template=str(variant.get("body", "")), subject_template=variant.get("subject"),
             context={"broadcast": {"id": broadcast_id}}, workflow_id=workflow_id, journey_id=workflow_id,
-            step_id="send", priority=message.priority,
+            step_id="send", priority=message.priority, topic=message.topic,
             variants={k: dict(v) for k, v in message.variants.items()}, default_locale=message.default_locale,
             html_template=variant.get("html") or None,
             provider_template_id=str(variant.get("content_sid") or variant.get("sendgrid_template_id") or ""),
@@ -143,4 +143,6 @@ class BroadcastActivities:
         if status is SendStatus.DEFERRED and result.not_before:
             return RecipientResult(recipient.customer_id, RecipientState.PENDING,
                                    due_at=datetime.fromisoformat(result.not_before))
-        return RecipientResult(recipient.customer_id, RecipientState.SKIPPED, status.value)
+        # A skip says why (``no_consent``), as a journey records ``skipped:<reason>``; other statuses name themselves.
+        reason = result.error_type if status is SendStatus.SKIPPED and result.error_type else status.value
+        return RecipientResult(recipient.customer_id, RecipientState.SKIPPED, reason)

@@ -48,22 +48,30 @@ class BroadcastError(EventflowError):
 
 @dataclass(frozen=True)
 class BroadcastMessage:
-    """What every recipient gets: one channel's variants of one template, snapshotted at creation."""
+    """What every recipient gets: one channel's variants of one template, snapshotted at creation.
+
+    ``topic``: the subscription topic (journeys/topics.yaml) whose consent decides each send, as a
+    journey's send step names one; ``""``: none, the channel-wide opt-out alone (and snapshots
+    recorded before topics read so).
+    """
 
     channel: str
     template_id: str
     default_locale: str
     variants: Mapping[str, Mapping[str, Any]]
     priority: str = ""
+    topic: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {"channel": self.channel, "template_id": self.template_id, "default_locale": self.default_locale,
-                "variants": {k: dict(v) for k, v in self.variants.items()}, "priority": self.priority}
+                "variants": {k: dict(v) for k, v in self.variants.items()}, "priority": self.priority,
+                "topic": self.topic}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BroadcastMessage:
         return cls(str(data["channel"]), str(data["template_id"]), str(data["default_locale"]),
-                   {str(k): dict(v) for k, v in dict(data["variants"]).items()}, str(data.get("priority", "")))
+                   {str(k): dict(v) for k, v in dict(data["variants"]).items()}, str(data.get("priority", "")),
+                   str(data.get("topic", "")))
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,17 @@ import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from activities.addresses import UNKEYED, AddressHasher
 from activities.contact import ContactPoints
+from activities.push import DeviceChange
 from core.codec import NONCE_BYTES, Keyring
 from events.model import CustomerEvent, JsonValue
+from store.errors import DevicesNotStoredError
 from store.ledger import set_consent
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.profile import PROFILE_FIELDS, ProfileUpdate
@@ -279,13 +281,21 @@ class Batcher(Generic[K, V]):
                 future.set_result(answer)
 
 
-class CustomerBatcher:
-    """The consumer's view of the store: tombstone checks and profile writes, batched per moment."""
+class DeviceWriter(Protocol):
+    """Where device registrations go (`store.devices.StoreDevices`, which needs this module's cipher)."""
 
-    def __init__(self, store: CustomerStore) -> None:
+    async def apply_changes(self, changes: Sequence[DeviceChange]) -> None: ...
+
+
+class CustomerBatcher:
+    """The consumer's view of the store: tombstone checks, profile and device writes, batched per moment."""
+
+    def __init__(self, store: CustomerStore, devices: DeviceWriter | None = None) -> None:
         self._store = store
+        self._devices = devices
         self._forgotten = Batcher[str, bool](self._check)
         self._writes = Batcher[ProfileWrite, None](self._write)
+        self._device_writes = Batcher[DeviceChange, None](self._write_devices)
 
     async def _check(self, ids: list[str]) -> list[bool]:
         found = await self._store.forgotten(ids)
@@ -294,6 +304,12 @@ class CustomerBatcher:
     async def _write(self, writes: list[ProfileWrite]) -> list[None]:
         await self._store.apply_profile_updates(writes)
         return [None] * len(writes)
+
+    async def _write_devices(self, changes: list[DeviceChange]) -> list[None]:
+        if self._devices is None:
+            raise DevicesNotStoredError()
+        await self._devices.apply_changes(changes)
+        return [None] * len(changes)
 
     async def forgotten(self, customer_id: str) -> bool:
         return await self._forgotten(customer_id)
@@ -306,3 +322,6 @@ class CustomerBatcher:
 
     async def change_subscription(self, event: CustomerEvent) -> None:
         await self._store.change_subscription(event)
+
+    async def change_device(self, change: DeviceChange) -> None:
+        await self._device_writes(change)

@@ -13,6 +13,18 @@ class StoreError(EventflowError):
     """Root of the customer store's errors."""
 
 
+class DevicesNotStoredError(StoreError):
+    """A device registration reached a consumer that keeps no device list (no customer store configured).
+
+    Push devices live only in the customer store; the record is dead-lettered, to be replayed
+    (`eventflow dlq replay`) once ``EVENTFLOW_DATABASE_URL`` is set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("push devices are kept in the customer store, and this consumer has none "
+                         "(set EVENTFLOW_DATABASE_URL, then replay the dead-lettered device events)")
+
+
 class SchemaOutdatedError(StoreError):
     """The database's schema is older than this release needs (or empty); migrating fixes it.
 

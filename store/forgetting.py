@@ -25,8 +25,9 @@ class StoreErasure:
 
 async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: bool = False,
                  metrics: StoreMetrics | None = None) -> StoreErasure:
-    """Deletes the customer's profile, consent (and its audit trail), sends, address links, funnel
-    events and WhatsApp windows (when they last wrote), and records a tombstone so no later event restarts them (only a newer identify event does).
+    """Deletes the customer's profile, consent (and its audit trail), sends, push devices, address
+    links, funnel events, segment data, broadcast recipients and WhatsApp windows (when they last
+    wrote), and records a tombstone so no later event restarts them (only a newer identify event does).
 
     An id the store has never seen is left alone (a typo would otherwise silence a real customer
     later) unless ``tombstone_unknown``.
@@ -41,6 +42,10 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
         await conn.execute("DELETE FROM eventflow.consent_audit WHERE customer_id = $1", customer_id)
         sends = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.sends WHERE customer_id = $1 RETURNING 1) SELECT count(*) FROM gone",
+            customer_id)
+        # Push registrations are contact points: gone with the profile (their per-send marks name none).
+        devices = await conn.fetchval(
+            "WITH gone AS (DELETE FROM eventflow.devices WHERE customer_id = $1 RETURNING 1) SELECT count(*) FROM gone",
             customer_id)
         addresses = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.address_index WHERE customer_id = $1 RETURNING 1)"
@@ -58,7 +63,7 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
         windows = await conn.fetchval(
             "WITH gone AS (DELETE FROM eventflow.whatsapp_inbound WHERE customer_id = $1 RETURNING 1)"
             " SELECT count(*) FROM gone", customer_id)
-        known = bool(fields is not None or consent or sends or addresses or events or windows)
+        known = bool(fields is not None or consent or sends or addresses or events or windows or devices)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"
                                " ON CONFLICT (customer_id) DO UPDATE SET forgotten_at = now()", customer_id)

@@ -1,7 +1,7 @@
 """The delivery ledger in PostgreSQL: one row per notification, leased to one attempt at a time.
 
 `PostgresLedger` is the `activities.ledger.DeliveryLedger` the send activity uses. Every decision
-(already delivered?, opted out?, suppressed?, quiet hours, rolling caps, another attempt's lease)
+(already delivered?, opted out?, consent to the send's topic?, suppressed?, quiet hours, rolling caps, another attempt's lease)
 and the lease itself are taken in one transaction under a per-customer advisory lock, so sends to
 one customer serialise on the database, however many workers and attempts race, and no Temporal
 call is made. Clock: the database's ``now()``, one clock for every worker.
@@ -24,6 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from activities.ledger import Completion, FunnelStep, Reservation, ReserveRequest
 from activities.outcomes import LedgerState, ReserveDecision
+from activities.push import DeviceState
 from journeys.goals import arm_label
 from store.funnel import FunnelKind
 from store.metrics import StatementKind, StoreMetrics, timed
@@ -68,6 +69,9 @@ def _iso(moment: datetime) -> str:
 class PostgresLedger:
     """The delivery ledger and preference gate, in the customer store."""
 
+    #: Consent per topic is kept here (`activities.ledger.TopicConsentLedger`).
+    keeps_topic_consent = True
+
     def __init__(self, pool: asyncpg.Pool, metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
@@ -89,6 +93,8 @@ class PostgresLedger:
                 " WHERE customer_id = $1 AND channel = $2 AND topic = ''", request.customer_id, request.channel)
             if opted_out:
                 return Reservation(ReserveDecision.OPTED_OUT)
+            if request.topic and request.topic_default and not await self._topic_consented(conn, request):
+                return Reservation(ReserveDecision.NO_CONSENT)
             if request.address_hash and await conn.fetchval(
                     "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = ANY($2::text[])"
                     " LIMIT 1", request.channel, request.address_forms()):
@@ -138,6 +144,14 @@ class PostgresLedger:
         return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
                            previous_started_epoch_seconds=started.timestamp() if started else 0.0,
                            previous_provider=row["provider"] if uncertain else "")
+
+    @staticmethod
+    async def _topic_consented(conn: Conn, request: ReserveRequest) -> bool:
+        """The customer's consent to the send's topic on its channel; the topic's default when never given."""
+        state = await conn.fetchval(
+            "SELECT state FROM eventflow.consent WHERE customer_id = $1 AND channel = $2 AND topic = $3",
+            request.customer_id, request.channel, request.topic)
+        return (state or request.topic_default) == "opted_in"
 
     @staticmethod
     async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:
@@ -222,6 +236,41 @@ class PostgresLedger:
             if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
                 await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
                                   source="provider", changed_at=None)
+
+    async def device_states(self, idempotency_key: str) -> dict[str, DeviceState]:
+        """Each device's state within a push send (`activities.push.DeviceLedger`)."""
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            rows = await self._pool.fetch(
+                "SELECT device_id, state FROM eventflow.device_sends WHERE idempotency_key = $1", idempotency_key)
+        return {row["device_id"]: DeviceState(row["state"]) for row in rows}
+
+    async def mark_device_calling(self, idempotency_key: str, attempt: int, device_id: str) -> bool:
+        """Records that ``attempt`` is about to call one device, fenced like `mark_calling` by the send's lease.
+
+        One statement: the mark is written only while ``attempt`` holds an unexpired lease on the send
+        and the device was not delivered or refused for good before.
+        """
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            marked = await self._pool.fetchval(
+                "INSERT INTO eventflow.device_sends (idempotency_key, device_id, state, attempt, called_at)"
+                " SELECT $1, $3, 'called', $2, now() FROM eventflow.sends"
+                " WHERE idempotency_key = $1 AND state = 'in_flight' AND (lease_attempt = $2 OR $2 = 0)"
+                " AND (lease_until IS NULL OR lease_until > now())"
+                " ON CONFLICT (idempotency_key, device_id) DO UPDATE SET state = 'called', attempt = EXCLUDED.attempt,"
+                " called_at = now(), updated_at = now()"
+                " WHERE eventflow.device_sends.state NOT IN ('delivered', 'failed') RETURNING true",
+                idempotency_key, attempt, device_id)
+        return bool(marked)
+
+    async def complete_device(self, idempotency_key: str, device_id: str, state: DeviceState,
+                              provider_message_id: str | None = None) -> None:
+        """Records what came of one device's call; a delivery is never overwritten."""
+        async with timed(self._metrics, StatementKind.DEVICE_MARK):
+            await self._pool.execute(
+                "UPDATE eventflow.device_sends SET state = $3,"
+                " provider_message_id = COALESCE($4, provider_message_id), updated_at = now()"
+                " WHERE idempotency_key = $1 AND device_id = $2 AND state <> 'delivered'",
+                idempotency_key, device_id, state.value, provider_message_id)
 
     async def reported(self, idempotency_key: str) -> tuple[bool, str | None]:
         """Whether a provider report (webhook) was seen for the send, and the message id it carried."""

@@ -47,6 +47,8 @@ class StatementKind(StrEnum):
     INBOUND = "inbound"
     #: The send activity reading when a customer last wrote on WhatsApp.
     WINDOW_READ = "window_read"
+    DEVICES = "devices"
+    DEVICE_MARK = "device_mark"
 
 
 class PoolState(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,11 @@ from confluent_kafka import Consumer, Message
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
+from activities.channels import Channel
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
 from activities.outbox import OutboxChannel, read_outbox
+from activities.push import DeviceDirectory
 from consumer.dispatch import Dispatcher
 from consumer.handler import EventRouter
 from consumer.metrics import ConsumerMetrics
@@ -79,7 +81,8 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
                        router: EventRouter | None = None, stall_after_seconds: float = 60.0,
                        extra_topics: tuple[str, ...] = (), dispatcher: Dispatcher | None = None,
                        background: Sequence[BackgroundTask] = (), ledger: DeliveryLedger | None = None,
-                       contacts: ContactDirectory | None = None) -> Bridge:
+                       contacts: ContactDirectory | None = None, channels: Mapping[str, Channel] | None = None,
+                       devices: DeviceDirectory | None = None) -> Bridge:
     task_queue = f"test-journeys-{suffix}"
     kafka = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"], topics=(topic, *extra_topics),
                           consumer_group=f"test-group-{suffix}", dlq_topic=f"{topic}.dlq", librdkafka={})
@@ -97,8 +100,9 @@ async def start_bridge(*, kafka_config: dict[str, str], client: Client, topic: s
         background=background,
     )
     channel = OutboxChannel(outbox)
-    worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel},
-                           ledger=ledger, contacts=contacts)
+    worker = (build_worker(client, task_queue, {"email": channel, "sms": channel, "whatsapp": channel,
+                                                **(channels or {})},
+                           ledger=ledger, contacts=contacts, devices=devices)
               if with_worker else None)
     stop, service_stop = asyncio.Event(), asyncio.Event()
     bridge = Bridge(topic, task_queue, outbox, EventProducer(kafka_config, topic, load_schemas()), metrics,

@@ -70,14 +70,14 @@ def in_json(change: Callable[[dict[str, Any]], None]) -> Edit:
     return edit
 
 
-def _push_in_schema(schema: dict[str, Any]) -> None:
+def _pigeon_in_schema(schema: dict[str, Any]) -> None:
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "enum" and "whatsapp" in value:
-                    value.append("push")
-                elif key == "pattern" and "whatsapp|all" in value:
-                    node[key] = value.replace("whatsapp|all", "whatsapp|push|all")
+                    value.append("pigeon")
+                elif key == "pattern" and "whatsapp|" in value and "|all)" in value:
+                    node[key] = value.replace("|all)", "|pigeon|all)")
                 else:
                     visit(value)
         elif isinstance(node, list):
@@ -94,7 +94,7 @@ def _mark_in_schema(schema: dict[str, Any]) -> None:
 
 
 TOY_PROVIDER = '''\
-"""A toy push provider: appends each message to a JSON Lines file."""
+"""A toy pigeon provider: appends each message to a JSON Lines file."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ from activities.notifications import SendResult
 from activities.outcomes import SendStatus
 
 
-class ToyPushChannel:
+class ToyPigeonChannel:
     name = "toy"
     reconciles = False
     call_timeout_seconds = 5.0
@@ -123,24 +123,25 @@ class ToyPushChannel:
         return None
 '''
 
-#: A channel (``push``, served by the toy provider), as docs/extending.md says to add one.
+#: A channel (``pigeon``, served by the toy provider), as docs/extending.md says to add one. Not named
+#: ``push``: that is a real channel now.
 CHANNEL: dict[str, Edit] = {
     "core/vocabulary.py": chain(
-        swap('    WHATSAPP = "whatsapp"\n\n\n#: Every channel name',
-                           '    WHATSAPP = "whatsapp"\n    PUSH = "push"\n\n\n#: Every channel name'),
-        insert("    ChannelName.WHATSAPP: ContactField.WHATSAPP,\n", "    ChannelName.PUSH: ContactField.EMAIL,\n")),
+        swap('\n\n\n#: Every channel name', '\n    PIGEON = "pigeon"\n\n\n#: Every channel name'),
+        insert("ADDRESS_FIELD: dict[ChannelName, ContactField] = {\n", "    ChannelName.PIGEON: ContactField.EMAIL,\n")),
     "activities/<provider>.py": lambda _: TOY_PROVIDER,
     "core/settings/sending.py": insert(
         '    outbox_path: Path | None = env("EVENTFLOW_OUTBOX_PATH"',
-        '    push_provider: str = env("EVENTFLOW_PUSH_PROVIDER", "outbox", "Push channel implementation: outbox or '
-        'toy.")\n', before=True),
+        '    pigeon_provider: str = env("EVENTFLOW_PIGEON_PROVIDER", "outbox", "Pigeon channel implementation: '
+        'outbox or toy.")\n', before=True),
     "activities/config.py": chain(
-        insert("from activities.sms_twilio import", "from activities.push_toy import ToyPushChannel\n", before=True),
-        insert("    return built\n", '    built["push"] = (ToyPushChannel(outbox.with_name("push.jsonl"))\n'
-                                     '                     if channels.push_provider == "toy"\n'
-                                     '                     else _unserved("push", channels, outbox_channel))\n',
+        insert("from activities.sms_twilio import", "from activities.pigeon_toy import ToyPigeonChannel\n",
+               before=True),
+        insert("    return built\n", '    built["pigeon"] = (ToyPigeonChannel(outbox.with_name("pigeon.jsonl"))\n'
+                                     '                       if channels.pigeon_provider == "toy"\n'
+                                     '                       else _unserved("pigeon", channels, outbox_channel))\n',
                before=True)),
-    "journeys/journey.schema.json": in_json(_push_in_schema),
+    "journeys/journey.schema.json": in_json(_pigeon_in_schema),
 }
 
 #: A step type (``mark``: notes its label on the trail), as docs/extending.md says to add one.
@@ -178,9 +179,10 @@ steps:
   - id: checked
     mark: {label: seen}
   - id: ping
-    send: {channel: push, template: ping}
+    send: {channel: pigeon, template: ping}
 """
-TEMPLATE = {"id": "ping", "default_locale": "en", "channels": {"push": {"en": {"body": "Order {{ payload.order_id }}"}}}}
+TEMPLATE = {"id": "ping", "default_locale": "en",
+            "channels": {"pigeon": {"en": {"body": "Order {{ payload.order_id }}"}}}}
 
 RUN = """\
 import asyncio, json, sys, uuid
@@ -225,7 +227,7 @@ def _copy_with(edits: dict[str, Edit], into: Path) -> None:
     for package in PACKAGES:
         shutil.copytree(ROOT / package, into / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name, edit in edits.items():
-        path = into / name.replace("<provider>", "push_toy")
+        path = into / name.replace("<provider>", "pigeon_toy")
         path.write_text(edit(path.read_text() if path.exists() else ""))
 
 
@@ -251,7 +253,7 @@ def test_a_toy_channel_and_step_added_through_the_recipes_validate_run_and_send(
     outbox = tmp_path / "outbox" / "outbox.jsonl"
     outbox.parent.mkdir()
     environ = {key: value for key, value in os.environ.items() if not key.startswith("EVENTFLOW_")}
-    environ.update({"PYTHONPATH": str(copy), "EVENTFLOW_DEV_MODE": "true", "EVENTFLOW_PUSH_PROVIDER": "toy",
+    environ.update({"PYTHONPATH": str(copy), "EVENTFLOW_DEV_MODE": "true", "EVENTFLOW_PIGEON_PROVIDER": "toy",
                     "EVENTFLOW_OUTBOX_PATH": str(outbox)})
 
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(RUN), str(journeys), endpoints.temporal_address,
@@ -260,7 +262,7 @@ def test_a_toy_channel_and_step_added_through_the_recipes_validate_run_and_send(
     assert done.returncode == 0, done.stderr[-3000:]
     status = json.loads(done.stdout.splitlines()[-1])
     assert ["checked", "mark", "mark seen"] in status["trail"], status
-    assert status["sends"] == [["push", "sent"]], status
-    (delivered,) = [json.loads(line) for line in (outbox.parent / "push.jsonl").read_text().splitlines()]
-    assert delivered == {"channel": "push", "to": "ada@example.com", "body": "Order ord-7"}
-    assert not outbox.exists(), "the push send reached the toy provider, not the outbox"
+    assert status["sends"] == [["pigeon", "sent"]], status
+    (delivered,) = [json.loads(line) for line in (outbox.parent / "pigeon.jsonl").read_text().splitlines()]
+    assert delivered == {"channel": "pigeon", "to": "ada@example.com", "body": "Order ord-7"}
+    assert not outbox.exists(), "the pigeon send reached the toy provider, not the outbox"

@@ -193,6 +193,7 @@ async def _send_on(channel: str, step_id: str, options: SendOptions, journey: Jo
         variants={str(name): dict(v) for name, v in variants.items()},
         default_locale=template.default_locale,
         html_template=_html_part(variant),
+        topic=options.topic or "",
     )
     while True:
         try:

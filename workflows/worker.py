@@ -17,8 +17,11 @@ from activities.channels import ChannelProviders
 from activities.circuit import CircuitPolicy
 from activities.contact import ContactDirectory
 from activities.ledger import DeliveryLedger
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
+from activities.push import DeviceDirectory
 from activities.send import NotificationActivities, SendPolicy
+from activities.topics import TopicCatalog
 from activities.webhook import WebhookActivities, WebhookSecrets
 from activities.whatsapp import InboundWindows
 from workflows.address_book import AddressContacts
@@ -94,10 +97,13 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                  channel_rates_per_second: Mapping[str, float] | None = None,
                  webhooks: WebhookActivities | None = None,
                  contacts: ContactDirectory | None = None,
+                 devices: DeviceDirectory | None = None,
                  circuit: CircuitPolicy | None = None,
                  broadcasts: BroadcastActivitiesFactory | None = None,
                  hasher: AddressHasher = UNKEYED,
-                 inbound: InboundWindows | None = None) -> JourneyWorkers:
+                 inbound: InboundWindows | None = None,
+                 topics: TopicCatalog | None = None,
+                 links: MessageLinks | None = None) -> JourneyWorkers:
     """Workers for every Eventflow workflow and activity.
 
     Args:
@@ -110,17 +116,21 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         webhooks: the webhook activity (on the journeys' queue); by default one that allows no host.
         contacts: where sends read the customer's contact points; by default the profile in the
             ``CustomerPreferences`` workflows (activities/contact.py).
+        devices: where push sends read the customer's devices (the customer store); None: push
+            sends find no device (``no_contact``).
         circuit: the circuit breakers of channels with failover providers.
         broadcasts: the ``Broadcast`` workflow's activities (only with the customer store).
         hasher: names the addresses sends go to, for the suppression check (unkeyed by default).
         inbound: when customers last wrote on WhatsApp (the customer store); without it no
             24-hour window counts as open, so WhatsApp sends go as templates or not at all.
+        topics: the declared subscription topics (journeys/topics.yaml); none by default.
+        links: the preference center's links for templates and List-Unsubscribe headers (None: none).
     """
     limits = limits or WorkerLimits(max_concurrent_activities=max_concurrent_activities)
     notifications = NotificationActivities(
         channels, ledger=ledger if ledger is not None else PreferencesStore(client, task_queue),
         metrics=metrics, policy=policy, contacts=contacts if contacts is not None else ProfileDirectory(client),
-        circuit=circuit, hasher=hasher, inbound=inbound)
+        devices=devices, circuit=circuit, hasher=hasher, inbound=inbound, topics=topics, links=links)
     rates = channel_rates_per_second or {}
     shutdown = timedelta(seconds=limits.graceful_shutdown_seconds)
     journeys = Worker(

@@ -32,6 +32,8 @@ LogFormat = Literal["json", "console"]
 EmailProvider = Literal["outbox", "sendgrid", "smtp"]
 SmtpSecurityMode = Literal["starttls", "tls", "none"]
 MessagingProvider = Literal["outbox", "twilio"]
+PushProvider = Literal["outbox", "fcm"]
+WebPushProvider = Literal["outbox", "webpush"]
 CatalogSource = Literal["files", "kafka"]
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -131,6 +133,7 @@ class Process(StrEnum):
     CLI = "cli"
     CODEC_SERVER = "codec-server"
     WEBHOOKS = "webhooks"
+    PREFERENCES = "preferences"
 
 
 class _EnvironSource(EnvSettingsSource):

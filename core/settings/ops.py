@@ -14,7 +14,7 @@ class OpsSettings(SettingsGroup):
     concern: ClassVar[str] = "ops"
 
     metrics_port: Port = env("EVENTFLOW_METRICS_PORT", 9464, "Port of /metrics, /healthz and /readyz (0 disables); "
-                             "unset: 9464 for the consumer, 9466 for the worker, 9467 for webhooks, so they can "
+                             "unset: 9464 for the consumer, 9466 for the worker, 9467 for webhooks, 9468 for preferences, so they can "
                              "run on one host.")
     log_format: LogFormat = env("EVENTFLOW_LOG_FORMAT", "json", "Log rendering: json or console.")
 

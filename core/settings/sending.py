@@ -21,11 +21,13 @@ from core.settings._base import (
     Port,
     PositiveFloat,
     PositiveInt,
+    PushProvider,
     QuietHours,
     SecretHosts,
     SettingsGroup,
     SmtpSecurityMode,
     UncertainDeliveryPolicy,
+    WebPushProvider,
     _csv,
     _secret_from_file,
     env,
@@ -115,6 +117,10 @@ class ChannelSettings(SettingsGroup):
                                           "SMS channel implementation: outbox or twilio.")
     whatsapp_provider: MessagingProvider = env("EVENTFLOW_WHATSAPP_PROVIDER", "outbox",
                                                "WhatsApp channel implementation: outbox or twilio.")
+    push_provider: PushProvider = env("EVENTFLOW_PUSH_PROVIDER", "outbox",
+                                      "App push channel implementation: outbox or fcm (Firebase Cloud Messaging).")
+    webpush_provider: WebPushProvider = env("EVENTFLOW_WEBPUSH_PROVIDER", "outbox",
+                                            "Browser push channel implementation: outbox or webpush (VAPID).")
     outbox_path: Path | None = env("EVENTFLOW_OUTBOX_PATH", None,
                                    "JSON Lines file the outbox channel writes; default <cache>/outbox.jsonl.")
     provider_timeout_seconds: PositiveFloat = env("EVENTFLOW_PROVIDER_TIMEOUT_SECONDS", 10.0,
@@ -131,7 +137,7 @@ class ChannelSettings(SettingsGroup):
         return self
 
     def providers(self, channel: str) -> tuple[str, ...]:
-        """The implementations of ``email``, ``sms`` or ``whatsapp`` in failover order (the first is the primary)."""
+        """The implementations of a channel in failover order (the first is the primary); only email has several."""
         if channel == "email" and self.email_providers:
             return self.email_providers
         return (self.provider(channel),)
@@ -224,6 +230,43 @@ class TwilioSettings(SettingsGroup):
     @classmethod
     def _token_from_file(cls, data: object) -> object:
         return _secret_from_file(data, "TWILIO_AUTH_TOKEN")
+
+
+class FcmSettings(SettingsGroup):
+    """Firebase Cloud Messaging HTTP v1, the app push provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    service_account_file: Path | None = env(
+        "EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE", None,
+        "Google service account JSON key (a mounted secret) with the Firebase Cloud Messaging API; its project_id, "
+        "client_email, private_key and token_uri are used (required with fcm).")
+    project_id: str = env("EVENTFLOW_FCM_PROJECT_ID", "", "Firebase project id; default the service account's.")
+    base_url: str = env("EVENTFLOW_FCM_BASE_URL", "https://fcm.googleapis.com", "FCM API base URL.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_FCM_RATE_PER_SECOND", 100.0,
+                                         "FCM calls (one per device) per second across all workers; each worker's "
+                                         "token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_FCM_BURST", 100, "FCM token bucket size.")
+
+
+class WebPushSettings(SettingsGroup):
+    """Web Push (RFC 8030) with VAPID (RFC 8292), the browser push provider."""
+
+    concern: ClassVar[str] = "channels"
+
+    vapid_private_key_file: Path | None = env(
+        "EVENTFLOW_VAPID_PRIVATE_KEY_FILE", None,
+        "PEM file of the VAPID P-256 private key (a mounted secret); browsers subscribe with its public key "
+        "(required with webpush).")
+    vapid_subject: str = env("EVENTFLOW_VAPID_SUBJECT", "",
+                             "VAPID contact for push services, `mailto:ops@example.com` or an https URL (required "
+                             "with webpush).")
+    ttl_seconds: NonNegativeInt = env("EVENTFLOW_WEBPUSH_TTL_SECONDS", 86400,
+                                      "How long a push service keeps a message for an offline browser.")
+    rate_per_second: PositiveFloat = env("EVENTFLOW_WEBPUSH_RATE_PER_SECOND", 100.0,
+                                         "Web Push calls (one per browser) per second across all workers; each "
+                                         "worker's token bucket also holds it.")
+    burst: PositiveInt = env("EVENTFLOW_WEBPUSH_BURST", 100, "Web Push token bucket size.")
 
 
 # -- webhooks ---------------------------------------------------------------------------------------

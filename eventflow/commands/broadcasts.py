@@ -3,7 +3,8 @@
 ``create`` snapshots the template's variants for the channel, records the broadcast in the customer
 store and starts its ``Broadcast`` workflow, which waits for the time, fixes the audience (the
 segment's members at that moment) and sends in paced batches. A segment that matches every
-customer needs ``--confirm``. ``cancel`` returns once no batch is sending any more: nobody is sent
+customer needs ``--confirm``. ``--topic`` names the subscription topic whose consent decides each
+send (it must be declared in the journeys folder's topics.yaml for the channel). ``cancel`` returns once no batch is sending any more: nobody is sent
 to after it. ``status`` shows planned, sent, skipped by reason and remaining, with a bar.
 """
 
@@ -27,6 +28,7 @@ from eventflow.commands.segments import defined_segments
 from eventflow.settings import ToolSettings, load_tools
 from journeys.loader import default_journeys_dir, load_templates
 from journeys.segments import UnknownSegmentError
+from journeys.topics import read_topics, send_topic_problems
 from store import open_store
 from store.broadcasts import (
     Broadcast,
@@ -74,7 +76,18 @@ def _message(args: argparse.Namespace) -> BroadcastMessage:
     if not variants:
         raise BroadcastRefusedError(f"template {args.template!r} has no {args.channel} variant")
     return BroadcastMessage(args.channel, source.template.id, source.template.default_locale,
-                            {locale: dict(parts) for locale, parts in variants.items()}, args.priority)
+                            {locale: dict(parts) for locale, parts in variants.items()}, args.priority,
+                            _topic(root, args.topic, args.channel))
+
+
+def _topic(root: Path, name: str | None, channel: str) -> str:
+    """The broadcast's topic, checked as `journeys validate` checks a send step's (``""``: none)."""
+    if not name:
+        return ""
+    problems = send_topic_problems(read_topics(root), name, [channel])
+    if problems:
+        raise BroadcastRefusedError("; ".join(problems))
+    return name
 
 
 async def _create(args: argparse.Namespace) -> int:
@@ -100,7 +113,8 @@ async def _create(args: argparse.Namespace) -> int:
     finally:
         await store.pool.close()
     print(f"broadcast {args.broadcast} created: segment {segment.id} (about {preview.members} members now; the "
-          f"audience is fixed when it starts), {message.channel} template {message.template_id}, "
+          f"audience is fixed when it starts), {message.channel} template {message.template_id}"
+          f"{' topic ' + message.topic if message.topic else ''}, "
           f"at {_when(args.at).isoformat()}{' local time ' + args.local_time if args.local_time else ''}, "
           f"{args.rate:g}/s")
     return 0
@@ -181,6 +195,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.add_argument("--rate", type=float, default=50.0, help="sends per second (default 50)")
     create.add_argument("--batch-size", type=int, default=100, help="recipients per batch (default 100)")
     create.add_argument("--priority", default="", help="the sends' priority (caps; 'transactional' passes them)")
+    create.add_argument("--topic", help="the subscription topic (journeys/topics.yaml): each recipient's consent to "
+                                        "it on the channel decides their send (default: the channel opt-out only)")
     create.add_argument("--confirm", action="store_true", help="allow a segment that matches every customer")
     create.add_argument("--dir", help="the journeys folder (default: $EVENTFLOW_JOURNEYS_DIR)")
     schedule = actions.add_parser("schedule", help="move a broadcast that has not started")

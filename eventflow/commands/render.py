@@ -78,6 +78,8 @@ async def render_step(definition: JourneyDefinition, step_id: str, event: Custom
         "variants": {}}}
     if isinstance(step, DigestStep):
         context["digest"] = {"events": [dict(event.as_context())], "count": 1}
+    # The worker links each message to the customer's preference page; a render shows where it goes.
+    context["preferences_url"] = "https://preferences.example.com/p/<signed-link>"
     notification = SendNotificationInput(
         idempotency_key=f"render/{step_id}", channel=channel, customer=event.customer, template_id=template.id,
         locale=locale, body_template=str(variant.get("body", "")), subject_template=variant.get("subject"),

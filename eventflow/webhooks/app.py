@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Callable
 
+import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -14,10 +15,11 @@ from consumer.feedback import FeedbackApplier, FeedbackConsumer, FeedbackMetrics
 from core.http import OpsServer, all_of, kafka_check
 from core.temporal_client import connect
 from eventflow.settings import WebhooksProcessSettings
+from eventflow.webhooks.devices import DeviceApi
 from eventflow.webhooks.handoff import KafkaHandoff
 from eventflow.webhooks.server import WebhookMetrics, WebhookServer
 from eventflow.webhooks.verify import SendGridVerifier, TwilioVerifier
-from store import StoreMetrics, open_store
+from store import CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 from store.feedback import StoreFeedback
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,19 @@ def verifiers(settings: WebhooksProcessSettings) -> tuple[SendGridVerifier | Non
     if sendgrid is None:
         log.warning("sendgrid_webhooks_refused", why="SENDGRID_WEBHOOK_VERIFICATION_KEY unset")
     return sendgrid, twilio
+
+
+def device_api(settings: WebhooksProcessSettings, pool: asyncpg.Pool | None,
+               metrics: StoreMetrics | None = None) -> DeviceApi | None:
+    """The device API, when there are tokens and a customer store to keep devices in; else it refuses all (401)."""
+    tokens = settings.webhooks.device_tokens()
+    if not tokens or pool is None:
+        log.warning("device_api_refused", why="EVENTFLOW_DEVICE_API_TOKENS unset" if not tokens
+                    else "no customer store (EVENTFLOW_DATABASE_URL)")
+        return None
+    cipher = FieldCipher(settings.temporal.payload_keyring())
+    customers = CustomerStore(pool, cipher, metrics=metrics, hasher=address_hasher(settings.addresses))
+    return DeviceApi(StoreDevices(pool, cipher, metrics=metrics), customers, tokens)
 
 
 async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | None = None, *,
@@ -56,18 +71,21 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
     client_config = settings.kafka.client_config()
     handoff = KafkaHandoff(client_config, hooks.feedback_topic, timeout_seconds=hooks.request_deadline_seconds * 0.8,
                            before_flush=before_flush)
+    # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
+    store_metrics = StoreMetrics(registry)
+    pool = await open_store(settings.database)
+    if pool is not None:
+        store_metrics.watch(pool)
     server = WebhookServer(handoff, WebhookMetrics(registry), sendgrid=sendgrid, twilio=twilio, port=hooks.port,
                            request_deadline_seconds=hooks.request_deadline_seconds,
                            max_connections=hooks.max_connections, max_body_bytes=hooks.max_body_bytes,
                            hasher=address_hasher(settings.addresses),
                            max_connections_per_source=hooks.max_connections_per_source,
-                           idle_seconds=hooks.idle_seconds)
+                           idle_seconds=hooks.idle_seconds, devices=device_api(settings, pool, store_metrics))
     state = {"feedback": "off"}
-    # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
-    store_metrics = StoreMetrics(registry)
     tasks: list[asyncio.Task[None]] = []
     if consume:
-        tasks.append(asyncio.create_task(_feed(settings, registry, store_metrics, stop, state),
+        tasks.append(asyncio.create_task(_feed(settings, registry, pool, store_metrics, stop, state),
                                          name="feedback-consumer"))
         # A consumer that died is a bug, not an outage: end the process so it is restarted.
         tasks[0].add_done_callback(lambda _: stop.set())
@@ -77,6 +95,8 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
         return True, state["feedback"]
 
     checks = {"kafka": kafka_check(client_config, hooks.feedback_topic), "feedback": feedback_state}
+    if pool is not None:
+        checks["database"] = database_check(pool)
     ops = OpsServer(registry, all_of(checks), port=settings.ops.metrics_port) if settings.ops.metrics_port else None
     if ops is not None:
         await ops.start()
@@ -91,6 +111,8 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
             await asyncio.wait(tasks, timeout=settings.consumer.shutdown_grace_seconds)
         if ops is not None:
             await ops.stop()
+        if pool is not None:
+            await pool.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("webhooks_stopped")
@@ -100,8 +122,8 @@ async def run_webhooks(settings: WebhooksProcessSettings, stop: asyncio.Event | 
             raise error
 
 
-async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, store_metrics: StoreMetrics,
-                stop: asyncio.Event, state: dict[str, str]) -> None:
+async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, pool: asyncpg.Pool | None,
+                store_metrics: StoreMetrics, stop: asyncio.Event, state: dict[str, str]) -> None:
     """Connects to Temporal (retrying while it is away) and applies the feedback topic until ``stop``."""
     state["feedback"] = "connecting"
     delay = 1.0
@@ -119,16 +141,8 @@ async def _feed(settings: WebhooksProcessSettings, registry: CollectorRegistry, 
     state["feedback"] = "running"
     metrics = FeedbackMetrics(registry)
     hooks = settings.webhooks
-    pool = await open_store(settings.database)
-    store: StoreFeedback | None = None
-    if pool is not None:
-        store_metrics.watch(pool)
-        store = StoreFeedback(pool, store_metrics)
+    store = StoreFeedback(pool, store_metrics) if pool is not None else None
     consumer = FeedbackConsumer(settings.kafka.client_config(), hooks.feedback_topic, hooks.feedback_group,
                                 FeedbackApplier(client, settings.temporal.task_queue, metrics, store=store),
                                 metrics=metrics)
-    try:
-        await consumer.run(stop)
-    finally:
-        if pool is not None:
-            await pool.close()
+    await consumer.run(stop)

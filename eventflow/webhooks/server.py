@@ -2,7 +2,8 @@
 
 Routes (POST): ``/sendgrid/events`` (SendGrid Event Webhook), ``/twilio/status`` (message status
 callbacks), ``/twilio/inbound`` (inbound messages: STOP / START / HELP, and when a customer last
-wrote on WhatsApp). Answers:
+wrote on WhatsApp); and the device API, POST/DELETE ``/customers/{id}/devices`` (`devices`:
+bearer-token authenticated, 401 otherwise). Answers:
 
 * 403 for a missing or wrong signature (or an unconfigured provider), before the body is parsed;
 * 400 for a body the provider would not send; 413 over the size limit; 404 / 405 elsewhere;
@@ -30,6 +31,7 @@ from consumer.feedback import FeedbackMessage
 from core.http import CappedListener
 from core.settings import WebhookSettings
 from core.vocabulary import CHANNELS
+from eventflow.webhooks.devices import DeviceApi, device_path, unauthorized
 from eventflow.webhooks.handoff import HandoffError, KafkaHandoff
 from eventflow.webhooks.parsing import (
     SENDGRID,
@@ -55,6 +57,8 @@ _ROUTES: Mapping[str, tuple[RequestKind, str]] = {
     TWILIO_INBOUND_PATH: (RequestKind.TWILIO_INBOUND, TWILIO),
 }
 _CHANNELS = frozenset(CHANNELS)
+#: The ``kind`` label of device API requests.
+DEVICE_API_KIND = "devices"
 
 
 class WebhookMetrics:
@@ -62,8 +66,8 @@ class WebhookMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("eventflow_webhook_requests_total",
-                                "Webhook requests by kind and result (accepted, forbidden, malformed, too_large, "
-                                "unavailable).", ["kind", "result"], registry=registry)
+                                "Webhook and device API requests by kind and result (accepted, forbidden, malformed, "
+                                "too_large, unavailable; the device API: registered, removed, unauthorized, forgotten).", ["kind", "result"], registry=registry)
         self.reports = Counter("eventflow_delivery_reports_total",
                                "Delivery reports handed on, by channel, provider and outcome (a provider's retry "
                                "counts again; the ledger applies it once).",
@@ -99,6 +103,7 @@ class WebhookServer:
         hasher: names the addresses reports and keywords concern (`activities.addresses.AddressHasher`).
         max_connections_per_source: connections one IP address may hold (None: no limit beyond the cap).
         idle_seconds: how long a kept-alive connection may sit idle (the request deadline when None).
+        devices: the device API; None (no customer store) refuses its requests like a wrong token (401).
     """
 
     def __init__(self, handoff: KafkaHandoff, metrics: WebhookMetrics, *, sendgrid: SendGridVerifier | None,
@@ -106,9 +111,10 @@ class WebhookServer:
                  request_deadline_seconds: float = 10.0, max_connections: int = 256,
                  max_body_bytes: int = 1_048_576, clock: Callable[[], float] = time.time,
                  hasher: AddressHasher = UNKEYED, max_connections_per_source: int | None = None,
-                 idle_seconds: float | None = None) -> None:
+                 idle_seconds: float | None = None, devices: DeviceApi | None = None) -> None:
         self._handoff = handoff
         self._hasher = hasher
+        self._devices = devices
         self._metrics = metrics
         self._sendgrid = sendgrid
         self._twilio = twilio
@@ -143,6 +149,9 @@ class WebhookServer:
         await self._listener.stop(shutdown_timeout_seconds=2.0)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        customer_id = device_path(request.rel_url.raw_parts)
+        if customer_id is not None:
+            return await self._serve_devices(customer_id, request)
         route = _ROUTES.get(request.path)
         if route is None:
             return web.Response(status=404, text="not found\n")
@@ -155,6 +164,24 @@ class WebhookServer:
         except TimeoutError:
             status, response = "unavailable", web.Response(status=503, text="request deadline exceeded\n")
         self._metrics.requests.labels(kind.value, status).inc()
+        return response
+
+    async def _serve_devices(self, customer_id: str, request: web.BaseRequest) -> web.Response:
+        api = self._devices
+        try:
+            async with asyncio.timeout(self._deadline):
+                # The token first, before the body is read: an unauthenticated caller costs nothing more.
+                if api is None or not api.authorised(request.headers):
+                    answer = unauthorized()
+                    result, response = answer.result.value, answer.response
+                elif (body := await _read_body(request, self._max_body)) is None:
+                    result, response = "too_large", web.Response(status=413, text="body too large\n")
+                else:
+                    answer = await api.serve(request.method, customer_id, body)
+                    result, response = answer.result.value, answer.response
+        except TimeoutError:
+            result, response = "unavailable", web.Response(status=503, text="request deadline exceeded\n")
+        self._metrics.requests.labels(DEVICE_API_KIND, result).inc()
         return response
 
     async def _serve(self, kind: RequestKind, request: web.BaseRequest) -> tuple[str, web.Response]:

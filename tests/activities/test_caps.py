@@ -40,7 +40,7 @@ def test_text_form_parses_to_a_canonical_sorted_set() -> None:
 @pytest.mark.parametrize(("text", "problem"), [
     ("email:day=2,day=3", "email:day is given twice"),
     ("email:day=2;email:day=1", "email:day is given twice"),
-    ("push:day=2", "starts with a scope"),
+    ("pigeon:day=2", "starts with a scope"),
     ("email:year=2", "unknown window 'year'"),
     ("email:day", "'day' is not window=limit"),
     ("day=2", "starts with a scope"),

@@ -22,7 +22,8 @@ from eventflow.settings import check_unknown
 def test_outbox_is_the_default_for_every_channel_in_dev_mode(tmp_path: Path) -> None:
     channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(tmp_path / "o.jsonl"), "EVENTFLOW_DEV_MODE": "true"})
     assert {name: type(c) for name, c in channels.items()} == {
-        "email": OutboxChannel, "sms": OutboxChannel, "whatsapp": OutboxChannel}
+        "email": OutboxChannel, "sms": OutboxChannel, "whatsapp": OutboxChannel, "push": OutboxChannel,
+        "webpush": OutboxChannel}
 
 
 async def test_outside_dev_mode_a_channel_without_provider_fails_its_sends_and_writes_nothing(tmp_path: Path) -> None:
@@ -30,7 +31,8 @@ async def test_outside_dev_mode_a_channel_without_provider_fails_its_sends_and_w
     channels = build_channels({"EVENTFLOW_OUTBOX_PATH": str(outbox), "EVENTFLOW_EMAIL_PROVIDER": "sendgrid",
                                "SENDGRID_API_KEY": "SG.k", "EVENTFLOW_EMAIL_FROM": "shop@example.com"})
     assert {name: type(c) for name, c in channels.items()} == {
-        "email": SendGridChannel, "sms": UnavailableChannel, "whatsapp": UnavailableChannel}
+        "email": SendGridChannel, "sms": UnavailableChannel, "whatsapp": UnavailableChannel,
+        "push": UnavailableChannel, "webpush": UnavailableChannel}
     sms = channels["sms"]
     assert isinstance(sms, UnavailableChannel)
     with pytest.raises(ChannelUnavailableError, match="EVENTFLOW_SMS_PROVIDER") as failed:
@@ -99,6 +101,25 @@ def test_outbox_is_allowed_in_dev_mode_or_for_unused_channels() -> None:
     with pytest.raises(ConfigError) as invalid:
         check_providers({"email"}, {"EVENTFLOW_DEV_MODE": "maybe"})
     assert invalid.value.variable == "EVENTFLOW_DEV_MODE"
+
+
+def test_push_providers_read_their_key_files_and_name_the_variable_when_one_is_missing(tmp_path: Path) -> None:
+    from activities.push_fcm import FcmChannel
+    from activities.push_webpush import WebPushChannel
+    from tests.activities.push_stubs import PushStub, vapid_key_pem
+
+    account, vapid = tmp_path / "sa.json", tmp_path / "vapid.pem"
+    account.write_text(__import__("json").dumps(PushStub(base_url="http://127.0.0.1:9").service_account()))
+    vapid.write_bytes(vapid_key_pem()[0])
+    environ = {"EVENTFLOW_PUSH_PROVIDER": "fcm", "EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE": str(account),
+               "EVENTFLOW_WEBPUSH_PROVIDER": "webpush", "EVENTFLOW_VAPID_PRIVATE_KEY_FILE": str(vapid),
+               "EVENTFLOW_VAPID_SUBJECT": "mailto:ops@example.com"}
+    channels = build_channels(environ)
+    assert type(channels["push"]) is FcmChannel and type(channels["webpush"]) is WebPushChannel
+    with pytest.raises(ConfigError, match="EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE"):
+        build_channels({**environ, "EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE": str(tmp_path / "missing.json")})
+    with pytest.raises(ConfigError, match="EVENTFLOW_VAPID_SUBJECT"):
+        build_channels({**environ, "EVENTFLOW_VAPID_SUBJECT": "ops@example.com"})
 
 
 def test_email_providers_list_the_failover_order_and_are_checked_at_start(tmp_path: Path) -> None:

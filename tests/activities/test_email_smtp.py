@@ -7,7 +7,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -135,6 +135,19 @@ async def test_starttls_auth_and_a_multipart_alternative_with_a_message_id_from_
     text, html = first.iter_parts()
     assert (text.get_content_type(), text.get_content().strip()) == ("text/plain", "Thanks for order 42")
     assert (html.get_content_type(), html.get_content().strip()) == ("text/html", MESSAGE.html)
+
+
+async def test_list_unsubscribe_headers_reach_the_smtp_server(
+        smtp_server: tuple[_Handler, int], certificate: tuple[Path, Path]) -> None:
+    handler, port = smtp_server
+    headers = {"List-Unsubscribe": "<https://prefs.example.com/u/t0k3n>, <mailto:unsubscribe@example.com>",
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+    await _channel(port, certificate).deliver(replace(MESSAGE, headers=headers))
+
+    (received,) = handler.received()
+    # A long value is folded onto the next line (RFC 5322); unfolded it is the same value.
+    assert {name: str(received[name]).strip() for name in headers} == headers
 
 
 async def test_implicit_tls_sends_text_only_messages_as_text(certificate: tuple[Path, Path]) -> None:

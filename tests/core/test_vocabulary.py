@@ -16,7 +16,8 @@ from core.vocabulary import ADDRESS_FIELD, CHANNELS, PHONE_CHANNELS, ChannelName
 from journeys.loader import SCHEMA_PATH
 from workflows.queues import send_task_queue
 
-_CHANNEL_WORDS = re.compile(r"\(((?:email|sms|whatsapp|all)(?:\|(?:email|sms|whatsapp|all))*)\)")
+# Any run of known or lowercase words in a group, so a channel missing from a pattern still shows.
+_CHANNEL_WORDS = re.compile(r"\(((?:email)(?:\|[a-z_]+)*)\)")
 
 
 def _walk(node: Any) -> Iterator[tuple[str, Any]]:

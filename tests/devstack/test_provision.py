@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import MissingToolError, provision, registry
+from devstack import MissingToolError, browser, provision, registry
 from devstack.cache import cache_dir
 from devstack.errors import ProvisionError
 
@@ -108,3 +108,26 @@ def test_the_registry_build_fails_on_checksum_mismatches(monkeypatch: pytest.Mon
     invocations = [line.split() for line in calls.read_text().splitlines()]
     assert len(invocations) == 2
     assert all("-C" in argv or "--strict-checksums" in argv for argv in invocations)
+
+
+def test_chromium_is_installed_with_apt_get_only_where_it_is_missing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EVENTFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    present = tmp_path / "chromium"
+    present.write_text("")
+    assert browser.chromium(present, apt_get=None, root=False) == present, "present: nothing is run"
+    calls: list[list[str]] = []
+    missing = tmp_path / "missing-chromium"
+
+    def fake_run(argv: list[str], log_path: Path, what: str, env: dict[str, str] | None = None) -> None:
+        calls.append(argv)
+        if "install" in argv:
+            missing.write_text("")
+
+    monkeypatch.setattr(browser, "_run_logged", fake_run)
+    with pytest.raises(MissingToolError, match="apt-get install -y chromium"):
+        browser.chromium(missing, apt_get="/usr/bin/apt-get", root=False)
+    assert calls == [], "not root: apt-get is not tried"
+    assert browser.chromium(missing, apt_get="/usr/bin/apt-get", root=True) == missing
+    assert calls == [["/usr/bin/apt-get", "update"],
+                     ["/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "chromium"]]

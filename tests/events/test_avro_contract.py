@@ -10,7 +10,7 @@ from events.schemas import NAMESPACE, load
 
 AVRO = Path(__file__).resolve().parents[2] / "avro"
 EVENT_TYPES = {"UserSignedUp", "CartUpdated", "CheckoutStarted", "PurchaseCompleted", "OrderShipped",
-               "OrderRefunded", "SubscriptionChanged", "ProfileUpdated"}
+               "OrderRefunded", "SubscriptionChanged", "ProfileUpdated", "DeviceRegistered", "DeviceUnregistered"}
 
 
 def _files() -> dict[str, dict[str, Any]]:

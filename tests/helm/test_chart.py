@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.settings import ChannelSettings
+from core.vocabulary import CHANNELS
 from helm import values_table
 from journeys.loader import load_all
 from tests.helm.chart import ALL_ON, CHART, REPO, TRIAL, Rendered, RenderError, helm_template, journeys_set_files
@@ -114,11 +116,14 @@ def test_values_reach_the_settings_they_document(all_on: Rendered) -> None:
 
 def test_provider_secrets_reach_the_worker_only(all_on: Rendered) -> None:
     # Only the worker sends, so only its pods get the providers' secrets and addresses; the consumer
-    # gets the providers' names (it refuses catalog journeys on a channel none serves).
+    # gets the providers' names of every channel (it refuses catalog journeys on a channel none
+    # serves, so a push journey would be refused if it lacked the push providers' names).
     assert all_on.env("worker")["EVENTFLOW_EMAIL_PROVIDER"]["value"] == "sendgrid"
     consumer = all_on.env("consumer")
     assert {name for name in consumer if "PROVIDER" in name} - {"EVENTFLOW_EMAIL_PROVIDERS"} == {
-        "EVENTFLOW_EMAIL_PROVIDER", "EVENTFLOW_SMS_PROVIDER", "EVENTFLOW_WHATSAPP_PROVIDER"}
+        ChannelSettings.variable(f"{channel}_provider") for channel in CHANNELS}
+    assert (consumer["EVENTFLOW_PUSH_PROVIDER"]["value"], consumer["EVENTFLOW_WEBPUSH_PROVIDER"]["value"]) == (
+        "fcm", "webpush")
     assert not any("SENDGRID" in name or "TWILIO" in name or name.endswith("_FROM") for name in consumer)
 
 
@@ -429,3 +434,43 @@ def test_every_rendered_webhooks_variable_is_a_setting(all_on: Rendered) -> None
         assert name in settings.variables(), name
         if "value" in item:
             settings.check_value(name, str(item["value"]))
+
+
+def test_push_keys_and_device_api_tokens_are_mounted_secret_files_where_their_settings_read_them(
+        all_on: Rendered, default: Rendered) -> None:
+    def files(rendered: Rendered, component: str) -> dict[str, str]:
+        """Each mounted Secret key, by the file path the container sees, -> the Secret's name."""
+        pod = rendered.deployment(component)["spec"]["template"]["spec"]
+        volumes = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        found = {}
+        for mount in rendered.container(component)["volumeMounts"]:
+            secret = volumes.get(mount["name"], {})
+            assert mount["name"] not in volumes or mount.get("readOnly"), mount
+            for item in secret.get("items", []):
+                found[f"{mount['mountPath']}/{item['path']}"] = secret["secretName"]
+        return found
+
+    worker, webhooks = all_on.env("worker"), all_on.env("webhooks")
+    worker_files, webhook_files = files(all_on, "worker"), files(all_on, "webhooks")
+    assert (worker["EVENTFLOW_PUSH_PROVIDER"]["value"], worker["EVENTFLOW_WEBPUSH_PROVIDER"]["value"]) == ("fcm", "webpush")
+    assert worker_files[worker["EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE"]["value"]] == "fcm-service-account"
+    assert worker_files[worker["EVENTFLOW_VAPID_PRIVATE_KEY_FILE"]["value"]] == "vapid"
+    assert worker["EVENTFLOW_VAPID_SUBJECT"]["value"] == "mailto:ops@example.com"
+    assert webhook_files[webhooks["EVENTFLOW_DEVICE_API_TOKENS_FILE"]["value"]] == "device-api-tokens"
+    # Each process gets only its own: no push key in the webhooks or consumer, no token in the worker.
+    assert "device-api-tokens" not in worker_files.values()
+    assert not {"fcm-service-account", "vapid"} & {*webhook_files.values(), *files(all_on, "consumer").values()}
+    trial = default.env("worker")
+    assert trial["EVENTFLOW_PUSH_PROVIDER"]["value"] == "outbox" and "EVENTFLOW_VAPID_PRIVATE_KEY_FILE" not in trial
+
+
+@pytest.mark.parametrize(("set_values", "message"), [
+    ({"providers.push.provider": "fcm"}, "providers.fcm.serviceAccount.secretName is required"),
+    ({"providers.webpush.provider": "webpush"}, "providers.vapid.privateKey.secretName is required"),
+    ({"providers.webpush.provider": "webpush", "providers.vapid.privateKey.secretName": "vapid"},
+     "providers.vapid.subject is required"),
+])
+def test_a_push_provider_without_its_secret_does_not_render(helm: Path, set_values: dict[str, str],
+                                                            message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        helm_template(helm, set_values=set_values)

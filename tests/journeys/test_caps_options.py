@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from activities.caps import Priority
+from core.vocabulary import CHANNELS
 from journeys.loader import validate_folder
 from journeys.model import decode_snapshot
 from journeys.steps import DigestStep, SendStep, walk
@@ -79,7 +80,7 @@ def test_malformed_caps_and_unknown_priorities_name_the_file_and_line(tmp_path: 
             "priority: 'urgent' is not one of ['transactional', 'high', 'normal', 'low']") in problems
     assert (next(n for n, text in enumerate(lines, 1) if "all:year=1" in text),
             "steps.2.digest.send.caps: 'all:year=1' is not caps like email:day=2,week=5;all:month=20 "
-            "(scopes email, sms, whatsapp, all; windows day, week, month)") in problems
+            f"(scopes {', '.join((*CHANNELS, 'all'))}; windows day, week, month)") in problems
 
 
 def test_a_window_given_twice_is_found_after_the_schema_at_its_line(tmp_path: Path) -> None:

@@ -348,3 +348,43 @@ def test_html_parts_are_test_rendered_and_allowed_on_email_only(tmp_path: Path) 
     problems = _problems(tmp_path / "fixed", GOOD, templates={}, raw_templates={"note": fixed})
     assert problems and all(p.line == _line(fixed, "html: |") for p in problems), problems
     assert "email/en html (step hello) does not render with sample data" in problems[0].message, problems
+
+
+PUSH_JOURNEY = GOOD.replace("      channel: email\n      template: note", "      channel: push\n      template: note")
+PUSH_TEMPLATE = """\
+id: note
+default_locale: en
+channels:
+  email:
+    en:
+      subject: "Hello"
+      body: "Hi"
+      title: "not here"
+  sms:
+    en:
+      body: "sms"
+  push:
+    en:
+      body: "Your order {{ payload.order_id }} shipped"
+      link: "shop.example.com/orders"
+      data:
+        order: "{{ payload.nope }}"
+        count: 3
+"""
+
+
+def test_push_variants_need_a_title_and_take_a_link_and_string_data_which_are_test_rendered(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, PUSH_JOURNEY, templates={}, raw_templates={"note": PUSH_TEMPLATE})
+    messages = {(p.line, p.message) for p in problems}
+    assert (_line(PUSH_TEMPLATE, 'title: "not here"'),
+            "email/en title: only a push or webpush variant has a title") in messages, problems
+    assert (_line(PUSH_TEMPLATE, "  push:") + 1, "push/en needs a title (the notification's heading)") in messages
+    assert any(p.line == _line(PUSH_TEMPLATE, "link:") and "push/en link" in p.message for p in problems), problems
+    assert any(p.line == _line(PUSH_TEMPLATE, "data:") and "push/en data" in p.message for p in problems), problems
+    fixed = (PUSH_TEMPLATE.replace('      title: "not here"\n', "").replace("count: 3", 'count: "3"')
+             .replace('link: "shop.example.com/orders"', 'link: "https://shop.example.com/orders"')
+             .replace('      body: "Your order', '      title: "Shipped"\n      body: "Your order'))
+    (tmp_path / "fixed").mkdir()
+    problems = _problems(tmp_path / "fixed", PUSH_JOURNEY, templates={}, raw_templates={"note": fixed})
+    assert len(problems) == 1 and problems[0].line == _line(fixed, "order: "), problems
+    assert "push/en data/order (step hello) does not render with sample data" in problems[0].message, problems

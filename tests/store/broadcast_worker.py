@@ -13,6 +13,7 @@ import sys
 from temporalio.client import Client
 
 from activities.send import NotificationActivities, SendPolicy
+from activities.topics import TopicCatalog
 from store import CustomerStore, FieldCipher, PostgresLedger
 from store.broadcast_activities import BroadcastActivities
 from store.broadcasts import BroadcastStore
@@ -23,7 +24,7 @@ from workflows.worker import build_worker
 
 
 def worker(client: Client, task_queue: str, base_url: str, pool: object,
-           policy: SendPolicy | None = None):
+           policy: SendPolicy | None = None, topics: TopicCatalog | None = None):
     """The worker both the killed process and the test's successor run."""
     def broadcasting(sender: NotificationActivities) -> list[object]:
         activities = BroadcastActivities(BroadcastStore(pool), sender,  # type: ignore[arg-type]
@@ -32,7 +33,7 @@ def worker(client: Client, task_queue: str, base_url: str, pool: object,
 
     return build_worker(client, task_queue, channels_for(base_url), ledger=PostgresLedger(pool),  # type: ignore[arg-type]
                         contacts=CustomerStore(pool, FieldCipher(None)), broadcasts=broadcasting,  # type: ignore[arg-type]
-                        policy=policy or SendPolicy(lease_seconds=8.0))
+                        policy=policy or SendPolicy(lease_seconds=8.0), topics=topics)
 
 
 async def main(address: str, task_queue: str, base_url: str, dsn: str) -> None:

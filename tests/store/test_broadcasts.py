@@ -2,7 +2,8 @@
 
 A broadcast to a segment's members sends to each exactly once, also when the worker running it is
 killed -9 midway; a cancel stops it (nothing reaches the provider after it returns); the audience
-is fixed when the broadcast starts; local times are each recipient's own.
+is fixed when the broadcast starts; local times are each recipient's own; a broadcast of a topic
+reaches only the members who consented to it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from temporalio.client import Client
 
 from activities.outcomes import DeliveryOutcome, DeliveryReport
 from activities.send import NotificationActivities, SendPolicy
+from activities.topics import ConsentDefault, Topic, TopicCatalog
 from devstack import Endpoints
 from journeys._yaml import load_located
 from journeys.segments import Attributes, ValueType, parse_segment
 from store import CustomerStore, FieldCipher, PostgresLedger, StoreMetrics
 from store.broadcast_activities import BroadcastActivities
 from store.broadcasts import Broadcast, BroadcastMessage, BroadcastState, BroadcastStore
+from store.consent import ConsentChange, ConsentStore
 from store.customers import ProfileWrite
 from store.feedback import StoreFeedback
 from store.segments import SegmentStore
@@ -67,8 +70,9 @@ def segment_of(tag: str):
 
 
 async def start(client: Client, store: BroadcastStore, queue: str, broadcast_id: str, tag: str, *,
-                rate: float = 1000.0, batch: int = 25, at: datetime | None = None, local: time | None = None) -> None:
-    await store.create(Broadcast(broadcast_id, segment_of(tag).id, MESSAGE, at or datetime.now(UTC), rate, local))
+                rate: float = 1000.0, batch: int = 25, at: datetime | None = None, local: time | None = None,
+                message: BroadcastMessage = MESSAGE) -> None:
+    await store.create(Broadcast(broadcast_id, segment_of(tag).id, message, at or datetime.now(UTC), rate, local))
     await client.start_workflow(BROADCAST_WORKFLOW, BroadcastInput(broadcast_id, rate, batch),
                                 id=broadcast_workflow_id(broadcast_id), task_queue=queue)
 
@@ -186,3 +190,23 @@ async def test_a_batch_reads_its_recipients_profiles_with_the_batch_not_once_per
     assert sorted(addresses) == [f"{member}@example.com" for member in members]  # each once, at their own address
     reads = registry.get_sample_value("eventflow_db_statement_seconds_count", {"kind": "profile_read"})
     assert reads == 0, "a profile read per recipient: the batch already read them"
+async def test_a_broadcast_of_a_topic_reaches_only_the_members_who_consented(
+        temporal_client: Client, store_pool: asyncpg.Pool, provider: ProviderStub, unique: str) -> None:
+    tag = f"topic-{unique}"
+    members = await audience(store_pool, tag, 3)
+    topics = TopicCatalog((Topic("news", {"en": "News"}, channels=("email",), default=ConsentDefault.OPTED_OUT),))
+    # Explicit opt-in: only the member who subscribed may get it; the others never chose.
+    await ConsentStore(store_pool).apply(members[0], [ConsentChange("email", "news", subscribed=True)], topics,
+                                         source="test")
+    store, queue, broadcast_id = BroadcastStore(store_pool), f"test-broadcast-{unique}", f"t-{unique}"
+    message = BroadcastMessage(MESSAGE.channel, MESSAGE.template_id, MESSAGE.default_locale, MESSAGE.variants,
+                               topic="news")
+    async with worker(temporal_client, queue, provider.base_url, store_pool, topics=topics):
+        await start(temporal_client, store, queue, broadcast_id, tag, message=message)
+        handle = temporal_client.get_workflow_handle(broadcast_workflow_id(broadcast_id))
+        assert (await asyncio.wait_for(handle.result(), 60))["state"] == "completed"
+    assert per_recipient(provider, broadcast_id) == {f"broadcast:{broadcast_id}:{members[0]}": 1}
+    progress = await store.progress(broadcast_id)
+    assert (progress.sent, progress.skipped) == (1, {"no_consent": 2})
+    assert (await store.get(broadcast_id)).message.topic == "news", "the topic is kept in the message snapshot"
+

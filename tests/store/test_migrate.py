@@ -24,9 +24,9 @@ from store._alembic import MIGRATION_LOCK_KEY, alembic_config
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = {"alembic_version", "customers", "address_index", "consent", "consent_audit", "suppressions",
-          "keyword_changes", "sends", "provider_reports", "tombstones", "journey_events",
+          "keyword_changes", "sends", "provider_reports", "tombstones", "journey_events", "preference_forms",
           "customer_events", "segment_members", "segment_changes", "broadcasts", "broadcast_recipients",
-          "whatsapp_inbound"}
+          "whatsapp_inbound", "devices", "device_sends"}
 
 
 async def _tables(dsn: str) -> set[str]:

@@ -1,5 +1,8 @@
 """Email failover from SendGrid to SMTP on the real PostgreSQL ledger: one provider per send, counted at both.
 
+Consent per topic is decided before the provider chain: a send without consent calls no provider and
+moves no breaker, and one that fails over carries its List-Unsubscribe headers to SMTP.
+
 SendGrid is the local provider stub, SMTP a local ``aiosmtpd`` server; sends run through the send
 activity (``ActivityEnvironment``, one call per activity attempt) against a migrated store.
 """
@@ -7,6 +10,7 @@ activity (``ActivityEnvironment``, one call per activity attempt) against a migr
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import socket
 import uuid
@@ -26,11 +30,16 @@ from activities.channels import Channel, OutgoingMessage
 from activities.circuit import CircuitPolicy, CircuitState
 from activities.email_sendgrid import IDEMPOTENCY_HEADER, SendGridChannel, SendGridConfig
 from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity
+from activities.links import MessageLinks
 from activities.metrics import SendMetrics
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, SendStatus
 from activities.send import NotificationActivities, SendPolicy, UncertainDelivery
+from activities.topics import ConsentDefault, SkipReason, Topic, TopicCatalog
+from core.preference_links import PreferenceLinks
+from core.signing import SigningKeys
 from events.model import Customer
+from store.consent import ConsentChange, ConsentStore
 from store.ledger import PostgresLedger
 from tests.activities.provider_stub import ProviderStub, Reply, provider
 
@@ -42,9 +51,15 @@ class _Inbox:
     """Every message the SMTP server accepted, by the idempotency key it carries."""
 
     keys: list[str] = field(default_factory=list)
+    #: The List-Unsubscribe header of each message that had one, by idempotency key.
+    unsubscribe: dict[str, str] = field(default_factory=dict)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
-        self.keys.append(str(message_from_bytes(envelope.original_content, policy=policy.default)[IDEMPOTENCY_HEADER]))
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        key = str(message[IDEMPOTENCY_HEADER])
+        self.keys.append(key)
+        if message["List-Unsubscribe"] is not None:
+            self.unsubscribe[key] = str(message["List-Unsubscribe"])
         return "250 OK queued"
 
 
@@ -197,3 +212,39 @@ async def test_a_send_uncertain_at_sendgrid_stays_there_even_with_its_circuit_op
     assert (third.status, third.provider) == (SendStatus.SENT, "sendgrid")
     assert key not in inbox.keys
     assert provider.sends_by_key() == {key: 3}
+
+
+async def test_topic_consent_is_decided_before_failover_and_the_failed_over_email_keeps_its_headers(
+        store_pool: asyncpg.Pool, provider: ProviderStub, smtp_server: tuple[_Inbox, int]) -> None:
+    inbox, port = smtp_server
+    topics = TopicCatalog((Topic("news", {"en": "News"}, channels=("email",), default=ConsentDefault.OPTED_OUT),))
+    links = MessageLinks(PreferenceLinks(SigningKeys.parse("k1=" + base64.b64encode(b"k" * 32).decode())),
+                         "https://preferences.example.com", page_seconds=3600, unsubscribe_seconds=3600)
+    sends = NotificationActivities({"email": (_sendgrid(provider), _smtp(port))}, ledger=PostgresLedger(store_pool),
+                                   circuit=CircuitPolicy(failure_threshold=2, open_seconds=600.0), topics=topics,
+                                   links=links)
+    journey, unique = "news_digest", uuid.uuid4().hex[:8]
+
+    def news(customer: str) -> SendNotificationInput:
+        workflow_id = f"journey:{journey}:{customer}"
+        return dataclasses.replace(_notification(customer), idempotency_key=f"{workflow_id}/news", topic="news",
+                                   workflow_id=workflow_id, journey_id=journey, step_id="news",
+                                   context={"journey": {"id": journey, "version": 1}})
+
+    subscribed, never_chose = f"c-yes-{unique}", f"c-no-{unique}"
+    await ConsentStore(store_pool).apply(subscribed, [ConsentChange("email", "news", subscribed=True)], topics,
+                                         source="test")
+    provider.reply(Reply(503, {"errors": [{"message": "service unavailable"}]}))
+    sent = await ActivityEnvironment().run(sends.send_notification, news(subscribed))
+    skipped = await ActivityEnvironment().run(sends.send_notification, news(never_chose))
+
+    assert (sent.status, sent.provider) == (SendStatus.SENT, "smtp")
+    assert (skipped.status, skipped.error_type) == (SendStatus.SKIPPED, SkipReason.NO_CONSENT.value)
+    sent_key, skipped_key = news(subscribed).idempotency_key, news(never_chose).idempotency_key
+    assert provider.sends_by_key() == {sent_key: 1}, "the skipped send reached no provider"
+    assert skipped_key not in inbox.keys
+    assert inbox.unsubscribe[sent_key].startswith("<https://preferences.example.com/u/"), "headers survive failover"
+    assert sends.circuit("email", "sendgrid") is CircuitState.CLOSED, "one 503 only: the skip moved no breaker"
+    rows = await store_pool.fetch("SELECT customer_id, kind FROM eventflow.journey_events WHERE journey_id = $1"
+                                  " AND customer_id = ANY($2)", journey, [subscribed, never_chose])
+    assert [tuple(row) for row in rows] == [(subscribed, "sent")], "only the delivered send is in the funnel"

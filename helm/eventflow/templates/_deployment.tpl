@@ -114,6 +114,7 @@ spec:
             {{- include "eventflow.payloadKeysMount" $root | nindent 12 }}
             {{- include "eventflow.addressKeysMount" $root | nindent 12 }}
             {{- include "eventflow.databaseMounts" $root | nindent 12 }}
+            {{- include "eventflow.componentSecretMounts" (dict "root" $root "component" .component) | nindent 12 }}
             {{- with $root.Values.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -138,6 +139,7 @@ spec:
         {{- include "eventflow.payloadKeysVolume" $root | nindent 8 }}
         {{- include "eventflow.addressKeysVolume" $root | nindent 8 }}
         {{- include "eventflow.databaseVolumes" $root | nindent 8 }}
+        {{- include "eventflow.componentSecretVolumes" (dict "root" $root "component" .component) | nindent 8 }}
         {{- with $root.Values.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

@@ -259,6 +259,10 @@ provider serves (fail closed outside devMode).
   value: {{ required "providers.sms.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.sms.provider | quote }}
 - name: EVENTFLOW_WHATSAPP_PROVIDER
   value: {{ required "providers.whatsapp.provider is required: twilio, or outbox (a local file) with devMode: true for a trial" $p.whatsapp.provider | quote }}
+- name: EVENTFLOW_PUSH_PROVIDER
+  value: {{ $p.push.provider | quote }}
+- name: EVENTFLOW_WEBPUSH_PROVIDER
+  value: {{ $p.webpush.provider | quote }}
 {{- if .Values.devMode }}
 - name: EVENTFLOW_DEV_MODE
   value: "true"
@@ -330,7 +334,24 @@ provider secrets have no business in the consumer's pods.
       name: {{ required "providers.twilio.authToken.secretName is required when a channel uses twilio" $p.twilio.authToken.secretName | quote }}
       key: {{ $p.twilio.authToken.key | quote }}
 {{- end }}
+{{- if eq $p.push.provider "fcm" }}
+{{- $_ := required "providers.fcm.serviceAccount.secretName is required when providers.push.provider is fcm" $p.fcm.serviceAccount.secretName }}
+- name: EVENTFLOW_FCM_SERVICE_ACCOUNT_FILE
+  value: /etc/eventflow/fcm/service-account.json
+{{- with $p.fcm.projectId }}
+- name: EVENTFLOW_FCM_PROJECT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $p.webpush.provider "webpush" }}
+{{- $_ := required "providers.vapid.privateKey.secretName is required when providers.webpush.provider is webpush" $p.vapid.privateKey.secretName }}
+- name: EVENTFLOW_VAPID_PRIVATE_KEY_FILE
+  value: /etc/eventflow/vapid/private-key.pem
+- name: EVENTFLOW_VAPID_SUBJECT
+  value: {{ required "providers.vapid.subject is required when providers.webpush.provider is webpush: push services contact it" $p.vapid.subject | quote }}
+{{- end }}
 {{- include "eventflow.webhooksWorkerEnv" . }}
+{{- include "eventflow.preferencesWorkerEnv" . }}
 {{- range $name, $value := .Values.worker.env }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -430,5 +451,45 @@ legacy reads, and, outside devMode, a process refuses to start without keys.
   secret:
     secretName: {{ . }}
     defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/*
+Secrets a component reads as files, by component: the worker's push provider keys (FCM service
+account, VAPID key), the webhooks' device API tokens. Each mounts only its key, read-only.
+Call with (dict "root" $ "component" "worker").
+*/}}
+{{- define "eventflow.componentSecretFiles" -}}
+{{- $p := .root.Values.providers }}
+{{- $files := list }}
+{{- if and (eq .component "worker") (eq $p.push.provider "fcm") }}
+{{- $files = append $files (dict "name" "fcm" "secretName" $p.fcm.serviceAccount.secretName "key" $p.fcm.serviceAccount.key "path" "service-account.json") }}
+{{- end }}
+{{- if and (eq .component "worker") (eq $p.webpush.provider "webpush") }}
+{{- $files = append $files (dict "name" "vapid" "secretName" $p.vapid.privateKey.secretName "key" $p.vapid.privateKey.key "path" "private-key.pem") }}
+{{- end }}
+{{- if and (eq .component "webhooks") .root.Values.webhooks.deviceApi.tokens.secretName }}
+{{- $files = append $files (dict "name" "device-api" "secretName" .root.Values.webhooks.deviceApi.tokens.secretName "key" .root.Values.webhooks.deviceApi.tokens.key "path" "tokens") }}
+{{- end }}
+{{- toJson $files }}
+{{- end }}
+
+{{- define "eventflow.componentSecretMounts" -}}
+{{- range (include "eventflow.componentSecretFiles" . | fromJsonArray) }}
+- name: {{ .name }}
+  mountPath: /etc/eventflow/{{ .name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "eventflow.componentSecretVolumes" -}}
+{{- range (include "eventflow.componentSecretFiles" . | fromJsonArray) }}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secretName | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | quote }}
+        path: {{ .path }}
 {{- end }}
 {{- end }}

@@ -18,6 +18,10 @@
       name: {{ . | quote }}
       key: {{ $w.sendgrid.verificationKey.key | quote }}
 {{- end }}
+{{- if $w.deviceApi.tokens.secretName }}
+- name: EVENTFLOW_DEVICE_API_TOKENS_FILE
+  value: /etc/eventflow/device-api/tokens
+{{- end }}
 {{- with .Values.providers.twilio.authToken.secretName }}
 - name: TWILIO_AUTH_TOKEN
   valueFrom:

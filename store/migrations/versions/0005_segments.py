@@ -11,7 +11,7 @@ and ``broadcast_recipients`` its audience, fixed when it starts: one row per cus
 due (a local time in each recipient's zone) and what became of the send.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0005"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004"
 branch_labels: str | None = None
 depends_on: str | None = None
 
