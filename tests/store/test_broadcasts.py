@@ -18,6 +18,7 @@ from datetime import UTC, datetime, time
 from pathlib import Path
 
 import asyncpg
+import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
@@ -97,14 +98,17 @@ async def killable_worker(endpoints: Endpoints, queue: str, base_url: str, dsn: 
             await process.wait()
 
 
+@pytest.mark.timeout(300)
 async def test_each_member_gets_the_broadcast_once_with_the_worker_killed_midway(
         temporal_client: Client, store_pool: asyncpg.Pool, store_dsn: str, provider: ProviderStub,
         endpoints: Endpoints, unique: str) -> None:
-    members = await audience(store_pool, f"kill-{unique}", 150)
+    members = await audience(store_pool, f"kill-{unique}", 1000)
     store, queue, broadcast_id = BroadcastStore(store_pool), f"test-broadcast-{unique}", f"b-{unique}"
     async with killable_worker(endpoints, queue, provider.base_url, store_dsn) as first:
-        provider.hold()  # the first batch's sends wait at the provider, so the kill lands mid-batch
-        await start(temporal_client, store, queue, broadcast_id, f"kill-{unique}")
+        await start(temporal_client, store, queue, broadcast_id, f"kill-{unique}", batch=100)
+        await eventually(lambda: len(per_recipient(provider, broadcast_id)) >= 300, timeout_seconds=120,
+                         message="a third of the broadcast sent")
+        provider.hold()  # the next sends wait at the provider, so the kill lands mid-batch, midway
         await asyncio.wait_for(provider.held.wait(), 30)
         first.kill()
         await first.wait()
