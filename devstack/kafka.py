@@ -40,11 +40,15 @@ class KafkaServer:
         home: folder for this broker's config, data, logs and pid file.
         port: client listener port; the controller listens on ``port + 1``.
         heap_megabytes: JVM heap bound.
+        persistent: keep topics between runs; otherwise the data is wiped at each start, so a
+            test stack never reopens the partitions of earlier sessions (thousands of them after a
+            day of test runs slow the start and can exhaust the process's file descriptors).
     """
 
     home: Path
     port: int = 19092
     heap_megabytes: int = 512
+    persistent: bool = True
 
     @property
     def bootstrap_servers(self) -> str:
@@ -113,7 +117,7 @@ class KafkaServer:
         libs = provision.kafka_libs()
         config = self._write_config()
         port_stamp = self.home / "formatted-for-port"
-        if port_stamp.exists() and port_stamp.read_text() != str(self.port):
+        if not self.persistent or (port_stamp.exists() and port_stamp.read_text() != str(self.port)):
             # A KRaft voter is recorded with its controller endpoint at format time; local data is disposable.
             shutil.rmtree(self.home / "data", ignore_errors=True)
         if not (self.home / "data" / "meta.properties").exists():

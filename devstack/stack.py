@@ -46,7 +46,7 @@ class Stack:
                  persistent: bool = True, postgres: bool = True) -> None:
         home = cache_dir() / name
         ports = DevStackSettings.load()
-        self.kafka = KafkaServer(home / "kafka", port=kafka_port or ports.kafka_port)
+        self.kafka = KafkaServer(home / "kafka", port=kafka_port or ports.kafka_port, persistent=persistent)
         self.temporal = TemporalDevServer(
             home / "temporal",
             port=temporal_port or ports.temporal_port,
