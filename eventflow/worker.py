@@ -200,6 +200,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     client = await connect(process.temporal, runtime=runtime)
     # Registered with or without a store, so the store's series exist (at zero) for dashboards and alerts.
     store_metrics = StoreMetrics(registry)
+    # Like the store's: registered with or without a store, so the dashboard's broadcast panel has its series.
+    broadcast_metrics = BroadcastMetrics(registry)
     pool = await open_store(process.database)
     hasher = address_hasher(process.addresses)
     ledger: PostgresLedger | None = None
@@ -212,7 +214,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         cipher = FieldCipher(process.temporal.payload_keyring())
         contacts = CustomerStore(pool, cipher, metrics=store_metrics, hasher=hasher)
         devices = StoreDevices(pool, cipher, metrics=store_metrics)
-        broadcasts = _broadcasting(BroadcastStore(pool), BroadcastMetrics(registry), contacts)
+        broadcasts = _broadcasting(BroadcastStore(pool), broadcast_metrics, contacts)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           devices=devices, broadcasts=broadcasts, hasher=hasher,
                           topics=read_topics(process.journeys.journeys_dir or default_journeys_dir()),
