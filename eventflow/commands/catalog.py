@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 from journeys.catalog import Catalog, CatalogAction, CatalogEntry
 
 if TYPE_CHECKING:
+    from consumer.catalog_admin import CatalogValidationError
     from consumer.catalog_topic import CatalogWriter
 
 
-def _writer() -> CatalogWriter:
+def catalog_writer() -> CatalogWriter:
+    """A writer on the configured catalog topic with the configured signing keys (journeys and segments)."""
     from consumer.catalog_topic import CatalogWriter
     from eventflow.settings import load_tools
 
@@ -39,10 +41,19 @@ def _warn_rejected(catalog: Catalog, journey_id: str) -> None:
           "and only that is changed or copied", file=sys.stderr)
 
 
-def _author(args: argparse.Namespace) -> str:
+def publishing_author(args: argparse.Namespace) -> str:
+    """``--author``, else ``EVENTFLOW_CATALOG_AUTHOR``, else ``unknown``."""
     from core.settings import CatalogSettings
 
     return str(args.author or CatalogSettings.load().author or "unknown")
+
+
+def refused(exc: CatalogValidationError) -> int:
+    """Prints why nothing was published (each problem at ``file:line``); the command's exit code."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
+    return 1
 
 
 def _describe(entry: CatalogEntry) -> str:
@@ -53,16 +64,13 @@ def _describe(entry: CatalogEntry) -> str:
 def _publish(args: argparse.Namespace) -> int:
     from consumer.catalog_admin import CatalogValidationError, publish_path
     from eventflow.settings import load_tools
-    writer = _writer()
+    writer = catalog_writer()
     try:
         # Fail closed: a journey on a channel no provider serves is not published (outside development mode).
-        results = publish_path(writer, Path(args.path), author=_author(args), summary=args.message,
+        results = publish_path(writer, Path(args.path), author=publishing_author(args), summary=args.message,
                                channels=load_tools().channels)
     except CatalogValidationError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return refused(exc)
     for result in results:
         if result.entry is None:
             print(f"unchanged {result.journey_id} v{result.current_version}")
@@ -72,7 +80,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _list(_: argparse.Namespace) -> int:
-    writer = _writer()
+    writer = catalog_writer()
     catalog = writer.read()
     if not catalog.journey_ids:
         print(f"the catalog {writer.topic!r} is empty")
@@ -90,7 +98,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    writer = _writer()
+    writer = catalog_writer()
     catalog = writer.read()
     entries = catalog.history(args.journey)
     _warn_rejected(catalog, args.journey)
@@ -104,7 +112,7 @@ def _history(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     from consumer.catalog_admin import diff
-    writer = _writer()
+    writer = catalog_writer()
     text = diff(writer.read(), args.journey, args.old, args.new)
     print(text or f"v{args.old} and v{args.new} of {args.journey} have the same sources", end="" if text else "\n")
     return 0
@@ -112,9 +120,9 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _change(action: CatalogAction, args: argparse.Namespace) -> int:
     from consumer.catalog_admin import cancel_running, change
-    writer = _writer()
+    writer = catalog_writer()
     _warn_rejected(writer.read(), args.journey)
-    entry = change(writer, args.journey, action, author=_author(args), summary=args.message,
+    entry = change(writer, args.journey, action, author=publishing_author(args), summary=args.message,
                    rollback_to=getattr(args, "version", None))
     if entry is None:
         print(f"{args.journey}: nothing to change")

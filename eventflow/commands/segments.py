@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 from consumer.catalog_admin import CatalogValidationError, publish_segments
-from consumer.catalog_topic import CatalogWriter
 from core.errors import ConfigError
 from core.settings import CatalogSettings, DatabaseSettings
+from eventflow.commands.catalog import catalog_writer, publishing_author, refused
 from eventflow.settings import load_tools
 from journeys.loader import default_journeys_dir
 from journeys.segment_catalog import SegmentEntry
@@ -35,7 +35,7 @@ def defined_segments(directory: str | None) -> list[Segment]:
     """The segments consumers evaluate: with ``EVENTFLOW_CATALOG_SOURCE=kafka`` the catalog topic's
     latest versions (unless ``directory`` names files), else the files under ``directory``."""
     if directory is None and CatalogSettings.load().source == "kafka":
-        return list(_writer().read_segments().segments())
+        return list(catalog_writer().read_segments().segments())
     return load_segments(Path(directory) if directory else None)
 
 
@@ -103,21 +103,12 @@ def _refresh(args: argparse.Namespace) -> int:
     return 0
 
 
-def _writer() -> CatalogWriter:
-    tools = load_tools()
-    return CatalogWriter(tools.core.kafka.client_config(), tools.catalog.topic, keys=tools.catalog.trust())
-
-
 def _publish(args: argparse.Namespace) -> int:
-    author = str(args.author or CatalogSettings.load().author or "unknown")
     try:
-        results = publish_segments(_writer(), Path(args.path) if args.path else default_journeys_dir(),
-                                   author=author, summary=args.message)
+        results = publish_segments(catalog_writer(), Path(args.path) if args.path else default_journeys_dir(),
+                                   author=publishing_author(args), summary=args.message)
     except CatalogValidationError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"nothing published: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return refused(exc)
     for result in results:
         if result.entry is None:
             print(f"unchanged {result.segment_id} v{result.current_version}")
@@ -132,7 +123,7 @@ def _describe(entry: SegmentEntry) -> str:
 
 
 def _history(args: argparse.Namespace) -> int:
-    segments = _writer().read_segments()
+    segments = catalog_writer().read_segments()
     entries = segments.history(args.segment)
     rejection = segments.rejection(args.segment)
     if rejection is not None:
