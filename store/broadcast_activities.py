@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.contact import ContactPoints
+from activities.contact import ContactPoints, pick_locale
 from activities.errors import PERMANENT_ERROR_TYPES
 from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import SendStatus
@@ -112,15 +112,16 @@ class BroadcastActivities:
         return BatchResult(handled, remaining, next_due.isoformat() if next_due else None)
 
     async def _send(self, broadcast_id: str, message: BroadcastMessage, recipient: Recipient) -> RecipientResult:
-        variant = message.variants.get(recipient.locale or "") or message.variants.get(message.default_locale) \
-            or next(iter(message.variants.values()))
+        # The journeys' rule (exact locale, else its language, else the default), as `workflows.sending` picks.
+        locale = pick_locale(recipient.locale or message.default_locale, message.variants, message.default_locale)
+        variant = message.variants.get(locale) or next(iter(message.variants.values()))
         workflow_id = broadcast_workflow_id(broadcast_id)
         notification = SendNotificationInput(
             idempotency_key=join_id("broadcast", broadcast_id, recipient.customer_id),
             channel=message.channel,
             customer=Customer(id=recipient.customer_id, timezone=recipient.timezone or "UTC",
                               locale=recipient.locale or message.default_locale),
-            template_id=message.template_id, locale=recipient.locale or message.default_locale,
+            template_id=message.template_id, locale=locale,
             body_template=str(variant.get("body", "")), subject_template=variant.get("subject"),
             context={"broadcast": {"id": broadcast_id}}, workflow_id=workflow_id, journey_id=workflow_id,
             step_id="send", priority=message.priority, topic=message.topic,

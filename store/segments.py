@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, assert_never
 
@@ -43,6 +43,7 @@ from journeys.segments import (
     ProfileField,
     Segment,
 )
+from store._time import instant
 from store.customers import Batcher
 from store.metrics import StatementKind, StoreMetrics, timed
 
@@ -333,14 +334,6 @@ class SegmentStore:
         return [row["customer_id"] for row in rows]
 
 
-def _occurred(event: CustomerEvent) -> datetime:
-    try:
-        moment = datetime.fromisoformat(event.occurred_at)
-    except ValueError:
-        return datetime.now(UTC)  # an unreadable time counts as now: the event still counts once
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class SegmentBatcher:
     """The consumer's view of segments: the events and customers of one moment observed together,
     one transaction per batch (`SegmentStore.observe`)."""
@@ -357,7 +350,7 @@ class SegmentBatcher:
         return self._store.reads(event_type)
 
     async def _flush(self, events: list[CustomerEvent]) -> list[None]:
-        read = [ObservedEvent(e.event_id, e.customer.id, e.event_type, _occurred(e),
+        read = [ObservedEvent(e.event_id, e.customer.id, e.event_type, instant(e.occurred_at),
                               observed_fields(e.payload, self._store.payload_paths(e.event_type)))
                 for e in events if self._store.reads(e.event_type)]
         await self._store.observe(read, {e.customer.id for e in events})
