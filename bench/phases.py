@@ -87,7 +87,7 @@ async def measure_start_ceiling(run: Run) -> float:
         nonlocal done
         async with semaphore:
             await run.servers.client.start_workflow(
-                JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=event), id=f"bench:{event.event_id}",
+                JOURNEY_WORKFLOW, JourneyInput.starting(snapshot, event), id=f"bench:{event.event_id}",
                 task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
             done += 1
 

@@ -190,7 +190,7 @@ class Dispatcher:
         try:
             await self._client.start_workflow(
                 JOURNEY_WORKFLOW,
-                JourneyInput(journey=action.snapshot, event=event),
+                JourneyInput.starting(action.snapshot, event),
                 id=action.workflow_id,
                 task_queue=self._task_queue,
                 id_reuse_policy=(WorkflowIDReusePolicy.REJECT_DUPLICATE if action.reject_reuse

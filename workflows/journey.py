@@ -28,8 +28,17 @@ from typing import Any, assert_never
 
 from temporalio import workflow
 
-from workflows import _goals
-from workflows.sending import Fallback, SendRecord, send_fallback, send_step
+from workflows import _goals, born
+from workflows.queues import SEND_QUEUE_PER_CHANNEL_PATCH
+from workflows.sending import (
+    NO_CONTACT_FALLBACK_PATCH,
+    SEND_HTML_PART_PATCH,
+    SUPPRESSED_FALLBACK_PATCH,
+    Fallback,
+    SendRecord,
+    send_fallback,
+    send_step,
+)
 from workflows.webhooks import WEBHOOK_STEP_PATCH, WebhookRecord, WebhookStatus, webhook_step
 
 with workflow.unsafe.imports_passed_through():
@@ -72,6 +81,12 @@ TRAIL_KEPT = 50
 PENDING_KEPT = 20
 #: Events that arrive while the journey is busy (before its first step, during a send) count for the next wait.
 PENDING_EVENTS_PATCH = "events-between-waits-count"
+#: The patches a journey started by this code (or continued as new by it) has without a marker.
+#: A new patch joins this list in the release after the one that adds it, once no worker runs
+#: code without it (an older worker would ask the patch for an instance born with it).
+BORN_WITH: tuple[str, ...] = (
+    _goals.GOALS_PATCH, PENDING_EVENTS_PATCH, WEBHOOK_STEP_PATCH, SEND_QUEUE_PER_CHANNEL_PATCH,
+    SEND_HTML_PART_PATCH, NO_CONTACT_FALLBACK_PATCH, SUPPRESSED_FALLBACK_PATCH)
 
 
 @dataclass(frozen=True)
@@ -133,12 +148,20 @@ class JourneyInput:
         event: the event that started the instance; sends address its customer.
         state: set when continuing as new; None on the first run.
         continue_as_new_after: steps plus received events after which a run continues as new.
+        born_with: the patches this instance has from its start (`workflows.born`); empty in the
+            inputs of journeys started before the field existed, which ask each patch instead.
     """
 
     journey: dict[str, Any]
     event: CustomerEvent
     state: JourneyState | None = None
     continue_as_new_after: int = 500
+    born_with: tuple[str, ...] = ()
+
+    @classmethod
+    def starting(cls, journey: dict[str, Any], event: CustomerEvent) -> JourneyInput:
+        """The input of a new instance: born with every patch of this code."""
+        return cls(journey=journey, event=event, born_with=BORN_WITH)
 
 
 @dataclass
@@ -204,6 +227,7 @@ class JourneyWorkflow:
         self._journey: JourneySnapshot = decode_snapshot(start.journey)
         self._event: CustomerEvent = start.event
         self._limit = start.continue_as_new_after
+        self._born_with = frozenset(start.born_with)
         key = lookup(start.event.as_context(), self._journey.key_path) if self._journey.key_path else None
         self._instance_key: str | None = None if key is None else str(key)
         if start.state is None:
@@ -283,6 +307,11 @@ class JourneyWorkflow:
             webhooks=list(self._state.webhooks),
         )
 
+    @property
+    def born_with(self) -> frozenset[str]:
+        """The patches this instance has from its start (`workflows.born`)."""
+        return self._born_with
+
     # --- the run loop ---------------------------------------------------------------------
 
     @workflow.run
@@ -292,7 +321,7 @@ class JourneyWorkflow:
         state = self._state
         if start.state is None:
             state.cursor = steps.first
-        self._measured = _goals.uses_measurement(self._journey) and workflow.patched(_goals.GOALS_PATCH)
+        self._measured = _goals.uses_measurement(self._journey) and born.has(_goals.GOALS_PATCH)
         if start.state is None:
             _goals.count_entry(self._journey, self._progress)
         try:
@@ -320,7 +349,7 @@ class JourneyWorkflow:
                 await self._wait_for_goal()
         except _ContinueAsNew:
             workflow.logger.info("journey continuing as new after %d steps and events", self._work_this_run)
-            workflow.continue_as_new(replace(start, state=state))
+            workflow.continue_as_new(replace(start, state=state, born_with=BORN_WITH))
         self._finished = True
         self._active = None
         state.deadline = None
@@ -369,7 +398,7 @@ class JourneyWorkflow:
                 await self._digest(step)
             case ExitStep(reason=reason):
                 self._exit_reason = reason or f"exit step {step.id}"
-            case WebhookStep() if workflow.patched(WEBHOOK_STEP_PATCH):
+            case WebhookStep() if born.has(WEBHOOK_STEP_PATCH):
                 record = await webhook_step(step, self._journey, self._context)
                 self._state.webhooks.append(record)
                 self._note(step.id, record.outcome)
@@ -569,7 +598,7 @@ class JourneyWorkflow:
         pending = self._state.pending
         if not pending or not isinstance(step, DelayStep | WaitForStep | DigestStep):
             return
-        if not workflow.patched(PENDING_EVENTS_PATCH):
+        if not born.has(PENDING_EVENTS_PATCH):
             return
         if isinstance(step, WaitForStep | DigestStep):
             for event in pending:

@@ -27,6 +27,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
+from workflows import born
+
 with workflow.unsafe.imports_passed_through():
     from activities.contact import pick_locale
     from activities.errors import PERMANENT_ERROR_TYPES
@@ -144,8 +146,8 @@ async def send_step(step_id: str, options: SendOptions, journey: JourneySnapshot
     fallback = options.fallback
     if fallback and fallback != options.channel and (
             first.status in _FALLBACK_ON
-            or first.status is SendStatus.NO_CONTACT and workflow.patched(NO_CONTACT_FALLBACK_PATCH)
-            or first.status is SendStatus.SUPPRESSED and workflow.patched(SUPPRESSED_FALLBACK_PATCH)):
+            or first.status is SendStatus.NO_CONTACT and born.has(NO_CONTACT_FALLBACK_PATCH)
+            or first.status is SendStatus.SUPPRESSED and born.has(SUPPRESSED_FALLBACK_PATCH)):
         second = await _send_on(fallback, step_id, options, journey, event, context, retry_policy, heartbeat_timeout,
                                 key_suffix=f"#{fallback}", stop_waiting=stop_waiting)
         return second.falling_back_from(Fallback(first.channel, first.outcome))
@@ -234,7 +236,7 @@ def _html_part(variant: Mapping[str, Any]) -> str | None:
     """The variant's ``html`` source; asked of the patch only when there is one, so sends without
     an HTML part record no marker."""
     html = variant.get("html")
-    if isinstance(html, str) and html and workflow.patched(SEND_HTML_PART_PATCH):
+    if isinstance(html, str) and html and born.has(SEND_HTML_PART_PATCH):
         return html
     return None
 
@@ -242,7 +244,7 @@ def _html_part(variant: Mapping[str, Any]) -> str | None:
 def _send_queue(channel: str) -> str | None:
     """The channel's own send queue (rate-limited across replicas by Temporal); journeys recorded
     before it existed keep sending on their own queue."""
-    if workflow.patched(SEND_QUEUE_PER_CHANNEL_PATCH):
+    if born.has(SEND_QUEUE_PER_CHANNEL_PATCH):
         return send_task_queue(workflow.info().task_queue, channel)
     return None
 

@@ -207,7 +207,7 @@ async def simulate_run(definition: JourneyDefinition, events: Sequence[CustomerE
                                            activities=[recorder.send_notification, recorder.call_webhook]),
                                     [recorder.send_notification]):
             handle = await env.client.start_workflow(
-                JOURNEY_WORKFLOW, JourneyInput(journey=action.snapshot, event=trigger), id=action.workflow_id,
+                JOURNEY_WORKFLOW, JourneyInput.starting(action.snapshot, trigger), id=action.workflow_id,
                 task_queue=task_queue, result_type=JourneyStatus)
             origin = (await handle.describe()).start_time
             recorder.origin = origin

@@ -21,7 +21,7 @@ from activities.send import SEND_NOTIFICATION
 from activities.webhook import WEBHOOK_CALL, WebhookCallInput, WebhookCallResult
 from events.model import Customer, CustomerEvent
 from journeys.loader import validate_folder
-from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
+from workflows.journey import BORN_WITH, EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput, JourneyStatus, JourneyWorkflow
 from workflows.worker import JourneyWorkers, with_send_queues
 
 DEFAULT_TEMPLATES = {
@@ -122,10 +122,15 @@ def worker(client: Client, task_queue: str, capture: Capture) -> JourneyWorkers:
 
 async def start(client: Client, task_queue: str, snapshot: dict[str, Any], trigger: CustomerEvent, *,
                 continue_as_new_after: int = 500, workflow_id: str | None = None,
-                with_event: CustomerEvent | None = None) -> WorkflowHandle[Any, Any]:
-    """Starts a journey instance; ``with_event`` is delivered with the start (signal-with-start), in its first task."""
+                with_event: CustomerEvent | None = None, born: bool = True) -> WorkflowHandle[Any, Any]:
+    """Starts a journey instance; ``with_event`` is delivered with the start (signal-with-start), in its first task.
+
+    ``born``: as the consumer starts it (born with every patch, `workflows.born`); False starts it as
+    a release before that field did, asking each patch.
+    """
     return await client.start_workflow(
-        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=trigger, continue_as_new_after=continue_as_new_after),
+        JOURNEY_WORKFLOW, JourneyInput(journey=snapshot, event=trigger, continue_as_new_after=continue_as_new_after,
+                                       born_with=BORN_WITH if born else ()),
         id=workflow_id or f"test-journey-{uuid.uuid4().hex[:10]}", task_queue=task_queue,
         result_type=JourneyStatus, start_signal=None if with_event is None else EVENT_SIGNAL,
         start_signal_args=[] if with_event is None else [with_event])

@@ -22,7 +22,14 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from activities.outcomes import SendStatus
 from journeys.model import SNAPSHOT_FORMATS, decode_snapshot
 from journeys.steps import STEP_KINDS, SendStep, SplitStep, StepKind, WaitForStep, encode_step, walk
-from workflows.journey import JOURNEY_WORKFLOW, PENDING_EVENTS_PATCH, JourneyInput, JourneyState, JourneyWorkflow
+from workflows.journey import (
+    BORN_WITH,
+    JOURNEY_WORKFLOW,
+    PENDING_EVENTS_PATCH,
+    JourneyInput,
+    JourneyState,
+    JourneyWorkflow,
+)
 from workflows.sending import SUPPRESSED_FALLBACK_PATCH, Fallback, SendRecord
 from workflows.webhooks import WebhookStatus
 
@@ -149,3 +156,15 @@ def test_histories_hold_a_changed_behaviour_recorded_before_and_after_its_patch(
     assert before and after
     assert all(patch not in _patches(p) for p in before)
     assert all(patch in _patches(p) for p in after)
+
+
+def test_journeys_born_with_every_patch_record_no_marker_and_replay_beside_older_ones() -> None:
+    born = [p for p in HISTORIES if p.stem.startswith("born-")]
+    asked = set().union(*(_patches(p) for p in HISTORIES))
+
+    assert len(born) >= 20 and asked <= set(BORN_WITH)  # every patch recorded is one new journeys are born with
+    for path in HISTORIES:
+        if path.stem.startswith("born-"):
+            kinds = {e["eventType"] for e in json.loads(path.read_text())["events"]}
+            assert _start_input(path)["born_with"] == list(BORN_WITH)
+            assert not _patches(path) and "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES" not in kinds
