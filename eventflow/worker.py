@@ -78,6 +78,8 @@ def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimi
     """The worker's capacity; it drains within the same deadline as the consumer."""
     return WorkerLimits(max_concurrent_activities=worker.max_concurrent_activities,
                         max_concurrent_workflow_tasks=worker.max_concurrent_workflow_tasks,
+                        workflow_task_pollers=worker.workflow_task_pollers,
+                        activity_task_pollers=worker.activity_task_pollers,
                         graceful_shutdown_seconds=drain.shutdown_grace_seconds)
 
 

@@ -54,6 +54,10 @@ class WorkerLimits:
 
     max_concurrent_activities: int = 100
     max_concurrent_workflow_tasks: int = 100
+    #: Long polls for workflow tasks; the SDK gives a fifth of them to new workflows (its default
+    #: ``nonsticky_to_sticky_poll_ratio``), so with its default of 5 one poll took every new journey.
+    workflow_task_pollers: int = 10
+    activity_task_pollers: int = 10
     graceful_shutdown_seconds: float = 20.0
 
 
@@ -143,6 +147,8 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
                     *(broadcasts(notifications) if broadcasts is not None else ())],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
+        max_concurrent_workflow_task_polls=limits.workflow_task_pollers,
+        max_concurrent_activity_task_polls=limits.activity_task_pollers,
         graceful_shutdown_timeout=shutdown,
     )
     sends = [Worker(
@@ -151,6 +157,7 @@ def build_worker(client: Client, task_queue: str, channels: Mapping[str, Channel
         activities=[notifications.send_notification],
         max_concurrent_activities=limits.max_concurrent_activities,
         max_task_queue_activities_per_second=rates.get(channel),
+        max_concurrent_activity_task_polls=limits.activity_task_pollers,
         graceful_shutdown_timeout=shutdown,
     ) for channel in sorted(channels)]
     return JourneyWorkers([journeys, *sends])

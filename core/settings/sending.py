@@ -56,6 +56,11 @@ class WorkerSettings(SettingsGroup):
                                                  "Send activities one worker replica runs at once.")
     max_concurrent_workflow_tasks: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100,
                                                      "Workflow tasks one worker replica runs at once.")
+    workflow_task_pollers: PositiveInt = env(
+        "EVENTFLOW_WORKER_WORKFLOW_TASK_POLLERS", 10, "Long polls one worker replica keeps open for workflow tasks; "
+        "a fifth of them take new journeys, the rest the replica's own sticky queue (docs/architecture.md).")
+    activity_task_pollers: PositiveInt = env("EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS", 10,
+                                             "Long polls one worker replica keeps open on each activity task queue.")
     temporal_metrics_port: Port = env("EVENTFLOW_TEMPORAL_METRICS_PORT", 9465, "Loopback port of the Temporal SDK's "
                                       "Prometheus exporter, merged into /metrics (0 disables).")
     quiet_hours: QuietHours = env("EVENTFLOW_QUIET_HOURS", "", "Default quiet hours in the customer's timezone, "

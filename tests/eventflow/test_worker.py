@@ -18,10 +18,11 @@ from temporalio.client import Client
 from consumer.catalog_channels import journey_channels
 from devstack import Endpoints
 from eventflow.commands.temporal_setup import register_search_attributes
-from eventflow.settings import load_settings
-from eventflow.worker import run_worker
+from eventflow.settings import load_settings, load_worker
+from eventflow.worker import run_worker, worker_limits
 from journeys import load_all
 from tests.harness import eventually
+from workflows.worker import WorkerLimits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,3 +137,11 @@ async def test_worker_says_once_that_it_drains(endpoints: Endpoints, tmp_path: P
     assert code == 0, text
     assert text.count('"worker_draining"') == 1, text
     assert "Beginning worker shutdown" not in text, text
+
+
+def test_worker_polls_with_its_configured_pollers() -> None:
+    settings = load_worker({"EVENTFLOW_WORKER_WORKFLOW_TASK_POLLERS": "12", "EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS": "7"})
+    limits = worker_limits(settings.worker, settings.consumer)
+
+    assert (limits.workflow_task_pollers, limits.activity_task_pollers) == (12, 7)
+    assert WorkerLimits().workflow_task_pollers == 10  # the SDK's 5 leave a single poll for new journeys
