@@ -289,6 +289,10 @@ provider secrets have no business in the consumer's pods.
   value: {{ .Values.worker.maxConcurrentActivities | quote }}
 - name: EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS
   value: {{ .Values.worker.maxConcurrentWorkflowTasks | quote }}
+- name: EVENTFLOW_WORKER_WORKFLOW_TASK_POLLERS
+  value: {{ .Values.worker.workflowTaskPollers | quote }}
+- name: EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS
+  value: {{ .Values.worker.activityTaskPollers | quote }}
 {{ include "eventflow.channelProvidersEnv" . }}
 {{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
 {{- if $value }}
