@@ -13,6 +13,7 @@ import logging
 import signal
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -66,9 +67,10 @@ from workflows.worker import BroadcastActivitiesFactory, WorkerLimits, build_wor
 log = structlog.get_logger(__name__)
 
 
-def _broadcasting(store: BroadcastStore, metrics: BroadcastMetrics, contacts: CustomerStore) -> BroadcastActivitiesFactory:
+def _broadcasting(store: BroadcastStore, metrics: BroadcastMetrics, contacts: CustomerStore,
+                  concurrency: int) -> BroadcastActivitiesFactory:
     def activities(sender: NotificationActivities) -> list[Callable[..., Any]]:
-        broadcast = BroadcastActivities(store, sender, metrics=metrics, contacts=contacts)
+        broadcast = BroadcastActivities(store, sender, metrics=metrics, contacts=contacts, concurrency=concurrency)
         return [broadcast.start, broadcast.send_batch]
 
     return activities
@@ -81,6 +83,17 @@ def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimi
                         workflow_task_pollers=worker.workflow_task_pollers,
                         activity_task_pollers=worker.activity_task_pollers,
                         graceful_shutdown_seconds=drain.shutdown_grace_seconds)
+
+
+def provider_call_threads(worker: WorkerSettings) -> ThreadPoolExecutor:
+    """The threads blocking provider SDK calls run on (SendGrid's and Twilio's clients block).
+
+    asyncio's default executor has min(32, cores + 4) threads, six on a two-core pod, which would hold
+    every send of the replica to six provider calls in flight. Each running activity makes at most
+    one such call at a time, and a broadcast batch one per send it runs at once.
+    """
+    return ThreadPoolExecutor(max_workers=worker.max_concurrent_activities + worker.broadcast_send_concurrency,
+                              thread_name_prefix="provider-call")
 
 
 class SdkMetricsCollector(Collector):
@@ -191,6 +204,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                              fcm=process.fcm, webpush=process.webpush)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(provider_call_threads(process.worker))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if not any(isinstance(f, _OneShutdownLine) for f in _SDK_WORKER_LOGGER.filters):
@@ -216,7 +230,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
         cipher = FieldCipher(process.temporal.payload_keyring())
         contacts = CustomerStore(pool, cipher, metrics=store_metrics, hasher=hasher)
         devices = StoreDevices(pool, cipher, metrics=store_metrics)
-        broadcasts = _broadcasting(BroadcastStore(pool), broadcast_metrics, contacts)
+        broadcasts = _broadcasting(BroadcastStore(pool), broadcast_metrics, contacts,
+                                  process.worker.broadcast_send_concurrency)
     worker = build_worker(client, process.temporal.task_queue, channels, limits=limits, ledger=ledger, contacts=contacts,
                           devices=devices, broadcasts=broadcasts, hasher=hasher,
                           topics=read_topics(process.journeys.journeys_dir or default_journeys_dir()),

@@ -77,35 +77,37 @@ class PostgresLedger:
         self._metrics = metrics
 
     async def reserve(self, request: ReserveRequest) -> Reservation:
-        """Checks preferences and the ledger and leases the send to the asking attempt, atomically."""
+        """Checks preferences and the ledger and leases the send to the asking attempt, atomically.
+
+        Four round trips: the transaction's begin, the customer's lock, one statement that reads
+        everything the decision needs (taken after the lock, so it sees every earlier holder's
+        commit), and the lease with the commit.
+        """
         async with timed(self._metrics, StatementKind.RESERVE), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", request.customer_id)
-            now: datetime = await conn.fetchval("SELECT now()")
-            row = await conn.fetchrow(
-                "SELECT state, lease_attempt, lease_until, called_at, started_at, provider, provider_message_id,"
-                " reported_at FROM eventflow.sends WHERE idempotency_key = $1", request.idempotency_key)
-            state = LedgerState(row["state"]) if row is not None else None
-            if row is not None and state is LedgerState.DELIVERED:
-                return Reservation(ReserveDecision.DELIVERED, provider=row["provider"],
-                                   provider_message_id=row["provider_message_id"])
-            opted_out = await conn.fetchval(
-                "SELECT state = 'opted_out' FROM eventflow.consent"
-                " WHERE customer_id = $1 AND channel = $2 AND topic = ''", request.customer_id, request.channel)
-            if opted_out:
+            seen = await conn.fetchrow(
+                _DECISION_READ, request.customer_id, request.idempotency_key, request.channel, request.topic,
+                request.address_forms() if request.address_hash else [])
+            assert seen is not None  # one row: the read selects from a one-row relation
+            now: datetime = seen["now"]
+            state = LedgerState(seen["state"]) if seen["state"] is not None else None
+            if state is LedgerState.DELIVERED:
+                return Reservation(ReserveDecision.DELIVERED, provider=seen["provider"],
+                                   provider_message_id=seen["provider_message_id"])
+            if seen["opted_out"]:
                 return Reservation(ReserveDecision.OPTED_OUT)
-            if request.topic and request.topic_default and not await self._topic_consented(conn, request):
+            if request.topic and request.topic_default \
+                    and (seen["topic_state"] or request.topic_default) != "opted_in":
                 return Reservation(ReserveDecision.NO_CONSENT)
-            if request.address_hash and await conn.fetchval(
-                    "SELECT true FROM eventflow.suppressions WHERE channel = $1 AND address_hash = ANY($2::text[])"
-                    " LIMIT 1", request.channel, request.address_forms()):
+            if seen["suppressed"]:
                 return Reservation(ReserveDecision.SUPPRESSED)
-            if row is not None and state is not LedgerState.FAILED:
-                return await self._renew(conn, request, row, now)
+            if state is not None and state is not LedgerState.FAILED:
+                return await self._renew(conn, request, seen, now)
             quiet_end = quiet_window_end(now, request.timezone, request.quiet_hours)
             if quiet_end is not None:
                 return Reservation(ReserveDecision.DEFER, not_before=_iso(quiet_end))
             today = local_day(now, request.timezone)
-            capped = cap_gate(request, await self._counted(conn, request.customer_id, today), now)
+            capped = cap_gate(request, _counted(seen), now)
             if capped is not None:
                 return capped
             await conn.execute(
@@ -144,23 +146,6 @@ class PostgresLedger:
         return Reservation(ReserveDecision.SEND, previous_attempt_uncertain=uncertain,
                            previous_started_epoch_seconds=started.timestamp() if started else 0.0,
                            previous_provider=row["provider"] if uncertain else "")
-
-    @staticmethod
-    async def _topic_consented(conn: Conn, request: ReserveRequest) -> bool:
-        """The customer's consent to the send's topic on its channel; the topic's default when never given."""
-        state = await conn.fetchval(
-            "SELECT state FROM eventflow.consent WHERE customer_id = $1 AND channel = $2 AND topic = $3",
-            request.customer_id, request.channel, request.topic)
-        return (state or request.topic_default) == "opted_in"
-
-    @staticmethod
-    async def _counted(conn: Conn, customer_id: str, today: str) -> list[_CountedRow]:
-        since = date.fromisoformat(today) - timedelta(days=_CAP_LOOKBACK_DAYS)
-        rows = await conn.fetch(
-            "SELECT channel, local_day, state, priority FROM eventflow.sends"
-            " WHERE customer_id = $1 AND local_day >= $2", customer_id, since)
-        return [_CountedRow(r["channel"], r["local_day"].isoformat(), LedgerState(r["state"]), r["priority"])
-                for r in rows]
 
     async def mark_calling(self, idempotency_key: str, attempt: int, provider: str = "") -> bool:
         """Records that ``attempt`` is about to call ``provider``; False when it no longer holds the lease.
@@ -296,6 +281,33 @@ def _send_row(row: asyncpg.Record) -> SendRow:
     return SendRow(row["idempotency_key"], row["customer_id"], row["channel"], LedgerState(row["state"]),
                    row["attempts"], row["lease_attempt"], row["called_at"] is not None, row["provider"],
                    row["provider_message_id"], row["error_type"], row["reported_at"] is not None)
+
+
+#: Everything `PostgresLedger.reserve` decides on, in one statement: the database's clock, the send's
+#: row (all NULL when there is none), the channel's opt-out, the consent to the send's topic, whether
+#: one of the address's forms is suppressed, and the customer's sends of the rolling caps' lookback
+#: (from the UTC day, a day wider than any local one, as parallel arrays). $1 customer, $2 key,
+#: $3 channel, $4 topic, $5 address forms.
+_DECISION_READ = (
+    "SELECT now() AS now, s.state, s.lease_attempt, s.lease_until, s.called_at, s.started_at, s.provider,"
+    " s.provider_message_id,"
+    " EXISTS (SELECT 1 FROM eventflow.consent WHERE customer_id = $1 AND channel = $3 AND topic = ''"
+    " AND state = 'opted_out') AS opted_out,"
+    " (SELECT state FROM eventflow.consent WHERE customer_id = $1 AND channel = $3 AND topic = $4) AS topic_state,"
+    " EXISTS (SELECT 1 FROM eventflow.suppressions WHERE channel = $3 AND address_hash = ANY($5::text[]))"
+    " AS suppressed,"
+    " c.channels, c.days, c.states, c.priorities"
+    " FROM (SELECT 1) AS one"
+    " LEFT JOIN eventflow.sends s ON s.idempotency_key = $2"
+    " CROSS JOIN LATERAL (SELECT array_agg(channel) AS channels, array_agg(local_day) AS days,"
+    " array_agg(state) AS states, array_agg(priority) AS priorities FROM eventflow.sends"
+    f" WHERE customer_id = $1 AND local_day >= (now() AT TIME ZONE 'UTC')::date - {_CAP_LOOKBACK_DAYS + 1}) AS c")
+
+
+def _counted(seen: asyncpg.Record) -> list[_CountedRow]:
+    return [_CountedRow(channel, day.isoformat(), LedgerState(state), priority)
+            for channel, day, state, priority in zip(seen["channels"] or (), seen["days"] or (),
+                                                     seen["states"] or (), seen["priorities"] or (), strict=True)]
 
 
 def _lease_until(request: ReserveRequest, now: datetime) -> datetime | None:

@@ -56,6 +56,9 @@ class WorkerSettings(SettingsGroup):
                                                  "Send activities one worker replica runs at once.")
     max_concurrent_workflow_tasks: PositiveInt = env("EVENTFLOW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", 100,
                                                      "Workflow tasks one worker replica runs at once.")
+    broadcast_send_concurrency: PositiveInt = env(
+        "EVENTFLOW_BROADCAST_SEND_CONCURRENCY", 32, "Sends one broadcast batch makes at once; each holds a database "
+        "connection only while it reserves or records (keep EVENTFLOW_DATABASE_POOL_MAX_SIZE in proportion).")
     workflow_task_pollers: PositiveInt = env(
         "EVENTFLOW_WORKER_WORKFLOW_TASK_POLLERS", 10, "Long polls one worker replica keeps open for workflow tasks; "
         "a fifth of them take new journeys, the rest the replica's own sticky queue (docs/architecture.md).")

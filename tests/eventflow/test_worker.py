@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,7 @@ from consumer.catalog_channels import journey_channels
 from devstack import Endpoints
 from eventflow.commands.temporal_setup import register_search_attributes
 from eventflow.settings import load_settings, load_worker
-from eventflow.worker import run_worker, worker_limits
+from eventflow.worker import provider_call_threads, run_worker, worker_limits
 from journeys import load_all
 from tests.harness import eventually
 from workflows.worker import WorkerLimits
@@ -145,3 +146,16 @@ def test_worker_polls_with_its_configured_pollers() -> None:
 
     assert (limits.workflow_task_pollers, limits.activity_task_pollers) == (12, 7)
     assert WorkerLimits().workflow_task_pollers == 10  # the SDK's 5 leave a single poll for new journeys
+
+
+async def test_blocking_provider_calls_are_not_held_to_asyncios_six_threads() -> None:
+    # asyncio's default executor has min(32, cores + 4) threads; SendGrid's and Twilio's clients block.
+    settings = load_worker({"EVENTFLOW_WORKER_MAX_CONCURRENT_ACTIVITIES": "12", "EVENTFLOW_BROADCAST_SEND_CONCURRENCY": "8"})
+    executor = provider_call_threads(settings.worker)
+    everyone = threading.Barrier(20, timeout=30)  # passes only when 20 calls block at the same time
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.gather(*(loop.run_in_executor(executor, everyone.wait) for _ in range(20)))
+    finally:
+        executor.shutdown(wait=False)
+    assert executor._max_workers == 20
