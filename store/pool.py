@@ -26,6 +26,17 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, statem
         raise ValueError(f"statement_timeout_seconds must be positive, not {statement_timeout_seconds}")
     statement_timeout_ms = max(1, round(statement_timeout_seconds * 1000))
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout_seconds,
+        dsn, min_size=min_size, max_size=max_size, command_timeout=command_timeout_seconds, reset=_keep_session,
         server_settings={"statement_timeout": f"{statement_timeout_ms}ms", "application_name": APPLICATION_NAME},
     )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a released connection gets instead of asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``...).
+
+    asyncpg ends an open transaction before calling this; the store keeps no other session state
+    (no ``SET``, ``LISTEN`` or cursor outlives a transaction, and the one session lock, the segment
+    refresher's, is released or its connection closed before the release). The default would add a
+    round trip to every release: three per send.
+    """
+

@@ -40,3 +40,20 @@ async def test_no_url_no_store_and_no_unbounded_statements() -> None:
     assert await open_store(DatabaseSettings()) is None
     with pytest.raises(ValueError, match="statement_timeout_seconds must be positive"):
         await create_pool("postgresql://127.0.0.1:1/none", statement_timeout_seconds=0)
+
+
+async def test_a_release_ends_the_transaction_without_a_reset_round_trip(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        await pool.execute("CREATE TABLE IF NOT EXISTS pool_release_probe (n int)")
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'probe'")  # session state a reset would undo
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO pool_release_probe VALUES (1)")
+        async with pool.acquire() as conn:  # the pool's only connection, again
+            assert await conn.fetchval("SHOW application_name") == "probe"
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM pool_release_probe") == 0, "the open transaction rolled back"
+    finally:
+        await pool.execute("DROP TABLE IF EXISTS pool_release_probe")
+        await pool.close()
