@@ -47,7 +47,7 @@ from bench.faults import run_fault_phase
 from bench.history import HistoryCost, history_cost
 from bench.outage import PREFIX as OUTAGE_PREFIX
 from bench.outage import measure_database_outage
-from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_pss_mib
+from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_memory_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
 from bench.stats import growth_ratio, rate_per_second, summarize_latency
@@ -393,8 +393,9 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
 async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
     """Steady load for ``soak_seconds`` while the memory of consumer, worker and PostgreSQL is sampled every second.
 
-    PostgreSQL's is the proportional set size summed over the postmaster and its backends
-    (`tree_pss_mib`); it is left out when the run has no PostgreSQL server of its own.
+    PostgreSQL's is the proportional set size summed over the postmaster and its backends without
+    the shared buffer cache, which is reported beside it (`tree_memory_mib`); it is left out when
+    the run has no PostgreSQL server of its own.
     """
     config = run.config
     routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
@@ -404,6 +405,7 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
     producer = kafka_producer(run.servers.kafka, batch=False)
     unrouted = encode_events([unrouted_event() for _ in range(100)])
     rss: dict[str, list[float]] = {"consumer": [], "worker": []}
+    shared: list[float] = []  # PostgreSQL's buffer cache, apart (`tree_memory_mib`)
     if run.database_pid() is not None:
         rss["postgresql"] = []
     produced = 0
@@ -427,7 +429,9 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
         rss["consumer"].append(rss_mib(full.consumer.pid))
         rss["worker"].append(rss_mib(full.worker.pid))
         if "postgresql" in rss:
-            rss["postgresql"].append(tree_pss_mib(run.database_pid() or 0))
+            total, shmem = tree_memory_mib(run.database_pid() or 0)
+            rss["postgresql"].append(total - shmem)
+            shared.append(shmem)
         progress.update(int(elapsed))
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
     progress.close()
@@ -444,7 +448,10 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
         figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),
                          "rss_max_mib": round(max(values, default=0.0), 1), "growth_ratio": round(growth, 4)}
     if "postgresql" in figures:
-        figures["postgresql"]["measure"] = "PSS summed over the postmaster and its backends"
+        figures["postgresql"]["measure"] = ("PSS summed over the postmaster and its backends, without the shared "
+                                            "buffer cache (a fixed-size segment that fills as pages are first read)")
+        figures["postgresql"]["shared_buffers_touched_start_mib"] = round(shared[0], 1) if shared else 0.0
+        figures["postgresql"]["shared_buffers_touched_end_mib"] = round(shared[-1], 1) if shared else 0.0
     return figures
 
 

@@ -259,21 +259,28 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def tree_pss_mib(pid: int) -> float:
-    """Memory of a process and its descendants in MiB: the sum of their proportional set sizes.
+def tree_memory_mib(pid: int) -> tuple[float, float]:
+    """A process tree's memory in MiB: the sum of its proportional set sizes, and the part of it that
+    is shared memory (``Pss_Shmem``).
 
     PSS, not RSS: PostgreSQL's backends map the same shared buffers, which a sum of RSS would count
-    once per backend (and grow as each backend touches more of them); PSS splits each shared page
-    among the processes mapping it. Falls back to RSS where ``smaps_rollup`` cannot be read.
+    once per backend; PSS splits each shared page among the processes mapping it. Falls back to RSS
+    where ``smaps_rollup`` cannot be read.
+
+    PostgreSQL's shared memory is its buffer cache, a segment of fixed size (``shared_buffers``)
+    whose pages count as they are first touched: it fills towards that size under any load and is
+    no leak. What the processes themselves hold is the difference.
     """
-    total = 0.0
+    total = shmem = 0.0
     for member in [pid, *_descendants(pid)]:
         try:
             lines = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
-            total += next(int(line.split()[1]) for line in lines if line.startswith("Pss:")) / 1024
-        except (OSError, StopIteration, IndexError, ValueError):
+            fields = {key: value for key, _, value in (line.partition(":") for line in lines) if key.isidentifier()}
+            total += int(fields["Pss"].split()[0]) / 1024
+            shmem += int(fields.get("Pss_Shmem", "0 kB").split()[0]) / 1024
+        except (OSError, KeyError, IndexError, ValueError):
             total += rss_mib(member)
-    return total
+    return total, shmem
 
 
 def _descendants(pid: int) -> list[int]:

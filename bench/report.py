@@ -79,9 +79,12 @@ def figures_table(results: Mapping[str, Any]) -> str:
                      f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict(f"{name} RSS")))
     if "postgresql" in soak:
         process = soak["postgresql"]
-        rows.append((f"**PostgreSQL memory over a {soak['seconds']:.0f} s soak** (PSS, postmaster + backends)",
+        cache = (f"; buffer cache touched {process['shared_buffers_touched_start_mib']:.0f} -> "
+                 f"{process['shared_buffers_touched_end_mib']:.0f} MiB" if "shared_buffers_touched_end_mib" in process else "")
+        rows.append((f"**PostgreSQL memory over a {soak['seconds']:.0f} s soak** (PSS, postmaster + backends, "
+                     "without the fixed-size buffer cache)",
                      f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
-                     f"({process['growth_ratio'] * 100:+.1f} %)", "within ± 10 %", verdict("PostgreSQL memory")))
+                     f"({process['growth_ratio'] * 100:+.1f} %){cache}", "within ± 10 %", verdict("PostgreSQL memory")))
     rows += _outage_rows(results, verdict)
     rows += _audience_rows(results, verdict)
     rows += _fault_rows(results, verdict)

@@ -102,6 +102,7 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     for process in ("consumer", "worker", "postgresql"):
         assert soak[process]["rss_start_mib"] > 0
         assert "growth_ratio" in soak[process]
+    assert soak["postgresql"]["shared_buffers_touched_end_mib"] > 0  # the buffer cache, apart from the backends
     outage = results["database_outage"]
     assert outage["down_seconds"] == TINY.outage.down_seconds and outage["produced"] >= 1
     assert outage["sent"] + outage["missing"] == outage["produced"]

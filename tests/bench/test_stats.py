@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.processes import tree_memory_mib
 from bench.stats import growth_ratio, percentile_over_all, rate_per_second, summarize_latency
 
 
@@ -79,3 +81,8 @@ def test_growth_ratio_compares_first_and_last_tenth_after_warm_up() -> None:
     start, end, growth = growth_ratio(samples)
     assert (start, end) == (100.0, 110.0)
     assert growth == pytest.approx(0.10)
+
+
+def test_postgresql_memory_keeps_its_shared_buffer_cache_apart() -> None:
+    total, shared = tree_memory_mib(os.getpid())
+    assert total > 0 and 0 <= shared <= total
