@@ -268,7 +268,8 @@ def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on
                    "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket",
                    "eventflow_db_statement_seconds_bucket", "by (kind, le)", "eventflow_db_pool_connections",
                    "eventflow_db_errors_total", "eventflow_provider_circuit_state", "eventflow_send_failovers_total",
-                   "by (channel, provider)", "eventflow_broadcast_recipients_total"):
+                   "by (channel, provider)", "eventflow_broadcast_recipients_total",
+                   "eventflow_whatsapp_inbound_messages_total", "eventflow_inbound_keywords_total"):
         assert needle in exprs, f"the dashboard has no panel reading {needle}"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
