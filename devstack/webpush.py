@@ -9,17 +9,24 @@ the payload (RFC 8291) with the subscription's private key, which only the brows
 keeps it. Unknown or gone subscriptions are answered 410, refused VAPID tokens 403.
 
 `PushService` is the service in memory, on any aiohttp application; the tests drive it
-(``tests/activities/push_stubs.py`` adds FCM beside it).
+(``tests/activities/push_stubs.py`` adds FCM beside it). `serve` runs it for development
+(``eventflow dev push-service``) on a folder that keeps its state across restarts: a VAPID key
+for the worker (generated there, for development only), the browsers' keys, a device API request
+body per browser, and every push it took, decrypted, one JSON line each (`received`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import http_ece
@@ -200,3 +207,145 @@ class PushService:
         app = web.Application()
         self.add_routes(app)
         return app
+
+
+# -- the development service on a folder --------------------------------------------------------
+
+#: The dev VAPID key the worker signs with (EVENTFLOW_VAPID_PRIVATE_KEY_FILE); made here, for development only.
+VAPID_KEY_FILE = "vapid-private.pem"
+#: The browsers' private keys and auth secrets: what lets this service decrypt their pushes.
+BROWSERS_FILE = "browsers.json"
+#: Every push taken, decrypted, one JSON object a line.
+RECEIVED_FILE = "received.jsonl"
+#: Every request refused (VAPID, encoding), with its reason.
+REFUSED_FILE = "refused.jsonl"
+#: Browsers a fresh folder gets.
+DEV_BROWSERS = 2
+
+
+@dataclass(frozen=True)
+class DevPushFolder:
+    """What `prepare` left in a folder for the worker and for registering the browsers."""
+
+    path: Path
+    base_url: str
+    vapid_key_file: Path
+    #: The VAPID public key as a site's ``pushManager.subscribe({applicationServerKey})`` takes it.
+    application_server_key: str
+    #: One device API request body (``POST /customers/{id}/devices``) per browser.
+    device_files: tuple[Path, ...]
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """``data`` in a file only its owner may read (a fresh file, replaced whole)."""
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+    partial.replace(path)
+
+
+def prepare(folder: Path, base_url: str, *, browsers: int = DEV_BROWSERS) -> DevPushFolder:
+    """The folder's VAPID key and browsers, made where missing (kept where present), endpoints on ``base_url``.
+
+    Idempotent: a second call changes nothing but the endpoints' origin, so browsers registered
+    before stay decryptable.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / VAPID_KEY_FILE
+    if not key_file.exists():
+        _write_private(key_file, vapid_key_pem()[0])
+    public = vapid_public_key(key_file.read_bytes())
+    known = [Browser.from_record(record, base_url) for record in _browser_records(folder)]
+    while len(known) < browsers:
+        known.append(Browser(uuid.uuid4().hex, ec.generate_private_key(ec.SECP256R1()), os.urandom(16), "",
+                             f"browser-{len(known) + 1}"))
+    known = [Browser(b.sub_id, b.private_key, b.auth, endpoint_of(base_url, b.sub_id), b.name) for b in known]
+    _write_private(folder / BROWSERS_FILE, json.dumps([b.to_record() for b in known], indent=2).encode())
+    device_files = []
+    for browser in known:
+        path = folder / f"{browser.name}.json"
+        path.write_text(json.dumps({"channel": "webpush", "subscription": browser.subscription_json()}) + "\n")
+        device_files.append(path)
+    return DevPushFolder(folder, base_url, key_file, b64url(public), tuple(device_files))
+
+
+def _browser_records(folder: Path) -> list[dict[str, str]]:
+    path = folder / BROWSERS_FILE
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
+def dev_service(folder: Path, base_url: str) -> PushService:
+    """The service of a prepared folder: its VAPID public key and browsers, recording to the folder."""
+    public = vapid_public_key((folder / VAPID_KEY_FILE).read_bytes())
+    service = PushService(vapid_public_key=public, base_url=base_url)
+    for record in _browser_records(folder):
+        browser = Browser.from_record(record, base_url)
+        service.browsers[browser.sub_id] = browser
+    return service
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as out:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def push_record(push: Push) -> dict[str, Any]:
+    """A push as a line of ``received.jsonl``."""
+    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "browser": push.browser.name or push.browser.sub_id,
+            "endpoint": push.browser.endpoint, "ttl": push.ttl, "urgency": push.urgency, "payload": push.payload}
+
+
+async def serve(folder: Path, port: int, stop: asyncio.Event, *, host: str = "127.0.0.1",
+                on_push: Callable[[dict[str, Any]], None] | None = None,
+                on_refusal: Callable[[str], None] | None = None,
+                on_ready: Callable[[DevPushFolder], None] | None = None) -> None:
+    """Serves the folder's push service on ``host:port`` until ``stop`` is set (preparing the folder first)."""
+    base_url = f"http://{host}:{port}"
+    prepared = prepare(folder, base_url)
+    service = dev_service(folder, base_url)
+
+    def took(push: Push) -> None:
+        record = push_record(push)
+        _append(folder / RECEIVED_FILE, record)
+        if on_push is not None:
+            on_push(record)
+
+    def refused(reason: str) -> None:
+        _append(folder / REFUSED_FILE, {"at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason})
+        if on_refusal is not None:
+            on_refusal(reason)
+
+    service.on_push, service.on_refusal = took, refused
+    runner = web.AppRunner(service.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        if on_ready is not None:
+            on_ready(prepared)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def received(folder: Path) -> list[dict[str, Any]]:
+    """The pushes the folder's service took so far, oldest first."""
+    return _read_lines(folder / RECEIVED_FILE)
+
+
+def refusals(folder: Path) -> list[dict[str, Any]]:
+    return _read_lines(folder / REFUSED_FILE)
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for_pushes(folder: Path, expect: int, timeout_seconds: float) -> list[dict[str, Any]]:
+    """The pushes received, once there are ``expect`` of them or ``timeout_seconds`` have passed."""
+    deadline = time.monotonic() + timeout_seconds
+    while len(found := received(folder)) < expect and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return found
