@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from activities.caps import CapSet, CapSpecError
-from activities.channels import Channel, ChannelProviders
+from activities.channels import Channel, ChannelProviders, providers_of
 from activities.circuit import CircuitPolicy
 from activities.email_sendgrid import SendGridChannel, SendGridConfig
 from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity
@@ -159,6 +159,24 @@ def policy_from(worker: WorkerSettings) -> SendPolicy:
                       providers_reporting=frozenset(worker.providers_reporting),
                       report_window_seconds=worker.send_report_window_seconds,
                       phone_default_region=worker.phone_default_region)
+
+
+def check_lease_covers_calls(channels: Mapping[str, ChannelProviders], policy: SendPolicy) -> None:
+    """Refuses a send lease that some provider's whole call cannot end inside (with the lease's slack).
+
+    An attempt calls a provider only when the call's own bound ends inside its lease (ADR-9), so
+    with a shorter lease that provider's sends would fail ``SendLeaseTooShort`` forever.
+    """
+    for channel, serving in sorted(channels.items()):
+        for provider in providers_of(serving):
+            needed = provider.call_timeout_seconds + policy.lease_margin_seconds
+            if needed > policy.lease_seconds:
+                raise ConfigError(
+                    WorkerSettings.variable("send_lease_seconds"),
+                    f"is {policy.lease_seconds:g} s, but one {provider.name} call may take "
+                    f"{provider.call_timeout_seconds:g} s ({ChannelSettings.variable('provider_timeout_seconds')} "
+                    f"and the provider's steps) and {policy.lease_margin_seconds:g} s stay spare: its {channel} sends "
+                    f"would never be made; set it to {needed:g} or more, or lower the provider timeout")
 
 
 def channel_rates_from(channels: ChannelSettings, sendgrid: SendGridSettings,

@@ -10,6 +10,7 @@ arrived (``reconciles`` is false), as with SendGrid.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import ssl
@@ -57,7 +58,7 @@ class SmtpConfig:
         username, password: credentials; no AUTH when the username is empty.
         from_email, from_name: the sender.
         ca_file: a CA bundle to trust instead of the system's (a private relay's own CA).
-        timeout_seconds: per-operation timeout.
+        timeout_seconds: per-operation timeout; the whole call ends at twice it.
     """
 
     host: str
@@ -95,8 +96,9 @@ class SmtpChannel:
 
     @property
     def call_timeout_seconds(self) -> float:
-        # Connect, greeting, STARTTLS, AUTH, MAIL, RCPT and DATA each get the timeout; DATA is the long one.
-        return self._config.timeout_seconds * 3
+        # Connect, greeting, STARTTLS, AUTH, MAIL, RCPT and DATA each get the timeout, and `deliver`
+        # ends the whole exchange at this bound, so a call fits the send lease (ADR-9) like FCM's.
+        return self._config.timeout_seconds * 2
 
     def build(self, message: OutgoingMessage) -> EmailMessage:
         """The MIME message: text, or text and HTML as ``multipart/alternative``."""
@@ -117,20 +119,37 @@ class SmtpChannel:
 
     async def deliver(self, message: OutgoingMessage) -> SendResult:
         config, mail = self._config, self.build(message)
+        client = aiosmtplib.SMTP(hostname=config.host, port=config.port, username=config.username or None,
+                                 password=config.password or None, use_tls=config.security is SmtpSecurity.TLS,
+                                 start_tls=config.security is SmtpSecurity.STARTTLS, tls_context=self._tls,
+                                 timeout=config.timeout_seconds)
+        sent = False
         try:
-            await aiosmtplib.send(
-                mail, hostname=config.host, port=config.port, username=config.username or None,
-                password=config.password or None, use_tls=config.security is SmtpSecurity.TLS,
-                start_tls=config.security is SmtpSecurity.STARTTLS, tls_context=self._tls,
-                timeout=config.timeout_seconds)
-        except aiosmtplib.SMTPException as exc:
-            raise _classify(exc) from exc
-        except OSError as exc:
-            raise RetryableSendError(f"smtp connection failed: {type(exc).__name__}", provider=PROVIDER) from exc
+            # The whole exchange, not each step, ends at the bound; then the connection is dropped at
+            # once (no QUIT to wait for), so the call cannot outlive the lease it was made in.
+            async with asyncio.timeout(self.call_timeout_seconds):
+                await client.connect()
+                await client.send_message(mail)
+                sent = True  # the server took it with its reply to DATA; QUIT is a courtesy
+                await client.quit()
+        except (aiosmtplib.SMTPException, TimeoutError, OSError) as exc:
+            if not sent:
+                raise _failure(exc) from exc
+        finally:
+            client.close()
         return SendResult(status=SendStatus.SENT, provider=PROVIDER, provider_message_id=str(mail["Message-ID"]))
 
     async def reconcile(self, message: OutgoingMessage, since_epoch_seconds: float) -> SendResult | None:
         return None
+
+
+def _failure(exc: aiosmtplib.SMTPException | TimeoutError | OSError) -> SendError:
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return _classify(exc)
+    if isinstance(exc, TimeoutError):
+        # Cut at the bound: the server may have taken the message in the step that was still running.
+        return RetryableSendError("smtp call outlived its bound", provider=PROVIDER, delivery_uncertain=True)
+    return RetryableSendError(f"smtp connection failed: {type(exc).__name__}", provider=PROVIDER)
 
 
 def _classify(exc: aiosmtplib.SMTPException) -> SendError:

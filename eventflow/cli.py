@@ -19,6 +19,7 @@ from devstack import DevstackError, Stack
 from eventflow.commands import broadcasts as broadcasts_cli
 from eventflow.commands import customers as customers_cli
 from eventflow.commands import db as db_cli
+from eventflow.commands import dev_services as dev_services_cli
 from eventflow.commands import dlq as consumer_cli
 from eventflow.commands import journeys as journeys_cli
 from eventflow.commands import schemas as events_cli
@@ -278,9 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the file holds CloudEvents (JSON form); write them in this content mode")
     produce.add_argument("--data-schema", help="binary mode: Avro schema (.avsc) of the data, registered in the registry")
     produce.set_defaults(handler=_produce)
-    dev = commands.add_parser("dev", help="local Kafka and Temporal: provision, up, down, status, run (the demo)")
-    dev.add_argument("action", choices=["provision", "up", "down", "status", "run"])
-    dev.set_defaults(handler=_dev)
+    dev = commands.add_parser("dev", help="local Kafka, Temporal and PostgreSQL: provision, up, down, status, run "
+                                          "(the demo); a local push service and SMTP server")
+    dev_actions = dev.add_subparsers(dest="dev_action", title="commands", metavar="COMMAND")
+    for action, text in (("provision", "fetch and build the local servers (once; cached)"),
+                         ("up", "start Kafka, Temporal and PostgreSQL (migrated); print their addresses"),
+                         ("down", "stop them"), ("status", "whether each runs, and their logs"),
+                         ("run", "the demo behind `make run`")):
+        dev_actions.add_parser(action, help=text).set_defaults(handler=_dev, action=action)
+    dev_services_cli.register(dev_actions)
     temporal = commands.add_parser("temporal", help="Temporal namespace set-up: setup (search attributes)")
     temporal.add_argument("action", choices=["setup"],
                           help="setup: register the search attributes journeys are started with (idempotent)")

@@ -28,6 +28,7 @@ from activities.config import (
     channel_rates_from,
     channels_from,
     check_channels,
+    check_lease_covers_calls,
     circuit_policy_from,
     outbox_path,
     policy_from,
@@ -191,7 +192,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
     Raises:
         ConfigError: before connecting, when a channel the journey files use is served by the
             outbox outside development mode (see `activities.config.check_providers`); catalog
-            journeys on such a channel are refused instead (`CatalogChannelCheck`).
+            journeys on such a channel are refused instead (`CatalogChannelCheck`); or when some
+            provider's call cannot end inside the send lease (`activities.config.check_lease_covers_calls`).
     """
     process = settings if isinstance(settings, WorkerProcessSettings) else worker_settings_from(settings)
     registry = registry or CollectorRegistry()
@@ -202,6 +204,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                              outbox=process.channels.outbox_path or outbox_path(),
                              status_callback_base_url=process.webhook_url.public_url, smtp=process.smtp,
                              fcm=process.fcm, webpush=process.webpush)
+    policy = policy_from(process.worker)
+    check_lease_covers_calls(channels, policy)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.set_default_executor(provider_call_threads(process.worker))
@@ -236,7 +240,7 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                           devices=devices, broadcasts=broadcasts, hasher=hasher,
                           topics=read_topics(process.journeys.journeys_dir or default_journeys_dir()),
                           links=message_links(process.preference_links),
-                          metrics=SendMetrics(registry), policy=policy_from(process.worker),
+                          metrics=SendMetrics(registry), policy=policy,
                           channel_rates_per_second=channel_rates_from(process.channels, process.sendgrid,
                                                                       process.twilio, process.smtp, process.fcm,
                                                                       process.webpush),

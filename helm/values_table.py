@@ -93,6 +93,8 @@ _ENUMS: dict[str, list[str]] = {
 _ITEM_ENUMS: dict[str, list[str]] = {
     "providers.email.providers": ["sendgrid", "smtp"],
 }
+# Numbers that must be above zero (a setting of the processes' PositiveInt or PositiveFloat type).
+_POSITIVE = {"providers.circuitBreaker.failures", "providers.circuitBreaker.openSeconds", "providers.timeoutSeconds"}
 # Values that take an integer or a string (a percentage, or a number KEDA wants quoted).
 _INT_OR_STRING = {"consumer.pdb.maxUnavailable", "worker.pdb.maxUnavailable", "consumer.keda.lagThreshold"}
 
@@ -106,6 +108,8 @@ def _leaf_schema(path: str, default: object) -> dict[str, object]:
         return {"type": ["integer", "string"]}
     if isinstance(default, bool):
         return {"type": "boolean"}
+    if path in _POSITIVE:
+        return {"type": "integer" if isinstance(default, int) else "number", "exclusiveMinimum": 0}
     if isinstance(default, int):
         return {"type": "integer", "minimum": 0}
     if isinstance(default, float):

@@ -11,7 +11,8 @@ own package and the packages below it, never one above, and no package needs an 
 5. ``workflows``  -- the interpreter, sending, preferences and the worker's registrations
 6. ``store``      -- the customer store in PostgreSQL: profiles, consent, suppressions, the send ledger
 7. ``consumer``   -- everything that reads or writes Kafka: the bridge, feedback, the catalog topic
-8. ``devstack``   -- local Kafka, Temporal and PostgreSQL servers for development and tests
+8. ``devstack``   -- local Kafka, Temporal and PostgreSQL servers (and a Web Push service and an SMTP
+   server) for development and tests
 9. ``eventflow``  -- the roof: every process (consume, worker, webhooks, codec server, demo) and
    every command line (``eventflow.cli`` and ``eventflow.commands``)
 10. ``bench``     -- the benchmark, which drives the processes

@@ -276,6 +276,9 @@ class DevStackSettings(SettingsGroup):
     temporal_port: Port = env("EVENTFLOW_DEV_TEMPORAL_PORT", 7233, "Dev stack Temporal frontend port.")
     temporal_ui_port: Port = env("EVENTFLOW_DEV_TEMPORAL_UI_PORT", 8233, "Dev stack Temporal Web UI port.")
     postgres_port: Port = env("EVENTFLOW_DEV_POSTGRES_PORT", 15432, "Dev stack PostgreSQL port (the customer store).")
+    push_port: Port = env("EVENTFLOW_DEV_PUSH_PORT", 8095, "Port of the local Web Push service "
+                          "(`eventflow dev push-service`); its subscriptions' endpoints name it.")
+    smtp_port: Port = env("EVENTFLOW_DEV_SMTP_PORT", 2525, "Port of the local SMTP server (`eventflow dev mail-server`).")
     cache_dir: Path | None = env("EVENTFLOW_CACHE_DIR", None, "Cache for provisioned servers, their data and "
                                  "logs, and the default outbox; default $XDG_CACHE_HOME/eventflow.")
     xdg_cache_home: Path | None = env("XDG_CACHE_HOME", None,

@@ -72,7 +72,9 @@ class WorkerSettings(SettingsGroup):
                                     "Default sends per channel per customer per local day; 0 for no cap.")
     send_lease_seconds: PositiveFloat = env("EVENTFLOW_SEND_LEASE_SECONDS", 30.0,
                                             "How long one send attempt may call the provider before another "
-                                            "attempt may; above the provider timeout (ADR-9).")
+                                            "attempt may (ADR-9); every provider's whole call (twice "
+                                            "EVENTFLOW_PROVIDER_TIMEOUT_SECONDS for SMTP, FCM and Web Push) must "
+                                            "end 2 s inside it, else the worker refuses to start.")
     uncertain_delivery: UncertainDeliveryPolicy = env(
         "EVENTFLOW_UNCERTAIN_DELIVERY", "at_most_once",
         "After a crash between a provider's accept and its record, on channels that cannot be asked (SendGrid): "

@@ -62,7 +62,8 @@ DEVICE_API_KIND = "devices"
 
 
 class WebhookMetrics:
-    """Webhook requests by kind and result, reports by channel, provider and outcome, hand-off latency."""
+    """Webhook requests by kind and result, reports by channel, provider and outcome, inbound keywords and
+    WhatsApp messages, hand-off latency."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter("eventflow_webhook_requests_total",
@@ -74,6 +75,11 @@ class WebhookMetrics:
                                ["channel", "provider", "outcome"], registry=registry)
         self.keywords = Counter("eventflow_inbound_keywords_total", "Inbound STOP/START keywords handed on.",
                                 ["channel", "action"], registry=registry)
+        # No labels: the sender is a phone number, which has no place in a metric.
+        self.whatsapp_inbound = Counter("eventflow_whatsapp_inbound_messages",
+                                        "Inbound WhatsApp messages handed on (each opens the customer's 24-hour "
+                                        "window for free-form replies; a provider's retry counts again).",
+                                        registry=registry)
         self.handoff_seconds = Histogram("eventflow_webhook_handoff_seconds",
                                          "Time to get a request's records acknowledged by Kafka.",
                                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
@@ -237,3 +243,5 @@ class WebhookServer:
                 self._metrics.reports.labels(channel, report.provider, report.outcome.value).inc()
             elif message.keyword is not None:
                 self._metrics.keywords.labels(message.keyword.channel, message.keyword.action.value).inc()
+            elif message.inbound is not None:
+                self._metrics.whatsapp_inbound.inc()

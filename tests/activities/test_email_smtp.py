@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
@@ -25,6 +27,7 @@ from activities.channels import OutgoingMessage
 from activities.config import build_channels
 from activities.email_smtp import SmtpChannel, SmtpConfig, SmtpSecurity, message_id
 from activities.errors import InvalidAddressError, PermanentSendError, ProviderAuthError, RetryableSendError
+from activities.send import SendPolicy
 from core.errors import ConfigError
 
 MESSAGE = OutgoingMessage(idempotency_key="journey:x:c1/thank_you", channel="email", to="ada@example.com",
@@ -208,3 +211,49 @@ def test_email_provider_smtp_builds_the_channel_with_the_password_from_a_file(tm
     with pytest.raises(ConfigError) as missing:
         build_channels({**environ, "EVENTFLOW_SMTP_HOST": ""})
     assert missing.value.variable == "EVENTFLOW_SMTP_HOST"
+
+
+@dataclass
+class _Slow(_Handler):
+    """Answers every step just inside the per-step timeout, so only a bound on the whole call ends it."""
+
+    delay: float = 0.0
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802 - aiosmtpd's hook name
+                          mail_options: list[str]) -> str:
+        await asyncio.sleep(self.delay)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802 - aiosmtpd's hook name
+                          rcpt_options: list[str]) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_whole_call_ends_within_twice_the_timeout_so_it_fits_the_default_lease() -> None:
+    config = SmtpConfig(host="127.0.0.1", from_email="shop@example.com")
+    assert SmtpChannel(config).call_timeout_seconds == 2 * config.timeout_seconds
+    policy = SendPolicy()
+    assert SmtpChannel(config).call_timeout_seconds + policy.lease_margin_seconds <= policy.lease_seconds
+
+
+async def test_a_call_past_its_bound_is_cut_and_may_have_delivered() -> None:
+    handler, port = _Slow(delay=0.4), _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        channel = SmtpChannel(SmtpConfig(host="127.0.0.1", port=port, from_email="shop@example.com",
+                                         security=SmtpSecurity.NONE, timeout_seconds=0.5))
+        started = time.monotonic()
+        with pytest.raises(RetryableSendError) as raised:
+            await channel.deliver(MESSAGE)
+        # MAIL, RCPT and DATA each answer inside 0.5 s, together after 1.2 s: the 1 s bound ends the call.
+        assert time.monotonic() - started < 1.15
+        assert raised.value.delivery_uncertain
+    finally:
+        controller.stop()

@@ -49,6 +49,20 @@ def test_worker_refuses_the_outbox_for_used_channels_outside_dev_mode(tmp_path: 
     assert not (tmp_path / "outbox.jsonl").exists()
 
 
+def test_worker_refuses_a_send_lease_a_providers_call_cannot_end_in(tmp_path: Path) -> None:
+    # A call that may outlive the lease is never made (SendLeaseTooShort, ADR-9): such sends would
+    # never leave, so the worker says so at start. The defaults fit every provider, SMTP's included.
+    smtp = {"EVENTFLOW_DEV_MODE": "true", "TEMPORAL_ADDRESS": "127.0.0.1:1", "EVENTFLOW_EMAIL_PROVIDER": "smtp",
+            "EVENTFLOW_SMTP_HOST": "127.0.0.1", "EVENTFLOW_EMAIL_FROM": "shop@example.com"}
+    short = _start_worker(tmp_path, **smtp, EVENTFLOW_SEND_LEASE_SECONDS="12")
+    assert short.returncode == 2
+    [line] = short.stderr.strip().splitlines()
+    assert line.startswith("eventflow: EVENTFLOW_SEND_LEASE_SECONDS: is 12 s, but one smtp call may take 20 s"), line
+    assert "EVENTFLOW_PROVIDER_TIMEOUT_SECONDS" in line
+    defaults = _start_worker(tmp_path, **smtp)
+    assert "cannot connect to Temporal" in defaults.stderr, defaults.stderr
+
+
 def test_worker_says_in_one_line_that_temporal_is_unreachable(tmp_path: Path) -> None:
     result = _start_worker(tmp_path, TEMPORAL_ADDRESS="127.0.0.1:1", EVENTFLOW_DEV_MODE="true")
     assert result.returncode == 2

@@ -268,7 +268,8 @@ def test_dashboard_ships_for_the_grafana_sidecar_with_the_required_panels(all_on
                    "eventflow_event_processing_seconds_bucket", "eventflow_notification_send_seconds_bucket",
                    "eventflow_db_statement_seconds_bucket", "by (kind, le)", "eventflow_db_pool_connections",
                    "eventflow_db_errors_total", "eventflow_provider_circuit_state", "eventflow_send_failovers_total",
-                   "by (channel, provider)", "eventflow_broadcast_recipients_total"):
+                   "by (channel, provider)", "eventflow_broadcast_recipients_total",
+                   "eventflow_whatsapp_inbound_messages_total", "eventflow_inbound_keywords_total"):
         assert needle in exprs, f"the dashboard has no panel reading {needle}"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -344,6 +345,30 @@ def test_email_failover_and_smtp_reach_the_worker_with_credentials_as_secret_ref
     assert not {"EVENTFLOW_EMAIL_PROVIDERS", "SENDGRID_API_KEY", "EVENTFLOW_SMTP_USERNAME",
                 "EVENTFLOW_SMTP_PASSWORD"} & set(alone)
     assert alone["EVENTFLOW_SMTP_PORT"]["value"] == "587"
+
+
+def test_the_circuit_breaker_and_provider_timeout_reach_the_worker(all_on: Rendered, helm: Path) -> None:
+    # What decides that a provider is unavailable (its timeout, the breaker's threshold and open time)
+    # is the chart's to set: the defaults are the settings' own, and only the worker reads them.
+    failover = {ChannelSettings.variable(name): float(ChannelSettings.model_fields[name].default)
+                for name in ("provider_circuit_failures", "provider_circuit_open_seconds", "provider_timeout_seconds")}
+    worker = all_on.env("worker")
+    assert {name: float(worker[name]["value"]) for name in failover} == failover
+    assert not set(failover) & set(all_on.env("consumer"))
+    tuned = helm_template(helm, values_files=[ALL_ON], set_values={
+        "providers.circuitBreaker.failures": "3", "providers.circuitBreaker.openSeconds": "90",
+        "providers.timeoutSeconds": "4"}).env("worker")
+    assert [tuned[name]["value"] for name in failover] == ["3", "90", "4"]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"providers.circuitBreaker.failures": "0"}, "failures"),
+    ({"providers.circuitBreaker.openSeconds": "0"}, "openSeconds"),
+    ({"providers.timeoutSeconds": "0"}, "timeoutSeconds"),
+])
+def test_circuit_breaker_values_that_cannot_work_are_refused(helm: Path, values: dict[str, str], message: str) -> None:
+    with pytest.raises(RenderError, match=message):
+        helm_template(helm, values_files=[ALL_ON], set_values=values)
 
 
 @pytest.mark.parametrize(("values", "message"), [

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -90,7 +90,8 @@ async def test_a_message_through_the_webhooks_opens_the_window_and_the_free_form
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     handoff = KafkaHandoff(kafka_config, topic)
-    server = WebhookServer(handoff, WebhookMetrics(CollectorRegistry()), sendgrid=None,
+    registry = CollectorRegistry()
+    server = WebhookServer(handoff, WebhookMetrics(registry), sendgrid=None,
                            twilio=TwilioVerifier(TWILIO_TOKEN, url), host="127.0.0.1", port=port)
     consumer = FeedbackConsumer(kafka_config, topic, f"feedback-{unique}",
                                 FeedbackApplier(temporal_client, f"q-{unique}", store=StoreFeedback(store_pool)))
@@ -105,6 +106,15 @@ async def test_a_message_through_the_webhooks_opens_the_window_and_the_free_form
                 async with http.post(f"{url}/twilio/inbound", data=form(message),
                                      headers=twilio_headers(f"{url}/twilio/inbound", message)) as response:
                     assert response.status == 200
+            # An SMS (not WhatsApp) from the same number opens no window and is no inbound WhatsApp message.
+            sms = {"From": phone, "To": "+15550001111", "Body": "hello", "MessageSid": f"SM{uuid.uuid4().hex}"}
+            async with http.post(f"{url}/twilio/inbound", data=form(sms),
+                                 headers=twilio_headers(f"{url}/twilio/inbound", sms)) as response:
+                assert response.status == 200
+        # Counted once each as the service hands them on, and no number in any label.
+        assert registry.get_sample_value("eventflow_whatsapp_inbound_messages_total") == 2
+        exposition = generate_latest(registry).decode()
+        assert not any(number.lstrip("+") in exposition for number in (own_number, phone))
         for customer, number in zip(customers, (own_number, phone), strict=True):
             hashed = address_hash("whatsapp", number)
             await eventually(lambda: store.last_whatsapp_inbound(customer, hashed),  # noqa: B023 - awaited at once

@@ -294,6 +294,12 @@ provider secrets have no business in the consumer's pods.
 - name: EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS
   value: {{ .Values.worker.activityTaskPollers | quote }}
 {{ include "eventflow.channelProvidersEnv" . }}
+- name: EVENTFLOW_PROVIDER_TIMEOUT_SECONDS
+  value: {{ $p.timeoutSeconds | toString | quote }}
+- name: EVENTFLOW_PROVIDER_CIRCUIT_FAILURES
+  value: {{ $p.circuitBreaker.failures | int | quote }}
+- name: EVENTFLOW_PROVIDER_CIRCUIT_OPEN_SECONDS
+  value: {{ $p.circuitBreaker.openSeconds | toString | quote }}
 {{- range $name, $value := dict "EVENTFLOW_EMAIL_FROM" $p.email.from "EVENTFLOW_EMAIL_FROM_NAME" $p.email.fromName "EVENTFLOW_SMS_FROM" $p.sms.from "EVENTFLOW_WHATSAPP_FROM" $p.whatsapp.from "TWILIO_ACCOUNT_SID" $p.twilio.accountSid "EVENTFLOW_TWILIO_MESSAGING_SERVICE_SID" $p.twilio.messagingServiceSid }}
 {{- if $value }}
 - name: {{ $name }}
