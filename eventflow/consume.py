@@ -29,6 +29,7 @@ from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
 from journeys.segments import load_segments
+from journeys.topics import read_topics
 from store import CustomerBatcher, CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 from store.segments import SegmentBatcher, SegmentStore
 
@@ -139,14 +140,16 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         customers = CustomerBatcher(CustomerStore(pool, cipher, metrics=store_metrics,
                                                   hasher=address_hasher(addresses or AddressHashSettings())),
                                     StoreDevices(pool, cipher, metrics=store_metrics))
+        # The topics file the workers send by (journeys/topics.yaml): consent conditions apply its defaults.
+        topics = await asyncio.to_thread(lambda: read_topics(default_journeys_dir()))
         if catalog is not None and catalog.source == "kafka":
             # No segments until the catalog is read (`follow_segments`); then each publish takes effect live.
-            segments = SegmentBatcher(SegmentStore(pool, [], metrics=store_metrics))
+            segments = SegmentBatcher(SegmentStore(pool, [], topics=topics, metrics=store_metrics))
         else:
             # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
             defined = await asyncio.to_thread(load_segments)
             if defined:
-                segments = SegmentBatcher(SegmentStore(pool, defined, metrics=store_metrics))
+                segments = SegmentBatcher(SegmentStore(pool, defined, topics=topics, metrics=store_metrics))
                 log.info("segments_loaded", segments=[f"{s.id}@v{s.version}" for s in defined])
     readiness = all_of(checks)
 

@@ -9,7 +9,11 @@ and the store compiles the same tree to SQL (`store.segments`). Each condition i
   literal of that type (``equals``, ``not_equals``, ``in``, ``greater_than``, ``less_than``,
   ``at_least``, ``at_most``) or tested with ``exists: true|false``. Contact fields are refused:
   they are encrypted at rest and an address is never a segment key.
-* ``{consent: {channel: email, topic: product_news}}``: the customer opted in.
+* ``{consent: {channel: email, topic: product_news}}``: a send of that topic on that channel would
+  not be skipped for consent, exactly as the send path decides: no channel-wide opt-out, and the
+  customer's recorded choice for the topic, else the topic's ``default`` from ``topics.yaml`` (a
+  transactional topic: the channel-wide opt-out alone). Without ``topic``: not opted out of the
+  channel. The topic must be declared in ``topics.yaml`` and offered on the channel.
 * ``{event: PurchaseCompleted, count: {at_least: 2}, within: 30d}``: how many such events in a window.
 * ``{event: PurchaseCompleted, within: 7d}`` / ``{event: ..., not_within: 7d}``: time since the last one.
 * ``{event: PurchaseCompleted, last: {field: payload.total, greater_than: 100}}``: a payload field of the last one.
@@ -26,6 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, assert_never
 
+from activities.topics import TopicCatalog
 from core.errors import EventflowError
 from core.vocabulary import CHANNELS
 from events.schemas import load as load_schemas
@@ -35,6 +40,7 @@ from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.loader import default_journeys_dir
 from journeys.paths import lookup
 from journeys.problems import Problem
+from journeys.topics import load_topics, send_topic_problems
 
 #: The folder of segment files and the attribute declarations, beside the journeys' ``definitions``.
 AUDIENCES = "audiences"
@@ -204,11 +210,13 @@ class Attributes:
 class _Parser:
     """Builds the typed tree from one located document, collecting problems with their lines."""
 
-    def __init__(self, file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None) -> None:
+    def __init__(self, file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None,
+                 topics: TopicCatalog | None = None) -> None:
         self._file = file
         self._doc = doc
         self._attributes = attributes
         self._events = events
+        self._topics = topics
         self._count = 0
         self.problems: list[Problem] = []
 
@@ -340,6 +348,11 @@ class _Parser:
         if not isinstance(topic, str) or (topic and not _ID.match(topic)):
             self.problem((*path, "consent", "topic"), "topic must be lower-case letters, digits and _")
             return None
+        if topic and self._topics is not None:
+            # Judged as a send step's topic is: a consent nobody could be asked for is a typo.
+            for problem in send_topic_problems(self._topics, topic, [str(body["channel"])]):
+                self.problem((*path, "consent", "topic"), problem)
+                return None
         return Consent(str(body["channel"]), topic)
 
     def _window(self, text: Any, path: DocPath) -> timedelta | None:
@@ -413,10 +426,13 @@ def _type_of(value: Any) -> ValueType | None:
             return None
 
 
-def parse_segment(file: str, doc: LocatedDocument, attributes: Attributes,
-                  events: EventCatalogue | None) -> tuple[Segment | None, list[Problem]]:
-    """The typed segment of one document, or the problems that keep it from being one."""
-    parser = _Parser(file, doc, attributes, events)
+def parse_segment(file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None,
+                  topics: TopicCatalog | None = None) -> tuple[Segment | None, list[Problem]]:
+    """The typed segment of one document, or the problems that keep it from being one.
+
+    ``events`` and ``topics`` (None: not checked) are what event types and consent topics may be named.
+    """
+    parser = _Parser(file, doc, attributes, events, topics)
     segment = parser.segment()
     return segment, parser.problems
 
@@ -477,6 +493,9 @@ def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Proble
     events, source_problems = catalogue(load_schemas().event_types, root)
     attributes, problems = load_attributes(directory)
     problems.extend(source_problems)
+    # A broken topics file is the journeys' problem (reported there): then topics go unchecked here.
+    declared, topic_problems = load_topics(root)
+    topics = None if topic_problems else declared
     segments: list[Segment] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):
@@ -487,7 +506,7 @@ def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Proble
         except YamlSyntaxError as exc:
             problems.append(Problem(str(path), exc.line or 1, exc.problem))
             continue
-        segment, found = parse_segment(str(path), doc, attributes, events)
+        segment, found = parse_segment(str(path), doc, attributes, events, topics)
         problems.extend(found)
         if segment is None:
             continue

@@ -5,6 +5,10 @@
 literal, an event type, a window) becomes a bind parameter: no text from a definition is pasted
 into the statement, so no definition can change what the statement does. Each leaf is wrapped in
 ``COALESCE(..., false)`` so a missing field is "does not match", and ``not`` of it is "matches".
+A ``consent`` condition is the send path's consent gate (`store.ledger.PostgresLedger.reserve`): no
+channel-wide opt-out, and for a topic the customer's recorded choice, else the topic's declared
+default (`activities.topics.asked_default`, from the topics file the store was given), so a
+segment admits exactly the customers a send of that topic would not skip for consent.
 
 Membership is kept current incrementally: `SegmentStore.observe` records the events segments read
 (``customer_events``, one row per event id, so a redelivered event counts once) and then
@@ -26,6 +30,7 @@ from typing import Any, assert_never
 
 import asyncpg
 
+from activities.topics import ConsentDefault, TopicCatalog, asked_default
 from events.model import CustomerEvent
 from journeys.paths import lookup
 from journeys.segments import (
@@ -115,8 +120,29 @@ def _compare(expression_json: str, compare: Compare, params: _Params) -> str:
     return f"{expression_json} {_SQL_OPS[compare.op]} {params(json.dumps(value), '::jsonb')}"
 
 
-def compile_condition(condition: Condition, params: _Params, now: str) -> str:
-    """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time."""
+def consent_gate(topics: TopicCatalog, topic_name: str) -> tuple[bool, str]:
+    """Whether consent to ``topic_name`` is asked beyond the channel-wide opt-out, and the default that
+    holds for a customer who never chose, exactly as a send of the topic asks the ledger.
+
+    No topic, or a transactional one: only the channel-wide opt-out decides. A topic the topics file
+    does not declare (a segment published against another release's file) counts as an explicit
+    opt-in topic: only a recorded opt-in admits (a send of it would not go at all).
+    """
+    if not topic_name:
+        return False, ""
+    topic = topics.get(topic_name)
+    default = asked_default(topic) if topic is not None else ConsentDefault.OPTED_OUT.value
+    return bool(default), default
+
+
+_NO_TOPICS = TopicCatalog()
+
+
+def compile_condition(condition: Condition, params: _Params, now: str, topics: TopicCatalog = _NO_TOPICS) -> str:
+    """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time.
+
+    ``topics`` give a ``consent`` condition its topic's default (`consent_gate`), as a bind parameter too.
+    """
     match condition:
         case ProfileField(path=field, test=test):
             if isinstance(test, bool):
@@ -125,8 +151,15 @@ def compile_condition(condition: Condition, params: _Params, now: str) -> str:
             value = f"(c.fields -> {params(field)} -> 'v')"
             return f"COALESCE({_compare(value, test, params)}, false)"
         case Consent(channel=channel, topic=topic):
-            return ("EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
-                    f" AND k.channel = {params(channel)} AND k.topic = {params(topic)} AND k.state = 'opted_in')")
+            asked, default = consent_gate(topics, topic)
+            on = params(channel)
+            # The ledger's two questions, in its order: a channel-wide opt-out, then the topic's consent.
+            channel_open = ("NOT EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
+                            f" AND k.channel = {on} AND k.topic = '' AND k.state = 'opted_out')")
+            chosen = ("(SELECT k.state FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
+                      f" AND k.channel = {on} AND k.topic = {params(topic)})")
+            topic_given = f"COALESCE({chosen}, {params(default, '::text')}) = 'opted_in'"
+            return f"({channel_open} AND (NOT {params(asked, '::boolean')} OR {topic_given}))"
         case EventCount(event_type=event_type, bound=bound, count=count, within=within):
             counted = ("(SELECT count(*) FROM eventflow.customer_events e WHERE e.customer_id = u.customer_id"
                        f" AND e.event_type = {params(event_type)}"
@@ -143,17 +176,17 @@ def compile_condition(condition: Condition, params: _Params, now: str) -> str:
                     " ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1)")
             return f"COALESCE({_compare(last, compare, params)}, false)"
         case All(items=items):
-            return "(" + " AND ".join(compile_condition(item, params, now) for item in items) + ")"
+            return "(" + " AND ".join(compile_condition(item, params, now, topics) for item in items) + ")"
         case AnyOf(items=items):
-            return "(" + " OR ".join(compile_condition(item, params, now) for item in items) + ")"
+            return "(" + " OR ".join(compile_condition(item, params, now, topics) for item in items) + ")"
         case Not(item=item):
-            return f"(NOT {compile_condition(item, params, now)})"
+            return f"(NOT {compile_condition(item, params, now, topics)})"
         case _:
             assert_never(condition)
 
 
-def _matching(segment: Segment, params: _Params, universe: str, now: str) -> str:
-    predicate = compile_condition(segment.match, params, now)
+def _matching(segment: Segment, params: _Params, universe: str, now: str, topics: TopicCatalog) -> str:
+    predicate = compile_condition(segment.match, params, now, topics)
     return (f"SELECT u.customer_id FROM {universe} AS u(customer_id)"
             " LEFT JOIN eventflow.customers c ON c.customer_id = u.customer_id"
             " WHERE NOT EXISTS (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)"
@@ -196,11 +229,17 @@ class _Definitions:
 
 class SegmentStore:
     """Membership of the segments the process follows: the files it loaded, or the live catalog's
-    (`update` swaps the set; each batch and refresh evaluates one set throughout)."""
+    (`update` swaps the set; each batch and refresh evaluates one set throughout).
 
-    def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, metrics: StoreMetrics | None = None) -> None:
+    ``topics``: the declared subscription topics (the topics file the workers send by), whose
+    defaults a ``consent`` condition applies to customers who never chose (`consent_gate`).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, topics: TopicCatalog = _NO_TOPICS,
+                 metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._topics = topics
         self._defs = _Definitions.of(segments)
 
     def update(self, segments: Sequence[Segment]) -> None:
@@ -289,7 +328,7 @@ class SegmentStore:
         changes: list[MembershipChange] = []
         for segment in segments:
             params = _Params([segment.id, segment.version, customers, now])
-            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH)
+            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH, self._topics)
             scope = "AND m.customer_id = ANY($3::text[])"
             rows = await conn.fetch(
                 f"WITH matching AS ({matching}),"
@@ -315,7 +354,7 @@ class SegmentStore:
     async def preview(self, segment: Segment, now: datetime | None = None) -> Preview:
         """Evaluates ``segment`` over everyone without changing membership: count, total and a sample."""
         params = _Params([now])
-        matching = _matching(segment, params, _UNIVERSE, _NOW_OF_PREVIEW)
+        matching = _matching(segment, params, _UNIVERSE, _NOW_OF_PREVIEW, self._topics)
         async with timed(self._metrics, StatementKind.SEGMENTS):
             row = await self._pool.fetchrow(
                 f"WITH matching AS ({matching})"
