@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -72,7 +73,8 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
     dispatcher = Dispatcher(client, settings.temporal.task_queue, customers, segments)
     if segments is not None:
-        refresher = SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds)
+        refresher = SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds,
+                                     retention=timedelta(days=settings.consumer.customer_events_retention_days))
         if follower is not None:
             # The catalog's segments, not the files', and each new version live.
             follow_segments(follower, segments.store, refresher)

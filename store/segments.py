@@ -17,14 +17,20 @@ lock, inserting and deleting ``segment_members`` rows and logging each entry and
 ``segment_changes``. Conditions that change with time alone (``within``, ``not_within``, event
 counts in a window) are re-evaluated for everyone by `refresh_all`, which the consumer runs on a
 schedule (docs/architecture.md, ADR-15).
+
+``customer_events`` is pruned by the same one refresher (`prune_if_leader`): a customer's events older
+than the retention go, in chunks of customers, except the newest of each type, so a count in a window
+up to the retention, the time since the last event and the last event's payload read the same after
+pruning as before.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, assert_never
 
@@ -60,6 +66,11 @@ _UNIVERSE = ("(SELECT customer_id FROM eventflow.customers UNION"
 SAMPLE_SIZE = 10
 #: Customers re-evaluated per transaction by `SegmentStore.refresh_all`.
 REFRESH_CHUNK = 500
+#: Customers whose old events one statement of `SegmentStore.prune_events` deletes.
+PRUNE_CHUNK = 500
+#: The session lock one refresher (and pruner) at a time holds.
+_LEADER_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"
+_LEADER_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))"
 
 
 class Change(StrEnum):
@@ -312,16 +323,58 @@ class SegmentStore:
             changes.extend(await self.observe([], ids, now, only=only))
             after = ids[-1]
 
+    @asynccontextmanager
+    async def _leading(self) -> AsyncIterator[bool]:
+        """Whether this process holds the refresher's session lock (held until the block ends)."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval(_LEADER_LOCK):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                await conn.execute(_LEADER_UNLOCK)
+
     async def refresh_if_leader(self, now: datetime | None = None, *,
                                 only: Collection[str] | None = None) -> list[MembershipChange] | None:
         """`refresh_all`, unless another process is refreshing (then None): one refresher at a time."""
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"):
-                return None
-            try:
-                return await self.refresh_all(now, only=only)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))")
+        async with self._leading() as leader:
+            return await self.refresh_all(now, only=only) if leader else None
+
+    def kept_for(self, retention: timedelta) -> timedelta:
+        """How long events must be kept: ``retention``, or the widest count window of the segments
+        followed if that is longer (one published under a longer retention still counts right)."""
+        return max([retention, *(window for segment in self._defs.segments for window in segment.count_windows())])
+
+    async def prune_events(self, retention: timedelta, now: datetime | None = None, *,
+                           chunk: int = PRUNE_CHUNK) -> int:
+        """Deletes events older than `kept_for` ``retention`` except each customer's newest of a type;
+        returns how many went. One statement (and transaction) per ``chunk`` customers.
+
+        What a segment reads is unchanged by it: a count reads a window no longer than what is kept,
+        ``within``/``not_within`` and ``last`` read the newest of a type, which stays.
+        """
+        before = (now or await self._pool.fetchval("SELECT now()")) - self.kept_for(retention)
+        pruned, after = 0, ""
+        while True:
+            ids = [row["customer_id"] for row in await self._pool.fetch(
+                "SELECT DISTINCT customer_id FROM eventflow.customer_events WHERE customer_id > $1"
+                " ORDER BY customer_id LIMIT $2", after, chunk)]
+            if not ids:
+                return pruned
+            async with timed(self._metrics, StatementKind.SEGMENTS):
+                pruned += int(await self._pool.fetchval(
+                    "WITH gone AS (DELETE FROM eventflow.customer_events e WHERE e.customer_id = ANY($1::text[])"
+                    " AND e.occurred_at < $2 AND EXISTS (SELECT 1 FROM eventflow.customer_events n"
+                    " WHERE n.customer_id = e.customer_id AND n.event_type = e.event_type"
+                    " AND (n.occurred_at, n.event_id) > (e.occurred_at, e.event_id)) RETURNING 1)"
+                    " SELECT count(*) FROM gone", ids, before) or 0)
+            after = ids[-1]
+
+    async def prune_if_leader(self, retention: timedelta, now: datetime | None = None) -> int | None:
+        """`prune_events`, unless another process is refreshing or pruning (then None)."""
+        async with self._leading() as leader:
+            return await self.prune_events(retention, now) if leader else None
 
     async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
                        now: datetime | None) -> list[MembershipChange]:
