@@ -70,7 +70,7 @@ from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.push import DeviceDirectory, DeviceLedger, DeviceState, is_device_channel, render_push_parts
 from activities.ratelimit import TokenBucket
 from activities.rendering import TemplateRenderError, render_async, render_html_async
-from activities.topics import SkipReason, Topic, TopicCatalog
+from activities.topics import SkipReason, Topic, TopicCatalog, asked_default
 from activities.whatsapp import InboundWindows, WhatsAppContent, choose_content
 from core import tracing
 from core.errors import ConfigError, EventflowError
@@ -632,7 +632,7 @@ class NotificationActivities:
                 address_hash=hashed,
                 other_address_hashes=list(others),
                 topic=topic.name if topic is not None else "",
-                topic_default="" if topic is None or topic.transactional else topic.default.value,
+                topic_default=asked_default(topic),
             )))
             if reservation.decision is not ReserveDecision.BUSY:
                 # Counted from before the request left, so this attempt's view of the lease ends first.

@@ -79,6 +79,17 @@ class Topic:
         return state == ConsentDefault.OPTED_IN.value
 
 
+def asked_default(topic: Topic | None) -> str:
+    """The `ConsentDefault` value a send of ``topic`` asks the ledger to apply when the customer never
+    chose (`activities.ledger.ReserveRequest.topic_default`); ``""`` when no topic consent is asked:
+    no topic, or a transactional one (then only the channel-wide opt-out decides).
+
+    The send activity and a segment's ``consent`` condition (store/segments.py) both take it from here,
+    so a segment admits exactly the customers a send of the topic would not skip for consent.
+    """
+    return "" if topic is None or topic.transactional else topic.default.value
+
+
 def _localized(texts: Mapping[str, str], locale: str) -> str:
     language = locale.replace("_", "-").split("-")[0].lower()
     return texts.get(locale) or texts.get(language) or texts.get(BASE_LOCALE) or next(iter(texts.values()), "")

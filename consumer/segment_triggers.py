@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Collection
+from datetime import timedelta
 from typing import Protocol
 
 import asyncpg
@@ -100,14 +101,19 @@ class SegmentRefresher:
     """Re-evaluates every customer's segments every ``interval_seconds`` (conditions the clock alone
     changes: ``within``, ``not_within``, counts in a window); one consumer refreshes at a time.
 
+    After each full refresh the same one consumer prunes the events segments read that are older than
+    ``retention`` (`SegmentStore.prune_if_leader`; None: never), so ``customer_events`` stops growing.
+
     `refresh_changed` (a new version from the live catalog) re-evaluates everyone for just those
     segments at once, retried every ``retry_seconds`` while another consumer holds the refresh, so
     members the new condition no longer admits leave (and new ones enter) without waiting a period.
     """
 
-    def __init__(self, store: SegmentStore, interval_seconds: float, *, retry_seconds: float = 1.0) -> None:
+    def __init__(self, store: SegmentStore, interval_seconds: float, *, retry_seconds: float = 1.0,
+                 retention: timedelta | None = None) -> None:
         self._store = store
         self._interval = interval_seconds
+        self._retention = retention
         self._retry = retry_seconds
         self._failing: str | None = None
         #: Segments to re-evaluate, each with the number of the request that named it last: a request
@@ -162,6 +168,18 @@ class SegmentRefresher:
                     if self._changed.get(segment_id) == request:
                         del self._changed[segment_id]
                 log.info("segments_refreshed", changes=len(changes), segments=sorted(only) if only else "all")
+                if full and self._retention is not None:
+                    await self._prune(self._retention)
+
+    async def _prune(self, retention: timedelta) -> None:
+        try:
+            pruned = await self._store.prune_if_leader(retention)
+        except Exception as exc:  # noqa: BLE001 - the store is down: the next full round prunes
+            self._failing = f"segment event pruning retrying: {type(exc).__name__}"
+            log.warning("customer_events_prune_failed", error_type=type(exc).__name__)
+            return
+        if pruned is not None:
+            log.info("customer_events_pruned", events=pruned, kept_days=self._store.kept_for(retention).days)
 
     async def _until(self, stop: asyncio.Event, seconds: float) -> None:
         """Waits ``seconds``, or less if stopped or woken by `refresh_changed`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import timedelta
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,7 @@ from events.sources import SOURCES_FILE
 from journeys.expressions import ExpressionMetrics
 from journeys.loader import default_journeys_dir, load_all
 from journeys.segments import load_segments
+from journeys.topics import read_topics
 from store import CustomerBatcher, CustomerStore, FieldCipher, StoreDevices, StoreMetrics, database_check, open_store
 from store.segments import SegmentBatcher, SegmentStore
 
@@ -71,7 +73,8 @@ async def build_consumer(settings: Settings, registry: CollectorRegistry, *,
         router = EventRoutes(definitions, expression_metrics=ExpressionMetrics(registry))
     dispatcher = Dispatcher(client, settings.temporal.task_queue, customers, segments)
     if segments is not None:
-        refresher = SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds)
+        refresher = SegmentRefresher(segments.store, settings.consumer.segment_refresh_seconds,
+                                     retention=timedelta(days=settings.consumer.customer_events_retention_days))
         if follower is not None:
             # The catalog's segments, not the files', and each new version live.
             follow_segments(follower, segments.store, refresher)
@@ -139,14 +142,16 @@ async def run_consumer(settings: Settings, stop: asyncio.Event | None = None, *,
         customers = CustomerBatcher(CustomerStore(pool, cipher, metrics=store_metrics,
                                                   hasher=address_hasher(addresses or AddressHashSettings())),
                                     StoreDevices(pool, cipher, metrics=store_metrics))
+        # The topics file the workers send by (journeys/topics.yaml): consent conditions apply its defaults.
+        topics = await asyncio.to_thread(lambda: read_topics(default_journeys_dir()))
         if catalog is not None and catalog.source == "kafka":
             # No segments until the catalog is read (`follow_segments`); then each publish takes effect live.
-            segments = SegmentBatcher(SegmentStore(pool, [], metrics=store_metrics))
+            segments = SegmentBatcher(SegmentStore(pool, [], topics=topics, metrics=store_metrics))
         else:
             # Off the loop (file reads); a bad segment file stops start-up naming its file and line.
             defined = await asyncio.to_thread(load_segments)
             if defined:
-                segments = SegmentBatcher(SegmentStore(pool, defined, metrics=store_metrics))
+                segments = SegmentBatcher(SegmentStore(pool, defined, topics=topics, metrics=store_metrics))
                 log.info("segments_loaded", segments=[f"{s.id}@v{s.version}" for s in defined])
     readiness = all_of(checks)
 

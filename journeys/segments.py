@@ -9,8 +9,13 @@ and the store compiles the same tree to SQL (`store.segments`). Each condition i
   literal of that type (``equals``, ``not_equals``, ``in``, ``greater_than``, ``less_than``,
   ``at_least``, ``at_most``) or tested with ``exists: true|false``. Contact fields are refused:
   they are encrypted at rest and an address is never a segment key.
-* ``{consent: {channel: email, topic: product_news}}``: the customer opted in.
-* ``{event: PurchaseCompleted, count: {at_least: 2}, within: 30d}``: how many such events in a window.
+* ``{consent: {channel: email, topic: product_news}}``: a send of that topic on that channel would
+  not be skipped for consent, exactly as the send path decides: no channel-wide opt-out, and the
+  customer's recorded choice for the topic, else the topic's ``default`` from ``topics.yaml`` (a
+  transactional topic: the channel-wide opt-out alone). Without ``topic``: not opted out of the
+  channel. The topic must be declared in ``topics.yaml`` and offered on the channel.
+* ``{event: PurchaseCompleted, count: {at_least: 2}, within: 30d}``: how many such events in a window,
+  at most as long as the consumer keeps events (``EVENTFLOW_CUSTOMER_EVENTS_RETENTION_DAYS``).
 * ``{event: PurchaseCompleted, within: 7d}`` / ``{event: ..., not_within: 7d}``: time since the last one.
 * ``{event: PurchaseCompleted, last: {field: payload.total, greater_than: 100}}``: a payload field of the last one.
 * ``{all: [...]}``, ``{any: [...]}``, ``{not: {...}}``.
@@ -26,7 +31,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, assert_never
 
+from activities.topics import TopicCatalog
 from core.errors import EventflowError
+from core.settings import ConsumerSettings
 from core.vocabulary import CHANNELS
 from events.schemas import load as load_schemas
 from journeys._yaml import DocPath, LocatedDocument, YamlSyntaxError, load_located, read_document
@@ -35,6 +42,7 @@ from journeys.event_schemas import EventCatalogue, catalogue
 from journeys.loader import default_journeys_dir
 from journeys.paths import lookup
 from journeys.problems import Problem
+from journeys.topics import load_topics, send_topic_problems
 
 #: The folder of segment files and the attribute declarations, beside the journeys' ``definitions``.
 AUDIENCES = "audiences"
@@ -47,6 +55,8 @@ _PLAIN_PROFILE_FIELDS = {"locale": "string", "timezone": "string"}
 MAX_CONDITIONS = 64
 _KINDS = frozenset({"all", "any", "not", "profile", "consent", "event"})
 MAX_IN_VALUES = 256
+#: How long the consumer keeps the events segments count (`count_window_limit`).
+RETENTION_VARIABLE = "EVENTFLOW_CUSTOMER_EVENTS_RETENTION_DAYS"
 
 
 class SegmentError(EventflowError):
@@ -163,6 +173,10 @@ class Segment:
     def event_types(self) -> frozenset[str]:
         return frozenset(event_type for event_type, _ in _event_refs(self.match))
 
+    def count_windows(self) -> frozenset[timedelta]:
+        """The windows the segment counts events in (how far back it reads more than the last event)."""
+        return frozenset(_count_windows(self.match))
+
     def payload_paths(self) -> dict[str, frozenset[str]]:
         """Per event type, the payload paths the segment reads from the last event (what the store keeps)."""
         paths: dict[str, set[str]] = {}
@@ -189,6 +203,21 @@ def _event_refs(condition: Condition) -> Iterator[tuple[str, str]]:
             assert_never(condition)
 
 
+def _count_windows(condition: Condition) -> Iterator[timedelta]:
+    match condition:
+        case EventCount(within=within):
+            yield within
+        case All(items=items) | AnyOf(items=items):
+            for item in items:
+                yield from _count_windows(item)
+        case Not(item=item):
+            yield from _count_windows(item)
+        case ProfileField() | Consent() | LastEvent() | LastPayload():
+            return
+        case _:
+            assert_never(condition)
+
+
 @dataclass(frozen=True)
 class Attributes:
     """The declared profile attributes a segment may compare, with their types."""
@@ -204,11 +233,14 @@ class Attributes:
 class _Parser:
     """Builds the typed tree from one located document, collecting problems with their lines."""
 
-    def __init__(self, file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None) -> None:
+    def __init__(self, file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None,
+                 topics: TopicCatalog | None = None, count_limit: timedelta | None = None) -> None:
         self._file = file
         self._doc = doc
         self._attributes = attributes
         self._events = events
+        self._topics = topics
+        self._count_limit = count_limit
         self._count = 0
         self.problems: list[Problem] = []
 
@@ -340,6 +372,11 @@ class _Parser:
         if not isinstance(topic, str) or (topic and not _ID.match(topic)):
             self.problem((*path, "consent", "topic"), "topic must be lower-case letters, digits and _")
             return None
+        if topic and self._topics is not None:
+            # Judged as a send step's topic is: a consent nobody could be asked for is a typo.
+            for problem in send_topic_problems(self._topics, topic, [str(body["channel"])]):
+                self.problem((*path, "consent", "topic"), problem)
+                return None
         return Consent(str(body["channel"]), topic)
 
     def _window(self, text: Any, path: DocPath) -> timedelta | None:
@@ -366,6 +403,12 @@ class _Parser:
                 self.problem((*path, "count"), "count takes at_least or at_most with a whole number")
                 return None
             window = self._window(node.get("within"), (*path, "within"))
+            if window is not None and self._count_limit is not None and window > self._count_limit:
+                # Older events are pruned (all but the newest of a type): the count would miss them.
+                self.problem((*path, "within"), f"a count window of {node['within']} is longer than the "
+                             f"{self._count_limit.days}d events are kept ({RETENTION_VARIABLE}): raise it "
+                             "or count over a shorter window")
+                return None
             return EventCount(event_type, CountBound(bounds[0]), int(count[bounds[0]]), window) if window else None
         if "last" in node:
             self._only(node, path, {"event", "last"})
@@ -413,10 +456,15 @@ def _type_of(value: Any) -> ValueType | None:
             return None
 
 
-def parse_segment(file: str, doc: LocatedDocument, attributes: Attributes,
-                  events: EventCatalogue | None) -> tuple[Segment | None, list[Problem]]:
-    """The typed segment of one document, or the problems that keep it from being one."""
-    parser = _Parser(file, doc, attributes, events)
+def parse_segment(file: str, doc: LocatedDocument, attributes: Attributes, events: EventCatalogue | None,
+                  topics: TopicCatalog | None = None, *,
+                  count_limit: timedelta | None = None) -> tuple[Segment | None, list[Problem]]:
+    """The typed segment of one document, or the problems that keep it from being one.
+
+    ``events`` and ``topics`` (None: not checked) are what event types and consent topics may be named;
+    ``count_limit`` the widest window an event count may read (None: not checked).
+    """
+    parser = _Parser(file, doc, attributes, events, topics, count_limit)
     segment = parser.segment()
     return segment, parser.problems
 
@@ -468,8 +516,17 @@ def load_segments(root: Path | None = None) -> list[Segment]:
     return segments
 
 
+def count_window_limit() -> timedelta:
+    """The widest window a segment may count events in: as long as the consumer keeps them
+    (`RETENTION_VARIABLE`, read from the environment of the command that validates)."""
+    return timedelta(days=ConsumerSettings.load().customer_events_retention_days)
+
+
 def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Problem]]:
-    """The good segments under ``root/audiences`` and every problem found (for ``journeys validate``)."""
+    """The good segments under ``root/audiences`` and every problem found (for ``journeys validate``).
+
+    An event count over a window longer than `count_window_limit` is a problem (its older events are pruned).
+    """
     root = root or default_journeys_dir()
     directory = root / AUDIENCES
     if not directory.is_dir():
@@ -477,6 +534,10 @@ def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Proble
     events, source_problems = catalogue(load_schemas().event_types, root)
     attributes, problems = load_attributes(directory)
     problems.extend(source_problems)
+    # A broken topics file is the journeys' problem (reported there): then topics go unchecked here.
+    declared, topic_problems = load_topics(root)
+    topics = None if topic_problems else declared
+    limit = count_window_limit()
     segments: list[Segment] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.yaml")):
@@ -487,7 +548,7 @@ def check_segments(root: Path | None = None) -> tuple[list[Segment], list[Proble
         except YamlSyntaxError as exc:
             problems.append(Problem(str(path), exc.line or 1, exc.problem))
             continue
-        segment, found = parse_segment(str(path), doc, attributes, events)
+        segment, found = parse_segment(str(path), doc, attributes, events, topics, count_limit=limit)
         problems.extend(found)
         if segment is None:
             continue

@@ -5,6 +5,10 @@
 literal, an event type, a window) becomes a bind parameter: no text from a definition is pasted
 into the statement, so no definition can change what the statement does. Each leaf is wrapped in
 ``COALESCE(..., false)`` so a missing field is "does not match", and ``not`` of it is "matches".
+A ``consent`` condition is the send path's consent gate (`store.ledger.PostgresLedger.reserve`): no
+channel-wide opt-out, and for a topic the customer's recorded choice, else the topic's declared
+default (`activities.topics.asked_default`, from the topics file the store was given), so a
+segment admits exactly the customers a send of that topic would not skip for consent.
 
 Membership is kept current incrementally: `SegmentStore.observe` records the events segments read
 (``customer_events``, one row per event id, so a redelivered event counts once) and then
@@ -13,19 +17,26 @@ lock, inserting and deleting ``segment_members`` rows and logging each entry and
 ``segment_changes``. Conditions that change with time alone (``within``, ``not_within``, event
 counts in a window) are re-evaluated for everyone by `refresh_all`, which the consumer runs on a
 schedule (docs/architecture.md, ADR-15).
+
+``customer_events`` is pruned by the same one refresher (`prune_if_leader`): a customer's events older
+than the retention go, in chunks of customers, except the newest of each type, so a count in a window
+up to the retention, the time since the last event and the last event's payload read the same after
+pruning as before.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, assert_never
 
 import asyncpg
 
+from activities.topics import ConsentDefault, TopicCatalog, asked_default
 from events.model import CustomerEvent
 from journeys.paths import lookup
 from journeys.segments import (
@@ -55,6 +66,11 @@ _UNIVERSE = ("(SELECT customer_id FROM eventflow.customers UNION"
 SAMPLE_SIZE = 10
 #: Customers re-evaluated per transaction by `SegmentStore.refresh_all`.
 REFRESH_CHUNK = 500
+#: Customers whose old events one statement of `SegmentStore.prune_events` deletes.
+PRUNE_CHUNK = 500
+#: The session lock one refresher (and pruner) at a time holds.
+_LEADER_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"
+_LEADER_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))"
 
 
 class Change(StrEnum):
@@ -115,8 +131,29 @@ def _compare(expression_json: str, compare: Compare, params: _Params) -> str:
     return f"{expression_json} {_SQL_OPS[compare.op]} {params(json.dumps(value), '::jsonb')}"
 
 
-def compile_condition(condition: Condition, params: _Params, now: str) -> str:
-    """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time."""
+def consent_gate(topics: TopicCatalog, topic_name: str) -> tuple[bool, str]:
+    """Whether consent to ``topic_name`` is asked beyond the channel-wide opt-out, and the default that
+    holds for a customer who never chose, exactly as a send of the topic asks the ledger.
+
+    No topic, or a transactional one: only the channel-wide opt-out decides. A topic the topics file
+    does not declare (a segment published against another release's file) counts as an explicit
+    opt-in topic: only a recorded opt-in admits (a send of it would not go at all).
+    """
+    if not topic_name:
+        return False, ""
+    topic = topics.get(topic_name)
+    default = asked_default(topic) if topic is not None else ConsentDefault.OPTED_OUT.value
+    return bool(default), default
+
+
+_NO_TOPICS = TopicCatalog()
+
+
+def compile_condition(condition: Condition, params: _Params, now: str, topics: TopicCatalog = _NO_TOPICS) -> str:
+    """A SQL boolean over ``u.customer_id`` and ``c.fields``; ``now`` is the placeholder of the evaluation time.
+
+    ``topics`` give a ``consent`` condition its topic's default (`consent_gate`), as a bind parameter too.
+    """
     match condition:
         case ProfileField(path=field, test=test):
             if isinstance(test, bool):
@@ -125,8 +162,15 @@ def compile_condition(condition: Condition, params: _Params, now: str) -> str:
             value = f"(c.fields -> {params(field)} -> 'v')"
             return f"COALESCE({_compare(value, test, params)}, false)"
         case Consent(channel=channel, topic=topic):
-            return ("EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
-                    f" AND k.channel = {params(channel)} AND k.topic = {params(topic)} AND k.state = 'opted_in')")
+            asked, default = consent_gate(topics, topic)
+            on = params(channel)
+            # The ledger's two questions, in its order: a channel-wide opt-out, then the topic's consent.
+            channel_open = ("NOT EXISTS (SELECT 1 FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
+                            f" AND k.channel = {on} AND k.topic = '' AND k.state = 'opted_out')")
+            chosen = ("(SELECT k.state FROM eventflow.consent k WHERE k.customer_id = u.customer_id"
+                      f" AND k.channel = {on} AND k.topic = {params(topic)})")
+            topic_given = f"COALESCE({chosen}, {params(default, '::text')}) = 'opted_in'"
+            return f"({channel_open} AND (NOT {params(asked, '::boolean')} OR {topic_given}))"
         case EventCount(event_type=event_type, bound=bound, count=count, within=within):
             counted = ("(SELECT count(*) FROM eventflow.customer_events e WHERE e.customer_id = u.customer_id"
                        f" AND e.event_type = {params(event_type)}"
@@ -143,17 +187,17 @@ def compile_condition(condition: Condition, params: _Params, now: str) -> str:
                     " ORDER BY e.occurred_at DESC, e.event_id DESC LIMIT 1)")
             return f"COALESCE({_compare(last, compare, params)}, false)"
         case All(items=items):
-            return "(" + " AND ".join(compile_condition(item, params, now) for item in items) + ")"
+            return "(" + " AND ".join(compile_condition(item, params, now, topics) for item in items) + ")"
         case AnyOf(items=items):
-            return "(" + " OR ".join(compile_condition(item, params, now) for item in items) + ")"
+            return "(" + " OR ".join(compile_condition(item, params, now, topics) for item in items) + ")"
         case Not(item=item):
-            return f"(NOT {compile_condition(item, params, now)})"
+            return f"(NOT {compile_condition(item, params, now, topics)})"
         case _:
             assert_never(condition)
 
 
-def _matching(segment: Segment, params: _Params, universe: str, now: str) -> str:
-    predicate = compile_condition(segment.match, params, now)
+def _matching(segment: Segment, params: _Params, universe: str, now: str, topics: TopicCatalog) -> str:
+    predicate = compile_condition(segment.match, params, now, topics)
     return (f"SELECT u.customer_id FROM {universe} AS u(customer_id)"
             " LEFT JOIN eventflow.customers c ON c.customer_id = u.customer_id"
             " WHERE NOT EXISTS (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = u.customer_id)"
@@ -196,11 +240,17 @@ class _Definitions:
 
 class SegmentStore:
     """Membership of the segments the process follows: the files it loaded, or the live catalog's
-    (`update` swaps the set; each batch and refresh evaluates one set throughout)."""
+    (`update` swaps the set; each batch and refresh evaluates one set throughout).
 
-    def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, metrics: StoreMetrics | None = None) -> None:
+    ``topics``: the declared subscription topics (the topics file the workers send by), whose
+    defaults a ``consent`` condition applies to customers who never chose (`consent_gate`).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, segments: Sequence[Segment], *, topics: TopicCatalog = _NO_TOPICS,
+                 metrics: StoreMetrics | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
+        self._topics = topics
         self._defs = _Definitions.of(segments)
 
     def update(self, segments: Sequence[Segment]) -> None:
@@ -273,23 +323,65 @@ class SegmentStore:
             changes.extend(await self.observe([], ids, now, only=only))
             after = ids[-1]
 
+    @asynccontextmanager
+    async def _leading(self) -> AsyncIterator[bool]:
+        """Whether this process holds the refresher's session lock (held until the block ends)."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval(_LEADER_LOCK):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                await conn.execute(_LEADER_UNLOCK)
+
     async def refresh_if_leader(self, now: datetime | None = None, *,
                                 only: Collection[str] | None = None) -> list[MembershipChange] | None:
         """`refresh_all`, unless another process is refreshing (then None): one refresher at a time."""
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"):
-                return None
-            try:
-                return await self.refresh_all(now, only=only)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))")
+        async with self._leading() as leader:
+            return await self.refresh_all(now, only=only) if leader else None
+
+    def kept_for(self, retention: timedelta) -> timedelta:
+        """How long events must be kept: ``retention``, or the widest count window of the segments
+        followed if that is longer (one published under a longer retention still counts right)."""
+        return max([retention, *(window for segment in self._defs.segments for window in segment.count_windows())])
+
+    async def prune_events(self, retention: timedelta, now: datetime | None = None, *,
+                           chunk: int = PRUNE_CHUNK) -> int:
+        """Deletes events older than `kept_for` ``retention`` except each customer's newest of a type;
+        returns how many went. One statement (and transaction) per ``chunk`` customers.
+
+        What a segment reads is unchanged by it: a count reads a window no longer than what is kept,
+        ``within``/``not_within`` and ``last`` read the newest of a type, which stays.
+        """
+        before = (now or await self._pool.fetchval("SELECT now()")) - self.kept_for(retention)
+        pruned, after = 0, ""
+        while True:
+            ids = [row["customer_id"] for row in await self._pool.fetch(
+                "SELECT DISTINCT customer_id FROM eventflow.customer_events WHERE customer_id > $1"
+                " ORDER BY customer_id LIMIT $2", after, chunk)]
+            if not ids:
+                return pruned
+            async with timed(self._metrics, StatementKind.SEGMENTS):
+                pruned += int(await self._pool.fetchval(
+                    "WITH gone AS (DELETE FROM eventflow.customer_events e WHERE e.customer_id = ANY($1::text[])"
+                    " AND e.occurred_at < $2 AND EXISTS (SELECT 1 FROM eventflow.customer_events n"
+                    " WHERE n.customer_id = e.customer_id AND n.event_type = e.event_type"
+                    " AND (n.occurred_at, n.event_id) > (e.occurred_at, e.event_id)) RETURNING 1)"
+                    " SELECT count(*) FROM gone", ids, before) or 0)
+            after = ids[-1]
+
+    async def prune_if_leader(self, retention: timedelta, now: datetime | None = None) -> int | None:
+        """`prune_events`, unless another process is refreshing or pruning (then None)."""
+        async with self._leading() as leader:
+            return await self.prune_events(retention, now) if leader else None
 
     async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
                        now: datetime | None) -> list[MembershipChange]:
         changes: list[MembershipChange] = []
         for segment in segments:
             params = _Params([segment.id, segment.version, customers, now])
-            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH)
+            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH, self._topics)
             scope = "AND m.customer_id = ANY($3::text[])"
             rows = await conn.fetch(
                 f"WITH matching AS ({matching}),"
@@ -315,7 +407,7 @@ class SegmentStore:
     async def preview(self, segment: Segment, now: datetime | None = None) -> Preview:
         """Evaluates ``segment`` over everyone without changing membership: count, total and a sample."""
         params = _Params([now])
-        matching = _matching(segment, params, _UNIVERSE, _NOW_OF_PREVIEW)
+        matching = _matching(segment, params, _UNIVERSE, _NOW_OF_PREVIEW, self._topics)
         async with timed(self._metrics, StatementKind.SEGMENTS):
             row = await self._pool.fetchrow(
                 f"WITH matching AS ({matching})"

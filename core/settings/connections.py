@@ -164,6 +164,11 @@ class ConsumerSettings(SettingsGroup):
     segment_refresh_seconds: PositiveFloat = env(
         "EVENTFLOW_SEGMENT_REFRESH_SECONDS", 300.0,
         "How often one consumer re-evaluates every customer's segments (conditions the clock alone changes).")
+    customer_events_retention_days: PositiveInt = env(
+        "EVENTFLOW_CUSTOMER_EVENTS_RETENTION_DAYS", 366,
+        "Days the events segments read are kept (`customer_events`); the refreshing consumer prunes older ones "
+        "after each full refresh, keeping each customer's newest of a type. A segment may not count events over "
+        "a longer window (`journeys validate` refuses it), and a followed segment's longer count window wins.")
 
 
 # -- customer store ---------------------------------------------------------------------------------

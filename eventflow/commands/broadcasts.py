@@ -101,7 +101,8 @@ async def _create(args: argparse.Namespace) -> int:
     tools = load_tools()
     store = await _store(tools)
     try:
-        preview = await SegmentStore(store.pool, [segment]).preview(segment)
+        topics = read_topics(Path(args.dir) if args.dir else default_journeys_dir())
+        preview = await SegmentStore(store.pool, [segment], topics=topics).preview(segment)
         if preview.matches_everyone and not args.confirm:
             raise BroadcastRefusedError(f"segment {segment.id} matches every customer ({preview.members}): "
                                         "pass --confirm to broadcast to everyone")

@@ -343,10 +343,7 @@ def _forget(args: argparse.Namespace) -> int:
         report.unknown = False
     print("\n".join(report.lines()))
     if erasure is not None and (erasure.known or args.tombstone_unknown):
-        print(f"customer store: profile fields {', '.join(erasure.profile_fields) or 'none'}; "
-              f"{erasure.consent_rows} consent records, {erasure.sends} sends, {erasure.addresses} address links, "
-              f"{erasure.journey_events} funnel events, {erasure.whatsapp_windows} WhatsApp windows deleted; "
-              "tombstone recorded")
+        print(erasure.summary())
     return 1 if report.unknown else 0
 
 

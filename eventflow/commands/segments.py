@@ -27,6 +27,7 @@ from eventflow.settings import load_tools
 from journeys.loader import default_journeys_dir
 from journeys.segment_catalog import SegmentEntry
 from journeys.segments import Segment, UnknownSegmentError, load_segments
+from journeys.topics import read_topics
 from store import open_store
 from store.segments import Preview, SegmentStore
 
@@ -66,13 +67,16 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_store(action: str, segments: list[Segment], segment: Segment | None) -> Preview | int:
+async def _with_store(action: str, segments: list[Segment], segment: Segment | None,
+                      directory: str | None) -> Preview | int:
     database = load_tools().database
+    # The topics file the workers send by: a consent condition applies its defaults.
+    topics = read_topics(Path(directory) if directory else default_journeys_dir())
     pool = await open_store(database)
     if pool is None:
         raise ConfigError(DatabaseSettings.variable("url"), f"is not set: {action} needs the customer store")
     try:
-        store = SegmentStore(pool, segments)
+        store = SegmentStore(pool, segments, topics=topics)
         if segment is not None:
             return await store.preview(segment)
         return len(await store.refresh_all())
@@ -82,7 +86,7 @@ async def _with_store(action: str, segments: list[Segment], segment: Segment | N
 
 def _preview(args: argparse.Namespace) -> int:
     segment = _one(args)
-    preview = asyncio.run(_with_store("preview", [segment], segment))
+    preview = asyncio.run(_with_store("preview", [segment], segment, args.dir))
     assert isinstance(preview, Preview)
     if args.json:
         print(json.dumps({"segment": preview.segment_id, "members": preview.members, "customers": preview.customers,
@@ -98,7 +102,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    changes = asyncio.run(_with_store("refresh", _segments(args), None))
+    changes = asyncio.run(_with_store("refresh", _segments(args), None, args.dir))
     print(f"{changes} membership change(s) recorded")
     return 0
 

@@ -78,16 +78,20 @@ def helm_template(helm: Path, *, values_files: Sequence[Path] = (TRIAL,), set_va
     return Rendered(tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc))
 
 
-def journeys_set_files(folder: Path = REPO / "journeys", *, sources: bool = False) -> dict[str, Path]:
+def journeys_set_files(folder: Path = REPO / "journeys", *, sources: bool = False, audiences: bool = False,
+                       topics: bool = False) -> dict[str, Path]:
     """``--set-file`` arguments shipping a journeys folder, as docs/deploy.md tells SREs to.
 
     With ``sources``, also its ``sources.yaml`` and every ``.avsc`` file outside definitions/ and
-    templates/, keyed by path (dots escaped, as ``--set-file`` needs).
+    templates/, keyed by path (dots escaped, as ``--set-file`` needs); with ``audiences`` its segment
+    files (``attributes.yaml`` included); with ``topics`` its ``topics.yaml``.
     """
     files: dict[str, Path] = {}
-    for kind in ("definitions", "templates"):
+    for kind in ("definitions", "templates") + (("audiences",) if audiences else ()):
         for path in sorted((folder / kind).glob("*.yaml")):
             files[f"journeys.{kind}.{path.stem}"] = path
+    if topics:
+        files["journeys.topics"] = folder / "topics.yaml"
     if sources and (folder / "sources.yaml").exists():
         files["journeys.sources"] = folder / "sources.yaml"
         for path in sorted(folder.rglob("*.avsc")):

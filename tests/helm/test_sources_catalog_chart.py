@@ -1,14 +1,16 @@
-"""The chart ships event sources beside the journeys, and seeds the journey catalog topic.
+"""The chart ships event sources, segments and topics beside the journeys, and seeds the catalog topic.
 
 Sources: the rendered consumer and worker must see ``sources.yaml`` and the schema files it names at
 the paths their settings read (``$EVENTFLOW_JOURNEYS_DIR/sources.yaml``), laid out from the rendered
-ConfigMaps and mounts as the kubelet does. Catalog: the seed hook Job runs for real against the test
-Kafka with the environment the chart renders, and a second run writes nothing.
+ConfigMaps and mounts as the kubelet does; segments (``audiences/``) and ``topics.yaml`` likewise.
+Catalog: the seed hook Job's steps (journeys, then segments) run for real against the test Kafka with
+the environment the chart renders, and a second run writes nothing.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,7 @@ from devstack import Endpoints
 from eventflow.settings import load_tools
 from events.sources import SOURCES_FILE, load_sources
 from journeys.loader import JourneyDefinitionError, load_all
+from journeys.segments import SegmentError, load_segments
 from tests.catalog_keys import CATALOG_KEYS_TEXT
 from tests.events.shop import shop_journeys
 from tests.helm.chart import (
@@ -46,6 +49,18 @@ def shop(tmp_path: Path) -> Path:
     return shop_journeys(tmp_path / "shop", "orders")
 
 
+@pytest.fixture
+def shop_with_segments(shop: Path) -> Path:
+    """The shop's journeys with the repository's segments (one of them a consent condition on a
+    topic) and the topics file that declares that topic."""
+    shutil.copytree(REPO / "journeys" / "audiences", shop / "audiences")
+    shutil.copy(REPO / "journeys" / "topics.yaml", shop / "topics.yaml")
+    return shop
+
+
+SHOP_SEGMENTS = {"lapsed_gold", "repeat_buyers"}
+
+
 def _pod(rendered: Rendered, component: str) -> Manifest:
     pod: Manifest = rendered.deployment(component)["spec"]["template"]["spec"]
     return pod
@@ -54,6 +69,12 @@ def _pod(rendered: Rendered, component: str) -> Manifest:
 def _job(rendered: Rendered) -> Manifest:
     [job] = [m for m in rendered.of_kind("Job") if m["metadata"]["name"].endswith("-catalog-seed")]
     return job
+
+
+def _steps(job: Manifest) -> list[Manifest]:
+    """The Job's containers in the order they run: init containers one after another, then the rest."""
+    pod = job["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def _checksum(rendered: Rendered, component: str) -> str:
@@ -216,6 +237,85 @@ def test_the_seed_job_is_a_locked_down_post_hook_that_publishes_the_mounted_jour
         helm_template(helm, set_values={"catalog.seedJob.enabled": "true"})
 
 
+def test_the_pods_see_segments_and_topics_and_the_seed_job_publishes_segments_after_the_journeys(
+        helm: Path, shop_with_segments: Path, tmp_path: Path) -> None:
+    shipped = journeys_set_files(shop_with_segments, sources=True, audiences=True, topics=True)
+    rendered = helm_template(helm, values_files=[ALL_ON], set_files=shipped)
+    job = _job(rendered)
+    for name, pod in [("consumer", _pod(rendered, "consumer")), ("worker", _pod(rendered, "worker")),
+                      ("catalog-seed", job["spec"]["template"]["spec"])]:
+        files = pod_files(rendered, pod, "/etc/eventflow/journeys")
+        assert {path for path in files if path.startswith("audiences/")} == {
+            f"audiences/{path.name}" for path in (shop_with_segments / "audiences").glob("*.yaml")}, name
+        assert files["topics.yaml"] == (shop_with_segments / "topics.yaml").read_text().rstrip("\n")
+        # What the consumer (files mode) evaluates and `segments publish` validates: every segment loads,
+        # the consent condition's topic found in the mounted topics file.
+        assert {s.id for s in load_segments(write_files(files, tmp_path / name))} == SHOP_SEGMENTS
+    # Both steps mount what the worker reads; journeys run first (an init container), segments after.
+    journeys_step, segments_step = _steps(job)
+    assert (journeys_step["name"], journeys_step["args"][:3]) == (
+        "catalog-seed-journeys", ["journeys", "publish", "/etc/eventflow/journeys"])
+    assert (segments_step["name"], segments_step["args"][:3]) == (
+        "catalog-seed", ["segments", "publish", "/etc/eventflow/journeys"])
+    assert journeys_step["env"] == segments_step["env"]
+    assert journeys_step["volumeMounts"] == segments_step["volumeMounts"]
+    assert journeys_step["args"][3:] == segments_step["args"][3:]  # the same author and message
+    # Without segments the Job is the one journeys step it was.
+    plain = _steps(_job(helm_template(helm, values_files=[ALL_ON], set_files=journeys_set_files(shop_with_segments))))
+    assert [(step["name"], step["args"][0]) for step in plain] == [("catalog-seed", "journeys")]
+
+
+def test_without_the_topics_file_a_consent_segment_does_not_validate(
+        helm: Path, shop_with_segments: Path, tmp_path: Path) -> None:
+    # The check above can fail: repeat_buyers' consent topic is declared only in topics.yaml.
+    rendered = helm_template(helm, set_files=journeys_set_files(shop_with_segments, audiences=True))
+    files = pod_files(rendered, _pod(rendered, "consumer"), "/etc/eventflow/journeys")
+    assert "topics.yaml" not in files and "audiences/repeat_buyers.yaml" in files
+    with pytest.raises(SegmentError, match="unknown topic 'product_news'"):
+        load_segments(write_files(files, tmp_path / "pod"))
+
+
+def test_a_changed_segment_or_topics_file_changes_the_checksum_that_rolls_the_pods(
+        helm: Path, shop_with_segments: Path, tmp_path: Path) -> None:
+    files = journeys_set_files(shop_with_segments, audiences=True, topics=True)
+    before = helm_template(helm, set_files=files)
+    edited = tmp_path / "lapsed_gold.yaml"
+    edited.write_text(files["journeys.audiences.lapsed_gold"].read_text().replace("60d", "90d"))
+    changed_segment = helm_template(helm, set_files={**files, "journeys.audiences.lapsed_gold": edited})
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(files["journeys.topics"].read_text().replace("default: opted_out", "default: opted_in"))
+    changed_topics = helm_template(helm, set_files={**files, "journeys.topics": topics})
+    again = helm_template(helm, set_files=files)
+    without = helm_template(helm, set_files=journeys_set_files(shop_with_segments))
+    for component in COMPONENTS:
+        assert _checksum(again, component) == _checksum(before, component)
+        for other in (changed_segment, changed_topics, without):
+            assert _checksum(other, component) != _checksum(before, component)
+    # Shipping none keeps the checksum it had before segments and topics could be shipped.
+    assert _checksum(without, "worker") == _checksum(helm_template(
+        helm, set_files=journeys_set_files(shop_with_segments)), "worker")
+
+
+def test_segments_and_topics_need_mounted_journeys_and_valid_names(helm: Path) -> None:
+    with pytest.raises(RenderError, match="journeys.audiences and journeys.topics need journeys.definitions"):
+        helm_template(helm, set_values={"journeys.audiences.gold": "id: gold"})
+    with pytest.raises(RenderError, match="journeys.audiences and journeys.topics need journeys.definitions"):
+        helm_template(helm, set_values={"journeys.topics": "topics: []"})
+    external = {"journeys.existingDefinitionsConfigMap": "d", "journeys.existingTemplatesConfigMap": "t"}
+    with pytest.raises(RenderError, match="either inline audiences or existingAudiencesConfigMap"):
+        helm_template(helm, set_values={**external, "journeys.audiences.gold": "id: gold",
+                                        "journeys.existingAudiencesConfigMap": "segments"})
+    with pytest.raises(RenderError, match="must be a segment id"):
+        helm_template(helm, set_values={**external, "journeys.audiences.Gold-Buyers": "id: gold"})
+    # An external ConfigMap of segments is mounted as audiences/ and makes the seed Job publish them.
+    rendered = helm_template(helm, set_values={**external, "journeys.existingAudiencesConfigMap": "segments",
+                                               "catalog.seedJob.enabled": "true"})
+    pod = _pod(rendered, "consumer")
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"].endswith("/audiences")]
+    assert {v["name"]: v for v in pod["volumes"]}[mount["name"]]["configMap"]["name"] == "segments"
+    assert [step["args"][0] for step in _steps(_job(rendered))] == ["journeys", "segments"]
+
+
 def _run(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "eventflow.cli", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, check=False, timeout=120)
@@ -227,41 +327,49 @@ def _results(stdout: str) -> set[tuple[str, str]]:
             if line.startswith(("published ", "unchanged "))}
 
 
-@pytest.mark.timeout(240)
-def test_the_seed_job_publishes_to_the_real_catalog_topic_and_a_rerun_writes_nothing(
-        helm: Path, shop: Path, tmp_path: Path, endpoints: Endpoints, unique: str) -> None:
-    topic = f"helm-catalog-{unique}"
-    rendered = helm_template(helm, set_values={
-        "kafka.bootstrapServers": endpoints.kafka_bootstrap_servers.replace(",", "\\,"),
-        "catalog.seedJob.enabled": "true", "catalog.source": "kafka", "catalog.topic": topic,
-        "catalog.signing.secretName": "catalog-signing", "logFormat": "console",
-    }, set_files=journeys_set_files(shop, sources=True))
-    job = _job(rendered)
-    [container] = job["spec"]["template"]["spec"]["containers"]
-    journeys = write_files(pod_files(rendered, job["spec"]["template"]["spec"], "/etc/eventflow/journeys"),
-                           tmp_path / "journeys")
-    remap = {"/etc/eventflow/journeys": str(journeys), "/tmp/eventflow": str(tmp_path / "cache")}
+def _step_env(step: Manifest, remap: dict[str, str]) -> dict[str, str]:
+    """The environment one step of the Job runs with: the rendered values, the Secrets stood in for."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("EVENTFLOW_", "KAFKA_", "TEMPORAL_"))}
     secrets = {"catalog-signing": CATALOG_KEYS_TEXT}  # the Secrets this test stands in for
-    for item in container["env"]:
+    for item in step["env"]:
         if "valueFrom" in item:
             env[item["name"]] = secrets[item["valueFrom"]["secretKeyRef"]["name"]]
             continue
         env[item["name"]] = remap.get(str(item["value"]), str(item["value"]))
     env["PYTHONPATH"] = str(REPO)
-    argv = [remap.get(arg, arg) for arg in container["args"]]
+    return env
 
-    first = _run(argv, env, tmp_path)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert _results(first.stdout) == {("published", journey) for journey in SHOP_JOURNEYS}, first.stdout
-    second = _run(argv, env, tmp_path)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert _results(second.stdout) == {("unchanged", journey) for journey in SHOP_JOURNEYS}, second.stdout
 
-    tools = load_tools(env)
-    catalog = CatalogWriter(tools.core.kafka.client_config(), topic, keys=tools.catalog.trust()).read()
+@pytest.mark.timeout(300)
+def test_the_seed_job_publishes_to_the_real_catalog_topic_and_a_rerun_writes_nothing(
+        helm: Path, shop_with_segments: Path, tmp_path: Path, endpoints: Endpoints, unique: str) -> None:
+    topic = f"helm-catalog-{unique}"
+    rendered = helm_template(helm, set_values={
+        "kafka.bootstrapServers": endpoints.kafka_bootstrap_servers.replace(",", "\\,"),
+        "catalog.seedJob.enabled": "true", "catalog.source": "kafka", "catalog.topic": topic,
+        "catalog.signing.secretName": "catalog-signing", "logFormat": "console",
+    }, set_files=journeys_set_files(shop_with_segments, sources=True, audiences=True, topics=True))
+    job = _job(rendered)
+    journeys = write_files(pod_files(rendered, job["spec"]["template"]["spec"], "/etc/eventflow/journeys"),
+                           tmp_path / "journeys")
+    remap = {"/etc/eventflow/journeys": str(journeys), "/tmp/eventflow": str(tmp_path / "cache")}
+    published = {"journeys": SHOP_JOURNEYS, "segments": SHOP_SEGMENTS}
+
+    for run, outcome in ((1, "published"), (2, "unchanged")):
+        for step in _steps(job):  # in order; a failed step fails the Job (restartPolicy Never)
+            argv = [remap.get(arg, arg) for arg in step["args"]]
+            result = _run(argv, _step_env(step, remap), tmp_path)
+            assert result.returncode == 0, f"run {run}, {step['name']}: {result.stdout}{result.stderr}"
+            assert _results(result.stdout) == {(outcome, name) for name in published[argv[0]]}, result.stdout
+
+    tools = load_tools(_step_env(_steps(job)[-1], remap))
+    writer = CatalogWriter(tools.core.kafka.client_config(), topic, keys=tools.catalog.trust())
+    catalog, segments = writer.read(), writer.read_segments()
     assert set(catalog.journey_ids) == SHOP_JOURNEYS
-    for journey in SHOP_JOURNEYS:
-        [entry] = catalog.history(journey)
-        assert entry.author == "helm"
-        assert entry.summary.startswith("helm install of release ef, revision 1, chart ")
+    assert {segment.id for segment in segments.segments()} == SHOP_SEGMENTS
+    written = [(e.author, e.version, e.summary) for j in SHOP_JOURNEYS for e in catalog.history(j)]
+    written += [(e.author, e.version, e.summary) for s in SHOP_SEGMENTS for e in segments.history(s)]
+    assert len(written) == len(SHOP_JOURNEYS) + len(SHOP_SEGMENTS)
+    for author, version, summary in written:
+        assert author == "helm" and version == 1
+        assert summary.startswith("helm install of release ef, revision 1, chart ")

@@ -125,3 +125,22 @@ def test_load_segments_names_every_file_and_refuses_duplicates(tmp_path: Path) -
     assert "attributes.yaml:3" in text and "size" in text
     assert "b.yaml:1" in text and "also defined" in text
     assert "c.yaml" in text and "not valid YAML" in text
+
+
+def test_a_consent_topic_is_judged_as_a_send_steps_topic(tmp_path: Path) -> None:
+    # The topics decide what a consent condition means (their defaults), so one naming a topic nobody can
+    # be asked for, or a channel the topic is never sent on, is a typo refused at its line.
+    (tmp_path / "topics.yaml").write_text(
+        "topics:\n  - name: product_news\n    title: {en: News}\n    channels: [email]\n    default: opted_out\n")
+    audiences = tmp_path / "audiences"
+    audiences.mkdir()
+    (audiences / "ok.yaml").write_text("id: ok\nversion: 1\nmatch: {consent: {channel: email, topic: product_news}}\n")
+    (audiences / "sms.yaml").write_text("id: sms\nversion: 1\nmatch:\n  consent: {channel: sms, topic: product_news}\n")
+    (audiences / "typo.yaml").write_text("id: typo\nversion: 1\nmatch:\n  not:\n    consent: {channel: email, "
+                                         "topic: product_newz}\n")
+    with pytest.raises(SegmentError) as caught:
+        load_segments(tmp_path)
+    problems = {Path(p.file).name: p for p in caught.value.problems}
+    assert set(problems) == {"sms.yaml", "typo.yaml"}
+    assert problems["sms.yaml"].line == 4 and "is not sent on sms" in problems["sms.yaml"].message
+    assert problems["typo.yaml"].line == 5 and "unknown topic 'product_newz'" in problems["typo.yaml"].message

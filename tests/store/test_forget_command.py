@@ -38,6 +38,10 @@ async def test_forget_erases_the_store_and_leaves_a_tombstone(
     out = capsys.readouterr().out
     assert f"customer {customer} forgotten" in out
     assert "customer store: profile fields email, first_name;" in out and "erase@example.com" not in out
+    # Every kind of row the store keeps of a customer is counted, the anonymised ones apart.
+    assert ("0 consent records, 0 consent changes, 0 sends, 0 device send marks, 0 provider reports, 0 push devices,"
+            " 1 address links, 0 funnel events, 0 segment events, 0 segment memberships, 0 segment changes,"
+            " 0 WhatsApp windows deleted; 0 broadcast recipients anonymised; tombstone recorded") in out
     assert await store_pool.fetchval("SELECT count(*) FROM eventflow.customers WHERE customer_id = $1", customer) == 0
     assert await store_pool.fetchval("SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1", customer) == 1
     # Nothing was known of this one anywhere: said so, nothing recorded.

@@ -10,13 +10,18 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activities.ledger import ReserveRequest
+from activities.outcomes import ReserveDecision
+from activities.topics import ConsentDefault, Topic, TopicCatalog, asked_default
 from journeys._yaml import load_located
 from journeys.segments import (
     AnyOf,
     Attributes,
     Compare,
     Comparison,
+    Consent,
     LastEvent,
+    Not,
     ProfileField,
     Segment,
     ValueType,
@@ -24,8 +29,16 @@ from journeys.segments import (
 )
 from store.customers import CustomerStore, FieldCipher, ProfileWrite
 from store.forgetting import forget
-from store.ledger import set_consent
-from store.segments import Change, MembershipChange, ObservedEvent, SegmentStore, _Params, compile_condition
+from store.ledger import PostgresLedger, set_consent
+from store.segments import (
+    Change,
+    MembershipChange,
+    ObservedEvent,
+    SegmentStore,
+    _Params,
+    compile_condition,
+    consent_gate,
+)
 from workflows.profile import ProfileUpdate
 
 ATTRIBUTES = Attributes({"tier": ValueType.STRING, "lifetime_value": ValueType.NUMBER, "note": ValueType.STRING})
@@ -112,6 +125,67 @@ async def test_time_since_the_last_event_and_the_last_events_payload(store_pool:
     assert carol not in await segments.members("lapsed")
 
 
+TOPICS = TopicCatalog((
+    Topic("recommendations", {"en": "Recommendations"}),  # soft opt-in: default opted_in
+    Topic("product_news", {"en": "Product news"}, channels=("email",), default=ConsentDefault.OPTED_OUT),
+    Topic("order_updates", {"en": "Order updates"}, transactional=True),
+))
+
+
+async def test_a_consent_condition_admits_exactly_whom_a_send_of_the_topic_would_not_skip(
+        store_pool: asyncpg.Pool) -> None:
+    """Never asked means the topic's default, a channel-wide opt-out wins, a transactional topic asks
+    nothing more: each customer x condition decided as `PostgresLedger.reserve` decides the send."""
+    choices: dict[str, list[tuple[str, bool]]] = {
+        "never_asked": [],
+        "news_in": [("product_news", True)],
+        "news_out": [("product_news", False)],
+        "recommendations_out": [("recommendations", False)],
+        "recommendations_in": [("recommendations", True)],
+        "email_out": [("", False)],
+        "email_out_news_in": [("", False), ("product_news", True)],
+        "orders_out": [("order_updates", False)],  # recorded, but a transactional topic cannot be left
+    }
+    customers = {name: new_id() for name in choices}
+    async with store_pool.acquire() as conn:
+        for name, recorded in choices.items():
+            for topic, subscribed in recorded:
+                await set_consent(conn, customers[name], "email", subscribed=subscribed, source="test",
+                                  changed_at=NOW, topic=topic)
+    asked = {f"c{index}": Consent(channel, topic) for index, (channel, topic) in enumerate(
+        [("email", "recommendations"), ("email", "product_news"), ("email", "order_updates"), ("email", ""),
+         ("sms", "recommendations")])}
+    segments = [Segment(segment_id, 1, "", condition) for segment_id, condition in asked.items()]
+    segments += [Segment(f"not_{segment_id}", 1, "", Not(condition)) for segment_id, condition in asked.items()]
+    store = SegmentStore(store_pool, segments, topics=TOPICS)
+    await store.observe([], customers.values(), NOW)
+
+    ledger = PostgresLedger(store_pool)
+    for segment_id, condition in asked.items():
+        members, others = set(await store.members(segment_id)), set(await store.members(f"not_{segment_id}"))
+        for name, customer in customers.items():
+            reservation = await ledger.reserve(ReserveRequest(
+                idempotency_key=f"{segment_id}:{customer}", customer_id=customer, channel=condition.channel,
+                topic=condition.topic, topic_default=asked_default(TOPICS.get(condition.topic))))
+            sent = reservation.decision not in {ReserveDecision.OPTED_OUT, ReserveDecision.NO_CONSENT}
+            assert (customer in members) is sent, (name, condition, reservation.decision)
+            assert (customer in others) is not sent, (name, condition)
+    # Spelled out for the reader: the defaults, not only recorded opt-ins, decide.
+    news, recommendations = set(await store.members("c1")), set(await store.members("c0"))
+    assert customers["never_asked"] in recommendations and customers["never_asked"] not in news
+    assert customers["news_in"] in news and customers["email_out_news_in"] not in news
+    assert customers["recommendations_out"] not in recommendations
+    assert customers["orders_out"] in set(await store.members("c2"))
+
+
+def test_an_undeclared_topic_admits_only_a_recorded_opt_in() -> None:
+    assert consent_gate(TOPICS, "") == (False, "")
+    assert consent_gate(TOPICS, "order_updates") == (False, "")
+    assert consent_gate(TOPICS, "recommendations") == (True, "opted_in")
+    assert consent_gate(TOPICS, "product_news") == (True, "opted_out")
+    assert consent_gate(TopicCatalog(), "recommendations") == (True, "opted_out")
+
+
 async def test_a_forgotten_customer_is_in_no_segment_and_leaves_nothing_behind(store_pool: asyncpg.Pool) -> None:
     customers, segments = CustomerStore(store_pool, FieldCipher(None)), SegmentStore(store_pool, [GOLD, LAPSED])
     dave = new_id()
@@ -136,18 +210,23 @@ async def test_preview_counts_members_and_flags_a_segment_that_matches_everyone(
 
 
 @settings(max_examples=50, derandomize=True, deadline=None)
-@given(st.text(max_size=40), st.text(min_size=1, max_size=40).filter(lambda t: t.strip() == t))
-def test_the_statement_text_depends_on_the_structure_only(literal: str, event_type: str) -> None:
-    """Whatever an author writes as a value is a bind parameter: the SQL text is the same for every value."""
-    def compiled(value: str, kind: str) -> tuple[str, list[object]]:
+@given(st.text(max_size=40), st.text(min_size=1, max_size=40).filter(lambda t: t.strip() == t),
+       st.text(max_size=40), st.sampled_from([*ConsentDefault, None]))
+def test_the_statement_text_depends_on_the_structure_only(literal: str, event_type: str, topic: str,
+                                                           default: ConsentDefault | None) -> None:
+    """Whatever an author writes as a value, and whatever the topics file declares, is a bind parameter:
+    the SQL text is the same for every value."""
+    def compiled(value: str, kind: str, topic: str, topics: TopicCatalog) -> tuple[str, list[object]]:
         params = _Params()
         condition = AnyOf((ProfileField("attributes.note", Compare(Comparison.EQUALS, (value,))),
-                           LastEvent(kind, timedelta(days=1), recent=True)))
-        return compile_condition(condition, params, "now()"), params.values
+                           LastEvent(kind, timedelta(days=1), recent=True), Consent("email", topic)))
+        return compile_condition(condition, params, "now()", topics), params.values
 
-    sql, values = compiled(literal, event_type)
-    assert sql == compiled("placeholder", "Placeholder")[0]
-    assert json.dumps(literal) in values and event_type in values
+    declared = TopicCatalog((Topic(topic, {"en": "t"}, default=default),) if topic and default else ())
+    sql, values = compiled(literal, event_type, topic, declared)
+    assert sql == compiled("placeholder", "Placeholder", "", TopicCatalog())[0]
+    assert sql == compiled("placeholder", "Placeholder", "news", TOPICS)[0]
+    assert json.dumps(literal) in values and event_type in values and topic in values
 
 
 async def test_a_hostile_literal_is_compared_not_executed(store_pool: asyncpg.Pool) -> None:

@@ -39,7 +39,7 @@ without a Secret, unsigned entries accepted. `eventflow.validateCatalog` refuses
 {{- end }}
 {{- end }}
 
-{{/* Mounts and volumes of every journeys file a pod reads: definitions, templates, sources. */}}
+{{/* Mounts and volumes of every journeys file a pod reads: definitions, templates, sources, segments, topics. */}}
 {{- define "eventflow.journeysMounts" -}}
 {{- if include "eventflow.journeysMounted" . }}
 - name: journey-definitions
@@ -49,6 +49,7 @@ without a Secret, unsigned entries accepted. `eventflow.validateCatalog` refuses
   mountPath: /etc/eventflow/journeys/templates
   readOnly: true
 {{- include "eventflow.sourcesMounts" . }}
+{{- include "eventflow.audiencesMounts" . }}
 {{- end }}
 {{- end }}
 
@@ -61,6 +62,7 @@ without a Secret, unsigned entries accepted. `eventflow.validateCatalog` refuses
   configMap:
     name: {{ include "eventflow.templatesConfigMap" . }}
 {{- include "eventflow.sourcesVolume" . }}
+{{- include "eventflow.audiencesVolumes" . }}
 {{- end }}
 {{- end }}
 
@@ -131,4 +133,55 @@ The seed Job's Kafka settings: the release's, with the publisher identity's over
       key: {{ required (printf "key is required for librdkafka key %s" $key) $ref.key | quote }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+One step of the catalog seed Job: `eventflow <command> publish /etc/eventflow/journeys` (command:
+journeys or segments) with the publisher's Kafka identity, the signing keys and the mounted
+journeys folder. Takes (dict "root" . "name" NAME "command" COMMAND).
+*/}}
+{{- define "eventflow.catalogSeedContainer" -}}
+{{- $root := .root }}
+- name: {{ .name }}
+  image: {{ include "eventflow.image" $root | quote }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: ["eventflow"]
+  args:
+    - {{ .command }}
+    - publish
+    - /etc/eventflow/journeys
+    - --author
+    - {{ $root.Values.catalog.seedJob.author | quote }}
+    - --message
+    - {{ printf "helm %s of release %s, revision %d, chart %s" (ternary "install" "upgrade" $root.Release.IsInstall) $root.Release.Name (int $root.Release.Revision) $root.Chart.Version | quote }}
+  env:
+    {{- include "eventflow.catalogSeedKafkaEnv" $root | trim | nindent 4 }}
+    {{- include "eventflow.registryEnv" $root | nindent 4 }}
+    - name: EVENTFLOW_CATALOG_TOPIC
+      value: {{ $root.Values.catalog.topic | quote }}
+    {{- include "eventflow.catalogSigningEnv" $root | nindent 4 }}
+    - name: EVENTFLOW_JOURNEYS_DIR
+      value: /etc/eventflow/journeys
+    - name: EVENTFLOW_LOG_FORMAT
+      value: {{ $root.Values.logFormat | quote }}
+    - name: EVENTFLOW_CACHE_DIR
+      value: /tmp/eventflow
+    {{- include "eventflow.channelProvidersEnv" $root | nindent 4 }}
+  resources:
+    requests:
+      cpu: 50m
+      memory: 128Mi
+    limits:
+      memory: 256Mi
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    {{- include "eventflow.journeysMounts" $root | nindent 4 }}
+    {{- if $root.Values.kafka.tlsSecretName }}
+    - name: kafka-tls
+      mountPath: /etc/eventflow/kafka-tls
+      readOnly: true
+    {{- end }}
 {{- end }}

@@ -84,13 +84,19 @@ time (`helm template` cannot see the cluster, so there it hashes the names only)
 {{- end }}
 {{- end }}
 
-{{/* The journeys checksum, extended with the sources ConfigMap when the chart ships one. */}}
+{{/* The journeys checksum, extended with the sources, segments and topics ConfigMaps when the chart ships them. */}}
 {{- define "eventflow.journeysAndSourcesChecksum" -}}
+{{- $checksum := include "eventflow.journeysChecksum" . }}
 {{- if include "eventflow.sourcesFromValues" . }}
-{{- printf "%s\n%s" (include "eventflow.journeysChecksum" .) (include (print .Template.BasePath "/journeys-sources-configmap.yaml") .) | sha256sum }}
-{{- else }}
-{{- include "eventflow.journeysChecksum" . }}
+{{- $checksum = printf "%s\n%s" $checksum (include (print .Template.BasePath "/journeys-sources-configmap.yaml") .) | sha256sum }}
 {{- end }}
+{{- if or .Values.journeys.audiences .Values.journeys.topics }}
+{{- $checksum = printf "%s\n%s" $checksum (include (print .Template.BasePath "/journeys-audiences-configmap.yaml") .) | sha256sum }}
+{{- else if .Values.journeys.existingAudiencesConfigMap }}
+{{- $audiences := lookup "v1" "ConfigMap" .Release.Namespace .Values.journeys.existingAudiencesConfigMap }}
+{{- $checksum = list $checksum .Values.journeys.existingAudiencesConfigMap ($audiences.data | default dict) | toJson | sha256sum }}
+{{- end }}
+{{- $checksum }}
 {{- end }}
 
 {{/* Refuses configurations that would put a secret in plain text or cannot work. */}}
