@@ -333,7 +333,13 @@ class SegmentStore:
             try:
                 yield True
             finally:
-                await conn.execute(_LEADER_UNLOCK)
+                try:
+                    await conn.execute(_LEADER_UNLOCK)
+                except BaseException:
+                    # The pool does not reset sessions (store/pool.py): a connection whose unlock did not
+                    # run must not go back to it holding the lock, or no process could refresh again.
+                    conn.terminate()
+                    raise
 
     async def refresh_if_leader(self, now: datetime | None = None, *,
                                 only: Collection[str] | None = None) -> list[MembershipChange] | None:

@@ -18,6 +18,8 @@ import pytest
 from consumer.segment_triggers import SegmentRefresher
 from journeys._yaml import load_located
 from journeys.segments import RETENTION_VARIABLE, Attributes, SegmentError, load_segments, parse_segment
+from store import segments as store_segments
+from store.pool import create_pool
 from store.segments import ObservedEvent, SegmentStore
 from tests.harness import eventually
 
@@ -146,3 +148,18 @@ def test_validation_refuses_a_count_window_longer_than_the_retention(tmp_path: P
     assert "longer than the 366d" in problem.message and RETENTION_VARIABLE in problem.message
     monkeypatch.setenv(RETENTION_VARIABLE, "400")
     assert sorted(s.id for s in load_segments(tmp_path)) == ["lapsed", "yearly"]
+
+
+async def test_a_leader_whose_unlock_failed_does_not_return_the_lock_to_the_pool(
+        store_dsn: str, store_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pool keeps sessions as they are (store/pool.py), so a connection still holding the session lock
+    # must be closed, not released, or no process could lead again.
+    lone = await create_pool(store_dsn, min_size=1, max_size=2)
+    try:
+        monkeypatch.setattr(store_segments, "_LEADER_UNLOCK", "SELECT 1 / 0")
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await SegmentStore(lone, SEGMENTS).refresh_if_leader(NOW, only=[])
+        monkeypatch.undo()
+        assert await SegmentStore(store_pool, SEGMENTS).refresh_if_leader(NOW, only=[]) is not None
+    finally:
+        await lone.close()
