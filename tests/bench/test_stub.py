@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -132,3 +133,16 @@ def test_accepted_sends_reach_the_webhook_as_signed_processed_events_and_a_refus
     assert (report.report.report.idempotency_key, report.report.report.outcome) == ("journey:1/thank_you",
                                                                                    DeliveryOutcome.ACCEPTED)
     assert result.provider_message_id and report.report.report.provider_message_id == result.provider_message_id
+
+
+async def test_many_senders_connecting_at_once_are_all_served(stub: SendGridStub) -> None:
+    # The SDK opens a connection per request; behind the standard library's backlog of 5, some of 64 at
+    # once were reset (or waited out a SYN retransmission), so the stub set the pace of the phase.
+    channel = SendGridChannel(SendGridConfig(api_key="SG.test", from_email="bench@example.com",
+                                             base_url=stub.base_url))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(64))  # as many calls as a worker makes
+    results = await asyncio.gather(*(channel.deliver(_message(f"many-{n}", f"many-{n}")) for n in range(256)),
+                                   return_exceptions=True)
+
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert len(stub.first_sends("many-")) == 256
