@@ -205,7 +205,7 @@ def _matching(segment: Segment, params: _Params, universe: str, now: str, topics
 
 
 #: The evaluation time: the caller's (tests, a broadcast's fixed moment) or the database's clock.
-_NOW_OF_REFRESH = "COALESCE($4::timestamptz, now())"
+_NOW_OF_BATCH = "COALESCE($2::timestamptz, now())"
 _NOW_OF_PREVIEW = "COALESCE($1::timestamptz, now())"
 
 
@@ -384,31 +384,38 @@ class SegmentStore:
 
     async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
                        now: datetime | None) -> list[MembershipChange]:
-        changes: list[MembershipChange] = []
-        for segment in segments:
-            params = _Params([segment.id, segment.version, customers, now])
-            matching = _matching(segment, params, "unnest($3::text[])", _NOW_OF_REFRESH, self._topics)
-            scope = "AND m.customer_id = ANY($3::text[])"
-            rows = await conn.fetch(
-                f"WITH matching AS ({matching}),"
-                " entered AS (INSERT INTO eventflow.segment_members"
+        """Every segment's entries and exits for ``customers``, in one statement (one round trip per batch,
+        however many segments): per segment, who matches, who entered, who left, and the log of both."""
+        params = _Params([customers, now])
+        ctes: list[str] = []
+        logged: list[str] = []
+        for index, segment in enumerate(segments):
+            sid, version = params(segment.id, "::text"), params(segment.version, "::int")
+            matching = _matching(segment, params, "unnest($1::text[])", _NOW_OF_BATCH, self._topics)
+            ctes.append(
+                f"matching_{index} AS ({matching}),"
+                f" entered_{index} AS (INSERT INTO eventflow.segment_members"
                 " (segment_id, customer_id, version, entered_at, entry_id)"
-                f" SELECT $1, customer_id, $2, {_NOW_OF_REFRESH}, nextval('eventflow.segment_changes_id_seq')"
-                " FROM matching ON CONFLICT DO NOTHING RETURNING customer_id, entry_id),"
-                " exited AS (DELETE FROM eventflow.segment_members m WHERE m.segment_id = $1"
-                f" {scope} AND m.customer_id NOT IN (SELECT customer_id FROM matching)"
+                f" SELECT {sid}, customer_id, {version}, {_NOW_OF_BATCH}, nextval('eventflow.segment_changes_id_seq')"
+                # Members already in stay as they are: no entry id drawn, no insertion tried (the customers'
+                # locks keep this check and the insert together; the conflict clause stays a net).
+                f" FROM matching_{index} AS x WHERE NOT EXISTS (SELECT 1 FROM eventflow.segment_members m"
+                f" WHERE m.segment_id = {sid} AND m.customer_id = x.customer_id)"
+                " ON CONFLICT DO NOTHING RETURNING customer_id, entry_id),"
+                f" exited_{index} AS (DELETE FROM eventflow.segment_members m WHERE m.segment_id = {sid}"
+                f" AND m.customer_id = ANY($1::text[]) AND m.customer_id NOT IN (SELECT customer_id FROM matching_{index})"
                 " RETURNING m.customer_id, m.entry_id),"
-                " logged AS (INSERT INTO eventflow.segment_changes"
+                f" logged_{index} AS (INSERT INTO eventflow.segment_changes"
                 " (id, segment_id, version, customer_id, change, at, entry_id)"
-                f" SELECT entry_id, $1, $2, customer_id, 'entered', {_NOW_OF_REFRESH}, entry_id FROM entered"
-                f" UNION ALL SELECT nextval('eventflow.segment_changes_id_seq'), $1, $2, customer_id, 'left',"
-                f" {_NOW_OF_REFRESH}, entry_id FROM exited"
-                " RETURNING customer_id, change)"
-                " SELECT customer_id, change FROM logged ORDER BY customer_id",
-                *params.values)
-            changes.extend(MembershipChange(segment.id, segment.version, row["customer_id"], Change(row["change"]))
-                           for row in rows)
-        return changes
+                f" SELECT entry_id, {sid}, {version}, customer_id, 'entered', {_NOW_OF_BATCH}, entry_id"
+                f" FROM entered_{index} UNION ALL SELECT nextval('eventflow.segment_changes_id_seq'), {sid}, {version},"
+                f" customer_id, 'left', {_NOW_OF_BATCH}, entry_id FROM exited_{index} RETURNING customer_id, change)")
+            logged.append(f"SELECT {index} AS segment, customer_id, change FROM logged_{index}")
+        rows = await conn.fetch(f"WITH {', '.join(ctes)} SELECT segment, customer_id, change FROM"
+                                f" ({' UNION ALL '.join(logged)}) AS changes ORDER BY segment, customer_id",
+                                *params.values)
+        return [MembershipChange(segments[row["segment"]].id, segments[row["segment"]].version, row["customer_id"],
+                                 Change(row["change"])) for row in rows]
 
     async def preview(self, segment: Segment, now: datetime | None = None) -> Preview:
         """Evaluates ``segment`` over everyone without changing membership: count, total and a sample."""

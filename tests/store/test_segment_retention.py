@@ -151,7 +151,7 @@ def test_validation_refuses_a_count_window_longer_than_the_retention(tmp_path: P
 
 
 async def test_a_leader_whose_unlock_failed_does_not_return_the_lock_to_the_pool(
-        store_dsn: str, store_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+        store_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # The pool keeps sessions as they are (store/pool.py), so a connection still holding the session lock
     # must be closed, not released, or no process could lead again.
     lone = await create_pool(store_dsn, min_size=1, max_size=2)
@@ -159,7 +159,9 @@ async def test_a_leader_whose_unlock_failed_does_not_return_the_lock_to_the_pool
         monkeypatch.setattr(store_segments, "_LEADER_UNLOCK", "SELECT 1 / 0")
         with pytest.raises(asyncpg.DivisionByZeroError):
             await SegmentStore(lone, SEGMENTS).refresh_if_leader(NOW, only=[])
-        monkeypatch.undo()
-        assert await SegmentStore(store_pool, SEGMENTS).refresh_if_leader(NOW, only=[]) is not None
+        async with lone.acquire() as first, lone.acquire() as second:  # every connection the pool has
+            for conn in (first, second):
+                assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                           " AND pid = pg_backend_pid()") == 0
     finally:
         await lone.close()
