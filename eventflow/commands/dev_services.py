@@ -146,25 +146,25 @@ def register(dev: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``dev push-service init|serve|show`` and ``dev mail-server serve|show``."""
     push = dev.add_parser("push-service", help="a local Web Push service that checks VAPID and decrypts each push "
                                                "(init, serve, show)")
-    push_actions = push.add_subparsers(dest="push_action", title="commands", metavar="COMMAND")
-    for name, handler, text in (
-            ("init", _push_init, "make the folder's dev VAPID key and browsers (kept if present); print the files"),
-            ("serve", _push_serve, "serve on 127.0.0.1:EVENTFLOW_DEV_PUSH_PORT (8095) until stopped, "
-                                   "printing each decrypted push"),
-            ("show", _push_show, "print the pushes the folder's service took")):
-        command = push_actions.add_parser(name, help=text)
-        command.add_argument("folder", metavar="DIR", help="the service's folder (keys, browsers, pushes)")
-        if name == "show":
-            _show_options(command, "pushes")
-        command.set_defaults(handler=handler)
+    _commands(push, "push_action", "the service's folder (keys, browsers, pushes)", "pushes", (
+        ("init", _push_init, "make the folder's dev VAPID key and browsers (kept if present); print the files"),
+        ("serve", _push_serve, "serve on 127.0.0.1:EVENTFLOW_DEV_PUSH_PORT (8095) until stopped, "
+                               "printing each decrypted push"),
+        ("show", _push_show, "print the pushes the folder's service took")))
     smtp = dev.add_parser("mail-server", help="a local SMTP server that keeps every message (serve, show)")
-    mail_actions = smtp.add_subparsers(dest="mail_action", title="commands", metavar="COMMAND")
-    for name, handler, text in (
-            ("serve", _mail_serve, "serve SMTP on 127.0.0.1:EVENTFLOW_DEV_SMTP_PORT (2525) until stopped, "
-                                   "printing each message"),
-            ("show", _mail_show, "print the messages the folder's server kept")):
-        command = mail_actions.add_parser(name, help=text)
-        command.add_argument("folder", metavar="DIR", help="where the messages are kept")
+    _commands(smtp, "mail_action", "where the messages are kept", "messages", (
+        ("serve", _mail_serve, "serve SMTP on 127.0.0.1:EVENTFLOW_DEV_SMTP_PORT (2525) until stopped, "
+                               "printing each message"),
+        ("show", _mail_show, "print the messages the folder's server kept")))
+
+
+def _commands(parser: argparse.ArgumentParser, dest: str, folder_help: str, shown: str,
+              commands: tuple[tuple[str, Any, str], ...]) -> None:
+    """One service's subcommands, each on a folder; ``show`` also takes the options of `_show_options`."""
+    actions = parser.add_subparsers(dest=dest, title="commands", metavar="COMMAND")
+    for name, handler, text in commands:
+        command = actions.add_parser(name, help=text)
+        command.add_argument("folder", metavar="DIR", help=folder_help)
         if name == "show":
-            _show_options(command, "messages")
+            _show_options(command, shown)
         command.set_defaults(handler=handler)
