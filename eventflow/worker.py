@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from temporalio.runtime import PrometheusConfig, Runtime
+from temporalio.worker import WorkflowRunner
 
 from activities.addresses import address_hasher
 from activities.config import (
@@ -63,7 +64,13 @@ from store import (
 from store.broadcast_activities import BroadcastActivities, BroadcastMetrics
 from store.broadcasts import BroadcastStore
 from workflows.queues import send_task_queue
-from workflows.worker import BroadcastActivitiesFactory, WorkerLimits, build_worker
+from workflows.worker import (
+    UNSANDBOXED_RUNNER,
+    WORKFLOW_RUNNER,
+    BroadcastActivitiesFactory,
+    WorkerLimits,
+    build_worker,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +91,12 @@ def worker_limits(worker: WorkerSettings, drain: ConsumerSettings) -> WorkerLimi
                         workflow_task_pollers=worker.workflow_task_pollers,
                         activity_task_pollers=worker.activity_task_pollers,
                         graceful_shutdown_seconds=drain.shutdown_grace_seconds)
+
+
+def workflow_runner(worker: WorkerSettings) -> WorkflowRunner:
+    """How workflow code runs: unsandboxed unless ``EVENTFLOW_WORKER_WORKFLOW_SANDBOX`` asks for the
+    checking sandbox (ADR "Workflows run unsandboxed in production, sandboxed in tests")."""
+    return WORKFLOW_RUNNER if worker.workflow_sandbox else UNSANDBOXED_RUNNER
 
 
 def provider_call_threads(worker: WorkerSettings) -> ThreadPoolExecutor:
@@ -245,7 +258,8 @@ async def run_worker(settings: Settings | WorkerProcessSettings, stop: asyncio.E
                                                                       process.twilio, process.smtp, process.fcm,
                                                                       process.webpush),
                           webhooks=WebhookActivities.from_settings(process.webhook_steps),
-                          circuit=circuit_policy_from(process.channels), inbound=contacts)
+                          circuit=circuit_policy_from(process.channels), inbound=contacts,
+                          workflow_runner=workflow_runner(process.worker))
     queue = process.temporal.task_queue
     backlog = BacklogMonitor(client, process.temporal.namespace,
                              worker_queues(queue, [send_task_queue(queue, channel) for channel in sorted(channels)]),

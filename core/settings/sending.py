@@ -64,6 +64,10 @@ class WorkerSettings(SettingsGroup):
         "a fifth of them take new journeys, the rest the replica's own sticky queue (docs/architecture.md).")
     activity_task_pollers: PositiveInt = env("EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS", 10,
                                              "Long polls one worker replica keeps open on each activity task queue.")
+    workflow_sandbox: bool = env(
+        "EVENTFLOW_WORKER_WORKFLOW_SANDBOX", False, "Run workflow code in the Temporal SDK's sandbox, which checks "
+        "determinism at run time for about a tenth more worker CPU; the test suite and the replay tests always "
+        "run it sandboxed (docs/architecture.md).")
     temporal_metrics_port: Port = env("EVENTFLOW_TEMPORAL_METRICS_PORT", 9465, "Loopback port of the Temporal SDK's "
                                       "Prometheus exporter, merged into /metrics (0 disables).")
     quiet_hours: QuietHours = env("EVENTFLOW_QUIET_HOURS", "", "Default quiet hours in the customer's timezone, "

@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from consumer.catalog_channels import journey_channels
 from devstack import Endpoints
 from eventflow.commands.temporal_setup import register_search_attributes
 from eventflow.settings import load_settings, load_worker
-from eventflow.worker import provider_call_threads, run_worker, worker_limits
+from eventflow.worker import provider_call_threads, run_worker, worker_limits, workflow_runner
 from journeys import load_all
+from tests.eventflow.sandbox_probe import SandboxProbe
 from tests.harness import eventually
 from workflows.worker import WorkerLimits
 
@@ -173,3 +176,15 @@ async def test_blocking_provider_calls_are_not_held_to_asyncios_six_threads() ->
     finally:
         executor.shutdown(wait=False)
     assert executor._max_workers == 20
+
+
+@pytest.mark.parametrize(("environ", "sandboxed"), [({}, False), ({"EVENTFLOW_WORKER_WORKFLOW_SANDBOX": "true"}, True)])
+async def test_worker_runs_workflows_unsandboxed_unless_the_sandbox_is_asked_for(
+        time_skipping_env: WorkflowEnvironment, environ: dict[str, str], sandboxed: bool, unique: str) -> None:
+    settings = load_worker(environ)
+    async with Worker(time_skipping_env.client, task_queue=f"probe-{unique}", workflows=[SandboxProbe],
+                      workflow_runner=workflow_runner(settings.worker)):
+        ran_in_sandbox = await time_skipping_env.client.execute_workflow(
+            SandboxProbe.run, id=f"probe-{unique}", task_queue=f"probe-{unique}")
+
+    assert ran_in_sandbox is sandboxed

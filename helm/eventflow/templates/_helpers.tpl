@@ -299,6 +299,8 @@ provider secrets have no business in the consumer's pods.
   value: {{ .Values.worker.workflowTaskPollers | quote }}
 - name: EVENTFLOW_WORKER_ACTIVITY_TASK_POLLERS
   value: {{ .Values.worker.activityTaskPollers | quote }}
+- name: EVENTFLOW_WORKER_WORKFLOW_SANDBOX
+  value: {{ .Values.worker.workflowSandbox | quote }}
 {{ include "eventflow.channelProvidersEnv" . }}
 - name: EVENTFLOW_PROVIDER_TIMEOUT_SECONDS
   value: {{ $p.timeoutSeconds | toString | quote }}
