@@ -144,21 +144,39 @@ def preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], to
 
 # --- measuring ----------------------------------------------------------------------------------
 
+#: Until the counter first moves, it is read this often, so the phase's window opens within half of it.
+FAST_POLL_SECONDS = 0.05
+#: Afterwards it is read this often. Each read is a whole ``/metrics`` exposition by the measured
+#: process: at the fast rate that was about 5 % of the consumer's busy time during the bridge phase.
+SLOW_POLL_SECONDS = 0.5
+
+
+def crossing_time(before: tuple[float, float], after: tuple[float, float], target: float) -> float:
+    """When a counter read ``before`` and ``after`` (time, value) reached ``target``, assuming a steady rate between."""
+    (t0, v0), (t1, v1) = before, after
+    if v1 <= v0 or target <= v0:
+        return t1 if target > v0 else t0
+    return t0 + (t1 - t0) * (min(target, v1) - v0) / (v1 - v0)
+
+
 async def rate_of(read: Callable[[], Awaitable[float]], target: int, label: str, timeout_seconds: float,
-                   alive: Callable[[], bool] = lambda: True) -> float:
+                  alive: Callable[[], bool] = lambda: True, *, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> float:
     """Rate of a counter from its first increment until it reaches ``target``.
 
     The first increment happened between the last read of 0 and the first read above it: the
     midpoint opens the window, so a small phase that completes between two reads still has a rate.
+    The window closes when the counter crossed ``target``, interpolated between the two reads around it.
     """
     progress = Progress(label, target)
     started_at: float | None = None
-    last_zero = time.monotonic()
+    last_zero = clock()
+    previous: tuple[float, float] | None = None
     deadline = last_zero + timeout_seconds
     try:
         while True:
             value = await read()
-            now = time.monotonic()
+            now = clock()
             if value < 1:
                 last_zero = now
             elif started_at is None:
@@ -166,12 +184,15 @@ async def rate_of(read: Callable[[], Awaitable[float]], target: int, label: str,
             progress.update(int(value))
             if value >= target:
                 assert started_at is not None
-                return value / max(now - started_at, 1e-6)
+                if previous is None or previous[1] < 1:
+                    return value / max(now - started_at, 1e-6)
+                return target / max(crossing_time(previous, (now, value), target) - started_at, 1e-6)
             if not alive():
                 raise RuntimeError(f"{label}: the process exited at {value:.0f}/{target}")
             if now > deadline:
                 raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
-            await asyncio.sleep(0.05)
+            previous = (now, value)
+            await sleep(FAST_POLL_SECONDS if started_at is None else SLOW_POLL_SECONDS)
     finally:
         progress.close()
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of
 from bench.processes import tree_memory_mib
 from bench.stats import growth_ratio, percentile_over_all, rate_per_second, summarize_latency
 
@@ -86,3 +87,37 @@ def test_growth_ratio_compares_first_and_last_tenth_after_warm_up() -> None:
 def test_postgresql_memory_keeps_its_shared_buffer_cache_apart() -> None:
     total, shared = tree_memory_mib(os.getpid())
     assert total > 0 and 0 <= shared <= total
+
+
+class _SteadyCounter:
+    """A counter rising at ``rate`` per second from ``begins_at`` on a fake clock that `sleep` advances."""
+
+    def __init__(self, rate: float, begins_at: float) -> None:
+        self.now = 0.0
+        self.rate = rate
+        self.begins_at = begins_at
+        self.reads = 0
+
+    async def read(self) -> float:
+        self.reads += 1
+        return float(int(max(0.0, self.now - self.begins_at) * self.rate))
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_rate_of_a_steady_counter_is_its_rate_with_few_reads_of_the_measured_process() -> None:
+    counter = _SteadyCounter(rate=300.0, begins_at=0.52)
+
+    rate = await rate_of(counter.read, 4000, "steady", 600.0, clock=lambda: counter.now, sleep=counter.sleep)
+
+    # Window: opened within half a fast poll of the first increment, closed at the interpolated crossing.
+    assert rate == pytest.approx(300.0, rel=0.01)
+    # 13.3 s of counting: about 27 slow reads after about 11 fast ones, not 267 at the fast rate.
+    assert counter.reads <= 13.4 / SLOW_POLL_SECONDS + 0.52 / FAST_POLL_SECONDS + 3
+
+
+def test_the_crossing_is_interpolated_between_the_reads_around_it() -> None:
+    assert crossing_time((10.0, 100.0), (10.5, 200.0), 150.0) == pytest.approx(10.25)
+    assert crossing_time((10.0, 100.0), (10.5, 200.0), 200.0) == pytest.approx(10.5)
+    assert crossing_time((10.0, 100.0), (10.5, 100.0), 100.0) == pytest.approx(10.0)
