@@ -33,6 +33,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from core.errors import EventflowError
+from core.payloads import PayloadConverter
 
 ENCODING = b"binary/encrypted"
 """The ``encoding`` metadata of an encrypted payload (the value Temporal's samples and tools use)."""
@@ -243,8 +244,8 @@ def data_converter(keyring: Keyring | None) -> DataConverter:
     address in an exception's text is encrypted too.
     """
     if keyring is None:
-        return DataConverter.default
-    return DataConverter(payload_codec=EncryptionCodec(keyring),
+        return DataConverter(payload_converter_class=PayloadConverter)
+    return DataConverter(payload_converter_class=PayloadConverter, payload_codec=EncryptionCodec(keyring),
                          failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
 
 

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import DataConverter
 
 from core.codec import (
     AAD_VERSION_METADATA,
@@ -26,6 +25,7 @@ from core.codec import (
     data_converter,
 )
 from core.errors import ConfigError
+from core.payloads import PayloadConverter
 from core.settings import CodecServerSettings, TemporalSettings
 from eventflow.settings import load_codec_server
 
@@ -96,8 +96,10 @@ async def test_payloads_written_before_encryption_pass_through() -> None:
     assert await codec.decode(plain) == plain
 
 
-def test_without_keys_the_default_converter_and_with_keys_failures_are_encoded() -> None:
-    assert data_converter(None) is DataConverter.default
+def test_without_keys_nothing_is_encrypted_and_with_keys_failures_are_encoded() -> None:
+    plain = data_converter(None)
+    assert plain.payload_codec is None
+    assert plain.payload_converter_class is PayloadConverter
     converter = data_converter(Keyring.parse(f"k={OLD}"))
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert getattr(converter.failure_converter, "_encode_common_attributes") is True  # noqa: B009 - a private SDK attribute, not in its stubs
