@@ -1,4 +1,5 @@
-"""Eventflow's payload converter writes exactly the SDK's bytes, without its deep copies.
+"""Eventflow's payload converter writes exactly the SDK's bytes, without its deep copies, and reads
+back exactly the SDK's values, without resolving type hints for every payload.
 
 (A set's elements are written in iteration order by both, which the SDK's copy may change; no
 Eventflow payload holds a set, so the values here hold none.)"""
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.converter import DataConverter
@@ -54,7 +56,7 @@ def _journey_input() -> JourneyInput:
     snapshot = next(d for d in load_all() if d.id == "post_purchase").snapshot()
     raw = samples.purchase(samples.customer(), order_id="ord-1")
     customer = Customer(**{k: raw["customer"].get(k) for k in ("id", "email", "phone", "first_name")})
-    event = CustomerEvent(event_id="e-1", event_type="PurchaseCompleted", occurred_at=datetime(2026, 1, 2, tzinfo=UTC),
+    event = CustomerEvent(event_id="e-1", event_type="PurchaseCompleted", occurred_at="2026-01-02T00:00:00+00:00",
                           customer=customer, payload={"order_id": "ord-1", "items": [{"sku": "a", "qty": 2}]})
     return JourneyInput.starting(snapshot, event)
 
@@ -71,7 +73,7 @@ def test_a_send_and_its_record_are_the_sdks_bytes() -> None:
     send = SendNotificationInput(idempotency_key="wf/s", channel="email", customer=Customer(id="c"), template_id="t",
                                  locale="en", body_template="Hi", subject_template=None, context={"order": {"n": 1}},
                                  variants={"en": {"body": "Hi"}})
-    record = SendRecord("s", "email", "t", "sent", "sendgrid", "m-1")  # type: ignore[arg-type]
+    record = SendRecord("s", "email", "t", "sent", "sendgrid", "m-1")
 
     assert OURS.to_payloads([send, record]) == SDK.to_payloads([send, record])
 
@@ -92,5 +94,19 @@ _node = st.recursive(
 
 @settings(max_examples=60, derandomize=True, deadline=None)
 @given(_node)
-def test_any_nesting_of_dataclasses_is_the_sdks_bytes(node: Node) -> None:
-    assert OURS.to_payloads([node]) == SDK.to_payloads([node])
+def test_any_nesting_of_dataclasses_is_the_sdks_bytes_and_reads_back_as_the_sdks_value(node: Node) -> None:
+    payloads = SDK.to_payloads([node])
+
+    assert OURS.to_payloads([node]) == payloads
+    assert OURS.from_payloads(payloads, [Node]) == SDK.from_payloads(payloads, [Node])
+
+
+def test_a_value_the_sdk_refuses_is_refused_the_same_way() -> None:
+    (payload,) = SDK.to_payloads([{"name": "n", "value": 1, "leaves": "not a list", "by_name": {}, "pair": [1, "a"]}])
+
+    with pytest.raises(TypeError) as ours:
+        OURS.from_payloads([payload], [Node])
+    with pytest.raises(TypeError) as sdk:
+        SDK.from_payloads([payload], [Node])
+    assert str(ours.value) == str(sdk.value)
+    assert str(ours.value.__cause__) == str(sdk.value.__cause__)
