@@ -98,6 +98,15 @@ class StoreMetrics:
         """Reports ``pool``'s connections from now on (one pool per process)."""
         self._pool = pool
 
+    async def renew_connections(self) -> None:
+        """After the database failed a call: every pooled connection is replaced at its next use.
+
+        The pool gives connections back without a reset query (store/pool.py), so one that a dropped
+        connection left out of step with its server would otherwise be handed out again.
+        """
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
     def pool_connections(self) -> dict[PoolState, int]:
         """The watched pool's connections by state; all zero before a pool is watched (no store)."""
         pool = self._pool
@@ -135,6 +144,8 @@ class StatementTimer:
             if exc is not None:
                 metrics.errors.labels(kind=self._kind.value, error=error_name(exc)).inc()
         if exc is not None and is_unavailable(exc):
+            if metrics is not None:
+                await metrics.renew_connections()
             raise StoreUnavailableError(self._kind.value, error_name(exc)) from exc
 
 
@@ -142,6 +153,7 @@ class StatementTimer:
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, timed out (TimeoutError is one)
     asyncpg.InterfaceError,  # a connection closed under the call
+    asyncpg.InternalClientError,  # a connection a dropped one left waiting for its old statement's end
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,  # starting up or shutting down
     asyncpg.AdminShutdownError,

@@ -37,6 +37,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     asyncpg ends an open transaction before calling this; the store keeps no other session state
     (no ``SET``, ``LISTEN`` or cursor outlives a transaction, and the one session lock, the segment
     refresher's, is released or its connection closed before the release). The default would add a
-    round trip to every release: three per send.
+    round trip to every release: three per send. Without it a connection that a dropped one left
+    out of step with its server would go back to the pool as if healthy, so a call the database
+    failed renews every pooled connection (`store.metrics.StoreMetrics.renew_connections`).
     """
 

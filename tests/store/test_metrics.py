@@ -181,3 +181,26 @@ def test_error_names_are_bounded_to_asyncpgs_and_pythons_classes() -> None:
     assert error_name(asyncpg.QueryCanceledError("x")) == "QueryCanceledError"
     assert error_name(TimeoutError()) == "TimeoutError"
     assert error_name(OurOwnError()) == "ConnectionResetError"
+
+
+async def test_a_connection_out_of_step_with_its_server_is_unavailable_and_no_connection_is_reused(
+        store_dsn: str) -> None:
+    # What a connection dropped mid-statement can leave (the bench's 30 s outage dead-lettered an event
+    # with it): the driver's protocol still waits for the old statement's end, and the next statement on
+    # that connection fails with InternalClientError. It is the database being unavailable (retried, not
+    # dead-lettered), and the pool's connections are renewed so the retry does not meet the same one.
+    pool = await create_pool(store_dsn, min_size=1, max_size=1)
+    metrics = StoreMetrics(CollectorRegistry())
+    metrics.watch(pool)
+    try:
+        before = await pool.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(StoreUnavailableError) as raised:
+            async with metrics.timed(StatementKind.TOMBSTONE_BATCH):
+                await pool.fetchval("SELECT 1")
+                raise asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress")
+        after = await pool.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await pool.close()
+
+    assert "InternalClientError" in str(raised.value)
+    assert after != before
