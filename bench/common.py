@@ -16,7 +16,7 @@ from confluent_kafka import Producer
 from temporalio.client import Client
 
 from bench.config import BenchConfig
-from bench.processes import CpuMeter, EventflowEnv, EventflowProcess, PidSource
+from bench.processes import CpuMeter, EventflowEnv, EventflowProcess, PidSource, cpu_seconds
 from bench.progress import Progress
 from bench.stub import SendGridStub
 from consumer.topics import ensure_topics
@@ -55,6 +55,17 @@ class Run:
     stub: SendGridStub
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     dropped_settings: set[str] = field(default_factory=set)
+    #: Seconds the Temporal server took to go quiet before a phase (`settle`), by phase.
+    settled: dict[str, float] = field(default_factory=dict)
+
+    async def settle(self, before: str) -> None:
+        """Waits until the Temporal server is quiet: a phase that leaves open workflows behind (the raw
+        start ceiling and the bridge start thousands no worker takes) leaves the server persisting their
+        tasks for a while, and that work would be charged to whichever phase runs next."""
+        pid = self.servers.pids.get("temporal server")
+        if pid is None:
+            return
+        self.settled[before] = round(await wait_for_quiet(lambda: cpu_seconds(pid)), 1)
 
     def meter(self, *extra: EventflowProcess, **pids: PidSource) -> CpuMeter:
         named: dict[str, PidSource] = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}
@@ -143,6 +154,25 @@ def preload(kafka: Mapping[str, str], topic: str, values: list[EncodedEvent], to
 
 
 # --- measuring ----------------------------------------------------------------------------------
+
+#: A server using less CPU than this (cores, over `QUIET_WINDOW_SECONDS`) is quiet.
+QUIET_BELOW_CORES = 0.1
+QUIET_WINDOW_SECONDS = 1.0
+
+
+async def wait_for_quiet(read_cpu_seconds: Callable[[], float], *, timeout_seconds: float = 120.0,
+                         clock: Callable[[], float] = time.monotonic,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> float:
+    """Waits until a process used under `QUIET_BELOW_CORES` over one window; returns the seconds waited
+    (at most about ``timeout_seconds``: a process that never goes quiet is not waited on forever)."""
+    started = clock()
+    while clock() - started < timeout_seconds:
+        before = read_cpu_seconds()
+        await sleep(QUIET_WINDOW_SECONDS)
+        if read_cpu_seconds() - before < QUIET_BELOW_CORES * QUIET_WINDOW_SECONDS:
+            break
+    return clock() - started
+
 
 #: Until the counter first moves, it is read this often, so the phase's window opens within half of it.
 FAST_POLL_SECONDS = 0.05

@@ -599,10 +599,15 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
     stub.start()
     bench = Run(servers, config, workdir, stub)
     try:
+        await bench.settle("raw start ceiling")
         start_ceiling = await measure_start_ceiling(bench)
+        await bench.settle("raw notification ceiling")
         raw_rate, floor, raw_cost = await measure_raw_notifications(bench)
+        await bench.settle("bridge")
         bridge = await measure_bridge(bench)
+        await bench.settle("unrouted")
         raw_consume, unrouted = await measure_unrouted(bench)
+        await bench.settle("full path")
         full = await run_full_path(bench)
         audience = await run_audience_phases(bench)
         faults = await run_fault_phase(bench) if _runs_faults(servers, config) else None
@@ -643,6 +648,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         },
         "duplicates_by_phase_at_end": duplicates_at_end,
         "cpu_cores_used_per_phase": bench.cpu,
+        "temporal_server_quiet_after_seconds": bench.settled,
         "settings_not_in_this_tree": sorted(bench.dropped_settings),
         "phases_not_run": [name for name in ("database_outage", "faults") if name not in full]
         + [name for name in ("segments", "segment_entry", "broadcast") if name not in audience],

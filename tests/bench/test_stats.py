@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of
+from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of, wait_for_quiet
 from bench.processes import tree_memory_mib
 from bench.stats import growth_ratio, percentile_over_all, rate_per_second, summarize_latency
 
@@ -121,3 +121,17 @@ def test_the_crossing_is_interpolated_between_the_reads_around_it() -> None:
     assert crossing_time((10.0, 100.0), (10.5, 200.0), 150.0) == pytest.approx(10.25)
     assert crossing_time((10.0, 100.0), (10.5, 200.0), 200.0) == pytest.approx(10.5)
     assert crossing_time((10.0, 100.0), (10.5, 100.0), 100.0) == pytest.approx(10.0)
+
+
+async def test_the_bench_waits_for_the_server_to_go_quiet_and_not_forever() -> None:
+    clock = _SteadyCounter(rate=0.0, begins_at=0.0)  # only its fake clock and sleep
+    busy_until = 5.0  # the server persists a left-over backlog at one core for 5 s, then idles
+
+    def cpu_seconds() -> float:
+        return min(clock.now, busy_until) + 0.01 * clock.now
+
+    waited = await wait_for_quiet(cpu_seconds, clock=lambda: clock.now, sleep=clock.sleep)
+    never = await wait_for_quiet(lambda: clock.now, timeout_seconds=10.0, clock=lambda: clock.now, sleep=clock.sleep)
+
+    assert waited == pytest.approx(6.0)  # the first whole quiet window ends at 6 s
+    assert never == pytest.approx(10.0)
