@@ -25,9 +25,9 @@ from temporalio.converter import (
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
     JSONTypeConverter,
+    JSONTypeConverterUnhandled,
     value_to_type,
 )
-from temporalio.converter._payload_converter import JSONTypeConverterUnhandled
 
 
 class FieldsEncoder(AdvancedJSONEncoder):

@@ -99,7 +99,7 @@ class StoreMetrics:
         self._pool = pool
 
     async def renew_connections(self) -> None:
-        """After the database failed a call: every pooled connection is replaced at its next use.
+        """After a connection was lost under a call: every pooled connection is replaced at its next use.
 
         The pool gives connections back without a reset query (store/pool.py), so one that a dropped
         connection left out of step with its server would otherwise be handed out again.
@@ -144,13 +144,14 @@ class StatementTimer:
             if exc is not None:
                 metrics.errors.labels(kind=self._kind.value, error=error_name(exc)).inc()
         if exc is not None and is_unavailable(exc):
-            if metrics is not None:
+            if metrics is not None and isinstance(exc, _CONNECTION_LOST):
                 await metrics.renew_connections()
             raise StoreUnavailableError(self._kind.value, error_name(exc)) from exc
 
 
-#: Driver errors that mean "the database could not answer now", not "the statement is wrong".
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+#: Driver errors that mean a connection was lost or left unusable: the pool's connections are renewed
+#: after one. A statement timeout, a conflict or a full server leaves the connections as they are.
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, timed out (TimeoutError is one)
     asyncpg.InterfaceError,  # a connection closed under the call
     asyncpg.InternalClientError,  # a connection a dropped one left waiting for its old statement's end
@@ -158,6 +159,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,  # starting up or shutting down
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+)
+
+#: Driver errors that mean "the database could not answer now", not "the statement is wrong".
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    *_CONNECTION_LOST,
     asyncpg.QueryCanceledError,  # the statement timeout
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,

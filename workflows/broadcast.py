@@ -5,9 +5,9 @@ activity that sends to up to ``batch_size`` due recipients through the same send
 (ledger, consent, suppression, quiet hours, caps), so a 10,000-member broadcast costs Temporal a
 few hundred actions. The pacing gives each batch ``handled / rate`` of time: the workflow sleeps
 only what the batch's own run left of it (a batch that took that long already is followed by the
-next at once, with no timer); when no recipient is due yet (local times) it sleeps until the next one is. The state lives in the
-customer store (store/broadcasts.py), so the workflow carries only ids and continues as new
-before its history grows long.
+next at once, with no timer); when no recipient is due yet (local times) it sleeps until the next
+one is. The state lives in the customer store (store/broadcasts.py), so the workflow carries only
+ids and continues as new before its history grows long.
 """
 
 from __future__ import annotations
