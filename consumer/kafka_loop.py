@@ -22,8 +22,11 @@ The loop's guarantees, whatever the handler:
   hand-off under way; records fetched for a partition that was revoked before their hand-off are
   dropped (never registered, so never committed: the next owner reads them from the committed
   position);
-* back-pressure: when `Handoff.room` is 0 every assigned partition is paused (polling goes on,
-  without records, so rebalances and liveness are served) until the handler has room again;
+* back-pressure: while `Handoff.room` is 0 the loop fetches nothing; once it has been 0 for
+  ``pause_after_seconds`` every assigned partition is paused (polling goes on, without records, so
+  rebalances and liveness are served) until the handler has room again. A pause drops what
+  librdkafka prefetched and the resume fetches it again, so a loop whose handler is at its bound
+  many times a second (the bridge) waits a little before pausing;
 * supervision: a loop that ends other than by ``stop`` logs ``kafka_loop_failed`` at once and
   `problem` says why (readiness), before the exception propagates.
 """
@@ -105,6 +108,7 @@ class LoopOptions:
         stop_at_end: end once every partition reached the end it had when the read began.
         idle_timeout_seconds: a bounded read that gets nothing for this long fails (`KafkaReadError`).
         tick_seconds: how often ``on_tick`` runs.
+        pause_after_seconds: how long the handler may have no room before the partitions are paused.
     """
 
     name: str
@@ -115,6 +119,7 @@ class LoopOptions:
     stop_at_end: bool = False
     idle_timeout_seconds: float = 10.0
     tick_seconds: float = 5.0
+    pause_after_seconds: float = 0.0
 
 
 class Handoff(ABC, Generic[T]):
@@ -138,7 +143,7 @@ class Handoff(ABC, Generic[T]):
         """
 
     def room(self) -> int:
-        """How many more records may be fetched now; 0 pauses the partitions until there is room."""
+        """How many more records may be fetched now; 0 fetches nothing (and in time pauses the partitions)."""
         return 1 << 30
 
     async def wait_for_room(self, timeout_seconds: float) -> None:
@@ -186,6 +191,7 @@ class KafkaLoop(Generic[T]):
         self._positions: dict[TopicPartitionKey, int] = {}
         self._ends: dict[TopicPartitionKey, int] = {}
         self._paused = False
+        self._full_since: float | None = None
         self._problem: str | None = None
         self._generations: dict[TopicPartitionKey, int] = {}
         self._loop_thread: int | None = None
@@ -273,17 +279,20 @@ class KafkaLoop(Generic[T]):
             while not stop.is_set():
                 if self._ended():
                     return
-                room = self._apply_backpressure(consumer)
+                room = self._apply_backpressure(consumer, time.monotonic())
                 if fetch is None:
                     if room == 0:
                         await self._handoff.wait_for_room(0.2)
-                        # Still poll (non-blocking) while paused: rebalance callbacks and liveness need it.
-                        fetch = self._fetch(consumer, 1, 0.0)
+                        if self._paused:
+                            # Still poll (non-blocking) while paused: rebalance callbacks and liveness need it.
+                            fetch = self._fetch(consumer, 1, 0.0)
                     else:
                         fetch = self._fetch(consumer, room, self.options.poll_timeout_seconds)
-                messages = await fetch
-                fetch = None
-                self.fetched += 1
+                messages: list[Message] = []
+                if fetch is not None:
+                    messages = await fetch
+                    fetch = None
+                    self.fetched += 1
                 self.polling = True
                 records = self._records(messages)
                 if self.options.overlap_fetch and records and not stop.is_set() and not self._paused:
@@ -443,10 +452,15 @@ class KafkaLoop(Generic[T]):
 
     # -- back-pressure and commits --------------------------------------------------------------
 
-    def _apply_backpressure(self, consumer: Consumer) -> int:
-        """Pauses every assigned partition when the handler has no room; resumes when it has."""
+    def _apply_backpressure(self, consumer: Consumer, now: float) -> int:
+        """Pauses every assigned partition once the handler has had no room for ``pause_after_seconds``;
+        resumes when it has room."""
         room = max(0, self._handoff.room())
-        paused = room == 0
+        if room > 0:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        paused = self._full_since is not None and now - self._full_since >= self.options.pause_after_seconds
         if paused != self._paused:
             assignment = consumer.assignment()
             if paused:

@@ -2,8 +2,8 @@
 
 Records with the same key run one after another, in submission (offset) order; different keys
 run concurrently. At most ``max_in_flight`` records are in flight: the poll loop asks
-`KeyScheduler.should_pause` and pauses its partitions at the bound (or while a transient failure
-is being retried), resuming at three quarters of it. The in-flight slot of a record is released
+`KeyScheduler.should_pause` and fetches nothing at the bound (or while a transient failure is
+being retried), pausing its partitions if that lasts. The in-flight slot of a record is released
 whatever its work does, so a failure can never shrink the capacity.
 """
 
@@ -26,12 +26,10 @@ class KeyScheduler:
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
-        self._resume_at = max(1, max_in_flight * 3 // 4)
         self._in_flight = 0
         self._tails: dict[bytes, asyncio.Task[Any]] = {}
         self._tasks: dict[TopicPartitionKey, set[asyncio.Task[Any]]] = {}
         self._capacity = asyncio.Event()
-        self.paused = False
 
     @property
     def in_flight(self) -> int:
@@ -44,12 +42,11 @@ class KeyScheduler:
         return max(0, self.max_in_flight - self._in_flight)
 
     def should_pause(self, retrying: int) -> bool:
-        """Whether partitions should be paused now; remembers the answer (hysteresis)."""
-        if self.paused:
-            self.paused = retrying > 0 or self._in_flight > self._resume_at
-        else:
-            self.paused = retrying > 0 or self._in_flight >= self.max_in_flight
-        return self.paused
+        """Whether nothing more should be fetched now: at the bound, or while a retry is in progress.
+
+        No hysteresis: the loop keeps what it prefetched while it waits, so taking one record as soon
+        as one slot frees costs nothing (resuming only at a lower mark left slots empty for the wait)."""
+        return retrying > 0 or self._in_flight >= self.max_in_flight
 
     def submit(self, key: bytes, partition: TopicPartitionKey, work: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         """Schedules ``work`` after every earlier record of ``key``; the task ends with its result."""

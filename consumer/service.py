@@ -35,6 +35,9 @@ log = structlog.get_logger(__name__)
 TopicPartitionKey = tuple[str, int]
 #: librdkafka settings of the bridge beyond the loop's own: cooperative rebalancing, so a member
 #: joining or leaving moves only the partitions it must; a fetch queue bounded to 16 MiB.
+#: How long the bridge may sit at its in-flight bound before it pauses its partitions (see `LoopOptions`).
+BOUND_PAUSE_AFTER_SECONDS = 1.0
+
 BRIDGE_CONSUMER_CONFIG: dict[str, object] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "max.poll.interval.ms": 300000,
@@ -195,7 +198,8 @@ class ConsumerService:
         self.loop: KafkaLoop[Job | Unrouted] = KafkaLoop(
             GroupSubscription(tuple(kafka.topics), kafka.consumer_group, BRIDGE_CONSUMER_CONFIG), self.handoff,
             LoopOptions(name="bridge", max_batch=1000, poll_timeout_seconds=0.1,
-                        commit_interval_seconds=commit_interval_seconds, overlap_fetch=True),
+                        commit_interval_seconds=commit_interval_seconds, overlap_fetch=True,
+                        pause_after_seconds=BOUND_PAUSE_AFTER_SECONDS),
             client_config=kafka.client_config(), offsets=offsets, consumer_factory=consumer_factory,
             on_tick=lambda _: self._tick(), on_commit=self._count_commit,
             on_pause=self._metrics.paused_partitions.set)

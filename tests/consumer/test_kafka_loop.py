@@ -152,3 +152,80 @@ async def test_the_next_fetch_overlaps_the_hand_off_and_a_rebalance_commits_only
     finally:
         reader.close()
     assert [tp.offset for tp in committed] == [PER_PARTITION, PER_PARTITION]
+
+
+class _Bounded(Handoff[SourceRecord]):
+    """Holds at most ``bound`` records pending; counts the loop's waits for room and any batch past the room."""
+
+    def __init__(self, bound: int) -> None:
+        self.bound = bound
+        self.overruns = 0
+        self.pending: list[asyncio.Future[bool]] = []
+        self.handed = 0
+        self.waits = 0
+        self.paused_seen = False
+        self.loop: KafkaLoop[SourceRecord] | None = None
+
+    def decode(self, record: SourceRecord) -> SourceRecord:
+        return record
+
+    async def hand_off(self, records: Sequence[SourceRecord],
+                       items: Sequence[SourceRecord]) -> list[asyncio.Future[bool] | None]:
+        if len(records) > self.room():
+            self.overruns += 1
+        futures = [asyncio.get_running_loop().create_future() for _ in records]
+        self.pending.extend(futures)
+        self.handed += len(records)
+        return list(futures)
+
+    def room(self) -> int:
+        return self.bound - sum(not f.done() for f in self.pending)
+
+    async def wait_for_room(self, timeout_seconds: float) -> None:
+        self.waits += 1
+        assert self.loop is not None
+        self.paused_seen = self.paused_seen or self.loop.paused
+        await asyncio.sleep(0.01)
+
+    def finish_all(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                future.set_result(True)
+
+
+async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_seconds: float) -> _Bounded:
+    """Reads 20 records with room for 5, finishing them only after the loop waited for room 5 times."""
+    topic = f"test-bound-{unique}"
+    await asyncio.to_thread(ensure_topics, kafka_config, [topic], partitions=1)
+    producer = Producer(kafka_config)
+    for index in range(20):
+        producer.produce(topic, value=str(index).encode())
+    assert producer.flush(10) == 0
+    handler = _Bounded(bound=5)
+    loop = KafkaLoop(GroupSubscription((topic,), topic, {}), handler,
+                     LoopOptions(name="bounded", max_batch=20, poll_timeout_seconds=0.1,
+                                 pause_after_seconds=pause_after_seconds),
+                     client_config=kafka_config)
+    handler.loop = loop
+    stop = asyncio.Event()
+    run = asyncio.create_task(loop.run(stop))
+    try:
+        while handler.handed < 20:
+            await eventually(lambda: handler.room() == 0, message="the handler at its bound")
+            waited = handler.waits
+            await eventually(lambda waited=waited: handler.waits >= waited + 5, message="the loop waiting for room")
+            handler.finish_all()
+    finally:
+        handler.finish_all()
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    return handler
+
+
+async def test_a_loop_at_its_bound_fetches_nothing_and_pauses_only_after_the_grace(
+        kafka_config: dict[str, str], unique: str) -> None:
+    # A pause drops what librdkafka prefetched: the bridge waits at its bound without pausing first.
+    patient = await _run_bounded(kafka_config, f"{unique}-a", pause_after_seconds=3600)
+    assert (patient.handed, patient.overruns, patient.paused_seen) == (20, 0, False)
+    at_once = await _run_bounded(kafka_config, f"{unique}-b", pause_after_seconds=0)
+    assert (at_once.handed, at_once.overruns, at_once.paused_seen) == (20, 0, True)

@@ -67,7 +67,7 @@ async def test_a_failing_record_releases_its_slot_and_its_key_goes_on() -> None:
     assert scheduler.tasks() == []
 
 
-async def test_pauses_at_the_bound_and_resumes_at_three_quarters() -> None:
+async def test_pauses_at_the_bound_and_resumes_with_the_first_free_slot() -> None:
     scheduler = KeyScheduler(4)
     gates = [asyncio.Event() for _ in range(4)]
     tasks = [scheduler.submit(str(i).encode(), P0, gate.wait) for i, gate in enumerate(gates)]
