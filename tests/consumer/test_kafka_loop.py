@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -193,6 +194,10 @@ class _Bounded(Handoff[SourceRecord]):
                 future.set_result(True)
 
 
+def _waited(handler: _Bounded, waits: int) -> bool:
+    return handler.waits >= waits
+
+
 async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_seconds: float) -> _Bounded:
     """Reads 20 records with room for 5, finishing them only after the loop waited for room 5 times."""
     topic = f"test-bound-{unique}"
@@ -212,8 +217,7 @@ async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_se
     try:
         while handler.handed < 20:
             await eventually(lambda: handler.room() == 0, message="the handler at its bound")
-            waited = handler.waits
-            await eventually(lambda waited=waited: handler.waits >= waited + 5, message="the loop waiting for room")
+            await eventually(functools.partial(_waited, handler, handler.waits + 5), message="the loop waiting for room")
             handler.finish_all()
     finally:
         handler.finish_all()
