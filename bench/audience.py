@@ -90,6 +90,12 @@ class _Consumed:
     consumer: EventflowProcess
     topic: str
     customers: list[str]
+    task_queue: str
+
+    async def stop(self, run: Run) -> None:
+        """Stops the consumer and deletes the journeys it started (no worker takes them)."""
+        await self.consumer.stop()
+        await run.delete_workflows(self.task_queue)
 
 
 async def _consume_rate(run: Run, label: str, journeys: Path | None) -> _Consumed:
@@ -99,7 +105,8 @@ async def _consume_rate(run: Run, label: str, journeys: Path | None) -> _Consume
     events = [event for customer in customers for event in _customer_events(customer)]
     topic = run.topic(f"segments-{'with' if journeys else 'without'}")
     preload(run.servers.kafka, topic, encode_events(events), len(events), label)
-    env = run.env((topic,), f"bench-no-worker-{uuid.uuid4().hex[:8]}", sendgrid=False)
+    task_queue = f"bench-no-worker-{uuid.uuid4().hex[:8]}"
+    env = run.env((topic,), task_queue, sendgrid=False)
     if journeys is not None:
         env = dataclasses.replace(env, extra={"EVENTFLOW_JOURNEYS_DIR": str(journeys)})
     consumer = run.process("consume", env, "consumer")
@@ -115,7 +122,7 @@ async def _consume_rate(run: Run, label: str, journeys: Path | None) -> _Consume
     except BaseException:
         await consumer.stop()
         raise
-    return _Consumed(measured, consumer, topic, [str(c["id"]) for c in customers])
+    return _Consumed(measured, consumer, topic, [str(c["id"]) for c in customers], task_queue)
 
 
 async def _members(pool: asyncpg.Pool, customers: list[str]) -> dict[str, int]:
@@ -124,26 +131,40 @@ async def _members(pool: asyncpg.Pool, customers: list[str]) -> dict[str, int]:
     return {row["segment_id"]: int(row["n"]) for row in rows}
 
 
+WITHOUT_BEFORE = "segments: none defined"
+WITH_SEGMENTS = "segments: 5 defined"
+WITHOUT_AFTER = "segments: none defined (after)"
+
+
 async def measure_segments(run: Run, pool: asyncpg.Pool) -> tuple[dict[str, Any], dict[str, Any]]:
     """The segment-cost phase, then the segment-entry phase on its second consumer."""
     config = run.config.audiences
     total = max(1, config.segment_events // EVENTS_PER_CUSTOMER) * EVENTS_PER_CUSTOMER
-    phase(f"segments: {total} events through eventflow consume without segments, then with 5 segments")
-    without = await _consume_rate(run, "segments: none defined", None)
-    await without.consumer.stop()
-    with_segments = await _consume_rate(run, "segments: 5 defined", journeys_with_segments(run.workdir))
+    phase(f"segments: {total} events through eventflow consume without segments, with 5 segments, without again")
+    # The half with segments between two without, compared with their mean: each half leaves a server
+    # that reads a little slower, so a half measured second would be charged for running second.
+    await run.settle(WITHOUT_BEFORE)
+    before = await _consume_rate(run, WITHOUT_BEFORE, None)
+    await before.stop(run)
+    await run.settle(WITH_SEGMENTS)
+    with_segments = await _consume_rate(run, WITH_SEGMENTS, journeys_with_segments(run.workdir))
     try:
         # Membership is committed with the events' batch, before their offsets: it is all there now.
         members = await _members(pool, with_segments.customers)
-        cost = {"events": total, "customers": len(with_segments.customers),
-                "segments": len(list(SEGMENTS_DIR.glob("*.yaml"))),
-                "events_per_second_without_segments": round(without.events_per_second, 1),
-                "events_per_second_with_segments": round(with_segments.events_per_second, 1),
-                "members_after": members}
         entry = await measure_segment_entry(run, pool, with_segments)
-        return cost, entry
     finally:
-        await with_segments.consumer.stop()
+        await with_segments.stop(run)
+    await run.settle(WITHOUT_AFTER)
+    after = await _consume_rate(run, WITHOUT_AFTER, None)
+    await after.stop(run)
+    cost = {"events": total, "customers": len(with_segments.customers),
+            "segments": len(list(SEGMENTS_DIR.glob("*.yaml"))),
+            "events_per_second_without_segments": round((before.events_per_second + after.events_per_second) / 2, 1),
+            "events_per_second_without_segments_before": round(before.events_per_second, 1),
+            "events_per_second_without_segments_after": round(after.events_per_second, 1),
+            "events_per_second_with_segments": round(with_segments.events_per_second, 1),
+            "members_after": members}
+    return cost, entry
 
 
 async def measure_segment_entry(run: Run, pool: asyncpg.Pool, consumed: _Consumed) -> dict[str, Any]:

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from bench.config import BenchConfig
 from bench.processes import CpuMeter, EventflowEnv, EventflowProcess, PidSource, cpu_seconds
@@ -26,6 +29,8 @@ from events.producer import encode_event
 from events.schemas import load as load_schemas
 
 EncodedEvent = tuple[bytes, bytes]
+#: Concurrent deletes of a phase's leftover workflows.
+DELETE_CONCURRENCY = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class Run:
     dropped_settings: set[str] = field(default_factory=set)
     #: Seconds the Temporal server took to go quiet before a phase (`settle`), by phase.
     settled: dict[str, float] = field(default_factory=dict)
+    #: Workflows deleted after a phase (`delete_workflows`), by task queue.
+    deleted: dict[str, int] = field(default_factory=dict)
 
     async def settle(self, before: str) -> None:
         """Waits until the Temporal server is quiet: a phase that leaves open workflows behind (the raw
@@ -66,6 +73,37 @@ class Run:
         if pid is None:
             return
         self.settled[before] = round(await wait_for_quiet(lambda: cpu_seconds(pid)), 1)
+
+    async def delete_workflows(self, task_queue: str) -> int:
+        """Deletes the workflows a phase left on ``task_queue`` (its workerless starts), so the next phase
+        runs on a server holding no more than this one did; returns how many.
+
+        Measured on the dev server: four identical raw start phases in a row read 359, 347, 317 and 295
+        starts/s when each left its 4 000 open workflows behind, 416, 362, 346 and 378 when they were deleted.
+        """
+        client = self.servers.client
+        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def delete(workflow_id: str) -> bool:
+            async with gate:
+                try:
+                    await client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
+                        namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)))
+                except RPCError as exc:
+                    if exc.status is RPCStatusCode.NOT_FOUND:
+                        return False  # deleted already: visibility still listed it
+                    raise
+                return True
+
+        deleted = 0
+        for _ in range(3):  # visibility lags the last starts: list again until nothing new is left
+            ids = [execution.id async for execution in client.list_workflows(f"TaskQueue = '{task_queue}'")]
+            done = sum(await asyncio.gather(*(delete(workflow_id) for workflow_id in ids)))
+            deleted += done
+            if not done:
+                break
+        self.deleted[task_queue] = deleted
+        return deleted
 
     def meter(self, *extra: EventflowProcess, **pids: PidSource) -> CpuMeter:
         named: dict[str, PidSource] = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}

@@ -82,6 +82,10 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
                    "start_to_activity_floor_p50_seconds", "start_to_activity_floor_p99_seconds"):
         assert raw[figure] > 0, figure
     assert results["bridge"]["starts_per_second"] > 0
+    # The bridge's ceiling is the mean of one raw start phase before it and one after, each deleting its starts.
+    before, after = raw["start_workflow_per_second_before_bridge"], raw["start_workflow_per_second_after_bridge"]
+    assert before > 0 and after > 0 and raw["start_workflow_per_second"] == pytest.approx((before + after) / 2, abs=0.01)
+    assert sorted(results["workflows_deleted_after_phase"].values()).count(TINY.routed_events) >= 3
     assert results["unrouted"]["events_per_second"] > 0
     capacity = results["capacity"]
     assert capacity["events"] == TINY.capacity_events
@@ -116,6 +120,9 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     segments = results["segments"]
     assert segments["segments"] == 5 and segments["events"] == TINY.audiences.segment_events
     assert segments["events_per_second_without_segments"] > 0 and segments["events_per_second_with_segments"] > 0
+    assert segments["events_per_second_without_segments"] == pytest.approx(
+        (segments["events_per_second_without_segments_before"] + segments["events_per_second_without_segments_after"])
+        / 2, abs=0.1)
     assert segments["members_after"]["bench_repeat_buyers"] == segments["customers"]  # two purchases each
     broadcast = results["broadcast"]
     assert (broadcast["members"], broadcast["planned"], broadcast["sent"]) == (30, 30, 30)
