@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 from temporalio.service import RPCError, RPCStatusCode
 
 from consumer.dispatch import Outcome, TransientTemporalError
@@ -30,6 +31,7 @@ from events.model import CustomerEvent
 from events.schemas import ParsedSchema, SchemaSet
 from events.schemas import load as load_schemas
 from journeys.loader import load_all
+from journeys.routing import StartJourney
 
 FAST = RetryPolicy(initial_seconds=0.001, maximum_seconds=0.001)
 
@@ -110,6 +112,23 @@ async def test_a_routed_event_is_handled() -> None:
     assert result == Handled("PurchaseCompleted", (Outcome.STARTED,) * len(routes))
     assert parts.dispatcher.applied == [(event["event_id"], r.workflow_id) for r in routes]
     assert parts.sink.written == []
+
+
+async def test_journey_outcomes_are_logged_at_info_and_customer_store_writes_at_debug() -> None:
+    class StoreWrites(FakeDispatcher):
+        async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
+            await super().apply(event, action)
+            return Outcome.STARTED if isinstance(action, StartJourney) else Outcome.PREFERENCES_UPDATED
+
+    parts = _parts()
+    parts.handler.dispatcher = StoreWrites()
+    event = samples.purchase(samples.customer(email="ada@example.com"))
+    with capture_logs() as logs:
+        result = await _run(parts, _record(_json(event)))
+    assert isinstance(result, Handled) and Outcome.PREFERENCES_UPDATED in result.outcomes
+    levels = {(entry["event"], entry["log_level"]) for entry in logs}
+    assert ("journey_started", "info") in levels
+    assert ("journey_preferences_updated", "info") not in levels
 
 
 async def test_an_event_nobody_listens_to_ends_at_prepare() -> None:
