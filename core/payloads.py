@@ -40,14 +40,16 @@ class FieldsEncoder(AdvancedJSONEncoder):
 
 
 _Fields = tuple[tuple[str, Any, bool], ...]
+#: Each class's fields with their resolved types, shared by every converter: the workflow worker makes
+#: a payload converter per workflow instance, so a cache per converter resolved them for every workflow.
+_FIELDS: dict[type, _Fields] = {}
 
 
 class DataclassFields(JSONTypeConverter):
     """Decodes a dataclass as the SDK does (present fields converted by their types, then the class
-    called, ``init=False`` fields set after), with each class's field types resolved once."""
+    called, ``init=False`` fields set after), with each class's field types resolved once per process."""
 
     def __init__(self) -> None:
-        self._fields: dict[type, _Fields] = {}
         self._converters: Sequence[JSONTypeConverter] = (self,)
 
     def to_typed_value(self, hint: type, value: Any) -> Any | None | JSONTypeConverterUnhandled:
@@ -55,10 +57,10 @@ class DataclassFields(JSONTypeConverter):
             return JSONTypeConverter.Unhandled
         if not isinstance(value, dict):
             raise TypeError(f"Cannot convert to dataclass {hint}, value is {type(value)} not dict")
-        fields = self._fields.get(hint)
+        fields = _FIELDS.get(hint)
         if fields is None:
             hints = typing.get_type_hints(hint)
-            fields = self._fields[hint] = tuple((f.name, hints[f.name], f.init) for f in dataclasses.fields(hint))
+            fields = _FIELDS[hint] = tuple((f.name, hints[f.name], f.init) for f in dataclasses.fields(hint))
         arguments: dict[str, Any] = {}
         later: dict[str, Any] = {}
         for name, field_type, init in fields:

@@ -7,6 +7,7 @@ Eventflow payload holds a set, so the values here hold none.)"""
 from __future__ import annotations
 
 import dataclasses
+import typing
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -110,3 +111,24 @@ def test_a_value_the_sdk_refuses_is_refused_the_same_way() -> None:
         SDK.from_payloads([payload], [Node])
     assert str(ours.value) == str(sdk.value)
     assert str(ours.value.__cause__) == str(sdk.value.__cause__)
+
+
+def test_a_classs_field_types_are_resolved_once_for_every_converter(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The workflow worker makes a payload converter per workflow instance: a cache per converter was no cache.
+    @dataclasses.dataclass(frozen=True)
+    class Fresh:
+        name: str
+        leaf: Leaf | None = None
+
+    resolved: list[type] = []
+    real = typing.get_type_hints
+
+    def counting(cls: Any) -> dict[str, Any]:
+        resolved.append(cls)
+        return real(cls)
+
+    monkeypatch.setattr(typing, "get_type_hints", counting)
+    [payload] = OURS.to_payloads([Fresh("a")])
+    for _ in range(3):
+        assert PayloadConverter().from_payloads([payload], [Fresh]) == [Fresh("a")]
+    assert resolved.count(Fresh) == 1
