@@ -94,8 +94,9 @@ class _Consumed:
 
     async def stop(self, run: Run) -> None:
         """Stops the consumer and deletes the journeys it started (no worker takes them)."""
+        started = await self.consumer.counter("eventflow_workflow_starts_total")
         await self.consumer.stop()
-        await run.delete_workflows(self.task_queue)
+        await run.delete_workflows(self.task_queue, int(started))
 
 
 async def _consume_rate(run: Run, label: str, journeys: Path | None) -> _Consumed:

@@ -105,7 +105,7 @@ async def measure_start_ceiling(run: Run, label: str = "raw start ceiling") -> f
     finally:
         await starts
     run.cpu[label] = meter.cores()
-    await run.delete_workflows(task_queue)
+    await run.delete_workflows(task_queue, done)
     return measured
 
 
@@ -161,7 +161,7 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float], Histo
         await starts
         run.cpu["raw notification ceiling"] = meter.cores()
         cost = await history_cost(client, task_queue, config.floor_samples + config.raw_workflows)
-        await run.delete_workflows(task_queue)
+        await run.delete_workflows(task_queue, config.floor_samples + config.raw_workflows)
         return rate_per_second(ran()), floor, cost
     finally:
         worker.terminate()
@@ -245,9 +245,10 @@ async def measure_bridge(run: Run) -> float:
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
         run.cpu["bridge"] = meter.cores()
+        started = await consumer.counter("eventflow_workflow_starts_total")
     finally:
         await consumer.stop()
-    await run.delete_workflows(task_queue)
+    await run.delete_workflows(task_queue, int(started))
     return measured
 
 

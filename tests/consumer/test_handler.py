@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog
 from fastavro import schemaless_writer
 from prometheus_client import CollectorRegistry
-from structlog.testing import capture_logs
+from structlog.testing import LogCapture
 from temporalio.service import RPCError, RPCStatusCode
 
+from consumer import handler as handler_module
 from consumer.dispatch import Outcome, TransientTemporalError
 from consumer.handler import DeadLetterReceipt, Job, RecordHandler
 from consumer.metrics import ConsumerMetrics
@@ -114,7 +117,8 @@ async def test_a_routed_event_is_handled() -> None:
     assert parts.sink.written == []
 
 
-async def test_journey_outcomes_are_logged_at_info_and_customer_store_writes_at_debug() -> None:
+async def test_journey_outcomes_are_logged_at_info_and_customer_store_writes_at_debug(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     class StoreWrites(FakeDispatcher):
         async def apply(self, event: CustomerEvent, action: Route) -> Outcome:
             await super().apply(event, action)
@@ -123,8 +127,12 @@ async def test_journey_outcomes_are_logged_at_info_and_customer_store_writes_at_
     parts = _parts()
     parts.handler.dispatcher = StoreWrites()
     event = samples.purchase(samples.customer(email="ada@example.com"))
-    with capture_logs() as logs:
-        result = await _run(parts, _record(_json(event)))
+    # The handler's logger at production's level, recording into a list whatever other tests configured.
+    capture = LogCapture()
+    monkeypatch.setattr(handler_module, "log", structlog.wrap_logger(
+        None, processors=[capture], wrapper_class=structlog.make_filtering_bound_logger(logging.INFO)))
+    result = await _run(parts, _record(_json(event)))
+    logs = capture.entries
     assert isinstance(result, Handled) and Outcome.PREFERENCES_UPDATED in result.outcomes
     levels = {(entry["event"], entry["log_level"]) for entry in logs}
     assert ("journey_started", "info") in levels
