@@ -94,9 +94,7 @@ class _Consumed:
 
     async def stop(self, run: Run) -> None:
         """Stops the consumer and deletes the journeys it started (no worker takes them)."""
-        started = await self.consumer.counter("eventflow_workflow_starts_total")
-        await self.consumer.stop()
-        await run.delete_workflows(self.task_queue, int(started))
+        await run.stop_and_delete(self.consumer, self.task_queue)
 
 
 async def _consume_rate(run: Run, label: str, journeys: Path | None) -> _Consumed:

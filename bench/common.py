@@ -68,9 +68,9 @@ class Run:
     deleted: dict[str, int] = field(default_factory=dict)
 
     async def settle(self, before: str) -> None:
-        """Waits until the Temporal server is quiet: a phase that leaves open workflows behind (the raw
-        start ceiling and the bridge start thousands no worker takes) leaves the server persisting their
-        tasks for a while, and that work would be charged to whichever phase runs next."""
+        """Waits until the Temporal server is quiet: the work a phase leaves it (persisting the tasks of
+        workflows no worker takes, deleting them after, `delete_workflows`) would otherwise be charged to
+        whichever phase runs next."""
         pid = self.servers.pids.get("temporal server")
         if pid is None:
             return
@@ -107,6 +107,12 @@ class Run:
                 await asyncio.sleep(DELETE_RELIST_SECONDS)
         self.deleted[task_queue] = len(deleted)
         return len(deleted)
+
+    async def stop_and_delete(self, consumer: EventflowProcess, task_queue: str) -> None:
+        """Stops a consumer that started journeys on a queue no worker polls, then deletes them."""
+        started = await consumer.counter("eventflow_workflow_starts_total")
+        await consumer.stop()
+        await self.delete_workflows(task_queue, int(started))
 
     def meter(self, *extra: EventflowProcess, **pids: PidSource) -> CpuMeter:
         named: dict[str, PidSource] = {**self.servers.pids, "bench (starter, producer, stub)": os.getpid(), **pids}

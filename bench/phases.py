@@ -245,10 +245,10 @@ async def measure_bridge(run: Run) -> float:
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
         run.cpu["bridge"] = meter.cores()
-        started = await consumer.counter("eventflow_workflow_starts_total")
-    finally:
+    except BaseException:
         await consumer.stop()
-    await run.delete_workflows(task_queue, int(started))
+        raise
+    await run.stop_and_delete(consumer, task_queue)
     return measured
 
 

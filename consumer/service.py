@@ -33,11 +33,10 @@ from core.tasks import stop_all, supervised
 log = structlog.get_logger(__name__)
 
 TopicPartitionKey = tuple[str, int]
-#: librdkafka settings of the bridge beyond the loop's own: cooperative rebalancing, so a member
-#: joining or leaving moves only the partitions it must; a fetch queue bounded to 16 MiB.
 #: How long the bridge may sit at its in-flight bound before it pauses its partitions (see `LoopOptions`).
 BOUND_PAUSE_AFTER_SECONDS = 1.0
-
+#: librdkafka settings of the bridge beyond the loop's own: cooperative rebalancing, so a member
+#: joining or leaving moves only the partitions it must; a fetch queue bounded to 16 MiB.
 BRIDGE_CONSUMER_CONFIG: dict[str, object] = {
     "partition.assignment.strategy": "cooperative-sticky",
     "max.poll.interval.ms": 300000,
