@@ -245,28 +245,47 @@ class Batcher(Generic[K, V]):
     """Collects the calls made while one batch is being sent and sends them together.
 
     The first call schedules a flush on the next turn of the event loop; calls made meanwhile join
-    it. ``flush`` answers the requests in order; each caller gets its own answer (or the batch's
-    exception).
+    it. With ``max_flushes``, at most that many flushes run at once and calls made while they run
+    wait for the next one, so a busy caller sends fewer, larger batches (each statement's fixed cost,
+    planning above all, is paid per batch, not per call). ``flush`` answers the requests in order; each
+    caller gets its own answer (or the batch's exception).
     """
 
-    def __init__(self, flush: Callable[[list[K]], Awaitable[Sequence[V]]]) -> None:
+    def __init__(self, flush: Callable[[list[K]], Awaitable[Sequence[V]]], *, max_flushes: int | None = None) -> None:
+        if max_flushes is not None and max_flushes < 1:
+            raise ValueError(f"max_flushes must be at least 1, not {max_flushes}")
         self._flush = flush
+        self._max_flushes = max_flushes
         self._pending: list[tuple[K, asyncio.Future[V]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduled = False
 
     async def __call__(self, request: K) -> V:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[V] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._start)
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
+        self._schedule()
         return await future
 
+    def _room(self) -> bool:
+        return self._max_flushes is None or len(self._tasks) < self._max_flushes
+
+    def _schedule(self) -> None:
+        if self._pending and not self._scheduled and self._room():
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
+
     def _start(self) -> None:
+        self._scheduled = False
+        if not self._pending or not self._room():
+            return
         pending, self._pending = self._pending, []
         task = asyncio.ensure_future(self._run(pending))
         self._tasks.add(task)  # owned until done, so it is never garbage-collected mid-flight
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._schedule()  # the calls that waited for room
 
     async def _run(self, pending: list[tuple[K, asyncio.Future[V]]]) -> None:
         try:
