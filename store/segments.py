@@ -72,6 +72,8 @@ PRUNE_CHUNK = 500
 #: the re-evaluation's statement is planned per batch, and single-event batches made PostgreSQL the
 #: bound (docs/benchmarks.md, the segment-cost phase: 0.69 of the rate without segments unbounded, 0.85 with one).
 OBSERVE_FLUSHES = 1
+#: Re-evaluation statements a store keeps built (`SegmentStore._refresh_statement`).
+_STATEMENTS_KEPT = 16
 #: The session lock one refresher (and pruner) at a time holds.
 _LEADER_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('eventflow:segment-refresh', 0))"
 _LEADER_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('eventflow:segment-refresh', 0))"
@@ -256,6 +258,7 @@ class SegmentStore:
         self._metrics = metrics
         self._topics = topics
         self._defs = _Definitions.of(segments)
+        self._statements: dict[tuple[tuple[str, int], ...], tuple[str, tuple[Any, ...]]] = {}
 
     def update(self, segments: Sequence[Segment]) -> None:
         """Follows ``segments`` from now on (one assignment on the event loop: a batch in flight keeps its set).
@@ -264,6 +267,7 @@ class SegmentStore:
         refresh (the consumer refreshes the changed segments at once, `consumer.segment_triggers`).
         """
         self._defs = _Definitions.of(segments)
+        self._statements = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -386,11 +390,17 @@ class SegmentStore:
         async with self._leading() as leader:
             return await self.prune_events(retention, now) if leader else None
 
-    async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
-                       now: datetime | None) -> list[MembershipChange]:
-        """Every segment's entries and exits for ``customers``, in one statement (one round trip per batch,
-        however many segments): per segment, who matches, who entered, who left, and the log of both."""
-        params = _Params([customers, now])
+    def _refresh_statement(self, segments: Sequence[Segment]) -> tuple[str, tuple[Any, ...]]:
+        """`_refresh`'s statement for ``segments`` and its values after ``$1`` (customers) and ``$2`` (now).
+
+        Built once per set of segment versions until `update` (the text and values depend on nothing else:
+        the topics are the store's), and a batch of one event would otherwise spend more building it than sending it.
+        """
+        key = tuple((segment.id, segment.version) for segment in segments)
+        cached = self._statements.get(key)
+        if cached is not None:
+            return cached
+        params = _Params([None, None])
         ctes: list[str] = []
         logged: list[str] = []
         for index, segment in enumerate(segments):
@@ -415,9 +425,23 @@ class SegmentStore:
                 f" FROM entered_{index} UNION ALL SELECT nextval('eventflow.segment_changes_id_seq'), {sid}, {version},"
                 f" customer_id, 'left', {_NOW_OF_BATCH}, entry_id FROM exited_{index} RETURNING customer_id, change)")
             logged.append(f"SELECT {index} AS segment, customer_id, change FROM logged_{index}")
-        rows = await conn.fetch(f"WITH {', '.join(ctes)} SELECT segment, customer_id, change FROM"
-                                f" ({' UNION ALL '.join(logged)}) AS changes ORDER BY segment, customer_id",
-                                *params.values)
+        statement = (f"WITH {', '.join(ctes)} SELECT segment, customer_id, change FROM"
+                     f" ({' UNION ALL '.join(logged)}) AS changes ORDER BY segment, customer_id",
+                     tuple(params.values[2:]))
+        if len(self._statements) >= _STATEMENTS_KEPT:
+            self._statements.clear()  # sets of segments come and go with the catalog; a few are live at once
+        self._statements[key] = statement
+        return statement
+
+    async def _refresh(self, conn: Any, segments: Sequence[Segment], customers: list[str],
+                       now: datetime | None) -> list[MembershipChange]:
+        """Every segment's entries and exits for ``customers``, in one statement (one round trip per batch,
+        however many segments): per segment, who matches, who entered, who left, and the log of both."""
+        statement, values = self._refresh_statement(segments)
+        # Planned once per connection, not per batch: custom plans for this statement took more than
+        # its execution (the plan is the same for any customers: index lookups by customer id).
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        rows = await conn.fetch(statement, customers, now, *values)
         return [MembershipChange(segments[row["segment"]].id, segments[row["segment"]].version, row["customer_id"],
                                  Change(row["change"])) for row in rows]
 

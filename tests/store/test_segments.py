@@ -96,6 +96,17 @@ async def test_a_profile_change_enters_and_leaves_a_segment_and_each_change_is_l
     assert alice not in await segments.members("gold")
 
 
+async def test_a_set_of_segments_swapped_in_is_evaluated_by_its_own_statement(store_pool: asyncpg.Pool) -> None:
+    """The re-evaluation statement is built once per set of segments; `update` must not keep the old one,
+    even for a definition under the same id and version (files edited without a version bump)."""
+    customers, segments = CustomerStore(store_pool, FieldCipher(None)), SegmentStore(store_pool, [GOLD])
+    alice = new_id()
+    await set_tier(customers, alice, "silver", NOW)
+    assert await segments.observe([], [alice], NOW) == []
+    segments.update([segment("id: gold\nversion: 2\nmatch: {profile: attributes.tier, equals: silver}\n")])
+    assert await segments.observe([], [alice], NOW) == [MembershipChange("gold", 2, alice, Change.ENTERED)]
+
+
 async def test_event_counts_need_consent_and_count_a_redelivered_event_once(store_pool: asyncpg.Pool) -> None:
     segments = SegmentStore(store_pool, [REPEAT])
     bob = new_id()
