@@ -8,6 +8,7 @@ A publish validates everything first, with the same checks as ``eventflow journe
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from core.settings import ChannelSettings
 from journeys.catalog import Catalog, CatalogAction, CatalogEntry, CatalogError, SourceFile, next_entry
 from journeys.loader import Problem, load_templates, validate_folder
 from journeys.model import JourneyDefinition
+from journeys.routing import instances_prefix
 from journeys.segment_catalog import SegmentEntry, next_segment_entry
 from journeys.segments import ATTRIBUTES_FILE, AUDIENCES, check_segments
 
@@ -207,16 +209,30 @@ def diff(catalog: Catalog, journey_id: str, old: int, new: int) -> str:
     return "".join(lines)
 
 
+#: The ids a journey may have (journey.schema.json): none needs quoting in a visibility filter.
+_JOURNEY_ID = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def instances_filter(journey_id: str) -> str | None:
+    """The visibility filter of every instance of ``journey_id``, by workflow id: instances started with
+    search attributes and without (`store.journey_instances`) alike. None for an id no journey can have."""
+    if not _JOURNEY_ID.fullmatch(journey_id):
+        return None
+    return f"WorkflowId STARTS_WITH '{instances_prefix(journey_id)}'"
+
+
 async def cancel_running(client: Client, journey_id: str) -> int:
     """Requests cancellation of every running instance of ``journey_id`` (``archive --exit-running``)."""
-    escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
+    found = instances_filter(journey_id)
+    if found is None:
+        return 0
     count = 0
-    async for execution in client.list_workflows(f"JourneyId = '{escaped}' AND ExecutionStatus = 'Running'"):
+    async for execution in client.list_workflows(f"{found} AND ExecutionStatus = 'Running'"):
         if execution.status is WorkflowExecutionStatus.RUNNING:
             await client.get_workflow_handle(execution.id, run_id=execution.run_id).cancel()
             count += 1
     return count
 
 
-__all__ = ["CatalogValidationError", "Published", "PublishedSegment", "cancel_running", "change", "diff", "publish_path",
-           "publish_segments"]
+__all__ = ["CatalogValidationError", "Published", "PublishedSegment", "cancel_running", "change", "diff",
+           "instances_filter", "publish_path", "publish_segments"]

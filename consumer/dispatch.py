@@ -41,6 +41,7 @@ from core.errors import EventflowError
 from events.model import CustomerEvent
 from journeys.routing import SignalJourney, StartJourney
 from store.errors import DevicesNotStoredError
+from store.journey_instances import JourneyEntry
 from workflows.journey import EVENT_SIGNAL, JOURNEY_WORKFLOW, JourneyInput
 from workflows.preferences_client import record_profile_update, record_subscription_change
 from workflows.profile import ProfileUpdate, journey_event, profile_update_of
@@ -88,7 +89,15 @@ class CustomerState(Protocol):
     """Where the consumer checks tombstones and writes profiles and consent: the customer store
     (`store.CustomerBatcher`, batched per moment) or, before it, per-customer Temporal workflows."""
 
+    #: Whether `enter_journey` records the instance where ``customers forget`` and ``journeys status``
+    #: look; if not, journeys start with search attributes and are found through visibility.
+    indexes_journeys: bool
+
     async def forgotten(self, customer_id: str) -> bool: ...
+
+    async def enter_journey(self, entry: JourneyEntry) -> bool:
+        """Before a start: False when the customer is forgotten (do not start), else True."""
+        ...
 
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         """Ends the customer's tombstone for an identify event; False when the customer was forgotten after
@@ -113,6 +122,8 @@ class SegmentObserver(Protocol):
 class TemporalCustomerState:
     """Customer state in ``CustomerPreferences`` and ``CustomerTombstone`` workflows (the pre-store layout)."""
 
+    indexes_journeys = False
+
     def __init__(self, client: Client, task_queue: str) -> None:
         self._client = client
         self._task_queue = task_queue
@@ -120,6 +131,9 @@ class TemporalCustomerState:
 
     async def forgotten(self, customer_id: str) -> bool:
         return await self._tombstones.forgotten_id(customer_id)
+
+    async def enter_journey(self, entry: JourneyEntry) -> bool:
+        return not await self.forgotten(entry.customer_id)
 
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return await self._tombstones.lift_id(customer_id, occurred_at)
@@ -150,7 +164,9 @@ class Dispatcher:
         try:
             match action:
                 case StartJourney():
-                    if await self._customers.forgotten(event.customer.id):
+                    entry = JourneyEntry(action.workflow_id, action.journey_id, int(action.snapshot["version"]),
+                                         event.customer.id)
+                    if not await self._customers.enter_journey(entry):
                         return Outcome.FORGOTTEN
                     return await self._start(journey_event(without_device_address(event)), action)
                 case UpdateProfile():
@@ -196,7 +212,9 @@ class Dispatcher:
                 id_reuse_policy=(WorkflowIDReusePolicy.REJECT_DUPLICATE if action.reject_reuse
                                  else WorkflowIDReusePolicy.ALLOW_DUPLICATE),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=TypedSearchAttributes([
+                # With a store the instance is recorded there (`enter_journey`): search attributes made
+                # the start cost the server's visibility store a fifth of its throughput.
+                search_attributes=None if self._customers.indexes_journeys else TypedSearchAttributes([
                     SearchAttributePair(CUSTOMER_ID, event.customer.id),
                     SearchAttributePair(JOURNEY_ID, action.journey_id),
                     SearchAttributePair(JOURNEY_VERSION, int(action.snapshot["version"])),

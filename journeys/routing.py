@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.ids import join_id
+from core.ids import SEPARATOR, join_id
 from events.model import CustomerEvent
 from journeys import expressions
 from journeys.model import EntryRule, JourneyDefinition
@@ -46,6 +46,11 @@ def instance_id(journey_id: str, customer_id: str, rule: EntryRule, key: str | N
     if rule is EntryRule.EVERY_TIME:
         return join_id("journey", journey_id, customer_id, "event", event_id)
     return join_id("journey", journey_id, customer_id)
+
+
+def instances_prefix(journey_id: str) -> str:
+    """What the workflow id of every instance of the journey starts with, whatever its entry rule."""
+    return join_id("journey", journey_id) + SEPARATOR
 
 
 class Router:

@@ -34,6 +34,7 @@ from activities.push import DeviceChange
 from core.codec import NONCE_BYTES, Keyring
 from events.model import CustomerEvent, JsonValue
 from store.errors import DevicesNotStoredError
+from store.journey_instances import JourneyEntry, JourneyInstances
 from store.ledger import set_consent
 from store.metrics import StatementKind, StoreMetrics, timed
 from workflows.profile import PROFILE_FIELDS, ProfileUpdate
@@ -136,6 +137,10 @@ class CustomerStore:
     @property
     def pool(self) -> asyncpg.Pool:
         return self._pool
+
+    @property
+    def metrics(self) -> StoreMetrics | None:
+        return self._metrics
 
     async def apply_profile_updates(self, writes: Sequence[ProfileWrite]) -> None:
         """Folds every update in, in one statement (one round trip), plus the address index."""
@@ -313,12 +318,18 @@ class CustomerBatcher:
         self._store = store
         self._devices = devices
         self._forgotten = Batcher[str, bool](self._check)
+        self._instances = JourneyInstances(store.pool, store.metrics)
+        self._entries = Batcher[JourneyEntry, bool](self._enter)
         self._writes = Batcher[ProfileWrite, None](self._write)
         self._device_writes = Batcher[DeviceChange, None](self._write_devices)
 
     async def _check(self, ids: list[str]) -> list[bool]:
         found = await self._store.forgotten(ids)
         return [customer_id in found for customer_id in ids]
+
+    async def _enter(self, entries: list[JourneyEntry]) -> list[bool]:
+        forgotten = await self._instances.enter(entries)
+        return [entry.customer_id not in forgotten for entry in entries]
 
     async def _write(self, writes: list[ProfileWrite]) -> list[None]:
         await self._store.apply_profile_updates(writes)
@@ -330,8 +341,15 @@ class CustomerBatcher:
         await self._devices.apply_changes(changes)
         return [None] * len(changes)
 
+    #: Journeys are found through `store.journey_instances`, so they start without search attributes.
+    indexes_journeys = True
+
     async def forgotten(self, customer_id: str) -> bool:
         return await self._forgotten(customer_id)
+
+    async def enter_journey(self, entry: JourneyEntry) -> bool:
+        """Records the instance about to start; False (nothing recorded) when the customer is forgotten."""
+        return await self._entries(entry)
 
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return await self._store.lift_tombstone(customer_id, occurred_at)

@@ -13,7 +13,10 @@ after the fact, anonymised (docs/architecture.md, "What `customers forget` cover
   reason ``forgotten`` (nobody is sent to after the forget), and a local due time (which would tell
   the customer's zone) becomes the broadcast's own time;
 * kept: the tombstone, suppressions and keyword records (an address hash, never a customer id),
-  preference form nonces (no customer id).
+  preference form nonces (no customer id);
+* read, deleted later: the customer's journey instances (`store.journey_instances`), whose workflow ids
+  ``customers forget`` deletes from Temporal before `JourneyInstances.forget` removes the rows, so a
+  forget that fails between the two finds them again when it is run again.
 
 `tests/store/test_forgetting.py` checks that no row of any table in the schema names the customer
 afterwards, so a table added later without a place here fails there.
@@ -53,6 +56,8 @@ class StoreErasure:
     segment_changes: int = 0
     #: Broadcast recipient rows kept under a pseudonym (not deleted: a broadcast's counts stay whole).
     broadcast_recipients: int = 0
+    #: The workflow ids of the customer's journeys (`store.journey_instances`), for Temporal's part of the forget.
+    journeys: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line for ``customers forget``: what was deleted and anonymised, by count."""
@@ -119,14 +124,17 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
             " SELECT count(*) FROM kept", customer_id, f"{FORGOTTEN}:", FORGOTTEN) or 0)
         windows = await _deleted(conn, "DELETE FROM eventflow.whatsapp_inbound WHERE customer_id = $1 RETURNING 1",
                                  customer_id)
+        journeys = tuple(row["workflow_id"] for row in await conn.fetch(
+            "SELECT DISTINCT workflow_id FROM eventflow.journey_instances WHERE customer_id = $1 ORDER BY workflow_id",
+            customer_id))
         known = bool(fields is not None or consent or consent_changes or keys or addresses or funnel or windows
-                     or devices or customer_events or memberships or segment_changes or recipients)
+                     or devices or customer_events or memberships or segment_changes or recipients or journeys)
         if known or tombstone_unknown:
             await conn.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)"
                                " ON CONFLICT (customer_id) DO UPDATE SET forgotten_at = now()", customer_id)
     names = tuple(sorted(_field_names(fields)))
     return StoreErasure(known, names, consent, len(keys), addresses, funnel, windows, consent_changes, devices,
-                        device_sends, reports, customer_events, memberships, segment_changes, recipients)
+                        device_sends, reports, customer_events, memberships, segment_changes, recipients, journeys)
 
 
 def _field_names(fields: object) -> list[str]:

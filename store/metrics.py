@@ -37,6 +37,8 @@ class StatementKind(StrEnum):
     PROFILE_READ = "profile_read"
     TOMBSTONE_BATCH = "tombstone_batch"
     TOMBSTONE_LIFT = "tombstone_lift"
+    #: The consumer's journey instances recorded, with its tombstone check, before their starts.
+    JOURNEY_ENTRY = "journey_entry"
     CONSENT = "consent"
     REPORT = "report"
     KEYWORD = "keyword"

@@ -4,9 +4,11 @@ In this order, so nothing new starts while the rest is removed:
 
 1. start the customer's tombstone (`workflows.tombstone`): from now on the consumer starts no
    journey and records no profile for the id until an identify event ends it;
-2. end the customer's running journeys, found in visibility by the ``CustomerId`` search
-   attribute every journey is started with (any id the consumer accepts, quotes and backslashes
-   included: see `eventflow.commands._visibility`), and delete every execution of them and every run of
+2. end the customer's running journeys, found in the customer store's journey instances
+   (`store.journey_instances`, where a consumer with a store records each journey it starts) and in
+   visibility by the ``CustomerId`` search attribute journeys started without a store, or before
+   it, carry (any id the consumer accepts, quotes and backslashes included: see
+   `eventflow.commands._visibility`), and delete every execution of them and every run of
    the customer's preferences workflow (profile, opt-outs, delivery ledger) with
    DeleteWorkflowExecution, so their histories are gone and not merely closed. The server
    terminates a running workflow before deleting it. Terminate, not cancel: a cancelled journey
@@ -52,6 +54,7 @@ from eventflow.commands._visibility import customer_filter, is_customer, is_work
 from store import CustomerStore, FieldCipher, open_store
 from store.forgetting import StoreErasure
 from store.forgetting import forget as forget_in_store
+from store.journey_instances import JourneyInstances
 from workflows.address_book import FORGET_OWNER_SIGNAL, OWNERS_QUERY, ForgetOwner, address_workflow_id
 from workflows.preferences import CustomerPreferences, PreferencesInput, preferences_workflow_id
 from workflows.suppression import Suppression
@@ -133,7 +136,7 @@ class ForgetReport:
 
 async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
                           tombstone_unknown: bool = False, hasher: AddressHasher = UNKEYED,
-                          contacts: Sequence[ContactPoints] = ()) -> ForgetReport:
+                          contacts: Sequence[ContactPoints] = (), journeys: Sequence[str] = ()) -> ForgetReport:
     """Forgets one customer (see the module docstring); safe to run again for the same id.
 
     An id nothing is known of (a typo, most likely) gets no tombstone unless ``tombstone_unknown``:
@@ -143,11 +146,12 @@ async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
         hasher: the processes' address hasher (their ``EVENTFLOW_ADDRESS_HASH_*``), to find the
             address links under every key.
         contacts: contact points known elsewhere (the customer store's profile, read before erasing it).
+        journeys: workflow ids of the customer's journeys known elsewhere (the customer store's journey instances).
     """
     if not customer_id:
         raise InvalidCustomerIdError(customer_id)
     report = ForgetReport(customer_id, tombstone_workflow_id(customer_id))
-    if not tombstone_unknown and not await _known(client, customer_id, report.tombstone_id):
+    if not tombstone_unknown and not journeys and not await _known(client, customer_id, report.tombstone_id):
         report.unknown = True
         return report
     await client.start_workflow(
@@ -156,6 +160,8 @@ async def forget_customer(client: Client, *, customer_id: str, task_queue: str,
     # Twice: a journey started just before the tombstone may reach visibility a moment late.
     for _ in range(2):
         await _forget_journeys(client, customer_id, report)
+    for workflow_id in journeys:
+        await _forget_journey(client, workflow_id, report)
     state = await _forget_preferences(client, customer_id, report)
     links = _address_links(hasher, [*contacts, *([state.profile.contact_points()] if state else [])],
                            state.suppressions.values() if state else ())
@@ -254,6 +260,29 @@ async def _forget_journeys(client: Client, customer_id: str, report: ForgetRepor
         await _delete(client, execution.id, execution.run_id, report, running=running)
 
 
+async def _forget_journey(client: Client, workflow_id: str, report: ForgetReport) -> None:
+    """Deletes every run of one journey the store names: the current one read directly (visibility may
+    not list a journey started a moment ago yet), the earlier ones listed."""
+    runs: dict[str, bool] = {}
+    try:
+        current = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:  # never started (the row precedes its start), or deleted
+            raise
+    else:
+        runs[current.run_id] = current.status is WorkflowExecutionStatus.RUNNING
+    async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
+        if is_workflow(execution, workflow_id):
+            runs.setdefault(execution.run_id, execution.status is WorkflowExecutionStatus.RUNNING)
+    for run_id, running in sorted(runs.items()):
+        if run_id in report._runs_seen:
+            continue
+        report._runs_seen.add(run_id)
+        if running:
+            report.journeys_ended.append(workflow_id)
+        await _delete(client, workflow_id, run_id, report, running=running)
+
+
 async def _forget_preferences(client: Client, customer_id: str, report: ForgetReport) -> PreferencesInput | None:
     """Deletes every run of the customer's preferences; returns their state as it was, if there was one."""
     workflow_id = preferences_workflow_id(customer_id)
@@ -317,8 +346,8 @@ def _forget(args: argparse.Namespace) -> int:
         hasher = address_hasher(tools.addresses)
         contacts: list[ContactPoints] = []
         pool = await open_store(tools.database)
-        if pool is not None:
-            try:
+        try:
+            if pool is not None:
                 # Its numbers first (decrypted in memory only), to find the address links in Temporal after.
                 try:
                     contacts.append(await CustomerStore(pool, FieldCipher(settings.temporal.payload_keyring()))
@@ -330,12 +359,18 @@ def _forget(args: argparse.Namespace) -> int:
                           "address links are looked up from the other stores only", file=sys.stderr)
                 # The store first, in one transaction with its tombstone: nothing new starts meanwhile.
                 erasure = await forget_in_store(pool, args.customer_id, tombstone_unknown=args.tombstone_unknown)
-            finally:
+            client = await connect(settings.temporal)
+            report = await forget_customer(client, customer_id=args.customer_id,
+                                           task_queue=settings.temporal.task_queue,
+                                           tombstone_unknown=args.tombstone_unknown or bool(erasure and erasure.known),
+                                           hasher=hasher, contacts=contacts,
+                                           journeys=erasure.journeys if erasure else ())
+            if pool is not None:
+                # Only now that their executions are gone: a forget stopped before this finds them again.
+                await JourneyInstances(pool).forget(args.customer_id)
+        finally:
+            if pool is not None:
                 await pool.close()
-        client = await connect(settings.temporal)
-        report = await forget_customer(client, customer_id=args.customer_id, task_queue=settings.temporal.task_queue,
-                                       tombstone_unknown=args.tombstone_unknown or bool(erasure and erasure.known),
-                                       hasher=hasher, contacts=contacts)
         return report, erasure
 
     report, erasure = asyncio.run(run())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -147,21 +148,21 @@ async def _status_report(customer_id: str) -> StatusReport:
     from temporalio.client import WorkflowExecutionStatus
 
     from core.temporal_client import connect
-    from eventflow.commands._visibility import customer_filter, is_customer
     from eventflow.settings import load_settings, load_tools
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
     settings = load_settings(dev_defaults=True)
     client = await connect(settings.temporal)
     database = load_tools().database
+    journeys: list[str] = []
     if database.dsn() is not None:
-        outcomes, no_worker = await _store_outcomes(database, customer_id), False
+        (outcomes, journeys), no_worker = await _store_outcomes(database, customer_id), False
     else:
         outcomes, no_worker = await _delivery_outcomes(client, customer_id)
     lines: list[str] = []
     unanswered = 0
-    async for execution in client.list_workflows(customer_filter(customer_id)):
-        if not is_customer(execution, customer_id) or execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+    for execution in await _customer_executions(client, customer_id, journeys):
+        if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
             continue
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status.name.lower() if execution.status else "unknown"
@@ -214,9 +215,11 @@ def _measurement_lines(status: JourneyStatus) -> list[str]:
     return lines
 
 
-async def _store_outcomes(database: DatabaseSettings, customer_id: str) -> dict[str, str]:
-    """Each send's latest provider report, from the customer store's ledger, by idempotency key."""
+async def _store_outcomes(database: DatabaseSettings, customer_id: str) -> tuple[dict[str, str], list[str]]:
+    """Each send's latest provider report, from the customer store's ledger, by idempotency key; and the
+    workflow ids of the customer's journeys the store recorded (`store.journey_instances`)."""
     from store import open_store
+    from store.journey_instances import JourneyInstances
 
     pool = await open_store(database)
     assert pool is not None
@@ -224,10 +227,27 @@ async def _store_outcomes(database: DatabaseSettings, customer_id: str) -> dict[
         rows = await pool.fetch(
             "SELECT idempotency_key, outcome, outcome_at FROM eventflow.sends WHERE customer_id = $1 AND outcome <> ''",
             customer_id)
+        journeys = await JourneyInstances(pool).of_customer(customer_id)
     finally:
         await pool.close()
-    return {row["idempotency_key"]: f"{row['outcome']} {row['outcome_at'].isoformat() if row['outcome_at'] else ''}"
-            .strip() for row in rows}
+    return ({row["idempotency_key"]: f"{row['outcome']} {row['outcome_at'].isoformat() if row['outcome_at'] else ''}"
+             .strip() for row in rows}, journeys)
+
+
+async def _customer_executions(client: Any, customer_id: str, journeys: Sequence[str]) -> list[Any]:
+    """The runs of the customer's journeys: those the store recorded (by workflow id) and those that
+    carry the ``CustomerId`` search attribute (started without a store, or before it), each run once."""
+    from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
+
+    found: dict[str, Any] = {}
+    async for execution in client.list_workflows(customer_filter(customer_id)):
+        if is_customer(execution, customer_id):
+            found.setdefault(execution.run_id, execution)
+    for workflow_id in journeys:
+        async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
+            if is_workflow(execution, workflow_id):
+                found.setdefault(execution.run_id, execution)
+    return sorted(found.values(), key=lambda execution: (execution.start_time, execution.id), reverse=True)
 
 
 async def _delivery_outcomes(client: Any, customer_id: str) -> tuple[dict[str, str], bool]:
@@ -278,35 +298,41 @@ class InstanceReads:
     unanswered: int = 0
 
 
-def _instances_query(journey_id: str, version: int | None) -> str:
-    """The visibility query of a journey's instances (of one version)."""
+def _legacy_query(journey_id: str, version: int) -> str:
+    """The visibility query of one version's instances started with search attributes (without a store, or
+    before it recorded journey instances)."""
     escaped = journey_id.replace("\\", "\\\\").replace("'", "\\'")
-    return f"JourneyId = '{escaped}'" + (f" AND JourneyVersion = {int(version)}" if version is not None else "")
+    return f"JourneyId = '{escaped}' AND JourneyVersion = {int(version)}"
 
 
 async def report_instances(journey_id: str, version: int | None = None) -> InstanceReads:
     """Every instance of the journey as a `journeys.report.InstanceView`, and how many could not be read.
 
-    Instances come from Temporal visibility (``JourneyId``, optionally ``JourneyVersion``); a
-    finished one's state is its result, a running one's the status query (a worker must run: each
-    query waits `QUERY_TIMEOUT_SECONDS`, and after the first unanswered one no other is sent).
+    Instances come from Temporal visibility by workflow id (`consumer.catalog_admin.instances_filter`);
+    with ``version``, those whose state names another version are left out. A finished one's state is
+    its result, a running one's the status query (a worker must run: each query waits
+    `QUERY_TIMEOUT_SECONDS`, and after the first unanswered one no other is sent).
     """
     from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 
+    from consumer.catalog_admin import instances_filter
     from core.temporal_client import connect
     from eventflow.settings import load_settings
     from journeys.report import InstanceView
     from workflows.journey import STATUS_QUERY, JourneyStatus
 
+    query = instances_filter(journey_id)
+    if query is None:
+        return InstanceReads([])
     client = await connect(load_settings(dev_defaults=True).temporal)
-    query = _instances_query(journey_id, version)
     executions = [e async for e in client.list_workflows(query)
                   if e.status != WorkflowExecutionStatus.CONTINUED_AS_NEW]
     reads = asyncio.Semaphore(READ_CONCURRENCY)
     no_worker = asyncio.Event()
 
-    async def read(execution: WorkflowExecution) -> InstanceView | bool:
-        """The view; else True when no worker answered, False when the read failed otherwise."""
+    async def read(execution: WorkflowExecution) -> InstanceView | bool | None:
+        """The view; else True when no worker answered, False when the read failed otherwise; None for an
+        instance of another version than ``version``."""
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id, result_type=JourneyStatus)
         state = execution.status
         async with reads:
@@ -326,10 +352,13 @@ async def report_instances(journey_id: str, version: int | None = None) -> Insta
                     no_worker.set()
                     return True
                 return False
+        if version is not None and status.journey_version != version:
+            return None
         return InstanceView(version=status.journey_version, progress=status.progress, variants=dict(status.variants),
                             exit_reason=status.exit_reason, running=state == WorkflowExecutionStatus.RUNNING)
 
-    read_all = await asyncio.gather(*(read(execution) for execution in executions))
+    read_all = [view for view in await asyncio.gather(*(read(execution) for execution in executions))
+                if view is not None]
     views = [view for view in read_all if isinstance(view, InstanceView)]
     return InstanceReads(views, unreadable=len(read_all) - len(views),
                          unanswered=sum(1 for view in read_all if view is True))
@@ -399,9 +428,34 @@ async def _report_output(journey_id: str, version: int | None = None, *,
     return ReportOutput(lines, problems)
 
 
+async def _instance_counts(client: Any, pool: Any, journey_id: str, version: int | None) -> tuple[int, int]:
+    """How many instances entered the journey (continued-as-new runs count with their successor) and how
+    many run now: visibility counts by workflow id for every version; for one version, the store's
+    journey instances plus the visibility counts of those started with search attributes (the running
+    ones of the store's are listed, so that part costs a read per running instance, not per instance)."""
+    from consumer.catalog_admin import instances_filter
+    from store.journey_instances import JourneyInstances
+
+    every = instances_filter(journey_id)
+    if every is None:
+        return 0, 0
+    if version is None:
+        query = f"{every} AND ExecutionStatus != 'ContinuedAsNew'"
+        entered = (await client.count_workflows(query)).count
+        return entered, (await client.count_workflows(f"{every} AND ExecutionStatus = 'Running'")).count
+    legacy = f"{_legacy_query(journey_id, version)} AND ExecutionStatus != 'ContinuedAsNew'"
+    entered = (await client.count_workflows(legacy)).count
+    running = (await client.count_workflows(f"{legacy} AND ExecutionStatus = 'Running'")).count
+    running_ids = {e.id async for e in client.list_workflows(f"{every} AND ExecutionStatus = 'Running'")}
+    instances = JourneyInstances(pool)
+    entered += await instances.count(journey_id, version)
+    running += len(await instances.of_version(journey_id, version, running_ids))
+    return entered, running
+
+
 async def _store_report(database: DatabaseSettings, journey_id: str, version: int | None) -> ReportOutput:
-    """The funnel aggregated in SQL from the store's funnel events, with Temporal's visibility counts of the
-    instances: a few statements and two count calls, however many instances there are."""
+    """The funnel aggregated in SQL from the store's funnel events, with the instances counted
+    (`_instance_counts`): a few statements and count calls, however many instances there are."""
     from dataclasses import replace
 
     from temporalio.client import Client
@@ -412,17 +466,14 @@ async def _store_report(database: DatabaseSettings, journey_id: str, version: in
     from store import open_store
     from store.funnel import funnel
 
+    client: Client = await connect(load_settings(dev_defaults=True).temporal)
     pool = await open_store(database)
     assert pool is not None
     try:
         found = await funnel(pool, journey_id, version)
+        entered, running = await _instance_counts(client, pool, journey_id, version)
     finally:
         await pool.close()
-    client: Client = await connect(load_settings(dev_defaults=True).temporal)
-    # Continued-as-new runs are one instance with their successor, as in the instance report.
-    query = f"{_instances_query(journey_id, version)} AND ExecutionStatus != 'ContinuedAsNew'"
-    entered = (await client.count_workflows(query)).count
-    running = (await client.count_workflows(f"{query} AND ExecutionStatus = 'Running'")).count
     if not entered and not found.totals.sent:
         definition, looked_in = await asyncio.to_thread(_known_definition, journey_id)
         at = f" at version {version}" if version is not None else ""

@@ -1,8 +1,9 @@
-"""``eventflow temporal setup``: the custom search attributes journeys are started with.
+"""``eventflow temporal setup``: the custom search attributes journeys are found by.
 
-The consumer starts every journey with ``CustomerId`` and ``JourneyId`` (Keyword) and
-``JourneyVersion`` (Int). A namespace without them rejects every start, so every event would be
-dead-lettered. The dev server registers them when it starts; a real cluster needs this command
+A consumer without a customer store starts every journey with ``CustomerId`` and ``JourneyId``
+(Keyword) and ``JourneyVersion`` (Int); with a store it records them there instead, and the
+commands that find journeys query both (docs/architecture.md, ADR-10a), so journeys started before
+the store are still found. A namespace without them rejects those starts and those queries. The dev server registers them when it starts; a real cluster needs this command
 (the chart runs it in a pre-install/pre-upgrade hook Job), and Temporal Cloud needs its operator
 to add them (`CLOUD_INSTRUCTIONS`), because Cloud does not let a namespace's clients do it.
 `search_attributes_check` is the readiness check that says which are missing.

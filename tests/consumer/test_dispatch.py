@@ -10,6 +10,7 @@ from activities.push import DeviceChange
 from consumer.dispatch import Dispatcher, Outcome
 from consumer.routes import ChangeDevice, EventRoutes, ObserveSegments, SegmentRoutes
 from events.model import Customer, CustomerEvent
+from store.journey_instances import JourneyEntry
 from workflows.profile import ProfileUpdate
 
 TOKEN = "fcm-registration-token-of-one-phone"
@@ -18,11 +19,16 @@ TOKEN = "fcm-registration-token-of-one-phone"
 class _Customers:
     """A customer store that keeps what it is handed (nobody forgotten)."""
 
+    indexes_journeys = True
+
     def __init__(self) -> None:
         self.devices: list[DeviceChange] = []
 
     async def forgotten(self, customer_id: str) -> bool:
         return False
+
+    async def enter_journey(self, entry: JourneyEntry) -> bool:
+        raise AssertionError("a device event starts no journey")
 
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return True

@@ -61,6 +61,15 @@ async def test_a_purchase_is_one_workflow_and_one_email_with_the_profile_in_the_
     state = await store_pool.fetchval("SELECT state FROM eventflow.sends WHERE idempotency_key LIKE $1",
                                       f"journey:post_purchase:{customer['id']}:{order_id}/%")
     assert state == "delivered", key
+    # The journey is recorded in the store, not in search attributes (which cost every start a visibility write).
+    (workflow_id,) = runs
+    row = await store_pool.fetchrow("SELECT journey_id, journey_version, customer_id FROM eventflow.journey_instances"
+                                    " WHERE workflow_id = $1", workflow_id)
+    assert row is not None and tuple(row) == ("post_purchase", 1, customer["id"])
+    description = await temporal_client.get_workflow_handle(workflow_id).describe()
+    custom = {pair.key.name for pair in description.typed_search_attributes} & {"CustomerId", "JourneyId",
+                                                                                  "JourneyVersion"}
+    assert custom == set(), description.typed_search_attributes
 
 
 async def test_a_forgotten_customer_starts_nothing_until_an_identify_event(
@@ -76,6 +85,9 @@ async def test_a_forgotten_customer_starts_nothing_until_an_identify_event(
     await store_bridge.publish(later)
     await eventually(lambda: _consumed(store_bridge) >= 2, message="the later purchase to be handled")
     assert not _sent_for(store_bridge, later["payload"]["order_id"])
+    recorded = await store_pool.fetch("SELECT workflow_id FROM eventflow.journey_instances WHERE customer_id = $1",
+                                      customer["id"])
+    assert [row["workflow_id"] for row in recorded if later["payload"]["order_id"] in row["workflow_id"]] == []
     assert await store_pool.fetchval("SELECT count(*) FROM eventflow.tombstones WHERE customer_id = $1",
                                      customer["id"]) == 1
 

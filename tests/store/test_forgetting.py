@@ -18,6 +18,7 @@ from store import CustomerStore, FieldCipher, PostgresLedger
 from store.broadcasts import Broadcast, BroadcastMessage, BroadcastStore, RecipientResult, RecipientState
 from store.customers import ProfileWrite
 from store.forgetting import FORGOTTEN, forget
+from store.journey_instances import JourneyEntry, JourneyInstances
 from store.ledger import set_consent
 from store.segments import ObservedEvent, SegmentStore
 from workflows.profile import ProfileUpdate
@@ -55,6 +56,8 @@ async def everything(pool: asyncpg.Pool, customer: str, tag: str) -> None:
                        " VALUES ($1, 'hash', now())", customer)
     segments = SegmentStore(pool, [segment(tag)])
     await segments.observe([ObservedEvent(uuid.uuid4().hex, customer, "PurchaseCompleted", NOW, {})], [customer])
+    assert await JourneyInstances(pool).enter([JourneyEntry(f"journey:welcome:{customer}", "welcome", 1, customer)]) \
+        == set()
 
 
 async def names(pool: asyncpg.Pool, customer: str) -> dict[str, int]:
@@ -87,7 +90,7 @@ async def test_forget_leaves_no_row_naming_the_customer_and_keeps_broadcast_coun
     before = await names(store_pool, eve)
     assert set(before) >= {"customers", "address_index", "consent", "consent_audit", "sends", "device_sends",
                            "provider_reports", "devices", "journey_events", "customer_events", "segment_members",
-                           "segment_changes", "broadcast_recipients", "whatsapp_inbound"}, before
+                           "segment_changes", "broadcast_recipients", "whatsapp_inbound", "journey_instances"}, before
 
     erased = await forget(store_pool, eve)
 
@@ -96,6 +99,10 @@ async def test_forget_leaves_no_row_naming_the_customer_and_keeps_broadcast_coun
             erased.devices, erased.addresses, erased.journey_events, erased.customer_events,
             erased.segment_memberships, erased.segment_changes, erased.whatsapp_windows,
             erased.broadcast_recipients) == (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2)
+    assert erased.journeys == (f"journey:welcome:{eve}",)
+    # The journey instances stay until Temporal's part of the forget has deleted their executions.
+    assert await names(store_pool, eve) == {"tombstones": 1, "journey_instances": 1}
+    assert await JourneyInstances(store_pool).forget(eve) == 1
     assert await names(store_pool, eve) == {"tombstones": 1}
     assert set(await names(store_pool, ned)) == set(before)  # the neighbour keeps everything
     # The broadcasts still add up: the sent one counts eve as sent, the pending one skips her, and no

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 TABLES = {"alembic_version", "customers", "address_index", "consent", "consent_audit", "suppressions",
           "keyword_changes", "sends", "provider_reports", "tombstones", "journey_events", "preference_forms",
           "customer_events", "segment_members", "segment_changes", "broadcasts", "broadcast_recipients",
-          "whatsapp_inbound", "devices", "device_sends"}
+          "whatsapp_inbound", "devices", "device_sends", "journey_instances"}
 
 
 async def _tables(dsn: str) -> set[str]:
