@@ -168,7 +168,7 @@ class Dispatcher:
                                          event.customer.id)
                     if not await self._customers.enter_journey(entry):
                         return Outcome.FORGOTTEN
-                    return await self._start(journey_event(without_device_address(event)), action)
+                    return await self._start(journey_event(without_device_address(event)), action, entry)
                 case UpdateProfile():
                     return await self._update_profile(event, action)
                 case UpdatePreferences():
@@ -202,7 +202,7 @@ class Dispatcher:
             await self._customers.update_profile(event.customer.id, update)
         return Outcome.PREFERENCES_UPDATED
 
-    async def _start(self, event: CustomerEvent, action: StartJourney) -> Outcome:
+    async def _start(self, event: CustomerEvent, action: StartJourney, entry: JourneyEntry) -> Outcome:
         try:
             await self._client.start_workflow(
                 JOURNEY_WORKFLOW,
@@ -215,9 +215,9 @@ class Dispatcher:
                 # With a store the instance is recorded there (`enter_journey`): search attributes made
                 # the start cost the server's visibility store a fifth of its throughput.
                 search_attributes=None if self._customers.indexes_journeys else TypedSearchAttributes([
-                    SearchAttributePair(CUSTOMER_ID, event.customer.id),
-                    SearchAttributePair(JOURNEY_ID, action.journey_id),
-                    SearchAttributePair(JOURNEY_VERSION, int(action.snapshot["version"])),
+                    SearchAttributePair(CUSTOMER_ID, entry.customer_id),
+                    SearchAttributePair(JOURNEY_ID, entry.journey_id),
+                    SearchAttributePair(JOURNEY_VERSION, entry.journey_version),
                 ]),
             )
         except WorkflowAlreadyStartedError:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from store.journey_instances import customer_journeys
 from store.ledger import Conn
 from store.metrics import StatementKind, StoreMetrics, timed
 
@@ -124,9 +125,7 @@ async def forget(pool: asyncpg.Pool, customer_id: str, *, tombstone_unknown: boo
             " SELECT count(*) FROM kept", customer_id, f"{FORGOTTEN}:", FORGOTTEN) or 0)
         windows = await _deleted(conn, "DELETE FROM eventflow.whatsapp_inbound WHERE customer_id = $1 RETURNING 1",
                                  customer_id)
-        journeys = tuple(row["workflow_id"] for row in await conn.fetch(
-            "SELECT DISTINCT workflow_id FROM eventflow.journey_instances WHERE customer_id = $1 ORDER BY workflow_id",
-            customer_id))
+        journeys = tuple(await customer_journeys(conn, customer_id))
         known = bool(fields is not None or consent or consent_changes or keys or addresses or funnel or windows
                      or devices or customer_events or memberships or segment_changes or recipients or journeys)
         if known or tombstone_unknown:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from store.ledger import Conn
 from store.metrics import StatementKind, StoreMetrics, timed
 
 
@@ -31,6 +32,13 @@ class JourneyEntry:
     journey_id: str
     journey_version: int
     customer_id: str
+
+
+async def customer_journeys(conn: Conn | asyncpg.Pool, customer_id: str) -> list[str]:
+    """The workflow ids of the customer's journeys, in order (on a pool, or in a caller's transaction)."""
+    rows = await conn.fetch("SELECT DISTINCT workflow_id FROM eventflow.journey_instances WHERE customer_id = $1"
+                            " ORDER BY workflow_id", customer_id)
+    return [row["workflow_id"] for row in rows]
 
 
 class JourneyInstances:
@@ -62,9 +70,7 @@ class JourneyInstances:
     async def of_customer(self, customer_id: str) -> list[str]:
         """The workflow ids of the customer's journeys, in order."""
         async with timed(self._metrics, StatementKind.REPORT):
-            rows = await self._pool.fetch("SELECT DISTINCT workflow_id FROM eventflow.journey_instances"
-                                          " WHERE customer_id = $1 ORDER BY workflow_id", customer_id)
-        return [row["workflow_id"] for row in rows]
+            return await customer_journeys(self._pool, customer_id)
 
     async def count(self, journey_id: str, version: int) -> int:
         """The instances of one version of a journey (a workflow id re-entered at that version once)."""

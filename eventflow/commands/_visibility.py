@@ -7,13 +7,15 @@ strips *every* leading and trailing single quote from a literal, so ``CustomerId
 matches customer ``q``, not ``'q'``. So an id holding none of these characters gets the exact
 equality (single quotes need no escaping then: there are none); any other id is looked up by its
 longest safe prefix (``STARTS_WITH``, or the whole type when the id starts with such a character)
-and the results are filtered here to the exact id. Callers must apply `is_customer` /
-`is_workflow` to every execution listed: the filter is a superset, never the answer.
+and the results are filtered here to the exact id: `customer_runs` and `workflow_runs` list only
+exact matches (the filters alone are a superset, never the answer).
 """
 
 from __future__ import annotations
 
-from temporalio.client import WorkflowExecution
+from collections.abc import AsyncIterator
+
+from temporalio.client import Client, WorkflowExecution
 from temporalio.common import SearchAttributeKey
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
@@ -50,3 +52,18 @@ def is_customer(execution: WorkflowExecution, customer_id: str) -> bool:
 def is_workflow(execution: WorkflowExecution, workflow_id: str) -> bool:
     """Whether ``execution`` is of exactly ``workflow_id``."""
     return execution.id == workflow_id
+
+
+async def customer_runs(client: Client, customer_id: str, workflow_type: str | None = None,
+                        ) -> AsyncIterator[WorkflowExecution]:
+    """Every execution (of ``workflow_type``, if given) whose ``CustomerId`` is exactly ``customer_id``."""
+    async for execution in client.list_workflows(customer_filter(customer_id, workflow_type)):
+        if is_customer(execution, customer_id):
+            yield execution
+
+
+async def workflow_runs(client: Client, workflow_id: str) -> AsyncIterator[WorkflowExecution]:
+    """Every execution (run) of exactly ``workflow_id``."""
+    async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
+        if is_workflow(execution, workflow_id):
+            yield execution

@@ -50,7 +50,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.addresses import PHONE_CHANNELS, UNKEYED, AddressHasher, address_hasher
 from activities.contact import ContactPoints
 from core.errors import EventflowError
-from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
+from eventflow.commands._visibility import customer_runs, workflow_runs
 from store import CustomerStore, FieldCipher, open_store
 from store.forgetting import StoreErasure
 from store.forgetting import forget as forget_in_store
@@ -208,9 +208,8 @@ async def _forget_address_links(client: Client, customer_id: str, links: Mapping
             report.address_links_pending.append(workflow_id)
             continue
         closed = {before}
-        async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
-            if is_workflow(execution, workflow_id) and execution.run_id != current \
-                    and execution.status is not WorkflowExecutionStatus.RUNNING:
+        async for execution in workflow_runs(client, workflow_id):
+            if execution.run_id != current and execution.status is not WorkflowExecutionStatus.RUNNING:
                 closed.add(execution.run_id)
         for run_id in sorted(closed - report._runs_seen):
             report._runs_seen.add(run_id)
@@ -243,15 +242,14 @@ async def _known(client: Client, customer_id: str, tombstone_id: str) -> bool:
     """Whether the id has preferences, a tombstone (read directly) or a journey (through visibility)."""
     if await _exists(client, preferences_workflow_id(customer_id)) or await _exists(client, tombstone_id):
         return True
-    async for execution in client.list_workflows(customer_filter(customer_id, "Journey")):
-        if is_customer(execution, customer_id):
-            return True
+    async for _ in customer_runs(client, customer_id, "Journey"):
+        return True
     return False
 
 
 async def _forget_journeys(client: Client, customer_id: str, report: ForgetReport) -> None:
-    async for execution in client.list_workflows(customer_filter(customer_id, "Journey")):
-        if not is_customer(execution, customer_id) or execution.run_id in report._runs_seen:
+    async for execution in customer_runs(client, customer_id, "Journey"):
+        if execution.run_id in report._runs_seen:
             continue
         report._runs_seen.add(execution.run_id)
         running = execution.status is WorkflowExecutionStatus.RUNNING
@@ -271,9 +269,8 @@ async def _forget_journey(client: Client, workflow_id: str, report: ForgetReport
             raise
     else:
         runs[current.run_id] = current.status is WorkflowExecutionStatus.RUNNING
-    async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
-        if is_workflow(execution, workflow_id):
-            runs.setdefault(execution.run_id, execution.status is WorkflowExecutionStatus.RUNNING)
+    async for execution in workflow_runs(client, workflow_id):
+        runs.setdefault(execution.run_id, execution.status is WorkflowExecutionStatus.RUNNING)
     for run_id, running in sorted(runs.items()):
         if run_id in report._runs_seen:
             continue
@@ -297,8 +294,8 @@ async def _forget_preferences(client: Client, customer_id: str, report: ForgetRe
         report.profile_fields = state.profile.field_names()
         report.channel_preferences = len(state.channels)
         report.ledger_entries = len(state.ledger)
-    async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
-        if not is_workflow(execution, workflow_id) or execution.run_id in report._runs_seen:
+    async for execution in workflow_runs(client, workflow_id):
+        if execution.run_id in report._runs_seen:
             continue
         report._runs_seen.add(execution.run_id)
         await _delete(client, execution.id, execution.run_id, report,

@@ -237,16 +237,14 @@ async def _store_outcomes(database: DatabaseSettings, customer_id: str) -> tuple
 async def _customer_executions(client: Any, customer_id: str, journeys: Sequence[str]) -> list[Any]:
     """The runs of the customer's journeys: those the store recorded (by workflow id) and those that
     carry the ``CustomerId`` search attribute (started without a store, or before it), each run once."""
-    from eventflow.commands._visibility import customer_filter, is_customer, is_workflow, workflow_id_filter
+    from eventflow.commands._visibility import customer_runs, workflow_runs
 
     found: dict[str, Any] = {}
-    async for execution in client.list_workflows(customer_filter(customer_id)):
-        if is_customer(execution, customer_id):
-            found.setdefault(execution.run_id, execution)
+    async for execution in customer_runs(client, customer_id):
+        found.setdefault(execution.run_id, execution)
     for workflow_id in journeys:
-        async for execution in client.list_workflows(workflow_id_filter(workflow_id)):
-            if is_workflow(execution, workflow_id):
-                found.setdefault(execution.run_id, execution)
+        async for execution in workflow_runs(client, workflow_id):
+            found.setdefault(execution.run_id, execution)
     return sorted(found.values(), key=lambda execution: (execution.start_time, execution.id), reverse=True)
 
 
