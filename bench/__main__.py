@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from bench.phases import CLIENT_NICENESS, QUICK, BenchConfig, Servers, run
+from bench.phases import QUICK, BenchConfig, Servers, run
 from bench.processes import free_port, free_port_pair
 from bench.progress import phase
 from bench.report import cpu_table, figures_table, update_docs
@@ -130,8 +129,6 @@ def main() -> int:
         try:
             kafka.start()
             postgres.start()
-            # From here on every process this one starts, and its own starters, yield the cores to the servers.
-            os.nice(CLIENT_NICENESS)
             try:
                 results = asyncio.run(_run_on(kafka, temporal, postgres, config, workdir))
             finally:

@@ -494,19 +494,10 @@ async def run_full_path(run: Run) -> dict[str, Any]:
 
 # --- the run -------------------------------------------------------------------------------------
 
-#: The benchmark process lowers its priority to this niceness once its servers run, so every client it
-#: measures (its own raw starters, the raw worker, the Eventflow processes, all started after) takes the
-#: cores only when the servers leave them. Production gives them nodes of their own; on these 2 cores
-#: at equal priority, a ratio measured the client's CPU taking the server's cores as much as the client's
-#: cost on the server (a 0.45-core burner beside the raw starter cost it 16 %).
-CLIENT_NICENESS = 10
-
-
 def machine() -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
     return {"cores": os.cpu_count(), "memory_gib": round(int(meminfo[1]) / 1024 / 1024, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "client_niceness": os.getpriority(os.PRIO_PROCESS, 0)}
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _ratio(numerator: float | None, denominator: float) -> float | None:
