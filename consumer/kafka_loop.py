@@ -22,6 +22,10 @@ The loop's guarantees, whatever the handler:
   hand-off under way; records fetched for a partition that was revoked before their hand-off are
   dropped (never registered, so never committed: the next owner reads them from the committed
   position);
+* a fetch takes what librdkafka has buffered, up to ``max_batch`` records; what the handler has no
+  room for is held by the loop and handed off as room frees, without another trip to a thread
+  (the bridge at its in-flight bound frees a slot or two at a time). Held records of a partition
+  that is revoked or lost are dropped, like a fetch's;
 * back-pressure: while `Handoff.room` is 0 the loop fetches nothing; once it has been 0 for
   ``pause_after_seconds`` every assigned partition is paused (polling goes on, without records, so
   rebalances and liveness are served) until the handler has room again. A pause drops what
@@ -143,7 +147,7 @@ class Handoff(ABC, Generic[T]):
         """
 
     def room(self) -> int:
-        """How many more records may be fetched now; 0 fetches nothing (and in time pauses the partitions)."""
+        """How many more records may be handed off now; 0 fetches nothing (and in time pauses the partitions)."""
         return 1 << 30
 
     async def wait_for_room(self, timeout_seconds: float) -> None:
@@ -195,6 +199,9 @@ class KafkaLoop(Generic[T]):
         self._problem: str | None = None
         self._generations: dict[TopicPartitionKey, int] = {}
         self._loop_thread: int | None = None
+        #: Messages fetched and not yet handed off, in fetch order: a fetch takes what librdkafka has
+        #: (up to ``max_batch``), the hand-offs take what the handler has room for.
+        self._held: list[Message] = []
         #: True once a fetch returned: the loop polls (readiness).
         self.polling = False
         #: Fetches issued so far (`fetch_issued` waits for one), and fetches whose records came back.
@@ -286,20 +293,22 @@ class KafkaLoop(Generic[T]):
                         if self._paused:
                             # Still poll (non-blocking) while paused: rebalance callbacks and liveness need it.
                             fetch = self._fetch(consumer, 1, 0.0)
-                    else:
-                        fetch = self._fetch(consumer, room, self.options.poll_timeout_seconds)
-                messages: list[Message] = []
-                if fetch is not None:
-                    messages = await fetch
+                    elif not self._held:
+                        fetch = self._fetch(consumer, self.options.max_batch, self.options.poll_timeout_seconds)
+                elif room == 0 and self._held and not fetch.done():
+                    await self._handoff.wait_for_room(0.2)
+                fetched = False
+                if fetch is not None and (not self._held or fetch.done()):
+                    self._held.extend(await fetch)
                     fetch = None
+                    fetched = True
                     self.fetched += 1
                 self.polling = True
-                records = self._records(messages)
-                if self.options.overlap_fetch and records and not stop.is_set() and not self._paused:
+                records = self._take(room)
+                if self.options.overlap_fetch and records and fetch is None and not self._held \
+                        and not stop.is_set() and not self._paused:
                     # Issued before the hand-off below, so the broker round trip and the handling overlap.
-                    after = self._handoff.room() - len(records)
-                    if after > 0:
-                        fetch = self._fetch(consumer, after, self.options.poll_timeout_seconds)
+                    fetch = self._fetch(consumer, self.options.max_batch, self.options.poll_timeout_seconds)
                 now = time.monotonic()
                 if records:
                     await self._hand_off(records)
@@ -316,12 +325,13 @@ class KafkaLoop(Generic[T]):
                 if self._on_tick is not None and now - last_tick >= self.options.tick_seconds:
                     self._on_tick(self)
                     last_tick = now
-                if not messages:
+                if not fetched:
                     await asyncio.sleep(0)
         finally:
             if fetch is not None:
                 # Its records were never handed off: dropped, so never committed.
                 await asyncio.gather(fetch, return_exceptions=True)
+            self._held.clear()
             await self._finish(consumer)
 
     async def _start(self, consumer: Consumer) -> None:
@@ -386,9 +396,15 @@ class KafkaLoop(Generic[T]):
             return []
         return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
 
-    def _records(self, messages: list[Message]) -> list[SourceRecord]:
+    def _take(self, room: int) -> list[SourceRecord]:
+        """Up to ``room`` records off the held messages, in fetch order; end-of-partition markers and
+        errors met on the way take effect as they are reached, so none overtakes a record before it."""
+        held = self._held
         records: list[SourceRecord] = []
-        for message in messages:
+        taken = 0
+        while taken < len(held) and len(records) < room:
+            message = held[taken]
+            taken += 1
             error = message.error()
             if error is None:
                 records.append(SourceRecord.from_message(message))
@@ -399,10 +415,18 @@ class KafkaLoop(Generic[T]):
                 self._positions[key] = max(self._positions.get(key, end), end)
                 self._handoff.reached_end(key, end)
             elif error.fatal() or (isinstance(self.source, FixedAssignment) and error.code() in _FATAL_FOR_ASSIGNMENT):
+                del held[:taken]
                 raise KafkaReadError(self.options.name, error.str())
             else:
                 log.warning("consume_error", loop=self.options.name, error=error.str())
+        del held[:taken]
         return records
+
+    def _drop_held(self, keys: Sequence[TopicPartitionKey]) -> None:
+        """Forgets held messages of partitions that left: their next owner reads them again."""
+        gone = set(keys)
+        if self._held:
+            self._held = [m for m in self._held if (m.topic(), m.partition()) not in gone]
 
     # -- handing off (on the event loop) --------------------------------------------------------
 
@@ -532,6 +556,7 @@ class KafkaLoop(Generic[T]):
     async def _revoking(self, keys: list[TopicPartitionKey]) -> list[TopicPartition]:
         async with self._lock:  # the hand-off under way ends first; later batches drop these partitions
             self._assigned.difference_update(keys)
+            self._drop_held(keys)
             await self._handoff.revoking(keys)
             await _settle()
             return self.offsets.to_commit(keys)
@@ -544,6 +569,7 @@ class KafkaLoop(Generic[T]):
     async def _forget(self, keys: list[TopicPartitionKey], *, lost: bool) -> None:
         async with self._lock:
             self._assigned.difference_update(keys)
+            self._drop_held(keys)
             for key in keys:
                 self._positions.pop(key, None)
             self.offsets.forget(keys)

@@ -166,6 +166,8 @@ class _Bounded(Handoff[SourceRecord]):
         self.waits = 0
         self.paused_seen = False
         self.loop: KafkaLoop[SourceRecord] | None = None
+        #: The loop's count of fetches issued, at each hand-off.
+        self.fetches_at_hand_off: list[int] = []
 
     def decode(self, record: SourceRecord) -> SourceRecord:
         return record
@@ -174,6 +176,8 @@ class _Bounded(Handoff[SourceRecord]):
                        items: Sequence[SourceRecord]) -> list[asyncio.Future[bool] | None]:
         if len(records) > self.room():
             self.overruns += 1
+        assert self.loop is not None
+        self.fetches_at_hand_off.append(self.loop.fetches)
         futures = [asyncio.get_running_loop().create_future() for _ in records]
         self.pending.extend(futures)
         self.handed += len(records)
@@ -231,5 +235,8 @@ async def test_a_loop_at_its_bound_fetches_nothing_and_pauses_only_after_the_gra
     # A pause drops what librdkafka prefetched: the bridge waits at its bound without pausing first.
     patient = await _run_bounded(kafka_config, f"{unique}-a", pause_after_seconds=3600)
     assert (patient.handed, patient.overruns, patient.paused_seen) == (20, 0, False)
+    # What one fetch brought beyond the room is held and handed off as room frees, not fetched again.
+    hand_offs = patient.fetches_at_hand_off
+    assert len(hand_offs) >= 4 and hand_offs[-1] - hand_offs[0] < len(hand_offs) - 1, hand_offs
     at_once = await _run_bounded(kafka_config, f"{unique}-b", pause_after_seconds=0)
     assert (at_once.handed, at_once.overruns, at_once.paused_seen) == (20, 0, True)
