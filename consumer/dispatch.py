@@ -104,7 +104,10 @@ class CustomerState(Protocol):
         the event occurred (a replayed old record), so it stays forgotten."""
         ...
 
-    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None: ...
+    async def write_profile(self, customer_id: str, update: ProfileUpdate | None) -> bool:
+        """Writes the update (None: nothing to write) unless the customer is forgotten; False (nothing
+        written) when forgotten."""
+        ...
 
     async def change_subscription(self, event: CustomerEvent) -> None: ...
 
@@ -138,8 +141,12 @@ class TemporalCustomerState:
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return await self._tombstones.lift_id(customer_id, occurred_at)
 
-    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
-        await record_profile_update(self._client, customer_id, update, self._task_queue)
+    async def write_profile(self, customer_id: str, update: ProfileUpdate | None) -> bool:
+        if await self.forgotten(customer_id):
+            return False
+        if update is not None:
+            await record_profile_update(self._client, customer_id, update, self._task_queue)
+        return True
 
     async def change_subscription(self, event: CustomerEvent) -> None:
         await record_subscription_change(self._client, event, self._task_queue)
@@ -192,14 +199,11 @@ class Dispatcher:
             raise
 
     async def _update_profile(self, event: CustomerEvent, action: UpdateProfile) -> Outcome:
-        if action.identify:
-            if not await self._customers.lift(event.customer.id, event.occurred_at):
-                return Outcome.FORGOTTEN
-        elif await self._customers.forgotten(event.customer.id):
+        if action.identify and not await self._customers.lift(event.customer.id, event.occurred_at):
             return Outcome.FORGOTTEN
-        update = profile_update_of(event)
-        if update is not None:
-            await self._customers.update_profile(event.customer.id, update)
+        # The tombstone check is in the write's statement (a lifted tombstone is gone by then).
+        if not await self._customers.write_profile(event.customer.id, profile_update_of(event)):
+            return Outcome.FORGOTTEN
         return Outcome.PREFERENCES_UPDATED
 
     async def _start(self, event: CustomerEvent, action: StartJourney, entry: JourneyEntry) -> Outcome:

@@ -121,7 +121,8 @@ class ProfileWrite:
     """One event's profile update, ready for the batch."""
 
     customer_id: str
-    update: ProfileUpdate
+    #: None: nothing to write, only the tombstone check (`CustomerStore.apply_unless_forgotten`).
+    update: ProfileUpdate | None
 
 
 class CustomerStore:
@@ -144,9 +145,20 @@ class CustomerStore:
 
     async def apply_profile_updates(self, writes: Sequence[ProfileWrite]) -> None:
         """Folds every update in, in one statement (one round trip), plus the address index."""
+        await self._apply(writes, checked=())
+
+    async def apply_unless_forgotten(self, writes: Sequence[ProfileWrite]) -> set[str]:
+        """Folds in the updates of customers without a tombstone and returns the others (not written).
+
+        The tombstone check and the writes are one statement; a write without an update only checks."""
+        return await self._apply(writes, checked={write.customer_id for write in writes})
+
+    async def _apply(self, writes: Sequence[ProfileWrite], *, checked: Iterable[str]) -> set[str]:
         merged: dict[str, dict[str, dict[str, Any]]] = {}
         index: set[tuple[str, str, str]] = set()
         for write in writes:
+            if write.update is None:
+                continue
             fields = update_fields(write.customer_id, write.update, self._cipher)
             merged[write.customer_id] = _merge(merged.get(write.customer_id, {}), fields)
             for name, channel in _ADDRESS_FIELDS.items():
@@ -154,21 +166,28 @@ class CustomerStore:
                 hashed = self._hasher.hash(channel, address) if address else ""
                 if hashed:
                     index.add((channel, hashed, write.customer_id))
-        if not merged:
-            return
+        check_ids = list(checked)
+        if not merged and not check_ids:
+            return set()
         ids = list(merged)
         payloads = [json.dumps(merged[customer_id]) for customer_id in ids]
         channels, hashes, owners = (list(column) for column in zip(*index, strict=True)) if index else ([], [], [])
         async with timed(self._metrics, StatementKind.PROFILE_BATCH):
-            await self._pool.execute(
-                "WITH upserted AS ("
+            rows = await self._pool.fetch(
+                "WITH forgotten AS (SELECT customer_id FROM eventflow.tombstones WHERE customer_id = ANY($6::text[])),"
+                " upserted AS ("
                 " INSERT INTO eventflow.customers AS c (customer_id, fields)"
                 " SELECT id, f::jsonb FROM unnest($1::text[], $2::text[]) AS u(id, f)"
+                " WHERE id NOT IN (SELECT customer_id FROM forgotten)"
                 " ON CONFLICT (customer_id) DO UPDATE SET fields = eventflow.merge_fields(c.fields, EXCLUDED.fields),"
-                " updated_at = now() RETURNING 1)"
+                " updated_at = now() RETURNING 1),"
+                " indexed AS ("
                 " INSERT INTO eventflow.address_index (channel, address_hash, customer_id)"
-                " SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) ON CONFLICT DO NOTHING",
-                ids, payloads, channels, hashes, owners)
+                " SELECT * FROM unnest($3::text[], $4::text[], $5::text[]) AS a(channel, address_hash, owner)"
+                " WHERE owner NOT IN (SELECT customer_id FROM forgotten) ON CONFLICT DO NOTHING RETURNING 1)"
+                " SELECT customer_id FROM forgotten",
+                ids, payloads, channels, hashes, owners, check_ids)
+        return {row["customer_id"] for row in rows}
 
     async def contact_points(self, customer_id: str) -> ContactPoints:
         """The profile's contact points and settings, decrypted in memory (empty for an unknown customer)."""
@@ -320,7 +339,7 @@ class CustomerBatcher:
         self._forgotten = Batcher[str, bool](self._check)
         self._instances = JourneyInstances(store.pool, store.metrics)
         self._entries = Batcher[JourneyEntry, bool](self._enter)
-        self._writes = Batcher[ProfileWrite, None](self._write)
+        self._writes = Batcher[ProfileWrite, bool](self._write)
         self._device_writes = Batcher[DeviceChange, None](self._write_devices)
 
     async def _check(self, ids: list[str]) -> list[bool]:
@@ -331,9 +350,9 @@ class CustomerBatcher:
         forgotten = await self._instances.enter(entries)
         return [entry.customer_id not in forgotten for entry in entries]
 
-    async def _write(self, writes: list[ProfileWrite]) -> list[None]:
-        await self._store.apply_profile_updates(writes)
-        return [None] * len(writes)
+    async def _write(self, writes: list[ProfileWrite]) -> list[bool]:
+        forgotten = await self._store.apply_unless_forgotten(writes)
+        return [write.customer_id not in forgotten for write in writes]
 
     async def _write_devices(self, changes: list[DeviceChange]) -> list[None]:
         if self._devices is None:
@@ -354,8 +373,9 @@ class CustomerBatcher:
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return await self._store.lift_tombstone(customer_id, occurred_at)
 
-    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
-        await self._writes(ProfileWrite(customer_id, update))
+    async def write_profile(self, customer_id: str, update: ProfileUpdate | None) -> bool:
+        """Writes the update unless the customer is forgotten (checked in the same statement); False then."""
+        return await self._writes(ProfileWrite(customer_id, update))
 
     async def change_subscription(self, event: CustomerEvent) -> None:
         await self._store.change_subscription(event)

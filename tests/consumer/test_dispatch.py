@@ -33,7 +33,7 @@ class _Customers:
     async def lift(self, customer_id: str, occurred_at: str) -> bool:
         return True
 
-    async def update_profile(self, customer_id: str, update: ProfileUpdate) -> None:
+    async def write_profile(self, customer_id: str, update: ProfileUpdate | None) -> bool:
         raise AssertionError("a device event carries no profile")
 
     async def change_subscription(self, event: CustomerEvent) -> None:

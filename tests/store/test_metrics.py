@@ -82,7 +82,7 @@ async def test_customer_calls_are_timed_per_batch_not_per_record(store_pool: asy
     batcher = CustomerBatcher(store)
     ids = [f"c-{uuid.uuid4().hex[:8]}" for _ in range(5)]
     # Calls made in one turn of the event loop share one statement.
-    await asyncio.gather(*(batcher.update_profile(customer, ProfileUpdate(f"e-{customer}", "2026-01-01T00:00:00Z",
+    await asyncio.gather(*(batcher.write_profile(customer, ProfileUpdate(f"e-{customer}", "2026-01-01T00:00:00Z",
                                                                           email=f"{customer}@example.com"))
                            for customer in ids))
     await asyncio.gather(*(batcher.forgotten(customer) for customer in ids))
