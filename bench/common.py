@@ -221,11 +221,22 @@ async def wait_for_quiet(read_cpu_seconds: Callable[[], float], *, timeout_secon
     return clock() - started
 
 
-#: Until the counter first moves, it is read this often, so the phase's window opens within half of it.
+#: Until the counter first moves, it is read this often, so the phase's window opens within half of it;
+#: near the target too, so it closes within one of the counter's last step.
 FAST_POLL_SECONDS = 0.05
-#: Afterwards it is read this often. Each read is a whole ``/metrics`` exposition by the measured
-#: process: at the fast rate that was about 5 % of the consumer's busy time during the bridge phase.
-SLOW_POLL_SECONDS = 0.5
+#: Between the two, a read is due when half of what remains should be counted, at most this far
+#: apart. Each read is a whole ``/metrics`` exposition by the measured process, about 9 ms of its
+#: CPU: every 0.5 s that was 6 % of the consumer's in the bridge phase (py-spy), a cost the raw
+#: starter's in-process counter never paid.
+SLOW_POLL_SECONDS = 2.0
+
+
+def next_read_in(value: float, target: int, counting_for: float) -> float:
+    """Seconds to the next read of a counter at ``value`` after ``counting_for`` seconds of counting."""
+    if value <= 0 or counting_for <= 0:
+        return FAST_POLL_SECONDS
+    half_of_the_rest = (target - value) / (value / counting_for) / 2
+    return min(SLOW_POLL_SECONDS, max(FAST_POLL_SECONDS, half_of_the_rest))
 
 
 def crossing_time(before: tuple[float, float], after: tuple[float, float], target: float) -> float:
@@ -269,7 +280,7 @@ async def rate_of(read: Callable[[], Awaitable[float]], target: int, label: str,
             if now > deadline:
                 raise TimeoutError(f"{label}: only {value:.0f}/{target} after {timeout_seconds:.0f}s")
             previous = (now, value)
-            await sleep(FAST_POLL_SECONDS if started_at is None else SLOW_POLL_SECONDS)
+            await sleep(FAST_POLL_SECONDS if started_at is None else next_read_in(value, target, now - started_at))
     finally:
         progress.close()
 

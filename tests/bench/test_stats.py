@@ -92,15 +92,16 @@ def test_postgresql_memory_keeps_its_shared_buffer_cache_apart() -> None:
 class _SteadyCounter:
     """A counter rising at ``rate`` per second from ``begins_at`` on a fake clock that `sleep` advances."""
 
-    def __init__(self, rate: float, begins_at: float) -> None:
+    def __init__(self, rate: float, begins_at: float, stops_at: float = float("inf")) -> None:
         self.now = 0.0
         self.rate = rate
         self.begins_at = begins_at
+        self.stops_at = stops_at
         self.reads = 0
 
     async def read(self) -> float:
         self.reads += 1
-        return float(int(max(0.0, self.now - self.begins_at) * self.rate))
+        return float(min(self.stops_at, int(max(0.0, self.now - self.begins_at) * self.rate)))
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
@@ -113,8 +114,18 @@ async def test_rate_of_a_steady_counter_is_its_rate_with_few_reads_of_the_measur
 
     # Window: opened within half a fast poll of the first increment, closed at the interpolated crossing.
     assert rate == pytest.approx(300.0, rel=0.01)
-    # 13.3 s of counting: about 27 slow reads after about 11 fast ones, not 267 at the fast rate.
-    assert counter.reads <= 13.4 / SLOW_POLL_SECONDS + 0.52 / FAST_POLL_SECONDS + 3
+    # 13.3 s of counting: about 11 fast reads before it, then a read every 2 s while the end is far
+    # and closer ones as it nears, not 267 at the fast rate.
+    assert counter.reads <= 13.4 / SLOW_POLL_SECONDS + 0.52 / FAST_POLL_SECONDS + 10
+
+
+async def test_a_counter_that_stops_at_its_target_is_read_within_a_fast_poll_of_its_end() -> None:
+    # The measured processes' counters stop at the target: the window closes at the first read after it.
+    counter = _SteadyCounter(rate=300.0, begins_at=0.52, stops_at=4000)
+
+    rate = await rate_of(counter.read, 4000, "stops", 600.0, clock=lambda: counter.now, sleep=counter.sleep)
+
+    assert 4000 / (4000 / 300.0 + FAST_POLL_SECONDS * 1.5) <= rate <= 300.0 * 1.01
 
 
 def test_the_crossing_is_interpolated_between_the_reads_around_it() -> None:
