@@ -187,8 +187,9 @@ class Dispatcher:
                     await self._customers.change_device(change)
                     return Outcome.DEVICES_UPDATED
                 case ObserveSegments():
-                    if self._segments is not None and not await self._customers.forgotten(event.customer.id):
+                    if self._segments is not None:
                         # Segments read events, never a device's token (it stays in the sealed device list).
+                        # A forgotten customer's event is dropped by the observation's own transaction.
                         await self._segments.observe(without_device_address(event))
                     return Outcome.SEGMENTS_OBSERVED
                 case SignalJourney():

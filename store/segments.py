@@ -293,7 +293,9 @@ class SegmentStore:
         """Records ``events`` (each event id once) and re-evaluates the segments of their customers and
         of ``customers`` (profile or consent changes); returns the entries and exits, in one transaction.
 
-        ``only`` limits the re-evaluation to those segment ids (a refresh after they changed).
+        A forgotten customer's events are not recorded and their segments not evaluated (the tombstone
+        is read by the statement that takes the customers' locks). ``only`` limits the re-evaluation to
+        those segment ids (a refresh after they changed).
         """
         touched = sorted({event.customer_id for event in events} | set(customers))
         segments = tuple(s for s in self._defs.segments if only is None or s.id in only)
@@ -301,8 +303,15 @@ class SegmentStore:
             return []
         async with timed(self._metrics, StatementKind.SEGMENTS), self._pool.acquire() as conn, conn.transaction():
             # The same per-customer lock order everywhere: two consumers refreshing one customer serialise.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('segment:' || id, 0))"
-                               " FROM unnest($1::text[]) AS id ORDER BY id", touched)
+            locked = await conn.fetch(
+                "SELECT id, pg_advisory_xact_lock(hashtextextended('segment:' || id, 0)) IS NULL AS unused,"
+                " EXISTS (SELECT 1 FROM eventflow.tombstones t WHERE t.customer_id = id) AS forgotten"
+                " FROM unnest($1::text[]) AS id ORDER BY id", touched)
+            if forgotten := {row["id"] for row in locked if row["forgotten"]}:
+                events = [event for event in events if event.customer_id not in forgotten]
+                touched = [customer for customer in touched if customer not in forgotten]
+                if not touched:
+                    return []
             if events:
                 await conn.execute(
                     "INSERT INTO eventflow.customer_events (event_id, customer_id, event_type, occurred_at, fields)"

@@ -210,6 +210,20 @@ async def test_a_forgotten_customer_is_in_no_segment_and_leaves_nothing_behind(s
     assert (await segments.preview(GOLD, NOW)).sample.count(dave) == 0
 
 
+async def test_an_observation_of_a_forgotten_customer_records_nothing(store_pool: asyncpg.Pool) -> None:
+    segments = SegmentStore(store_pool, [LAPSED])
+    erin, frank = new_id(), new_id()
+    await store_pool.execute("INSERT INTO eventflow.tombstones (customer_id) VALUES ($1)", erin)
+
+    # One batch with both: the tombstone is read in the observation's own transaction.
+    changes = await segments.observe([purchase(erin, NOW - timedelta(days=90)), purchase(frank, NOW - timedelta(days=90))],
+                                     [erin], NOW)
+
+    assert changes == [MembershipChange("lapsed", 1, frank, Change.ENTERED)], changes
+    assert await store_pool.fetchval("SELECT count(*) FROM eventflow.customer_events WHERE customer_id = $1", erin) == 0
+    assert await segments.observe([purchase(erin, NOW)], [erin], NOW) == []
+
+
 async def test_preview_counts_members_and_flags_a_segment_that_matches_everyone(store_pool: asyncpg.Pool) -> None:
     segments = SegmentStore(store_pool, [])
     everyone = segment("id: everyone\nversion: 1\nmatch: {not: {profile: attributes.tier, equals: nobody-has-this}}\n")
