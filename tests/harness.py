@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
@@ -149,12 +149,17 @@ async def eventually(check: Callable[[], Any], *, timeout_seconds: float = 30.0,
 
 
 def read_topic(kafka_config: dict[str, str], topic: str, *, expected: int, timeout_seconds: float = 20.0) -> list[Message]:
-    """Reads ``expected`` records from the start of ``topic`` (a throwaway group)."""
+    """Reads ``expected`` records from the start of ``topic``.
+
+    Its partitions are assigned, not subscribed to: a group join waits for the broker's rebalance delay,
+    and on a loaded machine that wait took the whole timeout once (every record had been acknowledged).
+    """
     consumer = Consumer({**kafka_config, "group.id": f"reader-{time.monotonic_ns()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    records: list[Message] = []
     deadline = time.monotonic() + timeout_seconds
+    partitions = consumer.list_topics(topic, timeout=timeout_seconds).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for partition in partitions])
+    records: list[Message] = []
     try:
         while len(records) < expected and time.monotonic() < deadline:
             for message in consumer.consume(expected - len(records), 0.5):
