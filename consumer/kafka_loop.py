@@ -402,24 +402,26 @@ class KafkaLoop(Generic[T]):
         held = self._held
         records: list[SourceRecord] = []
         taken = 0
-        while taken < len(held) and len(records) < room:
-            message = held[taken]
-            taken += 1
-            error = message.error()
-            if error is None:
-                records.append(SourceRecord.from_message(message))
-                continue
-            if error.code() == KafkaError._PARTITION_EOF:
-                key = (str(message.topic()), int(message.partition() or 0))
-                end = int(message.offset() or 0)
-                self._positions[key] = max(self._positions.get(key, end), end)
-                self._handoff.reached_end(key, end)
-            elif error.fatal() or (isinstance(self.source, FixedAssignment) and error.code() in _FATAL_FOR_ASSIGNMENT):
-                del held[:taken]
-                raise KafkaReadError(self.options.name, error.str())
-            else:
-                log.warning("consume_error", loop=self.options.name, error=error.str())
-        del held[:taken]
+        try:
+            while taken < len(held) and len(records) < room:
+                message = held[taken]
+                taken += 1
+                error = message.error()
+                if error is None:
+                    records.append(SourceRecord.from_message(message))
+                    continue
+                if error.code() == KafkaError._PARTITION_EOF:
+                    key = (str(message.topic()), int(message.partition() or 0))
+                    end = int(message.offset() or 0)
+                    self._positions[key] = max(self._positions.get(key, end), end)
+                    self._handoff.reached_end(key, end)
+                elif error.fatal() or (isinstance(self.source, FixedAssignment)
+                                       and error.code() in _FATAL_FOR_ASSIGNMENT):
+                    raise KafkaReadError(self.options.name, error.str())
+                else:
+                    log.warning("consume_error", loop=self.options.name, error=error.str())
+        finally:
+            del held[:taken]
         return records
 
     def _drop_held(self, keys: Sequence[TopicPartitionKey]) -> None:

@@ -145,15 +145,15 @@ class CustomerStore:
 
     async def apply_profile_updates(self, writes: Sequence[ProfileWrite]) -> None:
         """Folds every update in, in one statement (one round trip), plus the address index."""
-        await self._apply(writes, checked=())
+        await self._apply(writes, check_tombstones=False)
 
     async def apply_unless_forgotten(self, writes: Sequence[ProfileWrite]) -> set[str]:
         """Folds in the updates of customers without a tombstone and returns the others (not written).
 
         The tombstone check and the writes are one statement; a write without an update only checks."""
-        return await self._apply(writes, checked={write.customer_id for write in writes})
+        return await self._apply(writes, check_tombstones=True)
 
-    async def _apply(self, writes: Sequence[ProfileWrite], *, checked: Iterable[str]) -> set[str]:
+    async def _apply(self, writes: Sequence[ProfileWrite], *, check_tombstones: bool) -> set[str]:
         merged: dict[str, dict[str, dict[str, Any]]] = {}
         index: set[tuple[str, str, str]] = set()
         for write in writes:
@@ -166,7 +166,7 @@ class CustomerStore:
                 hashed = self._hasher.hash(channel, address) if address else ""
                 if hashed:
                     index.add((channel, hashed, write.customer_id))
-        check_ids = list(checked)
+        check_ids = list({write.customer_id for write in writes}) if check_tombstones else []
         if not merged and not check_ids:
             return set()
         ids = list(merged)
