@@ -98,6 +98,7 @@ class BenchConfig:
         raw_workflows: raw-ceiling workflows (start plus one no-op activity).
         floor_samples: sequential raw workflows timed start -> activity at no load.
         routed_events: bridge phase: events the consumer turns into workflow starts.
+        bridge_rounds: bridge phases, each between two raw start phases (the median round's ratio counts).
         unrouted_events: events no journey listens to, read by a raw loop and by the consumer.
         capacity_events: preloaded events the full path sends one notification each for.
         latency_seconds: how long each latency phase produces.
@@ -118,6 +119,7 @@ class BenchConfig:
     raw_workflows: int = 2000
     floor_samples: int = 50
     routed_events: int = 4000
+    bridge_rounds: int = 3
     unrouted_events: int = 300_000
     capacity_events: int = 1000
     latency_seconds: float = 30.0
@@ -134,7 +136,7 @@ class BenchConfig:
 
 
 #: ``--quick``: every phase at small sizes (a few minutes on the 2-core machine).
-QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300,
+QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300, bridge_rounds=1,
                     unrouted_events=20_000, capacity_events=100, latency_seconds=6.0, light_rate_per_second=2.0,
                     drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
                     soak_unrouted_per_second=100.0, phase_timeout_seconds=180.0,

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from bench.outage import measure_database_outage
 from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_memory_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
-from bench.stats import growth_ratio, rate_per_second, summarize_latency
+from bench.stats import InterleavedRatio, growth_ratio, interleaved_ratio, rate_per_second, summarize_latency
 from bench.stub import SendGridStub
 from consumer.routes import EventRoutes
 from consumer.service import BRIDGE_CONSUMER_CONFIG
@@ -71,10 +71,6 @@ FULL_PATH_PHASES = {"capacity": "cap-", "latency_light_load": "lat-light-", "lat
 
 
 # --- raw ceilings -------------------------------------------------------------------------------
-
-#: The second raw start ceiling's name (CPU, settling).
-START_AFTER_BRIDGE = "raw start ceiling (after the bridge)"
-
 
 async def measure_start_ceiling(run: Run, label: str = "raw start ceiling") -> float:
     """Raw ``start_workflow`` throughput (journey workflows, no worker) at the consumer's concurrency."""
@@ -227,10 +223,31 @@ def _raw_consume(kafka: Mapping[str, str], topic: str, total: int) -> float:
 
 # --- Eventflow processes alone -------------------------------------------------------------------
 
-async def measure_bridge(run: Run) -> float:
+async def measure_bridge_rounds(run: Run) -> InterleavedRatio:
+    """`measure_bridge` ``bridge_rounds`` times, with a raw start ceiling before the first round and after each.
+
+    The dev server's start rate drifts within a run and swings a quarter between phases, so each round
+    is compared with the ceiling read either side of it, and the median round's ratio is the figure.
+    """
+    ceilings = [await _settled(run, "raw start ceiling", measure_start_ceiling)]
+    measured: list[float] = []
+    for index in range(run.config.bridge_rounds):
+        suffix = "" if index == 0 else f" (round {index + 1})"
+        measured.append(await _settled(run, f"bridge{suffix}", measure_bridge))
+        ceilings.append(await _settled(run, f"raw start ceiling (after bridge round {index + 1})",
+                                       measure_start_ceiling))
+    return interleaved_ratio(measured, ceilings)
+
+
+async def _settled(run: Run, label: str, measure: Callable[[Run, str], Awaitable[float]]) -> float:
+    await run.settle(label)
+    return await measure(run, label)
+
+
+async def measure_bridge(run: Run, label: str = "bridge") -> float:
     """``eventflow consume`` turning preloaded events into workflow starts (no worker)."""
     config = run.config
-    phase(f"bridge: eventflow consume, {config.routed_events} routed events, in-flight {config.concurrency}")
+    phase(f"{label}: eventflow consume, {config.routed_events} routed events, in-flight {config.concurrency}")
     topic = run.topic("routed")
     preload(run.servers.kafka, topic, encode_events([purchase_event("bridge-") for _ in range(config.routed_events)]),
              config.routed_events, "routed")
@@ -241,10 +258,10 @@ async def measure_bridge(run: Run) -> float:
         meter = run.meter(consumer)
         try:
             measured = await rate_of(lambda: consumer.counter("eventflow_workflow_starts_total"),
-                                      config.routed_events, "bridge", config.phase_timeout_seconds, consumer.alive)
+                                      config.routed_events, label, config.phase_timeout_seconds, consumer.alive)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}\n--- consumer log:\n{consumer.log_tail()}") from exc
-        run.cpu["bridge"] = meter.cores()
+        run.cpu[label] = meter.cores()
     except BaseException:
         await consumer.stop()
         raise
@@ -607,15 +624,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
     stub.start()
     bench = Run(servers, config, workdir, stub)
     try:
-        # The bridge between two raw start ceilings: compared with their mean, it is measured on a server
-        # in the state its ceiling was (the first phase on a fresh server reads highest).
-        await bench.settle("raw start ceiling")
-        start_before = await measure_start_ceiling(bench)
-        await bench.settle("bridge")
-        bridge = await measure_bridge(bench)
-        await bench.settle(START_AFTER_BRIDGE)
-        start_after = await measure_start_ceiling(bench, START_AFTER_BRIDGE)
-        start_ceiling = (start_before + start_after) / 2
+        bridge = await measure_bridge_rounds(bench)
         await bench.settle("raw notification ceiling")
         raw_rate, floor, raw_cost = await measure_raw_notifications(bench)
         await bench.settle("unrouted")
@@ -640,22 +649,23 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "machine": machine(),
         "config": asdict(config),
         "raw": {
-            "start_workflow_per_second": round(start_ceiling, 2),
-            "start_workflow_per_second_before_bridge": round(start_before, 2),
-            "start_workflow_per_second_after_bridge": round(start_after, 2),
+            "start_workflow_per_second": round(bridge.ceiling_mean, 2),
+            "start_workflow_per_second_readings": [round(value, 2) for value in bridge.ceilings],
             "notifications_per_second": round(raw_rate, 2),
             "start_to_activity_floor_p50_seconds": round(floor_summary.percentile(0.5), 4) if floor else 0.0,
             "start_to_activity_floor_p99_seconds": round(floor_summary.percentile(0.99), 4) if floor else 0.0,
             "consume_loop_events_per_second": round(raw_consume, 1),
             "temporal_cost": raw_cost.as_json(),
         },
-        "bridge": {"starts_per_second": round(bridge, 2)},
+        "bridge": {"starts_per_second": round(bridge.measured_median, 2),
+                   "starts_per_second_by_round": [round(value, 2) for value in bridge.measured],
+                   "ratio_by_round": [round(value, 4) for value in bridge.ratios]},
         "unrouted": {"events_per_second": round(unrouted, 1)},
         **full,
         **audience,
         "ratios": {
             "full_path_vs_raw_ceiling": _ratio(full["capacity"]["notifications_per_second"], raw_rate),
-            "bridge_vs_raw_start_ceiling": _ratio(bridge, start_ceiling),
+            "bridge_vs_raw_start_ceiling": round(bridge.ratio, 4),
             "unrouted_vs_raw_consume": _ratio(unrouted, raw_consume),
             "light_p50_vs_raw_floor": _ratio(full["latency_light_load"]["p50_seconds"],
                                              floor_summary.percentile(0.5) if floor else 0.0),

@@ -87,3 +87,50 @@ def growth_ratio(samples: Sequence[float], warmup_fraction: float = 0.1) -> tupl
     window = max(1, len(warm) // 10)
     start, end = sum(warm[:window]) / window, sum(warm[-window:]) / window
     return start, end, (end / start - 1) if start else 0.0
+
+
+@dataclass(frozen=True)
+class InterleavedRatio:
+    """A measured phase against a ceiling read before and after each of its rounds.
+
+    Attributes:
+        measured: the phase's reading in each round.
+        ceilings: the ceiling's readings, one before the first round and one after each round.
+        ratios: each round against the mean of the ceiling readings either side of it.
+    """
+
+    measured: tuple[float, ...]
+    ceilings: tuple[float, ...]
+    ratios: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        """The median round's ratio: one round on a server that stalled moves it no more than any other."""
+        return _median(self.ratios)
+
+    @property
+    def measured_median(self) -> float:
+        return _median(self.measured)
+
+    @property
+    def ceiling_mean(self) -> float:
+        return sum(self.ceilings) / len(self.ceilings)
+
+
+def interleaved_ratio(measured: Sequence[float], ceilings: Sequence[float]) -> InterleavedRatio:
+    """Pairs round ``i`` of ``measured`` with the mean of ``ceilings[i]`` and ``ceilings[i + 1]``.
+
+    Raises:
+        ValueError: unless there is one ceiling reading more than there are rounds, and at least one round.
+    """
+    if not measured or len(ceilings) != len(measured) + 1:
+        raise ValueError(f"{len(measured)} rounds need {len(measured) + 1} ceiling readings, not {len(ceilings)}")
+    ratios = tuple(value / ((before + after) / 2) if before + after > 0 else 0.0
+                   for value, before, after in zip(measured, ceilings, ceilings[1:], strict=False))
+    return InterleavedRatio(tuple(measured), tuple(ceilings), ratios)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

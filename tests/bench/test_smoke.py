@@ -29,7 +29,7 @@ from devstack import Endpoints
 from devstack.postgres import PostgresServer
 from store import migrate
 
-TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples=3, routed_events=20,
+TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples=3, routed_events=20, bridge_rounds=2,
                    unrouted_events=2000, capacity_events=10, latency_seconds=2.0, light_rate_per_second=2.0,
                    drain_seconds=15.0, hot_journeys=6, soak_seconds=3.0, soak_routed_per_second=1.0,
                    soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0,
@@ -81,12 +81,19 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     for figure in ("start_workflow_per_second", "notifications_per_second", "consume_loop_events_per_second",
                    "start_to_activity_floor_p50_seconds", "start_to_activity_floor_p99_seconds"):
         assert raw[figure] > 0, figure
-    assert results["bridge"]["starts_per_second"] > 0
-    # The bridge's ceiling is the mean of one raw start phase before it and one after, each deleting its starts.
-    before, after = raw["start_workflow_per_second_before_bridge"], raw["start_workflow_per_second_after_bridge"]
-    assert before > 0 and after > 0 and raw["start_workflow_per_second"] == pytest.approx((before + after) / 2, abs=0.01)
+    bridge = results["bridge"]
+    assert bridge["starts_per_second"] > 0
+    # A raw start phase before the first bridge round and after each; every one of them deletes its starts.
+    readings = raw["start_workflow_per_second_readings"]
+    assert len(readings) == TINY.bridge_rounds + 1 and min(readings) > 0
+    assert raw["start_workflow_per_second"] == pytest.approx(sum(readings) / len(readings), abs=0.01)
+    assert len(bridge["starts_per_second_by_round"]) == len(bridge["ratio_by_round"]) == TINY.bridge_rounds
+    assert results["ratios"]["bridge_vs_raw_start_ceiling"] == pytest.approx(
+        sum(bridge["ratio_by_round"]) / TINY.bridge_rounds, abs=1e-3)  # the median of two rounds
+    starts_phases = 2 * TINY.bridge_rounds + 1
     deleted = results["workflows_deleted_after_phase"]
-    assert list(deleted.values())[:4] == [TINY.routed_events] * 3 + [TINY.floor_samples + TINY.raw_workflows]
+    assert list(deleted.values())[:starts_phases + 1] == ([TINY.routed_events] * starts_phases
+                                                          + [TINY.floor_samples + TINY.raw_workflows])
     assert results["unrouted"]["events_per_second"] > 0
     capacity = results["capacity"]
     assert capacity["events"] == TINY.capacity_events

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of, wait_for_quiet
 from bench.processes import tree_memory_mib
-from bench.stats import growth_ratio, percentile_over_all, rate_per_second, summarize_latency
+from bench.stats import growth_ratio, interleaved_ratio, percentile_over_all, rate_per_second, summarize_latency
 
 
 def test_all_delivered_is_the_nearest_rank_percentile() -> None:
@@ -146,3 +146,36 @@ async def test_the_bench_waits_for_the_server_to_go_quiet_and_not_forever() -> N
 
     assert waited == pytest.approx(6.0)  # the first whole quiet window ends at 6 s
     assert never == pytest.approx(10.0)
+
+
+def test_each_round_is_compared_with_the_ceiling_either_side_of_it() -> None:
+    # A ceiling that drifts down over the run: each round is paired with the readings around it.
+    figures = interleaved_ratio([90.0, 60.0, 80.0], [100.0, 100.0, 80.0, 80.0])
+    assert figures.ratios == pytest.approx((0.9, 60 / 90, 1.0))
+    assert figures.ratio == pytest.approx(0.9)  # the median round, not the mean (0.856)
+    assert figures.measured_median == 80.0
+    assert figures.ceiling_mean == 90.0
+
+
+def test_one_round_is_its_own_median() -> None:
+    figures = interleaved_ratio([50.0], [100.0, 0.0])
+    assert figures.ratio == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("measured", "ceilings"), [([], [100.0]), ([1.0], [1.0]), ([1.0, 2.0], [1.0, 2.0])])
+def test_rounds_need_one_more_ceiling_reading(measured: list[float], ceilings: list[float]) -> None:
+    with pytest.raises(ValueError, match="ceiling readings"):
+        interleaved_ratio(measured, ceilings)
+
+
+@given(st.lists(st.floats(1, 1e4), min_size=1, max_size=7).flatmap(
+    lambda rounds: st.tuples(st.just(rounds), st.lists(st.floats(1, 1e4), min_size=len(rounds) + 1,
+                                                       max_size=len(rounds) + 1))),
+       st.floats(0.01, 100))
+def test_the_ratio_is_one_of_the_rounds_and_ignores_units(readings: tuple[list[float], list[float]],
+                                                          scale: float) -> None:
+    measured, ceilings = readings
+    figures = interleaved_ratio(measured, ceilings)
+    assert min(figures.ratios) <= figures.ratio <= max(figures.ratios)
+    scaled = interleaved_ratio([m * scale for m in measured], [c * scale for c in ceilings])
+    assert scaled.ratio == pytest.approx(figures.ratio, rel=1e-9)
