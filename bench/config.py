@@ -100,7 +100,9 @@ class BenchConfig:
         routed_events: bridge phase: events the consumer turns into workflow starts.
         bridge_rounds: bridge phases, each between two raw start phases (the median round's ratio counts).
         unrouted_events: events no journey listens to, read by a raw loop and by the consumer.
-        capacity_events: preloaded events the full path sends one notification each for.
+        capacity_events: preloaded events the full path sends one notification each for, per round.
+        capacity_rounds: full-path capacity phases, each between two raw notification ceilings (the median
+            round's ratio counts).
         latency_seconds: how long each latency phase produces.
         light_rate_per_second: light load, capped at a tenth of the measured capacity.
         drain_seconds: after producing, how long a phase waits for the last sends.
@@ -122,6 +124,7 @@ class BenchConfig:
     bridge_rounds: int = 3
     unrouted_events: int = 300_000
     capacity_events: int = 1000
+    capacity_rounds: int = 3
     latency_seconds: float = 30.0
     light_rate_per_second: float = 5.0
     drain_seconds: float = 60.0
@@ -136,9 +139,9 @@ class BenchConfig:
 
 
 #: ``--quick``: every phase at small sizes (a few minutes on the 2-core machine).
-QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300, bridge_rounds=1,
-                    unrouted_events=20_000, capacity_events=100, latency_seconds=6.0, light_rate_per_second=2.0,
-                    drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
+QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300,
+                    bridge_rounds=1, unrouted_events=20_000, capacity_events=100, capacity_rounds=1,
+                    latency_seconds=6.0, light_rate_per_second=2.0, drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
                     soak_unrouted_per_second=100.0, phase_timeout_seconds=180.0,
                     outage=OutageConfig(down_seconds=10.0, lead_seconds=5.0, rate_per_second=2.0, drain_seconds=90.0),
                     faults=FaultConfig(events=160, rate_per_second=4.0, partitions=3, first_fault_seconds=5.0,

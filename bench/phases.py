@@ -17,7 +17,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,16 @@ async def measure_start_ceiling(run: Run, label: str = "raw start ceiling") -> f
     return measured
 
 
-async def measure_raw_notifications(run: Run) -> tuple[float, list[float], HistoryCost]:
-    """The raw ceiling (start + one no-op activity, concurrent) and the start -> activity floor (sequential)."""
+async def measure_raw_notifications(run: Run, label: str = "raw notification ceiling", *,
+                                    floor_samples: int | None = None) -> tuple[float, list[float], HistoryCost]:
+    """The raw ceiling (start + one no-op activity, concurrent) and the start -> activity floor (sequential).
+
+    Args:
+        floor_samples: workflows timed one at a time before the ceiling; the config's by default.
+    """
     config = run.config
-    phase(f"raw notification ceiling: {config.raw_workflows} workflows running one no-op activity")
+    samples = config.floor_samples if floor_samples is None else floor_samples
+    phase(f"{label}: {config.raw_workflows} workflows running one no-op activity")
     task_queue = f"bench-raw-{uuid.uuid4().hex[:8]}"
     record = run.workdir / f"{task_queue}.times"
     record.touch()
@@ -121,7 +128,7 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float], Histo
     try:
         # The floor first, at no load: one workflow at a time, start -> activity.
         floor: list[float] = []
-        for index in range(config.floor_samples):
+        for index in range(samples):
             started = time.time()
             handle = await client.start_workflow(RAW_WORKFLOW, RawInput(f"floor-{index}"),
                                                  id=f"bench-raw-floor-{uuid.uuid4().hex}", task_queue=task_queue)
@@ -143,6 +150,9 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float], Histo
         def ran() -> list[float]:
             return [float(line.split()[1]) for line in record.read_text().splitlines() if line.startswith("ceiling-")]
 
+        if not samples:  # nothing has waited for the worker to start: the ceiling's clock must not
+            await client.execute_workflow(RAW_WORKFLOW, RawInput("warm-up"), id=f"bench-raw-warm-{uuid.uuid4().hex}",
+                                          task_queue=task_queue, execution_timeout=timedelta(seconds=90))
         meter = run.meter(**{"raw worker": worker.pid})
         starts = asyncio.gather(*(start(i) for i in range(config.raw_workflows)))
         progress = Progress("raw notifications", config.raw_workflows)
@@ -155,9 +165,10 @@ async def measure_raw_notifications(run: Run) -> tuple[float, list[float], Histo
         progress.update(done)
         progress.close()
         await starts
-        run.cpu["raw notification ceiling"] = meter.cores()
-        cost = await history_cost(client, task_queue, config.floor_samples + config.raw_workflows)
-        await run.delete_workflows(task_queue, config.floor_samples + config.raw_workflows)
+        run.cpu[label] = meter.cores()
+        started = max(samples, 1) + config.raw_workflows
+        cost = await history_cost(client, task_queue, started)
+        await run.delete_workflows(task_queue, started)
         return rate_per_second(ran()), floor, cost
     finally:
         worker.terminate()
@@ -297,31 +308,85 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
 
 # --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
 
-async def measure_capacity(run: Run, full: FullPath) -> dict[str, Any]:
-    """Preloaded events through the deployed processes until every notification reached the stub."""
+async def measure_capacity(run: Run, full: FullPath, prefix: str, label: str) -> dict[str, Any]:
+    """Preloaded events through freshly started processes until every notification reached the stub.
+
+    The events (order ids starting with ``prefix``) are written before the processes start, and the
+    processes are stopped after, so the raw phase between two rounds runs without them.
+    """
     config = run.config
-    phase(f"full path capacity: {config.capacity_events} preloaded events, eventflow consume + eventflow worker")
+    phase(f"{label}: {config.capacity_events} preloaded events, eventflow consume + eventflow worker")
     total = config.capacity_events
+    preload(run.servers.kafka, full.topics["cap-"], encode_events([purchase_event(prefix) for _ in range(total)]),
+             total, label)
     full.worker.start()
     full.consumer.start()
-    await full.worker.wait_ready()
-    meter = run.meter(full.consumer, full.worker)
-    progress = Progress("full path", total)
-    deadline = time.monotonic() + config.phase_timeout_seconds
-    while (sent := len(run.stub.first_sends("cap-"))) < total and time.monotonic() < deadline and full.alive():
+    try:
+        await full.worker.wait_ready()
+        meter = run.meter(full.consumer, full.worker)
+        progress = Progress(label, total)
+        deadline = time.monotonic() + config.phase_timeout_seconds
+        while (sent := len(run.stub.first_sends(prefix))) < total and time.monotonic() < deadline and full.alive():
+            progress.update(sent)
+            await asyncio.sleep(0.2)
         progress.update(sent)
-        await asyncio.sleep(0.2)
-    progress.update(sent)
-    progress.close()
-    if not full.alive():
-        raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
-    run.cpu["full path capacity"] = meter.cores()
-    first = run.stub.first_sends("cap-")
-    cost = await history_cost(run.servers.client, full.task_queue, len(first))
-    return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates("cap-"),
-            "temporal_cost": cost.as_json(),
-            "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
-            "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
+        progress.close()
+        if not full.alive():
+            raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
+        run.cpu[label] = meter.cores()
+        first = run.stub.first_sends(prefix)
+        cost = await history_cost(run.servers.client, full.task_queue, len(first))
+        return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates(prefix),
+                "temporal_cost": cost.as_json(),
+                "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
+                "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
+    finally:
+        await full.consumer.stop()
+        await full.worker.stop()
+
+
+@dataclass(frozen=True)
+class CapacityRounds:
+    """The full path's capacity rounds, each between two raw notification ceilings."""
+
+    rounds: list[dict[str, Any]]
+    figures: InterleavedRatio
+    floor: list[float]
+    raw_cost: HistoryCost
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``capacity`` figures: every round's sends and attempts summed, the median round's rate."""
+        attempts: Counter[str] = Counter()
+        for figures in self.rounds:
+            attempts.update(figures["worker_send_attempts"])
+        return {"events": sum(r["events"] for r in self.rounds), "sent": sum(r["sent"] for r in self.rounds),
+                "duplicates": sum(r["duplicates"] for r in self.rounds), "rounds": len(self.rounds),
+                "temporal_cost": self.rounds[-1]["temporal_cost"],
+                "notifications_per_second": round(self.figures.measured_median, 3),
+                "notifications_per_second_by_round": [round(value, 3) for value in self.figures.measured],
+                "ratio_by_round": [round(value, 4) for value in self.figures.ratios],
+                "worker_send_attempts": dict(sorted(attempts.items()))}
+
+
+async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
+    """`measure_capacity` ``capacity_rounds`` times, with a raw notification ceiling before the first and after each.
+
+    The first raw phase also times the start -> activity floor. As for the bridge
+    (`measure_bridge_rounds`), the median round's ratio to the ceilings either side of it is the figure.
+    """
+    await run.settle("raw notification ceiling")
+    first_rate, floor, raw_cost = await measure_raw_notifications(run)
+    ceilings, rounds = [first_rate], []
+    for index in range(run.config.capacity_rounds):
+        suffix = "" if index == 0 else f" (round {index + 1})"
+        await run.settle(f"full path capacity{suffix}")
+        rounds.append(await measure_capacity(run, full, f"cap-{index + 1}-", f"full path capacity{suffix}"))
+        label = f"raw notification ceiling (after capacity round {index + 1})"
+        await run.settle(label)
+        rate, _, _ = await measure_raw_notifications(run, label, floor_samples=0)
+        ceilings.append(rate)
+    measured = [r["notifications_per_second"] for r in rounds]
+    return CapacityRounds(rounds, interleaved_ratio(measured, ceilings), floor, raw_cost)
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
@@ -480,18 +545,22 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
     return figures
 
 
-async def run_full_path(run: Run) -> dict[str, Any]:
-    """Capacity, latency at light load and at half capacity, hot customer, soak and the database outage, one process pair."""
+async def run_full_path(run: Run) -> tuple[dict[str, Any], CapacityRounds]:
+    """Capacity rounds against the raw notification ceiling, then latency at light load and at half capacity,
+    hot customer, soak and the database outage, one process pair."""
     config = run.config
     topics = {prefix: run.topic(prefix.rstrip("-")) for prefix in FULL_PATH_PHASES.values()}
-    preload(run.servers.kafka, topics["cap-"], encode_events([purchase_event("cap-") for _ in range(config.capacity_events)]),
-             config.capacity_events, "capacity")
     env = run.env(tuple(topics.values()), f"bench-journeys-{uuid.uuid4().hex[:8]}", sendgrid=True)
     full = FullPath(run.process("consume", env, "consumer"), run.process("worker", env, "worker"), topics,
                     env.task_queue)
     try:
-        capacity = await measure_capacity(run, full)
+        rounds = await measure_capacity_rounds(run, full)
+        capacity = rounds.as_json()
         rate = capacity["notifications_per_second"]
+        await run.settle("latency light load")
+        full.worker.start()
+        full.consumer.start()
+        await full.worker.wait_ready()
         light_rate = min(config.light_rate_per_second, max(rate / 10, 0.2))
         light = await measure_latency(run, full, light_rate, "lat-light-", "light load")
         half = await measure_latency(run, full, max(rate / 2, 0.2), "lat-half-", "50 % of capacity")
@@ -503,7 +572,7 @@ async def run_full_path(run: Run) -> dict[str, Any]:
                   "hot_customer": hot, "soak": soak}
         if run.servers.database is not None:  # last: it restarts the database the other phases share
             phases["database_outage"] = await measure_database_outage(run, full, rate)
-        return phases
+        return phases, rounds
     finally:
         await full.consumer.stop()
         await full.worker.stop()
@@ -625,12 +694,10 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
     bench = Run(servers, config, workdir, stub)
     try:
         bridge = await measure_bridge_rounds(bench)
-        await bench.settle("raw notification ceiling")
-        raw_rate, floor, raw_cost = await measure_raw_notifications(bench)
         await bench.settle("unrouted")
         raw_consume, unrouted = await measure_unrouted(bench)
-        await bench.settle("full path")
-        full = await run_full_path(bench)
+        full, capacity = await run_full_path(bench)
+        floor = capacity.floor
         audience = await run_audience_phases(bench)
         faults = await run_fault_phase(bench) if _runs_faults(servers, config) else None
         # A late retry of an earlier phase's send can reach the stub during a later phase: count again.
@@ -651,11 +718,12 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         "raw": {
             "start_workflow_per_second": round(bridge.ceiling_mean, 2),
             "start_workflow_per_second_readings": [round(value, 2) for value in bridge.ceilings],
-            "notifications_per_second": round(raw_rate, 2),
+            "notifications_per_second": round(capacity.figures.ceiling_mean, 2),
+            "notifications_per_second_readings": [round(value, 2) for value in capacity.figures.ceilings],
             "start_to_activity_floor_p50_seconds": round(floor_summary.percentile(0.5), 4) if floor else 0.0,
             "start_to_activity_floor_p99_seconds": round(floor_summary.percentile(0.99), 4) if floor else 0.0,
             "consume_loop_events_per_second": round(raw_consume, 1),
-            "temporal_cost": raw_cost.as_json(),
+            "temporal_cost": capacity.raw_cost.as_json(),
         },
         "bridge": {"starts_per_second": round(bridge.measured_median, 2),
                    "starts_per_second_by_round": [round(value, 2) for value in bridge.measured],
@@ -664,12 +732,12 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         **full,
         **audience,
         "ratios": {
-            "full_path_vs_raw_ceiling": _ratio(full["capacity"]["notifications_per_second"], raw_rate),
+            "full_path_vs_raw_ceiling": round(capacity.figures.ratio, 4),
             "bridge_vs_raw_start_ceiling": round(bridge.ratio, 4),
             "unrouted_vs_raw_consume": _ratio(unrouted, raw_consume),
             "light_p50_vs_raw_floor": _ratio(full["latency_light_load"]["p50_seconds"],
                                              floor_summary.percentile(0.5) if floor else 0.0),
-            **_audience_ratios(audience, raw_rate),
+            **_audience_ratios(audience, capacity.figures.ceiling_mean),
         },
         "duplicates_by_phase_at_end": duplicates_at_end,
         "cpu_cores_used_per_phase": bench.cpu,

@@ -30,6 +30,7 @@ from devstack.postgres import PostgresServer
 from store import migrate
 
 TINY = BenchConfig(partitions=2, concurrency=32, raw_workflows=20, floor_samples=3, routed_events=20, bridge_rounds=2,
+                   capacity_rounds=2,
                    unrouted_events=2000, capacity_events=10, latency_seconds=2.0, light_rate_per_second=2.0,
                    drain_seconds=15.0, hot_journeys=6, soak_seconds=3.0, soak_routed_per_second=1.0,
                    soak_unrouted_per_second=20.0, phase_timeout_seconds=45.0,
@@ -90,15 +91,22 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert len(bridge["starts_per_second_by_round"]) == len(bridge["ratio_by_round"]) == TINY.bridge_rounds
     assert results["ratios"]["bridge_vs_raw_start_ceiling"] == pytest.approx(
         sum(bridge["ratio_by_round"]) / TINY.bridge_rounds, abs=1e-3)  # the median of two rounds
-    starts_phases = 2 * TINY.bridge_rounds + 1
+    starts_phases, raw_phases = 2 * TINY.bridge_rounds + 1, TINY.capacity_rounds + 1
     deleted = results["workflows_deleted_after_phase"]
-    assert list(deleted.values())[:starts_phases + 1] == ([TINY.routed_events] * starts_phases
-                                                          + [TINY.floor_samples + TINY.raw_workflows])
+    # The first raw notification phase also timed the floor; the later ones started one warm-up workflow.
+    assert list(deleted.values())[:starts_phases + raw_phases] == (
+        [TINY.routed_events] * starts_phases + [TINY.floor_samples + TINY.raw_workflows]
+        + [1 + TINY.raw_workflows] * TINY.capacity_rounds)
     assert results["unrouted"]["events_per_second"] > 0
     capacity = results["capacity"]
-    assert capacity["events"] == TINY.capacity_events
-    assert capacity["sent"] == TINY.capacity_events
+    assert capacity["rounds"] == TINY.capacity_rounds
+    assert capacity["events"] == capacity["sent"] == TINY.capacity_events * TINY.capacity_rounds
     assert capacity["notifications_per_second"] > 0
+    assert len(capacity["notifications_per_second_by_round"]) == len(capacity["ratio_by_round"]) == 2
+    notifications = raw["notifications_per_second_readings"]
+    assert len(notifications) == TINY.capacity_rounds + 1 and min(notifications) > 0
+    assert results["ratios"]["full_path_vs_raw_ceiling"] == pytest.approx(sum(capacity["ratio_by_round"]) / 2,
+                                                                          abs=1e-3)
     _check_latency(results["latency_light_load"])
     _check_latency(results["latency_half_capacity"])
     hot = results["hot_customer"]
@@ -109,7 +117,7 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
                   "database_outage"):
         assert results["duplicates_by_phase_at_end"][phase] >= results[phase]["duplicates"] >= 0
         assert "worker_send_attempts" in results[phase]
-    assert sum(capacity["worker_send_attempts"].values()) >= TINY.capacity_events  # read from the worker
+    assert sum(capacity["worker_send_attempts"].values()) >= capacity["events"]  # read from the worker
     soak = results["soak"]
     for process in ("consumer", "worker", "postgresql"):
         assert soak[process]["rss_start_mib"] > 0
