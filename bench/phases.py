@@ -335,9 +335,7 @@ async def measure_capacity(run: Run, full: FullPath, prefix: str, label: str) ->
             raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
         run.cpu[label] = meter.cores()
         first = run.stub.first_sends(prefix)
-        cost = await history_cost(run.servers.client, full.task_queue, len(first))
         return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates(prefix),
-                "temporal_cost": cost.as_json(),
                 "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
                 "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
     finally:
@@ -353,6 +351,7 @@ class CapacityRounds:
     figures: InterleavedRatio
     floor: list[float]
     raw_cost: HistoryCost
+    cost: HistoryCost
 
     def as_json(self) -> dict[str, Any]:
         """The ``capacity`` figures: every round's sends and attempts summed, the median round's rate."""
@@ -361,7 +360,7 @@ class CapacityRounds:
             attempts.update(figures["worker_send_attempts"])
         return {"events": sum(r["events"] for r in self.rounds), "sent": sum(r["sent"] for r in self.rounds),
                 "duplicates": sum(r["duplicates"] for r in self.rounds), "rounds": len(self.rounds),
-                "temporal_cost": self.rounds[-1]["temporal_cost"],
+                "temporal_cost": self.cost.as_json(),
                 "notifications_per_second": round(self.figures.measured_median, 3),
                 "notifications_per_second_by_round": [round(value, 3) for value in self.figures.measured],
                 "ratio_by_round": [round(value, 4) for value in self.figures.ratios],
@@ -386,7 +385,9 @@ async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
         rate, _, _ = await measure_raw_notifications(run, label, floor_samples=0)
         ceilings.append(rate)
     measured = [r["notifications_per_second"] for r in rounds]
-    return CapacityRounds(rounds, interleaved_ratio(measured, ceilings), floor, raw_cost)
+    # Every round's journeys ran on the one task queue: the cost is of all their notifications.
+    cost = await history_cost(run.servers.client, full.task_queue, sum(r["sent"] for r in rounds))
+    return CapacityRounds(rounds, interleaved_ratio(measured, ceilings), floor, raw_cost, cost)
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:

@@ -103,6 +103,8 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert capacity["events"] == capacity["sent"] == TINY.capacity_events * TINY.capacity_rounds
     assert capacity["notifications_per_second"] > 0
     assert len(capacity["notifications_per_second_by_round"]) == len(capacity["ratio_by_round"]) == 2
+    # The cost is read over every round's notifications (each journey: start, one send).
+    assert capacity["temporal_cost"]["workflows_per_notification"] == 1.0
     notifications = raw["notifications_per_second_readings"]
     assert len(notifications) == TINY.capacity_rounds + 1 and min(notifications) > 0
     assert results["ratios"]["full_path_vs_raw_ceiling"] == pytest.approx(sum(capacity["ratio_by_round"]) / 2,
