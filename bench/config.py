@@ -141,7 +141,8 @@ class BenchConfig:
 #: ``--quick``: every phase at small sizes (a few minutes on the 2-core machine).
 QUICK = BenchConfig(partitions=3, concurrency=64, raw_workflows=100, floor_samples=10, routed_events=300,
                     bridge_rounds=1, unrouted_events=20_000, capacity_events=100, capacity_rounds=1,
-                    latency_seconds=6.0, light_rate_per_second=2.0, drain_seconds=20.0, soak_seconds=20.0, soak_routed_per_second=2.0,
+                    latency_seconds=6.0, light_rate_per_second=2.0, drain_seconds=20.0, soak_seconds=20.0,
+                    soak_routed_per_second=2.0,
                     soak_unrouted_per_second=100.0, phase_timeout_seconds=180.0,
                     outage=OutageConfig(down_seconds=10.0, lead_seconds=5.0, rate_per_second=2.0, drain_seconds=90.0),
                     faults=FaultConfig(events=160, rate_per_second=4.0, partitions=3, first_fault_seconds=5.0,

@@ -234,25 +234,39 @@ def _raw_consume(kafka: Mapping[str, str], topic: str, total: int) -> float:
 
 # --- Eventflow processes alone -------------------------------------------------------------------
 
-async def measure_bridge_rounds(run: Run) -> InterleavedRatio:
-    """`measure_bridge` ``bridge_rounds`` times, with a raw start ceiling before the first round and after each.
+async def in_rounds(rounds: int, ceiling: Callable[[int], Awaitable[float]],
+                    measure: Callable[[int], Awaitable[float]]) -> InterleavedRatio:
+    """``ceiling(0)``, then ``measure(n)`` and ``ceiling(n)`` for each round ``n`` from 1, as `interleaved_ratio`.
 
-    The dev server's start rate drifts within a run and swings a quarter between phases, so each round
-    is compared with the ceiling read either side of it, and the median round's ratio is the figure.
+    The dev server's rates drift within a run and swing a quarter between phases, so each round is
+    compared with the ceiling read either side of it, and the median round's ratio is the figure.
     """
-    ceilings = [await _settled(run, "raw start ceiling", measure_start_ceiling)]
+    ceilings = [await ceiling(0)]
     measured: list[float] = []
-    for index in range(run.config.bridge_rounds):
-        suffix = "" if index == 0 else f" (round {index + 1})"
-        measured.append(await _settled(run, f"bridge{suffix}", measure_bridge))
-        ceilings.append(await _settled(run, f"raw start ceiling (after bridge round {index + 1})",
-                                       measure_start_ceiling))
+    for index in range(1, rounds + 1):
+        measured.append(await measure(index))
+        ceilings.append(await ceiling(index))
     return interleaved_ratio(measured, ceilings)
 
 
-async def _settled(run: Run, label: str, measure: Callable[[Run, str], Awaitable[float]]) -> float:
-    await run.settle(label)
-    return await measure(run, label)
+def _round_label(name: str, index: int) -> str:
+    return name if index == 1 else f"{name} (round {index})"
+
+
+async def measure_bridge_rounds(run: Run) -> InterleavedRatio:
+    """`measure_bridge` ``bridge_rounds`` times, with a raw start ceiling before the first round and after each."""
+
+    async def ceiling(after: int) -> float:
+        label = f"raw start ceiling (after bridge round {after})" if after else "raw start ceiling"
+        await run.settle(label)
+        return await measure_start_ceiling(run, label)
+
+    async def bridge(index: int) -> float:
+        label = _round_label("bridge", index)
+        await run.settle(label)
+        return await measure_bridge(run, label)
+
+    return await in_rounds(run.config.bridge_rounds, ceiling, bridge)
 
 
 async def measure_bridge(run: Run, label: str = "bridge") -> float:
@@ -368,26 +382,32 @@ class CapacityRounds:
 
 
 async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
-    """`measure_capacity` ``capacity_rounds`` times, with a raw notification ceiling before the first and after each.
+    """`measure_capacity` ``capacity_rounds`` times, a raw notification ceiling before the first and after each.
 
-    The first raw phase also times the start -> activity floor. As for the bridge
-    (`measure_bridge_rounds`), the median round's ratio to the ceilings either side of it is the figure.
+    The first raw phase also times the start -> activity floor; the figure is `in_rounds`'s.
     """
-    await run.settle("raw notification ceiling")
-    first_rate, floor, raw_cost = await measure_raw_notifications(run)
-    ceilings, rounds = [first_rate], []
-    for index in range(run.config.capacity_rounds):
-        suffix = "" if index == 0 else f" (round {index + 1})"
-        await run.settle(f"full path capacity{suffix}")
-        rounds.append(await measure_capacity(run, full, f"cap-{index + 1}-", f"full path capacity{suffix}"))
-        label = f"raw notification ceiling (after capacity round {index + 1})"
+    first: list[tuple[list[float], HistoryCost]] = []
+    rounds: list[dict[str, Any]] = []
+
+    async def ceiling(after: int) -> float:
+        label = f"raw notification ceiling (after capacity round {after})" if after else "raw notification ceiling"
         await run.settle(label)
-        rate, _, _ = await measure_raw_notifications(run, label, floor_samples=0)
-        ceilings.append(rate)
-    measured = [r["notifications_per_second"] for r in rounds]
+        rate, floor, cost = await measure_raw_notifications(run, label, floor_samples=0 if after else None)
+        if not after:
+            first.append((floor, cost))
+        return rate
+
+    async def capacity(index: int) -> float:
+        label = _round_label("full path capacity", index)
+        await run.settle(label)
+        rounds.append(await measure_capacity(run, full, f"cap-{index}-", label))
+        return float(rounds[-1]["notifications_per_second"])
+
+    figures = await in_rounds(run.config.capacity_rounds, ceiling, capacity)
     # Every round's journeys ran on the one task queue: the cost is of all their notifications.
     cost = await history_cost(run.servers.client, full.task_queue, sum(r["sent"] for r in rounds))
-    return CapacityRounds(rounds, interleaved_ratio(measured, ceilings), floor, raw_cost, cost)
+    (floor, raw_cost), = first
+    return CapacityRounds(rounds, figures, floor, raw_cost, cost)
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:

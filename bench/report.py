@@ -34,7 +34,8 @@ def _latency(figures: Mapping[str, Any]) -> str:
 def figures_table(results: Mapping[str, Any]) -> str:
     """Measures, ratios and targets as one Markdown table."""
     raw, ratios, met = results["raw"], results["ratios"], results["targets_met"]
-    capacity, hot, soak, bridge = results["capacity"], results["hot_customer"], results["soak"], results["bridge"]
+    capacity, hot, soak = results["capacity"], results["hot_customer"], results["soak"]
+    bridge = results["bridge"]
 
     def verdict(prefix: str) -> str:
         matches = [ok for name, ok in met.items() if name.startswith(prefix)]
@@ -42,7 +43,8 @@ def figures_table(results: Mapping[str, Any]) -> str:
 
     rows = [
         ("raw ceiling: start + one no-op activity, before the first capacity round and after each",
-         f"{raw['notifications_per_second']:.1f} /s mean ({_readings(raw.get('notifications_per_second_readings'), 1)})",
+         f"{raw['notifications_per_second']:.1f} /s mean "
+         f"({_readings(raw.get('notifications_per_second_readings'), 1)})",
          "", ""),
         ("full path (`eventflow consume` + `eventflow worker`, SendGrid stub), by round",
          f"{capacity['notifications_per_second']:.1f} notifications/s median "
@@ -62,7 +64,8 @@ def figures_table(results: Mapping[str, Any]) -> str:
          _cost(capacity.get("temporal_cost"), raw.get("temporal_cost")), "events ≤ 1.3 × raw, 1 workflow",
          verdict("history events")),
         ("raw `start_workflow` ceiling: before the first bridge round and after each",
-         f"{raw['start_workflow_per_second']:.0f} starts/s mean ({_readings(raw.get('start_workflow_per_second_readings'))})",
+         f"{raw['start_workflow_per_second']:.0f} starts/s mean "
+         f"({_readings(raw.get('start_workflow_per_second_readings'))})",
          "", ""),
         ("bridge (`eventflow consume`, no worker), by round",
          f"{bridge['starts_per_second']:.0f} starts/s median ({_readings(bridge.get('starts_per_second_by_round'))})",

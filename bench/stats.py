@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import median
 
 #: The percentiles every latency phase reports.
 PERCENTILES = (0.50, 0.95, 0.99)
@@ -106,11 +107,11 @@ class InterleavedRatio:
     @property
     def ratio(self) -> float:
         """The median round's ratio: one round on a server that stalled moves it no more than any other."""
-        return _median(self.ratios)
+        return median(self.ratios)
 
     @property
     def measured_median(self) -> float:
-        return _median(self.measured)
+        return median(self.measured)
 
     @property
     def ceiling_mean(self) -> float:
@@ -129,8 +130,3 @@ def interleaved_ratio(measured: Sequence[float], ceilings: Sequence[float]) -> I
                    for value, before, after in zip(measured, ceilings, ceilings[1:], strict=False))
     return InterleavedRatio(tuple(measured), tuple(ceilings), ratios)
 
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
