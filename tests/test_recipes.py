@@ -185,7 +185,7 @@ TEMPLATE = {"id": "ping", "default_locale": "en",
             "channels": {"pigeon": {"en": {"body": "Order {{ payload.order_id }}"}}}}
 
 RUN = """\
-import asyncio, json, sys, uuid
+import asyncio, json, os, sys, uuid
 from pathlib import Path
 
 import activities
@@ -220,6 +220,9 @@ async def main():
 
 
 asyncio.run(main())
+# As eventflow.cli.run does: the SDK's runtime threads can abort CPython's teardown (sdk-python issue 300).
+sys.stdout.flush()
+os._exit(0)
 """
 
 
