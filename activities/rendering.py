@@ -47,13 +47,13 @@ import string
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import css_inline
@@ -67,6 +67,8 @@ from jinja2.utils import Namespace
 from markupsafe import Markup
 
 from core.errors import EventflowError
+
+T = TypeVar("T")
 
 #: The file name Jinja2 gives code compiled from a string: the frames the deadline trace watches.
 _TEMPLATE_FILENAME = "<template>"
@@ -767,11 +769,37 @@ async def render_html_async(template_id: str, source: str, context: Mapping[str,
     return await _off_loop(template_id, lambda: render_html(template_id, source, context, limits=limits), limits)
 
 
-async def _off_loop(template_id: str, call: Callable[[], str], limits: RenderLimits) -> str:
+@dataclass(frozen=True)
+class RenderPart:
+    """One text of a message to render: its source, and whether it is an email's HTML part."""
+
+    source: str
+    html: bool = False
+
+
+async def render_parts_async(template_id: str, parts: Sequence[RenderPart], context: Mapping[str, Any], *,
+                             limits: RenderLimits = DEFAULT_LIMITS) -> list[str]:
+    """Every part rendered in one trip off the event loop (`render`, or `render_html` for an HTML part).
+
+    A message has several parts; each trip costs thread hand-offs that a busy worker pays in latency,
+    so they travel together. Each part keeps its own limits; the wait grows with their number.
+    Raises `TemplateRenderError` for the first part that fails.
+    """
+    def render_all() -> list[str]:
+        return [render_html(template_id, part.source, context, limits=limits) if part.html
+                else render(template_id, part.source, context, limits=limits) for part in parts]
+
+    if not parts:
+        return []
+    return await _off_loop(template_id, render_all, limits, parts=len(parts))
+
+
+async def _off_loop(template_id: str, call: Callable[[], T], limits: RenderLimits, *, parts: int = 1) -> T:
     loop = asyncio.get_running_loop()
     future = loop.run_in_executor(_render_pool(), call)
     try:
-        return await asyncio.wait_for(future, timeout=limits.time_limit_seconds + limits.grace_seconds)
+        return await asyncio.wait_for(future, timeout=parts * limits.time_limit_seconds + limits.grace_seconds)
     except TimeoutError as exc:
-        raise TemplateRenderError(template_id, f"rendering took longer than {limits.time_limit_seconds:g}s",
+        raise TemplateRenderError(template_id, f"rendering took longer than {limits.time_limit_seconds:g}s"
+                                               + (f" per part ({parts} parts)" if parts > 1 else ""),
                                   RenderFailure.TIMEOUT) from exc

@@ -69,7 +69,7 @@ from activities.notifications import SendNotificationInput, SendResult
 from activities.outcomes import LedgerState, ReserveDecision, SendStatus
 from activities.push import DeviceDirectory, DeviceLedger, DeviceState, is_device_channel, render_push_parts
 from activities.ratelimit import TokenBucket
-from activities.rendering import TemplateRenderError, render_async, render_html_async
+from activities.rendering import RenderPart, TemplateRenderError, render_parts_async
 from activities.topics import SkipReason, Topic, TopicCatalog, asked_default
 from activities.whatsapp import InboundWindows, WhatsAppContent, choose_content
 from core import tracing
@@ -900,19 +900,24 @@ class RenderedParts:
 
 
 async def render_notification(notification: SendNotificationInput) -> RenderedParts:
-    """Renders every part off the event loop, within the sandbox's limits; raises `TemplateRenderError`.
+    """Renders every part in one trip off the event loop, within the sandbox's limits; raises `TemplateRenderError`.
 
     The send activity and ``eventflow journeys render`` both render through this, so what an author
     checks is what a customer gets.
     """
-    template_id, context = notification.template_id, notification.context
-    body = await render_async(template_id, notification.body_template, context)
-    subject = (await render_async(template_id, notification.subject_template, context)
-               if notification.subject_template else None)
-    html = (await render_html_async(template_id, notification.html_template, context)
-            if notification.html_template and not notification.provider_template_id else None)
-    variables = {name: await render_async(template_id, source, context)
-                 for name, source in notification.template_variable_templates.items()}
+    parts = [RenderPart(notification.body_template)]
+    if notification.subject_template:
+        parts.append(RenderPart(notification.subject_template))
+    with_html = bool(notification.html_template) and not notification.provider_template_id
+    if with_html:
+        parts.append(RenderPart(notification.html_template or "", html=True))
+    names = list(notification.template_variable_templates)
+    parts += [RenderPart(notification.template_variable_templates[name]) for name in names]
+    rendered = iter(await render_parts_async(notification.template_id, parts, notification.context))
+    body = next(rendered)
+    subject = next(rendered) if notification.subject_template else None
+    html = next(rendered) if with_html else None
+    variables = {name: next(rendered) for name in names}
     return RenderedParts(body, subject, html, variables)
 
 

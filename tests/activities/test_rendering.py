@@ -16,6 +16,7 @@ from activities.rendering import (
     DEFAULT_LIMITS,
     RenderFailure,
     RenderLimits,
+    RenderPart,
     TemplateRenderError,
     inline_styles,
     is_html_part,
@@ -23,6 +24,7 @@ from activities.rendering import (
     render_async,
     render_html,
     render_html_async,
+    render_parts_async,
 )
 
 CONTEXT: dict[str, Any] = {"customer": {"first_name": "Kim"}, "payload": {"order_id": "ord-1", "items": [1, 2]}}
@@ -372,3 +374,27 @@ def test_inlining_is_bounded_before_it_runs_and_after() -> None:
 async def test_render_html_async_renders_off_the_event_loop() -> None:
     assert await render_html_async("t", "<p>{{ customer.first_name }}</p>", CONTEXT) == \
         "<html><head></head><body><p>Kim</p></body></html>"
+
+
+async def test_a_message_s_parts_render_in_order_on_one_thread_in_one_hand_off() -> None:
+    threads: list[int] = []
+
+    def where() -> str:
+        threads.append(threading.get_ident())
+        return "x"
+
+    context = {**CONTEXT, "where": where}
+    parts = [RenderPart("{{ where() }}Hi {{ customer.first_name }}"), RenderPart("{{ where() }}Order {{ payload.order_id }}"),
+             RenderPart("<p>{{ where() }}{{ '<b>' }}</p>", html=True)]
+
+    rendered = await render_parts_async("t", parts, context)
+
+    assert rendered == ["xHi Kim", "xOrder ord-1", "<html><head></head><body><p>x&lt;b&gt;</p></body></html>"]
+    assert len(threads) == 3 and len(set(threads)) == 1 and threads[0] != threading.get_ident()
+    assert await render_parts_async("t", [], context) == []
+
+
+async def test_a_failing_part_fails_the_message_with_a_template_render_error() -> None:
+    with pytest.raises(TemplateRenderError) as caught:
+        await render_parts_async("t", [RenderPart("fine"), RenderPart("{{ missing.field }}")], CONTEXT)
+    assert caught.value.reason is RenderFailure.UNDEFINED
