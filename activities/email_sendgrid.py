@@ -1,6 +1,11 @@
-"""Email through SendGrid's v3 Mail Send API with the official ``sendgrid`` SDK.
+"""Email through SendGrid's v3 Mail Send API: one JSON POST per message, on kept-alive connections.
 
-The SDK is synchronous (urllib), so each call runs in a worker thread. The idempotency key,
+The official ``sendgrid`` SDK sends through urllib, which opens a new connection (against the real
+API, a TLS handshake) for every message. The channel speaks the same protocol on one pooled
+``httpx.Client`` instead, whose connections stay open between messages. Its calls block, so each
+runs in a worker thread, with the socket timeouts applying to each read and write as before (a
+process frozen past a timeout still reads the reply that arrived meanwhile, rather than calling the
+send uncertain). The SDK still verifies the Event Webhook's signatures. The idempotency key,
 customer, workflow and step travel as ``custom_args`` (SendGrid echoes them in every Event Webhook
 event, which is how `eventflow webhooks` finds the send a report is about) and the key as a
 message header, so a message can be traced to its journey step; SendGrid itself does not deduplicate on it, which is
@@ -11,14 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-import urllib.error
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from python_http_client.exceptions import HTTPError
-from sendgrid import SendGridAPIClient
+import httpx
 
 from activities.channels import OutgoingMessage
 from activities.errors import (
@@ -35,6 +38,10 @@ from activities.ratelimit import TokenBucket
 
 PROVIDER = "sendgrid"
 IDEMPOTENCY_HEADER = "X-Eventflow-Idempotency-Key"
+MAIL_SEND_PATH = "/v3/mail/send"
+#: An idle connection is closed by us after this long, well inside any server's own idle timeout, so a
+#: message is not written onto a connection the server is closing at that moment.
+KEEPALIVE_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,12 @@ class SendGridChannel:
     def __init__(self, config: SendGridConfig, limiter: TokenBucket | None = None) -> None:
         self._config = config
         self._limiter = limiter
-        self._client = SendGridAPIClient(api_key=config.api_key, host=config.base_url.rstrip("/"))
-        # The SDK has no timeout argument; its python_http_client passes this to urlopen.
-        self._client.client.timeout = config.timeout_seconds
+        # Proxies from the environment are never handed the API key.
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"), timeout=config.timeout_seconds, trust_env=False,
+            headers={"Authorization": f"Bearer {config.api_key}", "User-Agent": "eventflow"},
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                keepalive_expiry=KEEPALIVE_SECONDS))
 
     @property
     def limiter(self) -> TokenBucket | None:
@@ -101,18 +111,19 @@ class SendGridChannel:
 
     def _send_blocking(self, body: dict[str, Any]) -> SendResult:
         try:
-            response = self._client.send(body)
-        except HTTPError as exc:
-            raise _classify(exc) from exc
-        except TimeoutError as exc:
+            response = self._client.post(MAIL_SEND_PATH, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection carried the message: it cannot have been sent.
+            raise RetryableSendError(f"sendgrid unreachable: {type(exc).__name__}", provider=PROVIDER,
+                                     delivery_uncertain=False) from exc
+        except httpx.TimeoutException as exc:
             raise RetryableSendError("sendgrid timed out", provider=PROVIDER, delivery_uncertain=True) from exc
-        except urllib.error.URLError as exc:
-            uncertain = isinstance(exc.reason, (TimeoutError, socket.timeout))
-            raise RetryableSendError(f"sendgrid unreachable: {exc.reason}", provider=PROVIDER,
-                                     delivery_uncertain=uncertain) from exc
-        except (ConnectionError, OSError) as exc:
+        except httpx.TransportError as exc:
+            # The message may have been read before the connection broke.
             raise RetryableSendError(f"sendgrid connection failed: {type(exc).__name__}", provider=PROVIDER,
                                      delivery_uncertain=True) from exc
+        if not response.is_success:
+            raise _classify(response.status_code, response.reason_phrase, response.headers, response.content)
         message_id = _header(response.headers, "X-Message-Id")
         return SendResult(status=SendStatus.SENT, provider=PROVIDER, provider_message_id=message_id)
 
@@ -132,9 +143,7 @@ def custom_args(message: OutgoingMessage) -> dict[str, str]:
     return {name: value for name, value in args.items() if value}
 
 
-def _header(headers: Any, name: str) -> str | None:
-    if headers is None:
-        return None
+def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
     return str(value) if value else None
 
@@ -148,19 +157,18 @@ def _error_fields(body: bytes | str | None) -> list[str]:
     return [str(e.get("field") or "") + " " + str(e.get("message") or "") for e in errors if isinstance(e, dict)]
 
 
-def _classify(exc: HTTPError) -> Exception:
-    status = int(exc.status_code)
-    details = "; ".join(_error_fields(exc.body)) or str(exc.reason)
+def _classify(status: int, reason: str, headers: Mapping[str, str], body: bytes) -> Exception:
+    details = "; ".join(_error_fields(body)) or reason
     if status == 429:
-        retry_after = parse_retry_after(_header(exc.headers, "Retry-After"))
-        reset = _header(exc.headers, "X-RateLimit-Reset")
+        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        reset = _header(headers, "X-RateLimit-Reset")
         if retry_after is None and reset and reset.isdigit():
             retry_after = max(0.0, int(reset) - time.time())
         return RateLimitedError("sendgrid rate limit", provider=PROVIDER, status=status,
                                 retry_after_seconds=retry_after)
     if status >= 500 or status == 408:
         return RetryableSendError(f"sendgrid {status}", provider=PROVIDER, status=status,
-                                  retry_after_seconds=parse_retry_after(_header(exc.headers, "Retry-After")))
+                                  retry_after_seconds=parse_retry_after(_header(headers, "Retry-After")))
     if status in (401, 403):
         return ProviderAuthError(f"sendgrid refused the credentials ({status})", provider=PROVIDER, status=status)
     lowered = details.lower()

@@ -43,6 +43,8 @@ class Recorded:
     body: dict[str, Any]
     query: dict[str, str]
     at: float
+    #: The client's address and port: requests on one kept-alive connection share it.
+    peer: tuple[str, int] | None = None
 
 
 class ProviderStub:
@@ -128,7 +130,8 @@ class ProviderStub:
         else:
             body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
         recorded = Recorded(request.method, request.path, dict(request.headers), body,
-                            {k: v for k, v in request.query.items()}, time.monotonic())
+                            {k: v for k, v in request.query.items()}, time.monotonic(),
+                            _peer(request.transport.get_extra_info("peername") if request.transport else None))
         self.requests.append(recorded)
         return recorded
 
@@ -223,3 +226,7 @@ async def provider() -> AsyncIterator[ProviderStub]:
         yield stub
     finally:
         await stub.stop()
+
+
+def _peer(address: Any) -> tuple[str, int] | None:
+    return (str(address[0]), int(address[1])) if isinstance(address, tuple) else None

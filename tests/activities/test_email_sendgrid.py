@@ -81,8 +81,17 @@ async def test_rate_limit_carries_retry_after_and_5xx_is_retryable(provider: Pro
     assert unavailable.value.status == 503 and not unavailable.value.delivery_uncertain
 
 
-async def test_unreachable_provider_is_retryable() -> None:
+async def test_messages_after_the_first_reuse_its_connection(provider: ProviderStub) -> None:
+    channel = _channel(provider)
+    for _ in range(3):
+        await channel.deliver(MESSAGE)
+    peers = {request.peer for request in provider.sends()}
+    assert len(provider.sends()) == 3 and len(peers) == 1 and None not in peers
+
+
+async def test_a_message_no_connection_carried_is_retryable_and_certainly_not_sent() -> None:
     channel = SendGridChannel(SendGridConfig(api_key="k", from_email="a@example.com",
                                              base_url="http://127.0.0.1:9", timeout_seconds=2))
-    with pytest.raises(RetryableSendError):
+    with pytest.raises(RetryableSendError) as caught:
         await channel.deliver(MESSAGE)
+    assert not caught.value.delivery_uncertain
