@@ -46,6 +46,12 @@ MAX_UNROUTED_LABELS = 200
 OTHER_EVENT_TYPE = "other"
 
 
+@functools.lru_cache(maxsize=4 * MAX_UNROUTED_LABELS)
+def _unrouted(event_type: str) -> Unrouted:
+    """The (immutable) result of an event nobody listens to: one per type, not one per record."""
+    return Unrouted(event_type)
+
+
 class ActionDispatcher(Protocol):
     """Applies one routed action to Temporal (`consumer.dispatch.Dispatcher`)."""
 
@@ -147,7 +153,7 @@ class RecordHandler:
             return Job(record)
         match decoded:
             case Unwanted(event_type=event_type):
-                return Unrouted(event_type)
+                return _unrouted(event_type)
             case CustomerEvent() as event:
                 routed = self._route(event)
                 if isinstance(routed, Failure):
@@ -156,19 +162,23 @@ class RecordHandler:
                     return Unrouted(event.event_type)
                 return Job(record, event, routed)
 
+    def count_unrouted(self, topic: str, event_type: str, records: int = 1) -> None:
+        """Counts ``records`` unrouted records of ``event_type`` (past `MAX_UNROUTED_LABELS` types: ``other``)."""
+        counter = self._unrouted.get((topic, event_type))
+        if counter is None:
+            if len(self._unrouted) >= MAX_UNROUTED_LABELS:
+                event_type = OTHER_EVENT_TYPE
+            counter = self._unrouted.get((topic, event_type))
+        if counter is None:
+            counter = self._unrouted[(topic, event_type)] = self.metrics.events_consumed.labels(
+                topic, event_type, "unrouted")
+        counter.inc(records)
+
     def count(self, topic: str, result: HandlerResult) -> None:
         """Counts a finished record in ``eventflow_events_consumed_total`` and friends."""
         match result:
             case Unrouted(event_type=event_type):
-                counter = self._unrouted.get((topic, event_type))
-                if counter is None:
-                    if len(self._unrouted) >= MAX_UNROUTED_LABELS:
-                        event_type = OTHER_EVENT_TYPE
-                    counter = self._unrouted.get((topic, event_type))
-                if counter is None:
-                    counter = self._unrouted[(topic, event_type)] = self.metrics.events_consumed.labels(
-                        topic, event_type, "unrouted")
-                counter.inc()
+                self.count_unrouted(topic, event_type)
             case Handled(event_type=event_type, outcomes=outcomes):
                 self.metrics.events_consumed.labels(topic, event_type, _summary(outcomes)).inc()
             case DeadLettered(error_type=error_type, event_type=event_type, deduplicated=deduplicated):
