@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from activities.notifications import SendNotificationInput
-from activities.rendering import render_async
+from activities.rendering import RenderPart, render_parts_async
 from core.errors import EventflowError
 from core.vocabulary import DEVICE_CHANNELS, ChannelName
 
@@ -193,16 +193,19 @@ def push_variant(notification: SendNotificationInput) -> Mapping[str, Any]:
 
 
 async def render_push_parts(notification: SendNotificationInput) -> PushParts:
-    """Renders title, link and data of the notification's variant; raises `TemplateRenderError`.
+    """Renders title, link and data of the notification's variant in one trip off the event loop; raises
+    `TemplateRenderError`.
 
     The title falls back to ``subject_template`` (a variant written for email reused on push).
     """
-    variant, template_id, context = push_variant(notification), notification.template_id, notification.context
-    title_source = variant.get("title") or notification.subject_template or ""
-    title = await render_async(template_id, str(title_source), context) if title_source else ""
-    link_source = variant.get("link")
-    link = (await render_async(template_id, str(link_source), context)).strip() if link_source else ""
-    data_sources = variant.get("data") or {}
-    data = {str(name): await render_async(template_id, str(source), context)
-            for name, source in dict(data_sources).items()}
+    variant = push_variant(notification)
+    title_source = str(variant.get("title") or notification.subject_template or "")
+    link_source = str(variant.get("link") or "")
+    data_sources = {str(name): str(source) for name, source in dict(variant.get("data") or {}).items()}
+    sources = [source for source in (title_source, link_source) if source] + list(data_sources.values())
+    rendered = iter(await render_parts_async(notification.template_id, [RenderPart(source) for source in sources],
+                                             notification.context))
+    title = next(rendered) if title_source else ""
+    link = next(rendered).strip() if link_source else ""
+    data = {name: next(rendered) for name in data_sources}
     return PushParts(title.strip(), link, data)
