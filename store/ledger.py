@@ -192,35 +192,34 @@ class PostgresLedger:
         await self.complete_step(completion, None)
 
     async def complete_step(self, completion: Completion, step: FunnelStep | None) -> None:
-        """`complete`, and for a delivered send of a journey step its ``sent`` funnel event, in the same
-        transaction (so the funnel costs no statement round trip of its own and never disagrees with the
-        ledger)."""
-        async with timed(self._metrics, StatementKind.COMPLETE), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
-            await conn.execute(
-                "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, attempts,"
-                " lease_attempt, provider, provider_message_id, error_type)"
-                " VALUES ($1, $2, $3, $4, (now() AT TIME ZONE 'UTC')::date, 1, $5, $6, $7, $8)"
-                " ON CONFLICT (idempotency_key) DO UPDATE SET state = EXCLUDED.state,"
-                " error_type = EXCLUDED.error_type,"
-                " provider = COALESCE(NULLIF(EXCLUDED.provider, ''), eventflow.sends.provider),"
-                " provider_message_id = COALESCE(EXCLUDED.provider_message_id, eventflow.sends.provider_message_id),"
-                " lease_until = CASE WHEN EXCLUDED.state = 'in_flight' THEN eventflow.sends.lease_until END,"
-                " updated_at = now()"
-                " WHERE eventflow.sends.state <> 'delivered' AND (EXCLUDED.state = 'delivered' OR $5 = 0"
-                " OR eventflow.sends.lease_attempt = 0 OR eventflow.sends.lease_attempt = $5)",
-                completion.idempotency_key, completion.customer_id, completion.channel, completion.outcome.value,
-                completion.attempt, completion.provider, completion.provider_message_id, completion.error_type)
+        """`complete`, and for a delivered send of a journey step its ``sent`` funnel event, in one
+        statement (so the funnel costs no round trip of its own and never disagrees with the ledger).
+
+        One round trip and no customer lock: the row's own lock orders a completion against a
+        renewal or another completion, and a reservation's read sees the statement whole or not at
+        all, which is all the lock gave (it cannot order a completion before a reservation that
+        already read). A provider's unsubscribe also changes consent, which is ordered by the lock.
+        """
+        unsubscribed = completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed"
+        arguments = (completion.idempotency_key, completion.customer_id, completion.channel, completion.outcome.value,
+                     completion.attempt, completion.provider, completion.provider_message_id, completion.error_type)
+        async with timed(self._metrics, StatementKind.COMPLETE):
             if step is not None and completion.outcome is LedgerState.DELIVERED:
-                await conn.execute(
-                    "INSERT INTO eventflow.journey_events (journey_id, journey_version, customer_id, workflow_id, kind,"
-                    " step_id, outcome, idempotency_key, channel, arm) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8, $9)"
-                    " ON CONFLICT DO NOTHING", step.journey_id, step.journey_version, completion.customer_id,
-                    step.workflow_id, FunnelKind.SENT.value, step.step_id, completion.idempotency_key,
-                    completion.channel, arm_label(False, step.variants))
-            if completion.outcome is LedgerState.FAILED and completion.error_type == "RecipientUnsubscribed":
-                await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
-                                  source="provider", changed_at=None)
+                await self._pool.execute(
+                    f"WITH completed AS ({_COMPLETION})"
+                    " INSERT INTO eventflow.journey_events (journey_id, journey_version, customer_id, workflow_id,"
+                    " kind, step_id, outcome, idempotency_key, channel, arm)"
+                    " VALUES ($9, $10, $2, $11, $12, $13, '', $1, $3, $14) ON CONFLICT DO NOTHING",
+                    *arguments, step.journey_id, step.journey_version, step.workflow_id, FunnelKind.SENT.value,
+                    step.step_id, arm_label(False, step.variants))
+            elif not unsubscribed:
+                await self._pool.execute(_COMPLETION, *arguments)
+            else:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", completion.customer_id)
+                    await conn.execute(_COMPLETION, *arguments)
+                    await set_consent(conn, completion.customer_id, completion.channel, subscribed=False,
+                                      source="provider", changed_at=None)
 
     async def device_states(self, idempotency_key: str) -> dict[str, DeviceState]:
         """Each device's state within a push send (`activities.push.DeviceLedger`)."""
@@ -275,6 +274,24 @@ class PostgresLedger:
         rows = await self._pool.fetch(
             "SELECT * FROM eventflow.sends WHERE customer_id = $1 ORDER BY created_at, idempotency_key", customer_id)
         return [_send_row(row) for row in rows]
+
+
+#: What came of a send, written over its row (or as a new one, for a send reserved before the
+#: store): a delivery is never overwritten, and a fenced-out attempt's late non-delivery is ignored.
+#: $1 key, $2 customer, $3 channel, $4 state, $5 attempt, $6 provider, $7 provider message id,
+#: $8 error type.
+_COMPLETION = (
+    "INSERT INTO eventflow.sends (idempotency_key, customer_id, channel, state, local_day, attempts,"
+    " lease_attempt, provider, provider_message_id, error_type)"
+    " VALUES ($1, $2, $3, $4, (now() AT TIME ZONE 'UTC')::date, 1, $5, $6, $7, $8)"
+    " ON CONFLICT (idempotency_key) DO UPDATE SET state = EXCLUDED.state,"
+    " error_type = EXCLUDED.error_type,"
+    " provider = COALESCE(NULLIF(EXCLUDED.provider, ''), eventflow.sends.provider),"
+    " provider_message_id = COALESCE(EXCLUDED.provider_message_id, eventflow.sends.provider_message_id),"
+    " lease_until = CASE WHEN EXCLUDED.state = 'in_flight' THEN eventflow.sends.lease_until END,"
+    " updated_at = now()"
+    " WHERE eventflow.sends.state <> 'delivered' AND (EXCLUDED.state = 'delivered' OR $5 = 0"
+    " OR eventflow.sends.lease_attempt = 0 OR eventflow.sends.lease_attempt = $5)")
 
 
 def _send_row(row: asyncpg.Record) -> SendRow:

@@ -83,6 +83,31 @@ async def test_fifty_concurrent_sends_to_one_customer_take_exactly_the_cap(store
     assert decisions.count(ReserveDecision.CAPPED) == 47
 
 
+async def test_completions_racing_reservations_never_let_more_than_the_cap_hold_a_slot(
+        store_pool: asyncpg.Pool) -> None:
+    # Completions take no customer lock: a failure freeing a slot lands wholly before or after a
+    # reservation's read, so the cap holds however the two interleave.
+    ledger, customer = PostgresLedger(store_pool), f"hot-{uuid.uuid4().hex[:8]}"
+    caps = str(CapSet.parse("email:day=3"))
+    first = [f"wf-first-{n}/s" for n in range(3)]
+    for key in first:
+        assert (await ledger.reserve(_request(key, customer, caps=caps, cap_reserve=0))).decision \
+            is ReserveDecision.SEND
+    completions = [ledger.complete(Completion(key, customer, "email", LedgerState.FAILED, "sendgrid",
+                                              error_type="Rejected", attempt=1)) for key in first[:2]]
+    completions.append(ledger.complete(Completion(first[2], customer, "email", LedgerState.DELIVERED, "sendgrid",
+                                                  "m-1", attempt=1)))
+    reservations = [ledger.reserve(_request(f"wf-later-{n}/s", customer, caps=caps, cap_reserve=0))
+                    for n in range(30)]
+    *_, answers = await asyncio.gather(asyncio.gather(*completions), asyncio.gather(*reservations))
+
+    later = [answer.decision for answer in answers]
+    assert set(later) <= {ReserveDecision.SEND, ReserveDecision.CAPPED}
+    holding = [row for row in await ledger.sends_of(customer) if row.state.holds_cap_slot]
+    assert len(holding) == 3 - 2 + later.count(ReserveDecision.SEND) <= 3
+    assert (await ledger.send(first[2])).state is LedgerState.DELIVERED  # type: ignore[union-attr]
+
+
 async def test_opt_out_and_suppression_are_checked_before_anything_else(store_pool: asyncpg.Pool) -> None:
     ledger, customer = PostgresLedger(store_pool), f"c-{uuid.uuid4().hex[:8]}"
     await ledger.complete(Completion("wf/unsub", customer, "email", LedgerState.FAILED,
