@@ -51,7 +51,14 @@ from bench.outage import measure_database_outage
 from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_memory_mib
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
-from bench.stats import InterleavedRatio, growth_ratio, interleaved_ratio, rate_per_second, summarize_latency
+from bench.stats import (
+    InterleavedRatio,
+    growth_ratio,
+    interleaved_ratio,
+    middle_rate,
+    rate_per_second,
+    summarize_latency,
+)
 from bench.stub import SendGridStub
 from consumer.routes import EventRoutes
 from consumer.service import BRIDGE_CONSUMER_CONFIG
@@ -106,8 +113,18 @@ async def measure_start_ceiling(run: Run, label: str = "raw start ceiling") -> f
     return measured
 
 
+@dataclass(frozen=True)
+class RawCeiling:
+    """One raw notification phase: its rate first to last, over the middle 90 %, the floor, the cost."""
+
+    rate: float
+    middle_rate: float
+    floor: list[float]
+    cost: HistoryCost
+
+
 async def measure_raw_notifications(run: Run, label: str = "raw notification ceiling", *,
-                                    floor_samples: int | None = None) -> tuple[float, list[float], HistoryCost]:
+                                    floor_samples: int | None = None) -> RawCeiling:
     """The raw ceiling (start + one no-op activity, concurrent) and the start -> activity floor (sequential).
 
     Args:
@@ -169,7 +186,7 @@ async def measure_raw_notifications(run: Run, label: str = "raw notification cei
         started = max(samples, 1) + config.raw_workflows
         cost = await history_cost(client, task_queue, started)
         await run.delete_workflows(task_queue, started)
-        return rate_per_second(ran()), floor, cost
+        return RawCeiling(rate_per_second(ran()), middle_rate(ran()), floor, cost)
     finally:
         worker.terminate()
         await asyncio.to_thread(worker.wait, 30)
@@ -349,8 +366,10 @@ async def measure_capacity(run: Run, full: FullPath, prefix: str, label: str) ->
             raise RuntimeError(f"an eventflow process exited:\n{full.consumer.log_tail()}\n{full.worker.log_tail()}")
         run.cpu[label] = meter.cores()
         first = run.stub.first_sends(prefix)
+        at = [r.at_epoch_seconds for r in first.values()]
         return {"events": total, "sent": len(first), "duplicates": run.stub.duplicates(prefix),
-                "notifications_per_second": round(rate_per_second([r.at_epoch_seconds for r in first.values()]), 3),
+                "notifications_per_second": round(rate_per_second(at), 3),
+                "notifications_per_second_middle_90": round(middle_rate(at), 3),
                 "worker_send_attempts": attempts_since(Counter(), await full.settled_send_attempts())}
     finally:
         await full.consumer.stop()
@@ -366,6 +385,9 @@ class CapacityRounds:
     floor: list[float]
     raw_cost: HistoryCost
     cost: HistoryCost
+    #: The same rounds and ceilings, each phase's rate over the middle 90 % of its completions.
+    middle: InterleavedRatio
+    warm_up_events: int
 
     def as_json(self) -> dict[str, Any]:
         """The ``capacity`` figures: every round's sends and attempts summed, the median round's rate."""
@@ -378,7 +400,39 @@ class CapacityRounds:
                 "notifications_per_second": round(self.figures.measured_median, 3),
                 "notifications_per_second_by_round": [round(value, 3) for value in self.figures.measured],
                 "ratio_by_round": [round(value, 4) for value in self.figures.ratios],
+                "notifications_per_second_middle_90_by_round": [round(value, 3) for value in self.middle.measured],
+                "ratio_middle_90_by_round": [round(value, 4) for value in self.middle.ratios],
+                "warm_up_events": self.warm_up_events,
                 "worker_send_attempts": dict(sorted(attempts.items()))}
+
+
+#: Notifications sent through the full path before its first capacity round, not counted. A raw
+#: phase starts its clock after a warm-up workflow has run on its queue; without this the first
+#: round alone carries the first use of the journeys' task queues, the consumer group and the tables
+#: (it was the lowest round in 6 of 7 runs, with every process as busy as in later rounds).
+WARM_UP_EVENTS = 20
+
+
+async def warm_full_path(run: Run, full: FullPath) -> int:
+    """Sends `WARM_UP_EVENTS` (at most a round's size) through freshly started processes, then stops them."""
+    total = max(1, min(WARM_UP_EVENTS, run.config.capacity_events))
+    phase(f"full path warm-up: {total} events, not counted")
+    preload(run.servers.kafka, full.topics["cap-"], encode_events([purchase_event("warm-") for _ in range(total)]),
+            total, "full path warm-up")
+    full.worker.start()
+    full.consumer.start()
+    try:
+        await full.worker.wait_ready()
+        deadline = time.monotonic() + run.config.phase_timeout_seconds
+        while len(run.stub.first_sends("warm-")) < total:
+            if time.monotonic() > deadline or not full.alive():
+                raise RuntimeError(f"full path warm-up: {len(run.stub.first_sends('warm-'))}/{total} sent\n"
+                                   f"{full.consumer.log_tail()}\n{full.worker.log_tail()}")
+            await asyncio.sleep(0.2)
+    finally:
+        await full.consumer.stop()
+        await full.worker.stop()
+    return total
 
 
 async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
@@ -386,16 +440,16 @@ async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
 
     The first raw phase also times the start -> activity floor; the figure is `in_rounds`'s.
     """
-    first: list[tuple[list[float], HistoryCost]] = []
+    ceilings: list[RawCeiling] = []
     rounds: list[dict[str, Any]] = []
+    await run.settle("full path warm-up")
+    warm = await warm_full_path(run, full)
 
     async def ceiling(after: int) -> float:
         label = f"raw notification ceiling (after capacity round {after})" if after else "raw notification ceiling"
         await run.settle(label)
-        rate, floor, cost = await measure_raw_notifications(run, label, floor_samples=0 if after else None)
-        if not after:
-            first.append((floor, cost))
-        return rate
+        ceilings.append(await measure_raw_notifications(run, label, floor_samples=0 if after else None))
+        return ceilings[-1].rate
 
     async def capacity(index: int) -> float:
         label = _round_label("full path capacity", index)
@@ -404,10 +458,11 @@ async def measure_capacity_rounds(run: Run, full: FullPath) -> CapacityRounds:
         return float(rounds[-1]["notifications_per_second"])
 
     figures = await in_rounds(run.config.capacity_rounds, ceiling, capacity)
-    # Every round's journeys ran on the one task queue: the cost is of all their notifications.
-    cost = await history_cost(run.servers.client, full.task_queue, sum(r["sent"] for r in rounds))
-    (floor, raw_cost), = first
-    return CapacityRounds(rounds, figures, floor, raw_cost, cost)
+    # Every round's journeys, and the warm-up's, ran on the one task queue: the cost is of all their notifications.
+    cost = await history_cost(run.servers.client, full.task_queue, sum(r["sent"] for r in rounds) + warm)
+    middle = interleaved_ratio([r["notifications_per_second_middle_90"] for r in rounds],
+                               [c.middle_rate for c in ceilings])
+    return CapacityRounds(rounds, figures, ceilings[0].floor, ceilings[0].cost, cost, middle, warm)
 
 
 async def measure_latency(run: Run, full: FullPath, rate: float, prefix: str, label: str) -> dict[str, Any]:
@@ -741,6 +796,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
             "start_workflow_per_second_readings": [round(value, 2) for value in bridge.ceilings],
             "notifications_per_second": round(capacity.figures.ceiling_mean, 2),
             "notifications_per_second_readings": [round(value, 2) for value in capacity.figures.ceilings],
+            "notifications_per_second_middle_90_readings": [round(value, 2) for value in capacity.middle.ceilings],
             "start_to_activity_floor_p50_seconds": round(floor_summary.percentile(0.5), 4) if floor else 0.0,
             "start_to_activity_floor_p99_seconds": round(floor_summary.percentile(0.99), 4) if floor else 0.0,
             "consume_loop_events_per_second": round(raw_consume, 1),
@@ -754,6 +810,7 @@ async def run(servers: Servers, config: BenchConfig, workdir: Path) -> dict[str,
         **audience,
         "ratios": {
             "full_path_vs_raw_ceiling": round(capacity.figures.ratio, 4),
+            "full_path_vs_raw_ceiling_middle_90": round(capacity.middle.ratio, 4),
             "bridge_vs_raw_start_ceiling": round(bridge.ratio, 4),
             "unrouted_vs_raw_consume": _ratio(unrouted, raw_consume),
             "light_p50_vs_raw_floor": _ratio(full["latency_light_load"]["p50_seconds"],

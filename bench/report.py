@@ -53,6 +53,12 @@ def figures_table(results: Mapping[str, Any]) -> str:
         ("**full path / raw ceiling**: the median round against the ceilings either side of it",
          f"{_ratio(ratios['full_path_vs_raw_ceiling'])} (rounds: {_readings(capacity.get('ratio_by_round'), 2)})",
          "≥ 0.8", verdict("full path")),
+        ("full path / raw ceiling, each phase over the middle 90 % of its completions (steady state; not the "
+         "target's estimator)",
+         f"{_ratio(ratios.get('full_path_vs_raw_ceiling_middle_90'))} "
+         f"(rounds: {_readings(capacity.get('ratio_middle_90_by_round'), 2)}; raw "
+         f"{_readings(raw.get('notifications_per_second_middle_90_readings'), 1)} /s, full path "
+         f"{_readings(capacity.get('notifications_per_second_middle_90_by_round'), 1)} /s)", "", ""),
         ("raw start -> activity floor, one at a time",
          f"p50 {_seconds(raw['start_to_activity_floor_p50_seconds'])}, "
          f"p99 {_seconds(raw['start_to_activity_floor_p99_seconds'])}", "", ""),

@@ -80,6 +80,22 @@ def rate_per_second(timestamps: Sequence[float]) -> float:
     return (len(ordered) - 1) / max(ordered[-1] - ordered[0], 1e-6)
 
 
+#: Share of a phase's completions its steady-state rate is taken over: the first and the last 5 %
+#: are left out (a phase opens with a burst of starts beside cold processes, and a straggler or two
+#: can end it seconds after the rest).
+MIDDLE_FRACTION = 0.9
+
+
+def middle_rate(timestamps: Sequence[float], fraction: float = MIDDLE_FRACTION) -> float:
+    """Events per second over the middle ``fraction`` of the timestamps (`rate_per_second` when too few)."""
+    ordered = sorted(timestamps)
+    cut = round(len(ordered) * (1 - fraction) / 2)
+    first, last = cut, len(ordered) - 1 - cut
+    if last - first < 2:
+        return rate_per_second(ordered)
+    return (last - first) / max(ordered[last] - ordered[first], 1e-6)
+
+
 def growth_ratio(samples: Sequence[float], warmup_fraction: float = 0.1) -> tuple[float, float, float]:
     """``(start, end, end / start - 1)`` of a soak's samples: means of the first and last tenth after warm-up."""
     warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)

@@ -23,7 +23,7 @@ import pytest
 from temporalio.client import Client
 
 from bench.config import AudienceConfig, FaultConfig, OutageConfig
-from bench.phases import BenchConfig, Servers, run
+from bench.phases import WARM_UP_EVENTS, BenchConfig, Servers, run
 from bench.report import END, START, cpu_table, figures_table, update_docs
 from devstack import Endpoints
 from devstack.postgres import PostgresServer
@@ -109,6 +109,13 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
     assert len(notifications) == TINY.capacity_rounds + 1 and min(notifications) > 0
     assert results["ratios"]["full_path_vs_raw_ceiling"] == pytest.approx(sum(capacity["ratio_by_round"]) / 2,
                                                                           abs=1e-3)
+    # The steady-state figures beside them: every phase again over the middle 90 % of its completions.
+    assert capacity["warm_up_events"] == min(WARM_UP_EVENTS, TINY.capacity_events)  # not among the rounds' events
+    assert len(capacity["notifications_per_second_middle_90_by_round"]) == len(capacity["ratio_middle_90_by_round"]) == 2
+    assert len(raw["notifications_per_second_middle_90_readings"]) == TINY.capacity_rounds + 1
+    assert min(raw["notifications_per_second_middle_90_readings"]) > 0
+    assert results["ratios"]["full_path_vs_raw_ceiling_middle_90"] == pytest.approx(
+        sum(capacity["ratio_middle_90_by_round"]) / 2, abs=1e-3)
     _check_latency(results["latency_light_load"])
     _check_latency(results["latency_half_capacity"])
     hot = results["hot_customer"]
@@ -132,8 +139,8 @@ async def test_every_phase_runs_and_reports_every_figure(endpoints: Endpoints, k
             "consumer_retries", "processes_alive"} <= set(outage)
     assert results["phases_not_run"] == ["faults"]
     assert results["cpu_cores_used_per_phase"]["database outage"]["postgresql server"] >= 0
-    assert set(results["ratios"]) == {"full_path_vs_raw_ceiling", "bridge_vs_raw_start_ceiling",
-                                      "unrouted_vs_raw_consume", "light_p50_vs_raw_floor",
+    assert set(results["ratios"]) == {"full_path_vs_raw_ceiling", "full_path_vs_raw_ceiling_middle_90",
+                                      "bridge_vs_raw_start_ceiling", "unrouted_vs_raw_consume", "light_p50_vs_raw_floor",
                                       "segments_vs_no_segments", "broadcast_vs_raw_ceiling"}
     segments = results["segments"]
     assert segments["segments"] == 5 and segments["events"] == TINY.audiences.segment_events

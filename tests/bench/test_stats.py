@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of, wait_for_quiet
 from bench.processes import tree_memory_mib
-from bench.stats import growth_ratio, interleaved_ratio, percentile_over_all, rate_per_second, summarize_latency
+from bench.stats import (
+    growth_ratio,
+    interleaved_ratio,
+    middle_rate,
+    percentile_over_all,
+    rate_per_second,
+    summarize_latency,
+)
 
 
 def test_all_delivered_is_the_nearest_rank_percentile() -> None:
@@ -75,6 +82,16 @@ def test_a_percentile_is_finite_exactly_when_its_rank_was_delivered(delivered: l
 def test_rate_counts_intervals_after_the_first_event() -> None:
     assert rate_per_second([10.0, 10.5, 11.0]) == pytest.approx(2.0)
     assert rate_per_second([5.0]) == 0.0
+
+
+def test_the_middle_rate_leaves_out_a_slow_start_and_a_straggler() -> None:
+    # 100 completions 0.1 s apart, the first 5 slowed to 2 s apart and one straggler 30 s after the rest.
+    steady = [10.0 + 0.1 * n for n in range(94)]
+    timestamps = [2.0 * n for n in range(5)] + steady + [steady[-1] + 30.0]
+    assert rate_per_second(timestamps) < 2.5  # first to last: dominated by both ends
+    assert middle_rate(timestamps) == pytest.approx(10.0)
+    assert middle_rate([1.0, 2.0, 3.0]) == rate_per_second([1.0, 2.0, 3.0])  # too few to leave any out
+    assert middle_rate([4.0]) == 0.0
 
 
 def test_growth_ratio_compares_first_and_last_tenth_after_warm_up() -> None:
