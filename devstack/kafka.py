@@ -32,6 +32,19 @@ logger.apache.level = WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (a UUID in URL-safe base64), never starting with ``-``.
+
+    The storage tool reads ``-t`` with an argument parser that takes a value starting with ``-`` for
+    an option ("expected one argument"): one id in 64 did, and failed the format. Kafka's own
+    ``random-uuid`` draws again in that case, as this does.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class KafkaServer:
     """One combined broker+controller bound to 127.0.0.1.
@@ -121,7 +134,7 @@ class KafkaServer:
             # A KRaft voter is recorded with its controller endpoint at format time; local data is disposable.
             shutil.rmtree(self.home / "data", ignore_errors=True)
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             with self.log_path.open("ab") as log:
                 formatted = subprocess.run(
                     self._java(libs, "kafka.tools.StorageTool", "format", "--standalone",

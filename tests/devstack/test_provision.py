@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
-from devstack import MissingToolError, browser, provision, registry
+from devstack import MissingToolError, browser, kafka, provision, registry
 from devstack.cache import cache_dir
 from devstack.errors import ProvisionError
 
@@ -131,3 +133,12 @@ def test_chromium_is_installed_with_apt_get_only_where_it_is_missing(
     assert browser.chromium(missing, apt_get="/usr/bin/apt-get", root=True) == missing
     assert calls == [["/usr/bin/apt-get", "update"],
                      ["/usr/bin/apt-get", "install", "-y", "--no-install-recommends", "chromium"]]
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0xF8 encodes to a leading "-" in URL-safe base64: the storage tool would take the id for an option.
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" + bytes(15))])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(drawn))
+    assert base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().startswith("-")
+    cluster_id = kafka.new_cluster_id()
+    assert cluster_id == base64.urlsafe_b64encode(b"\x01" + bytes(15)).decode().rstrip("=")
