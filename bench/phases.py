@@ -339,15 +339,16 @@ async def measure_unrouted(run: Run) -> tuple[float, float]:
 
 # --- the full path: eventflow consume + eventflow worker + SendGrid stub -------------------------
 
-async def measure_capacity(run: Run, full: FullPath, prefix: str, label: str) -> dict[str, Any]:
+async def measure_capacity(run: Run, full: FullPath, prefix: str, label: str,
+                           events: int | None = None) -> dict[str, Any]:
     """Preloaded events through freshly started processes until every notification reached the stub.
 
     The events (order ids starting with ``prefix``) are written before the processes start, and the
     processes are stopped after, so the raw phase between two rounds runs without them.
     """
     config = run.config
-    phase(f"{label}: {config.capacity_events} preloaded events, eventflow consume + eventflow worker")
-    total = config.capacity_events
+    total = config.capacity_events if events is None else events
+    phase(f"{label}: {total} preloaded events, eventflow consume + eventflow worker")
     preload(run.servers.kafka, full.topics["cap-"], encode_events([purchase_event(prefix) for _ in range(total)]),
              total, label)
     full.worker.start()
@@ -414,24 +415,9 @@ WARM_UP_EVENTS = 20
 
 
 async def warm_full_path(run: Run, full: FullPath) -> int:
-    """Sends `WARM_UP_EVENTS` (at most a round's size) through freshly started processes, then stops them."""
+    """Sends `WARM_UP_EVENTS` (at most a round's size) through freshly started processes; figures discarded."""
     total = max(1, min(WARM_UP_EVENTS, run.config.capacity_events))
-    phase(f"full path warm-up: {total} events, not counted")
-    preload(run.servers.kafka, full.topics["cap-"], encode_events([purchase_event("warm-") for _ in range(total)]),
-            total, "full path warm-up")
-    full.worker.start()
-    full.consumer.start()
-    try:
-        await full.worker.wait_ready()
-        deadline = time.monotonic() + run.config.phase_timeout_seconds
-        while len(run.stub.first_sends("warm-")) < total:
-            if time.monotonic() > deadline or not full.alive():
-                raise RuntimeError(f"full path warm-up: {len(run.stub.first_sends('warm-'))}/{total} sent\n"
-                                   f"{full.consumer.log_tail()}\n{full.worker.log_tail()}")
-            await asyncio.sleep(0.2)
-    finally:
-        await full.consumer.stop()
-        await full.worker.stop()
+    await measure_capacity(run, full, "warm-", "full path warm-up (not counted)", events=total)
     return total
 
 
