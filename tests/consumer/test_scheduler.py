@@ -6,7 +6,7 @@ import asyncio
 
 from consumer.ledger import PartitionLedger, format_metadata, parse_metadata
 from consumer.offsets import OffsetTracker
-from consumer.scheduler import KeyScheduler
+from consumer.scheduler import REFILL_DIVISOR, KeyScheduler
 
 P0 = ("events", 0)
 
@@ -67,7 +67,7 @@ async def test_a_failing_record_releases_its_slot_and_its_key_goes_on() -> None:
     assert scheduler.tasks() == []
 
 
-async def test_pauses_at_the_bound_and_resumes_with_the_first_free_slot() -> None:
+async def test_a_small_bound_pauses_at_the_bound_and_resumes_with_the_first_free_slot() -> None:
     scheduler = KeyScheduler(4)
     gates = [asyncio.Event() for _ in range(4)]
     tasks = [scheduler.submit(str(i).encode(), P0, gate.wait) for i, gate in enumerate(gates)]
@@ -80,6 +80,26 @@ async def test_pauses_at_the_bound_and_resumes_with_the_first_free_slot() -> Non
         gate.set()
     await asyncio.gather(*tasks)
     assert not scheduler.should_pause(retrying=0)
+
+
+async def test_a_large_bound_resumes_once_a_sixteenth_of_its_slots_is_free() -> None:
+    bound = 64
+    scheduler = KeyScheduler(bound)
+    refill = bound // REFILL_DIVISOR
+    gates = [asyncio.Event() for _ in range(bound)]
+    tasks = [scheduler.submit(str(i).encode(), P0, gate.wait) for i, gate in enumerate(gates)]
+    decisions = []
+    for index in range(refill):
+        decisions.append(scheduler.should_pause(retrying=0))
+        gates[index].set()
+        await tasks[index]
+    decisions.append(scheduler.should_pause(retrying=0))
+    # Paused from the bound until the refill's slots are free, then the whole refill is taken at once.
+    assert decisions == [True] * refill + [False]
+    assert scheduler.free == refill
+    for gate in gates:
+        gate.set()
+    await asyncio.gather(*tasks)
 
 
 async def test_drain_cancels_what_does_not_finish_within_the_grace_period() -> None:
