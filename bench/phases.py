@@ -48,13 +48,14 @@ from bench.faults import run_fault_phase
 from bench.history import HistoryCost, history_cost
 from bench.outage import PREFIX as OUTAGE_PREFIX
 from bench.outage import measure_database_outage
-from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_memory_mib
+from bench.processes import BENCH_JOURNEYS, ROOT, rss_mib, tree_memory_by_process
 from bench.progress import Progress, phase
 from bench.raw import RAW_WORKFLOW, RawInput
 from bench.stats import (
     InterleavedRatio,
     growth_ratio,
     interleaved_ratio,
+    lasting_growth,
     middle_rate,
     rate_per_second,
     summarize_latency,
@@ -545,9 +546,11 @@ async def measure_hot_customer(run: Run, full: FullPath) -> dict[str, Any]:
 async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, Any]:
     """Steady load for ``soak_seconds`` while the memory of consumer, worker and PostgreSQL is sampled every second.
 
-    PostgreSQL's is the proportional set size summed over the postmaster and its backends without
-    the shared buffer cache, which is reported beside it (`tree_memory_mib`); it is left out when
-    the run has no PostgreSQL server of its own.
+    PostgreSQL's is the proportional set size of the postmaster and its backends without the shared
+    buffer cache, which is reported beside it (`tree_memory_by_process`); judged over the processes
+    that lived through the soak (`lasting_growth`: a backend forked for a new pool connection is no
+    process growing), with the whole tree's sum and process counts beside it. It is left out when the
+    run has no PostgreSQL server of its own.
     """
     config = run.config
     routed_rate = min(config.soak_routed_per_second, max(capacity / 4, 0.2))
@@ -557,7 +560,8 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
     producer = kafka_producer(run.servers.kafka, batch=False)
     unrouted = encode_events([unrouted_event() for _ in range(100)])
     rss: dict[str, list[float]] = {"consumer": [], "worker": []}
-    shared: list[float] = []  # PostgreSQL's buffer cache, apart (`tree_memory_mib`)
+    shared: list[float] = []  # PostgreSQL's buffer cache, apart (`tree_memory_by_process`)
+    database: list[dict[int, float]] = []  # each PostgreSQL process's memory without it
     if run.database_pid() is not None:
         rss["postgresql"] = []
     produced = 0
@@ -581,9 +585,10 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
         rss["consumer"].append(rss_mib(full.consumer.pid))
         rss["worker"].append(rss_mib(full.worker.pid))
         if "postgresql" in rss:
-            total, shmem = tree_memory_mib(run.database_pid() or 0)
-            rss["postgresql"].append(total - shmem)
-            shared.append(shmem)
+            members = tree_memory_by_process(run.database_pid() or 0)
+            database.append({pid: total - shmem for pid, (total, shmem) in members.items()})
+            rss["postgresql"].append(sum(database[-1].values()))
+            shared.append(sum(shmem for _, shmem in members.values()))
         progress.update(int(elapsed))
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
     progress.close()
@@ -600,8 +605,16 @@ async def measure_soak(run: Run, full: FullPath, capacity: float) -> dict[str, A
         figures[name] = {"rss_start_mib": round(start, 1), "rss_end_mib": round(end, 1),
                          "rss_max_mib": round(max(values, default=0.0), 1), "growth_ratio": round(growth, 4)}
     if "postgresql" in figures:
-        figures["postgresql"]["measure"] = ("PSS summed over the postmaster and its backends, without the shared "
-                                            "buffer cache (a fixed-size segment that fills as pages are first read)")
+        tree = figures["postgresql"]
+        lasting = lasting_growth(database)
+        figures["postgresql"] = {
+            "rss_start_mib": round(lasting.start, 1), "rss_end_mib": round(lasting.end, 1),
+            "rss_max_mib": tree["rss_max_mib"], "growth_ratio": round(lasting.growth, 4),
+            "measure": ("PSS of the postmaster and its backends that lived through the soak, without the shared "
+                        "buffer cache (a fixed-size segment that fills as pages are first read)"),
+            "lasting_processes": lasting.lasting, "processes_start": lasting.processes_start,
+            "processes_end": lasting.processes_end, "whole_tree_start_mib": tree["rss_start_mib"],
+            "whole_tree_end_mib": tree["rss_end_mib"], "whole_tree_growth_ratio": tree["growth_ratio"]}
         figures["postgresql"]["shared_buffers_touched_start_mib"] = round(shared[0], 1) if shared else 0.0
         figures["postgresql"]["shared_buffers_touched_end_mib"] = round(shared[-1], 1) if shared else 0.0
     return figures

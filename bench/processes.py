@@ -259,9 +259,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def tree_memory_mib(pid: int) -> tuple[float, float]:
-    """A process tree's memory in MiB: the sum of its proportional set sizes, and the part of it that
-    is shared memory (``Pss_Shmem``).
+def tree_memory_by_process(pid: int) -> dict[int, tuple[float, float]]:
+    """Each process of a tree (pid -> MiB): its proportional set size and the part of it that is
+    shared memory (``Pss_Shmem``).
 
     PSS, not RSS: PostgreSQL's backends map the same shared buffers, which a sum of RSS would count
     once per backend; PSS splits each shared page among the processes mapping it. Falls back to RSS
@@ -271,16 +271,15 @@ def tree_memory_mib(pid: int) -> tuple[float, float]:
     whose pages count as they are first touched: it fills towards that size under any load and is
     no leak. What the processes themselves hold is the difference.
     """
-    total = shmem = 0.0
+    found: dict[int, tuple[float, float]] = {}
     for member in [pid, *_descendants(pid)]:
         try:
             lines = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
             fields = {key: value for key, _, value in (line.partition(":") for line in lines) if key.isidentifier()}
-            total += int(fields["Pss"].split()[0]) / 1024
-            shmem += int(fields.get("Pss_Shmem", "0 kB").split()[0]) / 1024
+            found[member] = (int(fields["Pss"].split()[0]) / 1024, int(fields.get("Pss_Shmem", "0 kB").split()[0]) / 1024)
         except (OSError, KeyError, IndexError, ValueError):
-            total += rss_mib(member)
-    return total, shmem
+            found[member] = (rss_mib(member), 0.0)
+    return found
 
 
 def _descendants(pid: int) -> list[int]:

@@ -101,10 +101,15 @@ def figures_table(results: Mapping[str, Any]) -> str:
         process = soak["postgresql"]
         cache = (f"; buffer cache touched {process['shared_buffers_touched_start_mib']:.0f} -> "
                  f"{process['shared_buffers_touched_end_mib']:.0f} MiB" if "shared_buffers_touched_end_mib" in process else "")
-        rows.append((f"**PostgreSQL memory over a {soak['seconds']:.0f} s soak** (PSS, postmaster + backends, "
-                     "without the fixed-size buffer cache)",
-                     f"{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
-                     f"({process['growth_ratio'] * 100:+.1f} %){cache}", "within ± 10 %", verdict("PostgreSQL memory")))
+        tree = (f"; the whole tree, {process['processes_start']} -> {process['processes_end']} processes: "
+                f"{process['whole_tree_start_mib']:.0f} -> {process['whole_tree_end_mib']:.0f} MiB "
+                f"({process['whole_tree_growth_ratio'] * 100:+.1f} %)" if "whole_tree_growth_ratio" in process else "")
+        lasting = f"the {process['lasting_processes']} lasting processes: " if "lasting_processes" in process else ""
+        rows.append((f"**PostgreSQL memory over a {soak['seconds']:.0f} s soak** (PSS, postmaster + backends that "
+                     "lived through it, without the fixed-size buffer cache)",
+                     f"{lasting}{process['rss_start_mib']:.0f} -> {process['rss_end_mib']:.0f} MiB "
+                     f"({process['growth_ratio'] * 100:+.1f} %){tree}{cache}", "within ± 10 %",
+                     verdict("PostgreSQL memory")))
     rows += _outage_rows(results, verdict)
     rows += _audience_rows(results, verdict)
     rows += _fault_rows(results, verdict)

@@ -107,6 +107,48 @@ def growth_ratio(samples: Sequence[float], warmup_fraction: float = 0.1) -> tupl
 
 
 @dataclass(frozen=True)
+class LastingGrowth:
+    """`lasting_growth` of a process tree's samples.
+
+    Attributes:
+        start, end: the mean memory (MiB) of the lasting processes over the first and last tenth after warm-up.
+        growth: ``end / start - 1``.
+        lasting: how many processes lived through both windows (the ones measured).
+        processes_start, processes_end: how many processes the tree had in the first and in the last sample
+            after warm-up (a connection pool that opened or closed a connection meanwhile).
+    """
+
+    start: float
+    end: float
+    growth: float
+    lasting: int
+    processes_start: int
+    processes_end: int
+
+
+def lasting_growth(samples: Sequence[Mapping[int, float]], warmup_fraction: float = 0.1) -> LastingGrowth:
+    """`growth_ratio` of a process tree (each sample: pid -> MiB) over the processes in every sample of the
+    first and last tenth after warm-up.
+
+    A process that starts or ends inside the soak is left out: PostgreSQL forks a backend per new
+    connection (about 6 MiB each), so a pool that opens one more connection in the last tenth grows
+    the tree's sum by a tenth with no process's memory growing. A leak is a lasting process growing.
+    """
+    warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)
+    if not warm:
+        return LastingGrowth(0.0, 0.0, 0.0, 0, 0, 0)
+    window = max(1, len(warm) // 10)
+    first, last = warm[:window], warm[-window:]
+    lasting = set.intersection(*(set(sample) for sample in (*first, *last)))
+
+    def mean(part: Sequence[Mapping[int, float]]) -> float:
+        return sum(sum(sample[pid] for pid in lasting) for sample in part) / len(part)
+
+    start, end = mean(first), mean(last)
+    return LastingGrowth(start, end, (end / start - 1) if start else 0.0, len(lasting), len(warm[0]), len(warm[-1]))
+
+
+@dataclass(frozen=True)
 class InterleavedRatio:
     """A measured phase against a ceiling read before and after each of its rounds.
 

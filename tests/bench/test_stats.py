@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.common import FAST_POLL_SECONDS, SLOW_POLL_SECONDS, crossing_time, rate_of, wait_for_quiet
-from bench.processes import tree_memory_mib
+from bench.processes import tree_memory_by_process
 from bench.stats import (
     growth_ratio,
     interleaved_ratio,
+    lasting_growth,
     middle_rate,
     percentile_over_all,
     rate_per_second,
@@ -102,8 +103,24 @@ def test_growth_ratio_compares_first_and_last_tenth_after_warm_up() -> None:
 
 
 def test_postgresql_memory_keeps_its_shared_buffer_cache_apart() -> None:
-    total, shared = tree_memory_mib(os.getpid())
+    members = tree_memory_by_process(os.getpid())
+    total, shared = members[os.getpid()]
     assert total > 0 and 0 <= shared <= total
+
+
+def test_a_process_forked_late_in_the_soak_is_not_growth_but_a_lasting_one_growing_is() -> None:
+    steady = [{1: 10.0, 2: 6.0}] * 90 + [{1: 10.0, 2: 6.0, 3: 6.0}] * 10  # a new backend in the last tenth
+    pool_grew = lasting_growth(steady)
+    assert (pool_grew.lasting, pool_grew.processes_start, pool_grew.processes_end) == (2, 2, 3)
+    assert pool_grew.growth == 0.0
+    assert growth_ratio([sum(sample.values()) for sample in steady])[2] > 0.10  # what the whole tree's sum said
+
+    leaking = [{1: 10.0, 2: 6.0 + index / 10} for index in range(100)]
+    assert lasting_growth(leaking).growth > 0.10
+
+    # A backend that ends inside a window is left out of both windows, not counted as a fall.
+    ended = [{1: 10.0, 2: 6.0, 3: 6.0}] * 95 + [{1: 10.0, 2: 6.0}] * 5
+    assert lasting_growth(ended).growth == 0.0 and lasting_growth(ended).lasting == 2
 
 
 class _SteadyCounter:
