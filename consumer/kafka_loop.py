@@ -32,7 +32,13 @@ The loop's guarantees, whatever the handler:
   librdkafka prefetched and the resume fetches it again, so a loop whose handler is at its bound
   many times a second (the bridge) waits a little before pausing;
 * supervision: a loop that ends other than by ``stop`` logs ``kafka_loop_failed`` at once and
-  `problem` says why (readiness), before the exception propagates.
+  `problem` says why (readiness), before the exception propagates;
+* one thread calls the consumer: once the loop runs, every call on it (fetches, pause and resume,
+  the watermarks behind `high_watermark`) is made on the fetch thread; commits wait on a worker
+  thread, never on the event loop. confluent-kafka serialises the calls on one consumer, so a call
+  made on the event loop while a fetch serves a rebalance callback (which waits for the event loop)
+  never returned: the loop froze, stopped polling and was evicted from the group five minutes later
+  (`max.poll.interval.ms`), the fault phase's stall.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ TopicPartitionKey = tuple[str, int]
 #: Builds the Kafka consumer from its librdkafka configuration (``confluent_kafka.Consumer``).
 ConsumerFactory = Callable[[dict[str, object]], Consumer]
 
+#: How often a fetch refreshes the high watermarks `KafkaLoop.high_watermark` answers with.
+WATERMARKS_EVERY_SECONDS = 1.0
 #: Errors on a fixed assignment after which reading cannot go on (the topic is gone or forbidden).
 _FATAL_FOR_ASSIGNMENT = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
@@ -195,6 +203,11 @@ class KafkaLoop(Generic[T]):
         self._positions: dict[TopicPartitionKey, int] = {}
         self._ends: dict[TopicPartitionKey, int] = {}
         self._paused = False
+        #: Whether the consumer's partitions are paused now (set on the fetch thread, which pauses them).
+        self._pause_applied = False
+        #: The partitions' high watermarks as the fetch thread last read them (librdkafka's cached values).
+        self._high_watermarks: dict[TopicPartitionKey, int] = {}
+        self._watermarks_read_at = 0.0
         self._full_since: float | None = None
         self._problem: str | None = None
         self._generations: dict[TopicPartitionKey, int] = {}
@@ -227,14 +240,12 @@ class KafkaLoop(Generic[T]):
         return self._positions.get(partition)
 
     def high_watermark(self, partition: TopicPartitionKey) -> int | None:
-        """The partition's end as last fetched (cached, no broker round trip), or None."""
-        if self._consumer is None:
-            return None
-        try:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)
-        except KafkaException:
-            return None
-        return int(high) if high >= 0 else None
+        """The partition's end as a fetch last read it (at most `WATERMARKS_EVERY_SECONDS` old), or None.
+
+        Read by the fetch thread, never here: a call on the consumer from the event loop can wait
+        forever for a fetch that waits for the event loop (see the module's docstring).
+        """
+        return self._high_watermarks.get(partition)
 
     def consumer_config(self) -> dict[str, object]:
         """The librdkafka configuration of this loop's consumer."""
@@ -286,7 +297,7 @@ class KafkaLoop(Generic[T]):
             while not stop.is_set():
                 if self._ended():
                     return
-                room = self._apply_backpressure(consumer, time.monotonic())
+                room = self._apply_backpressure(time.monotonic())
                 if fetch is None:
                     if room == 0:
                         await self._handoff.wait_for_room(0.2)
@@ -376,7 +387,7 @@ class KafkaLoop(Generic[T]):
 
     def _fetch(self, consumer: Consumer, max_messages: int, timeout_seconds: float) -> asyncio.Task[list[Message]]:
         task = asyncio.create_task(asyncio.to_thread(self._poll, consumer, min(max_messages, self.options.max_batch),
-                                                     timeout_seconds), name=f"{self.options.name}-fetch")
+                                                     timeout_seconds, self._paused), name=f"{self.options.name}-fetch")
         self.fetches += 1
         if self._fetch_waiters:
             for count, waiter in self._fetch_waiters:
@@ -385,16 +396,42 @@ class KafkaLoop(Generic[T]):
             self._fetch_waiters = [(c, w) for c, w in self._fetch_waiters if not w.done()]
         return task
 
-    @staticmethod
-    def _poll(consumer: Consumer, max_messages: int, timeout_seconds: float) -> list[Message]:
-        """Whatever is buffered now, else waits for the first record; never waits to fill a batch."""
+    def _poll(self, consumer: Consumer, max_messages: int, timeout_seconds: float, paused: bool) -> list[Message]:
+        """Whatever is buffered now, else waits for the first record; never waits to fill a batch.
+
+        On the fetch thread: first pauses or resumes the assignment as back-pressure asked (``paused``),
+        and after the fetch refreshes the high watermarks, so the event loop never calls the consumer.
+        """
+        if paused != self._pause_applied:
+            assignment = consumer.assignment()
+            if paused:
+                consumer.pause(assignment)
+            else:
+                consumer.resume(assignment)
+            self._pause_applied = paused
         batch = consumer.consume(max_messages, 0)
-        if batch or timeout_seconds <= 0:
-            return batch
-        first = consumer.poll(timeout_seconds)
-        if first is None:
-            return []
-        return [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+        if not batch and timeout_seconds > 0:
+            first = consumer.poll(timeout_seconds)
+            if first is not None:
+                batch = [first, *consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+        self._read_watermarks(consumer)
+        return batch
+
+    def _read_watermarks(self, consumer: Consumer) -> None:
+        """Refreshes `high_watermark`'s answers from librdkafka's cache (no broker round trip), on the fetch thread."""
+        now = time.monotonic()
+        if now - self._watermarks_read_at < WATERMARKS_EVERY_SECONDS:
+            return
+        self._watermarks_read_at = now
+        highs: dict[TopicPartitionKey, int] = {}
+        try:
+            for tp in consumer.assignment():
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0:
+                    highs[(tp.topic, tp.partition)] = int(high)
+        except KafkaException:
+            return  # the next fetch tries again; lag is reported from the last reading meanwhile
+        self._high_watermarks = highs  # replaced whole: the event loop reads it without a lock
 
     def _take(self, room: int) -> list[SourceRecord]:
         """Up to ``room`` records off the held messages, in fetch order; end-of-partition markers and
@@ -478,9 +515,9 @@ class KafkaLoop(Generic[T]):
 
     # -- back-pressure and commits --------------------------------------------------------------
 
-    def _apply_backpressure(self, consumer: Consumer, now: float) -> int:
+    def _apply_backpressure(self, now: float) -> int:
         """Pauses every assigned partition once the handler has had no room for ``pause_after_seconds``;
-        resumes when it has room."""
+        resumes when it has room. The next fetch pauses or resumes them, on the fetch thread (`_poll`)."""
         room = max(0, self._handoff.room())
         if room > 0:
             self._full_since = None
@@ -488,14 +525,9 @@ class KafkaLoop(Generic[T]):
             self._full_since = now
         paused = self._full_since is not None and now - self._full_since >= self.options.pause_after_seconds
         if paused != self._paused:
-            assignment = consumer.assignment()
-            if paused:
-                consumer.pause(assignment)
-            else:
-                consumer.resume(assignment)
             self._paused = paused
             if self._on_pause is not None:
-                self._on_pause(len(assignment) if paused else 0)
+                self._on_pause(len(self._assigned) if paused else 0)
         return room
 
     async def commit(self) -> bool:
@@ -531,7 +563,7 @@ class KafkaLoop(Generic[T]):
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._on_loop(lambda: self._assign(keys))
         log.info("partitions_assigned", loop=self.options.name, partitions=_names(keys))
-        if self._paused:
+        if self._pause_applied:  # this callback runs inside a fetch, on the fetch thread
             consumer.pause(partitions)
 
     async def _assign(self, keys: list[TopicPartitionKey]) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from consumer.kafka_loop import GroupSubscription, Handoff, KafkaLoop, LoopOptions
 from consumer.record import SourceRecord
@@ -202,8 +203,49 @@ def _waited(handler: _Bounded, waits: int) -> bool:
     return handler.waits >= waits
 
 
-async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_seconds: float) -> _Bounded:
-    """Reads 20 records with room for 5, finishing them only after the loop waited for room 5 times."""
+class _ThreadRecordingConsumer(Consumer):
+    """A real consumer that notes which thread made each call that waits for the handle."""
+
+    calls: list[tuple[str, int]]
+
+    def __init__(self, config: dict[str, object]) -> None:
+        super().__init__(config)
+        self.calls = []
+
+    def _note(self, name: str) -> None:
+        self.calls.append((name, threading.get_ident()))
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        self._note("consume")
+        return super().consume(num_messages, timeout)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self._note("pause")
+        super().pause(partitions)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self._note("resume")
+        super().resume(partitions)
+
+    def assignment(self) -> list[TopicPartition]:
+        self._note("assignment")
+        return super().assignment()
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        self._note("get_watermark_offsets")
+        return super().get_watermark_offsets(partition, cached=cached) if timeout is None else \
+            super().get_watermark_offsets(partition, timeout, cached)
+
+
+async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_seconds: float, *,
+                       consumers: list[_ThreadRecordingConsumer] | None = None,
+                       ticks: list[int | None] | None = None) -> _Bounded:
+    """Reads 20 records with room for 5, finishing them only after the loop waited for room 5 times.
+
+    With ``consumers``, the loop's consumer is a `_ThreadRecordingConsumer` appended there; with ``ticks``,
+    every turn of the loop asks for partition 0's high watermark (as the service's lag gauge does) into it.
+    """
     topic = f"test-bound-{unique}"
     await asyncio.to_thread(ensure_topics, kafka_config, [topic], partitions=1)
     producer = Producer(kafka_config)
@@ -211,10 +253,22 @@ async def _run_bounded(kafka_config: dict[str, str], unique: str, pause_after_se
         producer.produce(topic, value=str(index).encode())
     assert producer.flush(10) == 0
     handler = _Bounded(bound=5)
+
+    def recording(config: dict[str, object]) -> Consumer:
+        consumer = _ThreadRecordingConsumer(config)
+        assert consumers is not None
+        consumers.append(consumer)
+        return consumer
+
+    def tick(loop: KafkaLoop[SourceRecord]) -> None:
+        assert ticks is not None
+        ticks.append(loop.high_watermark((topic, 0)))
+
     loop = KafkaLoop(GroupSubscription((topic,), topic, {}), handler,
                      LoopOptions(name="bounded", max_batch=20, poll_timeout_seconds=0.1,
-                                 pause_after_seconds=pause_after_seconds),
-                     client_config=kafka_config)
+                                 pause_after_seconds=pause_after_seconds, tick_seconds=0.0),
+                     client_config=kafka_config, consumer_factory=recording if consumers is not None else Consumer,
+                     on_tick=tick if ticks is not None else None)
     handler.loop = loop
     stop = asyncio.Event()
     run = asyncio.create_task(loop.run(stop))
@@ -240,3 +294,20 @@ async def test_a_loop_at_its_bound_fetches_nothing_and_pauses_only_after_the_gra
     assert len(hand_offs) >= 4 and hand_offs[-1] - hand_offs[0] < len(hand_offs) - 1, hand_offs
     at_once = await _run_bounded(kafka_config, f"{unique}-b", pause_after_seconds=0)
     assert (at_once.handed, at_once.overruns, at_once.paused_seen) == (20, 0, True)
+
+
+async def test_the_event_loop_never_calls_the_consumer_while_the_loop_runs(
+        kafka_config: dict[str, str], unique: str) -> None:
+    # confluent-kafka serialises the calls on one consumer. The lag gauge read the watermarks on the event
+    # loop while a fetch served a rebalance callback that waited for the event loop: both waited forever.
+    consumers: list[_ThreadRecordingConsumer] = []
+    ticks: list[int | None] = []
+    event_loop_thread = threading.get_ident()
+    handler = await _run_bounded(kafka_config, unique, pause_after_seconds=0, consumers=consumers, ticks=ticks)
+    assert handler.handed == 20 and handler.paused_seen
+    [consumer] = consumers
+    names = {name for name, _ in consumer.calls}
+    assert {"consume", "pause", "get_watermark_offsets"} <= names, names
+    assert [name for name, thread in consumer.calls if thread == event_loop_thread] == []
+    # The lag gauge still has the partition's end, as the fetch thread last read it.
+    assert 20 in ticks
