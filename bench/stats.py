@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
+from typing import TypeVar
 
 #: The percentiles every latency phase reports.
 PERCENTILES = (0.50, 0.95, 0.99)
@@ -96,13 +97,22 @@ def middle_rate(timestamps: Sequence[float], fraction: float = MIDDLE_FRACTION) 
     return (last - first) / max(ordered[last] - ordered[first], 1e-6)
 
 
+S = TypeVar("S")
+
+
+def _soak_windows(samples: Sequence[S], warmup_fraction: float) -> tuple[list[S], list[S], list[S]]:
+    """A soak's samples after warm-up, and their first and last tenth (all empty when there are none)."""
+    warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)
+    window = max(1, len(warm) // 10)
+    return warm, warm[:window], warm[-window:]
+
+
 def growth_ratio(samples: Sequence[float], warmup_fraction: float = 0.1) -> tuple[float, float, float]:
     """``(start, end, end / start - 1)`` of a soak's samples: means of the first and last tenth after warm-up."""
-    warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)
+    warm, first, last = _soak_windows(samples, warmup_fraction)
     if not warm:
         return 0.0, 0.0, 0.0
-    window = max(1, len(warm) // 10)
-    start, end = sum(warm[:window]) / window, sum(warm[-window:]) / window
+    start, end = sum(first) / len(first), sum(last) / len(last)
     return start, end, (end / start - 1) if start else 0.0
 
 
@@ -134,11 +144,9 @@ def lasting_growth(samples: Sequence[Mapping[int, float]], warmup_fraction: floa
     connection (about 6 MiB each), so a pool that opens one more connection in the last tenth grows
     the tree's sum by a tenth with no process's memory growing. A leak is a lasting process growing.
     """
-    warm = list(samples[int(len(samples) * warmup_fraction):]) or list(samples)
+    warm, first, last = _soak_windows(samples, warmup_fraction)
     if not warm:
         return LastingGrowth(0.0, 0.0, 0.0, 0, 0, 0)
-    window = max(1, len(warm) // 10)
-    first, last = warm[:window], warm[-window:]
     lasting = set.intersection(*(set(sample) for sample in (*first, *last)))
 
     def mean(part: Sequence[Mapping[int, float]]) -> float:
